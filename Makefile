@@ -1,0 +1,36 @@
+# Every target creates .venv when it is missing, then runs its job.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+
+.PHONY: train test parity bench lint venv clean-venv
+
+venv: $(STAMP)
+
+# torch==2.13.0 goes in first: the CPU build on disk. Anything that depends on torch afterwards
+# sees its requirement met and pulls no CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE $(PY) -m pip install --quiet --no-build-isolation mamba-ssm \
+		|| echo "mamba-ssm did not build: its oracle tests will skip"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m jaxbrr.train
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+parity: $(STAMP)
+	$(PY) -m pytest -q parity
+
+bench: $(STAMP)
+	$(PY) benchmarks/preprocess.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean-venv:
+	rm -rf .venv

@@ -1,0 +1,433 @@
+"""Typed, frozen run configuration, loaded from YAML with dotted overrides.
+
+Imports neither jax nor torch: data tools, torchref and jaxbrr all read the same objects.
+
+    cfg = load_config("configs/default.yaml", ["train.lr=3e-4", "model.graph.enabled=false"])
+
+Every section rejects unknown keys; errors name the file, the dotted key and what is allowed.
+Every number the model or pipeline uses lives here; nothing is read from the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
+
+from jaxbrr.data.montage import montage_channels, n_edges
+
+_FROZEN = ConfigDict(extra="forbid")
+
+
+def _section(cls):
+    return dataclass(frozen=True, config=_FROZEN)(cls)
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+
+
+@_section
+class SynthConfig:
+    """The embedded synthetic corpus (jaxbrr.data.synth), generated on first use."""
+
+    recordings: int = Field(24, ge=1)
+    patients: int = Field(8, ge=1)
+    duration_seconds: tuple[float, float] = (180.0, 420.0)
+    sfreqs: tuple[int, ...] = (250, 256, 400, 512)
+    seizures_per_recording: tuple[int, int] = (0, 2)
+    seed: int = 0
+
+
+@_section
+class PreprocessConfig:
+    """DESIGN.md §3. Order: resample, bandpass, notch, z-score, clip, float32."""
+
+    sfreq: int = Field(256, gt=0)
+    resample: Literal["polyphase", "fft"] = "polyphase"
+    bandpass_hz: tuple[float, float] = (0.5, 120.0)
+    bandpass_order: int = Field(3, ge=1)
+    # causal: one forward pass (the original's lfilter); zero_phase: forward-backward (sosfiltfilt).
+    filter_phase: Literal["causal", "zero_phase"] = "causal"
+    notch_hz: float | None = 60.0
+    notch_q: float = Field(30.0, gt=0)
+    clip_sigma: float | None = 10.0
+    # What to do with NaN/Inf samples in the EDF: `zero` replaces them by 0 after z-scoring
+    # (counted in the report); `error` refuses the recording.
+    nonfinite: Literal["zero", "error"] = "zero"
+    interpolate: tuple[str, ...] = ("Fz", "Pz")
+    # A channel whose std (µV) is at most this is flat: reported, and output as zeros.
+    flat_std_uv: float = Field(1e-6, ge=0)
+
+    @model_validator(mode="after")
+    def _check_band(self):
+        low, high = self.bandpass_hz
+        if not 0 < low < high < self.sfreq / 2:
+            raise ValueError(
+                f"bandpass_hz {self.bandpass_hz} must satisfy 0 < low < high < sfreq/2 = {self.sfreq / 2}"
+            )
+        return self
+
+
+@_section
+class BalanceConfig:
+    """SeizureTransformer-style balanced epoch (original_spec.md §1.9), re-drawn each epoch."""
+
+    enabled: bool = True
+    full_ratio: float = Field(0.3, ge=0)
+    background_ratio: float = Field(2.5, ge=0)
+
+
+@_section
+class SplitConfig:
+    """Patient-disjoint split. With `train/`, `dev/`, `eval/` folders under data_dir those are
+    used (TUSZ's official split); otherwise patients are assigned by a seeded permutation."""
+
+    dev_fraction: float = Field(0.25, ge=0, lt=1)
+    eval_fraction: float = Field(0.0, ge=0, lt=1)
+    seed: int = 0
+
+
+@_section
+class DataConfig:
+    data_dir: str = "data/synthetic"
+    cache_dir: str = ".cache/jaxbrr"
+    synthetic: SynthConfig | None = None
+    montage: Literal["ref19", "bipolar"] = "ref19"
+    window_seconds: float = Field(60.0, gt=0)
+    stride_seconds: float = Field(10.0, gt=0)
+    seizure_labels: tuple[str, ...] = (
+        "seiz", "gnsz", "fnsz", "cpsz", "absz", "spsz", "tcsz", "tnsz", "mysz",
+    )
+    # Labels that are known and mean "no seizure"; any other unknown label is an error.
+    background_labels: tuple[str, ...] = ("bckg",)
+    split: SplitConfig = SplitConfig()
+    balance: BalanceConfig = BalanceConfig()
+    # Files matched under data_dir (recursively); annotations are <stem>.csv_bi, else <stem>.csv.
+    edf_glob: str = "**/*.edf"
+
+
+# ----------------------------------------------------------------------------------------------
+# model
+
+
+@_section
+class TCNConfig:
+    channels: tuple[int, ...] = (64, 128, 256, 512, 64, 128, 256, 512)
+    kernel_size: int = Field(7, ge=1)
+    dropout: float = Field(0.15, ge=0, lt=1)
+    out_channels: int = Field(512, ge=1)
+    stride_down: int = Field(16, ge=1)
+
+
+@_section
+class MambaConfig:
+    n_layers: int = Field(6, ge=1)
+    d_model: int = Field(64, ge=1)
+    d_state: int = Field(16, ge=1)
+    d_conv: int = Field(4, ge=1)
+    expand: int = Field(2, ge=1)
+    headdim: int = Field(8, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_heads(self):
+        if (self.expand * self.d_model) % self.headdim:
+            raise ValueError(
+                f"expand*d_model = {self.expand * self.d_model} is not a multiple of headdim {self.headdim}"
+            )
+        return self
+
+
+@_section
+class SSMConfig:
+    """How the selective scan is computed. Both algorithms are exact; sequential is the oracle."""
+
+    scan: Literal["chunked", "sequential"] = "chunked"
+    chunk_size: int = Field(16, ge=1)
+    # torch only: `cuda` runs mamba_ssm's own kernels (needs a GPU); never chosen silently.
+    backend: Literal["torch", "cuda"] = "torch"
+
+
+@_section
+class GraphConfig:
+    enabled: bool = True
+    edge_features: Literal["cosine", "correlation"] = "cosine"
+    edge_lift: int = Field(16, ge=1)
+    edge_mamba: MambaConfig = MambaConfig(n_layers=2, d_model=16, d_state=8, headdim=4)
+    top_k: int = Field(3, ge=1)
+    edge_threshold: float = Field(1e-4, ge=0)
+    n_layers: int = Field(2, ge=1)
+    alpha: float = Field(0.05, ge=0, le=1)
+    hops: int = Field(2, ge=1)  # SSGConv K
+    dropout: float = Field(0.1, ge=0, lt=1)
+    use_residual: bool = True
+    k_eigenvectors: int = Field(16, ge=1)
+    use_dynamic_pe: bool = True
+    semi_dynamic_interval: int = Field(5, ge=1)
+    pe_sign: Literal["sum", "max_abs"] = "sum"
+    laplacian_epsilon: float = Field(1e-4, ge=0)
+
+
+@_section
+class StabilityConfig:
+    """DESIGN.md §2. No clamp or nan_to_num exists anywhere unless `guards: original`."""
+
+    guards: Literal["none", "original"] = "none"
+    pe_gradient: Literal["full", "stop", "safe"] = "safe"
+    # safe eigh VJP: 1/(λj−λi) is zeroed where |λj−λi| <= eigh_tau.
+    eigh_tau: float = Field(1e-6, gt=0)
+
+
+@_section
+class ModelConfig:
+    architecture: Literal["v3", "v2", "tcn"] = "v3"
+    montage: Literal["ref19", "bipolar"] = "ref19"
+    tcn: TCNConfig = TCNConfig()
+    electrode_dim: int = Field(64, ge=1)
+    node_mamba: MambaConfig = MambaConfig()
+    # architecture v2: TCN -> 512-wide BiMamba-2 stack -> head.
+    v2_mamba: MambaConfig = MambaConfig(d_model=512, headdim=64)
+    graph: GraphConfig = GraphConfig()
+    ssm: SSMConfig = SSMConfig()
+    stability: StabilityConfig = StabilityConfig()
+    layernorm_eps: float = Field(1e-5, gt=0)
+    precision: Literal["float32", "bfloat16"] = "float32"
+    remat: bool = False
+
+    @property
+    def n_chans(self) -> int:
+        return len(montage_channels(self.montage))
+
+    @property
+    def n_edges(self) -> int:
+        return n_edges(self.n_chans)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.architecture == "v3" and self.node_mamba.d_model != self.electrode_dim:
+            raise ValueError(
+                f"node_mamba.d_model ({self.node_mamba.d_model}) must equal electrode_dim ({self.electrode_dim})"
+            )
+        if self.architecture == "v2" and self.v2_mamba.d_model != self.tcn.out_channels:
+            raise ValueError(
+                f"v2_mamba.d_model ({self.v2_mamba.d_model}) must equal tcn.out_channels ({self.tcn.out_channels})"
+            )
+        if self.graph.k_eigenvectors > len(montage_channels(self.montage)):
+            raise ValueError(
+                f"graph.k_eigenvectors ({self.graph.k_eigenvectors}) exceeds the montage's node count"
+            )
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# training, post-processing, evaluation
+
+
+@_section
+class EarlyStoppingConfig:
+    metric: str = "auroc"
+    mode: Literal["max", "min"] = "max"
+    patience: int = Field(5, ge=1)
+
+
+@_section
+class TrainConfig:
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    gradient_clip: float = Field(1.0, ge=0)
+    grad_accum_steps: int = Field(1, ge=1)
+    loss: Literal["focal", "bce"] = "focal"
+    focal_alpha: float = Field(0.5, ge=0, le=1)
+    focal_gamma: float = Field(2.0, ge=0)
+    # "auto": sqrt((1-r)/r) from the balanced set's window-level seizure ratio r (original §3.4).
+    pos_weight: float | Literal["auto"] = "auto"
+    nan_policy: Literal["raise", "skip"] = "raise"
+    max_skipped: int = Field(10, ge=0)
+    checkify: bool = False
+    max_steps: int | None = Field(None, ge=1)
+    log_every: int = Field(10, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    seed: int = 0
+
+
+@_section
+class PostprocessConfig:
+    """Recording-level event extraction (DESIGN.md §6). Sample counts are at preprocess.sfreq."""
+
+    tau_on: float = Field(0.86, gt=0, lt=1)
+    tau_off: float = Field(0.78, gt=0, lt=1)
+    opening_samples: int = Field(11, ge=1)
+    closing_samples: int = Field(31, ge=1)
+    min_duration_seconds: float = Field(3.0, ge=0)
+    max_duration_seconds: float = Field(600.0, gt=0)
+    merge_gap_seconds: float = Field(2.0, ge=0)
+    confidence: Literal["mean", "peak"] = "mean"
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.tau_off > self.tau_on:
+            raise ValueError(f"tau_off ({self.tau_off}) must not exceed tau_on ({self.tau_on})")
+        return self
+
+
+@_section
+class EvalConfig:
+    fa_rates: tuple[float, ...] = (10.0, 5.0, 2.5, 1.0)
+    batch_size: int = Field(8, ge=1)
+
+
+@_section
+class Config:
+    name: str = "run"
+    workdir: str = "runs/default"
+    data: DataConfig = DataConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    postprocess: PostprocessConfig = PostprocessConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.model.montage != self.data.montage:
+            raise ValueError(
+                f"model.montage ({self.model.montage}) differs from data.montage ({self.data.montage})"
+            )
+        window = self.data.window_seconds * self.preprocess.sfreq
+        if window != int(window) or int(window) % self.model.tcn.stride_down:
+            raise ValueError(
+                f"data.window_seconds * preprocess.sfreq = {window} samples must be an integer "
+                f"multiple of model.tcn.stride_down ({self.model.tcn.stride_down})"
+            )
+        return self
+
+    @property
+    def window_samples(self) -> int:
+        return int(self.data.window_seconds * self.preprocess.sfreq)
+
+    @property
+    def stride_samples(self) -> int:
+        return int(round(self.data.stride_seconds * self.preprocess.sfreq))
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the file and the key."""
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: cannot set {dotted!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key.sub=value` with the value read as YAML (`3e-4`, `true`, `[1, 2]`, `null`)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.sub=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    # YAML 1.1 reads 3e-4 as a string; accept it as the number a user meant.
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
+def _fields_of(cls, dotted: list) -> list[str] | None:
+    """The allowed keys of the section at path `dotted`, for an 'unknown key' message."""
+    for key in dotted:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if key not in fields:
+            return None
+        annotation = fields[key].type
+        target = cls.__annotations__.get(key) if isinstance(annotation, str) else annotation
+        resolved = _resolve(target)
+        if resolved is None:
+            return None
+        cls = resolved
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _resolve(annotation):
+    if isinstance(annotation, str):
+        annotation = annotation.split("|")[0].strip()
+        return globals().get(annotation)
+    return annotation if dataclasses.is_dataclass(annotation) else None
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"] if not isinstance(p, int)]
+        key = ".".join(loc)
+        if e["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+            allowed = _fields_of(Config, loc[:-1])
+            hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+            lines.append(f"{source}: unknown key {key!r}{hint}")
+        else:
+            lines.append(f"{source}: {key or '<root>'}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def config_from_dict(tree: dict, source: str = "<dict>") -> Config:
+    try:
+        return TypeAdapter(Config).validate_python(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (None: all defaults), apply `key.sub=value` overrides, validate."""
+    tree: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value, f"{source} (--set {text})")
+    if overrides:
+        source = f"{source} with --set {' '.join(overrides)}"
+    return config_from_dict(tree, source)
+
+
+def config_to_dict(config) -> dict:
+    """Plain nested dict (tuples as lists), e.g. to save next to a checkpoint."""
+    return TypeAdapter(type(config)).dump_python(config, mode="json")
+
+
+def config_hash(section) -> str:
+    """Stable short hash of a config section: keys the preprocessing cache."""
+    import hashlib
+    import json
+
+    text = json.dumps(config_to_dict(section), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
