@@ -1,0 +1,262 @@
+"""The preprocessed-recording cache: one memory-mapped array per recording, never per window.
+
+Layout, under `<cache_dir>/<key>/` where key hashes everything that changes the bytes
+(preprocessing, montage, label set):
+
+    recordings/<stem>.signals.npy   (C, N) float32, preprocessed
+    recordings/<stem>.labels.npy    (N,) uint8, per-sample seizure labels
+    recordings/<stem>.json          provenance: source file, size, mtime, report, label report
+    manifest.json                   every recording's sidecar, the skipped files and why
+
+A sidecar is written last and atomically, so its presence means the recording is complete: a
+killed build keeps everything it finished, and a rebuild skips a recording whose sidecar matches
+the source file's size and mtime. Reading one window reads only that window's bytes (np.load with
+mmap_mode="r"), unlike the original, which decompressed a whole recording per window.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jaxbrr.config import Config, config_hash, config_to_dict
+from jaxbrr.data.annotations import (
+    AnnotationError,
+    atomic_write_text,
+    read_annotations,
+    seizure_mask,
+)
+from jaxbrr.data.windows import (
+    WindowSpec,
+    cut_window,
+    seizure_samples_per_window,
+    window_classes,
+    window_starts,
+)
+
+MANIFEST = "manifest.json"
+CACHE_FORMAT = 1
+
+
+def cache_key(config: Config) -> str:
+    """Hash of what decides the cached bytes; a changed key means a fresh cache folder."""
+    parts = {
+        "format": CACHE_FORMAT,
+        "preprocess": config_to_dict(config.preprocess),
+        "montage": config.data.montage,
+        "seizure_labels": sorted(config.data.seizure_labels),
+        "background_labels": sorted(config.data.background_labels),
+    }
+    return config_hash(parts)
+
+
+def cache_path(config: Config) -> Path:
+    return Path(config.data.cache_dir) / cache_key(config)
+
+
+def patient_id(stem: str) -> str:
+    """TUSZ convention: the stem before the first underscore (`aaaaagxr_s018_t000` -> `aaaaagxr`)."""
+    return stem.split("_", 1)[0]
+
+
+def annotation_file(edf: Path) -> Path | None:
+    """`<stem>.csv_bi` (term-based) if present, else `<stem>.csv` (per-channel), else None."""
+    for suffix in (".csv_bi", ".csv"):
+        candidate = edf.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_recordings(data_dir: str | Path, pattern: str = "**/*.edf") -> list[Path]:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(
+            f"data_dir {data_dir} does not exist: set data.data_dir in the config "
+            f"(or data.synthetic to generate the synthetic corpus there)"
+        )
+    return sorted(p for p in data_dir.glob(pattern) if p.is_file())
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class BuildResult:
+    root: Path
+    built: list[str]
+    reused: list[str]
+    skipped: list[dict]
+
+
+def _source_stamp(edf: Path) -> dict:
+    stat = edf.stat()
+    return {"source": str(edf.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _is_current(sidecar: Path, stamp: dict) -> bool:
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return False
+    return all(meta.get(k) == v for k, v in stamp.items())
+
+
+def cache_recording(edf: Path, config: Config, root: Path) -> dict:
+    """Preprocess one EDF and its labels into the cache; returns its sidecar dict. Raises on bad input."""
+    from jaxbrr.data.preprocess import preprocess_file  # MNE is slow to import; only builds need it
+
+    signals, report = preprocess_file(edf, config.data.montage, config.preprocess)
+    sfreq = config.preprocess.sfreq
+    n_samples = signals.shape[-1]
+    notes = report.to_dict()
+    ann_path = annotation_file(edf)
+    if ann_path is None:
+        raise AnnotationError(
+            f"{edf}: no annotation file ({edf.with_suffix('.csv_bi').name} or "
+            f"{edf.with_suffix('.csv').name}); a recording without labels cannot be trained or "
+            f"scored: add one (a background-only file has one 'TERM,0,<duration>,bckg' row)"
+        )
+    annotations = read_annotations(
+        ann_path, config.data.seizure_labels, config.data.background_labels
+    )
+    labels, label_report = seizure_mask(annotations, n_samples, sfreq, config.data.seizure_labels)
+    recordings = root / "recordings"
+    stem = edf.stem
+    _atomic_save_npy(recordings / f"{stem}.signals.npy", signals)
+    _atomic_save_npy(recordings / f"{stem}.labels.npy", labels)
+    sidecar = {
+        **_source_stamp(edf),
+        "stem": stem,
+        "patient": patient_id(stem),
+        "annotations": str(ann_path.resolve()),
+        "n_channels": int(signals.shape[0]),
+        "n_samples": int(n_samples),
+        "sfreq": sfreq,
+        "report": notes,
+        "labels": asdict(label_report),
+    }
+    atomic_write_text(recordings / f"{stem}.json", json.dumps(sidecar, indent=1))
+    return sidecar
+
+
+def build_cache(config: Config, edfs: list[Path] | None = None, progress: bool = True) -> BuildResult:
+    """Cache every recording under data.data_dir; skip and record bad files; keep what exists."""
+    from tqdm.auto import tqdm
+
+    root = cache_path(config)
+    (root / "recordings").mkdir(parents=True, exist_ok=True)
+    edfs = find_recordings(config.data.data_dir, config.data.edf_glob) if edfs is None else edfs
+    stems: dict[str, Path] = {}
+    built, reused, skipped = [], [], []
+    bar = tqdm(edfs, desc="caching recordings", unit="rec", disable=not progress)
+    for edf in bar:
+        bar.set_postfix_str(edf.name)
+        if edf.stem in stems:
+            skipped.append({"source": str(edf), "reason": f"stem {edf.stem!r} also at {stems[edf.stem]}: rename one"})
+            continue
+        stems[edf.stem] = edf
+        sidecar = root / "recordings" / f"{edf.stem}.json"
+        if _is_current(sidecar, _source_stamp(edf)):
+            reused.append(edf.stem)
+            continue
+        try:
+            cache_recording(edf, config, root)
+            built.append(edf.stem)
+        except (ValueError, OSError) as err:  # EDFError and AnnotationError are ValueErrors
+            skipped.append({"source": str(edf), "reason": str(err).strip() or traceback.format_exc(limit=1)})
+    write_manifest(root, config, skipped, keep=set(stems))
+    return BuildResult(root, built, reused, skipped)
+
+
+def write_manifest(root: Path, config: Config, skipped: list[dict], keep: set[str] | None = None) -> dict:
+    """Gather the complete sidecars into manifest.json (atomic)."""
+    recordings = {}
+    for sidecar in sorted((root / "recordings").glob("*.json")):
+        meta = json.loads(sidecar.read_text())
+        if keep is None or meta["stem"] in keep:
+            recordings[meta["stem"]] = meta
+    manifest = {
+        "format": CACHE_FORMAT,
+        "key": root.name,
+        "config": {
+            "preprocess": config_to_dict(config.preprocess),
+            "montage": config.data.montage,
+            "seizure_labels": list(config.data.seizure_labels),
+        },
+        "recordings": recordings,
+        "skipped": skipped,
+    }
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+class Corpus:
+    """Read side of a cache: recordings by stem, windows as memory-mapped slices."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        manifest_file = self.root / MANIFEST
+        if not manifest_file.is_file():
+            raise FileNotFoundError(
+                f"{manifest_file} not found: build the cache first (python -m jaxbrr.data build --config CFG)"
+            )
+        self.manifest = json.loads(manifest_file.read_text())
+        self.recordings: dict[str, dict] = self.manifest["recordings"]
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def stems(self) -> list[str]:
+        return sorted(self.recordings)
+
+    def arrays(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
+        """(signals (C, N), labels (N,)) as read-only memory maps."""
+        if stem not in self._arrays:
+            base = self.root / "recordings" / stem
+            self._arrays[stem] = (
+                np.load(f"{base}.signals.npy", mmap_mode="r"),
+                np.load(f"{base}.labels.npy", mmap_mode="r"),
+            )
+        return self._arrays[stem]
+
+    def window(self, stem: str, start: int, window_samples: int):
+        signals, labels = self.arrays(stem)
+        return cut_window(signals, labels, int(start), window_samples)
+
+    def window_table(self, stems: list[str], spec: WindowSpec) -> dict[str, np.ndarray]:
+        """All windows of the given recordings: record index, start, seizure samples, class."""
+        record, starts, seizure, classes = [], [], [], []
+        for i, stem in enumerate(stems):
+            _, labels = self.arrays(stem)
+            s = window_starts(len(labels), spec)
+            k = seizure_samples_per_window(labels, s, spec.window_samples)
+            record.append(np.full(len(s), i, np.int64))
+            starts.append(s)
+            seizure.append(k)
+            classes.append(window_classes(k, spec.window_samples))
+        cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
+        return {
+            "record": cat(record, np.int64),
+            "start": cat(starts, np.int64),
+            "seizure_samples": cat(seizure, np.int64),
+            "class": cat(classes, np.int8),
+        }
+
+    def batch(self, stems: list[str], table: dict, rows: np.ndarray, window_samples: int):
+        """Stack windows into x (B, C, W) float32, y (B, W) uint8, valid (B, W) bool."""
+        parts = [self.window(stems[table["record"][r]], table["start"][r], window_samples) for r in rows]
+        return tuple(np.stack(p) for p in zip(*parts, strict=True))

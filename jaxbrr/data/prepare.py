@@ -1,0 +1,92 @@
+"""From a config to a ready corpus: generate the synthetic data if asked, build the cache, split.
+
+This is what `python -m jaxbrr.data build` and the training loop call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from jaxbrr.config import Config
+from jaxbrr.data.cache import BuildResult, Corpus, build_cache
+from jaxbrr.data.sampler import SPLITS, assign_splits, official_split
+from jaxbrr.data.windows import BACKGROUND, WindowSpec
+
+
+@dataclass
+class PreparedData:
+    corpus: Corpus
+    splits: dict[str, list[str]]  # split -> recording stems
+    build: BuildResult | None = None
+    summary: list[dict] = field(default_factory=list)
+
+
+def ensure_synthetic(config: Config, progress: bool = True) -> None:
+    """Generate the synthetic corpus into data.data_dir when the config asks for one."""
+    if config.data.synthetic is None:
+        return
+    from jaxbrr.data.synth import generate_from_config
+
+    generate_from_config(config.data.data_dir, config.data.synthetic, progress=progress)
+
+
+def prepare(config: Config, progress: bool = True) -> PreparedData:
+    ensure_synthetic(config, progress)
+    build = build_cache(config, progress=progress)
+    corpus = Corpus(build.root)
+    stems = corpus.stems
+    official = {
+        s: official_split(corpus.recordings[s]["source"], config.data.data_dir) for s in stems
+    }
+    split_of = assign_splits(stems, config.data.split, official)
+    splits = {name: [s for s in stems if split_of[s] == name] for name in SPLITS}
+    prepared = PreparedData(corpus, splits, build)
+    prepared.summary = summarize(prepared, config)
+    return prepared
+
+
+def train_spec(config: Config) -> WindowSpec:
+    return WindowSpec(config.window_samples, config.stride_samples)
+
+
+def summarize(prepared: PreparedData, config: Config) -> list[dict]:
+    """One row per split: recordings, hours, windows, seizure windows, seizure hours."""
+    rows = []
+    spec = train_spec(config)
+    for name, stems in prepared.splits.items():
+        meta = [prepared.corpus.recordings[s] for s in stems]
+        table = prepared.corpus.window_table(stems, spec)
+        short = sum(1 for m in meta if m["n_samples"] < spec.window_samples)
+        rows.append({
+            "split": name,
+            "patients": len({m["patient"] for m in meta}),
+            "recordings": len(meta),
+            "hours": sum(m["n_samples"] / m["sfreq"] for m in meta) / 3600,
+            "windows": int(len(table["class"])),
+            "seizure_windows": int(np.sum(table["class"] != BACKGROUND)),
+            "seizure_hours": sum(m["labels"]["seizure_seconds"] for m in meta) / 3600,
+            "shorter_than_window": short,
+        })
+    return rows
+
+
+def format_summary(prepared: PreparedData) -> str:
+    head = f"{'split':<6} {'patients':>8} {'recs':>5} {'hours':>7} {'windows':>8} {'sz win':>7} {'sz hours':>8} {'short':>5}"
+    lines = [head, "-" * len(head)]
+    for r in prepared.summary:
+        lines.append(
+            f"{r['split']:<6} {r['patients']:>8} {r['recordings']:>5} {r['hours']:>7.2f} {r['windows']:>8} "
+            f"{r['seizure_windows']:>7} {r['seizure_hours']:>8.3f} {r['shorter_than_window']:>5}"
+        )
+    build = prepared.build
+    if build is not None:
+        lines.append(
+            f"cache {build.root}: {len(build.built)} built, {len(build.reused)} reused, "
+            f"{len(build.skipped)} skipped"
+        )
+        for item in build.skipped:
+            lines.append(f"  skipped {Path(item['source']).name}: {item['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""Every shipped config loads; errors name the file and the key."""
+
+from pathlib import Path
+
+import pytest
+
+from jaxbrr.config import ConfigError, config_hash, load_config, parse_override
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_configs_exist():
+    names = {p.name for p in CONFIGS}
+    assert {"tiny.yaml", "default.yaml", "smoke.yaml", "tusz.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_loads(path):
+    config = load_config(path)
+    assert config.window_samples % config.model.tcn.stride_down == 0
+    assert config.model.n_chans == 19 if config.data.montage == "ref19" else 23
+
+
+def test_tusz_is_the_original_full_size():
+    config = load_config(CONFIGS[[p.name for p in CONFIGS].index("tusz.yaml")])
+    model = config.model
+    assert config.window_samples == 15360 and config.stride_samples == 2560
+    assert model.tcn.channels == (64, 128, 256, 512, 64, 128, 256, 512)
+    assert (model.node_mamba.n_layers, model.node_mamba.d_model, model.node_mamba.headdim) == (6, 64, 8)
+    assert (model.graph.edge_mamba.n_layers, model.graph.edge_mamba.d_state) == (2, 8)
+    assert model.n_edges == 171
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  tcn:\n    kernal_size: 5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert str(path) in message and "model.tcn.kernal_size" in message and "kernel_size" in message
+
+
+def test_unknown_top_level_section(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("trian:\n  lr: 1\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'trian'.*allowed: .*train"):
+        load_config(path)
+
+
+def test_bad_value_and_broken_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  lr: -1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: train.lr"):
+        load_config(path)
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_overrides():
+    config = load_config(None, ["train.lr=3e-4", "model.graph.enabled=false", "model.tcn.channels=[4, 8]"])
+    assert config.train.lr == pytest.approx(3e-4)
+    assert config.model.graph.enabled is False
+    assert config.model.tcn.channels == (4, 8)
+    with pytest.raises(ConfigError, match="unknown key 'train.lrr'"):
+        load_config(None, ["train.lrr=1"])
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        parse_override("train.lr")
+
+
+def test_configs_are_frozen_and_hash_stably():
+    a, b = load_config(), load_config()
+    with pytest.raises(Exception):
+        a.train.lr = 1.0
+    assert config_hash(a.preprocess) == config_hash(b.preprocess)
+    c = load_config(None, ["preprocess.notch_hz=50"])
+    assert config_hash(c.preprocess) != config_hash(a.preprocess)
+
+
+def test_cross_field_checks():
+    with pytest.raises(ConfigError, match="stride_down"):
+        load_config(None, ["data.window_seconds=1.01"])
+    with pytest.raises(ConfigError, match="differs from data.montage"):
+        load_config(None, ["model.montage=bipolar"])
+    with pytest.raises(ConfigError, match="headdim"):
+        load_config(None, ["model.node_mamba.headdim=7"])
