@@ -56,7 +56,8 @@ class PreprocessConfig:
     notch_hz: float | None = 60.0
     notch_q: float = Field(30.0, gt=0)
     clip_sigma: float | None = 10.0
-    # What to do with NaN/Inf samples in the EDF: `zero` replaces them by 0 after z-scoring
+    # What to do with NaN/Inf samples in the EDF: `zero` sets them to 0 before filtering (so an IIR
+    # filter cannot spread them), leaves them out of the z-score statistics and outputs 0 there
     # (counted in the report); `error` refuses the recording.
     nonfinite: Literal["zero", "error"] = "zero"
     interpolate: tuple[str, ...] = ("Fz", "Pz")

@@ -1,0 +1,119 @@
+"""The cache: bad files skipped and listed, finished work kept, config changes rebuild."""
+
+import json
+
+import edfio
+import numpy as np
+import pytest
+
+from jaxbrr.config import load_config
+from jaxbrr.data.annotations import Event, write_csv_bi
+from jaxbrr.data.cache import Corpus, build_cache, cache_path
+from jaxbrr.data.montage import REF19
+from jaxbrr.data.prepare import format_summary, prepare
+from jaxbrr.data.windows import WindowSpec
+
+SFREQ = 256
+
+
+def _write_edf(path, seconds, sfreq=SFREQ, drop=(), seed=0):
+    rng = np.random.default_rng(seed)
+    signals = [
+        edfio.EdfSignal(rng.standard_normal(int(seconds * sfreq)) * 30, sfreq,
+                        label=f"EEG {name.upper()}-REF", physical_dimension="uV",
+                        physical_range=(-3000, 3000))
+        for name in REF19 if name not in drop
+    ]
+    edfio.Edf(signals).write(path)
+
+
+def _recording(folder, stem, seconds=40, seizure=(10.0, 25.0), **kw):
+    _write_edf(folder / f"{stem}.edf", seconds, **kw)
+    events = [Event(*seizure, "seiz")] if seizure else []
+    write_csv_bi(folder / f"{stem}.csv_bi", events, seconds, fill_background=True)
+
+
+def _config(tmp_path, *extra):
+    return load_config(None, [
+        f"data.data_dir={tmp_path / 'edf'}", f"data.cache_dir={tmp_path / 'cache'}",
+        "data.window_seconds=16", "data.stride_seconds=8", *extra,
+    ])
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    folder = tmp_path / "edf"
+    folder.mkdir()
+    _recording(folder, "pa_s001_t000")
+    _recording(folder, "pa_s001_t001", seizure=None, seed=1)
+    _recording(folder, "pb_s001_t000", seed=2)
+    _recording(folder, "pc_s001_t000", seconds=10, seed=3)  # shorter than a window: kept, reported
+    # bad inputs, each must be skipped with its reason
+    _recording(folder, "bad1_s001_t000", drop=("C3",), seed=4)  # missing non-midline channel
+    (folder / "bad2_s001_t000.edf").write_text("this is not an EDF file\n")
+    write_csv_bi(folder / "bad2_s001_t000.csv_bi", [], 10.0)
+    _recording(folder, "bad3_s001_t000", seed=5)
+    good = (folder / "bad3_s001_t000.edf").read_bytes()
+    (folder / "bad3_s001_t000.edf").write_bytes(good[: len(good) // 3])  # truncated
+    _recording(folder, "bad4_s001_t000", seed=6)
+    (folder / "bad4_s001_t000.csv_bi").write_text("TERM,1.0,oops,seiz,1\n")  # malformed row
+    _write_edf(folder / "bad5_s001_t000.edf", 20, seed=7)  # no annotation file
+    return folder
+
+
+def test_build_skips_bad_files_and_keeps_good_ones(tmp_path, corpus_dir):
+    config = _config(tmp_path)
+    result = build_cache(config, progress=False)
+    assert sorted(result.built) == ["pa_s001_t000", "pa_s001_t001", "pb_s001_t000", "pc_s001_t000"]
+    reasons = {s["source"].split("/")[-1]: s["reason"] for s in result.skipped}
+    assert set(reasons) == {f"bad{i}_s001_t000.edf" for i in range(1, 6)}
+    assert "C3" in reasons["bad1_s001_t000.edf"]
+    assert "bad4_s001_t000.csv_bi:1" in reasons["bad4_s001_t000.edf"]
+    assert "no annotation file" in reasons["bad5_s001_t000.edf"]
+    for name, reason in reasons.items():
+        assert name.split(".")[0] in reason, f"reason for {name} does not name the file: {reason}"
+    manifest = json.loads((result.root / "manifest.json").read_text())
+    assert len(manifest["recordings"]) == 4 and len(manifest["skipped"]) == 5
+
+    corpus = Corpus(result.root)
+    signals, labels = corpus.arrays("pa_s001_t000")
+    assert isinstance(signals, np.memmap) and signals.dtype == np.float32
+    assert signals.shape == (19, 40 * SFREQ) and labels.shape == (40 * SFREQ,)
+    assert labels.sum() == 15 * SFREQ and labels[10 * SFREQ] == 1 and labels[10 * SFREQ - 1] == 0
+    short = corpus.recordings["pc_s001_t000"]
+    assert short["n_samples"] == 10 * SFREQ  # kept, never dropped
+    x, y, valid = corpus.window("pa_s001_t000", 8 * SFREQ, 16 * SFREQ)
+    assert np.array_equal(x, np.asarray(signals[:, 8 * SFREQ : 24 * SFREQ]))
+
+
+def test_rebuild_reuses_and_a_config_change_rebuilds(tmp_path, corpus_dir):
+    config = _config(tmp_path)
+    first = build_cache(config, progress=False)
+    again = build_cache(config, progress=False)
+    assert again.built == [] and sorted(again.reused) == sorted(first.built)
+    # a killed build: the sidecar is written last, so a recording without one is rebuilt
+    (first.root / "recordings" / "pb_s001_t000.json").unlink()
+    resumed = build_cache(config, progress=False)
+    assert resumed.built == ["pb_s001_t000"]
+    changed = _config(tmp_path, "preprocess.notch_hz=50")
+    assert cache_path(changed) != cache_path(config)
+    rebuilt = build_cache(changed, progress=False)
+    assert len(rebuilt.built) == 4
+
+
+def test_prepare_splits_by_patient_and_summarizes(tmp_path, corpus_dir):
+    config = _config(tmp_path, "data.split.dev_fraction=0.34")
+    prepared = prepare(config, progress=False)
+    patients = {split: {s.split("_")[0] for s in stems} for split, stems in prepared.splits.items()}
+    assert not patients["train"] & patients["dev"]
+    assert sum(len(s) for s in prepared.splits.values()) == 4
+    text = format_summary(prepared)
+    assert "5 skipped" in text and "bad3_s001_t000.edf" in text
+    rows = {r["split"]: r for r in prepared.summary}
+    assert sum(r["recordings"] for r in rows.values()) == 4
+    assert sum(r["shorter_than_window"] for r in rows.values()) == 1
+    total_windows = sum(r["windows"] for r in rows.values())
+    # 40 s recordings with 16 s / 8 s windows: 4 each; the 10 s one: none
+    assert total_windows == 3 * 4
+    table = prepared.corpus.window_table(["pa_s001_t000"], WindowSpec(16 * SFREQ, 8 * SFREQ))
+    assert table["seizure_samples"].tolist() == [6 * SFREQ, 14 * SFREQ, 9 * SFREQ, 1 * SFREQ]

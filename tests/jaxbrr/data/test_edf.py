@@ -1,0 +1,284 @@
+"""jaxbrr.data.edf: names, montages, interpolation, and every way an EDF file can be bad."""
+
+from __future__ import annotations
+
+import mne
+import numpy as np
+import pytest
+
+from jaxbrr.data import edf
+from jaxbrr.data.edf import EDFError, clean_channel_name, read_edf, read_header
+from jaxbrr.data.montage import BIPOLAR23, REF19
+
+SFREQ = 256.0
+FIX = "remove it from data_dir"
+
+
+@pytest.mark.parametrize(
+    ("label", "cleaned"),
+    [
+        ("EEG FP1-REF", "FP1"),
+        ("EEG T3-LE", "T3"),
+        ("EEG Fp1", "FP1"),
+        ("Fz-ar", "FZ"),
+        (" EEG  C3 - REF", "C3"),
+        ("EEG FP1-REF-REF", "FP1-REF"),  # one suffix only
+        ("FP1-F7", "FP1-F7"),
+        ("EKG EKG", "EKGEKG"),
+    ],
+)
+def test_clean_channel_name(label, cleaned):
+    assert clean_channel_name(label) == cleaned
+
+
+def test_ref19_reorders_and_keeps_microvolts(tmp_path, write_edf, tusz_signals):
+    signals = tusz_signals(10, SFREQ)
+    labels = list(signals)[::-1]  # file order differs from REF19 order
+    path = write_edf(tmp_path / "rec.edf", {k: signals[k] for k in labels}, SFREQ)
+    rec = read_edf(path, "ref19")
+    assert rec.channels == REF19
+    assert rec.signals_uv.shape == (19, 2560) and rec.signals_uv.dtype == np.float64
+    assert rec.sfreq == SFREQ and rec.duration_seconds == 10.0
+    assert rec.channel_sources["Fp1"] == "EEG FP1-REF"
+    assert rec.channel_sources["T5"] == "EEG T5-REF"
+    assert rec.interpolated == () and rec.repairs == ()
+    np.testing.assert_array_equal(rec.nonfinite_samples, np.zeros(19))
+    for c, name in enumerate(REF19):
+        truth = signals[f"EEG {name.upper()}-REF"]
+        step = np.ptp(truth) / 65535  # one 16-bit quantisation step
+        np.testing.assert_allclose(rec.signals_uv[c], truth, atol=step)
+
+
+def test_modern_names_are_synonyms(tmp_path, write_edf, tusz_signals):
+    modern = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
+    names = {n: f"EEG {modern.get(n, n).upper()}-LE" for n in REF19}
+    path = write_edf(tmp_path / "le.edf", tusz_signals(4, SFREQ, names=names), SFREQ)
+    rec = read_edf(path, "ref19")
+    assert rec.channel_sources["T3"] == "EEG T7-LE"
+    assert rec.channel_sources["T6"] == "EEG P8-LE"
+
+
+def test_missing_channel_names_missing_and_found(tmp_path, write_edf, tusz_signals):
+    signals = tusz_signals(4, SFREQ)
+    del signals["EEG O2-REF"], signals["EEG C3-REF"]
+    path = write_edf(tmp_path / "no_o2.edf", signals, SFREQ)
+    with pytest.raises(EDFError) as err:
+        read_edf(path, "ref19")
+    msg = str(err.value)
+    assert str(path) in msg
+    assert "needs C3, O2" in msg
+    assert "Channels found: EEG FP1-REF" in msg and "EEG EKG1-REF" in msg
+    assert "may be interpolated" in msg
+
+
+def test_missing_fz_pz_are_interpolated(tmp_path, write_edf):
+    # A spatially smooth field: one common rhythm plus small independent noise per electrode.
+    rng = np.random.default_rng(1)
+    t = np.arange(int(8 * SFREQ)) / SFREQ
+    common = 40 * np.sin(2 * np.pi * 7 * t) + 20 * rng.standard_normal(t.size)
+    signals = {
+        f"EEG {n.upper()}-REF": common + 5 * rng.standard_normal(t.size)
+        for n in REF19 if n not in ("Fz", "Pz")
+    }
+    path = write_edf(tmp_path / "no_midline.edf", signals, SFREQ)
+    rec = read_edf(path, "ref19")
+    assert rec.interpolated == ("Fz", "Pz")
+    assert rec.channel_sources["Fz"].startswith("interpolated (spherical spline) from 17")
+    fz, cz, pz = (rec.signals_uv[REF19.index(n)] for n in ("Fz", "Cz", "Pz"))
+    assert np.all(np.isfinite(fz)) and np.std(fz) > 10
+    assert np.corrcoef(fz, cz)[0, 1] > 0.9 and np.corrcoef(pz, cz)[0, 1] > 0.9
+
+    # Oracle: MNE's own interpolate_bads on the full recording.
+    present = [n for n in REF19 if n not in ("Fz", "Pz")]
+    data = np.vstack([rec.signals_uv[REF19.index(n)] for n in present] + [np.zeros((2, t.size))])
+    raw = mne.io.RawArray(data * 1e-6, mne.create_info(present + ["Fz", "Pz"], SFREQ, "eeg"), verbose="ERROR")
+    raw.set_montage("standard_1020", verbose="ERROR")
+    raw.info["bads"] = ["Fz", "Pz"]
+    raw.interpolate_bads(reset_bads=True, verbose="ERROR")
+    np.testing.assert_allclose(raw.get_data()[-2:] * 1e6, rec.signals_uv[[8, 10]], rtol=1e-9, atol=1e-9)
+
+
+def test_midline_not_interpolated_when_not_allowed(tmp_path, write_edf, tusz_signals):
+    signals = tusz_signals(4, SFREQ)
+    del signals["EEG FZ-REF"]
+    path = write_edf(tmp_path / "no_fz.edf", signals, SFREQ)
+    with pytest.raises(EDFError, match="needs Fz"):
+        read_edf(path, "ref19", interpolate=())
+
+
+def test_failed_interpolation_raises(tmp_path, write_edf, tusz_signals, monkeypatch):
+    signals = tusz_signals(4, SFREQ)
+    del signals["EEG PZ-REF"]
+    path = write_edf(tmp_path / "no_pz.edf", signals, SFREQ)
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("no positions")
+
+    monkeypatch.setattr(mne.io.RawArray, "interpolate_bads", broken)
+    edf._interpolation_matrix.cache_clear()
+    try:
+        with pytest.raises(EDFError, match="interpolating Pz failed") as err:
+            read_edf(path, "ref19")
+    finally:
+        edf._interpolation_matrix.cache_clear()
+    assert str(path) in str(err.value)
+
+
+def test_duplicate_after_cleanup(tmp_path, write_edf, tusz_signals):
+    signals = tusz_signals(4, SFREQ)
+    signals["EEG FP1-LE"] = signals["EEG FP1-REF"] + 1.0
+    path = write_edf(tmp_path / "dup.edf", signals, SFREQ)
+    with pytest.raises(EDFError) as err:
+        read_edf(path, "ref19")
+    msg = str(err.value)
+    assert str(path) in msg and "'EEG FP1-REF', 'EEG FP1-LE'" in msg and "ambiguous" in msg
+
+
+def test_bipolar_labels_with_duplicate_t8_p8(tmp_path, write_edf):
+    rng = np.random.default_rng(2)
+    signals = {}
+    for k, name in enumerate(BIPOLAR23):  # edfio writes the two T8-P8 labels as given
+        signals[name if name not in signals else name + " "] = k + rng.standard_normal(512)
+    path = write_edf(tmp_path / "chb.edf", signals, SFREQ)
+    assert read_header(path).labels.count("T8-P8") == 2
+    rec = read_edf(path, "bipolar")
+    assert rec.channels == BIPOLAR23 and rec.signals_uv.shape == (23, 512)
+    # signal k has mean k: every derivation, both T8-P8 included, comes from its own signal
+    np.testing.assert_allclose(rec.signals_uv.mean(axis=1), np.arange(23), atol=0.3)
+    assert rec.channel_sources["T8-P8"] == "T8-P8 (EDF signal 15); T8-P8 (EDF signal 23)"
+
+
+def test_bipolar_derived_from_referential(tmp_path, write_edf):
+    rng = np.random.default_rng(3)
+    electrodes = ["FP1", "F7", "T7", "P7", "O1", "F3", "C3", "P3", "FP2", "F4", "C4", "P4", "O2",
+                  "F8", "T4", "P8", "FZ", "CZ", "PZ", "FT9", "FT10"]  # T4 is T8, as TUSZ writes it
+    signals = {f"EEG {e}-REF": 50 * rng.standard_normal(1024) for e in electrodes}
+    path = write_edf(tmp_path / "ref.edf", signals, SFREQ)
+    rec = read_edf(path, "bipolar")
+    raw = mne.io.read_raw_edf(path, preload=True, verbose="ERROR")
+    volts = dict(zip(raw.ch_names, raw.get_data(), strict=True))
+    np.testing.assert_allclose(
+        rec.signals_uv[0], (volts["EEG FP1-REF"] - volts["EEG F7-REF"]) * 1e6, rtol=1e-12, atol=1e-9
+    )
+    assert rec.channel_sources["FP1-F7"] == "EEG FP1-REF - EEG F7-REF"
+    assert rec.channel_sources["F8-T8"] == "EEG F8-REF - EEG T4-REF"
+    assert rec.channel_sources["FT10-T8"] == "EEG FT10-REF - EEG T4-REF"
+    np.testing.assert_array_equal(rec.signals_uv[14], rec.signals_uv[22])
+
+
+def test_bipolar_missing_derivations(tmp_path, write_edf, tusz_signals):
+    path = write_edf(tmp_path / "tusz.edf", tusz_signals(4, SFREQ), SFREQ)
+    with pytest.raises(EDFError) as err:
+        read_edf(path, "bipolar")
+    msg = str(err.value)
+    assert str(path) in msg and "needs T7-FT9, FT9-FT10, FT10-T8" in msg and "ref19" in msg
+
+
+def test_truncated_file(tmp_path, write_edf, tusz_signals):
+    path = write_edf(tmp_path / "cut.edf", tusz_signals(10, SFREQ), SFREQ)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 5000])
+    with pytest.raises(EDFError) as err:
+        read_edf(path, "ref19")
+    msg = str(err.value)
+    assert str(path) in msg and "truncated" in msg and FIX in msg
+
+
+def test_truncated_header(tmp_path, write_edf, tusz_signals):
+    path = write_edf(tmp_path / "cut_header.edf", tusz_signals(2, SFREQ), SFREQ)
+    path.write_bytes(path.read_bytes()[:700])
+    with pytest.raises(EDFError, match="truncated header") as err:
+        read_edf(path, "ref19")
+    assert str(path) in str(err.value) and FIX in str(err.value)
+
+
+def test_text_file_named_edf(tmp_path):
+    path = tmp_path / "notes.edf"
+    path.write_text("patient notes, not a recording\n" * 20)
+    with pytest.raises(EDFError) as err:
+        read_edf(path, "ref19")
+    msg = str(err.value)
+    assert str(path) in msg and "not an EDF file" in msg and FIX in msg
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.edf"
+    path.write_bytes(b"")
+    with pytest.raises(EDFError, match="empty") as err:
+        read_edf(path, "ref19")
+    assert str(path) in str(err.value) and FIX in str(err.value)
+
+
+def test_colon_start_date_is_repaired_on_a_copy(tmp_path, write_edf, tusz_signals):
+    path = write_edf(tmp_path / "quirk.edf", tusz_signals(4, SFREQ), SFREQ)
+    good = read_edf(path, "ref19")
+    data = bytearray(path.read_bytes())
+    data[168:176] = b"01:02:03"
+    path.write_bytes(bytes(data))
+    rec = read_edf(path, "ref19")
+    assert rec.repairs == ("start date '01:02:03' read as '01.02.03' (TUSZ header quirk)",)
+    np.testing.assert_array_equal(rec.signals_uv, good.signals_uv)
+    assert path.read_bytes()[168:176] == b"01:02:03"  # the original is untouched
+
+
+def test_non_voltage_unit(tmp_path, write_edf, tusz_signals):
+    path = write_edf(tmp_path / "unitless.edf", tusz_signals(2, SFREQ), SFREQ, units="")
+    with pytest.raises(EDFError, match="not in a voltage unit") as err:
+        read_edf(path, "ref19")
+    assert str(path) in str(err.value)
+
+
+def test_auxiliary_rate_does_not_change_sfreq(tmp_path, write_edf, tusz_signals):
+    signals = tusz_signals(4, 250)
+    signals["EEG EKG1-REF"] = np.zeros(2000) + np.arange(2000) % 7  # 500 Hz auxiliary
+    rates = {label: 500 if "EKG" in label else 250 for label in signals}
+    rec = read_edf(write_edf(tmp_path / "aux.edf", signals, rates), "ref19")
+    assert rec.sfreq == 250.0 and rec.signals_uv.shape == (19, 1000)
+
+
+def test_mixed_montage_rates(tmp_path, write_edf, tusz_signals):
+    signals = tusz_signals(4, 250)
+    signals["EEG O2-REF"] = np.random.default_rng(0).standard_normal(2000)
+    rates = {label: 500 if "O2" in label else 250 for label in signals}
+    path = write_edf(tmp_path / "mixed.edf", signals, rates)
+    with pytest.raises(EDFError, match="different sampling rates") as err:
+        read_edf(path, "ref19")
+    assert "'EEG O2-REF' 500 Hz" in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# real files (../shared/data); their format_stubs signals are random, so names/rates/durations only
+
+
+@pytest.mark.parametrize("name", ["chb01_03_Seizure.edf", "chb01_03_NonSeizure.edf"])
+def test_real_chbmit_crops(SHARED, name):
+    rec = read_edf(SHARED / "chbmit" / name, "bipolar")
+    assert rec.channels == BIPOLAR23 and rec.signals_uv.shape == (23, 41 * 256)
+    assert rec.sfreq == 256.0 and rec.duration_seconds == 41.0
+    assert rec.channel_sources["FP1-F7"] == "FP1-F7"
+    assert rec.channel_sources["T8-P8"] == "T8-P8 (EDF signal 15); T8-P8 (EDF signal 23)"
+    std = rec.signals_uv.std(axis=1)
+    assert np.all((std > 5) & (std < 1000))  # real EEG in µV, not volts
+
+
+def test_real_tusz_header(SHARED):
+    rec = read_edf(SHARED / "format_stubs/tusz/aaaaaool_s004_t001.edf", "ref19")
+    assert rec.sfreq == 250.0 and rec.signals_uv.shape == (19, 500)
+    assert rec.channel_sources["Fp1"] == "EEG FP1-REF" and rec.channel_sources["Pz"] == "EEG PZ-REF"
+    assert rec.interpolated == ()
+
+
+def test_real_siena_header(SHARED):
+    rec = read_edf(SHARED / "format_stubs/siena/PN00-1.edf", "ref19")
+    assert rec.sfreq == 512.0 and rec.duration_seconds == 2.0
+    assert rec.channel_sources["Fp1"] == "EEG Fp1" and rec.channel_sources["T6"] == "EEG T6"
+
+
+def test_real_chbmit_header(SHARED):
+    rec = read_edf(SHARED / "format_stubs/chbmit/chb05_06.edf", "bipolar")
+    assert rec.sfreq == 256.0 and rec.signals_uv.shape == (23, 512)
+
+
+def test_real_tusz_is_not_bipolar(SHARED):
+    with pytest.raises(EDFError, match="needs T7-FT9, FT9-FT10, FT10-T8"):
+        read_edf(SHARED / "format_stubs/tusz/aaaaaool_s004_t001.edf", "bipolar")

@@ -1,0 +1,218 @@
+"""jaxbrr.data.preprocess against a float64 scipy oracle, and its handling of bad signals."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from jaxbrr.config import PreprocessConfig
+from jaxbrr.data.edf import read_edf
+from jaxbrr.data.montage import REF19
+from jaxbrr.data.preprocess import preprocess, preprocess_file
+
+CFG = PreprocessConfig()
+
+
+def oracle(x: np.ndarray, sfreq_in: float, cfg: PreprocessConfig = CFG) -> np.ndarray:
+    """The pipeline written step by step with scipy, in float64 (notch as its own (b, a) pass)."""
+    n_out = round(x.shape[-1] * cfg.sfreq / sfreq_in)
+    if sfreq_in != cfg.sfreq and cfg.resample == "fft":
+        x = signal.resample(x, n_out, axis=-1)
+    elif sfreq_in != cfg.sfreq:
+        ratio = Fraction(cfg.sfreq) / Fraction(sfreq_in)
+        x = signal.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)[:, :n_out]
+    sos = signal.butter(cfg.bandpass_order, cfg.bandpass_hz, "bandpass", fs=cfg.sfreq, output="sos")
+    b, a = signal.iirnotch(cfg.notch_hz, cfg.notch_q, fs=cfg.sfreq)
+    if cfg.filter_phase == "causal":
+        x = signal.lfilter(b, a, signal.sosfilt(sos, x, axis=-1), axis=-1)
+    else:  # forward-backward over the whole cascade
+        x = signal.sosfiltfilt(np.vstack([sos, signal.tf2sos(b, a)]), x, axis=-1)
+    x = (x - x.mean(axis=-1, keepdims=True)) / x.std(axis=-1, keepdims=True)
+    return x if cfg.clip_sigma is None else np.clip(x, -cfg.clip_sigma, cfg.clip_sigma)
+
+
+def eeg(n_chans: int, n_samples: int, seed: int = 0) -> np.ndarray:
+    return 30.0 * np.random.default_rng(seed).standard_normal((n_chans, n_samples))  # µV
+
+
+def peak_hz(x: np.ndarray, sfreq: float) -> float:
+    spectrum = np.abs(np.fft.rfft(x))
+    return float(np.fft.rfftfreq(x.size, 1 / sfreq)[np.argmax(spectrum)])
+
+
+@pytest.mark.parametrize(
+    ("sfreq_in", "overrides"),
+    [
+        (250.0, {}),
+        (256.0, {}),
+        (512.0, {"resample": "fft"}),
+        (400.0, {"filter_phase": "zero_phase"}),
+    ],
+)
+def test_matches_scipy_oracle(sfreq_in, overrides):
+    cfg = PreprocessConfig(**overrides)
+    x = eeg(4, int(20 * sfreq_in))
+    y, report = preprocess(x, sfreq_in, cfg, ["a", "b", "c", "d"])
+    assert y.dtype == np.float32 and y.shape == (4, 20 * 256)
+    np.testing.assert_allclose(y, oracle(x, sfreq_in, cfg), rtol=0, atol=2e-6)
+    assert report.n_samples == 5120 and report.sfreq_in == sfreq_in and report.sfreq_out == 256.0
+
+
+@pytest.mark.parametrize(("sfreq_in", "n_in"), [(250.0, 7560), (400.0, 12002), (512.0, 15361)])
+def test_output_length_is_rounded(sfreq_in, n_in):
+    for method in ("polyphase", "fft"):
+        y, _ = preprocess(eeg(2, n_in), sfreq_in, PreprocessConfig(resample=method), ["a", "b"])
+        assert y.shape[-1] == round(n_in * 256 / sfreq_in)
+
+
+@pytest.mark.parametrize("sfreq", [250, 400, 512])
+def test_edf_rates_keep_length_and_frequency(tmp_path, write_edf, sfreq):
+    seconds = 20.5  # a short recording: kept whole, no 60 s minimum here
+    t = np.arange(int(seconds * sfreq)) / sfreq
+    rng = np.random.default_rng(sfreq)
+    signals = {
+        f"EEG {n.upper()}-REF": 50 * np.sin(2 * np.pi * 10 * t + k) + 5 * rng.standard_normal(t.size)
+        for k, n in enumerate(REF19)
+    }
+    path = write_edf(tmp_path / f"sine{sfreq}.edf", signals, sfreq, record_seconds=0.5)
+    y, report = preprocess_file(path, "ref19", CFG)
+    assert y.shape == (19, round(seconds * 256)) and report.n_samples == 5248
+    assert report.duration_seconds == seconds and report.sfreq_in == sfreq
+    for row in y:
+        assert abs(peak_hz(row, 256.0) - 10.0) < 0.1
+
+
+@pytest.mark.parametrize("mains_hz", [50.0, 60.0])
+def test_notch_attenuates_mains(mains_hz):
+    t = np.arange(30 * 256) / 256
+    x = np.vstack([50 * np.sin(2 * np.pi * 10 * t) + 50 * np.sin(2 * np.pi * mains_hz * t)])
+
+    def mains_over_alpha(notch_hz):
+        y, _ = preprocess(x, 256.0, PreprocessConfig(notch_hz=notch_hz), ["a"])
+        spectrum = np.abs(np.fft.rfft(y[0, 10 * 256 :]))  # past the filters' start-up transient
+        freqs = np.fft.rfftfreq(20 * 256, 1 / 256)
+        return spectrum[freqs == mains_hz][0] / spectrum[freqs == 10.0][0]
+
+    attenuation_db = 20 * np.log10(mains_over_alpha(None) / mains_over_alpha(mains_hz))
+    assert attenuation_db > 20
+
+
+def test_zscore_of_unclipped_channel():
+    y, report = preprocess(eeg(3, 60 * 256) + 200.0, 256.0, CFG, ["a", "b", "c"])
+    assert report.clipped_samples == [0, 0, 0]
+    np.testing.assert_allclose(y.mean(axis=-1, dtype=np.float64), 0.0, atol=1e-6)
+    np.testing.assert_allclose(y.std(axis=-1, dtype=np.float64), 1.0, atol=1e-6)
+
+
+def test_clip_counts_planted_spike_exactly():
+    x = eeg(3, 30 * 256)
+    x[1, 4000] = 6000.0  # 200 sigma of the 30 µV background
+    y, report = preprocess(x, 256.0, CFG, ["a", "b", "c"])
+    unclipped = oracle(x, 256.0, PreprocessConfig(clip_sigma=None))
+    expected = np.count_nonzero(np.abs(unclipped) > 10.0, axis=-1)
+    assert expected[1] > 0 and report.clipped_samples == [int(k) for k in expected]
+    assert report.clipped_samples[0] == report.clipped_samples[2] == 0
+    assert y[1].max() == np.float32(10.0)
+    np.testing.assert_allclose(y, oracle(x, 256.0), atol=2e-6)
+
+
+def test_nonfinite_samples_are_zeroed_and_excluded():
+    x = eeg(3, 30 * 256)
+    x[1, 100:110] = np.nan
+    x[2, 2000] = np.inf
+    y, report = preprocess(x, 256.0, CFG, ["a", "b", "c"])
+    assert report.nonfinite_samples == [0, 10, 1]
+    assert np.all(np.isfinite(y))
+    assert np.all(y[1, 100:110] == 0) and y[2, 2000] == 0
+    assert np.isnan(x[1, 100])  # the caller's array is not modified
+    valid = np.ones(x.shape[-1], bool)
+    valid[100:110] = False
+    assert abs(y[1, valid].mean(dtype=np.float64)) < 1e-6
+    assert abs(y[1, valid].std(dtype=np.float64) - 1) < 1e-6
+    np.testing.assert_allclose(y[0], oracle(x[:1], 256.0)[0], atol=2e-6)  # others untouched
+
+
+def test_nonfinite_samples_after_resampling_are_finite():
+    x = eeg(2, 20 * 250)
+    x[0, 1234] = np.nan
+    y, report = preprocess(x, 250.0, CFG, ["a", "b"])
+    assert report.nonfinite_samples == [1, 0] and np.all(np.isfinite(y))
+    assert y[0, round(1234 * 256 / 250)] == 0
+
+
+def test_nonfinite_error_names_channel_and_count():
+    x = eeg(3, 10 * 256)
+    x[2, :7] = np.nan
+    with pytest.raises(ValueError, match=r"rec\.edf: NaN/Inf samples \(Cz: 7\).*nonfinite: zero"):
+        preprocess(x, 256.0, PreprocessConfig(nonfinite="error"), ["Fz", "Pz", "Cz"], source="rec.edf")
+
+
+def test_flat_channel_is_reported_and_zero():
+    x = eeg(3, 20 * 256)
+    x[0] = 12.5  # a disconnected electrode at a constant offset
+    y, report = preprocess(x, 256.0, CFG, ["a", "b", "c"])
+    assert report.flat_channels == ["a"]
+    assert np.all(y[0] == 0)
+    rest, _ = preprocess(x[1:], 256.0, CFG, ["b", "c"])
+    np.testing.assert_array_equal(y[1:], rest)
+
+
+def test_all_nan_channel_is_flat():
+    x = eeg(2, 10 * 256)
+    x[1] = np.nan
+    y, report = preprocess(x, 256.0, CFG, ["a", "b"])
+    assert report.flat_channels == ["b"] and report.nonfinite_samples == [0, 2560]
+    assert np.all(y[1] == 0)
+
+
+def test_empty_recording_is_an_error():
+    with pytest.raises(ValueError, match="no samples"):
+        preprocess(np.zeros((2, 0)), 256.0, CFG, ["a", "b"])
+
+
+def test_zero_phase_on_too_short_recording_is_an_error():
+    with pytest.raises(ValueError, match="too few for zero-phase"):
+        preprocess(eeg(1, 20), 256.0, PreprocessConfig(filter_phase="zero_phase"), ["a"])
+
+
+def test_odd_rate_needs_fft_resampling():
+    x = eeg(1, 2503)
+    with pytest.raises(ValueError, match="resample: fft"):
+        preprocess(x, 250.3, CFG, ["a"])
+    y, _ = preprocess(x, 250.3, PreprocessConfig(resample="fft"), ["a"])
+    assert y.shape == (1, round(2503 * 256 / 250.3))
+
+
+def test_report_is_json():
+    x = eeg(2, 10 * 250)
+    x[0, 5] = np.nan
+    _, report = preprocess(x, 250, CFG, ["a", "b"], source="s.edf", interpolated=["b"])
+    loaded = json.loads(json.dumps(report.to_dict()))
+    assert loaded == {
+        "source": "s.edf", "sfreq_in": 250.0, "sfreq_out": 256.0, "duration_seconds": 10.0,
+        "n_samples": 2560, "clipped_samples": report.clipped_samples, "nonfinite_samples": [1, 0],
+        "flat_channels": [], "interpolated_channels": ["b"], "channels": ["a", "b"], "repairs": [],
+    }
+    assert all(type(k) is int for k in loaded["clipped_samples"])
+
+
+def test_preprocess_file_reports_interpolation(tmp_path, write_edf, tusz_signals):
+    signals = tusz_signals(20, 250)
+    del signals["EEG FZ-REF"], signals["EEG PZ-REF"]
+    path = write_edf(tmp_path / "no_midline.edf", signals, 250)
+    y, report = preprocess_file(path, "ref19", CFG)
+    rec = read_edf(path, "ref19")
+    expected, _ = preprocess(rec.signals_uv, rec.sfreq, CFG, rec.channels)
+    np.testing.assert_array_equal(y, expected)
+    assert report.interpolated_channels == ["Fz", "Pz"] and report.source == str(path)
+    assert report.channels == list(REF19) and report.nonfinite_samples == [0] * 19
+
+
+def test_real_chbmit_crop(SHARED):
+    y, report = preprocess_file(SHARED / "chbmit/chb01_03_Seizure.edf", "bipolar", CFG)
+    assert y.shape == (23, 41 * 256) and np.all(np.isfinite(y))
+    assert report.flat_channels == [] and report.duration_seconds == 41.0
