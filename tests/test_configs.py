@@ -1,5 +1,6 @@
 """Every shipped config loads; errors name the file and the key."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,7 @@ def test_overrides():
 
 def test_configs_are_frozen_and_hash_stably():
     a, b = load_config(), load_config()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         a.train.lr = 1.0
     assert config_hash(a.preprocess) == config_hash(b.preprocess)
     c = load_config(None, ["preprocess.notch_hz=50"])

@@ -79,7 +79,7 @@ def plot_recording(signals, labels, sfreq, channels, out, start_seconds=0.0, sec
     t = np.arange(a, b) / sfreq
     fig, ax = plt.subplots(figsize=(12, 0.35 * len(channels) + 1.5))
     spacing = 6.0
-    for i, name in enumerate(channels):
+    for i in range(len(channels)):
         ax.plot(t, signals[i, a:b] - i * spacing, lw=0.5, color="k")
     if labels is not None:
         seizure = labels[a:b].astype(bool)
