@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -44,21 +43,27 @@ def _inspect(args) -> int:
     montage = args.montage or config.data.montage
     edf = Path(args.file)
     raw = read_edf(edf, montage, config.preprocess.interpolate)
-    signals, report = preprocess(raw.signals_uv, raw.sfreq, config.preprocess, raw.channels)
-    report.interpolated_channels = list(raw.interpolated)
+    signals, report = preprocess(raw.signals_uv, raw.sfreq, config.preprocess, raw.channels,
+                                 source=str(edf), interpolated=raw.interpolated, repairs=raw.repairs)
     print(f"{edf}  montage={montage}  {raw.sfreq:g} Hz -> {config.preprocess.sfreq} Hz  "
-          f"{raw.duration_seconds:.2f} s")
-    print(f"{'signal':<10} source")
-    for name in raw.channels:
-        print(f"{name:<10} {raw.channel_sources[name]}")
-    print(json.dumps(report.to_dict(), indent=1))
+          f"{raw.duration_seconds:.2f} s  ({signals.shape[-1]} samples after preprocessing)")
+    print(f"\n{'signal':<10} {'clipped':>8} {'non-finite':>10}  source")
+    for i, name in enumerate(raw.channels):
+        flags = " [flat]" if name in report.flat_channels else ""
+        flags += " [interpolated]" if name in report.interpolated_channels else ""
+        print(f"{name:<10} {report.clipped_samples[i]:>8} {report.nonfinite_samples[i]:>10}  "
+              f"{raw.channel_sources[name]}{flags}")
+    for repair in report.repairs:
+        print(f"repaired: {repair}")
     labels = None
     ann = annotation_file(edf)
     if ann is not None:
         annotations = read_annotations(ann, config.data.seizure_labels, config.data.background_labels)
         labels, label_report = seizure_mask(annotations, signals.shape[-1], config.preprocess.sfreq,
                                             config.data.seizure_labels)
-        print(f"annotations {ann.name}: {label_report}")
+        print(f"\nannotations {ann.name}: {label_report.events} seizure events, "
+              f"{label_report.seizure_seconds:.2f} s of seizure, {label_report.clipped_events} cut at the end, "
+              f"{label_report.dropped_events} past the end, {label_report.overlapping_events} overlapping")
     if args.plot:
         plot_recording(signals, labels, config.preprocess.sfreq, raw.channels, args.plot,
                        args.start, args.seconds, title=edf.name)

@@ -1,0 +1,28 @@
+"""`python -m jaxbrr.data` end to end: inspect a real file, synth + build a small corpus."""
+
+from jaxbrr.data.__main__ import main
+
+
+def test_inspect_real_bipolar_file_with_plot(shared, tmp_path, capsys):
+    out = tmp_path / "inspect.png"
+    edf = shared / "data" / "chbmit" / "chb01_03_Seizure.edf"
+    assert main(["inspect", str(edf), "--montage", "bipolar", "--plot", str(out), "--seconds", "10"]) == 0
+    text = capsys.readouterr().out
+    assert "256 Hz -> 256 Hz  41.00 s" in text and "(10496 samples after preprocessing)" in text
+    assert "FT9-FT10" in text and "1 seizure events, 40.00 s of seizure" in text
+    assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_inspect_reports_missing_channels(shared, capsys):
+    # A CHB-MIT bipolar file has no referential electrodes: ref19 must refuse it, naming them.
+    edf = shared / "data" / "chbmit" / "chb01_03_Seizure.edf"
+    assert main(["inspect", str(edf), "--montage", "ref19"]) == 2
+    err = capsys.readouterr().err
+    assert "chb01_03_Seizure.edf" in err and "Fp1" in err
+
+
+def test_build_with_unknown_key_fails_before_work(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("data:\n  windw_seconds: 10\n")
+    assert main(["build", "--config", str(config)]) == 2
+    assert "unknown key 'data.windw_seconds'" in capsys.readouterr().err
