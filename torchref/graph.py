@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from jaxbrr.data.montage import REF19, n_edges
+from jaxbrr.data.montage import REF19, REF19_NEIGHBOURS, n_edges
 
 # Cosine similarity divides by max(‖a‖, eps)·max(‖b‖, eps), the per-norm clamp of
 # torch.nn.functional.cosine_similarity, with the same eps (parity_nan_anchors.md §4.4).
@@ -283,27 +283,8 @@ def laplacian_pe(
 
 
 # ----------------------------------------------------------------------------------------------
-# static graph (graph.use_dynamic_pe: false)
-
-# This project's own neighbour graph on the standard 10-20 grid (the original's 24-edge list is
-# not available): rows Fp1 Fp2 / F7 F3 Fz F4 F8 / T3 C3 Cz C4 T4 / T5 P3 Pz P4 T6 / O1 O2; each
-# electrode is joined to its left/right neighbour in its row and to the electrode(s) straight
-# in front of / behind it. Contains every double-banana and transverse chain: 32 edges.
-# fmt: off
-REF19_NEIGHBOURS: tuple[tuple[str, str], ...] = (
-    # transverse (left to right)
-    ("Fp1", "Fp2"),
-    ("F7", "F3"), ("F3", "Fz"), ("Fz", "F4"), ("F4", "F8"),
-    ("T3", "C3"), ("C3", "Cz"), ("Cz", "C4"), ("C4", "T4"),
-    ("T5", "P3"), ("P3", "Pz"), ("Pz", "P4"), ("P4", "T6"),
-    ("O1", "O2"),
-    # longitudinal (front to back)
-    ("Fp1", "F7"), ("Fp1", "F3"), ("Fp2", "F4"), ("Fp2", "F8"),
-    ("F7", "T3"), ("F3", "C3"), ("Fz", "Cz"), ("F4", "C4"), ("F8", "T4"),
-    ("T3", "T5"), ("C3", "P3"), ("Cz", "Pz"), ("C4", "P4"), ("T4", "T6"),
-    ("T5", "O1"), ("P3", "O1"), ("P4", "O2"), ("T6", "O2"),
-)
-# fmt: on
+# static graph (graph.use_dynamic_pe: false), on REF19_NEIGHBOURS of jaxbrr/data/montage.py
+# (shared with jaxbrr/graph.py, which must not import torch)
 
 
 def structural_adjacency(montage: str) -> torch.Tensor:

@@ -247,7 +247,7 @@ class BiMamba2Layer(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         if self.guards:
-            u = torch.nan_to_num(u, nan=0.0).clamp(-GUARD_INPUT, GUARD_INPUT)  # ±inf -> ±10 via the clamp
+            u = torch.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0).clamp(-GUARD_INPUT, GUARD_INPUT)
         forward = self.fwd(u)  # (B, L, D)
         # Flip before the mixer so its causal padding sits at the (reversed) start.
         backward = torch.flip(self.bwd(torch.flip(u, dims=[1])), dims=[1])  # (B, L, D)

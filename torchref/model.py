@@ -69,8 +69,8 @@ class SeizureDetector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, OrderedDict]:
         taps: OrderedDict[str, torch.Tensor] = OrderedDict()
-        if self.guards:  # original: nan_to_num + clamp ±10 on the input
-            x = torch.nan_to_num(x).clamp(-10, 10)
+        if self.guards:  # original: nan_to_num (NaN and ±inf -> 0) + clamp ±10 on the input
+            x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).clamp(-10, 10)
         taps["input"] = x  # (B, C, T)
         h = taps["tcn"] = self.tcn(x)  # (B, D_tcn, L)
         if self.config.architecture == "v3":

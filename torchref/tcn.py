@@ -106,8 +106,8 @@ class ProjectionHead(nn.Module):
         x = self.proj(h)  # (B, C, L)
         x = torch.repeat_interleave(x, self.upsample, dim=-1)  # (B, C, T)
         if self.guards:  # original: nan_to_num + clamp ±50 before the detector
-            x = torch.nan_to_num(x).clamp(-50, 50)
+            x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).clamp(-50, 50)
         logits = self.detect(x)[:, 0]  # (B, T)
         if self.guards:  # original: nan_to_num + clamp ±100 on the logits
-            logits = torch.nan_to_num(logits).clamp(-100, 100)
+            logits = torch.nan_to_num(logits, nan=0.0, posinf=0.0, neginf=0.0).clamp(-100, 100)
         return logits

@@ -1,0 +1,234 @@
+"""torchref.original: loading a brain-go-brr v2 V3 checkpoint.
+
+Original-style state dicts are built here by renaming a torchref model's state dict through the
+table's inverse and adding what the original carries on top: the unused 512-wide `mamba.*` stack,
+the Conv1d fallback of every BiMamba2 direction, the bypassed `gnn.edge_transform` and the
+`gnn.last_valid_pe` buffer. Their shapes are derived here from mamba_ssm's Mamba2 formulas, and
+at full size they must add up to the original's documented 31,475,722 parameters.
+"""
+
+import re
+
+import pytest
+import torch
+
+from jaxbrr.config import MambaConfig, ModelConfig, load_config
+from torchref.model import SeizureDetector
+from torchref.original import from_original_state_dict, load_original_checkpoint, original_key
+
+# The original's hard-coded 512-wide stack (detector.py: BiMamba2(d_model=512, headdim=64, ...)).
+FULL_STACK = MambaConfig(n_layers=6, d_model=512, d_state=16, d_conv=4, expand=2, headdim=64)
+ORIGINAL_PARAMETERS = 31_475_722  # original_spec.md §2 (CHANGELOG/README)
+
+
+def _mamba2_shapes(cfg: MambaConfig) -> dict[str, tuple[int, ...]]:
+    """mamba_ssm Mamba2 (ngroups 1) parameter shapes."""
+    d_inner = cfg.expand * cfg.d_model
+    heads = d_inner // cfg.headdim
+    conv_dim = d_inner + 2 * cfg.d_state
+    return {
+        "in_proj.weight": (2 * d_inner + 2 * cfg.d_state + heads, cfg.d_model),
+        "conv1d.weight": (conv_dim, 1, cfg.d_conv),
+        "conv1d.bias": (conv_dim,),
+        "dt_bias": (heads,),
+        "A_log": (heads,),
+        "D": (heads,),
+        "norm.weight": (d_inner,),
+        "out_proj.weight": (cfg.d_model, d_inner),
+    }
+
+
+def _fallbacks(prefix: str, cfg: MambaConfig) -> dict[str, tuple[int, ...]]:
+    """Depthwise Conv1d(d, d, k=d_conv, groups=d) of both directions of every layer."""
+    shapes = {}
+    for i in range(cfg.n_layers):
+        for direction in ("forward", "backward"):
+            shapes[f"{prefix}.layers.{i}.{direction}_mamba_fallback.weight"] = (cfg.d_model, 1, cfg.d_conv)
+            shapes[f"{prefix}.layers.{i}.{direction}_mamba_fallback.bias"] = (cfg.d_model,)
+    return shapes
+
+
+def _original_extras(config: ModelConfig, stack: MambaConfig) -> dict[str, tuple[int, ...]]:
+    """Shapes of every original parameter that torchref does not have."""
+    shapes = {}
+    d = stack.d_model
+    for i in range(stack.n_layers):
+        for direction in ("forward", "backward"):
+            for name, shape in _mamba2_shapes(stack).items():
+                shapes[f"mamba.layers.{i}.{direction}_mamba_real.{name}"] = shape
+        shapes[f"mamba.layers.{i}.output_proj.weight"] = (d, 2 * d)
+        shapes[f"mamba.layers.{i}.output_proj.bias"] = (d,)
+        shapes[f"mamba.layers.{i}.layer_norm.weight"] = (d,)
+        shapes[f"mamba.layers.{i}.layer_norm.bias"] = (d,)
+    shapes.update(_fallbacks("mamba", stack))
+    shapes.update(_fallbacks("node_mamba", config.node_mamba))
+    shapes.update(_fallbacks("edge_mamba", config.graph.edge_mamba))
+    shapes["gnn.edge_transform.weight"] = (1, 1)
+    shapes["gnn.edge_transform.bias"] = (1,)
+    return shapes
+
+
+def _to_original(model: SeizureDetector) -> dict[str, torch.Tensor]:
+    return {original_key(key): value.clone() for key, value in model.state_dict().items()}
+
+
+def _original_state_dict(model, config, stack, fill=torch.randn, steps=64):
+    state = _to_original(model)
+    state.update({key: fill(shape) for key, shape in _original_extras(config, stack).items()})
+    state["gnn.last_valid_pe"] = torch.randn(2, steps, config.n_chans, config.graph.k_eigenvectors)
+    return state
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    config = load_config("configs/tiny.yaml").model
+    torch.manual_seed(0)
+    model = SeizureDetector(config, generator=0).eval()
+    return config, model
+
+
+def test_round_trip_reproduces_every_tensor_and_the_output(tiny):
+    config, model = tiny
+    state = _original_state_dict(model, config, config.v2_mamba)
+
+    loaded, report = from_original_state_dict(state, config)
+
+    ours = model.state_dict()
+    restored = loaded.state_dict()
+    assert restored.keys() == ours.keys()
+    for key in ours:
+        assert torch.equal(restored[key], ours[key]), key
+    assert set(report.mapped.values()) == set(ours)
+    extras = set(_original_extras(config, config.v2_mamba)) | {"gnn.last_valid_pe"}
+    assert set(report.ignored) == extras
+    assert "bypass_edge_transform" in report.ignored["gnn.edge_transform.weight"]
+
+    x = torch.randn(2, config.n_chans, 1024, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, _ = model(x)
+        got, _ = loaded.eval()(x)
+    print("max |difference| of logits:", (got - expected).abs().max().item())
+    assert torch.equal(got, expected)
+
+
+def test_full_size_names_shapes_and_parameter_count():
+    config = ModelConfig()
+    model = SeizureDetector(config, generator=0)
+    state = _original_state_dict(model, config, FULL_STACK, fill=torch.empty, steps=4)
+
+    # Names and shapes as they stand in the original's files (see torchref/original.py).
+    expected = {
+        "tcn_encoder.tcn.network.0.weight_v": (64, 19, 7),
+        "tcn_encoder.tcn.network.21.weight_g": (512, 1, 1),
+        "tcn_encoder.tcn.projection.weight": (512, 512, 1),
+        "tcn_encoder.downsample.weight": (512, 512, 16),
+        "proj_to_electrodes.weight": (19 * 64, 512, 1),
+        "node_mamba.layers.5.backward_mamba_real.in_proj.weight": (304, 64),
+        "node_mamba.layers.0.output_proj.weight": (64, 128),
+        "edge_in_proj.weight": (16, 1, 1),
+        "edge_mamba.layers.1.forward_mamba_real.in_proj.weight": (88, 16),
+        "edge_out_proj.bias": (1,),
+        "gnn.gnn_layers.0.lin.weight": (64, 80),
+        "gnn.layer_norms.1.bias": (64,),
+        "proj_head.proj.weight": (19, 512, 1),
+        "detection_head.weight": (1, 19, 1),
+    }
+    for key, shape in expected.items():
+        assert tuple(state[key].shape) == shape, key
+
+    parameters = sum(t.numel() for key, t in state.items() if key != "gnn.last_valid_pe")
+    assert parameters == ORIGINAL_PARAMETERS
+
+    _, report = from_original_state_dict(state, config)
+    rows = {  # written out by hand, independent of torchref.original.TABLE
+        "tcn_encoder.tcn.network.21.weight_g": "tcn.layers.7.weight_g",
+        "tcn_encoder.tcn.network.3.bias": "tcn.layers.1.bias",
+        "tcn_encoder.tcn.projection.bias": "tcn.proj.bias",
+        "tcn_encoder.channel_proj.weight": "tcn.channel_proj.weight",
+        "node_mamba.layers.5.forward_mamba_real.A_log": "node_mamba.layers.5.fwd.A_log",
+        "node_mamba.layers.5.backward_mamba_real.in_proj.weight": "node_mamba.layers.5.bwd.in_proj.weight",
+        "node_mamba.layers.2.output_proj.bias": "node_mamba.layers.2.proj.bias",
+        "node_mamba.layers.2.layer_norm.weight": "node_mamba.layers.2.norm.weight",
+        "edge_mamba.layers.1.backward_mamba_real.norm.weight": "edge_mamba.layers.1.bwd.norm.weight",
+        "edge_in_proj.weight": "edge_lift.weight",
+        "edge_out_proj.weight": "edge_proj.weight",
+        "gnn.gnn_layers.1.lin.bias": "gnn.layers.1.lin.bias",
+        "gnn.layer_norms.0.weight": "gnn.norms.0.weight",
+        "proj_head.proj.weight": "head.proj.weight",
+        "detection_head.bias": "head.detect.bias",
+    }
+    for original, ours in rows.items():
+        assert report.mapped[original] == ours
+    assert sum(key.startswith("mamba.") for key in report.ignored) == 6 * (2 * 8 + 4 + 4)
+
+
+def test_unknown_key_raises_naming_it(tiny):
+    config, model = tiny
+    state = _original_state_dict(model, config, config.v2_mamba)
+    state["foo.weight"] = torch.zeros(3)
+    state["node_mamba.layers.0.layerscale.gamma"] = torch.zeros(8)  # a later version's module
+    with pytest.raises(ValueError, match="no torchref counterpart") as err:
+        from_original_state_dict(state, config)
+    assert "foo.weight (3,)" in str(err.value)
+    assert "node_mamba.layers.0.layerscale.gamma" in str(err.value)
+
+
+def test_missing_key_raises_naming_both_names(tiny):
+    config, model = tiny
+    state = _original_state_dict(model, config, config.v2_mamba)
+    del state["node_mamba.layers.1.backward_mamba_real.D"]
+    with pytest.raises(ValueError, match="not filled") as err:
+        from_original_state_dict(state, config)
+    assert "node_mamba.layers.1.bwd.D <- node_mamba.layers.1.backward_mamba_real.D" in str(err.value)
+
+
+def test_fallback_only_checkpoint_is_refused(tiny):
+    config, model = tiny
+    state = _original_state_dict(model, config, config.v2_mamba)
+    state = {key: value for key, value in state.items() if "_mamba_real." not in key}
+    with pytest.raises(ValueError, match="built without mamba_ssm"):
+        from_original_state_dict(state, config)
+
+
+def test_shape_mismatch_raises_naming_keys_and_shapes(tiny):
+    config, model = tiny
+    state = _original_state_dict(model, config, config.v2_mamba)
+    state["gnn.gnn_layers.0.lin.weight"] = torch.zeros(8, 13)
+    with pytest.raises(ValueError, match="shape mismatch") as err:
+        from_original_state_dict(state, config)
+    assert re.search(
+        r"gnn\.gnn_layers\.0\.lin\.weight \(8, 13\) -> gnn\.layers\.0\.lin\.weight expects \(8, 12\)",
+        str(err.value),
+    )
+
+
+def test_static_pe_and_other_architectures_are_refused(tiny):
+    config, model = tiny
+    state = _original_state_dict(model, config, config.v2_mamba)
+    state["gnn.static_pe"] = torch.zeros(19, 4)
+    with pytest.raises(ValueError, match="gnn.static_pe: static PE"):
+        from_original_state_dict(state, config)
+    v2 = load_config("configs/tiny.yaml", ["model.architecture=v2"]).model
+    with pytest.raises(ValueError, match="architecture: v3"):
+        from_original_state_dict(state, v2)
+
+
+def test_pt_file_round_trip(tiny, tmp_path):
+    config, model = tiny
+    state = _original_state_dict(model, config, config.v2_mamba)
+    checkpoint = {
+        "epoch": 3,
+        "model_state_dict": state,
+        "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 3e-4}]},
+        "best_metric": 0.5,
+        "timestamp": "2025-09-20T12:00:00",
+    }
+    torch.save(checkpoint, tmp_path / "last.pt")
+    torch.save(state, tmp_path / "bare.pt")
+    for name in ("last.pt", "bare.pt"):
+        loaded, report = load_original_checkpoint(tmp_path / name, config)
+        assert report.source == str(tmp_path / name)
+        for key, value in model.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), key
+    with pytest.raises(ValueError, match="not found"):
+        load_original_checkpoint(tmp_path / "missing.pt", config)
