@@ -26,3 +26,17 @@ def test_build_with_unknown_key_fails_before_work(tmp_path, capsys):
     config.write_text("data:\n  windw_seconds: 10\n")
     assert main(["build", "--config", str(config)]) == 2
     assert "unknown key 'data.windw_seconds'" in capsys.readouterr().err
+
+
+def test_synth_then_build(tmp_path, capsys):
+    out = tmp_path / "synth"
+    assert main(["synth", "--out", str(out), "--recordings", "3", "--patients", "3", "--seed", "5"]) == 0
+    edfs = sorted(out.glob("*.edf"))
+    assert len(edfs) == 3 and all(p.with_suffix(".csv_bi").is_file() for p in edfs)
+    capsys.readouterr()
+    assert main(["build", "--set", "data.synthetic=null", "--set", f"data.data_dir={out}", "--set", f"data.cache_dir={tmp_path / 'cache'}",
+                 "--set", "data.split.dev_fraction=0.34"]) == 0
+    text = capsys.readouterr().out
+    assert "3 built, 0 reused, 0 skipped" in text
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()[:1] in (["train"], ["dev"])}
+    assert int(rows["train"][2]) + int(rows["dev"][2]) == 3  # recordings column
