@@ -1,0 +1,114 @@
+"""TCN encoder and projection head (Flax NNX twin of torchref/tcn.py).
+
+Glossary: B batch, C input channels (electrodes or derivations), T samples, L = T / stride_down
+steps, D_tcn encoder width (512 at full size).
+
+Inside, activations are channels-last (B, T, C): on this CPU XLA's convolutions with dropout run
+faster in NWC than in NCW (reference/perf_grounding.md §2). The model's public layout stays
+(B, C, T). Kernels are stored in Flax's (K, C_in, C_out) layout; the weight-norm magnitude
+`weight_g` is (C_out,). parity/convert.py holds the one table that maps torch's layouts here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxbrr.config import TCNConfig
+
+# Conservative initialisation gains of the original (original_spec.md §2, "Init"), as torchref.
+CONV_GAIN = 0.2
+HEAD_GAIN = 0.01
+
+
+def kaiming_uniform(gain: float):
+    """U(±gain·√(6/fan_in)) for a (K, C_in, C_out) kernel, fan_in = K·C_in (torchref's init)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        fan_in = math.prod(shape[:-1])
+        bound = gain * math.sqrt(6.0 / fan_in)
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def pointwise_conv(in_channels: int, out_channels: int, gain: float, *, rngs: nnx.Rngs,
+                   kernel_size: int = 1, stride: int = 1, bias: bool = True,
+                   param_dtype=jnp.float32) -> nnx.Conv:
+    """Channels-last Conv1d without padding (1×1, or kernel = stride for the downsampling)."""
+    return nnx.Conv(in_channels, out_channels, kernel_size=(kernel_size,), strides=(stride,),
+                    padding="VALID", use_bias=bias, kernel_init=kaiming_uniform(gain),
+                    bias_init=nnx.initializers.zeros, param_dtype=param_dtype, rngs=rngs)
+
+
+class WeightNormConv1d(nnx.Module):
+    """Dilated "same" Conv1d with weight norm, w = g · v / ‖v‖ per output channel
+    (Salimans & Kingma 2016). Channels-last: (B, T, C_in) -> (B, T, C_out)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int, *,
+                 rngs: nnx.Rngs, param_dtype=jnp.float32):
+        self.dilation = dilation
+        self.padding = (kernel_size - 1) * dilation // 2
+        v = kaiming_uniform(CONV_GAIN)(rngs.params(), (kernel_size, in_channels, out_channels), param_dtype)
+        self.weight_v = nnx.Param(v)  # (K, C_in, C_out)
+        # g starts at ‖v‖, so the initial effective weight is v (as torch's weight_norm does).
+        self.weight_g = nnx.Param(jnp.sqrt(jnp.sum(v * v, axis=(0, 1))))  # (C_out,)
+        self.bias = nnx.Param(jnp.zeros((out_channels,), param_dtype))
+
+    def weight(self) -> jax.Array:
+        v = self.weight_v[...]
+        return self.weight_g[...] * v / jnp.sqrt(jnp.sum(v * v, axis=(0, 1)))  # (K, C_in, C_out)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        w = self.weight().astype(x.dtype)
+        y = jax.lax.conv_general_dilated(
+            x, w, window_strides=(1,), padding=[(self.padding, self.padding)],
+            rhs_dilation=(self.dilation,), dimension_numbers=("NWC", "WIO", "NWC"),
+        )  # (B, T, C_out)
+        return y + self.bias[...].astype(x.dtype)
+
+
+class TCNEncoder(nnx.Module):
+    def __init__(self, n_chans: int, cfg: TCNConfig, *, rngs: nnx.Rngs):
+        widths = (n_chans, *cfg.channels)
+        self.layers = nnx.List([
+            WeightNormConv1d(widths[i], widths[i + 1], cfg.kernel_size, 2**i, rngs=rngs)
+            for i in range(len(cfg.channels))
+        ])
+        self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.proj = pointwise_conv(widths[-1], cfg.out_channels, CONV_GAIN, rngs=rngs)
+        self.channel_proj = pointwise_conv(cfg.out_channels, cfg.out_channels, CONV_GAIN, rngs=rngs)
+        self.downsample = pointwise_conv(cfg.out_channels, cfg.out_channels, CONV_GAIN, rngs=rngs,
+                                         kernel_size=cfg.stride_down, stride=cfg.stride_down)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """(B, T, C) -> (B, L, D_tcn), channels-last."""
+        for layer in self.layers:
+            x = self.dropout(jax.nn.relu(layer(x)))  # (B, T, C_i)
+        x = self.proj(x)  # (B, T, D_tcn)
+        x = self.channel_proj(x)  # (B, T, D_tcn)
+        return self.downsample(x)  # (B, L, D_tcn)
+
+
+class ProjectionHead(nnx.Module):
+    """(B, L, D_tcn) -> (B, T) logits: 1×1 to one map per channel, nearest upsampling back to the
+    sample rate, 1×1 to one logit (as torchref's ProjectionHead)."""
+
+    def __init__(self, d_in: int, n_chans: int, upsample: int, guards: bool, *, rngs: nnx.Rngs):
+        self.upsample = upsample
+        self.guards = guards
+        self.proj = pointwise_conv(d_in, n_chans, CONV_GAIN, rngs=rngs)
+        self.detect = pointwise_conv(n_chans, 1, HEAD_GAIN, rngs=rngs)
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        x = self.proj(h)  # (B, L, C)
+        x = jnp.repeat(x, self.upsample, axis=1)  # (B, T, C)
+        if self.guards:  # original: nan_to_num (NaN, ±inf -> 0) + clamp ±50 before the detector
+            x = jnp.clip(jnp.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), -50, 50)
+        logits = self.detect(x)[..., 0]  # (B, T)
+        if self.guards:  # original: nan_to_num + clamp ±100 on the logits
+            logits = jnp.clip(jnp.nan_to_num(logits, nan=0.0, posinf=0.0, neginf=0.0), -100, 100)
+        return logits
