@@ -50,3 +50,24 @@ def montage_channels(montage: str) -> tuple[str, ...]:
 def n_edges(n_nodes: int) -> int:
     """Undirected pairs i < j: 171 for 19 electrodes."""
     return n_nodes * (n_nodes - 1) // 2
+
+
+# This project's own neighbour graph on the standard 10-20 grid (the original's 24-edge list is
+# not available): rows Fp1 Fp2 / F7 F3 Fz F4 F8 / T3 C3 Cz C4 T4 / T5 P3 Pz P4 T6 / O1 O2; each
+# electrode is joined to its left/right neighbour in its row and to the electrode(s) straight
+# in front of / behind it. Contains every double-banana and transverse chain: 32 edges.
+# fmt: off
+REF19_NEIGHBOURS: tuple[tuple[str, str], ...] = (
+    # transverse (left to right)
+    ("Fp1", "Fp2"),
+    ("F7", "F3"), ("F3", "Fz"), ("Fz", "F4"), ("F4", "F8"),
+    ("T3", "C3"), ("C3", "Cz"), ("Cz", "C4"), ("C4", "T4"),
+    ("T5", "P3"), ("P3", "Pz"), ("Pz", "P4"), ("P4", "T6"),
+    ("O1", "O2"),
+    # longitudinal (front to back)
+    ("Fp1", "F7"), ("Fp1", "F3"), ("Fp2", "F4"), ("Fp2", "F8"),
+    ("F7", "T3"), ("F3", "C3"), ("Fz", "Cz"), ("F4", "C4"), ("F8", "T4"),
+    ("T3", "T5"), ("C3", "P3"), ("Cz", "Pz"), ("C4", "P4"), ("T4", "T6"),
+    ("T5", "O1"), ("P3", "O1"), ("P4", "O2"), ("T6", "O2"),
+)
+# fmt: on
