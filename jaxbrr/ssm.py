@@ -1,0 +1,159 @@
+"""The Mamba-2 selective scan (SSD), as pure functions: no parameters, no state.
+
+Glossary
+    B  batch (for the model: batch · electrodes or batch · edges)
+    L  sequence length (time steps)
+    H  heads;  P  head dim (H · P = d_inner)
+    N  state size (d_state)
+    G  groups of B/C; head h reads group h // (H / G)
+    Q  chunk length (chunk_size);  K  number of chunks = ceil(L / Q)
+    R  heads per group = H / G
+
+The recurrence, per batch and head (state h_t ∈ R^{P×N}):
+    h_t = exp(dt_t · A) h_{t-1} + dt_t · x_t B_tᵀ,        y_t = h_t C_t
+`ssd_chunked` computes it with the chunked "state space duality" algorithm of Dao & Gu 2024,
+"Transformers are SSMs" (arXiv:2405.21060), Listing 1 (`mamba_ssm/modules/ssd_minimal.py`);
+`ssd_sequential` runs it step by step with `jax.lax.scan` and is the oracle. Neither adds D·x.
+The twin of torchref/ssm.py: same functions, same order, same einops patterns.
+
+dt must already be softplus'ed (and biased); A is negative. The scan runs in the widest input
+dtype and at least float32, and returns y in x's dtype: dt, A, cumulative sums and decays must not
+be bfloat16 (a bfloat16 cumsum of 960 dA values is off by up to 1.4, a 300 % decay error; mamba_ssm's
+Triton kernels keep them in float32 too). float64 (jax_enable_x64) stays float64.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from einops import rearrange
+
+SCANS = ("chunked", "sequential")
+
+
+def at_least_float32(t: jax.Array) -> jax.Array:
+    """bfloat16/float16 -> float32; float32 and float64 unchanged."""
+    return t.astype(jnp.promote_types(t.dtype, jnp.float32))
+
+
+def _to_scan_dtype(*arrays: jax.Array) -> list[jax.Array]:
+    """All inputs in one dtype: the widest of theirs, and at least float32."""
+    dtype = jnp.dtype(jnp.float32)
+    for t in arrays:
+        dtype = jnp.promote_types(dtype, t.dtype)
+    return [t.astype(dtype) for t in arrays]
+
+
+def segsum(a: jax.Array) -> jax.Array:
+    """Segment sums out[..., i, j] = a[..., j+1] + ... + a[..., i] for i >= j, -inf for i < j.
+
+    Built as a masked cumsum (not cumsum_i - cumsum_j, which cancels catastrophically) and
+    masked with -inf *before* anyone takes exp: exp(segsum) is then exactly 0 above the diagonal
+    with a zero gradient (d exp(x) = exp(x) = 0 at -inf; -inf is not NaN, so jax_debug_nans stays
+    quiet). Taking exp of the unmasked differences and masking afterwards overflows to inf above
+    the diagonal and turns the backward pass into 0 · inf = NaN.
+    """
+    T = a.shape[-1]
+    rows, cols = jnp.arange(T)[:, None], jnp.arange(T)[None, :]
+    summands = jnp.broadcast_to(a[..., :, None], (*a.shape, T))  # (..., T, T): [k, j] = a_k
+    summands = jnp.where(rows > cols, summands, 0.0)  # keep a_k only for k > j
+    out = jnp.cumsum(summands, axis=-2)  # (..., T, T): [i, j] = sum_{j<k<=i} a_k
+    return jnp.where(rows >= cols, out, -jnp.inf)
+
+
+def _check_shapes(x, dt, A, B, C) -> tuple[int, int]:
+    batch, length, heads, _ = x.shape
+    groups = B.shape[2]
+    if dt.shape != (batch, length, heads) or A.shape != (heads,):
+        raise ValueError(f"dt {tuple(dt.shape)} / A {tuple(A.shape)} do not match x {tuple(x.shape)}")
+    if B.shape != C.shape or B.shape[:2] != (batch, length) or heads % groups:
+        raise ValueError(f"B {tuple(B.shape)} / C {tuple(C.shape)} do not match x {tuple(x.shape)}")
+    return heads, groups
+
+
+def ssd_chunked(x, dt, A, B, C, chunk_size: int) -> jax.Array:
+    """Chunked SSD scan. x (B,L,H,P), dt (B,L,H), A (H,), B/C (B,L,G,N) -> y (B,L,H,P).
+
+    When chunk_size does not divide L the sequence is padded at the end with dt = 0 and
+    x = B = C = 0 (what mamba_ssm's `_chunk_cumsum_fwd_kernel` does beyond seqlen) and cut back.
+    C·B is computed once per group and shared by its heads.
+    """
+    heads, groups = _check_shapes(x, dt, A, B, C)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    out_dtype = x.dtype
+    length = x.shape[1]
+    x, dt, A, B, C = _to_scan_dtype(x, dt, A, B, C)
+
+    pad = -length % chunk_size
+    if pad:
+        x = jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0)))  # (B, L', H, P)
+        dt = jnp.pad(dt, ((0, 0), (0, pad), (0, 0)))  # (B, L', H)
+        B = jnp.pad(B, ((0, 0), (0, pad), (0, 0), (0, 0)))  # (B, L', G, N)
+        C = jnp.pad(C, ((0, 0), (0, pad), (0, 0), (0, 0)))  # (B, L', G, N)
+
+    r = heads // groups
+    xdt = x * dt[..., None]  # (B, L', H, P): dt_t x_t
+    xdt = rearrange(xdt, "b (k q) (g r) p -> b k q g r p", q=chunk_size, r=r)  # (B, K, Q, G, R, P)
+    B = rearrange(B, "b (k q) g n -> b k q g n", q=chunk_size)  # (B, K, Q, G, N)
+    C = rearrange(C, "b (k q) g n -> b k q g n", q=chunk_size)  # (B, K, Q, G, N)
+    a = rearrange(dt * A, "b (k q) (g r) -> b g r k q", q=chunk_size, r=r)  # (B, G, R, K, Q): dt·A <= 0
+    a_cumsum = jnp.cumsum(a, axis=-1)  # (B, G, R, K, Q)
+
+    # 1. Within each chunk (diagonal blocks): y_l = sum_{s<=l} (C_l·B_s) exp(a_{s+1}+..+a_l) dt_s x_s
+    CB = jnp.einsum("bklgn,bksgn->bgkls", C, B)  # (B, G, K, Q, Q), once per group
+    weights = CB[:, :, None] * jnp.exp(segsum(a))  # (B, G, R, K, Q, Q)
+    y_diag = jnp.einsum("bgrkls,bksgrp->bklgrp", weights, xdt)  # (B, K, Q, G, R, P)
+
+    # 2. State at the end of each chunk, from that chunk's inputs alone.
+    decay_to_end = jnp.exp(a_cumsum[..., -1:] - a_cumsum)  # (B, G, R, K, Q)
+    decay_to_end = rearrange(decay_to_end, "b g r k q -> b k q g r 1")  # (B, K, Q, G, R, 1)
+    states = jnp.einsum("bksgrp,bksgn->bkgrpn", xdt * decay_to_end, B)  # (B, K, G, R, P, N)
+
+    # 3. Pass states across chunks: the state entering chunk k (zero initial state).
+    states = jnp.pad(states, ((0, 0), (1, 0), (0, 0), (0, 0), (0, 0), (0, 0)))  # (B, K+1, G, R, P, N)
+    chunk_ends = jnp.pad(a_cumsum[..., -1], ((0, 0), (0, 0), (0, 0), (1, 0)))  # (B, G, R, K+1)
+    chunk_decay = jnp.exp(segsum(chunk_ends))  # (B, G, R, K+1, K+1)
+    states = jnp.einsum("bgrzk,bkgrpn->bzgrpn", chunk_decay, states)[:, :-1]  # (B, K, G, R, P, N)
+
+    # 4. Contribution of the entering state to each position of the chunk.
+    decay_from_start = rearrange(jnp.exp(a_cumsum), "b g r k q -> b k q g r 1")  # (B, K, Q, G, R, 1)
+    y_off = jnp.einsum("bklgn,bkgrpn->bklgrp", C, states) * decay_from_start  # (B, K, Q, G, R, P)
+
+    y = rearrange(y_diag + y_off, "b k q g r p -> b (k q) (g r) p")  # (B, L', H, P)
+    return y[:, :length].astype(out_dtype)  # (B, L, H, P)
+
+
+def ssd_sequential(x, dt, A, B, C) -> jax.Array:
+    """The plain recurrence, one step at a time (`jax.lax.scan` over L, vectorised over batch and
+    heads): the oracle. x (B,L,H,P), dt (B,L,H), A (H,), B/C (B,L,G,N) -> y (B,L,H,P).
+    Its backward pass stores the state of every step, (B, L, H, P, N)."""
+    heads, groups = _check_shapes(x, dt, A, B, C)
+    out_dtype = x.dtype
+    x, dt, A, B, C = _to_scan_dtype(x, dt, A, B, C)
+    group_of_head = jnp.arange(heads) // (heads // groups)
+    B = B[:, :, group_of_head]  # (B, L, H, N)
+    C = C[:, :, group_of_head]  # (B, L, H, N)
+    decay = jnp.exp(dt * A)  # (B, L, H)
+
+    batch, _, _, headdim = x.shape
+
+    def step(h, inputs):
+        x_t, dt_t, decay_t, B_t, C_t = inputs
+        inject = jnp.einsum("bhp,bhn->bhpn", x_t * dt_t[..., None], B_t)  # (B, H, P, N)
+        h = decay_t[..., None, None] * h + inject  # (B, H, P, N)
+        return h, jnp.einsum("bhpn,bhn->bhp", h, C_t)  # (B, H, P)
+
+    h0 = jnp.zeros((batch, heads, headdim, B.shape[-1]), x.dtype)  # (B, H, P, N)
+    time_major = [jnp.moveaxis(t, 1, 0) for t in (x, dt, decay, B, C)]  # L first
+    _, ys = jax.lax.scan(step, h0, time_major)  # (L, B, H, P)
+    return jnp.moveaxis(ys, 0, 1).astype(out_dtype)  # (B, L, H, P)
+
+
+def selective_scan(x, dt, A, B, C, scan: str, chunk_size: int) -> jax.Array:
+    """y = SSD(x, dt, A, B, C) with the algorithm named by `scan` (config `model.ssm.scan`)."""
+    if scan == "chunked":
+        return ssd_chunked(x, dt, A, B, C, chunk_size)
+    if scan == "sequential":
+        return ssd_sequential(x, dt, A, B, C)
+    raise ValueError(f"model.ssm.scan = {scan!r} is not one of {SCANS}")
