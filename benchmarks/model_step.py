@@ -42,7 +42,7 @@ def _timed(fn, repeats: int) -> tuple[float, list[float]]:
     return statistics.median(runs), runs
 
 
-def torch_worker(size: str, batch: int, mode: str, repeats: int) -> dict:
+def torch_worker(size: str, batch: int, mode: str, repeats: int, overrides: list[str]) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -50,7 +50,7 @@ def torch_worker(size: str, batch: int, mode: str, repeats: int) -> dict:
     from torchref.model import SeizureDetector
 
     torch.set_num_threads(os.cpu_count() or 1)
-    config = load_config(ROOT / SIZES[size])
+    config = load_config(ROOT / SIZES[size], overrides)
     model = SeizureDetector(config.model, 0)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, config.model.n_chans, config.window_samples, generator=g)
@@ -124,10 +124,13 @@ def gnn_worker(batch: int, repeats: int) -> dict:
     return {"dense_s": dense_s, "loop_s": loop_s, "max_abs_diff": agreement}
 
 
-def _run_worker(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True,
+def _run_worker(args: list[str], overrides: list[str] = ()) -> dict:
+    sets = [item for o in overrides for item in ("--set", o)]
+    out = subprocess.run([sys.executable, __file__, *sets, "--worker", *args], capture_output=True,
                          text=True, cwd=ROOT)
     if out.returncode != 0:
+        if out.returncode < 0:  # killed by a signal: on Linux SIGKILL here is the OOM killer
+            return {"error": f"killed by signal {-out.returncode} (out of memory?)"}
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -151,6 +154,8 @@ def main() -> int:
     parser.add_argument("--frameworks", default="torch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gnn", action="store_true", help="benchmark the GNN stage against a PyG loop")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every run, e.g. --set model.remat=true")
     parser.add_argument("--write", metavar="BENCHMARKS.md")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -159,7 +164,7 @@ def main() -> int:
         kind, *rest = args.worker
         if kind == "torch":
             size, batch, mode = rest
-            result = torch_worker(size, int(batch), mode, args.repeats)
+            result = torch_worker(size, int(batch), mode, args.repeats, args.set)
         else:
             result = gnn_worker(int(rest[0]), args.repeats)
         print(json.dumps(result))
@@ -184,7 +189,8 @@ def main() -> int:
                 for batch in [int(b) for b in args.batches.split(",")]:
                     cells = []
                     for mode in ("fwd", "train"):
-                        r = _run_worker([framework, size, str(batch), mode, "--repeats", str(args.repeats)])
+                        r = _run_worker([framework, size, str(batch), mode, "--repeats", str(args.repeats)],
+                                        args.set)
                         cells += ([f"error: {r['error']}", ""] if "error" in r
                                   else [f"{r['seconds']:.3f}", f"{r['peak_rss_gb']:.2f}"])
                         print(f"{framework} {size} B={batch} {mode}: {r}", file=sys.stderr)

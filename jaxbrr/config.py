@@ -208,6 +208,20 @@ class ModelConfig:
     def n_edges(self) -> int:
         return n_edges(self.n_chans)
 
+    @property
+    def tap_names(self) -> tuple[str, ...]:
+        """The taps both frameworks return, in forward order (a jitted dict comes back sorted)."""
+        if self.architecture == "tcn":
+            middle = ()
+        elif self.architecture == "v2":
+            middle = ("mamba",)
+        elif self.graph.enabled:
+            middle = ("electrodes", "node_mamba", "edge_features", "edge_weights", "adjacency", "pe",
+                      "gnn", "from_electrodes")
+        else:
+            middle = ("electrodes", "node_mamba", "from_electrodes")
+        return ("input", "tcn", *middle, "logits")
+
     @model_validator(mode="after")
     def _check(self):
         if self.architecture == "v3" and self.node_mamba.d_model != self.electrode_dim:

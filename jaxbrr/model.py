@@ -42,26 +42,31 @@ class SeizureDetector(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         guards = config.stability.guards == "original"
+        # precision bfloat16: convolutions, projections and Mamba matmuls compute in bf16 on float32
+        # parameters; the scan's dt/A/cumsums/decays, the gated norm's statistics, the graph and
+        # the eigh PE stay float32 (jaxbrr/ssm.py, mamba.py, graph.py), and logits return as float32.
+        dtype = jnp.bfloat16 if config.precision == "bfloat16" else None
         n, d, d_tcn = config.n_chans, config.electrode_dim, config.tcn.out_channels
-        self.tcn = TCNEncoder(n, config.tcn, rngs=rngs)
+        self.tcn = TCNEncoder(n, config.tcn, rngs=rngs, dtype=dtype)
         if config.architecture == "v3":
-            self.proj_to_electrodes = pointwise_conv(d_tcn, n * d, TO_ELECTRODES_GAIN, rngs=rngs)
+            self.proj_to_electrodes = pointwise_conv(d_tcn, n * d, TO_ELECTRODES_GAIN, rngs=rngs, dtype=dtype)
             self.node_mamba = BiMamba2(config.node_mamba, config.ssm, guards, config.layernorm_eps,
-                                       remat=config.remat, rngs=rngs)
+                                       remat=config.remat, rngs=rngs, dtype=dtype)
             if config.graph.enabled:
                 g = config.graph
                 self.edge_lift = pointwise_conv(1, g.edge_lift, EDGE_LIFT_GAIN, rngs=rngs, bias=False)
                 self.edge_mamba = BiMamba2(g.edge_mamba, config.ssm, guards, config.layernorm_eps,
-                                           remat=config.remat, rngs=rngs)
+                                           remat=config.remat, rngs=rngs, dtype=dtype)
                 self.edge_proj = pointwise_conv(g.edge_lift, 1, 1.0, rngs=rngs)
                 self.gnn = GraphMixer(g, d, g.k_eigenvectors, config.layernorm_eps, rngs=rngs)
                 if not g.use_dynamic_pe:  # computed here, outside any trace; fails early for bipolar
                     _static_pe(config.montage, g.k_eigenvectors, g.pe_sign)
-            self.proj_from_electrodes = pointwise_conv(n * d, d_tcn, FROM_ELECTRODES_GAIN, rngs=rngs)
+            self.proj_from_electrodes = pointwise_conv(n * d, d_tcn, FROM_ELECTRODES_GAIN, rngs=rngs, dtype=dtype)
         elif config.architecture == "v2":
             self.mamba = BiMamba2(config.v2_mamba, config.ssm, guards, config.layernorm_eps,
-                                  remat=config.remat, rngs=rngs)
-        self.head = ProjectionHead(d_tcn, n, config.tcn.stride_down, guards, rngs=rngs)
+                                  remat=config.remat, rngs=rngs, dtype=dtype)
+        self.head = ProjectionHead(d_tcn, n, config.tcn.stride_down, guards, rngs=rngs, dtype=dtype)
+        self.dtype = dtype
 
     @property
     def guards(self) -> bool:
@@ -72,6 +77,8 @@ class SeizureDetector(nnx.Module):
         if self.guards:  # original: nan_to_num (NaN and ±inf -> 0) + clamp ±10 on the input
             x = jnp.clip(jnp.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), -10, 10)
         taps["input"] = x  # (B, C, T)
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
         h = self.tcn(rearrange(x, "b c t -> b t c"))  # (B, L, D_tcn)
         taps["tcn"] = rearrange(h, "b l d -> b d l")
         if self.config.architecture == "v3":
@@ -79,7 +86,7 @@ class SeizureDetector(nnx.Module):
         elif self.config.architecture == "v2":
             h = self.mamba(h)  # (B, L, D_tcn)
             taps["mamba"] = rearrange(h, "b l d -> b d l")
-        logits = taps["logits"] = self.head(h)  # (B, T)
+        logits = taps["logits"] = self.head(h).astype(jnp.promote_types(taps["input"].dtype, jnp.float32))  # (B, T)
         return logits, taps
 
     def _v3(self, h: jax.Array, taps: dict) -> jax.Array:

@@ -37,11 +37,12 @@ def kaiming_uniform(gain: float):
 
 def pointwise_conv(in_channels: int, out_channels: int, gain: float, *, rngs: nnx.Rngs,
                    kernel_size: int = 1, stride: int = 1, bias: bool = True,
-                   param_dtype=jnp.float32) -> nnx.Conv:
-    """Channels-last Conv1d without padding (1×1, or kernel = stride for the downsampling)."""
+                   param_dtype=jnp.float32, dtype=None) -> nnx.Conv:
+    """Channels-last Conv1d without padding (1×1, or kernel = stride for the downsampling).
+    dtype: the compute dtype (None: the input's); parameters stay param_dtype."""
     return nnx.Conv(in_channels, out_channels, kernel_size=(kernel_size,), strides=(stride,),
                     padding="VALID", use_bias=bias, kernel_init=kaiming_uniform(gain),
-                    bias_init=nnx.initializers.zeros, param_dtype=param_dtype, rngs=rngs)
+                    bias_init=nnx.initializers.zeros, param_dtype=param_dtype, dtype=dtype, rngs=rngs)
 
 
 class WeightNormConv1d(nnx.Module):
@@ -72,16 +73,16 @@ class WeightNormConv1d(nnx.Module):
 
 
 class TCNEncoder(nnx.Module):
-    def __init__(self, n_chans: int, cfg: TCNConfig, *, rngs: nnx.Rngs):
+    def __init__(self, n_chans: int, cfg: TCNConfig, *, rngs: nnx.Rngs, dtype=None):
         widths = (n_chans, *cfg.channels)
         self.layers = nnx.List([
             WeightNormConv1d(widths[i], widths[i + 1], cfg.kernel_size, 2**i, rngs=rngs)
             for i in range(len(cfg.channels))
         ])
         self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
-        self.proj = pointwise_conv(widths[-1], cfg.out_channels, CONV_GAIN, rngs=rngs)
-        self.channel_proj = pointwise_conv(cfg.out_channels, cfg.out_channels, CONV_GAIN, rngs=rngs)
-        self.downsample = pointwise_conv(cfg.out_channels, cfg.out_channels, CONV_GAIN, rngs=rngs,
+        self.proj = pointwise_conv(widths[-1], cfg.out_channels, CONV_GAIN, rngs=rngs, dtype=dtype)
+        self.channel_proj = pointwise_conv(cfg.out_channels, cfg.out_channels, CONV_GAIN, rngs=rngs, dtype=dtype)
+        self.downsample = pointwise_conv(cfg.out_channels, cfg.out_channels, CONV_GAIN, rngs=rngs, dtype=dtype,
                                          kernel_size=cfg.stride_down, stride=cfg.stride_down)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -97,11 +98,12 @@ class ProjectionHead(nnx.Module):
     """(B, L, D_tcn) -> (B, T) logits: 1×1 to one map per channel, nearest upsampling back to the
     sample rate, 1×1 to one logit (as torchref's ProjectionHead)."""
 
-    def __init__(self, d_in: int, n_chans: int, upsample: int, guards: bool, *, rngs: nnx.Rngs):
+    def __init__(self, d_in: int, n_chans: int, upsample: int, guards: bool, *, rngs: nnx.Rngs,
+                 dtype=None):
         self.upsample = upsample
         self.guards = guards
-        self.proj = pointwise_conv(d_in, n_chans, CONV_GAIN, rngs=rngs)
-        self.detect = pointwise_conv(n_chans, 1, HEAD_GAIN, rngs=rngs)
+        self.proj = pointwise_conv(d_in, n_chans, CONV_GAIN, rngs=rngs, dtype=dtype)
+        self.detect = pointwise_conv(n_chans, 1, HEAD_GAIN, rngs=rngs, dtype=dtype)
 
     def __call__(self, h: jax.Array) -> jax.Array:
         x = self.proj(h)  # (B, L, C)

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 from torch.nn.utils import skip_init
+from torch.utils.checkpoint import checkpoint
 
 from jaxbrr.config import MambaConfig, SSMConfig
 from torchref.ssm import SCANS, at_least_float32, selective_scan
@@ -262,7 +263,12 @@ class BiMamba2Layer(nn.Module):
 
 class BiMamba2(nn.Module):
     """cfg.n_layers BiMamba2Layers, (B, L, D) -> (B, L, D). With guards the stack also clamps ±10
-    after every 2nd layer and at the end (the original's stack)."""
+    after every 2nd layer and at the end (the original's stack).
+
+    remat (config `model.remat`): each layer is recomputed in the backward pass instead of keeping
+    its chunked-scan intermediates (torch.utils.checkpoint, non-reentrant; it restores the RNG
+    state, so the recomputed dropout masks are the ones of the forward pass).
+    """
 
     def __init__(
         self,
@@ -273,9 +279,11 @@ class BiMamba2(nn.Module):
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        remat: bool = False,
     ):
         super().__init__()
         self.guards = guards
+        self.remat = remat
         self.layers = nn.ModuleList(
             BiMamba2Layer(cfg, ssm, guards, layernorm_eps, generator=generator, dtype=dtype, device=device)
             for _ in range(cfg.n_layers)
@@ -283,7 +291,10 @@ class BiMamba2(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         for index, layer in enumerate(self.layers):
-            u = layer(u)  # (B, L, D)
+            if self.remat and torch.is_grad_enabled():
+                u = checkpoint(layer, u, use_reentrant=False)  # (B, L, D)
+            else:
+                u = layer(u)  # (B, L, D)
             if self.guards and index % 2 == 1:
                 u = u.clamp(-GUARD_OUTPUT, GUARD_OUTPUT)
         if self.guards:

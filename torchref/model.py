@@ -48,11 +48,13 @@ class SeizureDetector(nn.Module):
         self.tcn = TCNEncoder(n, config.tcn, generator)
         if config.architecture == "v3":
             self.proj_to_electrodes = pointwise_conv(d_tcn, n * d, TO_ELECTRODES_GAIN, generator)
-            self.node_mamba = BiMamba2(config.node_mamba, config.ssm, guards, config.layernorm_eps, generator)
+            self.node_mamba = BiMamba2(config.node_mamba, config.ssm, guards, config.layernorm_eps, generator,
+                                       remat=config.remat)
             if config.graph.enabled:
                 g = config.graph
                 self.edge_lift = pointwise_conv(1, g.edge_lift, EDGE_LIFT_GAIN, generator, bias=False)
-                self.edge_mamba = BiMamba2(g.edge_mamba, config.ssm, guards, config.layernorm_eps, generator)
+                self.edge_mamba = BiMamba2(g.edge_mamba, config.ssm, guards, config.layernorm_eps, generator,
+                                           remat=config.remat)
                 self.edge_proj = pointwise_conv(g.edge_lift, 1, 1.0, generator)
                 self.gnn = GraphMixer(g, d, g.k_eigenvectors, config.layernorm_eps, generator)
                 if not g.use_dynamic_pe:
@@ -60,7 +62,8 @@ class SeizureDetector(nn.Module):
                     self.register_buffer("static_pe", pe, persistent=False)
             self.proj_from_electrodes = pointwise_conv(n * d, d_tcn, FROM_ELECTRODES_GAIN, generator)
         elif config.architecture == "v2":
-            self.mamba = BiMamba2(config.v2_mamba, config.ssm, guards, config.layernorm_eps, generator)
+            self.mamba = BiMamba2(config.v2_mamba, config.ssm, guards, config.layernorm_eps, generator,
+                                  remat=config.remat)
         self.head = ProjectionHead(d_tcn, n, config.tcn.stride_down, guards, generator)
 
     @property

@@ -83,3 +83,27 @@ def test_no_nan_under_debug_nans_forward_and_backward(tmp_path):
     leaves = jax.tree.leaves(grads)
     assert np.isfinite(float(loss)) and all(bool(jnp.isfinite(g).all()) for g in leaves)
     assert sum(float(jnp.abs(g).sum()) > 0 for g in leaves) > 0.9 * len(leaves)  # gradients reach the model
+
+
+def test_bfloat16_computes_in_bf16_on_float32_parameters():
+    x = jax.random.normal(jax.random.key(1), (2, 19, 1024))
+    taps = {}
+    for precision in ("float32", "bfloat16"):
+        config = load_config(TINY, [f"model.precision={precision}"])
+        model = SeizureDetector(config.model, rngs=nnx.Rngs(0))
+        model.eval()
+        assert {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype(jnp.float32)}
+        logits, taps[precision] = nnx.jit(lambda m, x: m(x))(model, x)
+        assert logits.dtype == jnp.float32 and bool(jnp.isfinite(logits).all())
+    assert taps["bfloat16"]["tcn"].dtype == jnp.bfloat16
+    assert taps["bfloat16"]["pe"].dtype == jnp.float32  # eigh stays float32
+    a, b = taps["float32"]["tcn"], taps["bfloat16"]["tcn"].astype(jnp.float32)
+    assert float(jnp.abs(a - b).max() / jnp.abs(a).max()) < 2e-2  # bf16 has an 8-bit mantissa
+
+
+def test_tap_names_are_the_forward_order():
+    config = load_config(TINY)
+    model = SeizureDetector(config.model, rngs=nnx.Rngs(0))
+    model.eval()
+    _, taps = model(jnp.zeros((1, 19, 1024)))
+    assert tuple(taps) == config.model.tap_names  # eager: insertion order is forward order
