@@ -1,0 +1,233 @@
+"""parity/convert.py: the torch <-> NNX table round-trips bit-exactly on every architecture, fails
+loudly and by path on a broken mapping, writes a weights file either framework reads, and the
+converted tiny models give the same logits in float64."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+import torchref.model as tmodel
+from jaxbrr.config import config_to_dict, load_config
+from jaxbrr.model import SeizureDetector
+from parity import convert
+from parity.compare import compare_arrays, compare_trees
+from parity.convert import ConversionError, jax_to_torch, load_weights, save_weights, torch_to_jax
+
+TINY = "configs/tiny.yaml"
+SWITCHES = {
+    "v3": [],
+    "v2": ["model.architecture=v2"],
+    "tcn": ["model.architecture=tcn"],
+    "graph-off": ["model.graph.enabled=false"],
+    "static-pe": ["model.graph.use_dynamic_pe=false"],
+}
+
+
+def jax_params(model) -> dict[str, np.ndarray]:
+    return {"/".join(map(str, path)): np.asarray(v.get_value())
+            for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def torch_params(model) -> dict[str, np.ndarray]:
+    return {key: value.detach().numpy() for key, value in model.state_dict().items()}
+
+
+def assert_bit_exact(got: dict, expected: dict) -> None:
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert got[key].dtype == expected[key].dtype, key
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key, strict=True)
+
+
+def jax_model(config, seed: int, abstract: bool = False):
+    """abstract: built by nnx.eval_shape (no arrays, no init compiles: a full-size NNX init costs
+    ~8 s of XLA compiles on a 2-core CPU); torch_to_jax must then fill every Param, or raise."""
+    build = lambda: SeizureDetector(config, rngs=nnx.Rngs(seed))  # noqa: E731
+    return nnx.eval_shape(build) if abstract else build()
+
+
+@pytest.mark.parametrize("name", SWITCHES)
+def test_round_trips_bit_exact_on_every_switch(name):
+    config = load_config(TINY, SWITCHES[name]).model
+    # torch -> jax -> torch, each side starting from different random weights
+    source = tmodel.SeizureDetector(config, 0)
+    jax_side = jax_model(config, seed=1)
+    torch_to_jax(source, jax_side)
+    back = tmodel.SeizureDetector(config, 2)
+    jax_to_torch(jax_side, back)
+    assert_bit_exact(torch_params(back), torch_params(source))
+    # jax -> torch -> jax
+    source_jax = jax_model(config, seed=3)
+    expected = jax_params(source_jax)
+    torch_side = tmodel.SeizureDetector(config, 4)
+    jax_to_torch(source_jax, torch_side)
+    again = jax_model(config, seed=5)
+    torch_to_jax(torch_side, again)
+    assert_bit_exact(jax_params(again), expected)
+
+
+def test_round_trip_full_size():
+    config = load_config("configs/tusz.yaml").model
+    source = tmodel.SeizureDetector(config, 0)
+    jax_side = jax_model(config, seed=0, abstract=True)
+    torch_to_jax(source, jax_side)  # fills every Param of the abstract model
+    assert sum(v.size for v in jax_params(jax_side).values()) == 9_040_392
+    back = tmodel.SeizureDetector(config, 1)
+    jax_to_torch(jax_side, back)
+    assert_bit_exact(torch_params(back), torch_params(source))
+    again = jax_model(config, seed=0, abstract=True)
+    torch_to_jax(back, again)
+    assert_bit_exact(jax_params(again), jax_params(jax_side))
+
+
+def test_layouts_follow_the_table():
+    config = load_config(TINY).model
+    source, jax_side = tmodel.SeizureDetector(config, 0), jax_model(config, 1)
+    torch_to_jax(source, jax_side)
+    tcn0, mamba = source.tcn.layers[0], source.node_mamba.layers[0].fwd
+    pairs = [  # (NNX value, torch value in NNX layout), written out by hand
+        (jax_side.tcn.layers[0].weight_v, tcn0.weight_v.detach().numpy().transpose(2, 1, 0)),
+        (jax_side.tcn.layers[0].weight_g, tcn0.weight_g.detach().numpy()[:, 0, 0]),
+        (jax_side.node_mamba.layers[0].fwd.in_proj.kernel, mamba.in_proj.weight.detach().numpy().T),
+        (jax_side.node_mamba.layers[0].fwd.conv1d.kernel, mamba.conv1d.weight.detach().numpy().transpose(2, 1, 0)),
+        (jax_side.node_mamba.layers[0].norm.scale, source.node_mamba.layers[0].norm.weight.detach().numpy()),
+        (jax_side.gnn.layers[1].lin.kernel, source.gnn.layers[1].lin.weight.detach().numpy().T),
+    ]
+    for variable, expected in pairs:
+        np.testing.assert_array_equal(np.asarray(variable.get_value()), expected, strict=True)
+    assert jax_side.edge_lift.bias is None and source.edge_lift.bias is None  # bias-less conv
+
+
+def broken(mutate_torch=None, mutate_jax=None):
+    config = load_config(TINY).model
+    source, jax_side = tmodel.SeizureDetector(config, 0), jax_model(config, 0, abstract=True)
+    if mutate_torch:
+        mutate_torch(source)
+    if mutate_jax:
+        mutate_jax(jax_side)
+    with pytest.raises(ConversionError) as info:
+        torch_to_jax(source, jax_side)
+    return str(info.value)
+
+
+def test_broken_mappings_raise_naming_every_path(monkeypatch):
+    extra_torch = lambda m: m.tcn.proj.register_parameter("extra", torch.nn.Parameter(torch.zeros(3)))  # noqa: E731
+    assert "tcn.proj.extra: torch leaf of the torch model is read by no rule" in broken(extra_torch)
+
+    def extra_param(m):
+        m.gnn.norms[0].extra = nnx.Param(jnp.zeros(3))
+        m.head.proj.also = nnx.Param(jnp.zeros(2))
+
+    message = broken(mutate_jax=extra_param)
+    assert "gnn/norms/0/extra: NNX Param is filled by no rule" in message
+    assert "head/proj/also: NNX Param is filled by no rule" in message
+
+    drop_bias = lambda m: m.tcn.proj.register_parameter("bias", None)  # noqa: E731
+    assert "tcn.proj.bias: present on the NNX side only" in broken(drop_bias)
+
+    def swap_type(m):
+        m.head.detect = torch.nn.Linear(19, 1)
+
+    assert "head.detect: no rule for the pair (torch.nn.modules.linear.Linear, flax.nnx.nn.linear.Conv)" in broken(swap_type)
+
+    def wrong_shape(m):
+        m.gnn.norms[1] = torch.nn.LayerNorm(5)
+
+    assert "gnn.norms.1.weight -> gnn/norms/1/scale: shape (5,)" in broken(wrong_shape)
+
+    # A bad table: LayerNorm's bias also written into its scale.
+    leaves = (convert.Leaf("weight", "scale"), convert.Leaf("bias", "scale"))
+    monkeypatch.setitem(convert.RULES, (torch.nn.LayerNorm, nnx.LayerNorm), leaves)
+    message = broken()
+    assert "gnn/norms/0/scale: NNX Param filled 2 times" in message
+    assert "gnn/norms/0/bias: NNX Param is filled by no rule" in message
+
+
+def test_float64_without_x64_raises():
+    config = load_config(TINY, ["model.architecture=tcn"]).model
+    source = tmodel.SeizureDetector(config, 0).double()
+    with pytest.raises(ConversionError, match="float64 needs jax_enable_x64"):
+        torch_to_jax(source, jax_model(config, 0))
+
+
+def test_weights_file_from_either_side(tmp_path):
+    config = load_config(TINY).model
+    torch_model, jax_side = tmodel.SeizureDetector(config, 0), jax_model(config, 1)
+    # torch writes, jax reads
+    save_weights(tmp_path / "torch.safetensors", torch_model)
+    metadata = load_weights(tmp_path / "torch.safetensors", jax_side)
+    assert metadata["framework"] == "torch" and metadata["format_version"] == "1"
+    assert metadata["config"] == config_to_dict(config)
+    expected = jax_model(config, 2)
+    torch_to_jax(torch_model, expected)
+    assert_bit_exact(jax_params(jax_side), jax_params(expected))
+    # jax writes, torch reads
+    jax_source = jax_model(config, 3)
+    save_weights(tmp_path / "jax.safetensors", jax_source)
+    reader = tmodel.SeizureDetector(config, 4)
+    assert load_weights(tmp_path / "jax.safetensors", reader)["framework"] == "jax"
+    direct = tmodel.SeizureDetector(config, 5)
+    jax_to_torch(jax_source, direct)
+    assert_bit_exact(torch_params(reader), torch_params(direct))
+    assert convert.config_from_metadata(convert.read_metadata(tmp_path / "jax.safetensors")) == config
+
+
+def test_weights_file_with_a_missing_key_raises(tmp_path):
+    import safetensors.numpy
+
+    config = load_config(TINY, ["model.architecture=tcn"]).model
+    path = tmp_path / "w.safetensors"
+    save_weights(path, tmodel.SeizureDetector(config, 0))
+    arrays = safetensors.numpy.load_file(str(path))
+    del arrays["tcn.layers.1.weight_g"]
+    metadata = {"format": convert.FORMAT, "format_version": "1", "framework": "torch", "config": "null"}
+    safetensors.numpy.save_file(arrays, str(path), metadata=metadata)
+    with pytest.raises(ConversionError, match=r"tcn.layers.1.weight_g: missing from"):
+        load_weights(path, jax_model(config, 0))
+    with pytest.raises(ConversionError, match=r"tcn.layers.1.weight_g: missing from"):
+        load_weights(path, tmodel.SeizureDetector(config, 0))
+
+
+def test_cli_pt_to_safetensors_to_pt(tmp_path, capsys):
+    config = load_config(TINY).model
+    source = tmodel.SeizureDetector(config, 7)
+    torch.save(source.state_dict(), tmp_path / "in.pt")
+    convert.main([str(tmp_path / "in.pt"), str(tmp_path / "mid.safetensors"), "--config", TINY])
+    convert.main([str(tmp_path / "mid.safetensors"), str(tmp_path / "out.pt")])  # config from metadata
+    printed = capsys.readouterr().out
+    assert "torchref state dict) ->" in printed and "config v3 from" in printed
+    assert json.loads(json.dumps(convert.read_metadata(tmp_path / "mid.safetensors")["config"])) == config_to_dict(config)
+    out = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert_bit_exact({k: v.numpy() for k, v in out.items()}, torch_params(source))
+    with pytest.raises(SystemExit, match="pass --config"):
+        convert.main([str(tmp_path / "in.pt"), str(tmp_path / "x.safetensors")])
+
+
+def test_converted_tiny_models_agree_in_float64():
+    config = load_config(TINY).model
+    torch_model = tmodel.SeizureDetector(config, 0).double().eval()
+    jax_side = jax_model(config, 1)  # built before x64 is on: it reuses the float32 init compiles
+    jax_side.eval()
+    x = np.random.default_rng(0).standard_normal((2, config.n_chans, 1024))
+
+    # 1. torch
+    with torch.no_grad():
+        torch_logits, torch_taps = torch_model(torch.from_numpy(x))
+    # 2. jax
+    with jax.enable_x64(True):
+        torch_to_jax(torch_model, jax_side)  # the NNX params become float64
+        jax_logits, jax_taps = nnx.jit(lambda m, x: m(x))(jax_side, jnp.asarray(x))
+        assert jax_logits.dtype == jnp.float64
+    # 3. compare
+    row = compare_arrays("logits", jax_logits, torch_logits, "model", "float64")
+    in_forward_order = {name: jax_taps[name] for name in torch_taps if name in jax_taps}  # jit sorts keys
+    taps = compare_trees(in_forward_order, dict(torch_taps), "model", "float64")
+    print(taps.format())
+    print(f"float64 logits: max_abs {row.max_abs:.3g}, max_rel {row.max_rel:.3g} (max |logit| {row.scale:.3g})")
+    assert row.passed, row.reason
+    assert taps.passed, taps.first_failure

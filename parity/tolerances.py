@@ -1,0 +1,119 @@
+"""THE tolerance table of the parity harness, and the float64 arbitration rule (DESIGN.md §4).
+
+A check passes when  max |a − b| <= atol + rtol · max |b|  over the positions finite on both sides,
+after the NaN/Inf masks were found equal (parity/compare.py). `rtol` is therefore relative to the
+largest magnitude of the reference, not elementwise: elementwise relative error is meaningless
+near zero (a conv-kernel gradient with max_abs 8.9e-8 had max_rel 2.4e-5, parity_nan_anchors.md
+§5.2 point 5). `atol` is only a floor for a reference that is (almost) all zero, e.g. the gradient
+of a parameter the loss does not reach, or a value XLA:CPU flushed to zero as a denormal.
+
+Where each float32 number comes from (parity_nan_anchors.md §5.4, the tiers derived from §1):
+    layer       1e-5  T1: per-module forward on CPU (HF PT↔Flax tol 1e-5, torch's default atol
+                      1e-5; measured: a LayerNorm 4.8e-7 abs / 5.1e-6 rel, a conv exactly 0)
+    model       1e-4  T2: whole-model logits on CPU (Levanter, eqxvision: 1e-4)
+    grad        1e-4  T3: per-parameter gradients on CPU (torch2jax conv grads atol 1e-4)
+    loss        1e-4  T2: the loss is one reduction of the logits, so it inherits their tier
+    optim       1e-4  T3: one optimiser step is an elementwise function of the gradients (AlgoPerf
+                      train_diff). Caveat: Adam's first update is ~lr·sign(g), so an element whose
+                      gradient is rounding noise can flip; compare updates relative to max |update|
+    trajectory  2e-3  T5: a 20-step loss curve, loss drift ≤ 1e-4 per step (AlgoPerf train_diff)
+float64 rows: DESIGN.md §4 "float64 ~1e-10" for every single evaluation, and 20 × that for the
+20-step trajectory. Measured on the tiny model in float64: whole-model taps agree to ~2e-14 of
+their scale (parity/test_convert.py prints the number).
+
+GPU runs (tier T4: ×10, TF32 off) and bfloat16 have no rows yet: tolerance() raises for them
+rather than hand out a CPU float32 number.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+CHECKS = ("layer", "model", "grad", "loss", "optim", "trajectory")
+DTYPES = ("float32", "float64")
+
+
+class Tolerance(NamedTuple):
+    rtol: float  # relative to max |reference|
+    atol: float  # floor for an all-zero reference
+
+
+# Floors: about the smallest magnitude that still means something after a float32 (float64)
+# computation at unit scale, far below rtol · max|b| for any tensor of scale >= 1e-3.
+_ATOL = {"float32": 1e-8, "float64": 1e-14}
+
+TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    ("layer", "float32"): Tolerance(1e-5, _ATOL["float32"]),
+    ("model", "float32"): Tolerance(1e-4, _ATOL["float32"]),
+    ("grad", "float32"): Tolerance(1e-4, _ATOL["float32"]),
+    ("loss", "float32"): Tolerance(1e-4, _ATOL["float32"]),
+    ("optim", "float32"): Tolerance(1e-4, _ATOL["float32"]),
+    ("trajectory", "float32"): Tolerance(2e-3, _ATOL["float32"]),
+    ("layer", "float64"): Tolerance(1e-10, _ATOL["float64"]),
+    ("model", "float64"): Tolerance(1e-10, _ATOL["float64"]),
+    ("grad", "float64"): Tolerance(1e-10, _ATOL["float64"]),
+    ("loss", "float64"): Tolerance(1e-10, _ATOL["float64"]),
+    ("optim", "float64"): Tolerance(1e-10, _ATOL["float64"]),
+    ("trajectory", "float64"): Tolerance(2e-9, _ATOL["float64"]),
+}
+
+
+def dtype_name(dtype) -> str:
+    """'float32' from 'float32', np.float32, jnp.float32, torch.float32 or an array's dtype."""
+    text = str(dtype).removeprefix("torch.")
+    for candidate in (text, dtype):
+        try:
+            return np.dtype(candidate).name
+        except TypeError:
+            pass
+    return text  # e.g. "bfloat16" without ml_dtypes: tolerance() then names the missing row
+
+
+def tolerance(check: str, dtype) -> Tolerance:
+    """(rtol, atol) of one check at one dtype; raises for a pair the table does not hold."""
+    key = (check, dtype_name(dtype))
+    if key not in TOLERANCES:
+        raise KeyError(f"no tolerance for {key}: checks {CHECKS}, dtypes {DTYPES} (parity/tolerances.py)")
+    return TOLERANCES[key]
+
+
+def _float64(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, np.float64)
+
+
+def _error(x, reference: np.ndarray) -> float:
+    """RMSE against the float64 reference; inf when the non-finite patterns differ."""
+    x = _float64(x)
+    same_pattern = (np.isnan(x) == np.isnan(reference)).all() and (
+        np.where(np.isinf(reference), x == reference, np.isfinite(x) | np.isnan(reference)).all()
+    )
+    if not same_pattern:
+        return float("inf")
+    finite = np.isfinite(reference)
+    return float(np.sqrt(np.mean((x[finite] - reference[finite]) ** 2))) if finite.any() else 0.0
+
+
+def arbitrate(torch32, jax32, ref64, check: str = "model") -> Literal["torch", "jax", "both", "neither"]:
+    """Which side drifted, when the float32 runs disagree: the one farther from float64.
+
+    torch._dynamo.utils.same's rule (parity_nan_anchors.md §0 point 4, §5.2): a side is to blame
+    when its RMSE against ref64 exceeds multiplier × the other side's RMSE + tol/10, multiplier 2
+    (3 for fewer than 1000 elements), tol = tolerance(check, float32).rtol · max|ref64|. When neither
+    stands out, "neither" if both RMSEs are within tol (the disagreement is rounding), else "both".
+    A non-finite pattern that differs from ref64's counts as an infinite error.
+    """
+    ref64 = _float64(ref64)
+    finite = ref64[np.isfinite(ref64)]
+    scale = float(np.abs(finite).max()) if finite.size else 0.0
+    tol = tolerance(check, "float32").rtol * scale
+    multiplier = 3.0 if ref64.size < 1000 else 2.0
+    err_torch, err_jax = _error(torch32, ref64), _error(jax32, ref64)
+    if err_torch > multiplier * err_jax + tol / 10:
+        return "torch"
+    if err_jax > multiplier * err_torch + tol / 10:
+        return "jax"
+    return "neither" if max(err_torch, err_jax) <= tol else "both"
