@@ -1,0 +1,1 @@
+"""Training pieces of the PyTorch reference: loss, optimizer and schedule, one train step."""

@@ -1,0 +1,129 @@
+"""Training losses on per-sample logits (PyTorch reference of jaxbrr/train/loss.py).
+
+Glossary: B batch (windows), T samples per window. Logits and labels are (B, T); `valid` (B,)
+marks real windows (False: padding that fills the last batch), which the mean leaves out.
+
+`train.loss: focal` is the original's FocalLoss (original_spec.md §3.4) exactly, clamps included:
+
+    z' = clamp(z, ±100)
+    bce = BCEWithLogits(z', y, pos_weight = w)          = w·y·softplus(−z') + (1−y)·softplus(z')
+    p   = clamp(σ(z'), 1e-6, 1 − 1e-6);  p_t = y·p + (1−y)(1−p);  α_t = y·α + (1−y)(1−α)
+    ℓ   = min(α_t · (1 − clamp(p_t, 1e-7, 1 − 1e-7))^γ · bce, 100)
+
+These clamps are part of the loss's definition, not numerical guards: they set its value (the
+cap at 100) and its gradient (zero beyond |z| = 100, a constant focal weight where σ saturates),
+so they stay whatever `model.stability.guards` says. w is applied only when |α − 0.5| < 1e-6, as
+the original does (with α = 0.5 every element is also scaled by 0.5).
+
+`train.loss: bce` is torch's BCEWithLogitsLoss(pos_weight = w), no clamp.
+
+Both use torch's own BCEWithLogits, as the original: (1−y)·z + (1 + (w−1)y)·(log1p(e^−|z|) +
+max(−z, 0)). For a confident correct logit its two terms cancel, so values below ~eps·|z| come
+out as 0 (jaxbrr's softplus form keeps them): an absolute difference of at most one ulp of |z|.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from jaxbrr.config import TrainConfig
+
+# The original FocalLoss's constants (original_spec.md §3.4).
+FOCAL_LOGIT_CLAMP = 100.0
+FOCAL_PROB_EPS = 1e-6  # p clamped to [eps, 1 − eps]
+# p_t clamped to [eps, 1 − eps] inside (1 − p_t)^γ; after the p clamp p_t is already within
+# [1e-6, 1 − 1e-6], so this one never binds; kept because it is the original's formula.
+FOCAL_PT_EPS = 1e-7
+FOCAL_LOSS_CAP = 100.0
+# pos_weight reaches the focal loss only for α = 0.5 within this tolerance.
+POS_WEIGHT_ALPHA_TOL = 1e-6
+
+
+def pos_weight_from_ratio(ratio: float) -> float:
+    """√((1−r)/r) for a seizure ratio 0 < r < 0.5, else 1.0 (original §3.4; r = 0.3421 -> 1.3868)."""
+    if 0.0 < ratio < 0.5:
+        return math.sqrt((1.0 - ratio) / ratio)
+    return 1.0
+
+
+def resolve_pos_weight(cfg: TrainConfig, seizure_ratio: float | None) -> float:
+    """`train.pos_weight`: a number as given; `auto` from the training set's window-level ratio."""
+    if cfg.pos_weight != "auto":
+        return float(cfg.pos_weight)
+    if seizure_ratio is None:
+        raise ValueError("train.pos_weight is 'auto' but no seizure ratio is known; pass the "
+                         "training set's ratio or set train.pos_weight to a number")
+    return pos_weight_from_ratio(seizure_ratio)
+
+
+def loss_pos_weight(cfg: TrainConfig, pos_weight: float) -> float:
+    """The pos_weight the configured loss actually uses: bce always; focal only when α = 0.5."""
+    if cfg.loss == "focal" and abs(cfg.focal_alpha - 0.5) >= POS_WEIGHT_ALPHA_TOL:
+        return 1.0
+    return pos_weight
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def bce_with_logits(logits: torch.Tensor, labels: torch.Tensor, pos_weight: float = 1.0) -> torch.Tensor:
+    """Per element −[w·y·log σ(z) + (1−y)·log(1−σ(z))] (torch's BCEWithLogitsLoss, reduction none)."""
+    z = _at_least_float32(logits)
+    weight = torch.as_tensor(pos_weight, dtype=z.dtype, device=z.device)
+    return F.binary_cross_entropy_with_logits(z, labels.to(z.dtype), pos_weight=weight, reduction="none")
+
+
+def focal_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    gamma: float,
+    pos_weight: float = 1.0,
+) -> torch.Tensor:
+    """The original's focal loss per element (module docstring); pos_weight is used as given."""
+    z = _at_least_float32(logits).clamp(-FOCAL_LOGIT_CLAMP, FOCAL_LOGIT_CLAMP)
+    y = labels.to(z.dtype)
+    bce = bce_with_logits(z, y, pos_weight)  # (B, T)
+    p = torch.sigmoid(z).clamp(FOCAL_PROB_EPS, 1 - FOCAL_PROB_EPS)
+    p_t = y * p + (1 - y) * (1 - p)
+    alpha_t = y * alpha + (1 - y) * (1 - alpha)
+    miss = 1 - p_t.clamp(FOCAL_PT_EPS, 1 - FOCAL_PT_EPS)
+    return torch.clamp(alpha_t * miss**gamma * bce, max=FOCAL_LOSS_CAP)  # (B, T)
+
+
+def masked_mean(values: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of (B, T) values over the valid windows' elements; 0 when no window is valid.
+
+    `where`, not a product: a padded window's value (even a non-finite one) reaches neither the
+    mean nor, through it, the gradient of the valid ones."""
+    if valid is None:
+        return values.mean()
+    keep = valid.to(torch.bool)[:, None]  # (B, 1)
+    total = torch.where(keep, values, 0.0).sum()
+    count = keep.sum().clamp(min=1) * values.shape[1]
+    return total / count
+
+
+def compute_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+    pos_weight: float = 1.0,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The configured loss (`train.loss`), averaged as the original: over all B·T elements
+    (only the valid windows'). `pos_weight` is w before the α rule (see `loss_pos_weight`)."""
+    if logits.shape != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} must both be (B, T)")
+    w = loss_pos_weight(cfg, pos_weight)
+    if cfg.loss == "focal":
+        values = focal_loss(logits, labels, cfg.focal_alpha, cfg.focal_gamma, w)
+    elif cfg.loss == "bce":
+        values = bce_with_logits(logits, labels, w)
+    else:
+        raise ValueError(f"train.loss = {cfg.loss!r} is not one of focal, bce")
+    return masked_mean(values, valid)
