@@ -3,7 +3,8 @@
     python benchmarks/model_step.py                       # torchref, tiny + full, B=1 and B=4
     python benchmarks/model_step.py --sizes full --batches 4 --repeats 2
     python benchmarks/model_step.py --gnn                 # dense GNN vs a per-graph PyG loop
-    python benchmarks/model_step.py --write BENCHMARKS.md # also write the tables there
+    python benchmarks/model_step.py --scan                # the selective scan alone over L
+    python benchmarks/model_step.py --tcn-peak            # TCN forward against the matmul peak
 
 Every (framework, size, batch) runs in a fresh subprocess so that peak RSS (getrusage ru_maxrss,
 which includes the interpreter and imports) belongs to that configuration alone. Time is the
@@ -69,6 +70,45 @@ def torch_worker(size: str, batch: int, mode: str, repeats: int, overrides: list
 
     median, runs = _timed(forward if mode == "fwd" else train_step, repeats)
     return {"seconds": median, "runs": runs, "peak_rss_gb": _peak_rss_gb()}
+
+
+def jax_worker(size: str, batch: int, mode: str, repeats: int, overrides: list[str]) -> dict:
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxbrr.config import load_config
+    from jaxbrr.model import SeizureDetector
+
+    config = load_config(ROOT / SIZES[size], overrides)
+    model = SeizureDetector(config.model, rngs=nnx.Rngs(0))
+    key = jax.random.key(0)
+    x = jax.random.normal(key, (batch, config.model.n_chans, config.window_samples))
+    y = (jax.random.uniform(jax.random.fold_in(key, 1), (batch, config.window_samples)) > 0.7).astype(jnp.float32)
+
+    @nnx.jit
+    def forward(m, x):
+        return m(x)[0]
+
+    def loss_fn(m, x, y):
+        logits = m(x)[0]
+        return jnp.mean(jnp.logaddexp(0.0, logits) - y * logits)  # BCE with logits
+
+    @nnx.jit
+    def train_step(m, x, y):
+        return nnx.value_and_grad(loss_fn)(m, x, y)
+
+    if mode == "fwd":
+        model.eval()
+        run = lambda: jax.block_until_ready(forward(model, x))  # noqa: E731
+    else:
+        model.train()
+        run = lambda: jax.block_until_ready(train_step(model, x, y))  # noqa: E731
+    start = time.perf_counter()
+    run()
+    first = time.perf_counter() - start
+    median, runs = _timed(run, repeats)
+    return {"seconds": median, "runs": runs, "first_call_s": first, "peak_rss_gb": _peak_rss_gb()}
 
 
 def gnn_worker(batch: int, repeats: int) -> dict:
@@ -147,24 +187,123 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} logical cores, Python {platform.python_version()}"
 
 
+def scan_worker(impl: str, length: int, repeats: int) -> dict:
+    """The selective scan alone, forward+backward, at node-stream sizes (B·N = 19 sequences,
+    H=16, P=8, N=16): time should grow linearly in L for the chunked and sequential scans."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    b, h, p, n = 19, 16, 8, 16
+    x = rng.standard_normal((b, length, h, p)).astype(np.float32)
+    dt = (0.01 + 0.1 * rng.random((b, length, h))).astype(np.float32)
+    A = -np.exp(rng.standard_normal(h)).astype(np.float32)
+    B = rng.standard_normal((b, length, 1, n)).astype(np.float32)
+    C = rng.standard_normal((b, length, 1, n)).astype(np.float32)
+    name, _, chunk = impl.partition("-")
+    if name == "torch":
+        import torch
+
+        from torchref.ssm import ssd_chunked
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        tx = torch.tensor(x, requires_grad=True)
+        args = [torch.tensor(a) for a in (dt, A, B, C)]
+
+        def run():
+            tx.grad = None
+            ssd_chunked(tx, *args, int(chunk)).square().sum().backward()
+    else:
+        import jax
+
+        from jaxbrr.ssm import selective_scan
+
+        scan = "sequential" if name == "sequential" else "chunked"
+        size = int(chunk) if chunk else 16
+        grad = jax.jit(jax.grad(lambda x, *a: (selective_scan(x, *a, scan, size) ** 2).sum()))
+
+        def run():
+            jax.block_until_ready(grad(x, dt, A, B, C))
+    median, runs = _timed(run, repeats)
+    return {"seconds": median, "runs": runs}
+
+
+def tcn_peak_worker(repeats: int) -> dict:
+    """Full-size TCN forward (B=1) in JAX against this CPU's float32 matmul peak (jit, 4096²)."""
+    import jax
+    from flax import nnx
+
+    from jaxbrr.config import load_config
+    from jaxbrr.tcn import TCNEncoder
+
+    config = load_config(ROOT / SIZES["full"])
+    cfg, t = config.model.tcn, config.window_samples
+    encoder = TCNEncoder(config.model.n_chans, cfg, rngs=nnx.Rngs(0))
+    encoder.eval()
+    x = jax.random.normal(jax.random.key(0), (1, t, config.model.n_chans))
+    forward = nnx.jit(lambda m, x: m(x))
+    tcn_s, _ = _timed(lambda: jax.block_until_ready(forward(encoder, x)), repeats)
+    widths = (config.model.n_chans, *cfg.channels)
+    flops = sum(2 * a * b * cfg.kernel_size * t for a, b in zip(widths, widths[1:], strict=False))
+    flops += 2 * 2 * widths[-1] * cfg.out_channels * t + 2 * cfg.out_channels**2 * t  # proj, channel_proj, downsample
+    a = jax.random.normal(jax.random.key(1), (4096, 4096))
+    matmul = jax.jit(lambda a: a @ a)
+    mm_s, _ = _timed(lambda: jax.block_until_ready(matmul(a)), repeats)
+    return {"tcn_gflops": flops / tcn_s / 1e9, "matmul_gflops": 2 * 4096**3 / mm_s / 1e9,
+            "tcn_s": tcn_s, "tcn_gflop": flops / 1e9}
+
+
+def _model_rows(args) -> list[str]:
+    frameworks = args.frameworks.split(",")
+    lines = ["| size | B | mode | " + " | ".join(f"{f} s | {f} peak RSS GB" for f in frameworks)
+             + (" | jax / torch |" if len(frameworks) == 2 else " |"),
+             "|---|---:|---|" + "---:|---:|" * len(frameworks) + ("---:|" if len(frameworks) == 2 else "")]
+    for size in args.sizes.split(","):
+        for batch in [int(b) for b in args.batches.split(",")]:
+            for mode in ("fwd", "train"):
+                results = {}
+                for framework in frameworks:
+                    results[framework] = r = _run_worker(
+                        [framework, size, str(batch), mode, "--repeats", str(args.repeats)], args.set)
+                    print(f"{framework} {size} B={batch} {mode}: {r}", file=sys.stderr)
+                cells = []
+                for framework in frameworks:
+                    r = results[framework]
+                    cells += ([f"error: {r['error']}", ""] if "error" in r
+                              else [f"{r['seconds']:.3f}", f"{r['peak_rss_gb']:.2f}"])
+                if len(frameworks) == 2 and all("seconds" in results[f] for f in frameworks):
+                    cells.append(f"{results['jax']['seconds'] / results['torch']['seconds']:.2f}")
+                elif len(frameworks) == 2:
+                    cells.append("")
+                label = "fwd" if mode == "fwd" else "fwd+bwd"
+                lines.append(f"| {size} | {batch} | {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="tiny,full")
     parser.add_argument("--batches", default="1,4")
-    parser.add_argument("--frameworks", default="torch")
+    parser.add_argument("--frameworks", default="torch,jax")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gnn", action="store_true", help="benchmark the GNN stage against a PyG loop")
+    parser.add_argument("--scan", action="store_true", help="the selective scan alone over L")
+    parser.add_argument("--lengths", default="960,1920,3840,7680")
+    parser.add_argument("--tcn-peak", action="store_true", help="TCN forward vs the matmul peak")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run, e.g. --set model.remat=true")
-    parser.add_argument("--write", metavar="BENCHMARKS.md")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
         kind, *rest = args.worker
-        if kind == "torch":
+        if kind in ("torch", "jax"):
             size, batch, mode = rest
-            result = torch_worker(size, int(batch), mode, args.repeats, args.set)
+            worker = torch_worker if kind == "torch" else jax_worker
+            result = worker(size, int(batch), mode, args.repeats, args.set)
+        elif kind == "scan":
+            result = scan_worker(rest[0], int(rest[1]), args.repeats)
+        elif kind == "tcn":
+            result = tcn_peak_worker(args.repeats)
         else:
             result = gnn_worker(int(rest[0]), args.repeats)
         print(json.dumps(result))
@@ -181,20 +320,26 @@ def main() -> int:
                 continue
             lines.append(f"| B={batch} | {r['dense_s'] * 1e3:.1f} ms | {r['loop_s'] * 1e3:.0f} ms | "
                          f"{r['loop_s'] / r['dense_s']:.1f}x | {r['max_abs_diff']:.1e} |")
+    elif args.scan:
+        impls = ["jax-16", "jax-32", "jax-64", "sequential", "torch-16"]
+        lengths = [int(n) for n in args.lengths.split(",")]
+        lines += ["| scan fwd+bwd (19 seq, H16 P8 N16) | " + " | ".join(f"L={n}" for n in lengths) + " |",
+                  "|---|" + "---:|" * len(lengths)]
+        for impl in impls:
+            cells = []
+            for n in lengths:
+                r = _run_worker(["scan", impl, str(n), "--repeats", str(args.repeats)])
+                cells.append(r.get("error") or f"{r['seconds'] * 1e3:.0f} ms")
+            label = {"sequential": "jax lax.scan (sequential)"}.get(impl, impl.replace("-", " chunked ", 1))
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    elif args.tcn_peak:
+        r = _run_worker(["tcn", "--repeats", str(args.repeats)])
+        lines += ["| TCN forward, full size, B=1 (jax) | GFLOP | time | GFLOP/s | matmul peak GFLOP/s | % of peak |",
+                  "|---|---:|---:|---:|---:|---:|",
+                  f"| jit, float32 | {r['tcn_gflop']:.1f} | {r['tcn_s']:.3f} s | {r['tcn_gflops']:.0f} | "
+                  f"{r['matmul_gflops']:.0f} | {100 * r['tcn_gflops'] / r['matmul_gflops']:.0f} % |"]
     else:
-        lines += ["| framework | size | B | fwd s | fwd peak RSS GB | fwd+bwd s | fwd+bwd peak RSS GB |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
-        for framework in args.frameworks.split(","):
-            for size in args.sizes.split(","):
-                for batch in [int(b) for b in args.batches.split(",")]:
-                    cells = []
-                    for mode in ("fwd", "train"):
-                        r = _run_worker([framework, size, str(batch), mode, "--repeats", str(args.repeats)],
-                                        args.set)
-                        cells += ([f"error: {r['error']}", ""] if "error" in r
-                                  else [f"{r['seconds']:.3f}", f"{r['peak_rss_gb']:.2f}"])
-                        print(f"{framework} {size} B={batch} {mode}: {r}", file=sys.stderr)
-                    lines.append(f"| {framework} | {size} | {batch} | " + " | ".join(cells) + " |")
+        lines += _model_rows(args)
     table = "\n".join(lines)
     footer = f"\nmachine: {machine()}; command: `python benchmarks/model_step.py {' '.join(sys.argv[1:])}`"
     print(table + footer)
