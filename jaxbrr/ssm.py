@@ -110,11 +110,17 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int) -> jax.Array:
     decay_to_end = rearrange(decay_to_end, "b g r k q -> b k q g r 1")  # (B, K, Q, G, R, 1)
     states = jnp.einsum("bksgrp,bksgn->bkgrpn", xdt * decay_to_end, B)  # (B, K, G, R, P, N)
 
-    # 3. Pass states across chunks: the state entering chunk k (zero initial state).
-    states = jnp.pad(states, ((0, 0), (1, 0), (0, 0), (0, 0), (0, 0), (0, 0)))  # (B, K+1, G, R, P, N)
-    chunk_ends = jnp.pad(a_cumsum[..., -1], ((0, 0), (0, 0), (0, 0), (1, 0)))  # (B, G, R, K+1)
-    chunk_decay = jnp.exp(segsum(chunk_ends))  # (B, G, R, K+1, K+1)
-    states = jnp.einsum("bgrzk,bkgrpn->bzgrpn", chunk_decay, states)[:, :-1]  # (B, K, G, R, P, N)
+    # 3. Pass states across chunks: S_k = decay_k · S_{k-1} + s_k, a linear recurrence over the K
+    #    chunks, run as an associative scan (O(K) work) rather than the (K+1)² decay matrix of
+    #    ssd_minimal_discrete, so the cost stays linear in L. The state entering chunk k is S_{k-1}.
+    chunk_decay = rearrange(jnp.exp(a_cumsum[..., -1]), "b g r k -> b k g r 1 1")  # (B, K, G, R, 1, 1)
+
+    def combine(left, right):
+        (decay_l, state_l), (decay_r, state_r) = left, right
+        return decay_l * decay_r, state_l * decay_r + state_r
+
+    _, states = jax.lax.associative_scan(combine, (chunk_decay, states), axis=1)  # (B, K, G, R, P, N)
+    states = jnp.pad(states, ((0, 0), (1, 0), (0, 0), (0, 0), (0, 0), (0, 0)))[:, :-1]  # entering
 
     # 4. Contribution of the entering state to each position of the chunk.
     decay_from_start = rearrange(jnp.exp(a_cumsum), "b g r k q -> b k q g r 1")  # (B, K, Q, G, R, 1)
