@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from einops import rearrange
 
-from jaxbrr.data.montage import REF19, REF19_NEIGHBOURS, n_edges
+from jaxbrr.data import montage as montage_lib
+from jaxbrr.data.montage import n_edges
 
 # Cosine similarity divides by max(‖a‖, eps)·max(‖b‖, eps), the per-norm clamp of
 # torch.nn.functional.cosine_similarity, with the same eps (parity_nan_anchors.md §4.4).
@@ -304,26 +305,10 @@ def laplacian_pe(
 
 def structural_adjacency(montage: str) -> np.ndarray:
     """0/1 symmetric adjacency of the 10-20 neighbour graph, (N, N) float64, zero diagonal."""
-    if montage != "ref19":
-        raise ValueError(
-            f"static PE is defined for ref19 only, got montage {montage!r}; "
-            "use graph.use_dynamic_pe: true"
-        )
-    index = {name: i for i, name in enumerate(REF19)}
-    A = np.zeros((len(REF19), len(REF19)), dtype=np.float64)
-    for a, b in REF19_NEIGHBOURS:
-        A[index[a], index[b]] = A[index[b], index[a]] = 1.0
-    return A
+    return montage_lib.structural_adjacency(montage)
 
 
 def static_pe(montage: str, k: int, sign: str) -> np.ndarray:
-    """Laplacian PE of structural_adjacency(montage), computed once: (N, K) float64.
-
-    A construction-time constant: computed in float64 whatever jax_enable_x64 says (the
-    caller casts it to the model's dtype), returned as numpy.
-    """
-    A = structural_adjacency(montage)
-    with jax.enable_x64(True):
-        laplacian = normalized_laplacian(jnp.asarray(A), epsilon=0.0)
-        _, vectors = jnp.linalg.eigh(laplacian)  # (N, N)
-        return np.asarray(fix_signs(vectors[:, :k], sign))
+    """Laplacian PE of the static 10-20 graph, (N, K) float64 numpy: a construction-time
+    constant computed once in numpy for both frameworks (jaxbrr/data/montage.py says why)."""
+    return montage_lib.structural_pe(montage, k, sign, SIGN_TIE_TOLERANCE)

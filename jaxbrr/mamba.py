@@ -244,7 +244,7 @@ class BiMamba2Layer(nnx.Module):
 
     def __call__(self, u: jax.Array) -> jax.Array:
         if self.guards:
-            u = jnp.clip(jnp.nan_to_num(u, nan=0.0), -GUARD_INPUT, GUARD_INPUT)  # ±inf -> ±10 via the clip
+            u = jnp.clip(jnp.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0), -GUARD_INPUT, GUARD_INPUT)
         forward = self.fwd(u)  # (B, L, D)
         # Flip before the mixer so its causal padding sits at the (reversed) start.
         backward = jnp.flip(self.bwd(jnp.flip(u, axis=1)), axis=1)  # (B, L, D)

@@ -8,7 +8,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import AddLaplacianEigenvectorPE
 from torch_geometric.utils import dense_to_sparse, get_laplacian, to_dense_adj
 
-from jaxbrr.data.montage import REF19
+from jaxbrr.data.montage import REF19, REF19_NEIGHBOURS
 from torchref import graph
 from torchref.graph import (
     SafeEigh,
@@ -343,7 +343,7 @@ def test_structural_adjacency_is_a_connected_symmetric_10_20_graph():
     A = structural_adjacency("ref19")
     assert A.shape == (19, 19) and torch.equal(A, A.T)
     assert torch.equal(A.diagonal(), torch.zeros(19, dtype=F64))
-    assert A.sum() == 2 * len(graph.REF19_NEIGHBOURS)
+    assert A.sum() == 2 * len(REF19_NEIGHBOURS)
     name = {n: i for i, n in enumerate(REF19)}
     assert A[name["Fp1"], name["F3"]] == 1 and A[name["Fp1"], name["O2"]] == 0
     eigenvalues = torch.linalg.eigvalsh(normalized_laplacian(A, 0.0))
