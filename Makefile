@@ -28,6 +28,7 @@ parity: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/preprocess.py
+	$(PY) benchmarks/model_step.py --sizes tiny,full --batches 1 --frameworks torch,jax
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
