@@ -1,5 +1,6 @@
 """Fixtures shared by tests/ and parity/."""
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -13,3 +14,30 @@ def shared() -> Path:
     if not (SHARED_DIR / "data").is_dir():
         pytest.skip(f"{SHARED_DIR}/data is absent (real-file fixtures live beside the repo)")
     return SHARED_DIR
+
+
+@contextlib.contextmanager
+def x64_enabled(enabled: bool = True):
+    """jax_enable_x64 set for the block and restored afterwards."""
+    import jax
+
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", enabled)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.fixture
+def x64():
+    """float64 in JAX for one test, restored afterwards."""
+    with x64_enabled():
+        yield
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request) -> str:
+    """Runs a test in float32, then in float64 (jax_enable_x64 on for that run only)."""
+    with x64_enabled(request.param == "float64"):
+        yield request.param

@@ -12,7 +12,6 @@ graph compiles once per shape and dtype.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -56,31 +55,6 @@ def eeg_windows(config: Config, n_windows: int, seed: int = 0) -> tuple[np.ndarr
         labels[(t >= event.start_seconds) & (t < event.stop_seconds)] = 1.0
     x = rearrange(x, "c (b t) -> b c t", b=n_windows)  # (B, C, T)
     return np.ascontiguousarray(x), rearrange(labels, "(b t) -> b t", b=n_windows)
-
-
-@contextlib.contextmanager
-def x64_enabled(enabled: bool = True):
-    """jax_enable_x64 set for the block and restored afterwards."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", enabled)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
-
-
-@pytest.fixture
-def x64():
-    """float64 for one test: jax_enable_x64 on, restored afterwards."""
-    with x64_enabled():
-        yield
-
-
-@pytest.fixture(params=["float32", "float64"])
-def dtype(request) -> str:
-    """Runs a test in float32, then in float64 (jax_enable_x64 on for that run only)."""
-    with x64_enabled(request.param == "float64"):
-        yield request.param
 
 
 def torch_dtype(dtype: str) -> torch.dtype:

@@ -13,29 +13,12 @@ from flax import nnx
 from jaxbrr.config import GraphConfig
 from jaxbrr.gnn import GraphMixer, SSGConv
 from jaxbrr.graph import laplacian_pe, normalized_laplacian
+from parity.tolerances import tolerance
 from torchref import gnn as torch_gnn
 
-# parity/tolerances.py does not exist yet: DESIGN.md §4 starting points, relative to max |value|.
-TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
+# Module-level checks: the "layer" row of the one tolerance table.
+TOLERANCE = {d: tolerance("layer", d).rtol for d in ("float32", "float64")}
 N_NODES = 19
-
-
-@pytest.fixture
-def x64():
-    """float64 in JAX for one test; the previous setting is restored after."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
-
-
-@pytest.fixture(params=["float64", "float32"])
-def dtype(request):
-    """The parity dtype; jax_enable_x64 only for float64, restored after."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", request.param == "float64")
-    yield request.param
-    jax.config.update("jax_enable_x64", previous)
 
 
 def _rng(seed):

@@ -61,14 +61,6 @@ def oracle_gradient(f, z, h=1e-6):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
-
-
 def train_cfg(**overrides):
     return load_config(None, [f"train.{k}={v}" for k, v in overrides.items()]).train
 

@@ -10,20 +10,13 @@ from flax import nnx
 
 from jaxbrr.config import MambaConfig, SSMConfig
 from jaxbrr.mamba import BiMamba2, BiMamba2Layer, CausalDepthwiseConv1d, Mamba2
+from parity.tolerances import tolerance
 from torchref import mamba as torch_mamba
 
 PROJECT = dict(d_model=64, d_state=16, d_conv=4, expand=2, headdim=8)  # node stream
 EDGE = dict(d_model=16, d_state=8, d_conv=4, expand=2, headdim=4)  # edge stream
-# float64 ~1e-10 and float32 1e-5 per layer, relative to max |value| (DESIGN.md §4).
-TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
-
-
-@pytest.fixture
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
+# Module-level checks: the "layer" row of the one tolerance table (relative to max |value|).
+TOL = {d: tolerance("layer", d).rtol for d in (torch.float64, torch.float32)}
 
 
 @pytest.fixture

@@ -22,14 +22,6 @@ from torchref.model import SeizureDetector as TorchSeizureDetector
 from torchref.train import optim as torch_optim
 
 
-@pytest.fixture
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
-
-
 def train_cfg(**overrides):
     return load_config(None, [f"train.{k}={v}" for k, v in overrides.items()]).train
 

@@ -17,14 +17,6 @@ BATCH, LENGTH, HEADS, HEADDIM, STATE = 2, 64, 4, 4, 8
 NAMES = ["y", "dx", "ddt", "dA", "dB", "dC"]
 
 
-@pytest.fixture
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
-
-
 def scan_inputs(groups=1, length=LENGTH, seed=0):
     """float64 numpy, realistic ranges: dt = softplus(N(0,1) - 1), A in [-8, -1], x, B, C ~ N(0, 1)."""
     rng = np.random.default_rng(seed)
