@@ -270,6 +270,9 @@ class TrainConfig:
     max_steps: int | None = Field(None, ge=1)
     log_every: int = Field(10, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
+    # A `last` checkpoint every this many steps within an epoch (None: at epoch ends only), so a
+    # killed run loses at most that many steps.
+    checkpoint_every: int | None = Field(None, ge=1)
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     seed: int = 0
 
@@ -298,6 +301,9 @@ class PostprocessConfig:
 class EvalConfig:
     fa_rates: tuple[float, ...] = (10.0, 5.0, 2.5, 1.0)
     batch_size: int = Field(8, ge=1)
+    # Window stride when scoring whole recordings (validation, evaluate, predict); None: the
+    # training stride data.stride_seconds. Overlapping windows are averaged where they overlap.
+    stride_seconds: float | None = Field(None, gt=0)
 
 
 @_section
@@ -332,6 +338,11 @@ class Config:
     @property
     def stride_samples(self) -> int:
         return int(round(self.data.stride_seconds * self.preprocess.sfreq))
+
+    @property
+    def eval_stride_samples(self) -> int:
+        seconds = self.eval.stride_seconds or self.data.stride_seconds
+        return int(round(seconds * self.preprocess.sfreq))
 
 
 # ----------------------------------------------------------------------------------------------

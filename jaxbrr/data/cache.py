@@ -45,9 +45,11 @@ CACHE_FORMAT = 1
 
 
 def cache_key(config: Config) -> str:
-    """Hash of what decides the cached bytes; a changed key means a fresh cache folder."""
+    """Hash of what decides the cached bytes; a changed key means a fresh cache folder. The data
+    folder is part of it: two corpora may reuse recording names (the synthetic ones do)."""
     parts = {
         "format": CACHE_FORMAT,
+        "data_dir": str(Path(config.data.data_dir).resolve()),
         "preprocess": config_to_dict(config.preprocess),
         "montage": config.data.montage,
         "seizure_labels": sorted(config.data.seizure_labels),

@@ -64,24 +64,37 @@ def _mann_whitney_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(u / (positives * negatives))
 
 
+def mask_metrics(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Sensitivity, specificity, precision and F1 of a 0/1 prediction (e.g. a post-processed
+    mask) against 0/1 labels; precision is 0 when nothing is predicted (original §4.8)."""
+    predicted, labels = np.asarray(predicted, bool), np.asarray(labels, bool)
+    if predicted.shape != labels.shape:
+        raise ValueError(f"predicted {predicted.shape} and labels {labels.shape} differ in shape")
+    positives = int(labels.sum())
+    negatives = labels.size - positives
+    if positives == 0 or negatives == 0:
+        raise ValueError(f"labels hold one class only ({positives} positives of {labels.size}): "
+                         "sensitivity and specificity are undefined")
+    tp = int(np.count_nonzero(predicted & labels))
+    fp = int(np.count_nonzero(predicted & ~labels))
+    fn, tn = positives - tp, negatives - fp
+    return {
+        "sensitivity": tp / positives,
+        "specificity": tn / negatives,
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "f1": 2 * tp / (2 * tp + fp + fn),
+    }
+
+
 def sample_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
     """The SAMPLE_METRICS of one score/label set; 'positives' and 'samples' are int counts.
 
     Raises ValueError on one-class labels (sensitivity or specificity would be undefined).
     """
     probs, labels = _scores_and_labels(probs, labels)
-    predicted = probs >= threshold
-    tp = int(np.count_nonzero(predicted & labels))
-    fp = int(np.count_nonzero(predicted & ~labels))
-    positives = int(labels.sum())
-    negatives = labels.size - positives
-    fn, tn = positives - tp, negatives - fp
     return {
         "auroc": _mann_whitney_auroc(probs, labels),
-        "sensitivity": tp / positives,
-        "specificity": tn / negatives,
-        "precision": tp / (tp + fp) if tp + fp else 0.0,
-        "f1": 2 * tp / (2 * tp + fp + fn),
-        "positives": positives,
+        **mask_metrics(probs >= threshold, labels),
+        "positives": int(labels.sum()),
         "samples": int(labels.size),
     }

@@ -12,6 +12,13 @@ metrics says whether loss and gradient norm were finite.
 
 The config is a static argument (a frozen, hashable TrainConfig); `pos_weight` is traced, so a
 new value (re-estimated each epoch) does not recompile.
+
+The training loop uses `make_train_step`: the same update as a pure function of the split state
+(graphdef fixed, state in, state out), jitted with plain `jax.jit` (no per-call graph traversal),
+optionally wrapped in `jax.experimental.checkify` float checks (`train.checkify`), and running
+data-parallel when the state and batch it is given are laid out on a device mesh (jit follows
+the inputs' shardings). Nothing is donated: the loop keeps the state from before a step, which
+is what a NaN dump writes.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.experimental import checkify
 
 from jaxbrr.config import TrainConfig
 from jaxbrr.train.loss import compute_loss
@@ -37,6 +45,13 @@ def train_step(
     """One update of `model` in place. Returns {loss, grad_norm (before clipping), lr (of this
     update; with grad_accum_steps > 1, of the last applied one), finite}."""
 
+    return update(model, optimizer, batch, cfg, pos_weight)
+
+
+def update(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict[str, jax.Array],
+           cfg: TrainConfig, pos_weight: float | jax.Array) -> dict[str, jax.Array]:
+    """The body of a training step, untransformed (traced inside nnx.jit or jax.jit)."""
+
     def loss_of(model: nnx.Module) -> jax.Array:
         logits, _ = model(batch["x"])  # (B, T)
         return compute_loss(logits, batch["y"], cfg, pos_weight, batch.get("valid"))
@@ -50,6 +65,25 @@ def train_step(
         "lr": current_learning_rate(optimizer.opt_state),
         "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm),
     }
+
+
+def make_train_step(graphdef: nnx.GraphDef, cfg: TrainConfig, use_checkify: bool = False):
+    """`step(state, batch, pos_weight) -> (state, metrics)` for `graphdef, state =
+    nnx.split((model, optimizer))`, jitted once.
+
+    With use_checkify the step returns `(error, (state, metrics))` instead; `error.throw()` raises
+    at the first NaN-producing or dividing-by-zero op inside the jitted step, naming the
+    primitive and its source line (jax.experimental.checkify float_checks).
+    """
+
+    def step(state, batch, pos_weight):
+        model, optimizer = nnx.merge(graphdef, state)
+        metrics = update(model, optimizer, batch, cfg, pos_weight)
+        return nnx.state((model, optimizer)), metrics
+
+    if use_checkify:
+        step = checkify.checkify(step, errors=checkify.float_checks)
+    return jax.jit(step)
 
 
 @nnx.jit

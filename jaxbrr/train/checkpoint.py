@@ -1,0 +1,151 @@
+"""Training checkpoints with orbax: `last` and `best`, atomic, keeping N.
+
+    WORKDIR/checkpoints/last/<step>/{model, optimizer, meta}     every epoch end (and every
+                                                                 train.checkpoint_every steps)
+    WORKDIR/checkpoints/best/<step>/{model, optimizer, meta}     when the early-stopping metric improves
+
+`<step>` is the number of training batches done. `model` is the whole NNX state of the model:
+its parameters and its RNG streams (dropout's key and call count), so a restored model draws the
+same dropout masks an uninterrupted run would. `optimizer` is nnx.Optimizer's state (step count,
+AdamW moments, MultiSteps/apply_if_finite counters). `meta` is JSON: the config and the loop's
+progress (epoch, batch within the epoch, early-stopping state, counters).
+
+orbax writes each step into a temporary folder and renames it when complete, so a run killed
+at any moment (SIGKILL included) leaves either a whole checkpoint or a temporary folder that the
+next CheckpointManager ignores and removes: never a half-written `last`.
+
+Typed PRNG keys are stored as their raw key data (uint32) and wrapped again on restore.
+
+`load_model(path)` rebuilds a SeizureDetector from any of: a run's WORKDIR (its best checkpoint),
+a `checkpoints/best` or `checkpoints/last` folder (its newest step), or one step's folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from jaxbrr.config import Config, config_from_dict
+
+KINDS = ("last", "best")
+ITEMS = ("model", "optimizer", "meta")
+
+
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _savable(tree) -> Any:
+    """A pure-dict state with typed keys replaced by their uint32 key data."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _unsavable(saved, template) -> Any:
+    """Inverse of `_savable`, with `template` (the live state) saying which leaves were keys."""
+    return jax.tree.map(
+        lambda s, t: jax.random.wrap_key_data(s, impl=jax.random.key_impl(t)) if _is_key(t) else s,
+        saved, template,
+    )
+
+
+def _pure(node: nnx.Module | nnx.Optimizer) -> dict:
+    return nnx.to_pure_dict(nnx.state(node))
+
+
+def _restore_into(node: nnx.Module | nnx.Optimizer, saved: dict) -> None:
+    state = nnx.state(node)
+    nnx.replace_by_pure_dict(state, _unsavable(saved, nnx.to_pure_dict(state)))
+    nnx.update(node, state)
+
+
+class Checkpoints:
+    """The `last` and `best` checkpoint folders of one run."""
+
+    def __init__(self, workdir: str | Path, keep: int):
+        self.root = Path(workdir) / "checkpoints"
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
+        self.managers = {
+            kind: ocp.CheckpointManager(self.root / kind, options=options, item_names=ITEMS) for kind in KINDS
+        }
+
+    def save(self, kind: str, step: int, model: nnx.Module, optimizer: nnx.Optimizer, meta: dict) -> Path:
+        manager = self.managers[kind]
+        if step in manager.all_steps():  # e.g. best re-saved after a resume: replace, never mix
+            manager.delete(step)
+        manager.save(step, args=ocp.args.Composite(
+            model=ocp.args.StandardSave(_savable(_pure(model))),
+            optimizer=ocp.args.StandardSave(_savable(_pure(optimizer))),
+            meta=ocp.args.JsonSave(meta),
+        ))
+        manager.wait_until_finished()
+        return self.root / kind / str(step)
+
+    def latest(self, kind: str) -> int | None:
+        return self.managers[kind].latest_step()
+
+    def restore(self, kind: str, model: nnx.Module, optimizer: nnx.Optimizer | None,
+                step: int | None = None) -> dict:
+        """Fill `model` (and `optimizer`) in place from a checkpoint; returns its meta."""
+        manager = self.managers[kind]
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no {kind!r} checkpoint under {self.root / kind}")
+        args = {
+            "model": ocp.args.StandardRestore(_savable(_pure(model))),
+            "meta": ocp.args.JsonRestore(),
+        }
+        if optimizer is not None:
+            args["optimizer"] = ocp.args.StandardRestore(_savable(_pure(optimizer)))
+        restored = manager.restore(step, args=ocp.args.Composite(**args))
+        _restore_into(model, restored["model"])
+        if optimizer is not None:
+            _restore_into(optimizer, restored["optimizer"])
+        return restored["meta"]
+
+    def close(self) -> None:
+        for manager in self.managers.values():
+            manager.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# reading a checkpoint outside training
+
+
+def resolve_step_dir(path: str | Path) -> Path:
+    """A run folder, a checkpoints/<kind> folder or a step folder -> the step folder."""
+    path = Path(path)
+    if (path / "meta").is_dir():
+        return path
+    for candidate in (path / "checkpoints" / "best", path / "best", path):
+        steps = sorted((p for p in candidate.glob("[0-9]*") if p.name.isdigit() and (p / "meta").is_dir()),
+                       key=lambda p: int(p.name)) if candidate.is_dir() else []
+        if steps:
+            return steps[-1]
+    raise FileNotFoundError(
+        f"{path}: not a training checkpoint (expected a run folder with checkpoints/best, a "
+        "checkpoints/best|last folder, or one step's folder holding model/ and meta/)"
+    )
+
+
+def read_meta(path: str | Path) -> dict:
+    step_dir = resolve_step_dir(path)
+    return json.loads((step_dir / "meta" / "metadata").read_text())
+
+
+def load_model(path: str | Path, overrides: dict | None = None) -> tuple[Config, nnx.Module]:
+    """(config, SeizureDetector with the checkpoint's weights and RNG state)."""
+    from jaxbrr.model import SeizureDetector
+
+    step_dir = resolve_step_dir(path)
+    meta = read_meta(step_dir)
+    config = config_from_dict(meta["config"], source=f"{step_dir}/meta")
+    model = SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
+    checkpointer = ocp.StandardCheckpointer()
+    saved = checkpointer.restore(step_dir / "model", _savable(_pure(model)))
+    _restore_into(model, saved)
+    return config, model
