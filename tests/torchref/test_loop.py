@@ -1,0 +1,217 @@
+"""torchref.train.loop.Trainer on the tiny model and a four-recording synthetic corpus: a short run
+logs every step with the schedule's LR and keeps the newest checkpoints, which load back into a
+model that predicts what the trainer does; a run interrupted mid-accumulation and resumed repeats
+the uninterrupted run's losses and weights bit for bit (dropout on); a planted NaN batch is
+skipped without touching parameters, optimizer or schedule (`nan_policy: skip`) or stops the run
+with a replayable dump (`raise`); and `python -m torchref.train` runs, defaults its workdir
+beside the config's and exits 2 on a bad config."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jaxbrr.config import load_config
+from jaxbrr.data.prepare import prepare
+from jaxbrr.train.log import read_metrics
+from jaxbrr.train.loop import NonFiniteStep
+from torchref.model import SeizureDetector
+from torchref.train.__main__ import main
+from torchref.train.loop import Trainer, checkpoint_path, checkpoint_steps
+from torchref.train.optim import learning_rate_schedule
+
+TINY = Path("configs/tiny.yaml").absolute()
+# 2 training and 2 dev recordings of 60-90 s: 23 batches of 2 windows per epoch.
+CORPUS = ["data.synthetic.recordings=4", "data.synthetic.patients=2",
+          "data.synthetic.duration_seconds=[60,90]"]
+TRAIN = ["train.batch_size=2", "train.log_every=1", "train.lr=3e-3"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> list[str]:
+    """The data overrides of a corpus generated and cached once for the module."""
+    root = tmp_path_factory.mktemp("corpus")
+    return [*CORPUS, f"data.data_dir={root / 'edf'}", f"data.cache_dir={root / 'cache'}"]
+
+
+@pytest.fixture(scope="module")
+def prepared(corpus):
+    return prepare(load_config(TINY, corpus), progress=False)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the same reductions in every run of a comparison."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def trainer(workdir: Path, corpus: list[str], prepared, *extra: str, resume: bool = False) -> Trainer:
+    config = load_config(TINY, [*corpus, *TRAIN, f"workdir={workdir}", *extra])
+    return Trainer(config, resume=resume, progress=False, prepared=prepared)
+
+
+def train_records(workdir: Path) -> list[dict]:
+    return [r for r in read_metrics(workdir) if r["kind"] == "train"]
+
+
+def test_three_steps(tmp_path, corpus, prepared):
+    run = trainer(tmp_path, corpus, prepared, "train.max_steps=3", "train.checkpoint_every=1",
+                  "train.keep_checkpoints=2")
+    result = run.run()
+    records = read_metrics(tmp_path)
+    train = [r for r in records if r["kind"] == "train"]
+    print([(r["step"], round(r["loss"], 6), r["lr"]) for r in train])
+    assert [r["step"] for r in train] == [1, 2, 3]
+    schedule = learning_rate_schedule(run.cfg, 3)  # 3 updates: W = 1, then the cosine
+    assert [r["lr"] for r in train] == [schedule(0), schedule(1), schedule(2)]
+    assert all(np.isfinite(r["loss"]) and r["skipped"] == 0 for r in train)
+    assert [(r["kind"], r["step"]) for r in records[3:]] == [("validation", 3)]
+    # `last` at steps 1 and 2 (checkpoint_every) and 3 (epoch end); keep_checkpoints=2 keeps 2, 3.
+    assert checkpoint_steps(tmp_path, "last") == [2, 3]
+    assert checkpoint_steps(tmp_path, "best") == [3]
+    assert result.best_checkpoint == checkpoint_path(tmp_path, "best", 3) and result.best_checkpoint.is_file()
+    saved = torch.load(checkpoint_path(tmp_path, "last", 3), weights_only=True)
+    assert saved["meta"]["progress"]["step"] == 3 and saved["meta"]["progress"]["finished"] == "max_steps"
+    assert saved["scheduler"]["last_epoch"] == 3
+    model = SeizureDetector(run.config.model, 123)  # other weights until loaded
+    model.load_state_dict(saved["model"])
+    x = run.load_batch(np.arange(2))["x"]  # (2, C, T)
+    with torch.no_grad():
+        probs = torch.sigmoid(model.eval()(torch.from_numpy(x))[0]).numpy()  # (2, T)
+    np.testing.assert_array_equal(probs, run.predict(x))
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+def test_resume_repeats_the_run(tmp_path, corpus, prepared, monkeypatch):
+    """Two micro-batches per update, a checkpoint every 3 steps: the run killed at step 4
+    resumes from step 3, half-way through an accumulation, with dropout on."""
+    extra = ("train.max_steps=6", "train.grad_accum_steps=2", "train.checkpoint_every=3")
+    # 1. uninterrupted
+    whole = trainer(tmp_path / "whole", corpus, prepared, *extra)
+    whole.run()
+    # 2. killed before step 4, then resumed
+    cut = trainer(tmp_path / "cut", corpus, prepared, *extra)
+    step = cut._step
+
+    def dies_at_4(batch, pos_weight):
+        if cut.progress.step == 3:
+            raise Interrupted
+        return step(batch, pos_weight)
+
+    monkeypatch.setattr(cut, "_step", dies_at_4)
+    with pytest.raises(Interrupted):
+        cut.run()
+    assert checkpoint_steps(tmp_path / "cut", "last") == [3]
+    resumed = trainer(tmp_path / "cut", corpus, prepared, *extra, resume=True)
+    assert resumed.progress.step == 3 and resumed.micro_step == 1
+    resumed.run()
+    # 3. compare
+    a, b = train_records(tmp_path / "whole"), train_records(tmp_path / "cut")
+    print("losses:", [r["loss"] for r in a])
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+    for key in ("loss", "grad_norm", "lr"):
+        assert [r[key] for r in a] == [r[key] for r in b], key
+    # The LR of the last applied update (optax's report): the schedule counts 3 updates, not 6.
+    schedule = learning_rate_schedule(whole.cfg, 3)
+    assert [r["lr"] for r in a] == [schedule(s) for s in (0, 0, 0, 1, 1, 2)]
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
+def snapshot(run: Trainer) -> dict:
+    """Copies of the weights, the first parameter's AdamW moments, the updates done, the dropout state."""
+    return {"model": {k: v.clone() for k, v in run.model.state_dict().items()},
+            "moments": {k: v.clone() for k, v in run.optimizer.state_dict()["state"][0].items()},
+            "updates": run.scheduler.last_epoch, "generator": run.generator.get_state()}
+
+
+def plant_nan(monkeypatch, run: Trainer, at_step: int) -> dict:
+    """Put a NaN into the batch of step `at_step`; returns {"before": .., "after": ..} that step."""
+    load_batch, step = run.load_batch, run._step
+    seen = {}
+
+    def poisoned(rows):
+        batch = load_batch(rows)
+        if run.progress.step == at_step:
+            batch["x"][0, 0, 0] = np.nan
+        return batch
+
+    def recorded(batch, pos_weight):
+        if run.progress.step != at_step:
+            return step(batch, pos_weight)
+        seen["before"] = snapshot(run)
+        metrics = step(batch, pos_weight)
+        seen["after"] = snapshot(run)
+        return metrics
+
+    monkeypatch.setattr(run, "load_batch", poisoned)
+    monkeypatch.setattr(run, "_step", recorded)
+    return seen
+
+
+def test_skip_leaves_the_state_untouched(tmp_path, corpus, prepared, monkeypatch):
+    run = trainer(tmp_path, corpus, prepared, "train.max_steps=3", "train.nan_policy=skip")
+    seen = plant_nan(monkeypatch, run, at_step=1)
+    initial = {k: v.clone() for k, v in run.model.state_dict().items()}
+    result = run.run()
+    train = train_records(tmp_path)
+    print([(r["step"], r["loss"], r["skipped_now"]) for r in train])
+    assert [(r["loss"] == "nan", r["skipped_now"], r["skipped"]) for r in train] == [
+        (False, False, 0), (True, True, 1), (False, False, 1)]
+    assert result.progress.skipped == 1 and result.progress.finished == "max_steps"
+    before, after = seen["before"], seen["after"]
+    for part in ("model", "moments"):
+        for name, value in before[part].items():
+            assert torch.equal(value, after[part][name]), (part, name)
+    assert before["updates"] == after["updates"] == 1
+    assert not torch.equal(before["generator"], after["generator"])  # dropout drew its masks all the same
+    assert run.scheduler.last_epoch == 2  # steps 0 and 2 updated
+    assert any(not torch.equal(v, initial[k]) for k, v in before["model"].items())  # step 0 did update
+    assert all(torch.isfinite(v).all() for v in run.model.state_dict().values())
+
+
+def test_raise_writes_the_dump(tmp_path, corpus, prepared, monkeypatch):
+    run = trainer(tmp_path, corpus, prepared, "train.max_steps=3")  # nan_policy: raise (the default)
+    seen = plant_nan(monkeypatch, run, at_step=1)
+    with pytest.raises(NonFiniteStep) as caught:
+        run.run()
+    before = seen["before"]
+    dump = caught.value.dump
+    assert dump == tmp_path / "nan" / "step_000001" and sorted(p.name for p in dump.iterdir()) == [
+        "batch.npz", "model.pt", "nan.json"]
+    batch = np.load(dump / "batch.npz")
+    assert batch["x"].shape == (2, 19, 1024) and np.isnan(batch["x"][0, 0, 0]) and batch["valid"].all()
+    model = torch.load(dump / "model.pt", weights_only=True)
+    for name, value in before["model"].items():
+        assert torch.equal(value, model[name]), name
+    record = json.loads((dump / "nan.json").read_text())
+    assert (record["step"], record["epoch"], record["batch"], record["framework"]) == (1, 0, 1, "torchref")
+    assert "non-finite loss" in record["why"] and record["replay"].endswith(str(dump))
+    state = base64.b64decode(record["rng"]["dropout"]["generator_state_base64"])
+    assert state == before["generator"].numpy().tobytes()  # the dropout state the step started from
+    assert record["config"]["train"]["nan_policy"] == "raise"
+    assert [(r["kind"], r["step"]) for r in read_metrics(tmp_path)] == [("train", 1), ("nan", 1)]
+
+
+def test_command_line(tmp_path, corpus, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the config's relative workdir runs/tiny lands here
+    overrides = [*corpus, *TRAIN, "train.max_steps=1"]
+    args = ["--config", str(TINY), "--no-progress", *(f"--set={o}" for o in overrides)]
+    assert main(args) == 0
+    workdir = tmp_path / "runs" / "tiny-torchref"
+    assert [r["kind"] for r in read_metrics(workdir)] == ["train", "validation"]
+    assert main(args) == 2  # the workdir holds a run: --resume or another --workdir
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0  # finished already: says so, exits 0
+    assert main(["--config", str(TINY), "--set", "train.no_such_field=1"]) == 2

@@ -1,0 +1,204 @@
+"""The training loop in PyTorch (torchref twin of jaxbrr.train.loop.Trainer).
+
+jaxbrr.train.loop.Loop owns everything that is not the framework: data, balanced sampling per
+(seed, epoch), validation on whole dev recordings, early stopping, metrics.jsonl + TensorBoard,
+plots, the NaN policy. This Trainer implements its hooks with torch:
+
+    one step:  loss_and_gradients (torchref/train/step.py) -> loss and gradient norm finite?
+               -> running mean of train.grad_accum_steps micro-batch gradients (optax.MultiSteps)
+               -> every k-th: apply_gradients (clip, AdamW, one LambdaLR step: the schedule counts updates)
+
+A non-finite loss or gradient norm reaches neither the accumulator, nor the optimizer, nor the
+schedule (optax.apply_if_finite's behaviour, checked before optimizer.step()), whatever
+`train.nan_policy` says: under `raise` the loop stops with the dump, under `skip` it counts the
+step. `lr` in the metrics is that of the last applied update, as jaxbrr reports it.
+
+Dropout: nn.Dropout draws from torch's global CPU generator, which takes no Generator argument.
+So each step runs with the global generator set to the state of the run's own dropout Generator
+(a stream of train.seed's own, not the init's) and gives that state back afterwards
+(torch.random.fork_rng): the masks are a function of (seed, step), and nothing else that draws
+from the global generator shifts them. The Generator's state is in every checkpoint, so `--resume`
+reproduces the uninterrupted run's losses exactly (tests/torchref/test_loop.py).
+
+    WORKDIR/checkpoints/{last,best}/step_NNNNNN.pt   {model, optimizer, scheduler, generator,
+                                                      accumulator, lr, meta (Loop._meta())}
+    WORKDIR/nan/step_NNNNNN/                         batch.npz, model.pt (the state dict from
+                                                      before the step), nan.json
+
+Both are written to a temporary name and renamed, so they are complete or absent. NNNNNN is the
+number of batches done. Runs on the CPU, in float32.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jaxbrr.config import ConfigError, config_to_dict
+from jaxbrr.train.loop import Loop, TrainResult
+from jaxbrr.train.nan import dump_dir, replay_command
+from torchref.model import SeizureDetector, count_parameters
+from torchref.train.optim import make_optimizer
+from torchref.train.step import apply_gradients, eval_step, loss_and_gradients
+
+CHECKPOINT_FILE = re.compile(r"step_(\d+)\.pt")
+DROPOUT_STREAM = 1  # the dropout Generator's seed is SeedSequence([train.seed, DROPOUT_STREAM])
+
+
+def checkpoint_path(workdir: str | Path, kind: str, step: int) -> Path:
+    return Path(workdir) / "checkpoints" / kind / f"step_{step:06d}.pt"
+
+
+def checkpoint_steps(workdir: str | Path, kind: str) -> list[int]:
+    """Steps of the complete checkpoints of one kind, oldest first (a leftover .tmp is not one)."""
+    folder = Path(workdir) / "checkpoints" / kind
+    found = (CHECKPOINT_FILE.fullmatch(path.name) for path in folder.glob("step_*.pt"))
+    return sorted(int(match.group(1)) for match in found if match)
+
+
+def dropout_generator(seed: int) -> torch.Generator:
+    state = np.random.SeedSequence([seed, DROPOUT_STREAM]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def _save_atomic(value, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(value, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer(Loop):
+    """The torchref loop: eager forward/backward on the CPU; torch.save checkpoints."""
+
+    framework = "torchref"
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        if self.config.model.precision != "float32":
+            raise ConfigError(f"model.precision = {self.config.model.precision!r}: torchref trains in "
+                              "float32 only; set model.precision=float32 (jaxbrr has bfloat16)")
+        self.model = SeizureDetector(self.config.model, cfg.seed)
+        # The loop accumulates (below), so the optimizer sees one averaged gradient per update.
+        self.optimizer, self.scheduler = make_optimizer(
+            self.model, dataclasses.replace(cfg, grad_accum_steps=1), self.total_updates)
+        self.generator = dropout_generator(cfg.seed)
+        self.generator_before = self.generator.get_state()
+        self.micro_step = 0  # micro-batches in the running mean
+        self.accumulated = [torch.zeros_like(p) for p in self.model.parameters()] if cfg.grad_accum_steps > 1 else []
+        self.lr = self.optimizer.param_groups[0]["lr"]  # before any update: update 0's, as optax reports
+
+    def devices(self) -> str:
+        return f"devices: cpu, torch {torch.get_num_threads()} threads"
+
+    def parameter_count(self) -> int:
+        return count_parameters(self.model)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return eval_step(self.model, torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()  # (B, T)
+
+    # -- one step ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _dropout_rng(self):
+        """Run the block with the global CPU generator in the dropout Generator's state."""
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.generator.get_state())
+            yield
+            self.generator.set_state(torch.get_rng_state())
+
+    def _accumulate(self) -> bool:
+        """Fold the micro-batch gradients in `.grad` into the running mean (optax.MultiSteps':
+        acc + (g − acc)/(n + 1)); True when k are in, with their mean in `.grad` for the update."""
+        k = self.cfg.grad_accum_steps
+        if k == 1:
+            return True
+        n = self.micro_step
+        for param, acc in zip(self.model.parameters(), self.accumulated, strict=True):
+            grad = param.grad if param.grad is not None else torch.zeros_like(param)
+            acc.add_((grad - acc) / (n + 1))
+        self.micro_step = (n + 1) % k
+        if self.micro_step:
+            return False
+        for param, acc in zip(self.model.parameters(), self.accumulated, strict=True):
+            param.grad = acc.clone()
+            acc.zero_()
+        return True
+
+    def _step(self, batch: dict[str, np.ndarray], pos_weight: float) -> dict:
+        tensors = {key: torch.as_tensor(value) for key, value in batch.items()}  # (B, C, T) (B, T) (B,)
+        self.generator_before = self.generator.get_state()
+        with self._dropout_rng():
+            loss, grad_norm = loss_and_gradients(self.model, tensors, self.cfg, pos_weight)
+        loss, grad_norm = loss.item(), float(grad_norm)
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        if finite and self._accumulate():
+            self.lr = apply_gradients(self.model, self.optimizer, self.scheduler, self.cfg)
+        self.model.zero_grad(set_to_none=True)
+        return {"loss": loss, "grad_norm": grad_norm, "lr": self.lr, "finite": finite}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _save(self, kind: str) -> Path:
+        path = checkpoint_path(self.workdir, kind, self.progress.step)
+        _save_atomic({
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "accumulator": {"micro_step": self.micro_step, "grads": self.accumulated},
+            "lr": self.lr,
+            "meta": self._meta(),
+        }, path)
+        for step in checkpoint_steps(self.workdir, kind)[: -self.cfg.keep_checkpoints]:
+            checkpoint_path(self.workdir, kind, step).unlink()
+        return path
+
+    def _latest(self) -> int | None:
+        steps = checkpoint_steps(self.workdir, "last")
+        return steps[-1] if steps else None
+
+    def _restore(self) -> dict:
+        state = torch.load(checkpoint_path(self.workdir, "last", self._latest()), weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.micro_step = state["accumulator"]["micro_step"]
+        self.accumulated = state["accumulator"]["grads"]
+        self.lr = state["lr"]
+        return state["meta"]
+
+    def _dump(self, batch: dict[str, np.ndarray], info: dict) -> Path:
+        """The failed step's batch, the model's state dict (the optimizer never stepped on it, so
+        it is the state from before) and the dropout Generator's state from before the step."""
+        final = dump_dir(self.workdir, info["step"])
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.savez(tmp / "batch.npz", **{key: np.asarray(value) for key, value in batch.items()})
+        torch.save(self.model.state_dict(), tmp / "model.pt")
+        state = base64.b64encode(self.generator_before.numpy().tobytes()).decode()
+        rng = {"dropout": {"generator_state_base64": state}}  # torch.Generator().set_state of these bytes
+        record = {**info, "rng": rng, "replay": replay_command(final), "config": config_to_dict(self.config)}
+        (tmp / "nan.json").write_text(json.dumps(record, indent=1, default=str))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        return final
+
+    def _result(self) -> TrainResult:
+        result = super()._result()
+        best = self.progress.best_step
+        result.best_checkpoint = checkpoint_path(self.workdir, "best", best) if best is not None else None
+        return result
