@@ -123,6 +123,11 @@ class TCNConfig:
     dropout: float = Field(0.15, ge=0, lt=1)
     out_channels: int = Field(512, ge=1)
     stride_down: int = Field(16, ge=1)
+    # Kaiming-uniform gain of the TCN's convolutions, U(±gain·√(6/fan_in)). The original's 0.2
+    # ("conservative init", original_spec.md §2) shrinks the signal ~0.2x per layer: after the 11
+    # convolutions the encoder's output has a std of ~1e-7 for unit-variance input, and the
+    # model starts out blind to its input. 1.0 (He init) keeps the variance through the ReLUs.
+    init_gain: float = Field(0.2, gt=0)
 
 
 @_section

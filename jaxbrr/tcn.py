@@ -50,10 +50,10 @@ class WeightNormConv1d(nnx.Module):
     (Salimans & Kingma 2016). Channels-last: (B, T, C_in) -> (B, T, C_out)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int, *,
-                 rngs: nnx.Rngs, param_dtype=jnp.float32):
+                 rngs: nnx.Rngs, param_dtype=jnp.float32, gain: float = CONV_GAIN):
         self.dilation = dilation
         self.padding = (kernel_size - 1) * dilation // 2
-        v = kaiming_uniform(CONV_GAIN)(rngs.params(), (kernel_size, in_channels, out_channels), param_dtype)
+        v = kaiming_uniform(gain)(rngs.params(), (kernel_size, in_channels, out_channels), param_dtype)
         self.weight_v = nnx.Param(v)  # (K, C_in, C_out)
         # g starts at ‖v‖, so the initial effective weight is v (as torch's weight_norm does).
         self.weight_g = nnx.Param(jnp.sqrt(jnp.sum(v * v, axis=(0, 1))))  # (C_out,)
@@ -76,13 +76,13 @@ class TCNEncoder(nnx.Module):
     def __init__(self, n_chans: int, cfg: TCNConfig, *, rngs: nnx.Rngs, dtype=None):
         widths = (n_chans, *cfg.channels)
         self.layers = nnx.List([
-            WeightNormConv1d(widths[i], widths[i + 1], cfg.kernel_size, 2**i, rngs=rngs)
+            WeightNormConv1d(widths[i], widths[i + 1], cfg.kernel_size, 2**i, rngs=rngs, gain=cfg.init_gain)
             for i in range(len(cfg.channels))
         ])
         self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
-        self.proj = pointwise_conv(widths[-1], cfg.out_channels, CONV_GAIN, rngs=rngs, dtype=dtype)
-        self.channel_proj = pointwise_conv(cfg.out_channels, cfg.out_channels, CONV_GAIN, rngs=rngs, dtype=dtype)
-        self.downsample = pointwise_conv(cfg.out_channels, cfg.out_channels, CONV_GAIN, rngs=rngs, dtype=dtype,
+        self.proj = pointwise_conv(widths[-1], cfg.out_channels, cfg.init_gain, rngs=rngs, dtype=dtype)
+        self.channel_proj = pointwise_conv(cfg.out_channels, cfg.out_channels, cfg.init_gain, rngs=rngs, dtype=dtype)
+        self.downsample = pointwise_conv(cfg.out_channels, cfg.out_channels, cfg.init_gain, rngs=rngs, dtype=dtype,
                                          kernel_size=cfg.stride_down, stride=cfg.stride_down)
 
     def __call__(self, x: jax.Array) -> jax.Array:

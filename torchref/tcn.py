@@ -42,12 +42,12 @@ class WeightNormConv1d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, gain: float = CONV_GAIN):
         super().__init__()
         self.dilation = dilation
         self.padding = (kernel_size - 1) * dilation // 2
         self.weight_v = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size))
-        kaiming_uniform_(self.weight_v, CONV_GAIN, generator)
+        kaiming_uniform_(self.weight_v, gain, generator)
         # g starts at ‖v‖, so the initial effective weight is v (as torch's weight_norm does).
         self.weight_g = nn.Parameter(self.weight_v.detach().norm(dim=(1, 2), keepdim=True).clone())
         self.bias = nn.Parameter(torch.zeros(out_channels))
@@ -73,13 +73,13 @@ class TCNEncoder(nn.Module):
         super().__init__()
         widths = (n_chans, *cfg.channels)
         self.layers = nn.ModuleList(
-            WeightNormConv1d(widths[i], widths[i + 1], cfg.kernel_size, 2**i, generator)
+            WeightNormConv1d(widths[i], widths[i + 1], cfg.kernel_size, 2**i, generator, cfg.init_gain)
             for i in range(len(cfg.channels))
         )
         self.dropout = nn.Dropout(cfg.dropout)
-        self.proj = pointwise_conv(widths[-1], cfg.out_channels, CONV_GAIN, generator)
-        self.channel_proj = pointwise_conv(cfg.out_channels, cfg.out_channels, CONV_GAIN, generator)
-        self.downsample = pointwise_conv(cfg.out_channels, cfg.out_channels, CONV_GAIN, generator,
+        self.proj = pointwise_conv(widths[-1], cfg.out_channels, cfg.init_gain, generator)
+        self.channel_proj = pointwise_conv(cfg.out_channels, cfg.out_channels, cfg.init_gain, generator)
+        self.downsample = pointwise_conv(cfg.out_channels, cfg.out_channels, cfg.init_gain, generator,
                                          kernel_size=cfg.stride_down, stride=cfg.stride_down)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.experimental import checkify
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
@@ -52,7 +51,7 @@ from jaxbrr.train.class_weight import resolve_pos_weight
 from jaxbrr.train.log import RunLog
 from jaxbrr.train.nan import replay_command, write_dump
 from jaxbrr.train.optim import make_nnx_optimizer
-from jaxbrr.train.step import make_train_step
+from jaxbrr.train.step import checkify_failure, make_train_step
 from jaxbrr.train.validate import check_metric_name, is_better, metric_value, validate
 
 
@@ -428,14 +427,14 @@ class Trainer(Loop):
         try:
             if self.cfg.checkify:
                 error, (state, metrics) = self.step_fn(self.state, device_batch, weight)
-                error.throw()
+                failure = checkify_failure(error)
+                if failure:
+                    raise StepFailed("checkify: a NaN inside the step", failure)
             else:
                 state, metrics = self.step_fn(self.state, device_batch, weight)
             metrics = jax.device_get(metrics)
         except FloatingPointError as err:  # JAX_DEBUG_NANS=1
             raise StepFailed("JAX_DEBUG_NANS: a NaN inside the step", str(err)) from err
-        except checkify.JaxRuntimeError as err:  # train.checkify: names the op and its source line
-            raise StepFailed("checkify: a NaN inside the step", str(err)) from err
         if metrics["finite"] or self.cfg.nan_policy == "skip":  # skip: apply_if_finite kept the state
             self.state = state
         return metrics

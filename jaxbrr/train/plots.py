@@ -70,7 +70,7 @@ def plot_training(records: list[dict], path: str | Path, metric: str | None = No
 
     ax = axes[1, 1]
     if val:
-        epochs = [r["epoch"] for r in val]
+        epochs = [r["epoch"] + 1 for r in val]  # 1-based, as the printed table
         for name in ("auroc", "sensitivity", "specificity", "f1"):
             if name in val[0]:
                 ax.plot(epochs, [float(r[name]) for r in val], marker="o", lw=1.2,
