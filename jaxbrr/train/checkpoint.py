@@ -67,7 +67,7 @@ class Checkpoints:
     """The `last` and `best` checkpoint folders of one run."""
 
     def __init__(self, workdir: str | Path, keep: int):
-        self.root = Path(workdir) / "checkpoints"
+        self.root = Path(workdir).absolute() / "checkpoints"  # orbax wants absolute paths
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
         self.managers = {
             kind: ocp.CheckpointManager(self.root / kind, options=options, item_names=ITEMS) for kind in KINDS

@@ -161,6 +161,10 @@ class Loop:
     def parameter_count(self) -> int:
         raise NotImplementedError
 
+    def checkpoint_path(self, kind: str, step: int) -> Path:
+        """Where the `kind` checkpoint of `step` lives."""
+        raise NotImplementedError
+
     # -- setup ---------------------------------------------------------------------------------
 
     def _setup_data(self) -> None:
@@ -211,7 +215,7 @@ class Loop:
                 + "\nuse the same config, or a new --workdir"
             )
         self.progress = Progress(**meta["progress"])
-        print(f"resumed from {self.workdir}/checkpoints/last/{latest}: epoch {self.progress.epoch}, "
+        print(f"resumed from {self.checkpoint_path('last', latest)}: epoch {self.progress.epoch}, "
               f"batch {self.progress.batch}, step {self.progress.step}")
 
     def epoch_plan(self, epoch: int) -> tuple[list[np.ndarray], float]:
@@ -364,7 +368,7 @@ class Loop:
     def _result(self) -> TrainResult:
         best = self.progress.best_step
         return TrainResult(self.workdir, self.progress, self.log.of_kind("validation"),
-                           self.workdir / "checkpoints" / "best" / str(best) if best is not None else None)
+                           self.checkpoint_path("best", best) if best is not None else None)
 
 
 class Trainer(Loop):
@@ -446,6 +450,9 @@ class Trainer(Loop):
     def _latest(self) -> int | None:
         return self.checkpoints.latest("last")
 
+    def checkpoint_path(self, kind: str, step: int) -> Path:
+        return self.checkpoints.root / kind / str(step)
+
     def _restore(self) -> dict:
         meta = self.checkpoints.restore("last", self.model, self.optimizer)
         self.sync_from_objects()
@@ -466,7 +473,8 @@ def summary_table(result: TrainResult, metric: str) -> str:
         mark = "  *" if r.get("improved") else ""
         lines.append(f"{r['epoch'] + 1:>5} {r['step']:>6} " + " ".join(f"{float(r[k]):>11.4f}" for k in keys) + mark)
     p = result.progress
-    lines.append(f"finished: {p.finished}; best {metric} {p.best} at epoch "
+    best = f"{p.best:.4f}" if p.best is not None else "none"
+    lines.append(f"finished: {p.finished}; best {metric} {best} at epoch "
                  f"{(p.best_epoch or 0) + 1}, step {p.best_step}; skipped steps: {p.skipped}")
     if result.best_checkpoint:
         lines.append(f"best checkpoint: {result.best_checkpoint}")

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from jaxbrr.config import ConfigError, config_to_dict
-from jaxbrr.train.loop import Loop, TrainResult
+from jaxbrr.train.loop import Loop
 from jaxbrr.train.nan import dump_dir, replay_command
 from torchref.model import SeizureDetector, count_parameters
 from torchref.train.optim import make_optimizer
@@ -197,8 +197,5 @@ class Trainer(Loop):
         tmp.rename(final)
         return final
 
-    def _result(self) -> TrainResult:
-        result = super()._result()
-        best = self.progress.best_step
-        result.best_checkpoint = checkpoint_path(self.workdir, "best", best) if best is not None else None
-        return result
+    def checkpoint_path(self, kind: str, step: int) -> Path:
+        return checkpoint_path(self.workdir, kind, step)
