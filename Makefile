@@ -29,6 +29,7 @@ parity: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/preprocess.py
 	$(PY) benchmarks/model_step.py --sizes tiny,full --batches 1 --frameworks torch,jax
+	$(PY) benchmarks/train.py --configs default,full --frameworks jax,torch
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
