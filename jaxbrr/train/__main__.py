@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trainer = Trainer(config, resume=args.resume, progress=not args.no_progress, prepared=prepared)
         result = trainer.run()
-    except (ConfigError, FileExistsError) as err:
+    except (ConfigError, FileExistsError, ValueError) as err:  # bad config, data or setup
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except NonFiniteStep as err:

@@ -2,8 +2,9 @@
 
 metrics.jsonl has one JSON object per line:
 
-    {"kind": "train", "step": 20, "epoch": 0, "loss": .., "grad_norm": .., "lr": .., "skipped": 0,
-     "windows_per_s": .., "time": <unix s>}                     every train.log_every steps
+    {"kind": "train", "step": 20, "epoch": 0, "loss": .. (this step's), "loss_mean": .. (mean of
+     the finite steps since the last line), "grad_norm": .., "lr": .., "pos_weight": .., "skipped": 0,
+     "skipped_now": false, "windows_per_s": .., "time": <unix s>}   every train.log_every steps
     {"kind": "validation", "step": 38, "epoch": 1, "auroc": .., "sensitivity": .., ..., "time": ..}
     {"kind": "nan", "step": 7, ...}                               when a step is non-finite
 

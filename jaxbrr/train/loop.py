@@ -51,7 +51,7 @@ from jaxbrr.train.class_weight import resolve_pos_weight
 from jaxbrr.train.log import RunLog
 from jaxbrr.train.nan import replay_command, write_dump
 from jaxbrr.train.optim import make_nnx_optimizer
-from jaxbrr.train.step import checkify_failure, make_train_step
+from jaxbrr.train.step import DATA_AXIS, checkify_failure, make_train_step
 from jaxbrr.train.validate import check_metric_name, is_better, metric_value, validate
 
 
@@ -284,19 +284,23 @@ class Loop:
         p, cfg = self.progress, self.cfg
         plan, pos_weight = self.epoch_plan(p.epoch)
         bar.set_description(f"epoch {p.epoch + 1}/{cfg.epochs}")
-        window_count, since = 0, time.perf_counter()
+        window_count, since, interval_losses = 0, time.perf_counter(), []
         for b in range(p.batch, len(plan)):
             batch = self.load_batch(plan[b])
             metrics = self._run_step(batch, pos_weight)
             p.step += 1
             p.batch = b + 1
             window_count += cfg.batch_size
+            if not metrics["skipped_now"]:
+                interval_losses.append(float(metrics["loss"]))
             bar.update(1)
             if p.step % cfg.log_every == 0 or p.step == 1 or metrics["skipped_now"]:
                 rate = window_count / max(time.perf_counter() - since, 1e-9)
-                window_count, since = 0, time.perf_counter()
+                loss_mean = float(np.mean(interval_losses)) if interval_losses else float("nan")
+                window_count, since, interval_losses = 0, time.perf_counter(), []
                 self.log.write("train", p.step, p.epoch, {
-                    "loss": metrics["loss"], "grad_norm": metrics["grad_norm"], "lr": metrics["lr"],
+                    "loss": metrics["loss"], "loss_mean": loss_mean,
+                    "grad_norm": metrics["grad_norm"], "lr": metrics["lr"],
                     "pos_weight": pos_weight, "skipped": p.skipped, "skipped_now": metrics["skipped_now"],
                     "windows_per_s": rate,
                 })
@@ -386,9 +390,18 @@ class Trainer(Loop):
             if self.cfg.batch_size % len(devices):
                 raise ValueError(f"train.batch_size={self.cfg.batch_size} does not divide over "
                                  f"{len(devices)} devices: use a multiple of {len(devices)}")
-            self.mesh = Mesh(np.array(devices), ("data",))
+            g = self.config.model.graph
+            if devices[0].platform == "cpu" and g.enabled and g.use_dynamic_pe:
+                raise ValueError(
+                    f"{len(devices)} CPU devices with the dynamic Laplacian PE: the batched eigh "
+                    "(LAPACK) and the gradient all-reduce deadlock in XLA's CPU runtime with forced "
+                    "host devices (the step never returns). Train on one CPU device (unset "
+                    "XLA_FLAGS=--xla_force_host_platform_device_count), on GPUs, or with "
+                    "model.graph.use_dynamic_pe=false"
+                )
+            self.mesh = Mesh(np.array(devices), (DATA_AXIS,))
         self.sync_from_objects()
-        self.step_fn = make_train_step(self.graphdef, self.cfg, use_checkify=self.cfg.checkify)
+        self.step_fn = make_train_step(self.graphdef, self.cfg, use_checkify=self.cfg.checkify, mesh=self.mesh)
         model_graphdef = nnx.graphdef(self.model)
 
         @jax.jit
@@ -413,7 +426,7 @@ class Trainer(Loop):
     def _put(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         if self.mesh is None:
             return {k: jnp.asarray(v) for k, v in batch.items()}
-        return jax.device_put(batch, NamedSharding(self.mesh, PartitionSpec("data")))
+        return jax.device_put(batch, NamedSharding(self.mesh, PartitionSpec(DATA_AXIS)))
 
     def devices(self) -> str:
         devices = jax.devices()
@@ -423,7 +436,9 @@ class Trainer(Loop):
         return count_parameters(self.model)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self._predict(self.state[0], jnp.asarray(x)))
+        """On one device (validation batches are small; see make_train_step on partitioning eigh)."""
+        state = self.state[0] if self.mesh is None else jax.device_put(self.state[0], jax.devices()[0])
+        return np.asarray(self._predict(state, jnp.asarray(x)))
 
     def _step(self, batch: dict[str, np.ndarray], pos_weight: float) -> dict:
         self.state_before = self.state  # immutable arrays, nothing donated: a reference suffices

@@ -43,11 +43,11 @@ def plot_training(records: list[dict], path: str | Path, metric: str | None = No
     val = [r for r in records if r["kind"] == "validation"]
     fig, axes = plt.subplots(2, 2, figsize=(11, 6.5))
     steps = np.array([r["step"] for r in train])
-    loss = np.array([float(r["loss"]) for r in train])
+    loss = np.array([float(r.get("loss_mean", r["loss"])) for r in train])
 
     ax = axes[0, 0]
     if len(train):
-        ax.plot(steps, loss, lw=0.8, alpha=0.5, label="train loss")
+        ax.plot(steps, loss, lw=0.8, alpha=0.5, label="train loss (mean per logged interval)")
         k = max(1, len(loss) // 20)
         if len(loss) >= k > 1:
             smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
@@ -77,6 +77,7 @@ def plot_training(records: list[dict], path: str | Path, metric: str | None = No
                         label=name + (" (early stopping)" if name == metric else ""))
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8, loc="lower right")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set(title="validation (dev split)", xlabel="epoch")
     fig.tight_layout()
     return _save(fig, Path(path))

@@ -15,10 +15,16 @@ new value (re-estimated each epoch) does not recompile.
 
 The training loop uses `make_train_step`: the same update as a pure function of the split state
 (graphdef fixed, state in, state out), jitted with plain `jax.jit` (no per-call graph traversal),
-optionally wrapped in `jax.experimental.checkify` float checks (`train.checkify`), and running
-data-parallel when the state and batch it is given are laid out on a device mesh (jit follows
-the inputs' shardings). Nothing is donated: the loop keeps the state from before a step, which
-is what a NaN dump writes.
+optionally wrapped in `jax.experimental.checkify` float checks (`train.checkify`). Nothing is
+donated: the loop keeps the state from before a step, which is what a NaN dump writes.
+
+Data parallel (a mesh with a `data` axis): the step runs under `jax.shard_map`, each device on
+its slice of the batch with the replicated state, and the loss and gradients are averaged with
+`lax.pmean` before the (identical, replicated) update. Explicit rather than left to jit's
+partitioner: partitioning the model's batched eigh (a LAPACK call) over a sharded batch hangs XLA
+on forced CPU devices. Every device draws the same dropout masks (one replicated RNG state) on
+its own windows. The averaged loss equals the global batch mean when every window is valid (the
+training batches are).
 """
 
 from __future__ import annotations
@@ -31,10 +37,14 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 from jax.experimental import checkify
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from jaxbrr.config import TrainConfig
 from jaxbrr.train.loss import compute_loss
 from jaxbrr.train.optim import current_learning_rate
+
+DATA_AXIS = "data"
 
 
 @nnx.jit(static_argnums=3)
@@ -52,14 +62,17 @@ def train_step(
 
 
 def update(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict[str, jax.Array],
-           cfg: TrainConfig, pos_weight: float | jax.Array) -> dict[str, jax.Array]:
-    """The body of a training step, untransformed (traced inside nnx.jit or jax.jit)."""
+           cfg: TrainConfig, pos_weight: float | jax.Array, axis_name: str | None = None) -> dict[str, jax.Array]:
+    """The body of a training step, untransformed (traced inside nnx.jit, jax.jit or shard_map;
+    under shard_map, `axis_name` is the mesh axis to average loss and gradients over)."""
 
     def loss_of(model: nnx.Module) -> jax.Array:
         logits, _ = model(batch["x"])  # (B, T)
         return compute_loss(logits, batch["y"], cfg, pos_weight, batch.get("valid"))
 
     loss, grads = nnx.value_and_grad(loss_of)(model)
+    if axis_name is not None:
+        loss, grads = jax.lax.pmean((loss, grads), axis_name)
     grad_norm = optax.tree.norm(grads)
     optimizer.update(model, grads)
     return {
@@ -70,9 +83,11 @@ def update(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict[str, jax.Arr
     }
 
 
-def make_train_step(graphdef: nnx.GraphDef, cfg: TrainConfig, use_checkify: bool = False):
+def make_train_step(graphdef: nnx.GraphDef, cfg: TrainConfig, use_checkify: bool = False,
+                    mesh: Mesh | None = None):
     """`step(state, batch, pos_weight) -> (state, metrics)` for `graphdef, state =
-    nnx.split((model, optimizer))`, jitted once.
+    nnx.split((model, optimizer))`, jitted once; data parallel over `mesh`'s `data` axis when
+    given (the batch sharded over it, the state replicated).
 
     With use_checkify the step returns `(error, (state, metrics))` instead; `error.throw()` raises
     at the first NaN-producing or dividing-by-zero op inside the jitted step, naming the
@@ -81,8 +96,14 @@ def make_train_step(graphdef: nnx.GraphDef, cfg: TrainConfig, use_checkify: bool
 
     def step(state, batch, pos_weight):
         model, optimizer = nnx.merge(graphdef, state)
-        metrics = update(model, optimizer, batch, cfg, pos_weight)
+        metrics = update(model, optimizer, batch, cfg, pos_weight, DATA_AXIS if mesh is not None else None)
         return nnx.state((model, optimizer)), metrics
+
+    if mesh is not None:
+        # check_vma off: the model's scans start from invariant zeros and carry per-device values,
+        # which the checker rejects; the outputs are replicated by construction (pmean above).
+        step = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()), out_specs=(P(), P()),
+                             check_vma=False)
 
     if use_checkify:
         # checkify the jitted step (not jit the checkified one): NNX's graph code then runs

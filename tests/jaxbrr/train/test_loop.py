@@ -40,6 +40,7 @@ from jaxbrr.train.__main__ import main as train_main
 from jaxbrr.train.checkpoint import load_model
 from jaxbrr.train.log import read_metrics
 from jaxbrr.train.loop import NonFiniteStep, Trainer
+from parity.tolerances import tolerance
 
 ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -221,3 +222,32 @@ def test_unknown_key_and_missing_metric_fail_before_any_compute(tmp_path, capsys
     err = capsys.readouterr().err
     assert "'sensitivity_at_10fa' is not a validation metric" in err and "auroc" in err
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_data_parallel_over_two_devices_follows_the_one_device_run(
+        tmp_path, data_overrides, prepared, compilation_cache):
+    """The same run on 2 forced CPU devices (batch sharded over the `data` mesh axis, state
+    replicated, gradients averaged with pmean): the loss curve matches the 1-device run within the
+    parity table's trajectory tolerance. With the static PE: the dynamic PE's eigh deadlocks XLA's
+    CPU runtime across forced devices, and the trainer refuses that combination up front."""
+    static = ("model.graph.use_dynamic_pe=false", "train.max_steps=4")
+    one = Trainer(config_for(tmp_path, data_overrides, *static, name="one"), progress=False, prepared=prepared)
+    one.run()
+    work = tmp_path / "dp"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_COMPILATION_CACHE_DIR": compilation_cache}
+    command = [sys.executable, "-m", "jaxbrr.train", "--config", str(SMOKE), "--workdir", str(work), "--no-progress",
+               *[f"--set={o}" for o in (*data_overrides, *RUN, *static)]]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "devices: 2 x cpu (data parallel)" in done.stdout
+    expected, got = losses(tmp_path / "one"), losses(work)
+    assert sorted(got) == sorted(expected) == [1, 2, 3, 4]
+    a, b = np.array([got[s] for s in sorted(got)]), np.array([expected[s] for s in sorted(expected)])
+    rtol, atol = tolerance("trajectory", "float32")
+    print(f"2-device vs 1-device losses: max rel {np.abs(a - b).max() / np.abs(b).max():.2e}")
+    np.testing.assert_allclose(a, b, rtol=0, atol=rtol * np.abs(b).max() + atol)
+
+    dynamic = [c for c in command if "use_dynamic_pe" not in c]
+    refused = subprocess.run(dynamic, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "deadlock" in refused.stderr
