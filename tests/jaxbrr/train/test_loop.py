@@ -35,7 +35,6 @@ from flax import nnx
 
 from jaxbrr.config import load_config
 from jaxbrr.data.prepare import prepare
-from jaxbrr.train import loop as loop_module
 from jaxbrr.train.__main__ import main as train_main
 from jaxbrr.train.checkpoint import load_model
 from jaxbrr.train.log import read_metrics
@@ -212,7 +211,7 @@ def test_a_clean_run_under_jax_debug_nans_raises_nothing(tmp_path, data_override
 
 
 def test_unknown_key_and_missing_metric_fail_before_any_compute(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(loop_module, "prepare", lambda *a, **k: pytest.fail("compute started"))
+    monkeypatch.setattr("jaxbrr.data.prepare.prepare", lambda *a, **k: pytest.fail("compute started"))
     code = train_main(["--config", str(SMOKE), "--workdir", str(tmp_path), "--set", "train.learning_rate=1e-3"])
     assert code == 2
     assert "unknown key 'train.learning_rate'" in capsys.readouterr().err
