@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import queue
 import resource
 import statistics
@@ -37,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from model_step import machine  # the sibling script (benchmarks/ is on sys.path when run)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -184,18 +184,6 @@ def run_worker(framework: str, name: str, warmup: int, repeats: int, step_timeou
     return {**info, "seconds": statistics.median(timed), "runs": timed,
             "first_s": steps[0]["seconds"], "peak_rss_gb": steps[-1]["peak_rss_gb"],
             "load": max(load), "losses": [s["loss"] for s in steps]}
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical cores, Python {platform.python_version()}"
 
 
 def _row(name: str, framework: str, r: dict) -> str:
