@@ -334,6 +334,11 @@ class Config:
                 f"data.window_seconds * preprocess.sfreq = {window} samples must be an integer "
                 f"multiple of model.tcn.stride_down ({self.model.tcn.stride_down})"
             )
+        for key, stride in (("data.stride_seconds", self.data.stride_seconds),
+                            ("eval.stride_seconds", self.eval.stride_seconds)):
+            if stride is not None and stride > self.data.window_seconds:
+                raise ValueError(f"{key} ({stride}) exceeds data.window_seconds ({self.data.window_seconds}): "
+                                 "windows would leave samples between them unscored")
         return self
 
     @property

@@ -87,3 +87,7 @@ def test_cross_field_checks():
         load_config(None, ["model.montage=bipolar"])
     with pytest.raises(ConfigError, match="headdim"):
         load_config(None, ["model.node_mamba.headdim=7"])
+    with pytest.raises(ConfigError, match=r"eval.stride_seconds \(90.0\) exceeds data.window_seconds"):
+        load_config(None, ["eval.stride_seconds=90"])
+    assert load_config(None, ["eval.stride_seconds=60"]).eval_stride_samples == 60 * 256
+    assert load_config(None).eval_stride_samples == load_config(None).stride_samples  # None: the training stride
