@@ -23,8 +23,12 @@ Non-finite steps (never silent; DESIGN.md §5 and the training issue):
   untouched on such a step; skipped steps are counted in metrics.jsonl, and more than
   `train.max_skipped` in a row stop the run with the dump.
 
-Several devices: the batch is sharded over a 1-D mesh axis `data`, the state replicated; jit
-follows the shardings (data parallel; the scaling issue takes this further).
+Several devices: the batch is sharded over a 1-D mesh axis `data`, the state replicated, and
+the step runs under shard_map with averaged gradients (jaxbrr/train/step.py). On forced CPU
+devices the dynamic PE's eigh deadlocks XLA's runtime, so that combination is refused.
+
+`Loop` is framework-neutral (data, sampling, NaN policy, validation, early stopping, logs,
+plots); `Trainer` below is jaxbrr's, torchref/train/loop.py holds torch's.
 """
 
 from __future__ import annotations
