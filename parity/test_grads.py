@@ -26,12 +26,13 @@ import jaxbrr.train.loss as jloss
 import torchref.graph as tgraph
 import torchref.train.loss as tloss
 from jaxbrr.config import load_config
+from jaxbrr.train.class_weight import pos_weight_from_ratio
 from parity.compare import compare_arrays, compare_trees
 from parity.convert import jax_to_torch
 
 TINY = "configs/tiny.yaml"
 TRAIN = load_config(TINY).train  # focal, alpha 0.5, gamma 2
-POS_WEIGHT = jloss.pos_weight_from_ratio(0.3421)  # the original's 1.3868; used since alpha = 0.5
+POS_WEIGHT = pos_weight_from_ratio(0.3421)  # the original's 1.3868; used since alpha = 0.5
 
 
 @nnx.jit

@@ -34,7 +34,7 @@ from jaxbrr.config import load_config
 from jaxbrr.data.prepare import prepare, train_spec
 from jaxbrr.data.sampler import balanced_rows, batches, seizure_window_ratio
 from jaxbrr.model import SeizureDetector
-from jaxbrr.train.loss import pos_weight_from_ratio
+from jaxbrr.train.class_weight import pos_weight_from_ratio
 from jaxbrr.train.optim import make_nnx_optimizer
 from jaxbrr.train.step import train_step
 from parity.compare import compare_arrays, compare_trees

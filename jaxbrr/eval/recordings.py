@@ -36,7 +36,7 @@ def eval_spec(config: Config) -> WindowSpec:
     return WindowSpec(config.window_samples, config.eval_stride_samples, cover_tail=True, pad_short=True)
 
 
-def _padded_batches(items: list, size: int) -> Iterator[list]:
+def _chunks(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
@@ -53,7 +53,7 @@ def predict_recordings(predict: Predict, corpus: Corpus, stems: list[str], confi
     valid = np.zeros((len(jobs), w), bool)
     bar = tqdm(total=len(jobs), desc=desc, unit="win", disable=not progress, leave=False)
     done = 0
-    for chunk in _padded_batches(jobs, size):
+    for chunk in _chunks(jobs, size):
         parts = [corpus.window(stems[i], start, w) for i, start in chunk]
         x = np.stack([p[0] for p in parts])  # (b, C, W)
         if len(chunk) < size:  # pad to the compiled batch size

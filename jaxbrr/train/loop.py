@@ -415,6 +415,7 @@ class Trainer(Loop):
             return jax.nn.sigmoid(logits)
 
         self._predict = predict
+        self._eval_state = (None, None)  # (training state, its model state on one device)
 
     def sync_from_objects(self) -> None:
         """Take the state from `self.model` / `self.optimizer` (after filling weights in place,
@@ -440,9 +441,14 @@ class Trainer(Loop):
         return count_parameters(self.model)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """On one device (validation batches are small; see make_train_step on partitioning eigh)."""
-        state = self.state[0] if self.mesh is None else jax.device_put(self.state[0], jax.devices()[0])
-        return np.asarray(self._predict(state, jnp.asarray(x)))
+        """On one device (validation batches are small; see make_train_step on partitioning eigh).
+        The model state is copied there once per training state, not once per batch."""
+        if self._eval_state[0] is not self.state:
+            model_state = self.state[0]
+            if self.mesh is not None:
+                model_state = jax.device_put(model_state, jax.devices()[0])
+            self._eval_state = (self.state, model_state)
+        return np.asarray(self._predict(self._eval_state[1], jnp.asarray(x)))
 
     def _step(self, batch: dict[str, np.ndarray], pos_weight: float) -> dict:
         self.state_before = self.state  # immutable arrays, nothing donated: a reference suffices

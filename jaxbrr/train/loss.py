@@ -27,15 +27,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxbrr.config import TrainConfig
-from jaxbrr.train.class_weight import (  # noqa: F401 - re-exported
+from jaxbrr.train.class_weight import (
     FOCAL_LOGIT_CLAMP,
     FOCAL_LOSS_CAP,
     FOCAL_PROB_EPS,
     FOCAL_PT_EPS,
-    POS_WEIGHT_ALPHA_TOL,
     loss_pos_weight,
-    pos_weight_from_ratio,
-    resolve_pos_weight,
 )
 
 

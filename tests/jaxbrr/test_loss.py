@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jaxbrr.config import load_config
+from jaxbrr.train import class_weight as CW
 from jaxbrr.train import loss as L
 
 # Hand-picked logits: beyond the ±100 logit clamp, the σ clamp (|z| > log((1−1e-6)/1e-6) ≈ 13.8155),
@@ -143,18 +144,18 @@ def test_bce_gradient_finite_in_float32(y):
 
 
 def test_pos_weight_from_ratio():
-    assert L.pos_weight_from_ratio(0.3421) == pytest.approx(1.3868, abs=5e-5)  # original §9
-    assert L.pos_weight_from_ratio(0.1) == pytest.approx(3.0, rel=1e-15)
-    assert L.pos_weight_from_ratio(0.2) == pytest.approx(2.0, rel=1e-15)
+    assert CW.pos_weight_from_ratio(0.3421) == pytest.approx(1.3868, abs=5e-5)  # original §9
+    assert CW.pos_weight_from_ratio(0.1) == pytest.approx(3.0, rel=1e-15)
+    assert CW.pos_weight_from_ratio(0.2) == pytest.approx(2.0, rel=1e-15)
     for ratio in (0.0, 0.5, 0.7, 1.0, -0.1):
-        assert L.pos_weight_from_ratio(ratio) == 1.0
+        assert CW.pos_weight_from_ratio(ratio) == 1.0
 
 
 def test_resolve_pos_weight():
-    assert L.resolve_pos_weight(train_cfg(pos_weight=2.5), None) == 2.5
-    assert L.resolve_pos_weight(train_cfg(), 0.2) == pytest.approx(2.0)
+    assert CW.resolve_pos_weight(train_cfg(pos_weight=2.5), None) == 2.5
+    assert CW.resolve_pos_weight(train_cfg(), 0.2) == pytest.approx(2.0)
     with pytest.raises(ValueError, match="pos_weight"):
-        L.resolve_pos_weight(train_cfg(), None)
+        CW.resolve_pos_weight(train_cfg(), None)
 
 
 @pytest.mark.parametrize("kind, alpha", [("focal", 0.5), ("focal", 0.25), ("focal", 0.5000001),

@@ -82,13 +82,6 @@ def test_bce_matches_oracle():
         np.testing.assert_allclose(got, bce_oracle(LOGITS, labels, 1.7), rtol=1e-13, atol=BCE_CANCELLATION)
 
 
-def test_pos_weight_from_ratio():
-    assert L.pos_weight_from_ratio(0.3421) == pytest.approx(1.3868, abs=5e-5)
-    assert L.pos_weight_from_ratio(0.1) == pytest.approx(3.0, rel=1e-15)
-    for ratio in (0.0, 0.5, 0.7, 1.0, -0.1):
-        assert L.pos_weight_from_ratio(ratio) == 1.0
-
-
 @pytest.mark.parametrize("kind, alpha", [("focal", 0.5), ("focal", 0.25), ("focal", 0.5000001),
                                          ("bce", 0.25)])
 def test_compute_loss_pos_weight_rule(kind, alpha):
