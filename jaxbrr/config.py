@@ -22,6 +22,9 @@ from jaxbrr.data.montage import montage_channels, n_edges
 
 _FROZEN = ConfigDict(extra="forbid")
 
+# The name of the model's argument x in ModelConfig.stage_inputs.
+MODEL_INPUT = "x"
+
 
 def _section(cls):
     return dataclass(frozen=True, config=_FROZEN)(cls)
@@ -151,9 +154,11 @@ class MambaConfig:
 
 @_section
 class SSMConfig:
-    """How the selective scan is computed. Both algorithms are exact; sequential is the oracle."""
+    """How the selective scan is computed. chunked and sequential are exact; sequential is the oracle.
+    chunked_mask_after_exp is a hazard kept for the NaN localiser, never a default: chunked's forward,
+    NaN gradients once exp overflows in a chunk (ssm_gnn_anchors.md §6.2; jaxbrr/ssm.py ssd_chunked)."""
 
-    scan: Literal["chunked", "sequential"] = "chunked"
+    scan: Literal["chunked", "sequential", "chunked_mask_after_exp"] = "chunked"
     chunk_size: int = Field(16, ge=1)
     # torch only: `cuda` runs mamba_ssm's own kernels (needs a GPU); never chosen silently.
     backend: Literal["torch", "cuda"] = "torch"
@@ -214,18 +219,33 @@ class ModelConfig:
         return n_edges(self.n_chans)
 
     @property
+    def stage_inputs(self) -> dict[str, tuple[str, ...]]:
+        """The model as a graph of stages: tap name -> the taps it is computed from, in forward
+        order. MODEL_INPUT names the model's argument x; every other name is a tap.
+
+        Both frameworks run exactly this graph (`SeizureDetector.stages()`), and the NaN
+        localiser (parity/localize.py) uses it to perturb, force or replay one stage at a time.
+        """
+        stages: dict[str, tuple[str, ...]] = {"input": (MODEL_INPUT,), "tcn": ("input",)}
+        if self.architecture == "v2":
+            stages["mamba"] = ("tcn",)
+        elif self.architecture == "v3":
+            stages |= {"electrodes": ("tcn",), "node_mamba": ("electrodes",)}
+            if self.graph.enabled:
+                stages |= {
+                    "edge_features": ("electrodes",), "edge_weights": ("edge_features",),
+                    "adjacency": ("edge_weights",), "pe": ("adjacency",),
+                    "gnn": ("node_mamba", "adjacency", "pe"), "from_electrodes": ("gnn",),
+                }
+            else:
+                stages["from_electrodes"] = ("node_mamba",)
+        stages["logits"] = (next(reversed(stages)),)
+        return stages
+
+    @property
     def tap_names(self) -> tuple[str, ...]:
         """The taps both frameworks return, in forward order (a jitted dict comes back sorted)."""
-        if self.architecture == "tcn":
-            middle = ()
-        elif self.architecture == "v2":
-            middle = ("mamba",)
-        elif self.graph.enabled:
-            middle = ("electrodes", "node_mamba", "edge_features", "edge_weights", "adjacency", "pe",
-                      "gnn", "from_electrodes")
-        else:
-            middle = ("electrodes", "node_mamba", "from_electrodes")
-        return ("input", "tcn", *middle, "logits")
+        return tuple(self.stage_inputs)
 
     @model_validator(mode="after")
     def _check(self):

@@ -17,6 +17,7 @@ them as they are; under jit, taps that nothing uses are dropped by XLA.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +25,7 @@ from einops import rearrange
 from flax import nnx
 
 from jaxbrr import graph
-from jaxbrr.config import ModelConfig
+from jaxbrr.config import MODEL_INPUT, ModelConfig
 from jaxbrr.gnn import GraphMixer
 from jaxbrr.mamba import BiMamba2
 from jaxbrr.tcn import ProjectionHead, TCNEncoder, pointwise_conv
@@ -73,52 +74,78 @@ class SeizureDetector(nnx.Module):
         return self.config.stability.guards == "original"
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        taps: dict[str, jax.Array] = {}
+        values = {MODEL_INPUT: x}
+        for name, stage in self.stages().items():
+            values[name] = stage(*(values[i] for i in self.config.stage_inputs[name]))
+        del values[MODEL_INPUT]
+        return values["logits"], values
+
+    def stages(self) -> dict[str, Callable[..., jax.Array]]:
+        """tap name -> the function computing it from its inputs (config.stage_inputs), in forward
+        order; every array in torchref's tap layout (the rearranges between stages cancel under
+        jit). __call__ is these, run in order."""
+        stages = {"input": self._input, "tcn": self._tcn}
+        if self.config.architecture == "v3":
+            stages |= {"electrodes": self._electrodes, "node_mamba": self._node_mamba}
+            if self.config.graph.enabled:
+                stages |= {"edge_features": self._edge_features, "edge_weights": self._edge_weights,
+                           "adjacency": self._adjacency, "pe": self._pe, "gnn": self.gnn}
+            stages["from_electrodes"] = self._from_electrodes
+        elif self.config.architecture == "v2":
+            stages["mamba"] = self._mamba
+        stages["logits"] = self._logits
+        return stages
+
+    def _input(self, x: jax.Array) -> jax.Array:  # (B, C, T)
         if self.guards:  # original: nan_to_num (NaN and ±inf -> 0) + clamp ±10 on the input
             x = jnp.clip(jnp.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), -10, 10)
-        taps["input"] = x  # (B, C, T)
+        return x
+
+    def _tcn(self, x: jax.Array) -> jax.Array:  # (B, C, T) -> (B, D_tcn, L)
         if self.dtype is not None:
             x = x.astype(self.dtype)
-        h = self.tcn(rearrange(x, "b c t -> b t c"))  # (B, L, D_tcn)
-        taps["tcn"] = rearrange(h, "b l d -> b d l")
-        if self.config.architecture == "v3":
-            h = self._v3(h, taps)  # (B, L, D_tcn)
-        elif self.config.architecture == "v2":
-            h = self.mamba(h)  # (B, L, D_tcn)
-            taps["mamba"] = rearrange(h, "b l d -> b d l")
-        logits = taps["logits"] = self.head(h).astype(jnp.promote_types(taps["input"].dtype, jnp.float32))  # (B, T)
-        return logits, taps
+        return rearrange(self.tcn(rearrange(x, "b c t -> b t c")), "b l d -> b d l")
 
-    def _v3(self, h: jax.Array, taps: dict) -> jax.Array:
-        cfg, n = self.config, self.config.n_chans
-        e = rearrange(self.proj_to_electrodes(h), "b l (n d) -> b n l d", n=n)  # (B, N, L, D)
-        taps["electrodes"] = e
+    def _mamba(self, h: jax.Array) -> jax.Array:  # (B, D_tcn, L) -> (B, D_tcn, L)
+        return rearrange(self.mamba(rearrange(h, "b d l -> b l d")), "b l d -> b d l")
+
+    def _electrodes(self, h: jax.Array) -> jax.Array:  # (B, D_tcn, L) -> (B, N, L, D)
+        e = self.proj_to_electrodes(rearrange(h, "b d l -> b l d"))  # (B, L, N·D)
+        return rearrange(e, "b l (n d) -> b n l d", n=self.config.n_chans)
+
+    def _node_mamba(self, e: jax.Array) -> jax.Array:  # (B, N, L, D) -> (B, L, N, D)
         z = self.node_mamba(rearrange(e, "b n l d -> (b n) l d"))  # (B·N, L, D)
-        z = taps["node_mamba"] = rearrange(z, "(b n) l d -> b l n d", n=n)  # (B, L, N, D)
-        if cfg.graph.enabled:
-            g = cfg.graph
-            s = taps["edge_features"] = graph.edge_features(e, g.edge_features, self.guards)  # (B, E, L)
-            f = self.edge_lift(rearrange(s, "b e l -> (b e) l 1"))  # (B·E, L, F)
-            if self.guards:  # original: clamp ±3 after the lift
-                f = jnp.clip(f, -3, 3)
-            f = self.edge_mamba(f)  # (B·E, L, F)
-            w = jax.nn.softplus(self.edge_proj(f))  # (B·E, L, 1)
-            w = taps["edge_weights"] = rearrange(w, "(b e) l 1 -> b e l", b=e.shape[0])  # (B, E, L)
-            a = taps["adjacency"] = graph.adjacency(w, n, g.top_k, g.edge_threshold)  # (B, L, N, N)
-            if g.use_dynamic_pe:
-                pe = graph.laplacian_pe(
-                    a, g.k_eigenvectors, g.pe_sign, cfg.stability.pe_gradient, cfg.stability.eigh_tau,
-                    g.semi_dynamic_interval, g.laplacian_epsilon, self.guards,
-                )  # (B, L, N, K)
-            else:
-                static = jnp.asarray(_static_pe(cfg.montage, g.k_eigenvectors, g.pe_sign), a.dtype)
-                pe = jnp.broadcast_to(static, (*a.shape[:2], *static.shape))  # (B, L, N, K)
-            taps["pe"] = pe
-            z = taps["gnn"] = self.gnn(z, a, pe)  # (B, L, N, D)
-        z = rearrange(z, "b l n d -> b l (n d)")  # (B, L, N·D)
-        h = self.proj_from_electrodes(z)  # (B, L, D_tcn)
-        taps["from_electrodes"] = rearrange(h, "b l d -> b d l")
-        return h
+        return rearrange(z, "(b n) l d -> b l n d", n=self.config.n_chans)
+
+    def _edge_features(self, e: jax.Array) -> jax.Array:  # (B, N, L, D) -> (B, E, L)
+        return graph.edge_features(e, self.config.graph.edge_features, self.guards)
+
+    def _edge_weights(self, s: jax.Array) -> jax.Array:  # (B, E, L) -> (B, E, L)
+        f = self.edge_lift(rearrange(s, "b e l -> (b e) l 1"))  # (B·E, L, F)
+        if self.guards:  # original: clamp ±3 after the lift
+            f = jnp.clip(f, -3, 3)
+        f = self.edge_mamba(f)  # (B·E, L, F)
+        w = jax.nn.softplus(self.edge_proj(f))  # (B·E, L, 1)
+        return rearrange(w, "(b e) l 1 -> b e l", b=s.shape[0])
+
+    def _adjacency(self, w: jax.Array) -> jax.Array:  # (B, E, L) -> (B, L, N, N)
+        g = self.config.graph
+        return graph.adjacency(w, self.config.n_chans, g.top_k, g.edge_threshold)
+
+    def _pe(self, a: jax.Array) -> jax.Array:  # (B, L, N, N) -> (B, L, N, K)
+        g, stability = self.config.graph, self.config.stability
+        if not g.use_dynamic_pe:
+            static = jnp.asarray(_static_pe(self.config.montage, g.k_eigenvectors, g.pe_sign), a.dtype)
+            return jnp.broadcast_to(static, (*a.shape[:2], *static.shape))
+        return graph.laplacian_pe(a, g.k_eigenvectors, g.pe_sign, stability.pe_gradient, stability.eigh_tau,
+                                  g.semi_dynamic_interval, g.laplacian_epsilon, self.guards)
+
+    def _from_electrodes(self, z: jax.Array) -> jax.Array:  # (B, L, N, D) -> (B, D_tcn, L)
+        h = self.proj_from_electrodes(rearrange(z, "b l n d -> b l (n d)"))  # (B, L, D_tcn)
+        return rearrange(h, "b l d -> b d l")
+
+    def _logits(self, h: jax.Array) -> jax.Array:  # (B, D_tcn, L) -> (B, T), at least float32
+        return self.head(rearrange(h, "b d l -> b l d")).astype(jnp.promote_types(h.dtype, jnp.float32))
 
 
 def count_parameters(model: nnx.Module) -> int:

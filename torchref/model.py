@@ -18,13 +18,14 @@ stream straight to the back projection (no edge stream is built: no dead modules
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from jaxbrr.config import ModelConfig
+from jaxbrr.config import MODEL_INPUT, ModelConfig
 from torchref import graph
 from torchref.gnn import GraphMixer
 from torchref.mamba import BiMamba2
@@ -71,47 +72,66 @@ class SeizureDetector(nn.Module):
         return self.config.stability.guards == "original"
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, OrderedDict]:
-        taps: OrderedDict[str, torch.Tensor] = OrderedDict()
+        values = {MODEL_INPUT: x}
+        for name, stage in self.stages().items():
+            values[name] = stage(*(values[i] for i in self.config.stage_inputs[name]))
+        del values[MODEL_INPUT]
+        return values["logits"], OrderedDict(values)
+
+    def stages(self) -> OrderedDict[str, Callable[..., torch.Tensor]]:
+        """tap name -> the function computing it from its inputs (config.stage_inputs), in forward
+        order; every tensor in the (torch) tap layout. forward() is these, run in order."""
+        stages = OrderedDict(input=self._input, tcn=self.tcn)
+        if self.config.architecture == "v3":
+            stages.update(electrodes=self._electrodes, node_mamba=self._node_mamba)
+            if self.config.graph.enabled:
+                stages.update(edge_features=self._edge_features, edge_weights=self._edge_weights,
+                              adjacency=self._adjacency, pe=self._pe, gnn=self.gnn)
+            stages["from_electrodes"] = self._from_electrodes
+        elif self.config.architecture == "v2":
+            stages["mamba"] = self._mamba
+        stages["logits"] = self.head
+        return stages
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T)
         if self.guards:  # original: nan_to_num (NaN and ±inf -> 0) + clamp ±10 on the input
             x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).clamp(-10, 10)
-        taps["input"] = x  # (B, C, T)
-        h = taps["tcn"] = self.tcn(x)  # (B, D_tcn, L)
-        if self.config.architecture == "v3":
-            h = self._v3(h, taps)  # (B, D_tcn, L)
-        elif self.config.architecture == "v2":
-            u = rearrange(h, "b d l -> b l d")  # (B, L, D_tcn)
-            h = taps["mamba"] = rearrange(self.mamba(u), "b l d -> b d l")  # (B, D_tcn, L)
-        logits = taps["logits"] = self.head(h)  # (B, T)
-        return logits, taps
+        return x
 
-    def _v3(self, h: torch.Tensor, taps: OrderedDict) -> torch.Tensor:
-        cfg, n = self.config, self.config.n_chans
-        e = rearrange(self.proj_to_electrodes(h), "b (n d) l -> b n l d", n=n)  # (B, N, L, D)
-        taps["electrodes"] = e
+    def _mamba(self, h: torch.Tensor) -> torch.Tensor:  # (B, D_tcn, L) -> (B, D_tcn, L)
+        return rearrange(self.mamba(rearrange(h, "b d l -> b l d")), "b l d -> b d l")
+
+    def _electrodes(self, h: torch.Tensor) -> torch.Tensor:  # (B, D_tcn, L) -> (B, N, L, D)
+        return rearrange(self.proj_to_electrodes(h), "b (n d) l -> b n l d", n=self.config.n_chans)
+
+    def _node_mamba(self, e: torch.Tensor) -> torch.Tensor:  # (B, N, L, D) -> (B, L, N, D)
         z = self.node_mamba(rearrange(e, "b n l d -> (b n) l d"))  # (B·N, L, D)
-        z = taps["node_mamba"] = rearrange(z, "(b n) l d -> b l n d", n=n)  # (B, L, N, D)
-        if cfg.graph.enabled:
-            g = cfg.graph
-            s = taps["edge_features"] = graph.edge_features(e, g.edge_features, self.guards)  # (B, E, L)
-            f = self.edge_lift(rearrange(s, "b e l -> (b e) 1 l"))  # (B·E, F, L)
-            if self.guards:  # original: clamp ±3 after the lift
-                f = f.clamp(-3, 3)
-            f = self.edge_mamba(rearrange(f, "be f l -> be l f"))  # (B·E, L, F)
-            w = F.softplus(self.edge_proj(rearrange(f, "be l f -> be f l")))  # (B·E, 1, L)
-            w = taps["edge_weights"] = rearrange(w, "(b e) 1 l -> b e l", b=e.shape[0])  # (B, E, L)
-            a = taps["adjacency"] = graph.adjacency(w, n, g.top_k, g.edge_threshold)  # (B, L, N, N)
-            if g.use_dynamic_pe:
-                pe = graph.laplacian_pe(
-                    a, g.k_eigenvectors, g.pe_sign, cfg.stability.pe_gradient, cfg.stability.eigh_tau,
-                    g.semi_dynamic_interval, g.laplacian_epsilon, self.guards,
-                )  # (B, L, N, K)
-            else:
-                pe = self.static_pe.to(a.dtype).expand(*a.shape[:2], -1, -1)  # (B, L, N, K)
-            taps["pe"] = pe
-            z = taps["gnn"] = self.gnn(z, a, pe)  # (B, L, N, D)
-        z = rearrange(z, "b l n d -> b (n d) l")  # (B, N·D, L)
-        h = taps["from_electrodes"] = self.proj_from_electrodes(z)  # (B, D_tcn, L)
-        return h
+        return rearrange(z, "(b n) l d -> b l n d", n=self.config.n_chans)
+
+    def _edge_features(self, e: torch.Tensor) -> torch.Tensor:  # (B, N, L, D) -> (B, E, L)
+        return graph.edge_features(e, self.config.graph.edge_features, self.guards)
+
+    def _edge_weights(self, s: torch.Tensor) -> torch.Tensor:  # (B, E, L) -> (B, E, L)
+        f = self.edge_lift(rearrange(s, "b e l -> (b e) 1 l"))  # (B·E, F, L)
+        if self.guards:  # original: clamp ±3 after the lift
+            f = f.clamp(-3, 3)
+        f = self.edge_mamba(rearrange(f, "be f l -> be l f"))  # (B·E, L, F)
+        w = F.softplus(self.edge_proj(rearrange(f, "be l f -> be f l")))  # (B·E, 1, L)
+        return rearrange(w, "(b e) 1 l -> b e l", b=s.shape[0])
+
+    def _adjacency(self, w: torch.Tensor) -> torch.Tensor:  # (B, E, L) -> (B, L, N, N)
+        g = self.config.graph
+        return graph.adjacency(w, self.config.n_chans, g.top_k, g.edge_threshold)
+
+    def _pe(self, a: torch.Tensor) -> torch.Tensor:  # (B, L, N, N) -> (B, L, N, K)
+        g, stability = self.config.graph, self.config.stability
+        if not g.use_dynamic_pe:
+            return self.static_pe.to(a.dtype).expand(*a.shape[:2], -1, -1)
+        return graph.laplacian_pe(a, g.k_eigenvectors, g.pe_sign, stability.pe_gradient, stability.eigh_tau,
+                                  g.semi_dynamic_interval, g.laplacian_epsilon, self.guards)
+
+    def _from_electrodes(self, z: torch.Tensor) -> torch.Tensor:  # (B, L, N, D) -> (B, D_tcn, L)
+        return self.proj_from_electrodes(rearrange(z, "b l n d -> b (n d) l"))
 
 
 def count_parameters(module: nn.Module) -> int:
