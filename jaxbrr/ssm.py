@@ -14,6 +14,9 @@ The recurrence, per batch and head (state h_t ∈ R^{P×N}):
 `ssd_chunked` computes it with the chunked "state space duality" algorithm of Dao & Gu 2024,
 "Transformers are SSMs" (arXiv:2405.21060), Listing 1 (`mamba_ssm/modules/ssd_minimal.py`);
 `ssd_sequential` runs it step by step with `jax.lax.scan` and is the oracle. Neither adds D·x.
+`chunked_mask_after_exp` is `ssd_chunked` masking the within-chunk decay after exp, as mamba_ssm's
+`chunk_scan_ref`: a NaN-gradient hazard kept for the NaN localiser (ssm_gnn_anchors.md §6.2),
+never a default.
 The twin of torchref/ssm.py: same functions, same order, same einops patterns.
 
 dt must already be softplus'ed (and biased); A is negative. The scan runs in the widest input
@@ -28,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
-SCANS = ("chunked", "sequential")
+SCANS = ("chunked", "sequential", "chunked_mask_after_exp")
 
 
 def at_least_float32(t: jax.Array) -> jax.Array:
@@ -71,12 +74,18 @@ def _check_shapes(x, dt, A, B, C) -> tuple[int, int]:
     return heads, groups
 
 
-def ssd_chunked(x, dt, A, B, C, chunk_size: int) -> jax.Array:
+def ssd_chunked(x, dt, A, B, C, chunk_size: int, mask_after_exp: bool = False) -> jax.Array:
     """Chunked SSD scan. x (B,L,H,P), dt (B,L,H), A (H,), B/C (B,L,G,N) -> y (B,L,H,P).
 
     When chunk_size does not divide L the sequence is padded at the end with dt = 0 and
     x = B = C = 0 (what mamba_ssm's `_chunk_cumsum_fwd_kernel` does beyond seqlen) and cut back.
     C·B is computed once per group and shared by its heads.
+
+    mask_after_exp=True (scan `chunked_mask_after_exp`) is a HAZARD kept for the NaN localiser's
+    exp-mask scenario (ssm_gnn_anchors.md §6.2), never a default: the within-chunk weights are
+    C·B · exp(a_cumsum_l - a_cumsum_s) for all (l, s), masked to l >= s afterwards, as mamba_ssm's
+    `chunk_scan_ref`. Same forward, but once a chunk's sum of dt·A falls below about -88 (float32)
+    or -709 (float64) exp overflows above the diagonal and the backward is 0 · inf = NaN.
     """
     heads, groups = _check_shapes(x, dt, A, B, C)
     if chunk_size < 1:
@@ -102,7 +111,11 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int) -> jax.Array:
 
     # 1. Within each chunk (diagonal blocks): y_l = sum_{s<=l} (C_l·B_s) exp(a_{s+1}+..+a_l) dt_s x_s
     CB = jnp.einsum("bklgn,bksgn->bgkls", C, B)  # (B, G, K, Q, Q), once per group
-    weights = CB[:, :, None] * jnp.exp(segsum(a))  # (B, G, R, K, Q, Q)
+    if mask_after_exp:  # the hazard: inf above the diagonal, hidden by the mask in the forward only
+        weights = CB[:, :, None] * jnp.exp(a_cumsum[..., :, None] - a_cumsum[..., None, :])  # (B, G, R, K, Q, Q)
+        weights = jnp.where(jnp.tri(chunk_size, dtype=bool), weights, 0.0)  # (B, G, R, K, Q, Q)
+    else:
+        weights = CB[:, :, None] * jnp.exp(segsum(a))  # (B, G, R, K, Q, Q)
     y_diag = jnp.einsum("bgrkls,bksgrp->bklgrp", weights, xdt)  # (B, K, Q, G, R, P)
 
     # 2. State at the end of each chunk, from that chunk's inputs alone.
@@ -162,4 +175,6 @@ def selective_scan(x, dt, A, B, C, scan: str, chunk_size: int) -> jax.Array:
         return ssd_chunked(x, dt, A, B, C, chunk_size)
     if scan == "sequential":
         return ssd_sequential(x, dt, A, B, C)
+    if scan == "chunked_mask_after_exp":  # the localiser's NaN hazard, never a default
+        return ssd_chunked(x, dt, A, B, C, chunk_size, mask_after_exp=True)
     raise ValueError(f"model.ssm.scan = {scan!r} is not one of {SCANS}")

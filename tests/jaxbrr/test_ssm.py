@@ -10,7 +10,8 @@ import pytest
 import torch
 from einops import rearrange
 
-from jaxbrr.ssm import segsum, selective_scan, ssd_chunked, ssd_sequential
+from jaxbrr.config import ConfigError, load_config
+from jaxbrr.ssm import SCANS, segsum, selective_scan, ssd_chunked, ssd_sequential
 from torchref import ssm as torch_ssm
 
 BATCH, LENGTH, HEADS, HEADDIM, STATE = 2, 64, 4, 4, 8
@@ -137,6 +138,40 @@ def test_masking_before_exp_keeps_gradients_finite(x64, dtype):
 
 
 @pytest.mark.parametrize("chunk_size", [16, 7])
+def test_mask_after_exp_equals_chunked_float64(x64, chunk_size):
+    # No exponent overflows on ordinary inputs: the hazard is invisible, forward and backward.
+    inputs, weights = scan_inputs(groups=2), cotangent()
+    ref = value_and_grads("chunked", inputs, weights, jnp.float64, chunk_size=chunk_size)
+    test = value_and_grads("chunked_mask_after_exp", inputs, weights, jnp.float64, chunk_size=chunk_size)
+    diffs = max_rel_diffs(test, ref)
+    print(f"chunk {chunk_size} mask_after_exp vs chunked float64 max rel diff", diffs)
+    assert max(diffs.values()) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_mask_after_exp_nan_gradients_where_exp_overflows(x64, dtype):
+    # dt·A = -150 per step: within a chunk of 16, exp(cs_l - cs_s) above the diagonal overflows
+    # from a gap of 1 step in float32 (150 > 88.7) and of 5 in float64 (750 > 709.8). A position s
+    # with an overflowing l < s in its chunk gets a NaN dB_s (and Q - gap of them per chunk);
+    # symmetrically for dC; the NaN reaches every dt and A through the cumsum; dx stays finite.
+    x, _, _, B, C = scan_inputs()
+    dt, A = np.full((BATCH, LENGTH, HEADS), 5.0), np.full((HEADS,), -30.0)
+    inputs, weights, chunk_size = [x, dt, A, B, C], cotangent(), 16
+    gap = 1 if dtype == jnp.float32 else 5
+    per_state = BATCH * (LENGTH // chunk_size) * (chunk_size - gap) * STATE  # 960 / 704
+    expected = {"dx": 0, "ddt": BATCH * LENGTH * HEADS, "dA": HEADS, "dB": per_state, "dC": per_state}
+
+    stable = value_and_grads("chunked", inputs, weights, dtype, chunk_size=chunk_size)
+    hazard = value_and_grads("chunked_mask_after_exp", inputs, weights, dtype, chunk_size=chunk_size)
+    assert np.isfinite(hazard[0]).all()  # the forward pass hides it...
+    np.testing.assert_allclose(hazard[0], stable[0], rtol=1e-6, atol=0)
+    nans = {n: int(np.isnan(g).sum()) for n, g in zip(NAMES[1:], hazard[1:], strict=True)}
+    print(f"{np.dtype(dtype).name} mask_after_exp NaN counts", nans)
+    assert nans == expected  # ...the backward does not
+    assert all(int(np.isnan(g).sum()) == 0 for g in stable[1:])
+
+
+@pytest.mark.parametrize("chunk_size", [16, 7])
 def test_matches_torchref_float64(x64, chunk_size):
     inputs, weights = scan_inputs(groups=2, length=50), cotangent(length=50)
     # 1. torch
@@ -156,8 +191,21 @@ def test_selective_scan_dispatches_explicitly(x64):
     inputs = [jnp.asarray(t) for t in scan_inputs(length=20)]
     np.testing.assert_array_equal(selective_scan(*inputs, scan="chunked", chunk_size=8), ssd_chunked(*inputs, chunk_size=8))
     np.testing.assert_array_equal(selective_scan(*inputs, scan="sequential", chunk_size=8), ssd_sequential(*inputs))
+    np.testing.assert_array_equal(
+        selective_scan(*inputs, scan="chunked_mask_after_exp", chunk_size=8),
+        ssd_chunked(*inputs, chunk_size=8, mask_after_exp=True),
+    )
     with pytest.raises(ValueError, match="model.ssm.scan"):
         selective_scan(*inputs, scan="associative", chunk_size=8)
+
+
+def test_every_scan_is_a_config_value():
+    assert SCANS == torch_ssm.SCANS
+    for scan in SCANS:
+        assert load_config(None, [f"model.ssm.scan={scan}"]).model.ssm.scan == scan
+    assert load_config().model.ssm.scan == "chunked"  # never the hazard by default
+    with pytest.raises(ConfigError, match="model.ssm.scan"):
+        load_config(None, ["model.ssm.scan=associative"])
 
 
 def test_shape_mismatch_raises():

@@ -116,10 +116,53 @@ def test_masking_before_exp_keeps_gradients_finite(dtype):
             assert max(max_rel_diffs(test, ref).values()) < 1e-10
 
 
+@pytest.mark.parametrize("chunk_size", [16, 7])
+def test_mask_after_exp_equals_chunked_float64(chunk_size):
+    # No exponent overflows on ordinary inputs: the hazard is invisible, forward and backward.
+    inputs = scan_inputs(torch.float64, groups=2)
+    weights = torch.randn(BATCH, LENGTH, HEADS, HEADDIM, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ref = value_and_grads(lambda *a: ssd_chunked(*a, chunk_size=chunk_size), inputs, weights)
+    test = value_and_grads(lambda *a: ssd_chunked(*a, chunk_size=chunk_size, mask_after_exp=True), inputs, weights)
+    diffs = max_rel_diffs(test, ref)
+    print(f"chunk {chunk_size} mask_after_exp vs chunked float64 max rel diff", diffs)
+    assert max(diffs.values()) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mask_after_exp_nan_gradients_where_exp_overflows(dtype):
+    # dt·A = -150 per step: within a chunk of 16, exp(cs_l - cs_s) above the diagonal overflows
+    # from a gap of 1 step in float32 (150 > 88.7) and of 5 in float64 (750 > 709.8). A position s
+    # with an overflowing l < s in its chunk gets a NaN dB_s (and Q - gap of them per chunk);
+    # symmetrically for dC; the NaN reaches every dt and A through the cumsum; dx stays finite.
+    x, _, _, B, C = scan_inputs(dtype)
+    dt = torch.full((BATCH, LENGTH, HEADS), 5.0, dtype=dtype)
+    A = torch.full((HEADS,), -30.0, dtype=dtype)
+    weights = torch.randn(BATCH, LENGTH, HEADS, HEADDIM, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    chunk_size = 16
+    gap = 1 if dtype == torch.float32 else 5
+    per_state = BATCH * (LENGTH // chunk_size) * (chunk_size - gap) * STATE  # 960 / 704
+    expected = {"dx": 0, "ddt": BATCH * LENGTH * HEADS, "dA": HEADS, "dB": per_state, "dC": per_state}
+
+    stable = value_and_grads(lambda *a: selective_scan(*a, scan="chunked", chunk_size=chunk_size), [x, dt, A, B, C], weights)
+    hazard = value_and_grads(
+        lambda *a: selective_scan(*a, scan="chunked_mask_after_exp", chunk_size=chunk_size), [x, dt, A, B, C], weights
+    )
+    assert torch.isfinite(hazard[0]).all()  # the forward pass hides it...
+    torch.testing.assert_close(hazard[0], stable[0], rtol=1e-6, atol=0)
+    nans = {n: int(torch.isnan(g).sum()) for n, g in zip(["dx", "ddt", "dA", "dB", "dC"], hazard[1:], strict=True)}
+    print(f"{dtype} mask_after_exp NaN counts", nans)
+    assert nans == expected  # ...the backward does not
+    assert all(int(torch.isnan(g).sum()) == 0 for g in stable[1:])
+
+
 def test_selective_scan_dispatches_explicitly():
     inputs = scan_inputs(torch.float64, length=20)
     torch.testing.assert_close(selective_scan(*inputs, scan="chunked", chunk_size=8), ssd_chunked(*inputs, chunk_size=8), rtol=0, atol=0)
     torch.testing.assert_close(selective_scan(*inputs, scan="sequential", chunk_size=8), ssd_sequential(*inputs), rtol=0, atol=0)
+    torch.testing.assert_close(
+        selective_scan(*inputs, scan="chunked_mask_after_exp", chunk_size=8),
+        ssd_chunked(*inputs, chunk_size=8, mask_after_exp=True), rtol=0, atol=0,
+    )
     with pytest.raises(ValueError, match="model.ssm.scan"):
         selective_scan(*inputs, scan="associative", chunk_size=8)
 
