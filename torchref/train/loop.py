@@ -78,6 +78,27 @@ def _save_atomic(value, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_dump(workdir: str | Path, config, model: torch.nn.Module, generator_state: torch.Tensor,
+               batch: dict[str, np.ndarray], info: dict) -> Path:
+    """The failed step's batch, the model's state dict (the optimizer never stepped on it, so it is
+    the state from before) and the dropout Generator's state from before the step; `info` as
+    jaxbrr.train.nan.write_dump's. Written to a temporary name and renamed."""
+    final = dump_dir(workdir, info["step"])
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.savez(tmp / "batch.npz", **{key: np.asarray(value) for key, value in batch.items()})
+    torch.save(model.state_dict(), tmp / "model.pt")
+    state = base64.b64encode(generator_state.numpy().tobytes()).decode()
+    rng = {"dropout": {"generator_state_base64": state}}  # torch.Generator().set_state of these bytes
+    record = {**info, "rng": rng, "replay": replay_command(final), "config": config_to_dict(config)}
+    (tmp / "nan.json").write_text(json.dumps(record, indent=1, default=str))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
 class Trainer(Loop):
     """The torchref loop: eager forward/backward on the CPU; torch.save checkpoints."""
 
@@ -180,22 +201,7 @@ class Trainer(Loop):
         return state["meta"]
 
     def _dump(self, batch: dict[str, np.ndarray], info: dict) -> Path:
-        """The failed step's batch, the model's state dict (the optimizer never stepped on it, so
-        it is the state from before) and the dropout Generator's state from before the step."""
-        final = dump_dir(self.workdir, info["step"])
-        tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        np.savez(tmp / "batch.npz", **{key: np.asarray(value) for key, value in batch.items()})
-        torch.save(self.model.state_dict(), tmp / "model.pt")
-        state = base64.b64encode(self.generator_before.numpy().tobytes()).decode()
-        rng = {"dropout": {"generator_state_base64": state}}  # torch.Generator().set_state of these bytes
-        record = {**info, "rng": rng, "replay": replay_command(final), "config": config_to_dict(self.config)}
-        (tmp / "nan.json").write_text(json.dumps(record, indent=1, default=str))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        return final
+        return write_dump(self.workdir, self.config, self.model, self.generator_before, batch, info)
 
     def checkpoint_path(self, kind: str, step: int) -> Path:
         return checkpoint_path(self.workdir, kind, step)
