@@ -1,0 +1,367 @@
+"""One framework's forward and backward on one batch, stage by stage: what the localiser compares.
+
+    run = run_torch(torch_model, batch, train_cfg, "float32")   # or run_jax(jax_model, ...)
+    run.taps["adjacency"], run.cotangents["adjacency"], run.grads["gnn.norms.0.weight"]
+
+Both models are graphs of stages (`ModelConfig.stage_inputs`, `SeizureDetector.stages()`). A run
+adds a zero `perturbation` to every stage output, so the gradient of the loss with respect to it
+is the cotangent ∂loss/∂tap, summed over every path, in both frameworks alike. Arrays come back
+as numpy in the tap layout (torchref's); parameter gradients under torch state-dict names and
+layout (parity/convert.py's rules, all of which are linear, so they carry gradients too).
+
+Stage replay (`*_stage_forward`, `*_local_cotangent`) evaluates one stage, or the backward of the
+stages that consume one tap, on inputs given from outside (the other framework's), so a local
+difference can be told from one inherited from upstream. `torch_first_nonfinite` and
+`jax_first_nonfinite` name the operation where a non-finite value is born.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from flax import nnx
+from jax.experimental import checkify
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import jaxbrr.train.loss as jloss
+import torchref.train.loss as tloss
+from jaxbrr.config import MODEL_INPUT, ModelConfig, TrainConfig
+from parity.convert import plan
+
+LOSS = "loss"  # the pseudo-stage after logits: the training loss of the batch
+
+
+@dataclass
+class Batch:
+    x: np.ndarray  # (B, C, T) float32, preprocessed
+    y: np.ndarray | None = None  # (B, T) 0/1 labels; None: all zero (background), and said so
+    valid: np.ndarray | None = None  # (B,) bool: windows that count in the loss; None: all
+    pos_weight: float = 1.0  # the loss's positive-class weight, as the training step had it
+
+    def labels(self) -> np.ndarray:
+        return self.y if self.y is not None else np.zeros(self.x.shape[::2], np.float32)
+
+
+@dataclass
+class Run:
+    framework: str  # "torch" | "jax"
+    dtype: str
+    taps: dict[str, np.ndarray]  # forward, in forward order
+    loss: np.ndarray  # () the batch's training loss
+    cotangents: dict[str, np.ndarray]  # ∂loss/∂tap, same names as taps
+    grads: dict[str, np.ndarray]  # torch state-dict name -> ∂loss/∂parameter
+    errors: dict[str, str] = field(default_factory=dict)  # stage -> what it raised (torch only)
+
+
+def consumers(stage_inputs: dict[str, tuple[str, ...]], tap: str) -> list[str]:
+    """The stages that read `tap` (LOSS for the logits)."""
+    found = [name for name, inputs in stage_inputs.items() if tap in inputs]
+    return found or [LOSS]
+
+
+def _numpy(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+    value = np.asarray(value)
+    return value.astype(np.float32) if value.dtype.name == "bfloat16" else value
+
+
+# ----------------------------------------------------------------------------------------------
+# torch
+
+
+def _tensor(array, dtype: torch.dtype) -> torch.Tensor:
+    """A torch copy of a numpy array (taps that came back from JAX are read-only views)."""
+    return torch.tensor(np.asarray(array), dtype=dtype)
+
+
+def _torch_loss(logits, batch: Batch, cfg: TrainConfig) -> torch.Tensor:
+    labels = _tensor(batch.labels(), logits.dtype)
+    valid = torch.tensor(batch.valid) if batch.valid is not None else None
+    return tloss.compute_loss(logits, labels, cfg, batch.pos_weight, valid)
+
+
+def _raised_stage(error: Exception, shape: tuple, inputs: list[torch.Tensor], dtype) -> torch.Tensor:
+    """A stage that raised (torch.linalg.eigh does, on NaN input, where JAX returns NaN) outputs
+    NaN, and its derivative is NaN too: 0·Σinputs ties the NaN cotangent to every input."""
+    tie = sum((0 * t.sum() for t in inputs if t.requires_grad), torch.zeros((), dtype=dtype))
+    return torch.full(shape, math.nan, dtype=dtype) + tie
+
+
+def run_torch(model: torch.nn.Module, batch: Batch, cfg: TrainConfig, shapes: dict[str, tuple]) -> Run:
+    """Forward tap by tap, the loss, and ∂loss/∂(every tap and parameter), in the model's dtype.
+    `shapes` (tap -> shape) stands in for a stage that raises."""
+    dtype = next(model.parameters()).dtype
+    stage_inputs = model.config.stage_inputs
+    values = {MODEL_INPUT: _tensor(batch.x, dtype)}
+    perturbations, errors = {}, {}
+    for name, stage in model.stages().items():
+        inputs = [values[i] for i in stage_inputs[name]]
+        try:
+            out = stage(*inputs)
+        except RuntimeError as error:
+            errors[name] = str(error).splitlines()[0]
+            out = _raised_stage(error, shapes[name], inputs, dtype)
+        perturbations[name] = torch.zeros_like(out, requires_grad=True)
+        values[name] = out + perturbations[name]
+    loss = _torch_loss(values["logits"], batch, cfg)
+    params = dict(model.named_parameters())
+    grads = torch.autograd.grad(loss, [*perturbations.values(), *params.values()], allow_unused=True)
+    grads = [g if g is not None else torch.zeros_like(t)
+             for g, t in zip(grads, [*perturbations.values(), *params.values()], strict=True)]
+    n = len(perturbations)
+    return Run(
+        framework="torch", dtype=str(dtype).removeprefix("torch."),
+        taps={name: _numpy(values[name]) for name in perturbations}, loss=_numpy(loss),
+        cotangents={name: _numpy(g) for name, g in zip(perturbations, grads[:n], strict=True)},
+        grads={name: _numpy(g) for name, g in zip(params, grads[n:], strict=True)}, errors=errors,
+    )
+
+
+def torch_stage_forward(model: torch.nn.Module, name: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """One stage of the torch model on given (numpy) inputs."""
+    dtype = next(model.parameters()).dtype
+    args = [_tensor(inputs[i], dtype) for i in model.config.stage_inputs[name]]
+    with torch.no_grad():
+        return _numpy(model.stages()[name](*args))
+
+
+def _torch_inner(model, tap, value, values, cotangents, batch, cfg):
+    """Σ over the consumers c of `tap` of <c(inputs with tap = value), ∂loss/∂c> (the loss itself
+    for the logits): its gradient in `value` is the tap's cotangent given the consumers'."""
+    dtype = value.dtype
+    stage_inputs, stages = model.config.stage_inputs, model.stages()
+    total = torch.zeros((), dtype=dtype)
+    for consumer in consumers(stage_inputs, tap):
+        if consumer == LOSS:
+            total = total + _torch_loss(value, batch, cfg)
+            continue
+        args = [value if i == tap else _tensor(values[i], dtype)
+                for i in stage_inputs[consumer]]
+        cotangent = _tensor(cotangents[consumer], dtype)
+        total = total + (stages[consumer](*args) * cotangent).sum()
+    return total
+
+
+def torch_local_cotangent(model, tap: str, values: dict, cotangents: dict, batch: Batch, cfg: TrainConfig) -> np.ndarray:
+    """∂loss/∂tap from the consumers' cotangents and forward inputs given from outside."""
+    dtype = next(model.parameters()).dtype
+    value = _tensor(values[tap], dtype).requires_grad_(True)
+    total = _torch_inner(model, tap, value, values, cotangents, batch, cfg)
+    (grad,) = torch.autograd.grad(total, [value], allow_unused=True)
+    return _numpy(grad if grad is not None else torch.zeros_like(value))
+
+
+class _FirstNonFinite(TorchDispatchMode):
+    """Records the first aten op whose output holds NaN/Inf while its inputs are all finite, and
+    the autograd node running it (in a backward pass: e.g. LinalgEighBackward0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: str | None = None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.found is not None:
+            return func(*args, **(kwargs or {}))
+        inputs = [t for t in torch.utils._pytree.tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        finite = all(bool(torch.isfinite(t).all()) for t in inputs)  # before: ops may work in place
+        out = func(*args, **(kwargs or {}))
+        outputs = [t for t in torch.utils._pytree.tree_leaves(out)
+                   if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        if finite and any(not bool(torch.isfinite(t).all()) for t in outputs):
+            node = torch._C._current_autograd_node()
+            self.found = str(func) + (f" in {node.name()}" if node is not None else "")
+        return out
+
+
+def torch_first_nonfinite(fn: Callable[[], object]) -> str | None:
+    """The op where fn() first makes a non-finite value from finite ones (or what it raised)."""
+    mode = _FirstNonFinite()
+    try:
+        with mode:
+            fn()
+    except RuntimeError as error:
+        return mode.found or f"raised: {str(error).splitlines()[0]}"
+    return mode.found
+
+
+# ----------------------------------------------------------------------------------------------
+# jax
+
+
+def _jax_loss(logits, batch: Batch, cfg: TrainConfig) -> jax.Array:
+    labels = jnp.asarray(batch.labels(), logits.dtype)
+    valid = jnp.asarray(batch.valid) if batch.valid is not None else None
+    return jloss.compute_loss(logits, labels, cfg, batch.pos_weight, valid)
+
+
+def _jax_forward(model: nnx.Module, x, perturbations: dict | None) -> dict:
+    stage_inputs = model.config.stage_inputs
+    values = {MODEL_INPUT: x}
+    for name, stage in model.stages().items():
+        out = stage(*(values[i] for i in stage_inputs[name]))
+        values[name] = out if perturbations is None else out + perturbations[name]
+    del values[MODEL_INPUT]
+    return values
+
+
+def tap_shapes(model: nnx.Module, x: np.ndarray) -> dict[str, jax.ShapeDtypeStruct]:
+    """Every tap's shape and dtype, traced, nothing computed."""
+    graphdef, state = nnx.split(model)
+    return jax.eval_shape(lambda s, x: _jax_forward(nnx.merge(graphdef, s), x, None), state, x)
+
+
+def _param_dtype(model: nnx.Module):
+    return jax.tree.leaves(nnx.state(model, nnx.Param))[0].dtype
+
+
+def run_jax(model: nnx.Module, batch: Batch, cfg: TrainConfig) -> Run:
+    """As run_torch: forward taps, loss, ∂loss/∂(taps, parameters); one jit."""
+    dtype = _param_dtype(model)
+    x = jnp.asarray(batch.x, dtype)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    shapes = tap_shapes(model, x)
+    perturbations = {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
+
+    def loss_of(params, perturbations):
+        values = _jax_forward(nnx.merge(graphdef, params, rest), x, perturbations)
+        return _jax_loss(values["logits"], batch, cfg), values
+
+    grad_fn = jax.jit(jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True))
+    (loss, values), (param_grads, cotangents) = grad_fn(params, perturbations)
+    by_path = dict(nnx.to_flat_state(param_grads))
+    grads = {entry.torch_key: np.ascontiguousarray(entry.leaf.to_torch(_numpy(by_path[entry.nnx_path].get_value())))
+             for entry in plan(model)}
+    return Run(
+        framework="jax", dtype=jnp.dtype(dtype).name, taps={name: _numpy(values[name]) for name in shapes},
+        loss=_numpy(loss), cotangents={name: _numpy(cotangents[name]) for name in shapes}, grads=grads,
+    )
+
+
+def _functional(model: nnx.Module, body: Callable) -> tuple[Callable, nnx.State]:
+    """(fn, state): body(model, *args) as fn(state, *args), pure, for jit and checkify (the
+    weights are an argument, not constants baked into the compiled code)."""
+    graphdef, state = nnx.split(model)
+    return (lambda state, *args: body(nnx.merge(graphdef, state), *args)), state
+
+
+def _jax_stage_fn(model: nnx.Module, name: str) -> Callable:
+    inputs = model.config.stage_inputs[name]
+    return _functional(model, lambda m, values: m.stages()[name](*(values[i] for i in inputs)))
+
+
+def _jax_values(model: nnx.Module, values: dict[str, np.ndarray], names) -> dict[str, jax.Array]:
+    dtype = _param_dtype(model)
+    return {name: jnp.asarray(values[name], dtype if values[name].dtype.kind == "f" else None) for name in names}
+
+
+def jax_stage_forward(model: nnx.Module, name: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """One stage of the NNX model on given (numpy) inputs."""
+    values = _jax_values(model, inputs, model.config.stage_inputs[name])
+    fn, state = _jax_stage_fn(model, name)
+    return _numpy(jax.jit(fn)(state, values))
+
+
+def _jax_cotangent_fn(model: nnx.Module, tap: str, batch: Batch, cfg: TrainConfig) -> Callable:
+    stage_inputs = model.config.stage_inputs
+
+    def cotangent(m, value, values, cotangents):
+        def inner(value):
+            total = jnp.zeros((), value.dtype)
+            for consumer in consumers(stage_inputs, tap):
+                if consumer == LOSS:
+                    total = total + _jax_loss(value, batch, cfg)
+                    continue
+                args = [value if i == tap else values[i] for i in stage_inputs[consumer]]
+                total = total + (m.stages()[consumer](*args) * cotangents[consumer]).sum()
+            return total
+
+        return jax.grad(inner)(value)
+
+    return _functional(model, cotangent)
+
+
+def _cotangent_args(model, tap, values, cotangents):
+    stage_inputs = model.config.stage_inputs
+    users = [c for c in consumers(stage_inputs, tap) if c != LOSS]
+    needed = {i for c in users for i in stage_inputs[c]} - {tap}
+    return (_jax_values(model, values, [tap])[tap], _jax_values(model, values, needed),
+            _jax_values(model, cotangents, users))
+
+
+def jax_local_cotangent(model, tap: str, values: dict, cotangents: dict, batch: Batch, cfg: TrainConfig) -> np.ndarray:
+    """∂loss/∂tap from the consumers' cotangents and forward inputs given from outside."""
+    fn, state = _jax_cotangent_fn(model, tap, batch, cfg)
+    return _numpy(jax.jit(fn)(state, *_cotangent_args(model, tap, values, cotangents)))
+
+
+def _source_line(error: BaseException) -> str:
+    """The innermost frame of the project (jaxbrr/, parity/) in error's traceback, else the last."""
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = [f for f in frames if "/jaxbrr/" in f.filename]
+    frame = (ours or frames or [None])[-1]
+    return f" at {frame.filename}:{frame.lineno} ({frame.name})" if frame else ""
+
+
+def _checkify_location(error: BaseException) -> str:
+    """Where checkify saw the primitive: the innermost project frame, else the outermost frame
+    its (short) traceback recorded, e.g. jax/_src/numpy/linalg.py:940 (eigh)."""
+    traceback_info = getattr(error, "traceback_info", None)
+    frames = list(traceback_info.frames) if traceback_info is not None else []
+    ours = [f for f in frames if "/jaxbrr/" in f.file_name]
+    frame = (ours or frames or [None])[-1]
+    if frame is None:
+        return ""
+    short = frame.file_name.split("site-packages/")[-1]
+    return f" at {short}:{frame.line_num} ({frame.function_name})"
+
+
+def jax_first_nonfinite(fn: Callable, *args) -> str | None:
+    """The primitive where fn(*args) first makes a NaN (checkify's float checks: primitive and
+    source line) or, failing that, an Inf (jax_debug_infs re-runs it op by op)."""
+    error, _ = jax.jit(checkify.checkify(fn, errors=checkify.float_checks))(*args)
+    exception = error.get_exception()
+    if exception is not None:
+        return str(exception).splitlines()[0].rstrip(".") + _checkify_location(exception)
+    try:
+        with jax.debug_infs(True):
+            jax.block_until_ready(jax.jit(fn)(*args))
+    except FloatingPointError as found:
+        return str(found).splitlines()[0] + _source_line(found)
+    return None
+
+
+def jax_stage_op(model: nnx.Module, name: str, inputs: dict[str, np.ndarray]) -> str | None:
+    values = _jax_values(model, inputs, model.config.stage_inputs[name])
+    fn, state = _jax_stage_fn(model, name)
+    return jax_first_nonfinite(fn, state, values)
+
+
+def jax_cotangent_op(model, tap, values, cotangents, batch, cfg) -> str | None:
+    fn, state = _jax_cotangent_fn(model, tap, batch, cfg)
+    return jax_first_nonfinite(fn, state, *_cotangent_args(model, tap, values, cotangents))
+
+
+def torch_stage_op(model, name: str, inputs: dict[str, np.ndarray]) -> str | None:
+    return torch_first_nonfinite(lambda: torch_stage_forward(model, name, inputs))
+
+
+def torch_cotangent_op(model, tap, values, cotangents, batch, cfg) -> str | None:
+    return torch_first_nonfinite(lambda: torch_local_cotangent(model, tap, values, cotangents, batch, cfg))
+
+
+def parameter_stage(config: ModelConfig) -> dict[str, str]:
+    """Top-level module of the model -> the stage that runs it (for grouping gradients)."""
+    table = {"tcn": "tcn", "proj_to_electrodes": "electrodes", "node_mamba": "node_mamba",
+             "edge_lift": "edge_weights", "edge_mamba": "edge_weights", "edge_proj": "edge_weights",
+             "gnn": "gnn", "proj_from_electrodes": "from_electrodes", "mamba": "mamba", "head": "logits"}
+    return {module: stage for module, stage in table.items() if stage in config.stage_inputs}

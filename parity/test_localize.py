@@ -1,0 +1,256 @@
+"""The NaN localiser: verdict rules on hand-made runs, then every scenario of the catalogue end to
+end (expected verdict and first tap), the JSON report's schema, training dumps of both
+frameworks replayed through the command they print, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+
+import numpy as np
+import pytest
+
+from parity import localize, scenarios
+from parity.runs import Run
+from parity.verdicts import VERDICTS, find, tap_rows
+
+# ----------------------------------------------------------------------------------------------
+# verdict rules, on a three-stage graph with hand-made runs (no model, instant)
+
+STAGES = {"input": ("x",), "tcn": ("input",), "logits": ("tcn",)}
+MODULES = {"tcn": "tcn", "head": "logits"}
+
+
+def _runs(edit=None, x_scale=1.0) -> list[Run]:
+    """torch and jax at float64 and float32, all equal; edit(framework, dtype, run) changes one."""
+    rng = np.random.default_rng(0)
+    base = {"input": rng.standard_normal((2, 3, 8)) * x_scale, "tcn": rng.standard_normal((2, 4, 2)),
+            "logits": rng.standard_normal((2, 8))}
+    grads = {"tcn.weight": rng.standard_normal((4, 3)), "head.weight": rng.standard_normal((4,))}
+    out = []
+    for dtype in ("float64", "float32"):
+        for framework in ("torch", "jax"):
+            def cast(tree, dtype=dtype):  # a copy per run
+                return {k: np.array(v, dtype) for k, v in tree.items()}
+            run = Run(framework, dtype, cast(base), np.array(0.5, dtype), cast(base), cast(grads))
+            if edit is not None:
+                edit(framework, dtype, run)
+            out.append(run)
+    return out
+
+
+def _verdict(runs):
+    rows = tap_rows(runs, STAGES, MODULES, extreme=10.0)
+    findings = find(rows)
+    return rows, findings, (findings[0].verdict, findings[0].row, findings[0].side) if findings else ("CLEAN",)
+
+
+def _poison(name, value, kind="taps"):
+    def edit(framework, dtype, run, frameworks=("torch", "jax"), dtypes=("float32", "float64")):
+        if framework in frameworks and dtype in dtypes:
+            getattr(run, kind)[name] = np.full_like(getattr(run, kind)[name], value)
+    return edit
+
+
+def test_identical_runs_are_clean():
+    rows, findings, verdict = _verdict(_runs())
+    assert verdict == ("CLEAN",) and findings == []
+    assert [r.name for r in rows] == ["input", "tcn", "logits", "loss", "∂logits", "∂tcn", "∂input",
+                                      "∇tcn", "∇head"]
+
+
+def test_one_sided_nan_at_float64_is_framework_with_the_side():
+    def edit(framework, dtype, run):
+        if framework == "jax":
+            run.taps["tcn"][0, 0, 0] = math.nan
+            run.taps["logits"][:] = math.nan  # inherited downstream: not a second finding
+    rows, findings, verdict = _verdict(_runs(edit))
+    assert verdict == ("FRAMEWORK", "tcn", "jax")
+    assert [f.row for f in findings] == ["tcn"]
+    assert not next(r for r in rows if r.name == "logits").born
+
+
+def test_nan_on_both_sides_in_float64_is_model():
+    rows, findings, verdict = _verdict(_runs(_poison("tcn", math.nan, "cotangents")))
+    assert verdict == ("MODEL", "∂tcn", "both")
+
+
+def test_float32_only_overflow_is_precision():
+    def edit(framework, dtype, run):
+        if dtype == "float32":
+            run.taps["tcn"][1] = math.inf
+    rows, findings, verdict = _verdict(_runs(edit))
+    assert verdict == ("PRECISION", "tcn", "both")
+    assert "finite at float64" in findings[0].detail
+
+
+def test_extreme_batch_is_data_and_what_follows_is_reported_too():
+    def edit(framework, dtype, run):
+        if dtype == "float32":
+            run.taps["tcn"][:] = math.inf
+    rows, findings, verdict = _verdict(_runs(edit, x_scale=30.0))
+    assert [(f.verdict, f.row) for f in findings] == [("DATA", "input"), ("PRECISION", "tcn")]
+
+
+def test_finite_difference_beyond_tolerance_is_drift_blaming_the_side_farther_from_float64():
+    def edit(framework, dtype, run):
+        if framework == "jax":
+            run.taps["tcn"] = run.taps["tcn"] * (1 + 1e-3)
+    rows, findings, verdict = _verdict(_runs(edit))
+    assert verdict[:2] == ("DRIFT", "tcn")
+    assert "float64 too" in findings[0].detail
+
+    def edit32(framework, dtype, run):
+        if framework == "jax" and dtype == "float32":
+            run.taps["tcn"] = run.taps["tcn"] * (1 + 1e-3)
+    rows, findings, verdict = _verdict(_runs(edit32))
+    assert verdict == ("DRIFT", "tcn", "jax")
+
+
+def test_float32_disagreement_that_float64_blames_on_neither_side_is_rounding_not_drift():
+    def edit(framework, dtype, run):
+        if dtype == "float32":  # one element, torch up and jax down: 1.6e-4 apart, each 0.8e-4 off
+            scale = np.abs(run.taps["tcn"]).max()
+            run.taps["tcn"][0, 0, 0] += (1 if framework == "torch" else -1) * np.float32(0.8e-4 * scale)
+    rows, findings, verdict = _verdict(_runs(edit))
+    tcn = next(r for r in rows if r.name == "tcn")
+    assert not tcn.compare["float32"].passed and tcn.drifted == "neither"
+    assert verdict == ("CLEAN",) and tcn.verdict == "CLEAN" and tcn.rounding
+
+
+# ----------------------------------------------------------------------------------------------
+# the scenario catalogue, end to end on the tiny model (both frameworks, float32 and float64)
+
+
+@pytest.fixture(scope="module")
+def reports():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            problem = scenarios.build(name)
+            cache[name] = localize.localize(problem, problem.expected["dtypes"])
+        return cache[name]
+    return get
+
+
+@pytest.mark.parametrize("name", list(scenarios.SCENARIOS))
+def test_scenario_gives_its_expected_verdict_and_first_tap(reports, name):
+    report = reports(name)
+    expected = report.problem.expected
+    print(localize.format_report(report))
+    assert report.verdict == expected["verdict"]
+    assert (report.first.row if report.first else None) == expected["tap"]
+
+
+def test_outlier_reports_data_then_precision_in_the_tcn(reports):
+    report = reports("outlier")
+    assert [(f.verdict, f.row) for f in report.findings][:2] == [("DATA", "input"), ("PRECISION", "tcn")]
+    assert report.rows[0].max_abs_x > localize.EXTREME_SIGMA  # 1256 µV unclipped: 16 σ of this recording
+
+
+def test_eigh_degenerate_names_the_eigh_backward_and_every_degenerate_graph(reports):
+    report = reports("eigh-degenerate")
+    op = report.first.op
+    assert "LinalgEighBackward0" in op["torch"] and "linalg.py" in op["jax"], op
+    eigh = report.eigh
+    assert eigh["graphs_with_repeats"] == eigh["graphs"] == 2 * 32  # B=2, 64 steps / interval 2
+    assert {(e["multiplicity"], round(e["eigenvalue"], 6)) for e in eigh["repeated"]} == {(19, 1.0001)}
+    replay = [r for r in report.replay if r["tap"] == "∂adjacency"]
+    assert replay and all(r["nonfinite"]["result"] == r["nonfinite"]["expected"] > 0 for r in replay)
+
+
+def test_exp_mask_names_the_node_mamba_parameters(reports):
+    report = reports("exp-mask")
+    bad = report.nonfinite_parameters()
+    assert "node_mamba.layers.0.fwd" in bad
+    assert not any(module.startswith("head") for module in bad)  # downstream of the birth: finite
+
+
+def test_drift_replay_shows_the_difference_is_local_to_edge_weights(reports):
+    report = reports("drift")
+    replayed = [r for r in report.replay if r["tap"] == "edge_weights" and r["dtype"] == "float64"]
+    assert replayed and not any(r["passed"] for r in replayed)  # torch's inputs do not remove it
+
+
+def test_json_report_follows_the_documented_schema(reports, tmp_path):
+    report = reports("eigh-degenerate")
+    localize.write_json(report, tmp_path / "report.json")
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["schema"] == localize.SCHEMA
+    assert set(data) >= {"source", "batch", "dtypes", "versions", "verdict", "first", "findings", "rows",
+                         "replay", "nonfinite_parameters", "eigh", "errors", "expected"}
+    assert data["verdict"] in VERDICTS and data["first"]["tap"] == "∂adjacency"
+    row = next(r for r in data["rows"] if r["name"] == "∂adjacency")
+    # the PE is recomputed every semi_dynamic_interval = 2 steps: 32 of the 64 graphs per window
+    assert row["nonfinite"]["jax/float64"]["nan"] == 2 * 32 * 19 * 19
+    assert set(row) >= {"kind", "shape", "verdict", "born", "max_abs", "max_rel", "err64", "upstream"}
+
+
+# ----------------------------------------------------------------------------------------------
+# training dumps of both frameworks, through the command they print
+
+
+def _dump_problem():
+    problem = scenarios.build("eigh-degenerate")
+    batch = {"x": problem.batch.x, "y": problem.batch.y, "valid": np.ones(len(problem.batch.x), bool)}
+    info = {"step": 7, "epoch": 0, "batch": 7, "pos_weight": 1.0, "why": "non-finite loss", "error": None}
+    return problem, batch, info
+
+
+def _replay(path, capsys) -> tuple[int, str]:
+    record = json.loads((path / "nan.json").read_text())
+    command = shlex.split(record["replay"])
+    assert command[:3] == ["python", "-m", "parity.localize"]
+    code = localize.main([*command[3:], "--dtype", "float64"])
+    return code, capsys.readouterr().out
+
+
+def test_torchref_dump_replays_unchanged(tmp_path, capsys):
+    import torch
+
+    import torchref.model as tmodel
+    from torchref.train.loop import write_dump
+
+    problem, batch, info = _dump_problem()
+    model = tmodel.SeizureDetector(problem.config.model)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in problem.weights.items()})
+    path = write_dump(tmp_path, problem.config, model, torch.Generator().get_state(), batch, info)
+    code, out = _replay(path, capsys)
+    assert code == 1 and "VERDICT: MODEL at ∂adjacency" in out
+
+
+def test_jaxbrr_dump_replays_unchanged(tmp_path, capsys):
+    from flax import nnx
+
+    from jaxbrr.model import SeizureDetector
+    from jaxbrr.train.nan import write_dump
+    from jaxbrr.train.optim import make_nnx_optimizer
+    from parity.convert import _fill_jax, plan
+
+    problem, batch, info = _dump_problem()
+    model = SeizureDetector(problem.config.model, rngs=nnx.Rngs(0))
+    _fill_jax(plan(model), problem.weights, "the scenario's weights")
+    optimizer = make_nnx_optimizer(model, problem.config.train, total_steps=10)
+    path = write_dump(tmp_path, problem.config, model, optimizer, batch, info)
+    code, out = _replay(path, capsys)
+    assert code == 1 and "VERDICT: MODEL at ∂adjacency" in out
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: exit 2, the file and the fix named
+
+
+def test_bad_inputs_name_the_file_and_the_fix(tmp_path, capsys):
+    np.savez(tmp_path / "nox.npz", y=np.zeros((1, 4)))
+    weights = tmp_path / "w.pt"
+    import torch
+
+    torch.save({}, weights)
+    assert localize.main(["--checkpoint", str(weights), "--batch", str(tmp_path / "nox.npz")]) == 2
+    assert "pass --config" in capsys.readouterr().err
+    assert localize.main(["--dump", str(tmp_path)]) == 2
+    assert "no nan.json" in capsys.readouterr().err
+    with pytest.raises(localize.LocalizeError, match="needs 'x'"):
+        localize.read_batch(tmp_path / "nox.npz")

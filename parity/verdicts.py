@@ -1,0 +1,243 @@
+"""DESIGN.md §5 verdicts, tap by tap, from the runs of both frameworks at every dtype.
+
+    rows = tap_rows(runs, stage_inputs, groups, extreme)   # forward, loss, backward, parameters
+    findings = find(rows)                                 # where each problem is born, in order
+
+A row holds, for one tap (or its cotangent, or one module's parameter gradients), the NaN and Inf
+counts of every (framework, dtype) run, the torch↔jax difference at every dtype, and the float64
+error of each side. Its verdict:
+
+    DATA       the batch (the `input` tap) holds NaN/Inf or |x| > extreme (z-scored σ)
+    MODEL      non-finite on both sides at the highest precision run (float64): the math is
+               undefined there
+    FRAMEWORK  non-finite on one side only at the highest precision run: that side and its op
+    PRECISION  finite at the highest precision, non-finite at a lower one (on either side)
+    DRIFT      all finite, but torch and jax differ beyond parity/tolerances.py (at float64, or
+               at float32 where the float64 run names a side that drifted: tolerances.arbitrate)
+    CLEAN      nothing to report. A float32 difference beyond tolerance where both sides are
+               within tolerance of float64 (arbitrate: "neither") is rounding, amplified by an
+               ill-conditioned stage; the row is CLEAN and marked `rounding`
+
+A non-finite row is *born* when some run is non-finite there while every row it is computed from
+is finite in that run; otherwise it inherits its NaN from upstream. The findings are the born
+rows (and, where nothing is non-finite, the first drifting one); the first finding is the verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from jaxbrr.config import MODEL_INPUT
+from parity.compare import Row, compare_arrays
+from parity.runs import LOSS, Run, consumers
+from parity.tolerances import arbitrate
+
+VERDICTS = ("DATA", "MODEL", "FRAMEWORK", "PRECISION", "DRIFT", "CLEAN")
+# dtypes from the highest precision down: the highest one run is the arbiter
+PRECISIONS = ("float64", "float32", "bfloat16", "float16")
+BACKWARD = "∂"  # a cotangent row: ∂tap
+PARAMETERS = "∇"  # a parameter-gradient row: ∇module
+
+
+@dataclass
+class TapRow:
+    name: str  # "tcn", "loss", "∂tcn", "∇node_mamba.layers.0.fwd.in_proj"
+    kind: str  # forward | loss | backward | parameters
+    shape: tuple
+    nonfinite: dict[str, tuple[int, int]]  # "torch/float32" -> (NaN count, Inf count)
+    compare: dict[str, Row]  # dtype -> torch↔jax comparison (jax against torch)
+    err64: dict[str, float] = field(default_factory=dict)  # framework -> RMSE of its lowest dtype vs torch float64
+    drifted: str | None = None  # arbitrate(): torch | jax | both | neither (lowest dtype, when it fails)
+    max_abs_x: float = math.nan  # input row only: max |x| over finite values
+    upstream: tuple[str, ...] = ()  # the rows this one is computed from
+    verdict: str = "CLEAN"
+    born: bool = False
+    side: str | None = None  # torch | jax | both
+    detail: str = ""
+    op: dict[str, str] = field(default_factory=dict)  # framework -> op where it is born
+    # float32 sides differ beyond tolerance but float64 arbitration blames neither: CLEAN, shown
+    rounding: bool = False
+
+    def bad(self, run: str) -> bool:
+        return sum(self.nonfinite.get(run, (0, 0))) > 0
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "kind": self.kind, "shape": list(self.shape), "verdict": self.verdict,
+            "born": self.born, "side": self.side, "detail": self.detail, "op": self.op, "rounding": self.rounding,
+            "nonfinite": {run: {"nan": n, "inf": i} for run, (n, i) in self.nonfinite.items()},
+            "max_abs": {d: _finite(r.max_abs) for d, r in self.compare.items()},
+            "max_rel": {d: _finite(r.max_rel) for d, r in self.compare.items()},
+            "within_tolerance": {d: r.passed for d, r in self.compare.items()},
+            "err64": {k: _finite(v) for k, v in self.err64.items()}, "drifted": self.drifted,
+            "upstream": list(self.upstream),
+        }
+
+
+def _finite(value: float):
+    return value if math.isfinite(value) else str(value)
+
+
+def run_key(run: Run) -> str:
+    return f"{run.framework}/{run.dtype}"
+
+
+def dtypes_of(runs: list[Run]) -> list[str]:
+    """The dtypes run, highest precision first."""
+    return [d for d in PRECISIONS if any(r.dtype == d for r in runs)]
+
+
+def _counts(array: np.ndarray) -> tuple[int, int]:
+    array = np.asarray(array, np.float64)
+    return int(np.isnan(array).sum()), int(np.isinf(array).sum())
+
+
+def _rmse(a: np.ndarray, reference: np.ndarray) -> float:
+    a, reference = np.asarray(a, np.float64), np.asarray(reference, np.float64)
+    both = np.isfinite(a) & np.isfinite(reference)
+    if not both.all():
+        return math.inf
+    return float(np.sqrt(np.mean((a - reference) ** 2))) if a.size else 0.0
+
+
+def _row(name: str, kind: str, arrays: dict[str, np.ndarray], runs: list[Run], check: str,
+         upstream: tuple[str, ...]) -> TapRow:
+    """arrays: run key -> this row's array in that run."""
+    shape = next(iter(arrays.values())).shape
+    row = TapRow(name, kind, tuple(shape), {key: _counts(a) for key, a in arrays.items()}, {}, upstream=upstream)
+    dtypes = dtypes_of(runs)
+    for dtype in dtypes:
+        torch_array, jax_array = arrays.get(f"torch/{dtype}"), arrays.get(f"jax/{dtype}")
+        if torch_array is not None and jax_array is not None:
+            row.compare[dtype] = compare_arrays(name, jax_array, torch_array, check, _tolerance_dtype(dtype))
+    low = dtypes[-1]
+    if "float64" in dtypes and low != "float64" and "torch/float64" in arrays:
+        reference = arrays["torch/float64"]
+        for framework in ("torch", "jax"):
+            if f"{framework}/{low}" in arrays:
+                row.err64[framework] = _rmse(arrays[f"{framework}/{low}"], reference)
+        if low in row.compare and not row.compare[low].passed and f"jax/{low}" in arrays:
+            row.drifted = arbitrate(arrays[f"torch/{low}"], arrays[f"jax/{low}"], reference,
+                                    check if low == "float32" else "model")
+    return row
+
+
+def _tolerance_dtype(dtype: str) -> str:
+    """Half precisions have no rows in the table: their differences are judged at float32's
+    tolerance only for reporting (their verdicts come from non-finite counts, never DRIFT)."""
+    return dtype if dtype in ("float32", "float64") else "float32"
+
+
+def _group_grads(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """parameter name -> gradient, into module -> all its parameters' gradients, flattened."""
+    groups: dict[str, list[np.ndarray]] = {}
+    for name, grad in sorted(grads.items()):  # one order for both frameworks
+        groups.setdefault(name.rsplit(".", 1)[0], []).append(np.ravel(grad))
+    return {module: np.concatenate(parts) for module, parts in groups.items()}
+
+
+def tap_rows(runs: list[Run], stage_inputs: dict[str, tuple[str, ...]], parameter_stage: dict[str, str],
+             extreme: float) -> list[TapRow]:
+    """Every row in report order: forward taps, the loss, cotangents in backward order,
+    parameter gradients by module (modules in forward order), each classified."""
+    taps = list(stage_inputs)
+    rows = [_row(tap, "forward", {run_key(r): r.taps[tap] for r in runs}, runs, "model",
+                 tuple(i for i in stage_inputs[tap] if i != MODEL_INPUT)) for tap in taps]
+    rows.append(_row(LOSS, "loss", {run_key(r): r.loss for r in runs}, runs, "loss", ("logits",)))
+    for tap in reversed(taps):
+        users = consumers(stage_inputs, tap)
+        upstream = tuple(BACKWARD + c if c != LOSS else LOSS for c in users)
+        upstream += tuple(dict.fromkeys(i for c in users if c != LOSS for i in (c, *stage_inputs[c])
+                                        if i != MODEL_INPUT))
+        rows.append(_row(BACKWARD + tap, "backward", {run_key(r): r.cotangents[tap] for r in runs}, runs, "grad",
+                         upstream))
+    grouped = {run_key(r): _group_grads(r.grads) for r in runs}
+    modules = list(next(iter(grouped.values())))
+    order = {stage: index for index, stage in enumerate(taps)}
+    modules.sort(key=lambda m: order[parameter_stage[m.split(".")[0]]])
+    for module in modules:
+        stage = parameter_stage[module.split(".")[0]]
+        upstream = (BACKWARD + stage, *(i for i in stage_inputs[stage] if i != MODEL_INPUT))
+        rows.append(_row(PARAMETERS + module, "parameters", {key: g[module] for key, g in grouped.items()}, runs,
+                         "grad", upstream))
+    input_row = rows[0]
+    finite_x = [np.abs(r.taps["input"][np.isfinite(r.taps["input"])]) for r in runs]
+    input_row.max_abs_x = max((float(a.max()) for a in finite_x if a.size), default=0.0)
+    classify(rows, dtypes_of(runs), extreme)
+    return rows
+
+
+def classify(rows: list[TapRow], dtypes: list[str], extreme: float) -> None:
+    """Set verdict, side, born and detail of every row (DESIGN.md §5; module docstring)."""
+    by_name = {row.name: row for row in rows}
+    top = dtypes[0]
+    for row in rows:
+        bad_runs = [run for run in row.nonfinite if row.bad(run)]
+        if row.name == "input" and (bad_runs or row.max_abs_x > extreme):
+            row.verdict, row.born = "DATA", True
+            row.detail = (f"the batch holds {_count_text(row)}" if bad_runs else
+                          f"max |x| = {row.max_abs_x:.4g} > {extreme:g} σ: beyond what the pipeline's clip leaves")
+            continue
+        if bad_runs:
+            row.born = any(all(not by_name[u].bad(run) for u in row.upstream) for run in bad_runs)
+            torch_bad, jax_bad = row.bad(f"torch/{top}"), row.bad(f"jax/{top}")
+            if torch_bad and jax_bad:
+                row.verdict, row.side = "MODEL", "both"
+                row.detail = f"both frameworks non-finite at {top}"
+            elif torch_bad or jax_bad:
+                row.verdict, row.side = "FRAMEWORK", "torch" if torch_bad else "jax"
+                row.detail = f"{row.side} only, at {top}"
+            else:
+                lows = [d for d in dtypes[1:] if row.bad(f"torch/{d}") or row.bad(f"jax/{d}")]
+                sides = {s for d in lows for s in ("torch", "jax") if row.bad(f"{s}/{d}")}
+                row.verdict, row.side = "PRECISION", "both" if len(sides) == 2 else sides.pop()
+                row.detail = f"finite at {top}, non-finite at {', '.join(lows)} ({row.side})"
+            if len(dtypes) == 1:
+                row.detail += " (one dtype run: MODEL and PRECISION cannot be told apart)"
+            continue
+        failing = [d for d, r in row.compare.items() if not r.passed and d in ("float32", "float64")]
+        if failing == ["float32"] and row.drifted == "neither":
+            row.rounding = True  # float64 arbitrates: neither side drifted
+            row.detail = ("float32 sides differ beyond tolerance, each within tolerance of float64: "
+                          "rounding, not drift")
+            continue
+        if failing:
+            row.verdict = "DRIFT"
+            row.born = all(by_name[u].verdict == "CLEAN" for u in row.upstream if u in by_name)
+            row.side = row.drifted
+            row.detail = f"beyond tolerance at {', '.join(failing)}"
+            if "float64" in failing:
+                row.detail += " (float64 too: the two sides compute different functions here)"
+            elif row.drifted:
+                row.detail += f"; farther from float64: {row.drifted}"
+
+
+def _count_text(row: TapRow) -> str:
+    return ", ".join(f"{run}: {n} NaN, {i} Inf" for run, (n, i) in row.nonfinite.items() if n or i)
+
+
+@dataclass
+class Finding:
+    verdict: str
+    row: str
+    kind: str
+    side: str | None
+    detail: str
+    op: dict[str, str]
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.verdict, "tap": self.row, "kind": self.kind, "side": self.side,
+                "detail": self.detail, "op": self.op}
+
+
+def find(rows: list[TapRow]) -> list[Finding]:
+    """Born problems in report order; DRIFT only where nothing is non-finite; [] when CLEAN."""
+    born = [row for row in rows if row.born and row.verdict != "DRIFT"]
+    if not [row for row in born if row.verdict != "DATA"]:
+        drift = next((row for row in rows if row.verdict == "DRIFT" and row.born), None)
+        drift = drift or next((row for row in rows if row.verdict == "DRIFT"), None)
+        born += [drift] if drift else []
+    return [Finding(r.verdict, r.name, r.kind, r.side, r.detail, r.op) for r in born]
