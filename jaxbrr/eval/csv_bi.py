@@ -1,0 +1,198 @@
+"""TUSZ `.csv_bi` term files, read strictly for scoring and written as TUSZ writes them.
+
+Format (TUH csv_v1.0.0, as in TUSZ v2 and NEDC nedc_eeg_eval v6.0.0's sample data):
+
+    # version = csv_v1.0.0
+    # bname = aaaaaasf_s001_t000
+    # duration = 1289.0000 secs
+    # montage_file = nedc_eas_default_montage.txt
+    #
+    channel,start_time,stop_time,label,confidence
+    TERM,42.2786,81.7760,seiz,1.0000
+
+Glossary
+    record     one file: its name, duration and events
+    event      one row: [start, stop) seconds on channel TERM, a label and a confidence in [0, 1]
+    bname      the file stem (TUSZ's convention, NEDC's Csv.write_header)
+
+Reading is for scoring, so a file either is well formed or is an error naming the file and line:
+the version line must come first, comments only before the column header, rows after it; every
+row has five fields, channel TERM, finite times with 0 <= start < stop <= duration, and rows do
+not overlap (they may touch). A file of background only may hold no rows. Per-channel `.csv`
+files and the lenient training-label reader are jaxbrr/data/annotations.py.
+
+Writing is atomic (a temporary file in the same folder, then os.replace), with four decimals as
+TUSZ and NEDC write them; an event that four decimals would collapse or reorder is an error.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from jaxbrr.data.annotations import Event, atomic_write_text
+
+VERSION = "csv_v1.0.0"
+HEADER = "channel,start_time,stop_time,label,confidence"
+DEFAULT_MONTAGE = "nedc_eas_default_montage.txt"
+_KEY_VALUE = re.compile(r"#\s*(\w+)\s*=\s*(.*?)\s*$")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s+secs?")
+
+
+class CsvBiError(ValueError):
+    """A malformed `.csv_bi` file; the message names the file, the line and what was expected."""
+
+
+@dataclass(frozen=True)
+class CsvBi:
+    path: str  # the file it was read from (or will be written to)
+    duration_seconds: float
+    events: tuple[Event, ...]  # sorted by start, non-overlapping
+    montage_file: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The file name, the key that pairs a reference with its hypothesis."""
+        return Path(self.path).name
+
+
+def read_csv_bi(path: str | Path) -> CsvBi:
+    """Parse one `.csv_bi` file. Raises CsvBiError (a ValueError) on anything malformed."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8", errors="strict").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CsvBiError(f"{path}: cannot read: {err}") from None
+    numbered = [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
+    if not numbered or not _is_version(numbered[0][1]):
+        where = f"{path}:{numbered[0][0]}" if numbered else f"{path}"
+        found = repr(numbered[0][1]) if numbered else "an empty file"
+        raise CsvBiError(f"{where}: expected '# version = {VERSION}' first, found {found}")
+
+    header: dict[str, str] = {}
+    rows_from = None
+    for index, (lineno, line) in enumerate(numbered):
+        if line.startswith("#"):
+            match = _KEY_VALUE.match(line)
+            if match:
+                header[match.group(1).lower()] = match.group(2)
+            continue
+        if line.replace(" ", "") != HEADER:
+            raise CsvBiError(f"{path}:{lineno}: expected the column header '{HEADER}', found {line!r}")
+        rows_from = index + 1
+        break
+    if rows_from is None:
+        raise CsvBiError(f"{path}: no column header '{HEADER}' after the comment lines")
+    if "duration" not in header:
+        raise CsvBiError(f"{path}: no '# duration = N.NNNN secs' line before the column header")
+    match = _DURATION.fullmatch(header["duration"])
+    duration = float(match.group(1)) if match else math.nan
+    if not (math.isfinite(duration) and duration > 0):
+        raise CsvBiError(f"{path}: duration must read 'N.NNNN secs' with N > 0, found {header['duration']!r}")
+
+    events: list[Event] = []
+    for lineno, line in numbered[rows_from:]:
+        events.append(_parse_row(line, f"{path}:{lineno}", duration, events[-1] if events else None))
+    return CsvBi(str(path), duration, tuple(events), header.get("montage_file"))
+
+
+def _is_version(line: str) -> bool:
+    match = _KEY_VALUE.match(line)
+    return bool(match) and match.group(1).lower() == "version" and match.group(2) == VERSION
+
+
+def _parse_row(line: str, where: str, duration: float, previous: Event | None) -> Event:
+    if line.startswith("#"):
+        raise CsvBiError(f"{where}: comment after the column header; comments belong before it")
+    fields = [f.strip() for f in line.split(",")]
+    if len(fields) != 5:
+        raise CsvBiError(f"{where}: expected 5 fields '{HEADER}', got {len(fields)} in {line!r}")
+    channel, start_text, stop_text, label, confidence_text = fields
+    if channel != "TERM":
+        raise CsvBiError(f"{where}: channel {channel!r}: .csv_bi rows are term-based (TERM); "
+                         "per-channel .csv files are read by jaxbrr.data.annotations")
+    try:
+        start, stop, confidence = float(start_text), float(stop_text), float(confidence_text)
+    except ValueError:
+        raise CsvBiError(f"{where}: start_time, stop_time and confidence must be numbers in {line!r}") from None
+    if not all(math.isfinite(v) for v in (start, stop, confidence)):
+        raise CsvBiError(f"{where}: non-finite number in {line!r}")
+    if not 0 <= start < stop <= duration:
+        raise CsvBiError(f"{where}: need 0 <= start < stop <= duration ({duration}), "
+                         f"got start={start}, stop={stop}")
+    if not 0 <= confidence <= 1:
+        raise CsvBiError(f"{where}: confidence must lie in [0, 1], got {confidence}")
+    if not label:
+        raise CsvBiError(f"{where}: empty label in {line!r}")
+    if previous is not None and start < previous.stop_seconds:
+        raise CsvBiError(f"{where}: event starts at {start} before the previous one ends "
+                         f"({previous.stop_seconds}); rows must be sorted and must not overlap")
+    return Event(start, stop, label, channel, confidence)
+
+
+def format_csv_bi(events: Iterable[Event], duration_seconds: float, bname: str,
+                  montage_file: str = DEFAULT_MONTAGE) -> str:
+    """The text of a `.csv_bi` file: TUSZ's six header lines, then one TERM row per event."""
+    events = list(events)
+    if not (math.isfinite(duration_seconds) and duration_seconds > 0):
+        raise ValueError(f"duration_seconds must be finite and > 0, got {duration_seconds}")
+    lines = [
+        f"# version = {VERSION}",
+        f"# bname = {bname}",
+        f"# duration = {duration_seconds:.4f} secs",
+        f"# montage_file = {montage_file}",
+        "#",
+        HEADER,
+    ]
+    previous_stop = 0.0
+    for i, e in enumerate(events):
+        start, stop = round(e.start_seconds, 4), round(e.stop_seconds, 4)
+        if e.channel != "TERM":
+            raise ValueError(f"event {i}: channel {e.channel!r}; .csv_bi events are TERM")
+        if not (math.isfinite(e.confidence) and 0 <= e.confidence <= 1):
+            raise ValueError(f"event {i}: confidence must lie in [0, 1], got {e.confidence}")
+        if not previous_stop <= start < stop <= round(duration_seconds, 4):
+            raise ValueError(
+                f"event {i} [{e.start_seconds}, {e.stop_seconds}) s: at 4 decimals events must be "
+                f"sorted, non-overlapping, non-empty and within [0, {duration_seconds}] s"
+            )
+        previous_stop = stop
+        lines.append(f"TERM,{start:.4f},{stop:.4f},{e.label},{e.confidence:.4f}")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv_bi(path: str | Path, events: Iterable[Event], duration_seconds: float,
+                 montage_file: str = DEFAULT_MONTAGE) -> Path:
+    """Write `events` atomically as a `.csv_bi` file whose bname is the file stem."""
+    path = Path(path)
+    atomic_write_text(path, format_csv_bi(events, duration_seconds, path.stem, montage_file))
+    return path
+
+
+def read_pairs(ref_dir: str | Path, hyp_dir: str | Path) -> list[tuple[CsvBi, CsvBi]]:
+    """(reference, hypothesis) records paired by file name, sorted by name.
+
+    `*.csv_bi` files are found at any depth (TUSZ nests them by patient and session); a name
+    found twice under one folder, or on one side only, is an error naming the file(s).
+    """
+    found = {}
+    for side, folder in (("reference", Path(ref_dir)), ("hypothesis", Path(hyp_dir))):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{side} folder {folder} does not exist")
+        files: dict[str, Path] = {}
+        for path in sorted(folder.rglob("*.csv_bi")):
+            if path.name in files:
+                raise ValueError(f"{side} folder {folder} holds {path.name} twice: {files[path.name]} and {path}")
+            files[path.name] = path
+        if not files:
+            raise ValueError(f"{side} folder {folder} holds no .csv_bi files")
+        found[side] = files
+    refs, hyps = found["reference"], found["hypothesis"]
+    for name in sorted(refs.keys() ^ hyps.keys()):
+        missing, present = ("hypothesis", refs[name]) if name in refs else ("reference", hyps[name])
+        raise ValueError(f"{present} has no {missing} file of the same name under "
+                         f"{hyp_dir if missing == 'hypothesis' else ref_dir}")
+    return [(read_csv_bi(refs[name]), read_csv_bi(hyps[name])) for name in sorted(refs)]
