@@ -329,6 +329,9 @@ class EvalConfig:
     # Window stride when scoring whole recordings (validation, evaluate, predict); None: the
     # training stride data.stride_seconds. Overlapping windows are averaged where they overlap.
     stride_seconds: float | None = Field(None, gt=0)
+    # Sensitivity at fa_rates (jaxbrr/eval/sensitivity_at_fa.py): tau_on swept over the grid
+    # k / (threshold_steps + 1), k = 1..threshold_steps; each step post-processes every recording.
+    threshold_steps: int = Field(99, ge=1)
 
 
 @_section
@@ -473,6 +476,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if overrides:
         source = f"{source} with --set {' '.join(overrides)}"
     return config_from_dict(tree, source)
+
+
+def with_overrides(config: Config, overrides: list[str] | tuple[str, ...], source: str = "<config>") -> Config:
+    """`config` with `key.sub=value` overrides applied, validated again."""
+    if not overrides:
+        return config
+    tree = config_to_dict(config)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value, f"{source} (--set {text})")
+    return config_from_dict(tree, f"{source} with --set {' '.join(overrides)}")
 
 
 def config_to_dict(config) -> dict:

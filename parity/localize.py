@@ -3,6 +3,7 @@
     python -m parity.localize --dump runs/default/nan/step_000123
     python -m parity.localize --checkpoint CKPT --batch BATCH.npz [--config CFG]
     python -m parity.localize --scenario eigh-degenerate [--json report.json] [--plot report.png]
+    python -m parity.localize --dump DIR --set model.stability.pe_gradient=safe   # does the fix hold?
 
 Loads the same weights into torchref and jaxbrr (parity/convert.py), runs the same batch through
 both, stage by stage (ModelConfig.stage_inputs), forward and backward (loss, the cotangent of every
@@ -53,7 +54,14 @@ import numpy as np
 import torch
 
 import torchref.model as tmodel
-from jaxbrr.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
+from jaxbrr.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    with_overrides,
+)
 from jaxbrr.model import SeizureDetector
 from parity import runs as R
 from parity.compare import compare_arrays
@@ -191,10 +199,18 @@ def localize(problem: Problem, dtypes: list[str] = ("float32", "float64"), extre
             say(f"naming the op and replaying {finding.row}")
             row = next(r for r in rows if r.name == finding.row)
             _name_ops(row, finding, models, by_key, problem)
-            replay += _replay(row, models, by_key, problem, dtypes_of(runs))
+            replay += _replay(row, models, by_key, problem, _wrong_at(row, dtypes_of(runs)))
     errors = {f"{r.framework}/{r.dtype}:{stage}": message for r in runs for stage, message in r.errors.items()}
     return Report(problem, dtypes_of(runs), rows, findings, replay, eigh_report(problem.config, runs),
                   errors, extreme)
+
+
+def _wrong_at(row: TapRow, dtypes: list[str]) -> list[str]:
+    """The highest precision at which the row is non-finite or fails its comparison: the one
+    replay that decides local against inherited (each dtype more costs a compile)."""
+    wrong = [d for d in dtypes if row.bad(f"torch/{d}") or row.bad(f"jax/{d}")
+             or (d in row.compare and not row.compare[d].passed)]
+    return wrong[:1]
 
 
 def _tap_of(row: TapRow) -> str:
@@ -556,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--scenario", choices=sorted(scenarios.SCENARIOS), help="a planted problem")
     parser.add_argument("--batch", type=Path, help="with --checkpoint: an .npz holding x (B, C, T), optionally y, valid")
     parser.add_argument("--config", help="config YAML (for a bare state dict, or the loss of a .safetensors)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field of the run, e.g. model.remat=true (less memory at full "
+                             "size) or model.stability.pe_gradient=safe (does the fix hold?); repeatable")
     parser.add_argument("--dtype", default="float32,float64", help="comma-separated, from " + ",".join(DTYPES))
     parser.add_argument("--extreme", type=float, default=EXTREME_SIGMA,
                         help="|x| beyond this (z-scored σ) is a DATA finding (default %(default)s)")
@@ -580,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
                 batch = read_batch(args.batch)
                 _check_channels(config, batch, str(args.batch))
                 problem = Problem(config, weights, batch, f"checkpoint {args.checkpoint}, batch {args.batch}")
+        if args.set:
+            problem.config = with_overrides(problem.config, args.set, problem.source)
+            problem.source += f" with --set {' '.join(args.set)}"
         report = localize(problem, dtypes, args.extreme, progress=say)
     except (LocalizeError, ConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

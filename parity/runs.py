@@ -17,6 +17,7 @@ difference can be told from one inherited from upstream. `torch_first_nonfinite`
 
 from __future__ import annotations
 
+import functools
 import math
 import traceback
 from collections.abc import Callable
@@ -224,6 +225,21 @@ def _param_dtype(model: nnx.Module):
     return jax.tree.leaves(nnx.state(model, nnx.Param))[0].dtype
 
 
+@functools.cache
+def _loss_and_grads(graphdef: nnx.GraphDef, cfg: TrainConfig) -> Callable:
+    """jit(value_and_grad) of the staged forward and loss, for one model structure and loss
+    config: runs of the same structure (scenarios, dumps, dtypes apart) share one compile."""
+
+    def loss_of(params, perturbations, rest, x, labels, pos_weight, valid):
+        # merge keeps the Variable objects it is given: `rest` must be copied into this trace
+        # (see _in_this_trace)
+        fresh = jax.tree.map(lambda leaf: leaf, rest)
+        values = _jax_forward(nnx.merge(graphdef, params, fresh), x, perturbations)
+        return jloss.compute_loss(values["logits"], labels, cfg, pos_weight, valid), values
+
+    return jax.jit(jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True))
+
+
 def run_jax(model: nnx.Module, batch: Batch, cfg: TrainConfig) -> Run:
     """As run_torch: forward taps, loss, ∂loss/∂(taps, parameters); one jit."""
     dtype = _param_dtype(model)
@@ -231,13 +247,10 @@ def run_jax(model: nnx.Module, batch: Batch, cfg: TrainConfig) -> Run:
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     shapes = tap_shapes(model, x)
     perturbations = {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
-
-    def loss_of(params, perturbations):
-        values = _jax_forward(nnx.merge(graphdef, params, rest), x, perturbations)
-        return _jax_loss(values["logits"], batch, cfg), values
-
-    grad_fn = jax.jit(jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True))
-    (loss, values), (param_grads, cotangents) = grad_fn(params, perturbations)
+    labels = jnp.asarray(batch.labels(), dtype)
+    valid = jnp.asarray(batch.valid) if batch.valid is not None else None
+    (loss, values), (param_grads, cotangents) = _loss_and_grads(graphdef, cfg)(
+        params, perturbations, rest, x, labels, jnp.asarray(batch.pos_weight, dtype), valid)
     by_path = dict(nnx.to_flat_state(param_grads))
     grads = {entry.torch_key: np.ascontiguousarray(entry.leaf.to_torch(_numpy(by_path[entry.nnx_path].get_value())))
              for entry in plan(model)}
@@ -245,6 +258,13 @@ def run_jax(model: nnx.Module, batch: Batch, cfg: TrainConfig) -> Run:
         framework="jax", dtype=jnp.dtype(dtype).name, taps={name: _numpy(values[name]) for name in shapes},
         loss=_numpy(loss), cotangents={name: _numpy(cotangents[name]) for name in shapes}, grads=grads,
     )
+
+
+def _in_this_trace(model: nnx.Module) -> nnx.Module:
+    """A copy of `model` whose Variables belong to the current trace: the remat path updates RNG
+    counters in place, which NNX refuses for a Variable made in an outer trace (jit's, under grad)."""
+    graphdef, state = nnx.split(model)
+    return nnx.merge(graphdef, jax.tree.map(lambda leaf: leaf, state))
 
 
 def _functional(model: nnx.Module, body: Callable) -> tuple[Callable, nnx.State]:
@@ -276,13 +296,14 @@ def _jax_cotangent_fn(model: nnx.Module, tap: str, batch: Batch, cfg: TrainConfi
 
     def cotangent(m, value, values, cotangents):
         def inner(value):
+            local = _in_this_trace(m)
             total = jnp.zeros((), value.dtype)
             for consumer in consumers(stage_inputs, tap):
                 if consumer == LOSS:
                     total = total + _jax_loss(value, batch, cfg)
                     continue
                 args = [value if i == tap else values[i] for i in stage_inputs[consumer]]
-                total = total + (m.stages()[consumer](*args) * cotangents[consumer]).sum()
+                total = total + (local.stages()[consumer](*args) * cotangents[consumer]).sum()
             return total
 
         return jax.grad(inner)(value)

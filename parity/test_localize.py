@@ -108,6 +108,18 @@ def test_finite_difference_beyond_tolerance_is_drift_blaming_the_side_farther_fr
     assert verdict == ("DRIFT", "tcn", "jax")
 
 
+def test_a_nan_outranks_an_earlier_drift_and_drift_is_born_per_dtype():
+    def edit(framework, dtype, run):
+        if framework == "jax" and dtype == "float32":
+            run.taps["tcn"] = run.taps["tcn"] * np.float32(1 + 1e-3)  # drifts at float32 only
+        if framework == "jax" and dtype == "float64":
+            run.taps["logits"] = run.taps["logits"] * (1 + 1e-6)  # drifts at float64, where tcn agrees
+        run.cotangents["tcn"][0, 0, 0] = math.nan  # every run: MODEL
+    rows, findings, verdict = _verdict(_runs(edit))
+    assert verdict == ("MODEL", "∂tcn", "both")
+    assert [(f.verdict, f.row) for f in findings] == [("MODEL", "∂tcn"), ("DRIFT", "tcn"), ("DRIFT", "logits")]
+
+
 def test_float32_disagreement_that_float64_blames_on_neither_side_is_rounding_not_drift():
     def edit(framework, dtype, run):
         if dtype == "float32":  # one element, torch up and jax down: 1.6e-4 apart, each 0.8e-4 off
@@ -199,11 +211,11 @@ def _dump_problem():
     return problem, batch, info
 
 
-def _replay(path, capsys) -> tuple[int, str]:
+def _replay(path, capsys, *extra) -> tuple[int, str]:
     record = json.loads((path / "nan.json").read_text())
     command = shlex.split(record["replay"])
     assert command[:3] == ["python", "-m", "parity.localize"]
-    code = localize.main([*command[3:], "--dtype", "float64"])
+    code = localize.main([*command[3:], "--dtype", "float64", *extra])
     return code, capsys.readouterr().out
 
 
@@ -217,8 +229,10 @@ def test_torchref_dump_replays_unchanged(tmp_path, capsys):
     model = tmodel.SeizureDetector(problem.config.model)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in problem.weights.items()})
     path = write_dump(tmp_path, problem.config, model, torch.Generator().get_state(), batch, info)
-    code, out = _replay(path, capsys)
-    assert code == 1 and "VERDICT: MODEL at ∂adjacency" in out
+    # with remat on: the JAX runs go through jaxbrr's scan(checkpoint(layer)) path, which updates
+    # RNG counters in place (parity/runs.py _in_this_trace)
+    code, out = _replay(path, capsys, "--set", "model.remat=true")
+    assert code == 1 and "VERDICT: MODEL at ∂adjacency" in out and "model.remat=true" in out
 
 
 def test_jaxbrr_dump_replays_unchanged(tmp_path, capsys):

@@ -19,8 +19,9 @@ error of each side. Its verdict:
                ill-conditioned stage; the row is CLEAN and marked `rounding`
 
 A non-finite row is *born* when some run is non-finite there while every row it is computed from
-is finite in that run; otherwise it inherits its NaN from upstream. The findings are the born
-rows (and, where nothing is non-finite, the first drifting one); the first finding is the verdict.
+is finite in that run; a DRIFT row when, at a dtype where it fails, every row it is computed from
+agrees; otherwise it inherits from upstream. The findings are the born rows, non-finite ones
+first; the first finding is the verdict (a NaN outranks a drift that came before it).
 """
 
 from __future__ import annotations
@@ -206,13 +207,21 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float) -> None:
             continue
         if failing:
             row.verdict = "DRIFT"
-            row.born = all(by_name[u].verdict == "CLEAN" for u in row.upstream if u in by_name)
+            # born where, at some dtype it fails at, everything it is computed from agrees
+            row.born = any(all(_agrees(by_name[u], d) for u in row.upstream if u in by_name) for d in failing)
             row.side = row.drifted
             row.detail = f"beyond tolerance at {', '.join(failing)}"
             if "float64" in failing:
                 row.detail += " (float64 too: the two sides compute different functions here)"
             elif row.drifted:
                 row.detail += f"; farther from float64: {row.drifted}"
+
+
+def _agrees(row: TapRow, dtype: str) -> bool:
+    """torch and jax agree on `row` at `dtype` and every higher precision run (a disagreement at
+    float64 is not undone by float32 passing under its atol floor), or differ by rounding only."""
+    higher = PRECISIONS[: PRECISIONS.index(dtype) + 1]
+    return row.rounding or all(row.compare[d].passed for d in higher if d in row.compare)
 
 
 def _count_text(row: TapRow) -> str:
@@ -234,10 +243,10 @@ class Finding:
 
 
 def find(rows: list[TapRow]) -> list[Finding]:
-    """Born problems in report order; DRIFT only where nothing is non-finite; [] when CLEAN."""
-    born = [row for row in rows if row.born and row.verdict != "DRIFT"]
-    if not [row for row in born if row.verdict != "DATA"]:
-        drift = next((row for row in rows if row.verdict == "DRIFT" and row.born), None)
-        drift = drift or next((row for row in rows if row.verdict == "DRIFT"), None)
-        born += [drift] if drift else []
-    return [Finding(r.verdict, r.name, r.kind, r.side, r.detail, r.op) for r in born]
+    """Born problems, non-finite ones first (a NaN is what one came for), each group in report
+    order, then the born DRIFT rows; [] when CLEAN. The first finding is the verdict."""
+    nonfinite = [row for row in rows if row.born and row.verdict != "DRIFT"]
+    drifts = [row for row in rows if row.verdict == "DRIFT" and row.born]
+    if not drifts:  # every drifting row inherits from another: report the first one
+        drifts = [row for row in rows if row.verdict == "DRIFT"][:1]
+    return [Finding(r.verdict, r.name, r.kind, r.side, r.detail, r.op) for r in nonfinite + drifts]
