@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxbrr.config import ConfigError, config_hash, load_config, parse_override
+from jaxbrr.config import ConfigError, config_hash, load_config, parse_override, with_overrides
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -69,6 +69,16 @@ def test_overrides():
         load_config(None, ["train.lrr=1"])
     with pytest.raises(ConfigError, match="key.sub=value"):
         parse_override("train.lr")
+
+
+def test_overrides_on_a_loaded_config():
+    base = load_config("configs/tiny.yaml")
+    changed = with_overrides(base, ["model.remat=true", "train.lr=3e-4"], "dump")
+    assert (changed.model.remat, changed.train.lr) == (True, 3e-4)
+    assert changed.model.n_chans == base.model.n_chans and not base.model.remat  # the rest, and base, unchanged
+    assert with_overrides(base, []) is base
+    with pytest.raises(ConfigError, match="dump"):
+        with_overrides(base, ["model.remat=maybe"], "dump")
 
 
 def test_configs_are_frozen_and_hash_stably():
