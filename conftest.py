@@ -16,6 +16,15 @@ def shared() -> Path:
     return SHARED_DIR
 
 
+@pytest.fixture(scope="session")
+def nedc_sample(shared) -> Path:
+    """NEDC nedc_eeg_eval v6.0.0's sample: ref/ and hyp/ .csv_bi files and its printed expected/."""
+    path = shared / "data" / "nedc_sample"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
 @contextlib.contextmanager
 def x64_enabled(enabled: bool = True):
     """jax_enable_x64 set for the block and restored afterwards."""

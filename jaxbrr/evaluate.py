@@ -1,10 +1,13 @@
-"""`python -m jaxbrr.evaluate --score REF_DIR HYP_DIR [--out DIR]`: score seizure annotations.
+"""`python -m jaxbrr.evaluate`: score seizure annotations, or a checkpoint on whole recordings.
 
 Modes (one per run):
     --score REF_DIR HYP_DIR   score existing `.csv_bi` hypotheses against references, no model:
                               files are paired by name at any depth (jaxbrr/eval/csv_bi.py)
-    (--checkpoint CKPT [--split dev|eval | --edf-dir DIR], inference then scoring, is issue 8's
-    other half and joins the same mutually exclusive group; it ends in `score_pairs` too.)
+    --checkpoint CKPT [--split dev|eval | --edf-dir DIR]
+                              run the checkpoint's model over whole recordings (the dev split of
+                              its config's data by default; every EDF under DIR, each with its
+                              <stem>.csv_bi or .csv labels, with --edf-dir), stitch, post-process
+                              and score: `run_checkpoint` below, jaxbrr/eval/report.py
 
 Scores: NEDC v6.0.0 OVLP, TAES and epoch for the seiz label (jaxbrr/eval/nedc.py) and SzCORE event
 scoring, averaged over subjects (jaxbrr/eval/szcore.py). Prints a table; with --out, writes
@@ -17,12 +20,18 @@ DIR/metrics.json atomically:
                 "per_subject": {subject: {COUNTS and SZCORE_METRICS}}}}
 
 NEDC ratios are fractions (NEDC prints them as %). An undefined SzCORE metric (NaN) is written
-as null, JSON having no NaN. Exit status: 0 scored, 2 bad arguments or input files.
+as null, JSON having no NaN. The checkpoint mode adds sample-level metrics, sensitivity at fixed
+FA/24h, the reference and hypothesis `.csv_bi` files it scored and plots (jaxbrr/eval/report.py),
+and "checkpoint", "source" and "skipped" (files the cache build could not use, with the reason).
+Exit status: 0 scored; 2 bad arguments, checkpoint or input files, and with --edf-dir also when
+an EDF under DIR was skipped (the others are scored, the skipped ones listed on stderr). With
+--split the split is what the cache holds; files skipped building it are listed, exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -32,6 +41,7 @@ from pathlib import Path
 from jaxbrr.data.annotations import atomic_write_text
 from jaxbrr.eval.csv_bi import CsvBi, read_pairs
 from jaxbrr.eval.nedc import METHODS, score_nedc
+from jaxbrr.eval.report import checkpoint_lines
 from jaxbrr.eval.szcore import COUNTS, score_szcore
 
 EXIT_OK, EXIT_INPUT = 0, 2
@@ -95,16 +105,134 @@ def write_metrics(metrics: dict, out_dir: str | Path) -> Path:
     return path
 
 
+# ----------------------------------------------------------------------------------------------
+# --checkpoint
+
+
+def default_out_dir(step_dir: Path, source: str) -> Path:
+    """WORKDIR/eval/<kind>-<step>/<source> for a step folder WORKDIR/checkpoints/<kind>/<step>."""
+    if step_dir.parent.parent.name != "checkpoints":
+        raise ValueError(f"{step_dir} is not inside a run's checkpoints/ folder, so there is no "
+                         "run folder to write into: pass --out DIR")
+    return step_dir.parents[2] / "eval" / f"{step_dir.parent.name}-{step_dir.name}" / source
+
+
+def _recordings(config, split: str | None, edf_dir: str | None, progress: bool):
+    """(corpus, stems, skipped files, source description) of what is to be evaluated."""
+    from jaxbrr.data.cache import Corpus, build_cache
+    from jaxbrr.data.prepare import prepare
+
+    if edf_dir is not None:
+        folder = Path(edf_dir)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--edf-dir {folder}: no such folder")
+        data = dataclasses.replace(config.data, data_dir=str(folder), synthetic=None)
+        build = build_cache(dataclasses.replace(config, data=data), progress=progress)
+        corpus = Corpus(build.root)
+        if not corpus.stems:
+            reasons = "".join(f"\n  {s['source']}: {s['reason']}" for s in build.skipped)
+            raise ValueError(f"--edf-dir {folder}: no usable recording (EDF files matching "
+                             f"{config.data.edf_glob} with labels beside them){reasons}")
+        return corpus, corpus.stems, build.skipped, {"edf_dir": str(folder.resolve())}
+    prepared = prepare(config, progress=progress)
+    stems = prepared.splits[split]
+    if not stems:
+        raise ValueError(f"the {split} split of {config.data.data_dir} is empty: choose the other "
+                         f"split, set data.split.{split}_fraction > 0 (--set), or use --edf-dir DIR")
+    skipped = prepared.build.skipped if prepared.build is not None else []
+    return prepared.corpus, stems, skipped, {"split": split, "data_dir": config.data.data_dir}
+
+
+def checkpoint_table(metrics: dict) -> str:
+    """Sample level, sensitivity at FA/24h, then the event scores at the configured thresholds."""
+    post = metrics["postprocess"]
+    return "\n".join([*checkpoint_lines(metrics), "",
+                      f"events at the configured τ_on {post['tau_on']:g} / τ_off {post['tau_off']:g}:",
+                      metrics_table(metrics)])
+
+
+def _describe_source(source: dict) -> str:
+    if "edf_dir" in source:
+        return f"the EDF files under {source['edf_dir']}"
+    return f"the {source['split']} split of {source['data_dir']}"
+
+
+def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | None = None,
+                   out: str | None = None, overrides: Sequence[str] = (), max_timelines: int = 20,
+                   progress: bool = True) -> int:
+    """Load, predict every recording, score, write; the exit status of the module docstring."""
+    from jaxbrr.config import ConfigError
+    from jaxbrr.eval.recordings import predict_recordings
+    from jaxbrr.eval.report import evaluate_traces
+    from jaxbrr.eval.sensitivity_at_fa import metric_name
+    from jaxbrr.predict import CheckpointError, describe, load_checkpoint, make_predict
+
+    split = split or ("dev" if edf_dir is None else None)
+    source_name = split if edf_dir is None else f"edf-{Path(edf_dir).resolve().name}"
+    try:
+        config, model, step_dir = load_checkpoint(checkpoint, overrides)
+        for rate in config.eval.fa_rates:  # fixed metric names, checked before any compute
+            metric_name(rate)
+        out_dir = Path(out) if out else default_out_dir(step_dir, source_name)
+        print(describe(config, step_dir))
+        corpus, stems, skipped, source = _recordings(config, split, edf_dir, progress)
+    except (CheckpointError, ConfigError, OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    hours = sum(corpus.recordings[s]["n_samples"] / corpus.recordings[s]["sfreq"] for s in stems) / 3600
+    print(f"evaluating {len(stems)} recordings ({hours:.2f} h): {_describe_source(source)}")
+    traces = predict_recordings(make_predict(model), corpus, stems, config, progress=progress, desc="evaluate")
+    metrics = {"checkpoint": str(step_dir), "source": source,
+               **evaluate_traces(traces, config, out_dir, max_timelines, progress), "skipped": skipped}
+    print(checkpoint_table(metrics))
+    print(f"wrote {write_metrics(metrics, out_dir)}; plots in {out_dir} ({metrics['timelines']} of "
+          f"{len(traces)} timelines, --max-timelines); scored files in {out_dir / 'ref'}, {out_dir / 'hyp'}")
+    for item in skipped:
+        print(f"skipped {item['source']}: {item['reason']}", file=sys.stderr)
+    if skipped and edf_dir is not None:
+        print(f"{len(skipped)} of {len(skipped) + len(stems)} EDF files under {edf_dir} skipped "
+              f"(above); the other {len(stems)} are scored", file=sys.stderr)
+        return EXIT_INPUT
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxbrr.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--score", nargs=2, metavar=("REF_DIR", "HYP_DIR"),
                       help="score existing .csv_bi hypotheses against references (no model)")
-    # The model mode (--checkpoint CKPT with --split dev|eval or --edf-dir DIR) is added here.
-    parser.add_argument("--out", metavar="DIR", help=f"write DIR/{METRICS_FILE}")
+    mode.add_argument("--checkpoint", metavar="CKPT",
+                      help="evaluate a training checkpoint (a run folder, checkpoints/best|last, or a step)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--split", choices=("dev", "eval"),
+                        help="with --checkpoint: a split of the checkpoint config's data (default dev)")
+    source.add_argument("--edf-dir", metavar="DIR",
+                        help="with --checkpoint: every EDF under DIR, labels in <stem>.csv_bi or .csv")
+    parser.add_argument("--out", metavar="DIR",
+                        help=f"write DIR/{METRICS_FILE} (with --checkpoint also the plots and the "
+                             ".csv_bi files; default WORKDIR/eval/<split or DIR name>)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --checkpoint: override a config field outside `model`")
+    parser.add_argument("--max-timelines", type=int, default=20, metavar="N",
+                        help="with --checkpoint: plot at most N per-recording timelines (default 20)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
+    if args.checkpoint is None:
+        given = [flag for flag, value in (("--split", args.split), ("--edf-dir", args.edf_dir),
+                                          ("--set", args.set)) if value]
+        if given:
+            parser.error(f"{', '.join(given)} only apply with --checkpoint")
+        return _score_mode(args)
+    if args.max_timelines < 0:
+        parser.error(f"--max-timelines must be >= 0, got {args.max_timelines}")
+    return run_checkpoint(args.checkpoint, split=args.split, edf_dir=args.edf_dir, out=args.out,
+                          overrides=args.set, max_timelines=args.max_timelines,
+                          progress=not args.no_progress)
+
+
+def _score_mode(args) -> int:
     try:
         pairs = read_pairs(*args.score)
         metrics = score_pairs(pairs)

@@ -98,3 +98,21 @@ def sample_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> d
         "positives": int(labels.sum()),
         "samples": int(labels.size),
     }
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds), one point per distinct score from the highest down, after (0, 0)
+    at threshold +inf: a sample is positive when score >= threshold. The trapezoidal area under
+    it equals `auroc` (ties give the diagonal step, counted ½)."""
+    scores, labels = _scores_and_labels(scores, labels)
+    order = np.argsort(-scores, kind="stable")
+    scores, labels = scores[order], labels[order]
+    last = np.flatnonzero(np.diff(scores) != 0)  # (K - 1,) last index of each distinct score
+    last = np.append(last, scores.size - 1)  # (K,)
+    tp = np.cumsum(labels)[last]  # (K,)
+    fp = (last + 1) - tp
+    positives = int(labels.sum())
+    negatives = labels.size - positives
+    fpr = np.concatenate([[0.0], fp / negatives])
+    tpr = np.concatenate([[0.0], tp / positives])
+    return fpr, tpr, np.concatenate([[np.inf], scores[last]])

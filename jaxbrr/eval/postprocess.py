@@ -253,6 +253,15 @@ def events_from_mask(
     ]
 
 
+def postprocess_mask(probs: np.ndarray, sfreq: float, cfg: PostprocessConfig) -> np.ndarray:
+    """One recording's trace (n,) -> seizure mask (n,) bool: stages 1-4 of the module docstring
+    (what a threshold sweep needs; `postprocess` adds the events)."""
+    mask = hysteresis(probs, cfg.tau_on, cfg.tau_off)
+    mask = morphology(mask, cfg.opening_samples, cfg.closing_samples)
+    mask = merge_gaps(mask, sfreq, cfg.merge_gap_seconds)
+    return filter_duration(mask, sfreq, cfg.min_duration_seconds, cfg.max_duration_seconds)
+
+
 def postprocess(
     probs: np.ndarray, sfreq: float, cfg: PostprocessConfig
 ) -> tuple[np.ndarray, list[Event]]:
@@ -260,8 +269,5 @@ def postprocess(
 
     sfreq is the trace's rate, the one cfg's *_samples fields are counted at.
     """
-    mask = hysteresis(probs, cfg.tau_on, cfg.tau_off)
-    mask = morphology(mask, cfg.opening_samples, cfg.closing_samples)
-    mask = merge_gaps(mask, sfreq, cfg.merge_gap_seconds)
-    mask = filter_duration(mask, sfreq, cfg.min_duration_seconds, cfg.max_duration_seconds)
+    mask = postprocess_mask(probs, sfreq, cfg)
     return mask, events_from_mask(mask, sfreq, probs, cfg.confidence)

@@ -20,8 +20,9 @@ import numpy as np  # noqa: E402
 from jaxbrr.config import PostprocessConfig  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
     """Write through a temporary file and rename, so a reader never sees half a PNG."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
@@ -80,7 +81,7 @@ def plot_training(records: list[dict], path: str | Path, metric: str | None = No
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set(title="validation (dev split)", xlabel="epoch")
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def plot_example(probs: np.ndarray, labels: np.ndarray, predicted: np.ndarray, sfreq: float,
@@ -99,4 +100,4 @@ def plot_example(probs: np.ndarray, labels: np.ndarray, predicted: np.ndarray, s
     ax.set(xlim=(0, t[-1] if len(t) else 1), ylim=(-0.12, 1.05), xlabel="time (s)", title=title)
     ax.legend(fontsize=8, loc="upper right", ncol=5)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, path)

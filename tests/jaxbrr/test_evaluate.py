@@ -9,11 +9,8 @@ ROWS = "channel,start_time,stop_time,label,confidence\n"
 
 
 @pytest.fixture(scope="module")
-def sample(shared) -> Path:
-    path = shared / "data" / "nedc_sample"
-    if not path.is_dir():
-        pytest.skip(f"{path} is absent")
-    return path
+def sample(nedc_sample) -> Path:
+    return nedc_sample
 
 
 def test_score_mode_on_the_nedc_sample(sample, tmp_path, capsys):
@@ -62,3 +59,80 @@ def test_a_mode_is_required():
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# --checkpoint: a tiny untrained ref19 model (tests/jaxbrr/conftest.py) on a synthetic corpus of
+# four 40-50 s recordings, one seizure each; the dev split is one patient's two recordings.
+
+FA_NAMES = ["sensitivity_at_10_fa_per_24h", "sensitivity_at_5_fa_per_24h",
+            "sensitivity_at_2.5_fa_per_24h", "sensitivity_at_1_fa_per_24h"]
+
+
+def test_checkpoint_mode_on_a_synthetic_split(synthetic_run, capsys):
+    assert main(["--checkpoint", str(synthetic_run), "--no-progress"]) == 0  # --split dev by default
+    printed = capsys.readouterr().out
+    out = synthetic_run / "eval" / "best-1" / "dev"  # WORKDIR/eval/<kind>-<step>/<split>
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["source"]["split"] == "dev" and metrics["records"] == 2 and metrics["skipped"] == []
+    assert metrics["checkpoint"] == str(synthetic_run / "checkpoints" / "best" / "1")
+    assert set(metrics["sample"]) == {"auroc", "sensitivity", "specificity", "precision", "f1",
+                                      "positives", "samples"}
+    assert 0 <= metrics["sample"]["auroc"] <= 1
+    assert list(metrics["sensitivity_at_fa"]) == FA_NAMES
+    for name in FA_NAMES:
+        assert name in printed
+        # the untrained model says ~0.5 everywhere: at a low enough tau_on one event covers each
+        # recording, hits its seizure and is no false alarm
+        point = metrics["sensitivity_at_fa"][name]
+        assert (point["met"], point["sensitivity"], point["false_alarms"], point["targets"]) == (True, 1.0, 0, 2)
+    sweep = metrics["threshold_sweep"]
+    assert len(sweep["tau_on"]) == 19 and sweep["tau_on"][0] == 0.05 and sweep["hits"][0] == 2
+    assert "AUROC" in printed and "NEDC OVLP" in printed and "SzCORE event" in printed
+
+    # what was scored is on disk: re-scoring the written .csv_bi files gives the same numbers
+    for name in ("roc.png", "sensitivity_fa.png"):
+        assert (out / name).stat().st_size > 10_000
+    assert len(list((out / "timelines").glob("*.png"))) == 2
+    assert main(["--score", str(out / "ref"), str(out / "hyp")]) == 0
+    assert main(["--score", str(out / "ref"), str(out / "hyp"), "--out", str(out / "rescored")]) == 0
+    rescored = json.loads((out / "rescored" / "metrics.json").read_text())
+    assert rescored["nedc"] == metrics["nedc"] and rescored["szcore"] == metrics["szcore"]
+
+
+def test_checkpoint_mode_on_an_edf_dir_skips_and_reports_a_bad_file(synthetic_run, tmp_path, capsys):
+    from jaxbrr.data.prepare import ensure_synthetic
+    from jaxbrr.predict import load_checkpoint
+
+    config, _, _ = load_checkpoint(synthetic_run)
+    ensure_synthetic(config, progress=False)
+    folder = tmp_path / "edfs"
+    folder.mkdir()
+    for source in sorted(Path(config.data.data_dir).glob("*_t001.*"))[:2]:  # one recording
+        (folder / source.name).symlink_to(source)
+    (folder / "bad_s001_t000.edf").write_bytes(b"0       " + b"x" * 300)
+    (folder / "bad_s001_t000.csv_bi").write_text("# version = csv_v1.0.0\n")
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(synthetic_run), "--edf-dir", str(folder), "--out", str(out),
+                 "--no-progress", "--max-timelines", "0", "--set", "eval.threshold_steps=4"]) == 2
+    err = capsys.readouterr().err
+    assert f"skipped {folder / 'bad_s001_t000.edf'}: {folder / 'bad_s001_t000.edf'}: corrupt header" in err
+    assert f"1 of 2 EDF files under {folder} skipped (above); the other 1 are scored" in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["records"] == 1 and metrics["source"] == {"edf_dir": str(folder.resolve())}
+    assert [Path(s["source"]).name for s in metrics["skipped"]] == ["bad_s001_t000.edf"]
+    assert len(metrics["threshold_sweep"]["tau_on"]) == 4 and not (out / "timelines").exists()
+
+
+def test_checkpoint_mode_bad_arguments_exit_2(synthetic_run, tmp_path, capsys):
+    assert main(["--checkpoint", str(tmp_path / "nowhere")]) == 2
+    assert "no such file or folder; point --checkpoint at a run folder" in capsys.readouterr().err
+    assert main(["--checkpoint", str(synthetic_run), "--split", "eval"]) == 2  # eval_fraction 0
+    assert "the eval split of" in capsys.readouterr().err
+    assert main(["--checkpoint", str(synthetic_run), "--set", "eval.fa_rates=[3.0]"]) == 2
+    assert "eval.fa_rates holds 3, which has no metric name" in capsys.readouterr().err
+    assert main(["--checkpoint", str(synthetic_run), "--edf-dir", str(tmp_path / "none")]) == 2
+    assert "--edf-dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["--score", "a", "b", "--split", "dev"])
+    assert info.value.code == 2 and "--split only apply with --checkpoint" in capsys.readouterr().err

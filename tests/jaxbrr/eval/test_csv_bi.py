@@ -17,11 +17,8 @@ TERM,133.8040,162.1105,seiz,0.5000
 
 
 @pytest.fixture(scope="module")
-def sample(shared) -> Path:
-    path = shared / "data" / "nedc_sample"
-    if not path.is_dir():
-        pytest.skip(f"{path} is absent")
-    return path
+def sample(nedc_sample) -> Path:
+    return nedc_sample
 
 
 def _write(tmp_path, text, name="aaaaaasf_s001_t000.csv_bi"):

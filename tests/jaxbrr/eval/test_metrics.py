@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from jaxbrr.eval.metrics import SAMPLE_METRICS, auroc, sample_metrics
+from jaxbrr.eval.metrics import SAMPLE_METRICS, auroc, roc_curve, sample_metrics
 
 
 def pairwise_auroc(scores, labels):
@@ -59,3 +59,18 @@ def test_sample_metrics_by_hand():
     }
     nothing = sample_metrics(probs, labels, 0.95)
     assert (nothing["precision"], nothing["f1"], nothing["sensitivity"], nothing["specificity"]) == (0, 0, 0, 1)
+
+
+def test_roc_curve_area_is_the_auroc_and_it_steps_through_every_distinct_score():
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 20, 500) / 20  # many ties
+    labels = rng.random(500) < 0.3 + 0.4 * scores
+    fpr, tpr, thresholds = roc_curve(scores, labels)
+    assert thresholds[0] == np.inf and np.all(np.diff(thresholds[1:]) < 0)
+    assert len(thresholds) == len(np.unique(scores)) + 1 and (fpr[-1], tpr[-1]) == (1.0, 1.0)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(auroc(scores, labels), abs=1e-12)
+    # at each threshold the rates count the samples with score >= threshold
+    for k in (1, 7, len(thresholds) - 1):
+        predicted = scores >= thresholds[k]
+        assert fpr[k] == np.sum(predicted & ~labels) / np.sum(~labels)
+        assert tpr[k] == np.sum(predicted & labels) / np.sum(labels)

@@ -42,11 +42,8 @@ ROW = re.compile(r"^\s+(.+?):\s+(-?\d+(?:\.(\d+))?)(%?)")
 
 
 @pytest.fixture(scope="module")
-def sample(shared) -> Path:
-    path = shared / "data" / "nedc_sample"
-    if not path.is_dir():
-        pytest.skip(f"{path} is absent")
-    return path
+def sample(nedc_sample) -> Path:
+    return nedc_sample
 
 
 @pytest.fixture(scope="module")

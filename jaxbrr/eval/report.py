@@ -1,0 +1,152 @@
+"""Whole-recording predictions -> scores, `.csv_bi` files and plots (`evaluate --checkpoint`).
+
+Framework-neutral (numpy, matplotlib): the traces come from any model through
+jaxbrr/eval/recordings.py.
+
+    metrics = evaluate_traces(traces, config, out_dir)
+
+Per recording, the trace is post-processed at the configured thresholds (jaxbrr/eval/postprocess.py)
+into hypothesis events, and the runs of its labels become the reference events (seiz, confidence 1).
+Both are written as OUT/ref/<stem>.csv_bi and OUT/hyp/<stem>.csv_bi and read back before scoring,
+so the NEDC and SzCORE numbers are exactly those of `python -m jaxbrr.evaluate --score OUT/ref
+OUT/hyp` (and what NEDC's own scorer reads from those files). Any other `.csv_bi` file left in
+those two folders by an earlier run is removed, so that re-scoring them pairs this run's files.
+
+metrics (written as metrics.json by jaxbrr/evaluate.py) holds `score_pairs`' keys (records,
+duration_seconds, nedc, szcore) and:
+    sample             SAMPLE_METRICS over the concatenated traces: auroc of the probabilities;
+                       sensitivity, specificity, precision, f1 of the post-processed mask against
+                       the labels, sample by sample; positives, samples. null without seizure samples
+    sensitivity_at_fa  {FA_RATE_METRICS name: OperatingPoint} for eval.fa_rates (null likewise)
+    threshold_sweep    the sweep behind it: tau_on, tau_off, sensitivity, fa_per_24h, hits,
+                       false_alarms per swept threshold
+    postprocess        the PostprocessConfig the events were made with
+Plots: OUT/roc.png, OUT/sensitivity_fa.png, and OUT/timelines/<stem>.png for at most
+max_timelines recordings, those with the most labelled seizure first, then the most predicted.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from jaxbrr.config import Config, config_to_dict
+from jaxbrr.data.annotations import Event
+from jaxbrr.eval.csv_bi import read_csv_bi, write_csv_bi
+from jaxbrr.eval.metrics import auroc, mask_metrics, roc_curve
+from jaxbrr.eval.postprocess import postprocess, runs
+from jaxbrr.eval.recordings import Trace
+from jaxbrr.eval.sensitivity_at_fa import ovlp_counts, sensitivity_at_fa, sweep
+
+REFERENCE, HYPOTHESIS = "ref", "hyp"
+
+
+def reference_events(labels: np.ndarray, sfreq: float) -> list[Event]:
+    """One seiz Event per run of labelled samples, [start / sfreq, stop / sfreq) seconds."""
+    starts, stops = runs(np.asarray(labels).astype(bool))
+    return [Event(float(a / sfreq), float(b / sfreq), "seiz") for a, b in zip(starts, stops, strict=True)]
+
+
+def _write_pairs(traces: list[Trace], events: list[list[Event]], out_dir: Path):
+    """Write OUT/ref and OUT/hyp, remove stale files there, read the pairs back."""
+    written = {f"{t.stem}.csv_bi" for t in traces}
+    for side in (REFERENCE, HYPOTHESIS):
+        folder = out_dir / side
+        if folder.is_dir():
+            for stale in folder.glob("*.csv_bi"):
+                if stale.name not in written:
+                    stale.unlink()
+    pairs = []
+    for trace, hyp in zip(traces, events, strict=True):
+        duration = trace.probs.size / trace.sfreq
+        name = f"{trace.stem}.csv_bi"
+        ref_path = write_csv_bi(out_dir / REFERENCE / name, reference_events(trace.labels, trace.sfreq), duration)
+        hyp_path = write_csv_bi(out_dir / HYPOTHESIS / name, hyp, duration)
+        pairs.append((read_csv_bi(ref_path), read_csv_bi(hyp_path)))
+    return pairs
+
+
+def evaluate_traces(traces: list[Trace], config: Config, out_dir: str | Path, max_timelines: int = 20,
+                    progress: bool = False) -> dict:
+    """Score the traces, write the .csv_bi files and plots under out_dir; returns the metrics."""
+    from jaxbrr.eval import plots
+    from jaxbrr.evaluate import score_pairs
+    from jaxbrr.train.plots import plot_example
+
+    if not traces:
+        raise ValueError("no recordings to evaluate")
+    out_dir = Path(out_dir)
+    post = config.postprocess
+    processed = [postprocess(t.probs, t.sfreq, post) for t in traces]  # [(mask, events)]
+    metrics = score_pairs(_write_pairs(traces, [events for _, events in processed], out_dir))
+
+    probs = np.concatenate([t.probs for t in traces])
+    labels = np.concatenate([t.labels for t in traces]).astype(bool)
+    has_seizure = bool(labels.any())
+    metrics["sample"] = metrics["sensitivity_at_fa"] = metrics["threshold_sweep"] = None
+    if has_seizure and not labels.all():
+        masks = np.concatenate([mask for mask, _ in processed])
+        metrics["sample"] = {"auroc": auroc(probs, labels), **mask_metrics(masks, labels),
+                             "positives": int(labels.sum()), "samples": int(labels.size)}
+        fpr, tpr, _ = roc_curve(probs, labels)
+        plots.plot_roc(fpr, tpr, metrics["sample"]["auroc"], out_dir / "roc.png",
+                       f"sample-level ROC, {len(traces)} recordings")
+    if has_seizure:
+        result = sweep(traces, post, config.eval.threshold_steps, progress=progress)
+        points = sensitivity_at_fa(result, config.eval.fa_rates)
+        metrics["sensitivity_at_fa"] = {name: p.to_dict() for name, p in points.items()}
+        metrics["threshold_sweep"] = {
+            "tau_on": result.tau_on.tolist(), "tau_off": result.tau_off.tolist(),
+            "sensitivity": result.sensitivity.tolist(), "fa_per_24h": result.fa_per_24h.tolist(),
+            "hits": result.hits.tolist(), "false_alarms": result.false_alarms.tolist(),
+        }
+        plots.plot_sensitivity_fa(result, points, out_dir / "sensitivity_fa.png",
+                                  f"NEDC OVLP, {result.targets} seizures, "
+                                  f"{result.duration_seconds / 3600:.2f} h")
+    metrics["postprocess"] = config_to_dict(post)
+
+    order = sorted(range(len(traces)), key=lambda i: (-int(traces[i].labels.sum()),
+                                                      -int(processed[i][0].sum()), traces[i].stem))
+    for i in order[:max_timelines]:
+        trace, (mask, _) = traces[i], processed[i]
+        hits, false_alarms = ovlp_counts(*runs(trace.labels.astype(bool)), *runs(mask))
+        targets = runs(trace.labels.astype(bool))[0].size
+        plot_example(trace.probs, trace.labels, mask, trace.sfreq, post,
+                     out_dir / "timelines" / f"{trace.stem}.png",
+                     f"{trace.stem}: {hits} of {targets} seizures hit, {false_alarms} false alarms (OVLP)")
+    metrics["timelines"] = min(max_timelines, len(traces))
+    return metrics
+
+
+def _value(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def checkpoint_lines(metrics: dict) -> list[str]:
+    """The sample-level and sensitivity-at-FA rows of the on-screen table."""
+    post = metrics["postprocess"]
+    sample = metrics["sample"]
+    if sample is None:
+        lines = ["sample level: n/a (the labels hold one class only)"]
+    else:
+        lines = [f"sample level ({sample['samples']:,} samples, {sample['positives'] / sample['samples']:.2%} "
+                 f"seizure): AUROC {_value(sample['auroc'])}; post-processed at τ_on {post['tau_on']:g} / "
+                 f"τ_off {post['tau_off']:g}: sensitivity {_value(sample['sensitivity'])}, specificity "
+                 f"{_value(sample['specificity'])}, precision {_value(sample['precision'])}, f1 {_value(sample['f1'])}"]
+    points = metrics["sensitivity_at_fa"]
+    if points is None:
+        return [*lines, "sensitivity at FA/24h: n/a (the references hold no seizure)"]
+    steps = len(metrics["threshold_sweep"]["tau_on"])
+    lines.append(f"sensitivity at FA/24h (NEDC OVLP; τ_on swept over {steps} values, "
+                 f"τ_off = {post['tau_off'] / post['tau_on']:.4f} τ_on):")
+    lines.append(f"  {'metric':<32}{'sensitivity':>12}{'FA/24h':>10}{'hits':>10}{'FA':>6}{'τ_on':>8}{'τ_off':>8}")
+    for name, p in points.items():
+        if p["met"]:
+            where = f"{p['tau_on']:8.4f}{p['tau_off']:8.4f}"
+        else:
+            where = "  no threshold meets it"
+        lines.append(f"  {name:<32}{p['sensitivity']:12.4f}{p['fa_per_24h']:10.4f}"
+                     f"{p['hits']:>5}/{p['targets']:<4}{p['false_alarms']:>6}{where}")
+    return lines

@@ -1,0 +1,187 @@
+"""Sensitivity at a fixed false-alarm rate: sweep the threshold over whole recordings.
+
+Glossary
+    S          thresholds swept;  R  recordings;  n  samples in one recording's stitched trace
+    tau_on     the onset threshold of the hysteresis, swept over the grid k / (S + 1), k = 1..S
+    tau_off    tau_on · (cfg.tau_off / cfg.tau_on): the configured ratio, so each operating point
+               is the configured post-processing with both thresholds scaled (always in (0, tau_on])
+    target     a seizure event of the reference: a run of seizure samples of a recording's labels
+    hit        a target overlapped by a predicted event of its recording   (NEDC OVLP, seiz label)
+    false alarm  a predicted event overlapping no target of its recording  (NEDC OVLP, seiz label)
+
+At each threshold every recording is post-processed as evaluation does (hysteresis, morphology,
+merge, duration: jaxbrr/eval/postprocess.py) and counted with NEDC's any-overlap rule, exactly as
+jaxbrr/eval/nedc.py's `score_ovlp` counts the seiz label (tests/jaxbrr/eval/test_sensitivity_at_fa.py
+checks the two agree):
+
+    sensitivity(tau_on) = Σ_r hits_r / Σ_r targets_r
+    fa_per_24h(tau_on)  = Σ_r false_alarms_r / Σ_r duration_r · 86400      (durations in seconds)
+
+    sensitivity at F FA/24h = max { sensitivity(tau_on) : fa_per_24h(tau_on) <= F }
+
+ties broken by the lower FA rate, then by the higher tau_on. When no swept threshold meets F, the
+operating point is the detector that predicts nothing (sensitivity 0, FA 0) and says so
+(`met = False`, no threshold): the original reported its default threshold's sensitivity there,
+a number measured at an FA rate above the target (original_spec.md §4.8).
+
+Why a grid and not the original's bisection: neither count is monotone in tau_on once events are
+merged and filtered by duration (a lower threshold can join two false alarms into one, or grow a
+short one past the minimum duration), so bisection can stop at a threshold that misses a better
+one; a sweep looks at all of them. Cost: S post-processing passes over every sample (vectorised
+numpy per recording; thresholds above a recording's peak cost nothing).
+
+Metric names are fixed strings (FA_RATE_METRICS), never formatted from a float: the original's
+"sensitivity_at_10.0fa" against "sensitivity_at_10fa" silently broke its early stopping
+(original_spec.md §8 item 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from jaxbrr.config import PostprocessConfig
+from jaxbrr.eval.postprocess import postprocess_mask, runs
+from jaxbrr.eval.recordings import Trace
+
+SECONDS_PER_DAY = 86400.0
+# FA/24h target -> its metric name. eval.fa_rates must be keys of this table.
+FA_RATE_METRICS: dict[float, str] = {
+    100.0: "sensitivity_at_100_fa_per_24h",
+    50.0: "sensitivity_at_50_fa_per_24h",
+    20.0: "sensitivity_at_20_fa_per_24h",
+    10.0: "sensitivity_at_10_fa_per_24h",
+    5.0: "sensitivity_at_5_fa_per_24h",
+    2.5: "sensitivity_at_2.5_fa_per_24h",
+    2.0: "sensitivity_at_2_fa_per_24h",
+    1.0: "sensitivity_at_1_fa_per_24h",
+    0.5: "sensitivity_at_0.5_fa_per_24h",
+}
+
+
+def metric_name(fa_per_24h: float) -> str:
+    """The fixed metric name of one FA/24h target; ValueError for a target outside the table."""
+    if fa_per_24h not in FA_RATE_METRICS:
+        known = ", ".join(f"{rate:g}" for rate in FA_RATE_METRICS)
+        raise ValueError(f"eval.fa_rates holds {fa_per_24h:g}, which has no metric name; "
+                         f"choose among {known} (jaxbrr/eval/sensitivity_at_fa.py FA_RATE_METRICS)")
+    return FA_RATE_METRICS[fa_per_24h]
+
+
+def threshold_grid(steps: int) -> np.ndarray:
+    """(S,) tau_on values k / (steps + 1), k = 1..steps: strictly inside (0, 1)."""
+    if steps < 1:
+        raise ValueError(f"eval.threshold_steps must be >= 1, got {steps}")
+    return np.arange(1, steps + 1) / (steps + 1)
+
+
+def ovlp_counts(ref_starts: np.ndarray, ref_stops: np.ndarray,
+                hyp_starts: np.ndarray, hyp_stops: np.ndarray) -> tuple[int, int]:
+    """(hits, false alarms) of one recording's predicted runs against its target runs, NEDC OVLP:
+    [a, b) and [c, d) overlap when d > a and c < b. Both sets sorted and disjoint (runs of a mask),
+    so the only candidate for an interval is the last run of the other set starting before it ends.
+    """
+
+    def overlapped(starts, stops, other_starts, other_stops) -> np.ndarray:
+        if other_starts.size == 0:
+            return np.zeros(starts.size, bool)
+        before = np.searchsorted(other_starts, stops, side="left")  # (m,) others starting < stop
+        candidate_stop = other_stops[np.maximum(before - 1, 0)]
+        return (before > 0) & (candidate_stop > starts)
+
+    hits = int(np.count_nonzero(overlapped(ref_starts, ref_stops, hyp_starts, hyp_stops)))
+    false_alarms = int(np.count_nonzero(~overlapped(hyp_starts, hyp_stops, ref_starts, ref_stops)))
+    return hits, false_alarms
+
+
+def swept_config(cfg: PostprocessConfig, tau_on: float) -> PostprocessConfig:
+    """cfg with tau_on and tau_off = tau_on · cfg.tau_off / cfg.tau_on (module docstring)."""
+    return dataclasses.replace(cfg, tau_on=float(tau_on), tau_off=float(tau_on * cfg.tau_off / cfg.tau_on))
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """OVLP counts at every swept threshold, summed over the recordings."""
+
+    tau_on: np.ndarray  # (S,)
+    tau_off: np.ndarray  # (S,)
+    hits: np.ndarray  # (S,) int
+    false_alarms: np.ndarray  # (S,) int
+    targets: int
+    duration_seconds: float
+
+    @property
+    def sensitivity(self) -> np.ndarray:
+        return self.hits / self.targets  # (S,)
+
+    @property
+    def fa_per_24h(self) -> np.ndarray:
+        return self.false_alarms / self.duration_seconds * SECONDS_PER_DAY  # (S,)
+
+
+def sweep(traces: Sequence[Trace], cfg: PostprocessConfig, steps: int, progress: bool = False) -> Sweep:
+    """Post-process every recording at every threshold of the grid and count OVLP hits and
+    false alarms. The recordings' labels must hold at least one seizure (else sensitivity is
+    undefined)."""
+    if not traces:
+        raise ValueError("no recordings to sweep")
+    grid = threshold_grid(steps)
+    hits = np.zeros(grid.size, np.int64)
+    false_alarms = np.zeros(grid.size, np.int64)
+    configs = [swept_config(cfg, t) for t in grid]
+    targets, duration = 0, 0.0
+    for trace in tqdm(traces, desc="threshold sweep", unit="rec", disable=not progress, leave=False):
+        ref_starts, ref_stops = runs(np.asarray(trace.labels).astype(bool))
+        targets += ref_starts.size
+        duration += trace.probs.size / trace.sfreq
+        peak = float(trace.probs.max()) if trace.probs.size else -1.0
+        for s in np.flatnonzero(grid <= peak):  # above the peak nothing turns on: 0 hits, 0 FA
+            hyp_starts, hyp_stops = runs(postprocess_mask(trace.probs, trace.sfreq, configs[s]))
+            hit, false_alarm = ovlp_counts(ref_starts, ref_stops, hyp_starts, hyp_stops)
+            hits[s] += hit
+            false_alarms[s] += false_alarm
+    if targets == 0:
+        raise ValueError(f"the {len(traces)} recordings hold no seizure: sensitivity is undefined")
+    if duration <= 0:
+        raise ValueError("the recordings have no samples")
+    tau_off = np.array([c.tau_off for c in configs])
+    return Sweep(grid, tau_off, hits, false_alarms, targets, duration)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    fa_target: float  # FA/24h
+    met: bool  # False: no swept threshold meets the target; the empty detector stands in
+    sensitivity: float
+    fa_per_24h: float
+    hits: int
+    false_alarms: int
+    targets: int
+    tau_on: float | None
+    tau_off: float | None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def sensitivity_at_fa(result: Sweep, fa_targets: Sequence[float]) -> dict[str, OperatingPoint]:
+    """The best operating point under each FA/24h target, keyed by its fixed metric name."""
+    names = [metric_name(t) for t in fa_targets]  # unknown targets fail before any work
+    sensitivity, fa = result.sensitivity, result.fa_per_24h
+    out = {}
+    for target, name in zip(fa_targets, names, strict=True):
+        allowed = np.flatnonzero(fa <= target)
+        if allowed.size == 0:
+            out[name] = OperatingPoint(float(target), False, 0.0, 0.0, 0, 0, result.targets, None, None)
+            continue
+        # best sensitivity, then lowest FA, then highest tau_on (lexsort: last key first)
+        best = allowed[np.lexsort((-result.tau_on[allowed], fa[allowed], -sensitivity[allowed]))[0]]
+        out[name] = OperatingPoint(
+            float(target), True, float(sensitivity[best]), float(fa[best]), int(result.hits[best]),
+            int(result.false_alarms[best]), result.targets, float(result.tau_on[best]),
+            float(result.tau_off[best]))
+    return out

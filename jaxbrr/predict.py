@@ -1,0 +1,246 @@
+"""`python -m jaxbrr.predict --checkpoint CKPT FILE.edf [FILE.edf ...] [--out DIR]`: seizure events.
+
+For each EDF, into --out (default `predictions/`):
+
+    <stem>.csv_bi   the predicted events in TUSZ's csv_v1.0.0 (jaxbrr/eval/csv_bi.py), one
+                    `TERM,start,stop,seiz,confidence` row each, 4 decimals; header duration = the EDF's
+    <stem>.png      the preprocessed EEG with the events shaded, the probability trace, τ_on/τ_off
+
+Pipeline, all from the checkpoint's config (`--set` may change any field outside `model` and
+`data.montage`, e.g. `--set postprocess.tau_on=0.7`): read the EDF in the montage the model was
+trained on (jaxbrr/data/edf.py), preprocess (jaxbrr/data/preprocess.py), cut windows at
+`eval.stride_seconds` in batches of `eval.batch_size`, average the overlaps into one trace
+(jaxbrr/eval/recordings.py `predict_signals`; a recording shorter than one window is one padded
+window, masked), post-process into events (jaxbrr/eval/postprocess.py).
+
+Montages: a model trained on `ref19` reads referential recordings, one trained on `bipolar` reads
+bipolar (or re-references referential ones that carry every electrode). A recording that only the
+other montage can read is refused with a message saying so, never re-montaged silently.
+
+Durations: the trace has round(N · sfreq / sfreq_EDF) samples, which can run up to half a sample
+past the EDF's own end N / sfreq_EDF; an event reaching the trace's end is written to stop at the
+EDF's end (the .csv_bi duration), so reference and hypothesis files of a recording pair up.
+
+Bad files (missing, corrupt, wrong montage, another file with the same stem) are reported and
+skipped; the others are still predicted. Exit status: 0 every file predicted, 2 a bad checkpoint,
+config or argument, or at least one file skipped (each named on stderr with the fix).
+
+The checkpoint helpers (`load_checkpoint`, `make_predict`) serve `python -m jaxbrr.evaluate` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from jaxbrr.config import Config, ConfigError, parse_override, with_overrides
+from jaxbrr.data.annotations import Event
+from jaxbrr.data.edf import EDFError, RawRecording, read_edf
+from jaxbrr.data.montage import MONTAGES
+from jaxbrr.data.preprocess import preprocess
+from jaxbrr.eval.csv_bi import write_csv_bi
+from jaxbrr.eval.postprocess import postprocess
+from jaxbrr.eval.recordings import Predict, predict_signals
+
+EXIT_OK, EXIT_INPUT = 0, 2
+DEFAULT_OUT = "predictions"
+_CHECKPOINT_FIX = ("point --checkpoint at a run folder written by `python -m jaxbrr.train` (or its "
+                   "checkpoints/best, checkpoints/last or one step's folder)")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the path and the fix."""
+
+
+class MontageMismatch(EDFError):
+    """A recording the checkpoint's model cannot read, but a model of the other montage could."""
+
+
+# ----------------------------------------------------------------------------------------------
+# the checkpoint
+
+
+def _with_overrides(config: Config, overrides: Sequence[str], source: str) -> Config:
+    """The checkpoint's config with `key.sub=value` overrides; the model's fields stay fixed."""
+    for text in overrides:
+        key, _ = parse_override(text)
+        if key == "model" or key.startswith("model.") or key == "data.montage":
+            raise ConfigError(f"--set {text}: the model (and its montage) are the checkpoint's; "
+                              "only fields outside `model` and `data.montage` can be overridden")
+    return with_overrides(config, overrides, source)
+
+
+def load_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Config, nnx.Module, Path]:
+    """(config with overrides, SeizureDetector with the checkpoint's weights, the step folder).
+
+    Raises CheckpointError (a path that is not a checkpoint, or one that cannot be restored) or
+    ConfigError (a bad override), each naming the path and the fix.
+    """
+    from jaxbrr.train.checkpoint import load_model, resolve_step_dir
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder; {_CHECKPOINT_FIX}")
+    try:
+        step_dir = resolve_step_dir(path)
+    except FileNotFoundError as err:
+        raise CheckpointError(str(err)) from None
+    try:
+        config, model = load_model(step_dir)
+    except ConfigError:
+        raise
+    except Exception as err:  # orbax, JSON, missing items: all mean "not a usable checkpoint"
+        raise CheckpointError(f"{step_dir}: cannot restore the model ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); {_CHECKPOINT_FIX}") from None
+    return _with_overrides(config, overrides, f"{step_dir}/meta"), model, step_dir
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _probabilities(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Array:
+    """σ(logits) (B, T) of x (B, C, T), dropout off. The graph definition is static, so models of
+    one architecture share one compiled program."""
+    model = nnx.merge(graphdef, state)
+    logits, _ = nnx.view(model, deterministic=True, raise_if_not_found=False)(x)  # (B, T)
+    return jax.nn.sigmoid(logits)
+
+
+def make_predict(model: nnx.Module) -> Predict:
+    """(B, C, T) float32 numpy -> (B, T) probabilities numpy, jitted (one compile per batch shape)."""
+    graphdef, state = nnx.split(model)
+    return lambda x: np.asarray(_probabilities(graphdef, state, jnp.asarray(x)))
+
+
+# ----------------------------------------------------------------------------------------------
+# one recording
+
+
+def read_for_model(path: str | Path, config: Config) -> RawRecording:
+    """The EDF in the checkpoint's montage; MontageMismatch when only the other montage fits."""
+    path = Path(path)
+    montage = config.data.montage
+    if not path.is_file():
+        raise EDFError(f"{path}: no such file; check the path")
+    try:
+        return read_edf(path, montage, config.preprocess.interpolate)
+    except EDFError as err:
+        for other in (m for m in MONTAGES if m != montage):
+            try:
+                read_edf(path, other, config.preprocess.interpolate)
+            except EDFError:
+                continue
+            detail = str(err).removeprefix(f"{path}: ")
+            raise MontageMismatch(
+                f"{path}: a {other} recording, but the checkpoint's model was trained on the "
+                f"{montage!r} montage ({len(MONTAGES[montage])} channels); predict it with a "
+                f"checkpoint trained with data.montage: {other} and model.montage: {other}.\n"
+                f"  (read as {montage}: {detail})"
+            ) from None
+        raise
+
+
+@dataclass
+class Prediction:
+    source: Path
+    stem: str
+    duration_seconds: float  # the EDF's own
+    probs: np.ndarray  # (n,) at config.preprocess.sfreq
+    events: list[Event]
+    csv_bi: Path
+    png: Path
+
+
+def _end_at(events: list[Event], duration_seconds: float) -> list[Event]:
+    """Events stopping at most at the EDF's end (module docstring, "Durations")."""
+    return [dataclasses.replace(e, stop_seconds=min(e.stop_seconds, duration_seconds)) for e in events]
+
+
+def predict_file(path: str | Path, config: Config, predict: Predict, out_dir: str | Path,
+                 progress: bool = False) -> Prediction:
+    """Read, preprocess, predict and post-process one EDF; write its .csv_bi and PNG."""
+    from jaxbrr.eval.plots import plot_prediction  # matplotlib only when files are written
+
+    path, out_dir = Path(path), Path(out_dir)
+    raw = read_for_model(path, config)
+    signals, _ = preprocess(raw.signals_uv, raw.sfreq, config.preprocess, raw.channels,
+                            source=str(path), interpolated=raw.interpolated, repairs=raw.repairs)
+    sfreq = config.preprocess.sfreq
+    probs = predict_signals(predict, signals, config, progress=progress, desc=path.name)
+    _, events = postprocess(probs, sfreq, config.postprocess)
+    events = _end_at(events, raw.duration_seconds)
+    csv_bi = write_csv_bi(out_dir / f"{path.stem}.csv_bi", events, raw.duration_seconds)
+    png = plot_prediction(signals, raw.channels, probs, events, sfreq, config.postprocess,
+                          out_dir / f"{path.stem}.png",
+                          f"{path.name}: {len(events)} predicted seizure{'s' * (len(events) != 1)}")
+    return Prediction(path, path.stem, raw.duration_seconds, probs, events, csv_bi, png)
+
+
+def describe(config: Config, step_dir: Path) -> str:
+    m = config.model
+    return (f"checkpoint {step_dir}: {m.architecture}, montage {config.data.montage} ({m.n_chans} "
+            f"channels), windows {config.data.window_seconds:g} s every "
+            f"{config.eval_stride_samples / config.preprocess.sfreq:g} s, batch {config.eval.batch_size}, "
+            f"τ_on {config.postprocess.tau_on:g} / τ_off {config.postprocess.tau_off:g}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jaxbrr.predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
+                        help="a run folder (its best checkpoint), checkpoints/best|last, or a step folder")
+    parser.add_argument("files", nargs="+", metavar="FILE.edf")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                        help=f"where <stem>.csv_bi and <stem>.png go (default: {DEFAULT_OUT}/)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field outside `model`, e.g. --set postprocess.tau_on=0.7")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        config, model, step_dir = load_checkpoint(args.checkpoint, args.set)
+    except (CheckpointError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    print(describe(config, step_dir))
+    predict = make_predict(model)
+
+    skipped, stems = [], {}
+    files = [Path(f) for f in args.files]
+    bar = tqdm(files, desc="recordings", unit="rec", disable=args.no_progress or len(files) < 2)
+    for path in bar:
+        if path.stem in stems:
+            skipped.append((path, f"{path}: {stems[path.stem]} has the same stem, and its outputs "
+                                  f"{args.out}/{path.stem}.csv_bi/.png would be overwritten; rename one "
+                                  "or predict them into separate --out folders"))
+            tqdm.write(f"error: {skipped[-1][1]}", file=sys.stderr)
+            continue
+        stems[path.stem] = path
+        try:
+            result = predict_file(path, config, predict, args.out, progress=not args.no_progress)
+        except (ValueError, OSError) as err:  # EDFError, MontageMismatch, preprocessing
+            skipped.append((path, str(err)))
+            tqdm.write(f"error: {err}", file=sys.stderr)
+            continue
+        seizure = sum(e.stop_seconds - e.start_seconds for e in result.events)
+        tqdm.write(f"{path}: {result.duration_seconds:.1f} s, {len(result.events)} events "
+                   f"({seizure:.1f} s) -> {result.csv_bi}, {result.png}")
+    bar.close()
+    if skipped:
+        print(f"{len(skipped)} of {len(files)} files skipped:", file=sys.stderr)
+        for path, _ in skipped:
+            print(f"  {path}", file=sys.stderr)
+        return EXIT_INPUT
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""`python -m jaxbrr.predict` with tiny untrained checkpoints saved as training saves them
+(tests/jaxbrr/conftest.py): the real CHB-MIT crop (41 s, 23 bipolar derivations, 256 Hz) through a
+bipolar model, a recording shorter than one window, montage mismatches both ways, bad files and
+bad checkpoints."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import edfio
+import numpy as np
+import pytest
+
+from jaxbrr.data.edf import read_edf
+from jaxbrr.data.montage import BIPOLAR23, REF19
+from jaxbrr.data.preprocess import preprocess
+from jaxbrr.eval.csv_bi import read_csv_bi
+from jaxbrr.eval.recordings import predict_signals
+from jaxbrr.predict import load_checkpoint, main, make_predict
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Every sample above both thresholds and no minimum duration: one event spanning the recording.
+WHOLE_RECORDING = ["--set", "postprocess.tau_on=0.01", "--set", "postprocess.tau_off=0.01",
+                   "--set", "postprocess.min_duration_seconds=0"]
+
+
+@pytest.fixture(scope="module")
+def chbmit(shared) -> Path:
+    path = shared / "data" / "chbmit" / "chb01_03_Seizure.edf"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+def trace_of(run: Path, edf: Path) -> np.ndarray:
+    """The probability trace through the library calls, independently of the CLI."""
+    config, model, _ = load_checkpoint(run)
+    raw = read_edf(edf, config.data.montage)
+    signals, _ = preprocess(raw.signals_uv, raw.sfreq, config.preprocess, raw.channels)
+    return predict_signals(make_predict(model), signals, config)
+
+
+def write_edf(path: Path, labels, seconds: float, sfreq: int = 256, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    signals = [edfio.EdfSignal(30 * rng.standard_normal(int(seconds * sfreq)), sfreq, label=label,
+                               physical_dimension="uV", physical_range=(-500, 500)) for label in labels]
+    edfio.Edf(signals, data_record_duration=seconds if seconds < 1 else 1.0).write(path)
+    return path
+
+
+def test_predict_chbmit_writes_a_csv_bi_that_round_trips_and_a_png(bipolar_run, chbmit, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(bipolar_run), str(chbmit), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "montage bipolar (23 channels)" in printed and "chb01_03_Seizure.csv_bi" in printed
+    record = read_csv_bi(out / "chb01_03_Seizure.csv_bi")
+    assert record.duration_seconds == 41.0 and record.montage_file == "nedc_eas_default_montage.txt"
+    png = out / "chb01_03_Seizure.png"
+    assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 50_000
+
+    # thresholds near 0: one event over the whole recording, its confidence the trace's mean
+    assert main(["--checkpoint", str(bipolar_run), str(chbmit), "--out", str(out), "--no-progress",
+                 *WHOLE_RECORDING]) == 0
+    (event,) = read_csv_bi(out / "chb01_03_Seizure.csv_bi").events
+    trace = trace_of(bipolar_run, chbmit)
+    assert trace.shape == (41 * 256,)
+    assert (event.start_seconds, event.stop_seconds, event.label, event.channel) == (0.0, 41.0, "seiz", "TERM")
+    assert event.confidence == round(float(trace.astype(np.float64).mean()), 4)
+
+
+def test_a_recording_shorter_than_one_window(bipolar_run, tmp_path):
+    edf = write_edf(tmp_path / "short_s001_t000.edf", BIPOLAR23[:-1], seconds=2.0)  # T8-P8 once serves both
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(bipolar_run), str(edf), "--out", str(out), "--no-progress",
+                 *WHOLE_RECORDING]) == 0
+    record = read_csv_bi(out / "short_s001_t000.csv_bi")
+    assert record.duration_seconds == 2.0
+    assert [(e.start_seconds, e.stop_seconds) for e in record.events] == [(0.0, 2.0)]
+    assert trace_of(bipolar_run, edf).shape == (512,)  # 2 s, not the 4 s window
+    assert (out / "short_s001_t000.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_a_montage_mismatch_is_refused_both_ways(bipolar_run, synthetic_run, chbmit, tmp_path, capsys):
+    assert main(["--checkpoint", str(synthetic_run), str(chbmit), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{chbmit}: a bipolar recording, but the checkpoint's model was trained on the 'ref19' montage" in err
+    assert "checkpoint trained with data.montage: bipolar" in err
+
+    referential = write_edf(tmp_path / "ref_s001_t000.edf", [f"EEG {name.upper()}-REF" for name in REF19], 5.0)
+    assert main(["--checkpoint", str(bipolar_run), str(referential), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "a ref19 recording, but the checkpoint's model was trained on the 'bipolar' montage" in err
+    assert not list(tmp_path.glob("*.csv_bi"))
+
+
+def test_bad_files_are_skipped_and_reported_the_others_predicted(bipolar_run, chbmit, tmp_path, capsys):
+    corrupt = tmp_path / "corrupt_s001_t000.edf"
+    corrupt.write_bytes(b"this is not an EDF file" * 20)
+    truncated = tmp_path / "truncated_s001_t000.edf"
+    truncated.write_bytes(chbmit.read_bytes()[:100_000])
+    missing = tmp_path / "missing_s001_t000.edf"
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(bipolar_run), str(missing), str(corrupt), str(chbmit), str(truncated),
+            "--out", str(out), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: no such file; check the path" in err
+    assert f"{corrupt}: not an EDF file" in err and "remove it from data_dir" in err
+    assert f"{truncated}: truncated" in err and "copy it again" in err
+    assert "3 of 4 files skipped" in err
+    assert sorted(p.name for p in out.iterdir()) == ["chb01_03_Seizure.csv_bi", "chb01_03_Seizure.png"]
+
+
+def test_bad_checkpoints_exit_2_naming_the_path_and_the_fix(bipolar_run, chbmit, tmp_path, capsys):
+    def error(checkpoint, *extra):
+        assert main(["--checkpoint", str(checkpoint), str(chbmit), "--out", str(tmp_path), *extra]) == 2
+        return capsys.readouterr().err
+
+    assert f"{tmp_path / 'nowhere'}: no such file or folder; point --checkpoint at a run folder" in error(
+        tmp_path / "nowhere")
+    assert "not a training checkpoint" in error(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(bipolar_run, broken)
+    for item in (broken / "checkpoints" / "best" / "1" / "model").iterdir():
+        item.unlink() if item.is_file() else shutil.rmtree(item)
+    message = error(broken)
+    assert f"{broken / 'checkpoints' / 'best' / '1'}: cannot restore the model" in message
+    assert "--set model" in error(bipolar_run, "--set", "model.tcn.kernel_size=3")
+    assert not list(tmp_path.glob("*.csv_bi"))
