@@ -9,7 +9,11 @@ recordings are concatenated and scored sample by sample (jaxbrr/eval/metrics.py)
                              of the post-processed mask (hysteresis τ_on/τ_off, opening, closing,
                              event duration and merging from `postprocess`) against the labels
 
-The early-stopping metric (`train.early_stopping.metric`) must be one of `VALIDATION_METRICS`;
+    sensitivity_at_<R>_fa_per_24h   for each R of eval.fa_rates, only when it is the early-stopping
+                             metric (a sweep of eval.threshold_steps post-processings, NEDC OVLP
+                             events: jaxbrr/eval/sensitivity_at_fa.py), as the original stopped on
+
+The early-stopping metric (`train.early_stopping.metric`) must be one of `validation_metrics`;
 `check_metric_name` is called before any compute, and a validation that lacks the metric raises
 (the original read a missing key as 0.0 every epoch: original_spec.md §3.7).
 """
@@ -23,17 +27,27 @@ from jaxbrr.data.cache import Corpus
 from jaxbrr.eval.metrics import auroc, mask_metrics
 from jaxbrr.eval.postprocess import postprocess
 from jaxbrr.eval.recordings import Predict, Trace, predict_recordings
+from jaxbrr.eval.sensitivity_at_fa import metric_name, sensitivity_at_fa, sweep
 
 # Sample-level counts of the post-processed mask, and the AUROC of the probabilities.
 VALIDATION_METRICS = ("auroc", "sensitivity", "specificity", "precision", "f1")
 
 
+def _fa_metrics(config: Config) -> dict[str, float]:
+    """metric name -> FA/24h target, for eval.fa_rates."""
+    return {metric_name(rate): rate for rate in config.eval.fa_rates}
+
+
+def validation_metrics(config: Config) -> tuple[str, ...]:
+    return VALIDATION_METRICS + tuple(_fa_metrics(config))
+
+
 def check_metric_name(config: Config) -> None:
     metric = config.train.early_stopping.metric
-    if metric not in VALIDATION_METRICS:
+    if metric not in validation_metrics(config):
         raise ConfigError(
             f"train.early_stopping.metric = {metric!r} is not a validation metric; "
-            f"choose one of {', '.join(VALIDATION_METRICS)}"
+            f"choose one of {', '.join(validation_metrics(config))}"
         )
 
 
@@ -58,6 +72,11 @@ def score(traces: list[Trace], config: Config) -> tuple[dict, list[np.ndarray]]:
     probs = np.concatenate([t.probs for t in traces])
     labels = np.concatenate([t.labels for t in traces]).astype(bool)
     metrics = {"auroc": auroc(probs, labels), **mask_metrics(np.concatenate(masks), labels)}
+    targets = _fa_metrics(config)
+    if config.train.early_stopping.metric in targets:
+        swept = sweep(traces, config.postprocess, config.eval.threshold_steps)
+        points = sensitivity_at_fa(swept, list(targets.values()))
+        metrics.update({name: point.sensitivity for name, point in points.items()})
     metrics["seizure_fraction"] = float(labels.mean())
     metrics["recordings"] = len(traces)
     return metrics, masks
