@@ -276,6 +276,44 @@ class EarlyStoppingConfig:
 
 
 @_section
+class MeshConfig:
+    """The device mesh of a training step (jaxbrr/train/mesh.py). data × fsdp must equal the
+    number of devices (all hosts together); -1 means "all the devices the other axis leaves".
+    The batch is split over data × fsdp; parameters and optimizer state are replicated over
+    `data` and, with fsdp > 1, sharded over `fsdp` (each array along its largest divisible axis)."""
+
+    data: int = Field(-1, ge=-1, le=65536)
+    fsdp: int = Field(1, ge=1)
+    # Arrays with fewer elements stay replicated under fsdp (sharding them saves nothing).
+    fsdp_min_size: int = Field(1024, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.data == 0:
+            raise ValueError("train.mesh.data must be >= 1, or -1 for all the devices fsdp leaves")
+        return self
+
+
+@_section
+class DistributedConfig:
+    """Multi-host training on JAX's own runtime (jax.distributed.initialize). With
+    initialize: true, a field left null comes from the environment: JAX_COORDINATOR_ADDRESS,
+    JAX_NUM_PROCESSES, JAX_PROCESS_ID, else JAX's cluster detection (SLURM, Open MPI, Kubernetes)."""
+
+    initialize: bool = False
+    coordinator_address: str | None = None  # host:port of process 0
+    num_processes: int | None = Field(None, ge=1)
+    process_id: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if None not in (self.num_processes, self.process_id) and self.process_id >= self.num_processes:
+            raise ValueError(f"train.distributed.process_id={self.process_id} must be below "
+                             f"num_processes={self.num_processes}")
+        return self
+
+
+@_section
 class TrainConfig:
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -300,6 +338,10 @@ class TrainConfig:
     checkpoint_every: int | None = Field(None, ge=1)
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     seed: int = 0
+    # Host batches loaded ahead by a background thread (0: load in the training thread).
+    prefetch: int = Field(2, ge=0)
+    mesh: MeshConfig = MeshConfig()
+    distributed: DistributedConfig = DistributedConfig()
 
 
 @_section

@@ -109,3 +109,18 @@ def batches(rows: np.ndarray, batch_size: int, drop_last: bool = True) -> Iterat
     stop = len(rows) - len(rows) % batch_size if drop_last else len(rows)
     for i in range(0, stop, batch_size):
         yield rows[i : i + batch_size]
+
+
+def host_rows(global_batch: np.ndarray, host: int, hosts: int) -> np.ndarray:
+    """Host `host`'s part of one global batch (its rows in order): the batch is split into `hosts`
+    contiguous equal slices, slice h for host h, so host h reads only those windows from the
+    cache. Every host computes the same global order from (seed, epoch), so the hosts' slices of
+    an epoch are disjoint and together hold each of its windows exactly once; and slice h lands
+    on host h's devices (the batch axis is sharded over the mesh's devices in process order)."""
+    if not 0 <= host < hosts:
+        raise ValueError(f"host {host} is not one of {hosts} hosts")
+    if len(global_batch) % hosts:
+        raise ValueError(f"a global batch of {len(global_batch)} windows does not split over {hosts} hosts: "
+                         f"make train.batch_size a multiple of {hosts}")
+    per_host = len(global_batch) // hosts
+    return global_batch[host * per_host : (host + 1) * per_host]

@@ -52,15 +52,19 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 class RunLog:
-    def __init__(self, workdir: str | Path, resume_step: int | None = None, tensorboard: bool = True):
+    def __init__(self, workdir: str | Path, resume_step: int | None = None, tensorboard: bool = True,
+                 write_files: bool = True):
+        """write_files False (the other hosts of a multi-host run): records kept, nothing written."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.path = self.workdir / METRICS_FILE
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step] if resume_step is not None else []
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.records = kept
+        self._file = self._tb = None
+        if not write_files:
+            return
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = self.path.open("a", buffering=1)
-        self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -70,7 +74,8 @@ class RunLog:
     def write(self, kind: str, step: int, epoch: int, values: dict) -> dict:
         record = {"kind": kind, "step": int(step), "epoch": int(epoch),
                   **{k: _jsonable(v) for k, v in values.items()}, "time": time.time()}
-        self._file.write(json.dumps(record) + "\n")
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
         self.records.append(record)
         if self._tb is not None:
             for key, value in values.items():
@@ -84,6 +89,7 @@ class RunLog:
         return [r for r in self.records if r["kind"] == kind]
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()

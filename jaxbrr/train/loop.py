@@ -23,9 +23,14 @@ Non-finite steps (never silent; DESIGN.md §5 and the training issue):
   untouched on such a step; skipped steps are counted in metrics.jsonl, and more than
   `train.max_skipped` in a row stop the run with the dump.
 
-Several devices: the batch is sharded over a 1-D mesh axis `data`, the state replicated, and
-the step runs under shard_map with averaged gradients (jaxbrr/train/step.py). On forced CPU
-devices the dynamic PE's eigh deadlocks XLA's runtime, so that combination is refused.
+Several devices (train.mesh; jaxbrr/train/mesh.py): the batch is split over a `data` × `fsdp`
+mesh, the state replicated (under shard_map, gradients averaged) or, with fsdp > 1, sharded over
+`fsdp` (jit with shardings); jaxbrr/train/step.py. On forced CPU devices the dynamic PE's eigh
+deadlocks XLA's runtime, so that combination is refused. Several hosts
+(train.distributed; jaxbrr/train/distributed.py): every host walks the same global batch order
+and loads only its slice of each batch (sampler.host_rows). A background thread loads the next
+train.prefetch batches while the step runs (jaxbrr/data/prefetch.py); the time the loop still
+waited for data is logged as `data_wait_s`.
 
 `Loop` is framework-neutral (data, sampling, NaN policy, validation, early stopping, logs,
 plots); `Trainer` below is jaxbrr's, torchref/train/loop.py holds torch's.
@@ -42,20 +47,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from jaxbrr.config import Config, ConfigError, config_to_dict
+from jaxbrr.data.prefetch import Prefetcher
 from jaxbrr.data.prepare import PreparedData, prepare, train_spec
-from jaxbrr.data.sampler import balanced_rows, batches, seizure_window_ratio
+from jaxbrr.data.sampler import balanced_rows, batches, host_rows, seizure_window_ratio
 from jaxbrr.model import SeizureDetector, count_parameters
-from jaxbrr.train import plots
+from jaxbrr.train import distributed, plots
 from jaxbrr.train.checkpoint import Checkpoints
 from jaxbrr.train.class_weight import resolve_pos_weight
 from jaxbrr.train.log import RunLog
+from jaxbrr.train.mesh import FSDP_AXIS, global_batch, make_mesh, place, state_shardings
 from jaxbrr.train.nan import replay_command, write_dump
 from jaxbrr.train.optim import make_nnx_optimizer
-from jaxbrr.train.step import DATA_AXIS, checkify_failure, make_train_step
+from jaxbrr.train.step import checkify_failure, make_train_step
 from jaxbrr.train.validate import check_metric_name, is_better, metric_value, validate
 
 
@@ -91,6 +97,11 @@ class TrainResult:
     best_checkpoint: Path | None = None
 
 
+# train fields that place the run (how batches are loaded, how processes connect), not what it
+# computes: a resume may change them
+RESUME_IGNORED = ("prefetch", "distributed")
+
+
 def _config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     keys = sorted(set(a) | set(b))
     out = []
@@ -118,6 +129,7 @@ class Loop:
     logs, plots and the NaN policy are shared."""
 
     framework = "?"
+    process_index, process_count = 0, 1  # this host among the hosts; a framework may set them
 
     def __init__(self, config: Config, resume: bool = False, progress: bool = True,
                  prepared: PreparedData | None = None):
@@ -130,9 +142,16 @@ class Loop:
         self._build()
         self.progress = Progress()
         self._resume_or_start(resume)
-        self.log = RunLog(self.workdir, resume_step=self.progress.step if self.progress.step else None)
+        # every host keeps the records (early stopping decides alike everywhere); host 0 writes them
+        self.log = RunLog(self.workdir, resume_step=self.progress.step if self.progress.step else None,
+                          write_files=self.primary)
 
     # -- what a framework provides -------------------------------------------------------------
+
+    @property
+    def primary(self) -> bool:
+        """Host 0 writes the logs and plots; checkpoints are written by every host (orbax)."""
+        return self.process_index == 0
 
     def _build(self) -> None:
         """Model, optimizer (total_updates known), checkpoint store."""
@@ -210,7 +229,10 @@ class Loop:
             return
         meta = self._restore()
         ours, theirs = config_to_dict(self.config), dict(meta["config"])
-        ours.pop("workdir", None), theirs.pop("workdir", None)
+        for tree in (ours, theirs):
+            tree.pop("workdir", None)
+            for key in RESUME_IGNORED:
+                tree.get("train", {}).pop(key, None)
         changed = _config_differences(ours, theirs)
         if changed:
             raise ConfigError(
@@ -228,6 +250,8 @@ class Loop:
         return list(batches(rows, self.cfg.batch_size))[: self.batches_per_epoch], resolve_pos_weight(self.cfg, ratio)
 
     def load_batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """This host's slice of the global batch `rows` (all of it on one host)."""
+        rows = host_rows(rows, self.process_index, self.process_count)
         x, y, valid = self.prepared.corpus.batch(self.train_stems, self.table, rows, self.config.window_samples)
         return {"x": x, "y": y.astype(np.float32), "valid": valid.all(axis=1)}  # (B,C,T) (B,T) (B,)
 
@@ -288,36 +312,44 @@ class Loop:
         p, cfg = self.progress, self.cfg
         plan, pos_weight = self.epoch_plan(p.epoch)
         bar.set_description(f"epoch {p.epoch + 1}/{cfg.epochs}")
-        window_count, since, interval_losses = 0, time.perf_counter(), []
-        for b in range(p.batch, len(plan)):
-            batch = self.load_batch(plan[b])
-            metrics = self._run_step(batch, pos_weight)
-            p.step += 1
-            p.batch = b + 1
-            window_count += cfg.batch_size
-            if not metrics["skipped_now"]:
-                interval_losses.append(float(metrics["loss"]))
-            bar.update(1)
-            if p.step % cfg.log_every == 0 or p.step == 1 or metrics["skipped_now"]:
-                rate = window_count / max(time.perf_counter() - since, 1e-9)
-                loss_mean = float(np.mean(interval_losses)) if interval_losses else float("nan")
-                window_count, since, interval_losses = 0, time.perf_counter(), []
-                self.log.write("train", p.step, p.epoch, {
-                    "loss": metrics["loss"], "loss_mean": loss_mean,
-                    "grad_norm": metrics["grad_norm"], "lr": metrics["lr"],
-                    "pos_weight": pos_weight, "skipped": p.skipped, "skipped_now": metrics["skipped_now"],
-                    "windows_per_s": rate,
-                })
-                bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", lr=f"{float(metrics['lr']):.2e}",
-                                gnorm=f"{float(metrics['grad_norm']):.3f}", win_s=f"{rate:.1f}",
-                                skipped=p.skipped)
-            if cfg.max_steps and p.step >= cfg.max_steps:
-                p.finished = "max_steps"
-                return
-            if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 and p.batch < len(plan):
-                self._save("last")
+        window_count, since, interval_losses, waited = 0, time.perf_counter(), [], 0.0
+        # the thread loads this host's next cfg.prefetch batches while the step runs
+        with Prefetcher(self.load_batch, plan[p.batch:], cfg.prefetch) as loader:
+            for b, batch in enumerate(loader, start=p.batch):
+                metrics = self._run_step(batch, pos_weight)
+                p.step += 1
+                p.batch = b + 1
+                window_count += cfg.batch_size
+                if not metrics["skipped_now"]:
+                    interval_losses.append(float(metrics["loss"]))
+                bar.update(1)
+                if p.step % cfg.log_every == 0 or p.step == 1 or metrics["skipped_now"]:
+                    host = self._mean_over_hosts({
+                        "windows_per_s": window_count / max(time.perf_counter() - since, 1e-9),
+                        "data_wait_s": loader.wait_seconds - waited,
+                    })
+                    loss_mean = float(np.mean(interval_losses)) if interval_losses else float("nan")
+                    window_count, since, interval_losses, waited = 0, time.perf_counter(), [], loader.wait_seconds
+                    self.log.write("train", p.step, p.epoch, {
+                        "loss": metrics["loss"], "loss_mean": loss_mean,
+                        "grad_norm": metrics["grad_norm"], "lr": metrics["lr"],
+                        "pos_weight": pos_weight, "skipped": p.skipped, "skipped_now": metrics["skipped_now"],
+                        **host,
+                    })
+                    bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", lr=f"{float(metrics['lr']):.2e}",
+                                    gnorm=f"{float(metrics['grad_norm']):.3f}",
+                                    win_s=f"{host['windows_per_s']:.1f}", skipped=p.skipped)
+                if cfg.max_steps and p.step >= cfg.max_steps:
+                    p.finished = "max_steps"
+                    return
+                if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 and p.batch < len(plan):
+                    self._save("last")
         if p.epoch + 1 >= cfg.epochs:
             p.finished = "epochs"
+
+    def _mean_over_hosts(self, values: dict[str, float]) -> dict[str, float]:
+        """Host-measured numbers averaged over the hosts (one host: unchanged)."""
+        return values
 
     def _end_epoch(self) -> None:
         p, es = self.progress, self.cfg.early_stopping
@@ -361,6 +393,8 @@ class Loop:
             "  (best)" if improved else "")
 
     def _plots(self, traces: list, masks: list) -> None:
+        if not self.primary:
+            return
         plots.plot_training(self.log.records, self.workdir / "plots" / "training.png",
                             self.cfg.early_stopping.metric)
         i = int(np.argmax([t.labels.sum() for t in traces]))  # the dev recording with most seizure
@@ -370,6 +404,8 @@ class Loop:
                            f"{t.stem} (dev), epoch {self.progress.epoch + 1}")
 
     def _final_plots(self) -> None:
+        if not self.primary:
+            return
         plots.plot_training(self.log.records, self.workdir / "plots" / "training.png",
                             self.cfg.early_stopping.metric)
 
@@ -385,15 +421,15 @@ class Trainer(Loop):
     framework = "jaxbrr"
 
     def _build(self) -> None:
+        distributed.initialize(self.cfg.distributed)  # before any device is touched
+        self.process_index, self.process_count = jax.process_index(), jax.process_count()
         self.model = SeizureDetector(self.config.model, rngs=nnx.Rngs(self.cfg.seed))
         self.optimizer = make_nnx_optimizer(self.model, self.cfg, self.total_updates)
         self.checkpoints = Checkpoints(self.workdir, self.cfg.keep_checkpoints)
         self.mesh = None
         devices = jax.devices()
-        if len(devices) > 1:
-            if self.cfg.batch_size % len(devices):
-                raise ValueError(f"train.batch_size={self.cfg.batch_size} does not divide over "
-                                 f"{len(devices)} devices: use a multiple of {len(devices)}")
+        if len(devices) > 1 or self.cfg.mesh.fsdp > 1:
+            self.mesh = make_mesh(self.cfg, devices)  # checks data × fsdp and the batch size
             g = self.config.model.graph
             if devices[0].platform == "cpu" and g.enabled and g.use_dynamic_pe:
                 raise ValueError(
@@ -403,9 +439,9 @@ class Trainer(Loop):
                     "XLA_FLAGS=--xla_force_host_platform_device_count), on GPUs, or with "
                     "model.graph.use_dynamic_pe=false"
                 )
-            self.mesh = Mesh(np.array(devices), (DATA_AXIS,))
         self.sync_from_objects()
-        self.step_fn = make_train_step(self.graphdef, self.cfg, use_checkify=self.cfg.checkify, mesh=self.mesh)
+        self.step_fn = make_train_step(self.graphdef, self.cfg, use_checkify=self.cfg.checkify, mesh=self.mesh,
+                                       state_shardings=self.state_shardings)
         model_graphdef = nnx.graphdef(self.model)
 
         @jax.jit
@@ -422,8 +458,10 @@ class Trainer(Loop):
         e.g. parity's torch_to_jax) and lay it out on the devices."""
         self.graphdef, self.state = nnx.split((self.model, self.optimizer))
         self.state_before = self.state
-        if self.mesh is not None:
-            self.state = jax.device_put(self.state, NamedSharding(self.mesh, PartitionSpec()))
+        self.state_shardings = None
+        if self.mesh is not None:  # replicated, or split over fsdp (jaxbrr/train/mesh.py)
+            self.state_shardings = state_shardings(self.state, self.mesh, self.cfg.mesh)
+            self.state = place(self.state, self.state_shardings)
 
     def _objects(self, state) -> tuple[nnx.Module, nnx.Optimizer]:
         return nnx.merge(self.graphdef, state)
@@ -431,11 +469,20 @@ class Trainer(Loop):
     def _put(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         if self.mesh is None:
             return {k: jnp.asarray(v) for k, v in batch.items()}
-        return jax.device_put(batch, NamedSharding(self.mesh, PartitionSpec(DATA_AXIS)))
+        return global_batch(batch, self.mesh)  # this host's slice -> the global batch
 
     def devices(self) -> str:
         devices = jax.devices()
-        return f"devices: {len(devices)} x {devices[0].platform}" + (" (data parallel)" if self.mesh else "")
+        text = f"devices: {len(devices)} x {devices[0].platform}"
+        if self.process_count > 1:
+            text += f" on {self.process_count} hosts (this is host {self.process_index})"
+        if self.mesh is not None:
+            text += " (data parallel)" if self.mesh.shape[FSDP_AXIS] == 1 else (
+                f" (mesh data {self.mesh.shape['data']} x fsdp {self.mesh.shape[FSDP_AXIS]})")
+        return text
+
+    def _mean_over_hosts(self, values: dict[str, float]) -> dict[str, float]:
+        return distributed.mean_over_hosts(values)
 
     def parameter_count(self) -> int:
         return count_parameters(self.model)
@@ -445,7 +492,9 @@ class Trainer(Loop):
         The model state is copied there once per training state, not once per batch."""
         if self._eval_state[0] is not self.state:
             model_state = self.state[0]
-            if self.mesh is not None:
+            if self.process_count > 1:  # a global array: gather the whole of it on every host
+                model_state = distributed.gather_to_host(model_state)
+            elif self.mesh is not None:
                 model_state = jax.device_put(model_state, jax.devices()[0])
             self._eval_state = (self.state, model_state)
         return np.asarray(self._predict(self._eval_state[1], jnp.asarray(x)))
@@ -461,7 +510,7 @@ class Trainer(Loop):
                     raise StepFailed("checkify: a NaN inside the step", failure)
             else:
                 state, metrics = self.step_fn(self.state, device_batch, weight)
-            metrics = jax.device_get(metrics)
+            metrics = distributed.host_values(metrics)  # replicated: every host holds them
         except FloatingPointError as err:  # JAX_DEBUG_NANS=1
             raise StepFailed("JAX_DEBUG_NANS: a NaN inside the step", str(err)) from err
         if metrics["finite"] or self.cfg.nan_policy == "skip":  # skip: apply_if_finite kept the state

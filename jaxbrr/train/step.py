@@ -18,13 +18,20 @@ The training loop uses `make_train_step`: the same update as a pure function of 
 optionally wrapped in `jax.experimental.checkify` float checks (`train.checkify`). Nothing is
 donated: the loop keeps the state from before a step, which is what a NaN dump writes.
 
-Data parallel (a mesh with a `data` axis): the step runs under `jax.shard_map`, each device on
-its slice of the batch with the replicated state, and the loss and gradients are averaged with
-`lax.pmean` before the (identical, replicated) update. Explicit rather than left to jit's
-partitioner: partitioning the model's batched eigh (a LAPACK call) over a sharded batch hangs XLA
-on forced CPU devices. Every device draws the same dropout masks (one replicated RNG state) on
-its own windows. The averaged loss equals the global batch mean when every window is valid (the
-training batches are).
+On a mesh (jaxbrr/train/mesh.py: axes `data` × `fsdp`, the batch split over both):
+- fsdp = 1, data parallel: the step runs under `jax.shard_map`, each device on its slice of the
+  batch with the replicated state, and the loss and gradients are averaged with `lax.pmean`
+  before the (identical, replicated) update. Every device draws the same dropout masks (one
+  replicated RNG state) on its own windows, so the losses follow a 1-device run within the
+  parity table's trajectory tolerance, not bit for bit. The averaged loss equals the global
+  batch mean when every window is valid (the training batches are).
+- fsdp > 1: plain `jax.jit` with NamedShardings in and out: the state sharded per
+  `mesh.state_shardings` (parameters and optimizer moments split over `fsdp`), the batch over
+  (data, fsdp); XLA's partitioner inserts the all-gathers of parameters and the reduce-scatters
+  of gradients. Here the step is the 1-device program, dropout masks included.
+On forced CPU devices the model's batched eigh (dynamic Laplacian PE, a LAPACK call) hangs XLA's
+CPU runtime in both forms (measured: shard_map, jit with shardings, and XLA_FLAGS
+--xla_cpu_multi_thread_eigen=false all hang with 2 devices); the Trainer refuses that combination.
 """
 
 from __future__ import annotations
@@ -42,9 +49,8 @@ from jax.sharding import PartitionSpec as P
 
 from jaxbrr.config import TrainConfig
 from jaxbrr.train.loss import compute_loss
+from jaxbrr.train.mesh import BATCH_AXES, FSDP_AXIS, batch_sharding, replicated
 from jaxbrr.train.optim import current_learning_rate
-
-DATA_AXIS = "data"
 
 
 @nnx.jit(static_argnums=3)
@@ -62,7 +68,8 @@ def train_step(
 
 
 def update(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict[str, jax.Array],
-           cfg: TrainConfig, pos_weight: float | jax.Array, axis_name: str | None = None) -> dict[str, jax.Array]:
+           cfg: TrainConfig, pos_weight: float | jax.Array,
+           axis_name: str | tuple[str, ...] | None = None) -> dict[str, jax.Array]:
     """The body of a training step, untransformed (traced inside nnx.jit, jax.jit or shard_map;
     under shard_map, `axis_name` is the mesh axis to average loss and gradients over)."""
 
@@ -84,32 +91,43 @@ def update(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict[str, jax.Arr
 
 
 def make_train_step(graphdef: nnx.GraphDef, cfg: TrainConfig, use_checkify: bool = False,
-                    mesh: Mesh | None = None):
+                    mesh: Mesh | None = None, state_shardings=None):
     """`step(state, batch, pos_weight) -> (state, metrics)` for `graphdef, state =
-    nnx.split((model, optimizer))`, jitted once; data parallel over `mesh`'s `data` axis when
-    given (the batch sharded over it, the state replicated).
+    nnx.split((model, optimizer))`, jitted once. With `mesh` (axes data × fsdp): data parallel
+    under shard_map when fsdp is 1; with fsdp > 1, jit with `state_shardings` (a NamedSharding per
+    state leaf, jaxbrr.train.mesh.state_shardings) in and out (see the module docstring).
 
     With use_checkify the step returns `(error, (state, metrics))` instead; `error.throw()` raises
     at the first NaN-producing or dividing-by-zero op inside the jitted step, naming the
     primitive and its source line (jax.experimental.checkify float_checks).
     """
 
+    fsdp = mesh is not None and mesh.shape[FSDP_AXIS] > 1
+    if fsdp and state_shardings is None:
+        raise ValueError("make_train_step: a mesh with fsdp > 1 needs state_shardings "
+                         "(jaxbrr.train.mesh.state_shardings)")
+    mean_over = BATCH_AXES if mesh is not None and not fsdp else None
+
     def step(state, batch, pos_weight):
         model, optimizer = nnx.merge(graphdef, state)
-        metrics = update(model, optimizer, batch, cfg, pos_weight, DATA_AXIS if mesh is not None else None)
+        metrics = update(model, optimizer, batch, cfg, pos_weight, mean_over)
         return nnx.state((model, optimizer)), metrics
 
-    if mesh is not None:
+    jit_args = {}
+    if fsdp:
+        jit_args = {"in_shardings": (state_shardings, batch_sharding(mesh), replicated(mesh)),
+                    "out_shardings": (state_shardings, replicated(mesh))}
+    elif mesh is not None:
         # check_vma off: the model's scans start from invariant zeros and carry per-device values,
         # which the checker rejects; the outputs are replicated by construction (pmean above).
-        step = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()), out_specs=(P(), P()),
+        step = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(BATCH_AXES), P()), out_specs=(P(), P()),
                              check_vma=False)
 
     if use_checkify:
         # checkify the jitted step (not jit the checkified one): NNX's graph code then runs
         # inside a single jit trace, and checkify instruments the resulting program.
-        return jax.jit(checkify.checkify(jax.jit(step), errors=checkify.float_checks))
-    return jax.jit(step)
+        return jax.jit(checkify.checkify(jax.jit(step, **jit_args), errors=checkify.float_checks))
+    return jax.jit(step, **jit_args)
 
 
 @nnx.jit

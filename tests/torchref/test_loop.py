@@ -139,12 +139,13 @@ def snapshot(run: Trainer) -> dict:
 def plant_nan(monkeypatch, run: Trainer, at_step: int) -> dict:
     """Put a NaN into the batch of step `at_step`; returns {"before": .., "after": ..} that step."""
     load_batch, step = run.load_batch, run._step
-    seen = {}
+    seen, loads = {}, []
 
-    def poisoned(rows):
+    def poisoned(rows):  # batches load in step order, possibly ahead of the step (train.prefetch)
         batch = load_batch(rows)
-        if run.progress.step == at_step:
+        if len(loads) == at_step:
             batch["x"][0, 0, 0] = np.nan
+        loads.append(rows)
         return batch
 
     def recorded(batch, pos_weight):
