@@ -13,6 +13,7 @@ evaluation); `predict_signals` runs one recording held in memory (prediction on 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -44,23 +45,19 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
-def _predict_windows(predict: Predict, cut: Callable[[object], tuple[np.ndarray, np.ndarray]],
-                     jobs: list, window_samples: int, batch_size: int, bar) -> tuple[np.ndarray, np.ndarray]:
-    """(probs (J, W) float32, valid (J, W) bool) of the windows `cut(job)` -> (x (C, W), valid (W,)),
-    in batches of exactly batch_size (the last padded with zero windows whose output is dropped)."""
-    probs = np.zeros((len(jobs), window_samples), np.float32)
-    valid = np.zeros((len(jobs), window_samples), bool)
-    done = 0
+def _predict_batches(predict: Predict, cut: Callable[[object], tuple[np.ndarray, np.ndarray]],
+                     jobs: list, batch_size: int, bar) -> Iterator[tuple[list, np.ndarray, np.ndarray]]:
+    """(jobs of the batch, probs (b, W) float32, valid (b, W) bool), batch by batch, for the
+    windows `cut(job)` -> (x (C, W), valid (W,)); every batch holds exactly batch_size windows
+    (the last padded with zero windows whose output is dropped)."""
     for chunk in _chunks(jobs, batch_size):
         parts = [cut(job) for job in chunk]
         x = np.stack([p[0] for p in parts])  # (b, C, W)
         if len(chunk) < batch_size:  # pad to the compiled batch size
             x = np.concatenate([x, np.zeros((batch_size - len(chunk), *x.shape[1:]), x.dtype)])
-        probs[done : done + len(chunk)] = np.asarray(predict(x))[: len(chunk)]  # (b, W)
-        valid[done : done + len(chunk)] = np.stack([p[1] for p in parts])
-        done += len(chunk)
+        probs = np.asarray(predict(x), np.float32)[: len(chunk)]  # (b, W)
         bar.update(len(chunk))
-    return probs, valid
+        yield chunk, probs, np.stack([p[1] for p in parts])
 
 
 def predict_recordings(predict: Predict, corpus: Corpus, stems: list[str], config: Config,
@@ -76,16 +73,25 @@ def predict_recordings(predict: Predict, corpus: Corpus, stems: list[str], confi
         x, _, valid = corpus.window(stems[job[0]], job[1], w)
         return x, valid
 
+    # Windows come in recording order; a recording is stitched as soon as its last window is
+    # predicted, so memory holds one recording's windows, not the whole split's.
+    remaining = Counter(i for i, _ in jobs)
+    pending: dict[int, list] = {}  # recording -> [(start, probs (W,), valid (W,))]
+    traces: list[Trace | None] = [None] * len(stems)
     with tqdm(total=len(jobs), desc=desc, unit="win", disable=not progress, leave=False) as bar:
-        probs, valid = _predict_windows(predict, cut, jobs, w, config.eval.batch_size, bar)
-
-    traces, record = [], np.array([i for i, _ in jobs], np.int64)
-    starts = np.array([s for _, s in jobs], np.int64)
-    for i, stem in enumerate(stems):
-        _, labels = corpus.arrays(stem)
-        rows = record == i
-        trace = stitch(probs[rows], starts[rows], len(labels), valid[rows])
-        traces.append(Trace(stem, trace, np.asarray(labels), float(corpus.recordings[stem]["sfreq"])))
+        for chunk, probs, valid in _predict_batches(predict, cut, jobs, config.eval.batch_size, bar):
+            for (i, start), p, v in zip(chunk, probs, valid, strict=True):
+                pending.setdefault(i, []).append((start, p, v))
+                remaining[i] -= 1
+                if remaining[i] == 0:
+                    starts, window_probs, window_valid = zip(*pending.pop(i), strict=True)
+                    _, labels = corpus.arrays(stems[i])
+                    trace = stitch(np.stack(window_probs), np.array(starts, np.int64), len(labels),
+                                   np.stack(window_valid))
+                    traces[i] = Trace(stems[i], trace, np.asarray(labels), float(corpus.recordings[stems[i]]["sfreq"]))
+    empty = [stem for stem, trace in zip(stems, traces, strict=True) if trace is None]
+    if empty:
+        raise ValueError(f"no windows in {len(empty)} recordings, e.g. {empty[0]}: they hold no samples")
     return traces
 
 
@@ -108,5 +114,7 @@ def predict_signals(predict: Predict, signals: np.ndarray, config: Config,
         return x, valid
 
     with tqdm(total=len(starts), desc=desc, unit="win", disable=not progress, leave=False) as bar:
-        probs, valid = _predict_windows(predict, cut, list(starts), w, config.eval.batch_size, bar)
+        batches = list(_predict_batches(predict, cut, list(starts), config.eval.batch_size, bar))
+    probs = np.concatenate([b[1] for b in batches])
+    valid = np.concatenate([b[2] for b in batches])
     return stitch(probs, starts, n, valid)

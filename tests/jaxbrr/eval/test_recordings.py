@@ -53,3 +53,37 @@ def test_non_finite_outputs_and_empty_signals_are_errors():
         predict_signals(lambda x: np.full(x.shape[::2], np.nan), signals, CONFIG)
     with pytest.raises(ValueError, match=r"\(C, n\) with n > 0"):
         predict_signals(lambda x: x[:, 0], np.zeros((3, 0), np.float32), CONFIG)
+
+
+class _Corpus:
+    """The part of jaxbrr.data.cache.Corpus that predict_recordings reads, over in-memory arrays."""
+
+    def __init__(self, recordings: dict[str, np.ndarray]):
+        self._arrays = {stem: (x, (x[0] > 0).astype(np.uint8)) for stem, x in recordings.items()}
+        self.recordings = {stem: {"sfreq": 256.0} for stem in recordings}
+
+    def arrays(self, stem):
+        return self._arrays[stem]
+
+    def window(self, stem, start, window_samples):
+        from jaxbrr.data.windows import cut_window
+
+        return cut_window(*self._arrays[stem], int(start), window_samples)
+
+
+def test_recordings_share_batches_and_each_is_stitched_whole():
+    """Batches of 3 straddle recordings (3 + 1 + 9 windows); each trace is still σ(its own signal)
+    at its own length, in the order asked for, labels carried along."""
+    from jaxbrr.eval.recordings import predict_recordings
+
+    rng = np.random.default_rng(1)
+    recordings = {"a": rng.standard_normal((2, 2000)), "b": rng.standard_normal((2, 300)),
+                  "c": rng.standard_normal((2, 5000))}
+    calls = []
+    traces = predict_recordings(pointwise(calls), _Corpus(recordings), ["c", "a", "b"], CONFIG)
+    assert [t.stem for t in traces] == ["c", "a", "b"]
+    for trace in traces:
+        x = recordings[trace.stem]
+        np.testing.assert_allclose(trace.probs, 1 / (1 + np.exp(-x[0])), rtol=1e-6)
+        np.testing.assert_array_equal(trace.labels, x[0] > 0)
+    assert all(shape[0] == 3 for shape in calls) and len(calls) == 5  # 9 + 3 + 1 windows, padded
