@@ -184,11 +184,11 @@ def localize(problem: Problem, dtypes: list[str] = ("float32", "float64"), extre
             say(f"{dtype}: building both models")
             torch_model, jax_model = _models(problem, dtype)
             models[dtype] = (torch_model, jax_model)
-            shapes = {name: s.shape for name, s in R.tap_shapes(jax_model, problem.batch.x).items()}
-            say(f"{dtype}: torch forward + backward")
-            runs.append(R.run_torch(torch_model, problem.batch, train_cfg, shapes))
             say(f"{dtype}: jax forward + backward")
-            runs.append(R.run_jax(jax_model, problem.batch, train_cfg))
+            jax_run = R.run_jax(jax_model, problem.batch, train_cfg)
+            say(f"{dtype}: torch forward + backward")
+            shapes = {name: tap.shape for name, tap in jax_run.taps.items()}  # for a stage that raises
+            runs += [R.run_torch(torch_model, problem.batch, train_cfg, shapes), jax_run]
     stage_inputs = problem.config.model.stage_inputs
     rows = tap_rows(runs, stage_inputs, R.parameter_stage(problem.config.model), extreme)
     findings = find(rows)

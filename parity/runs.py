@@ -1,6 +1,6 @@
 """One framework's forward and backward on one batch, stage by stage: what the localiser compares.
 
-    run = run_torch(torch_model, batch, train_cfg, "float32")   # or run_jax(jax_model, ...)
+    run = run_jax(jax_model, batch, train_cfg)      # or run_torch(torch_model, batch, train_cfg, shapes)
     run.taps["adjacency"], run.cotangents["adjacency"], run.grads["gnn.norms.0.weight"]
 
 Both models are graphs of stages (`ModelConfig.stage_inputs`, `SeizureDetector.stages()`). A run
