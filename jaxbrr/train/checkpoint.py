@@ -141,7 +141,7 @@ def load_model(path: str | Path, overrides: dict | None = None) -> tuple[Config,
     """(config, SeizureDetector with the checkpoint's weights and RNG state)."""
     from jaxbrr.model import SeizureDetector
 
-    step_dir = resolve_step_dir(path)
+    step_dir = resolve_step_dir(Path(path).absolute())  # orbax restores absolute paths only
     meta = read_meta(step_dir)
     config = config_from_dict(meta["config"], source=f"{step_dir}/meta")
     model = SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))

@@ -128,3 +128,13 @@ def test_bad_checkpoints_exit_2_naming_the_path_and_the_fix(bipolar_run, chbmit,
     assert f"{broken / 'checkpoints' / 'best' / '1'}: cannot restore the model" in message
     assert "--set model" in error(bipolar_run, "--set", "model.tcn.kernel_size=3")
     assert not list(tmp_path.glob("*.csv_bi"))
+
+
+def test_a_relative_checkpoint_path_loads(bipolar_run, monkeypatch):
+    """README's commands name the run folder relative to the working directory; orbax restores
+    absolute paths only (load_model makes the path absolute)."""
+    from jaxbrr.train.checkpoint import load_model
+
+    monkeypatch.chdir(bipolar_run.parent)
+    config, model = load_model(bipolar_run.name)
+    assert config.model.montage == "bipolar" and model is not None
