@@ -182,6 +182,10 @@ class GraphConfig:
     semi_dynamic_interval: int = Field(5, ge=1)
     pe_sign: Literal["sum", "max_abs"] = "sum"
     laplacian_epsilon: float = Field(1e-4, ge=0)
+    # How the PE's eigh meets LAPACK (jaxbrr.graph.per_matrix): one batched call, or one call per
+    # graph (`looped`, for several CPU devices, where jaxlib 0.10.2's batched call deadlocks).
+    # Same numbers either way; torchref ignores it.
+    eigh_calls: Literal["batched", "looped"] = "batched"
 
 
 @_section

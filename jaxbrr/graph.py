@@ -40,6 +40,7 @@ SIGN_TIE_TOLERANCE = 1e-4
 
 PE_SIGNS = ("sum", "max_abs")
 PE_GRADIENTS = ("full", "stop", "safe")
+EIGH_CALLS = ("batched", "looped")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,8 +162,31 @@ def normalized_laplacian(A: jax.Array, epsilon: float) -> jax.Array:
 # eigenvectors
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def safe_eigh(matrix: jax.Array, tau: float) -> tuple[jax.Array, jax.Array]:
+def per_matrix(fn, matrices: jax.Array, calls: str):
+    """fn on a stack of matrices (..., N, N): one call on the whole stack (`batched`), or
+    (`looped`) one call per matrix under lax.map, outputs restacked to the leading shape.
+
+    For LAPACK-backed fn (eigh, cond) both give the same numbers: the same routine runs on each
+    matrix. `looped` exists for XLA:CPU with several (forced) host devices: jaxlib 0.10.2's
+    batched LAPACK kernels split their batch over the intra-op thread pool and block until it is
+    done (jax::ParallelBatchMap), so when every pool thread is one device's blocked call the
+    program never returns. One matrix per call never waits on the pool. On GPUs and one CPU
+    device keep `batched` (one solver call instead of B·S)."""
+    if calls not in EIGH_CALLS:
+        raise ValueError(f"graph.eigh_calls must be one of {EIGH_CALLS}, got {calls!r}")
+    if calls == "batched":
+        return fn(matrices)
+    lead = matrices.shape[:-2]
+    out = jax.lax.map(fn, matrices.reshape(-1, *matrices.shape[-2:]))
+    return jax.tree.map(lambda o: o.reshape(*lead, *o.shape[1:]), out)
+
+
+def _lapack_eigh(matrices: jax.Array, calls: str) -> tuple[jax.Array, jax.Array]:
+    return per_matrix(partial(jnp.linalg.eigh, symmetrize_input=False), matrices, calls)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def safe_eigh(matrix: jax.Array, tau: float, calls: str = "batched") -> tuple[jax.Array, jax.Array]:
     """eigh with a degeneracy-safe backward (ssm_gnn_anchors.md §5.1, §5.3); torchref's SafeEigh.
 
     Backward: Ā = V [F ∘ ½(VᵀV̄ − V̄ᵀV) + diag(λ̄)] Vᵀ with F_ij = 1/(λ_j − λ_i), the formula both
@@ -174,18 +198,18 @@ def safe_eigh(matrix: jax.Array, tau: float) -> tuple[jax.Array, jax.Array]:
 
     Input: symmetric (..., N, N). Like torch.linalg.eigh it reads only the lower triangle
     (symmetrize_input=False); the backward returns a symmetric Ā, so symmetrise the input
-    first. Returns ascending eigenvalues (..., N) and eigenvectors (..., N, N).
+    first. Returns ascending eigenvalues (..., N) and eigenvectors (..., N, N). `calls`: see
+    per_matrix.
     """
-    eigenvalues, eigenvectors = jnp.linalg.eigh(matrix, symmetrize_input=False)
-    return eigenvalues, eigenvectors
+    return _lapack_eigh(matrix, calls)
 
 
-def _safe_eigh_forward(matrix, tau):
-    eigenvalues, eigenvectors = jnp.linalg.eigh(matrix, symmetrize_input=False)
+def _safe_eigh_forward(matrix, tau, calls):
+    eigenvalues, eigenvectors = _lapack_eigh(matrix, calls)
     return (eigenvalues, eigenvectors), (eigenvalues, eigenvectors)
 
 
-def _safe_eigh_backward(tau, saved, cotangents):
+def _safe_eigh_backward(tau, calls, saved, cotangents):
     eigenvalues, V = saved
     grad_eigenvalues, grad_eigenvectors = cotangents
     Vt = jnp.swapaxes(V, -1, -2)
@@ -229,7 +253,7 @@ def fix_signs(vectors: jax.Array, sign: str) -> jax.Array:
 
 
 def _eigenvectors_at_steps(
-    A: jax.Array, k: int, sign: str, gradient: str, tau: float, epsilon: float, guards: bool
+    A: jax.Array, k: int, sign: str, gradient: str, tau: float, epsilon: float, guards: bool, calls: str
 ) -> jax.Array:
     """PE of each graph in A: (B, S, N, N) -> (B, S, N, K)."""
     n_nodes = A.shape[-1]
@@ -239,16 +263,16 @@ def _eigenvectors_at_steps(
     if guards:  # the original's per-graph switch to a larger shift
         # 2-norm condition number σmax/σmin (SVD), as torch.linalg.cond; a singular Laplacian
         # gives inf, never NaN (its diagonal is never all zero).
-        ill = jax.lax.stop_gradient(jnp.linalg.cond(laplacian)) > ORIGINAL_COND_LIMIT  # (B, S)
+        ill = jax.lax.stop_gradient(per_matrix(jnp.linalg.cond, laplacian, calls)) > ORIGINAL_COND_LIMIT  # (B, S)
         laplacian = jnp.where(
             ill[..., None, None], unshifted + ORIGINAL_ILL_CONDITIONED_EPSILON * eye, laplacian
         )
     # torch.linalg.eigh reads only the lower triangle, jnp.linalg.eigh symmetrises: do it here.
     laplacian = 0.5 * (laplacian + jnp.swapaxes(laplacian, -1, -2))
     if gradient == "safe":
-        _, vectors = safe_eigh(laplacian, tau)
+        _, vectors = safe_eigh(laplacian, tau, calls)
     else:
-        _, vectors = jnp.linalg.eigh(laplacian)  # (B, S, N, N), ascending eigenvalues
+        _, vectors = _lapack_eigh(laplacian, calls)  # (B, S, N, N), ascending eigenvalues
     pe = fix_signs(vectors[..., :k], sign)  # (B, S, N, K)
     if guards:
         pe = jnp.nan_to_num(pe, nan=0.0)
@@ -264,6 +288,7 @@ def laplacian_pe(
     interval: int,
     epsilon: float,
     guards: bool,
+    eigh_calls: str = "batched",
 ) -> jax.Array:
     """Laplacian eigenvector positional encoding: (B, L, N, N) -> (B, L, N, K).
 
@@ -278,6 +303,7 @@ def laplacian_pe(
     whose Laplacian has cond > 1e6; nan_to_num of the PE. The original's cached/random PE
     fallback on NaN is not reproduced (it is state, not math).
     Half-precision A is decomposed in float32 (LAPACK has no bf16/fp16 eigh), as the original.
+    eigh_calls: `batched` (one eigh on all B·S graphs) or `looped` (one per graph; per_matrix).
     """
     _, steps, n_nodes, _ = A.shape
     if not 1 <= k <= n_nodes:
@@ -290,11 +316,11 @@ def laplacian_pe(
     sampled = A[:, ::interval].astype(compute_dtype)  # (B, S, N, N), S = ceil(L / interval)
     if gradient == "stop":
         pe = _eigenvectors_at_steps(
-            jax.lax.stop_gradient(sampled), k, sign, gradient, tau, epsilon, guards
+            jax.lax.stop_gradient(sampled), k, sign, gradient, tau, epsilon, guards, eigh_calls
         )
         pe = jax.lax.stop_gradient(pe)
     else:
-        pe = _eigenvectors_at_steps(sampled, k, sign, gradient, tau, epsilon, guards)
+        pe = _eigenvectors_at_steps(sampled, k, sign, gradient, tau, epsilon, guards, eigh_calls)
     pe = jnp.repeat(pe, interval, axis=1)[:, :steps]  # (B, L, N, K)
     return pe.astype(A.dtype)
 

@@ -138,7 +138,7 @@ class SeizureDetector(nnx.Module):
             static = jnp.asarray(_static_pe(self.config.montage, g.k_eigenvectors, g.pe_sign), a.dtype)
             return jnp.broadcast_to(static, (*a.shape[:2], *static.shape))
         return graph.laplacian_pe(a, g.k_eigenvectors, g.pe_sign, stability.pe_gradient, stability.eigh_tau,
-                                  g.semi_dynamic_interval, g.laplacian_epsilon, self.guards)
+                                  g.semi_dynamic_interval, g.laplacian_epsilon, self.guards, g.eigh_calls)
 
     def _from_electrodes(self, z: jax.Array) -> jax.Array:  # (B, L, N, D) -> (B, D_tcn, L)
         h = self.proj_from_electrodes(rearrange(z, "b l n d -> b l (n d)"))  # (B, L, D_tcn)

@@ -88,3 +88,22 @@ def gather_to_host(tree):
         return jax.device_put(multihost_utils.process_allgather(x, tiled=True), jax.local_devices()[0])
 
     return jax.tree.map(one, tree)
+
+
+def whole_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The global batch on every host from each host's slice (host h holds the h-th contiguous
+    slice, jaxbrr.data.sampler.host_rows, so the slices concatenate in process order); unchanged
+    with one process."""
+    if jax.process_count() == 1:
+        return batch
+    from jax.experimental import multihost_utils
+
+    return {k: np.asarray(multihost_utils.process_allgather(v, tiled=True)) for k, v in batch.items()}
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches the barrier `name`; nothing with one process."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

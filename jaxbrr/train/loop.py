@@ -25,8 +25,9 @@ Non-finite steps (never silent; DESIGN.md §5 and the training issue):
 
 Several devices (train.mesh; jaxbrr/train/mesh.py): the batch is split over a `data` × `fsdp`
 mesh, the state replicated (under shard_map, gradients averaged) or, with fsdp > 1, sharded over
-`fsdp` (jit with shardings); jaxbrr/train/step.py. On forced CPU devices the dynamic PE's eigh
-deadlocks XLA's runtime, so that combination is refused. Several hosts
+`fsdp` (jit with shardings); jaxbrr/train/step.py. Several CPU devices in one process need
+model.graph.eigh_calls=looped (jaxbrr.graph.per_matrix; the batched eigh deadlocks there, and
+the trainer refuses it). Several hosts
 (train.distributed; jaxbrr/train/distributed.py): every host walks the same global batch order
 and loads only its slice of each batch (sampler.host_rows). A background thread loads the next
 train.prefetch batches while the step runs (jaxbrr/data/prefetch.py); the time the loop still
@@ -97,9 +98,9 @@ class TrainResult:
     best_checkpoint: Path | None = None
 
 
-# train fields that place the run (how batches are loaded, how processes connect), not what it
-# computes: a resume may change them
-RESUME_IGNORED = ("prefetch", "distributed")
+# fields that place the run (how batches are loaded, how processes connect, how the eigh meets
+# LAPACK), not what it computes: a resume may change them
+RESUME_IGNORED = ("train.prefetch", "train.distributed", "model.graph.eigh_calls")
 
 
 def _config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -231,8 +232,12 @@ class Loop:
         ours, theirs = config_to_dict(self.config), dict(meta["config"])
         for tree in (ours, theirs):
             tree.pop("workdir", None)
-            for key in RESUME_IGNORED:
-                tree.get("train", {}).pop(key, None)
+            for dotted in RESUME_IGNORED:
+                *parents, key = dotted.split(".")
+                section = tree
+                for parent in parents:
+                    section = section.get(parent, {})
+                section.pop(key, None)
         changed = _config_differences(ours, theirs)
         if changed:
             raise ConfigError(
@@ -431,13 +436,15 @@ class Trainer(Loop):
         if len(devices) > 1 or self.cfg.mesh.fsdp > 1:
             self.mesh = make_mesh(self.cfg, devices)  # checks data × fsdp and the batch size
             g = self.config.model.graph
-            if devices[0].platform == "cpu" and g.enabled and g.use_dynamic_pe:
+            local = jax.local_device_count()
+            if (devices[0].platform == "cpu" and local > 1 and g.enabled and g.use_dynamic_pe
+                    and g.eigh_calls == "batched"):
                 raise ValueError(
-                    f"{len(devices)} CPU devices with the dynamic Laplacian PE: the batched eigh "
-                    "(LAPACK) and the gradient all-reduce deadlock in XLA's CPU runtime with forced "
-                    "host devices (the step never returns). Train on one CPU device (unset "
-                    "XLA_FLAGS=--xla_force_host_platform_device_count), on GPUs, or with "
-                    "model.graph.use_dynamic_pe=false"
+                    f"{local} CPU devices in this process with the dynamic Laplacian PE and "
+                    "model.graph.eigh_calls=batched: jaxlib's batched CPU eigh waits on the thread "
+                    "pool that the other devices' eigh calls occupy, and the step deadlocks "
+                    "(never returns). Set model.graph.eigh_calls=looped (same numbers, one LAPACK "
+                    "call per graph), or train on one CPU device per process"
                 )
         self.sync_from_objects()
         self.step_fn = make_train_step(self.graphdef, self.cfg, use_checkify=self.cfg.checkify, mesh=self.mesh,
@@ -534,7 +541,8 @@ class Trainer(Loop):
 
     def _dump(self, batch: dict[str, np.ndarray], info: dict) -> Path:
         model, optimizer = self._objects(self.state_before)
-        return write_dump(self.workdir, self.config, model, optimizer, batch, info)
+        return write_dump(self.workdir, self.config, model, optimizer, distributed.whole_batch(batch), info,
+                          primary=self.primary, barrier=distributed.barrier)
 
 
 def summary_table(result: TrainResult, metric: str) -> str:

@@ -9,13 +9,16 @@
 
 NNNNNN is the number of batches done before the failing one. The replay command is
 `python -m parity.localize --dump WORKDIR/nan/step_NNNNNN`. The dump is written into a temporary
-folder and renamed, so it is complete or absent.
+folder and renamed, so it is complete or absent. Several hosts write one dump: all of them the
+checkpoint (orbax, each its shards), the primary host (process 0) the folder, batch.npz (the whole
+global batch) and nan.json.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -50,14 +53,19 @@ def rng_streams(model: nnx.Module) -> dict[str, dict]:
 
 
 def write_dump(workdir: str | Path, config: Config, model: nnx.Module, optimizer: nnx.Optimizer,
-               batch: dict[str, np.ndarray], info: dict) -> Path:
+               batch: dict[str, np.ndarray], info: dict, primary: bool = True,
+               barrier: Callable[[str], None] = lambda name: None) -> Path:
     """Write the dump of the step that `info` describes ({step, epoch, batch, pos_weight, error,
-    ...}); `model` and `optimizer` hold the state from before that step."""
+    ...}); `model` and `optimizer` hold the state from before that step, `batch` the whole global
+    batch. On several hosts every host calls this (the checkpoint is a collective write) with
+    `primary` true on one of them and `barrier` a cross-host barrier
+    (jaxbrr.train.distributed.barrier)."""
     final = dump_dir(workdir, info["step"])
     tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.savez(tmp / "batch.npz", **{k: np.asarray(v) for k, v in batch.items()})
+    if primary:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier(f"nan-dump-{info['step']}-folder")
     meta = {"config": config_to_dict(config), "progress": {k: info[k] for k in ("step", "epoch", "batch")},
             "kind": "nan_dump"}
     ocp.Checkpointer(ocp.CompositeCheckpointHandler(*ITEMS)).save(
@@ -68,10 +76,13 @@ def write_dump(workdir: str | Path, config: Config, model: nnx.Module, optimizer
             meta=ocp.args.JsonSave(meta),
         ),
     )
-    record = {**info, "rng": rng_streams(model), "replay": replay_command(final),
-              "config": config_to_dict(config)}
-    (tmp / "nan.json").write_text(json.dumps(record, indent=1, default=str))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    if primary:
+        np.savez(tmp / "batch.npz", **{k: np.asarray(v) for k, v in batch.items()})
+        record = {**info, "rng": rng_streams(model), "replay": replay_command(final),
+                  "config": config_to_dict(config)}
+        (tmp / "nan.json").write_text(json.dumps(record, indent=1, default=str))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    barrier(f"nan-dump-{info['step']}-done")
     return final

@@ -29,9 +29,11 @@ On a mesh (jaxbrr/train/mesh.py: axes `data` × `fsdp`, the batch split over bot
   `mesh.state_shardings` (parameters and optimizer moments split over `fsdp`), the batch over
   (data, fsdp); XLA's partitioner inserts the all-gathers of parameters and the reduce-scatters
   of gradients. Here the step is the 1-device program, dropout masks included.
-On forced CPU devices the model's batched eigh (dynamic Laplacian PE, a LAPACK call) hangs XLA's
-CPU runtime in both forms (measured: shard_map, jit with shardings, and XLA_FLAGS
---xla_cpu_multi_thread_eigen=false all hang with 2 devices); the Trainer refuses that combination.
+On several CPU devices in one process the dynamic PE needs model.graph.eigh_calls=looped:
+jaxlib 0.10.2's batched LAPACK eigh splits its batch over the intra-op thread pool and blocks on
+it, and once every pool thread is a device's blocked eigh the step never returns (native stacks:
+BlockingCounter::Wait in jax::ParallelBatchMap under lapack_ssyevd_ffi). The Trainer refuses the
+batched form there.
 """
 
 from __future__ import annotations

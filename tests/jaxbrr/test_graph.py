@@ -242,6 +242,8 @@ def test_laplacian_pe_rejects_bad_arguments():
         laplacian_pe(A, 2, "sum", "safe", 1e-6, 0, 1e-4, False)
     with pytest.raises(ValueError, match="pe_sign"):
         laplacian_pe(A, 2, "random", "safe", 1e-6, 1, 1e-4, False)
+    with pytest.raises(ValueError, match="eigh_calls"):
+        laplacian_pe(A, 2, "sum", "safe", 1e-6, 1, 1e-4, False, "parallel")
 
 
 def test_fix_signs_tie_rule_equals_torchref(x64):
@@ -292,6 +294,30 @@ def test_eigh_runs_on_kept_steps_only(gradient):
         )
         single = laplacian_pe(A[:, start : start + 1], 4, "max_abs", gradient, 1e-6, 1, 1e-4, False)
         assert np.array_equal(held[:, start], np.asarray(single)[:, 0])
+
+
+@pytest.mark.parametrize("gradient", ["full", "stop", "safe"])
+@pytest.mark.parametrize("guards", [False, True])
+def test_looped_eigh_calls_give_the_batched_numbers(gradient, guards):
+    """eigh_calls=looped (one LAPACK call per graph under lax.map, for several CPU devices)
+    hands eigh one (N, N) matrix at a time and gives the PE and its gradient of one batched
+    call, bit for bit (the same routine on the same matrices); guards loop the cond too."""
+    A = jnp.asarray(_random_symmetric_weights(2 * 6, 6, seed=13).reshape(2, 6, 6, 6))
+    weights = jnp.asarray(_rng(14).standard_normal((2, 6, 6, 4)))
+
+    def pe(calls):
+        return lambda a: laplacian_pe(a, 4, "max_abs", gradient, 1e-6, 2, 1e-4, guards, calls)
+
+    def value_and_gradient(calls):
+        value, grad = jax.jit(jax.value_and_grad(lambda a: (pe(calls)(a) * weights).sum()))(A)
+        return np.asarray(jax.jit(pe(calls))(A)), np.asarray(value), np.asarray(grad)
+
+    shapes = _eigh_operand_shapes(jax.make_jaxpr(jax.grad(lambda a: pe("looped")(a).sum()))(A).jaxpr)
+    assert shapes and all(shape == (6, 6) for shape in shapes), shapes
+    batched, looped = value_and_gradient("batched"), value_and_gradient("looped")
+    assert np.abs(batched[2]).max() > 0 or gradient == "stop"
+    for b, lo in zip(batched, looped):
+        np.testing.assert_array_equal(lo, b)
 
 
 # ----------------------------------------------------------------------------------------------

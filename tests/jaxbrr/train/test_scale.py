@@ -4,10 +4,11 @@ thread, the distributed config.
 - 4 forced CPU devices (a subprocess: XLA_FLAGS must be set before jax starts): 4 steps of the
   tiny model data parallel over 4 devices (shard_map) and with fsdp (data 2 × fsdp 2, parameters
   and Adam moments split over `fsdp`) follow the 1-device steps on the same global batches within
-  the parity table's trajectory tolerance. Static PE: the dynamic PE's eigh deadlocks XLA's CPU
-  runtime over forced devices (jaxbrr/train/step.py). Dropout off, so that the three runs compute
-  the same function (under shard_map every device draws the same mask for its own windows);
-  tests/jaxbrr/train/test_loop.py runs the whole loop on 2 devices with dropout on.
+  the parity table's trajectory tolerance. The dynamic PE with model.graph.eigh_calls=looped (the
+  batched LAPACK eigh deadlocks over forced CPU devices; jaxbrr.graph.per_matrix). Dropout off, so
+  that the three runs compute the same function (under shard_map every device draws the same mask
+  for its own windows); tests/jaxbrr/train/test_loop.py runs the whole loop on 2 devices with
+  dropout on, and as 2 processes.
 - mesh_shape rejects data × fsdp ≠ devices and a batch that does not split, naming the fields.
 - host_rows: 2 simulated hosts of every batch of an epoch are disjoint and together hold each
   window exactly once; the global order depends on (seed, epoch) only.
@@ -38,7 +39,7 @@ from jaxbrr.train.mesh import fsdp_spec, mesh_shape
 from parity.tolerances import tolerance
 
 ROOT = Path(__file__).resolve().parents[3]
-TINY = ["model.graph.use_dynamic_pe=false", "model.tcn.dropout=0", "model.node_mamba.dropout=0",
+TINY = ["model.graph.eigh_calls=looped", "model.tcn.dropout=0", "model.node_mamba.dropout=0",
         "model.graph.dropout=0", "model.graph.edge_mamba.dropout=0", "train.batch_size=8", "train.lr=3e-3",
         "train.warmup_ratio=0", "train.mesh.fsdp_min_size=0"]
 STEPS = 4
