@@ -316,7 +316,7 @@ def test_looped_eigh_calls_give_the_batched_numbers(gradient, guards):
     assert shapes and all(shape == (6, 6) for shape in shapes), shapes
     batched, looped = value_and_gradient("batched"), value_and_gradient("looped")
     assert np.abs(batched[2]).max() > 0 or gradient == "stop"
-    for b, lo in zip(batched, looped):
+    for b, lo in zip(batched, looped, strict=True):
         np.testing.assert_array_equal(lo, b)
 
 

@@ -38,10 +38,10 @@ from flax import nnx
 
 from jaxbrr.config import load_config
 from jaxbrr.data.prepare import prepare
+from jaxbrr.model import SeizureDetector
 from jaxbrr.train.__main__ import main as train_main
 from jaxbrr.train.checkpoint import load_model
 from jaxbrr.train.log import read_metrics
-from jaxbrr.model import SeizureDetector
 from jaxbrr.train.loop import NonFiniteStep, Trainer
 from parity.tolerances import tolerance
 
