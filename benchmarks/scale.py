@@ -6,10 +6,11 @@
 Scaling: for each device count a fresh subprocess with
 XLA_FLAGS=--xla_force_host_platform_device_count=N runs the training loop's own step
 (make_train_step on a `data` × `fsdp` mesh, jaxbrr/train/mesh.py) on the same global batches
-(random normal, the config's batch size, static Laplacian PE: the dynamic PE's eigh hangs XLA's CPU
-runtime over forced devices). Forced devices share the same CPU cores, so this checks that the
-sharded step is correct and compiles for every layout (the losses must agree), not that it gets
-faster: on one machine the work per step is the same, split differently.
+(random normal, the config's batch size, the dynamic Laplacian PE with model.graph.eigh_calls=looped:
+the batched LAPACK eigh deadlocks over forced CPU devices, jaxbrr.graph.per_matrix). A last row
+runs 1 device with the batched eigh, the cost of looping. Forced devices share the same CPU cores,
+so this checks that the sharded step is correct and compiles for every layout (the losses must
+agree), not that it gets faster: on one machine the work per step is the same, split differently.
 
 Prefetch: the loop's Prefetcher (jaxbrr/data/prefetch.py) in front of the 1-device step, with a
 loader that costs about as much host time as reading a batch from the cache (--load-ms of numpy
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-STATIC_PE = ["model.graph.use_dynamic_pe=false"]
+LOOPED = ["model.graph.eigh_calls=looped"]
 
 
 def _batches(config, count: int, seed: int = 0) -> list[dict]:
@@ -58,7 +59,7 @@ def worker(args) -> None:
     from jaxbrr.train.optim import make_nnx_optimizer
     from jaxbrr.train.step import make_train_step
 
-    config = load_config(ROOT / args.config, [*STATIC_PE, *args.set])
+    config = load_config(ROOT / args.config, [*LOOPED, *args.set])
     model = SeizureDetector(config.model, rngs=nnx.Rngs(0))
     optimizer = make_nnx_optimizer(model, config.train, 1000)
     graphdef, state = nnx.split((model, optimizer))
@@ -103,10 +104,10 @@ def worker(args) -> None:
                       "waited_s": waited / len(times), "batch": config.train.batch_size}), flush=True)
 
 
-def measure(args, devices: int, prefetch: int, load_ms: float) -> dict:
+def measure(args, devices: int, prefetch: int, load_ms: float, extra: tuple[str, ...] = ()) -> dict:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
     command = [sys.executable, __file__, "--worker", "--config", args.config, "--steps", str(args.steps),
-               "--prefetch", str(prefetch), "--load-ms", str(load_ms), *[f"--set={s}" for s in args.set]]
+               "--prefetch", str(prefetch), "--load-ms", str(load_ms), *[f"--set={s}" for s in (*args.set, *extra)]]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"worker failed ({devices} devices):\n{done.stderr[-3000:]}")
@@ -127,15 +128,16 @@ def main() -> None:
         return worker(args)
 
     print(f"command: python benchmarks/scale.py {' '.join(sys.argv[1:])}".rstrip())
-    print(f"config {args.config} {' '.join(args.set + STATIC_PE)}; {os.cpu_count()} CPU cores, "
+    print(f"config {args.config} {' '.join(LOOPED + args.set)}; {os.cpu_count()} CPU cores, "
           f"load avg {os.getloadavg()[0]:.1f}\n")
-    rows = [measure(args, n, 0, 0.0) for n in args.devices]
-    reference = np.array(rows[0]["losses"])
-    print("| devices | per device | step (s) | windows/s | compile (s) | max loss diff vs 1st row |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
+    rows = [("looped", measure(args, n, 0, 0.0)) for n in args.devices]
+    rows.append(("batched", measure(args, 1, 0, 0.0, ("model.graph.eigh_calls=batched",))))
+    reference = np.array(rows[0][1]["losses"])
+    print("| devices | eigh calls | per device | step (s) | windows/s | compile (s) | max loss diff vs 1st row |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for calls, r in rows:
         diff = np.abs(np.array(r["losses"]) - reference).max() / np.abs(reference).max()
-        print(f"| {r['devices']} | {r['batch'] // r['devices']} | {r['step_s']:.3f} | "
+        print(f"| {r['devices']} | {calls} | {r['batch'] // r['devices']} | {r['step_s']:.3f} | "
               f"{r['batch'] / r['step_s']:.1f} | {r['compile_s']:.1f} | {diff:.1e} |")
 
     print(f"\nprefetch, 1 device, loader {args.load_ms:g} ms of host work per batch:\n")

@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxbrr.config import load_config
+from jaxbrr.config import ConfigError, load_config, with_overrides
 from jaxbrr.data.prepare import prepare
 from jaxbrr.model import SeizureDetector
 from jaxbrr.train.__main__ import main as train_main
@@ -156,6 +156,17 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(
     assert validations(work) == validations(reference.workdir)
     for a, b in zip(params(resumed), params(reference), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_resume_may_change_where_the_run_runs_but_not_what_it_computes(prepared, uninterrupted):
+    """--resume accepts a different prefetch depth and eigh batching (the same numbers; e.g. a
+    1-device run continued on several CPU devices needs eigh_calls=looped) and refuses a changed
+    learning rate, naming it."""
+    config, _, _ = uninterrupted
+    placed = with_overrides(config, ["train.prefetch=0", "model.graph.eigh_calls=looped"])
+    assert Trainer(placed, resume=True, progress=False, prepared=prepared).progress.step == 8
+    with pytest.raises(ConfigError, match=r"train.lr: checkpoint 0.001, now 0.1"):
+        Trainer(with_overrides(config, ["train.lr=0.1"]), resume=True, progress=False, prepared=prepared)
 
 
 def test_planted_nan_under_jax_debug_nans_writes_the_dump_and_the_replay_command(
