@@ -50,7 +50,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from jaxbrr.config import Config, ConfigError, config_to_dict
+from jaxbrr.config import Config, ConfigError, config_from_dict, config_to_dict
 from jaxbrr.data.prefetch import Prefetcher
 from jaxbrr.data.prepare import PreparedData, prepare, train_spec
 from jaxbrr.data.sampler import balanced_rows, batches, host_rows, seizure_window_ratio
@@ -229,7 +229,10 @@ class Loop:
                 print(f"--resume: no checkpoint in {self.workdir}; starting from scratch")
             return
         meta = self._restore()
-        ours, theirs = config_to_dict(self.config), dict(meta["config"])
+        # parsed, so that a field added since the checkpoint was written compares as its default
+        # (which keeps the old behaviour) instead of as a difference
+        theirs = config_to_dict(config_from_dict(meta["config"], f"the config in {self.workdir}'s checkpoint"))
+        ours = config_to_dict(self.config)
         for tree in (ours, theirs):
             tree.pop("workdir", None)
             for dotted in RESUME_IGNORED:

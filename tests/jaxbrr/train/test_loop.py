@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -158,11 +159,19 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(
         np.testing.assert_array_equal(a, b)
 
 
-def test_resume_may_change_where_the_run_runs_but_not_what_it_computes(prepared, uninterrupted):
+def test_resume_may_change_where_the_run_runs_but_not_what_it_computes(tmp_path, prepared, uninterrupted):
     """--resume accepts a different prefetch depth and eigh batching (the same numbers; e.g. a
     1-device run continued on several CPU devices needs eigh_calls=looped) and refuses a changed
-    learning rate, naming it."""
-    config, _, _ = uninterrupted
+    learning rate, naming it. A checkpoint written before a config field existed resumes: the
+    missing field is its default."""
+    config, reference, _ = uninterrupted
+    work = tmp_path / "older"
+    shutil.copytree(reference.workdir, work)
+    for meta in work.glob("checkpoints/*/*/meta/metadata"):  # as written before train.mesh existed
+        tree = json.loads(meta.read_text())
+        del tree["config"]["train"]["mesh"]
+        meta.write_text(json.dumps(tree))
+    config = with_overrides(config, [f"workdir={work}"])
     placed = with_overrides(config, ["train.prefetch=0", "model.graph.eigh_calls=looped"])
     assert Trainer(placed, resume=True, progress=False, prepared=prepared).progress.step == 8
     with pytest.raises(ConfigError, match=r"train.lr: checkpoint 0.001, now 0.1"):
