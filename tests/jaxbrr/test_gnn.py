@@ -13,11 +13,9 @@ from flax import nnx
 from jaxbrr.config import GraphConfig
 from jaxbrr.gnn import GraphMixer, SSGConv
 from jaxbrr.graph import laplacian_pe, normalized_laplacian
-from parity.tolerances import tolerance
+from parity.compare import compare_arrays
 from torchref import gnn as torch_gnn
 
-# Module-level checks: the "layer" row of the one tolerance table.
-TOLERANCE = {d: tolerance("layer", d).rtol for d in ("float32", "float64")}
 N_NODES = 19
 
 
@@ -43,19 +41,12 @@ def _copy_linear(torch_linear, nnx_linear, dtype):
     nnx_linear.bias[...] = jnp.asarray(torch_linear.bias.detach().numpy(), dtype)
 
 
-def _difference(got, expected):
-    """max |got − expected| / max(1, max |expected|), both as numpy float64."""
-    got = np.asarray(got, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    return np.abs(got - expected).max() / max(1.0, np.abs(expected).max())
-
-
 def _compare(name, dtype, pairs):
-    """pairs: {label: (got, expected)}; print the max differences and assert the tolerance."""
-    differences = {label: _difference(*pair) for label, pair in pairs.items()}
-    print(f"{name} {dtype}: " + ", ".join(f"{k} {v:.2e}" for k, v in differences.items()))
+    """pairs: {label: (got, expected)}, each within the "layer" row of parity/tolerances.py."""
+    rows = [compare_arrays(label, got, expected, "layer", dtype) for label, (got, expected) in pairs.items()]
+    print(f"{name} {dtype}: " + ", ".join(f"{row.name} {row.max_rel:.2e}" for row in rows))
     assert all(np.isfinite(np.asarray(got)).all() for got, _ in pairs.values())
-    assert max(differences.values()) <= TOLERANCE[dtype]
+    assert all(row.passed for row in rows), [row.reason for row in rows if not row.passed]
 
 
 # ----------------------------------------------------------------------------------------------

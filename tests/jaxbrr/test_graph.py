@@ -21,11 +21,8 @@ from jaxbrr.graph import (
     static_pe,
     structural_adjacency,
 )
-from parity.tolerances import tolerance
+from parity.compare import compare_arrays
 from torchref import graph as torch_graph
-
-# Module-level checks: the "layer" row of the one tolerance table.
-TOLERANCE = {d: tolerance("layer", d).rtol for d in ("float32", "float64")}
 
 
 def _rng(seed):
@@ -38,13 +35,6 @@ def _to_torch(array, dtype):
 
 def _to_jax(array, dtype):
     return jnp.asarray(np.asarray(array, dtype=np.float64), dtype=dtype)
-
-
-def _difference(got, expected):
-    """max |got − expected| / max(1, max |expected|), both as numpy float64."""
-    got = np.asarray(got, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    return np.abs(got - expected).max() / max(1.0, np.abs(expected).max())
 
 
 def _torch_value_and_gradient(function, inputs, weights, dtype):
@@ -69,15 +59,14 @@ def _jax_value_and_gradient(function, inputs, weights, dtype):
 
 
 def _compare(name, dtype, torch_result, jax_result):
-    """Compare value and gradients; print the max difference; assert the tolerance."""
+    """Value and gradients within the "layer" row of parity/tolerances.py; prints the worst."""
     (expected, expected_grads), (got, grads) = torch_result, jax_result
-    assert got.shape == expected.shape
-    differences = [_difference(got, expected)]
-    differences += [_difference(g, e) for g, e in zip(grads, expected_grads, strict=True)]
-    print(f"{name} {dtype}: value {differences[0]:.2e}, gradients {max(differences[1:]):.2e}")
+    pairs = [("value", got, expected)] + [(f"grad {i}", g, e) for i, (g, e) in
+                                          enumerate(zip(grads, expected_grads, strict=True))]
+    rows = [compare_arrays(label, g, e, "layer", dtype) for label, g, e in pairs]
+    print(f"{name} {dtype}: " + ", ".join(f"{row.name} {row.max_rel:.2e}" for row in rows))
     assert all(np.isfinite(g).all() for g in grads)
-    assert max(differences) <= TOLERANCE[dtype]
-    return differences
+    assert all(row.passed for row in rows), [row.reason for row in rows if not row.passed]
 
 
 def _random_symmetric_weights(n_graphs, n_nodes, seed, density=1.0):
@@ -408,9 +397,9 @@ def test_safe_eigh_equals_torchref_on_a_degenerate_spectrum(x64):
     # 2. jax
     got = np.asarray(jax.jit(jax.grad(lambda m: loss(*safe_eigh(m, 1e-6), jnp)))(jnp.asarray(L)))
     # 3. compare
-    difference = np.abs(got - expected).max() / np.abs(expected).max()
-    print(f"safe_eigh vs torchref SafeEigh, degenerate spectrum, float64: {difference:.2e}")
-    assert np.isfinite(got).all() and difference <= TOLERANCE["float64"]
+    row = compare_arrays("safe_eigh gradient", got, expected, "layer", "float64")
+    print(f"safe_eigh vs torchref SafeEigh, degenerate spectrum, float64: {row.max_rel:.2e}")
+    assert np.isfinite(got).all() and row.passed, row.reason
 
 
 # ----------------------------------------------------------------------------------------------
