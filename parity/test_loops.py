@@ -17,9 +17,12 @@ tolerance. Measured: losses to 1.2e-4 of their scale (rtol 2e-3), dev probabilit
 What it does not show: that the two AUROCs agree closely. After STEPS updates the tiny model is
 not a detector yet: its dev probabilities span ~3e-3 around one value (std ~2.6e-4, printed), not
 much wider than the float32 difference between the frameworks, so the ranking the AUROC measures
-is mostly rounding noise and both AUROCs are chance-level (measured: torch 0.532, jax 0.558).
-AUROC_ATOL only says they are the same chance-level number. The printed bound is how far the
-AUROC could move given the measured probability difference (up to a common shift).
+is decided by rounding (measured: torch 0.532 / jax 0.558 on one AMD host, 0.551 / 0.497 on an
+Intel one). A fixed margin on that difference is ill-posed. What does hold on every host: each
+loop logs the AUROC of its own stitched traces (exactly), both traces carry the same labels, and
+the AUROCs differ by no more than the probability difference allows — the fraction of
+(seizure, background) sample pairs closer than twice the largest probability change, the only
+pairs whose order can flip (auroc_change_bound).
 
 gradient_clip 1e-2 clips every update, as in parity/test_train.py's float32 runs (its docstring
 says why torch's clip differs from optax's by 1e-6/‖g‖ and why that stays below float32's
@@ -34,6 +37,7 @@ import torch
 
 from jaxbrr.config import load_config
 from jaxbrr.data.prepare import prepare
+from jaxbrr.eval.metrics import auroc
 from jaxbrr.train.log import read_metrics
 from jaxbrr.train.loop import Trainer as JaxTrainer
 from parity.compare import compare_arrays
@@ -48,9 +52,6 @@ TRAIN = ["train.lr=3e-3", "train.warmup_ratio=0.1", "train.weight_decay=0.05", "
          "train.gradient_clip=1e-2", f"train.max_steps={STEPS}", "train.log_every=1"]
 CORPUS = ["data.synthetic.recordings=4", "data.synthetic.patients=2",
           "data.synthetic.duration_seconds=[60,90]"]
-# Not a row of parity/tolerances.py, whose rows bound array differences: the loose bound on a
-# rank statistic of near-constant probabilities (module docstring).
-AUROC_ATOL = 0.05
 
 pytestmark = pytest.mark.slow  # ~45 s on the 2-core CPU, most of it XLA compiling jaxbrr's step
 
@@ -74,8 +75,9 @@ def auroc_change_bound(probs: np.ndarray, labels: np.ndarray, delta: float) -> f
     (after a common shift, which leaves ranks alone): the fraction of (seizure, background)
     sample pairs at most 2·delta apart, the only pairs whose order can change."""
     positives, negatives = np.sort(probs[labels]), np.sort(probs[~labels])
-    near = (np.searchsorted(negatives, positives + 2 * delta, "right")
-            - np.searchsorted(negatives, positives - 2 * delta, "left"))  # (P,)
+    reach = 2 * delta * (1 + 1e-9)  # a pair exactly 2·delta apart is not lost to the rounding of p ± reach
+    near = (np.searchsorted(negatives, positives + reach, "right")
+            - np.searchsorted(negatives, positives - reach, "left"))  # (P,)
     return float(near.sum() / (positives.size * negatives.size))
 
 
@@ -137,18 +139,24 @@ def test_first_validation(loops):
     assert [t.stem for t in jax_traces] == [t.stem for t in torch_traces]
     rows = [compare_arrays(f"dev probabilities {t.stem}", j.probs, t.probs, "trajectory", "float32")
             for t, j in zip(torch_traces, jax_traces, strict=True)]
-    torch_auroc = of_kind(torch_records, "validation", "auroc")[0]
-    jax_auroc = of_kind(jax_records, "validation", "auroc")[0]
-    probs = np.concatenate([t.probs for t in torch_traces]).astype(np.float64)
-    labels = np.concatenate([t.labels for t in torch_traces]).astype(bool)
-    moved = np.concatenate([j.probs for j in jax_traces]).astype(np.float64) - probs
-    bound = auroc_change_bound(probs, labels, (moved.max() - moved.min()) / 2)
     for row in rows:
         print(f"{row.name}: {row.shape[0]} samples, max_abs {row.max_abs:.3g} "
               f"(allowed {row.atol + row.rtol * row.scale:.3g})")
-    print(f"dev probabilities (torch): std {probs.std():.3g}, range [{probs.min():.5f}, {probs.max():.5f}]")
-    difference = abs(jax_auroc - torch_auroc)
-    print(f"AUROC torch {torch_auroc:.6f}, jax {jax_auroc:.6f}, difference {difference:.2e} "
-          f"(atol {AUROC_ATOL:g}); the probability difference allows up to {bound:.3g}")
     assert all(row.passed for row in rows), [row.reason for row in rows if not row.passed]
-    assert difference <= AUROC_ATOL
+
+    labels = np.concatenate([t.labels for t in torch_traces]).astype(bool)
+    np.testing.assert_array_equal(np.concatenate([j.labels for j in jax_traces]).astype(bool), labels)
+    probs = {name: np.concatenate([t.probs for t in traces]).astype(np.float64)
+             for name, traces in (("torch", torch_traces), ("jax", jax_traces))}
+    logged = {"torch": of_kind(torch_records, "validation", "auroc")[0],
+              "jax": of_kind(jax_records, "validation", "auroc")[0]}
+    for name in logged:  # each loop logs the AUROC of the traces it stitched, to the last bit
+        assert logged[name] == auroc(probs[name], labels), name
+    moved = probs["jax"] - probs["torch"]
+    bound = auroc_change_bound(probs["torch"], labels, (moved.max() - moved.min()) / 2)
+    difference = abs(logged["jax"] - logged["torch"])
+    print(f"dev probabilities (torch): std {probs['torch'].std():.3g}, "
+          f"range [{probs['torch'].min():.5f}, {probs['torch'].max():.5f}]")
+    print(f"AUROC torch {logged['torch']:.6f}, jax {logged['jax']:.6f}, difference {difference:.2e}; "
+          f"the probability difference allows up to {bound:.3g}")
+    assert difference <= bound + 1e-12  # 1e-12: the AUROCs' own float64 rank sums
