@@ -67,8 +67,8 @@ def _wrap_compare_arrays(module) -> None:
     original = module.compare_arrays
 
     @functools.wraps(original)
-    def compare_arrays(name, a, b, check, dtype):
-        row = original(name, a, b, check, dtype)
+    def compare_arrays(name, a, b, check, dtype, device="cpu"):
+        row = original(name, a, b, check, dtype, device)
         allowed = row.atol + row.rtol * row.scale
         measured = math.inf if row.mask_mismatches else row.max_abs
         _record("compare_arrays", name, measured, allowed, row.passed, check=check, dtype=row.dtype)
@@ -81,11 +81,11 @@ def _wrap_arbitrate(module) -> None:
     original = module.arbitrate
 
     @functools.wraps(original)
-    def arbitrate(torch32, jax32, ref64, check="model"):
-        answer = original(torch32, jax32, ref64, check)
+    def arbitrate(torch32, jax32, ref64, check="model", device="cpu"):
+        answer = original(torch32, jax32, ref64, check, device)
         ref = module._float64(ref64)
         finite = ref[np.isfinite(ref)]
-        tol = module.tolerance(check, "float32").rtol * (float(np.abs(finite).max()) if finite.size else 0.0)
+        tol = module.tolerance(check, "float32", device).rtol * (float(np.abs(finite).max()) if finite.size else 0.0)
         multiplier = 3.0 if ref.size < 1000 else 2.0
         t, j = module._error(torch32, ref), module._error(jax32, ref)
         # every inequality the answer rests on, as (smaller side, larger side); the margin is the

@@ -75,10 +75,10 @@ def _index(flat: int, shape: tuple) -> tuple:
     return tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
 
 
-def compare_arrays(name: str, a, b, check: str, dtype) -> Row:
-    """One Row: masks, then max |a − b| against tolerance(check, dtype), b the reference."""
+def compare_arrays(name: str, a, b, check: str, dtype, device: str = "cpu") -> Row:
+    """One Row: masks, then max |a − b| against tolerance(check, dtype, device), b the reference."""
     dtype = dtype_name(dtype)
-    rtol, atol = tolerance(check, dtype)
+    rtol, atol = tolerance(check, dtype, device)
     meta = dict(name=name, check=check, dtype=dtype, rtol=rtol, atol=atol)
     a, b = as_numpy(a).astype(np.float64), as_numpy(b).astype(np.float64)
     if a.shape != b.shape:
@@ -120,6 +120,7 @@ class Report:
     check: str
     dtype: str
     rows: list[Row] = field(default_factory=list)
+    device: str = "cpu"
 
     @property
     def passed(self) -> bool:
@@ -134,11 +135,11 @@ class Report:
 
     def format(self) -> str:
         """A fixed-width table, one row per compared name, in the order given."""
-        rtol, atol = tolerance(self.check, self.dtype)
+        rtol, atol = tolerance(self.check, self.dtype, self.device)
         width = max([4, *(len(row.name) for row in self.rows)])
         header = (f"{'name':<{width}}  {'shape':<18} {'max_abs':>9} {'max_rel':>9} {'nan a/b':>11} "
                   f"{'inf a/b':>11}  {'argmax':<16} {'a':>11} {'b':>11}  status")
-        lines = [f"check={self.check} dtype={self.dtype} rtol={rtol:g} atol={atol:g} "
+        lines = [f"check={self.check} dtype={self.dtype} device={self.device} rtol={rtol:g} atol={atol:g} "
                  f"(pass: masks equal and max_abs <= atol + rtol·max|b|)", header, "-" * len(header)]
         for row in self.rows:
             shape = "×".join(map(str, row.shape)) if row.shape is not None else "-"
@@ -160,14 +161,14 @@ class Report:
                 "rows": [row.to_dict() for row in self.rows]}
 
 
-def compare_trees(a: Mapping, b: Mapping, check: str, dtype) -> Report:
+def compare_trees(a: Mapping, b: Mapping, check: str, dtype, device: str = "cpu") -> Report:
     """compare_arrays for every name, in a's order, then the names only b holds (each a failure)."""
     dtype = dtype_name(dtype)
-    rtol, atol = tolerance(check, dtype)
-    report = Report(check, dtype)
+    rtol, atol = tolerance(check, dtype, device)
+    report = Report(check, dtype, device=device)
     for name in [*a, *(name for name in b if name not in a)]:
         if name in a and name in b:
-            report.rows.append(compare_arrays(name, a[name], b[name], check, dtype))
+            report.rows.append(compare_arrays(name, a[name], b[name], check, dtype, device))
         else:
             side = "b" if name in a else "a"
             report.rows.append(Row(name=name, check=check, dtype=dtype, shape=None, passed=False,

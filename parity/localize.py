@@ -4,6 +4,7 @@
     python -m parity.localize --checkpoint CKPT --batch BATCH.npz [--config CFG]
     python -m parity.localize --scenario eigh-degenerate [--json report.json] [--plot report.png]
     python -m parity.localize --dump DIR --set model.stability.pe_gradient=safe   # does the fix hold?
+    python -m parity.localize --scenario eigh-degenerate --device gpu             # cuSOLVER, cuDNN, Triton
 
 Loads the same weights into torchref and jaxbrr (parity/convert.py), runs the same batch through
 both, stage by stage (ModelConfig.stage_inputs), forward and backward (loss, the cotangent of every
@@ -22,6 +23,9 @@ Sources
                         holding x (B, C, T) float32 and optionally y (B, T) and valid (B,)
   --scenario NAME       a planted problem from parity/scenarios.py, with its expected verdict
 
+--device gpu runs both frameworks on the first GPU (torch on CUDA, JAX on its GPU backend) and
+judges differences by the GPU rows of parity/tolerances.py (valid with TF32 off: the precision
+settings in force are each framework's own, and printed). The default is the CPU, the tight tier.
 The runs are in eval mode (dropout off). Without labels the loss uses all-zero labels, and says so.
 Exit status: 0 when the verdict is CLEAN (or, for a scenario, the expected one), 1 otherwise,
 2 for bad input.
@@ -112,6 +116,7 @@ class Report:
     eigh: dict
     errors: dict[str, str]
     extreme: float
+    device: str = "cpu"
 
     @property
     def verdict(self) -> str:
@@ -133,6 +138,7 @@ class Report:
             "batch": {"shape": list(x.shape), "sha1": batch_hash(x),
                       "labels": "given" if self.problem.batch.y is not None else "none: all-zero labels"},
             "dtypes": self.dtypes, "versions": versions(), "extreme_sigma": self.extreme,
+            "device": self.device, "precision_settings": precision_settings(),
             "verdict": self.verdict, "first": first.to_dict() if first else None,
             "findings": [f.to_dict() for f in self.findings], "rows": [row.to_dict() for row in self.rows],
             "replay": self.replay, "nonfinite_parameters": self.nonfinite_parameters(), "eigh": self.eigh,
@@ -155,23 +161,54 @@ def precision(dtype: str):
     return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
 
 
+DEVICES = ("cpu", "gpu")
+
+
+def on_device(device: str):
+    """JAX's default device for the block: the first of the backend `device` names."""
+    if device not in DEVICES:
+        raise ValueError(f"--device {device}: choose from {', '.join(DEVICES)}")
+    try:
+        return jax.default_device(jax.devices(device)[0])
+    except RuntimeError as error:
+        raise ValueError(f"--device {device}: JAX has no {device} backend here ({error})") from None
+
+
+def torch_device(device: str) -> torch.device:
+    if device == "gpu" and not torch.cuda.is_available():
+        raise ValueError("--device gpu: torch sees no CUDA GPU (torch.cuda.is_available() is False)")
+    return torch.device("cuda" if device == "gpu" else "cpu")
+
+
+def precision_settings() -> dict[str, str]:
+    """The float32 matmul/conv precision each framework is set to (what GPU rows assume: TF32 off)."""
+    return {"jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
+            "torch.backends.cuda.matmul.allow_tf32": str(torch.backends.cuda.matmul.allow_tf32),
+            "torch.backends.cudnn.allow_tf32": str(torch.backends.cudnn.allow_tf32)}
+
+
 # ----------------------------------------------------------------------------------------------
 # running
 
 
-def _models(problem: Problem, dtype: str):
+def _models(problem: Problem, dtype: str, device: str = "cpu"):
     torch_model = tmodel.SeizureDetector(problem.config.model)
     torch_model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in problem.weights.items()})
     torch_model, jax_model = make_twin(
         torch_model, lambda rngs: SeizureDetector(problem.config.model, rngs=rngs), dtype)
     if problem.prepare is not None:
         problem.prepare(torch_model, jax_model)
-    return torch_model, jax_model
+    return torch_model.to(torch_device(device)), jax_model
 
 
 def localize(problem: Problem, dtypes: list[str] = ("float32", "float64"), extreme: float = EXTREME_SIGMA,
-             progress=None) -> Report:
-    """Run both frameworks at every dtype, classify every row, then name ops and replay."""
+             progress=None, device: str = "cpu") -> Report:
+    """Run both frameworks at every dtype on `device`, classify every row, then name ops and replay."""
+    with on_device(device):
+        return _localize(problem, list(dtypes), extreme, progress, device)
+
+
+def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, device: str) -> Report:
     say = progress or (lambda text: None)
     unknown = [d for d in dtypes if d not in DTYPES]
     if unknown:
@@ -182,7 +219,7 @@ def localize(problem: Problem, dtypes: list[str] = ("float32", "float64"), extre
     for dtype in dtypes:
         with precision(dtype):
             say(f"{dtype}: building both models")
-            torch_model, jax_model = _models(problem, dtype)
+            torch_model, jax_model = _models(problem, dtype, device)
             models[dtype] = (torch_model, jax_model)
             say(f"{dtype}: jax forward + backward")
             jax_run = R.run_jax(jax_model, problem.batch, train_cfg)
@@ -190,7 +227,7 @@ def localize(problem: Problem, dtypes: list[str] = ("float32", "float64"), extre
             shapes = {name: tap.shape for name, tap in jax_run.taps.items()}  # for a stage that raises
             runs += [R.run_torch(torch_model, problem.batch, train_cfg, shapes), jax_run]
     stage_inputs = problem.config.model.stage_inputs
-    rows = tap_rows(runs, stage_inputs, R.parameter_stage(problem.config.model), extreme)
+    rows = tap_rows(runs, stage_inputs, R.parameter_stage(problem.config.model), extreme, device)
     findings = find(rows)
     by_key = {run_key(r): r for r in runs}
     replay = []
@@ -199,10 +236,10 @@ def localize(problem: Problem, dtypes: list[str] = ("float32", "float64"), extre
             say(f"naming the op and replaying {finding.row}")
             row = next(r for r in rows if r.name == finding.row)
             _name_ops(row, finding, models, by_key, problem)
-            replay += _replay(row, models, by_key, problem, _wrong_at(row, dtypes_of(runs)))
+            replay += _replay(row, models, by_key, problem, _wrong_at(row, dtypes_of(runs)), device)
     errors = {f"{r.framework}/{r.dtype}:{stage}": message for r in runs for stage, message in r.errors.items()}
     return Report(problem, dtypes_of(runs), rows, findings, replay, eigh_report(problem.config, runs),
-                  errors, extreme)
+                  errors, extreme, device)
 
 
 def _wrong_at(row: TapRow, dtypes: list[str]) -> list[str]:
@@ -239,7 +276,8 @@ def _name_ops(row: TapRow, finding: Finding, models, runs: dict[str, Run], probl
     row.op = finding.op
 
 
-def _replay(row: TapRow, models, runs: dict[str, Run], problem: Problem, dtypes: list[str]) -> list[dict]:
+def _replay(row: TapRow, models, runs: dict[str, Run], problem: Problem, dtypes: list[str],
+            device: str = "cpu") -> list[dict]:
     """Each side's stage (or, for ∂tap, the backward of the tap's consumers) on the other side's
     inputs, compared with the other side's own result: a local difference stays, an inherited
     one vanishes."""
@@ -259,7 +297,7 @@ def _replay(row: TapRow, models, runs: dict[str, Run], problem: Problem, dtypes:
                     result = fn(model, tap, values, run.cotangents, problem.batch, problem.config.train)
                     expected = run.cotangents[tap]
                 tolerance_dtype = dtype if dtype in ("float32", "float64") else "float32"
-                compared = compare_arrays(row.name, result, expected, check, tolerance_dtype)
+                compared = compare_arrays(row.name, result, expected, check, tolerance_dtype, device)
                 out.append({
                     "tap": row.name, "dtype": dtype, "direction": f"{source} inputs -> {target} {row.kind}",
                     "max_abs": _json_float(compared.max_abs), "max_rel": _json_float(compared.max_rel),
@@ -358,7 +396,8 @@ def load_dump(path: Path) -> Problem:
         _, model = load_model(path / "checkpoint")
         weights = _weights_of_jax(model)
     elif (path / "model.pt").is_file():
-        weights = {k: v.numpy() for k, v in torch.load(path / "model.pt", weights_only=True).items()}
+        weights = {k: v.numpy() for k, v in torch.load(path / "model.pt", weights_only=True,
+                                                        map_location="cpu").items()}
     else:
         raise LocalizeError(f"{path}: the dump holds neither checkpoint/ (jaxbrr) nor model.pt (torchref)")
     _check_channels(config, batch, str(path))
@@ -402,7 +441,7 @@ def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[s
         load_weights(path, model)
         return config, {k: v.numpy() for k, v in model.state_dict().items()}
     if path.suffix == ".pt":
-        saved = torch.load(path, weights_only=True)
+        saved = torch.load(path, weights_only=True, map_location="cpu")
         if isinstance(saved, dict) and "model" in saved and "meta" in saved:  # torchref training checkpoint
             config = config_from_dict(saved["meta"]["config"], source=str(path))
             return config, {k: v.numpy() for k, v in saved["model"].items()}
@@ -430,6 +469,8 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
         f"batch: {'×'.join(map(str, x.shape))} sha1 {batch_hash(x)}"
         + ("" if report.problem.batch.y is not None else " (no labels: the loss uses all-zero labels)")
         + "; eval mode (dropout off); " + " ".join(f"{k} {v}" for k, v in versions().items()),
+        f"device: {report.device}" + ("; " + ", ".join(f"{k}={v}" for k, v in precision_settings().items())
+                                      if report.device == "gpu" else ""),
         "columns: NaN/Inf counts per run (· = none); max_rel = max|jax−torch| / max|torch| per dtype; "
         f"err64 = RMSE of each side's {low} against torch float64; * = born here; "
         "(rounding) = beyond tolerance at float32, but neither side farther from float64",
@@ -576,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a config field of the run, e.g. model.remat=true (less memory at full "
                              "size) or model.stability.pe_gradient=safe (does the fix hold?); repeatable")
     parser.add_argument("--dtype", default="float32,float64", help="comma-separated, from " + ",".join(DTYPES))
+    parser.add_argument("--device", default="cpu", choices=DEVICES,
+                        help="where both frameworks run (default %(default)s; gpu: the first CUDA GPU)")
     parser.add_argument("--extreme", type=float, default=EXTREME_SIGMA,
                         help="|x| beyond this (z-scored σ) is a DATA finding (default %(default)s)")
     parser.add_argument("--json", type=Path, help="write the report as JSON (schema in the module docstring)")
@@ -602,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.set:
             problem.config = with_overrides(problem.config, args.set, problem.source)
             problem.source += f" with --set {' '.join(args.set)}"
-        report = localize(problem, dtypes, args.extreme, progress=say)
+        report = localize(problem, dtypes, args.extreme, progress=say, device=args.device)
     except (LocalizeError, ConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -69,7 +69,7 @@ def consumers(stage_inputs: dict[str, tuple[str, ...]], tap: str) -> list[str]:
 
 def _numpy(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
-        value = value.detach()
+        value = value.detach().cpu()
         return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
     value = np.asarray(value)
     return value.astype(np.float32) if value.dtype.name == "bfloat16" else value
@@ -79,30 +79,36 @@ def _numpy(value) -> np.ndarray:
 # torch
 
 
-def _tensor(array, dtype: torch.dtype) -> torch.Tensor:
+def _tensor(array, dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
     """A torch copy of a numpy array (taps that came back from JAX are read-only views)."""
-    return torch.tensor(np.asarray(array), dtype=dtype)
+    return torch.tensor(np.asarray(array), dtype=dtype, device=device)
+
+
+def _where(model: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
+    parameter = next(model.parameters())
+    return parameter.dtype, parameter.device
 
 
 def _torch_loss(logits, batch: Batch, cfg: TrainConfig) -> torch.Tensor:
-    labels = _tensor(batch.labels(), logits.dtype)
-    valid = torch.tensor(batch.valid) if batch.valid is not None else None
+    labels = _tensor(batch.labels(), logits.dtype, logits.device)
+    valid = torch.tensor(batch.valid, device=logits.device) if batch.valid is not None else None
     return tloss.compute_loss(logits, labels, cfg, batch.pos_weight, valid)
 
 
 def _raised_stage(error: Exception, shape: tuple, inputs: list[torch.Tensor], dtype) -> torch.Tensor:
     """A stage that raised (torch.linalg.eigh does, on NaN input, where JAX returns NaN) outputs
     NaN, and its derivative is NaN too: 0·Σinputs ties the NaN cotangent to every input."""
-    tie = sum((0 * t.sum() for t in inputs if t.requires_grad), torch.zeros((), dtype=dtype))
-    return torch.full(shape, math.nan, dtype=dtype) + tie
+    device = inputs[0].device
+    tie = sum((0 * t.sum() for t in inputs if t.requires_grad), torch.zeros((), dtype=dtype, device=device))
+    return torch.full(shape, math.nan, dtype=dtype, device=device) + tie
 
 
 def run_torch(model: torch.nn.Module, batch: Batch, cfg: TrainConfig, shapes: dict[str, tuple]) -> Run:
     """Forward tap by tap, the loss, and ∂loss/∂(every tap and parameter), in the model's dtype.
-    `shapes` (tap -> shape) stands in for a stage that raises."""
-    dtype = next(model.parameters()).dtype
+    `shapes` (tap -> shape) stands in for a stage that raises. Runs on the model's device."""
+    dtype, device = _where(model)
     stage_inputs = model.config.stage_inputs
-    values = {MODEL_INPUT: _tensor(batch.x, dtype)}
+    values = {MODEL_INPUT: _tensor(batch.x, dtype, device)}
     perturbations, errors = {}, {}
     for name, stage in model.stages().items():
         inputs = [values[i] for i in stage_inputs[name]]
@@ -129,8 +135,8 @@ def run_torch(model: torch.nn.Module, batch: Batch, cfg: TrainConfig, shapes: di
 
 def torch_stage_forward(model: torch.nn.Module, name: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
     """One stage of the torch model on given (numpy) inputs."""
-    dtype = next(model.parameters()).dtype
-    args = [_tensor(inputs[i], dtype) for i in model.config.stage_inputs[name]]
+    dtype, device = _where(model)
+    args = [_tensor(inputs[i], dtype, device) for i in model.config.stage_inputs[name]]
     with torch.no_grad():
         return _numpy(model.stages()[name](*args))
 
@@ -138,24 +144,24 @@ def torch_stage_forward(model: torch.nn.Module, name: str, inputs: dict[str, np.
 def _torch_inner(model, tap, value, values, cotangents, batch, cfg):
     """Σ over the consumers c of `tap` of <c(inputs with tap = value), ∂loss/∂c> (the loss itself
     for the logits): its gradient in `value` is the tap's cotangent given the consumers'."""
-    dtype = value.dtype
+    dtype, device = value.dtype, value.device
     stage_inputs, stages = model.config.stage_inputs, model.stages()
-    total = torch.zeros((), dtype=dtype)
+    total = torch.zeros((), dtype=dtype, device=device)
     for consumer in consumers(stage_inputs, tap):
         if consumer == LOSS:
             total = total + _torch_loss(value, batch, cfg)
             continue
-        args = [value if i == tap else _tensor(values[i], dtype)
+        args = [value if i == tap else _tensor(values[i], dtype, device)
                 for i in stage_inputs[consumer]]
-        cotangent = _tensor(cotangents[consumer], dtype)
+        cotangent = _tensor(cotangents[consumer], dtype, device)
         total = total + (stages[consumer](*args) * cotangent).sum()
     return total
 
 
 def torch_local_cotangent(model, tap: str, values: dict, cotangents: dict, batch: Batch, cfg: TrainConfig) -> np.ndarray:
     """∂loss/∂tap from the consumers' cotangents and forward inputs given from outside."""
-    dtype = next(model.parameters()).dtype
-    value = _tensor(values[tap], dtype).requires_grad_(True)
+    dtype, device = _where(model)
+    value = _tensor(values[tap], dtype, device).requires_grad_(True)
     total = _torch_inner(model, tap, value, values, cotangents, batch, cfg)
     (grad,) = torch.autograd.grad(total, [value], allow_unused=True)
     return _numpy(grad if grad is not None else torch.zeros_like(value))

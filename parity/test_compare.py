@@ -22,9 +22,21 @@ def test_table_has_every_row_and_refuses_others():
     assert tolerance("layer", "float32").rtol == 1e-5 and tolerance("model", "float32").rtol == 1e-4
     assert tolerance("grad", "float32").rtol == 1e-4 and tolerance("model", "float64").rtol == 1e-10
     with pytest.raises(KeyError, match="no tolerance"):
-        tolerance("layer", "bfloat16")
+        tolerance("model", "bfloat16")  # bfloat16 has layer and grad rows only
+    assert tolerance("layer", "bfloat16", "gpu") == tolerance("layer", "bfloat16") == (3e-2, 1e-5)
     with pytest.raises(KeyError, match="no tolerance"):
         tolerance("weights", "float32")
+    with pytest.raises(KeyError, match="device"):
+        tolerance("layer", "float32", "tpu")
+
+
+def test_gpu_rows_are_tier_t4_float32_times_ten_and_float64_unchanged():
+    for check in CHECKS:
+        cpu, gpu = tolerance(check, "float32"), tolerance(check, "float32", "gpu")
+        assert gpu.rtol == pytest.approx(10 * cpu.rtol, rel=1e-15) and gpu.atol == pytest.approx(10 * cpu.atol, rel=1e-15)
+        assert tolerance(check, "float64", "gpu") == tolerance(check, "float64")
+    row = compare_arrays("x", np.array([1.0 + 5e-4]), np.array([1.0]), "model", "float32", "gpu")
+    assert row.passed and not compare_arrays("x", np.array([1.0 + 5e-4]), np.array([1.0]), "model", "float32").passed
 
 
 def test_one_sided_nan_fails_with_its_count_and_is_not_masked():

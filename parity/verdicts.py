@@ -105,7 +105,7 @@ def _rmse(a: np.ndarray, reference: np.ndarray) -> float:
 
 
 def _row(name: str, kind: str, arrays: dict[str, np.ndarray], runs: list[Run], check: str,
-         upstream: tuple[str, ...]) -> TapRow:
+         upstream: tuple[str, ...], device: str = "cpu") -> TapRow:
     """arrays: run key -> this row's array in that run."""
     shape = next(iter(arrays.values())).shape
     row = TapRow(name, kind, tuple(shape), {key: _counts(a) for key, a in arrays.items()}, {}, upstream=upstream)
@@ -113,7 +113,7 @@ def _row(name: str, kind: str, arrays: dict[str, np.ndarray], runs: list[Run], c
     for dtype in dtypes:
         torch_array, jax_array = arrays.get(f"torch/{dtype}"), arrays.get(f"jax/{dtype}")
         if torch_array is not None and jax_array is not None:
-            row.compare[dtype] = compare_arrays(name, jax_array, torch_array, check, _tolerance_dtype(dtype))
+            row.compare[dtype] = compare_arrays(name, jax_array, torch_array, check, _tolerance_dtype(dtype), device)
     low = dtypes[-1]
     if "float64" in dtypes and low != "float64" and "torch/float64" in arrays:
         reference = arrays["torch/float64"]
@@ -122,7 +122,7 @@ def _row(name: str, kind: str, arrays: dict[str, np.ndarray], runs: list[Run], c
                 row.err64[framework] = _rmse(arrays[f"{framework}/{low}"], reference)
         if low in row.compare and not row.compare[low].passed and f"jax/{low}" in arrays:
             row.drifted = arbitrate(arrays[f"torch/{low}"], arrays[f"jax/{low}"], reference,
-                                    check if low == "float32" else "model")
+                                    check if low == "float32" else "model", device)
     return row
 
 
@@ -141,20 +141,21 @@ def _group_grads(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def tap_rows(runs: list[Run], stage_inputs: dict[str, tuple[str, ...]], parameter_stage: dict[str, str],
-             extreme: float) -> list[TapRow]:
+             extreme: float, device: str = "cpu") -> list[TapRow]:
     """Every row in report order: forward taps, the loss, cotangents in backward order,
-    parameter gradients by module (modules in forward order), each classified."""
+    parameter gradients by module (modules in forward order), each classified against the
+    tolerances of the device the runs ran on."""
     taps = list(stage_inputs)
     rows = [_row(tap, "forward", {run_key(r): r.taps[tap] for r in runs}, runs, "model",
-                 tuple(i for i in stage_inputs[tap] if i != MODEL_INPUT)) for tap in taps]
-    rows.append(_row(LOSS, "loss", {run_key(r): r.loss for r in runs}, runs, "loss", ("logits",)))
+                 tuple(i for i in stage_inputs[tap] if i != MODEL_INPUT), device) for tap in taps]
+    rows.append(_row(LOSS, "loss", {run_key(r): r.loss for r in runs}, runs, "loss", ("logits",), device))
     for tap in reversed(taps):
         users = consumers(stage_inputs, tap)
         upstream = tuple(BACKWARD + c if c != LOSS else LOSS for c in users)
         upstream += tuple(dict.fromkeys(i for c in users if c != LOSS for i in (c, *stage_inputs[c])
                                         if i != MODEL_INPUT))
         rows.append(_row(BACKWARD + tap, "backward", {run_key(r): r.cotangents[tap] for r in runs}, runs, "grad",
-                         upstream))
+                         upstream, device))
     grouped = {run_key(r): _group_grads(r.grads) for r in runs}
     modules = list(next(iter(grouped.values())))
     order = {stage: index for index, stage in enumerate(taps)}
@@ -163,7 +164,7 @@ def tap_rows(runs: list[Run], stage_inputs: dict[str, tuple[str, ...]], paramete
         stage = parameter_stage[module.split(".")[0]]
         upstream = (BACKWARD + stage, *(i for i in stage_inputs[stage] if i != MODEL_INPUT))
         rows.append(_row(PARAMETERS + module, "parameters", {key: g[module] for key, g in grouped.items()}, runs,
-                         "grad", upstream))
+                         "grad", upstream, device))
     input_row = rows[0]
     finite_x = [np.abs(r.taps["input"][np.isfinite(r.taps["input"])]) for r in runs]
     input_row.max_abs_x = max((float(a.max()) for a in finite_x if a.size), default=0.0)

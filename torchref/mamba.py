@@ -15,7 +15,11 @@ bidirectional stack (reference/original_spec.md §2).
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
+import sys
+import types
 
 import torch
 import torch.nn as nn
@@ -46,6 +50,16 @@ def _init_like_torch_default(module: nn.Linear | nn.Conv1d, generator: torch.Gen
         fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
         bound = 1 / math.sqrt(fan_in)
         nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+
+
+def import_upstream_mamba2() -> type:
+    """mamba_ssm's Mamba2 class. mamba_ssm's package import also imports `selective_scan_cuda`,
+    Mamba-1's CUDA extension, which Mamba2 never calls and which a build without CUDA extensions
+    (MAMBA_SKIP_CUDA_BUILD, the CPU oracle and the GPU check's wheel) lacks: that one module name
+    is then bound to an empty module. Mamba2's own kernels are Triton, compiled at first use."""
+    if "selective_scan_cuda" not in sys.modules and importlib.util.find_spec("selective_scan_cuda") is None:
+        sys.modules["selective_scan_cuda"] = types.ModuleType("selective_scan_cuda")
+    return importlib.import_module("mamba_ssm.modules.mamba2").Mamba2
 
 
 def gated_rms_norm(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -165,11 +179,11 @@ class Mamba2(nn.Module):
                 "set model.ssm.backend: torch to run the pure-PyTorch scan"
             )
         try:
-            from mamba_ssm.modules.mamba2 import Mamba2 as UpstreamMamba2
+            UpstreamMamba2 = import_upstream_mamba2()
         except ImportError as err:
             raise RuntimeError(
-                f"model.ssm.backend = 'cuda' needs mamba_ssm with its CUDA kernels "
-                f"(pip install mamba-ssm on a CUDA machine); importing it failed: {err}"
+                f"model.ssm.backend = 'cuda' needs mamba_ssm and Triton "
+                f"(pip install mamba-ssm on a CUDA machine, or `make wheelhouse` for an offline one); importing it failed: {err}"
             ) from err
         # use_mem_eff_path=False: the unfused path (Triton SSD kernel + gated-norm kernel) needs no
         # causal_conv1d package; the fused path computes the same function.

@@ -36,6 +36,9 @@ from torchref.tcn import ProjectionHead, TCNEncoder, pointwise_conv
 TO_ELECTRODES_GAIN = 0.1
 FROM_ELECTRODES_GAIN = 0.05
 EDGE_LIFT_GAIN = 0.1
+# model.precision bfloat16, as jaxbrr/model.py: convolutions, projections and Mamba matmuls run in
+# bf16 (autocast) on float32 parameters; these stages and the returned logits stay float32.
+FLOAT32_STAGES = ("input", "edge_features", "adjacency", "pe", "gnn")
 
 
 class SeizureDetector(nn.Module):
@@ -91,6 +94,8 @@ class SeizureDetector(nn.Module):
         elif self.config.architecture == "v2":
             stages["mamba"] = self._mamba
         stages["logits"] = self.head
+        if self.config.precision == "bfloat16":
+            stages = OrderedDict((name, _in_bfloat16(name, fn)) for name, fn in stages.items())
         return stages
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T)
@@ -132,6 +137,21 @@ class SeizureDetector(nn.Module):
 
     def _from_electrodes(self, z: torch.Tensor) -> torch.Tensor:  # (B, L, N, D) -> (B, D_tcn, L)
         return self.proj_from_electrodes(rearrange(z, "b l n d -> b (n d) l"))
+
+
+def _in_bfloat16(name: str, stage: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """One stage under model.precision bfloat16: autocast to bf16, or float32 for FLOAT32_STAGES."""
+
+    def run(*inputs: torch.Tensor) -> torch.Tensor:
+        device_type = inputs[0].device.type
+        if name in FLOAT32_STAGES:
+            with torch.autocast(device_type, enabled=False):
+                return stage(*(t.float() for t in inputs))
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            out = stage(*inputs)
+        return out.float() if name == "logits" else out
+
+    return run
 
 
 def count_parameters(module: nn.Module) -> int:

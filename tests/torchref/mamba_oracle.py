@@ -20,20 +20,20 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import sys
 import types
 
 import torch
 import torch.nn.functional as F
 from einops import repeat
 
+from torchref.mamba import import_upstream_mamba2
+
 
 def import_mamba_ssm() -> types.SimpleNamespace:
     """Import the mamba_ssm pieces the oracle needs. Without its CUDA extension (a CPU build),
     `selective_scan_cuda` (Mamba-1's kernel, imported at package import, never called here) is
     stubbed with an empty module; a real one is left alone."""
-    if "selective_scan_cuda" not in sys.modules and importlib.util.find_spec("selective_scan_cuda") is None:
-        sys.modules["selective_scan_cuda"] = types.ModuleType("selective_scan_cuda")
+    import_upstream_mamba2()
     mamba2 = importlib.import_module("mamba_ssm.modules.mamba2")
     ssd_minimal = importlib.import_module("mamba_ssm.modules.ssd_minimal")
     layernorm_gated = importlib.import_module("mamba_ssm.ops.triton.layernorm_gated")

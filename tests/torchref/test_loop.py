@@ -89,6 +89,21 @@ def test_three_steps(tmp_path, corpus, prepared):
     np.testing.assert_array_equal(probs, run.predict(x))
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA and mamba_ssm kernels")
+def test_three_steps_on_the_gpu_with_mamba_ssm_kernels(tmp_path, corpus, prepared):
+    run = trainer(tmp_path, corpus, prepared, "train.max_steps=3", "model.ssm.backend=cuda")
+    assert run.device.type == "cuda" and next(run.model.parameters()).is_cuda
+    result = run.run()
+    records = read_metrics(tmp_path)
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3] and result.progress.step == 3
+    assert all(np.isfinite(r["loss"]) and r["skipped"] == 0 for r in train)
+    assert [r["kind"] for r in records[3:]] == ["validation"]
+    saved = torch.load(checkpoint_path(tmp_path, "last", 3), weights_only=True, map_location="cpu")
+    assert saved["meta"]["progress"]["step"] == 3
+
+
 class Interrupted(RuntimeError):
     pass
 

@@ -26,7 +26,11 @@ reproduces the uninterrupted run's losses exactly (tests/torchref/test_loop.py).
                                                       before the step), nan.json
 
 Both are written to a temporary name and renamed, so they are complete or absent. NNNNNN is the
-number of batches done. Runs on the CPU, in float32.
+number of batches done.
+
+Device: CUDA when torch sees a GPU, else the CPU (the original's `device: auto`); the dropout
+Generator lives on that device (on CUDA: Philox state, seeded alike, so CPU and GPU masks
+differ). model.precision bfloat16 runs each stage under the model's autocast (torchref/model.py).
 """
 
 from __future__ import annotations
@@ -66,9 +70,14 @@ def checkpoint_steps(workdir: str | Path, kind: str) -> list[int]:
     return sorted(int(match.group(1)) for match in found if match)
 
 
-def dropout_generator(seed: int) -> torch.Generator:
+def dropout_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     state = np.random.SeedSequence([seed, DROPOUT_STREAM]).generate_state(1, np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
+    return torch.Generator(device=device).manual_seed(int(state))
+
+
+def default_device() -> torch.device:
+    """CUDA when torch sees a GPU, else the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def _save_atomic(value, path: Path) -> None:
@@ -100,39 +109,49 @@ def write_dump(workdir: str | Path, config, model: torch.nn.Module, generator_st
 
 
 class Trainer(Loop):
-    """The torchref loop: eager forward/backward on the CPU; torch.save checkpoints."""
+    """The torchref loop: eager forward/backward on default_device(); torch.save checkpoints."""
 
     framework = "torchref"
 
     def _build(self) -> None:
         cfg = self.cfg
-        if self.config.model.precision != "float32":
-            raise ConfigError(f"model.precision = {self.config.model.precision!r}: torchref trains in "
-                              "float32 only; set model.precision=float32 (jaxbrr has bfloat16)")
-        self.model = SeizureDetector(self.config.model, cfg.seed)
+        self.device = default_device()
+        if self.config.model.ssm.backend == "cuda" and self.device.type != "cuda":
+            raise ConfigError("model.ssm.backend = 'cuda' needs a CUDA GPU and torch sees none; "
+                              "set model.ssm.backend=torch")
+        self.model = SeizureDetector(self.config.model, cfg.seed).to(self.device)
         # The loop accumulates (below), so the optimizer sees one averaged gradient per update.
         self.optimizer, self.scheduler = make_optimizer(
             self.model, dataclasses.replace(cfg, grad_accum_steps=1), self.total_updates)
-        self.generator = dropout_generator(cfg.seed)
+        self.generator = dropout_generator(cfg.seed, self.device)
         self.generator_before = self.generator.get_state()
         self.micro_step = 0  # micro-batches in the running mean
         self.accumulated = [torch.zeros_like(p) for p in self.model.parameters()] if cfg.grad_accum_steps > 1 else []
         self.lr = self.optimizer.param_groups[0]["lr"]  # before any update: update 0's, as optax reports
 
     def devices(self) -> str:
+        if self.device.type == "cuda":
+            return f"devices: {self.device} ({torch.cuda.get_device_name(self.device)})"
         return f"devices: cpu, torch {torch.get_num_threads()} threads"
 
     def parameter_count(self) -> int:
         return count_parameters(self.model)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return eval_step(self.model, torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()  # (B, T)
+        x = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
+        return eval_step(self.model, x).float().cpu().numpy()  # (B, T)
 
     # -- one step ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _dropout_rng(self):
-        """Run the block with the global CPU generator in the dropout Generator's state."""
+        """Run the block with the device's global generator in the dropout Generator's state."""
+        if self.device.type == "cuda":
+            with torch.random.fork_rng(devices=[self.device], device_type="cuda"):
+                torch.cuda.set_rng_state(self.generator.get_state(), self.device)
+                yield
+                self.generator.set_state(torch.cuda.get_rng_state(self.device))
+            return
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(self.generator.get_state())
             yield
@@ -157,7 +176,7 @@ class Trainer(Loop):
         return True
 
     def _step(self, batch: dict[str, np.ndarray], pos_weight: float) -> dict:
-        tensors = {key: torch.as_tensor(value) for key, value in batch.items()}  # (B, C, T) (B, T) (B,)
+        tensors = {key: torch.as_tensor(value).to(self.device) for key, value in batch.items()}  # (B, C, T) (B, T) (B,)
         self.generator_before = self.generator.get_state()
         with self._dropout_rng():
             loss, grad_norm = loss_and_gradients(self.model, tensors, self.cfg, pos_weight)
@@ -190,11 +209,12 @@ class Trainer(Loop):
         return steps[-1] if steps else None
 
     def _restore(self) -> dict:
-        state = torch.load(checkpoint_path(self.workdir, "last", self._latest()), weights_only=True)
+        state = torch.load(checkpoint_path(self.workdir, "last", self._latest()), weights_only=True,
+                           map_location=self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())
         self.micro_step = state["accumulator"]["micro_step"]
         self.accumulated = state["accumulator"]["grads"]
         self.lr = state["lr"]

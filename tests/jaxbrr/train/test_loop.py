@@ -230,6 +230,32 @@ def test_a_clean_run_under_jax_debug_nans_raises_nothing(tmp_path, data_override
     assert result.progress.finished == "max_steps"
 
 
+def _jax_has_gpu() -> bool:
+    try:
+        return bool(jax.devices("gpu"))
+    except RuntimeError:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _jax_has_gpu(), reason="needs a JAX GPU backend")
+def test_three_steps_on_the_gpu_then_again_under_jax_debug_nans(tmp_path, data_overrides, prepared):
+    """The smoke run on the GPU (JAX's default backend there), then the same run with
+    jax_debug_nans on: no false alarm, and the same losses within the GPU trajectory row."""
+    runs = {}
+    for name, debug in (("plain", False), ("debug-nans", True)):
+        config = config_for(tmp_path, data_overrides, "train.max_steps=3", name=name)
+        with jax.debug_nans(debug):
+            trainer = Trainer(config, progress=False, prepared=prepared)
+            result = trainer.run()
+        assert result.progress.step == 3 and "gpu" in trainer.devices().lower()
+        runs[name] = losses(tmp_path / name)
+        assert len(runs[name]) == 3 and all(np.isfinite(v) for v in runs[name].values())
+    rtol, atol = tolerance("trajectory", "float32", "gpu")
+    a, b = (np.array(list(runs[name].values())) for name in ("debug-nans", "plain"))
+    np.testing.assert_allclose(a, b, rtol=0, atol=rtol * np.abs(b).max() + atol)
+
+
 def test_unknown_key_and_missing_metric_fail_before_any_compute(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("jaxbrr.data.prepare.prepare", lambda *a, **k: pytest.fail("compute started"))
     code = train_main(["--config", str(SMOKE), "--workdir", str(tmp_path), "--set", "train.learning_rate=1e-3"])

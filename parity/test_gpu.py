@@ -1,0 +1,146 @@
+"""Parity on a CUDA GPU (`pytest -m gpu`; skipped without CUDA, run by benchmarks/gpu_check.sh).
+
+The GPU rows of parity/tolerances.py (tier T4: the CPU float32 rows ×10) hold with TF32 off on
+both sides, which the `tf32_off` fixture sets for each test: torch.backends.cuda.matmul and
+cudnn.allow_tf32 False, JAX's default matmul precision "highest".
+
+- full size (configs/tusz.yaml, one 60 s window): torchref `ssm.backend: cuda` (mamba_ssm's
+  Triton kernels) against `backend: torch` (the exact path), every tap, cotangent and parameter
+  gradient; jaxbrr on the GPU against torchref on the GPU, every tap (top-k near ties and the
+  eigenvector gaps judged as parity/test_model.py judges them);
+- the tiny model through the localiser on the GPU: every tap, cotangent and gradient, float32
+  arbitrated by float64, is CLEAN with TF32 off; with JAX's default precision (TF32 dots and
+  convolutions) the drift is attributed to jax, with torch's TF32 switched on to torch;
+- eigh on the GPU (cuSOLVER in both frameworks): the eigh-degenerate scenario is MODEL at
+  ∂adjacency with `pe_gradient: full` and CLEAN with `safe`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+import pytest
+import torch
+from flax import nnx
+
+import torchref.model as tmodel
+from jaxbrr.config import load_config
+from parity import localize, scenarios
+from parity.compare import compare_trees
+from parity.runs import Batch, run_torch
+from parity.scenarios import eeg_windows
+from parity.test_model import FULL_SEED, assert_taps_agree, jax_forward
+from parity.twins import detector_pair
+
+
+def _jax_has_gpu() -> bool:
+    try:
+        return bool(jax.devices("gpu"))
+    except RuntimeError:
+        return False
+
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not (torch.cuda.is_available() and _jax_has_gpu()),
+                       reason="needs a CUDA GPU visible to both torch and JAX"),
+]
+
+FULL = "configs/tusz.yaml"
+TINY = "configs/tiny.yaml"
+CUDA = torch.device("cuda")
+forward = nnx.jit(lambda model, x: model(x))
+
+
+@contextlib.contextmanager
+def tf32(torch_on: bool, jax_precision: str):
+    """torch's TF32 switches and JAX's default matmul precision for the block, restored after."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch_on
+    try:
+        with jax.default_matmul_precision(jax_precision):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.fixture
+def tf32_off():
+    with tf32(False, "highest"):
+        yield
+
+
+def _cpu(taps: dict) -> dict:
+    return {name: tap.detach().float().cpu() for name, tap in taps.items()}
+
+
+def test_full_size_cuda_backend_matches_the_exact_path(tf32_off):
+    """mamba_ssm's Triton kernels inside the whole model, forward and backward."""
+    config = load_config(FULL)
+    x, y = eeg_windows(config, n_windows=1, seed=FULL_SEED)  # (1, 19, 15360)
+    batch = Batch(x, y)
+    runs = {}
+    for backend in ("torch", "cuda"):  # 1. exact path   2. mamba_ssm kernels
+        cfg = load_config(FULL, [f"model.ssm.backend={backend}"])
+        model = tmodel.SeizureDetector(cfg.model, 0).to(CUDA).eval()
+        runs[backend] = run_torch(model, batch, cfg.train, shapes={})
+    exact, kernels = runs["torch"], runs["cuda"]
+    # 3. compare
+    taps = compare_trees(kernels.taps, exact.taps, "model", "float32", "gpu")
+    cotangents = compare_trees(kernels.cotangents, exact.cotangents, "grad", "float32", "gpu")
+    grads = compare_trees(kernels.grads, exact.grads, "grad", "float32", "gpu")
+    for report in (taps, cotangents, grads):
+        print(report.format())
+    assert taps.passed and cotangents.passed and grads.passed, (
+        taps.first_failure or cotangents.first_failure or grads.first_failure)
+
+
+def test_full_size_jax_on_the_gpu_matches_torch_on_the_gpu(tf32_off):
+    pair = detector_pair(FULL)
+    x, _ = eeg_windows(pair.config, n_windows=1, seed=FULL_SEED)
+    assert jnp.asarray(x).devices().pop().platform == "gpu"
+    # 1. torch
+    with torch.no_grad():
+        _, torch_taps = pair.torch_model.to(CUDA)(torch.from_numpy(x).to(CUDA))
+    torch_taps = _cpu(torch_taps)
+    # 2. jax
+    jax_taps = jax_forward(pair, x, forward)
+    # 3. compare
+    report = compare_trees(jax_taps, torch_taps, "model", "float32", "gpu")
+    print(report.format())
+    assert_taps_agree(pair, report, torch_taps, jax_taps)
+
+
+def _tiny_problem(overrides=()) -> localize.Problem:
+    pair = detector_pair(TINY, overrides)
+    x, y = eeg_windows(pair.config, n_windows=2)
+    weights = {k: v.numpy() for k, v in pair.torch_model.state_dict().items()}
+    return localize.Problem(pair.config, weights, Batch(x, y), f"tiny on the GPU {list(overrides)}")
+
+
+@pytest.mark.parametrize("torch_tf32, jax_precision, verdict, side", [
+    (False, "highest", "CLEAN", None),
+    (False, "default", "DRIFT", "jax"),   # JAX's default: TF32 float32 dots and convolutions
+    (True, "highest", "DRIFT", "torch"),  # torch with allow_tf32 on matmuls and cuDNN
+], ids=["tf32-off", "jax-default", "torch-tf32"])
+def test_the_localiser_attributes_tf32_to_the_side_that_uses_it(torch_tf32, jax_precision, verdict, side):
+    problem = _tiny_problem()
+    with tf32(torch_tf32, jax_precision):
+        report = localize.localize(problem, ["float32", "float64"], device="gpu")
+    print(localize.format_report(report))
+    assert report.verdict == verdict
+    if side is not None:
+        drifts = [f for f in report.findings if f.verdict == "DRIFT"]
+        assert drifts and {f.side for f in drifts} == {side}, [(f.row, f.side) for f in drifts]
+
+
+@pytest.mark.parametrize("name", ["eigh-degenerate", "eigh-degenerate-safe"])
+def test_eigh_scenarios_on_cusolver(name, tf32_off):
+    problem = scenarios.build(name)
+    report = localize.localize(problem, problem.expected["dtypes"], device="gpu")
+    print(localize.format_report(report))
+    assert (report.verdict, report.first.row if report.first else None) == (
+        problem.expected["verdict"], problem.expected["tap"])
+    assert report.eigh["graphs_with_repeats"] == report.eigh["graphs"] > 0  # every graph edgeless, by construction
