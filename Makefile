@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 
-.PHONY: train test parity bench lint venv clean-venv
+.PHONY: train test parity bench lint venv clean-venv wheelhouse gpu-check
 
 venv: $(STAMP)
 
@@ -30,6 +30,14 @@ bench: $(STAMP)
 	$(PY) benchmarks/preprocess.py
 	$(PY) benchmarks/model_step.py --sizes tiny,full --batches 1 --frameworks torch,jax
 	$(PY) benchmarks/train.py --configs default,full --frameworks jax,torch
+
+# What a GPU machine without network lacks, as wheels for its Python 3.12 (benchmarks/wheelhouse.py).
+wheelhouse: $(STAMP)
+	$(PY) benchmarks/wheelhouse.py --out .whl
+
+# The whole GPU verification in one command (README "Checking a GPU"); on a CPU it rehearses.
+gpu-check:
+	benchmarks/gpu_check.sh
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

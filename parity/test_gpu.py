@@ -120,20 +120,32 @@ def _tiny_problem(overrides=()) -> localize.Problem:
     return localize.Problem(pair.config, weights, Batch(x, y), f"tiny on the GPU {list(overrides)}")
 
 
-@pytest.mark.parametrize("torch_tf32, jax_precision, verdict, side", [
-    (False, "highest", "CLEAN", None),
-    (False, "default", "DRIFT", "jax"),   # JAX's default: TF32 float32 dots and convolutions
-    (True, "highest", "DRIFT", "torch"),  # torch with allow_tf32 on matmuls and cuDNN
+@pytest.mark.parametrize("torch_tf32, jax_precision, side", [
+    (False, "highest", None),
+    (False, "default", "jax"),   # JAX's default: TF32 float32 dots (and convolutions)
+    (True, "highest", "torch"),  # torch with allow_tf32 on cuBLAS matmuls and cuDNN convolutions
 ], ids=["tf32-off", "jax-default", "torch-tf32"])
-def test_the_localiser_attributes_tf32_to_the_side_that_uses_it(torch_tf32, jax_precision, verdict, side):
+def test_the_localiser_attributes_tf32_to_the_side_that_uses_it(torch_tf32, jax_precision, side):
+    """TF32 off: CLEAN. One side in TF32: its float32 rows are far farther from float64 than the
+    other side's (err64, measured on every row whether or not it fails), and any DRIFT the
+    localiser reports names that side. Whether TF32's ~1e-3 relative rounding crosses the GPU
+    rows (1e-3, 1e-4 × 10) somewhere is the model's business; the attribution must hold either way."""
     problem = _tiny_problem()
     with tf32(torch_tf32, jax_precision):
         report = localize.localize(problem, ["float32", "float64"], device="gpu")
     print(localize.format_report(report))
-    assert report.verdict == verdict
-    if side is not None:
-        drifts = [f for f in report.findings if f.verdict == "DRIFT"]
-        assert drifts and {f.side for f in drifts} == {side}, [(f.row, f.side) for f in drifts]
+    if side is None:
+        assert report.verdict == "CLEAN", report.first
+        return
+    other = "torch" if side == "jax" else "jax"
+    ratios = {row.name: row.err64[side] / max(row.err64[other], 1e-30) for row in report.rows
+              if {side, other} <= set(row.err64) and row.err64[other] + row.err64[side] > 0}
+    print(f"err64 {side} / {other}, largest: " + ", ".join(f"{name} {ratio:.3g}" for name, ratio in
+                                                            sorted(ratios.items(), key=lambda kv: -kv[1])[:6]))
+    assert max(ratios.values()) > 10, "TF32 on one side left no row farther from float64 on that side"
+    assert report.verdict in ("CLEAN", "DRIFT")
+    drifts = [f for f in report.findings if f.verdict == "DRIFT"]
+    assert all(f.side == side for f in drifts), [(f.row, f.side) for f in drifts]
 
 
 @pytest.mark.parametrize("name", ["eigh-degenerate", "eigh-degenerate-safe"])

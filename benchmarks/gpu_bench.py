@@ -1,0 +1,344 @@
+"""GPU benchmarks of the full-size model, trimmed to a time budget: one JSON line per row.
+
+    python benchmarks/gpu_bench.py --budget 300 --out OUT          # on a GPU, configs/tusz.yaml
+    python benchmarks/gpu_bench.py --size tiny --budget 60 --out OUT   # the CPU rehearsal
+
+Rows run in priority order, each in a fresh subprocess (its own compile, its own peak memory),
+until the budget is spent; what does not fit is written as skipped, never silently left out.
+
+    peak        a bf16 matmul (8192³, torch) in TFLOP/s: the ceiling the utilisation is measured
+                against, in the same run
+    train       one optimizer step as the loops run it (jaxbrr make_train_step on the split
+                state; torchref train_step with ssm.backend cuda), random (B, 19, 15360) batches,
+                float32 or bfloat16 (model.precision), batch 8, 32 and the largest jaxbrr fits:
+                first step (compile included), median step, windows/s, peak device memory, and
+                model FLOP utilisation = 3 × 110.6 GFLOP × B / step time / peak (the forward's
+                matmul and conv FLOPs per 60 s window, original_spec / perf_grounding.md §3)
+    eigh        the Laplacian PE alone (adjacency -> eigh -> PE, forward + backward) at B=8: its
+                share of the float32 B=8 step
+    inference   jaxbrr's eval forward at B=64: hours of EEG per minute at the 10 s stride
+
+jaxbrr runs with model.remat on from batch 32 (per-layer rematerialisation of the Mamba stacks:
+a full-size window holds ~7 GB of activations without it). The largest batch is predicted from
+the bfloat16 B=32 row's peak memory (linear in B, rounded down to a multiple of 8, 85 % of the
+device; JAX may allocate 92 %) and halved once if it does not fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FORWARD_GFLOP_PER_WINDOW = 110.6  # full size, 60 s window (perf_grounding.md §3)
+TRAIN_FLOP_FACTOR = 3  # forward + backward ≈ 3 × forward
+STRIDE_SECONDS = 10.0
+SIZES = {  # size -> (config, overrides, train batches, inference batch, matmul n, timed steps)
+    "full": ("configs/tusz.yaml", [], (8, 32), 64, 8192, 5),
+    "tiny": ("configs/tiny.yaml", [], (2, 4), 4, 512, 2),
+}
+ROW_SECONDS = {"peak": 20, "train": 90, "eigh": 40, "inference": 60}  # planning estimates, full size
+
+
+def rows_for(size: str) -> list[dict]:
+    """Every row, in the order they run (most informative first)."""
+    _, _, (small, large), infer, _, _ = SIZES[size]
+    rows = [{"kind": "peak"}]
+    for batch, precisions in ((small, ("bfloat16", "float32")), (large, ("bfloat16",))):
+        for precision in precisions:
+            rows += [{"kind": "train", "framework": f, "precision": precision, "batch": batch} for f in ("jax", "torch")]
+    rows += [{"kind": "eigh", "batch": small}, {"kind": "inference", "batch": infer, "precision": "float32"},
+             {"kind": "train", "framework": "jax", "precision": "bfloat16", "batch": "max"},
+             {"kind": "inference", "batch": infer, "precision": "bfloat16"}]
+    rows += [{"kind": "train", "framework": f, "precision": "float32", "batch": large} for f in ("jax", "torch")]
+    return rows
+
+
+def _config(size: str, precision: str, batch: int, framework: str):
+    from jaxbrr.config import load_config
+
+    path, overrides, (_, large), *_ = SIZES[size]
+    overrides = [*overrides, f"model.precision={precision}", f"train.batch_size={batch}"]
+    if framework == "jax" and batch >= large:
+        overrides.append("model.remat=true")
+    if framework == "torch" and _cuda():
+        overrides.append("model.ssm.backend=cuda")
+    return load_config(ROOT / path, overrides)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _batch(config, seed: int = 0) -> dict:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    b, shape = config.train.batch_size, (config.train.batch_size, config.model.n_chans, config.window_samples)
+    return {"x": rng.standard_normal(shape, dtype=np.float32), "y": (rng.random(shape[::2]) > 0.7).astype(np.float32),
+            "valid": np.ones(b, bool)}
+
+
+def _timed(step, n: int) -> tuple[float, list[float]]:
+    """(first call's seconds, the next n calls' seconds); step() must block until done."""
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return first, times
+
+
+# -- workers -----------------------------------------------------------------------------------
+
+
+def _jax_peak_gb() -> float | None:
+    import jax
+
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return stats["peak_bytes_in_use"] / 1e9 if "peak_bytes_in_use" in stats else None
+
+
+def worker_peak(size: str) -> dict:
+    import torch
+
+    n = SIZES[size][4]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+
+    def step():
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    _, times = _timed(step, 10)
+    seconds = statistics.median(times)
+    return {"tflops": 2 * n**3 / seconds / 1e12, "n": n, "device": device}
+
+
+def worker_train_jax(size: str, precision: str, batch: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxbrr.model import SeizureDetector
+    from jaxbrr.train.optim import make_nnx_optimizer
+    from jaxbrr.train.step import make_train_step
+
+    config = _config(size, precision, batch, "jax")
+    model = SeizureDetector(config.model, rngs=nnx.Rngs(0))
+    optimizer = make_nnx_optimizer(model, config.train, 1000)
+    graphdef, state = nnx.split((model, optimizer))
+    step_fn = make_train_step(graphdef, config.train)
+    data = {k: jnp.asarray(v) for k, v in _batch(config).items()}
+    box = {"state": state}
+
+    def step():
+        box["state"], metrics = step_fn(box["state"], data, jnp.float32(1.0))
+        box["loss"] = float(jax.device_get(metrics["loss"]))
+
+    first, times = _timed(step, SIZES[size][5])
+    return {"first_step_s": first, "step_s": statistics.median(times), "runs": times, "loss": box["loss"],
+            "peak_memory_gb": _jax_peak_gb(), "remat": config.model.remat,
+            "device": str(jax.devices()[0].device_kind)}
+
+
+def worker_train_torch(size: str, precision: str, batch: int) -> dict:
+    import torch
+
+    from torchref.model import SeizureDetector
+    from torchref.train.optim import make_optimizer
+    from torchref.train.step import train_step
+
+    config = _config(size, precision, batch, "torch")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = SeizureDetector(config.model, 0).to(device)
+    optimizer, scheduler = make_optimizer(model, config.train, 1000)
+    data = {k: torch.as_tensor(v).to(device) for k, v in _batch(config).items()}
+    box = {}
+
+    def step():
+        box["loss"] = train_step(model, optimizer, scheduler, data, config.train)["loss"]  # .item(): synchronises
+
+    first, times = _timed(step, SIZES[size][5])
+    peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None
+    return {"first_step_s": first, "step_s": statistics.median(times), "runs": times, "loss": box["loss"],
+            "peak_memory_gb": peak, "backend": config.model.ssm.backend,
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
+
+
+def worker_eigh(size: str, batch: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxbrr import graph
+
+    config = _config(size, "float32", batch, "jax")
+    g, st, n = config.model.graph, config.model.stability, config.model.n_chans
+    steps = config.window_samples // config.model.tcn.stride_down
+    rng = np.random.default_rng(0)
+    weights = jnp.asarray(np.log1p(np.exp(rng.standard_normal((batch, n * (n - 1) // 2, steps)))), jnp.float32)
+    cotangent = jnp.asarray(rng.standard_normal((batch, steps, n, g.k_eigenvectors)), jnp.float32)
+
+    def pe_loss(w):
+        A = graph.adjacency(w, n, g.top_k, g.edge_threshold)  # (B, L, N, N)
+        pe = graph.laplacian_pe(A, g.k_eigenvectors, g.pe_sign, st.pe_gradient, st.eigh_tau,
+                                g.semi_dynamic_interval, g.laplacian_epsilon, False, g.eigh_calls)
+        return (pe * cotangent).sum()
+
+    fn = jax.jit(jax.value_and_grad(pe_loss))
+    first, times = _timed(lambda: jax.block_until_ready(fn(weights)), SIZES[size][5])
+    return {"first_step_s": first, "pe_s": statistics.median(times), "runs": times,
+            "graphs": batch * steps // g.semi_dynamic_interval, "pe_gradient": st.pe_gradient}
+
+
+def worker_inference(size: str, precision: str, batch: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxbrr.model import SeizureDetector
+
+    config = _config(size, precision, batch, "jax")
+    model = nnx.view(SeizureDetector(config.model, rngs=nnx.Rngs(0)), deterministic=True, raise_if_not_found=False)
+    forward = nnx.jit(lambda m, x: jax.nn.sigmoid(m(x)[0]))
+    x = jnp.asarray(_batch(config)["x"])
+    first, times = _timed(lambda: jax.block_until_ready(forward(model, x)), SIZES[size][5])
+    seconds = statistics.median(times)
+    return {"first_step_s": first, "batch_s": seconds, "windows_per_s": batch / seconds,
+            "eeg_hours_per_minute": batch / seconds * STRIDE_SECONDS * 60 / 3600, "peak_memory_gb": _jax_peak_gb()}
+
+
+def run_worker(row: dict, size: str) -> dict:
+    kind = row["kind"]
+    if kind == "peak":
+        return worker_peak(size)
+    if kind == "train":
+        worker = worker_train_jax if row["framework"] == "jax" else worker_train_torch
+        return worker(size, row["precision"], row["batch"])
+    if kind == "eigh":
+        return worker_eigh(size, row["batch"])
+    return worker_inference(size, row["precision"], row["batch"])
+
+
+# -- the parent --------------------------------------------------------------------------------
+
+
+def _device_memory_gb() -> float | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.cuda.get_device_properties(0).total_memory / 1e9 if torch.cuda.is_available() else None
+
+
+def largest_batch(rows: list[dict], memory_gb: float | None, size: str) -> int | None:
+    """From the jax bfloat16 row at the large batch: peak memory linear in B, 90 % of the device."""
+    large = SIZES[size][2][1]
+    base = next((r for r in rows if r.get("kind") == "train" and r.get("framework") == "jax" and
+                 r.get("precision") == "bfloat16" and r.get("batch") == large and r.get("peak_memory_gb")), None)
+    if base is None or memory_gb is None:
+        return None
+    per_window = base["peak_memory_gb"] / large
+    return max(large, int(0.85 * memory_gb / per_window) // 8 * 8)
+
+
+def derive(row: dict, rows: list[dict], size: str) -> None:
+    """windows/s, utilisation and shares that need other rows (the peak, the B=8 step)."""
+    peak = next((r["tflops"] for r in rows if r.get("kind") == "peak" and "tflops" in r), None)
+    if row["kind"] == "train" and "step_s" in row:
+        row["windows_per_s"] = row["batch"] / row["step_s"]
+        flops = TRAIN_FLOP_FACTOR * FORWARD_GFLOP_PER_WINDOW * 1e9 * row["batch"]
+        if size == "full" and peak:
+            row["mfu"] = flops / row["step_s"] / (peak * 1e12)
+    if row["kind"] == "eigh" and "pe_s" in row:
+        step = next((r for r in rows if r.get("kind") == "train" and r.get("framework") == "jax" and
+                     r.get("precision") == "float32" and r.get("batch") == row["batch"] and "step_s" in r), None)
+        if step:
+            row["share_of_step"] = row["pe_s"] / step["step_s"]
+
+
+def append(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds for all rows together")
+    parser.add_argument("--out", type=Path, required=True, help="folder for bench.jsonl")
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--only", default="", help="comma-separated row kinds to run (default: all)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print("RESULT " + json.dumps(run_worker(json.loads(args.worker), args.size)), flush=True)
+        return 0
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "bench.jsonl"
+    path.unlink(missing_ok=True)
+    deadline = time.monotonic() + args.budget
+    memory_gb = _device_memory_gb()
+    scale = 1.0 if args.size == "full" else 0.25
+    done: list[dict] = []
+    kinds = set(filter(None, args.only.split(",")))
+    for row in rows_for(args.size):
+        if kinds and row["kind"] not in kinds:
+            continue
+        if row.get("batch") == "max":
+            row["batch"] = largest_batch(done, memory_gb, args.size) or "max"
+        left = deadline - time.monotonic()
+        record = dict(row)
+        if row.get("batch") == "max":
+            record["skipped"] = "no bfloat16 row at the large batch to size it from (or no device memory figure)"
+        elif left < ROW_SECONDS[row["kind"]] * scale:
+            record["skipped"] = f"budget: {max(left, 0):.0f} s left, the row needs ~{ROW_SECONDS[row['kind']] * scale:.0f} s"
+        else:
+            record.update(_run(row, args.size, left))
+            if "error" in record and row.get("kind") == "train" and "out of memory" in record["error"].lower() \
+                    and row["batch"] not in SIZES[args.size][2]:
+                row = {**row, "batch": max(8, row["batch"] // 2 // 8 * 8)}
+                record = {**row, **_run(row, args.size, deadline - time.monotonic()), "retried_after_oom": True}
+            derive(record, done, args.size)
+        done.append(record)
+        append(path, record)
+        print(json.dumps(record), flush=True)
+    return 0
+
+
+def _run(row: dict, size: str, timeout: float) -> dict:
+    command = [sys.executable, __file__, "--size", size, "--worker", json.dumps(row), "--out", "."]
+    # JAX may take 92 % of the device (its default is 75 %): the largest-batch row needs it
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "true", "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.92"}
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=max(timeout, 1), env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s (the budget's remainder)",
+                "wall_s": time.perf_counter() - start}
+    result = next((line[7:] for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
+    if done.returncode != 0 or result is None:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        return {"error": f"exit {done.returncode}: {' | '.join(tail)}", "wall_s": time.perf_counter() - start}
+    return {**json.loads(result), "wall_s": time.perf_counter() - start}
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    raise SystemExit(main())

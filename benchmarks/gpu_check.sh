@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The GPU check: one command that proves the CUDA reference, JAX on the GPU and their speed.
+#
+#   benchmarks/gpu_check.sh [--budget SECONDS] [--out DIR] [--size full|tiny] [--parts env,tests,bench]
+#
+# On a GPU machine without network: `make wheelhouse` here first (it fills .whl/), carry .whl to
+# the machine, run this from the repository root. The wheels are installed into a private
+# folder (/tmp/jaxbrr-site, nothing of the machine's own Python changes) and put first on
+# PYTHONPATH; then benchmarks/gpu_check.py prints versions and the device, runs `pytest -m gpu`
+# and the GPU benchmarks within the budget, and writes gpu_report.md, gpu_check.json and the
+# logs into --out (default: $OUT when set, else ./gpu_check). A part that fails is reported and
+# the rest still runs. Without .whl/ the current Python environment is used as it is (the CPU
+# rehearsal in CI runs it so, at --size tiny).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+SITE=${JAXBRR_SITE:-/tmp/jaxbrr-site}
+if compgen -G ".whl/*.whl" > /dev/null; then
+    echo "installing $(ls .whl/*.whl | wc -l) wheels from .whl/ into $SITE (no network)"
+    if ! "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$SITE" .whl/*.whl; then
+        echo "warning: installing .whl/ failed; running with the environment as it is" >&2
+    fi
+    export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+    echo "no .whl/ here: using the environment as it is"
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONUNBUFFERED=1
+exec "$PYTHON" benchmarks/gpu_check.py "$@"
