@@ -27,4 +27,17 @@ else
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONUNBUFFERED=1
-exec "$PYTHON" benchmarks/gpu_check.py "$@"
+# mamba_ssm's Triton kernels take minutes to compile and autotune on a fresh machine: keep them
+# in one cache, seeded from .triton-cache.tar.gz (git-ignored; a previous run's) when present,
+# and hand the cache back as $OUT/triton_cache.tar.gz for the next run to carry.
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/jaxbrr-triton}
+mkdir -p "$TRITON_CACHE_DIR"
+if [ -f .triton-cache.tar.gz ]; then
+    tar -xzf .triton-cache.tar.gz -C "$TRITON_CACHE_DIR" && echo "Triton cache seeded from .triton-cache.tar.gz"
+fi
+"$PYTHON" benchmarks/gpu_check.py "$@"
+status=$?
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ] && [ -n "$(ls -A "$TRITON_CACHE_DIR")" ]; then
+    tar -czf "$OUT/triton_cache.tar.gz" -C "$TRITON_CACHE_DIR" . && du -h "$OUT/triton_cache.tar.gz"
+fi
+exit $status
