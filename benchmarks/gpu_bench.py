@@ -43,7 +43,9 @@ SIZES = {  # size -> (config, overrides, train batches, inference batch, matmul 
     "full": ("configs/tusz.yaml", [], (8, 32), 64, 8192, 5),
     "tiny": ("configs/tiny.yaml", [], (2, 4), 4, 512, 2),
 }
-ROW_SECONDS = {"peak": 20, "train": 90, "eigh": 40, "inference": 60}  # planning estimates, full size
+# planning estimates at full size, from the H200 run (BENCHMARKS.md): a jaxbrr train row took 89 s
+# (70 s of it compiling), the PE row 8 s, the matmul peak 5.5 s
+ROW_SECONDS = {"peak": 10, "train": 95, "eigh": 15, "inference": 60}
 
 
 def rows_for(size: str) -> list[dict]:

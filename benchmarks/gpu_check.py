@@ -134,7 +134,8 @@ def part_smoke(out: Path, timeout: float) -> dict:
 
 def part_tests(out: Path, timeout: float) -> dict:
     xml = out / "gpu_tests.xml"
-    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-rA", "-p", "no:cacheprovider",
+    # tee-sys: what a test prints reaches the log as it happens, and survives a stop at the budget
+    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-rA", "--capture=tee-sys", "-p", "no:cacheprovider",
                "--continue-on-collection-errors", f"--junitxml={xml}", "-o", "junit_logging=system-out",
                "--durations=0", *GPU_TEST_FILES]
     if importlib.util.find_spec("pytest_timeout") is not None:
