@@ -11,6 +11,7 @@ what the tolerance allowed, and `margin = allowed / measured` (inf when the two 
                                     of which are meant to fail: `passed` says which way it went.
     parity.tolerances.arbitrate     the float64 arbitration's decision: how far each RMSE is from
                                     the threshold that would have changed the answer
+    parity.compare.assert_within_bounds   measured max |Δ|/bound, allowed 1 (per-element derived bounds)
     numpy.testing.assert_allclose   elementwise: min over elements of (atol + rtol·|desired|) / |diff|
     torch.testing.assert_close      the same, with torch's dtype defaults when rtol/atol are None
 
@@ -77,6 +78,22 @@ def _wrap_compare_arrays(module) -> None:
     module.compare_arrays = compare_arrays
 
 
+def _wrap_assert_within_bounds(module) -> None:
+    original = module.assert_within_bounds
+
+    @functools.wraps(original)
+    def assert_within_bounds(name, actual, expected, bounds):
+        try:
+            worst = original(name, actual, expected, bounds)
+        except AssertionError:
+            _record("assert_within_bounds", name, math.inf, 1.0, False)
+            raise
+        _record("assert_within_bounds", name, worst, 1.0, True)
+        return worst
+
+    module.assert_within_bounds = assert_within_bounds
+
+
 def _wrap_arbitrate(module) -> None:
     original = module.arbitrate
 
@@ -85,7 +102,8 @@ def _wrap_arbitrate(module) -> None:
         answer = original(torch32, jax32, ref64, check, device)
         ref = module._float64(ref64)
         finite = ref[np.isfinite(ref)]
-        tol = module.tolerance(check, "float32", device).rtol * (float(np.abs(finite).max()) if finite.size else 0.0)
+        rtol, atol = module.tolerance(check, "float32", device)
+        tol = atol + rtol * (float(np.abs(finite).max()) if finite.size else 0.0)
         multiplier = 3.0 if ref.size < 1000 else 2.0
         t, j = module._error(torch32, ref), module._error(jax32, ref)
         # every inequality the answer rests on, as (smaller side, larger side); the margin is the
@@ -158,6 +176,7 @@ def pytest_configure(config):
     import parity.tolerances
 
     _wrap_compare_arrays(parity.compare)
+    _wrap_assert_within_bounds(parity.compare)
     _wrap_arbitrate(parity.tolerances)
     _wrap_assert_allclose()
     _wrap_torch_assert_close()

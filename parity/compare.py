@@ -174,3 +174,21 @@ def compare_trees(a: Mapping, b: Mapping, check: str, dtype, device: str = "cpu"
             report.rows.append(Row(name=name, check=check, dtype=dtype, shape=None, passed=False,
                                    reason=f"missing in {side}", rtol=rtol, atol=atol))
     return report
+
+
+def assert_within_bounds(name: str, actual, expected, bounds) -> float:
+    """|actual − expected| <= bounds elementwise (bounds broadcast: a derived error bound per
+    element, e.g. parity.tolerances.eigenvector_bounds), NaN/Inf positions equal. Returns the
+    largest |difference| / bound, for printing; raises AssertionError naming the worst element."""
+    actual, expected = as_numpy(actual).astype(np.float64), as_numpy(expected).astype(np.float64)
+    bounds = np.broadcast_to(np.asarray(bounds, np.float64), actual.shape)
+    finite = np.isfinite(actual) & np.isfinite(expected)
+    if not np.array_equal(np.isnan(actual), np.isnan(expected)) or not np.array_equal(
+            actual[~finite & ~np.isnan(actual)], expected[~finite & ~np.isnan(expected)]):
+        raise AssertionError(f"{name}: the NaN/Inf positions differ")
+    ratio = np.where(finite, np.abs(actual - expected) / bounds, 0.0)
+    worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape) if ratio.size else ()
+    if ratio.size and ratio[worst] > 1:
+        raise AssertionError(f"{name}: |Δ| = {abs(actual[worst] - expected[worst]):.3g} at {worst} exceeds its "
+                             f"bound {bounds[worst]:.3g} ({ratio[worst]:.3g}×)")
+    return float(ratio.max()) if ratio.size else 0.0

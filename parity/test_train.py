@@ -190,11 +190,14 @@ def test_one_optimiser_step(run):
     worst_update = max(updates.rows, key=lambda row: row.max_rel)
     print(f"{dtype}: after one update, worst parameter {worst.name} max_rel {worst.max_rel:.2e}; "
           f"worst update (Δ relative to max |Δ|) {worst_update.name} {worst_update.max_rel:.2e}")
+    # Every float32 row is arbitrated, not only the failing ones: a row within tolerance here can
+    # fall outside it on a CPU that rounds otherwise (its margin is one ulp of p), and then this is
+    # the decision that counts.
     verdicts = {}
     for row in params.rows if dtype == "float32" else []:
         name, reference = row.name, run.reference[row.name]
+        verdicts[name] = arbitrate(run.torch_first[name], run.jax_first[name], reference, "optim")
         if not row.passed:
-            verdicts[name] = arbitrate(run.torch_first[name], run.jax_first[name], reference, "optim")
             off = {side: compare_arrays(name, value[name], reference, "optim", dtype).max_rel
                    for side, value in (("torch", run.torch_first), ("jax", run.jax_first))}
             print(f"{name}: float32 sides {row.max_rel:.2e} apart; from torch's float64: torch "

@@ -118,14 +118,21 @@ def arbitrate(torch32, jax32, ref64, check: str = "model",
 
     torch._dynamo.utils.same's rule (parity_nan_anchors.md §0 point 4, §5.2): a side is to blame
     when its RMSE against ref64 exceeds multiplier × the other side's RMSE + tol/10, multiplier 2
-    (3 for fewer than 1000 elements), tol = tolerance(check, float32).rtol · max|ref64|. When neither
-    stands out, "neither" if both RMSEs are within tol (the disagreement is rounding), else "both".
-    A non-finite pattern that differs from ref64's counts as an infinite error.
+    (3 for fewer than 1000 elements), tol = atol + rtol · max|ref64| of tolerance(check, float32),
+    the bound compare_arrays applies. When neither stands out, "neither" if both RMSEs are within
+    tol (the disagreement is rounding), else "both". A non-finite pattern that differs from
+    ref64's counts as an infinite error.
+
+    The atol floor matters for a reference that is (almost) all zero, such as the gradient of a
+    parameter the loss barely reaches: there both RMSEs are rounding noise of the terms that
+    cancelled, their ratio is a coin toss, and without the floor "2× the other side" would blame
+    whichever side the toss picked.
     """
     ref64 = _float64(ref64)
     finite = ref64[np.isfinite(ref64)]
     scale = float(np.abs(finite).max()) if finite.size else 0.0
-    tol = tolerance(check, "float32", device).rtol * scale
+    rtol, atol = tolerance(check, "float32", device)
+    tol = atol + rtol * scale
     multiplier = 3.0 if ref64.size < 1000 else 2.0
     err_torch, err_jax = _error(torch32, ref64), _error(jax32, ref64)
     if err_torch > multiplier * err_jax + tol / 10:
@@ -133,3 +140,45 @@ def arbitrate(torch32, jax32, ref64, check: str = "model",
     if err_jax > multiplier * err_torch + tol / 10:
         return "jax"
     return "neither" if max(err_torch, err_jax) <= tol else "both"
+
+
+# ----------------------------------------------------------------------------------------------
+# eigenvectors: a bound from the conditioning, not a tier
+
+
+def unit_roundoff(dtype) -> float:
+    """u = 2^-24 (float32), 2^-53 (float64): half the gap between 1 and the next number."""
+    return float(np.finfo(dtype_name(dtype)).eps) / 2
+
+
+def eigenvector_bounds(matrices: np.ndarray, k: int, dtype, sides: int = 2) -> np.ndarray:
+    """(..., N, N) symmetric, float64 -> (..., k): how far the k smallest eigenvectors (each of
+    unit norm, signs fixed alike) may move between `sides` computations in `dtype`.
+
+    A backward-stable symmetric eigensolver (LAPACK syevd, cuSOLVER) returns the exact
+    eigenvectors of L + E with ‖E‖₂ <= p(n)·u·‖L‖₂ (Golub & Van Loan, Matrix Computations, 4th ed.,
+    §8.3-8.4), and an eigenvector moves by at most ‖E‖₂ / gap_i, gap_i the distance from λ_i to
+    the rest of the spectrum (Davis & Kahan 1970, the sin θ theorem). p(n) is taken as n + 2: n for
+    the solver, 2 for rounding the input and forming L (a few operations per entry). One side's
+    error is that bound; two sides compared with each other differ by up to twice it."""
+    eigenvalues = np.linalg.eigvalsh(np.asarray(matrices, np.float64))  # (..., N) ascending
+    n = eigenvalues.shape[-1]
+    norm = np.abs(eigenvalues).max(axis=-1, keepdims=True)  # ‖L‖₂ of a symmetric matrix
+    distance = np.abs(eigenvalues[..., :, None] - eigenvalues[..., None, :])  # (..., N, N)
+    distance[..., np.arange(n), np.arange(n)] = np.inf
+    gaps = distance.min(axis=-1)[..., :k]  # (..., k)
+    return sides * (n + 2) * unit_roundoff(dtype) * norm / gaps
+
+
+def eigenvector_gradient_bound(matrices: np.ndarray, k: int, dtype, sides: int = 2) -> float:
+    """The relative error (to max |gradient|) of the gradient of the k smallest eigenvectors of
+    (..., N, N) symmetric matrices, as `sides` computations in `dtype` may differ: the VJP sums
+    v_j v_jᵀ Ḡ v_i / (λ_i − λ_j) over j ≠ i, and each factor carries the eigenvectors' error
+    u·p(n)·‖L‖/gap (eigenvector_bounds) or the eigenvalue differences' relative error
+    u·p(n)·‖L‖/|λ_i − λ_j|: the smallest gap from a kept eigenvalue to any other decides."""
+    eigenvalues = np.linalg.eigvalsh(np.asarray(matrices, np.float64))
+    n = eigenvalues.shape[-1]
+    norm = np.abs(eigenvalues).max()
+    distance = np.abs(eigenvalues[..., :k, None] - eigenvalues[..., None, :])  # (..., k, N)
+    distance[..., np.arange(k), np.arange(k)] = np.inf
+    return sides * (n + 2) * unit_roundoff(dtype) * norm / distance.min()
