@@ -63,7 +63,7 @@ def rows_for(size: str) -> list[dict]:
 
 
 def _config(size: str, precision: str, batch: int, framework: str):
-    from jaxbrr.config import load_config
+    from common.config import load_config
 
     path, overrides, (_, large), *_ = SIZES[size]
     overrides = [*overrides, f"model.precision={precision}", f"train.batch_size={batch}"]

@@ -101,11 +101,11 @@ SMOKE = r"""
 import time; start = time.perf_counter()
 import importlib, jax, jax.numpy as jnp, numpy as np, torch
 from flax import nnx
-for name in ("jaxbrr.config", "jaxbrr.data.edf", "jaxbrr.data.synth", "jaxbrr.eval.szcore", "jaxbrr.train.loop",
+for name in ("common.config", "common.data.edf", "common.data.synth", "common.eval.szcore", "jaxbrr.train.loop",
              "jaxbrr.evaluate", "jaxbrr.predict", "torchref.train.loop", "parity.localize", "parity.twins"):
     importlib.import_module(name)
 print(f"imports ok ({time.perf_counter() - start:.1f} s)")
-from jaxbrr.config import load_config
+from common.config import load_config
 from parity.twins import detector_pair
 from torchref.mamba import Mamba2
 device = "cuda" if torch.cuda.is_available() else "cpu"

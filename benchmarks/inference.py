@@ -7,7 +7,7 @@ One preprocessed recording (standard normal samples, --seconds long, the config'
 256 Hz) goes through what `python -m jaxbrr.predict` does after reading and preprocessing an EDF:
 windows at the evaluation stride (full size: 60 s windows every 10 s, so 130 s is 8 windows and
 every interior sample is predicted 6 times), batches of B (the last one padded), the model,
-stitching (jaxbrr/eval/recordings.py `predict_signals`) and post-processing. EEG h/min = the
+stitching (common/eval/recordings.py `predict_signals`) and post-processing. EEG h/min = the
 recording's hours / the median wall time in minutes; "no overlap" rescales the measured time per
 window to eval.stride_seconds = window (each sample predicted once), a derived number.
 
@@ -47,9 +47,9 @@ def worker(framework: str, config_path: str, overrides: list[str], batch: int, s
            repeats: int, weights: str, trace_out: str) -> dict:
     import numpy as np
 
-    from jaxbrr.config import load_config
-    from jaxbrr.eval.postprocess import postprocess
-    from jaxbrr.eval.recordings import predict_signals
+    from common.config import load_config
+    from common.eval.postprocess import postprocess
+    from common.eval.recordings import predict_signals
     from parity.convert import load_weights
 
     config = load_config(ROOT / config_path, [*overrides, f"eval.batch_size={batch}"])
@@ -140,7 +140,7 @@ def main() -> None:
     import numpy as np
     from flax import nnx
 
-    from jaxbrr.config import load_config
+    from common.config import load_config
     from jaxbrr.model import SeizureDetector, count_parameters
     from parity.convert import save_weights
 

@@ -32,7 +32,7 @@ SIZES = {"tiny": "configs/tiny.yaml", "full": "configs/tusz.yaml"}
 
 def _inputs(config_path: str, n_windows: int, folder: Path) -> tuple[Path, Path]:
     import torchref.model as tmodel
-    from jaxbrr.config import load_config
+    from common.config import load_config
     from parity.convert import save_weights
     from parity.scenarios import eeg_windows
 

@@ -47,7 +47,7 @@ def torch_worker(size: str, batch: int, mode: str, repeats: int, overrides: list
     import torch
     import torch.nn.functional as F
 
-    from jaxbrr.config import load_config
+    from common.config import load_config
     from torchref.model import SeizureDetector
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -77,7 +77,7 @@ def jax_worker(size: str, batch: int, mode: str, repeats: int, overrides: list[s
     import jax.numpy as jnp
     from flax import nnx
 
-    from jaxbrr.config import load_config
+    from common.config import load_config
     from jaxbrr.model import SeizureDetector
 
     config = load_config(ROOT / SIZES[size], overrides)
@@ -118,7 +118,7 @@ def gnn_worker(batch: int, repeats: int) -> dict:
     import torch.nn.functional as F
     from torch_geometric.nn import SSGConv as PygSSGConv
 
-    from jaxbrr.config import load_config
+    from common.config import load_config
     from torchref import graph
     from torchref.gnn import GraphMixer
 
@@ -232,7 +232,7 @@ def tcn_peak_worker(repeats: int) -> dict:
     import jax
     from flax import nnx
 
-    from jaxbrr.config import load_config
+    from common.config import load_config
     from jaxbrr.tcn import TCNEncoder
 
     config = load_config(ROOT / SIZES["full"])

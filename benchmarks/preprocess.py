@@ -35,10 +35,10 @@ import mne  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 
-from jaxbrr.config import PreprocessConfig  # noqa: E402
-from jaxbrr.data.edf import read_edf  # noqa: E402
-from jaxbrr.data.montage import REF19  # noqa: E402
-from jaxbrr.data.preprocess import preprocess  # noqa: E402
+from common.config import PreprocessConfig  # noqa: E402
+from common.data.edf import read_edf  # noqa: E402
+from common.data.montage import REF19  # noqa: E402
+from common.data.preprocess import preprocess  # noqa: E402
 
 SECTION = "## Preprocessing (issue 2)"
 TARGET_REALTIME = 300.0

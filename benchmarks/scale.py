@@ -12,7 +12,7 @@ runs 1 device with the batched eigh, the cost of looping. Forced devices share t
 so this checks that the sharded step is correct and compiles for every layout (the losses must
 agree), not that it gets faster: on one machine the work per step is the same, split differently.
 
-Prefetch: the loop's Prefetcher (jaxbrr/data/prefetch.py) in front of the 1-device step, with a
+Prefetch: the loop's Prefetcher (common/data/prefetch.py) in front of the 1-device step, with a
 loader that costs about as much host time as reading a batch from the cache (--load-ms of numpy
 work per batch); step time = wall time per step including the wait for data. "waited" is the
 time the step loop spent blocked on the loader.
@@ -52,8 +52,8 @@ def worker(args) -> None:
     from flax import nnx
 
     sys.path.insert(0, str(ROOT))
-    from jaxbrr.config import load_config
-    from jaxbrr.data.prefetch import Prefetcher
+    from common.config import load_config
+    from common.data.prefetch import Prefetcher
     from jaxbrr.model import SeizureDetector
     from jaxbrr.train.mesh import global_batch, make_mesh, state_shardings
     from jaxbrr.train.optim import make_nnx_optimizer

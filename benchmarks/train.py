@@ -60,7 +60,7 @@ def _emit(record: dict) -> None:
 
 def _setup(name: str, n_batches: int):
     """The config, the batches (numpy, as Loop.load_batch returns them), pos_weight, total updates."""
-    from jaxbrr.config import load_config
+    from common.config import load_config
 
     path, overrides, batch_size = CONFIGS[name]
     if batch_size is not None:
@@ -75,9 +75,9 @@ def _setup(name: str, n_batches: int):
                    "valid": np.ones(cfg.batch_size, bool)} for _ in range(n_batches)]
         return config, random, 1.0, FULL_TOTAL_UPDATES
 
-    from jaxbrr.data.prepare import prepare, train_spec
-    from jaxbrr.data.sampler import balanced_rows, batches, seizure_window_ratio
-    from jaxbrr.train.class_weight import resolve_pos_weight
+    from common.data.prepare import prepare, train_spec
+    from common.data.sampler import balanced_rows, batches, seizure_window_ratio
+    from common.train.class_weight import resolve_pos_weight
 
     prepared = prepare(config, progress=False)
     stems = prepared.splits["train"]

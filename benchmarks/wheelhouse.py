@@ -39,18 +39,18 @@ PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
              "manylinux2014_x86_64", "manylinux1_x86_64"]
 # distribution name -> why the GPU machine needs it (what imports it)
 CARRY = {
-    "pydantic": "jaxbrr.config",
+    "pydantic": "common.config",
     "pydantic-core": "pydantic (binary, cp312)",
     "annotated-types": "pydantic",
     "typing-inspection": "pydantic",
     "typing-extensions": "pydantic needs a recent one",
-    "mne": "jaxbrr.data.edf (EDF reading, resampling)",
+    "mne": "common.data.edf (EDF reading, resampling)",
     "decorator": "mne",
     "pooch": "mne",
     "platformdirs": "pooch",
-    "edfio": "jaxbrr.data.synth (EDF writing)",
-    "timescoring": "jaxbrr.eval.szcore",
-    "tensorboardX": "jaxbrr.train.log",
+    "edfio": "common.data.synth (EDF writing)",
+    "timescoring": "common.eval.szcore",
+    "tensorboardX": "common.train.log",
 }
 MAMBA = "mamba-ssm"  # built here, see the module docstring
 

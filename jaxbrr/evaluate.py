@@ -2,15 +2,15 @@
 
 Modes (one per run):
     --score REF_DIR HYP_DIR   score existing `.csv_bi` hypotheses against references, no model:
-                              files are paired by name at any depth (jaxbrr/eval/csv_bi.py)
+                              files are paired by name at any depth (common/eval/csv_bi.py)
     --checkpoint CKPT [--split dev|eval | --edf-dir DIR]
                               run the checkpoint's model over whole recordings (the dev split of
                               its config's data by default; every EDF under DIR, each with its
                               <stem>.csv_bi or .csv labels, with --edf-dir), stitch, post-process
-                              and score: `run_checkpoint` below, jaxbrr/eval/report.py
+                              and score: `run_checkpoint` below, common/eval/report.py
 
-Scores: NEDC v6.0.0 OVLP, TAES and epoch for the seiz label (jaxbrr/eval/nedc.py) and SzCORE event
-scoring, averaged over subjects (jaxbrr/eval/szcore.py). Prints a table; with --out, writes
+Scores: NEDC v6.0.0 OVLP, TAES and epoch for the seiz label (common/eval/nedc.py) and SzCORE event
+scoring, averaged over subjects (common/eval/szcore.py). Prints a table; with --out, writes
 DIR/metrics.json atomically:
 
     {"records": N, "duration_seconds": D,
@@ -21,7 +21,7 @@ DIR/metrics.json atomically:
 
 NEDC ratios are fractions (NEDC prints them as %). An undefined SzCORE metric (NaN) is written
 as null, JSON having no NaN. The checkpoint mode adds sample-level metrics, sensitivity at fixed
-FA/24h, the reference and hypothesis `.csv_bi` files it scored and plots (jaxbrr/eval/report.py),
+FA/24h, the reference and hypothesis `.csv_bi` files it scored and plots (common/eval/report.py),
 and "checkpoint", "source" and "skipped" (files the cache build could not use, with the reason).
 Exit status: 0 scored; 2 bad arguments, checkpoint or input files, and with --edf-dir also when
 an EDF under DIR was skipped (the others are scored, the skipped ones listed on stderr). With
@@ -32,77 +32,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jaxbrr.data.annotations import atomic_write_text
-from jaxbrr.eval.csv_bi import CsvBi, read_pairs
-from jaxbrr.eval.nedc import METHODS, score_nedc
-from jaxbrr.eval.report import checkpoint_lines
-from jaxbrr.eval.szcore import COUNTS, score_szcore
+from common.eval.csv_bi import read_pairs
+from common.eval.report import checkpoint_lines
+from common.eval.score import METRICS_FILE, metrics_table, score_pairs, write_metrics
 
 EXIT_OK, EXIT_INPUT = 0, 2
-METRICS_FILE = "metrics.json"
-
-
-def score_pairs(pairs: Sequence[tuple[CsvBi, CsvBi]]) -> dict:
-    """Every score of (reference, hypothesis) records, as the module docstring's metrics.json."""
-    nedc = score_nedc(pairs)
-    szcore = score_szcore(pairs)
-    return {
-        "records": len(pairs),
-        "duration_seconds": nedc["ovlp"].summary["duration_seconds"],
-        "nedc": {m: {**nedc[m].per_label, "summary": nedc[m].summary} for m in METHODS},
-        "szcore": {
-            "mean": szcore.mean,
-            "std": szcore.std,
-            "subjects": len(szcore.per_subject),
-            "per_subject": {
-                subject: {**{k: getattr(c, k) for k in COUNTS}, **c.metrics()}
-                for subject, c in szcore.per_subject.items()
-            },
-        },
-    }
-
-
-def _percent(value: float) -> str:
-    return "       n/a" if math.isnan(value) else f"{100 * value:9.4f}%"
-
-
-def metrics_table(metrics: dict) -> str:
-    """Seizure-label scores, one row per method."""
-    rows = [f"{'seiz':<14}{'sensitivity':>12}{'precision':>12}{'f1':>9}{'FA/24h':>12}  counts"]
-    for method in METHODS:
-        seiz = metrics["nedc"][method]["seiz"]
-        counts = (f"{seiz['targets']:.0f} targets, {seiz['hits']:.2f} hits, "
-                  f"{seiz['false_alarms']:.2f} false alarms")
-        rows.append(f"{'NEDC ' + method.upper():<14}{_percent(seiz['sensitivity']):>12}"
-                    f"{_percent(seiz['precision']):>12}{seiz['f1']:9.4f}{seiz['fa_per_24h']:12.4f}  {counts}")
-    mean = metrics["szcore"]["mean"]
-    f1 = "n/a" if math.isnan(mean["f1"]) else f"{mean['f1']:.4f}"
-    rows.append(f"{'SzCORE event':<14}{_percent(mean['sensitivity']):>12}{_percent(mean['precision']):>12}"
-                f"{f1:>9}{mean['fp_per_24h']:12.4f}  mean of {metrics['szcore']['subjects']} subjects")
-    hours = metrics["duration_seconds"] / 3600
-    rows.append(f"{metrics['records']} records, {hours:.2f} h; NEDC: FA/24h over the total duration "
-                "(epoch: false-alarm seconds per day)")
-    return "\n".join(rows)
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def write_metrics(metrics: dict, out_dir: str | Path) -> Path:
-    path = Path(out_dir) / METRICS_FILE
-    atomic_write_text(path, json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
-    return path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,8 +57,8 @@ def default_out_dir(step_dir: Path, source: str) -> Path:
 
 def _recordings(config, split: str | None, edf_dir: str | None, progress: bool):
     """(corpus, stems, skipped files, source description) of what is to be evaluated."""
-    from jaxbrr.data.cache import Corpus, build_cache
-    from jaxbrr.data.prepare import prepare
+    from common.data.cache import Corpus, build_cache
+    from common.data.prepare import prepare
 
     if edf_dir is not None:
         folder = Path(edf_dir)
@@ -161,10 +99,10 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
                    out: str | None = None, overrides: Sequence[str] = (), max_timelines: int = 20,
                    progress: bool = True) -> int:
     """Load, predict every recording, score, write; the exit status of the module docstring."""
-    from jaxbrr.config import ConfigError
-    from jaxbrr.eval.recordings import predict_recordings
-    from jaxbrr.eval.report import evaluate_traces
-    from jaxbrr.eval.sensitivity_at_fa import metric_name
+    from common.config import ConfigError
+    from common.eval.recordings import predict_recordings
+    from common.eval.report import evaluate_traces
+    from common.eval.sensitivity_at_fa import metric_name
     from jaxbrr.predict import CheckpointError, describe, load_checkpoint, make_predict
 
     split = split or ("dev" if edf_dir is None else None)

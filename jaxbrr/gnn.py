@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
-from jaxbrr.config import GraphConfig
+from common.config import GraphConfig
 from jaxbrr.graph import safe_rsqrt
 
 

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from einops import rearrange
 
-from jaxbrr.data import montage as montage_lib
-from jaxbrr.data.montage import n_edges
+from common.data import montage as montage_lib
+from common.data.montage import n_edges
 
 # Cosine similarity divides by max(‖a‖, eps)·max(‖b‖, eps), the per-norm clamp of
 # torch.nn.functional.cosine_similarity, with the same eps (parity_nan_anchors.md §4.4).
@@ -326,7 +326,7 @@ def laplacian_pe(
 
 
 # ----------------------------------------------------------------------------------------------
-# static graph (graph.use_dynamic_pe: false), on REF19_NEIGHBOURS of jaxbrr/data/montage.py
+# static graph (graph.use_dynamic_pe: false), on REF19_NEIGHBOURS of common/data/montage.py
 
 
 def structural_adjacency(montage: str) -> np.ndarray:
@@ -336,5 +336,5 @@ def structural_adjacency(montage: str) -> np.ndarray:
 
 def static_pe(montage: str, k: int, sign: str) -> np.ndarray:
     """Laplacian PE of the static 10-20 graph, (N, K) float64 numpy: a construction-time
-    constant computed once in numpy for both frameworks (jaxbrr/data/montage.py says why)."""
+    constant computed once in numpy for both frameworks (common/data/montage.py says why)."""
     return montage_lib.structural_pe(montage, k, sign, SIGN_TIE_TOLERANCE)

@@ -38,7 +38,7 @@ from flax import nnx
 from flax.nnx.nn.dtypes import promote_dtype
 from jax.typing import DTypeLike
 
-from jaxbrr.config import MambaConfig, SSMConfig
+from common.config import MambaConfig, SSMConfig
 from jaxbrr.ssm import SCANS, at_least_float32, selective_scan
 
 # mamba_ssm Mamba2 defaults for the init of dt_bias and A_log (mamba_ssm/modules/mamba2.py).

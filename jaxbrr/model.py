@@ -24,8 +24,8 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
+from common.config import MODEL_INPUT, ModelConfig
 from jaxbrr import graph
-from jaxbrr.config import MODEL_INPUT, ModelConfig
 from jaxbrr.gnn import GraphMixer
 from jaxbrr.mamba import BiMamba2
 from jaxbrr.tcn import ProjectionHead, TCNEncoder, pointwise_conv

@@ -2,16 +2,16 @@
 
 For each EDF, into --out (default `predictions/`):
 
-    <stem>.csv_bi   the predicted events in TUSZ's csv_v1.0.0 (jaxbrr/eval/csv_bi.py), one
+    <stem>.csv_bi   the predicted events in TUSZ's csv_v1.0.0 (common/eval/csv_bi.py), one
                     `TERM,start,stop,seiz,confidence` row each, 4 decimals; header duration = the EDF's
     <stem>.png      the preprocessed EEG with the events shaded, the probability trace, τ_on/τ_off
 
 Pipeline, all from the checkpoint's config (`--set` may change any field outside `model` and
 `data.montage`, e.g. `--set postprocess.tau_on=0.7`): read the EDF in the montage the model was
-trained on (jaxbrr/data/edf.py), preprocess (jaxbrr/data/preprocess.py), cut windows at
+trained on (common/data/edf.py), preprocess (common/data/preprocess.py), cut windows at
 `eval.stride_seconds` in batches of `eval.batch_size`, average the overlaps into one trace
-(jaxbrr/eval/recordings.py `predict_signals`; a recording shorter than one window is one padded
-window, masked), post-process into events (jaxbrr/eval/postprocess.py).
+(common/eval/recordings.py `predict_signals`; a recording shorter than one window is one padded
+window, masked), post-process into events (common/eval/postprocess.py).
 
 Montages: a model trained on `ref19` reads referential recordings, one trained on `bipolar` reads
 bipolar (or re-references referential ones that carry every electrode). A recording that only the
@@ -44,14 +44,14 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from jaxbrr.config import Config, ConfigError, parse_override, with_overrides
-from jaxbrr.data.annotations import Event
-from jaxbrr.data.edf import EDFError, RawRecording, read_edf
-from jaxbrr.data.montage import MONTAGES
-from jaxbrr.data.preprocess import preprocess
-from jaxbrr.eval.csv_bi import write_csv_bi
-from jaxbrr.eval.postprocess import postprocess
-from jaxbrr.eval.recordings import Predict, predict_signals
+from common.config import Config, ConfigError, parse_override, with_overrides
+from common.data.annotations import Event
+from common.data.edf import EDFError, RawRecording, read_edf
+from common.data.montage import MONTAGES
+from common.data.preprocess import preprocess
+from common.eval.csv_bi import write_csv_bi
+from common.eval.postprocess import postprocess
+from common.eval.recordings import Predict, predict_signals
 
 EXIT_OK, EXIT_INPUT = 0, 2
 DEFAULT_OUT = "predictions"
@@ -168,7 +168,7 @@ def _end_at(events: list[Event], duration_seconds: float) -> list[Event]:
 def predict_file(path: str | Path, config: Config, predict: Predict, out_dir: str | Path,
                  progress: bool = False) -> Prediction:
     """Read, preprocess, predict and post-process one EDF; write its .csv_bi and PNG."""
-    from jaxbrr.eval.plots import plot_prediction  # matplotlib only when files are written
+    from common.eval.plots import plot_prediction  # matplotlib only when files are written
 
     path, out_dir = Path(path), Path(out_dir)
     raw = read_for_model(path, config)

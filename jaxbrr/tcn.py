@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxbrr.config import TCNConfig
+from common.config import TCNConfig
 
 # Conservative initialisation gains of the original (original_spec.md §2, "Init"), as torchref.
 CONV_GAIN = 0.2

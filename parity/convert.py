@@ -59,7 +59,7 @@ import torchref.gnn as tgnn
 import torchref.mamba as tmamba
 import torchref.model as tmodel
 import torchref.tcn as ttcn
-from jaxbrr.config import ModelConfig, config_to_dict, load_config
+from common.config import ModelConfig, config_to_dict, load_config
 
 FORMAT, FORMAT_VERSION = "jaxbrr.weights", "1"
 

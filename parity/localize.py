@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 import torchref.model as tmodel
-from jaxbrr.config import (
+from common.config import (
     Config,
     ConfigError,
     config_from_dict,
@@ -66,6 +66,7 @@ from jaxbrr.config import (
     load_config,
     with_overrides,
 )
+from common.files import save_figure, write_text
 from jaxbrr.model import SeizureDetector
 from parity import runs as R
 from parity.compare import compare_arrays
@@ -583,19 +584,12 @@ def plot_report(report: Report, path: Path) -> None:
     fig.suptitle(f"{report.problem.source} — verdict {report.verdict}"
                  + (f" at {report.first.row}" if report.first else ""), fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=110, format=path.suffix.removeprefix(".") or "png")
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def write_json(report: Report, path: Path) -> None:
     """Atomically: a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report.to_dict(), indent=1))
-    tmp.replace(path)
+    write_text(path, json.dumps(report.to_dict(), indent=1))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import jaxbrr.train.loss as jloss
 import torchref.train.loss as tloss
-from jaxbrr.config import MODEL_INPUT, ModelConfig, TrainConfig
+from common.config import MODEL_INPUT, ModelConfig, TrainConfig
 from parity.convert import plan
 
 LOSS = "loss"  # the pseudo-stage after logits: the training loss of the batch

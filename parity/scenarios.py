@@ -37,10 +37,10 @@ import numpy as np
 from einops import rearrange
 
 import torchref.model as tmodel
-from jaxbrr.config import Config, load_config
-from jaxbrr.data.montage import REF19
-from jaxbrr.data.preprocess import preprocess
-from jaxbrr.data.synth import patient_traits, synthesize_recording
+from common.config import Config, load_config
+from common.data.montage import REF19
+from common.data.preprocess import preprocess
+from common.data.synth import patient_traits, synthesize_recording
 
 TINY = "configs/tiny.yaml"
 LEAD_IN_SECONDS = 2.0  # dropped: the causal bandpass's start-up transient
@@ -52,7 +52,7 @@ def eeg_windows(config: Config, n_windows: int, seed: int = 0,
                 artifact_uv: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """n_windows consecutive windows of one synthetic ref19 recording (background rhythms, drawn
     artifacts, a focal seizure over 40-75 % of the span, so windows hold both classes), run
-    through jaxbrr.data.preprocess (config.preprocess: z-scored, clipped if clip_sigma is set):
+    through common.data.preprocess (config.preprocess: z-scored, clipped if clip_sigma is set):
     x (B, C, T) float32, labels (B, T) 0/1. artifact_uv adds a 40 ms pulse of that many µV to
     channel 0 in the middle of the first window, before preprocessing."""
     sfreq, window = config.preprocess.sfreq, config.window_samples

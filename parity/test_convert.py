@@ -12,7 +12,7 @@ import torch
 from flax import nnx
 
 import torchref.model as tmodel
-from jaxbrr.config import config_to_dict, load_config
+from common.config import config_to_dict, load_config
 from jaxbrr.model import SeizureDetector
 from parity import convert
 from parity.compare import compare_arrays, compare_trees

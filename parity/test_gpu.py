@@ -26,7 +26,7 @@ import torch
 from flax import nnx
 
 import torchref.model as tmodel
-from jaxbrr.config import load_config
+from common.config import load_config
 from parity import localize, scenarios
 from parity.compare import compare_trees
 from parity.runs import Batch, run_torch

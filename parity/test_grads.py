@@ -25,8 +25,8 @@ import jaxbrr.graph as jgraph
 import jaxbrr.train.loss as jloss
 import torchref.graph as tgraph
 import torchref.train.loss as tloss
-from jaxbrr.config import load_config
-from jaxbrr.train.class_weight import pos_weight_from_ratio
+from common.config import load_config
+from common.train.class_weight import pos_weight_from_ratio
 from parity.compare import compare_arrays, compare_trees
 from parity.convert import jax_to_torch
 

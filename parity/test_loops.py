@@ -35,10 +35,10 @@ import numpy as np
 import pytest
 import torch
 
-from jaxbrr.config import load_config
-from jaxbrr.data.prepare import prepare
-from jaxbrr.eval.metrics import auroc
-from jaxbrr.train.log import read_metrics
+from common.config import load_config
+from common.data.prepare import prepare
+from common.eval.metrics import auroc
+from common.train.log import read_metrics
 from jaxbrr.train.loop import Trainer as JaxTrainer
 from parity.compare import compare_arrays
 from parity.convert import torch_to_jax

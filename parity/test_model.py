@@ -1,5 +1,5 @@
 """Whole-model parity: torchref's and jaxbrr's SeizureDetector, same weights (parity/convert.py), same
-real EEG batch (synthetic recording -> jaxbrr.data.preprocess), eval mode. Every tap is compared
+real EEG batch (synthetic recording -> common.data.preprocess), eval mode. Every tap is compared
 in `config.model.tap_names` order, so the first failing row names the stage where the two
 frameworks part; tolerance('model', dtype) throughout (the taps drift free-running, not re-seeded).
 

@@ -30,11 +30,11 @@ from flax import nnx
 import torchref.model as tmodel
 import torchref.train.optim as torch_optim
 import torchref.train.step as torch_step
-from jaxbrr.config import load_config
-from jaxbrr.data.prepare import prepare, train_spec
-from jaxbrr.data.sampler import balanced_rows, batches, seizure_window_ratio
+from common.config import load_config
+from common.data.prepare import prepare, train_spec
+from common.data.sampler import balanced_rows, batches, seizure_window_ratio
+from common.train.class_weight import pos_weight_from_ratio
 from jaxbrr.model import SeizureDetector
-from jaxbrr.train.class_weight import pos_weight_from_ratio
 from jaxbrr.train.optim import make_nnx_optimizer
 from jaxbrr.train.step import train_step
 from parity.compare import assert_within_bounds, compare_arrays, compare_trees

@@ -18,7 +18,7 @@ import torch
 from flax import nnx
 
 import torchref.model as tmodel
-from jaxbrr.config import load_config
+from common.config import load_config
 from jaxbrr.model import SeizureDetector
 from parity.convert import torch_to_jax
 

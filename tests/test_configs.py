@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxbrr.config import ConfigError, config_hash, load_config, parse_override, with_overrides
+from common.config import ConfigError, config_hash, load_config, parse_override, with_overrides
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

@@ -14,7 +14,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from jaxbrr.config import GraphConfig
+from common.config import GraphConfig
 from torchref.graph import safe_rsqrt
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from jaxbrr.data import montage as montage_lib
-from jaxbrr.data.montage import n_edges
+from common.data import montage as montage_lib
+from common.data.montage import n_edges
 
 # Cosine similarity divides by max(‖a‖, eps)·max(‖b‖, eps), the per-norm clamp of
 # torch.nn.functional.cosine_similarity, with the same eps (parity_nan_anchors.md §4.4).
@@ -284,7 +284,7 @@ def laplacian_pe(
 
 
 # ----------------------------------------------------------------------------------------------
-# static graph (graph.use_dynamic_pe: false), on REF19_NEIGHBOURS of jaxbrr/data/montage.py
+# static graph (graph.use_dynamic_pe: false), on REF19_NEIGHBOURS of common/data/montage.py
 # (shared with jaxbrr/graph.py, which must not import torch)
 
 
@@ -295,5 +295,5 @@ def structural_adjacency(montage: str) -> torch.Tensor:
 
 def static_pe(montage: str, k: int, sign: str) -> torch.Tensor:
     """Laplacian PE of the static 10-20 graph, (N, K) float64: computed once in numpy for both
-    frameworks (jaxbrr/data/montage.py says why)."""
+    frameworks (common/data/montage.py says why)."""
     return torch.from_numpy(montage_lib.structural_pe(montage, k, sign, SIGN_TIE_TOLERANCE))

@@ -28,7 +28,7 @@ from einops import rearrange
 from torch.nn.utils import skip_init
 from torch.utils.checkpoint import checkpoint
 
-from jaxbrr.config import MambaConfig, SSMConfig
+from common.config import MambaConfig, SSMConfig
 from torchref.ssm import SCANS, at_least_float32, selective_scan
 
 BACKENDS = ("torch", "cuda")

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from jaxbrr.config import MODEL_INPUT, ModelConfig
+from common.config import MODEL_INPUT, ModelConfig
 from torchref import graph
 from torchref.gnn import GraphMixer
 from torchref.mamba import BiMamba2

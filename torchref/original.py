@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from jaxbrr.config import ModelConfig
+from common.config import ModelConfig
 from torchref.model import SeizureDetector
 
 # mamba_ssm.modules.mamba2.Mamba2's parameters; torchref.mamba.Mamba2 keeps the same names.

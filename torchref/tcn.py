@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jaxbrr.config import TCNConfig
+from common.config import TCNConfig
 
 # Conservative initialisation gains of the original (original_spec.md §2, "Init").
 CONV_GAIN = 0.2

@@ -9,62 +9,15 @@ NaN debugging (README "Debugging NaNs"):
     python -m jaxbrr.train --set train.checkify=true     name the op and source line of the NaN
     python -m jaxbrr.train --set train.nan_policy=skip   skip non-finite steps, count them
 
-`run` is the whole command for any Loop subclass; `python -m torchref.train` calls it with
+The command itself is common.train.cli.run; `python -m torchref.train` calls it with
 torchref's Trainer.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import sys
-from collections.abc import Callable
 
-from jaxbrr.config import ConfigError, load_config
-
-DEFAULT_CONFIG = "configs/default.yaml"
-EXIT_CONFIG, EXIT_NONFINITE = 2, 3
-
-
-def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[], type],
-        workdir_suffix: str = "") -> int:
-    """Parse the arguments, check the config before any compute, prepare the data, train, print
-    the summary. `trainer_class` is called only after the config checks (it may import a framework)."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=DEFAULT_CONFIG)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")
-    parser.add_argument("--workdir", default=None,
-                        help=f"where checkpoints and logs go (default: config.workdir{' + ' + repr(workdir_suffix) if workdir_suffix else ''})")
-    parser.add_argument("--resume", action="store_true", help="continue from WORKDIR's last checkpoint")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.set)
-        config = dataclasses.replace(config, workdir=args.workdir or config.workdir + workdir_suffix)
-        from jaxbrr.train.validate import check_metric_name
-
-        check_metric_name(config)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-
-    from jaxbrr.data.prepare import format_summary, prepare
-    from jaxbrr.train.loop import NonFiniteStep, summary_table
-
-    prepared = prepare(config, progress=not args.no_progress)
-    print(format_summary(prepared))
-    try:
-        trainer = trainer_class()(config, resume=args.resume, progress=not args.no_progress, prepared=prepared)
-        result = trainer.run()
-    except (ConfigError, FileExistsError, ValueError) as err:  # bad config, data or setup
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    except NonFiniteStep as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_NONFINITE
-    print(summary_table(result, config.train.early_stopping.metric))
-    return 0
+from common.train.cli import run
 
 
 def _jax_trainer() -> type:

@@ -30,7 +30,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from jaxbrr.config import Config, config_from_dict
+from common.config import Config, config_from_dict
 
 KINDS = ("last", "best")
 ITEMS = ("model", "optimizer", "meta")

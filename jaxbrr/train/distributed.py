@@ -7,7 +7,7 @@ Each field left null comes from the environment (the launcher's business, never 
 JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID; whatever is still missing JAX detects
 itself on SLURM, Open MPI and Kubernetes. After that, every process runs the same program:
 jax.devices() lists all hosts' devices, the mesh spans them (jaxbrr/train/mesh.py), each host
-loads only its slice of every global batch (jaxbrr.data.sampler.host_rows), orbax writes each
+loads only its slice of every global batch (common.data.sampler.host_rows), orbax writes each
 checkpoint once (every host its shards, process 0 the metadata), and host-side numbers are
 averaged over hosts (`mean_over_hosts`).
 """
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from jaxbrr.config import DistributedConfig
+from common.config import DistributedConfig
 
 ENV = {"coordinator_address": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
        "process_id": "JAX_PROCESS_ID"}
@@ -92,7 +92,7 @@ def gather_to_host(tree):
 
 def whole_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The global batch on every host from each host's slice (host h holds the h-th contiguous
-    slice, jaxbrr.data.sampler.host_rows, so the slices concatenate in process order); unchanged
+    slice, common.data.sampler.host_rows, so the slices concatenate in process order); unchanged
     with one process."""
     if jax.process_count() == 1:
         return batch

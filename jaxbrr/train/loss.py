@@ -26,8 +26,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxbrr.config import TrainConfig
-from jaxbrr.train.class_weight import (
+from common.config import TrainConfig
+from common.train.class_weight import (
     FOCAL_LOGIT_CLAMP,
     FOCAL_LOSS_CAP,
     FOCAL_PROB_EPS,

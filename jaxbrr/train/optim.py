@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxbrr.config import TrainConfig
+from common.config import TrainConfig
 from jaxbrr.mamba import CausalDepthwiseConv1d, GatedRMSNorm
 from jaxbrr.tcn import WeightNormConv1d
 

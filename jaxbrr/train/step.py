@@ -49,7 +49,7 @@ from jax.experimental import checkify
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from jaxbrr.config import TrainConfig
+from common.config import TrainConfig
 from jaxbrr.train.loss import compute_loss
 from jaxbrr.train.mesh import BATCH_AXES, FSDP_AXIS, batch_sharding, replicated
 from jaxbrr.train.optim import current_learning_rate

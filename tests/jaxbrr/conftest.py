@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from flax import nnx
 
-from jaxbrr.config import Config, config_to_dict, load_config
+from common.config import Config, config_to_dict, load_config
 from jaxbrr.model import SeizureDetector
 from jaxbrr.train.checkpoint import Checkpoints
 from jaxbrr.train.optim import make_nnx_optimizer

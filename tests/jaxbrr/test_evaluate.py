@@ -101,7 +101,7 @@ def test_checkpoint_mode_on_a_synthetic_split(synthetic_run, capsys):
 
 
 def test_checkpoint_mode_on_an_edf_dir_skips_and_reports_a_bad_file(synthetic_run, tmp_path, capsys):
-    from jaxbrr.data.prepare import ensure_synthetic
+    from common.data.prepare import ensure_synthetic
     from jaxbrr.predict import load_checkpoint
 
     config, _, _ = load_checkpoint(synthetic_run)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxbrr.config import GraphConfig
+from common.config import GraphConfig
 from jaxbrr.gnn import GraphMixer, SSGConv
 from jaxbrr.graph import laplacian_pe, normalized_laplacian
 from parity.compare import compare_arrays

@@ -9,7 +9,7 @@ import pytest
 import torch
 from jax.test_util import check_grads
 
-from jaxbrr.data.montage import REF19_NEIGHBOURS
+from common.data.montage import REF19_NEIGHBOURS
 from jaxbrr.graph import (
     adjacency,
     edge_features,

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbrr.config import load_config
-from jaxbrr.train import class_weight as CW
+from common.config import load_config
+from common.train import class_weight as CW
 from jaxbrr.train import loss as L
 
 # Hand-picked logits: beyond the ±100 logit clamp, the σ clamp (|z| > log((1−1e-6)/1e-6) ≈ 13.8155),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxbrr.config import MambaConfig, SSMConfig
+from common.config import MambaConfig, SSMConfig
 from jaxbrr.mamba import BiMamba2, BiMamba2Layer, CausalDepthwiseConv1d, Mamba2
 from parity.compare import compare_arrays
 from torchref import mamba as torch_mamba

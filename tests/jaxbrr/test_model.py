@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxbrr.config import load_config
+from common.config import load_config
 from jaxbrr.model import SeizureDetector, count_parameters
 
 TINY = "configs/tiny.yaml"
@@ -60,13 +60,13 @@ def test_compiles_once_per_shape():
 def test_no_nan_under_debug_nans_forward_and_backward(tmp_path):
     """guards: none and pe_gradient: safe on a real (synthetic) EEG window: jax_debug_nans stays
     silent through the forward pass and the gradient of every parameter."""
-    from jaxbrr.data.preprocess import preprocess
-    from jaxbrr.data.synth import patient_traits, synthesize_recording
+    from common.data.preprocess import preprocess
+    from common.data.synth import patient_traits, synthesize_recording
 
     config = load_config(TINY, ["model.stability.pe_gradient=safe", "model.stability.guards=none"])
     rng = np.random.default_rng(0)
     signals, _ = synthesize_recording(rng, 256, 8.0, [], patient_traits(0, 0), artifacts=[])
-    from jaxbrr.data.montage import REF19
+    from common.data.montage import REF19
 
     uv = np.stack([signals[f"EEG {name.upper()}-REF"] for name in REF19])
     x, _ = preprocess(uv, 256, config.preprocess, REF19)

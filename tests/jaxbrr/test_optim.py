@@ -15,7 +15,7 @@ import torch
 from flax import nnx
 from torch import nn
 
-from jaxbrr.config import load_config
+from common.config import load_config
 from jaxbrr.model import SeizureDetector
 from jaxbrr.train import optim
 from torchref.model import SeizureDetector as TorchSeizureDetector

@@ -12,11 +12,11 @@ import edfio
 import numpy as np
 import pytest
 
-from jaxbrr.data.edf import read_edf
-from jaxbrr.data.montage import BIPOLAR23, REF19
-from jaxbrr.data.preprocess import preprocess
-from jaxbrr.eval.csv_bi import read_csv_bi
-from jaxbrr.eval.recordings import predict_signals
+from common.data.edf import read_edf
+from common.data.montage import BIPOLAR23, REF19
+from common.data.preprocess import preprocess
+from common.eval.csv_bi import read_csv_bi
+from common.eval.recordings import predict_signals
 from jaxbrr.predict import load_checkpoint, main, make_predict
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from einops import rearrange
 
-from jaxbrr.config import ConfigError, load_config
+from common.config import ConfigError, load_config
 from jaxbrr.ssm import SCANS, segsum, selective_scan, ssd_chunked, ssd_sequential
 from torchref import ssm as torch_ssm
 

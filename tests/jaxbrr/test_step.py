@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxbrr.config import load_config
+from common.config import load_config
 from jaxbrr.model import SeizureDetector
 from jaxbrr.train import step as step_module
 from jaxbrr.train.loss import compute_loss

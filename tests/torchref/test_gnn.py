@@ -7,7 +7,7 @@ import torch
 from torch_geometric.nn import SSGConv as PygSSGConv
 from torch_geometric.utils import dense_to_sparse
 
-from jaxbrr.config import GraphConfig
+from common.config import GraphConfig
 from torchref.gnn import GraphMixer, SSGConv
 
 N_NODES = 19

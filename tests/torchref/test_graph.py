@@ -8,7 +8,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import AddLaplacianEigenvectorPE
 from torch_geometric.utils import dense_to_sparse, get_laplacian, to_dense_adj
 
-from jaxbrr.data.montage import REF19, REF19_NEIGHBOURS
+from common.data.montage import REF19, REF19_NEIGHBOURS
 from torchref import graph
 from torchref.graph import (
     SafeEigh,

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from jaxbrr.config import load_config
-from jaxbrr.data.prepare import prepare
-from jaxbrr.train.log import read_metrics
-from jaxbrr.train.loop import NonFiniteStep
+from common.config import load_config
+from common.data.prepare import prepare
+from common.train.log import read_metrics
+from common.train.loop import NonFiniteStep
 from torchref.model import SeizureDetector
 from torchref.train.__main__ import main
 from torchref.train.loop import Trainer, checkpoint_path, checkpoint_steps

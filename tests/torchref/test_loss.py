@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from jaxbrr.config import load_config
+from common.config import load_config
 from tests.jaxbrr.test_loss import (
     LOGITS,
     SIGMA_EDGE,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from jaxbrr.config import MambaConfig, SSMConfig
+from common.config import MambaConfig, SSMConfig
 from tests.torchref.mamba_oracle import (
     import_mamba_ssm,
     official_casts,
@@ -302,7 +302,7 @@ def test_cuda_backend_matches_torch_backend_at_full_size(stream, precision):
 
 def test_remat_gives_the_same_outputs_and_gradients_in_train_mode():
     """model.remat recomputes each layer in the backward pass; dropout masks must be the same."""
-    from jaxbrr.config import MambaConfig, SSMConfig
+    from common.config import MambaConfig, SSMConfig
     from torchref.mamba import BiMamba2
 
     cfg = MambaConfig(n_layers=2, d_model=16, d_state=8, headdim=4, dropout=0.3)

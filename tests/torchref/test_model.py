@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from jaxbrr.config import load_config
+from common.config import load_config
 from torchref.model import SeizureDetector, count_parameters
 
 TINY = "configs/tiny.yaml"

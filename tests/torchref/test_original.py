@@ -12,7 +12,7 @@ import re
 import pytest
 import torch
 
-from jaxbrr.config import MambaConfig, ModelConfig, load_config
+from common.config import MambaConfig, ModelConfig, load_config
 from torchref.model import SeizureDetector
 from torchref.original import from_original_state_dict, load_original_checkpoint, original_key
 

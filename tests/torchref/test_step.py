@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from jaxbrr.config import load_config
+from common.config import load_config
 from torchref.model import SeizureDetector
 from torchref.train.optim import learning_rate_schedule, make_optimizer
 from torchref.train.step import eval_step, train_step

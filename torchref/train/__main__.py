@@ -2,7 +2,7 @@
 
 The PyTorch reference run of a config: the same data, sampling, optimiser, schedule, loss,
 validation and logs as `python -m jaxbrr.train` (torchref/train/loop.py), through the same
-command code (jaxbrr.train.__main__.run). The workdir defaults to the config's workdir +
+command code (common.train.cli.run). The workdir defaults to the config's workdir +
 "-torchref", so the two frameworks never share a folder. Exit status: 0 done, 2 bad config,
 data or arguments, 3 a non-finite step (the dump is printed).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from jaxbrr.train.__main__ import run
+from common.train.cli import run
 
 WORKDIR_SUFFIX = "-torchref"
 

@@ -38,19 +38,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import json
 import math
-import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from jaxbrr.config import ConfigError, config_to_dict
-from jaxbrr.train.loop import Loop
-from jaxbrr.train.nan import dump_dir, replay_command
+from common.config import ConfigError
+from common.files import atomic_path
+from common.train import dumps
+from common.train.loop import Loop
 from torchref.model import SeizureDetector, count_parameters
 from torchref.train.optim import make_optimizer
 from torchref.train.step import apply_gradients, eval_step, loss_and_gradients
@@ -81,31 +79,19 @@ def default_device() -> torch.device:
 
 
 def _save_atomic(value, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(value, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(value, tmp)
 
 
 def write_dump(workdir: str | Path, config, model: torch.nn.Module, generator_state: torch.Tensor,
                batch: dict[str, np.ndarray], info: dict) -> Path:
-    """The failed step's batch, the model's state dict (the optimizer never stepped on it, so it is
-    the state from before) and the dropout Generator's state from before the step; `info` as
-    jaxbrr.train.nan.write_dump's. Written to a temporary name and renamed."""
-    final = dump_dir(workdir, info["step"])
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.savez(tmp / "batch.npz", **{key: np.asarray(value) for key, value in batch.items()})
-    torch.save(model.state_dict(), tmp / "model.pt")
-    state = base64.b64encode(generator_state.numpy().tobytes()).decode()
-    rng = {"dropout": {"generator_state_base64": state}}  # torch.Generator().set_state of these bytes
-    record = {**info, "rng": rng, "replay": replay_command(final), "config": config_to_dict(config)}
-    (tmp / "nan.json").write_text(json.dumps(record, indent=1, default=str))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    return final
+    """common.train.dumps.write_dump with the model's state dict (the optimizer never stepped on
+    it, so it is the state from before) as model.pt and the dropout Generator's state from before
+    the step in nan.json (`torch.Generator().set_state` of the base64 bytes)."""
+    state = base64.b64encode(generator_state.cpu().numpy().tobytes()).decode()
+    rng = {"dropout": {"generator_state_base64": state}}
+    return dumps.write_dump(workdir, config, batch, info, rng,
+                            lambda folder: torch.save(model.state_dict(), folder / "model.pt"))
 
 
 class Trainer(Loop):

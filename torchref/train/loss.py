@@ -27,8 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from jaxbrr.config import TrainConfig
-from jaxbrr.train.class_weight import (
+from common.config import TrainConfig
+from common.train.class_weight import (
     FOCAL_LOGIT_CLAMP,
     FOCAL_LOSS_CAP,
     FOCAL_PROB_EPS,

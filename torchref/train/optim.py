@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from jaxbrr.config import TrainConfig
+from common.config import TrainConfig
 from torchref.mamba import GatedRMSNorm
 from torchref.tcn import WeightNormConv1d
 

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from jaxbrr.config import TrainConfig
+from common.config import TrainConfig
 from torchref.train.loss import compute_loss
 
 

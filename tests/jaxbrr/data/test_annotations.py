@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from jaxbrr.data.annotations import (
+from common.data.annotations import (
     AnnotationError,
     Event,
     read_annotations,

@@ -6,12 +6,12 @@ import edfio
 import numpy as np
 import pytest
 
-from jaxbrr.config import load_config
-from jaxbrr.data.annotations import Event, write_csv_bi
-from jaxbrr.data.cache import Corpus, build_cache, cache_path
-from jaxbrr.data.montage import REF19
-from jaxbrr.data.prepare import format_summary, prepare
-from jaxbrr.data.windows import WindowSpec
+from common.config import load_config
+from common.data.annotations import Event, write_csv_bi
+from common.data.cache import Corpus, build_cache, cache_path
+from common.data.montage import REF19
+from common.data.prepare import format_summary, prepare
+from common.data.windows import WindowSpec
 
 SFREQ = 256
 

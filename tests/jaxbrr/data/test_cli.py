@@ -1,6 +1,6 @@
 """`python -m jaxbrr.data` end to end: inspect a real file, synth + build a small corpus."""
 
-from jaxbrr.data.__main__ import main
+from common.data.__main__ import main
 
 
 def test_inspect_real_bipolar_file_with_plot(shared, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""jaxbrr.data.edf: names, montages, interpolation, and every way an EDF file can be bad."""
+"""common.data.edf: names, montages, interpolation, and every way an EDF file can be bad."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import mne
 import numpy as np
 import pytest
 
-from jaxbrr.data import edf
-from jaxbrr.data.edf import EDFError, clean_channel_name, read_edf, read_header
-from jaxbrr.data.montage import BIPOLAR23, REF19
+from common.data import edf
+from common.data.edf import EDFError, clean_channel_name, read_edf, read_header
+from common.data.montage import BIPOLAR23, REF19
 
 SFREQ = 256.0
 FIX = "remove it from data_dir"

@@ -1,4 +1,4 @@
-"""jaxbrr.data.preprocess against a float64 scipy oracle, and its handling of bad signals."""
+"""common.data.preprocess against a float64 scipy oracle, and its handling of bad signals."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from jaxbrr.config import PreprocessConfig
-from jaxbrr.data.edf import read_edf
-from jaxbrr.data.montage import REF19
-from jaxbrr.data.preprocess import preprocess, preprocess_file
+from common.config import PreprocessConfig
+from common.data.edf import read_edf
+from common.data.montage import REF19
+from common.data.preprocess import preprocess, preprocess_file
 
 CFG = PreprocessConfig()
 

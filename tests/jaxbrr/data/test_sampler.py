@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from jaxbrr.config import BalanceConfig, SplitConfig
-from jaxbrr.data.sampler import (
+from common.config import BalanceConfig, SplitConfig
+from common.data.sampler import (
     assign_splits,
     balanced_rows,
     batches,
@@ -10,7 +10,7 @@ from jaxbrr.data.sampler import (
     official_split,
     seizure_window_ratio,
 )
-from jaxbrr.data.windows import BACKGROUND, FULL, PARTIAL
+from common.data.windows import BACKGROUND, FULL, PARTIAL
 
 
 def _classes(partial=20, full=30, background=500):

@@ -1,4 +1,4 @@
-"""jaxbrr.data.synth: the synthetic corpus is deterministic, readable as TUSZ, and its seizures
+"""common.data.synth: the synthetic corpus is deterministic, readable as TUSZ, and its seizures
 and artifacts have the physiology the docstrings claim. Each check compares a recording with and
 without one seizure/artifact: background, artifacts and seizures use separate generators, so the
 difference is exactly the added piece."""
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy.signal import periodogram, welch
 
-from jaxbrr.config import SynthConfig
-from jaxbrr.data import synth
-from jaxbrr.data.annotations import read_annotations
+from common.config import SynthConfig
+from common.data import synth
+from common.data.annotations import read_annotations
 
 SFREQ = 256
 SMALL = dict(patients=2, duration_seconds=(60.0, 75.0), sfreqs=(250, 512),

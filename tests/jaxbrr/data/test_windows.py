@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from jaxbrr.data.windows import (
+from common.data.windows import (
     BACKGROUND,
     FULL,
     PARTIAL,

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from jaxbrr.data.annotations import Event
-from jaxbrr.eval.csv_bi import CsvBiError, format_csv_bi, read_csv_bi, read_pairs, write_csv_bi
+from common.data.annotations import Event
+from common.eval.csv_bi import CsvBiError, format_csv_bi, read_csv_bi, read_pairs, write_csv_bi
 
 TUSZ = """# version = csv_v1.0.0
 # bname = aaaaaasf_s001_t000

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from jaxbrr.eval.metrics import SAMPLE_METRICS, auroc, roc_curve, sample_metrics
+from common.eval.metrics import SAMPLE_METRICS, auroc, roc_curve, sample_metrics
 
 
 def pairwise_auroc(scores, labels):

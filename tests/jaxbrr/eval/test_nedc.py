@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxbrr.data.annotations import Event
-from jaxbrr.eval.csv_bi import CsvBi, read_pairs
-from jaxbrr.eval.nedc import (
+from common.data.annotations import Event
+from common.eval.csv_bi import CsvBi, read_pairs
+from common.eval.nedc import (
     BCKG,
     LABEL_METRICS,
     SEIZ,

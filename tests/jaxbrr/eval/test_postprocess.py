@@ -4,9 +4,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from jaxbrr.config import PostprocessConfig
-from jaxbrr.data.annotations import Event
-from jaxbrr.eval.postprocess import (
+from common.config import PostprocessConfig
+from common.data.annotations import Event
+from common.eval.postprocess import (
     events_from_mask,
     filter_duration,
     hysteresis,

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from jaxbrr.config import load_config
-from jaxbrr.eval.recordings import predict_signals
+from common.config import load_config
+from common.eval.recordings import predict_signals
 
 # windows of 1024 samples every 512, batches of 3
 CONFIG = load_config(None, ["data.window_seconds=4", "data.stride_seconds=2", "eval.batch_size=3"])
@@ -56,7 +56,7 @@ def test_non_finite_outputs_and_empty_signals_are_errors():
 
 
 class _Corpus:
-    """The part of jaxbrr.data.cache.Corpus that predict_recordings reads, over in-memory arrays."""
+    """The part of common.data.cache.Corpus that predict_recordings reads, over in-memory arrays."""
 
     def __init__(self, recordings: dict[str, np.ndarray]):
         self._arrays = {stem: (x, (x[0] > 0).astype(np.uint8)) for stem, x in recordings.items()}
@@ -66,7 +66,7 @@ class _Corpus:
         return self._arrays[stem]
 
     def window(self, stem, start, window_samples):
-        from jaxbrr.data.windows import cut_window
+        from common.data.windows import cut_window
 
         return cut_window(*self._arrays[stem], int(start), window_samples)
 
@@ -74,7 +74,7 @@ class _Corpus:
 def test_recordings_share_batches_and_each_is_stitched_whole():
     """Batches of 3 straddle recordings (3 + 1 + 9 windows); each trace is still σ(its own signal)
     at its own length, in the order asked for, labels carried along."""
-    from jaxbrr.eval.recordings import predict_recordings
+    from common.eval.recordings import predict_recordings
 
     rng = np.random.default_rng(1)
     recordings = {"a": rng.standard_normal((2, 2000)), "b": rng.standard_normal((2, 300)),

@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 
-from jaxbrr.config import PostprocessConfig
-from jaxbrr.data.annotations import Event
-from jaxbrr.eval.csv_bi import CsvBi
-from jaxbrr.eval.nedc import score_ovlp
-from jaxbrr.eval.postprocess import runs
-from jaxbrr.eval.recordings import Trace
-from jaxbrr.eval.sensitivity_at_fa import (
+from common.config import PostprocessConfig
+from common.data.annotations import Event
+from common.eval.csv_bi import CsvBi
+from common.eval.nedc import score_ovlp
+from common.eval.postprocess import runs
+from common.eval.recordings import Trace
+from common.eval.sensitivity_at_fa import (
     FA_RATE_METRICS,
     metric_name,
     ovlp_counts,

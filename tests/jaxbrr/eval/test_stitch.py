@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from jaxbrr.eval.stitch import stitch, stitch_with_coverage
+from common.eval.stitch import stitch, stitch_with_coverage
 
 # A stitched float32 sample is the mean of a few float32 window values: the inputs' rounding, the
 # sum's and the division's, each u = 2^-24 relative; 4·eps = 8u keeps a margin of 2 over 4u.

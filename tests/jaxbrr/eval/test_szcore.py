@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from timescoring.scoring import EventScoring
 
-from jaxbrr.data.annotations import Event
-from jaxbrr.eval.csv_bi import CsvBi
-from jaxbrr.eval.szcore import (
+from common.data.annotations import Event
+from common.eval.csv_bi import CsvBi
+from common.eval.szcore import (
     SZCORE_METRICS,
     SZCORE_PARAMETERS,
     Counts,

@@ -38,13 +38,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxbrr.config import ConfigError, load_config, with_overrides
-from jaxbrr.data.prepare import prepare
+from common.config import ConfigError, load_config, with_overrides
+from common.data.prepare import prepare
+from common.train.log import read_metrics
+from common.train.loop import NonFiniteStep
 from jaxbrr.model import SeizureDetector
 from jaxbrr.train.__main__ import main as train_main
 from jaxbrr.train.checkpoint import load_model
-from jaxbrr.train.log import read_metrics
-from jaxbrr.train.loop import NonFiniteStep, Trainer
+from jaxbrr.train.loop import Trainer
 from parity.tolerances import tolerance
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -262,7 +263,7 @@ def test_three_steps_on_the_gpu_then_again_under_jax_debug_nans(tmp_path, data_o
 
 
 def test_unknown_key_and_missing_metric_fail_before_any_compute(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("jaxbrr.data.prepare.prepare", lambda *a, **k: pytest.fail("compute started"))
+    monkeypatch.setattr("common.data.prepare.prepare", lambda *a, **k: pytest.fail("compute started"))
     code = train_main(["--config", str(SMOKE), "--workdir", str(tmp_path), "--set", "train.learning_rate=1e-3"])
     assert code == 2
     assert "unknown key 'train.learning_rate'" in capsys.readouterr().err

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxbrr.config import ConfigError, DistributedConfig, MeshConfig, load_config
-from jaxbrr.data.prefetch import Prefetcher
-from jaxbrr.data.sampler import balanced_rows, batches, host_rows
+from common.config import ConfigError, DistributedConfig, MeshConfig, load_config
+from common.data.prefetch import Prefetcher
+from common.data.sampler import balanced_rows, batches, host_rows
 from jaxbrr.train.distributed import initialize_arguments
 from jaxbrr.train.mesh import fsdp_spec, mesh_shape
 from parity.tolerances import tolerance

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxbrr.config import ConfigError, load_config
-from jaxbrr.eval.recordings import Trace
-from jaxbrr.train.validate import check_metric_name, score
+from common.config import ConfigError, load_config
+from common.eval.recordings import Trace
+from common.train.validate import check_metric_name, score
 
 SFREQ = 16.0
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxbrr.config import Config
-from jaxbrr.data.cache import BuildResult, Corpus, build_cache
-from jaxbrr.data.sampler import SPLITS, assign_splits, official_split
-from jaxbrr.data.windows import BACKGROUND, WindowSpec
+from common.config import Config
+from common.data.cache import BuildResult, Corpus, build_cache
+from common.data.sampler import SPLITS, assign_splits, official_split
+from common.data.windows import BACKGROUND, WindowSpec
 
 
 @dataclass
@@ -28,7 +28,7 @@ def ensure_synthetic(config: Config, progress: bool = True) -> None:
     """Generate the synthetic corpus into data.data_dir when the config asks for one."""
     if config.data.synthetic is None:
         return
-    from jaxbrr.data.synth import generate_from_config
+    from common.data.synth import generate_from_config
 
     generate_from_config(config.data.data_dir, config.data.synthetic, progress=progress)
 

@@ -2,13 +2,12 @@
 
     training.png   train loss (per logged step, with a running mean), learning rate, gradient
                    norm (before clipping; skipped steps marked), validation metrics per epoch
-    example.png    one dev recording: its probability trace, the thresholds τ_on/τ_off, the true
+    example.png    (common.eval.plots.plot_example) one dev recording: its probability trace, τ_on/τ_off, the true
                    seizures (shaded) and the post-processed predicted seizures (bars)
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -17,24 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxbrr.config import PostprocessConfig  # noqa: E402
-
-
-def save_figure(fig, path: str | Path) -> Path:
-    """Write through a temporary file and rename, so a reader never sees half a PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, stop) of each run of True."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return list(zip(edges[::2], edges[1::2], strict=True))
+from common.files import save_figure  # noqa: E402
 
 
 def plot_training(records: list[dict], path: str | Path, metric: str | None = None) -> Path:
@@ -80,24 +62,5 @@ def plot_training(records: list[dict], path: str | Path, metric: str | None = No
         ax.legend(fontsize=8, loc="lower right")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set(title="validation (dev split)", xlabel="epoch")
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def plot_example(probs: np.ndarray, labels: np.ndarray, predicted: np.ndarray, sfreq: float,
-                 post: PostprocessConfig, path: str | Path, title: str) -> Path:
-    t = np.arange(len(probs)) / sfreq
-    fig, ax = plt.subplots(figsize=(12, 3.2))
-    for start, stop in _runs(labels.astype(bool)):
-        ax.axvspan(t[start], t[stop - 1], color="tab:red", alpha=0.18, lw=0)
-    for start, stop in _runs(predicted.astype(bool)):
-        ax.hlines(-0.06, t[start], t[stop - 1], color="tab:blue", lw=5)
-    ax.plot(t, probs, lw=0.7, color="k", label="P(seizure)")
-    ax.axhline(post.tau_on, color="tab:green", ls="--", lw=0.8, label=f"τ_on {post.tau_on}")
-    ax.axhline(post.tau_off, color="tab:olive", ls=":", lw=0.8, label=f"τ_off {post.tau_off}")
-    ax.plot([], [], color="tab:red", alpha=0.3, lw=6, label="true seizure")
-    ax.plot([], [], color="tab:blue", lw=5, label="predicted seizure")
-    ax.set(xlim=(0, t[-1] if len(t) else 1), ylim=(-0.12, 1.05), xlabel="time (s)", title=title)
-    ax.legend(fontsize=8, loc="upper right", ncol=5)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -18,7 +18,7 @@ import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 
-from jaxbrr.data.montage import montage_channels, n_edges
+from common.data.montage import montage_channels, n_edges
 
 _FROZEN = ConfigDict(extra="forbid")
 
@@ -36,7 +36,7 @@ def _section(cls):
 
 @_section
 class SynthConfig:
-    """The embedded synthetic corpus (jaxbrr.data.synth), generated on first use."""
+    """The embedded synthetic corpus (common.data.synth), generated on first use."""
 
     recordings: int = Field(24, ge=1)
     patients: int = Field(8, ge=1)
@@ -375,7 +375,7 @@ class EvalConfig:
     # Window stride when scoring whole recordings (validation, evaluate, predict); None: the
     # training stride data.stride_seconds. Overlapping windows are averaged where they overlap.
     stride_seconds: float | None = Field(None, gt=0)
-    # Sensitivity at fa_rates (jaxbrr/eval/sensitivity_at_fa.py): tau_on swept over the grid
+    # Sensitivity at fa_rates (common/eval/sensitivity_at_fa.py): tau_on swept over the grid
     # k / (threshold_steps + 1), k = 1..threshold_steps; each step post-processes every recording.
     threshold_steps: int = Field(99, ge=1)
 

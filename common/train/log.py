@@ -22,7 +22,7 @@ import math
 import time
 from pathlib import Path
 
-from jaxbrr.data.annotations import atomic_write_text
+from common.files import write_text
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -63,7 +63,7 @@ class RunLog:
         self._file = self._tb = None
         if not write_files:
             return
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = self.path.open("a", buffering=1)
         if tensorboard:
             from tensorboardX import SummaryWriter

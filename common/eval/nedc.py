@@ -3,7 +3,7 @@
 Reimplemented from the rules of NEDC's v6.0.0 Python sources (lib/nedc_eeg_eval_*.py, read in the
 public copy github.com/Clarity-Digital-Twin/nedc-bench, nedc_eeg_eval/v6.0.0/) for the two-class
 map of nedc_eeg_eval_params_v00.toml (SEIZ, BCKG); it reproduces NEDC's published output on its
-30-file sample to the printed digit (tests/jaxbrr/eval/test_nedc.py).
+30-file sample to the printed digit (tests/common/eval/test_nedc.py).
 
 Glossary
     record     one recording: a reference (ref) and a hypothesis (hyp) `.csv_bi` file, paired by name
@@ -77,7 +77,7 @@ carries; reproduced as is so the numbers compare (the per-label f1 are correct).
 
 Names are fixed strings (LABEL_METRICS, SUMMARY_METRICS, FILE_METRICS), never built from numbers.
 Deviations, all rejecting input NEDC would score into nonsense: labels other than seiz/bckg,
-overlapping rows or rows past the duration (jaxbrr/eval/csv_bi.py), and a hypothesis whose
+overlapping rows or rows past the duration (common/eval/csv_bi.py), and a hypothesis whose
 duration differs from its reference's at four decimals are errors.
 """
 
@@ -89,7 +89,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jaxbrr.eval.csv_bi import CsvBi
+from common.eval.csv_bi import CsvBi
 
 LABELS: tuple[str, ...] = ("seiz", "bckg")  # the [MAP] order of nedc_eeg_eval_params_v00.toml
 SEIZ, BCKG = 0, 1

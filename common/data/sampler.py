@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxbrr.config import BalanceConfig, SplitConfig
-from jaxbrr.data.cache import patient_id
-from jaxbrr.data.windows import BACKGROUND, FULL, PARTIAL
+from common.config import BalanceConfig, SplitConfig
+from common.data.cache import patient_id
+from common.data.windows import BACKGROUND, FULL, PARTIAL
 
 SPLITS = ("train", "dev", "eval")
 

@@ -6,7 +6,8 @@
     <stem>.png          (predict) the preprocessed EEG with the predicted events shaded, and below
                         it the probability trace, τ_on/τ_off and the events with their confidence
 
-Per-recording timelines of evaluation reuse jaxbrr/train/plots.py's `plot_example`.
+`plot_example`: one recording's probability trace, labels and post-processed mask (the
+training loop's example plot and evaluation's per-recording timelines).
 Curves and signals are thinned for drawing only (at most MAX_POINTS points per line; the EEG as
 a min/max envelope); the numbers in metrics.json come from the full arrays.
 """
@@ -22,10 +23,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxbrr.config import PostprocessConfig  # noqa: E402
-from jaxbrr.data.annotations import Event  # noqa: E402
-from jaxbrr.eval.sensitivity_at_fa import OperatingPoint, Sweep  # noqa: E402
-from jaxbrr.train.plots import save_figure  # noqa: E402
+from common.config import PostprocessConfig  # noqa: E402
+from common.data.annotations import Event  # noqa: E402
+from common.eval.sensitivity_at_fa import OperatingPoint, Sweep  # noqa: E402
+from common.files import save_figure  # noqa: E402
 
 MAX_POINTS = 5000
 EEG_SPACING = 6.0  # z-scored channels drawn 6 standard deviations apart
@@ -115,5 +116,30 @@ def plot_prediction(signals: np.ndarray, channels: Sequence[str], probs: np.ndar
     trace.plot([], [], color="tab:blue", lw=5, label=f"predicted seizure ({len(events)}; confidence)")
     trace.set(xlim=(0, n / sfreq), ylim=(-0.12, 1.05), xlabel="time (s)", ylabel="probability")
     trace.legend(fontsize=7, loc="upper right", ncol=4)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each run of True."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2], edges[1::2], strict=True))
+
+
+def plot_example(probs: np.ndarray, labels: np.ndarray, predicted: np.ndarray, sfreq: float,
+                 post: PostprocessConfig, path: str | Path, title: str) -> Path:
+    t = np.arange(len(probs)) / sfreq
+    fig, ax = plt.subplots(figsize=(12, 3.2))
+    for start, stop in _runs(labels.astype(bool)):
+        ax.axvspan(t[start], t[stop - 1], color="tab:red", alpha=0.18, lw=0)
+    for start, stop in _runs(predicted.astype(bool)):
+        ax.hlines(-0.06, t[start], t[stop - 1], color="tab:blue", lw=5)
+    ax.plot(t, probs, lw=0.7, color="k", label="P(seizure)")
+    ax.axhline(post.tau_on, color="tab:green", ls="--", lw=0.8, label=f"τ_on {post.tau_on}")
+    ax.axhline(post.tau_off, color="tab:olive", ls=":", lw=0.8, label=f"τ_off {post.tau_off}")
+    ax.plot([], [], color="tab:red", alpha=0.3, lw=6, label="true seizure")
+    ax.plot([], [], color="tab:blue", lw=5, label="predicted seizure")
+    ax.set(xlim=(0, t[-1] if len(t) else 1), ylim=(-0.12, 1.05), xlabel="time (s)", title=title)
+    ax.legend(fontsize=8, loc="upper right", ncol=5)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -8,14 +8,14 @@ into background. Per-channel files are reduced to the union of their seizure int
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from common.files import write_text
 
 SEIZURE_LABELS: tuple[str, ...] = (
     "seiz", "gnsz", "fnsz", "cpsz", "absz", "spsz", "tcsz", "tnsz", "mysz",
@@ -186,18 +186,4 @@ def write_csv_bi(
         f"{e.channel},{e.start_seconds:.4f},{e.stop_seconds:.4f},{e.label},{e.confidence:.4f}"
         for e in rows
     ]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, "\n".join(lines) + "\n")

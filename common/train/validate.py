@@ -1,8 +1,8 @@
 """Validation on the dev split: whole recordings, stitched, post-processed, scored.
 
 Framework-neutral (the torchref loop calls it with torch's predict). Per recording the window
-probabilities are stitched into one trace (jaxbrr/eval/recordings.py); the traces of all dev
-recordings are concatenated and scored sample by sample (jaxbrr/eval/metrics.py):
+probabilities are stitched into one trace (common/eval/recordings.py); the traces of all dev
+recordings are concatenated and scored sample by sample (common/eval/metrics.py):
 
     auroc                    of the raw probabilities
     sensitivity, specificity, precision, f1
@@ -11,7 +11,7 @@ recordings are concatenated and scored sample by sample (jaxbrr/eval/metrics.py)
 
     sensitivity_at_<R>_fa_per_24h   for each R of eval.fa_rates, only when it is the early-stopping
                              metric (a sweep of eval.threshold_steps post-processings, NEDC OVLP
-                             events: jaxbrr/eval/sensitivity_at_fa.py), as the original stopped on
+                             events: common/eval/sensitivity_at_fa.py), as the original stopped on
 
 The early-stopping metric (`train.early_stopping.metric`) must be one of `validation_metrics`;
 `check_metric_name` is called before any compute, and a validation that lacks the metric raises
@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxbrr.config import Config, ConfigError
-from jaxbrr.data.cache import Corpus
-from jaxbrr.eval.metrics import auroc, mask_metrics
-from jaxbrr.eval.postprocess import postprocess
-from jaxbrr.eval.recordings import Predict, Trace, predict_recordings
-from jaxbrr.eval.sensitivity_at_fa import metric_name, sensitivity_at_fa, sweep
+from common.config import Config, ConfigError
+from common.data.cache import Corpus
+from common.eval.metrics import auroc, mask_metrics
+from common.eval.postprocess import postprocess
+from common.eval.recordings import Predict, Trace, predict_recordings
+from common.eval.sensitivity_at_fa import metric_name, sensitivity_at_fa, sweep
 
 # Sample-level counts of the post-processed mask, and the AUROC of the probabilities.
 VALIDATION_METRICS = ("auroc", "sensitivity", "specificity", "precision", "f1")

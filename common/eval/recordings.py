@@ -3,9 +3,9 @@
 Framework-neutral: `predict` is any function (B, C, W) float32 numpy -> (B, W) probabilities
 (jaxbrr's jitted eval step, torchref's eval_step). Windows are cut with the evaluation stride
 (`eval.stride_seconds`), a last window covers the tail, and a recording shorter than one window
-is padded and masked (jaxbrr/data/windows.py); windows of all recordings are packed into batches
+is padded and masked (common/data/windows.py); windows of all recordings are packed into batches
 of exactly `eval.batch_size` (the last one padded with zero windows whose output is dropped), so
-a jitted predict compiles once. Overlapping windows are averaged (jaxbrr/eval/stitch.py).
+a jitted predict compiles once. Overlapping windows are averaged (common/eval/stitch.py).
 
 `predict_recordings` packs the windows of many cached recordings into shared batches (validation,
 evaluation); `predict_signals` runs one recording held in memory (prediction on EDF files).
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from jaxbrr.config import Config
-from jaxbrr.data.cache import Corpus
-from jaxbrr.data.windows import WindowSpec, cut_window, window_starts
-from jaxbrr.eval.stitch import stitch
+from common.config import Config
+from common.data.cache import Corpus
+from common.data.windows import WindowSpec, cut_window, window_starts
+from common.eval.stitch import stitch
 
 Predict = Callable[[np.ndarray], np.ndarray]
 

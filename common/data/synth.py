@@ -18,8 +18,6 @@ import datetime
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,8 @@ import numpy as np
 from scipy import signal as sps
 from tqdm import tqdm
 
-from jaxbrr.data.annotations import Event, atomic_write_text, write_csv_bi
+from common.data.annotations import Event, write_csv_bi
+from common.files import write_bytes, write_text
 
 VERSION = 1  # bump when the signal model changes: synth.json then no longer matches
 # The 19 ref19 electrodes in TUSZ file order (A1/A2 and the rest omitted), then two non-EEG
@@ -438,15 +437,7 @@ def write_recording(path: str | Path, signals_uv: dict[str, np.ndarray], sfreq: 
                     data_record_duration=1.0)
     buffer = io.BytesIO()
     edf.write(buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -501,7 +492,7 @@ def generate_corpus(
     out_dir = Path(out_dir)
     stems = [recording_stem(i, patients) for i in range(recordings)]
     params = {
-        "generator": "jaxbrr.data.synth", "version": VERSION, "recordings": recordings,
+        "generator": "common.data.synth", "version": VERSION, "recordings": recordings,
         "patients": patients, "seed": seed, "duration_seconds": list(duration_seconds),
         "sfreqs": list(sfreqs), "seizures_per_recording": list(seizures_per_recording),
         "files": stems,
@@ -526,11 +517,11 @@ def generate_corpus(
                                           tuple(sfreqs), tuple(seizures_per_recording))
         write_recording(edf_path, rec.signals_uv, rec.sfreq, rec.patient.patient_id)
         write_csv_bi(csv_path, rec.events, rec.duration_seconds, fill_background=True)
-    atomic_write_text(manifest, json.dumps(params, indent=2, sort_keys=True) + "\n")
+    write_text(manifest, json.dumps(params, indent=2, sort_keys=True) + "\n")
     return paths
 
 
 def generate_from_config(out_dir: str | Path, cfg, progress: bool = True) -> list[Path]:
-    """generate_corpus with the fields of a jaxbrr.config.SynthConfig."""
+    """generate_corpus with the fields of a common.config.SynthConfig."""
     return generate_corpus(out_dir, cfg.recordings, cfg.seed, cfg.patients, cfg.duration_seconds,
                            cfg.sfreqs, cfg.seizures_per_recording, progress)

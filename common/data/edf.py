@@ -25,7 +25,7 @@ from pathlib import Path
 import mne
 import numpy as np
 
-from jaxbrr.data.montage import INTERPOLATABLE, SYNONYMS, montage_channels
+from common.data.montage import INTERPOLATABLE, SYNONYMS, montage_channels
 
 _FIX = "re-export it from the recording software, or remove it from data_dir"
 _SUFFIXES = ("-REF", "-LE", "-AR")

@@ -19,7 +19,7 @@ Reading is for scoring, so a file either is well formed or is an error naming th
 the version line must come first, comments only before the column header, rows after it; every
 row has five fields, channel TERM, finite times with 0 <= start < stop <= duration, and rows do
 not overlap (they may touch). A file of background only may hold no rows. Per-channel `.csv`
-files and the lenient training-label reader are jaxbrr/data/annotations.py.
+files and the lenient training-label reader are common/data/annotations.py.
 
 Writing is atomic (a temporary file in the same folder, then os.replace), with four decimals as
 TUSZ and NEDC write them; an event that four decimals would collapse or reorder is an error.
@@ -33,7 +33,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from jaxbrr.data.annotations import Event, atomic_write_text
+from common.data.annotations import Event
+from common.files import write_text
 
 VERSION = "csv_v1.0.0"
 HEADER = "channel,start_time,stop_time,label,confidence"
@@ -113,7 +114,7 @@ def _parse_row(line: str, where: str, duration: float, previous: Event | None) -
     channel, start_text, stop_text, label, confidence_text = fields
     if channel != "TERM":
         raise CsvBiError(f"{where}: channel {channel!r}: .csv_bi rows are term-based (TERM); "
-                         "per-channel .csv files are read by jaxbrr.data.annotations")
+                         "per-channel .csv files are read by common.data.annotations")
     try:
         start, stop, confidence = float(start_text), float(stop_text), float(confidence_text)
     except ValueError:
@@ -168,7 +169,7 @@ def write_csv_bi(path: str | Path, events: Iterable[Event], duration_seconds: fl
                  montage_file: str = DEFAULT_MONTAGE) -> Path:
     """Write `events` atomically as a `.csv_bi` file whose bname is the file stem."""
     path = Path(path)
-    atomic_write_text(path, format_csv_bi(events, duration_seconds, path.stem, montage_file))
+    write_text(path, format_csv_bi(events, duration_seconds, path.stem, montage_file))
     return path
 
 

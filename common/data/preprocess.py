@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
-from jaxbrr.config import PreprocessConfig
+from common.config import PreprocessConfig
 
 # resample_poly's filter has ~20 * max(up, down) taps; beyond this the ratio is not a plausible
 # pair of EEG rates and polyphase filtering would crawl.
@@ -48,7 +48,7 @@ class RecordingReport:
     flat_channels: list[str]
     interpolated_channels: list[str]
     channels: list[str]
-    repairs: list[str] = field(default_factory=list)  # EDF header repairs (jaxbrr.data.edf)
+    repairs: list[str] = field(default_factory=list)  # EDF header repairs (common.data.edf)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -192,7 +192,7 @@ def preprocess(
 
 def preprocess_file(path: str | Path, montage: str, cfg: PreprocessConfig) -> tuple[np.ndarray, RecordingReport]:
     """read_edf + preprocess: one EDF file -> ((C, N_out) float32, report)."""
-    from jaxbrr.data.edf import read_edf  # MNE is imported only by callers that read files
+    from common.data.edf import read_edf  # MNE is imported only by callers that read files
 
     recording = read_edf(path, montage, interpolate=cfg.interpolate)
     return preprocess(

@@ -5,7 +5,7 @@ Glossary
     p        (W, T) window probabilities
     starts   (W,) first sample of each window in the recording
     valid    (W, T) True where a window sample is real signal; False for zero padding past the end
-             (jaxbrr.data.windows.cut_window) or anything else the caller wants left out
+             (common.data.windows.cut_window) or anything else the caller wants left out
 
 Every sample i takes the plain mean of the valid window values that land on it:
 

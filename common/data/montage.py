@@ -1,6 +1,6 @@
 """Montages: which signals the model sees, in which order, and how they come from EDF channels.
 
-Pure Python (no numpy, no MNE) so that `jaxbrr.config` can size the model from a montage name.
+Pure Python (no numpy, no MNE) so that `common.config` can size the model from a montage name.
 
 - `ref19`: 19 referential 10-20 electrodes in the original's order (left chain, midline, right
   chain; original_spec.md §1.1). The GNN's node order and every cache depend on it.

@@ -1,11 +1,11 @@
 """Whole-recording predictions -> scores, `.csv_bi` files and plots (`evaluate --checkpoint`).
 
 Framework-neutral (numpy, matplotlib): the traces come from any model through
-jaxbrr/eval/recordings.py.
+common/eval/recordings.py.
 
     metrics = evaluate_traces(traces, config, out_dir)
 
-Per recording, the trace is post-processed at the configured thresholds (jaxbrr/eval/postprocess.py)
+Per recording, the trace is post-processed at the configured thresholds (common/eval/postprocess.py)
 into hypothesis events, and the runs of its labels become the reference events (seiz, confidence 1).
 Both are written as OUT/ref/<stem>.csv_bi and OUT/hyp/<stem>.csv_bi and read back before scoring,
 so the NEDC and SzCORE numbers are exactly those of `python -m jaxbrr.evaluate --score OUT/ref
@@ -32,13 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxbrr.config import Config, config_to_dict
-from jaxbrr.data.annotations import Event
-from jaxbrr.eval.csv_bi import read_csv_bi, write_csv_bi
-from jaxbrr.eval.metrics import auroc, mask_metrics, roc_curve
-from jaxbrr.eval.postprocess import postprocess, runs
-from jaxbrr.eval.recordings import Trace
-from jaxbrr.eval.sensitivity_at_fa import ovlp_counts, sensitivity_at_fa, sweep
+from common.config import Config, config_to_dict
+from common.data.annotations import Event
+from common.eval import plots
+from common.eval.csv_bi import read_csv_bi, write_csv_bi
+from common.eval.metrics import auroc, mask_metrics, roc_curve
+from common.eval.postprocess import postprocess, runs
+from common.eval.recordings import Trace
+from common.eval.score import score_pairs
+from common.eval.sensitivity_at_fa import ovlp_counts, sensitivity_at_fa, sweep
 
 REFERENCE, HYPOTHESIS = "ref", "hyp"
 
@@ -71,10 +73,6 @@ def _write_pairs(traces: list[Trace], events: list[list[Event]], out_dir: Path):
 def evaluate_traces(traces: list[Trace], config: Config, out_dir: str | Path, max_timelines: int = 20,
                     progress: bool = False) -> dict:
     """Score the traces, write the .csv_bi files and plots under out_dir; returns the metrics."""
-    from jaxbrr.eval import plots
-    from jaxbrr.evaluate import score_pairs
-    from jaxbrr.train.plots import plot_example
-
     if not traces:
         raise ValueError("no recordings to evaluate")
     out_dir = Path(out_dir)
@@ -113,7 +111,7 @@ def evaluate_traces(traces: list[Trace], config: Config, out_dir: str | Path, ma
         trace, (mask, _) = traces[i], processed[i]
         hits, false_alarms = ovlp_counts(*runs(trace.labels.astype(bool)), *runs(mask))
         targets = runs(trace.labels.astype(bool))[0].size
-        plot_example(trace.probs, trace.labels, mask, trace.sfreq, post,
+        plots.plot_example(trace.probs, trace.labels, mask, trace.sfreq, post,
                      out_dir / "timelines" / f"{trace.stem}.png",
                      f"{trace.stem}: {hits} of {targets} seizures hit, {false_alarms} false alarms (OVLP)")
     metrics["timelines"] = min(max_timelines, len(traces))

@@ -7,7 +7,7 @@ with clinical tolerances; its reference implementation is `timescoring.scoring.E
 `evaluate_dataset` (github.com/esl-epfl/szcore-evaluation, src/szcore_evaluation/evaluate.py).
 
 Glossary
-    record      a reference and a hypothesis `.csv_bi` file of one recording (jaxbrr/eval/csv_bi.py)
+    record      a reference and a hypothesis `.csv_bi` file of one recording (common/eval/csv_bi.py)
     subject     the patient: the record name before the first "_" (TUSZ: aaaaaasf_s001_t000 ->
                 aaaaaasf), as SzCORE's BIDS sub-* folders
     event       a `seiz` row; `bckg` rows are background, any other label is an error
@@ -44,9 +44,9 @@ import numpy as np
 from timescoring.annotations import Annotation
 from timescoring.scoring import EventScoring
 
-from jaxbrr.data.cache import patient_id
-from jaxbrr.eval.csv_bi import CsvBi
-from jaxbrr.eval.postprocess import spans_to_mask
+from common.data.cache import patient_id
+from common.eval.csv_bi import CsvBi
+from common.eval.postprocess import spans_to_mask
 
 # timescoring's EventScoring.Parameters names, SzCORE's values, passed explicitly.
 SZCORE_PARAMETERS: dict[str, float] = {

@@ -10,8 +10,8 @@ Glossary
     false alarm  a predicted event overlapping no target of its recording  (NEDC OVLP, seiz label)
 
 At each threshold every recording is post-processed as evaluation does (hysteresis, morphology,
-merge, duration: jaxbrr/eval/postprocess.py) and counted with NEDC's any-overlap rule, exactly as
-jaxbrr/eval/nedc.py's `score_ovlp` counts the seiz label (tests/jaxbrr/eval/test_sensitivity_at_fa.py
+merge, duration: common/eval/postprocess.py) and counted with NEDC's any-overlap rule, exactly as
+common/eval/nedc.py's `score_ovlp` counts the seiz label (tests/common/eval/test_sensitivity_at_fa.py
 checks the two agree):
 
     sensitivity(tau_on) = Σ_r hits_r / Σ_r targets_r
@@ -44,9 +44,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from jaxbrr.config import PostprocessConfig
-from jaxbrr.eval.postprocess import postprocess_mask, runs
-from jaxbrr.eval.recordings import Trace
+from common.config import PostprocessConfig
+from common.eval.postprocess import postprocess_mask, runs
+from common.eval.recordings import Trace
 
 SECONDS_PER_DAY = 86400.0
 # FA/24h target -> its metric name. eval.fa_rates must be keys of this table.
@@ -68,7 +68,7 @@ def metric_name(fa_per_24h: float) -> str:
     if fa_per_24h not in FA_RATE_METRICS:
         known = ", ".join(f"{rate:g}" for rate in FA_RATE_METRICS)
         raise ValueError(f"eval.fa_rates holds {fa_per_24h:g}, which has no metric name; "
-                         f"choose among {known} (jaxbrr/eval/sensitivity_at_fa.py FA_RATE_METRICS)")
+                         f"choose among {known} (common/eval/sensitivity_at_fa.py FA_RATE_METRICS)")
     return FA_RATE_METRICS[fa_per_24h]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from jaxbrr.config import TrainConfig
+from common.config import TrainConfig
 
 # The original FocalLoss's constants (original_spec.md §3.4).
 FOCAL_LOGIT_CLAMP = 100.0

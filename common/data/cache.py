@@ -17,28 +17,26 @@ mmap_mode="r"), unlike the original, which decompressed a whole recording per wi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from jaxbrr.config import Config, config_hash, config_to_dict
-from jaxbrr.data.annotations import (
+from common.config import Config, config_hash, config_to_dict
+from common.data.annotations import (
     AnnotationError,
-    atomic_write_text,
     read_annotations,
     seizure_mask,
 )
-from jaxbrr.data.windows import (
+from common.data.windows import (
     WindowSpec,
     cut_window,
     seizure_samples_per_window,
     window_classes,
     window_starts,
 )
+from common.files import atomic_path, write_text
 
 MANIFEST = "manifest.json"
 CACHE_FORMAT = 1
@@ -86,15 +84,9 @@ def find_recordings(data_dir: str | Path, pattern: str = "**/*.edf") -> list[Pat
     return sorted(p for p in data_dir.glob(pattern) if p.is_file())
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a handle: np.save adds no suffix
+        np.save(handle, array)
 
 
 @dataclass
@@ -120,7 +112,7 @@ def _is_current(sidecar: Path, stamp: dict) -> bool:
 
 def cache_recording(edf: Path, config: Config, root: Path) -> dict:
     """Preprocess one EDF and its labels into the cache; returns its sidecar dict. Raises on bad input."""
-    from jaxbrr.data.preprocess import preprocess_file  # MNE is slow to import; only builds need it
+    from common.data.preprocess import preprocess_file  # MNE is slow to import; only builds need it
 
     signals, report = preprocess_file(edf, config.data.montage, config.preprocess)
     sfreq = config.preprocess.sfreq
@@ -139,8 +131,8 @@ def cache_recording(edf: Path, config: Config, root: Path) -> dict:
     labels, label_report = seizure_mask(annotations, n_samples, sfreq, config.data.seizure_labels)
     recordings = root / "recordings"
     stem = edf.stem
-    _atomic_save_npy(recordings / f"{stem}.signals.npy", signals)
-    _atomic_save_npy(recordings / f"{stem}.labels.npy", labels)
+    _save_npy(recordings / f"{stem}.signals.npy", signals)
+    _save_npy(recordings / f"{stem}.labels.npy", labels)
     sidecar = {
         **_source_stamp(edf),
         "stem": stem,
@@ -152,7 +144,7 @@ def cache_recording(edf: Path, config: Config, root: Path) -> dict:
         "report": notes,
         "labels": asdict(label_report),
     }
-    atomic_write_text(recordings / f"{stem}.json", json.dumps(sidecar, indent=1))
+    write_text(recordings / f"{stem}.json", json.dumps(sidecar, indent=1))
     return sidecar
 
 
@@ -203,7 +195,7 @@ def write_manifest(root: Path, config: Config, skipped: list[dict], keep: set[st
         "recordings": recordings,
         "skipped": skipped,
     }
-    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1))
+    write_text(root / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 

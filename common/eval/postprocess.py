@@ -6,7 +6,7 @@ Glossary
     mask    (n,) bool, True = seizure
     run     a maximal stretch of True samples, [start, stop) in samples, stop exclusive;
             a gap is a run of the complement (False samples)
-    event   a run as jaxbrr.data.annotations.Event in seconds: [start / sfreq, stop / sfreq)
+    event   a run as common.data.annotations.Event in seconds: [start / sfreq, stop / sfreq)
 
 `postprocess` runs, each stage mask -> mask, then eventizes:
 
@@ -47,8 +47,8 @@ from typing import Literal
 
 import numpy as np
 
-from jaxbrr.config import PostprocessConfig
-from jaxbrr.data.annotations import Event
+from common.config import PostprocessConfig
+from common.data.annotations import Event
 
 
 def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,62 @@
+"""The command both training CLIs share: `python -m jaxbrr.train` and `python -m torchref.train`
+call `run` with their framework's Trainer (a common.train.loop.Loop subclass).
+
+    [--config CFG] [--set key=value ...] [--workdir DIR] [--resume] [--no-progress]
+
+Exit status: 0 done, 2 bad config, data or arguments, 3 a non-finite step (the dump and the
+replay command are printed). The config is checked before any compute and before the framework
+is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable
+
+from common.config import ConfigError, load_config
+
+DEFAULT_CONFIG = "configs/default.yaml"
+EXIT_CONFIG, EXIT_NONFINITE = 2, 3
+
+
+def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[], type],
+        workdir_suffix: str = "") -> int:
+    """Parse the arguments, check the config before any compute, prepare the data, train, print
+    the summary. `trainer_class` is called only after the config checks (it may import a framework)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")
+    parser.add_argument("--workdir", default=None,
+                        help=f"where checkpoints and logs go (default: config.workdir{' + ' + repr(workdir_suffix) if workdir_suffix else ''})")
+    parser.add_argument("--resume", action="store_true", help="continue from WORKDIR's last checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.set)
+        config = dataclasses.replace(config, workdir=args.workdir or config.workdir + workdir_suffix)
+        from common.train.validate import check_metric_name
+
+        check_metric_name(config)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    from common.data.prepare import format_summary, prepare
+    from common.train.loop import NonFiniteStep, summary_table
+
+    prepared = prepare(config, progress=not args.no_progress)
+    print(format_summary(prepared))
+    try:
+        trainer = trainer_class()(config, resume=args.resume, progress=not args.no_progress, prepared=prepared)
+        result = trainer.run()
+    except (ConfigError, FileExistsError, ValueError) as err:  # bad config, data or setup
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except NonFiniteStep as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_NONFINITE
+    print(summary_table(result, config.train.early_stopping.metric))
+    return 0

@@ -1,0 +1,425 @@
+"""The framework-neutral training loop: epochs of balanced batches, validation, early stopping,
+checkpoints, logs, plots and the NaN policy. Each framework subclasses `Loop` and implements its
+hooks (jaxbrr/train/loop.py: jaxbrr's Trainer; torchref/train/loop.py: torch's).
+
+    for epoch e:  rows = balanced_rows(seed, e); pos_weight from the rows' seizure ratio
+        for batch b of rows:  state = step(state, batch, pos_weight)   (the framework's update)
+            every log_every: a metrics.jsonl line; every checkpoint_every: a `last` checkpoint
+        validate on dev -> metrics; the early-stopping metric improves -> `best` checkpoint
+        `last` checkpoint; plots; stop when patience runs out
+
+Everything a step depends on is a function of (seed, epoch, step): the batch order (the
+sampler's generator for (seed, epoch)), pos_weight, and dropout (each framework's RNG state is
+checkpointed). So `--resume` from any checkpoint reproduces the uninterrupted run's losses
+exactly (tests/jaxbrr/train/test_loop.py, tests/torchref/test_loop.py).
+
+Non-finite steps (never silent; DESIGN.md §5): a framework's `_step` raises StepFailed when it
+catches a NaN inside the step (JAX_DEBUG_NANS, checkify), or reports `finite: False`. Then
+`train.nan_policy: raise` (default) writes the dump (common/train/dumps.py: the batch, the state
+from before the step, its RNG) and stops with NonFiniteStep; `skip` counts the step (its update
+discarded) and stops only after more than `train.max_skipped` in a row.
+
+Several hosts: every host walks the same global batch order and loads only its slice of each
+batch (sampler.host_rows); host 0 writes logs and plots. A background thread loads the next
+train.prefetch batches while the step runs (common/data/prefetch.py); the time the loop still
+waited for data is logged as `data_wait_s`.
+
+This module imports neither JAX nor torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from common.config import Config, ConfigError, config_from_dict, config_to_dict
+from common.data.prefetch import Prefetcher
+from common.data.prepare import PreparedData, prepare, train_spec
+from common.data.sampler import balanced_rows, batches, host_rows, seizure_window_ratio
+from common.eval import plots as eval_plots
+from common.train import plots
+from common.train.class_weight import resolve_pos_weight
+from common.train.dumps import replay_command
+from common.train.log import RunLog
+from common.train.validate import check_metric_name, is_better, metric_value, validate
+
+
+class NonFiniteStep(RuntimeError):
+    """A training step went non-finite; `dump` holds everything needed to replay it."""
+
+    def __init__(self, message: str, dump: Path):
+        super().__init__(f"{message}\n  dump: {dump}\n  replay: {replay_command(dump)}")
+        self.dump = dump
+
+
+@dataclass
+class Progress:
+    """The loop's position and early-stopping state; stored in every checkpoint's meta."""
+
+    epoch: int = 0  # the epoch in progress
+    batch: int = 0  # next batch within that epoch
+    step: int = 0  # batches done
+    best: float | None = None
+    best_epoch: int | None = None
+    best_step: int | None = None
+    bad_epochs: int = 0
+    skipped: int = 0
+    skipped_in_a_row: int = 0
+    finished: str | None = None  # why the run ended: epochs | max_steps | early_stopping
+
+
+@dataclass
+class TrainResult:
+    workdir: Path
+    progress: Progress
+    validations: list[dict] = field(default_factory=list)
+    best_checkpoint: Path | None = None
+
+
+# fields that place the run (how batches are loaded, how processes connect, how the eigh meets
+# LAPACK), not what it computes: a resume may change them
+RESUME_IGNORED = ("train.prefetch", "train.distributed", "model.graph.eigh_calls")
+
+
+def _config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for key in keys:
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _config_differences(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: checkpoint {vb!r}, now {va!r}")
+    return out
+
+
+class StepFailed(Exception):
+    """Raised by a framework's `_step` when a NaN is caught inside the step (JAX_DEBUG_NANS,
+    checkify); the loop then writes the dump."""
+
+    def __init__(self, why: str, error: str):
+        super().__init__(why)
+        self.why, self.error = why, error
+
+
+class Loop:
+    """The framework-neutral loop. A framework implements the hooks below (`Trainer` here for
+    jaxbrr, torchref.train.loop.Trainer for torch); data, sampling, validation, early stopping,
+    logs, plots and the NaN policy are shared."""
+
+    framework = "?"
+    process_index, process_count = 0, 1  # this host among the hosts; a framework may set them
+
+    def __init__(self, config: Config, resume: bool = False, progress: bool = True,
+                 prepared: PreparedData | None = None):
+        check_metric_name(config)  # before any compute
+        self.config, self.cfg = config, config.train
+        self.workdir = Path(config.workdir)
+        self.show = progress
+        self.prepared = prepared or prepare(config, progress=progress)
+        self._setup_data()
+        self._build()
+        self.progress = Progress()
+        self._resume_or_start(resume)
+        # every host keeps the records (early stopping decides alike everywhere); host 0 writes them
+        self.log = RunLog(self.workdir, resume_step=self.progress.step if self.progress.step else None,
+                          write_files=self.primary)
+
+    # -- what a framework provides -------------------------------------------------------------
+
+    @property
+    def primary(self) -> bool:
+        """Host 0 writes the logs and plots; checkpoints are written by every host (orbax)."""
+        return self.process_index == 0
+
+    def _build(self) -> None:
+        """Model, optimizer (total_updates known), checkpoint store."""
+        raise NotImplementedError
+
+    def _step(self, batch: dict[str, np.ndarray], pos_weight: float) -> dict:
+        """One update; returns host scalars {loss, grad_norm, lr, finite}. Keeps the state from
+        before the step until the next call (for `_dump`); may raise StepFailed."""
+        raise NotImplementedError
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """(B, C, T) -> (B, T) probabilities, dropout off."""
+        raise NotImplementedError
+
+    def _save(self, kind: str) -> Path:
+        raise NotImplementedError
+
+    def _latest(self) -> int | None:
+        """Step of the newest `last` checkpoint, None when there is none."""
+        raise NotImplementedError
+
+    def _restore(self) -> dict:
+        """Load the newest `last` checkpoint into model and optimizer; returns its meta."""
+        raise NotImplementedError
+
+    def _dump(self, batch: dict[str, np.ndarray], info: dict) -> Path:
+        """Write the NaN dump of the failed step (state from before it)."""
+        raise NotImplementedError
+
+    def parameter_count(self) -> int:
+        raise NotImplementedError
+
+    def checkpoint_path(self, kind: str, step: int) -> Path:
+        """Where the `kind` checkpoint of `step` lives."""
+        raise NotImplementedError
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _setup_data(self) -> None:
+        corpus, cfg = self.prepared.corpus, self.cfg
+        self.train_stems = self.prepared.splits["train"]
+        self.dev_stems = self.prepared.splits["dev"]
+        if not self.train_stems:
+            raise ValueError("the training split is empty: add recordings or lower data.split fractions")
+        if not self.dev_stems:
+            raise ValueError("the dev split is empty: set data.split.dev_fraction > 0 (validation and "
+                             "early stopping need it)")
+        if not any(corpus.recordings[s]["labels"]["seizure_seconds"] for s in self.dev_stems):
+            raise ValueError("the dev split has no seizure: AUROC and sensitivity are undefined there; "
+                             "change data.split.seed or dev_fraction so dev holds a seizure patient")
+        self.table = corpus.window_table(self.train_stems, train_spec(self.config))
+        rows = balanced_rows(self.table["class"], self.config.data.balance, cfg.seed, 0)
+        self.batches_per_epoch = len(rows) // cfg.batch_size
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"an epoch has {len(rows)} windows, fewer than train.batch_size={cfg.batch_size}: "
+                             "lower the batch size or add data")
+        total = cfg.epochs * self.batches_per_epoch
+        self.total_batches = min(total, cfg.max_steps) if cfg.max_steps else total
+        self.total_updates = max(1, self.total_batches // cfg.grad_accum_steps)
+
+    def _meta(self) -> dict:
+        return {"config": config_to_dict(self.config), "progress": dataclasses.asdict(self.progress),
+                "time": time.time()}
+
+    def _resume_or_start(self, resume: bool) -> None:
+        latest = self._latest()
+        if latest is not None and not resume:
+            raise FileExistsError(
+                f"{self.workdir} already holds checkpoints (last at step {latest}): pass --resume to "
+                "continue that run, or --workdir DIR to start a new one"
+            )
+        if latest is None:
+            if resume:
+                print(f"--resume: no checkpoint in {self.workdir}; starting from scratch")
+            return
+        meta = self._restore()
+        # parsed, so that a field added since the checkpoint was written compares as its default
+        # (which keeps the old behaviour) instead of as a difference
+        theirs = config_to_dict(config_from_dict(meta["config"], f"the config in {self.workdir}'s checkpoint"))
+        ours = config_to_dict(self.config)
+        for tree in (ours, theirs):
+            tree.pop("workdir", None)
+            for dotted in RESUME_IGNORED:
+                *parents, key = dotted.split(".")
+                section = tree
+                for parent in parents:
+                    section = section.get(parent, {})
+                section.pop(key, None)
+        changed = _config_differences(ours, theirs)
+        if changed:
+            raise ConfigError(
+                f"--resume: the config differs from the checkpoint's in {self.workdir}, so the run "
+                "would not continue the same way:\n  " + "\n  ".join(changed)
+                + "\nuse the same config, or a new --workdir"
+            )
+        self.progress = Progress(**meta["progress"])
+        print(f"resumed from {self.checkpoint_path('last', latest)}: epoch {self.progress.epoch}, "
+              f"batch {self.progress.batch}, step {self.progress.step}")
+
+    def epoch_plan(self, epoch: int) -> tuple[list[np.ndarray], float]:
+        rows = balanced_rows(self.table["class"], self.config.data.balance, self.cfg.seed, epoch)
+        ratio = seizure_window_ratio(self.table["class"], rows)
+        return list(batches(rows, self.cfg.batch_size))[: self.batches_per_epoch], resolve_pos_weight(self.cfg, ratio)
+
+    def load_batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """This host's slice of the global batch `rows` (all of it on one host)."""
+        rows = host_rows(rows, self.process_index, self.process_count)
+        x, y, valid = self.prepared.corpus.batch(self.train_stems, self.table, rows, self.config.window_samples)
+        return {"x": x, "y": y.astype(np.float32), "valid": valid.all(axis=1)}  # (B,C,T) (B,T) (B,)
+
+    def _fail(self, batch: dict, pos_weight: float, why: str, error: str | None = None):
+        p = self.progress
+        info = {"step": p.step, "epoch": p.epoch, "batch": p.batch, "pos_weight": pos_weight,
+                "why": why, "error": error, "skipped_in_a_row": p.skipped_in_a_row,
+                "framework": self.framework}
+        dump = self._dump(batch, info)
+        self.log.write("nan", p.step, p.epoch, {"why": why, "dump": str(dump)})
+        raise NonFiniteStep(f"step {p.step} (epoch {p.epoch}, batch {p.batch}): {why}", dump)
+
+    def _run_step(self, batch: dict, pos_weight: float) -> dict:
+        """A step and the NaN policy: raise / skip (counted) / too many skipped in a row."""
+        try:
+            metrics = self._step(batch, pos_weight)
+        except StepFailed as err:
+            self._fail(batch, pos_weight, err.why, err.error)
+        finite = bool(metrics["finite"])
+        p = self.progress
+        if not finite and self.cfg.nan_policy == "raise":
+            self._fail(batch, pos_weight, f"non-finite loss {metrics['loss']} / grad norm "
+                       f"{metrics['grad_norm']} (train.nan_policy: raise)")
+        if not finite:
+            p.skipped += 1
+            p.skipped_in_a_row += 1
+            if p.skipped_in_a_row > self.cfg.max_skipped:
+                self._fail(batch, pos_weight, f"{p.skipped_in_a_row} non-finite steps in a row > "
+                           f"train.max_skipped={self.cfg.max_skipped}")
+        else:
+            p.skipped_in_a_row = 0
+        return {**metrics, "skipped_now": not finite}
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def validate(self) -> tuple[dict, list, list]:
+        return validate(self.predict, self.prepared.corpus, self.dev_stems, self.config, progress=self.show)
+
+    def run(self) -> TrainResult:
+        p, cfg = self.progress, self.cfg
+        if p.finished:
+            print(f"{self.workdir}: this run already finished ({p.finished}) at step {p.step}")
+            return self._result()
+        print(self.describe())
+        bar = tqdm(total=self.total_batches, initial=p.step, unit="step", dynamic_ncols=True,
+                   disable=not self.show, desc=f"epoch {p.epoch + 1}/{cfg.epochs}")
+        try:
+            while p.finished is None:
+                self._train_epoch(bar)  # to the epoch's end, or to max_steps
+                self._end_epoch()
+        finally:
+            bar.close()
+            self.log.close()
+        self._final_plots()
+        return self._result()
+
+    def _train_epoch(self, bar) -> None:
+        p, cfg = self.progress, self.cfg
+        plan, pos_weight = self.epoch_plan(p.epoch)
+        bar.set_description(f"epoch {p.epoch + 1}/{cfg.epochs}")
+        window_count, since, interval_losses, waited = 0, time.perf_counter(), [], 0.0
+        # the thread loads this host's next cfg.prefetch batches while the step runs
+        with Prefetcher(self.load_batch, plan[p.batch:], cfg.prefetch) as loader:
+            for b, batch in enumerate(loader, start=p.batch):
+                metrics = self._run_step(batch, pos_weight)
+                p.step += 1
+                p.batch = b + 1
+                window_count += cfg.batch_size
+                if not metrics["skipped_now"]:
+                    interval_losses.append(float(metrics["loss"]))
+                bar.update(1)
+                if p.step % cfg.log_every == 0 or p.step == 1 or metrics["skipped_now"]:
+                    host = self._mean_over_hosts({
+                        "windows_per_s": window_count / max(time.perf_counter() - since, 1e-9),
+                        "data_wait_s": loader.wait_seconds - waited,
+                    })
+                    loss_mean = float(np.mean(interval_losses)) if interval_losses else float("nan")
+                    window_count, since, interval_losses, waited = 0, time.perf_counter(), [], loader.wait_seconds
+                    self.log.write("train", p.step, p.epoch, {
+                        "loss": metrics["loss"], "loss_mean": loss_mean,
+                        "grad_norm": metrics["grad_norm"], "lr": metrics["lr"],
+                        "pos_weight": pos_weight, "skipped": p.skipped, "skipped_now": metrics["skipped_now"],
+                        **host,
+                    })
+                    bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", lr=f"{float(metrics['lr']):.2e}",
+                                    gnorm=f"{float(metrics['grad_norm']):.3f}",
+                                    win_s=f"{host['windows_per_s']:.1f}", skipped=p.skipped)
+                if cfg.max_steps and p.step >= cfg.max_steps:
+                    p.finished = "max_steps"
+                    return
+                if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 and p.batch < len(plan):
+                    self._save("last")
+        if p.epoch + 1 >= cfg.epochs:
+            p.finished = "epochs"
+
+    def _mean_over_hosts(self, values: dict[str, float]) -> dict[str, float]:
+        """Host-measured numbers averaged over the hosts (one host: unchanged)."""
+        return values
+
+    def _end_epoch(self) -> None:
+        p, es = self.progress, self.cfg.early_stopping
+        metrics, traces, masks = self.validate()
+        value = metric_value(metrics, self.config)
+        improved = is_better(value, p.best, es.mode)
+        if improved:
+            p.best, p.best_epoch, p.best_step, p.bad_epochs = value, p.epoch, p.step, 0
+        else:
+            p.bad_epochs += 1
+        self.log.write("validation", p.step, p.epoch, {**metrics, "improved": improved})
+        tqdm.write(self._validation_line(metrics, improved))
+        self._plots(traces, masks)
+        if p.bad_epochs >= es.patience and p.finished is None:
+            p.finished = "early_stopping"
+            tqdm.write(f"early stopping: {es.metric} has not improved for {p.bad_epochs} epochs")
+        p.epoch, p.batch = p.epoch + 1, 0
+        if improved:
+            self._save("best")
+        self._save("last")
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        c, p = self.config, self.progress
+        return (
+            f"{self.framework} model: {c.model.architecture}, {self.parameter_count():,} parameters, "
+            f"precision {c.model.precision}, scan {c.model.ssm.scan}\n"
+            f"data: {len(self.train_stems)} training / {len(self.dev_stems)} dev recordings; "
+            f"{self.batches_per_epoch} batches of {self.cfg.batch_size} x {c.window_samples} samples per epoch\n"
+            f"{self.devices()}; workdir {self.workdir}; {self.total_batches - p.step} steps to go"
+        )
+
+    def devices(self) -> str:
+        return "devices: ?"
+
+    def _validation_line(self, metrics: dict, improved: bool) -> str:
+        keys = ("auroc", "sensitivity", "specificity", "f1")
+        body = "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
+        return f"[epoch {self.progress.epoch + 1} step {self.progress.step}] validation: {body}" + (
+            "  (best)" if improved else "")
+
+    def _plots(self, traces: list, masks: list) -> None:
+        if not self.primary:
+            return
+        plots.plot_training(self.log.records, self.workdir / "plots" / "training.png",
+                            self.cfg.early_stopping.metric)
+        i = int(np.argmax([t.labels.sum() for t in traces]))  # the dev recording with most seizure
+        t = traces[i]
+        eval_plots.plot_example(t.probs, t.labels, masks[i], t.sfreq, self.config.postprocess,
+                           self.workdir / "plots" / "example.png",
+                           f"{t.stem} (dev), epoch {self.progress.epoch + 1}")
+
+    def _final_plots(self) -> None:
+        if not self.primary:
+            return
+        plots.plot_training(self.log.records, self.workdir / "plots" / "training.png",
+                            self.cfg.early_stopping.metric)
+
+    def _result(self) -> TrainResult:
+        best = self.progress.best_step
+        return TrainResult(self.workdir, self.progress, self.log.of_kind("validation"),
+                           self.checkpoint_path("best", best) if best is not None else None)
+
+
+def summary_table(result: TrainResult, metric: str) -> str:
+    """The per-epoch validation metrics and where the best model is."""
+    rows = result.validations
+    keys = ("auroc", "sensitivity", "specificity", "precision", "f1")
+    head = f"{'epoch':>5} {'step':>6} " + " ".join(f"{k:>11}" for k in keys)
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        mark = "  *" if r.get("improved") else ""
+        lines.append(f"{r['epoch'] + 1:>5} {r['step']:>6} " + " ".join(f"{float(r[k]):>11.4f}" for k in keys) + mark)
+    p = result.progress
+    best = f"{p.best:.4f}" if p.best is not None else "none"
+    lines.append(f"finished: {p.finished}; best {metric} {best} at epoch "
+                 f"{(p.best_epoch or 0) + 1}, step {p.best_step}; skipped steps: {p.skipped}")
+    if result.best_checkpoint:
+        lines.append(f"best checkpoint: {result.best_checkpoint}")
+    lines.append(f"plots: {result.workdir / 'plots'}; metrics: {result.workdir / 'metrics.jsonl'}")
+    return "\n".join(lines)
