@@ -46,11 +46,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import json
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
@@ -61,20 +58,24 @@ import torchref.model as tmodel
 from common.config import (
     Config,
     ConfigError,
-    config_from_dict,
-    config_to_dict,
-    load_config,
     with_overrides,
 )
-from common.files import save_figure, write_text
 from jaxbrr.model import SeizureDetector
 from parity import runs as R
 from parity.compare import compare_arrays
-from parity.runs import Batch, Run
+from parity.problem import (
+    LocalizeError,
+    Problem,
+    check_channels,
+    load_checkpoint,
+    load_dump,
+    read_batch,
+)
+from parity.report import Report, format_report, plot_report, write_json
+from parity.runs import Run
 from parity.twins import make_twin
 from parity.verdicts import (
     BACKWARD,
-    PARAMETERS,
     Finding,
     TapRow,
     dtypes_of,
@@ -83,78 +84,10 @@ from parity.verdicts import (
     tap_rows,
 )
 
-SCHEMA = "jaxbrr.localize/1"
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 # |x| of a z-scored batch beyond this many σ did not come through the default pipeline, which
 # clips at preprocess.clip_sigma = 10 (DESIGN.md §3).
 EXTREME_SIGMA = 10.0
-IDENTICAL_FLOOR = 1e-18  # where the plot draws a difference of exactly 0 (log axis)
-MAX_MODULES_SHOWN = 12  # beyond this the printed report sums parameter counts per top-level module
-
-
-@dataclass
-class Problem:
-    """What the localiser runs: weights (torch state-dict names and layout), a batch, a config."""
-
-    config: Config
-    weights: dict[str, np.ndarray]
-    batch: Batch
-    source: str
-    # A scenario's change to one side after the weights are loaded (e.g. drift: one LayerNorm's
-    # eps); called as prepare(torch_model, jax_model) for every dtype.
-    prepare: object | None = None
-    expected: dict | None = None  # scenarios: {"verdict": ..., "tap": ...}
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Report:
-    problem: Problem
-    dtypes: list[str]
-    rows: list[TapRow]
-    findings: list[Finding]
-    replay: list[dict]
-    eigh: dict
-    errors: dict[str, str]
-    extreme: float
-    device: str = "cpu"
-
-    @property
-    def verdict(self) -> str:
-        return self.findings[0].verdict if self.findings else "CLEAN"
-
-    @property
-    def first(self) -> Finding | None:
-        return self.findings[0] if self.findings else None
-
-    def nonfinite_parameters(self) -> dict[str, dict[str, int]]:
-        return {row.name.removeprefix(PARAMETERS): {run: n + i for run, (n, i) in row.nonfinite.items() if n + i}
-                for row in self.rows if row.kind == "parameters" and any(sum(c) for c in row.nonfinite.values())}
-
-    def to_dict(self) -> dict:
-        x = self.problem.batch.x
-        first = self.first
-        return {
-            "schema": SCHEMA, "source": self.problem.source,
-            "batch": {"shape": list(x.shape), "sha1": batch_hash(x),
-                      "labels": "given" if self.problem.batch.y is not None else "none: all-zero labels"},
-            "dtypes": self.dtypes, "versions": versions(), "extreme_sigma": self.extreme,
-            "device": self.device, "precision_settings": precision_settings(),
-            "verdict": self.verdict, "first": first.to_dict() if first else None,
-            "findings": [f.to_dict() for f in self.findings], "rows": [row.to_dict() for row in self.rows],
-            "replay": self.replay, "nonfinite_parameters": self.nonfinite_parameters(), "eigh": self.eigh,
-            "errors": self.errors, "expected": self.problem.expected, "notes": self.problem.notes,
-        }
-
-
-def batch_hash(x: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()[:12]
-
-
-def versions() -> dict[str, str]:
-    import flax
-
-    return {"torch": torch.__version__, "jax": jax.__version__, "flax": flax.__version__}
 
 
 def precision(dtype: str):
@@ -179,13 +112,6 @@ def torch_device(device: str) -> torch.device:
     if device == "gpu" and not torch.cuda.is_available():
         raise ValueError("--device gpu: torch sees no CUDA GPU (torch.cuda.is_available() is False)")
     return torch.device("cuda" if device == "gpu" else "cpu")
-
-
-def precision_settings() -> dict[str, str]:
-    """The float32 matmul/conv precision each framework is set to (what GPU rows assume: TF32 off)."""
-    return {"jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
-            "torch.backends.cuda.matmul.allow_tf32": str(torch.backends.cuda.matmul.allow_tf32),
-            "torch.backends.cudnn.allow_tf32": str(torch.backends.cudnn.allow_tf32)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -346,253 +272,6 @@ def _laplacian(A: np.ndarray, epsilon: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# loading
-
-
-class LocalizeError(ValueError):
-    """Bad input: the message names the file and the fix."""
-
-
-def read_batch(path: Path) -> Batch:
-    try:
-        data = np.load(path)
-    except (OSError, ValueError) as error:
-        raise LocalizeError(f"{path}: not a readable .npz ({error}); save one with np.savez(path, x=..., y=...)") from None
-    if "x" not in data:
-        raise LocalizeError(f"{path}: holds {sorted(data.files)}, needs 'x' (B, C, T) float32")
-    x = np.asarray(data["x"])
-    if x.ndim != 3:
-        raise LocalizeError(f"{path}: x has shape {x.shape}, needs (B, C, T)")
-    y = np.asarray(data["y"], np.float32) if "y" in data else None
-    if y is not None and y.shape != (x.shape[0], x.shape[2]):
-        raise LocalizeError(f"{path}: y has shape {y.shape}, needs (B, T) = {(x.shape[0], x.shape[2])}")
-    valid = np.asarray(data["valid"], bool) if "valid" in data else None
-    return Batch(x.astype(np.float32), y, valid)
-
-
-def _weights_of_jax(model) -> dict[str, np.ndarray]:
-    from parity.convert import _jax_arrays, plan
-
-    return _jax_arrays(plan(model))
-
-
-def _check_channels(config: Config, batch: Batch, source: str) -> None:
-    if batch.x.shape[1] != config.model.n_chans:
-        raise LocalizeError(f"{source}: the batch has {batch.x.shape[1]} channels, the model "
-                            f"({config.model.montage}) needs {config.model.n_chans}")
-
-
-def load_dump(path: Path) -> Problem:
-    """A training NaN dump: nan.json (config, pos_weight), batch.npz, checkpoint/ or model.pt."""
-    record_path = path / "nan.json"
-    if not record_path.is_file():
-        raise LocalizeError(f"{path}: not a NaN dump (no nan.json); training writes them to WORKDIR/nan/step_N")
-    record = json.loads(record_path.read_text())
-    config = config_from_dict(record["config"], source=str(record_path))
-    batch = read_batch(path / "batch.npz")
-    batch.pos_weight = float(record.get("pos_weight", 1.0))
-    if (path / "checkpoint").is_dir():
-        from jaxbrr.train.checkpoint import load_model
-
-        _, model = load_model(path / "checkpoint")
-        weights = _weights_of_jax(model)
-    elif (path / "model.pt").is_file():
-        weights = {k: v.numpy() for k, v in torch.load(path / "model.pt", weights_only=True,
-                                                        map_location="cpu").items()}
-    else:
-        raise LocalizeError(f"{path}: the dump holds neither checkpoint/ (jaxbrr) nor model.pt (torchref)")
-    _check_channels(config, batch, str(path))
-    why = record.get("why") or record.get("error") or ""
-    return Problem(config, weights, batch, f"dump {path} (step {record.get('step')}: {why})".strip())
-
-
-def _latest_torch_checkpoint(path: Path) -> Path | None:
-    for kind in ("best", "last"):
-        found = sorted((path / "checkpoints" / kind).glob("step_*.pt"))
-        if found:
-            return found[-1]
-    return None
-
-
-def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[str, np.ndarray]]:
-    """Weights and config from a .safetensors, a .pt or a training checkpoint directory."""
-    if not path.exists():
-        raise LocalizeError(f"{path}: no such checkpoint")
-    if path.is_dir():
-        torch_checkpoint = _latest_torch_checkpoint(path)
-        if torch_checkpoint is not None:
-            return load_checkpoint(torch_checkpoint, config_path)
-        from jaxbrr.train.checkpoint import load_model
-
-        try:
-            config, model = load_model(path)
-        except FileNotFoundError as error:
-            raise LocalizeError(str(error)) from None
-        return config, _weights_of_jax(model)
-    if path.suffix == ".safetensors":
-        from parity.convert import config_from_metadata, load_weights, read_metadata
-
-        metadata = read_metadata(path)
-        config = load_config(config_path)
-        if metadata.get("config") is not None:
-            tree = config_to_dict(config)
-            tree["model"] = config_to_dict(config_from_metadata(metadata))
-            config = config_from_dict(tree, source=f"{path} (model) + {config_path or 'defaults'} (train)")
-        model = tmodel.SeizureDetector(config.model)
-        load_weights(path, model)
-        return config, {k: v.numpy() for k, v in model.state_dict().items()}
-    if path.suffix == ".pt":
-        saved = torch.load(path, weights_only=True, map_location="cpu")
-        if isinstance(saved, dict) and "model" in saved and "meta" in saved:  # torchref training checkpoint
-            config = config_from_dict(saved["meta"]["config"], source=str(path))
-            return config, {k: v.numpy() for k, v in saved["model"].items()}
-        if config_path is None:
-            raise LocalizeError(f"{path}: a bare state dict carries no config; pass --config CFG")
-        return load_config(config_path), {k: v.numpy() for k, v in saved.items()}
-    raise LocalizeError(f"{path}: expected a .safetensors, a .pt or a training checkpoint directory")
-
-
-# ----------------------------------------------------------------------------------------------
-# report
-
-
-def _cell(row: TapRow, run: str) -> str:
-    nan, inf = row.nonfinite.get(run, (0, 0))
-    return "·" if nan == inf == 0 else f"{nan}/{inf}"
-
-
-def format_report(report: Report, all_parameters: bool = False) -> str:
-    runs = [f"{fw}/{d}" for d in report.dtypes for fw in ("torch", "jax")]
-    low = report.dtypes[-1]
-    x = report.problem.batch.x
-    lines = [
-        f"source: {report.problem.source}",
-        f"batch: {'×'.join(map(str, x.shape))} sha1 {batch_hash(x)}"
-        + ("" if report.problem.batch.y is not None else " (no labels: the loss uses all-zero labels)")
-        + "; eval mode (dropout off); " + " ".join(f"{k} {v}" for k, v in versions().items()),
-        f"device: {report.device}" + ("; " + ", ".join(f"{k}={v}" for k, v in precision_settings().items())
-                                      if report.device == "gpu" else ""),
-        "columns: NaN/Inf counts per run (· = none); max_rel = max|jax−torch| / max|torch| per dtype; "
-        f"err64 = RMSE of each side's {low} against torch float64; * = born here; "
-        "(rounding) = beyond tolerance at float32, but neither side farther from float64",
-    ]
-    name_width = max(12, *(len(r.name) for r in report.rows))
-    header = (f"{'row':<{name_width}} {'shape':<16}" + "".join(f" {run.replace('float', 'f'):>11}" for run in runs)
-              + "".join(f" {'rel ' + d.replace('float', 'f'):>9}" for d in report.dtypes)
-              + f" {'err64 t':>9} {'err64 j':>9}  verdict")
-    lines += [header, "-" * len(header)]
-    hidden = 0
-    for row in report.rows:
-        if row.kind == "parameters" and row.verdict == "CLEAN" and not all_parameters:
-            hidden += 1
-            continue
-        shape = "×".join(map(str, row.shape)) or "()"
-        rel = "".join(f" {row.compare[d].max_rel:>9.1e}" if d in row.compare else f" {'-':>9}" for d in report.dtypes)
-        err = "".join(f" {row.err64[k]:>9.1e}" if k in row.err64 else f" {'-':>9}" for k in ("torch", "jax"))
-        verdict = (" (rounding)" if row.rounding else "") if row.verdict == "CLEAN" else \
-            ("*" if row.born else " ") + row.verdict
-        if row.verdict != "CLEAN" and row.side and row.side not in ("both", "neither"):
-            verdict += f" ({row.side})"
-        lines.append(f"{row.name:<{name_width}} {shape[:16]:<16}" + "".join(f" {_cell(row, r):>11}" for r in runs)
-                     + rel + err + "  " + verdict)
-    if hidden:
-        lines.append(f"({hidden} parameter groups clean, not shown; --all-parameters shows them)")
-    lines.append("")
-    lines.append(f"VERDICT: {report.verdict}" + (f" at {report.first.row}: {report.first.detail}" if report.first else ""))
-    for finding in report.findings:
-        lines.append(f"  {finding.verdict:<9} {finding.row}: {finding.detail}")
-        for framework, op in finding.op.items():
-            lines.append(f"            op ({framework}): {op}")
-    for entry in report.replay:
-        status = "agrees" if entry["passed"] else "differs"
-        lines.append(f"  replay {entry['tap']} {entry['dtype']}: {entry['direction']}: max_rel {_e(entry['max_rel'])}"
-                     f", non-finite {entry['nonfinite']['result']} vs {entry['nonfinite']['expected']}: {status}")
-    params = report.nonfinite_parameters()
-    if params:
-        lines.append(f"non-finite parameter gradients ({len(params)} modules):")
-        shown = params if len(params) <= MAX_MODULES_SHOWN else _by_top_module(params)
-        for module, counts in shown.items():
-            lines.append(f"  {module}: " + ", ".join(f"{run} {n}" for run, n in counts.items()))
-        if shown is not params:
-            lines.append("  (summed per top-level module; every module is in the JSON report)")
-    eigh = report.eigh
-    if eigh.get("computed"):
-        lines.append(f"eigh: {eigh['graphs_with_repeats']} of {eigh['graphs']} graphs hold repeated eigenvalues "
-                     f"(gap <= tau {eigh['tau']:g}, {eigh['from']})")
-        for entry in eigh["repeated"][:8]:
-            lines.append(f"  batch {entry['batch']} step {entry['step']}: λ = {entry['eigenvalue']:.6g} "
-                         f"×{entry['multiplicity']}")
-        if len(eigh["repeated"]) > 8:
-            lines.append(f"  ... {len(eigh['repeated']) - 8} more in the JSON report")
-    for key, message in report.errors.items():
-        lines.append(f"raised: {key}: {message}")
-    for note in report.problem.notes:
-        lines.append(f"note: {note}")
-    return "\n".join(lines)
-
-
-def _by_top_module(params: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    """module -> run -> count, summed over each top-level module (tcn, node_mamba, ...)."""
-    out: dict[str, dict[str, int]] = {}
-    for module, counts in params.items():
-        total = out.setdefault(module.split(".")[0], {})
-        for run, n in counts.items():
-            total[run] = total.get(run, 0) + n
-    return out
-
-
-def _e(value) -> str:
-    return f"{value:.2e}" if isinstance(value, float) else str(value)
-
-
-def plot_report(report: Report, path: Path) -> None:
-    """Top: torch↔jax relative difference per row and dtype (log), tolerance marked; bottom: the
-    non-finite fraction of every run per row; born findings labelled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in report.rows if r.kind != "parameters" or r.verdict != "CLEAN"]
-    names = [r.name for r in rows]
-    index = np.arange(len(rows))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8, 0.42 * len(rows)), 7), sharex=True)
-    for dtype, marker in zip(report.dtypes, "os^v", strict=False):
-        values = np.array([r.compare[dtype].max_rel if dtype in r.compare else np.nan for r in rows])
-        (line,) = top.semilogy(index, np.where(values > 0, values, np.nan), marker, label=f"max_rel {dtype}")
-        exact = values == 0
-        top.semilogy(index[exact], np.full(exact.sum(), IDENTICAL_FLOOR), marker, mfc="none", color=line.get_color())
-        rtol = next((r.compare[dtype].rtol for r in rows if dtype in r.compare), None)
-        if rtol:
-            top.axhline(rtol, ls=":", lw=0.8, color=line.get_color())
-    top.set_ylabel("|jax − torch| / max|torch|\n(hollow at the bottom: identical)", fontsize=9)
-    top.legend(fontsize=8, loc="upper left")
-    runs = [f"{fw}/{d}" for d in report.dtypes for fw in ("torch", "jax")]
-    width = 0.8 / len(runs)
-    for k, run in enumerate(runs):
-        fraction = [sum(r.nonfinite.get(run, (0, 0))) / max(1, int(np.prod(r.shape))) for r in rows]
-        bottom.bar(index + (k - (len(runs) - 1) / 2) * width, fraction, width, label=run)
-    bottom.set_ylabel("non-finite fraction")
-    bottom.set_ylim(0, 1.05)
-    bottom.legend(fontsize=8, ncol=len(runs), loc="upper left")
-    for k, row in enumerate(rows):
-        if row.born and row.verdict != "CLEAN":
-            for axis in (top, bottom):
-                axis.axvline(k, color="crimson", lw=1, alpha=0.5)
-            bottom.annotate(row.verdict, (k, 1.0), rotation=90, va="top", ha="right", fontsize=8, color="crimson")
-    bottom.set_xticks(index, names, rotation=60, ha="right", fontsize=8)
-    fig.suptitle(f"{report.problem.source} — verdict {report.verdict}"
-                 + (f" at {report.first.row}" if report.first else ""), fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def write_json(report: Report, path: Path) -> None:
-    """Atomically: a reader never sees half a report."""
-    write_text(path, json.dumps(report.to_dict(), indent=1))
-
-
-# ----------------------------------------------------------------------------------------------
 # CLI
 
 
@@ -634,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                     parser.error("--checkpoint needs --batch BATCH.npz")
                 config, weights = load_checkpoint(args.checkpoint, args.config)
                 batch = read_batch(args.batch)
-                _check_channels(config, batch, str(args.batch))
+                check_channels(config, batch, str(args.batch))
                 problem = Problem(config, weights, batch, f"checkpoint {args.checkpoint}, batch {args.batch}")
         if args.set:
             problem.config = with_overrides(problem.config, args.set, problem.source)

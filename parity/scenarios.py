@@ -1,6 +1,6 @@
 """The scenario catalogue of the NaN localiser: planted problems, each with its expected verdict.
 
-    problem = build("exp-mask")          # a parity.localize.Problem with .expected
+    problem = build("exp-mask")          # a parity.problem.Problem with .expected
     python -m parity.localize --scenario exp-mask --plot exp-mask.png
 
 Every scenario is the tiny model (configs/tiny.yaml) on synthetic EEG from the data pipeline,
@@ -41,6 +41,7 @@ from common.config import Config, load_config
 from common.data.montage import REF19
 from common.data.preprocess import preprocess
 from common.data.synth import patient_traits, synthesize_recording
+from parity.problem import Problem
 
 TINY = "configs/tiny.yaml"
 LEAD_IN_SECONDS = 2.0  # dropped: the causal bandpass's start-up transient
@@ -103,7 +104,6 @@ def _scale_tcn(config: Config, weights: dict[str, np.ndarray], x: np.ndarray, pe
 def _problem(name: str, overrides: list[str], expected_verdict: str, expected_tap: str | None,
              change: Callable[[Config, dict, np.ndarray], None] | None = None, artifact_uv: float | None = None,
              prepare=None, dtypes=("float32", "float64"), notes=()):
-    from parity.localize import Problem
     from parity.runs import Batch
 
     config = load_config(TINY, overrides)

@@ -28,6 +28,8 @@ from flax import nnx
 import torchref.model as tmodel
 from common.config import load_config
 from parity import localize, scenarios
+from parity import problem as problem_lib
+from parity import report as report_lib
 from parity.compare import compare_trees
 from parity.runs import Batch, run_torch
 from parity.scenarios import eeg_windows
@@ -92,11 +94,11 @@ def test_full_size_jax_on_the_gpu_matches_torch_on_the_gpu(tf32_off):
     assert_taps_agree(pair, report, torch_taps, jax_taps)
 
 
-def _tiny_problem(overrides=()) -> localize.Problem:
+def _tiny_problem(overrides=()) -> problem_lib.Problem:
     pair = detector_pair(TINY, overrides)
     x, y = eeg_windows(pair.config, n_windows=2)
     weights = {k: v.numpy() for k, v in pair.torch_model.state_dict().items()}
-    return localize.Problem(pair.config, weights, Batch(x, y), f"tiny on the GPU {list(overrides)}")
+    return problem_lib.Problem(pair.config, weights, Batch(x, y), f"tiny on the GPU {list(overrides)}")
 
 
 @pytest.mark.parametrize("torch_tf32, jax_precision, side", [
@@ -112,7 +114,7 @@ def test_the_localiser_attributes_tf32_to_the_side_that_uses_it(torch_tf32, jax_
     problem = _tiny_problem()
     with tf32(torch_tf32, jax_precision):
         report = localize.localize(problem, ["float32", "float64"], device="gpu")
-    print(localize.format_report(report))
+    print(report_lib.format_report(report))
     if side is None:
         assert report.verdict == "CLEAN", report.first
         return
@@ -131,7 +133,7 @@ def test_the_localiser_attributes_tf32_to_the_side_that_uses_it(torch_tf32, jax_
 def test_eigh_scenarios_on_cusolver(name, tf32_off):
     problem = scenarios.build(name)
     report = localize.localize(problem, problem.expected["dtypes"], device="gpu")
-    print(localize.format_report(report))
+    print(report_lib.format_report(report))
     assert (report.verdict, report.first.row if report.first else None) == (
         problem.expected["verdict"], problem.expected["tap"])
     assert report.eigh["graphs_with_repeats"] == report.eigh["graphs"] > 0  # every graph edgeless, by construction

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from parity import localize, scenarios
+from parity import problem as problem_lib
+from parity import report as report_lib
 from parity.runs import Run
 from parity.verdicts import VERDICTS, find, tap_rows
 
@@ -151,7 +153,7 @@ def reports():
 def test_scenario_gives_its_expected_verdict_and_first_tap(reports, name):
     report = reports(name)
     expected = report.problem.expected
-    print(localize.format_report(report))
+    print(report_lib.format_report(report))
     assert report.verdict == expected["verdict"]
     assert (report.first.row if report.first else None) == expected["tap"]
 
@@ -188,9 +190,9 @@ def test_drift_replay_shows_the_difference_is_local_to_edge_weights(reports):
 
 def test_json_report_follows_the_documented_schema(reports, tmp_path):
     report = reports("eigh-degenerate")
-    localize.write_json(report, tmp_path / "report.json")
+    report_lib.write_json(report, tmp_path / "report.json")
     data = json.loads((tmp_path / "report.json").read_text())
-    assert data["schema"] == localize.SCHEMA
+    assert data["schema"] == report_lib.SCHEMA
     assert set(data) >= {"source", "batch", "dtypes", "versions", "verdict", "first", "findings", "rows",
                          "replay", "nonfinite_parameters", "eigh", "errors", "expected"}
     assert data["verdict"] in VERDICTS and data["first"]["tap"] == "∂adjacency"
@@ -266,5 +268,5 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, capsys):
     assert "pass --config" in capsys.readouterr().err
     assert localize.main(["--dump", str(tmp_path)]) == 2
     assert "no nan.json" in capsys.readouterr().err
-    with pytest.raises(localize.LocalizeError, match="needs 'x'"):
-        localize.read_batch(tmp_path / "nox.npz")
+    with pytest.raises(problem_lib.LocalizeError, match="needs 'x'"):
+        problem_lib.read_batch(tmp_path / "nox.npz")

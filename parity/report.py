@@ -1,0 +1,211 @@
+"""The localiser's report: the Report of one run of parity.localize.localize, its text table
+(format_report), its plot (plot_report) and its JSON (write_json, schema "jaxbrr.localize/1",
+documented in parity/localize.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+import torch
+
+from common.files import save_figure, write_text
+from parity.problem import Problem, batch_hash
+from parity.verdicts import PARAMETERS, Finding, TapRow
+
+SCHEMA = "jaxbrr.localize/1"
+IDENTICAL_FLOOR = 1e-18  # where the plot draws a difference of exactly 0 (log axis)
+MAX_MODULES_SHOWN = 12  # beyond this the printed report sums parameter counts per top-level module
+
+
+@dataclass
+class Report:
+    problem: Problem
+    dtypes: list[str]
+    rows: list[TapRow]
+    findings: list[Finding]
+    replay: list[dict]
+    eigh: dict
+    errors: dict[str, str]
+    extreme: float
+    device: str = "cpu"
+
+    @property
+    def verdict(self) -> str:
+        return self.findings[0].verdict if self.findings else "CLEAN"
+
+    @property
+    def first(self) -> Finding | None:
+        return self.findings[0] if self.findings else None
+
+    def nonfinite_parameters(self) -> dict[str, dict[str, int]]:
+        return {row.name.removeprefix(PARAMETERS): {run: n + i for run, (n, i) in row.nonfinite.items() if n + i}
+                for row in self.rows if row.kind == "parameters" and any(sum(c) for c in row.nonfinite.values())}
+
+    def to_dict(self) -> dict:
+        x = self.problem.batch.x
+        first = self.first
+        return {
+            "schema": SCHEMA, "source": self.problem.source,
+            "batch": {"shape": list(x.shape), "sha1": batch_hash(x),
+                      "labels": "given" if self.problem.batch.y is not None else "none: all-zero labels"},
+            "dtypes": self.dtypes, "versions": versions(), "extreme_sigma": self.extreme,
+            "device": self.device, "precision_settings": precision_settings(),
+            "verdict": self.verdict, "first": first.to_dict() if first else None,
+            "findings": [f.to_dict() for f in self.findings], "rows": [row.to_dict() for row in self.rows],
+            "replay": self.replay, "nonfinite_parameters": self.nonfinite_parameters(), "eigh": self.eigh,
+            "errors": self.errors, "expected": self.problem.expected, "notes": self.problem.notes,
+        }
+
+
+def versions() -> dict[str, str]:
+    import flax
+
+    return {"torch": torch.__version__, "jax": jax.__version__, "flax": flax.__version__}
+
+
+def precision_settings() -> dict[str, str]:
+    """The float32 matmul/conv precision each framework is set to (what GPU rows assume: TF32 off)."""
+    return {"jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
+            "torch.backends.cuda.matmul.allow_tf32": str(torch.backends.cuda.matmul.allow_tf32),
+            "torch.backends.cudnn.allow_tf32": str(torch.backends.cudnn.allow_tf32)}
+
+
+def _cell(row: TapRow, run: str) -> str:
+    nan, inf = row.nonfinite.get(run, (0, 0))
+    return "·" if nan == inf == 0 else f"{nan}/{inf}"
+
+
+def format_report(report: Report, all_parameters: bool = False) -> str:
+    runs = [f"{fw}/{d}" for d in report.dtypes for fw in ("torch", "jax")]
+    low = report.dtypes[-1]
+    x = report.problem.batch.x
+    lines = [
+        f"source: {report.problem.source}",
+        f"batch: {'×'.join(map(str, x.shape))} sha1 {batch_hash(x)}"
+        + ("" if report.problem.batch.y is not None else " (no labels: the loss uses all-zero labels)")
+        + "; eval mode (dropout off); " + " ".join(f"{k} {v}" for k, v in versions().items()),
+        f"device: {report.device}" + ("; " + ", ".join(f"{k}={v}" for k, v in precision_settings().items())
+                                      if report.device == "gpu" else ""),
+        "columns: NaN/Inf counts per run (· = none); max_rel = max|jax−torch| / max|torch| per dtype; "
+        f"err64 = RMSE of each side's {low} against torch float64; * = born here; "
+        "(rounding) = beyond tolerance at float32, but neither side farther from float64",
+    ]
+    name_width = max(12, *(len(r.name) for r in report.rows))
+    header = (f"{'row':<{name_width}} {'shape':<16}" + "".join(f" {run.replace('float', 'f'):>11}" for run in runs)
+              + "".join(f" {'rel ' + d.replace('float', 'f'):>9}" for d in report.dtypes)
+              + f" {'err64 t':>9} {'err64 j':>9}  verdict")
+    lines += [header, "-" * len(header)]
+    hidden = 0
+    for row in report.rows:
+        if row.kind == "parameters" and row.verdict == "CLEAN" and not all_parameters:
+            hidden += 1
+            continue
+        shape = "×".join(map(str, row.shape)) or "()"
+        rel = "".join(f" {row.compare[d].max_rel:>9.1e}" if d in row.compare else f" {'-':>9}" for d in report.dtypes)
+        err = "".join(f" {row.err64[k]:>9.1e}" if k in row.err64 else f" {'-':>9}" for k in ("torch", "jax"))
+        verdict = (" (rounding)" if row.rounding else "") if row.verdict == "CLEAN" else \
+            ("*" if row.born else " ") + row.verdict
+        if row.verdict != "CLEAN" and row.side and row.side not in ("both", "neither"):
+            verdict += f" ({row.side})"
+        lines.append(f"{row.name:<{name_width}} {shape[:16]:<16}" + "".join(f" {_cell(row, r):>11}" for r in runs)
+                     + rel + err + "  " + verdict)
+    if hidden:
+        lines.append(f"({hidden} parameter groups clean, not shown; --all-parameters shows them)")
+    lines.append("")
+    lines.append(f"VERDICT: {report.verdict}" + (f" at {report.first.row}: {report.first.detail}" if report.first else ""))
+    for finding in report.findings:
+        lines.append(f"  {finding.verdict:<9} {finding.row}: {finding.detail}")
+        for framework, op in finding.op.items():
+            lines.append(f"            op ({framework}): {op}")
+    for entry in report.replay:
+        status = "agrees" if entry["passed"] else "differs"
+        lines.append(f"  replay {entry['tap']} {entry['dtype']}: {entry['direction']}: max_rel {_e(entry['max_rel'])}"
+                     f", non-finite {entry['nonfinite']['result']} vs {entry['nonfinite']['expected']}: {status}")
+    params = report.nonfinite_parameters()
+    if params:
+        lines.append(f"non-finite parameter gradients ({len(params)} modules):")
+        shown = params if len(params) <= MAX_MODULES_SHOWN else _by_top_module(params)
+        for module, counts in shown.items():
+            lines.append(f"  {module}: " + ", ".join(f"{run} {n}" for run, n in counts.items()))
+        if shown is not params:
+            lines.append("  (summed per top-level module; every module is in the JSON report)")
+    eigh = report.eigh
+    if eigh.get("computed"):
+        lines.append(f"eigh: {eigh['graphs_with_repeats']} of {eigh['graphs']} graphs hold repeated eigenvalues "
+                     f"(gap <= tau {eigh['tau']:g}, {eigh['from']})")
+        for entry in eigh["repeated"][:8]:
+            lines.append(f"  batch {entry['batch']} step {entry['step']}: λ = {entry['eigenvalue']:.6g} "
+                         f"×{entry['multiplicity']}")
+        if len(eigh["repeated"]) > 8:
+            lines.append(f"  ... {len(eigh['repeated']) - 8} more in the JSON report")
+    for key, message in report.errors.items():
+        lines.append(f"raised: {key}: {message}")
+    for note in report.problem.notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def _by_top_module(params: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """module -> run -> count, summed over each top-level module (tcn, node_mamba, ...)."""
+    out: dict[str, dict[str, int]] = {}
+    for module, counts in params.items():
+        total = out.setdefault(module.split(".")[0], {})
+        for run, n in counts.items():
+            total[run] = total.get(run, 0) + n
+    return out
+
+
+def _e(value) -> str:
+    return f"{value:.2e}" if isinstance(value, float) else str(value)
+
+
+def plot_report(report: Report, path: Path) -> None:
+    """Top: torch↔jax relative difference per row and dtype (log), tolerance marked; bottom: the
+    non-finite fraction of every run per row; born findings labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report.rows if r.kind != "parameters" or r.verdict != "CLEAN"]
+    names = [r.name for r in rows]
+    index = np.arange(len(rows))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8, 0.42 * len(rows)), 7), sharex=True)
+    for dtype, marker in zip(report.dtypes, "os^v", strict=False):
+        values = np.array([r.compare[dtype].max_rel if dtype in r.compare else np.nan for r in rows])
+        (line,) = top.semilogy(index, np.where(values > 0, values, np.nan), marker, label=f"max_rel {dtype}")
+        exact = values == 0
+        top.semilogy(index[exact], np.full(exact.sum(), IDENTICAL_FLOOR), marker, mfc="none", color=line.get_color())
+        rtol = next((r.compare[dtype].rtol for r in rows if dtype in r.compare), None)
+        if rtol:
+            top.axhline(rtol, ls=":", lw=0.8, color=line.get_color())
+    top.set_ylabel("|jax − torch| / max|torch|\n(hollow at the bottom: identical)", fontsize=9)
+    top.legend(fontsize=8, loc="upper left")
+    runs = [f"{fw}/{d}" for d in report.dtypes for fw in ("torch", "jax")]
+    width = 0.8 / len(runs)
+    for k, run in enumerate(runs):
+        fraction = [sum(r.nonfinite.get(run, (0, 0))) / max(1, int(np.prod(r.shape))) for r in rows]
+        bottom.bar(index + (k - (len(runs) - 1) / 2) * width, fraction, width, label=run)
+    bottom.set_ylabel("non-finite fraction")
+    bottom.set_ylim(0, 1.05)
+    bottom.legend(fontsize=8, ncol=len(runs), loc="upper left")
+    for k, row in enumerate(rows):
+        if row.born and row.verdict != "CLEAN":
+            for axis in (top, bottom):
+                axis.axvline(k, color="crimson", lw=1, alpha=0.5)
+            bottom.annotate(row.verdict, (k, 1.0), rotation=90, va="top", ha="right", fontsize=8, color="crimson")
+    bottom.set_xticks(index, names, rotation=60, ha="right", fontsize=8)
+    fig.suptitle(f"{report.problem.source} — verdict {report.verdict}"
+                 + (f" at {report.first.row}" if report.first else ""), fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def write_json(report: Report, path: Path) -> None:
+    """Atomically: a reader never sees half a report."""
+    write_text(path, json.dumps(report.to_dict(), indent=1))
