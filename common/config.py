@@ -18,12 +18,11 @@ import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 
+from common import stages
 from common.data.montage import montage_channels, n_edges
 
 _FROZEN = ConfigDict(extra="forbid")
 
-# The name of the model's argument x in ModelConfig.stage_inputs.
-MODEL_INPUT = "x"
 
 
 def _section(cls):
@@ -225,26 +224,10 @@ class ModelConfig:
     @property
     def stage_inputs(self) -> dict[str, tuple[str, ...]]:
         """The model as a graph of stages: tap name -> the taps it is computed from, in forward
-        order. MODEL_INPUT names the model's argument x; every other name is a tap.
-
-        Both frameworks run exactly this graph (`SeizureDetector.stages()`), and the NaN
-        localiser (parity/localize.py) uses it to perturb, force or replay one stage at a time.
-        """
-        stages: dict[str, tuple[str, ...]] = {"input": (MODEL_INPUT,), "tcn": ("input",)}
-        if self.architecture == "v2":
-            stages["mamba"] = ("tcn",)
-        elif self.architecture == "v3":
-            stages |= {"electrodes": ("tcn",), "node_mamba": ("electrodes",)}
-            if self.graph.enabled:
-                stages |= {
-                    "edge_features": ("electrodes",), "edge_weights": ("edge_features",),
-                    "adjacency": ("edge_weights",), "pe": ("adjacency",),
-                    "gnn": ("node_mamba", "adjacency", "pe"), "from_electrodes": ("gnn",),
-                }
-            else:
-                stages["from_electrodes"] = ("node_mamba",)
-        stages["logits"] = (next(reversed(stages)),)
-        return stages
+        order (common/stages.py's table; MODEL_INPUT names the model's argument x). Both
+        frameworks run exactly this graph, and the NaN localiser perturbs, forces or replays one
+        stage of it at a time."""
+        return stages.stage_inputs(self.architecture, self.graph.enabled)
 
     @property
     def tap_names(self) -> tuple[str, ...]:

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
-from common.config import MODEL_INPUT, ModelConfig
+from common.config import ModelConfig
+from common.stages import run_stages
 from jaxbrr import graph
 from jaxbrr.gnn import GraphMixer
 from jaxbrr.mamba import BiMamba2
@@ -74,27 +75,14 @@ class SeizureDetector(nnx.Module):
         return self.config.stability.guards == "original"
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        values = {MODEL_INPUT: x}
-        for name, stage in self.stages().items():
-            values[name] = stage(*(values[i] for i in self.config.stage_inputs[name]))
-        del values[MODEL_INPUT]
+        values = run_stages(self.stages(), self.config.stage_inputs, x)
         return values["logits"], values
 
     def stages(self) -> dict[str, Callable[..., jax.Array]]:
-        """tap name -> the function computing it from its inputs (config.stage_inputs), in forward
-        order; every array in torchref's tap layout (the rearranges between stages cancel under
-        jit). __call__ is these, run in order."""
-        stages = {"input": self._input, "tcn": self._tcn}
-        if self.config.architecture == "v3":
-            stages |= {"electrodes": self._electrodes, "node_mamba": self._node_mamba}
-            if self.config.graph.enabled:
-                stages |= {"edge_features": self._edge_features, "edge_weights": self._edge_weights,
-                           "adjacency": self._adjacency, "pe": self._pe, "gnn": self.gnn}
-            stages["from_electrodes"] = self._from_electrodes
-        elif self.config.architecture == "v2":
-            stages["mamba"] = self._mamba
-        stages["logits"] = self._logits
-        return stages
+        """tap name -> the function computing it from its inputs, in forward order, for the stages
+        common/stages.py's table gives this config; every array in torchref's tap layout (the
+        rearranges between stages cancel under jit). __call__ is these, run in order."""
+        return {name: getattr(self, f"_{name}") for name in self.config.stage_inputs}
 
     def _input(self, x: jax.Array) -> jax.Array:  # (B, C, T)
         if self.guards:  # original: nan_to_num (NaN and ±inf -> 0) + clamp ±10 on the input
@@ -139,6 +127,9 @@ class SeizureDetector(nnx.Module):
             return jnp.broadcast_to(static, (*a.shape[:2], *static.shape))
         return graph.laplacian_pe(a, g.k_eigenvectors, g.pe_sign, stability.pe_gradient, stability.eigh_tau,
                                   g.semi_dynamic_interval, g.laplacian_epsilon, self.guards, g.eigh_calls)
+
+    def _gnn(self, z: jax.Array, a: jax.Array, pe: jax.Array) -> jax.Array:  # -> (B, L, N, D)
+        return self.gnn(z, a, pe)
 
     def _from_electrodes(self, z: jax.Array) -> jax.Array:  # (B, L, N, D) -> (B, D_tcn, L)
         h = self.proj_from_electrodes(rearrange(z, "b l n d -> b l (n d)"))  # (B, L, D_tcn)

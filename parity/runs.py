@@ -33,7 +33,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import jaxbrr.train.loss as jloss
 import torchref.train.loss as tloss
-from common.config import MODEL_INPUT, ModelConfig, TrainConfig
+from common.config import ModelConfig, TrainConfig
+from common.stages import parameter_stages, run_stages
 from parity.convert import plan
 
 LOSS = "loss"  # the pseudo-stage after logits: the training loss of the batch
@@ -107,18 +108,23 @@ def run_torch(model: torch.nn.Module, batch: Batch, cfg: TrainConfig, shapes: di
     """Forward tap by tap, the loss, and ∂loss/∂(every tap and parameter), in the model's dtype.
     `shapes` (tap -> shape) stands in for a stage that raises. Runs on the model's device."""
     dtype, device = _where(model)
-    stage_inputs = model.config.stage_inputs
-    values = {MODEL_INPUT: _tensor(batch.x, dtype, device)}
     perturbations, errors = {}, {}
-    for name, stage in model.stages().items():
-        inputs = [values[i] for i in stage_inputs[name]]
-        try:
-            out = stage(*inputs)
-        except RuntimeError as error:
-            errors[name] = str(error).splitlines()[0]
-            out = _raised_stage(error, shapes[name], inputs, dtype)
+
+    def guarded(name, stage):  # a stage that raises yields NaN (see _raised_stage)
+        def run(*inputs):
+            try:
+                return stage(*inputs)
+            except RuntimeError as error:
+                errors[name] = str(error).splitlines()[0]
+                return _raised_stage(error, shapes[name], list(inputs), dtype)
+        return run
+
+    def perturbed(name, out):
         perturbations[name] = torch.zeros_like(out, requires_grad=True)
-        values[name] = out + perturbations[name]
+        return out + perturbations[name]
+
+    stages = {name: guarded(name, stage) for name, stage in model.stages().items()}
+    values = run_stages(stages, model.config.stage_inputs, _tensor(batch.x, dtype, device), perturbed)
     loss = _torch_loss(values["logits"], batch, cfg)
     params = dict(model.named_parameters())
     grads = torch.autograd.grad(loss, [*perturbations.values(), *params.values()], allow_unused=True)
@@ -212,13 +218,8 @@ def _jax_loss(logits, batch: Batch, cfg: TrainConfig) -> jax.Array:
 
 
 def _jax_forward(model: nnx.Module, x, perturbations: dict | None) -> dict:
-    stage_inputs = model.config.stage_inputs
-    values = {MODEL_INPUT: x}
-    for name, stage in model.stages().items():
-        out = stage(*(values[i] for i in stage_inputs[name]))
-        values[name] = out if perturbations is None else out + perturbations[name]
-    del values[MODEL_INPUT]
-    return values
+    after = None if perturbations is None else (lambda name, out: out + perturbations[name])
+    return run_stages(model.stages(), model.config.stage_inputs, x, after)
 
 
 def tap_shapes(model: nnx.Module, x: np.ndarray) -> dict[str, jax.ShapeDtypeStruct]:
@@ -388,7 +389,4 @@ def torch_cotangent_op(model, tap, values, cotangents, batch, cfg) -> str | None
 
 def parameter_stage(config: ModelConfig) -> dict[str, str]:
     """Top-level module of the model -> the stage that runs it (for grouping gradients)."""
-    table = {"tcn": "tcn", "proj_to_electrodes": "electrodes", "node_mamba": "node_mamba",
-             "edge_lift": "edge_weights", "edge_mamba": "edge_weights", "edge_proj": "edge_weights",
-             "gnn": "gnn", "proj_from_electrodes": "from_electrodes", "mamba": "mamba", "head": "logits"}
-    return {module: stage for module, stage in table.items() if stage in config.stage_inputs}
+    return parameter_stages(config.architecture, config.graph.enabled)

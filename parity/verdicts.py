@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.config import MODEL_INPUT
+from common.stages import MODEL_INPUT
 from parity.compare import Row, compare_arrays
 from parity.runs import LOSS, Run, consumers
 from parity.tolerances import arbitrate

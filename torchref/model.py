@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from common.config import MODEL_INPUT, ModelConfig
+from common.config import ModelConfig
+from common.stages import run_stages
 from torchref import graph
 from torchref.gnn import GraphMixer
 from torchref.mamba import BiMamba2
@@ -75,25 +76,14 @@ class SeizureDetector(nn.Module):
         return self.config.stability.guards == "original"
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, OrderedDict]:
-        values = {MODEL_INPUT: x}
-        for name, stage in self.stages().items():
-            values[name] = stage(*(values[i] for i in self.config.stage_inputs[name]))
-        del values[MODEL_INPUT]
+        values = run_stages(self.stages(), self.config.stage_inputs, x)
         return values["logits"], OrderedDict(values)
 
     def stages(self) -> OrderedDict[str, Callable[..., torch.Tensor]]:
-        """tap name -> the function computing it from its inputs (config.stage_inputs), in forward
-        order; every tensor in the (torch) tap layout. forward() is these, run in order."""
-        stages = OrderedDict(input=self._input, tcn=self.tcn)
-        if self.config.architecture == "v3":
-            stages.update(electrodes=self._electrodes, node_mamba=self._node_mamba)
-            if self.config.graph.enabled:
-                stages.update(edge_features=self._edge_features, edge_weights=self._edge_weights,
-                              adjacency=self._adjacency, pe=self._pe, gnn=self.gnn)
-            stages["from_electrodes"] = self._from_electrodes
-        elif self.config.architecture == "v2":
-            stages["mamba"] = self._mamba
-        stages["logits"] = self.head
+        """tap name -> the function computing it from its inputs, in forward order, for the stages
+        common/stages.py's table gives this config; every tensor in the (torch) tap layout.
+        forward() is these, run in order."""
+        stages = OrderedDict((name, getattr(self, f"_{name}")) for name in self.config.stage_inputs)
         if self.config.precision == "bfloat16":
             stages = OrderedDict((name, _in_bfloat16(name, fn)) for name, fn in stages.items())
         return stages
@@ -102,6 +92,9 @@ class SeizureDetector(nn.Module):
         if self.guards:  # original: nan_to_num (NaN and ±inf -> 0) + clamp ±10 on the input
             x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).clamp(-10, 10)
         return x
+
+    def _tcn(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> (B, D_tcn, L)
+        return self.tcn(x)
 
     def _mamba(self, h: torch.Tensor) -> torch.Tensor:  # (B, D_tcn, L) -> (B, D_tcn, L)
         return rearrange(self.mamba(rearrange(h, "b d l -> b l d")), "b l d -> b d l")
@@ -135,8 +128,15 @@ class SeizureDetector(nn.Module):
         return graph.laplacian_pe(a, g.k_eigenvectors, g.pe_sign, stability.pe_gradient, stability.eigh_tau,
                                   g.semi_dynamic_interval, g.laplacian_epsilon, self.guards)
 
+    def _gnn(self, z: torch.Tensor, a: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:  # -> (B, L, N, D)
+        return self.gnn(z, a, pe)
+
     def _from_electrodes(self, z: torch.Tensor) -> torch.Tensor:  # (B, L, N, D) -> (B, D_tcn, L)
         return self.proj_from_electrodes(rearrange(z, "b l n d -> b (n d) l"))
+
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:  # (B, D_tcn, L) -> (B, T)
+        return self.head(h)
 
 
 def _in_bfloat16(name: str, stage: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
