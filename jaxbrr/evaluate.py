@@ -36,9 +36,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.eval.csv_bi import read_pairs
 from common.eval.report import checkpoint_lines
-from common.eval.score import METRICS_FILE, metrics_table, score_pairs, write_metrics
+from common.eval.score import METRICS_FILE, metrics_table, read_pairs, score_pairs, write_metrics
 
 EXIT_OK, EXIT_INPUT = 0, 2
 

@@ -21,25 +21,19 @@ import jax.numpy as jnp
 import numpy as np
 from einops import rearrange
 
-from common.data import montage as montage_lib
+from common import graph as common_graph
+from common.constants import (
+    COSINE_EPS,
+    ORIGINAL_COND_LIMIT,
+    ORIGINAL_DEGREE_FLOOR,
+    ORIGINAL_EDGE_CLAMP,
+    ORIGINAL_ILL_CONDITIONED_EPSILON,
+    PE_GRADIENTS,
+    PE_SIGNS,
+    SIGN_TIE_TOLERANCE,
+)
 from common.data.montage import n_edges
 
-# Cosine similarity divides by max(‖a‖, eps)·max(‖b‖, eps), the per-norm clamp of
-# torch.nn.functional.cosine_similarity, with the same eps (parity_nan_anchors.md §4.4).
-COSINE_EPS = 1e-8
-
-# The original's guards (original_spec.md §2 and §7.1, nan-logits-dynamic-pe.md).
-ORIGINAL_EDGE_CLAMP = 0.99  # cosine similarity clamped to ±0.99
-ORIGINAL_DEGREE_FLOOR = 1e-6  # degrees clamped at 1e-6 before D^-1/2
-ORIGINAL_COND_LIMIT = 1e6  # a Laplacian with cond > 1e6 is "ill-conditioned" ...
-ORIGINAL_ILL_CONDITIONED_EPSILON = 1e-3  # ... and gets +1e-3·I instead of +epsilon·I
-
-# fix_signs(`max_abs`): |·| within this of a column's largest are ties, resolved by the first
-# index. Above float32 eigh noise across frameworks (≈1e-6, up to 1e-4 near small gaps).
-SIGN_TIE_TOLERANCE = 1e-4
-
-PE_SIGNS = ("sum", "max_abs")
-PE_GRADIENTS = ("full", "stop", "safe")
 EIGH_CALLS = ("batched", "looped")
 
 
@@ -331,10 +325,10 @@ def laplacian_pe(
 
 def structural_adjacency(montage: str) -> np.ndarray:
     """0/1 symmetric adjacency of the 10-20 neighbour graph, (N, N) float64, zero diagonal."""
-    return montage_lib.structural_adjacency(montage)
+    return common_graph.structural_adjacency(montage)
 
 
 def static_pe(montage: str, k: int, sign: str) -> np.ndarray:
     """Laplacian PE of the static 10-20 graph, (N, K) float64 numpy: a construction-time
     constant computed once in numpy for both frameworks (common/data/montage.py says why)."""
-    return montage_lib.structural_pe(montage, k, sign, SIGN_TIE_TOLERANCE)
+    return common_graph.structural_pe(montage, k, sign, SIGN_TIE_TOLERANCE)

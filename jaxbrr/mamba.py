@@ -39,17 +39,18 @@ from flax.nnx.nn.dtypes import promote_dtype
 from jax.typing import DTypeLike
 
 from common.config import MambaConfig, SSMConfig
+from common.constants import (
+    A_INIT_RANGE,
+    DT_INIT_FLOOR,
+    DT_MAX,
+    DT_MIN,
+    GUARD_INPUT,
+    GUARD_OUTPUT,
+    GUARD_PROJ,
+    MAMBA_NORM_EPS,
+    SOFTPLUS_THRESHOLD,
+)
 from jaxbrr.ssm import SCANS, at_least_float32, selective_scan
-
-# mamba_ssm Mamba2 defaults for the init of dt_bias and A_log (mamba_ssm/modules/mamba2.py).
-DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 0.1, 1e-4
-A_INIT_RANGE = (1.0, 16.0)
-NORM_EPS = 1e-5
-# torch's F.softplus (and mamba_ssm's Triton kernel) return x itself above this.
-SOFTPLUS_THRESHOLD = 20.0
-
-# The original's guard clamps (stability.guards: original; reference/original_spec.md §2).
-GUARD_INPUT, GUARD_PROJ, GUARD_OUTPUT = 10.0, 5.0, 10.0
 
 
 def _uniform(bound: float):
@@ -86,7 +87,7 @@ def gated_rms_norm(y: jax.Array, z: jax.Array, weight: jax.Array, eps: float) ->
 class GatedRMSNorm(nnx.Module):
     """Holds `norm/weight` (E,) like mamba_ssm's RMSNormGated (ones, eps 1e-5, no bias)."""
 
-    def __init__(self, dim: int, eps: float = NORM_EPS, *, param_dtype: DTypeLike = jnp.float32):
+    def __init__(self, dim: int, eps: float = MAMBA_NORM_EPS, *, param_dtype: DTypeLike = jnp.float32):
         self.eps = eps
         self.weight = nnx.Param(jnp.ones(dim, param_dtype))
 
@@ -120,7 +121,7 @@ class CausalDepthwiseConv1d(nnx.Module):
         return out
 
 
-def _softplus(x: jax.Array) -> jax.Array:
+def softplus(x: jax.Array) -> jax.Array:
     """torch's F.softplus: log1p(exp(x)), and x itself above 20 (mamba_ssm's kernel does the same;
     jax.nn.softplus differs by up to 2e-9 there). The inner minimum keeps exp finite on the unused
     branch, so its gradient is 0, not 0 · inf."""
@@ -181,7 +182,7 @@ class Mamba2(nnx.Module):
         A = jax.random.uniform(rngs.params(), (self.nheads,), jnp.float32, *A_INIT_RANGE)
         self.A_log = nnx.Param(jnp.log(A).astype(param_dtype), no_weight_decay=True)
         self.D = nnx.Param(jnp.ones(self.nheads, param_dtype), no_weight_decay=True)
-        self.norm = GatedRMSNorm(self.d_inner, NORM_EPS, param_dtype=param_dtype)
+        self.norm = GatedRMSNorm(self.d_inner, MAMBA_NORM_EPS, param_dtype=param_dtype)
         self.out_proj = _linear_like_torch(self.d_inner, d_model, False, rngs=rngs, **factory)
 
     def __call__(self, u: jax.Array) -> jax.Array:
@@ -196,7 +197,7 @@ class Mamba2(nnx.Module):
         B = rearrange(B, "b l (g n) -> b l g n", g=self.ngroups)  # (B, L, G, N)
         C = rearrange(C, "b l (g n) -> b l g n", g=self.ngroups)  # (B, L, G, N)
 
-        dt = _softplus(at_least_float32(dt) + self.dt_bias[...])  # (B, L, H)
+        dt = softplus(at_least_float32(dt) + self.dt_bias[...])  # (B, L, H)
         A = -jnp.exp(at_least_float32(self.A_log[...]))  # (H,)
         y = selective_scan(x, dt, A, B, C, self.scan, self.chunk_size)  # (B, L, H, P)
         y = y + x * rearrange(self.D[...], "h -> h 1")  # (B, L, H, P)

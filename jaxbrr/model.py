@@ -25,19 +25,22 @@ from einops import rearrange
 from flax import nnx
 
 from common.config import ModelConfig
+from common.constants import (
+    EDGE_LIFT_GAIN,
+    FROM_ELECTRODES_GAIN,
+    GUARD_EDGE_LIFT,
+    GUARD_MODEL_INPUT,
+    TO_ELECTRODES_GAIN,
+)
 from common.stages import run_stages
 from jaxbrr import graph
 from jaxbrr.gnn import GraphMixer
-from jaxbrr.mamba import BiMamba2
+from jaxbrr.mamba import BiMamba2, softplus
 from jaxbrr.tcn import ProjectionHead, TCNEncoder, pointwise_conv
 
 # The static PE is a constant of (montage, k, sign): numpy, computed once outside jit.
 _static_pe = functools.lru_cache(maxsize=None)(graph.static_pe)
 
-# Initialisation gains of the original's electrode projections and edge lift (as torchref).
-TO_ELECTRODES_GAIN = 0.1
-FROM_ELECTRODES_GAIN = 0.05
-EDGE_LIFT_GAIN = 0.1
 
 
 class SeizureDetector(nnx.Module):
@@ -86,7 +89,7 @@ class SeizureDetector(nnx.Module):
 
     def _input(self, x: jax.Array) -> jax.Array:  # (B, C, T)
         if self.guards:  # original: nan_to_num (NaN and ±inf -> 0) + clamp ±10 on the input
-            x = jnp.clip(jnp.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), -10, 10)
+            x = jnp.clip(jnp.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), -GUARD_MODEL_INPUT, GUARD_MODEL_INPUT)
         return x
 
     def _tcn(self, x: jax.Array) -> jax.Array:  # (B, C, T) -> (B, D_tcn, L)
@@ -111,9 +114,9 @@ class SeizureDetector(nnx.Module):
     def _edge_weights(self, s: jax.Array) -> jax.Array:  # (B, E, L) -> (B, E, L)
         f = self.edge_lift(rearrange(s, "b e l -> (b e) l 1"))  # (B·E, L, F)
         if self.guards:  # original: clamp ±3 after the lift
-            f = jnp.clip(f, -3, 3)
+            f = jnp.clip(f, -GUARD_EDGE_LIFT, GUARD_EDGE_LIFT)
         f = self.edge_mamba(f)  # (B·E, L, F)
-        w = jax.nn.softplus(self.edge_proj(f))  # (B·E, L, 1)
+        w = softplus(self.edge_proj(f))  # torch's threshold, as torchref  # (B·E, L, 1)
         return rearrange(w, "(b e) l 1 -> b e l", b=s.shape[0])
 
     def _adjacency(self, w: jax.Array) -> jax.Array:  # (B, E, L) -> (B, L, N, N)

@@ -45,11 +45,10 @@ from flax import nnx
 from tqdm import tqdm
 
 from common.config import Config, ConfigError, parse_override, with_overrides
-from common.data.annotations import Event
+from common.data.csv_bi import Event, write_csv_bi
 from common.data.edf import EDFError, RawRecording, read_edf
 from common.data.montage import MONTAGES
 from common.data.preprocess import preprocess
-from common.eval.csv_bi import write_csv_bi
 from common.eval.postprocess import postprocess
 from common.eval.recordings import Predict, predict_signals
 

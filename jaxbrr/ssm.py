@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
-SCANS = ("chunked", "sequential", "chunked_mask_after_exp")
+from common.constants import SCANS
 
 
 def at_least_float32(t: jax.Array) -> jax.Array:

@@ -18,10 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from common.config import TCNConfig
-
-# Conservative initialisation gains of the original (original_spec.md §2, "Init"), as torchref.
-CONV_GAIN = 0.2
-HEAD_GAIN = 0.01
+from common.constants import CONV_GAIN, GUARD_HEAD, GUARD_LOGITS, HEAD_GAIN
 
 
 def kaiming_uniform(gain: float):
@@ -109,8 +106,8 @@ class ProjectionHead(nnx.Module):
         x = self.proj(h)  # (B, L, C)
         x = jnp.repeat(x, self.upsample, axis=1)  # (B, T, C)
         if self.guards:  # original: nan_to_num (NaN, ±inf -> 0) + clamp ±50 before the detector
-            x = jnp.clip(jnp.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), -50, 50)
+            x = jnp.clip(jnp.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), -GUARD_HEAD, GUARD_HEAD)
         logits = self.detect(x)[..., 0]  # (B, T)
         if self.guards:  # original: nan_to_num + clamp ±100 on the logits
-            logits = jnp.clip(jnp.nan_to_num(logits, nan=0.0, posinf=0.0, neginf=0.0), -100, 100)
+            logits = jnp.clip(jnp.nan_to_num(logits, nan=0.0, posinf=0.0, neginf=0.0), -GUARD_LOGITS, GUARD_LOGITS)
         return logits

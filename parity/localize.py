@@ -60,6 +60,7 @@ from common.config import (
     ConfigError,
     with_overrides,
 )
+from common.graph import normalized_laplacian
 from jaxbrr.model import SeizureDetector
 from parity import runs as R
 from parity.compare import compare_arrays
@@ -250,7 +251,7 @@ def eigh_report(config: Config, runs: list[Run]) -> dict:
     if not np.isfinite(adjacency).all():
         return {"computed": False, "why": f"the adjacency is non-finite ({run_key(run)})"}
     tau = model.stability.eigh_tau
-    eigenvalues = np.linalg.eigvalsh(_laplacian(adjacency, model.graph.laplacian_epsilon))  # (B, S, N)
+    eigenvalues = np.linalg.eigvalsh(normalized_laplacian(adjacency, model.graph.laplacian_epsilon))  # (B, S, N)
     repeated = []
     for b, s in np.ndindex(*eigenvalues.shape[:2]):
         values = eigenvalues[b, s]
@@ -260,15 +261,6 @@ def eigh_report(config: Config, runs: list[Run]) -> dict:
     return {"computed": True, "tau": tau, "graphs": int(np.prod(eigenvalues.shape[:2])),
             "graphs_with_repeats": len({(r["batch"], r["step"]) for r in repeated}), "repeated": repeated,
             "from": run_key(run)}
-
-
-def _laplacian(A: np.ndarray, epsilon: float) -> np.ndarray:
-    """numpy float64 of graph.normalized_laplacian (self-loops removed, D^-1/2 = 0 where degree 0)."""
-    n = A.shape[-1]
-    A = A * (1 - np.eye(n))
-    degree = A.sum(-1)
-    inverse = np.where(degree > 0, 1 / np.sqrt(np.where(degree > 0, degree, 1)), 0.0)
-    return np.eye(n) - inverse[..., :, None] * A * inverse[..., None, :] + epsilon * np.eye(n)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,17 +29,21 @@ from torch.nn.utils import skip_init
 from torch.utils.checkpoint import checkpoint
 
 from common.config import MambaConfig, SSMConfig
+from common.constants import (
+    A_INIT_RANGE,
+    DT_INIT_FLOOR,
+    DT_MAX,
+    DT_MIN,
+    GUARD_INPUT,
+    GUARD_OUTPUT,
+    GUARD_PROJ,
+    MAMBA_NORM_EPS,
+)
 from torchref.ssm import SCANS, at_least_float32, selective_scan
 
 BACKENDS = ("torch", "cuda")
 
-# mamba_ssm Mamba2 defaults for the init of dt_bias and A_log (mamba_ssm/modules/mamba2.py).
-DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 0.1, 1e-4
-A_INIT_RANGE = (1.0, 16.0)
-NORM_EPS = 1e-5
 
-# The original's guard clamps (stability.guards: original; reference/original_spec.md §2).
-GUARD_INPUT, GUARD_PROJ, GUARD_OUTPUT = 10.0, 5.0, 10.0
 
 
 def _init_like_torch_default(module: nn.Linear | nn.Conv1d, generator: torch.Generator | None) -> None:
@@ -75,7 +79,7 @@ def gated_rms_norm(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: 
 class GatedRMSNorm(nn.Module):
     """Holds `norm.weight` (E,) like mamba_ssm's RMSNormGated (ones, eps 1e-5, no bias)."""
 
-    def __init__(self, dim: int, eps: float = NORM_EPS, device=None, dtype=None):
+    def __init__(self, dim: int, eps: float = MAMBA_NORM_EPS, device=None, dtype=None):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
@@ -144,7 +148,7 @@ class Mamba2(nn.Module):
         self.D = nn.Parameter(torch.empty(self.nheads, **factory))
         for param in (self.dt_bias, self.A_log, self.D):
             param._no_weight_decay = True  # as mamba_ssm: the optimizer reads this flag
-        self.norm = GatedRMSNorm(self.d_inner, NORM_EPS, **factory)
+        self.norm = GatedRMSNorm(self.d_inner, MAMBA_NORM_EPS, **factory)
         self.out_proj = skip_init(nn.Linear, self.d_inner, d_model, bias=False, **factory)
         self.reset_parameters(generator)
 

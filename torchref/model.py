@@ -26,17 +26,19 @@ from einops import rearrange
 from torch import nn
 
 from common.config import ModelConfig
+from common.constants import (
+    EDGE_LIFT_GAIN,
+    FROM_ELECTRODES_GAIN,
+    GUARD_EDGE_LIFT,
+    GUARD_MODEL_INPUT,
+    TO_ELECTRODES_GAIN,
+)
 from common.stages import run_stages
 from torchref import graph
 from torchref.gnn import GraphMixer
 from torchref.mamba import BiMamba2
 from torchref.tcn import ProjectionHead, TCNEncoder, pointwise_conv
 
-# Initialisation gains of the original's electrode projections and edge lift (original_spec.md §2,
-# §7.1: the edge lift's gain was lowered from 0.5 to 0.1 during the NaN hunt).
-TO_ELECTRODES_GAIN = 0.1
-FROM_ELECTRODES_GAIN = 0.05
-EDGE_LIFT_GAIN = 0.1
 # model.precision bfloat16, as jaxbrr/model.py: convolutions, projections and Mamba matmuls run in
 # bf16 (autocast) on float32 parameters; these stages and the returned logits stay float32.
 FLOAT32_STAGES = ("input", "edge_features", "adjacency", "pe", "gnn")
@@ -90,7 +92,7 @@ class SeizureDetector(nn.Module):
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T)
         if self.guards:  # original: nan_to_num (NaN and ±inf -> 0) + clamp ±10 on the input
-            x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).clamp(-10, 10)
+            x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).clamp(-GUARD_MODEL_INPUT, GUARD_MODEL_INPUT)
         return x
 
     def _tcn(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> (B, D_tcn, L)
@@ -112,7 +114,7 @@ class SeizureDetector(nn.Module):
     def _edge_weights(self, s: torch.Tensor) -> torch.Tensor:  # (B, E, L) -> (B, E, L)
         f = self.edge_lift(rearrange(s, "b e l -> (b e) 1 l"))  # (B·E, F, L)
         if self.guards:  # original: clamp ±3 after the lift
-            f = f.clamp(-3, 3)
+            f = f.clamp(-GUARD_EDGE_LIFT, GUARD_EDGE_LIFT)
         f = self.edge_mamba(rearrange(f, "be f l -> be l f"))  # (B·E, L, F)
         w = F.softplus(self.edge_proj(rearrange(f, "be l f -> be f l")))  # (B·E, 1, L)
         return rearrange(w, "(b e) 1 l -> b e l", b=s.shape[0])

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-SCANS = ("chunked", "sequential", "chunked_mask_after_exp")
+from common.constants import SCANS
 
 
 def at_least_float32(t: torch.Tensor) -> torch.Tensor:

@@ -20,10 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.config import TCNConfig
-
-# Conservative initialisation gains of the original (original_spec.md §2, "Init").
-CONV_GAIN = 0.2
-HEAD_GAIN = 0.01
+from common.constants import CONV_GAIN, GUARD_HEAD, GUARD_LOGITS, HEAD_GAIN
 
 
 def kaiming_uniform_(weight: torch.Tensor, gain: float, generator: torch.Generator | None) -> None:
@@ -106,8 +103,8 @@ class ProjectionHead(nn.Module):
         x = self.proj(h)  # (B, C, L)
         x = torch.repeat_interleave(x, self.upsample, dim=-1)  # (B, C, T)
         if self.guards:  # original: nan_to_num + clamp ±50 before the detector
-            x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).clamp(-50, 50)
+            x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).clamp(-GUARD_HEAD, GUARD_HEAD)
         logits = self.detect(x)[:, 0]  # (B, T)
         if self.guards:  # original: nan_to_num + clamp ±100 on the logits
-            logits = torch.nan_to_num(logits, nan=0.0, posinf=0.0, neginf=0.0).clamp(-100, 100)
+            logits = torch.nan_to_num(logits, nan=0.0, posinf=0.0, neginf=0.0).clamp(-GUARD_LOGITS, GUARD_LOGITS)
         return logits

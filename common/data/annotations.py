@@ -1,41 +1,26 @@
-"""TUSZ annotations: `.csv_bi` (term-based, channel TERM) and `.csv` (per-channel) files.
+"""Training labels from annotation files: which events are seizures, and the per-sample mask.
 
-Format (TUH's csv_v1.0.0): `#` comment lines, one of them `# duration = 1831.00 secs`, a header
-row `channel,start_time,stop_time,label,confidence`, then one event per row. A malformed row is an
-error that names the file and line, never skipped: a silently dropped seizure row turns a seizure
-into background. Per-channel files are reduced to the union of their seizure intervals.
+The files (TUSZ `.csv_bi` term files and per-channel `.csv` files) are read by
+common/data/csv_bi.py, strictly: a malformed row is an error that names the file and line, never
+skipped (a silently dropped seizure row turns a seizure into background). Here every label must
+be a configured seizure or background label; per-channel files reduce to the union of their
+seizure intervals.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from common.files import write_text
+from common.data.csv_bi import AnnotationError, Event, read_csv_bi
 
 SEIZURE_LABELS: tuple[str, ...] = (
     "seiz", "gnsz", "fnsz", "cpsz", "absz", "spsz", "tcsz", "tnsz", "mysz",
 )
 BACKGROUND_LABELS: tuple[str, ...] = ("bckg",)
-HEADER = ("channel", "start_time", "stop_time", "label", "confidence")
-_DURATION = re.compile(r"duration\s*=\s*([0-9.eE+-]+)\s*(secs?|s)?\s*$")
-
-
-class AnnotationError(ValueError):
-    """A malformed annotation file; the message names the file, the line and the fix."""
-
-
-@dataclass(frozen=True)
-class Event:
-    start_seconds: float
-    stop_seconds: float
-    label: str
-    channel: str = "TERM"
-    confidence: float = 1.0
 
 
 @dataclass
@@ -62,48 +47,20 @@ def read_annotations(
     seizure_labels: Iterable[str] = SEIZURE_LABELS,
     background_labels: Iterable[str] = BACKGROUND_LABELS,
 ) -> Annotations:
-    """Parse a TUSZ `.csv_bi` or `.csv` file. Raises AnnotationError on any malformed row."""
+    """A TUSZ `.csv_bi` (term) or `.csv` (per-channel) file, through common/data/csv_bi.py's
+    reader, with every label checked against the configured seizure and background labels.
+    Raises AnnotationError naming the file, the line and the fix."""
     path = Path(path)
+    record = read_csv_bi(path, per_channel=path.suffix == ".csv")
     known = set(seizure_labels) | set(background_labels)
-    try:
-        text = path.read_text(encoding="utf-8", errors="strict")
-    except (OSError, UnicodeDecodeError) as err:
-        raise AnnotationError(f"{path}: cannot read annotation file: {err}") from None
-    duration = None
-    events: list[Event] = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        if line.startswith("#"):
-            match = _DURATION.search(line[1:].strip())
-            if match:
-                duration = float(match.group(1))
-            continue
-        fields = [f.strip() for f in line.split(",")]
-        if fields[0].lower() == "channel":
-            continue
-        where = f"{path}:{lineno}"
-        if len(fields) < 4:
+    for event in record.events:
+        if event.label not in known:
             raise AnnotationError(
-                f"{where}: expected 'channel,start_time,stop_time,label[,confidence]', got {raw!r}"
+                f"{path}: unknown label {event.label!r} (at {event.start_seconds} s); known seizure labels "
+                f"{sorted(set(seizure_labels))}, background {sorted(set(background_labels))}. Add it to "
+                "data.seizure_labels or data.background_labels in the config if it is meant."
             )
-        try:
-            start, stop = float(fields[1]), float(fields[2])
-            confidence = float(fields[4]) if len(fields) > 4 and fields[4] else 1.0
-        except ValueError:
-            raise AnnotationError(f"{where}: start/stop/confidence are not numbers in {raw!r}") from None
-        if not (np.isfinite(start) and np.isfinite(stop)) or start < 0 or stop <= start:
-            raise AnnotationError(f"{where}: need 0 <= start < stop, got start={start}, stop={stop}")
-        label = fields[3]
-        if label not in known:
-            raise AnnotationError(
-                f"{where}: unknown label {label!r}; known seizure labels {sorted(set(seizure_labels))}, "
-                f"background {sorted(set(background_labels))}. Add it to data.seizure_labels or "
-                f"data.background_labels in the config if it is meant."
-            )
-        events.append(Event(start, stop, label, fields[0], confidence))
-    return Annotations(str(path), duration, events)
+    return Annotations(str(path), record.duration_seconds, list(record.events))
 
 
 @dataclass
@@ -151,39 +108,3 @@ def seizure_mask(
         )
     report.seizure_seconds = float(mask.sum()) / sfreq
     return mask, report
-
-
-def write_csv_bi(
-    path: str | Path,
-    events: Iterable[Event],
-    duration_seconds: float,
-    background_label: str = "bckg",
-    fill_background: bool = False,
-) -> None:
-    """Write a TUSZ csv_v1.0.0 term file atomically (4 decimals as TUH writes them).
-
-    fill_background: also write `bckg` rows for the gaps, as TUSZ's own `.csv_bi` files do.
-    """
-    path = Path(path)
-    rows = sorted(events, key=lambda e: e.start_seconds)
-    if fill_background:
-        filled, cursor = [], 0.0
-        for e in rows:
-            if e.start_seconds > cursor:
-                filled.append(Event(cursor, e.start_seconds, background_label))
-            filled.append(e)
-            cursor = max(cursor, e.stop_seconds)
-        if cursor < duration_seconds:
-            filled.append(Event(cursor, duration_seconds, background_label))
-        rows = filled
-    lines = [
-        "# version = csv_v1.0.0",
-        f"# bname = {path.stem}",
-        f"# duration = {duration_seconds:.4f} secs",
-        ",".join(HEADER),
-    ]
-    lines += [
-        f"{e.channel},{e.start_seconds:.4f},{e.stop_seconds:.4f},{e.label},{e.confidence:.4f}"
-        for e in rows
-    ]
-    write_text(path, "\n".join(lines) + "\n")

@@ -24,11 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from common.config import Config, config_hash, config_to_dict
-from common.data.annotations import (
-    AnnotationError,
-    read_annotations,
-    seizure_mask,
-)
+from common.data.annotations import read_annotations, seizure_mask
+from common.data.csv_bi import AnnotationError
 from common.data.windows import (
     WindowSpec,
     cut_window,

@@ -73,44 +73,10 @@ REF19_NEIGHBOURS: tuple[tuple[str, str], ...] = (
 # fmt: on
 
 
-def structural_adjacency(montage: str):
-    """0/1 symmetric adjacency of the 10-20 neighbour graph, (N, N) float64 numpy, zero diagonal."""
-    import numpy as np
-
-    if montage != "ref19":
-        raise ValueError(
-            f"static PE is defined for ref19 only, got montage {montage!r}; "
-            "use graph.use_dynamic_pe: true"
-        )
-    index = {name: i for i, name in enumerate(REF19)}
-    A = np.zeros((len(REF19), len(REF19)), dtype=np.float64)
+def ref19_neighbours() -> dict[str, tuple[str, ...]]:
+    """electrode -> its neighbours in REF19_NEIGHBOURS, for every REF19 electrode."""
+    out: dict[str, list[str]] = {name: [] for name in REF19}
     for a, b in REF19_NEIGHBOURS:
-        A[index[a], index[b]] = A[index[b], index[a]] = 1.0
-    return A
-
-
-def structural_pe(montage: str, k: int, sign: str, tie_tolerance: float = 1e-4):
-    """Laplacian eigenvector PE of the static 10-20 graph, (N, K) float64 numpy.
-
-    Computed once, here, for both frameworks: the graph is left/right mirror-symmetric, so some
-    eigenvectors sum to ~1e-15 and the original's `sum` sign rule would otherwise let each
-    framework's rounding pick a different sign (7 of 16 columns did). L = I − D^-½ A D^-½ (no
-    isolated nodes here); sign rules as graph.fix_signs (`sum`, or `max_abs` with ties within
-    tie_tolerance resolved by the first row).
-    """
-    import numpy as np
-
-    A = structural_adjacency(montage)
-    d = 1.0 / np.sqrt(A.sum(axis=1))
-    laplacian = np.eye(len(A)) - d[:, None] * A * d[None, :]
-    _, vectors = np.linalg.eigh(laplacian)
-    vectors = vectors[:, :k]  # (N, K)
-    if sign == "sum":
-        key = vectors.sum(axis=0)
-    elif sign == "max_abs":
-        magnitude = np.abs(vectors)
-        first_tied = np.argmax(magnitude >= magnitude.max(axis=0) - tie_tolerance, axis=0)
-        key = vectors[first_tied, np.arange(vectors.shape[1])]
-    else:
-        raise ValueError(f"graph.pe_sign must be 'sum' or 'max_abs', got {sign!r}")
-    return vectors * np.where(key >= 0, 1.0, -1.0)[None, :]
+        out[a].append(b)
+        out[b].append(a)
+    return {name: tuple(found) for name, found in out.items()}

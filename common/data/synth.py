@@ -27,7 +27,8 @@ import numpy as np
 from scipy import signal as sps
 from tqdm import tqdm
 
-from common.data.annotations import Event, write_csv_bi
+from common.data.csv_bi import Event, with_background, write_csv_bi
+from common.data.montage import ref19_neighbours
 from common.files import write_bytes, write_text
 
 VERSION = 1  # bump when the signal model changes: synth.json then no longer matches
@@ -43,17 +44,9 @@ PHYSICAL_RANGE_UV = (-10000.0, 10000.0)
 START = datetime.datetime(2000, 1, 1, 0, 0, 0)  # fixed header date: same seed, same bytes
 SEIZURE_LABEL = "seiz"
 
-# 10-20 adjacency (nearest electrodes on the scalp); seizures spread along it.
-NEIGHBOURS: dict[str, tuple[str, ...]] = {
-    "Fp1": ("Fp2", "F7", "F3", "Fz"), "Fp2": ("Fp1", "F8", "F4", "Fz"),
-    "F7": ("Fp1", "F3", "T3"), "F3": ("Fp1", "F7", "Fz", "C3"),
-    "Fz": ("Fp1", "Fp2", "F3", "F4", "Cz"), "F4": ("Fp2", "Fz", "F8", "C4"),
-    "F8": ("Fp2", "F4", "T4"), "T3": ("F7", "C3", "T5"), "C3": ("F3", "T3", "Cz", "P3"),
-    "Cz": ("Fz", "C3", "C4", "Pz"), "C4": ("F4", "Cz", "T4", "P4"), "T4": ("F8", "C4", "T6"),
-    "T5": ("T3", "P3", "O1"), "P3": ("C3", "T5", "Pz", "O1"), "Pz": ("Cz", "P3", "P4", "O1", "O2"),
-    "P4": ("C4", "Pz", "T6", "O2"), "T6": ("T4", "P4", "O2"), "O1": ("T5", "P3", "Pz", "O2"),
-    "O2": ("T6", "P4", "Pz", "O1"),
-}
+# The 10-20 neighbour graph (the static PE's, common/data/montage.py): seizures spread along it
+# and volume conduction mixes along it.
+NEIGHBOURS: dict[str, tuple[str, ...]] = ref19_neighbours()
 # Posterior dominant rhythm: strongest occipital, weak frontal.
 ALPHA_GAIN = {"O1": 1.0, "O2": 1.0, "P3": 0.8, "P4": 0.8, "Pz": 0.8, "T5": 0.6, "T6": 0.6,
               "C3": 0.3, "C4": 0.3, "Cz": 0.3, "T3": 0.25, "T4": 0.25}
@@ -516,7 +509,7 @@ def generate_corpus(
         rec = synthesize_corpus_recording(index, seed, patients, tuple(duration_seconds),
                                           tuple(sfreqs), tuple(seizures_per_recording))
         write_recording(edf_path, rec.signals_uv, rec.sfreq, rec.patient.patient_id)
-        write_csv_bi(csv_path, rec.events, rec.duration_seconds, fill_background=True)
+        write_csv_bi(csv_path, with_background(rec.events, rec.duration_seconds), rec.duration_seconds)
     write_text(manifest, json.dumps(params, indent=2, sort_keys=True) + "\n")
     return paths
 

@@ -89,7 +89,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.eval.csv_bi import CsvBi
+from common.data.csv_bi import CsvBi
 
 LABELS: tuple[str, ...] = ("seiz", "bckg")  # the [MAP] order of nedc_eeg_eval_params_v00.toml
 SEIZ, BCKG = 0, 1
@@ -184,19 +184,25 @@ def timelines(pairs: Sequence[tuple[CsvBi, CsvBi]]) -> list[tuple[Timeline, Time
     return out
 
 
+def overlapped(starts: np.ndarray, stops: np.ndarray, other_starts: np.ndarray,
+               other_stops: np.ndarray) -> np.ndarray:
+    """(n,) bool: interval i, [starts[i], stops[i]), is overlapped by some [c, d) of the other set
+    (d > start and c < stop: NEDC's any-overlap). Both sets sorted and disjoint, so the only
+    candidate is the last other interval starting before stop."""
+    if other_starts.size == 0:
+        return np.zeros(starts.size, bool)
+    before = np.searchsorted(other_starts, stops, side="left")  # (n,) others starting < stop
+    candidate_stop = other_stops[np.maximum(before - 1, 0)]
+    return (before > 0) & (candidate_stop > starts)
+
+
 def _overlapped(a: Timeline, b: Timeline) -> np.ndarray:
-    """(n_a,) bool: event i of `a` is overlapped (d > a_start and c < a_stop) by an event of `b`
-    with the same label. Events of one label are disjoint and sorted, so the candidate is the
-    last one starting before a_stop."""
+    """(n_a,) bool: event i of `a` is overlapped by an event of `b` with the same label (events
+    of one label are disjoint and sorted)."""
     out = np.zeros(a.labels.size, bool)
     for code in (SEIZ, BCKG):
         mine, theirs = a.labels == code, b.labels == code
-        if not theirs.any():
-            continue
-        b_starts, b_stops = b.starts[theirs], b.stops[theirs]
-        before = np.searchsorted(b_starts, a.stops[mine], side="left")  # events starting < stop
-        candidate_stop = b_stops[np.maximum(before - 1, 0)]
-        out[mine] = (before > 0) & (candidate_stop > a.starts[mine])
+        out[mine] = overlapped(a.starts[mine], a.stops[mine], b.starts[theirs], b.stops[theirs])
     return out
 
 

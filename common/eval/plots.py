@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from common.config import PostprocessConfig  # noqa: E402
-from common.data.annotations import Event  # noqa: E402
+from common.data.csv_bi import Event  # noqa: E402
 from common.eval.sensitivity_at_fa import OperatingPoint, Sweep  # noqa: E402
 from common.files import save_figure  # noqa: E402
 

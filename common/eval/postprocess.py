@@ -48,7 +48,7 @@ from typing import Literal
 import numpy as np
 
 from common.config import PostprocessConfig
-from common.data.annotations import Event
+from common.data.csv_bi import Event
 
 
 def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -33,9 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from common.config import Config, config_to_dict
-from common.data.annotations import Event
+from common.data.csv_bi import Event, read_csv_bi, write_csv_bi
 from common.eval import plots
-from common.eval.csv_bi import read_csv_bi, write_csv_bi
 from common.eval.metrics import auroc, mask_metrics, roc_curve
 from common.eval.postprocess import postprocess, runs
 from common.eval.recordings import Trace

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.eval.csv_bi import CsvBi
+from common.data.csv_bi import CsvBi, read_csv_bi
 from common.eval.nedc import METHODS, score_nedc
 from common.eval.szcore import COUNTS, score_szcore
 from common.files import write_text
@@ -74,3 +74,29 @@ def write_metrics(metrics: dict, out_dir: str | Path) -> Path:
     path = Path(out_dir) / METRICS_FILE
     write_text(path, json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
     return path
+
+
+def read_pairs(ref_dir: str | Path, hyp_dir: str | Path) -> list[tuple[CsvBi, CsvBi]]:
+    """(reference, hypothesis) records paired by file name, sorted by name.
+
+    `*.csv_bi` files are found at any depth (TUSZ nests them by patient and session); a name
+    found twice under one folder, or on one side only, is an error naming the file(s).
+    """
+    found = {}
+    for side, folder in (("reference", Path(ref_dir)), ("hypothesis", Path(hyp_dir))):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{side} folder {folder} does not exist")
+        files: dict[str, Path] = {}
+        for path in sorted(folder.rglob("*.csv_bi")):
+            if path.name in files:
+                raise ValueError(f"{side} folder {folder} holds {path.name} twice: {files[path.name]} and {path}")
+            files[path.name] = path
+        if not files:
+            raise ValueError(f"{side} folder {folder} holds no .csv_bi files")
+        found[side] = files
+    refs, hyps = found["reference"], found["hypothesis"]
+    for name in sorted(refs.keys() ^ hyps.keys()):
+        missing, present = ("hypothesis", refs[name]) if name in refs else ("reference", hyps[name])
+        raise ValueError(f"{present} has no {missing} file of the same name under "
+                         f"{hyp_dir if missing == 'hypothesis' else ref_dir}")
+    return [(read_csv_bi(refs[name]), read_csv_bi(hyps[name])) for name in sorted(refs)]

@@ -45,10 +45,10 @@ import numpy as np
 from tqdm import tqdm
 
 from common.config import PostprocessConfig
+from common.eval.nedc import SECONDS_PER_DAY, overlapped
 from common.eval.postprocess import postprocess_mask, runs
 from common.eval.recordings import Trace
 
-SECONDS_PER_DAY = 86400.0
 # FA/24h target -> its metric name. eval.fa_rates must be keys of this table.
 FA_RATE_METRICS: dict[float, str] = {
     100.0: "sensitivity_at_100_fa_per_24h",
@@ -85,13 +85,6 @@ def ovlp_counts(ref_starts: np.ndarray, ref_stops: np.ndarray,
     [a, b) and [c, d) overlap when d > a and c < b. Both sets sorted and disjoint (runs of a mask),
     so the only candidate for an interval is the last run of the other set starting before it ends.
     """
-
-    def overlapped(starts, stops, other_starts, other_stops) -> np.ndarray:
-        if other_starts.size == 0:
-            return np.zeros(starts.size, bool)
-        before = np.searchsorted(other_starts, stops, side="left")  # (m,) others starting < stop
-        candidate_stop = other_stops[np.maximum(before - 1, 0)]
-        return (before > 0) & (candidate_stop > starts)
 
     hits = int(np.count_nonzero(overlapped(ref_starts, ref_stops, hyp_starts, hyp_stops)))
     false_alarms = int(np.count_nonzero(~overlapped(hyp_starts, hyp_stops, ref_starts, ref_stops)))

@@ -44,9 +44,11 @@ import numpy as np
 from timescoring.annotations import Annotation
 from timescoring.scoring import EventScoring
 
+from common.data.annotations import Annotations
+from common.data.annotations import seizure_mask as training_mask
 from common.data.cache import patient_id
-from common.eval.csv_bi import CsvBi
-from common.eval.postprocess import spans_to_mask
+from common.data.csv_bi import CsvBi
+from common.eval.nedc import SECONDS_PER_DAY
 
 # timescoring's EventScoring.Parameters names, SzCORE's values, passed explicitly.
 SZCORE_PARAMETERS: dict[str, float] = {
@@ -59,7 +61,6 @@ SZCORE_PARAMETERS: dict[str, float] = {
 SZCORE_METRICS: tuple[str, ...] = ("sensitivity", "precision", "f1", "fp_per_24h")
 COUNTS: tuple[str, ...] = ("tp", "fp", "ref_events", "duration_seconds")
 MASK_HZ = 1  # szcore-evaluation's FS
-SECONDS_PER_DAY = 86400.0
 
 
 @dataclass(frozen=True)
@@ -106,10 +107,8 @@ def seizure_mask(record: CsvBi) -> np.ndarray:
     if n < 1:
         raise ValueError(f"{record.path}: duration {record.duration_seconds} s is under one "
                          f"{MASK_HZ} Hz sample; SzCORE cannot score it")
-    seizures = [e for e in record.events if e.label == "seiz"]
-    starts = np.array([int(e.start_seconds * MASK_HZ) for e in seizures], np.int64)
-    stops = np.array([int(e.stop_seconds * MASK_HZ) for e in seizures], np.int64)
-    return spans_to_mask(starts, stops, n)
+    annotations = Annotations(record.path, record.duration_seconds, list(record.events))
+    return training_mask(annotations, n, MASK_HZ, ("seiz",))[0].astype(bool)  # the training labels' rule
 
 
 def score_record(ref: CsvBi, hyp: CsvBi) -> Counts:

@@ -12,10 +12,10 @@ import edfio
 import numpy as np
 import pytest
 
+from common.data.csv_bi import read_csv_bi
 from common.data.edf import read_edf
 from common.data.montage import BIPOLAR23, REF19
 from common.data.preprocess import preprocess
-from common.eval.csv_bi import read_csv_bi
 from common.eval.recordings import predict_signals
 from jaxbrr.predict import load_checkpoint, main, make_predict
 

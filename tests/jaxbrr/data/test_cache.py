@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from common.config import load_config
-from common.data.annotations import Event, write_csv_bi
 from common.data.cache import Corpus, build_cache, cache_path
+from common.data.csv_bi import Event, with_background, write_csv_bi
 from common.data.montage import REF19
 from common.data.prepare import format_summary, prepare
 from common.data.windows import WindowSpec
@@ -30,7 +30,7 @@ def _write_edf(path, seconds, sfreq=SFREQ, drop=(), seed=0):
 def _recording(folder, stem, seconds=40, seizure=(10.0, 25.0), **kw):
     _write_edf(folder / f"{stem}.edf", seconds, **kw)
     events = [Event(*seizure, "seiz")] if seizure else []
-    write_csv_bi(folder / f"{stem}.csv_bi", events, seconds, fill_background=True)
+    write_csv_bi(folder / f"{stem}.csv_bi", with_background(events, seconds), seconds)
 
 
 def _config(tmp_path, *extra):
@@ -47,7 +47,7 @@ def corpus_dir(tmp_path):
     _recording(folder, "pa_s001_t000")
     _recording(folder, "pa_s001_t001", seizure=None, seed=1)
     _recording(folder, "pb_s001_t000", seed=2)
-    _recording(folder, "pc_s001_t000", seconds=10, seed=3)  # shorter than a window: kept, reported
+    _recording(folder, "pc_s001_t000", seconds=10, seizure=None, seed=3)  # shorter than a window: kept, reported
     # bad inputs, each must be skipped with its reason
     _recording(folder, "bad1_s001_t000", drop=("C3",), seed=4)  # missing non-midline channel
     (folder / "bad2_s001_t000.edf").write_text("this is not an EDF file\n")

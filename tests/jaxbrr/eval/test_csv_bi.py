@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from common.data.annotations import Event
-from common.eval.csv_bi import CsvBiError, format_csv_bi, read_csv_bi, read_pairs, write_csv_bi
+from common.data.csv_bi import AnnotationError, Event, format_csv_bi, read_csv_bi, write_csv_bi
+from common.eval.score import read_pairs
 
 TUSZ = """# version = csv_v1.0.0
 # bname = aaaaaasf_s001_t000
@@ -111,7 +111,7 @@ HEAD = "# version = csv_v1.0.0\n# duration = 100.0000 secs\nchannel,start_time,s
 )
 def test_malformed_files_name_file_and_line(tmp_path, text, where, message):
     path = _write(tmp_path, text, "bad.csv_bi")
-    with pytest.raises(CsvBiError, match=message) as info:
+    with pytest.raises(AnnotationError, match=message) as info:
         read_csv_bi(path)
     assert str(info.value).startswith(f"{path}{where}:")
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.data.annotations import Event
-from common.eval.csv_bi import CsvBi, read_pairs
+from common.data.csv_bi import CsvBi, Event
 from common.eval.nedc import (
     BCKG,
     LABEL_METRICS,
@@ -20,6 +19,7 @@ from common.eval.nedc import (
     score_taes,
     timeline,
 )
+from common.eval.score import read_pairs
 
 # NEDC's printed row names -> ours (nedc_eeg_eval_{ovlp,taes,epoch}.py display_results).
 PRINTED = {

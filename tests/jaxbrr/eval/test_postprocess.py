@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from common.config import PostprocessConfig
-from common.data.annotations import Event
+from common.data.csv_bi import Event
 from common.eval.postprocess import (
     events_from_mask,
     filter_duration,

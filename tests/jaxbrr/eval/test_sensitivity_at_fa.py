@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 
 from common.config import PostprocessConfig
-from common.data.annotations import Event
-from common.eval.csv_bi import CsvBi
+from common.data.csv_bi import CsvBi, Event
 from common.eval.nedc import score_ovlp
 from common.eval.postprocess import runs
 from common.eval.recordings import Trace

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from timescoring.scoring import EventScoring
 
-from common.data.annotations import Event
-from common.eval.csv_bi import CsvBi
+from common.data.csv_bi import CsvBi, Event
 from common.eval.szcore import (
     SZCORE_METRICS,
     SZCORE_PARAMETERS,

@@ -1,4 +1,4 @@
-"""TUSZ `.csv_bi` term files, read strictly for scoring and written as TUSZ writes them.
+"""TUSZ `.csv_bi` term files and per-channel `.csv` files: the one reader and writer of the format.
 
 Format (TUH csv_v1.0.0, as in TUSZ v2 and NEDC nedc_eeg_eval v6.0.0's sample data):
 
@@ -15,11 +15,13 @@ Glossary
     event      one row: [start, stop) seconds on channel TERM, a label and a confidence in [0, 1]
     bname      the file stem (TUSZ's convention, NEDC's Csv.write_header)
 
-Reading is for scoring, so a file either is well formed or is an error naming the file and line:
-the version line must come first, comments only before the column header, rows after it; every
-row has five fields, channel TERM, finite times with 0 <= start < stop <= duration, and rows do
-not overlap (they may touch). A file of background only may hold no rows. Per-channel `.csv`
-files and the lenient training-label reader are common/data/annotations.py.
+A file either is well formed or is an error naming the file and line (AnnotationError): the
+version line must come first, comments only before the column header, rows after it; every row
+has five fields, finite times with 0 <= start < stop <= duration and a confidence in [0, 1]. In
+a `.csv_bi` file every row is on channel TERM and rows do not overlap (they may touch); in a
+per-channel `.csv` file (`per_channel=True`) rows name their channel and may overlap. A file of
+background only may hold no rows. Training labels (which labels count as seizure) are read
+through common/data/annotations.py.
 
 Writing is atomic (a temporary file in the same folder, then os.replace), with four decimals as
 TUSZ and NEDC write them; an event that four decimals would collapse or reorder is an error.
@@ -33,7 +35,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.data.annotations import Event
 from common.files import write_text
 
 VERSION = "csv_v1.0.0"
@@ -43,8 +44,19 @@ _KEY_VALUE = re.compile(r"#\s*(\w+)\s*=\s*(.*?)\s*$")
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s+secs?")
 
 
-class CsvBiError(ValueError):
-    """A malformed `.csv_bi` file; the message names the file, the line and what was expected."""
+class AnnotationError(ValueError):
+    """A malformed annotation file; the message names the file, the line and what was expected."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row: [start, stop) seconds, a label, the channel (TERM for term-based rows), a confidence."""
+
+    start_seconds: float
+    stop_seconds: float
+    label: str
+    channel: str = "TERM"
+    confidence: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -60,18 +72,19 @@ class CsvBi:
         return Path(self.path).name
 
 
-def read_csv_bi(path: str | Path) -> CsvBi:
-    """Parse one `.csv_bi` file. Raises CsvBiError (a ValueError) on anything malformed."""
+def read_csv_bi(path: str | Path, per_channel: bool = False) -> CsvBi:
+    """Parse one `.csv_bi` file (or, per_channel, a TUSZ per-channel `.csv` file). Raises
+    AnnotationError (a ValueError) on anything malformed."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8", errors="strict").splitlines()
     except (OSError, UnicodeDecodeError) as err:
-        raise CsvBiError(f"{path}: cannot read: {err}") from None
+        raise AnnotationError(f"{path}: cannot read: {err}") from None
     numbered = [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
     if not numbered or not _is_version(numbered[0][1]):
         where = f"{path}:{numbered[0][0]}" if numbered else f"{path}"
         found = repr(numbered[0][1]) if numbered else "an empty file"
-        raise CsvBiError(f"{where}: expected '# version = {VERSION}' first, found {found}")
+        raise AnnotationError(f"{where}: expected '# version = {VERSION}' first, found {found}")
 
     header: dict[str, str] = {}
     rows_from = None
@@ -82,21 +95,22 @@ def read_csv_bi(path: str | Path) -> CsvBi:
                 header[match.group(1).lower()] = match.group(2)
             continue
         if line.replace(" ", "") != HEADER:
-            raise CsvBiError(f"{path}:{lineno}: expected the column header '{HEADER}', found {line!r}")
+            raise AnnotationError(f"{path}:{lineno}: expected the column header '{HEADER}', found {line!r}")
         rows_from = index + 1
         break
     if rows_from is None:
-        raise CsvBiError(f"{path}: no column header '{HEADER}' after the comment lines")
+        raise AnnotationError(f"{path}: no column header '{HEADER}' after the comment lines")
     if "duration" not in header:
-        raise CsvBiError(f"{path}: no '# duration = N.NNNN secs' line before the column header")
+        raise AnnotationError(f"{path}: no '# duration = N.NNNN secs' line before the column header")
     match = _DURATION.fullmatch(header["duration"])
     duration = float(match.group(1)) if match else math.nan
     if not (math.isfinite(duration) and duration > 0):
-        raise CsvBiError(f"{path}: duration must read 'N.NNNN secs' with N > 0, found {header['duration']!r}")
+        raise AnnotationError(f"{path}: duration must read 'N.NNNN secs' with N > 0, found {header['duration']!r}")
 
     events: list[Event] = []
     for lineno, line in numbered[rows_from:]:
-        events.append(_parse_row(line, f"{path}:{lineno}", duration, events[-1] if events else None))
+        previous = None if per_channel or not events else events[-1]
+        events.append(_parse_row(line, f"{path}:{lineno}", duration, previous, per_channel))
     return CsvBi(str(path), duration, tuple(events), header.get("montage_file"))
 
 
@@ -105,31 +119,31 @@ def _is_version(line: str) -> bool:
     return bool(match) and match.group(1).lower() == "version" and match.group(2) == VERSION
 
 
-def _parse_row(line: str, where: str, duration: float, previous: Event | None) -> Event:
+def _parse_row(line: str, where: str, duration: float, previous: Event | None, per_channel: bool) -> Event:
     if line.startswith("#"):
-        raise CsvBiError(f"{where}: comment after the column header; comments belong before it")
+        raise AnnotationError(f"{where}: comment after the column header; comments belong before it")
     fields = [f.strip() for f in line.split(",")]
     if len(fields) != 5:
-        raise CsvBiError(f"{where}: expected 5 fields '{HEADER}', got {len(fields)} in {line!r}")
+        raise AnnotationError(f"{where}: expected 5 fields '{HEADER}', got {len(fields)} in {line!r}")
     channel, start_text, stop_text, label, confidence_text = fields
-    if channel != "TERM":
-        raise CsvBiError(f"{where}: channel {channel!r}: .csv_bi rows are term-based (TERM); "
-                         "per-channel .csv files are read by common.data.annotations")
+    if channel != "TERM" and not per_channel:
+        raise AnnotationError(f"{where}: channel {channel!r}: .csv_bi rows are term-based (TERM); "
+                              "per-channel annotations belong in a .csv file")
     try:
         start, stop, confidence = float(start_text), float(stop_text), float(confidence_text)
     except ValueError:
-        raise CsvBiError(f"{where}: start_time, stop_time and confidence must be numbers in {line!r}") from None
+        raise AnnotationError(f"{where}: start_time, stop_time and confidence must be numbers in {line!r}") from None
     if not all(math.isfinite(v) for v in (start, stop, confidence)):
-        raise CsvBiError(f"{where}: non-finite number in {line!r}")
+        raise AnnotationError(f"{where}: non-finite number in {line!r}")
     if not 0 <= start < stop <= duration:
-        raise CsvBiError(f"{where}: need 0 <= start < stop <= duration ({duration}), "
+        raise AnnotationError(f"{where}: need 0 <= start < stop <= duration ({duration}), "
                          f"got start={start}, stop={stop}")
     if not 0 <= confidence <= 1:
-        raise CsvBiError(f"{where}: confidence must lie in [0, 1], got {confidence}")
+        raise AnnotationError(f"{where}: confidence must lie in [0, 1], got {confidence}")
     if not label:
-        raise CsvBiError(f"{where}: empty label in {line!r}")
+        raise AnnotationError(f"{where}: empty label in {line!r}")
     if previous is not None and start < previous.stop_seconds:
-        raise CsvBiError(f"{where}: event starts at {start} before the previous one ends "
+        raise AnnotationError(f"{where}: event starts at {start} before the previous one ends "
                          f"({previous.stop_seconds}); rows must be sorted and must not overlap")
     return Event(start, stop, label, channel, confidence)
 
@@ -173,27 +187,15 @@ def write_csv_bi(path: str | Path, events: Iterable[Event], duration_seconds: fl
     return path
 
 
-def read_pairs(ref_dir: str | Path, hyp_dir: str | Path) -> list[tuple[CsvBi, CsvBi]]:
-    """(reference, hypothesis) records paired by file name, sorted by name.
-
-    `*.csv_bi` files are found at any depth (TUSZ nests them by patient and session); a name
-    found twice under one folder, or on one side only, is an error naming the file(s).
-    """
-    found = {}
-    for side, folder in (("reference", Path(ref_dir)), ("hypothesis", Path(hyp_dir))):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{side} folder {folder} does not exist")
-        files: dict[str, Path] = {}
-        for path in sorted(folder.rglob("*.csv_bi")):
-            if path.name in files:
-                raise ValueError(f"{side} folder {folder} holds {path.name} twice: {files[path.name]} and {path}")
-            files[path.name] = path
-        if not files:
-            raise ValueError(f"{side} folder {folder} holds no .csv_bi files")
-        found[side] = files
-    refs, hyps = found["reference"], found["hypothesis"]
-    for name in sorted(refs.keys() ^ hyps.keys()):
-        missing, present = ("hypothesis", refs[name]) if name in refs else ("reference", hyps[name])
-        raise ValueError(f"{present} has no {missing} file of the same name under "
-                         f"{hyp_dir if missing == 'hypothesis' else ref_dir}")
-    return [(read_csv_bi(refs[name]), read_csv_bi(hyps[name])) for name in sorted(refs)]
+def with_background(events: Iterable[Event], duration_seconds: float, label: str = "bckg") -> list[Event]:
+    """The events sorted, with `label` rows filling every gap up to duration, as TUSZ's own
+    `.csv_bi` files hold them."""
+    filled, cursor = [], 0.0
+    for event in sorted(events, key=lambda e: e.start_seconds):
+        if event.start_seconds > cursor:
+            filled.append(Event(cursor, event.start_seconds, label))
+        filled.append(event)
+        cursor = max(cursor, event.stop_seconds)
+    if cursor < duration_seconds:
+        filled.append(Event(cursor, duration_seconds, label))
+    return filled
