@@ -98,11 +98,12 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
                    out: str | None = None, overrides: Sequence[str] = (), max_timelines: int = 20,
                    progress: bool = True) -> int:
     """Load, predict every recording, score, write; the exit status of the module docstring."""
+    from common.checkpoints import CheckpointError
     from common.config import ConfigError
     from common.eval.recordings import predict_recordings
     from common.eval.report import evaluate_traces
     from common.eval.sensitivity_at_fa import metric_name
-    from jaxbrr.predict import CheckpointError, describe, load_checkpoint, make_predict
+    from jaxbrr.predict import describe, load_checkpoint, make_predict
 
     split = split or ("dev" if edf_dir is None else None)
     source_name = split if edf_dir is None else f"edf-{Path(edf_dir).resolve().name}"

@@ -44,6 +44,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
+from common.checkpoints import FIX, CheckpointError
 from common.config import Config, ConfigError, parse_override, with_overrides
 from common.data.csv_bi import Event, write_csv_bi
 from common.data.edf import EDFError, RawRecording, read_edf
@@ -54,13 +55,6 @@ from common.eval.recordings import Predict, predict_signals
 
 EXIT_OK, EXIT_INPUT = 0, 2
 DEFAULT_OUT = "predictions"
-_CHECKPOINT_FIX = ("point --checkpoint at a run folder written by `python -m jaxbrr.train` (or its "
-                   "checkpoints/best, checkpoints/last or one step's folder)")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message names the path and the fix."""
-
 
 class MontageMismatch(EDFError):
     """A recording the checkpoint's model cannot read, but a model of the other montage could."""
@@ -88,20 +82,14 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Co
     """
     from jaxbrr.train.checkpoint import load_model, resolve_step_dir
 
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file or folder; {_CHECKPOINT_FIX}")
-    try:
-        step_dir = resolve_step_dir(path)
-    except FileNotFoundError as err:
-        raise CheckpointError(str(err)) from None
+    step_dir = resolve_step_dir(path)
     try:
         config, model = load_model(step_dir)
     except ConfigError:
         raise
     except Exception as err:  # orbax, JSON, missing items: all mean "not a usable checkpoint"
         raise CheckpointError(f"{step_dir}: cannot restore the model ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''}); {_CHECKPOINT_FIX}") from None
+                              f"{str(err).splitlines()[0] if str(err) else ''}); {FIX}") from None
     return _with_overrides(config, overrides, f"{step_dir}/meta"), model, step_dir
 
 

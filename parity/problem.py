@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import torchref.model as tmodel
+from common.checkpoints import CheckpointError, locate
 from common.config import Config, config_from_dict, config_to_dict, load_config
 from parity.runs import Batch
 
@@ -95,30 +96,19 @@ def load_dump(path: Path) -> Problem:
     return Problem(config, weights, batch, f"dump {path} (step {record.get('step')}: {why})".strip())
 
 
-def _latest_torch_checkpoint(path: Path) -> Path | None:
-    for kind in ("best", "last"):
-        found = sorted((path / "checkpoints" / kind).glob("step_*.pt"))
-        if found:
-            return found[-1]
-    return None
-
-
 def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[str, np.ndarray]]:
-    """Weights and config from a .safetensors, a .pt or a training checkpoint directory."""
-    if not path.exists():
-        raise LocalizeError(f"{path}: no such checkpoint")
-    if path.is_dir():
-        torch_checkpoint = _latest_torch_checkpoint(path)
-        if torch_checkpoint is not None:
-            return load_checkpoint(torch_checkpoint, config_path)
+    """Weights (torch names and layouts) and config of any kind common.checkpoints.locate finds."""
+    try:
+        located = locate(path)
+    except CheckpointError as error:
+        raise LocalizeError(str(error)) from None
+    path = located.path
+    if located.kind == "jaxbrr":
         from jaxbrr.train.checkpoint import load_model
 
-        try:
-            config, model = load_model(path)
-        except FileNotFoundError as error:
-            raise LocalizeError(str(error)) from None
+        config, model = load_model(path)
         return config, _weights_of_jax(model)
-    if path.suffix == ".safetensors":
+    if located.kind == "safetensors":
         from parity.convert import config_from_metadata, load_weights, read_metadata
 
         metadata = read_metadata(path)
@@ -130,7 +120,7 @@ def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[s
         model = tmodel.SeizureDetector(config.model)
         load_weights(path, model)
         return config, {k: v.numpy() for k, v in model.state_dict().items()}
-    if path.suffix == ".pt":
+    if located.kind in ("torchref", "pt"):
         saved = torch.load(path, weights_only=True, map_location="cpu")
         if isinstance(saved, dict) and "model" in saved and "meta" in saved:  # torchref training checkpoint
             config = config_from_dict(saved["meta"]["config"], source=str(path))
@@ -138,4 +128,4 @@ def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[s
         if config_path is None:
             raise LocalizeError(f"{path}: a bare state dict carries no config; pass --config CFG")
         return load_config(config_path), {k: v.numpy() for k, v in saved.items()}
-    raise LocalizeError(f"{path}: expected a .safetensors, a .pt or a training checkpoint directory")
+    raise LocalizeError(f"{path}: a NaN dump folder; pass it with --dump, not --checkpoint")

@@ -22,7 +22,6 @@ a `checkpoints/best` or `checkpoints/last` folder (its newest step), or one step
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from common.checkpoints import CheckpointError, jaxbrr_meta, locate
 from common.config import Config, config_from_dict
 
 KINDS = ("last", "best")
@@ -117,24 +117,17 @@ class Checkpoints:
 
 
 def resolve_step_dir(path: str | Path) -> Path:
-    """A run folder, a checkpoints/<kind> folder or a step folder -> the step folder."""
-    path = Path(path)
-    if (path / "meta").is_dir():
-        return path
-    for candidate in (path / "checkpoints" / "best", path / "best", path):
-        steps = sorted((p for p in candidate.glob("[0-9]*") if p.name.isdigit() and (p / "meta").is_dir()),
-                       key=lambda p: int(p.name)) if candidate.is_dir() else []
-        if steps:
-            return steps[-1]
-    raise FileNotFoundError(
-        f"{path}: not a training checkpoint (expected a run folder with checkpoints/best, a "
-        "checkpoints/best|last folder, or one step's folder holding model/ and meta/)"
-    )
+    """A jaxbrr run folder, checkpoints/<kind> folder or step folder -> the step folder
+    (common.checkpoints.locate); CheckpointError for anything else, naming it."""
+    located = locate(path)
+    if located.kind != "jaxbrr":
+        raise CheckpointError(f"{path}: a {located.kind} checkpoint ({located.path}), not a jaxbrr one; "
+                              "convert it with `python -m parity.convert` or load it with the tool for its kind")
+    return located.path
 
 
 def read_meta(path: str | Path) -> dict:
-    step_dir = resolve_step_dir(path)
-    return json.loads((step_dir / "meta" / "metadata").read_text())
+    return jaxbrr_meta(resolve_step_dir(path))
 
 
 def load_model(path: str | Path, overrides: dict | None = None) -> tuple[Config, nnx.Module]:

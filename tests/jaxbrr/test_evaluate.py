@@ -126,7 +126,7 @@ def test_checkpoint_mode_on_an_edf_dir_skips_and_reports_a_bad_file(synthetic_ru
 
 def test_checkpoint_mode_bad_arguments_exit_2(synthetic_run, tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "nowhere")]) == 2
-    assert "no such file or folder; point --checkpoint at a run folder" in capsys.readouterr().err
+    assert "no such file or folder; point it at a run folder" in capsys.readouterr().err
     assert main(["--checkpoint", str(synthetic_run), "--split", "eval"]) == 2  # eval_fraction 0
     assert "the eval split of" in capsys.readouterr().err
     assert main(["--checkpoint", str(synthetic_run), "--set", "eval.fa_rates=[3.0]"]) == 2

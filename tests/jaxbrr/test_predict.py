@@ -9,8 +9,10 @@ import shutil
 from pathlib import Path
 
 import edfio
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from common.data.csv_bi import read_csv_bi
 from common.data.edf import read_edf
@@ -117,9 +119,9 @@ def test_bad_checkpoints_exit_2_naming_the_path_and_the_fix(bipolar_run, chbmit,
         assert main(["--checkpoint", str(checkpoint), str(chbmit), "--out", str(tmp_path), *extra]) == 2
         return capsys.readouterr().err
 
-    assert f"{tmp_path / 'nowhere'}: no such file or folder; point --checkpoint at a run folder" in error(
+    assert f"{tmp_path / 'nowhere'}: no such file or folder; point it at a run folder" in error(
         tmp_path / "nowhere")
-    assert "not a training checkpoint" in error(tmp_path)
+    assert f"{tmp_path}: holds no checkpoint" in error(tmp_path)
     broken = tmp_path / "broken"
     shutil.copytree(bipolar_run, broken)
     for item in (broken / "checkpoints" / "best" / "1" / "model").iterdir():
@@ -135,6 +137,11 @@ def test_a_relative_checkpoint_path_loads(bipolar_run, monkeypatch):
     absolute paths only (load_model makes the path absolute)."""
     from jaxbrr.train.checkpoint import load_model
 
+    _, expected = load_model(bipolar_run.absolute())
     monkeypatch.chdir(bipolar_run.parent)
     config, model = load_model(bipolar_run.name)
-    assert config.model.montage == "bipolar" and model is not None
+    assert config.model.montage == "bipolar"
+    got, want = (jax.tree.leaves(nnx.state(m, nnx.Param)) for m in (model, expected))
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want, strict=True):  # the same weights as through the absolute path
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
