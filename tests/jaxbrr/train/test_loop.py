@@ -199,8 +199,13 @@ def test_planted_nan_under_jax_debug_nans_writes_the_dump_and_the_replay_command
     assert info["step"] == 0 and "nan" in info["error"].lower()
     batch = np.load(dump / "batch.npz")
     assert batch["x"].shape == (4, 19, 4096) and np.isfinite(batch["x"]).all()  # the data was fine
-    _, model = load_model(dump / "checkpoint")  # the weights from before the step reload
-    assert len(jax.tree.leaves(nnx.state(model, nnx.Param))) > 0
+    # the dump holds the weights from before the failed step: at step 0, the initial ones
+    config, model = load_model(dump / "checkpoint")
+    initial = SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
+    saved, expected = (jax.tree.leaves(nnx.state(m, nnx.Param)) for m in (model, initial))
+    assert len(saved) == len(expected) > 0
+    for a, b in zip(saved, expected, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_planted_nan_under_checkify(tmp_path, data_overrides, prepared):

@@ -7,7 +7,7 @@ import pytest
 
 from common.config import ConfigError, config_hash, load_config, parse_override, with_overrides
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 def test_configs_exist():
@@ -19,7 +19,7 @@ def test_configs_exist():
 def test_every_config_loads(path):
     config = load_config(path)
     assert config.window_samples % config.model.tcn.stride_down == 0
-    assert config.model.n_chans == 19 if config.data.montage == "ref19" else 23
+    assert config.model.n_chans == (19 if config.data.montage == "ref19" else 23)
 
 
 def test_tusz_is_the_original_full_size():

@@ -1,11 +1,9 @@
-"""jaxbrr.train.loss against a float64 numpy oracle written here from original_spec.md §3.4:
+"""jaxbrr.train.loss against the float64 numpy oracle of tests/common/train/loss_oracle.py:
 values on hand-picked logits in every region of the clamps, gradients against central
-differences of the oracle, the pos_weight rule, the valid mask. tests/torchref/test_loss.py
-uses the same oracle."""
+differences of the oracle, the pos_weight rule, the valid mask (tests/torchref/train/test_loss.py
+checks torchref's against the same oracle)."""
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -13,66 +11,21 @@ import numpy as np
 import pytest
 
 from common.config import load_config
-from common.train import class_weight as CW
 from jaxbrr.train import loss as L
-
-# Hand-picked logits: beyond the ±100 logit clamp, the σ clamp (|z| > log((1−1e-6)/1e-6) ≈ 13.8155),
-# the p_t clamp, and the unclamped middle.
-LOGITS = np.array([-250.0, -100.5, -99.0, -40.0, -14.0, -13.5, -5.0, -1.0, -1e-3, 0.0,
-                   0.7, 3.0, 13.5, 14.0, 40.0, 99.0, 100.5, 250.0])
-SIGMA_EDGE = math.log((1 - 1e-6) / 1e-6)  # ≈ 13.8155: beyond it σ(z) is clamped
-
-
-# ---------------------------------------------------------------------------------------------
-# the oracle (float64 numpy, from the formula; log σ through logaddexp so that ±100 are exact)
-
-
-def bce_oracle(z, y, w=1.0):
-    log_sigmoid = -np.logaddexp(0.0, -z)  # log σ(z)
-    log_one_minus = -np.logaddexp(0.0, z)  # log(1 − σ(z))
-    return -(w * y * log_sigmoid + (1 - y) * log_one_minus)
-
-
-def focal_oracle(z, y, alpha, gamma, w=1.0):
-    z = np.clip(np.asarray(z, np.float64), -100.0, 100.0)
-    y = np.asarray(y, np.float64)
-    bce = bce_oracle(z, y, w)
-    p = np.clip(1 / (1 + np.exp(-z)), 1e-6, 1 - 1e-6)
-    p_t = y * p + (1 - y) * (1 - p)
-    alpha_t = y * alpha + (1 - y) * (1 - alpha)
-    return np.minimum(alpha_t * (1 - np.clip(p_t, 1e-7, 1 - 1e-7)) ** gamma * bce, 100.0)
-
-
-def loss_oracle(z, y, kind, alpha, gamma, w, valid=None):
-    """The configured loss's mean (the pos_weight rule applied), over the valid rows."""
-    if kind == "focal":
-        values = focal_oracle(z, y, alpha, gamma, w if abs(alpha - 0.5) < 1e-6 else 1.0)
-    else:
-        values = bce_oracle(z, y, w)
-    if valid is not None:
-        values = values[np.asarray(valid, bool)]
-    return values.mean() if values.size else 0.0
-
-
-def oracle_gradient(f, z, h=1e-6):
-    """Central differences of a float64 elementwise function."""
-    return (f(z + h) - f(z - h)) / (2 * h)
-
+from tests.common.train.loss_oracle import (
+    LOGITS,
+    SIGMA_EDGE,
+    bce_oracle,
+    focal_oracle,
+    loss_oracle,
+    oracle_gradient,
+)
 
 # ---------------------------------------------------------------------------------------------
 
 
 def train_cfg(**overrides):
     return load_config(None, [f"train.{k}={v}" for k, v in overrides.items()]).train
-
-
-def test_oracle_on_hand_computed_values():
-    # z = 0, y = 1: bce = log 2, p_t = 1/2 -> 0.5 · 0.25 · log 2.
-    assert focal_oracle(0.0, 1.0, 0.5, 2.0) == pytest.approx(0.125 * math.log(2), rel=1e-15)
-    # z = 250, y = 0: z' = 100, bce = softplus(100) = 100 (+ 4e-44), p_t = 1e-6.
-    assert focal_oracle(250.0, 0.0, 0.5, 2.0) == pytest.approx(0.5 * (1 - 1e-6) ** 2 * 100, rel=1e-15)
-    # z = −250, y = 1, w = 3, γ = 0: 0.5 · 3 · 100 = 150, capped at 100.
-    assert focal_oracle(-250.0, 1.0, 0.5, 0.0, 3.0) == 100.0
 
 
 @pytest.mark.parametrize("alpha, gamma, w", [(0.5, 2.0, 1.3868), (0.25, 2.0, 1.0), (0.5, 0.0, 3.0),
@@ -141,21 +94,6 @@ def test_bce_gradient_finite_in_float32(y):
     z = jnp.asarray(LOGITS * 40, jnp.float32)  # up to |z| = 1e4
     value, grad = jax.value_and_grad(lambda z: jnp.sum(L.bce_with_logits(z, jnp.full_like(z, y))))(z)
     assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad)))
-
-
-def test_pos_weight_from_ratio():
-    assert CW.pos_weight_from_ratio(0.3421) == pytest.approx(1.3868, abs=5e-5)  # original §9
-    assert CW.pos_weight_from_ratio(0.1) == pytest.approx(3.0, rel=1e-15)
-    assert CW.pos_weight_from_ratio(0.2) == pytest.approx(2.0, rel=1e-15)
-    for ratio in (0.0, 0.5, 0.7, 1.0, -0.1):
-        assert CW.pos_weight_from_ratio(ratio) == 1.0
-
-
-def test_resolve_pos_weight():
-    assert CW.resolve_pos_weight(train_cfg(pos_weight=2.5), None) == 2.5
-    assert CW.resolve_pos_weight(train_cfg(), 0.2) == pytest.approx(2.0)
-    with pytest.raises(ValueError, match="pos_weight"):
-        CW.resolve_pos_weight(train_cfg(), None)
 
 
 @pytest.mark.parametrize("kind, alpha", [("focal", 0.5), ("focal", 0.25), ("focal", 0.5000001),

@@ -1,5 +1,5 @@
-"""torchref.train.loss against the float64 numpy oracle of tests/jaxbrr/test_loss.py (written
-there from original_spec.md §3.4): values in every clamp region, gradients, the pos_weight rule,
+"""torchref.train.loss against the float64 numpy oracle of tests/common/train/loss_oracle.py (written
+from original_spec.md §3.4): values in every clamp region, gradients, the pos_weight rule,
 the valid mask."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from common.config import load_config
-from tests.jaxbrr.test_loss import (
+from tests.common.train.loss_oracle import (
     LOGITS,
     SIGMA_EDGE,
     bce_oracle,

@@ -1,0 +1,48 @@
+"""jaxbrr/tcn.py: torchref's parameter count, the receptive field of the dilated stack, weight
+norm and the head's nearest upsampling (values against torchref: parity/test_modules.py)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from common.config import load_config
+from jaxbrr.tcn import ProjectionHead, TCNEncoder, WeightNormConv1d
+
+FULL = load_config("configs/tusz.yaml").model
+
+
+def test_full_size_parameter_count_is_the_originals():
+    encoder = nnx.eval_shape(lambda: TCNEncoder(19, FULL.tcn, rngs=nnx.Rngs(0)))
+    assert sum(x.size for x in jax.tree.leaves(nnx.state(encoder, nnx.Param))) == 7_370_304
+
+
+def test_receptive_field_is_1_531_samples_and_symmetric(x64):
+    cfg = load_config("configs/tiny.yaml", ["model.tcn.channels=[4,4,4,4,4,4,4,4]", "model.tcn.stride_down=1",
+                                            "model.tcn.out_channels=4", "model.tcn.dropout=0"]).model.tcn
+    encoder = TCNEncoder(2, cfg, rngs=nnx.Rngs(0))
+    for layer in encoder.layers:  # biases of 100 keep every ReLU open, so no path is cut
+        layer.bias[...] = jnp.full_like(layer.bias[...], 100.0)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 4001, 2)), jnp.float64)  # channels-last
+    grad = np.asarray(jax.grad(lambda x: encoder(x)[0, 2000].sum())(x))[0]  # (T, C)
+    reached = np.flatnonzero(np.abs(grad).sum(1))
+    half = (cfg.kernel_size - 1) // 2 * (2 ** len(cfg.channels) - 1)
+    assert (reached.min(), reached.max()) == (2000 - half, 2000 + half)
+
+
+def test_weight_norm_is_g_times_v_over_its_norm_and_starts_as_v():
+    conv = WeightNormConv1d(3, 5, 7, 2, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(np.asarray(conv.weight()), np.asarray(conv.weight_v[...]), rtol=1e-6)
+    conv.weight_g[...] = 3.0 * conv.weight_g[...]
+    norms = np.sqrt((np.asarray(conv.weight()) ** 2).sum(axis=(0, 1)))
+    np.testing.assert_allclose(norms, 3.0 * np.sqrt((np.asarray(conv.weight_v[...]) ** 2).sum(axis=(0, 1))), rtol=1e-6)
+
+
+def test_head_holds_each_step_for_stride_samples():
+    head = ProjectionHead(8, 3, upsample=16, guards=False, rngs=nnx.Rngs(0))
+    logits = np.asarray(head(jnp.asarray(np.random.default_rng(0).standard_normal((2, 5, 8)), jnp.float32)))
+    assert logits.shape == (2, 80)
+    blocks = logits.reshape(2, 5, 16)
+    np.testing.assert_array_equal(blocks, np.broadcast_to(blocks[..., :1], blocks.shape))
