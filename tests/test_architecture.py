@@ -1,0 +1,192 @@
+"""The boundaries the layout promises (README "Layout"; STYLE.md):
+
+- common/ imports neither JAX nor torch, statically (no import statement names them, at any
+  depth) and at run time (importing every module of it loads neither);
+- no import cycle among the project's modules, counting the imports inside functions;
+- torchref trains with JAX unimportable, and jaxbrr's trainer, predict and evaluate run with
+  torch unimportable (each in a subprocess whose import system refuses the other framework).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("common", "jaxbrr", "torchref", "parity")
+JAX_FAMILY = ("jax", "jaxlib", "flax", "optax", "orbax", "chex")
+TORCH_FAMILY = ("torch", "torch_geometric", "mamba_ssm", "triton")
+SMOKE = ["--config", "configs/smoke.yaml", "--no-progress", "--set", "train.max_steps=2",
+         "--set", "train.batch_size=4"]
+
+# A subprocess prelude: the named top-level packages raise ImportError, as if not installed.
+BLOCK = """
+import importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError(f"{{name}} is not installed (blocked by tests/test_architecture.py)")
+sys.meta_path.insert(0, Refuse())
+"""
+
+
+def module_files() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the project's packages."""
+    out = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            out[name] = path
+    return out
+
+
+def imports_of(name: str, path: Path) -> set[str]:
+    """Every module an import statement in the file names (at any depth), absolute."""
+    found = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}  # `from pkg import module`
+    return found
+
+
+def project_graph() -> dict[str, set[str]]:
+    modules = module_files()
+    return {name: {m for m in imports_of(name, path) if m in modules and m != name}
+            for name, path in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    sys.setrecursionlimit(10_000)
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = project_graph()
+    assert len(graph) > 80  # every module was read
+    assert cycles(graph) == []
+
+
+def test_cycle_finder_finds_a_planted_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_common_names_no_framework_in_any_import():
+    offenders = {name: sorted(m for m in imports_of(name, path) if m.split(".")[0] in JAX_FAMILY + TORCH_FAMILY
+                              + ("jaxbrr", "torchref", "parity"))
+                 for name, path in module_files().items() if name.split(".")[0] == "common"}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def _run(code: str, blocked: tuple[str, ...], timeout: int = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    prelude = BLOCK.format(blocked=set(blocked))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-c", prelude + code], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_every_common_module_imports_without_either_framework():
+    names = sorted(name for name in module_files() if name.split(".")[0] == "common")
+    code = f"""
+import importlib, json
+for name in {names!r}:
+    importlib.import_module(name)
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {JAX_FAMILY + TORCH_FAMILY!r})))
+"""
+    done = _run(code, JAX_FAMILY + TORCH_FAMILY)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory) -> list[str]:
+    """The smoke corpus, generated and cached once (framework-neutral) for both runs below."""
+    from common.config import load_config
+    from common.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("smoke")
+    sets = [f"data.data_dir={root / 'edf'}", f"data.cache_dir={root / 'cache'}"]
+    prepare(load_config(ROOT / "configs" / "smoke.yaml", sets), progress=False)
+    return [arg for s in sets for arg in ("--set", s)]
+
+
+@pytest.mark.slow
+def test_torchref_trains_without_jax(smoke_data, tmp_path):
+    work = tmp_path / "torchref"
+    code = f"""
+from torchref.train.__main__ import main
+code = main({[*SMOKE, *smoke_data, "--workdir", str(work)]!r})
+assert not any(m.split(".")[0] in {JAX_FAMILY!r} for m in sys.modules), "a JAX module was imported"
+sys.exit(code)
+"""
+    done = _run(code, JAX_FAMILY)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2]
+    assert list((work / "checkpoints" / "best").glob("step_*.pt"))
+
+
+@pytest.mark.slow
+def test_jaxbrr_trains_predicts_and_evaluates_without_torch(smoke_data, tmp_path):
+    work, out = tmp_path / "jaxbrr", tmp_path / "predictions"
+    edf = next(Path(smoke_data[1].split("=", 1)[1]).glob("*.edf"))
+    code = f"""
+from jaxbrr.train.__main__ import main as train
+from jaxbrr.predict import main as predict
+from jaxbrr.evaluate import main as evaluate
+codes = [train({[*SMOKE, *smoke_data, "--workdir", str(work)]!r}),
+         predict(["--checkpoint", {str(work)!r}, {str(edf)!r}, "--out", {str(out)!r}, "--no-progress"]),
+         evaluate(["--checkpoint", {str(work)!r}, "--out", {str(tmp_path / "eval")!r}, "--no-progress",
+                   "--max-timelines", "1"])]
+assert not any(m.split(".")[0] in {TORCH_FAMILY!r} for m in sys.modules), "a torch module was imported"
+print(codes)
+sys.exit(max(codes))
+"""
+    done = _run(code, TORCH_FAMILY)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert (out / f"{edf.stem}.csv_bi").is_file() and (out / f"{edf.stem}.png").is_file()
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["records"] >= 1 and 0 <= metrics["sample"]["auroc"] <= 1
