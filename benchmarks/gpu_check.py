@@ -94,7 +94,7 @@ TEST_TIMEOUT = 300  # seconds one GPU test may take (pytest-timeout, where insta
 # In this order: JAX-side parity first; the first test that calls mamba_ssm's Triton kernels pays
 # their compilation and autotuning (measured: over two minutes on a fresh H200 machine).
 GPU_TEST_FILES = ("parity/test_gpu.py", "tests/jaxbrr/train/test_loop.py", "tests/torchref/test_mamba.py",
-                  "tests/torchref/test_loop.py")
+                  "tests/torchref/train/test_loop.py")
 
 
 SMOKE = r"""

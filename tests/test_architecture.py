@@ -103,6 +103,13 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def test_every_package_folder_is_a_regular_package():
+    """setuptools' find (pyproject.toml) installs only folders with an __init__.py: a module in a
+    folder without one works from the checkout and is missing from an installed copy."""
+    folders = {path.parent for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
+    assert sorted(str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").is_file()) == []
+
+
 def test_the_import_graph_has_no_cycle():
     graph = project_graph()
     assert len(graph) > 80  # every module was read
