@@ -208,7 +208,7 @@ def rename_original(state_dict: dict, expected: dict[str, tuple[int, ...]], conf
     for orig, tensor in state_dict.items():
         if orig in source_of:
             key = source_of[orig]
-            if _shape(tensor) != _shape(target[key]):
+            if _shape(tensor) != tuple(target[key]):
                 mismatched.append(
                     f"{orig} {_shape(tensor)} -> {key} expects {tuple(target[key])}"
                 )

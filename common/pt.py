@@ -46,7 +46,7 @@ def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, requires_gra
                     metadata=None) -> np.ndarray:
     size, stride = tuple(size), tuple(stride)
     if not size:
-        return storage[offset].copy()
+        return np.array(storage[offset])  # a 0-d array, as a 0-d tensor
     itemsize = storage.itemsize
     view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=[s * itemsize for s in stride])
     return np.array(view)  # a contiguous copy, as torch's tensor owns its storage

@@ -2,263 +2,30 @@
 
     model, report = load_original_checkpoint("last.pt", load_config("configs/default.yaml").model)
 
-The original's `model_state_dict` is renamed key by key through TABLE below (no shape guessing),
-every shape is checked, and the model is loaded with strict=True. Anything the table does not
-cover raises one ValueError that lists every problem: unknown original keys, torchref keys left
-unfilled, shape mismatches (both keys, both shapes).
-
-Key names are those of Clarity-Digital-Twin/brain-go-brr-v2 at HEAD 7504b39 (package 3.1.1), read
-from src/brain_brr/models/{detector.py, tcn.py, mamba.py, gnn_pyg.py, edge_features.py} and
-builders/{node_stream.py, edge_stream.py}; Mamba2 parameters are mamba_ssm 2.2's. The shapes
-reproduce the original's documented 31,475,722 parameters (reference/original_spec.md §2).
-
-Where the original's structure is not ours:
-  - `mamba.*`: a 512-wide, 6-layer BiMamba2 stack that the V3 forward never calls (22.4 M
-    parameters). Ignored, and listed in the report.
-  - `*.forward_mamba_fallback.*` / `*.backward_mamba_fallback.*`: each BiMamba2 direction also holds
-    a depthwise Conv1d(k=4) that runs instead of the SSM without mamba_ssm/CUDA. Ignored and listed;
-    a checkpoint trained on that path alone has no `*_mamba_real.*` weights and is refused (its
-    fwd/bwd keys stay unfilled): the conv is not an SSM (original_spec.md §8, item 23).
-  - `gnn.last_valid_pe`: a PE cache saved as a buffer (original_spec.md §3.8 (e)). Ignored, listed.
-  - `gnn.edge_transform` (Linear 1→1, 2 parameters): an extra parameter with no torchref
-    counterpart. V3 builds the GNN with `bypass_edge_transform=True`, so the forward never uses
-    it. Ignored, and listed with that reason.
-  - `gnn.static_pe`: present only with `use_dynamic_pe: false`; the original computes it with
-    PyG's AddLaplacianEigenvectorPE on an unweighted structural graph, which is not
-    torchref.graph.static_pe. Refused.
-  - `tcn_encoder.tcn.*` from the pytorch-tcn backend (BGB_FORCE_TCN_EXT=1: residual blocks, two
-    convs each) has a different structure from MinimalTCN. Refused (unmapped keys).
-Config-level differences that change the forward but not the weights (guards off, a LayerNorm
-eps other than the original's 1e-5) are written to `LoadReport.notes`.
+The key table, what it ignores and refuses, and the report are common/original.py's (shared with
+jaxbrr's loader); here the renamed state dict is loaded into torchref's model with strict=True.
 """
 
 from __future__ import annotations
 
 import pickle
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from common.config import ModelConfig
+from common.original import LoadReport, rename_original
 from torchref.model import SeizureDetector
-
-# mamba_ssm.modules.mamba2.Mamba2's parameters; torchref.mamba.Mamba2 keeps the same names.
-MAMBA2_PARAMS = ("in_proj.weight", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D",
-                 "norm.weight", "out_proj.weight")
-
-
-def _bimamba(original: str, ours: str) -> tuple[tuple[str, str], ...]:
-    """Rows for one BiMamba2 stack (original mamba.py: BiMamba2Layer)."""
-    layer, mine = f"{original}.layers.{{i}}", f"{ours}.layers.{{i}}"
-    return (
-        *((f"{layer}.forward_mamba_real.{p}", f"{mine}.fwd.{p}") for p in MAMBA2_PARAMS),
-        *((f"{layer}.backward_mamba_real.{p}", f"{mine}.bwd.{p}") for p in MAMBA2_PARAMS),
-        (f"{layer}.output_proj.weight", f"{mine}.proj.weight"),  # Linear(2D -> D)
-        (f"{layer}.output_proj.bias", f"{mine}.proj.bias"),
-        (f"{layer}.layer_norm.weight", f"{mine}.norm.weight"),
-        (f"{layer}.layer_norm.bias", f"{mine}.norm.bias"),
-    )
-
-
-# (original key pattern, torchref key pattern). `{i}` is a layer index; `{3i}` is three times it:
-# MinimalTCN.network is an nn.Sequential of [weight-normed Conv1d, ReLU, Dropout] per layer.
-TABLE: tuple[tuple[str, str], ...] = (
-    # tcn.py: TCNEncoder(tcn=MinimalTCN, channel_proj, downsample)
-    ("tcn_encoder.tcn.network.{3i}.weight_g", "tcn.layers.{i}.weight_g"),
-    ("tcn_encoder.tcn.network.{3i}.weight_v", "tcn.layers.{i}.weight_v"),
-    ("tcn_encoder.tcn.network.{3i}.bias", "tcn.layers.{i}.bias"),
-    ("tcn_encoder.tcn.projection.weight", "tcn.proj.weight"),
-    ("tcn_encoder.tcn.projection.bias", "tcn.proj.bias"),
-    ("tcn_encoder.channel_proj.weight", "tcn.channel_proj.weight"),
-    ("tcn_encoder.channel_proj.bias", "tcn.channel_proj.bias"),
-    ("tcn_encoder.downsample.weight", "tcn.downsample.weight"),
-    ("tcn_encoder.downsample.bias", "tcn.downsample.bias"),
-    # detector.py: V3 electrode projections and the edge stream's lift / projection
-    ("proj_to_electrodes.weight", "proj_to_electrodes.weight"),
-    ("proj_to_electrodes.bias", "proj_to_electrodes.bias"),
-    ("proj_from_electrodes.weight", "proj_from_electrodes.weight"),
-    ("proj_from_electrodes.bias", "proj_from_electrodes.bias"),
-    ("edge_in_proj.weight", "edge_lift.weight"),  # Conv1d(1 -> F, k=1, bias=False)
-    ("edge_out_proj.weight", "edge_proj.weight"),  # Conv1d(F -> 1, k=1)
-    ("edge_out_proj.bias", "edge_proj.bias"),
-    # builders/node_stream.py, builders/edge_stream.py: the two BiMamba2 stacks
-    *_bimamba("node_mamba", "node_mamba"),
-    *_bimamba("edge_mamba", "edge_mamba"),
-    # gnn_pyg.py: GraphChannelMixerPyG; PyG SSGConv keeps its weights in `lin` (PyG Linear)
-    ("gnn.gnn_layers.{i}.lin.weight", "gnn.layers.{i}.lin.weight"),
-    ("gnn.gnn_layers.{i}.lin.bias", "gnn.layers.{i}.lin.bias"),
-    ("gnn.layer_norms.{i}.weight", "gnn.norms.{i}.weight"),
-    ("gnn.layer_norms.{i}.bias", "gnn.norms.{i}.bias"),
-    # tcn.py: ProjectionHead.proj; detector.py: detection_head
-    ("proj_head.proj.weight", "head.proj.weight"),
-    ("proj_head.proj.bias", "head.proj.bias"),
-    ("detection_head.weight", "head.detect.weight"),
-    ("detection_head.bias", "head.detect.bias"),
-)
-
-# Original keys that may be left out, each with the reason given in the report.
-IGNORED: tuple[tuple[str, str], ...] = (
-    (r"mamba\..+", "512-wide BiMamba2 stack `mamba`, never called by the V3 forward"),
-    (r"(node|edge)_mamba\.layers\.\d+\.(forward|backward)_mamba_fallback\.(weight|bias)",
-     "depthwise Conv1d fallback of a BiMamba2 direction (runs only without mamba_ssm/CUDA)"),
-    (r"gnn\.last_valid_pe", "PE cache buffer, not a weight (original_spec.md §3.8 (e))"),
-    (r"gnn\.edge_transform\.(weight|bias)",
-     "Linear(1, 1) edge transform, bypassed in V3 (bypass_edge_transform=True)"),
-)
-
-# Original keys that are understood but cannot be mapped exactly: they make the load fail.
-REFUSED: tuple[tuple[str, str], ...] = (
-    (r"gnn\.static_pe",
-     "static PE from PyG AddLaplacianEigenvectorPE (use_dynamic_pe: false), not "
-     "torchref.graph.static_pe; only dynamic-PE checkpoints can be loaded"),
-    (r"tcn_encoder\.tcn\.network\.\d+\.(conv1|conv2|downsample)\..+",
-     "pytorch-tcn backend (BGB_FORCE_TCN_EXT=1), whose residual blocks are not MinimalTCN"),
-)
-
-ORIGINAL_LAYERNORM_EPS = 1e-5
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    """What from_original_state_dict did: original key -> torchref key, original key -> why it
-    was ignored, and the config choices under which the loaded model computes another function."""
-
-    mapped: dict[str, str]
-    ignored: dict[str, str]
-    notes: tuple[str, ...] = ()
-    source: str | None = None
-
-    def __str__(self) -> str:
-        lines = [f"original checkpoint{f' {self.source}' if self.source else ''}: "
-                 f"{len(self.mapped)} tensors loaded, {len(self.ignored)} ignored"]
-        by_reason: dict[str, int] = {}
-        for reason in self.ignored.values():
-            by_reason[reason] = by_reason.get(reason, 0) + 1
-        lines += [f"  ignored {count:>4}  {reason}" for reason, count in by_reason.items()]
-        lines += [f"  note: {note}" for note in self.notes]
-        return "\n".join(lines)
-
-
-def _torchref_regex(pattern: str) -> re.Pattern:
-    return re.compile(re.escape(pattern).replace(r"\{i\}", r"(?P<i>\d+)") + "$")
-
-
-_ROWS = tuple((original, _torchref_regex(ours)) for original, ours in TABLE)
-
-
-def original_key(torchref_key: str) -> str | None:
-    """The original checkpoint's name for a torchref key (None: TABLE has no row for it)."""
-    for original, ours in _ROWS:
-        match = ours.match(torchref_key)
-        if match:
-            i = int(match.group("i")) if "i" in ours.groupindex else 0
-            return original.replace("{3i}", str(3 * i)).replace("{i}", str(i))
-    return None
-
-
-def _first_match(key: str, rules: tuple[tuple[str, str], ...]) -> str | None:
-    return next((reason for pattern, reason in rules if re.fullmatch(pattern, key)), None)
-
-
-def _shape(t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(t.shape)
-
-
-def _config_notes(config: ModelConfig) -> tuple[str, ...]:
-    notes = []
-    if config.stability.guards != "original":
-        notes.append(
-            f"model.stability.guards = {config.stability.guards!r}: the original's clamps and "
-            "nan_to_num are off, so outputs differ wherever they would have acted"
-        )
-    if config.layernorm_eps != ORIGINAL_LAYERNORM_EPS:
-        notes.append(
-            f"model.layernorm_eps = {config.layernorm_eps} (the original's LayerNorms use "
-            f"{ORIGINAL_LAYERNORM_EPS})"
-        )
-    return tuple(notes)
 
 
 def from_original_state_dict(
     state_dict: dict[str, torch.Tensor], config: ModelConfig, source: str | None = None
 ) -> tuple[SeizureDetector, LoadReport]:
     """Build torchref's SeizureDetector for `config` and fill it from an original V3 state dict."""
-    if config.architecture != "v3":
-        raise ValueError(
-            f"model.architecture = {config.architecture!r}: an original brain-go-brr V3 checkpoint "
-            "maps only onto architecture: v3"
-        )
-    if config.montage != "ref19":
-        raise ValueError(
-            f"model.montage = {config.montage!r}: the original reads the 19 referential channels "
-            "(set model.montage: ref19)"
-        )
     model = SeizureDetector(config)
-    target = model.state_dict()
-
-    # torchref key -> original key, from the table
-    wanted = {key: original_key(key) for key in target}
-    not_in_table = sorted(key for key, orig in wanted.items() if orig is None)
-    source_of = {orig: key for key, orig in wanted.items() if orig is not None}
-
-    mapped: dict[str, str] = {}
-    ignored: dict[str, str] = {}
-    unmapped: list[str] = []
-    refused: list[str] = []
-    mismatched: list[str] = []
-    for orig, tensor in state_dict.items():
-        if orig in source_of:
-            key = source_of[orig]
-            if _shape(tensor) != _shape(target[key]):
-                mismatched.append(
-                    f"{orig} {_shape(tensor)} -> {key} expects {_shape(target[key])}"
-                )
-            else:
-                mapped[orig] = key
-        elif (reason := _first_match(orig, IGNORED)) is not None:
-            ignored[orig] = reason
-        elif (reason := _first_match(orig, REFUSED)) is not None:
-            refused.append(f"{orig}: {reason}")
-        else:
-            unmapped.append(orig)
-    unfilled = sorted(key for key, orig in wanted.items() if orig and orig not in state_dict)
-
-    problems = []
-    if unmapped:
-        problems.append(f"{len(unmapped)} original keys have no torchref counterpart:")
-        problems += [f"  {key} {_shape(state_dict[key])}" for key in sorted(unmapped)]
-    if refused:
-        problems.append(f"{len(refused)} original keys cannot be mapped exactly:")
-        problems += [f"  {line}" for line in sorted(refused)]
-    if unfilled:
-        problems.append(f"{len(unfilled)} torchref keys are not filled (original name expected):")
-        problems += [f"  {key} <- {wanted[key]} {_shape(target[key])}" for key in unfilled]
-        streams = [key for key in state_dict if key.startswith(("node_mamba.", "edge_mamba."))]
-        if not any("_mamba_real." in key for key in streams) and any(
-            "_mamba_fallback." in key for key in streams
-        ):
-            problems.append(
-                "  (its BiMamba2 streams hold only Conv1d fallback weights: it was built without "
-                "mamba_ssm, and the fallback is not an SSM)"
-            )
-    if not_in_table:
-        problems.append(f"{len(not_in_table)} torchref keys have no row in TABLE:")
-        problems += [f"  {key} {_shape(target[key])}" for key in not_in_table]
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches (original -> torchref):")
-        problems += [f"  {line}" for line in sorted(mismatched)]
-    if problems:
-        where = f" {source}" if source else ""
-        raise ValueError(
-            f"cannot load the original checkpoint{where} into torchref's SeizureDetector "
-            f"(architecture {config.architecture}):\n" + "\n".join(problems)
-        )
-
-    renamed = {key: state_dict[orig] for orig, key in mapped.items()}
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    renamed, report = rename_original(state_dict, expected, config, source)
     model.load_state_dict(renamed, strict=True)
-    report = LoadReport(mapped=mapped, ignored=ignored, notes=_config_notes(config), source=source)
     return model, report
 
 

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from common.config import MambaConfig, ModelConfig, load_config
+from common.original import original_key
 from torchref.model import SeizureDetector
-from torchref.original import from_original_state_dict, load_original_checkpoint, original_key
+from torchref.original import from_original_state_dict, load_original_checkpoint
 
 # The original's hard-coded 512-wide stack (detector.py: BiMamba2(d_model=512, headdim=64, ...)).
 FULL_STACK = MambaConfig(n_layers=6, d_model=512, d_state=16, d_conv=4, expand=2, headdim=64)
@@ -116,7 +117,7 @@ def test_full_size_names_shapes_and_parameter_count():
     model = SeizureDetector(config, generator=0)
     state = _original_state_dict(model, config, FULL_STACK, fill=torch.empty, steps=4)
 
-    # Names and shapes as they stand in the original's files (see torchref/original.py).
+    # Names and shapes as they stand in the original's files (see common/original.py).
     expected = {
         "tcn_encoder.tcn.network.0.weight_v": (64, 19, 7),
         "tcn_encoder.tcn.network.21.weight_g": (512, 1, 1),
@@ -140,7 +141,7 @@ def test_full_size_names_shapes_and_parameter_count():
     assert parameters == ORIGINAL_PARAMETERS
 
     _, report = from_original_state_dict(state, config)
-    rows = {  # written out by hand, independent of torchref.original.TABLE
+    rows = {  # written out by hand, independent of common.original.TABLE
         "tcn_encoder.tcn.network.21.weight_g": "tcn.layers.7.weight_g",
         "tcn_encoder.tcn.network.3.bias": "tcn.layers.1.bias",
         "tcn_encoder.tcn.projection.bias": "tcn.proj.bias",
