@@ -1,8 +1,11 @@
-"""Where weights are on disk, and of what kind: the one layer every command's loader goes through
-(framework-neutral; reading the arrays is the frameworks' part).
+"""Weights on disk, of every kind, read without a framework: the one layer every command's loader
+goes through (jaxbrr.weights.load_model, torchref's --init-from, parity.convert, parity.localize).
 
     located = locate("runs/default")      # Located(kind="jaxbrr", path=runs/default/checkpoints/best/215)
-    meta = jaxbrr_meta(located.path)      # the meta JSON of a jaxbrr step folder: config, progress
+    weights = read_weights("best.pt", "configs/tusz.yaml", shapes)   # config + neutral numpy arrays
+
+Neutral weights: torchref's state-dict names and layouts, as numpy arrays (jaxbrr/weights.py maps
+them onto the NNX tree; torchref loads them as they are).
 
 Kinds and what `path` is for each:
     jaxbrr       an orbax step folder WORKDIR/checkpoints/<best|last>/<step> (model/, meta/)
@@ -14,14 +17,28 @@ Kinds and what `path` is for each:
                  state of either framework)
 
 A run folder, or its checkpoints/<kind> folder, resolves to its newest `best` step (else `last`),
-of whichever framework wrote it.
+of whichever framework wrote it. A jaxbrr step folder also holds its weights as neutral
+`model.safetensors`, which is what read_weights reads (orbax's own files need JAX); a `.pt` file
+is read by common/pt.py; an original brain-go-brr v2 checkpoint (its `model_state_dict`, or its
+key names) is renamed through common/original.py onto the model its own config describes.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+
+from common.config import (
+    Config,
+    ModelConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
 
 KINDS = ("jaxbrr", "torchref", "pt", "safetensors", "nan_dump")
 FIX = ("point it at a run folder written by `python -m jaxbrr.train` or `python -m torchref.train` (or its "
@@ -85,3 +102,153 @@ def jaxbrr_meta(step_dir: str | Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{step_dir}: unreadable checkpoint metadata {path} ({error}); {FIX}") from None
+
+
+def jaxbrr_step(located: Located) -> Path | None:
+    """The jaxbrr step folder behind `located` (a NaN dump's checkpoint/ included), else None."""
+    if located.kind == "jaxbrr":
+        return located.path
+    if located.kind == "nan_dump" and (located.path / "checkpoint" / "meta").is_dir():
+        return located.path / "checkpoint"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# the neutral weights file
+
+NEUTRAL_FILE = "model.safetensors"  # the neutral copy in a jaxbrr step folder
+FORMAT, FORMAT_VERSION = "jaxbrr.weights", "1"
+
+
+def write_neutral(path: str | Path, arrays: dict[str, np.ndarray], config: ModelConfig | None, framework: str) -> Path:
+    """A .safetensors file of neutral arrays with metadata {format, format_version, framework,
+    config (the ModelConfig as JSON)}, written atomically."""
+    import safetensors.numpy
+
+    from common.files import atomic_path
+
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "framework": framework,
+                "config": json.dumps(config_to_dict(config) if config is not None else None)}
+    with atomic_path(path) as tmp:
+        safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def read_neutral_metadata(path: str | Path) -> dict:
+    """{format, format_version, framework, config (a dict or None)} of a neutral weights file."""
+    import safetensors
+
+    try:
+        with safetensors.safe_open(str(path), framework="np") as handle:
+            metadata = dict(handle.metadata() or {})
+    except Exception as error:  # the library's own errors: an unreadable file whatever the cause
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({error}); {FIX}") from None
+    if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} file (metadata {metadata}); "
+                              "write one with `python -m parity.convert`")
+    metadata["config"] = json.loads(metadata["config"])
+    return metadata
+
+
+def read_neutral(path: str | Path) -> dict[str, np.ndarray]:
+    import safetensors.numpy
+
+    return safetensors.numpy.load_file(str(path))
+
+
+# ----------------------------------------------------------------------------------------------
+# reading weights of any kind
+
+Shapes = Callable[[ModelConfig], dict[str, tuple[int, ...]]]
+
+
+@dataclass
+class Weights:
+    """Neutral weights (torchref's state-dict names and layouts, numpy) and their run config."""
+
+    config: Config  # the weights' model section; the rest from the config file or the defaults
+    arrays: dict[str, np.ndarray]
+    kind: str
+    path: Path
+    notes: list[str] = field(default_factory=list)  # what was ignored or assumed: callers print them
+    meta: dict | None = None  # a training checkpoint's meta (config, progress), when it has one
+
+
+def _with_model(model: dict | ModelConfig, config_path: str | Path | None, source: str) -> Config:
+    """The run config of `config_path` (or the defaults) with `model` as its model section."""
+    tree = config_to_dict(load_config(config_path))
+    tree["model"] = config_to_dict(model) if isinstance(model, ModelConfig) else model
+    return config_from_dict(tree, source=f"{source} (model) + {config_path or 'the defaults'} (the rest)")
+
+
+def _needs_config(path: Path, config_path, what: str) -> Config:
+    if config_path is None:
+        raise CheckpointError(f"{path}: {what} carries no config; pass --config CFG (its `model` section "
+                              "must describe these weights)")
+    return load_config(config_path)
+
+
+def _arrays(state: dict, path: Path) -> dict[str, np.ndarray]:
+    bad = [key for key, value in state.items() if not isinstance(value, np.ndarray)]
+    if bad:
+        raise CheckpointError(f"{path}: not a state dict (entries {bad[:3]} are not tensors)")
+    return dict(state)
+
+
+def read_weights(path: str | Path, config_path: str | Path | None = None, shapes: Shapes | None = None) -> Weights:
+    """The weights `path` names (any kind locate() finds) as neutral numpy arrays, with their
+    config: the model section from the weights when they carry one (a training checkpoint's meta,
+    a .safetensors file's metadata, an original checkpoint's own config), else from config_path.
+    `shapes(model_config)` (neutral name -> shape, from the caller's framework) is needed for an
+    original brain-go-brr v2 checkpoint, whose keys are renamed onto a model of its config."""
+    from common import original
+    from common.pt import PtError, read_pt
+
+    located = locate(path)
+    path = located.path
+    if (step := jaxbrr_step(located)) is not None:
+        neutral = step / NEUTRAL_FILE
+        if not neutral.is_file():
+            raise CheckpointError(f"{step}: a jaxbrr checkpoint without its neutral copy {NEUTRAL_FILE} (written "
+                                  "before it was kept); reading orbax's files needs JAX: convert it once with "
+                                  f"`python -m parity.convert {step} OUT.safetensors`")
+        meta = jaxbrr_meta(step)
+        return Weights(config_from_dict(meta["config"], source=f"{step}/meta"), read_neutral(neutral), "jaxbrr",
+                       step, meta=meta)
+    if located.kind == "safetensors":
+        metadata = read_neutral_metadata(path)
+        if metadata["config"] is not None:
+            config = _with_model(metadata["config"], config_path, str(path))
+        else:
+            config = _needs_config(path, config_path, "this weights file")
+        return Weights(config, read_neutral(path), "safetensors", path)
+    if located.kind == "nan_dump":
+        record = json.loads((path / "nan.json").read_text())
+        if not (path / "model.pt").is_file():
+            raise CheckpointError(f"{path}: a NaN dump with neither checkpoint/ (jaxbrr) nor model.pt (torchref)")
+        config = config_from_dict(record["config"], source=str(path / "nan.json"))
+        return Weights(config, _arrays(read_pt(path / "model.pt"), path), "nan_dump", path)
+    try:
+        saved = read_pt(path)
+    except PtError as error:
+        raise CheckpointError(str(error)) from None
+    if isinstance(saved, dict) and "model" in saved and "meta" in saved:  # a torchref training checkpoint
+        config = config_from_dict(saved["meta"]["config"], source=str(path))
+        return Weights(config, _arrays(saved["model"], path), "torchref", path, meta=saved["meta"])
+    if original.is_original(saved):
+        state = saved.get("model_state_dict", saved)
+        if isinstance(saved.get("config"), dict) and isinstance(saved["config"].get("model"), dict):
+            model, notes = original.model_config(saved["config"]["model"])
+            config = _with_model(model, config_path, f"{path}'s own config")
+        else:
+            config, notes = _needs_config(path, config_path, "this original checkpoint"), []
+        if shapes is None:
+            raise ValueError("read_weights: an original checkpoint needs `shapes` (the target model's)")
+        try:
+            arrays, report = original.rename_original(state, shapes(config.model), config.model, str(path))
+        except ValueError as error:
+            raise CheckpointError(str(error)) from None
+        return Weights(config, dict(arrays), "original", path, notes=[*notes, *str(report).splitlines()])
+    if isinstance(saved, dict):
+        return Weights(_needs_config(path, config_path, "a bare state dict"), _arrays(saved, path), "pt", path)
+    raise CheckpointError(f"{path}: holds a {type(saved).__name__}, not weights; {FIX}")

@@ -255,3 +255,53 @@ def rename_original(state_dict: dict, expected: dict[str, tuple[int, ...]], conf
 
     renamed = {key: state_dict[orig] for orig, key in mapped.items()}
     return renamed, LoadReport(mapped=mapped, ignored=ignored, notes=_config_notes(config), source=source)
+
+
+def is_original(saved) -> bool:
+    """An original checkpoint: brain-go-brr's save_checkpoint dict (`model_state_dict`), or a bare
+    state dict under its key names (its TCN lives under `tcn_encoder.`)."""
+    if not isinstance(saved, dict):
+        return False
+    if "model_state_dict" in saved:
+        return True
+    return any(isinstance(key, str) and key.startswith("tcn_encoder.") for key in saved)
+
+
+def model_config(original: dict) -> tuple[dict, list[str]]:
+    """This project's model section for an original checkpoint's own `config["model"]`
+    (brain-go-brr's schema, original_spec.md §3.11), and notes on what it assumes."""
+    tcn, mamba, graph = original.get("tcn") or {}, original.get("mamba") or {}, original.get("graph")
+    notes = []
+    layers = int(tcn.get("num_layers", 8))
+    if layers != 8:
+        raise ValueError(f"the original checkpoint's tcn.num_layers is {layers}; MinimalTCN's channels are "
+                         "known for the shipped 8 layers only ([64, 128, 256, 512] twice)")
+    if graph is None or not graph.get("enabled", False):
+        raise ValueError("the original checkpoint was configured without the GNN (model.graph None or not "
+                         "enabled): its edge stream ran and was discarded, which this model does not build")
+    model = {
+        "architecture": "v3", "montage": "ref19",
+        "tcn": {"channels": [64, 128, 256, 512] * 2, "kernel_size": int(tcn.get("kernel_size", 7)),
+                "dropout": float(tcn.get("dropout", 0.15)), "stride_down": int(tcn.get("stride_down", 16))},
+        "node_mamba": {"dropout": float(mamba.get("dropout", 0.1))},
+        "graph": {
+            "enabled": True, "edge_features": graph.get("edge_features", "cosine"),
+            "top_k": int(graph.get("edge_top_k", 3)), "edge_threshold": float(graph.get("edge_threshold", 1e-4)),
+            "edge_lift": int(graph.get("edge_mamba_d_model", 16)),
+            "edge_mamba": {"n_layers": int(graph.get("edge_mamba_layers", 2)),
+                           "d_model": int(graph.get("edge_mamba_d_model", 16)),
+                           "d_state": int(graph.get("edge_mamba_d_state", 8)),
+                           "dropout": float(graph.get("dropout", 0.1))},
+            "n_layers": int(graph.get("n_layers", 2)), "dropout": float(graph.get("dropout", 0.1)),
+            "alpha": float(graph.get("alpha", 0.05)), "k_eigenvectors": int(graph.get("k_eigenvectors", 16)),
+            "use_dynamic_pe": bool(graph.get("use_dynamic_pe", True)),
+            "semi_dynamic_interval": int(graph.get("semi_dynamic_interval", 1)), "pe_sign": "sum",
+        },
+        # the original backpropagated through eigh; its clamps are off unless asked for
+        "stability": {"guards": "none", "pe_gradient": "full"},
+    }
+    notes.append("model read from the checkpoint's own config (brain-go-brr schema); stability.pe_gradient = "
+                 "full, as the original; its clamps are off: --set model.stability.guards=original turns them on")
+    if not graph.get("pe_sign_consistency", True):
+        notes.append("the original ran without PE sign consistency; this model fixes signs by the `sum` rule")
+    return model, notes

@@ -51,7 +51,7 @@ def default_out_dir(step_dir: Path, source: str) -> Path:
     if step_dir.parent.parent.name != "checkpoints":
         raise ValueError(f"{step_dir} is not inside a run's checkpoints/ folder, so there is no "
                          "run folder to write into: pass --out DIR")
-    return step_dir.parents[2] / "eval" / f"{step_dir.parent.name}-{step_dir.name}" / source
+    return step_dir.parents[2] / "eval" / f"{step_dir.parent.name}-{step_dir.stem}" / source
 
 
 def _recordings(config, split: str | None, edf_dir: str | None, progress: bool):
@@ -96,7 +96,7 @@ def _describe_source(source: dict) -> str:
 
 def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | None = None,
                    out: str | None = None, overrides: Sequence[str] = (), max_timelines: int = 20,
-                   progress: bool = True) -> int:
+                   progress: bool = True, config_path: str | None = None) -> int:
     """Load, predict every recording, score, write; the exit status of the module docstring."""
     from common.checkpoints import CheckpointError
     from common.config import ConfigError
@@ -108,7 +108,7 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     split = split or ("dev" if edf_dir is None else None)
     source_name = split if edf_dir is None else f"edf-{Path(edf_dir).resolve().name}"
     try:
-        config, model, step_dir = load_checkpoint(checkpoint, overrides)
+        config, model, step_dir = load_checkpoint(checkpoint, overrides, config_path)
         for rate in config.eval.fa_rates:  # fixed metric names, checked before any compute
             metric_name(rate)
         out_dir = Path(out) if out else default_out_dir(step_dir, source_name)
@@ -141,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--score", nargs=2, metavar=("REF_DIR", "HYP_DIR"),
                       help="score existing .csv_bi hypotheses against references (no model)")
     mode.add_argument("--checkpoint", metavar="CKPT",
-                      help="evaluate a training checkpoint (a run folder, checkpoints/best|last, or a step)")
+                      help="evaluate weights of any kind (a jaxbrr or torchref run folder, checkpoints/best|last "
+                           "or a step, a .pt or .safetensors file, a brain-go-brr v2 checkpoint)")
+    parser.add_argument("--config", metavar="CFG",
+                        help="with --checkpoint: for weights that carry no config (a bare state dict)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--split", choices=("dev", "eval"),
                         help="with --checkpoint: a split of the checkpoint config's data (default dev)")
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.checkpoint is None:
         given = [flag for flag, value in (("--split", args.split), ("--edf-dir", args.edf_dir),
-                                          ("--set", args.set)) if value]
+                                          ("--set", args.set), ("--config", args.config)) if value]
         if given:
             parser.error(f"{', '.join(given)} only apply with --checkpoint")
         return _score_mode(args)
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-timelines must be >= 0, got {args.max_timelines}")
     return run_checkpoint(args.checkpoint, split=args.split, edf_dir=args.edf_dir, out=args.out,
                           overrides=args.set, max_timelines=args.max_timelines,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, config_path=args.config)
 
 
 def _score_mode(args) -> int:

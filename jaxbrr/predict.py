@@ -44,7 +44,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from common.checkpoints import FIX, CheckpointError
+from common.checkpoints import FIX, CheckpointError, locate
 from common.config import Config, ConfigError, parse_override, with_overrides
 from common.data.csv_bi import Event, write_csv_bi
 from common.data.edf import EDFError, RawRecording, read_edf
@@ -74,23 +74,31 @@ def _with_overrides(config: Config, overrides: Sequence[str], source: str) -> Co
     return with_overrides(config, overrides, source)
 
 
-def load_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Config, nnx.Module, Path]:
-    """(config with overrides, SeizureDetector with the checkpoint's weights, the step folder).
+def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
+                    config_path: str | Path | None = None) -> tuple[Config, nnx.Module, Path]:
+    """(config with overrides, SeizureDetector with the weights, where they came from): weights of
+    any kind (jaxbrr.weights.load_model: a jaxbrr or torchref run or checkpoint, a .pt state dict,
+    a .safetensors file, a brain-go-brr v2 checkpoint; `config_path` for those that carry no
+    config). What the reader ignored is printed.
 
-    Raises CheckpointError (a path that is not a checkpoint, or one that cannot be restored) or
-    ConfigError (a bad override), each naming the path and the fix.
+    Raises CheckpointError (not weights, or ones that cannot be restored) or ConfigError (a bad
+    override), each naming the path and the fix.
     """
-    from jaxbrr.train.checkpoint import load_model, resolve_step_dir
+    from jaxbrr.weights import WeightsError, load_model
 
-    step_dir = resolve_step_dir(path)
+    where = locate(path).path  # the concrete step or file, for the messages
     try:
-        config, model = load_model(step_dir)
-    except ConfigError:
+        config, model, located, notes = load_model(path, config_path)
+    except (CheckpointError, ConfigError):
         raise
+    except WeightsError as err:
+        raise CheckpointError(str(err)) from None
     except Exception as err:  # orbax, JSON, missing items: all mean "not a usable checkpoint"
-        raise CheckpointError(f"{step_dir}: cannot restore the model ({type(err).__name__}: "
+        raise CheckpointError(f"{where}: cannot restore the model ({type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}); {FIX}") from None
-    return _with_overrides(config, overrides, f"{step_dir}/meta"), model, step_dir
+    for note in notes:
+        print(f"note: {note}")
+    return _with_overrides(config, overrides, f"{located.path} (its config)"), model, located.path
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -184,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxbrr.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, metavar="CKPT",
-                        help="a run folder (its best checkpoint), checkpoints/best|last, or a step folder")
+                        help="weights of any kind: a jaxbrr or torchref run folder (its best checkpoint), "
+                             "checkpoints/best|last or one step, a .pt or .safetensors file, a brain-go-brr "
+                             "v2 checkpoint")
+    parser.add_argument("--config", metavar="CFG", help="for weights that carry no config (a bare state dict)")
     parser.add_argument("files", nargs="+", metavar="FILE.edf")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                         help=f"where <stem>.csv_bi and <stem>.png go (default: {DEFAULT_OUT}/)")
@@ -193,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
-        config, model, step_dir = load_checkpoint(args.checkpoint, args.set)
+        config, model, step_dir = load_checkpoint(args.checkpoint, args.set, args.config)
     except (CheckpointError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT

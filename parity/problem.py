@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-import torchref.model as tmodel
-from common.checkpoints import CheckpointError, locate
-from common.config import Config, config_from_dict, config_to_dict, load_config
+from common.checkpoints import CheckpointError
+from common.config import Config
 from parity.runs import Batch
 
 
@@ -43,27 +41,46 @@ def batch_hash(x: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()[:12]
 
 
+# the names a batch's labels and mask go by in a .npz or an original debug dump
+LABEL_KEYS, VALID_KEYS = ("y", "labels", "target", "targets"), ("valid", "mask")
+
+
 def read_batch(path: Path) -> Batch:
-    try:
-        data = np.load(path)
-    except (OSError, ValueError) as error:
-        raise LocalizeError(f"{path}: not a readable .npz ({error}); save one with np.savez(path, x=..., y=...)") from None
+    """A batch from an .npz (x, and optionally y, valid) or a `.pt` file: the original's debug
+    dump (a dict holding the input tensor under `input` or `x`, labels under `labels`/`y`/
+    `target(s)`) or a bare (B, C, T) tensor. Read without torch (common/pt.py)."""
+    from common.pt import PtError, read_pt
+
+    path = Path(path)
+    if not path.is_file():
+        raise LocalizeError(f"{path}: no such batch file; pass an .npz (x, y, valid) or the .pt the failing step saved")
+    if path.suffix == ".pt":
+        try:
+            data = read_pt(path)
+        except PtError as error:
+            raise LocalizeError(str(error)) from None
+        if isinstance(data, np.ndarray):
+            data = {"x": data}
+        if not isinstance(data, dict):
+            raise LocalizeError(f"{path}: holds a {type(data).__name__}; expected a tensor or a dict with 'input'")
+        data = {("x" if key == "input" else key): value for key, value in data.items()}
+    else:
+        try:
+            data = dict(np.load(path))
+        except (OSError, ValueError) as error:
+            raise LocalizeError(f"{path}: not a readable .npz ({error}); save one with np.savez(path, x=..., y=...)") from None
     if "x" not in data:
-        raise LocalizeError(f"{path}: holds {sorted(data.files)}, needs 'x' (B, C, T) float32")
+        raise LocalizeError(f"{path}: holds {sorted(data)}, needs 'x' (or 'input'): (B, C, T) float32")
     x = np.asarray(data["x"])
     if x.ndim != 3:
         raise LocalizeError(f"{path}: x has shape {x.shape}, needs (B, C, T)")
-    y = np.asarray(data["y"], np.float32) if "y" in data else None
+    label_key = next((key for key in LABEL_KEYS if key in data), None)
+    y = np.asarray(data[label_key], np.float32) if label_key else None
     if y is not None and y.shape != (x.shape[0], x.shape[2]):
-        raise LocalizeError(f"{path}: y has shape {y.shape}, needs (B, T) = {(x.shape[0], x.shape[2])}")
-    valid = np.asarray(data["valid"], bool) if "valid" in data else None
+        raise LocalizeError(f"{path}: {label_key} has shape {y.shape}, needs (B, T) = {(x.shape[0], x.shape[2])}")
+    valid_key = next((key for key in VALID_KEYS if key in data), None)
+    valid = np.asarray(data[valid_key], bool) if valid_key else None
     return Batch(x.astype(np.float32), y, valid)
-
-
-def _weights_of_jax(model) -> dict[str, np.ndarray]:
-    from parity.convert import _jax_arrays, plan
-
-    return _jax_arrays(plan(model))
 
 
 def check_channels(config: Config, batch: Batch, source: str) -> None:
@@ -73,59 +90,29 @@ def check_channels(config: Config, batch: Batch, source: str) -> None:
 
 
 def load_dump(path: Path) -> Problem:
-    """A training NaN dump: nan.json (config, pos_weight), batch.npz, checkpoint/ or model.pt."""
+    """A training NaN dump of either framework: nan.json (config, pos_weight), batch.npz, and the
+    state from before the step (jaxbrr checkpoint/ or torchref model.pt)."""
     record_path = path / "nan.json"
     if not record_path.is_file():
         raise LocalizeError(f"{path}: not a NaN dump (no nan.json); training writes them to WORKDIR/nan/step_N")
     record = json.loads(record_path.read_text())
-    config = config_from_dict(record["config"], source=str(record_path))
     batch = read_batch(path / "batch.npz")
     batch.pos_weight = float(record.get("pos_weight", 1.0))
-    if (path / "checkpoint").is_dir():
-        from jaxbrr.train.checkpoint import load_model
-
-        _, model = load_model(path / "checkpoint")
-        weights = _weights_of_jax(model)
-    elif (path / "model.pt").is_file():
-        weights = {k: v.numpy() for k, v in torch.load(path / "model.pt", weights_only=True,
-                                                        map_location="cpu").items()}
-    else:
-        raise LocalizeError(f"{path}: the dump holds neither checkpoint/ (jaxbrr) nor model.pt (torchref)")
+    config, weights = load_checkpoint(path, None)
     check_channels(config, batch, str(path))
     why = record.get("why") or record.get("error") or ""
     return Problem(config, weights, batch, f"dump {path} (step {record.get('step')}: {why})".strip())
 
 
 def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[str, np.ndarray]]:
-    """Weights (torch names and layouts) and config of any kind common.checkpoints.locate finds."""
+    """Neutral weights and config of any kind (parity.convert.read_any: common/checkpoints.py,
+    and orbax for a jaxbrr checkpoint without its neutral copy); what it ignored is printed."""
+    from parity.convert import read_any
+
     try:
-        located = locate(path)
-    except CheckpointError as error:
+        weights = read_any(path, config_path)
+    except (CheckpointError, ValueError) as error:
         raise LocalizeError(str(error)) from None
-    path = located.path
-    if located.kind == "jaxbrr":
-        from jaxbrr.train.checkpoint import load_model
-
-        config, model = load_model(path)
-        return config, _weights_of_jax(model)
-    if located.kind == "safetensors":
-        from parity.convert import config_from_metadata, load_weights, read_metadata
-
-        metadata = read_metadata(path)
-        config = load_config(config_path)
-        if metadata.get("config") is not None:
-            tree = config_to_dict(config)
-            tree["model"] = config_to_dict(config_from_metadata(metadata))
-            config = config_from_dict(tree, source=f"{path} (model) + {config_path or 'defaults'} (train)")
-        model = tmodel.SeizureDetector(config.model)
-        load_weights(path, model)
-        return config, {k: v.numpy() for k, v in model.state_dict().items()}
-    if located.kind in ("torchref", "pt"):
-        saved = torch.load(path, weights_only=True, map_location="cpu")
-        if isinstance(saved, dict) and "model" in saved and "meta" in saved:  # torchref training checkpoint
-            config = config_from_dict(saved["meta"]["config"], source=str(path))
-            return config, {k: v.numpy() for k, v in saved["model"].items()}
-        if config_path is None:
-            raise LocalizeError(f"{path}: a bare state dict carries no config; pass --config CFG")
-        return load_config(config_path), {k: v.numpy() for k, v in saved.items()}
-    raise LocalizeError(f"{path}: a NaN dump folder; pass it with --dump, not --checkpoint")
+    for note in weights.notes:
+        print(f"note: {note}")
+    return weights.config, weights.arrays

@@ -11,7 +11,9 @@ import pytest
 import torch
 from flax import nnx
 
+import jaxbrr.weights as weights
 import torchref.model as tmodel
+from common.checkpoints import FORMAT
 from common.config import config_to_dict, load_config
 from jaxbrr.model import SeizureDetector
 from parity import convert
@@ -117,18 +119,18 @@ def broken(mutate_torch=None, mutate_jax=None):
 
 def test_broken_mappings_raise_naming_every_path(monkeypatch):
     extra_torch = lambda m: m.tcn.proj.register_parameter("extra", torch.nn.Parameter(torch.zeros(3)))  # noqa: E731
-    assert "tcn.proj.extra: torch leaf of the torch model is read by no rule" in broken(extra_torch)
+    assert "tcn.proj.extra: in the torch model, but the model has no such parameter" in broken(extra_torch)
 
     def extra_param(m):
         m.gnn.norms[0].extra = nnx.Param(jnp.zeros(3))
         m.head.proj.also = nnx.Param(jnp.zeros(2))
 
     message = broken(mutate_jax=extra_param)
-    assert "gnn/norms/0/extra: NNX Param is filled by no rule" in message
-    assert "head/proj/also: NNX Param is filled by no rule" in message
+    assert "gnn/norms/0/extra: NNX Param is filled by no row" in message
+    assert "head/proj/also: NNX Param is filled by no row" in message
 
     drop_bias = lambda m: m.tcn.proj.register_parameter("bias", None)  # noqa: E731
-    assert "tcn.proj.bias: present on the NNX side only" in broken(drop_bias)
+    assert "tcn.proj.bias: missing from the torch model" in broken(drop_bias)
 
     def swap_type(m):
         m.head.detect = torch.nn.Linear(19, 1)
@@ -141,11 +143,11 @@ def test_broken_mappings_raise_naming_every_path(monkeypatch):
     assert "gnn.norms.1.weight -> gnn/norms/1/scale: shape (5,)" in broken(wrong_shape)
 
     # A bad table: LayerNorm's bias also written into its scale.
-    leaves = (convert.Leaf("weight", "scale"), convert.Leaf("bias", "scale"))
-    monkeypatch.setitem(convert.RULES, (torch.nn.LayerNorm, nnx.LayerNorm), leaves)
+    leaves = (weights.Leaf("weight", "scale"), weights.Leaf("bias", "scale"))
+    monkeypatch.setitem(weights.LEAVES, nnx.LayerNorm, leaves)
     message = broken()
     assert "gnn/norms/0/scale: NNX Param filled 2 times" in message
-    assert "gnn/norms/0/bias: NNX Param is filled by no rule" in message
+    assert "gnn/norms/0/bias: NNX Param is filled by no row" in message
 
 
 def test_float64_without_x64_raises():
@@ -185,7 +187,7 @@ def test_weights_file_with_a_missing_key_raises(tmp_path):
     save_weights(path, tmodel.SeizureDetector(config, 0))
     arrays = safetensors.numpy.load_file(str(path))
     del arrays["tcn.layers.1.weight_g"]
-    metadata = {"format": convert.FORMAT, "format_version": "1", "framework": "torch", "config": "null"}
+    metadata = {"format": FORMAT, "format_version": "1", "framework": "torch", "config": "null"}
     safetensors.numpy.save_file(arrays, str(path), metadata=metadata)
     with pytest.raises(ConversionError, match=r"tcn.layers.1.weight_g: missing from"):
         load_weights(path, jax_model(config, 0))
@@ -197,15 +199,15 @@ def test_cli_pt_to_safetensors_to_pt(tmp_path, capsys):
     config = load_config(TINY).model
     source = tmodel.SeizureDetector(config, 7)
     torch.save(source.state_dict(), tmp_path / "in.pt")
-    convert.main([str(tmp_path / "in.pt"), str(tmp_path / "mid.safetensors"), "--config", TINY])
-    convert.main([str(tmp_path / "mid.safetensors"), str(tmp_path / "out.pt")])  # config from metadata
+    assert convert.main([str(tmp_path / "in.pt"), str(tmp_path / "mid.safetensors"), "--config", TINY]) == 0
+    assert convert.main([str(tmp_path / "mid.safetensors"), str(tmp_path / "out.pt")]) == 0  # config from metadata
     printed = capsys.readouterr().out
-    assert "torchref state dict) ->" in printed and "config v3 from" in printed
+    assert "in.pt (pt) ->" in printed and "(neutral weights file)" in printed and "(torchref state dict)" in printed
     assert json.loads(json.dumps(convert.read_metadata(tmp_path / "mid.safetensors")["config"])) == config_to_dict(config)
     out = torch.load(tmp_path / "out.pt", weights_only=True)
     assert_bit_exact({k: v.numpy() for k, v in out.items()}, torch_params(source))
-    with pytest.raises(SystemExit, match="pass --config"):
-        convert.main([str(tmp_path / "in.pt"), str(tmp_path / "x.safetensors")])
+    assert convert.main([str(tmp_path / "in.pt"), str(tmp_path / "x.safetensors")]) == 2
+    assert "a bare state dict carries no config; pass --config" in capsys.readouterr().err
 
 
 def test_converted_tiny_models_agree_in_float64():

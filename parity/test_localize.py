@@ -243,11 +243,11 @@ def test_jaxbrr_dump_replays_unchanged(tmp_path, capsys):
     from jaxbrr.model import SeizureDetector
     from jaxbrr.train.nan import write_dump
     from jaxbrr.train.optim import make_nnx_optimizer
-    from parity.convert import _fill_jax, plan
+    from jaxbrr.weights import fill
 
     problem, batch, info = _dump_problem()
     model = SeizureDetector(problem.config.model, rngs=nnx.Rngs(0))
-    _fill_jax(plan(model), problem.weights, "the scenario's weights")
+    fill(model, problem.weights, "the scenario's weights")
     optimizer = make_nnx_optimizer(model, problem.config.train, total_steps=10)
     path = write_dump(tmp_path, problem.config, model, optimizer, batch, info)
     code, out = _replay(path, capsys)

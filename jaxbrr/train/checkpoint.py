@@ -1,14 +1,15 @@
 """Training checkpoints with orbax: `last` and `best`, atomic, keeping N.
 
-    WORKDIR/checkpoints/last/<step>/{model, optimizer, meta}     every epoch end (and every
-                                                                 train.checkpoint_every steps)
-    WORKDIR/checkpoints/best/<step>/{model, optimizer, meta}     when the early-stopping metric improves
+    WORKDIR/checkpoints/last/<step>/{model, optimizer, meta, model.safetensors}   every epoch end (and
+                                                                 every train.checkpoint_every steps)
+    WORKDIR/checkpoints/best/<step>/{...}                        when the early-stopping metric improves
 
 `<step>` is the number of training batches done. `model` is the whole NNX state of the model:
 its parameters and its RNG streams (dropout's key and call count), so a restored model draws the
 same dropout masks an uninterrupted run would. `optimizer` is nnx.Optimizer's state (step count,
 AdamW moments, MultiSteps/apply_if_finite counters). `meta` is JSON: the config and the loop's
-progress (epoch, batch within the epoch, early-stopping state, counters).
+progress (epoch, batch within the epoch, early-stopping state, counters). `model.safetensors` is the
+model's parameters again under the neutral names (common/checkpoints.py), for tools without JAX.
 
 orbax writes each step into a temporary folder and renames it when complete, so a run killed
 at any moment (SIGKILL included) leaves either a whole checkpoint or a temporary folder that the
@@ -29,7 +30,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from common.checkpoints import CheckpointError, jaxbrr_meta, locate
+from common.checkpoints import NEUTRAL_FILE, CheckpointError, jaxbrr_meta, locate, write_neutral
 from common.config import Config, config_from_dict
 
 KINDS = ("last", "best")
@@ -73,7 +74,10 @@ class Checkpoints:
             kind: ocp.CheckpointManager(self.root / kind, options=options, item_names=ITEMS) for kind in KINDS
         }
 
-    def save(self, kind: str, step: int, model: nnx.Module, optimizer: nnx.Optimizer, meta: dict) -> Path:
+    def save(self, kind: str, step: int, model: nnx.Module, optimizer: nnx.Optimizer, meta: dict,
+             neutral: dict | None = None) -> Path:
+        """`neutral`: the model's weights under the neutral names (jaxbrr.weights.to_neutral), kept
+        beside orbax's items as model.safetensors so that tools without JAX read them."""
         manager = self.managers[kind]
         if step in manager.all_steps():  # e.g. best re-saved after a resume: replace, never mix
             manager.delete(step)
@@ -83,7 +87,10 @@ class Checkpoints:
             meta=ocp.args.JsonSave(meta),
         ))
         manager.wait_until_finished()
-        return self.root / kind / str(step)
+        step_dir = self.root / kind / str(step)
+        if neutral is not None:
+            write_neutral(step_dir / NEUTRAL_FILE, neutral, model.config, "jax")
+        return step_dir
 
     def latest(self, kind: str) -> int | None:
         return self.managers[kind].latest_step()
@@ -130,15 +137,19 @@ def read_meta(path: str | Path) -> dict:
     return jaxbrr_meta(resolve_step_dir(path))
 
 
-def load_model(path: str | Path, overrides: dict | None = None) -> tuple[Config, nnx.Module]:
-    """(config, SeizureDetector with the checkpoint's weights and RNG state)."""
+def restore_model(step_dir: Path, config: Config) -> nnx.Module:
+    """A SeizureDetector of `config` with a jaxbrr step folder's model item: parameters and RNG."""
     from jaxbrr.model import SeizureDetector
 
-    step_dir = resolve_step_dir(Path(path).absolute())  # orbax restores absolute paths only
-    meta = read_meta(step_dir)
-    config = config_from_dict(meta["config"], source=f"{step_dir}/meta")
     model = SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
-    checkpointer = ocp.StandardCheckpointer()
-    saved = checkpointer.restore(step_dir / "model", _savable(_pure(model)))
+    saved = ocp.StandardCheckpointer().restore(Path(step_dir).absolute() / "model", _savable(_pure(model)))
     _restore_into(model, saved)
-    return config, model
+    return model
+
+
+def load_model(path: str | Path) -> tuple[Config, nnx.Module]:
+    """(config, SeizureDetector with the checkpoint's weights and RNG state) of a jaxbrr checkpoint;
+    weights of any kind: jaxbrr.weights.load_model."""
+    step_dir = resolve_step_dir(Path(path).absolute())  # orbax restores absolute paths only
+    config = config_from_dict(read_meta(step_dir)["config"], source=f"{step_dir}/meta")
+    return config, restore_model(step_dir, config)

@@ -33,6 +33,7 @@ from jaxbrr.train.mesh import FSDP_AXIS, global_batch, make_mesh, place, state_s
 from jaxbrr.train.nan import write_dump
 from jaxbrr.train.optim import make_nnx_optimizer
 from jaxbrr.train.step import checkify_failure, make_train_step
+from jaxbrr.weights import to_neutral
 
 
 class Trainer(Loop):
@@ -141,7 +142,11 @@ class Trainer(Loop):
 
     def _save(self, kind: str) -> Path:
         model, optimizer = self._objects(self.state)
-        return self.checkpoints.save(kind, self.progress.step, model, optimizer, self._meta())
+        neutral = None
+        if self.primary:  # the neutral copy: host 0 writes it, from the whole (gathered) model state
+            host_state = distributed.gather_to_host(self.state[0]) if self.process_count > 1 else self.state[0]
+            neutral = to_neutral(nnx.merge(nnx.graphdef(self.model), host_state))
+        return self.checkpoints.save(kind, self.progress.step, model, optimizer, self._meta(), neutral)
 
     def _latest(self) -> int | None:
         return self.checkpoints.latest("last")

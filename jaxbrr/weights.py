@@ -1,0 +1,218 @@
+"""jaxbrr's parameters under the neutral names: torchref's state-dict names and layouts.
+
+    arrays = to_neutral(model)                    # {"node_mamba.layers.0.fwd.in_proj.weight": (out, in) ...}
+    fill(model, arrays, "best.safetensors")       # every Param filled exactly once, or one error
+    config, model, located = load_model("runs/default")   # any kind of weights (common/checkpoints.py)
+
+The two model trees carry the same attribute names (STYLE.md "Names"): torch
+`node_mamba.layers.0.fwd.in_proj` is NNX `node_mamba / layers / 0 / fwd / in_proj`. The NNX type of
+each module picks its row in LEAVES, which lists the leaves the module owns directly and how each
+changes layout; nothing is guessed from shapes:
+
+    NNX module                    torch leaf (layout)     NNX leaf (layout)
+    nnx.Linear                    weight (out, in)        kernel (in, out)
+                                  bias (out,)             bias (out,)
+    nnx.Conv                      weight (out, in, k)     kernel (k, in, out)
+    mamba.CausalDepthwiseConv1d   weight (C, 1, W)        kernel (W, 1, C)
+                                  bias                    bias (both optional)
+    tcn.WeightNormConv1d          weight_v (out, in, k)   weight_v (k, in, out)
+                                  weight_g (out, 1, 1)    weight_g (out,)
+                                  bias                    bias
+    nnx.LayerNorm                 weight, bias            scale, bias
+    mamba.GatedRMSNorm            weight                  weight
+    mamba.Mamba2                  A_log, D, dt_bias       A_log, D, dt_bias
+    containers (SeizureDetector, TCNEncoder, ProjectionHead, BiMamba2, BiMamba2Layer, GraphMixer,
+    SSGConv, nnx.List, nnx.Dropout): no leaves of their own.
+
+parity/convert.py pairs each row with its torch module type (the twins) for in-memory conversion.
+Values keep their dtype: float64 arrays need jax_enable_x64 (refused without it, never truncated).
+Imports no torch: a torchref checkpoint is read through common/pt.py.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import jaxbrr.gnn as jgnn
+import jaxbrr.mamba as jmamba
+import jaxbrr.model as jmodel
+import jaxbrr.tcn as jtcn
+from common.checkpoints import Located, jaxbrr_meta, jaxbrr_step, locate, read_weights
+from common.config import Config, config_from_dict
+
+
+class WeightsError(ValueError):
+    """A model and a set of weights do not match; `problems` names every offending path."""
+
+    def __init__(self, what: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{what}: {len(problems)} problem(s)\n  " + "\n  ".join(problems))
+
+
+def _same(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def _transpose(a: np.ndarray) -> np.ndarray:
+    return a.T  # (out, in) <-> (in, out)
+
+
+def _reverse_axes(a: np.ndarray) -> np.ndarray:
+    return a.transpose(2, 1, 0)  # (out, in, k) <-> (k, in, out): an involution
+
+
+def _gain_to_jax(g: np.ndarray) -> np.ndarray:
+    return g.reshape(g.shape[0])  # (out, 1, 1) -> (out,)
+
+
+def _gain_to_torch(g: np.ndarray) -> np.ndarray:
+    return g.reshape(g.shape[0], 1, 1)  # (out,) -> (out, 1, 1)
+
+
+class Leaf(NamedTuple):
+    torch: str  # the neutral (torch state-dict) suffix
+    nnx: str  # the attribute on the NNX module
+    to_jax: Callable[[np.ndarray], np.ndarray] = _same  # neutral layout -> NNX layout
+    to_torch: Callable[[np.ndarray], np.ndarray] = _same  # NNX layout -> neutral layout
+
+
+LINEAR = (Leaf("weight", "kernel", _transpose, _transpose), Leaf("bias", "bias"))
+CONV = (Leaf("weight", "kernel", _reverse_axes, _reverse_axes), Leaf("bias", "bias"))
+
+LEAVES: dict[type, tuple[Leaf, ...]] = {
+    nnx.Linear: LINEAR,
+    nnx.Conv: CONV,
+    jmamba.CausalDepthwiseConv1d: CONV,
+    jtcn.WeightNormConv1d: (
+        Leaf("weight_v", "weight_v", _reverse_axes, _reverse_axes),
+        Leaf("weight_g", "weight_g", _gain_to_jax, _gain_to_torch),
+        Leaf("bias", "bias"),
+    ),
+    nnx.LayerNorm: (Leaf("weight", "scale"), Leaf("bias", "bias")),
+    jmamba.GatedRMSNorm: (Leaf("weight", "weight"),),
+    # Mamba2's bare parameters; its in_proj/conv1d/norm/out_proj are children with their own rows.
+    jmamba.Mamba2: (Leaf("A_log", "A_log"), Leaf("D", "D"), Leaf("dt_bias", "dt_bias")),
+    # Containers: no parameters of their own, but listed so an unknown module type is an error.
+    jmodel.SeizureDetector: (),
+    jtcn.TCNEncoder: (),
+    jtcn.ProjectionHead: (),
+    jmamba.BiMamba2: (),
+    jmamba.BiMamba2Layer: (),
+    jgnn.GraphMixer: (),
+    jgnn.SSGConv: (),
+    nnx.List: (),
+    nnx.Dropout: (),
+}
+
+
+class Entry(NamedTuple):
+    torch_key: str  # neutral name, e.g. node_mamba.layers.0.fwd.in_proj.weight
+    nnx_path: tuple  # e.g. ("node_mamba", "layers", 0, "fwd", "in_proj", "kernel")
+    variable: nnx.Param
+    leaf: Leaf
+
+
+def dotted(path: tuple) -> str:
+    return ".".join(str(key) for key in path)  # torch's spelling
+
+
+def slashed(path: tuple) -> str:
+    return "/".join(str(key) for key in path)  # NNX's spelling, in messages about NNX Params
+
+
+def type_name(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def plan(model: nnx.Module) -> list[Entry]:
+    """One Entry per parameter leaf, from walking the NNX modules; every problem at once."""
+    problems: list[str] = []
+    entries = []
+    for path, module in nnx.iter_modules(model):
+        name = dotted(path)
+        leaves = LEAVES.get(type(module))
+        if leaves is None:
+            problems.append(f"{name or '<root>'}: no row in jaxbrr.weights.LEAVES for NNX {type_name(type(module))}")
+            continue
+        for leaf in leaves:
+            variable = getattr(module, leaf.nnx, None)
+            if variable is None:  # e.g. a conv without bias
+                continue
+            if not isinstance(variable, nnx.Param):
+                problems.append(f"{slashed((*path, leaf.nnx))}: NNX attribute is a {type(variable).__name__}, not a Param")
+                continue
+            entries.append(Entry(f"{name}.{leaf.torch}" if name else leaf.torch, (*path, leaf.nnx), variable, leaf))
+    filled = Counter(entry.nnx_path for entry in entries)
+    problems += [f"{slashed(p)}: NNX Param filled {n} times" for p, n in filled.items() if n > 1]
+    params = [path for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Param)]
+    problems += [f"{slashed(p)}: NNX Param is filled by no row" for p in params if p not in filled]
+    if problems:
+        raise WeightsError(f"the neutral names of {type(model).__name__}", problems)
+    return entries
+
+
+def to_neutral(model: nnx.Module) -> dict[str, np.ndarray]:
+    """Neutral name -> neutral-layout numpy array (dtype kept)."""
+    return {entry.torch_key: np.ascontiguousarray(entry.leaf.to_torch(np.asarray(entry.variable.get_value())))
+            for entry in plan(model)}
+
+
+def key_problems(wanted, keys, source: str) -> list[str]:
+    wanted, keys = set(wanted), set(keys)
+    missing = [f"{key}: missing from {source}" for key in sorted(wanted - keys)]
+    return missing + [f"{key}: in {source}, but the model has no such parameter" for key in sorted(keys - wanted)]
+
+
+def fill(model: nnx.Module, arrays: dict[str, np.ndarray], source: str) -> None:
+    """Write neutral-layout `arrays` into the model's Params (taking their dtype), all checks first."""
+    entries = plan(model)
+    problems = key_problems([e.torch_key for e in entries], arrays.keys(), source)
+    values = []
+    for entry in entries:
+        if entry.torch_key not in arrays:
+            continue  # reported
+        value = entry.leaf.to_jax(np.asarray(arrays[entry.torch_key]))
+        target = entry.variable.get_value()
+        if value.shape != target.shape:
+            problems.append(f"{entry.torch_key} -> {slashed(entry.nnx_path)}: shape {value.shape} "
+                            f"(after the layout change) vs NNX {target.shape}")
+        elif value.dtype == np.float64 and not jax.config.jax_enable_x64:
+            problems.append(f"{entry.torch_key}: float64 needs jax_enable_x64 (it would be truncated)")
+        values.append((entry.variable, value))
+    if problems:
+        raise WeightsError(f"{source} -> NNX", problems)
+    for variable, value in values:
+        variable.set_value(jnp.asarray(value))
+
+
+def neutral_shapes(model_config) -> dict[str, tuple[int, ...]]:
+    """Neutral name -> neutral-layout shape of a model of `model_config`, nothing allocated."""
+    model = nnx.eval_shape(lambda: jmodel.SeizureDetector(model_config, rngs=nnx.Rngs(0)))
+    return {entry.torch_key: entry.leaf.to_torch(np.broadcast_to(np.float32(0), entry.variable.get_value().shape)).shape
+            for entry in plan(model)}
+
+
+def load_model(path: str | Path, config_path: str | Path | None = None) -> tuple[Config, nnx.Module, Located, list[str]]:
+    """(config, SeizureDetector, where it came from, notes) from weights of any kind
+    (common/checkpoints.py): a jaxbrr checkpoint is restored whole (parameters and RNG streams,
+    through orbax), anything else is read as neutral weights and filled into a fresh model of its
+    config. `notes` says what the reader ignored or assumed (callers print them)."""
+    from jaxbrr.train.checkpoint import restore_model
+
+    located = locate(path)
+    step_dir = jaxbrr_step(located)
+    if step_dir is not None:
+        config = config_from_dict(jaxbrr_meta(step_dir)["config"], source=f"{step_dir}/meta")
+        return config, restore_model(step_dir, config), located, []
+    weights = read_weights(located.path, config_path, neutral_shapes)
+    model = jmodel.SeizureDetector(weights.config.model, rngs=nnx.Rngs(weights.config.train.seed))
+    fill(model, weights.arrays, str(weights.path))
+    return weights.config, model, located, weights.notes
