@@ -174,18 +174,26 @@ class Weights:
     meta: dict | None = None  # a training checkpoint's meta (config, progress), when it has one
 
 
-def _with_model(model: dict | ModelConfig, config_path: str | Path | None, source: str) -> Config:
+ConfigSource = str | Path | Config | None  # a config file, a run's config, or None for the defaults
+
+
+def _load(config: ConfigSource) -> Config:
+    return config if isinstance(config, Config) else load_config(config)
+
+
+def _with_model(model: dict | ModelConfig, config_path: ConfigSource, source: str) -> Config:
     """The run config of `config_path` (or the defaults) with `model` as its model section."""
-    tree = config_to_dict(load_config(config_path))
+    tree = config_to_dict(_load(config_path))
     tree["model"] = config_to_dict(model) if isinstance(model, ModelConfig) else model
-    return config_from_dict(tree, source=f"{source} (model) + {config_path or 'the defaults'} (the rest)")
+    rest = "the run's config" if isinstance(config_path, Config) else (config_path or "the defaults")
+    return config_from_dict(tree, source=f"{source} (model) + {rest} (the rest)")
 
 
-def _needs_config(path: Path, config_path, what: str) -> Config:
+def _needs_config(path: Path, config_path: ConfigSource, what: str) -> Config:
     if config_path is None:
         raise CheckpointError(f"{path}: {what} carries no config; pass --config CFG (its `model` section "
                               "must describe these weights)")
-    return load_config(config_path)
+    return _load(config_path)
 
 
 def _arrays(state: dict, path: Path) -> dict[str, np.ndarray]:
@@ -195,7 +203,7 @@ def _arrays(state: dict, path: Path) -> dict[str, np.ndarray]:
     return dict(state)
 
 
-def read_weights(path: str | Path, config_path: str | Path | None = None, shapes: Shapes | None = None) -> Weights:
+def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Shapes | None = None) -> Weights:
     """The weights `path` names (any kind locate() finds) as neutral numpy arrays, with their
     config: the model section from the weights when they carry one (a training checkpoint's meta,
     a .safetensors file's metadata, an original checkpoint's own config), else from config_path.
@@ -252,3 +260,26 @@ def read_weights(path: str | Path, config_path: str | Path | None = None, shapes
     if isinstance(saved, dict):
         return Weights(_needs_config(path, config_path, "a bare state dict"), _arrays(saved, path), "pt", path)
     raise CheckpointError(f"{path}: holds a {type(saved).__name__}, not weights; {FIX}")
+
+
+def weights_config(path: str | Path, fallback: ConfigSource = None) -> Config | None:
+    """The run config that weights of any kind carry (their model section), without building a
+    model; None for weights that carry none (a bare state dict, an original without its config).
+    What `--init-from` checks before any data is read."""
+    from common import original
+    from common.pt import read_pt
+
+    located = locate(path)
+    if (step := jaxbrr_step(located)) is not None:
+        return config_from_dict(jaxbrr_meta(step)["config"], source=f"{step}/meta")
+    if located.kind == "safetensors":
+        model = read_neutral_metadata(located.path)["config"]
+        return _with_model(model, fallback, str(located.path)) if model is not None else None
+    if located.kind == "nan_dump":
+        return config_from_dict(json.loads((located.path / "nan.json").read_text())["config"])
+    saved = read_pt(located.path)
+    if isinstance(saved, dict) and "meta" in saved and "model" in saved:
+        return config_from_dict(saved["meta"]["config"], source=str(located.path))
+    if original.is_original(saved) and isinstance(saved.get("config"), dict) and "model" in saved["config"]:
+        return _with_model(original.model_config(saved["config"]["model"])[0], fallback, str(located.path))
+    return None

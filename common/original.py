@@ -288,7 +288,7 @@ def model_config(original: dict) -> tuple[dict, list[str]]:
             "enabled": True, "edge_features": graph.get("edge_features", "cosine"),
             "top_k": int(graph.get("edge_top_k", 3)), "edge_threshold": float(graph.get("edge_threshold", 1e-4)),
             "edge_lift": int(graph.get("edge_mamba_d_model", 16)),
-            "edge_mamba": {"n_layers": int(graph.get("edge_mamba_layers", 2)),
+            "edge_mamba": {"n_layers": int(graph.get("edge_mamba_layers", 2)), "headdim": 4,  # hard-coded there
                            "d_model": int(graph.get("edge_mamba_d_model", 16)),
                            "d_state": int(graph.get("edge_mamba_d_state", 8)),
                            "dropout": float(graph.get("dropout", 0.1))},

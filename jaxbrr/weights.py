@@ -200,7 +200,7 @@ def neutral_shapes(model_config) -> dict[str, tuple[int, ...]]:
             for entry in plan(model)}
 
 
-def load_model(path: str | Path, config_path: str | Path | None = None) -> tuple[Config, nnx.Module, Located, list[str]]:
+def load_model(path: str | Path, config_path: str | Path | Config | None = None) -> tuple[Config, nnx.Module, Located, list[str]]:
     """(config, SeizureDetector, where it came from, notes) from weights of any kind
     (common/checkpoints.py): a jaxbrr checkpoint is restored whole (parameters and RNG streams,
     through orbax), anything else is read as neutral weights and filled into a fresh model of its

@@ -155,7 +155,7 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
             shapes = {name: tap.shape for name, tap in jax_run.taps.items()}  # for a stage that raises
             runs += [R.run_torch(torch_model, problem.batch, train_cfg, shapes), jax_run]
     stage_inputs = problem.config.model.stage_inputs
-    rows = tap_rows(runs, stage_inputs, R.parameter_stage(problem.config.model), extreme, device)
+    rows = tap_rows(runs, stage_inputs, R.parameter_stage(problem.config.model), extreme, device, problem.batch.x)
     findings = find(rows)
     by_key = {run_key(r): r for r in runs}
     replay = []

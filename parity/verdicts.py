@@ -52,7 +52,8 @@ class TapRow:
     compare: dict[str, Row]  # dtype -> torch↔jax comparison (jax against torch)
     err64: dict[str, float] = field(default_factory=dict)  # framework -> RMSE of its lowest dtype vs torch float64
     drifted: str | None = None  # arbitrate(): torch | jax | both | neither (lowest dtype, when it fails)
-    max_abs_x: float = math.nan  # input row only: max |x| over finite values
+    max_abs_x: float = math.nan  # input row only: max |x| over finite values of the batch as given
+    data_nonfinite: tuple[int, int] = (0, 0)  # input row only: NaN, Inf in the batch as given
     upstream: tuple[str, ...] = ()  # the rows this one is computed from
     verdict: str = "CLEAN"
     born: bool = False
@@ -141,10 +142,12 @@ def _group_grads(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def tap_rows(runs: list[Run], stage_inputs: dict[str, tuple[str, ...]], parameter_stage: dict[str, str],
-             extreme: float, device: str = "cpu") -> list[TapRow]:
+             extreme: float, device: str = "cpu", batch: np.ndarray | None = None) -> list[TapRow]:
     """Every row in report order: forward taps, the loss, cotangents in backward order,
     parameter gradients by module (modules in forward order), each classified against the
-    tolerances of the device the runs ran on."""
+    tolerances of the device the runs ran on. `batch` is the data as given, before the model's
+    input stage (whose guards, with stability.guards: original, clip it and zero its NaNs): the
+    DATA verdict is about that, not about what the guards leave."""
     taps = list(stage_inputs)
     rows = [_row(tap, "forward", {run_key(r): r.taps[tap] for r in runs}, runs, "model",
                  tuple(i for i in stage_inputs[tap] if i != MODEL_INPUT), device) for tap in taps]
@@ -166,8 +169,11 @@ def tap_rows(runs: list[Run], stage_inputs: dict[str, tuple[str, ...]], paramete
         rows.append(_row(PARAMETERS + module, "parameters", {key: g[module] for key, g in grouped.items()}, runs,
                          "grad", upstream, device))
     input_row = rows[0]
-    finite_x = [np.abs(r.taps["input"][np.isfinite(r.taps["input"])]) for r in runs]
+    given = [batch] if batch is not None else [r.taps["input"] for r in runs]
+    finite_x = [np.abs(x[np.isfinite(x)]) for x in given]
     input_row.max_abs_x = max((float(a.max()) for a in finite_x if a.size), default=0.0)
+    if batch is not None:
+        input_row.data_nonfinite = _counts(batch)
     classify(rows, dtypes_of(runs), extreme)
     return rows
 
@@ -178,10 +184,15 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float) -> None:
     top = dtypes[0]
     for row in rows:
         bad_runs = [run for run in row.nonfinite if row.bad(run)]
-        if row.name == "input" and (bad_runs or row.max_abs_x > extreme):
+        if row.name == "input" and (bad_runs or sum(row.data_nonfinite) or row.max_abs_x > extreme):
             row.verdict, row.born = "DATA", True
-            row.detail = (f"the batch holds {_count_text(row)}" if bad_runs else
-                          f"max |x| = {row.max_abs_x:.4g} > {extreme:g} σ: beyond what the pipeline's clip leaves")
+            if sum(row.data_nonfinite):
+                nan, inf = row.data_nonfinite
+                row.detail = f"the batch holds {nan} NaN, {inf} Inf"
+            elif bad_runs:
+                row.detail = f"the batch holds {_count_text(row)}"
+            else:
+                row.detail = f"max |x| = {row.max_abs_x:.4g} > {extreme:g} σ: beyond what the pipeline's clip leaves"
             continue
         if bad_runs:
             row.born = any(all(not by_name[u].bad(run) for u in row.upstream) for run in bad_runs)

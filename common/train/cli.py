@@ -1,7 +1,7 @@
 """The command both training CLIs share: `python -m jaxbrr.train` and `python -m torchref.train`
 call `run` with their framework's Trainer (a common.train.loop.Loop subclass).
 
-    [--config CFG] [--set key=value ...] [--workdir DIR] [--resume] [--no-progress]
+    [--config CFG] [--set key=value ...] [--workdir DIR] [--resume | --init-from CKPT] [--no-progress]
 
 Exit status: 0 done, 2 bad config, data or arguments, 3 a non-finite step (the dump and the
 replay command are printed). The config is checked before any compute and before the framework
@@ -32,6 +32,9 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     parser.add_argument("--workdir", default=None,
                         help=f"where checkpoints and logs go (default: config.workdir{' + ' + repr(workdir_suffix) if workdir_suffix else ''})")
     parser.add_argument("--resume", action="store_true", help="continue from WORKDIR's last checkpoint")
+    parser.add_argument("--init-from", metavar="CKPT",
+                        help="start from these weights (any kind: a jaxbrr or torchref run or checkpoint, a .pt, "
+                             "a .safetensors, a brain-go-brr v2 checkpoint) with a fresh optimizer")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
@@ -40,7 +43,14 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
         from common.train.validate import check_metric_name
 
         check_metric_name(config)
-    except (ConfigError, FileNotFoundError) as err:
+        if args.init_from:  # the weights' model against the config's, before any data is read
+            from common.checkpoints import weights_config
+            from common.train.loop import check_init_config
+
+            theirs = weights_config(args.init_from, config)
+            if theirs is not None:
+                check_init_config(config, theirs, args.init_from)
+    except (ConfigError, FileNotFoundError, ValueError) as err:  # CheckpointError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
 
@@ -50,9 +60,10 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     prepared = prepare(config, progress=not args.no_progress)
     print(format_summary(prepared))
     try:
-        trainer = trainer_class()(config, resume=args.resume, progress=not args.no_progress, prepared=prepared)
+        trainer = trainer_class()(config, resume=args.resume, progress=not args.no_progress, prepared=prepared,
+                                  init_from=args.init_from)
         result = trainer.run()
-    except (ConfigError, FileExistsError, ValueError) as err:  # bad config, data or setup
+    except (ConfigError, FileExistsError, ValueError) as err:  # bad config, data, weights or setup
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except NonFiniteStep as err:

@@ -86,6 +86,27 @@ class TrainResult:
 RESUME_IGNORED = ("train.prefetch", "train.distributed", "model.graph.eigh_calls")
 
 
+# model fields that say how the model runs, not what its weights mean: --init-from may change them
+INIT_IGNORED = ("remat", "precision", "ssm.scan", "ssm.chunk_size", "ssm.backend", "graph.eigh_calls", "stability")
+
+
+def _runs_only(field: str) -> bool:
+    """model.<field> changes how the model runs (INIT_IGNORED, any dropout rate), not its weights."""
+    name = field.removeprefix("model.")
+    return name.split(".")[-1] == "dropout" or any(name == p or name.startswith(p + ".") for p in INIT_IGNORED)
+
+
+def check_init_config(config: Config, theirs: Config, source) -> None:
+    """--init-from: the run's model must be the weights' model but for how it runs; else a
+    ConfigError naming every differing field."""
+    changed = [line for line in _config_differences(config_to_dict(config.model), config_to_dict(theirs.model), "model.")
+               if not _runs_only(line.split(":")[0])]
+    if changed:
+        raise ConfigError(f"--init-from {source}: the config's model differs from the weights' model:\n  "
+                          + "\n  ".join(line.replace(": checkpoint ", ": weights ") for line in changed)
+                          + "\nset those fields as the weights have them (--set), or start from other weights")
+
+
 def _config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     keys = sorted(set(a) | set(b))
     out = []
@@ -116,8 +137,11 @@ class Loop:
     process_index, process_count = 0, 1  # this host among the hosts; a framework may set them
 
     def __init__(self, config: Config, resume: bool = False, progress: bool = True,
-                 prepared: PreparedData | None = None):
+                 prepared: PreparedData | None = None, init_from: str | Path | None = None):
         check_metric_name(config)  # before any compute
+        if init_from is not None and resume:
+            raise ConfigError("--init-from and --resume together: --resume continues the run's own last "
+                              "checkpoint; --init-from starts a new run from given weights")
         self.config, self.cfg = config, config.train
         self.workdir = Path(config.workdir)
         self.show = progress
@@ -126,6 +150,9 @@ class Loop:
         self._build()
         self.progress = Progress()
         self._resume_or_start(resume)
+        if init_from is not None:
+            self.initialised_from = self._init_weights(Path(init_from))
+            print(f"initialised from {self.initialised_from} (fresh optimizer)")
         # every host keeps the records (early stopping decides alike everywhere); host 0 writes them
         self.log = RunLog(self.workdir, resume_step=self.progress.step if self.progress.step else None,
                           write_files=self.primary)
@@ -166,6 +193,11 @@ class Loop:
         raise NotImplementedError
 
     def parameter_count(self) -> int:
+        raise NotImplementedError
+
+    def _init_weights(self, path: Path) -> Path:
+        """Fill the model from weights of any kind (common/checkpoints.py), the optimizer left
+        fresh; check_init_config first. Returns where the weights came from."""
         raise NotImplementedError
 
     def checkpoint_path(self, kind: str, step: int) -> Path:

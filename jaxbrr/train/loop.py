@@ -25,7 +25,7 @@ import numpy as np
 from flax import nnx
 
 from common.config import Config
-from common.train.loop import Loop, StepFailed, TrainResult
+from common.train.loop import Loop, StepFailed, TrainResult, check_init_config
 from jaxbrr.model import SeizureDetector, count_parameters
 from jaxbrr.train import distributed
 from jaxbrr.train.checkpoint import Checkpoints
@@ -33,7 +33,7 @@ from jaxbrr.train.mesh import FSDP_AXIS, global_batch, make_mesh, place, state_s
 from jaxbrr.train.nan import write_dump
 from jaxbrr.train.optim import make_nnx_optimizer
 from jaxbrr.train.step import checkify_failure, make_train_step
-from jaxbrr.weights import to_neutral
+from jaxbrr.weights import fill, load_model, to_neutral
 
 
 class Trainer(Loop):
@@ -139,6 +139,15 @@ class Trainer(Loop):
         if metrics["finite"] or self.cfg.nan_policy == "skip":  # skip: apply_if_finite kept the state
             self.state = state
         return metrics
+
+    def _init_weights(self, path: Path) -> Path:
+        config, model, located, notes = load_model(path, self.config)  # weights without a config: the run's
+        for note in notes:
+            print(f"note: {note}")
+        check_init_config(self.config, config, path)
+        fill(self.model, to_neutral(model), str(located.path))
+        self.sync_from_objects()
+        return located.path
 
     def _save(self, kind: str) -> Path:
         model, optimizer = self._objects(self.state)

@@ -12,72 +12,15 @@ import re
 import pytest
 import torch
 
-from common.config import MambaConfig, ModelConfig, load_config
-from common.original import original_key
+from common.config import ModelConfig, load_config
+from tests.torchref.original_checkpoint import (
+    FULL_STACK,
+    ORIGINAL_PARAMETERS,
+    _original_extras,
+    _original_state_dict,
+)
 from torchref.model import SeizureDetector
 from torchref.original import from_original_state_dict, load_original_checkpoint
-
-# The original's hard-coded 512-wide stack (detector.py: BiMamba2(d_model=512, headdim=64, ...)).
-FULL_STACK = MambaConfig(n_layers=6, d_model=512, d_state=16, d_conv=4, expand=2, headdim=64)
-ORIGINAL_PARAMETERS = 31_475_722  # original_spec.md §2 (CHANGELOG/README)
-
-
-def _mamba2_shapes(cfg: MambaConfig) -> dict[str, tuple[int, ...]]:
-    """mamba_ssm Mamba2 (ngroups 1) parameter shapes."""
-    d_inner = cfg.expand * cfg.d_model
-    heads = d_inner // cfg.headdim
-    conv_dim = d_inner + 2 * cfg.d_state
-    return {
-        "in_proj.weight": (2 * d_inner + 2 * cfg.d_state + heads, cfg.d_model),
-        "conv1d.weight": (conv_dim, 1, cfg.d_conv),
-        "conv1d.bias": (conv_dim,),
-        "dt_bias": (heads,),
-        "A_log": (heads,),
-        "D": (heads,),
-        "norm.weight": (d_inner,),
-        "out_proj.weight": (cfg.d_model, d_inner),
-    }
-
-
-def _fallbacks(prefix: str, cfg: MambaConfig) -> dict[str, tuple[int, ...]]:
-    """Depthwise Conv1d(d, d, k=d_conv, groups=d) of both directions of every layer."""
-    shapes = {}
-    for i in range(cfg.n_layers):
-        for direction in ("forward", "backward"):
-            shapes[f"{prefix}.layers.{i}.{direction}_mamba_fallback.weight"] = (cfg.d_model, 1, cfg.d_conv)
-            shapes[f"{prefix}.layers.{i}.{direction}_mamba_fallback.bias"] = (cfg.d_model,)
-    return shapes
-
-
-def _original_extras(config: ModelConfig, stack: MambaConfig) -> dict[str, tuple[int, ...]]:
-    """Shapes of every original parameter that torchref does not have."""
-    shapes = {}
-    d = stack.d_model
-    for i in range(stack.n_layers):
-        for direction in ("forward", "backward"):
-            for name, shape in _mamba2_shapes(stack).items():
-                shapes[f"mamba.layers.{i}.{direction}_mamba_real.{name}"] = shape
-        shapes[f"mamba.layers.{i}.output_proj.weight"] = (d, 2 * d)
-        shapes[f"mamba.layers.{i}.output_proj.bias"] = (d,)
-        shapes[f"mamba.layers.{i}.layer_norm.weight"] = (d,)
-        shapes[f"mamba.layers.{i}.layer_norm.bias"] = (d,)
-    shapes.update(_fallbacks("mamba", stack))
-    shapes.update(_fallbacks("node_mamba", config.node_mamba))
-    shapes.update(_fallbacks("edge_mamba", config.graph.edge_mamba))
-    shapes["gnn.edge_transform.weight"] = (1, 1)
-    shapes["gnn.edge_transform.bias"] = (1,)
-    return shapes
-
-
-def _to_original(model: SeizureDetector) -> dict[str, torch.Tensor]:
-    return {original_key(key): value.clone() for key, value in model.state_dict().items()}
-
-
-def _original_state_dict(model, config, stack, fill=torch.randn, steps=64):
-    state = _to_original(model)
-    state.update({key: fill(shape) for key, shape in _original_extras(config, stack).items()})
-    state["gnn.last_valid_pe"] = torch.randn(2, steps, config.n_chans, config.graph.k_eigenvectors)
-    return state
 
 
 @pytest.fixture(scope="module")

@@ -45,10 +45,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.checkpoints import read_weights
 from common.config import ConfigError
 from common.files import atomic_path
 from common.train import dumps
-from common.train.loop import Loop
+from common.train.loop import Loop, check_init_config
 from torchref.model import SeizureDetector, count_parameters
 from torchref.train.optim import make_optimizer
 from torchref.train.step import apply_gradients, eval_step, loss_and_gradients
@@ -172,6 +173,18 @@ class Trainer(Loop):
             self.lr = apply_gradients(self.model, self.optimizer, self.scheduler, self.cfg)
         self.model.zero_grad(set_to_none=True)
         return {"loss": loss, "grad_norm": grad_norm, "lr": self.lr, "finite": finite}
+
+    def _init_weights(self, path: Path) -> Path:
+        target = self.model.state_dict()
+        weights = read_weights(path, self.config, lambda model_config: {k: tuple(v.shape) for k, v in
+                                                                  SeizureDetector(model_config).state_dict().items()})
+        for note in weights.notes:
+            print(f"note: {note}")
+        check_init_config(self.config, weights.config, path)
+        state = {key: torch.from_numpy(np.array(value)).to(target[key].dtype) if key in target else value
+                 for key, value in weights.arrays.items()}
+        self.model.load_state_dict(state, strict=True)  # names every missing and unexpected key
+        return weights.path
 
     # -- checkpoints ---------------------------------------------------------------------------
 

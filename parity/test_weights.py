@@ -1,0 +1,230 @@
+"""Weights travel (issue 18): every kind converts to every other and back, bit for bit where no
+framework computes, to the same logits where one does; every command opens every kind; training
+starts from given weights; a brain-go-brr v2 user's checkpoint and failing batch give a verdict.
+
+Kinds: a jaxbrr checkpoint folder (orbax, with its neutral model.safetensors), a torchref
+training checkpoint (.pt: model, optimizer, meta), a torchref state dict (.pt), the neutral
+.safetensors, an original brain-go-brr v2 checkpoint (.pt, with or without its own config).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+import torchref.model as tmodel
+from common.checkpoints import NEUTRAL_FILE, read_weights
+from common.config import config_to_dict, load_config
+from common.data.montage import REF19
+from common.data.synth import edf_label, write_recording
+from jaxbrr.predict import main as predict_main
+from jaxbrr.weights import load_model, to_neutral
+from parity import convert, localize
+from parity.compare import compare_arrays
+from parity.scenarios import eeg_windows
+from parity.test_model import FULL_SEED
+from tests.torchref.original_checkpoint import original_checkpoint
+
+TINY = "configs/tiny.yaml"
+FULL = "configs/tusz.yaml"
+
+
+def neutral(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {key: value.detach().numpy() for key, value in model.state_dict().items()}
+
+
+def assert_bit_equal(got: dict[str, np.ndarray], want: dict[str, np.ndarray], what: str) -> None:
+    assert got.keys() == want.keys(), (what, sorted(got.keys() ^ want.keys())[:5])
+    for key in want:
+        assert got[key].dtype == want[key].dtype and np.array_equal(got[key], want[key]), (what, key)
+
+
+# ----------------------------------------------------------------------------------------------
+# full size: an original checkpoint through every kind
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """The full-size V3 as the original saves it: its exact key names and shapes (the dead 512-wide
+    stack, the Conv1d fallbacks, the edge transform, the PE cache included) and its own config."""
+    root = tmp_path_factory.mktemp("full")
+    config = load_config(FULL).model
+    model = tmodel.SeizureDetector(config, 0).eval()
+    torch.save(original_checkpoint(model, config, with_config=True), root / "original.pt")
+    return root, model
+
+
+@pytest.mark.slow
+def test_an_original_checkpoint_converts_to_every_kind_and_back(full, capsys):
+    root, model = full
+    want = neutral(model)  # what the original's weights are under our names
+    chain = [("original.pt", "a.safetensors"), ("a.safetensors", "b.pt"), ("a.safetensors", "run"),
+             ("run", "c.safetensors"), ("run", "d.pt")]
+    for source, target in chain:
+        assert convert.main([str(root / source), str(root / target)]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "original.pt (original) ->" in printed and "512-wide BiMamba2 stack `mamba`" in printed  # what it ignored
+    assert_bit_equal(read_weights(root / "a.safetensors").arrays, want, "original -> safetensors")
+    assert_bit_equal(read_weights(root / "b.pt", FULL).arrays, want, "-> torchref state dict")
+    assert_bit_equal(read_weights(root / "run").arrays, want, "-> jaxbrr checkpoint (neutral copy)")
+    assert_bit_equal(read_weights(root / "c.safetensors").arrays, want, "jaxbrr checkpoint -> safetensors")
+    assert_bit_equal(read_weights(root / "d.pt", FULL).arrays, want, "jaxbrr checkpoint -> torchref")
+    # a jaxbrr checkpoint without its neutral copy is read through orbax
+    step = next((root / "run" / "checkpoints" / "best").iterdir())
+    (step / NEUTRAL_FILE).unlink()
+    assert convert.main([str(root / "run"), str(root / "e.safetensors")]) == 0
+    assert_bit_equal(read_weights(root / "e.safetensors").arrays, want, "orbax -> safetensors")
+    # the model the original's own config describes is the full-size one, run as the original ran
+    weights = read_weights(root / "original.pt", shapes=convert.torch_shapes)
+    assert weights.config.model.stability.pe_gradient == "full"
+    assert config_to_dict(weights.config.model.graph) == config_to_dict(load_config(FULL).model.graph)
+
+    # the same logits: torchref from the original file, jaxbrr from the converted checkpoint
+    x, _ = eeg_windows(weights.config, n_windows=1, seed=FULL_SEED)
+    original_model, _ = _torchref_from(root / "original.pt")
+    with torch.no_grad():
+        torch_logits, _ = original_model(torch.from_numpy(x))
+    _, jax_model, _, _ = load_model(root / "run")
+    jax_logits, _ = nnx.jit(lambda m, x: nnx.view(m, deterministic=True, raise_if_not_found=False)(x))(jax_model, x)
+    row = compare_arrays("logits", jax_logits, torch_logits, "model", "float32")
+    print(f"logits: max_abs {row.max_abs:.3g} of scale {row.scale:.3g}")
+    assert row.passed, row.reason
+
+
+def _torchref_from(path: Path):
+    from torchref.original import load_original_checkpoint
+
+    config = read_weights(path, shapes=convert.torch_shapes).config.model
+    model, report = load_original_checkpoint(path, config)
+    return model.eval(), report
+
+
+# ----------------------------------------------------------------------------------------------
+# tiny: every command opens every kind
+
+
+@pytest.fixture(scope="module")
+def kinds(tmp_path_factory):
+    """One tiny model's weights as every kind, and an EDF and a batch to run them on."""
+    root = tmp_path_factory.mktemp("kinds")
+    config = load_config(TINY)
+    model = tmodel.SeizureDetector(config.model, 3).eval()
+    paths = {}
+    paths["safetensors"] = root / "w.safetensors"
+    convert.save_weights(paths["safetensors"], model)
+    paths["pt"] = root / "w.pt"
+    torch.save(model.state_dict(), paths["pt"])
+    paths["torchref"] = root / "torchref" / "checkpoints" / "best" / "step_000001.pt"
+    paths["torchref"].parent.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "optimizer": {}, "meta": {"config": config_to_dict(config),
+                                                                       "progress": {}}}, paths["torchref"])
+    paths["original"] = root / "original.pt"
+    torch.save(original_checkpoint(model, config.model, with_config=False), paths["original"])
+    paths["jaxbrr"] = root / "jaxbrr"
+    convert.write_jaxbrr_checkpoint(paths["jaxbrr"], config, neutral(model), "the tiny torchref model")
+    noise = np.random.default_rng(0).standard_normal((len(REF19), 30 * 256)) * 30
+    edf = write_recording(root / "rec_s001_t000.edf", {edf_label(e): row for e, row in zip(REF19, noise, strict=True)},
+                          256, "rec")
+    x, y = eeg_windows(config, n_windows=1)
+    np.savez(root / "batch.npz", x=x, y=y)
+    return root, config, model, paths, edf
+
+
+# the kinds that carry no config of their own are opened with --config
+NEEDS_CONFIG = ("pt", "original")
+
+
+def test_every_kind_reads_to_the_same_neutral_weights(kinds):
+    _, _, model, paths, _ = kinds
+    for kind, path in paths.items():
+        weights = read_weights(path, TINY if kind in NEEDS_CONFIG else None, convert.torch_shapes)
+        assert_bit_equal(weights.arrays, neutral(model), kind)
+        assert weights.config.model == load_config(TINY).model, kind
+
+
+@pytest.mark.slow
+def test_predict_opens_every_kind_with_the_same_result(kinds, tmp_path):
+    root, _, _, paths, edf = kinds
+    written = {}
+    for kind, path in paths.items():
+        out = tmp_path / kind
+        extra = ["--config", TINY] if kind in NEEDS_CONFIG else []
+        assert predict_main(["--checkpoint", str(path), str(edf), "--out", str(out), "--no-progress", *extra]) == 0, kind
+        written[kind] = (out / f"{edf.stem}.csv_bi").read_text()
+    assert len(set(written.values())) == 1, {k: v[-200:] for k, v in written.items()}  # the same events
+
+
+@pytest.mark.slow
+def test_the_localiser_opens_every_kind(kinds, capsys):
+    root, _, _, paths, _ = kinds
+    for kind, path in paths.items():
+        extra = ["--config", TINY] if kind in NEEDS_CONFIG else []
+        code = localize.main(["--checkpoint", str(path), "--batch", str(root / "batch.npz"), *extra])
+        out = capsys.readouterr().out
+        assert code == 0 and "VERDICT: CLEAN" in out, (kind, out[-800:])
+
+
+def test_init_from_refuses_another_model_naming_the_fields(kinds, tmp_path, capsys):
+    from common.train.cli import run
+    from jaxbrr.train.__main__ import _jax_trainer
+
+    _, _, _, paths, _ = kinds
+    argv = ["--config", TINY, "--set", "model.electrode_dim=4", "--set", "model.node_mamba.d_model=4",
+            "--set", f"data.data_dir={tmp_path / 'edf'}", "--set", f"data.cache_dir={tmp_path / 'cache'}",
+            "--workdir", str(tmp_path / "run"), "--init-from", str(paths["safetensors"]), "--no-progress"]
+    assert run(argv, "python -m jaxbrr.train", "", _jax_trainer) == 2
+    err = capsys.readouterr().err
+    assert "the config's model differs from the weights' model" in err
+    assert "model.electrode_dim: weights 8, now 4" in err and "model.node_mamba.d_model: weights 8, now 4" in err
+
+
+@pytest.mark.slow
+def test_training_starts_from_given_weights_in_both_frameworks(kinds, tmp_path):
+    """jaxbrr from the original checkpoint, torchref from the jaxbrr checkpoint (its neutral copy:
+    no JAX needed): each trainer's model holds the given weights before its first step."""
+    from common.data.prepare import prepare
+    from jaxbrr.train.loop import Trainer as JaxTrainer
+    from torchref.train.loop import Trainer as TorchTrainer
+
+    _, config, model, paths, _ = kinds
+    data = [f"data.data_dir={tmp_path / 'edf'}", f"data.cache_dir={tmp_path / 'cache'}",
+            "data.synthetic.recordings=4", "data.synthetic.patients=2", "data.synthetic.duration_seconds=[60,90]"]
+    prepared = prepare(load_config(TINY, data), progress=False)
+    jax_run = JaxTrainer(load_config(TINY, [*data, f"workdir={tmp_path / 'j'}"]), progress=False, prepared=prepared,
+                         init_from=paths["original"])  # no config of its own: the run's describes it
+    assert_bit_equal(to_neutral(jax_run.model), neutral(model), "jaxbrr --init-from")
+    torch_run = TorchTrainer(load_config(TINY, [*data, f"workdir={tmp_path / 't'}"]), progress=False,
+                             prepared=prepared, init_from=paths["jaxbrr"])
+    assert_bit_equal(neutral(torch_run.model), neutral(model), "torchref --init-from")
+    with pytest.raises(ValueError, match="--init-from and --resume"):
+        JaxTrainer(load_config(TINY, [*data, f"workdir={tmp_path / 'k'}"]), resume=True, progress=False,
+                   prepared=prepared, init_from=paths["pt"])
+
+
+# ----------------------------------------------------------------------------------------------
+# the original's users: their checkpoint and the batch that failed
+
+
+@pytest.mark.slow
+def test_an_original_checkpoint_and_its_debug_batch_give_a_verdict(kinds, tmp_path, capsys):
+    """`python -m parity.localize --checkpoint best.pt --batch batch_7.pt`: the batch as the
+    original's debug dump saves it (torch.save of a dict with the input under `input`), here with a
+    150 σ electrode pop left unclipped, the extreme input that started the original's NaN hunt."""
+    root, config, _, paths, _ = kinds
+    x, _ = eeg_windows(config, n_windows=1)
+    x[0, 0, 500:510] = 150.0  # z-scored: 150 σ
+    torch.save({"input": torch.from_numpy(x), "batch_idx": 7}, tmp_path / "batch_7.pt")
+    argv = ["--checkpoint", str(paths["original"]), "--batch", str(tmp_path / "batch_7.pt"), "--config", TINY]
+    assert localize.main(argv) == 1
+    out = capsys.readouterr().out
+    assert "VERDICT: DATA at input" in out
+    # with the original's clamps: the batch is still the problem, whatever the input guard leaves
+    assert localize.main([*argv, "--set", "model.stability.guards=original"]) == 1
+    guarded = capsys.readouterr().out
+    assert "model.stability.guards=original" in guarded and "VERDICT: DATA at input" in guarded
+    shutil.rmtree(tmp_path, ignore_errors=True)
