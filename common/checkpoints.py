@@ -67,6 +67,12 @@ def _torchref_steps(folder: Path) -> list[Path]:
     return sorted(folder.glob("step_*.pt")) if folder.is_dir() else []
 
 
+def last_steps(workdir: str | Path) -> list[Path]:
+    """A run folder's `last` checkpoints, oldest first (either trainer's): what --resume needs."""
+    folder = Path(workdir) / "checkpoints" / "last"
+    return _jaxbrr_steps(folder) or _torchref_steps(folder)
+
+
 def locate(path: str | Path) -> Located:
     """The kind and concrete location of the weights `path` names; CheckpointError when none."""
     given = Path(path)

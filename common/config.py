@@ -43,6 +43,9 @@ class SynthConfig:
     sfreqs: tuple[int, ...] = (250, 256, 400, 512)
     seizures_per_recording: tuple[int, int] = (0, 2)
     seed: int = 0
+    # flat: every file in data_dir; tusz: laid out as TUSZ v2.0.x ships (train/dev/eval, then
+    # patient/session/montage folders, TUSZ patient ids, the three TCP montages' channel names)
+    layout: Literal["flat", "tusz"] = "flat"
 
 
 @_section
@@ -87,9 +90,12 @@ class BalanceConfig:
 
 @_section
 class SplitConfig:
-    """Patient-disjoint split. With `train/`, `dev/`, `eval/` folders under data_dir those are
-    used (TUSZ's official split); otherwise patients are assigned by a seeded permutation."""
+    """Patient-disjoint split (common/data/corpora.py). `official`: the `train/`, `dev/`, `eval/`
+    folders under data_dir (TUSZ's split; files outside them are reported and left out);
+    `seeded`: patients permuted by `seed`, the first dev_fraction to dev, the next eval_fraction to
+    eval; `auto`: official for TUSZ and for a folder corpus that has split folders, else seeded."""
 
+    kind: Literal["auto", "official", "seeded"] = "auto"
     dev_fraction: float = Field(0.25, ge=0, lt=1)
     eval_fraction: float = Field(0.0, ge=0, lt=1)
     seed: int = 0
@@ -99,7 +105,12 @@ class SplitConfig:
 class DataConfig:
     data_dir: str = "data/synthetic"
     cache_dir: str = ".cache/jaxbrr"
+    # Generate the synthetic corpus into data_dir, a folder the generator owns (common/data/synth.py):
+    # it refuses a data_dir holding files it did not write.
     synthetic: SynthConfig | None = None
+    # How data_dir is laid out: patient ids, the split and where labels come from
+    # (common/data/corpora.py). auto: detected from the files, and printed.
+    corpus: Literal["auto", "tusz", "siena", "chbmit", "folder"] = "auto"
     montage: Literal["ref19", "bipolar"] = "ref19"
     window_seconds: float = Field(60.0, gt=0)
     stride_seconds: float = Field(10.0, gt=0)
@@ -110,8 +121,22 @@ class DataConfig:
     background_labels: tuple[str, ...] = ("bckg",)
     split: SplitConfig = SplitConfig()
     balance: BalanceConfig = BalanceConfig()
-    # Files matched under data_dir (recursively); annotations are <stem>.csv_bi, else <stem>.csv.
+    # Files matched under data_dir (recursively). Labels: <stem>.csv_bi, else <stem>.csv, else the
+    # corpus's own files (CHB-MIT chbNN-summary.txt / .edf.seizures, Siena Seizures-list-PNxx.txt).
     edf_glob: str = "**/*.edf"
+    # A label file's stated duration (a .csv_bi header) may differ from the EDF's by this much;
+    # beyond it the two do not describe the same recording and the file is refused.
+    label_duration_tolerance_seconds: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_synthetic(self):
+        if self.synthetic is not None and self.corpus in ("tusz", "siena", "chbmit"):
+            raise ValueError(
+                f"data.synthetic generates a synthetic corpus, but data.corpus is {self.corpus!r}: to read "
+                f"your {self.corpus} corpus set data.synthetic: null (--set data.synthetic=null); to "
+                "generate, leave data.corpus at auto"
+            )
+        return self
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ Modes (one per run):
                               files are paired by name at any depth (common/eval/csv_bi.py)
     --checkpoint CKPT [--split dev|eval | --edf-dir DIR]
                               run the checkpoint's model over whole recordings (the dev split of
-                              its config's data by default; every EDF under DIR, each with its
-                              <stem>.csv_bi or .csv labels, with --edf-dir), stitch, post-process
+                              its config's data by default; every EDF under DIR with its labels,
+                              as build reads them (common/data/corpora.py), with --edf-dir), stitch, post-process
                               and score: `run_checkpoint` below, common/eval/report.py
 
 Scores: NEDC v6.0.0 OVLP, TAES and epoch for the seiz label (common/eval/nedc.py) and SzCORE event
@@ -22,7 +22,9 @@ DIR/metrics.json atomically:
 NEDC ratios are fractions (NEDC prints them as %). An undefined SzCORE metric (NaN) is written
 as null, JSON having no NaN. The checkpoint mode adds sample-level metrics, sensitivity at fixed
 FA/24h, the reference and hypothesis `.csv_bi` files it scored and plots (common/eval/report.py),
-and "checkpoint", "source" and "skipped" (files the cache build could not use, with the reason).
+"checkpoint", "source", "skipped" (files the cache build could not use, with the reason) and
+"labels_cut" ({stem: {"clipped_events", "dropped_events", "annotations"}} for recordings whose
+seizure events ran past their end; printed too).
 Exit status: 0 scored; 2 bad arguments, checkpoint or input files, and with --edf-dir also when
 an EDF under DIR was skipped (the others are scored, the skipped ones listed on stderr). With
 --split the split is what the cache holds; files skipped building it are listed, exit 0.
@@ -67,16 +69,16 @@ def _recordings(config, split: str | None, edf_dir: str | None, progress: bool):
         build = build_cache(dataclasses.replace(config, data=data), progress=progress)
         corpus = Corpus(build.root)
         if not corpus.stems:
-            reasons = "".join(f"\n  {s['source']}: {s['reason']}" for s in build.skipped)
+            reasons = "".join(f"\n  {s['source']}: {s['reason']}" for s in build.survey.left_out + build.skipped)
             raise ValueError(f"--edf-dir {folder}: no usable recording (EDF files matching "
-                             f"{config.data.edf_glob} with labels beside them){reasons}")
-        return corpus, corpus.stems, build.skipped, {"edf_dir": str(folder.resolve())}
+                             f"{config.data.edf_glob} with their labels){reasons}")
+        return corpus, corpus.stems, build.survey.left_out + build.skipped, {"edf_dir": str(folder.resolve())}
     prepared = prepare(config, progress=progress)
     stems = prepared.splits[split]
     if not stems:
         raise ValueError(f"the {split} split of {config.data.data_dir} is empty: choose the other "
                          f"split, set data.split.{split}_fraction > 0 (--set), or use --edf-dir DIR")
-    skipped = prepared.build.skipped if prepared.build is not None else []
+    skipped = prepared.build.survey.left_out + prepared.build.skipped if prepared.build is not None else []
     return prepared.corpus, stems, skipped, {"split": split, "data_dir": config.data.data_dir}
 
 
@@ -100,6 +102,7 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     """Load, predict every recording, score, write; the exit status of the module docstring."""
     from common.checkpoints import CheckpointError
     from common.config import ConfigError
+    from common.data.prepare import label_issues, labels_cut
     from common.eval.recordings import predict_recordings
     from common.eval.report import evaluate_traces
     from common.eval.sensitivity_at_fa import metric_name
@@ -119,9 +122,14 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
         return EXIT_INPUT
     hours = sum(corpus.recordings[s]["n_samples"] / corpus.recordings[s]["sfreq"] for s in stems) / 3600
     print(f"evaluating {len(stems)} recordings ({hours:.2f} h): {_describe_source(source)}")
+    issues = label_issues(corpus.recordings, stems)
+    if issues:  # the reference files hold only what fits the recording: say so beside the scores
+        print(f"labels cut in {len(issues)} recording(s); the reference files hold the cut labels:")
+        print("\n".join(f"  {line}" for line in issues))
     traces = predict_recordings(make_predict(model), corpus, stems, config, progress=progress, desc="evaluate")
     metrics = {"checkpoint": str(step_dir), "source": source,
-               **evaluate_traces(traces, config, out_dir, max_timelines, progress), "skipped": skipped}
+               **evaluate_traces(traces, config, out_dir, max_timelines, progress), "skipped": skipped,
+               "labels_cut": labels_cut(corpus.recordings, stems)}
     print(checkpoint_table(metrics))
     print(f"wrote {write_metrics(metrics, out_dir)}; plots in {out_dir} ({metrics['timelines']} of "
           f"{len(traces)} timelines, --max-timelines); scored files in {out_dir / 'ref'}, {out_dir / 'hyp'}")
@@ -149,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--split", choices=("dev", "eval"),
                         help="with --checkpoint: a split of the checkpoint config's data (default dev)")
     source.add_argument("--edf-dir", metavar="DIR",
-                        help="with --checkpoint: every EDF under DIR, labels in <stem>.csv_bi or .csv")
+                        help="with --checkpoint: every EDF under DIR (a corpus as it ships), labels in <stem>.csv_bi "
+                             "or .csv or the corpus's own files (CHB-MIT, Siena)")
     parser.add_argument("--out", metavar="DIR",
                         help=f"write DIR/{METRICS_FILE} (with --checkpoint also the plots and the "
                              ".csv_bi files; default WORKDIR/eval/<split or DIR name>)")

@@ -1,6 +1,8 @@
-"""`python -m jaxbrr.predict --checkpoint CKPT FILE.edf [FILE.edf ...] [--out DIR]`: seizure events.
+"""`python -m jaxbrr.predict --checkpoint CKPT PATH [PATH ...] [--out DIR]`: seizure events.
 
-For each EDF, into --out (default `predictions/`):
+Each PATH is an EDF file or a folder, which stands for every `.edf` under it at any depth (a
+downloaded corpus as it ships); files and folders may be mixed. For each EDF, into --out
+(default `predictions/`):
 
     <stem>.csv_bi   the predicted events in TUSZ's csv_v1.0.0 (common/eval/csv_bi.py), one
                     `TERM,start,stop,seiz,confidence` row each, 4 decimals; header duration = the EDF's
@@ -22,7 +24,7 @@ past the EDF's own end N / sfreq_EDF; an event reaching the trace's end is writt
 EDF's end (the .csv_bi duration), so reference and hypothesis files of a recording pair up.
 
 Bad files (missing, corrupt, wrong montage, another file with the same stem) are reported and
-skipped; the others are still predicted. Exit status: 0 every file predicted, 2 a bad checkpoint,
+skipped, each with its fix; the others are still predicted. Exit status: 0 every file predicted, 2 a bad checkpoint,
 config or argument, or at least one file skipped (each named on stderr with the fix).
 
 The checkpoint helpers (`load_checkpoint`, `make_predict`) serve `python -m jaxbrr.evaluate` too.
@@ -125,7 +127,7 @@ def read_for_model(path: str | Path, config: Config) -> RawRecording:
     path = Path(path)
     montage = config.data.montage
     if not path.is_file():
-        raise EDFError(f"{path}: no such file; check the path")
+        raise EDFError(f"{path}: no such file or folder; check the path")
     try:
         return read_edf(path, montage, config.preprocess.interpolate)
     except EDFError as err:
@@ -180,6 +182,18 @@ def predict_file(path: str | Path, config: Config, predict: Predict, out_dir: st
     return Prediction(path, path.stem, raw.duration_seconds, probs, events, csv_bi, png)
 
 
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given; a folder becomes every `.edf` (any case) under it, sorted. A path that does
+    not exist stays, so that it is reported with the others instead of ending the run."""
+    files = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            files.extend(sorted(p for p in given.rglob("*") if p.suffix.lower() == ".edf" and p.is_file()))
+        else:
+            files.append(given)
+    return files
+
+
 def describe(config: Config, step_dir: Path) -> str:
     m = config.model
     return (f"checkpoint {step_dir}: {m.architecture}, montage {config.data.montage} ({m.n_chans} "
@@ -196,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                              "checkpoints/best|last or one step, a .pt or .safetensors file, a brain-go-brr "
                              "v2 checkpoint")
     parser.add_argument("--config", metavar="CFG", help="for weights that carry no config (a bare state dict)")
-    parser.add_argument("files", nargs="+", metavar="FILE.edf")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="EDF files, or folders: every .edf under a folder, at any depth")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                         help=f"where <stem>.csv_bi and <stem>.png go (default: {DEFAULT_OUT}/)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -212,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     predict = make_predict(model)
 
     skipped, stems = [], {}
-    files = [Path(f) for f in args.files]
+    files = expand_paths(args.paths)
+    if not files:
+        print(f"error: no .edf file under {', '.join(args.paths)}; name EDF files or folders holding them",
+              file=sys.stderr)
+        return EXIT_INPUT
     bar = tqdm(files, desc="recordings", unit="rec", disable=args.no_progress or len(files) < 2)
     for path in bar:
         if path.stem in stems:
@@ -233,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                    f"({seizure:.1f} s) -> {result.csv_bi}, {result.png}")
     bar.close()
     if skipped:
-        print(f"{len(skipped)} of {len(files)} files skipped:", file=sys.stderr)
+        print(f"{len(skipped)} of {len(files)} files not predicted (the reasons above); "
+              f"the other {len(files) - len(skipped)} are in {args.out}:", file=sys.stderr)
         for path, _ in skipped:
             print(f"  {path}", file=sys.stderr)
         return EXIT_INPUT

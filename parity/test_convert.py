@@ -210,6 +210,21 @@ def test_cli_pt_to_safetensors_to_pt(tmp_path, capsys):
     assert "a bare state dict carries no config; pass --config" in capsys.readouterr().err
 
 
+def test_cli_answers_a_missing_or_unreadable_input_in_one_line(tmp_path, capsys):
+    """Issue 19, problem 8: `MISSING.pt out.safetensors --config C` ended in a traceback."""
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a zip, not a pickle" * 10)
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    for source, names in ((tmp_path / "MISSING.pt", "no such file or folder"),
+                          (garbage, "garbage.pt"), (empty, "holds no checkpoint")):
+        assert convert.main([str(source), str(tmp_path / "out.safetensors"), "--config", TINY]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {source}") and names in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "out.safetensors").exists()
+
+
 def test_converted_tiny_models_agree_in_float64():
     config = load_config(TINY).model
     torch_model = tmodel.SeizureDetector(config, 0).double().eval()

@@ -193,10 +193,11 @@ def test_one_optimiser_step(run):
     # Every float32 row is arbitrated, not only the failing ones: a row within tolerance here can
     # fall outside it on a CPU that rounds otherwise (its margin is one ulp of p), and then this is
     # the decision that counts.
-    verdicts = {}
+    verdicts, jax_within = {}, {}
     for row in params.rows if dtype == "float32" else []:
         name, reference = row.name, run.reference[row.name]
         verdicts[name] = arbitrate(run.torch_first[name], run.jax_first[name], reference, "optim")
+        jax_within[name] = compare_arrays(name, run.jax_first[name], reference, "optim", dtype).passed
         if not row.passed:
             off = {side: compare_arrays(name, value[name], reference, "optim", dtype).max_rel
                    for side, value in (("torch", run.torch_first), ("jax", run.jax_first))}
@@ -213,7 +214,12 @@ def test_one_optimiser_step(run):
     else:
         # float64 agrees to 1e-10, so both sides compute the same update and a float32 row can
         # differ by rounding only; "torch", "both" or "neither" leave jaxbrr's rounding no worse.
-        assert "jax" not in verdicts.values(), verdicts
+        # A row whose jaxbrr value lies within the optim tolerance of float64 is right whatever the
+        # ratio of the two sides' errors: on the cancelling bias gradients above both errors are
+        # rounding of the same sum, and which is twice the other is a coin toss (measured margin
+        # of the bare "not blamed" rule: 1.35 on an AVX2 host).
+        blamed = [name for name, verdict in verdicts.items() if verdict == "jax" and not jax_within[name]]
+        assert not blamed, {name: verdicts[name] for name in blamed}
 
 
 def test_trajectory(run):

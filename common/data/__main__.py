@@ -3,6 +3,12 @@
     python -m jaxbrr.data synth --out DIR --recordings N --seed S
     python -m jaxbrr.data build --config CFG [--set key=value ...]
     python -m jaxbrr.data inspect FILE.edf [--montage ref19|bipolar] [--config CFG] [--plot out.png]
+    python -m jaxbrr.data labels DIR --out DIR [--corpus auto|tusz|siena|chbmit|folder]
+
+`labels` writes every recording's labels, read the way `build` reads them (a corpus's own files
+included: CHB-MIT summaries and .edf.seizures, Siena seizure lists), as TUSZ `.csv_bi` files
+(seizures `seiz`, the gaps `bckg`) in a tree mirroring DIR's, for NEDC and SzCORE tools. A seizure
+that runs past its EDF's end is cut there and one that starts after it is dropped, each reported.
 """
 
 from __future__ import annotations
@@ -31,11 +37,51 @@ def _build(args) -> int:
     return 0
 
 
+def _labels(args) -> int:
+    from common.data.annotations import check_duration, labels_for
+    from common.data.cache import find_recordings
+    from common.data.corpora import survey
+    from common.data.csv_bi import Event, with_background, write_csv_bi
+    from common.data.edf import read_header
+
+    source, out = Path(args.dir), Path(args.out)
+    tolerance = load_config(None).data.label_duration_tolerance_seconds
+    found = survey(source, find_recordings(source), args.corpus, "seeded")  # no split: every file
+    print("\n".join(found.lines()[:1]))
+    written, failed = 0, list(found.left_out)
+    for recording in found.recordings:
+        edf = recording.edf
+        try:
+            annotations = labels_for(edf, found.corpus)
+            header = read_header(edf)
+            duration = header.n_records * header.record_seconds
+            check_duration(annotations, edf, duration, tolerance)
+        except ValueError as err:  # AnnotationError, EDFError
+            failed.append({"source": str(edf), "reason": str(err)})
+            continue
+        seizures = annotations.seizures()  # merged over channels, every seizure type
+        kept = [Event(a, min(b, duration), "seiz") for a, b in seizures if a < duration]
+        cut = sum(1 for a, b in seizures if a < duration < b)
+        dropped = len(seizures) - len(kept)
+        target = out / edf.relative_to(source).with_suffix(".csv_bi")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_csv_bi(target, with_background(kept, duration), duration)
+        written += 1
+        note = "".join([f", {cut} cut at the end ({duration:g} s)" if cut else "",
+                        f", {dropped} starting after the end dropped" if dropped else ""])
+        print(f"{target}: {len(kept)} seizure(s) from {annotations.path}{note}")
+    print(f"wrote {written} .csv_bi file(s) under {out}")
+    for item in failed:
+        print(f"skipped {item['source']}: {item['reason']}", file=sys.stderr)
+    return 2 if failed else 0
+
+
 def _inspect(args) -> int:
     import numpy as np
 
-    from common.data.annotations import read_annotations, seizure_mask
-    from common.data.cache import annotation_file
+    from common.data.annotations import labels_for, seizure_mask
+    from common.data.corpora import corpus_of_name
+    from common.data.csv_bi import AnnotationError
     from common.data.edf import read_edf
     from common.data.preprocess import preprocess
 
@@ -56,12 +102,15 @@ def _inspect(args) -> int:
     for repair in report.repairs:
         print(f"repaired: {repair}")
     labels = None
-    ann = annotation_file(edf)
-    if ann is not None:
-        annotations = read_annotations(ann, config.data.seizure_labels, config.data.background_labels)
+    corpus = config.data.corpus if config.data.corpus != "auto" else corpus_of_name(edf.stem)
+    try:
+        annotations = labels_for(edf, corpus, config.data.seizure_labels, config.data.background_labels)
+    except AnnotationError as err:  # the signals are still worth a look
+        print(f"\nno labels: {err}")
+    else:
         labels, label_report = seizure_mask(annotations, signals.shape[-1], config.preprocess.sfreq,
                                             config.data.seizure_labels)
-        print(f"\nannotations {ann.name}: {label_report.events} seizure events, "
+        print(f"\nlabels {annotations.path}: {label_report.events} seizure events, "
               f"{label_report.seizure_seconds:.2f} s of seizure, {label_report.clipped_events} cut at the end, "
               f"{label_report.dropped_events} past the end, {label_report.overlapping_events} overlapping")
     if args.plot:
@@ -110,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patients", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_synth)
+    p = sub.add_parser("labels", help="write every recording's labels as .csv_bi files (NEDC/SzCORE tools)")
+    p.add_argument("dir", help="a corpus folder, as downloaded")
+    p.add_argument("--out", required=True, help="where the .csv_bi tree goes")
+    p.add_argument("--corpus", default="auto", choices=["auto", "tusz", "siena", "chbmit", "folder"])
+    p.set_defaults(run=_labels)
     for name, run, helptext in (("build", _build, "preprocess data.data_dir into the cache"),
                                 ("inspect", _inspect, "show how one EDF is read and preprocessed")):
         p = sub.add_parser(name, help=helptext)

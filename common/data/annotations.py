@@ -1,10 +1,17 @@
 """Training labels from annotation files: which events are seizures, and the per-sample mask.
 
-The files (TUSZ `.csv_bi` term files and per-channel `.csv` files) are read by
-common/data/csv_bi.py, strictly: a malformed row is an error that names the file and line, never
-skipped (a silently dropped seizure row turns a seizure into background). Here every label must
-be a configured seizure or background label; per-channel files reduce to the union of their
-seizure intervals.
+Where a recording's labels come from (`labels_for`), first found wins:
+
+    <stem>.csv_bi, <stem>.csv   beside the EDF (TUSZ's files, or any written for the recording)
+    chbmit                      chbNN-summary.txt (its folder or the one above) and/or
+                                <name>.edf.seizures; when both speak they must agree
+    siena                       Seizures-list-PNxx.txt (its folder or the one above)
+
+TUSZ files are read by common/data/csv_bi.py and the corpora's own by common/data/native_labels.py,
+strictly: a malformed row is an error that names the file and line, never skipped (a silently
+dropped seizure row turns a seizure into background), and a recording no label file speaks for
+is an error, never taken as seizure-free. Here every label must be a configured seizure or
+background label; per-channel files reduce to the union of their seizure intervals.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.data import native_labels
+from common.data.corpora import name_prefix
 from common.data.csv_bi import AnnotationError, Event, read_csv_bi
 
 SEIZURE_LABELS: tuple[str, ...] = (
@@ -23,11 +32,19 @@ SEIZURE_LABELS: tuple[str, ...] = (
 BACKGROUND_LABELS: tuple[str, ...] = ("bckg",)
 
 
+NATIVE_LABEL = "seiz"  # the label the corpora's own files' seizures get
+AGREEMENT_SECONDS = 1.0  # CHB-MIT summaries give whole seconds; .seizures files give samples
+
+
 @dataclass
 class Annotations:
-    path: str
-    duration_seconds: float | None
+    path: str  # the label file(s) read, joined by " + " (for messages)
+    duration_seconds: float | None  # what a .csv_bi header says; None for files that do not say
     events: list[Event] = field(default_factory=list)
+    files: tuple[str, ...] = ()  # the label files read; default (path,)
+
+    def __post_init__(self):
+        self.files = self.files or (self.path,)
 
     def seizures(self, seizure_labels: Iterable[str] = SEIZURE_LABELS) -> list[tuple[float, float]]:
         """Seizure intervals, the union over channels, sorted and merged where they overlap."""
@@ -61,6 +78,101 @@ def read_annotations(
                 "data.seizure_labels or data.background_labels in the config if it is meant."
             )
     return Annotations(str(path), record.duration_seconds, list(record.events))
+
+
+def annotation_file(edf: Path) -> Path | None:
+    """`<stem>.csv_bi` (term-based) if present, else `<stem>.csv` (per-channel), else None."""
+    for suffix in (".csv_bi", ".csv"):
+        candidate = edf.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def labels_for(
+    edf: str | Path,
+    corpus: str,
+    seizure_labels: Iterable[str] = SEIZURE_LABELS,
+    background_labels: Iterable[str] = BACKGROUND_LABELS,
+) -> Annotations:
+    """The labels of one recording (the module docstring's order); AnnotationError when there are
+    none or they contradict each other, naming the files and the fix."""
+    edf = Path(edf)
+    beside = annotation_file(edf)
+    if beside is not None:
+        return read_annotations(beside, seizure_labels, background_labels)
+    readers = {"chbmit": _chbmit_labels, "siena": _siena_labels}
+    if corpus not in readers:
+        raise AnnotationError(
+            f"{edf}: no annotation file ({edf.with_suffix('.csv_bi').name} or {edf.with_suffix('.csv').name}); "
+            "a recording without labels cannot be trained or scored: add one (a background-only file has "
+            "one 'TERM,0,<duration>,bckg' row), or set data.corpus if this is CHB-MIT or Siena"
+        )
+    if NATIVE_LABEL not in set(seizure_labels):
+        raise AnnotationError(f"{edf}: the {corpus} label files' seizures are labelled {NATIVE_LABEL!r}, which "
+                              "data.seizure_labels leaves out: add it")
+    sources, native = readers[corpus](edf)
+    events = native_labels.seizure_events(native, NATIVE_LABEL)
+    return Annotations(" + ".join(map(str, sources)), None, events, tuple(map(str, sources)))
+
+
+def _nearby(edf: Path, name: str) -> Path | None:
+    return next((folder / name for folder in (edf.parent, edf.parent.parent) if (folder / name).is_file()), None)
+
+
+def _chbmit_labels(edf: Path) -> tuple[list[Path], native_labels.NativeLabels]:
+    prefix = name_prefix(edf.stem, "chbmit")
+    summary = _nearby(edf, f"{prefix}-summary.txt") if prefix else None
+    wfdb = edf.with_name(edf.name + ".seizures")
+    listed = native_labels.read_chbmit_summary(summary).get(edf.name) if summary else None
+    annotated = native_labels.read_wfdb_seizures(wfdb) if wfdb.is_file() else None
+    if listed is None and annotated is None:
+        where = (f"is not listed in {summary}" if summary else
+                 f"has no {prefix or 'chbNN'}-summary.txt in its folder or the one above")
+        raise AnnotationError(
+            f"{edf}: {where} and has no {wfdb.name}, so its seizures are unknown; put the summary beside it "
+            f"as the corpus ships it, or write {edf.with_suffix('.csv_bi').name} (a seizure-free recording "
+            "has one 'TERM,0,<duration>,bckg' row)"
+        )
+    if listed is not None and annotated is not None:
+        a, b = np.array(listed.seizures).reshape(-1, 2), np.array(annotated.seizures).reshape(-1, 2)
+        if a.shape != b.shape or np.abs(a - b).max(initial=0.0) > AGREEMENT_SECONDS:
+            raise AnnotationError(
+                f"{edf}: {summary.name} says seizures {list(listed.seizures)} s, {wfdb.name} says "
+                f"{list(annotated.seizures)} s; write the "
+                f"intended labels as {edf.with_suffix('.csv_bi').name} beside the EDF (it takes precedence)"
+            )
+    chosen = listed if listed is not None else annotated
+    sources = [p for p, used in ((summary, listed), (wfdb, annotated)) if used is not None]
+    return sources, chosen
+
+
+def _siena_labels(edf: Path) -> tuple[list[Path], native_labels.NativeLabels]:
+    prefix = name_prefix(edf.stem, "siena")
+    listing = _nearby(edf, f"Seizures-list-{prefix}.txt") if prefix else None
+    if listing is None:
+        raise AnnotationError(
+            f"{edf}: no Seizures-list-{prefix or 'PNxx'}.txt in its folder or the one above, so its seizures "
+            f"are unknown; put the list beside it as the corpus ships it, or write {edf.with_suffix('.csv_bi').name}"
+        )
+    listed = native_labels.read_siena_list(listing).get(edf.name)
+    if listed is None:
+        raise AnnotationError(
+            f"{edf}: not listed in {listing} (every Siena recording holds a seizure); if it has none, write "
+            f"{edf.with_suffix('.csv_bi').name} with one 'TERM,0,<duration>,bckg' row"
+        )
+    return [listing], listed
+
+
+def check_duration(annotations: Annotations, edf: Path, edf_seconds: float, tolerance_seconds: float) -> None:
+    """A label file that states a duration must state the EDF's (within the tolerance)."""
+    stated = annotations.duration_seconds
+    if stated is not None and abs(stated - edf_seconds) > tolerance_seconds:
+        raise AnnotationError(
+            f"{annotations.path}: says duration = {stated:g} s, but {edf.name} lasts {edf_seconds:g} s, so these "
+            f"labels describe another recording (or another cut of it); use the label file of this EDF, or raise "
+            f"data.label_duration_tolerance_seconds (now {tolerance_seconds:g}) if the difference is meant"
+        )
 
 
 @dataclass

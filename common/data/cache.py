@@ -5,12 +5,15 @@ Layout, under `<cache_dir>/<key>/` where key hashes everything that changes the 
 
     recordings/<stem>.signals.npy   (C, N) float32, preprocessed
     recordings/<stem>.labels.npy    (N,) uint8, per-sample seizure labels
-    recordings/<stem>.json          provenance: source file, size, mtime, report, label report
+    recordings/<stem>.json          provenance: source and label files (size, mtime), patient,
+                                    preprocessing report, label report
     manifest.json                   every recording's sidecar, the skipped files and why
 
-A sidecar is written last and atomically, so its presence means the recording is complete: a
-killed build keeps everything it finished, and a rebuild skips a recording whose sidecar matches
-the source file's size and mtime. Reading one window reads only that window's bytes (np.load with
+Which files are recordings, whose, and where their labels are is the corpus layout's business
+(common/data/corpora.py, common/data/annotations.py `labels_for`). A sidecar is written last and
+atomically, so its presence means the recording is complete: a killed build keeps everything it
+finished, and a rebuild skips a recording whose sidecar matches the source and label files' sizes
+and mtimes. Reading one window reads only that window's bytes (np.load with
 mmap_mode="r"), unlike the original, which decompressed a whole recording per window.
 """
 
@@ -24,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from common.config import Config, config_hash, config_to_dict
-from common.data.annotations import read_annotations, seizure_mask
-from common.data.csv_bi import AnnotationError
+from common.data.annotations import check_duration, labels_for, seizure_mask
+from common.data.corpora import Recording, Survey, survey
 from common.data.windows import (
     WindowSpec,
     cut_window,
@@ -36,7 +39,7 @@ from common.data.windows import (
 from common.files import atomic_path, write_text
 
 MANIFEST = "manifest.json"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: sidecars stamp the label files too and carry the layout's patient
 
 
 def cache_key(config: Config) -> str:
@@ -45,6 +48,7 @@ def cache_key(config: Config) -> str:
     parts = {
         "format": CACHE_FORMAT,
         "data_dir": str(Path(config.data.data_dir).resolve()),
+        "corpus": config.data.corpus,
         "preprocess": config_to_dict(config.preprocess),
         "montage": config.data.montage,
         "seizure_labels": sorted(config.data.seizure_labels),
@@ -55,20 +59,6 @@ def cache_key(config: Config) -> str:
 
 def cache_path(config: Config) -> Path:
     return Path(config.data.cache_dir) / cache_key(config)
-
-
-def patient_id(stem: str) -> str:
-    """TUSZ convention: the stem before the first underscore (`aaaaagxr_s018_t000` -> `aaaaagxr`)."""
-    return stem.split("_", 1)[0]
-
-
-def annotation_file(edf: Path) -> Path | None:
-    """`<stem>.csv_bi` (term-based) if present, else `<stem>.csv` (per-channel), else None."""
-    for suffix in (".csv_bi", ".csv"):
-        candidate = edf.with_suffix(suffix)
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def find_recordings(data_dir: str | Path, pattern: str = "**/*.edf") -> list[Path]:
@@ -92,39 +82,41 @@ class BuildResult:
     built: list[str]
     reused: list[str]
     skipped: list[dict]
+    survey: Survey | None = None
+
+
+def _file_stamp(path: Path) -> dict:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def _source_stamp(edf: Path) -> dict:
-    stat = edf.stat()
-    return {"source": str(edf.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    stamp = _file_stamp(edf)
+    return {"source": stamp["path"], "size": stamp["size"], "mtime_ns": stamp["mtime_ns"]}
 
 
 def _is_current(sidecar: Path, stamp: dict) -> bool:
+    """The sidecar exists, stamps this EDF and its label files as they are now."""
     try:
         meta = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
+        labels_now = [_file_stamp(Path(f["path"])) for f in meta.get("label_files", [None])]
+    except (OSError, ValueError, TypeError, KeyError):
         return False
-    return all(meta.get(k) == v for k, v in stamp.items())
+    return all(meta.get(k) == v for k, v in stamp.items()) and labels_now == meta["label_files"]
 
 
-def cache_recording(edf: Path, config: Config, root: Path) -> dict:
-    """Preprocess one EDF and its labels into the cache; returns its sidecar dict. Raises on bad input."""
+def cache_recording(recording: Recording, config: Config, root: Path, corpus: str) -> dict:
+    """Preprocess one EDF and its labels into the cache; returns its sidecar dict. Raises on bad
+    input (EDFError, AnnotationError: ValueErrors naming the file and the fix)."""
     from common.data.preprocess import preprocess_file  # MNE is slow to import; only builds need it
 
+    edf = recording.edf
     signals, report = preprocess_file(edf, config.data.montage, config.preprocess)
+    annotations = labels_for(edf, corpus, config.data.seizure_labels, config.data.background_labels)
+    check_duration(annotations, edf, report.duration_seconds, config.data.label_duration_tolerance_seconds)
     sfreq = config.preprocess.sfreq
     n_samples = signals.shape[-1]
     notes = report.to_dict()
-    ann_path = annotation_file(edf)
-    if ann_path is None:
-        raise AnnotationError(
-            f"{edf}: no annotation file ({edf.with_suffix('.csv_bi').name} or "
-            f"{edf.with_suffix('.csv').name}); a recording without labels cannot be trained or "
-            f"scored: add one (a background-only file has one 'TERM,0,<duration>,bckg' row)"
-        )
-    annotations = read_annotations(
-        ann_path, config.data.seizure_labels, config.data.background_labels
-    )
     labels, label_report = seizure_mask(annotations, n_samples, sfreq, config.data.seizure_labels)
     recordings = root / "recordings"
     stem = edf.stem
@@ -133,8 +125,9 @@ def cache_recording(edf: Path, config: Config, root: Path) -> dict:
     sidecar = {
         **_source_stamp(edf),
         "stem": stem,
-        "patient": patient_id(stem),
-        "annotations": str(ann_path.resolve()),
+        "patient": recording.patient,
+        "annotations": annotations.path,
+        "label_files": [_file_stamp(Path(p)) for p in annotations.files],
         "n_channels": int(signals.shape[0]),
         "n_samples": int(n_samples),
         "sfreq": sfreq,
@@ -145,17 +138,20 @@ def cache_recording(edf: Path, config: Config, root: Path) -> dict:
     return sidecar
 
 
-def build_cache(config: Config, edfs: list[Path] | None = None, progress: bool = True) -> BuildResult:
-    """Cache every recording under data.data_dir; skip and record bad files; keep what exists."""
+def build_cache(config: Config, progress: bool = True) -> BuildResult:
+    """Cache every recording the corpus layout finds under data.data_dir; skip and record bad
+    files; keep what exists."""
     from tqdm.auto import tqdm
 
+    data = config.data
     root = cache_path(config)
     (root / "recordings").mkdir(parents=True, exist_ok=True)
-    edfs = find_recordings(config.data.data_dir, config.data.edf_glob) if edfs is None else edfs
+    found = survey(data.data_dir, find_recordings(data.data_dir, data.edf_glob), data.corpus, data.split.kind)
     stems: dict[str, Path] = {}
     built, reused, skipped = [], [], []
-    bar = tqdm(edfs, desc="caching recordings", unit="rec", disable=not progress)
-    for edf in bar:
+    bar = tqdm(found.recordings, desc="caching recordings", unit="rec", disable=not progress)
+    for recording in bar:
+        edf = recording.edf
         bar.set_postfix_str(edf.name)
         if edf.stem in stems:
             skipped.append({"source": str(edf), "reason": f"stem {edf.stem!r} also at {stems[edf.stem]}: rename one"})
@@ -166,12 +162,12 @@ def build_cache(config: Config, edfs: list[Path] | None = None, progress: bool =
             reused.append(edf.stem)
             continue
         try:
-            cache_recording(edf, config, root)
+            cache_recording(recording, config, root, found.corpus)
             built.append(edf.stem)
         except (ValueError, OSError) as err:  # EDFError and AnnotationError are ValueErrors
             skipped.append({"source": str(edf), "reason": str(err).strip() or traceback.format_exc(limit=1)})
     write_manifest(root, config, skipped, keep=set(stems))
-    return BuildResult(root, built, reused, skipped)
+    return BuildResult(root, built, reused, skipped, found)
 
 
 def write_manifest(root: Path, config: Config, skipped: list[dict], keep: set[str] | None = None) -> dict:

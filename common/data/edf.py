@@ -27,7 +27,7 @@ import numpy as np
 
 from common.data.montage import INTERPOLATABLE, SYNONYMS, montage_channels
 
-_FIX = "re-export it from the recording software, or remove it from data_dir"
+_FIX = "re-export it from the recording software"
 _SUFFIXES = ("-REF", "-LE", "-AR")
 # The physical dimensions MNE converts to volts (mne/io/edf/edf.py, _read_edf_header); any other
 # unit would be taken as volts, a silent factor of up to 1e6.
@@ -130,7 +130,7 @@ def read_header(path: str | Path) -> EDFHeader:
         raise EDFError(
             f"{path}: truncated: the header announces {n_records} data records "
             f"({n_records * record_bytes} bytes) but the file holds {data_bytes} data bytes "
-            f"(an incomplete copy or download?); copy it again, {_FIX}"
+            f"(an incomplete copy or download?); copy it again or {_FIX}"
         )
     return EDFHeader(labels, units, samples, n_records, record_seconds, head[168:176].decode("latin-1"))
 

@@ -1,6 +1,8 @@
 """From a config to a ready corpus: generate the synthetic data if asked, build the cache, split.
 
-This is what `python -m jaxbrr.data build` and the training loop call.
+This is what `python -m jaxbrr.data build` and the training loop call. The summary says which
+corpus layout and which split were used, what was left out and why, and every recording whose
+labels had to be cut.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 
 from common.config import Config
 from common.data.cache import BuildResult, Corpus, build_cache
-from common.data.sampler import SPLITS, assign_splits, official_split
+from common.data.corpora import SPLITS, assign_splits
 from common.data.windows import BACKGROUND, WindowSpec
 
 
@@ -25,7 +27,8 @@ class PreparedData:
 
 
 def ensure_synthetic(config: Config, progress: bool = True) -> None:
-    """Generate the synthetic corpus into data.data_dir when the config asks for one."""
+    """Generate the synthetic corpus into data.data_dir when the config asks for one (a folder the
+    generator owns: common/data/synth.py refuses one holding files it did not write)."""
     if config.data.synthetic is None:
         return
     from common.data.synth import generate_from_config
@@ -38,10 +41,12 @@ def prepare(config: Config, progress: bool = True) -> PreparedData:
     build = build_cache(config, progress=progress)
     corpus = Corpus(build.root)
     stems = corpus.stems
-    official = {
-        s: official_split(corpus.recordings[s]["source"], config.data.data_dir) for s in stems
-    }
-    split_of = assign_splits(stems, config.data.split, official)
+    patients = {s: corpus.recordings[s]["patient"] for s in stems}
+    official = None
+    if build.survey.split_kind == "official":
+        where = {r.stem: r.official for r in build.survey.recordings}
+        official = {s: where[s] for s in stems}
+    split_of = assign_splits(patients, config.data.split, official)
     splits = {name: [s for s in stems if split_of[s] == name] for name in SPLITS}
     prepared = PreparedData(corpus, splits, build)
     prepared.summary = summarize(prepared, config)
@@ -73,20 +78,44 @@ def summarize(prepared: PreparedData, config: Config) -> list[dict]:
     return rows
 
 
+def labels_cut(recordings: dict[str, dict], stems: list[str]) -> dict[str, dict]:
+    """{stem: {clipped_events, dropped_events, annotations}} of the recordings whose seizure events
+    ran past their end (cut there) or started after it (dropped)."""
+    cut = {}
+    for stem in stems:
+        report = recordings[stem]["labels"]
+        if report["clipped_events"] or report["dropped_events"]:
+            cut[stem] = {"clipped_events": report["clipped_events"], "dropped_events": report["dropped_events"],
+                         "annotations": recordings[stem]["annotations"]}
+    return cut
+
+
+def label_issues(recordings: dict[str, dict], stems: list[str]) -> list[str]:
+    """labels_cut as lines, one per recording."""
+    return [f"{stem}: {c['clipped_events']} seizure event(s) cut at the recording's end, {c['dropped_events']} "
+            f"starting after it, dropped ({c['annotations']})" for stem, c in labels_cut(recordings, stems).items()]
+
+
 def format_summary(prepared: PreparedData) -> str:
     head = f"{'split':<6} {'patients':>8} {'recs':>5} {'hours':>7} {'windows':>8} {'sz win':>7} {'sz hours':>8} {'short':>5}"
-    lines = [head, "-" * len(head)]
+    build = prepared.build
+    lines = build.survey.lines() if build is not None and build.survey is not None else []
+    lines += [head, "-" * len(head)]
     for r in prepared.summary:
         lines.append(
             f"{r['split']:<6} {r['patients']:>8} {r['recordings']:>5} {r['hours']:>7.2f} {r['windows']:>8} "
             f"{r['seizure_windows']:>7} {r['seizure_hours']:>8.3f} {r['shorter_than_window']:>5}"
         )
-    build = prepared.build
     if build is not None:
         lines.append(
             f"cache {build.root}: {len(build.built)} built, {len(build.reused)} reused, "
             f"{len(build.skipped)} skipped"
+            + (" (fix them, or remove them from data_dir):" if build.skipped else "")
         )
         for item in build.skipped:
             lines.append(f"  skipped {Path(item['source']).name}: {item['reason']}")
+    issues = label_issues(prepared.corpus.recordings, prepared.corpus.stems)
+    if issues:
+        lines.append(f"labels cut in {len(issues)} recording(s):")
+        lines.extend(f"  {line}" for line in issues)
     return "\n".join(lines)

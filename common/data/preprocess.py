@@ -115,7 +115,7 @@ def preprocess(
         raise ValueError(f"{source}: signals of shape {x.shape} do not match {len(channels)} channels")
     n_in = x.shape[-1]
     if n_in == 0:
-        raise ValueError(f"{source}: the recording has no samples; remove it from data_dir")
+        raise ValueError(f"{source}: the recording has no samples")
 
     finite = np.isfinite(x)
     nonfinite = n_in - np.count_nonzero(finite, axis=-1)  # (C,)

@@ -1,4 +1,5 @@
-"""Patient-disjoint splits, the balanced epoch, and batch order as a pure function of (seed, epoch).
+"""The balanced epoch and batch order as a pure function of (seed, epoch); the splits they draw
+from are common/data/corpora.py's.
 
 Balanced epoch (SeizureTransformer's recipe, as the original; original_spec.md §1.9): every
 partial-seizure window, plus ⌊full_ratio·P⌋ full-seizure and ⌊background_ratio·P⌋ background
@@ -10,71 +11,16 @@ run sees change from epoch to epoch and a resumed run sees exactly what an unint
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 
-from common.config import BalanceConfig, SplitConfig
-from common.data.cache import patient_id
+from common.config import BalanceConfig
 from common.data.windows import BACKGROUND, FULL, PARTIAL
-
-SPLITS = ("train", "dev", "eval")
 
 
 def epoch_rng(seed: int, epoch: int, stream: int = 0) -> np.random.Generator:
     """Independent generator per (seed, epoch, stream); no global state."""
     return np.random.default_rng([seed, epoch, stream])
-
-
-def official_split(source: str | Path, data_dir: str | Path) -> str | None:
-    """`train`/`dev`/`eval` when the file lies under a folder of that name below data_dir."""
-    try:
-        parts = Path(source).resolve().relative_to(Path(data_dir).resolve()).parts
-    except ValueError:
-        return None
-    return next((p for p in parts[:-1] if p in SPLITS), None)
-
-
-def assign_splits(
-    stems: list[str], cfg: SplitConfig, official: dict[str, str | None] | None = None
-) -> dict[str, str]:
-    """Map each recording stem to a split, never putting one patient in two splits.
-
-    With official folders for every recording, those are used (and checked); otherwise patients
-    are permuted by cfg.seed and the first dev_fraction go to dev, the next eval_fraction to eval.
-    """
-    official = official or {}
-    if stems and all(official.get(s) for s in stems):
-        splits = {s: official[s] for s in stems}
-    else:
-        patients = sorted({patient_id(s) for s in stems})
-        order = np.random.default_rng(cfg.seed).permutation(len(patients))
-        n_dev = int(round(cfg.dev_fraction * len(patients)))
-        n_eval = int(round(cfg.eval_fraction * len(patients)))
-        if len(patients) > 1 and cfg.dev_fraction > 0:
-            n_dev = max(n_dev, 1)
-        if n_dev + n_eval >= len(patients) and len(patients) > 1:
-            raise ValueError(
-                f"{len(patients)} patients cannot fill dev_fraction={cfg.dev_fraction} and "
-                f"eval_fraction={cfg.eval_fraction} and leave any for training: lower them"
-            )
-        split_of = {}
-        for rank, index in enumerate(order):
-            split_of[patients[index]] = "dev" if rank < n_dev else "eval" if rank < n_dev + n_eval else "train"
-        splits = {s: split_of[patient_id(s)] for s in stems}
-    check_patient_disjoint(splits)
-    return splits
-
-
-def check_patient_disjoint(splits: dict[str, str]) -> None:
-    seen: dict[str, str] = {}
-    for stem, split in splits.items():
-        other = seen.setdefault(patient_id(stem), split)
-        if other != split:
-            raise ValueError(
-                f"patient {patient_id(stem)!r} appears in both {other!r} and {split!r} "
-                f"(e.g. {stem}): a patient must stay in one split"
-            )
 
 
 def balanced_rows(classes: np.ndarray, cfg: BalanceConfig, seed: int, epoch: int) -> np.ndarray:

@@ -8,7 +8,15 @@ seizure or an artifact leaves every other sample of the recording unchanged.
 
     paths = generate_corpus("data/synthetic", recordings=24, seed=0)
 
-Files: `<out_dir>/synth0003_s001_t002.edf` (patient `synth0003`, TUSZ naming) and its `.csv_bi`;
+Files (layout `flat`): `<out_dir>/synth0003_s001_t002.edf` (patient `synth0003`, TUSZ naming)
+and its `.csv_bi`. Layout `tusz`, as TUSZ v2.0.x ships: `<out_dir>/edf/<split>/<patient>/
+s002_2002/<montage>/<patient>_s002_t000.edf` with TUSZ patient ids (`aaaaaaad`), one patient in
+seven in dev and one in eval, and the three TCP montage folders in turn (`01_tcp_ar` and
+`03_tcp_ar_a` with `EEG FP1-REF` channel names, `02_tcp_le` with `EEG FP1-LE`).
+
+The output folder belongs to the generator: `.jaxbrr-synthetic` is written there before anything
+else, and a folder without it that holds anything, or any EDF the generator did not write, is
+refused (SynthFolderError): synthetic recordings never mix with a real corpus.
 `<out_dir>/synth.json` holds the parameters and is written last.
 """
 
@@ -448,9 +456,68 @@ class SynthRecording:
     events: list[Event]
 
 
+OWNER = ".jaxbrr-synthetic"  # the generator's mark on its output folder, written first
+TUSZ_MONTAGES = (("01_tcp_ar", "REF"), ("02_tcp_le", "LE"), ("03_tcp_ar_a", "REF"))
+
+
+class SynthFolderError(ValueError):
+    """The output folder holds files the generator did not write."""
+
+
 def recording_stem(index: int, patients: int) -> str:
     """Recording i belongs to patient i % patients, as its (i // patients + 1)-th take."""
     return f"synth{index % patients:04d}_s001_t{index // patients + 1:03d}"
+
+
+def tusz_patient(patient: int) -> str:
+    """Eight lower-case letters, as TUSZ v2 names patients: 0 -> aaaaaaaa, 3 -> aaaaaaad."""
+    letters = []
+    for _ in range(8):
+        patient, digit = divmod(patient, 26)
+        letters.append(chr(ord("a") + digit))
+    return "".join(reversed(letters))
+
+
+def recording_path(index: int, patients: int, layout: str) -> tuple[str, str]:
+    """(path below out_dir without suffix, EEG channel reference) of recording `index`."""
+    if layout == "flat":
+        return recording_stem(index, patients), "REF"
+    patient, session = index % patients, index // patients + 1
+    split = "eval" if patient % 7 == 6 else "dev" if patient % 7 == 5 else "train"
+    montage, reference = TUSZ_MONTAGES[index % len(TUSZ_MONTAGES)]
+    name = tusz_patient(patient)
+    return f"edf/{split}/{name}/s{session:03d}_{2000 + session}/{montage}/{name}_s{session:03d}_t000", reference
+
+
+def claim(out_dir: Path) -> None:
+    """Make out_dir the generator's, or refuse it: SynthFolderError naming what is in the way."""
+    marker = out_dir / OWNER
+    if not marker.is_file():
+        try:  # folders written before the mark existed carry the generator's synth.json
+            owned = json.loads((out_dir / "synth.json").read_text()).get("generator") == "common.data.synth"
+        except (OSError, ValueError, AttributeError):
+            owned = False
+        present = sorted(out_dir.iterdir()) if out_dir.is_dir() else []
+        if present and not owned:
+            raise SynthFolderError(
+                f"{out_dir} holds files the synthetic generator did not write (e.g. {present[0].name}); it "
+                "writes only into an empty folder of its own. To use the recordings there, drop the "
+                "generator (--set data.synthetic=null, or a config without data.synthetic); to generate, "
+                "point data.data_dir at a new folder"
+            )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text(marker, "written by common/data/synth.py; everything in this folder is synthetic\n")
+
+
+def check_own_files(out_dir: Path, files: list[str]) -> None:
+    """Every EDF in the generator's folder is one it writes (files: paths below out_dir, no suffix)."""
+    ours = set(files)
+    foreign = sorted(p for p in out_dir.rglob("*.edf") if p.relative_to(out_dir).with_suffix("").as_posix() not in ours)
+    if foreign:
+        raise SynthFolderError(
+            f"{out_dir} is the synthetic generator's folder, but {len(foreign)} EDF file(s) in it are not "
+            f"its own (e.g. {foreign[0]}): move them to a folder of their own and point data.data_dir there"
+        )
 
 
 def synthesize_corpus_recording(index: int, seed: int, patients: int,
@@ -479,17 +546,21 @@ def generate_corpus(
     sfreqs: tuple[int, ...] = (250, 256, 400, 512),
     seizures_per_recording: tuple[int, int] = (0, 2),
     progress: bool = True,
+    layout: str = "flat",
 ) -> list[Path]:
-    """Write the corpus to out_dir; returns the EDF paths. Files already written with the same
-    parameters (synth.json) are kept; with other parameters the old files are removed first."""
+    """Write the corpus to out_dir (see the module docstring for the folder rules); returns the
+    EDF paths. Files already written with the same parameters (synth.json) are kept; with other
+    parameters the old files are removed first."""
     out_dir = Path(out_dir)
-    stems = [recording_stem(i, patients) for i in range(recordings)]
+    places = [recording_path(i, patients, layout) for i in range(recordings)]
+    files = [path for path, _ in places]
     params = {
         "generator": "common.data.synth", "version": VERSION, "recordings": recordings,
         "patients": patients, "seed": seed, "duration_seconds": list(duration_seconds),
         "sfreqs": list(sfreqs), "seizures_per_recording": list(seizures_per_recording),
-        "files": stems,
+        "layout": layout, "files": files,
     }
+    claim(out_dir)
     manifest = out_dir / "synth.json"
     try:
         previous = json.loads(manifest.read_text())
@@ -500,15 +571,22 @@ def generate_corpus(
         for stem in previous.get("files", []):
             for suffix in (".edf", ".csv_bi"):
                 (out_dir / f"{stem}{suffix}").unlink(missing_ok=True)
+    check_own_files(out_dir, files)
     paths = []
     for index in tqdm(range(recordings), desc="synthetic EEG", unit="rec", disable=not progress):
-        edf_path, csv_path = out_dir / f"{stems[index]}.edf", out_dir / f"{stems[index]}.csv_bi"
+        (place, reference), stem = places[index], Path(places[index][0]).name
+        edf_path, csv_path = out_dir / f"{place}.edf", out_dir / f"{place}.csv_bi"
         paths.append(edf_path)
         if previous == params and edf_path.is_file() and csv_path.is_file():
             continue
         rec = synthesize_corpus_recording(index, seed, patients, tuple(duration_seconds),
                                           tuple(sfreqs), tuple(seizures_per_recording))
-        write_recording(edf_path, rec.signals_uv, rec.sfreq, rec.patient.patient_id)
+        edf_path.parent.mkdir(parents=True, exist_ok=True)
+        patient = rec.patient.patient_id if layout == "flat" else stem.split("_", 1)[0]
+        eeg = {edf_label(e) for e in ELECTRODES}  # TUSZ names the reference in each label
+        signals = {label.replace("-REF", f"-{reference}") if label in eeg else label: x
+                   for label, x in rec.signals_uv.items()}
+        write_recording(edf_path, signals, rec.sfreq, patient)
         write_csv_bi(csv_path, with_background(rec.events, rec.duration_seconds), rec.duration_seconds)
     write_text(manifest, json.dumps(params, indent=2, sort_keys=True) + "\n")
     return paths
@@ -517,4 +595,4 @@ def generate_corpus(
 def generate_from_config(out_dir: str | Path, cfg, progress: bool = True) -> list[Path]:
     """generate_corpus with the fields of a common.config.SynthConfig."""
     return generate_corpus(out_dir, cfg.recordings, cfg.seed, cfg.patients, cfg.duration_seconds,
-                           cfg.sfreqs, cfg.seizures_per_recording, progress)
+                           cfg.sfreqs, cfg.seizures_per_recording, progress, cfg.layout)

@@ -8,8 +8,9 @@ with clinical tolerances; its reference implementation is `timescoring.scoring.E
 
 Glossary
     record      a reference and a hypothesis `.csv_bi` file of one recording (common/eval/csv_bi.py)
-    subject     the patient: the record name before the first "_" (TUSZ: aaaaaasf_s001_t000 ->
-                aaaaaasf), as SzCORE's BIDS sub-* folders
+    subject     the patient, as SzCORE's BIDS sub-* folders, from the record name
+                (common/data/corpora.py patient_id): TUSZ aaaaaasf_s001_t000 -> aaaaaasf, Siena
+                PN00-1 -> PN00, CHB-MIT chb17a_03 -> chb17 and chb21_05 -> chb01 (one subject)
     event       a `seiz` row; `bckg` rows are background, any other label is an error
 
 Per record, as szcore-evaluation (DESIGN.md §6):
@@ -46,7 +47,7 @@ from timescoring.scoring import EventScoring
 
 from common.data.annotations import Annotations
 from common.data.annotations import seizure_mask as training_mask
-from common.data.cache import patient_id
+from common.data.corpora import patient_id
 from common.data.csv_bi import CsvBi
 from common.eval.nedc import SECONDS_PER_DAY
 
@@ -125,7 +126,7 @@ def score_szcore(pairs: Sequence[tuple[CsvBi, CsvBi]],
                  subject_of: Callable[[str], str] = patient_id) -> SzcoreResult:
     """Per-record counts, per-subject sums and the mean and std over subjects.
 
-    subject_of maps a record's file stem to its subject (default: TUSZ's patient id).
+    subject_of maps a record's file stem to its subject (default: the patient its name says).
     """
     if not pairs:
         raise ValueError("no records to score")

@@ -43,6 +43,13 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
         from common.train.validate import check_metric_name
 
         check_metric_name(config)
+        if args.resume:  # a mistyped workdir must not start a new run in silence
+            from common.checkpoints import last_steps
+
+            if not last_steps(config.workdir):
+                raise ConfigError(f"--resume: {config.workdir} holds no checkpoint (no checkpoints/last/<step>); "
+                                  "check --workdir (or the config's workdir), or leave out --resume to start a "
+                                  "new run there")
         if args.init_from:  # the weights' model against the config's, before any data is read
             from common.checkpoints import weights_config
             from common.train.loop import check_init_config
@@ -57,7 +64,11 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     from common.data.prepare import format_summary, prepare
     from common.train.loop import NonFiniteStep, summary_table
 
-    prepared = prepare(config, progress=not args.no_progress)
+    try:
+        prepared = prepare(config, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as err:  # data_dir, the generator's folder, the split
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     print(format_summary(prepared))
     try:
         trainer = trainer_class()(config, resume=args.resume, progress=not args.no_progress, prepared=prepared,

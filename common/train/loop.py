@@ -241,7 +241,8 @@ class Loop:
             )
         if latest is None:
             if resume:
-                print(f"--resume: no checkpoint in {self.workdir}; starting from scratch")
+                raise ConfigError(f"--resume: {self.workdir} holds no checkpoint; check the workdir, or "
+                                  "start a new run without --resume")
             return
         meta = self._restore()
         # parsed, so that a field added since the checkpoint was written compares as its default

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from common.data.csv_bi import read_csv_bi
 from jaxbrr.evaluate import main
 
 ROWS = "channel,start_time,stop_time,label,confidence\n"
@@ -122,6 +123,42 @@ def test_checkpoint_mode_on_an_edf_dir_skips_and_reports_a_bad_file(synthetic_ru
     assert metrics["records"] == 1 and metrics["source"] == {"edf_dir": str(folder.resolve())}
     assert [Path(s["source"]).name for s in metrics["skipped"]] == ["bad_s001_t000.edf"]
     assert len(metrics["threshold_sweep"]["tau_on"]) == 4 and not (out / "timelines").exists()
+
+
+def test_labels_cut_at_a_recordings_end_are_reported_per_file(synthetic_run, tmp_path, capsys):
+    """A Siena list whose second seizure runs past its recording's end (as PN00-3's does in the
+    real corpus): evaluate scores the cut labels and says so, on screen and in metrics.json."""
+    from common.data.edf import read_header
+    from common.data.prepare import ensure_synthetic
+    from jaxbrr.predict import load_checkpoint
+
+    config, _, _ = load_checkpoint(synthetic_run)
+    ensure_synthetic(config, progress=False)
+    source = sorted(Path(config.data.data_dir).glob("*_t001.edf"))[0]
+    folder = tmp_path / "siena" / "PN07"
+    folder.mkdir(parents=True)
+    (folder / "PN07-1.edf").symlink_to(source)
+    header = read_header(source)
+    seconds = int(header.n_records * header.record_seconds)
+    clock = lambda t: f"{10 + t // 3600:02d}.{t // 60 % 60:02d}.{t % 60:02d}"  # noqa: E731 - 10.00.00 + t s
+    assert seconds > 20
+    (folder / "Seizures-list-PN07.txt").write_text(
+        f"Seizure n 1\nFile name: PN07-1.edf\nRegistration start time: {clock(0)}\n"
+        f"Registration end time: {clock(seconds)}\nSeizure start time: {clock(5)}\nSeizure end time: {clock(10)}\n\n"
+        f"Seizure n 2\nFile name: PN07-1.edf\nSeizure start time: {clock(seconds - 10)}\n"
+        f"Seizure end time: {clock(seconds + 30)}\n")
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(synthetic_run), "--edf-dir", str(folder.parent), "--out", str(out),
+                 "--no-progress", "--max-timelines", "0", "--set", "eval.threshold_steps=4"]) == 0
+    printed = capsys.readouterr().out
+    assert ("labels cut in 1 recording(s); the reference files hold the cut labels:\n  PN07-1: 1 seizure "
+            "event(s) cut at the recording's end, 0 starting after it, dropped") in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["labels_cut"] == {"PN07-1": {"clipped_events": 1, "dropped_events": 0,
+                                                "annotations": str(folder / "Seizures-list-PN07.txt")}}
+    reference = read_csv_bi(out / "ref" / "PN07-1.csv_bi")
+    assert [(e.start_seconds, e.stop_seconds) for e in reference.events if e.label == "seiz"] == [
+        (5.0, 10.0), (seconds - 10.0, reference.duration_seconds)]
 
 
 def test_checkpoint_mode_bad_arguments_exit_2(synthetic_run, tmp_path, capsys):

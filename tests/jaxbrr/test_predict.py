@@ -107,11 +107,34 @@ def test_bad_files_are_skipped_and_reported_the_others_predicted(bipolar_run, ch
             "--out", str(out), "--no-progress"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert f"{missing}: no such file; check the path" in err
-    assert f"{corrupt}: not an EDF file" in err and "remove it from data_dir" in err
+    assert f"{missing}: no such file or folder; check the path" in err
+    assert f"{corrupt}: not an EDF file" in err and "re-export it from the recording software" in err
     assert f"{truncated}: truncated" in err and "copy it again" in err
-    assert "3 of 4 files skipped" in err
+    assert "data_dir" not in err  # build's advice, not predict's
+    assert f"3 of 4 files not predicted (the reasons above); the other 1 are in {out}" in err
     assert sorted(p.name for p in out.iterdir()) == ["chb01_03_Seizure.csv_bi", "chb01_03_Seizure.png"]
+
+
+def test_folders_stand_for_every_edf_under_them_mixed_with_files(bipolar_run, chbmit, tmp_path, capsys):
+    """A corpus as it ships: nested folders, upper-case suffixes, other files beside the EDFs."""
+    corpus = tmp_path / "corpus"
+    nested = corpus / "chb01" / "deeper"
+    nested.mkdir(parents=True)
+    shutil.copy(chbmit, corpus / "chb01" / "chb01_03.edf")
+    write_edf(nested / "chb01_04.EDF", BIPOLAR23[:-1], seconds=2.0)
+    (corpus / "chb01" / "chb01-summary.txt").write_text("not an EDF\n")
+    single = write_edf(tmp_path / "single_s001_t000.edf", BIPOLAR23[:-1], seconds=2.0, seed=1)
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(bipolar_run), str(corpus), str(single), "--out", str(out),
+                 "--no-progress"]) == 0
+    assert sorted(p.name for p in out.glob("*.csv_bi")) == [
+        "chb01_03.csv_bi", "chb01_04.csv_bi", "single_s001_t000.csv_bi"]
+    assert read_csv_bi(out / "chb01_04.csv_bi").duration_seconds == 2.0
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--checkpoint", str(bipolar_run), str(empty), "--out", str(out)]) == 2
+    assert f"no .edf file under {empty}" in capsys.readouterr().err
 
 
 def test_bad_checkpoints_exit_2_naming_the_path_and_the_fix(bipolar_run, chbmit, tmp_path, capsys):

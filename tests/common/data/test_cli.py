@@ -40,3 +40,47 @@ def test_synth_then_build(tmp_path, capsys):
     assert "3 built, 0 reused, 0 skipped" in text
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()[:1] in (["train"], ["dev"])}
     assert int(rows["train"][2]) + int(rows["dev"][2]) == 3  # recordings column
+
+
+def test_labels_writes_the_corpora_own_labels_as_csv_bi(SHARED, tmp_path, write_edf, capsys):
+    """CHB-MIT and Siena label files, read as build reads them, out as .csv_bi in a mirrored tree;
+    a seizure past the EDF's end is cut, one after it dropped, both said."""
+    import shutil
+
+    import numpy as np
+
+    from common.data.csv_bi import read_csv_bi
+
+    def edf(path, seconds):  # labels only need the header: one 1 Hz channel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_edf(path, {"FP1-F7": np.zeros(seconds)}, 1.0)
+
+    chb = tmp_path / "chbmit"
+    (chb / "chb05").mkdir(parents=True)
+    shutil.copy(SHARED / "format_stubs" / "chbmit" / "chb05-summary.txt", chb / "chb05")
+    shutil.copy(SHARED / "format_stubs" / "chbmit" / "chb05_06.edf", chb / "chb05")  # the real 2 s stub
+    edf(chb / "chb05" / "chb05_13.edf", 3600)
+    edf(chb / "chb01" / "chb01_03.edf", 3600)
+    shutil.copy(SHARED / "chbmit" / "chb01_03.edf.seizures", chb / "chb01")
+    out = tmp_path / "out"
+    assert main(["labels", str(chb), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    seizures = lambda path: [(e.start_seconds, e.stop_seconds) for e in read_csv_bi(path).events  # noqa: E731
+                             if e.label == "seiz"]
+    assert seizures(out / "chb01" / "chb01_03.csv_bi") == [(2996.0, 3036.0)]
+    assert seizures(out / "chb05" / "chb05_13.csv_bi") == [(1086.0, 1196.0)]
+    assert seizures(out / "chb05" / "chb05_06.csv_bi") == [] and read_csv_bi(out / "chb05" / "chb05_06.csv_bi").duration_seconds == 2.0
+    assert "corpus chbmit (detected" in printed
+    assert f"{out / 'chb05' / 'chb05_06.csv_bi'}: 0 seizure(s) from" in printed
+    assert "1 starting after the end dropped" in printed and "wrote 3 .csv_bi file(s)" in printed
+
+    siena = tmp_path / "siena" / "PN00"
+    siena.mkdir(parents=True)
+    shutil.copy(SHARED / "format_stubs" / "siena" / "Seizures-list-PN00.txt", siena)
+    edf(siena / "PN00-3.edf", 2489)
+    edf(siena / "PN00-7.edf", 60)  # not in the list: skipped, exit 2
+    assert main(["labels", str(siena.parent), "--out", str(out / "siena")]) == 2
+    captured = capsys.readouterr()
+    assert seizures(out / "siena" / "PN00" / "PN00-3.csv_bi") == [(765.0, 2489.0)]
+    assert "1 cut at the end (2489 s)" in captured.out
+    assert "PN00-7.edf: not listed in" in captured.err

@@ -11,7 +11,7 @@ from common.data.edf import EDFError, clean_channel_name, read_edf, read_header
 from common.data.montage import BIPOLAR23, REF19
 
 SFREQ = 256.0
-FIX = "remove it from data_dir"
+FIX = "re-export it from the recording software"
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,8 @@
 import numpy as np
 import pytest
 
-from common.config import BalanceConfig, SplitConfig
-from common.data.sampler import (
-    assign_splits,
-    balanced_rows,
-    batches,
-    check_patient_disjoint,
-    official_split,
-    seizure_window_ratio,
-)
+from common.config import BalanceConfig
+from common.data.sampler import balanced_rows, batches, seizure_window_ratio
 from common.data.windows import BACKGROUND, FULL, PARTIAL
 
 
@@ -55,31 +48,3 @@ def test_batches_drop_last():
     rows = np.arange(10)
     assert [b.tolist() for b in batches(rows, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert len(list(batches(rows, 4, drop_last=False))) == 3
-
-
-def test_patient_split_never_mixes_a_patient():
-    stems = [f"p{p:02d}_s001_t{t:03d}" for p in range(10) for t in range(3)]
-    splits = assign_splits(stems, SplitConfig(dev_fraction=0.2, eval_fraction=0.1, seed=1))
-    by_patient = {}
-    for stem, split in splits.items():
-        by_patient.setdefault(stem.split("_")[0], set()).add(split)
-    assert all(len(s) == 1 for s in by_patient.values())
-    counts = {k: sum(1 for s in by_patient.values() if k in s) for k in ("train", "dev", "eval")}
-    assert counts == {"train": 7, "dev": 2, "eval": 1}
-    assert splits == assign_splits(stems, SplitConfig(dev_fraction=0.2, eval_fraction=0.1, seed=1))
-
-
-def test_official_folders_win_and_are_checked(tmp_path):
-    root = tmp_path / "edf"
-    assert official_split(root / "dev" / "x" / "a_s1.edf", root) == "dev"
-    assert official_split(root / "other" / "a_s1.edf", root) is None
-    stems = ["a_s1_t0", "b_s1_t0"]
-    splits = assign_splits(stems, SplitConfig(), {"a_s1_t0": "train", "b_s1_t0": "eval"})
-    assert splits == {"a_s1_t0": "train", "b_s1_t0": "eval"}
-    with pytest.raises(ValueError, match="patient 'a'"):
-        check_patient_disjoint({"a_s1_t0": "train", "a_s2_t0": "dev"})
-
-
-def test_too_few_patients():
-    with pytest.raises(ValueError, match="lower them"):
-        assign_splits(["a_1", "b_1"], SplitConfig(dev_fraction=0.5, eval_fraction=0.5))

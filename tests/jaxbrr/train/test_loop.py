@@ -280,6 +280,16 @@ def test_unknown_key_and_missing_metric_fail_before_any_compute(tmp_path, capsys
     assert not any(tmp_path.iterdir())  # nothing written
 
 
+def test_resume_without_a_checkpoint_is_an_error_naming_the_workdir(tmp_path, capsys, monkeypatch):
+    """A mistyped workdir must not start a new run in silence (issue 19, problem 7)."""
+    monkeypatch.setattr("common.data.prepare.prepare", lambda *a, **k: pytest.fail("compute started"))
+    for workdir in (tmp_path / "typo", tmp_path):  # missing, and present without checkpoints
+        assert train_main(["--config", str(SMOKE), "--workdir", str(workdir), "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert f"--resume: {workdir} holds no checkpoint" in err and "leave out --resume" in err
+    assert not (tmp_path / "typo").exists()
+
+
 def train_command(work: Path, *sets: str) -> list[str]:
     return [sys.executable, "-m", "jaxbrr.train", "--config", str(SMOKE), "--workdir", str(work), "--no-progress",
             *[f"--set={o}" for o in sets]]

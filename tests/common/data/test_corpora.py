@@ -1,0 +1,358 @@
+"""Corpus layouts as the corpora ship (issue 19): which files, whose, which split, which labels.
+
+Problems 1-5 of the issue each have a test here that fails without its fix: synthetic data written
+into a real corpus's folder, a stray EDF replacing TUSZ's split, Siena/CHB-MIT patients split
+apart, the corpora's own label files ignored, and labels lost without a word.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from common.config import ConfigError, SplitConfig, load_config
+from common.data.annotations import labels_for
+from common.data.cache import Corpus
+from common.data.corpora import (
+    assign_splits,
+    check_patient_disjoint,
+    official_split,
+    patient_id,
+    survey,
+)
+from common.data.csv_bi import AnnotationError, Event, read_csv_bi, with_background, write_csv_bi
+from common.data.montage import BIPOLAR23
+from common.data.prepare import format_summary, prepare
+from common.data.synth import OWNER, SynthFolderError, generate_corpus
+from common.eval.szcore import score_szcore
+
+SFREQ = 64  # small files: preprocessing resamples to 256 Hz anyway
+
+
+@pytest.fixture
+def recording(write_edf, tusz_signals):
+    """An EDF with TUSZ ref19 names (or `labels`) and, unless labels is False, its .csv_bi."""
+
+    def make(path: Path, seconds: float = 20.0, seizures=((5.0, 12.0),), seed: int = 0, names=None,
+             csv_bi: bool = True) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        signals = tusz_signals(seconds, SFREQ, seed, names)
+        write_edf(path, signals, SFREQ)
+        if csv_bi:
+            events = [Event(a, b, "seiz") for a, b in seizures]
+            write_csv_bi(path.with_suffix(".csv_bi"), with_background(events, seconds), seconds)
+        return path
+
+    return make
+
+
+def config_for(tmp_path: Path, data_dir: Path, *extra: str):
+    return load_config(None, [f"data.data_dir={data_dir}", f"data.cache_dir={tmp_path / 'cache'}",
+                              "data.window_seconds=4", "data.stride_seconds=4", "data.balance.enabled=false",
+                              *extra])
+
+
+def tusz_tree(root: Path, recording) -> Path:
+    """A TUSZ v2.0.x tree: edf/{train,dev,eval}/<patient>/<session>/<montage>/<stem>.edf."""
+    layout = {"train": ("aaaaaaaa", "aaaaaaab", "aaaaaaac"), "dev": ("aaaaaaad",), "eval": ("aaaaaaae",)}
+    seed = 0
+    for split, patients in layout.items():
+        for patient in patients:
+            for session in (1, 2):
+                seed += 1
+                stem = f"{patient}_s{session:03d}_t000"
+                recording(root / "edf" / split / patient / f"s{session:03d}_2010" / "01_tcp_ar" / f"{stem}.edf",
+                          seed=seed)
+    return root
+
+
+# -- 1. synthetic data only in the generator's own folder ---------------------------------------
+
+
+def test_the_generator_refuses_a_folder_holding_a_real_corpus(tmp_path, recording):
+    tree = tusz_tree(tmp_path / "tusz", recording)
+    before = sorted(p.relative_to(tree) for p in tree.rglob("*"))
+    config = load_config("configs/default.yaml", [f"data.data_dir={tree}", f"data.cache_dir={tmp_path / 'c'}"])
+    with pytest.raises(SynthFolderError, match=r"holds files the synthetic generator did not write") as err:
+        prepare(config, progress=False)
+    assert str(tree) in str(err.value) and "--set data.synthetic=null" in str(err.value)
+    assert sorted(p.relative_to(tree) for p in tree.rglob("*")) == before  # nothing written, nothing cached
+    assert not (tmp_path / "c").exists()
+
+    # with the generator dropped, the tree is read as the TUSZ corpus it is
+    prepared = prepare(load_config("configs/default.yaml", [
+        f"data.data_dir={tree}", f"data.cache_dir={tmp_path / 'c'}", "data.synthetic=null"]), progress=False)
+    assert {k: len(v) for k, v in prepared.splits.items()} == {"train": 6, "dev": 2, "eval": 2}
+
+    # naming a real corpus and the generator together is a config error
+    with pytest.raises(ConfigError, match="data.synthetic generates a synthetic corpus, but data.corpus is 'tusz'"):
+        load_config("configs/default.yaml", ["data.corpus=tusz"])
+
+
+def test_the_generators_folder_is_marked_and_foreign_recordings_in_it_refused(tmp_path, recording):
+    out = tmp_path / "synthetic"
+    generate_corpus(out, recordings=2, seed=0, patients=2, duration_seconds=(20.0, 20.0), progress=False)
+    assert (out / OWNER).is_file()
+    generate_corpus(out, recordings=2, seed=0, patients=2, duration_seconds=(20.0, 20.0), progress=False)  # reused
+    recording(out / "nested" / "mine_s001_t000.edf")
+    with pytest.raises(SynthFolderError, match=r"1 EDF file\(s\) in it are not its own") as err:
+        generate_corpus(out, recordings=2, seed=0, patients=2, duration_seconds=(20.0, 20.0), progress=False)
+    assert "mine_s001_t000.edf" in str(err.value)
+
+
+def test_the_tusz_layout_is_laid_out_as_tusz_ships_and_read_back_with_its_official_split(tmp_path):
+    out = tmp_path / "synthetic"
+    paths = generate_corpus(out, recordings=9, seed=0, patients=7, duration_seconds=(20.0, 20.0),
+                            progress=False, layout="tusz")
+    relative = [p.relative_to(out).as_posix() for p in paths]
+    assert relative[0] == "edf/train/aaaaaaaa/s001_2001/01_tcp_ar/aaaaaaaa_s001_t000.edf"
+    assert relative[1] == "edf/train/aaaaaaab/s001_2001/02_tcp_le/aaaaaaab_s001_t000.edf"
+    assert relative[5] == "edf/dev/aaaaaaaf/s001_2001/03_tcp_ar_a/aaaaaaaf_s001_t000.edf"
+    assert relative[6] == "edf/eval/aaaaaaag/s001_2001/01_tcp_ar/aaaaaaag_s001_t000.edf"
+    assert relative[7] == "edf/train/aaaaaaaa/s002_2002/02_tcp_le/aaaaaaaa_s002_t000.edf"
+    from common.data.edf import read_header
+
+    assert read_header(paths[1]).labels[0] == "EEG FP1-LE" and read_header(paths[0]).labels[0] == "EEG FP1-REF"
+    found = survey(out, sorted(out.rglob("*.edf")))
+    assert (found.corpus, found.split_kind, found.left_out) == ("tusz", "official", [])
+    assert {r.official for r in found.recordings} == {"train", "dev", "eval"}
+
+
+# -- 2. a stray file never changes TUSZ's split ---------------------------------------------------
+
+
+def test_a_stray_edf_is_left_out_and_reported_and_the_official_split_stands(tmp_path, recording):
+    tree = tusz_tree(tmp_path / "tusz", recording)
+    stray = recording(tree / "edf" / "aaaaaaaz_s001_t000.edf", seed=99)
+    prepared = prepare(config_for(tmp_path, tree), progress=False)
+    assert {k: len({prepared.corpus.recordings[s]["patient"] for s in v}) for k, v in prepared.splits.items()} \
+        == {"train": 3, "dev": 1, "eval": 1}
+    summary = format_summary(prepared)
+    assert ("corpus tusz (detected: 11 of 11 recordings named like aaaaaaac_s001_t000; set data.corpus to "
+            "choose): 10 recordings of 5 patients; split official") in summary
+    assert "split official (the train/ dev/ eval/ folders)" in summary
+    assert f"1 EDF file(s) left out:\n    {stray}: outside the train/ dev/ eval/ folders" in summary
+    assert "aaaaaaaz" not in prepared.corpus.recordings
+
+
+def test_a_missing_split_folder_is_reported(tmp_path, recording):
+    tree = tusz_tree(tmp_path / "tusz", recording)
+    shutil.rmtree(tree / "edf" / "eval")
+    summary = format_summary(prepare(config_for(tmp_path, tree), progress=False))
+    assert "no recordings in a eval/ folder: the eval split is empty" in summary
+
+
+def test_seeded_split_on_request_and_official_refused_without_folders(tmp_path, recording):
+    tree = tusz_tree(tmp_path / "tusz", recording)
+    prepared = prepare(config_for(tmp_path, tree, "data.split.kind=seeded", "data.split.dev_fraction=0.2",
+                                  "data.split.eval_fraction=0.2"), progress=False)
+    assert "split seeded (data.split.seed)" in format_summary(prepared)
+    flat = tmp_path / "flat"
+    recording(flat / "p1_s001_t000.edf")
+    with pytest.raises(ValueError, match="data.split.kind is official, but .* has no train/, dev/ or eval/ folder"):
+        survey(flat, [flat / "p1_s001_t000.edf"], split_kind="official")
+
+
+def test_official_folders_are_checked_for_patients_in_two_splits(tmp_path):
+    root = tmp_path / "edf"
+    assert official_split(root / "dev" / "x" / "a_s1.edf", root) == "dev"
+    assert official_split(root / "other" / "a_s1.edf", root) is None
+    patients = {"a_s001_t000": "a", "a_s002_t000": "a", "b_s001_t000": "b"}
+    official = {"a_s001_t000": "train", "a_s002_t000": "dev", "b_s001_t000": "eval"}
+    with pytest.raises(ValueError, match=r"patient 'a' appears in both 'train' \(a_s001_t000\) and 'dev' "
+                                         r"\(a_s002_t000\).*data.split.kind: seeded"):
+        assign_splits(patients, SplitConfig(), official)
+    with pytest.raises(ValueError, match="patient 'a'"):
+        check_patient_disjoint({"a_s1_t0": "train", "a_s2_t0": "dev"}, {"a_s1_t0": "a", "a_s2_t0": "a"})
+
+
+def test_seeded_split_never_mixes_a_patient():
+    patients = {f"p{p:02d}_s001_t{t:03d}": f"p{p:02d}" for p in range(10) for t in range(3)}
+    config = SplitConfig(dev_fraction=0.2, eval_fraction=0.1, seed=1)
+    splits = assign_splits(patients, config)
+    by_patient = {}
+    for stem, split in splits.items():
+        by_patient.setdefault(patients[stem], set()).add(split)
+    assert all(len(s) == 1 for s in by_patient.values())
+    counts = {k: sum(1 for s in by_patient.values() if k in s) for k in ("train", "dev", "eval")}
+    assert counts == {"train": 7, "dev": 2, "eval": 1}
+    assert splits == assign_splits(patients, config)
+
+
+# -- 3. patient ids as each corpus names them -----------------------------------------------------
+
+
+def test_patient_ids_follow_each_corpus():
+    assert patient_id("aaaaaaac_s001_t000", "tusz") == "aaaaaaac"
+    assert patient_id("00000258_s002_t001", "tusz") == "00000258"  # TUSZ v1.x ids
+    assert [patient_id(f"PN00-{k}", "siena") for k in (1, 2, 3)] == ["PN00"] * 3
+    assert patient_id("PN10-4.5.6", "siena") == "PN10"
+    assert [patient_id(s, "chbmit") for s in ("chb17a_03", "chb17b_63", "chb17c_13")] == ["chb17"] * 3
+    assert patient_id("chb02_16+", "chbmit") == "chb02"
+    assert patient_id("chb21_05", "chbmit") == "chb01"  # one subject, recorded twice
+    assert patient_id("PN00-1") == "PN00" and patient_id("chb17a_03") == "chb17"  # from the name alone
+    assert patient_id("aaaaaaac_s001_t000") == "aaaaaaac" and patient_id("my-rec_1") == "my-rec"
+    assert patient_id("notes", "chbmit") is None and patient_id("chb01_01", "siena") is None
+
+
+@pytest.mark.parametrize("corpus,stems,patients", [
+    ("siena", ["PN00-1", "PN00-2", "PN00-3", "PN01-1", "PN03-1", "PN05-2", "PN06-1", "PN07-1"], 6),
+    ("chbmit", ["chb17a_03", "chb17b_63", "chb01_01", "chb21_01", "chb02_01", "chb03_01", "chb04_01",
+                "chb05_01"], 6),
+])
+def test_a_seeded_split_keeps_each_patients_recordings_together(tmp_path, corpus, stems, patients):
+    edfs = []
+    for stem in stems:
+        folder = tmp_path / corpus / stem.split("-")[0].split("_")[0][:5]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{stem}.edf").write_bytes(b"")  # the layout reads names only
+        edfs.append(folder / f"{stem}.edf")
+    found = survey(tmp_path / corpus, edfs)
+    assert found.corpus == corpus and found.split_kind == "seeded"
+    by_stem = {r.stem: r.patient for r in found.recordings}
+    assert len(set(by_stem.values())) == patients
+    for seed in range(20):
+        splits = assign_splits(by_stem, SplitConfig(dev_fraction=0.3, eval_fraction=0.2, seed=seed))
+        together = [("PN00-1", "PN00-2", "PN00-3")] if corpus == "siena" else [("chb17a_03", "chb17b_63"),
+                                                                             ("chb01_01", "chb21_01")]
+        for group in together:
+            assert len({splits[s] for s in group}) == 1
+
+
+def test_szcore_averages_over_subjects_as_the_corpus_names_them(tmp_path):
+    def pair(name, seizure):
+        ref = write_csv_bi(tmp_path / "ref" / f"{name}.csv_bi", with_background([Event(*seizure, "seiz")], 600), 600)
+        hyp = write_csv_bi(tmp_path / "hyp" / f"{name}.csv_bi", with_background([Event(*seizure, "seiz")], 600), 600)
+        return read_csv_bi(ref), read_csv_bi(hyp)
+
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "hyp").mkdir()
+    pairs = [pair("chb17a_03", (100, 200)), pair("chb17b_63", (100, 200)), pair("PN00-1", (100, 200)),
+             pair("PN00-2", (100, 200)), pair("chb21_01", (100, 200)), pair("chb01_03", (100, 200))]
+    assert sorted(score_szcore(pairs).per_subject) == ["PN00", "chb01", "chb17"]
+
+
+# -- 4. the corpora's own label files --------------------------------------------------------------
+
+
+def test_chbmit_labels_come_from_the_summary_and_the_seizures_file(SHARED, tmp_path):
+    folder = tmp_path / "chb05"
+    folder.mkdir()
+    shutil.copy(SHARED / "format_stubs" / "chbmit" / "chb05-summary.txt", folder)
+    for name in ("chb05_06.edf", "chb05_01.edf", "chb05_99.edf"):
+        (folder / name).write_bytes(b"")
+    assert [(e.start_seconds, e.stop_seconds, e.label) for e in labels_for(folder / "chb05_06.edf", "chbmit").events] \
+        == [(417.0, 532.0, "seiz")]
+    assert labels_for(folder / "chb05_01.edf", "chbmit").events == []  # listed with 0 seizures
+    with pytest.raises(AnnotationError, match=r"chb05_99.edf: is not listed in .*chb05-summary.txt and has no "
+                                              r"chb05_99.edf.seizures"):
+        labels_for(folder / "chb05_99.edf", "chbmit")
+
+    # a .edf.seizures file alone (WFDB), and with a summary that agrees or not
+    chb01 = tmp_path / "chb01"
+    chb01.mkdir()
+    shutil.copy(SHARED / "chbmit" / "chb01_03.edf.seizures", chb01)
+    (chb01 / "chb01_03.edf").write_bytes(b"")
+    annotations = labels_for(chb01 / "chb01_03.edf", "chbmit")
+    assert [(e.start_seconds, e.stop_seconds) for e in annotations.events] == [(2996.0, 3036.0)]
+    block = "File Name: chb01_03.edf\nNumber of Seizures in File: 1\nSeizure Start Time: {} seconds\n" \
+            "Seizure End Time: 3036 seconds\n"
+    (chb01 / "chb01-summary.txt").write_text(block.format(2996))
+    assert labels_for(chb01 / "chb01_03.edf", "chbmit").files == (str(chb01 / "chb01-summary.txt"),
+                                                                 str(chb01 / "chb01_03.edf.seizures"))
+    (chb01 / "chb01-summary.txt").write_text(block.format(2900))
+    with pytest.raises(AnnotationError, match=r"chb01-summary.txt says seizures \[\(2900.0, 3036.0\)\] s, "
+                                              r"chb01_03.edf.seizures says \[\(2996.0, 3036.0\)\] s"):
+        labels_for(chb01 / "chb01_03.edf", "chbmit")
+    # a .csv_bi beside the EDF settles it
+    write_csv_bi(chb01 / "chb01_03.csv_bi", with_background([Event(2950, 3036, "seiz")], 3600), 3600)
+    assert labels_for(chb01 / "chb01_03.edf", "chbmit").seizures() == [(2950.0, 3036.0)]
+
+
+def test_siena_labels_come_from_the_seizure_list(SHARED, tmp_path):
+    folder = tmp_path / "PN00"
+    folder.mkdir()
+    shutil.copy(SHARED / "format_stubs" / "siena" / "Seizures-list-PN00.txt", folder)
+    for k in (1, 3, 9):
+        (folder / f"PN00-{k}.edf").write_bytes(b"")
+    assert [(e.start_seconds, e.stop_seconds) for e in labels_for(folder / "PN00-1.edf", "siena").events] \
+        == [(1143.0, 1213.0)]
+    # the corpus's own typo (ends 19.29.29, the registration 18.57.13) is kept as written: the
+    # mask cuts it at the recording's end and the build counts it (next test)
+    assert [(e.start_seconds, e.stop_seconds) for e in labels_for(folder / "PN00-3.edf", "siena").events] \
+        == [(765.0, 4425.0)]
+    with pytest.raises(AnnotationError, match=r"PN00-9.edf: not listed in .*Seizures-list-PN00.txt"):
+        labels_for(folder / "PN00-9.edf", "siena")
+
+
+def test_chbmit_and_siena_corpora_build_with_their_own_labels(tmp_path, recording):
+    """The issue's chb05_06: labelled background before (its seizure at 417-532 s), now seizure."""
+    bipolar = {name: f"{name}" for name in BIPOLAR23}
+    chb = tmp_path / "chbmit"
+    recording(chb / "chb05" / "chb05_06.edf", seconds=600, names=bipolar, csv_bi=False)
+    recording(chb / "chb05" / "chb05_01.edf", seconds=30, names=bipolar, seed=1, csv_bi=False)
+    (chb / "chb05" / "chb05-summary.txt").write_text(
+        "File Name: chb05_01.edf\nNumber of Seizures in File: 0\n\n"
+        "File Name: chb05_06.edf\nFile Start Time: 22:21:25\nFile End Time: 22:31:25\n"
+        "Number of Seizures in File: 1\nSeizure Start Time: 417 seconds\nSeizure End Time: 532 seconds\n")
+    prepared = prepare(config_for(tmp_path, chb, "data.montage=bipolar", "model.montage=bipolar"), progress=False)
+    assert prepared.build.survey.corpus == "chbmit" and not prepared.build.skipped
+    _, labels = prepared.corpus.arrays("chb05_06")
+    assert labels.sum() == (532 - 417) * 256 and labels[417 * 256] == 1 and labels[417 * 256 - 1] == 0
+    assert prepared.corpus.recordings["chb05_06"]["patient"] == "chb05"
+
+    siena = tmp_path / "siena"
+    recording(siena / "PN01" / "PN01-1.edf", seconds=20, csv_bi=False)
+    (siena / "PN01" / "Seizures-list-PN01.txt").write_text(
+        "Seizure n 1\nFile name: PN01-1.edf\nRegistration start time: 23.59.50\nRegistration end time: 00.00.10\n"
+        "Seizure start time: 00.00.05\nSeizure end time: 00.00.30\n\n"
+        "Seizure n 2\nFile name: PN01-1.edf\nSeizure start time: 00.00.40\nSeizure end time: 00.00.50\n")
+    prepared = prepare(config_for(tmp_path, siena, "data.split.dev_fraction=0"), progress=False)
+    _, labels = prepared.corpus.arrays("PN01-1")
+    assert labels.sum() == 5 * 256 and labels[-1] == 1  # 15 s .. the end (20 s), across midnight
+    summary = format_summary(prepared)
+    assert "labels cut in 1 recording(s):\n  PN01-1: 1 seizure event(s) cut at the recording's end, 1 " \
+           "starting after it, dropped" in summary
+
+
+# -- 5. labels are never lost without a word -----------------------------------------------------
+
+
+def test_a_label_file_of_another_duration_is_refused_naming_both(SHARED, tmp_path):
+    """The issue's own pair: a real TUSZ .csv_bi (duration 1831 s, seizure at 733-818 s) beside a
+    2 s EDF. It was accepted and its seizure dropped; now the file is skipped, saying why."""
+    tree = tmp_path / "tusz" / "edf" / "train" / "aaaaaool" / "s004_2011" / "01_tcp_ar"
+    tree.mkdir(parents=True)
+    for suffix in (".edf", ".csv_bi"):
+        shutil.copy(SHARED / "format_stubs" / "tusz" / f"aaaaaool_s004_t001{suffix}", tree)
+    config = config_for(tmp_path, tmp_path / "tusz", "data.window_seconds=1", "data.stride_seconds=1")
+    prepared = prepare(config, progress=False)
+    (skipped,) = prepared.build.skipped
+    assert "aaaaaool_s004_t001.csv_bi: says duration = 1831 s, but aaaaaool_s004_t001.edf lasts 2 s" \
+        in skipped["reason"]
+    assert "data.label_duration_tolerance_seconds" in skipped["reason"]
+    assert "skipped aaaaaool_s004_t001.edf: " in format_summary(prepared)
+
+
+def test_an_empty_label_file_is_an_error_not_background(tmp_path, recording):
+    folder = tmp_path / "flat"
+    recording(folder / "pa_s001_t000.edf", seizures=())
+    (folder / "pa_s001_t000.csv_bi").write_bytes(b"")
+    with pytest.raises(AnnotationError, match="found an empty file"):
+        labels_for(folder / "pa_s001_t000.edf", "folder")
+    prepared = prepare(config_for(tmp_path, folder), progress=False)
+    assert "found an empty file" in prepared.build.skipped[0]["reason"]
+
+
+def test_an_edited_label_file_rebuilds_the_recording(tmp_path, recording):
+    folder = tmp_path / "flat"
+    recording(folder / "pa_s001_t000.edf")
+    config = config_for(tmp_path, folder, "data.split.dev_fraction=0")
+    assert prepare(config, progress=False).build.built == ["pa_s001_t000"]
+    assert prepare(config, progress=False).build.reused == ["pa_s001_t000"]
+    write_csv_bi(folder / "pa_s001_t000.csv_bi", with_background([Event(1.0, 3.0, "seiz")], 20.0), 20.0)
+    again = prepare(config, progress=False)
+    assert again.build.built == ["pa_s001_t000"]
+    assert Corpus(again.build.root).arrays("pa_s001_t000")[1].sum() == 2 * 256
