@@ -47,7 +47,7 @@ def _labels(args) -> int:
     source, out = Path(args.dir), Path(args.out)
     tolerance = load_config(None).data.label_duration_tolerance_seconds
     found = survey(source, find_recordings(source), args.corpus, "seeded")  # no split: every file
-    print("\n".join(found.lines()[:1]))
+    print(found.headline())
     written, failed = 0, list(found.left_out)
     for recording in found.recordings:
         edf = recording.edf

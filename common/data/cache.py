@@ -20,6 +20,7 @@ mmap_mode="r"), unlike the original, which decompressed a whole recording per wi
 from __future__ import annotations
 
 import json
+import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from common.data.windows import (
 from common.files import atomic_path, write_text
 
 MANIFEST = "manifest.json"
+STALE_SECONDS = 600  # a temporary file untouched this long belongs to a build that was killed
 CACHE_FORMAT = 2  # 2: sidecars stamp the label files too and carry the layout's patient
 
 
@@ -146,6 +148,7 @@ def build_cache(config: Config, progress: bool = True) -> BuildResult:
     data = config.data
     root = cache_path(config)
     (root / "recordings").mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(root / "recordings")
     found = survey(data.data_dir, find_recordings(data.data_dir, data.edf_glob), data.corpus, data.split.kind)
     stems: dict[str, Path] = {}
     built, reused, skipped = [], [], []
@@ -168,6 +171,20 @@ def build_cache(config: Config, progress: bool = True) -> BuildResult:
             skipped.append({"source": str(edf), "reason": str(err).strip() or traceback.format_exc(limit=1)})
     write_manifest(root, config, skipped, keep=set(stems))
     return BuildResult(root, built, reused, skipped, found)
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the half-written files (common/files.py names them `.<name>.*.tmp`) that a killed
+    build left; only old ones, so that another process building the same cache keeps its own."""
+    now, removed = time.time(), 0
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_SECONDS:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:  # its build finished or removed it meanwhile
+            pass
+    return removed
 
 
 def write_manifest(root: Path, config: Config, skipped: list[dict], keep: set[str] | None = None) -> dict:

@@ -112,11 +112,13 @@ class Survey:
     left_out: list[dict] = field(default_factory=list)  # {"source", "reason"}: found, not used
     missing_splits: list[str] = field(default_factory=list)  # official split folders absent or empty
 
+    def headline(self) -> str:
+        patients = {r.patient for r in self.recordings}
+        return f"corpus {self.corpus} ({self.why}): {len(self.recordings)} recordings of {len(patients)} patients"
+
     def lines(self) -> list[str]:
         """What the build summary prints about the corpus, before its table."""
-        patients = {r.patient for r in self.recordings}
-        lines = [f"corpus {self.corpus} ({self.why}): {len(self.recordings)} recordings of {len(patients)} "
-                 f"patients; split {self.split_kind}"
+        lines = [f"{self.headline()}; split {self.split_kind}"
                  + (" (the train/ dev/ eval/ folders)" if self.split_kind == "official" else " (data.split.seed)")]
         for name in self.missing_splits:
             lines.append(f"  no recordings in a {name}/ folder: the {name} split is empty")

@@ -213,8 +213,11 @@ class Loop:
         if not self.train_stems:
             raise ValueError("the training split is empty: add recordings or lower data.split fractions")
         if not self.dev_stems:
-            raise ValueError("the dev split is empty: set data.split.dev_fraction > 0 (validation and "
-                             "early stopping need it)")
+            survey = self.prepared.build.survey if self.prepared.build is not None else None
+            official = survey is not None and survey.split_kind == "official"
+            fix = ("put recordings under the corpus's dev/ folder, or set data.split.kind: seeded" if official
+                   else "set data.split.dev_fraction > 0")
+            raise ValueError(f"the dev split is empty: {fix} (validation and early stopping need it)")
         if not any(corpus.recordings[s]["labels"]["seizure_seconds"] for s in self.dev_stems):
             raise ValueError("the dev split has no seizure: AUROC and sensitivity are undefined there; "
                              "change data.split.seed or dev_fraction so dev holds a seizure patient")

@@ -1,13 +1,15 @@
 """The cache: bad files skipped and listed, finished work kept, config changes rebuild."""
 
 import json
+import os
+import time
 
 import edfio
 import numpy as np
 import pytest
 
 from common.config import load_config
-from common.data.cache import Corpus, build_cache, cache_path
+from common.data.cache import STALE_SECONDS, Corpus, build_cache, cache_path
 from common.data.csv_bi import Event, with_background, write_csv_bi
 from common.data.montage import REF19
 from common.data.prepare import format_summary, prepare
@@ -95,6 +97,15 @@ def test_rebuild_reuses_and_a_config_change_rebuilds(tmp_path, corpus_dir):
     (first.root / "recordings" / "pb_s001_t000.json").unlink()
     resumed = build_cache(config, progress=False)
     assert resumed.built == ["pb_s001_t000"]
+    # a SIGKILL mid-write leaves its temporary file; the next build removes it once it is stale,
+    # and leaves a fresh one (another process building the same cache) alone
+    recordings = first.root / "recordings"
+    stale, fresh = recordings / ".pa_s001_t000.signals.npy.x1.tmp", recordings / ".pb_s001_t000.labels.npy.x2.tmp"
+    for tmp in (stale, fresh):
+        tmp.write_bytes(b"half")
+    os.utime(stale, (time.time() - STALE_SECONDS - 5,) * 2)
+    assert build_cache(config, progress=False).built == []
+    assert not stale.exists() and fresh.exists()
     changed = _config(tmp_path, "preprocess.notch_hz=50")
     assert cache_path(changed) != cache_path(config)
     rebuilt = build_cache(changed, progress=False)
