@@ -12,7 +12,8 @@
 4. rebuild   the same command: finished recordings reused, the rest built
 5. train     `python -m jaxbrr.train` for one epoch of the default model on the built corpus
 
-Measured per step: wall time and the child's peak RSS (os.wait4). Written: OUT/rehearsal.json
+Measured per step: wall time, the child's peak RSS and its peak anonymous (own, not page-cache)
+memory, polled from /proc. Written: OUT/rehearsal.json
 and a markdown table on stdout, extrapolated to TUSZ v2.0.x's size (TUSZ_HOURS below).
 """
 
@@ -39,31 +40,35 @@ TUSZ_HOURS = 1474.0
 DURATION_SECONDS = (1200.0, 2400.0)
 
 
-def high_water_mib(pid: int) -> float:
-    """The process's peak resident set so far (VmHWM), 0 once it is gone. Not rusage's ru_maxrss:
-    Linux carries the parent's RSS at fork into the child's across exec."""
+def memory_mib(pid: int) -> tuple[float, float]:
+    """The process's peak resident set so far (VmHWM) and its anonymous resident memory now
+    (RssAnon), in MiB; zeros once it is gone. VmHWM counts the memory-mapped cache pages a run
+    touches (the page cache's, reclaimable); RssAnon is the process's own. Not rusage's
+    ru_maxrss: Linux carries the parent's RSS at fork into the child's across exec."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
-        return 0.0
-    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), "VmHWM: 0 kB")
-    return int(line.split()[1]) / 1024
+        return 0.0, 0.0
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    kib = lambda name: int(fields.get(name, "0 kB").split()[0])  # noqa: E731
+    return kib("VmHWM") / 1024, kib("RssAnon") / 1024
 
 
 def run_measured(command: list[str], log: Path, kill_when=None, poll_seconds: float = 0.5) -> dict:
     """Run `command` (stdout+stderr to log); SIGKILL it when kill_when() turns true. Returns wall
-    seconds, exit status, peak RSS (MiB, polled VmHWM) and whether it was killed."""
-    start, peak, killed = time.perf_counter(), 0.0, False
+    seconds, exit status, peak RSS and peak anonymous RSS (MiB, polled) and whether it was killed."""
+    start, peak, anon, killed = time.perf_counter(), 0.0, 0.0, False
     with open(log, "w") as out:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         while proc.poll() is None:
-            peak = max(peak, high_water_mib(proc.pid))
+            hwm, now = memory_mib(proc.pid)
+            peak, anon = max(peak, hwm), max(anon, now)
             if kill_when is not None and not killed and kill_when():
                 os.kill(proc.pid, signal.SIGKILL)
                 killed = True
             time.sleep(poll_seconds)
     return {"seconds": time.perf_counter() - start, "exit": proc.returncode, "killed": killed,
-            "peak_rss_mib": peak}
+            "peak_rss_mib": peak, "peak_anon_mib": anon}
 
 
 def sidecars(cache: Path) -> list[Path]:
@@ -158,12 +163,12 @@ def main(argv=None) -> int:
 
     gib = 1024 ** 3
     print(f"""
-| step | wall | peak RSS | what |
-|---|---:|---:|---|
-| generate | {results['generate_seconds'] / 60:.1f} min | – | {recordings} recordings, {patients} patients, {results['edf_bytes'] / gib:.2f} GiB of EDF |
-| build (SIGKILL at {results['build_killed']['finished']} of {recordings}) | {t1 / 60:.1f} min | {results['build_killed']['peak_rss_mib']:.0f} MiB | ~{killed_hours:.1f} h cached; all {results['after_kill']['finished_and_whole']} finished recordings whole, {results['after_kill']['temporaries_left']} temporaries left |
-| rebuild | {t2 / 60:.1f} min | {results['rebuild']['peak_rss_mib']:.0f} MiB | {line} |
-| train 1 epoch | {results['train']['seconds'] / 60:.1f} min | {results['train']['peak_rss_mib']:.0f} MiB | exit {results['train']['exit']} |
+| step | wall | peak RSS | peak anon | what |
+|---|---:|---:|---:|---|
+| generate | {results['generate_seconds'] / 60:.1f} min | – | – | {recordings} recordings, {patients} patients, {results['edf_bytes'] / gib:.2f} GiB of EDF |
+| build (SIGKILL at {results['build_killed']['finished']} of {recordings}) | {t1 / 60:.1f} min | {results['build_killed']['peak_rss_mib']:.0f} MiB | {results['build_killed']['peak_anon_mib']:.0f} MiB | ~{killed_hours:.1f} h cached; all {results['after_kill']['finished_and_whole']} finished recordings whole, {results['after_kill']['temporaries_left']} temporaries left |
+| rebuild | {t2 / 60:.1f} min | {results['rebuild']['peak_rss_mib']:.0f} MiB | {results['rebuild']['peak_anon_mib']:.0f} MiB | {line} |
+| train 1 epoch | {results['train']['seconds'] / 60:.1f} min | {results['train']['peak_rss_mib']:.0f} MiB | {results['train']['peak_anon_mib']:.0f} MiB | exit {results['train']['exit']} |
 
 {hours:.1f} h of EEG: build {rate:.2f} h/min, cache {results['cache_bytes_per_hour'] / 1024**2:.0f} MiB per hour
 ({results['cache_bytes'] / gib:.2f} GiB). TUSZ v2.0.x ({TUSZ_HOURS:.0f} h): build ~{TUSZ_HOURS / rate / 60:.1f} h on this
