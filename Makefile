@@ -20,11 +20,13 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m jaxbrr.train
 
+# Two workers, one test file each at a time (module fixtures stay shared within a file): one
+# process leaves a core idle through every XLA compile. 16 min on the 2-core CPU (README "Tests").
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 parity: $(STAMP)
-	$(PY) -m pytest -q parity
+	$(PY) -m pytest -q -n 2 --dist loadfile parity
 
 bench: $(STAMP)
 	$(PY) benchmarks/preprocess.py
