@@ -267,6 +267,21 @@ def eigh_report(config: Config, runs: list[Run]) -> dict:
 # CLI
 
 
+OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "out of memory", "not enough memory")
+
+
+def out_of_memory_advice(error: RuntimeError, problem: Problem) -> str | None:
+    """The one-line answer to XLA's or torch's out-of-memory error (full size, long windows, a
+    CPU), or None for any other error."""
+    if not any(mark.lower() in str(error).lower() for mark in OUT_OF_MEMORY):
+        return None
+    first = str(error).strip().splitlines()[0]
+    shape = "x".join(map(str, problem.batch.x.shape))
+    remat = "" if problem.config.model.remat else "--set model.remat=true (the scans recomputed in the backward pass), or "
+    return (f"out of memory running both models on a {shape} batch ({first}); "
+            f"add {remat}pass fewer windows in --batch")
+
+
 def main(argv: list[str] | None = None) -> int:
     from parity import scenarios
 
@@ -313,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
         report = localize(problem, dtypes, args.extreme, progress=say, device=args.device)
     except (LocalizeError, ConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        advice = out_of_memory_advice(error, problem)
+        if advice is None:
+            raise
+        print(f"error: {advice}", file=sys.stderr)
         return 2
     print(format_report(report, args.all_parameters))
     if args.json:

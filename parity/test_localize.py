@@ -270,3 +270,23 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, capsys):
     assert "no nan.json" in capsys.readouterr().err
     with pytest.raises(problem_lib.LocalizeError, match="needs 'x'"):
         problem_lib.read_batch(tmp_path / "nox.npz")
+
+
+def test_out_of_memory_is_one_line_naming_the_batch_and_the_fix(monkeypatch, capsys):
+    """A full-size model on long windows can exceed a CPU's memory (the original's 4 x 60 s debug
+    batch needs a 30 GB buffer without remat): the answer is the batch's shape and what to change,
+    not XLA's traceback. Any other runtime error still propagates."""
+    def exhausted(*args, **kwargs):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 30172993496 bytes.\nmore")
+
+    monkeypatch.setattr(localize, "localize", exhausted)
+    assert localize.main(["--scenario", "clean"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: out of memory running both models on a ") and "30172993496 bytes" in err
+    assert "--set model.remat=true" in err and "fewer windows" in err and "more" not in err
+    assert localize.main(["--scenario", "clean", "--set", "model.remat=true"]) == 2
+    assert "model.remat" not in capsys.readouterr().err  # already on: only the other fix
+
+    monkeypatch.setattr(localize, "localize", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        localize.main(["--scenario", "clean"])
