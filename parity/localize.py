@@ -16,7 +16,7 @@ torch's, which tells a local difference from one inherited from upstream. It als
 modules whose parameter gradients are non-finite, and, for the eigh Laplacian PE, the graphs
 (batch, step) whose spectrum has repeated eigenvalues.
 
-Sources
+Sources (--windows I,J keeps only those windows of the batch)
   --dump DIR            a training NaN dump (jaxbrr: checkpoint/, torchref: model.pt; batch.npz, nan.json)
   --checkpoint CKPT     a neutral weights file (.safetensors), a torchref state dict or training
                         checkpoint (.pt), or a training checkpoint directory; with --batch BATCH.npz
@@ -71,6 +71,7 @@ from parity.problem import (
     load_checkpoint,
     load_dump,
     read_batch,
+    select_windows,
 )
 from parity.report import Report, format_report, plot_report, write_json
 from parity.runs import Run
@@ -279,7 +280,7 @@ def out_of_memory_advice(error: RuntimeError, problem: Problem) -> str | None:
     shape = "x".join(map(str, problem.batch.x.shape))
     remat = "" if problem.config.model.remat else "--set model.remat=true (the scans recomputed in the backward pass), or "
     return (f"out of memory running both models on a {shape} batch ({first}); "
-            f"add {remat}pass fewer windows in --batch")
+            f"add {remat}pass fewer windows (--windows I,J)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="|x| beyond this (z-scored σ) is a DATA finding (default %(default)s)")
     parser.add_argument("--json", type=Path, help="write the report as JSON (schema in the module docstring)")
     parser.add_argument("--plot", type=Path, help="write the per-tap plot (PNG)")
+    parser.add_argument("--windows", metavar="I[,J...]",
+                        help="only these windows of the batch (e.g. the one with the outlier): a full-size "
+                             "model on long windows may not fit a CPU's memory with the whole batch")
     parser.add_argument("--all-parameters", action="store_true", help="show clean parameter groups too")
     args = parser.parse_args(argv)
     say = lambda text: print(f"[localize] {text}", file=sys.stderr, flush=True)  # noqa: E731
@@ -322,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
                 batch = read_batch(args.batch)
                 check_channels(config, batch, str(args.batch))
                 problem = Problem(config, weights, batch, f"checkpoint {args.checkpoint}, batch {args.batch}")
+        if args.windows:
+            problem.batch = select_windows(problem.batch, args.windows, problem.source)
+            problem.source += f", windows {args.windows}"
         if args.set:
             problem.config = with_overrides(problem.config, args.set, problem.source)
             problem.source += f" with --set {' '.join(args.set)}"

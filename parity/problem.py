@@ -83,6 +83,22 @@ def read_batch(path: Path) -> Batch:
     return Batch(x.astype(np.float32), y, valid)
 
 
+def select_windows(batch: Batch, spec: str, source: str) -> Batch:
+    """The windows `spec` names ("2", "0,3"), of x and of labels and valid mask alike. The model
+    runs in eval mode, where windows do not interact, so each keeps the values it had in the
+    whole batch; only the loss's mean (and so every gradient's scale) is over fewer windows."""
+    try:
+        picked = [int(part) for part in spec.split(",")]
+    except ValueError:
+        raise LocalizeError(f"--windows {spec!r}: comma-separated window indices, e.g. --windows 2 or --windows 0,3") from None
+    size = batch.x.shape[0]
+    outside = [i for i in picked if not 0 <= i < size]
+    if outside or not picked:
+        raise LocalizeError(f"--windows {spec}: {source} holds windows 0..{size - 1}")
+    return Batch(batch.x[picked], None if batch.y is None else batch.y[picked],
+                 None if batch.valid is None else batch.valid[picked], batch.pos_weight)
+
+
 def check_channels(config: Config, batch: Batch, source: str) -> None:
     if batch.x.shape[1] != config.model.n_chans:
         raise LocalizeError(f"{source}: the batch has {batch.x.shape[1]} channels, the model "

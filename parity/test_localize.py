@@ -283,10 +283,25 @@ def test_out_of_memory_is_one_line_naming_the_batch_and_the_fix(monkeypatch, cap
     assert localize.main(["--scenario", "clean"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: out of memory running both models on a ") and "30172993496 bytes" in err
-    assert "--set model.remat=true" in err and "fewer windows" in err and "more" not in err
+    assert "--set model.remat=true" in err and "fewer windows (--windows I,J)" in err and "more" not in err
     assert localize.main(["--scenario", "clean", "--set", "model.remat=true"]) == 2
     assert "model.remat" not in capsys.readouterr().err  # already on: only the other fix
 
     monkeypatch.setattr(localize, "localize", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):
         localize.main(["--scenario", "clean"])
+
+
+def test_windows_selects_rows_of_the_batch_alike_and_names_a_bad_index():
+    x = np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3)
+    batch = problem_lib.Batch(x, y=np.arange(12, dtype=np.float32).reshape(4, 3), valid=np.array([1, 0, 1, 1], bool),
+                              pos_weight=2.5)
+    picked = problem_lib.select_windows(batch, "3,1", "batch.pt")
+    np.testing.assert_array_equal(picked.x, x[[3, 1]])
+    np.testing.assert_array_equal(picked.y, batch.y[[3, 1]])
+    assert picked.valid.tolist() == [True, False] and picked.pos_weight == 2.5
+    assert problem_lib.select_windows(problem_lib.Batch(x), "2", "b").y is None
+    with pytest.raises(problem_lib.LocalizeError, match=r"--windows 4: batch.pt holds windows 0..3"):
+        problem_lib.select_windows(batch, "4", "batch.pt")
+    with pytest.raises(problem_lib.LocalizeError, match="comma-separated"):
+        problem_lib.select_windows(batch, "two", "batch.pt")
