@@ -35,7 +35,7 @@ JSON report (--json), schema "jaxbrr.localize/1":
   verdict (one of VERDICTS), first (the first finding or null), findings [{verdict, tap, kind,
   side, detail, op {framework: op}}], rows [TapRow.to_dict(): name, kind, shape, verdict, born,
   side, detail, op, nonfinite {"torch/float32": {nan, inf}}, max_abs/max_rel/within_tolerance
-  {dtype: ...}, err64 {framework: RMSE}, drifted, rounding, upstream], replay [{tap, dtype, direction,
+  {dtype: ...}, err64 {framework: RMSE}, drifted, rounding, amplified, upstream], replay [{tap, dtype, direction,
   max_abs, max_rel, nonfinite, passed}], nonfinite_parameters {module: {run: count}},
   eigh {computed, tau, graphs, repeated [{batch, step, eigenvalue, multiplicity}]}, errors,
   expected (scenarios: {verdict, tap}).
@@ -80,6 +80,7 @@ from parity.verdicts import (
     BACKWARD,
     Finding,
     TapRow,
+    classify,
     dtypes_of,
     find,
     run_key,
@@ -157,15 +158,26 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
             runs += [R.run_torch(torch_model, problem.batch, train_cfg, shapes), jax_run]
     stage_inputs = problem.config.model.stage_inputs
     rows = tap_rows(runs, stage_inputs, R.parameter_stage(problem.config.model), extreme, device, problem.batch.x)
-    findings = find(rows)
     by_key = {run_key(r): r for r in runs}
-    replay = []
-    for finding in findings:
-        if finding.verdict != "DATA" and finding.kind in ("forward", "backward"):
+    replay, replayed, agrees = [], set(), set()
+    while True:  # a float32 drift whose replay agrees both ways is amplified rounding: classify again
+        findings = find(rows)
+        todo = [f for f in findings if f.verdict != "DATA" and f.kind in ("forward", "backward") and f.row not in replayed]
+        if not todo:
+            break
+        known = len(agrees)
+        for finding in todo:
             say(f"naming the op and replaying {finding.row}")
             row = next(r for r in rows if r.name == finding.row)
             _name_ops(row, finding, models, by_key, problem)
-            replay += _replay(row, models, by_key, problem, _wrong_at(row, dtypes_of(runs)), device)
+            entries = _replay(row, models, by_key, problem, _wrong_at(row, dtypes_of(runs)), device)
+            replay += entries
+            replayed.add(row.name)
+            if finding.verdict == "DRIFT" and entries and all(e["passed"] and e["dtype"] == "float32" for e in entries):
+                agrees.add(row.name)
+        if len(agrees) == known:
+            break
+        classify(rows, dtypes_of(runs), extreme, frozenset(agrees))
     errors = {f"{r.framework}/{r.dtype}:{stage}": message for r in runs for stage, message in r.errors.items()}
     return Report(problem, dtypes_of(runs), rows, findings, replay, eigh_report(problem.config, runs),
                   errors, extreme, device)

@@ -93,7 +93,9 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
                                       if report.device == "gpu" else ""),
         "columns: NaN/Inf counts per run (· = none); max_rel = max|jax−torch| / max|torch| per dtype; "
         f"err64 = RMSE of each side's {low} against torch float64; * = born here; "
-        "(rounding) = beyond tolerance at float32, but neither side farther from float64",
+        "(rounding) = beyond tolerance at float32, but neither side farther from float64; "
+        "(amplified) = beyond tolerance at float32, but each side's stage gives the other's result on the "
+        "other's inputs (replay): rounding amplified by a discontinuity (a top-k near tie), or inherited from one",
     ]
     name_width = max(12, *(len(r.name) for r in report.rows))
     header = (f"{'row':<{name_width}} {'shape':<16}" + "".join(f" {run.replace('float', 'f'):>11}" for run in runs)
@@ -108,7 +110,7 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
         shape = "×".join(map(str, row.shape)) or "()"
         rel = "".join(f" {row.compare[d].max_rel:>9.1e}" if d in row.compare else f" {'-':>9}" for d in report.dtypes)
         err = "".join(f" {row.err64[k]:>9.1e}" if k in row.err64 else f" {'-':>9}" for k in ("torch", "jax"))
-        verdict = (" (rounding)" if row.rounding else "") if row.verdict == "CLEAN" else \
+        verdict = (" (rounding)" if row.rounding else " (amplified)" if row.amplified else "") if row.verdict == "CLEAN" else \
             ("*" if row.born else " ") + row.verdict
         if row.verdict != "CLEAN" and row.side and row.side not in ("both", "neither"):
             verdict += f" ({row.side})"

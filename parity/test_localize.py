@@ -15,7 +15,7 @@ from parity import localize, scenarios
 from parity import problem as problem_lib
 from parity import report as report_lib
 from parity.runs import Run
-from parity.verdicts import VERDICTS, find, tap_rows
+from parity.verdicts import VERDICTS, classify, find, tap_rows
 
 # ----------------------------------------------------------------------------------------------
 # verdict rules, on a three-stage graph with hand-made runs (no model, instant)
@@ -131,6 +131,32 @@ def test_float32_disagreement_that_float64_blames_on_neither_side_is_rounding_no
     tcn = next(r for r in rows if r.name == "tcn")
     assert not tcn.compare["float32"].passed and tcn.drifted == "neither"
     assert verdict == ("CLEAN",) and tcn.verdict == "CLEAN" and tcn.rounding
+
+
+def test_float32_drift_whose_replay_agrees_is_amplified_rounding_and_so_is_what_inherits_it():
+    """A top-k near tie: jax's float32 tcn flips far from float64 (a drift blamed on jax) though
+    each side's stage gives the other's result on the other's inputs. Once the replay says so
+    (replay_agrees), tcn and the rows computed only from it are CLEAN, marked amplified; a row
+    with a disagreement of its own stays a drift."""
+    def edit(framework, dtype, run):
+        if framework == "jax" and dtype == "float32":
+            run.taps["tcn"] = run.taps["tcn"] * np.float32(1 + 1e-2)
+            run.taps["logits"] = run.taps["logits"] * np.float32(1 + 1e-2)
+    rows, findings, verdict = _verdict(_runs(edit))
+    assert verdict == ("DRIFT", "tcn", "jax") and not next(r for r in rows if r.name == "logits").born
+    classify(rows, ["float64", "float32"], 10.0, frozenset({"tcn"}))
+    by_name = {r.name: r for r in rows}
+    assert find(rows) == []
+    assert by_name["tcn"].amplified and "replay" in by_name["tcn"].detail
+    assert by_name["logits"].amplified and by_name["logits"].detail == "inherits the amplified rounding of tcn"
+
+    def own_drift(framework, dtype, run):  # logits differs beyond what tcn's amplification explains
+        edit(framework, dtype, run)
+        if framework == "jax" and dtype == "float64":
+            run.taps["logits"] = run.taps["logits"] * (1 + 1e-3)
+    rows, findings, verdict = _verdict(_runs(own_drift))
+    classify(rows, ["float64", "float32"], 10.0, frozenset({"tcn"}))
+    assert [(f.verdict, f.row) for f in find(rows)] == [("DRIFT", "logits")]
 
 
 # ----------------------------------------------------------------------------------------------

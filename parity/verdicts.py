@@ -16,7 +16,10 @@ error of each side. Its verdict:
                at float32 where the float64 run names a side that drifted: tolerances.arbitrate)
     CLEAN      nothing to report. A float32 difference beyond tolerance where both sides are
                within tolerance of float64 (arbitrate: "neither") is rounding, amplified by an
-               ill-conditioned stage; the row is CLEAN and marked `rounding`
+               ill-conditioned stage; the row is CLEAN and marked `rounding`. So is a float32
+               difference whose replay agrees both ways (each side's stage on the other's inputs
+               gives the other's result: rounding of its inputs amplified by a discontinuity, a
+               top-k near tie), marked `amplified`, with every row that inherits only from it
 
 A non-finite row is *born* when some run is non-finite there while every row it is computed from
 is finite in that run; a DRIFT row when, at a dtype where it fails, every row it is computed from
@@ -62,6 +65,10 @@ class TapRow:
     op: dict[str, str] = field(default_factory=dict)  # framework -> op where it is born
     # float32 sides differ beyond tolerance but float64 arbitration blames neither: CLEAN, shown
     rounding: bool = False
+    # float32 sides differ beyond tolerance, yet each side's stage on the other's inputs gives the
+    # other's result (the replay): rounding of its inputs amplified here (a top-k near tie), or
+    # inherited from such a row; CLEAN, shown
+    amplified: bool = False
 
     def bad(self, run: str) -> bool:
         return sum(self.nonfinite.get(run, (0, 0))) > 0
@@ -70,6 +77,7 @@ class TapRow:
         return {
             "name": self.name, "kind": self.kind, "shape": list(self.shape), "verdict": self.verdict,
             "born": self.born, "side": self.side, "detail": self.detail, "op": self.op, "rounding": self.rounding,
+            "amplified": self.amplified,
             "nonfinite": {run: {"nan": n, "inf": i} for run, (n, i) in self.nonfinite.items()},
             "max_abs": {d: _finite(r.max_abs) for d, r in self.compare.items()},
             "max_rel": {d: _finite(r.max_rel) for d, r in self.compare.items()},
@@ -178,11 +186,14 @@ def tap_rows(runs: list[Run], stage_inputs: dict[str, tuple[str, ...]], paramete
     return rows
 
 
-def classify(rows: list[TapRow], dtypes: list[str], extreme: float) -> None:
-    """Set verdict, side, born and detail of every row (DESIGN.md §5; module docstring)."""
+def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agrees: frozenset[str] = frozenset()) -> None:
+    """Set verdict, side, born and detail of every row (DESIGN.md §5; module docstring).
+    `replay_agrees`: rows whose float32 replay agreed both ways (parity/localize.py), amplified
+    rounding rather than drift; classify runs again once they are known."""
     by_name = {row.name: row for row in rows}
     top = dtypes[0]
     for row in rows:
+        row.verdict, row.born, row.side, row.detail, row.rounding, row.amplified = "CLEAN", False, None, "", False, False
         bad_runs = [run for run in row.nonfinite if row.bad(run)]
         if row.name == "input" and (bad_runs or sum(row.data_nonfinite) or row.max_abs_x > extreme):
             row.verdict, row.born = "DATA", True
@@ -216,6 +227,17 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float) -> None:
             row.rounding = True  # float64 arbitrates: neither side drifted
             row.detail = ("float32 sides differ beyond tolerance, each within tolerance of float64: "
                           "rounding, not drift")
+            continue
+        if failing == ["float32"] and row.name in replay_agrees:
+            row.amplified = True
+            row.detail = ("float32 sides differ beyond tolerance, yet each side's stage on the other's inputs gives "
+                          "the other's result (replay): float32 inputs within tolerance, amplified here (a "
+                          "discontinuity such as a top-k near tie, or ill-conditioning): rounding, not drift")
+            continue
+        disagreeing = [by_name[u] for u in row.upstream if u in by_name and not _agrees(by_name[u], "float32")]
+        if failing == ["float32"] and disagreeing and all(u.amplified for u in disagreeing):
+            row.amplified = True
+            row.detail = "inherits the amplified rounding of " + ", ".join(u.name for u in disagreeing)
             continue
         if failing:
             row.verdict = "DRIFT"
