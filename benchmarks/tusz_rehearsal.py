@@ -50,8 +50,8 @@ def memory_mib(pid: int) -> tuple[float, float]:
     except OSError:
         return 0.0, 0.0
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    kib = lambda name: int(fields.get(name, "0 kB").split()[0])  # noqa: E731
-    return kib("VmHWM") / 1024, kib("RssAnon") / 1024
+    hwm, anon = (int(fields.get(name, "0 kB").split()[0]) / 1024 for name in ("VmHWM", "RssAnon"))
+    return hwm, anon
 
 
 def run_measured(command: list[str], log: Path, kill_when=None, poll_seconds: float = 0.5) -> dict:

@@ -283,12 +283,14 @@ def eigh_report(config: Config, runs: list[Run]) -> dict:
 OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "out of memory", "not enough memory")
 
 
-def out_of_memory_advice(error: RuntimeError, problem: Problem) -> str | None:
+def out_of_memory_advice(error: RuntimeError, problem: Problem | None) -> str | None:
     """The one-line answer to XLA's or torch's out-of-memory error (full size, long windows, a
-    CPU), or None for any other error."""
+    CPU), or None for any other error. `problem` is None when reading the inputs ran out."""
     if not any(mark.lower() in str(error).lower() for mark in OUT_OF_MEMORY):
         return None
     first = str(error).strip().splitlines()[0]
+    if problem is None:
+        return f"out of memory reading the checkpoint or the batch ({first})"
     shape = "x".join(map(str, problem.batch.x.shape))
     remat = "" if problem.config.model.remat else "--set model.remat=true (the scans recomputed in the backward pass), or "
     return (f"out of memory running both models on a {shape} batch ({first}); "
@@ -322,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all-parameters", action="store_true", help="show clean parameter groups too")
     args = parser.parse_args(argv)
     say = lambda text: print(f"[localize] {text}", file=sys.stderr, flush=True)  # noqa: E731
+    problem = None
     try:
         if args.scenario:
             problem = scenarios.build(args.scenario)

@@ -92,8 +92,7 @@ def select_windows(batch: Batch, spec: str, source: str) -> Batch:
     except ValueError:
         raise LocalizeError(f"--windows {spec!r}: comma-separated window indices, e.g. --windows 2 or --windows 0,3") from None
     size = batch.x.shape[0]
-    outside = [i for i in picked if not 0 <= i < size]
-    if outside or not picked:
+    if any(not 0 <= i < size for i in picked):
         raise LocalizeError(f"--windows {spec}: {source} holds windows 0..{size - 1}")
     return Batch(batch.x[picked], None if batch.y is None else batch.y[picked],
                  None if batch.valid is None else batch.valid[picked], batch.pos_weight)

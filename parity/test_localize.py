@@ -317,6 +317,17 @@ def test_out_of_memory_is_one_line_naming_the_batch_and_the_fix(monkeypatch, cap
     with pytest.raises(RuntimeError, match="a bug"):
         localize.main(["--scenario", "clean"])
 
+    def reading(*args, **kwargs):  # before any batch is read: the error itself, not a NameError
+        raise RuntimeError(reading.message)
+
+    monkeypatch.setattr(scenarios, "build", reading)
+    reading.message = "DefaultCPUAllocator: not enough memory: you tried to allocate 8 bytes"
+    assert localize.main(["--scenario", "clean"]) == 2
+    assert "out of memory reading the checkpoint or the batch (DefaultCPUAllocator" in capsys.readouterr().err
+    reading.message = "an unreadable file"
+    with pytest.raises(RuntimeError, match="an unreadable file"):
+        localize.main(["--scenario", "clean"])
+
 
 def test_windows_selects_rows_of_the_batch_alike_and_names_a_bad_index():
     x = np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3)
