@@ -13,13 +13,22 @@ until the budget is spent; what does not fit is written as skipped, never silent
                 float32 or bfloat16 (model.precision), batch 8, 32 and the largest jaxbrr fits:
                 first step (compile included), median step, windows/s, peak device memory, and
                 model FLOP utilisation = 3 × 110.6 GFLOP × B / step time / peak (the forward's
-                matmul and conv FLOPs per 60 s window, original_spec / perf_grounding.md §3)
+                matmul and conv FLOPs per 60 s window, original_spec / perf_grounding.md §3).
+                jaxbrr's bfloat16 row at batch 8 also profiles three more steps: device time per
+                model stage, forward and backward (benchmarks/step_profile.py), no second
+                compile. Two more jaxbrr rows at that batch take ssm.chunk_size 64 and 256
+                (configs/tusz.yaml has 16, the CPU's best; mamba_ssm's default is 256).
     eigh        the Laplacian PE alone (adjacency -> eigh -> PE, forward + backward) at B=8: its
                 share of the float32 B=8 step
     inference   jaxbrr's eval forward at B=64: hours of EEG per minute at the 10 s stride
 
-jaxbrr runs with model.remat on from batch 32 (per-layer rematerialisation of the Mamba stacks:
-a full-size window holds ~7 GB of activations without it). The largest batch is predicted from
+Both frameworks run with model.remat on from batch 32 (per-layer rematerialisation of the Mamba
+stacks: a full-size window holds ~4 GB of activations without it; jaxbrr's bfloat16 B=8 step
+peaked at 29 GB), so that the pair compares equal work.
+
+`--warm` fills Triton's cache for the torchref train rows (their first step each, the budget's
+worth), for gpu_check.py to run beside the GPU tests: mamba_ssm's kernels compile on the CPU for
+minutes, and the bench's torch rows then find them compiled. The largest batch is predicted from
 the bfloat16 B=32 row's peak memory (linear in B, rounded down to a multiple of 8, 85 % of the
 device; JAX may allocate 92 %) and halved once if it does not fit.
 """
@@ -46,6 +55,8 @@ SIZES = {  # size -> (config, overrides, train batches, inference batch, matmul 
 # planning estimates at full size, from the H200 run (BENCHMARKS.md): a jaxbrr train row took 89 s
 # (70 s of it compiling), the PE row 8 s, the matmul peak 5.5 s
 ROW_SECONDS = {"peak": 10, "train": 95, "eigh": 15, "inference": 60}
+CHUNK_SIZES = (64, 256)  # jaxbrr rows beside the config's chunk size (bfloat16, small batch)
+PROFILE_STEPS = 3
 
 
 def rows_for(size: str) -> list[dict]:
@@ -55,6 +66,11 @@ def rows_for(size: str) -> list[dict]:
     for batch, precisions in ((small, ("bfloat16", "float32")), (large, ("bfloat16",))):
         for precision in precisions:
             rows += [{"kind": "train", "framework": f, "precision": precision, "batch": batch} for f in ("jax", "torch")]
+            if (batch, precision) == (small, "bfloat16"):
+                rows[-2]["profile"] = True
+        if batch == small:
+            rows += [{"kind": "train", "framework": "jax", "precision": "bfloat16", "batch": small, "chunk_size": c,
+                      "variant": f"ssm.chunk_size={c}"} for c in CHUNK_SIZES]
     rows += [{"kind": "eigh", "batch": small}, {"kind": "inference", "batch": infer, "precision": "float32"},
              {"kind": "train", "framework": "jax", "precision": "bfloat16", "batch": "max"},
              {"kind": "inference", "batch": infer, "precision": "bfloat16"}]
@@ -62,13 +78,15 @@ def rows_for(size: str) -> list[dict]:
     return rows
 
 
-def _config(size: str, precision: str, batch: int, framework: str):
+def _config(size: str, precision: str, batch: int, framework: str, chunk_size: int | None = None):
     from common.config import load_config
 
     path, overrides, (_, large), *_ = SIZES[size]
     overrides = [*overrides, f"model.precision={precision}", f"train.batch_size={batch}"]
-    if framework == "jax" and batch >= large:
+    if batch >= large:
         overrides.append("model.remat=true")
+    if chunk_size is not None:
+        overrides.append(f"model.ssm.chunk_size={chunk_size}")
     if framework == "torch" and _cuda():
         overrides.append("model.ssm.backend=cuda")
     return load_config(ROOT / path, overrides)
@@ -132,16 +150,18 @@ def worker_peak(size: str) -> dict:
     return {"tflops": 2 * n**3 / seconds / 1e12, "n": n, "device": device}
 
 
-def worker_train_jax(size: str, precision: str, batch: int) -> dict:
+def worker_train_jax(size: str, precision: str, batch: int, chunk_size: int | None = None,
+                     profile: bool = False) -> dict:
     import jax
     import jax.numpy as jnp
+    import step_profile
     from flax import nnx
 
     from jaxbrr.model import SeizureDetector
     from jaxbrr.train.optim import make_nnx_optimizer
     from jaxbrr.train.step import make_train_step
 
-    config = _config(size, precision, batch, "jax")
+    config = _config(size, precision, batch, "jax", chunk_size)
     model = SeizureDetector(config.model, rngs=nnx.Rngs(0))
     optimizer = make_nnx_optimizer(model, config.train, 1000)
     graphdef, state = nnx.split((model, optimizer))
@@ -154,12 +174,16 @@ def worker_train_jax(size: str, precision: str, batch: int) -> dict:
         box["loss"] = float(jax.device_get(metrics["loss"]))
 
     first, times = _timed(step, SIZES[size][5])
-    return {"first_step_s": first, "step_s": statistics.median(times), "runs": times, "loss": box["loss"],
-            "peak_memory_gb": _jax_peak_gb(), "remat": config.model.remat,
-            "device": str(jax.devices()[0].device_kind)}
+    result = {"first_step_s": first, "step_s": statistics.median(times), "runs": times, "loss": box["loss"],
+              "peak_memory_gb": _jax_peak_gb(), "remat": config.model.remat, "chunk_size": config.model.ssm.chunk_size,
+              "device": str(jax.devices()[0].device_kind)}
+    if profile:  # the compiled step's text names each op's stage; the executable is JAX's cached one
+        result["profile"] = step_profile.profile_compiled(step_fn, (box["state"], data, jnp.float32(1.0)), step,
+                                                          config, PROFILE_STEPS)
+    return result
 
 
-def worker_train_torch(size: str, precision: str, batch: int) -> dict:
+def worker_train_torch(size: str, precision: str, batch: int, warm: bool = False) -> dict:
     import torch
 
     from torchref.model import SeizureDetector
@@ -176,10 +200,12 @@ def worker_train_torch(size: str, precision: str, batch: int) -> dict:
     def step():
         box["loss"] = train_step(model, optimizer, scheduler, data, config.train)["loss"]  # .item(): synchronises
 
-    first, times = _timed(step, SIZES[size][5])
+    first, times = _timed(step, 0 if warm else SIZES[size][5])
     peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None
+    if warm:  # only the first step: its compiles are what --warm is for
+        return {"first_step_s": first, "peak_memory_gb": peak, "backend": config.model.ssm.backend}
     return {"first_step_s": first, "step_s": statistics.median(times), "runs": times, "loss": box["loss"],
-            "peak_memory_gb": peak, "backend": config.model.ssm.backend,
+            "peak_memory_gb": peak, "backend": config.model.ssm.backend, "remat": config.model.remat,
             "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
 
 
@@ -230,9 +256,10 @@ def run_worker(row: dict, size: str) -> dict:
     kind = row["kind"]
     if kind == "peak":
         return worker_peak(size)
+    if kind == "train" and row["framework"] == "jax":
+        return worker_train_jax(size, row["precision"], row["batch"], row.get("chunk_size"), row.get("profile", False))
     if kind == "train":
-        worker = worker_train_jax if row["framework"] == "jax" else worker_train_torch
-        return worker(size, row["precision"], row["batch"])
+        return worker_train_torch(size, row["precision"], row["batch"], row.get("warm", False))
     if kind == "eigh":
         return worker_eigh(size, row["batch"])
     return worker_inference(size, row["precision"], row["batch"])
@@ -286,11 +313,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for bench.jsonl")
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
     parser.add_argument("--only", default="", help="comma-separated row kinds to run (default: all)")
+    parser.add_argument("--warm", action="store_true", help="only the torch train rows' first steps (Triton's cache)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print("RESULT " + json.dumps(run_worker(json.loads(args.worker), args.size)), flush=True)
         return 0
+    if args.warm:
+        return warm(args.size, args.budget)
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "bench.jsonl"
@@ -321,6 +351,20 @@ def main(argv=None) -> int:
         done.append(record)
         append(path, record)
         print(json.dumps(record), flush=True)
+    return 0
+
+
+def warm(size: str, budget: float) -> int:
+    """The torch train rows' first steps, in the bench's order, while the budget lasts: each
+    compiles (and autotunes) the mamba_ssm kernels its shapes and dtype need into Triton's cache."""
+    deadline = time.monotonic() + budget
+    for row in rows_for(size):
+        if row["kind"] != "train" or row["framework"] != "torch":
+            continue
+        left = deadline - time.monotonic()
+        if left < 10:
+            break
+        print(json.dumps({**row, "warm": True, **_run({**row, "warm": True}, size, left)}), flush=True)
     return 0
 
 

@@ -4,15 +4,26 @@
 
 Parts, each in its own subprocess so that one failing reports and the rest still runs:
 
-    env     versions, the device (nvidia-smi, torch, JAX), the TF32 defaults       -> env.json
+    env     versions, the device (nvidia-smi, torch, JAX), the TF32 defaults       -> logs/env.json
     smoke   every project import, mamba_ssm's Triton Mamba2 forward+backward, the tiny model's
             forward in both frameworks on the device (a minute: run it alone first, before
-            spending the budget, with --parts env,smoke)                           -> smoke.log
-    tests   pytest -m gpu (parity/test_gpu.py, the mamba_ssm kernels, both loops)  -> gpu_tests.log, .xml
+            spending the budget, with --parts env,smoke)                           -> logs/smoke.log
+    tests   pytest -m gpu (parity/test_gpu.py, the mamba_ssm kernels, both loops) as two
+            processes side by side: the tests marked `triton` (mamba_ssm's kernels, whose
+            compiles are minutes of CPU work) beside the JAX-side ones; with bench to follow,
+            a third fills Triton's cache for the bench's torch rows (gpu_bench.py --warm) and is
+            stopped when the bench starts, so that nothing shares the GPU with a timed row
+                                                                  -> logs/gpu_tests_{jax,triton}.log, .xml
     bench   benchmarks/gpu_bench.py with what is left of the budget                -> bench.jsonl
 
 then gpu_report.md (the figures BENCHMARKS.md quotes, the targets of issue 16 checked) and
 gpu_check.json (all of it). The tests get at most --tests-share of the budget.
+
+What comes back from a device run is at most eight files: the logs are packed into
+logs.tar.xz, and the compile caches are handed back for the next run to carry (gpu_check.sh
+seeds them): Triton's (kernels and, from the bench, its autotuning picks) as
+triton_cache[.N].tar.xz and JAX's persistent compilation cache as jax_cache.tar.xz, each part
+under 15 MiB (what does not fit is left out and said so).
 """
 
 from __future__ import annotations
@@ -21,15 +32,20 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tarfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import step_profile
+
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("env", "smoke", "tests", "bench")
-REPORT_SECONDS = 10  # kept back for writing the report
+RESERVE_SECONDS = {"full": 40, "tiny": 10}  # kept back for packing what is handed back, and the report
 TARGET_SPEEDUP = 1.25  # jaxbrr's train step over torchref's (mamba_ssm kernels), equal batch and precision
 TARGET_MFU = 0.25  # bfloat16 model FLOP utilisation
 
@@ -68,33 +84,61 @@ print(json.dumps(info))
 """
 
 
-def _run(command: list[str], timeout: float, log: Path | None = None, env: dict | None = None) -> dict:
-    start = time.perf_counter()
+def _spawn(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    """command in its own process group, stdout and stderr to log as they come (a run stopped
+    at its limit keeps what it printed)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as handle:
+        return subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+
+
+def _finish(process: subprocess.Popen, timeout: float) -> int | str:
+    """Its exit status, or "timeout" once it has been stopped (its whole process group: pytest's
+    and the bench's workers with it) after `timeout` seconds."""
     try:
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=max(timeout, 1),
-                              env={**os.environ, **(env or {})})
-        out, code = done.stdout + done.stderr, done.returncode
-    except subprocess.TimeoutExpired as expired:
-        out = (expired.stdout or b"").decode(errors="replace") if isinstance(expired.stdout, bytes) else (expired.stdout or "")
-        code = "timeout"
-    if log is not None:
-        log.write_text(out)
-    return {"returncode": code, "seconds": time.perf_counter() - start, "output": out}
+        return process.wait(timeout=max(timeout, 1))
+    except subprocess.TimeoutExpired:
+        _stop(process)
+        return "timeout"
+
+
+def _stop(process: subprocess.Popen) -> None:
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _run(command: list[str], timeout: float, log: Path, env: dict | None = None) -> dict:
+    start = time.perf_counter()
+    code = _finish(_spawn(command, log, env), timeout)
+    return {"returncode": code, "seconds": time.perf_counter() - start, "output": log.read_text(errors="replace")}
 
 
 def part_env(out: Path, timeout: float) -> dict:
-    result = _run([sys.executable, "-c", ENV_PROBE], timeout)
+    result = _run([sys.executable, "-c", ENV_PROBE], timeout, out / "logs" / "env.log")
     lines = [line for line in result["output"].splitlines() if line.startswith("{")]
     info = json.loads(lines[-1]) if lines else {"error": result["output"][-2000:]}
-    (out / "env.json").write_text(json.dumps(info, indent=1))
+    (out / "logs" / "env.json").write_text(json.dumps(info, indent=1))
     return info
 
 
 TEST_TIMEOUT = 300  # seconds one GPU test may take (pytest-timeout, where installed) before it fails
-# In this order: JAX-side parity first; the first test that calls mamba_ssm's Triton kernels pays
-# their compilation and autotuning (measured: over two minutes on a fresh H200 machine).
 GPU_TEST_FILES = ("parity/test_gpu.py", "tests/jaxbrr/train/test_loop.py", "tests/torchref/test_mamba.py",
                   "tests/torchref/train/test_loop.py")
+# Two pytest processes side by side. The first test that calls mamba_ssm's Triton kernels pays
+# their compilation and autotuning (measured: over two minutes on a fresh H200 machine, all of it
+# one CPU core), which the JAX-side tests would otherwise wait behind.
+TEST_GROUPS = {"jax": "gpu and not triton", "triton": "gpu and triton"}
+LIMIT_BYTES = 15 * 2**20  # one handed-back file (the device tool returns files up to 16 MiB, 8 in all)
+CACHE_PARTS = 2  # at most this many files per compile cache
 
 
 SMOKE = r"""
@@ -126,28 +170,57 @@ print("SMOKE OK")
 
 
 def part_smoke(out: Path, timeout: float) -> dict:
-    result = _run([sys.executable, "-c", SMOKE], timeout, out / "smoke.log", {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"})
+    result = _run([sys.executable, "-c", SMOKE], timeout, out / "logs" / "smoke.log",
+                  {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", **jax_cache_env("tests")})
     lines = result["output"].strip().splitlines()
     return {"returncode": result["returncode"], "seconds": result["seconds"], "ok": "SMOKE OK" in lines,
             "lines": [line for line in lines if "ok" in line or "forward" in line] or lines[-8:]}
 
 
-def part_tests(out: Path, timeout: float) -> dict:
-    xml = out / "gpu_tests.xml"
-    # tee-sys: what a test prints reaches the log as it happens, and survives a stop at the budget
-    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-rA", "--capture=tee-sys", "-p", "no:cacheprovider",
-               "--continue-on-collection-errors", f"--junitxml={xml}", "-o", "junit_logging=system-out",
-               "--durations=0", *GPU_TEST_FILES]
-    if importlib.util.find_spec("pytest_timeout") is not None:
-        command.append(f"--timeout={TEST_TIMEOUT}")
+def jax_cache_env(part: str) -> dict:
+    """JAX's persistent compilation cache for one part, under $JAXBRR_JAX_CACHE: handed back
+    with the results, seeded by gpu_check.sh on the next run (a full-size train step compiled in
+    70 s on the H200)."""
+    root = Path(os.environ.get("JAXBRR_JAX_CACHE", "/tmp/jaxbrr-jax-cache"))
+    return {"JAX_COMPILATION_CACHE_DIR": str(root / part), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2"}
+
+
+def part_tests(out: Path, timeout: float, size: str, warm: bool) -> tuple[dict, subprocess.Popen | None]:
+    """Both test groups side by side (and, with `warm`, gpu_bench.py --warm); returns the
+    summary and the warm process, still running or not, for main() to stop before the bench."""
+    start = time.perf_counter()
     # torch and JAX share the device in one process: JAX must not take 75 % of it up front
-    result = _run(command, timeout, out / "gpu_tests.log", {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"})
-    # killed at the budget: no XML, but -v printed each finished test's outcome
-    tests = parse_junit(xml) if xml.exists() else parse_verbose(result["output"])
-    return {"returncode": result["returncode"], "seconds": result["seconds"], "tests": tests,
-            "summary": next((line for line in reversed(result["output"].splitlines())
-                             if " passed" in line or " failed" in line or " skipped" in line
-                             or " error" in line or "no tests ran" in line), result["returncode"])}
+    env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", **jax_cache_env("tests")}
+    processes = {}
+    for group, marker in TEST_GROUPS.items():
+        # tee-sys: what a test prints reaches the log as it happens, and survives a stop at the budget
+        command = [sys.executable, "-m", "pytest", "-m", marker, "-v", "-rA", "--capture=tee-sys",
+                   "-p", "no:cacheprovider", "--continue-on-collection-errors",
+                   f"--junitxml={out / 'logs' / f'gpu_tests_{group}.xml'}", "-o", "junit_logging=system-out",
+                   "--durations=0", *GPU_TEST_FILES]
+        if importlib.util.find_spec("pytest_timeout") is not None:
+            command.append(f"--timeout={TEST_TIMEOUT}")
+        processes[group] = _spawn(command, out / "logs" / f"gpu_tests_{group}.log", env)
+    warmer = _spawn([sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py"), "--warm", "--size", size,
+                     "--budget", str(max(timeout, 1)), "--out", str(out / "logs")], out / "logs" / "warm.log",
+                    {"TRITON_CACHE_AUTOTUNING": "0"}) if warm else None
+    deadline = time.monotonic() + timeout
+    summary = {"returncode": 0, "tests": [], "groups": {}}
+    for group, process in processes.items():
+        code = _finish(process, deadline - time.monotonic())
+        output = (out / "logs" / f"gpu_tests_{group}.log").read_text(errors="replace")
+        xml = out / "logs" / f"gpu_tests_{group}.xml"
+        # stopped at the budget: no XML, but -v printed each finished test's outcome
+        summary["tests"] += parse_junit(xml) if xml.exists() else parse_verbose(output)
+        summary["groups"][group] = {"returncode": code, "summary": next(
+            (line.strip(" =") for line in reversed(output.splitlines())
+             if " passed" in line or " failed" in line or " skipped" in line or " error" in line
+             or "no tests ran" in line), str(code))}
+        if code not in (0, 5):  # 5: nothing selected
+            summary["returncode"] = code
+    summary["seconds"] = time.perf_counter() - start
+    summary["summary"] = "; ".join(f"{group}: {g['summary']}" for group, g in summary["groups"].items())
+    return summary, warmer
 
 
 def parse_verbose(output: str) -> list[dict]:
@@ -183,10 +256,94 @@ def parse_junit(path: Path) -> list[dict]:
 def part_bench(out: Path, budget: float, size: str) -> dict:
     command = [sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py"), "--budget", str(budget),
                "--out", str(out), "--size", size]
-    result = _run(command, budget + 60, out / "bench.log")
+    # only the bench's autotuning picks are kept (it has the GPU to itself; the tests and the warm
+    # run share it, so their timings would pick at random)
+    result = _run(command, budget + 60, out / "logs" / "bench.log",
+                  {"TRITON_CACHE_AUTOTUNING": "1", **jax_cache_env("bench")})
     path = out / "bench.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     return {"returncode": result["returncode"], "seconds": result["seconds"], "rows": rows}
+
+
+# -- what comes back -------------------------------------------------------------------------------
+
+
+def cache_roots() -> dict[str, Path]:
+    """name -> folder of each compile cache this run filled (gpu_check.sh sets both)."""
+    return {"triton_cache": Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache"),
+            "jax_cache": Path(os.environ.get("JAXBRR_JAX_CACHE", "/tmp/jaxbrr-jax-cache"))}
+
+
+def cache_items(name: str, root: Path) -> list[list[Path]]:
+    """What must travel together, most valuable first: a Triton kernel's folder (its binary,
+    metadata and, from the bench, the autotuning pick) newest first, since the bench compiles
+    last; JAX's cache entries one file each, the bench's before the tests'."""
+    if not root.is_dir():
+        return []
+    if name == "triton_cache":
+        folders = sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: -d.stat().st_mtime)
+        return [sorted(d.rglob("*")) for d in folders]
+    return [[f] for part in ("bench", "tests") for f in sorted((root / part).rglob("*")) if f.is_file()]
+
+
+def _write_tar(path: Path, root: Path, items: list[list[Path]]) -> int:
+    tmp = path.with_name(path.name + ".tmp")
+    with tarfile.open(tmp, "w:xz", preset=3) as tar:
+        for group in items:
+            for file in group:
+                tar.add(file, arcname=str(file.relative_to(root)), recursive=False)
+    os.replace(tmp, path)
+    return path.stat().st_size
+
+
+def pack_cache(name: str, root: Path, out: Path, limit: int = LIMIT_BYTES, max_parts: int = CACHE_PARTS) -> dict:
+    """root's items as name.tar.xz (or name.1.tar.xz ... when one file would pass `limit`),
+    splitting into at most max_parts files and then leaving out the least valuable items until
+    each fits. Returns what was written and what was left out."""
+    items = cache_items(name, root)
+    if not items:
+        return {"files": [], "items": 0, "left_out": 0}
+    parts, left_out = [items], 0
+    while True:
+        for old in out.glob(f"{name}*.tar.xz"):
+            old.unlink()
+        names = [f"{name}.tar.xz"] if len(parts) == 1 else [f"{name}.{i + 1}.tar.xz" for i in range(len(parts))]
+        sizes = [_write_tar(out / n, root, part) for n, part in zip(names, parts, strict=True)]
+        worst = max(range(len(parts)), key=lambda i: sizes[i])
+        if sizes[worst] <= limit:
+            return {"files": names, "megabytes": [round(s / 2**20, 2) for s in sizes],
+                    "items": sum(map(len, parts)), "left_out": left_out}
+        if len(parts) < max_parts and len(parts[worst]) > 1:
+            half = len(parts[worst]) // 2
+            parts[worst:worst + 1] = [parts[worst][:half], parts[worst][half:]]
+        elif len(parts[worst]) > 1:  # already split as far as allowed: leave out its last quarter
+            keep = max(1, len(parts[worst]) * 3 // 4)
+            left_out += len(parts[worst]) - keep
+            parts[worst] = parts[worst][:keep]
+        else:
+            left_out += 1
+            del parts[worst]
+            if not parts:
+                for old in out.glob(f"{name}*.tar.xz"):
+                    old.unlink()
+                return {"files": [], "items": 0, "left_out": left_out}
+
+
+def hand_back(out: Path) -> dict:
+    """logs/ packed into logs.tar.xz (the device tool returns at most eight files), and each
+    compile cache as pack_cache() writes it. A failure here is reported, never fatal."""
+    handed = {}
+    logs = out / "logs"
+    try:
+        if logs.is_dir():
+            _write_tar(out / "logs.tar.xz", out, [sorted(logs.rglob("*"))])
+            shutil.rmtree(logs)
+            handed["logs"] = "logs.tar.xz"
+        for name, root in cache_roots().items():
+            handed[name] = pack_cache(name, root, out)
+    except Exception as error:  # the report must still be written
+        handed["error"] = f"{type(error).__name__}: {error}"
+    return handed
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -199,8 +356,10 @@ def _f(value, spec: str = ".3g", missing: str = "–") -> str:
 def targets(rows: list[dict]) -> list[str]:
     """Issue 16's targets, each with the numbers it rests on; 'not measured' where a row is missing."""
     lines = []
+    # the pairs compare the config as it is: a row with a variant (another ssm.chunk_size) only
+    # enters the utilisation
     train = {(r["framework"], r["precision"], r["batch"]): r for r in rows
-             if r.get("kind") == "train" and "step_s" in r}
+             if r.get("kind") == "train" and "step_s" in r and not r.get("variant")}
     for (framework, precision, batch), jax_row in sorted(train.items(), key=str):
         torch_row = train.get(("torch", precision, batch))
         if framework != "jax" or torch_row is None:
@@ -209,7 +368,7 @@ def targets(rows: list[dict]) -> list[str]:
         verdict = "met" if speedup >= TARGET_SPEEDUP else "missed"
         lines.append(f"- jaxbrr / torchref throughput, {precision} B={batch}: {speedup:.2f}× "
                      f"(target ≥ {TARGET_SPEEDUP}×): {verdict}")
-    mfus = [(r["batch"], r["framework"], r["mfu"]) for r in rows
+    mfus = [(r["batch"], r["framework"] + (f", {r['variant']}" if r.get("variant") else ""), r["mfu"]) for r in rows
             if r.get("kind") == "train" and r.get("precision") == "bfloat16" and "mfu" in r]
     if mfus:
         best = max(mfus, key=lambda m: m[2])
@@ -256,7 +415,8 @@ def report(summary: dict) -> str:
     for r in rows:
         if r.get("kind") != "train":
             continue
-        note = r.get("skipped") or r.get("error") or ("remat" if r.get("remat") else r.get("backend", ""))
+        note = r.get("skipped") or r.get("error") or ", ".join(
+            n for n in (r.get("variant"), "remat" if r.get("remat") else None, r.get("backend")) if n)
         lines.append(f"| {r['framework']} | {r['precision']} | {r['batch']} | {_f(r.get('first_step_s'), '.1f')} | "
                      f"{_f(r.get('step_s'), '.4f')} | {_f(r.get('windows_per_s'), '.1f')} | "
                      f"{_f(r.get('peak_memory_gb'), '.1f')} | {_f(r.get('mfu'), '.1%')} | {note} |")
@@ -270,7 +430,26 @@ def report(summary: dict) -> str:
                          + (f"{r['pe_s'] * 1e3:.1f} ms" + (f", {r['share_of_step']:.1%} of the float32 step"
                                                             if "share_of_step" in r else "")
                             if "pe_s" in r else r.get("skipped") or r.get("error")))
+    profiled = next((r for r in rows if r.get("profile") and isinstance(r.get("profile"), dict)), None)
+    if profiled:
+        lines += ["", f"### Where the step goes: {profiled['framework']} {profiled['precision']} B={profiled['batch']}",
+                  "", step_profile.table(profiled["profile"])]
     lines += ["", "## Targets", "", *targets(rows)]
+    warm = summary.get("warm")
+    if warm:
+        done = [f"{r['precision']} B={r['batch']}: {_f(r.get('first_step_s'), '.0f')} s" if "first_step_s" in r
+                else f"{r['precision']} B={r['batch']}: {r.get('error', '?')}" for r in warm["rows"]]
+        lines += ["", "Triton warm-up beside the tests (torch rows' first steps): " + ("; ".join(done) or "none finished")
+                  + (" (stopped when the bench began)" if warm["stopped_early"] else "")]
+    handed = summary.get("handed_back") or {}
+    if handed:
+        files = [handed.get("logs")] + [f for name in ("triton_cache", "jax_cache")
+                                        for f in (handed.get(name) or {}).get("files", [])]
+        left_out = {name: handed[name]["left_out"] for name in ("triton_cache", "jax_cache")
+                    if (handed.get(name) or {}).get("left_out")}
+        lines += ["", "Handed back: " + ", ".join(f for f in files if f) + (f"; left out (over the size limit): "
+                                                                          f"{left_out}" if left_out else "")
+                  + (f"; {handed['error']}" if "error" in handed else "")]
     failed = [name for name, part in (("tests", tests), ("bench", bench)) if part and part.get("returncode") not in (0,)]
     if failed:
         lines += ["", f"Parts that did not exit cleanly: {', '.join(failed)} (see their logs)."]
@@ -289,9 +468,9 @@ def main(argv=None) -> int:
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         parser.error(f"unknown part(s) {unknown}; choose from {PARTS}")
-    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "logs").mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    left = lambda: args.budget - (time.monotonic() - start) - REPORT_SECONDS  # noqa: E731
+    left = lambda: args.budget - (time.monotonic() - start) - RESERVE_SECONDS[args.size]  # noqa: E731
     summary = {"command": " ".join(["benchmarks/gpu_check.sh", *(argv if argv is not None else sys.argv[1:])]),
                "budget": args.budget, "size": args.size}
     if "env" in parts:
@@ -301,11 +480,19 @@ def main(argv=None) -> int:
         summary["smoke"] = part_smoke(args.out, min(180, left()))
         print("smoke: " + " / ".join(summary["smoke"]["lines"]), flush=True)
     if "tests" in parts:
-        summary["tests"] = part_tests(args.out, min(args.tests_share * args.budget, left()))
+        summary["tests"], warmer = part_tests(args.out, min(args.tests_share * args.budget, left()), args.size,
+                                              warm="bench" in parts)
         print(f"tests: {summary['tests']['summary']}", flush=True)
+        if warmer is not None:  # nothing may share the GPU with a timed row
+            running = warmer.poll() is None
+            _stop(warmer)
+            summary["warm"] = {"stopped_early": running, "rows": [
+                json.loads(line) for line in (args.out / "logs" / "warm.log").read_text(errors="replace").splitlines()
+                if line.startswith("{")]}
     if "bench" in parts:
         summary["bench"] = part_bench(args.out, max(left(), 0), args.size)
         print(f"bench: {len(summary['bench']['rows'])} rows", flush=True)
+    summary["handed_back"] = hand_back(args.out)
     summary["seconds"] = time.monotonic() - start
     (args.out / "gpu_check.json").write_text(json.dumps(summary, indent=1, default=str))
     text = report(summary)

@@ -7,9 +7,9 @@
 # the machine, run this from the repository root. The wheels are installed into a private
 # folder (/tmp/jaxbrr-site, nothing of the machine's own Python changes) and put first on
 # PYTHONPATH; then benchmarks/gpu_check.py prints versions and the device, runs `pytest -m gpu`
-# and the GPU benchmarks within the budget, and writes gpu_report.md, gpu_check.json and the
-# logs into --out (default: $OUT when set, else ./gpu_check). A part that fails is reported and
-# the rest still runs. Without .whl/ the current Python environment is used as it is (the CPU
+# and the GPU benchmarks within the budget, and writes gpu_report.md, gpu_check.json, bench.jsonl,
+# logs.tar.xz and the compile caches into --out (default: $OUT when set, else ./gpu_check). A
+# part that fails is reported and the rest still runs. Without .whl/ the current Python environment is used as it is (the CPU
 # rehearsal in CI runs it so, at --size tiny).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,17 +27,16 @@ else
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONUNBUFFERED=1
-# mamba_ssm's Triton kernels take minutes to compile and autotune on a fresh machine: keep them
-# in one cache, seeded from .triton-cache.tar.gz (git-ignored; a previous run's) when present,
-# and hand the cache back as $OUT/triton_cache.tar.gz for the next run to carry.
+# Compile caches: mamba_ssm's Triton kernels took minutes to compile and autotune on a fresh
+# machine, and JAX's full-size train step 70 s. gpu_check.py hands both back with the results
+# (triton_cache*.tar.xz, jax_cache*.tar.xz); put those in .gpu-cache/ (git-ignored) and carry it
+# along, and this seeds the caches from them.
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/jaxbrr-triton}
-mkdir -p "$TRITON_CACHE_DIR"
-if [ -f .triton-cache.tar.gz ]; then
-    tar -xzf .triton-cache.tar.gz -C "$TRITON_CACHE_DIR" && echo "Triton cache seeded from .triton-cache.tar.gz"
-fi
-"$PYTHON" benchmarks/gpu_check.py "$@"
-status=$?
-if [ -n "${OUT:-}" ] && [ -d "$OUT" ] && [ -n "$(ls -A "$TRITON_CACHE_DIR")" ]; then
-    tar -czf "$OUT/triton_cache.tar.gz" -C "$TRITON_CACHE_DIR" . && du -h "$OUT/triton_cache.tar.gz"
-fi
-exit $status
+export JAXBRR_JAX_CACHE=${JAXBRR_JAX_CACHE:-/tmp/jaxbrr-jax-cache}
+mkdir -p "$TRITON_CACHE_DIR" "$JAXBRR_JAX_CACHE"
+for archive in .gpu-cache/triton_cache*.tar.* .gpu-cache/jax_cache*.tar.*; do
+    [ -f "$archive" ] || continue
+    case "$(basename "$archive")" in triton*) target=$TRITON_CACHE_DIR ;; *) target=$JAXBRR_JAX_CACHE ;; esac
+    tar -xf "$archive" -C "$target" && echo "seeded $target from $archive"
+done
+exec "$PYTHON" benchmarks/gpu_check.py "$@"

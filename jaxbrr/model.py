@@ -85,7 +85,7 @@ class SeizureDetector(nnx.Module):
         """tap name -> the function computing it from its inputs, in forward order, for the stages
         common/stages.py's table gives this config; every array in torchref's tap layout (the
         rearranges between stages cancel under jit). __call__ is these, run in order."""
-        return {name: getattr(self, f"_{name}") for name in self.config.stage_inputs}
+        return {name: _named(name, getattr(self, f"_{name}")) for name in self.config.stage_inputs}
 
     def _input(self, x: jax.Array) -> jax.Array:  # (B, C, T)
         if self.guards:  # original: nan_to_num (NaN and ±inf -> 0) + clamp ±10 on the input
@@ -144,3 +144,16 @@ class SeizureDetector(nnx.Module):
 
 def count_parameters(model: nnx.Module) -> int:
     return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def _named(name: str, stage: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+    """The stage under jax.named_scope(name): its ops carry the tap's name in their HLO metadata
+    (op_name), forward and backward, so a profile attributes device time to stages
+    (benchmarks/step_profile.py). Metadata only: the computation is unchanged."""
+
+    @functools.wraps(stage)
+    def scoped(*args):
+        with jax.named_scope(name):
+            return stage(*args)
+
+    return scoped

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -40,11 +41,18 @@ def test_wheelhouse_installs_offline_for_python_312(tmp_path):
 
 def test_the_cpu_rehearsal_runs_every_part_and_writes_the_report(tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHON": sys.executable}
+    env = {**os.environ, "PYTHON": sys.executable, "TRITON_CACHE_DIR": str(tmp_path / "triton"),
+           "JAXBRR_JAX_CACHE": str(tmp_path / "jax")}
     done = subprocess.run([str(ROOT / "benchmarks" / "gpu_check.sh"), "--budget", "45", "--out", str(out),
                            "--size", "tiny"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "gpu_check.json").read_text())
+    # what a device run returns is at most eight files, two folders down: the logs come packed
+    assert len([p for p in out.rglob("*") if p.is_file()]) <= 8 and not (out / "logs").exists()
+    with tarfile.open(out / "logs.tar.xz") as tar:
+        logs = {Path(name).name for name in tar.getnames()}
+    assert {"env.json", "smoke.log", "gpu_tests_jax.log", "gpu_tests_triton.log", "bench.log"} <= logs
+    assert set(summary["tests"]["groups"]) == {"jax", "triton"}
     assert summary["env"]["packages"]["torch"].startswith("2.") and summary["env"]["jax_devices"] == ["cpu:cpu"]
     tests = summary["tests"]["tests"]
     names = {t["name"].split("::")[-1].split("[")[0] for t in tests}
@@ -60,3 +68,35 @@ def test_the_cpu_rehearsal_runs_every_part_and_writes_the_report(tmp_path):
     assert summary["smoke"]["ok"], summary["smoke"]["lines"]
     for heading in ("## Machine", "## Smoke", "## Tests (`pytest -m gpu`)", "## Benchmarks", "## Targets"):
         assert heading in report
+
+
+def test_a_compile_cache_comes_back_in_parts_under_the_size_limit(tmp_path):
+    """pack_cache: one file when it fits; split into at most two when it does not; then the
+    least valuable items (the oldest kernels) left out and counted; what is packed unpacks whole."""
+    import gpu_check
+
+    root, out = tmp_path / "triton", tmp_path / "out"
+    out.mkdir()
+    rng = __import__("numpy").random.default_rng(0)
+    for i in range(8):  # eight kernels of 40 kB of incompressible bytes each, the last written newest
+        folder = root / f"KERNEL{i}"
+        folder.mkdir(parents=True)
+        (folder / "k.cubin").write_bytes(rng.bytes(40_000))
+        (folder / "k.json").write_text("{}")
+        os.utime(folder, (1_000_000 + i, 1_000_000 + i))
+    whole = gpu_check.pack_cache("triton_cache", root, out, limit=10**6)
+    assert whole == {"files": ["triton_cache.tar.xz"], "megabytes": whole["megabytes"], "items": 8, "left_out": 0}
+    split = gpu_check.pack_cache("triton_cache", root, out, limit=200_000)
+    assert split["files"] == ["triton_cache.1.tar.xz", "triton_cache.2.tar.xz"] and split["left_out"] == 0
+    assert sorted(p.name for p in out.iterdir()) == split["files"]  # the single file of before is gone
+    trimmed = gpu_check.pack_cache("triton_cache", root, out, limit=100_000)
+    assert len(trimmed["files"]) == 2 and trimmed["items"] + trimmed["left_out"] == 8 and trimmed["left_out"] > 0
+    kept = set()
+    for name in trimmed["files"]:
+        assert (out / name).stat().st_size <= 100_000
+        with tarfile.open(out / name) as tar:
+            kept |= {Path(n).parts[0] for n in tar.getnames()}
+            tar.extractall(tmp_path / "seeded", filter="data")
+    assert len(kept) == trimmed["items"] and "KERNEL7" in kept and "KERNEL0" not in kept  # newest kept first
+    for folder in kept:
+        assert (tmp_path / "seeded" / folder / "k.cubin").read_bytes() == (root / folder / "k.cubin").read_bytes()

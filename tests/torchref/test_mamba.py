@@ -263,6 +263,7 @@ FULL_SHAPES = {"node": (PROJECT, 2 * 19), "edge": (EDGE, 2 * 171)}
 
 
 @pytest.mark.gpu
+@pytest.mark.triton
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA and mamba_ssm kernels")
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 @pytest.mark.parametrize("stream", ["node", "edge"])

@@ -90,6 +90,7 @@ def test_three_steps(tmp_path, corpus, prepared):
 
 
 @pytest.mark.gpu
+@pytest.mark.triton
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA and mamba_ssm kernels")
 def test_three_steps_on_the_gpu_with_mamba_ssm_kernels(tmp_path, corpus, prepared):
     run = trainer(tmp_path, corpus, prepared, "train.max_steps=3", "model.ssm.backend=cuda")
