@@ -11,7 +11,8 @@ copies) is `xla`. The step runs `--steps` times under
 jax.profiler.trace (with its Perfetto JSON); each executed op's time is attributed to its stage
 and direction through the compiled module's text. On a GPU only the device's own events are
 counted (the kernels); on the CPU, the thunks as XLA:CPU runs them. The times are the sum of op
-durations (ops that overlap count each), per step; "share" is of that sum.
+durations (ops that overlap count each), per step; "share" is of that sum; "ops / step" counts the
+executed ops (on a GPU, the kernel launches: a stage of many small ones is launch-bound).
 
 gpu_bench.py runs this inside its bfloat16 train row at the small batch (the profile then costs
 no second compile); on the CPU it answers the same question at tiny size.
@@ -118,7 +119,7 @@ def breakdown(events: list[dict], owners: dict[str, tuple[str, str, str]], steps
 
     device = [e for e in events if _is_device(e["process"]) and ours(e)]
     chosen = device or [e for e in events if (e.get("args") or {}).get("hlo_op") and ours(e)]
-    per, ops = defaultdict(float), defaultdict(float)
+    per, ops, counts = defaultdict(float), defaultdict(float), defaultdict(int)
     unattributed = 0.0
     for event in chosen:
         op = (event.get("args") or {}).get("hlo_op") or event.get("name", "")
@@ -127,14 +128,17 @@ def breakdown(events: list[dict], owners: dict[str, tuple[str, str, str]], steps
             unattributed += event.get("dur", 0.0)
             continue
         per[owner[:2]] += event.get("dur", 0.0)
+        counts[owner[:2]] += 1
         ops[(op, *owner)] += event.get("dur", 0.0)
     total = sum(per.values())
-    rows = [{"stage": stage, "direction": direction, "ms_per_step": us / 1e3 / steps, "share": us / total}
+    rows = [{"stage": stage, "direction": direction, "ms_per_step": us / 1e3 / steps, "share": us / total,
+             "ops_per_step": counts[stage, direction] / steps}
             for (stage, direction), us in sorted(per.items(), key=lambda kv: -kv[1])] if total else []
     top = [{"op": op, "stage": stage, "direction": direction, "what": what, "ms_per_step": us / 1e3 / steps}
            for (op, stage, direction, what), us in sorted(ops.items(), key=lambda kv: -kv[1])[:12]]
     return {"events": "device" if device else "host (XLA:CPU thunks)", "steps": steps,
             "attributed_ms_per_step": total / 1e3 / steps, "unattributed_ms_per_step": unattributed / 1e3 / steps,
+            "ops_per_step": sum(counts.values()) / steps,
             "stages": rows, "top_ops": top}
 
 
@@ -154,9 +158,10 @@ def profile(run: Callable[[], None], hlo_text: str, stages: Iterable[str], steps
 def table(result: dict) -> str:
     """The breakdown as a markdown table (the top ops below it)."""
     lines = [f"{result['attributed_ms_per_step']:.2f} ms per step attributed ({result['events']} events, "
-             f"{result['steps']} steps); {result['unattributed_ms_per_step']:.2f} ms in events of no op of the step",
-             "", "| stage | direction | ms / step | share |", "|---|---|---:|---:|"]
-    lines += [f"| {r['stage']} | {r['direction']} | {r['ms_per_step']:.2f} | {r['share']:.1%} |"
+             f"{result['steps']} steps, {result['ops_per_step']:.0f} ops per step); "
+             f"{result['unattributed_ms_per_step']:.2f} ms in events of no op of the step",
+             "", "| stage | direction | ms / step | share | ops / step |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {r['stage']} | {r['direction']} | {r['ms_per_step']:.2f} | {r['share']:.1%} | {r['ops_per_step']:.0f} |"
               for r in result["stages"]]
     lines += ["", "| longest ops | stage | direction | what (op_name) | ms / step |", "|---|---|---|---|---:|"]
     lines += [f"| {r['op']} | {r['stage']} | {r['direction']} | {r['what']} | {r['ms_per_step']:.2f} |"

@@ -72,6 +72,7 @@ def test_breakdown_counts_device_events_when_there_are_any():
     assert result["events"] == "device"
     assert result["attributed_ms_per_step"] == pytest.approx(0.25)  # 500 µs over 2 steps
     assert result["unattributed_ms_per_step"] == pytest.approx(0.025)
+    assert result["ops_per_step"] == 1.5 and [r["ops_per_step"] for r in result["stages"]] == [0.5, 1.0]
     assert [(r["stage"], r["direction"], r["share"]) for r in result["stages"]] == [
         ("tcn", "forward", pytest.approx(0.6)), ("node_mamba", "backward", pytest.approx(0.4))]
 
