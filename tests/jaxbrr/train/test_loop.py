@@ -295,6 +295,19 @@ def train_command(work: Path, *sets: str) -> list[str]:
             *[f"--set={o}" for o in sets]]
 
 
+# `python -m MODULE ARGS` that receives SIGKILL when its parent (argv[1]) dies: Linux's
+# prctl(PR_SET_PDEATHSIG), set in the child itself (a preexec_fn is unsafe in a threaded parent),
+# then a check that the parent did not die before it was set.
+DIE_WITH_PARENT = """
+import ctypes, os, runpy, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("parent gone before the guard was set")
+sys.argv = [sys.argv[3], *sys.argv[4:]]  # argv[2] == "-m"
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
 def two_processes(work: Path, sets: list[str], compilation_cache: str) -> list[subprocess.CompletedProcess]:
     """`python -m jaxbrr.train` as 2 processes of one job (README, "Training on GPUs and
     clusters"): one CPU device each, connected through JAX's coordinator and gloo collectives."""
@@ -305,7 +318,10 @@ def two_processes(work: Path, sets: list[str], compilation_cache: str) -> list[s
     env.update(JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo", JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
                JAX_NUM_PROCESSES="2", JAX_COMPILATION_CACHE_DIR=compilation_cache)
     command = train_command(work, *sets, "train.distributed.initialize=true")
-    procs = [subprocess.Popen(command, cwd=ROOT, env={**env, "JAX_PROCESS_ID": str(r)}, text=True,
+    # each dies with this process: a pytest worker killed mid-test (out of memory, say) must not
+    # leave the pair waiting at a collective for ever
+    guarded = [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *command[1:]]
+    procs = [subprocess.Popen(guarded, cwd=ROOT, env={**env, "JAX_PROCESS_ID": str(r)}, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in range(2)]
     try:
         outputs = [proc.communicate(timeout=600) for proc in procs]
