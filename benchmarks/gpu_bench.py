@@ -339,8 +339,8 @@ def main(argv=None) -> int:
         record = dict(row)
         if row.get("batch") == "max":
             record["skipped"] = "no bfloat16 row at the large batch to size it from (or no device memory figure)"
-        elif left < ROW_SECONDS[row["kind"]] * scale:
-            record["skipped"] = f"budget: {max(left, 0):.0f} s left, the row needs ~{ROW_SECONDS[row['kind']] * scale:.0f} s"
+        elif left < (needed := row_seconds(row, done, scale)):
+            record["skipped"] = f"budget: {max(left, 0):.0f} s left, the row needs ~{needed:.0f} s"
         else:
             record.update(_run(row, args.size, left))
             if "error" in record and row.get("kind") == "train" and "out of memory" in record["error"].lower() \
@@ -352,6 +352,15 @@ def main(argv=None) -> int:
         append(path, record)
         print(json.dumps(record), flush=True)
     return 0
+
+
+def row_seconds(row: dict, done: list[dict], scale: float) -> float:
+    """What a row is expected to take: the longest finished row of its kind and framework in this
+    run (with the compile caches seeded a row takes a fraction of a cold one), else the planning
+    estimate."""
+    seen = [r["wall_s"] for r in done if r.get("kind") == row["kind"] and r.get("framework") == row.get("framework")
+            and "wall_s" in r and "error" not in r]
+    return max(seen) if seen else ROW_SECONDS[row["kind"]] * scale
 
 
 def warm(size: str, budget: float) -> int:

@@ -10,9 +10,10 @@ Parts, each in its own subprocess so that one failing reports and the rest still
             spending the budget, with --parts env,smoke)                           -> logs/smoke.log
     tests   pytest -m gpu (parity/test_gpu.py, the mamba_ssm kernels, both loops) as two
             processes side by side: the tests marked `triton` (mamba_ssm's kernels, whose
-            compiles are minutes of CPU work) beside the JAX-side ones; with bench to follow,
-            a third fills Triton's cache for the bench's torch rows (gpu_bench.py --warm) and is
-            stopped when the bench starts, so that nothing shares the GPU with a timed row
+            compiles are minutes of CPU work) beside the JAX-side ones; a third fills Triton's
+            cache for the bench's torch rows (gpu_bench.py --warm), for a bench in this call or
+            the next on the same machine, and is stopped when the tests end, so that nothing
+            shares the GPU with a timed row
                                                                   -> logs/gpu_tests_{jax,triton}.log, .xml
     bench   benchmarks/gpu_bench.py with what is left of the budget                -> bench.jsonl
 
@@ -85,12 +86,13 @@ print(json.dumps(info))
 
 
 def _spawn(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    """command in its own process group, stdout and stderr to log as they come (a run stopped
-    at its limit keeps what it printed)."""
+    """command in its own process group (not its own session: whatever stops this run, such
+    as the device tool at its time limit, still reaches it), stdout and stderr to log as they
+    come (a run stopped at its limit keeps what it printed)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as handle:
         return subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+                                env={**os.environ, **(env or {})}, process_group=0)
 
 
 def _finish(process: subprocess.Popen, timeout: float) -> int | str:
@@ -480,8 +482,9 @@ def main(argv=None) -> int:
         summary["smoke"] = part_smoke(args.out, min(180, left()))
         print("smoke: " + " / ".join(summary["smoke"]["lines"]), flush=True)
     if "tests" in parts:
+        # the warm-up helps a bench in this call, or in the next call on the same (warm) machine
         summary["tests"], warmer = part_tests(args.out, min(args.tests_share * args.budget, left()), args.size,
-                                              warm="bench" in parts)
+                                              warm=True)
         print(f"tests: {summary['tests']['summary']}", flush=True)
         if warmer is not None:  # nothing may share the GPU with a timed row
             running = warmer.poll() is None

@@ -102,7 +102,10 @@ def load_events(trace_dir: Path) -> list[dict]:
 
 
 def _is_device(process: str) -> bool:
-    return "/device:" in process and "CPU" not in process
+    """An accelerator's timeline: xprof names them "/device:GPU:0" and the like; the host's are
+    "/host:CPU" (and XLA:CPU's own device, "/device:CPU:0", runs on the host's threads)."""
+    name = process.lower()
+    return ("gpu" in name or "tpu" in name) and "host" not in name
 
 
 def breakdown(events: list[dict], owners: dict[str, tuple[str, str, str]], steps: int,
@@ -136,7 +139,11 @@ def breakdown(events: list[dict], owners: dict[str, tuple[str, str, str]], steps
             for (stage, direction), us in sorted(per.items(), key=lambda kv: -kv[1])] if total else []
     top = [{"op": op, "stage": stage, "direction": direction, "what": what, "ms_per_step": us / 1e3 / steps}
            for (op, stage, direction, what), us in sorted(ops.items(), key=lambda kv: -kv[1])[:12]]
+    # what the trace looked like, for a reader of a GPU run's report when attribution fails
+    sample = [{"process": e["process"], "name": e.get("name", "")[:80], "args": sorted(e.get("args") or {})}
+              for e in chosen[:3]]
     return {"events": "device" if device else "host (XLA:CPU thunks)", "steps": steps,
+            "processes": sorted({e["process"] for e in events})[:12], "sample_events": sample,
             "attributed_ms_per_step": total / 1e3 / steps, "unattributed_ms_per_step": unattributed / 1e3 / steps,
             "ops_per_step": sum(counts.values()) / steps,
             "stages": rows, "top_ops": top}
