@@ -122,11 +122,13 @@ def breakdown(events: list[dict], owners: dict[str, tuple[str, str, str]], steps
 
     device = [e for e in events if _is_device(e["process"]) and ours(e)]
     chosen = device or [e for e in events if (e.get("args") or {}).get("hlo_op") and ours(e)]
+    # a kernel named after its instruction writes '.' and '-' as '_' (fusion.12 -> fusion_12)
+    by_kernel_name = {re.sub(r"[.\-]", "_", name): owner for name, owner in owners.items()}
     per, ops, counts = defaultdict(float), defaultdict(float), defaultdict(int)
     unattributed = 0.0
     for event in chosen:
         op = (event.get("args") or {}).get("hlo_op") or event.get("name", "")
-        owner = owners.get(op)
+        owner = owners.get(op) or by_kernel_name.get(op)
         if owner is None:
             unattributed += event.get("dur", 0.0)
             continue

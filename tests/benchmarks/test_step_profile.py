@@ -63,7 +63,7 @@ def test_breakdown_counts_device_events_when_there_are_any():
     events = [
         {"process": gpu, "name": "kernel_a", "dur": 300.0, "args": {"hlo_op": "fusion.1"}},
         {"process": gpu, "name": "kernel_b", "dur": 100.0, "args": {"hlo_op": "fusion.2"}},
-        {"process": gpu, "name": "fusion.2", "dur": 100.0},  # named by the op, no args
+        {"process": gpu, "name": "fusion_2", "dur": 100.0},  # a kernel named after its op, no args
         {"process": gpu, "name": "memcpy", "dur": 50.0},  # unattributed
         {"process": host, "name": "launch", "dur": 9000.0, "args": {"hlo_op": "fusion.1"}},  # host side: not counted
         {"process": gpu, "name": "k", "dur": 70.0, "args": {"hlo_op": "fusion.1", "hlo_module": "jit_convert"}},  # not ours
