@@ -432,7 +432,11 @@ def report(summary: dict) -> str:
                          + (f"{r['pe_s'] * 1e3:.1f} ms" + (f", {r['share_of_step']:.1%} of the float32 step"
                                                             if "share_of_step" in r else "")
                             if "pe_s" in r else r.get("skipped") or r.get("error")))
-    profiled = next((r for r in rows if r.get("profile") and isinstance(r.get("profile"), dict)), None)
+    profiled = next((r for r in rows if isinstance(r.get("profile"), dict)), None)
+    failed = next((r for r in rows if r.get("profile_error")), None)
+    if failed:
+        lines += ["", f"The step's profile failed ({failed['framework']} {failed['precision']} B={failed['batch']}): "
+                  f"{failed['profile_error']}"]
     if profiled:
         lines += ["", f"### Where the step goes: {profiled['framework']} {profiled['precision']} B={profiled['batch']}",
                   "", step_profile.table(profiled["profile"])]
