@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -57,6 +58,7 @@ SIZES = {  # size -> (config, overrides, train batches, inference batch, matmul 
 ROW_SECONDS = {"peak": 10, "train": 95, "eigh": 15, "inference": 60}
 CHUNK_SIZES = (64, 256)  # jaxbrr rows beside the config's chunk size (bfloat16, small batch)
 PROFILE_STEPS = 3
+PROFILE_SECONDS = 120  # the profile's own limit, inside its row's
 
 
 def rows_for(size: str) -> list[dict]:
@@ -72,7 +74,7 @@ def rows_for(size: str) -> list[dict]:
             rows += [{"kind": "train", "framework": "jax", "precision": "bfloat16", "batch": small, "chunk_size": c,
                       "variant": f"ssm.chunk_size={c}"} for c in CHUNK_SIZES]
     rows += [{"kind": "eigh", "batch": small}, {"kind": "inference", "batch": infer, "precision": "float32"},
-             {"kind": "train", "framework": "jax", "precision": "bfloat16", "batch": "max"},
+             {"kind": "train", "framework": "jax", "precision": "bfloat16", "batch": "max", "largest": True},
              {"kind": "inference", "batch": infer, "precision": "bfloat16"}]
     rows += [{"kind": "train", "framework": f, "precision": "float32", "batch": large} for f in ("jax", "torch")]
     return rows
@@ -178,12 +180,23 @@ def worker_train_jax(size: str, precision: str, batch: int, chunk_size: int | No
               "peak_memory_gb": _jax_peak_gb(), "remat": config.model.remat, "chunk_size": config.model.ssm.chunk_size,
               "device": str(jax.devices()[0].device_kind)}
     if profile:  # the compiled step's text names each op's stage; the executable is JAX's cached one
+        print("RESULT " + json.dumps(result), flush=True)  # the timings stand if the profile dies or hangs
+        start = time.perf_counter()
+        signal.signal(signal.SIGALRM, _profile_timeout)
+        signal.alarm(PROFILE_SECONDS)
         try:
             result["profile"] = step_profile.profile_compiled(step_fn, (box["state"], data, jnp.float32(1.0)),
                                                               step, config, PROFILE_STEPS)
         except Exception as error:  # the row's timings stand without it; the report says why it is missing
             result["profile_error"] = f"{type(error).__name__}: {error}"[:500]
+        finally:
+            signal.alarm(0)
+        result["profile_s"] = time.perf_counter() - start
     return result
+
+
+def _profile_timeout(signum, frame):
+    raise TimeoutError(f"the profile took over {PROFILE_SECONDS} s")
 
 
 def worker_train_torch(size: str, precision: str, batch: int, warm: bool = False) -> dict:
@@ -342,6 +355,8 @@ def main(argv=None) -> int:
         record = dict(row)
         if row.get("batch") == "max":
             record["skipped"] = "no bfloat16 row at the large batch to size it from (or no device memory figure)"
+        elif row.get("largest") and row["batch"] == SIZES[args.size][2][1]:
+            record["skipped"] = "the largest batch that fits is the large batch, measured above"
         elif left < (needed := row_seconds(row, done, scale)):
             record["skipped"] = f"budget: {max(left, 0):.0f} s left, the row needs ~{needed:.0f} s"
         else:
@@ -361,8 +376,8 @@ def row_seconds(row: dict, done: list[dict], scale: float) -> float:
     """What a row is expected to take: the longest finished row of its kind and framework in this
     run (with the compile caches seeded a row takes a fraction of a cold one), else the planning
     estimate."""
-    seen = [r["wall_s"] for r in done if r.get("kind") == row["kind"] and r.get("framework") == row.get("framework")
-            and "wall_s" in r and "error" not in r]
+    seen = [r["wall_s"] - r.get("profile_s", 0.0) for r in done if r.get("kind") == row["kind"]
+            and r.get("framework") == row.get("framework") and "wall_s" in r and "error" not in r]
     return max(seen) if seen else ROW_SECONDS[row["kind"]] * scale
 
 
@@ -386,15 +401,33 @@ def _run(row: dict, size: str, timeout: float) -> dict:
     env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "true", "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.92"}
     start = time.perf_counter()
     try:
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=max(timeout, 1), env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s (the budget's remainder)",
-                "wall_s": time.perf_counter() - start}
-    result = next((line[7:] for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
-    if done.returncode != 0 or result is None:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return {"error": f"exit {done.returncode}: {' | '.join(tail)}", "wall_s": time.perf_counter() - start}
-    return {**json.loads(result), "wall_s": time.perf_counter() - start}
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=max(timeout, 1), env=env,
+                              preexec_fn=_die_with_parent)
+        stdout, stderr, code = done.stdout, done.stderr, done.returncode
+    except subprocess.TimeoutExpired as expired:
+        stdout, stderr, code = _text(expired.stdout), _text(expired.stderr), "timeout"
+    # the last RESULT line: a row that printed its timings before its profile keeps them
+    results = [line[7:] for line in stdout.splitlines() if line.startswith("RESULT ")]
+    if not results:
+        reason = f"timed out after {timeout:.0f} s (the budget's remainder)" if code == "timeout" else \
+            f"exit {code}: {' | '.join((stderr or stdout).strip().splitlines()[-3:])}"
+        return {"error": reason, "wall_s": time.perf_counter() - start}
+    record = {**json.loads(results[-1]), "wall_s": time.perf_counter() - start}
+    if code != 0:  # the timings stand; what came after them did not finish
+        record["profile_error"] = record.get("profile_error") or f"the worker ended ({code}) after its timings"
+    return record
+
+
+def _text(output) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
+
+
+def _die_with_parent() -> None:
+    """In a worker before exec: SIGKILL when this driver dies (PR_SET_PDEATHSIG), so a killed run
+    leaves no worker holding the GPU; single-threaded here, where a preexec_fn is safe."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@
 Parts, each in its own subprocess so that one failing reports and the rest still runs:
 
     env     versions, the device (nvidia-smi, torch, JAX), the TF32 defaults       -> logs/env.json
-    smoke   every project import, mamba_ssm's Triton Mamba2 forward+backward, the tiny model's
-            forward in both frameworks on the device (a minute: run it alone first, before
-            spending the budget, with --parts env,smoke)                           -> logs/smoke.log
+    smoke   (not by default) every project import, mamba_ssm's Triton Mamba2 forward+backward,
+            the tiny model's forward in both frameworks on the device: a first look on its own,
+            --parts env,smoke (its Triton compile took over two minutes cold)     -> logs/smoke.log
     tests   pytest -m gpu (parity/test_gpu.py, the mamba_ssm kernels, both loops) as two
             processes side by side: the tests marked `triton` (mamba_ssm's kernels, whose
             compiles are minutes of CPU work) beside the JAX-side ones; a third fills Triton's
@@ -21,10 +21,12 @@ then gpu_report.md (the figures BENCHMARKS.md quotes, the targets of issue 16 ch
 gpu_check.json (all of it). The tests get at most --tests-share of the budget.
 
 What comes back from a device run is at most eight files: the logs are packed into
-logs.tar.xz, and the compile caches are handed back for the next run to carry (gpu_check.sh
-seeds them): Triton's (kernels and, from the bench, its autotuning picks) as
-triton_cache[.N].tar.xz and JAX's persistent compilation cache as jax_cache.tar.xz, each part
-under 15 MiB (what does not fit is left out and said so).
+logs.tar.xz, and the compile caches are handed back for the next run to carry (seeded from
+.gpu-cache/ at the start): Triton's (kernels and, from the bench, its autotuning picks) as
+triton_cache[.N].tar.xz and JAX's persistent compilation cache as jax_cache.tar, each part under
+15 MiB (what does not fit is left out and said so). The report is written before the packing
+and again after; SIGTERM stops the parts' processes and still writes it; the processes also get
+SIGKILL if this driver dies outright.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import step_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("env", "smoke", "tests", "bench")
+DEFAULT_PARTS = ("env", "tests", "bench")  # smoke is a quick look on its own: it compiles Triton alone, minutes
 RESERVE_SECONDS = {"full": 40, "tiny": 10}  # kept back for packing what is handed back, and the report
 TARGET_SPEEDUP = 1.25  # jaxbrr's train step over torchref's (mamba_ssm kernels), equal batch and precision
 TARGET_MFU = 0.25  # bfloat16 model FLOP utilisation
@@ -85,27 +88,45 @@ print(json.dumps(info))
 """
 
 
+LIVE: set[subprocess.Popen] = set()  # what _spawn started and nobody has waited for
+
+
+def die_with_parent() -> None:
+    """In a child before exec: SIGKILL when the parent dies (Linux's PR_SET_PDEATHSIG), so that a
+    run killed outright (the device tool at its time limit) leaves nothing holding the GPU for the
+    next call. This driver is single-threaded, where a preexec_fn is safe."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
 def _spawn(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    """command in its own process group (not its own session: whatever stops this run, such
-    as the device tool at its time limit, still reaches it), stdout and stderr to log as they
-    come (a run stopped at its limit keeps what it printed)."""
+    """command in its own process group (not its own session: whatever stops this run still
+    reaches it) that dies with this process, stdout and stderr to log as they come (a run
+    stopped at its limit keeps what it printed)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as handle:
-        return subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, **(env or {})}, process_group=0)
+        process = subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, text=True,
+                                   env={**os.environ, **(env or {})}, process_group=0, preexec_fn=die_with_parent)
+    LIVE.add(process)
+    return process
 
 
 def _finish(process: subprocess.Popen, timeout: float) -> int | str:
     """Its exit status, or "timeout" once it has been stopped (its whole process group: pytest's
     and the bench's workers with it) after `timeout` seconds."""
     try:
-        return process.wait(timeout=max(timeout, 1))
+        code = process.wait(timeout=max(timeout, 1))
     except subprocess.TimeoutExpired:
         _stop(process)
         return "timeout"
+    LIVE.discard(process)
+    return code
 
 
 def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM to its process group (pytest's and the bench's workers with it), then SIGKILL."""
+    LIVE.discard(process)
     for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
         try:
             os.killpg(process.pid, sig)
@@ -212,8 +233,11 @@ def part_tests(out: Path, timeout: float, size: str, warm: bool) -> tuple[dict, 
         code = _finish(process, deadline - time.monotonic())
         output = (out / "logs" / f"gpu_tests_{group}.log").read_text(errors="replace")
         xml = out / "logs" / f"gpu_tests_{group}.xml"
-        # stopped at the budget: no XML, but -v printed each finished test's outcome
-        summary["tests"] += parse_junit(xml) if xml.exists() else parse_verbose(output)
+        # stopped at the budget: no XML (or a cut one), but -v printed each finished test's outcome
+        try:
+            summary["tests"] += parse_junit(xml) if xml.exists() else parse_verbose(output)
+        except ET.ParseError:
+            summary["tests"] += parse_verbose(output)
         summary["groups"][group] = {"returncode": code, "summary": next(
             (line.strip(" =") for line in reversed(output.splitlines())
              if " passed" in line or " failed" in line or " skipped" in line or " error" in line
@@ -245,8 +269,7 @@ def parse_junit(path: Path) -> list[dict]:
             element = case.find(tag)
             if element is not None:
                 outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag]
-                message = (element.get("message") or element.text or "").strip().splitlines()[0][:300] \
-                    if (element.get("message") or element.text) else ""
+                message = next(iter((element.get("message") or element.text or "").strip().splitlines()), "")[:300]
         printed = (case.findtext("system-out") or "").splitlines()
         measured = [line.strip() for line in printed
                     if any(key in line for key in ("max_rel", "VERDICT", "passed:", "near-tie", "arbitration"))]
@@ -263,7 +286,7 @@ def part_bench(out: Path, budget: float, size: str) -> dict:
     result = _run(command, budget + 60, out / "logs" / "bench.log",
                   {"TRITON_CACHE_AUTOTUNING": "1", **jax_cache_env("bench")})
     path = out / "bench.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rows = json_lines(path.read_text()) if path.exists() else []
     return {"returncode": result["returncode"], "seconds": result["seconds"], "rows": rows}
 
 
@@ -288,9 +311,9 @@ def cache_items(name: str, root: Path) -> list[list[Path]]:
     return [[f] for part in ("bench", "tests") for f in sorted((root / part).rglob("*")) if f.is_file()]
 
 
-def _write_tar(path: Path, root: Path, items: list[list[Path]]) -> int:
+def _write_tar(path: Path, root: Path, items: list[list[Path]], compress: bool = True) -> int:
     tmp = path.with_name(path.name + ".tmp")
-    with tarfile.open(tmp, "w:xz", preset=3) as tar:
+    with tarfile.open(tmp, "w:xz", preset=3) if compress else tarfile.open(tmp, "w") as tar:
         for group in items:
             for file in group:
                 tar.add(file, arcname=str(file.relative_to(root)), recursive=False)
@@ -298,42 +321,85 @@ def _write_tar(path: Path, root: Path, items: list[list[Path]]) -> int:
     return path.stat().st_size
 
 
-def pack_cache(name: str, root: Path, out: Path, limit: int = LIMIT_BYTES, max_parts: int = CACHE_PARTS) -> dict:
-    """root's items as name.tar.xz (or name.1.tar.xz ... when one file would pass `limit`),
-    splitting into at most max_parts files and then leaving out the least valuable items until
-    each fits. Returns what was written and what was left out."""
+def seed_caches(folder: Path) -> list[str]:
+    """Unpack a previous run's triton_cache* and jax_cache* archives from `folder` (.gpu-cache/)
+    into this run's cache folders (Python's tarfile: the image need not have xz)."""
+    seeded = []
+    roots = cache_roots()
+    for archive in sorted(folder.glob("*_cache*.tar*")) if folder.is_dir() else []:
+        name = "triton_cache" if archive.name.startswith("triton") else "jax_cache"
+        roots[name].mkdir(parents=True, exist_ok=True)
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(roots[name], filter="data")
+            seeded.append(archive.name)
+        except (tarfile.TarError, OSError) as error:
+            seeded.append(f"{archive.name}: not unpacked ({error})")
+    return seeded
+
+
+def _bytes(group: list[Path]) -> int:
+    return sum(f.stat().st_size + 512 for f in group if f.is_file())  # + a tar header each
+
+
+def pack_cache(name: str, root: Path, out: Path, limit: int = LIMIT_BYTES, max_parts: int = CACHE_PARTS,
+               compress: bool = True) -> dict:
+    """root's items (cache_items(), most valuable first) in at most max_parts files of at most
+    `limit` bytes: name.tar.xz, or name.1.tar.xz, name.2.tar.xz ...; without `compress` (JAX's
+    entries are compressed already) name.tar. At most three passes over the data: the whole
+    (compressed: to learn the ratio), then the items placed first-fit by their estimated size,
+    then a part still over the limit cut to 80 % once; the items that found no room are left out
+    and counted. Returns the files written, their sizes and the counts."""
+    suffix = ".tar.xz" if compress else ".tar"
+    for old in out.glob(f"{name}*.tar*"):
+        old.unlink()
     items = cache_items(name, root)
     if not items:
         return {"files": [], "items": 0, "left_out": 0}
-    parts, left_out = [items], 0
-    while True:
-        for old in out.glob(f"{name}*.tar.xz"):
-            old.unlink()
-        names = [f"{name}.tar.xz"] if len(parts) == 1 else [f"{name}.{i + 1}.tar.xz" for i in range(len(parts))]
-        sizes = [_write_tar(out / n, root, part) for n, part in zip(names, parts, strict=True)]
-        worst = max(range(len(parts)), key=lambda i: sizes[i])
-        if sizes[worst] <= limit:
-            return {"files": names, "megabytes": [round(s / 2**20, 2) for s in sizes],
-                    "items": sum(map(len, parts)), "left_out": left_out}
-        if len(parts) < max_parts and len(parts[worst]) > 1:
-            half = len(parts[worst]) // 2
-            parts[worst:worst + 1] = [parts[worst][:half], parts[worst][half:]]
-        elif len(parts[worst]) > 1:  # already split as far as allowed: leave out its last quarter
-            keep = max(1, len(parts[worst]) * 3 // 4)
-            left_out += len(parts[worst]) - keep
-            parts[worst] = parts[worst][:keep]
-        else:
-            left_out += 1
-            del parts[worst]
-            if not parts:
-                for old in out.glob(f"{name}*.tar.xz"):
-                    old.unlink()
-                return {"files": [], "items": 0, "left_out": left_out}
+    ratio = 1.0
+    if compress:
+        whole = _write_tar(out / f"{name}{suffix}", root, items)
+        if whole <= limit:
+            return {"files": [f"{name}{suffix}"], "megabytes": [round(whole / 2**20, 2)], "items": len(items),
+                    "left_out": 0}
+        (out / f"{name}{suffix}").unlink()
+        ratio = whole / max(1, sum(map(_bytes, items)))
+    bins: list[list[list[Path]]] = [[] for _ in range(max_parts)]
+    room = [limit / 1.1] * max_parts  # a 10 % margin on the estimate
+    for group in items:
+        size = _bytes(group) * ratio
+        fit = next((i for i in range(max_parts) if size <= room[i]), None)
+        if fit is not None:
+            bins[fit].append(group)
+            room[fit] -= size
+    bins = [b for b in bins if b]
+    names = [f"{name}{suffix}"] if len(bins) == 1 else [f"{name}.{i + 1}{suffix}" for i in range(len(bins))]
+    sizes = []
+    for i, (file, part) in enumerate(zip(names, bins, strict=True)):
+        size = _write_tar(out / file, root, part, compress)
+        if size > limit:  # the estimate was off: once more with 80 % of its items
+            bins[i] = part = part[: max(1, len(part) * 4 // 5)]
+            size = _write_tar(out / file, root, part, compress)
+        sizes.append(size)
+    kept = [(file, size, part) for file, size, part in zip(names, sizes, bins, strict=True) if size <= limit]
+    for file, size, _ in zip(names, sizes, bins, strict=True):
+        if size > limit:
+            (out / file).unlink()
+    packed = sum(len(part) for _, _, part in kept)
+    return {"files": [file for file, _, _ in kept], "megabytes": [round(size / 2**20, 2) for _, size, _ in kept],
+            "items": packed, "left_out": len(items) - packed}
 
 
-def hand_back(out: Path) -> dict:
+CACHES = {"triton_cache": {"compress": True, "max_parts": 2},  # ptx/llir text: ~20x smaller as xz
+          "jax_cache": {"compress": False, "max_parts": 1}}  # entries compressed already
+# 2 + 1 parts of 15 MiB, plus .whl/ (11 MB) and the repository (3 MB), stay under the device
+# tool's 64 MiB for what a call carries
+
+
+def hand_back(out: Path, deadline: float) -> dict:
     """logs/ packed into logs.tar.xz (the device tool returns at most eight files), and each
-    compile cache as pack_cache() writes it. A failure here is reported, never fatal."""
+    compile cache as pack_cache() writes it while time.monotonic() < deadline. A failure here is
+    reported, never fatal."""
     handed = {}
     logs = out / "logs"
     try:
@@ -342,7 +408,10 @@ def hand_back(out: Path) -> dict:
             shutil.rmtree(logs)
             handed["logs"] = "logs.tar.xz"
         for name, root in cache_roots().items():
-            handed[name] = pack_cache(name, root, out)
+            if time.monotonic() > deadline:
+                handed[name] = {"files": [], "skipped": "no time left to pack it"}
+                continue
+            handed[name] = pack_cache(name, root, out, **CACHES[name])
     except Exception as error:  # the report must still be written
         handed["error"] = f"{type(error).__name__}: {error}"
     return handed
@@ -441,6 +510,8 @@ def report(summary: dict) -> str:
         lines += ["", f"### Where the step goes: {profiled['framework']} {profiled['precision']} B={profiled['batch']}",
                   "", step_profile.table(profiled["profile"])]
     lines += ["", "## Targets", "", *targets(rows)]
+    if summary.get("stopped"):
+        lines += ["", f"**Stopped**: {summary['stopped']}."]
     warm = summary.get("warm")
     if warm:
         done = [f"{r['precision']} B={r['batch']}: {_f(r.get('first_step_s'), '.0f')} s" if "first_step_s" in r
@@ -462,11 +533,40 @@ def report(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def json_lines(text: str) -> list[dict]:
+    """The JSON objects of a log, one per line; a line cut short (a process stopped mid-write)
+    is passed over."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGINT reached the driver: what was measured is still written."""
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
+
+
+def write_outputs(out: Path, summary: dict, start: float) -> str:
+    summary["seconds"] = time.monotonic() - start
+    (out / "gpu_check.json").write_text(json.dumps(summary, indent=1, default=str))
+    text = report(summary)
+    (out / "gpu_report.md").write_text(text)
+    return text
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=480.0, help="seconds for everything (default %(default)s)")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "gpu_check"))
-    parser.add_argument("--parts", default=",".join(PARTS))
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS), help=f"some of {','.join(PARTS)}")
     parser.add_argument("--tests-share", type=float, default=0.5, help="most of the budget the tests may take")
     parser.add_argument("--size", choices=("full", "tiny"), default="full", help="benchmark size (tiny: rehearsal)")
     args = parser.parse_args(argv)
@@ -479,32 +579,44 @@ def main(argv=None) -> int:
     left = lambda: args.budget - (time.monotonic() - start) - RESERVE_SECONDS[args.size]  # noqa: E731
     summary = {"command": " ".join(["benchmarks/gpu_check.sh", *(argv if argv is not None else sys.argv[1:])]),
                "budget": args.budget, "size": args.size}
-    if "env" in parts:
-        summary["env"] = part_env(args.out, min(60, left()))
-        print(f"env: {summary['env'].get('nvidia_smi') or summary['env'].get('jax_devices')}", flush=True)
-    if "smoke" in parts:
-        summary["smoke"] = part_smoke(args.out, min(180, left()))
-        print("smoke: " + " / ".join(summary["smoke"]["lines"]), flush=True)
-    if "tests" in parts:
-        # the warm-up helps a bench in this call, or in the next call on the same (warm) machine
-        summary["tests"], warmer = part_tests(args.out, min(args.tests_share * args.budget, left()), args.size,
-                                              warm=True)
-        print(f"tests: {summary['tests']['summary']}", flush=True)
-        if warmer is not None:  # nothing may share the GPU with a timed row
-            running = warmer.poll() is None
-            _stop(warmer)
-            summary["warm"] = {"stopped_early": running, "rows": [
-                json.loads(line) for line in (args.out / "logs" / "warm.log").read_text(errors="replace").splitlines()
-                if line.startswith("{")]}
-    if "bench" in parts:
-        summary["bench"] = part_bench(args.out, max(left(), 0), args.size)
-        print(f"bench: {len(summary['bench']['rows'])} rows", flush=True)
-    summary["handed_back"] = hand_back(args.out)
-    summary["seconds"] = time.monotonic() - start
-    (args.out / "gpu_check.json").write_text(json.dumps(summary, indent=1, default=str))
-    text = report(summary)
-    (args.out / "gpu_report.md").write_text(text)
-    print(text)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _raise_stopped)
+    summary["seeded"] = seed_caches(ROOT / ".gpu-cache")
+    if summary["seeded"]:
+        print("caches seeded from .gpu-cache/: " + ", ".join(summary["seeded"]), flush=True)
+    try:
+        if "env" in parts:
+            summary["env"] = part_env(args.out, min(60, left()))
+            print(f"env: {summary['env'].get('nvidia_smi') or summary['env'].get('jax_devices')}", flush=True)
+        if "smoke" in parts:
+            summary["smoke"] = part_smoke(args.out, min(180, left()))
+            print("smoke: " + " / ".join(summary["smoke"]["lines"]), flush=True)
+        if "tests" in parts:
+            # the warm-up helps a bench in this call, or in the next call on the same (warm) machine
+            summary["tests"], warmer = part_tests(args.out, min(args.tests_share * args.budget, left()), args.size,
+                                                  warm=True)
+            print(f"tests: {summary['tests']['summary']}", flush=True)
+            if warmer is not None:  # nothing may share the GPU with a timed row
+                running = warmer.poll() is None
+                _stop(warmer)
+                summary["warm"] = {"stopped_early": running, "rows": json_lines(
+                    (args.out / "logs" / "warm.log").read_text(errors="replace"))}
+        if "bench" in parts:
+            summary["bench"] = part_bench(args.out, max(left(), 0), args.size)
+            print(f"bench: {len(summary['bench']['rows'])} rows", flush=True)
+    except Stopped as stop:
+        summary["stopped"] = f"{stop} after {time.monotonic() - start:.0f} s: the parts after it did not run"
+        print(summary["stopped"], flush=True)
+    finally:
+        for process in list(LIVE):
+            _stop(process)
+    for signum in (signal.SIGTERM, signal.SIGINT):  # while the figures are written: nothing stops it
+        signal.signal(signum, signal.SIG_IGN)
+    write_outputs(args.out, summary, start)  # first, so that a kill while packing loses no figure
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+    summary["handed_back"] = hand_back(args.out, start + args.budget)
+    print(write_outputs(args.out, summary, start))
     return 0
 
 

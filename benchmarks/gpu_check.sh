@@ -29,14 +29,8 @@ fi
 export PYTHONUNBUFFERED=1
 # Compile caches: mamba_ssm's Triton kernels took minutes to compile and autotune on a fresh
 # machine, and JAX's full-size train step 70 s. gpu_check.py hands both back with the results
-# (triton_cache*.tar.xz, jax_cache*.tar.xz); put those in .gpu-cache/ (git-ignored) and carry it
-# along, and this seeds the caches from them.
+# (triton_cache*.tar.xz, jax_cache*.tar); put those in .gpu-cache/ (git-ignored) and carry it
+# along, and gpu_check.py seeds the caches from them.
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/jaxbrr-triton}
 export JAXBRR_JAX_CACHE=${JAXBRR_JAX_CACHE:-/tmp/jaxbrr-jax-cache}
-mkdir -p "$TRITON_CACHE_DIR" "$JAXBRR_JAX_CACHE"
-for archive in .gpu-cache/triton_cache*.tar.* .gpu-cache/jax_cache*.tar.*; do
-    [ -f "$archive" ] || continue
-    case "$(basename "$archive")" in triton*) target=$TRITON_CACHE_DIR ;; *) target=$JAXBRR_JAX_CACHE ;; esac
-    tar -xf "$archive" -C "$target" && echo "seeded $target from $archive"
-done
 exec "$PYTHON" benchmarks/gpu_check.py "$@"

@@ -44,7 +44,7 @@ def test_the_cpu_rehearsal_runs_every_part_and_writes_the_report(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "TRITON_CACHE_DIR": str(tmp_path / "triton"),
            "JAXBRR_JAX_CACHE": str(tmp_path / "jax")}
     done = subprocess.run([str(ROOT / "benchmarks" / "gpu_check.sh"), "--budget", "60", "--out", str(out),
-                           "--size", "tiny"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+                           "--size", "tiny", "--parts", "env,smoke,tests,bench"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "gpu_check.json").read_text())
     # what a device run returns is at most eight files, two folders down: the logs come packed
@@ -115,3 +115,76 @@ def test_a_rows_time_is_planned_from_the_rows_of_its_kind_that_finished():
             {"kind": "peak", "wall_s": 5.0}]
     assert gpu_bench.row_seconds(train, done, 1.0) == 34.0
     assert gpu_bench.row_seconds({"kind": "eigh", "batch": 8}, done, 1.0) == gpu_bench.ROW_SECONDS["eigh"]
+
+
+def test_jax_entries_travel_uncompressed_in_one_part_most_valuable_first(tmp_path):
+    import gpu_check
+
+    root, out = tmp_path / "jax", tmp_path / "out"
+    out.mkdir()
+    rng = __import__("numpy").random.default_rng(1)
+    for part, n in (("bench", 3), ("tests", 3)):
+        (root / part).mkdir(parents=True)
+        for i in range(n):
+            (root / part / f"entry{i}-cache").write_bytes(rng.bytes(30_000))
+    (root / "bench" / "huge-cache").write_bytes(rng.bytes(200_000))  # alone over the limit: left out
+    packed = gpu_check.pack_cache("jax_cache", root, out, limit=150_000, max_parts=1, compress=False)
+    assert packed["files"] == ["jax_cache.tar"] and (out / "jax_cache.tar").stat().st_size <= 150_000
+    with tarfile.open(out / "jax_cache.tar") as tar:
+        names = set(tar.getnames())
+    # 30 kB each (+ header, + 10 % margin): four fit; the bench's three first, then one of the tests'
+    assert {f"bench/entry{i}-cache" for i in range(3)} <= names and len(names) == 4
+    assert packed["items"] == 4 and packed["left_out"] == 3
+
+
+def _driver_with_its_children(tmp_path: Path) -> tuple[subprocess.Popen, set[int]]:
+    """gpu_check.py at tiny size, once both test processes and the warm-up have started."""
+    import time
+
+    out = tmp_path / "out"
+    env = {**os.environ, "TRITON_CACHE_DIR": str(tmp_path / "triton"), "JAXBRR_JAX_CACHE": str(tmp_path / "jax")}
+    driver = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--budget", "300",
+                               "--out", str(out), "--size", "tiny", "--parts", "tests,bench"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for _ in range(600):
+        if all((out / "logs" / name).exists() for name in ("gpu_tests_jax.log", "gpu_tests_triton.log", "warm.log")):
+            break
+        time.sleep(0.1)
+    children = {int(p) for p in Path(f"/proc/{driver.pid}/task/{driver.pid}/children").read_text().split()}
+    assert len(children) == 3  # two pytest processes and the warm-up
+    return driver, children
+
+
+def _running(pids: set[int]) -> list[int]:
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
+
+
+def test_a_killed_check_leaves_no_child_holding_the_gpu(tmp_path):
+    """SIGKILL (a time limit that does not ask first): the children die with the driver."""
+    import signal
+    import time
+
+    driver, children = _driver_with_its_children(tmp_path)
+    driver.send_signal(signal.SIGKILL)
+    driver.communicate(timeout=60)
+    for _ in range(100):
+        if not _running(children):
+            break
+        time.sleep(0.1)
+    assert not _running(children)
+
+
+def test_a_stopped_check_stops_its_children_and_still_writes_the_report(tmp_path):
+    """SIGTERM while the tests run (as a scheduler or a time limit may send it): the driver stops
+    both pytest processes and the warm-up, and writes what it has."""
+    import signal
+
+    out = tmp_path / "out"
+    driver, children = _driver_with_its_children(tmp_path)
+    driver.send_signal(signal.SIGTERM)
+    output, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 0, output[-2000:]
+    summary = json.loads((out / "gpu_check.json").read_text())
+    assert summary["stopped"].startswith("SIGTERM") and "bench" not in summary
+    assert "**Stopped**: SIGTERM" in (out / "gpu_report.md").read_text()
+    assert not _running(children)
