@@ -6,8 +6,8 @@
 Each stage of SeizureDetector runs under jax.named_scope(tap name) (jaxbrr/model.py), so every
 HLO instruction of the compiled step carries its stage in its op_name metadata: `jvp(node_mamba)`
 in the forward, `transpose(jvp(node_mamba))` in the backward; what no stage owns (the loss, the
-optimizer update, dropout's key plumbing) is `step`, and what XLA inserted without a name (layout
-copies) is `xla`. The step runs `--steps` times under
+optimizer update, dropout's key plumbing, and the few ops whose name stack XLA dropped, such as
+some reductions) is `step`, and what XLA inserted without a name (layout copies) is `xla`. The step runs `--steps` times under
 jax.profiler.trace (with its Perfetto JSON); each executed op's time is attributed to its stage
 and direction through the compiled module's text. On a GPU only the device's own events are
 counted (the kernels); on the CPU, the thunks as XLA:CPU runs them. The times are the sum of op
