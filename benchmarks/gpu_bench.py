@@ -36,6 +36,7 @@ device; JAX may allocate 92 %) and halved once if it does not fit.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -402,7 +403,7 @@ def _run(row: dict, size: str, timeout: float) -> dict:
     start = time.perf_counter()
     try:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=max(timeout, 1), env=env,
-                              preexec_fn=_die_with_parent)
+                              preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         stdout, stderr, code = done.stdout, done.stderr, done.returncode
     except subprocess.TimeoutExpired as expired:
         stdout, stderr, code = _text(expired.stdout), _text(expired.stderr), "timeout"
@@ -422,12 +423,15 @@ def _text(output) -> str:
     return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """In a worker before exec: SIGKILL when this driver dies (PR_SET_PDEATHSIG), so a killed run
-    leaves no worker holding the GPU; single-threaded here, where a preexec_fn is safe."""
+    leaves no worker holding the GPU, and exit at once if it died before the request was made;
+    single-threaded here, where a preexec_fn is safe."""
     import ctypes
 
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 if __name__ == "__main__":

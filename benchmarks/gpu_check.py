@@ -32,6 +32,7 @@ SIGKILL if this driver dies outright.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -91,24 +92,38 @@ print(json.dumps(info))
 LIVE: set[subprocess.Popen] = set()  # what _spawn started and nobody has waited for
 
 
-def die_with_parent() -> None:
-    """In a child before exec: SIGKILL when the parent dies (Linux's PR_SET_PDEATHSIG), so that a
-    run killed outright (the device tool at its time limit) leaves nothing holding the GPU for the
-    next call. This driver is single-threaded, where a preexec_fn is safe."""
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _child_setup(parent: int) -> None:
+    """In a child before exec: the stop signals unblocked again (_spawn blocks them around the
+    fork), and SIGKILL when the parent dies (Linux's PR_SET_PDEATHSIG), so that a run killed
+    outright (the device tool at its time limit) leaves nothing holding the GPU for the next
+    call; a parent that died before the request was made means exit at once. This driver is
+    single-threaded, where a preexec_fn is safe."""
     import ctypes
 
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _spawn(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     """command in its own process group (not its own session: whatever stops this run still
     reaches it) that dies with this process, stdout and stderr to log as they come (a run
-    stopped at its limit keeps what it printed)."""
+    stopped at its limit keeps what it printed). A stop signal that arrives while it starts is
+    held until it is in LIVE, where main() finds it to stop."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as handle:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, text=True,
-                                   env={**os.environ, **(env or {})}, process_group=0, preexec_fn=die_with_parent)
-    LIVE.add(process)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        with open(log, "w") as handle:
+            process = subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, text=True,
+                                       env={**os.environ, **(env or {})}, process_group=0,
+                                       preexec_fn=functools.partial(_child_setup, os.getpid()))
+        LIVE.add(process)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     return process
 
 
@@ -579,7 +594,7 @@ def main(argv=None) -> int:
     left = lambda: args.budget - (time.monotonic() - start) - RESERVE_SECONDS[args.size]  # noqa: E731
     summary = {"command": " ".join(["benchmarks/gpu_check.sh", *(argv if argv is not None else sys.argv[1:])]),
                "budget": args.budget, "size": args.size}
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, _raise_stopped)
     summary["seeded"] = seed_caches(ROOT / ".gpu-cache")
     if summary["seeded"]:
@@ -610,10 +625,10 @@ def main(argv=None) -> int:
     finally:
         for process in list(LIVE):
             _stop(process)
-    for signum in (signal.SIGTERM, signal.SIGINT):  # while the figures are written: nothing stops it
+    for signum in STOP_SIGNALS:  # while the figures are written: nothing stops it
         signal.signal(signum, signal.SIG_IGN)
     write_outputs(args.out, summary, start)  # first, so that a kill while packing loses no figure
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     summary["handed_back"] = hand_back(args.out, start + args.budget)
     print(write_outputs(args.out, summary, start))

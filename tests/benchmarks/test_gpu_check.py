@@ -146,11 +146,12 @@ def _driver_with_its_children(tmp_path: Path) -> tuple[subprocess.Popen, set[int
     driver = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--budget", "300",
                                "--out", str(out), "--size", "tiny", "--parts", "tests,bench"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for _ in range(600):
-        if all((out / "logs" / name).exists() for name in ("gpu_tests_jax.log", "gpu_tests_triton.log", "warm.log")):
+    children: set[int] = set()
+    for _ in range(600):  # a log is opened just before its process starts: wait for the processes
+        children = {int(p) for p in Path(f"/proc/{driver.pid}/task/{driver.pid}/children").read_text().split()}
+        if len(children) == 3 and (out / "logs" / "warm.log").exists():
             break
         time.sleep(0.1)
-    children = {int(p) for p in Path(f"/proc/{driver.pid}/task/{driver.pid}/children").read_text().split()}
     assert len(children) == 3  # two pytest processes and the warm-up
     return driver, children
 
@@ -187,4 +188,4 @@ def test_a_stopped_check_stops_its_children_and_still_writes_the_report(tmp_path
     summary = json.loads((out / "gpu_check.json").read_text())
     assert summary["stopped"].startswith("SIGTERM") and "bench" not in summary
     assert "**Stopped**: SIGTERM" in (out / "gpu_report.md").read_text()
-    assert not _running(children)
+    assert not _running(children)  # stopped and reaped by the driver before it wrote the report
