@@ -403,18 +403,18 @@ def _run(row: dict, size: str, timeout: float) -> dict:
     start = time.perf_counter()
     try:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=max(timeout, 1), env=env,
-                              preexec_fn=functools.partial(_die_with_parent, os.getpid()))
+                              preexec_fn=functools.partial(die_with_parent, os.getpid()))
         stdout, stderr, code = done.stdout, done.stderr, done.returncode
     except subprocess.TimeoutExpired as expired:
         stdout, stderr, code = _text(expired.stdout), _text(expired.stderr), "timeout"
     # the last RESULT line: a row that printed its timings before its profile keeps them
     results = [line[7:] for line in stdout.splitlines() if line.startswith("RESULT ")]
-    if not results:
+    if not results or (code != 0 and not row.get("profile")):
         reason = f"timed out after {timeout:.0f} s (the budget's remainder)" if code == "timeout" else \
             f"exit {code}: {' | '.join((stderr or stdout).strip().splitlines()[-3:])}"
         return {"error": reason, "wall_s": time.perf_counter() - start}
     record = {**json.loads(results[-1]), "wall_s": time.perf_counter() - start}
-    if code != 0:  # the timings stand; what came after them did not finish
+    if code != 0:  # a profiled row's timings stand; the profile after them did not finish
         record["profile_error"] = record.get("profile_error") or f"the worker ended ({code}) after its timings"
     return record
 
@@ -423,10 +423,10 @@ def _text(output) -> str:
     return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
 
 
-def _die_with_parent(parent: int) -> None:
-    """In a worker before exec: SIGKILL when this driver dies (PR_SET_PDEATHSIG), so a killed run
-    leaves no worker holding the GPU, and exit at once if it died before the request was made;
-    single-threaded here, where a preexec_fn is safe."""
+def die_with_parent(parent: int) -> None:
+    """In a child before exec (a preexec_fn; the drivers here are single-threaded, where that is
+    safe): SIGKILL when `parent` dies (Linux's PR_SET_PDEATHSIG), so a killed run leaves no child
+    holding the GPU, and exit at once if it died before the request was made."""
     import ctypes
 
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)

@@ -45,6 +45,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import gpu_bench
 import step_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,12 +102,8 @@ def _child_setup(parent: int) -> None:
     outright (the device tool at its time limit) leaves nothing holding the GPU for the next
     call; a parent that died before the request was made means exit at once. This driver is
     single-threaded, where a preexec_fn is safe."""
-    import ctypes
-
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(1)
+    gpu_bench.die_with_parent(parent)
 
 
 def _spawn(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
@@ -176,7 +173,6 @@ GPU_TEST_FILES = ("parity/test_gpu.py", "tests/jaxbrr/train/test_loop.py", "test
 # one CPU core), which the JAX-side tests would otherwise wait behind.
 TEST_GROUPS = {"jax": "gpu and not triton", "triton": "gpu and triton"}
 LIMIT_BYTES = 15 * 2**20  # one handed-back file (the device tool returns files up to 16 MiB, 8 in all)
-CACHE_PARTS = 2  # at most this many files per compile cache
 
 
 SMOKE = r"""
@@ -217,10 +213,9 @@ def part_smoke(out: Path, timeout: float) -> dict:
 
 def jax_cache_env(part: str) -> dict:
     """JAX's persistent compilation cache for one part, under $JAXBRR_JAX_CACHE: handed back
-    with the results, seeded by gpu_check.sh on the next run (a full-size train step compiled in
-    70 s on the H200)."""
-    root = Path(os.environ.get("JAXBRR_JAX_CACHE", "/tmp/jaxbrr-jax-cache"))
-    return {"JAX_COMPILATION_CACHE_DIR": str(root / part), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2"}
+    with the results, seeded from .gpu-cache/ on the next run (a full-size train step compiled
+    in 70 s on the H200)."""
+    return {"JAX_COMPILATION_CACHE_DIR": str(cache_roots()["jax_cache"] / part), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2"}
 
 
 def part_tests(out: Path, timeout: float, size: str, warm: bool) -> tuple[dict, subprocess.Popen | None]:
@@ -357,7 +352,7 @@ def _bytes(group: list[Path]) -> int:
     return sum(f.stat().st_size + 512 for f in group if f.is_file())  # + a tar header each
 
 
-def pack_cache(name: str, root: Path, out: Path, limit: int = LIMIT_BYTES, max_parts: int = CACHE_PARTS,
+def pack_cache(name: str, root: Path, out: Path, limit: int = LIMIT_BYTES, max_parts: int = 2,
                compress: bool = True) -> dict:
     """root's items (cache_items(), most valuable first) in at most max_parts files of at most
     `limit` bytes: name.tar.xz, or name.1.tar.xz, name.2.tar.xz ...; without `compress` (JAX's
@@ -389,18 +384,17 @@ def pack_cache(name: str, root: Path, out: Path, limit: int = LIMIT_BYTES, max_p
             room[fit] -= size
     bins = [b for b in bins if b]
     names = [f"{name}{suffix}"] if len(bins) == 1 else [f"{name}.{i + 1}{suffix}" for i in range(len(bins))]
-    sizes = []
-    for i, (file, part) in enumerate(zip(names, bins, strict=True)):
+    kept = []  # (file, bytes, items)
+    for file, part in zip(names, bins, strict=True):
         size = _write_tar(out / file, root, part, compress)
         if size > limit:  # the estimate was off: once more with 80 % of its items
-            bins[i] = part = part[: max(1, len(part) * 4 // 5)]
+            part = part[: max(1, len(part) * 4 // 5)]
             size = _write_tar(out / file, root, part, compress)
-        sizes.append(size)
-    kept = [(file, size, part) for file, size, part in zip(names, sizes, bins, strict=True) if size <= limit]
-    for file, size, _ in zip(names, sizes, bins, strict=True):
         if size > limit:
             (out / file).unlink()
-    packed = sum(len(part) for _, _, part in kept)
+        else:
+            kept.append((file, size, len(part)))
+    packed = sum(n for _, _, n in kept)
     return {"files": [file for file, _, _ in kept], "megabytes": [round(size / 2**20, 2) for _, size, _ in kept],
             "items": packed, "left_out": len(items) - packed}
 

@@ -7,10 +7,10 @@
 # the machine, run this from the repository root. The wheels are installed into a private
 # folder (/tmp/jaxbrr-site, nothing of the machine's own Python changes) and put first on
 # PYTHONPATH; then benchmarks/gpu_check.py prints versions and the device, runs `pytest -m gpu`
-# and the GPU benchmarks within the budget, and writes gpu_report.md, gpu_check.json, bench.jsonl,
-# logs.tar.xz and the compile caches into --out (default: $OUT when set, else ./gpu_check). A
-# part that fails is reported and the rest still runs. Without .whl/ the current Python environment is used as it is (the CPU
-# rehearsal in CI runs it so, at --size tiny).
+# and the GPU benchmarks within the budget, and writes gpu_report.md, gpu_check.json,
+# bench.jsonl, logs.tar.xz and the compile caches into --out (default: $OUT when set, else
+# ./gpu_check). A part that fails is reported and the rest still runs. Without .whl/ the current
+# Python environment is used as it is (the CPU rehearsal in CI runs it so, at --size tiny).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
