@@ -18,11 +18,15 @@ by stage (`parameter_stages`).
     from_electrodes  gnn (graph) | node_mamba        proj_from_electrodes             v3
     logits           the stage before it             head                             all
 
+Under model.precision bfloat16, input, edge_features, adjacency, pe and gnn still compute in float32
+(FLOAT32_STAGES); the rest in bf16.
+
 Framework-neutral: a stage is any callable, an array anything the callables take.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,23 +42,28 @@ class Stage:
     parameters: tuple[str, ...] = ()  # top-level modules whose parameters this stage runs
     architectures: tuple[str, ...] = ("tcn", "v2", "v3")
     graph: bool | None = None  # True: only with model.graph.enabled; False: only without; None: either
+    float32: bool = False  # under model.precision bfloat16, still computed in float32 (inputs upcast)
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("input", (MODEL_INPUT,)),
+    Stage("input", (MODEL_INPUT,), float32=True),
     Stage("tcn", ("input",), ("tcn",)),
     Stage("mamba", ("tcn",), ("mamba",), ("v2",)),
     Stage("electrodes", ("tcn",), ("proj_to_electrodes",), ("v3",)),
     Stage("node_mamba", ("electrodes",), ("node_mamba",), ("v3",)),
-    Stage("edge_features", ("electrodes",), (), ("v3",), graph=True),
+    Stage("edge_features", ("electrodes",), (), ("v3",), graph=True, float32=True),
     Stage("edge_weights", ("edge_features",), ("edge_lift", "edge_mamba", "edge_proj"), ("v3",), graph=True),
-    Stage("adjacency", ("edge_weights",), (), ("v3",), graph=True),
-    Stage("pe", ("adjacency",), (), ("v3",), graph=True),
-    Stage("gnn", ("node_mamba", "adjacency", "pe"), ("gnn",), ("v3",), graph=True),
+    Stage("adjacency", ("edge_weights",), (), ("v3",), graph=True, float32=True),
+    Stage("pe", ("adjacency",), (), ("v3",), graph=True, float32=True),
+    Stage("gnn", ("node_mamba", "adjacency", "pe"), ("gnn",), ("v3",), graph=True, float32=True),
     Stage("from_electrodes", ("gnn",), ("proj_from_electrodes",), ("v3",), graph=True),
     Stage("from_electrodes", ("node_mamba",), ("proj_from_electrodes",), ("v3",), graph=False),
     Stage("logits", (PREVIOUS,), ("head",)),
 )
+
+# model.precision bfloat16: the stages that compute in float32 all the same (similarities, the
+# graph, the eigh PE and the GNN on it); both twins upcast these stages' inputs.
+FLOAT32_STAGES: tuple[str, ...] = tuple(dict.fromkeys(stage.name for stage in STAGES if stage.float32))
 
 
 def active_stages(architecture: str, graph_enabled: bool) -> list[Stage]:
@@ -66,7 +75,7 @@ def active_stages(architecture: str, graph_enabled: bool) -> list[Stage]:
         if stage.graph is not None and stage.graph != graph_enabled:
             continue
         inputs = tuple(out[-1].name if i == PREVIOUS else i for i in stage.inputs)
-        out.append(Stage(stage.name, inputs, stage.parameters, stage.architectures, stage.graph))
+        out.append(dataclasses.replace(stage, inputs=inputs))
     return out
 
 

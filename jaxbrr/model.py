@@ -32,10 +32,11 @@ from common.constants import (
     GUARD_MODEL_INPUT,
     TO_ELECTRODES_GAIN,
 )
-from common.stages import run_stages
+from common.stages import FLOAT32_STAGES, run_stages
 from jaxbrr import graph
 from jaxbrr.gnn import GraphMixer
 from jaxbrr.mamba import BiMamba2, softplus
+from jaxbrr.ssm import at_least_float32
 from jaxbrr.tcn import ProjectionHead, TCNEncoder, pointwise_conv
 
 # The static PE is a constant of (montage, k, sign): numpy, computed once outside jit.
@@ -48,8 +49,9 @@ class SeizureDetector(nnx.Module):
         self.config = config
         guards = config.stability.guards == "original"
         # precision bfloat16: convolutions, projections and Mamba matmuls compute in bf16 on float32
-        # parameters; the scan's dt/A/cumsums/decays, the gated norm's statistics, the graph and
-        # the eigh PE stay float32 (jaxbrr/ssm.py, mamba.py, graph.py), and logits return as float32.
+        # parameters; the scan's dt/A/cumsums/decays and the gated norm's statistics stay float32
+        # (jaxbrr/ssm.py, mamba.py), so do common.stages.FLOAT32_STAGES (similarities, graph, eigh
+        # PE, GNN: their inputs are upcast, as torchref's), and logits return as float32.
         dtype = jnp.bfloat16 if config.precision == "bfloat16" else None
         n, d, d_tcn = config.n_chans, config.electrode_dim, config.tcn.out_channels
         self.tcn = TCNEncoder(n, config.tcn, rngs=rngs, dtype=dtype)
@@ -85,7 +87,13 @@ class SeizureDetector(nnx.Module):
         """tap name -> the function computing it from its inputs, in forward order, for the stages
         common/stages.py's table gives this config; every array in torchref's tap layout (the
         rearranges between stages cancel under jit). __call__ is these, run in order."""
-        return {name: _named(name, getattr(self, f"_{name}")) for name in self.config.stage_inputs}
+        stages = {}
+        for name in self.config.stage_inputs:
+            stage = getattr(self, f"_{name}")
+            if self.dtype is not None and name in FLOAT32_STAGES:
+                stage = _upcast_inputs(stage)
+            stages[name] = _named(name, stage)
+        return stages
 
     def _input(self, x: jax.Array) -> jax.Array:  # (B, C, T)
         if self.guards:  # original: nan_to_num (NaN and ±inf -> 0) + clamp ±10 on the input
@@ -144,6 +152,16 @@ class SeizureDetector(nnx.Module):
 
 def count_parameters(model: nnx.Module) -> int:
     return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def _upcast_inputs(stage: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+    """The stage on its inputs in at least float32 (a FLOAT32_STAGES stage under bf16 precision)."""
+
+    @functools.wraps(stage)
+    def upcast(*args):
+        return stage(*(at_least_float32(a) for a in args))
+
+    return upcast
 
 
 def _named(name: str, stage: Callable[..., jax.Array]) -> Callable[..., jax.Array]:

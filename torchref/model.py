@@ -33,15 +33,15 @@ from common.constants import (
     GUARD_MODEL_INPUT,
     TO_ELECTRODES_GAIN,
 )
-from common.stages import run_stages
+from common.stages import FLOAT32_STAGES, run_stages
 from torchref import graph
 from torchref.gnn import GraphMixer
 from torchref.mamba import BiMamba2
 from torchref.tcn import ProjectionHead, TCNEncoder, pointwise_conv
 
 # model.precision bfloat16, as jaxbrr/model.py: convolutions, projections and Mamba matmuls run in
-# bf16 (autocast) on float32 parameters; these stages and the returned logits stay float32.
-FLOAT32_STAGES = ("input", "edge_features", "adjacency", "pe", "gnn")
+# bf16 (autocast) on float32 parameters; common.stages.FLOAT32_STAGES and the returned logits stay
+# float32, and so does the selective scan inside the Mamba stages (torchref/ssm.py).
 
 
 class SeizureDetector(nn.Module):

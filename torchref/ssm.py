@@ -21,10 +21,14 @@ never a default.
 dt must already be softplus'ed (and biased); A is negative. The scan runs in the widest input
 dtype and at least float32, and returns y in x's dtype: dt, A, cumulative sums and decays must not
 be bfloat16 (a bfloat16 cumsum of 960 dA values is off by up to 1.4, a 300 % decay error; mamba_ssm's
-Triton kernels keep them in float32 too). float64 stays float64.
+Triton kernels keep them in float32 too). float64 stays float64. Both scans switch autocast off
+for their own ops (`_outside_autocast`): under model.precision bfloat16 they run inside the stage's
+bf16 autocast region, where every einsum (a bmm) would be cast back to bf16 and undo the upcast.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +48,18 @@ def _to_scan_dtype(*tensors: torch.Tensor) -> list[torch.Tensor]:
     for t in tensors:
         dtype = torch.promote_types(dtype, t.dtype)
     return [t.to(dtype) for t in tensors]
+
+
+def _outside_autocast(scan):
+    """Run `scan` with autocast off on its inputs' device: its math stays in the scan dtype
+    (jaxbrr's twin has no autocast; mamba_ssm's kernels accumulate in float32 as well)."""
+
+    @functools.wraps(scan)
+    def run(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return scan(x, *args, **kwargs)
+
+    return run
 
 
 def segsum(a: torch.Tensor) -> torch.Tensor:
@@ -72,6 +88,7 @@ def _check_shapes(x, dt, A, B, C) -> tuple[int, int]:
     return heads, groups
 
 
+@_outside_autocast
 def ssd_chunked(x, dt, A, B, C, chunk_size: int, mask_after_exp: bool = False) -> torch.Tensor:
     """Chunked SSD scan. x (B,L,H,P), dt (B,L,H), A (H,), B/C (B,L,G,N) -> y (B,L,H,P).
 
@@ -135,6 +152,7 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, mask_after_exp: bool = False) -
     return y[:, :length].to(out_dtype)  # (B, L, H, P)
 
 
+@_outside_autocast
 def ssd_sequential(x, dt, A, B, C) -> torch.Tensor:
     """The plain recurrence, one step at a time (vectorised over batch and heads): the oracle.
 

@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from common.config import load_config
+from jaxbrr import graph
 from jaxbrr.model import SeizureDetector, count_parameters
 
 TINY = "configs/tiny.yaml"
@@ -97,6 +98,12 @@ def test_bfloat16_computes_in_bf16_on_float32_parameters():
         assert logits.dtype == jnp.float32 and bool(jnp.isfinite(logits).all())
     assert taps["bfloat16"]["tcn"].dtype == jnp.bfloat16
     assert taps["bfloat16"]["pe"].dtype == jnp.float32  # eigh stays float32
+    # FLOAT32_STAGES take their inputs upcast, as torchref's: the similarities of the bf16
+    # electrodes in float32 (rounding ~1e-7), not in bf16 (8-bit mantissa, ~4e-3).
+    bf16 = taps["bfloat16"]
+    assert bf16["electrodes"].dtype == jnp.bfloat16 and bf16["edge_features"].dtype == jnp.float32
+    similarity = graph.edge_features(bf16["electrodes"].astype(jnp.float32), config.model.graph.edge_features, False)
+    assert float(jnp.abs(bf16["edge_features"] - similarity).max()) < 1e-5
     a, b = taps["float32"]["tcn"], taps["bfloat16"]["tcn"].astype(jnp.float32)
     assert float(jnp.abs(a - b).max() / jnp.abs(a).max()) < 2e-2  # bf16 has an 8-bit mantissa
 

@@ -81,6 +81,27 @@ def test_bfloat16_inputs_scan_in_float32():
     assert ((y.double() - ref).abs().max() / ref.abs().max()).item() < 2e-2
 
 
+@pytest.mark.parametrize("scan", ["chunked", "sequential"])
+def test_bfloat16_autocast_leaves_the_scan_in_float32(scan):
+    """model.precision bfloat16 runs the Mamba stages' forward under a bf16 autocast region (the
+    backward outside it, as the loop's loss.backward()); the scan's einsums must not be cast back
+    to bf16 there: the same bits, values and gradients, as without autocast."""
+    x, dt, A, B, C = scan_inputs(torch.float64)
+    inputs = [x.bfloat16(), dt.bfloat16(), A.float(), B.bfloat16(), C.bfloat16()]
+    weights = torch.randn(BATCH, LENGTH, HEADS, HEADDIM, generator=torch.Generator().manual_seed(1))
+
+    def run(*a):
+        return selective_scan(*a, scan=scan, chunk_size=16)
+
+    def in_autocast(*a):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return run(*a)
+
+    plain, autocast = value_and_grads(run, inputs, weights), value_and_grads(in_autocast, inputs, weights)
+    for name, a, b in zip(["y", "dx", "ddt", "dA", "dB", "dC"], autocast, plain, strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+
+
 def naive_one_chunk_ssd(x, dt, A, B, C):
     """The whole sequence as one chunk, with exp taken BEFORE the causal mask (the hazard)."""
     length = x.shape[1]
