@@ -6,12 +6,15 @@ STAMP   := .venv/.installed
 
 venv: $(STAMP)
 
-# torch==2.13.0 goes in first: the CPU build on disk. Anything that depends on torch afterwards
-# sees its requirement met and pulls no CUDA build.
+# torch==2.13.0 goes in first (on this project's machines the CPU build on disk; elsewhere
+# TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" takes the CPU build, README).
+# Anything that depends on torch afterwards sees its requirement met and pulls no CUDA build.
+TORCH_PIP_ARGS ?=
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE $(PY) -m pip install --quiet --no-build-isolation mamba-ssm \
 		|| echo "mamba-ssm did not build: its oracle tests will skip"

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                              "or .csv or the corpus's own files (CHB-MIT, Siena)")
     parser.add_argument("--out", metavar="DIR",
                         help=f"write DIR/{METRICS_FILE} (with --checkpoint also the plots and the "
-                             ".csv_bi files; default WORKDIR/eval/<split or DIR name>)")
+                             ".csv_bi files; default WORKDIR/eval/<kind>-<step>/<split or DIR name>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="with --checkpoint: override a config field outside `model`")
     parser.add_argument("--max-timelines", type=int, default=20, metavar="N",

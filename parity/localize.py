@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--dump", type=Path, help="a training NaN dump directory (WORKDIR/nan/step_N)")
     source.add_argument("--checkpoint", type=Path, help=".safetensors, .pt or a training checkpoint directory")
     source.add_argument("--scenario", choices=sorted(scenarios.SCENARIOS), help="a planted problem")
-    parser.add_argument("--batch", type=Path, help="with --checkpoint: an .npz holding x (B, C, T), optionally y, valid")
+    parser.add_argument("--batch", type=Path, help="with --checkpoint: an .npz holding x (B, C, T), optionally y, valid; or the original's .pt debug batch")
     parser.add_argument("--config", help="config YAML (for a bare state dict, or the loss of a .safetensors)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field of the run, e.g. model.remat=true (less memory at full "
