@@ -58,6 +58,10 @@ CHECKPOINT_FILE = re.compile(r"step_(\d+)\.pt")
 DROPOUT_STREAM = 1  # the dropout Generator's seed is SeedSequence([train.seed, DROPOUT_STREAM])
 
 
+# The size of a torch.Generator's state: Philox (seed, offset) on CUDA, Mersenne Twister on the CPU.
+CUDA_GENERATOR_BYTES, CPU_GENERATOR_BYTES = 16, 5056
+
+
 def checkpoint_path(workdir: str | Path, kind: str, step: int) -> Path:
     return Path(workdir) / "checkpoints" / kind / f"step_{step:06d}.pt"
 
@@ -88,9 +92,11 @@ def write_dump(workdir: str | Path, config, model: torch.nn.Module, generator_st
                batch: dict[str, np.ndarray], info: dict) -> Path:
     """common.train.dumps.write_dump with the model's state dict (the optimizer never stepped on
     it, so it is the state from before) as model.pt and the dropout Generator's state from before
-    the step in nan.json (`torch.Generator().set_state` of the base64 bytes)."""
+    the step in nan.json (`torch.Generator(device).set_state` of the base64 bytes, on the kind of
+    device named beside it: CUDA's Philox state does not fit a CPU Generator)."""
     state = base64.b64encode(generator_state.cpu().numpy().tobytes()).decode()
-    rng = {"dropout": {"generator_state_base64": state}}
+    device = "cuda" if generator_state.numel() == CUDA_GENERATOR_BYTES else "cpu"
+    rng = {"dropout": {"generator_state_base64": state, "device": device}}
     return dumps.write_dump(workdir, config, batch, info, rng,
                             lambda folder: torch.save(model.state_dict(), folder / "model.pt"))
 
@@ -208,8 +214,16 @@ class Trainer(Loop):
         return steps[-1] if steps else None
 
     def _restore(self) -> dict:
-        state = torch.load(checkpoint_path(self.workdir, "last", self._latest()), weights_only=True,
-                           map_location=self.device)
+        path = checkpoint_path(self.workdir, "last", self._latest())
+        state = torch.load(path, weights_only=True, map_location=self.device)
+        saved, here = state["generator"].numel(), self.generator.get_state().numel()
+        if saved != here:
+            kinds = {CUDA_GENERATOR_BYTES: "a CUDA GPU", CPU_GENERATOR_BYTES: "the CPU"}
+            raise ConfigError(
+                f"--resume: {path} was written on {kinds.get(saved, 'another kind of device')} and this run "
+                f"is on {kinds.get(here, self.device.type)}: torch's dropout stream of one device kind cannot "
+                "continue on the other, so the resumed run would not repeat the uninterrupted one. Resume on "
+                f"the kind of device that wrote it, or start a new run from its weights: --init-from {path}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import load_config
+from common.config import ConfigError, load_config
 from common.data.prepare import prepare
 from common.train.log import read_metrics
 from common.train.loop import NonFiniteStep
@@ -138,6 +138,13 @@ def test_resume_repeats_the_run(tmp_path, corpus, prepared, monkeypatch):
     assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
     for key in ("loss", "grad_norm", "lr"):
         assert [r[key] for r in a] == [r[key] for r in b], key
+    # A checkpoint from another kind of device (a CUDA Generator's 16-byte state in place of the
+    # CPU's 5056 bytes) cannot continue the dropout stream here: refused, naming the way out.
+    path = checkpoint_path(tmp_path / "cut", "last", checkpoint_steps(tmp_path / "cut", "last")[-1])
+    saved = torch.load(path, weights_only=True)
+    torch.save({**saved, "generator": torch.zeros(16, dtype=torch.uint8)}, path)
+    with pytest.raises(ConfigError, match=r"written on a CUDA GPU and this run is on the CPU.*--init-from"):
+        trainer(tmp_path / "cut", corpus, prepared, *extra, resume=True)
     # The LR of the last applied update (optax's report): the schedule counts 3 updates, not 6.
     schedule = learning_rate_schedule(whole.cfg, 3)
     assert [r["lr"] for r in a] == [schedule(s) for s in (0, 0, 0, 1, 1, 2)]
@@ -217,6 +224,7 @@ def test_raise_writes_the_dump(tmp_path, corpus, prepared, monkeypatch):
     assert "non-finite loss" in record["why"] and record["replay"].endswith(str(dump))
     state = base64.b64decode(record["rng"]["dropout"]["generator_state_base64"])
     assert state == before["generator"].numpy().tobytes()  # the dropout state the step started from
+    assert record["rng"]["dropout"]["device"] == "cpu"
     assert record["config"]["train"]["nan_policy"] == "raise"
     assert [(r["kind"], r["step"]) for r in read_metrics(tmp_path)] == [("train", 1), ("nan", 1)]
 
