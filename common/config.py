@@ -352,6 +352,10 @@ class TrainConfig:
     seed: int = 0
     # Host batches loaded ahead by a background thread (0: load in the training thread).
     prefetch: int = Field(2, ge=0)
+    # NVIDIA GPUs only: float32 matmuls and convolutions in TF32 (10-bit mantissa; JAX's and cuDNN's
+    # GPU default) in both twins, or false: full float32 in both (as every CPU run, and what the
+    # parity table's GPU rows assume). Process-wide; nothing changes on a CPU.
+    tf32: bool = False
     mesh: MeshConfig = MeshConfig()
     distributed: DistributedConfig = DistributedConfig()
 

@@ -36,6 +36,17 @@ from jaxbrr.train.step import checkify_failure, make_train_step
 from jaxbrr.weights import fill, load_model, to_neutral
 
 
+def set_float32_precision(tf32: bool, platform: str) -> str | None:
+    """train.tf32 on a GPU: JAX's default precision for float32 dots and convolutions, process-wide,
+    'tensorfloat32' (XLA's GPU default) or 'highest' (full float32, as on a CPU). Returns the
+    setting, or None on other platforms (nothing set)."""
+    if platform != "gpu":
+        return None
+    value = "tensorfloat32" if tf32 else "highest"
+    jax.config.update("jax_default_matmul_precision", value)
+    return value
+
+
 class Trainer(Loop):
     """The jaxbrr loop: one jitted functional step over the split NNX state; orbax checkpoints."""
 
@@ -44,6 +55,7 @@ class Trainer(Loop):
     def _build(self) -> None:
         distributed.initialize(self.cfg.distributed)  # before any device is touched
         self.process_index, self.process_count = jax.process_index(), jax.process_count()
+        self.float32_matmuls = set_float32_precision(self.cfg.tf32, jax.default_backend())
         self.model = SeizureDetector(self.config.model, rngs=nnx.Rngs(self.cfg.seed))
         self.optimizer = make_nnx_optimizer(self.model, self.cfg, self.total_updates)
         self.checkpoints = Checkpoints(self.workdir, self.cfg.keep_checkpoints)
@@ -102,6 +114,8 @@ class Trainer(Loop):
         if self.mesh is not None:
             text += " (data parallel)" if self.mesh.shape[FSDP_AXIS] == 1 else (
                 f" (mesh data {self.mesh.shape['data']} x fsdp {self.mesh.shape[FSDP_AXIS]})")
+        if self.float32_matmuls is not None:
+            text += f"; float32 dots and convolutions: {self.float32_matmuls} (train.tf32)"
         return text
 
     def _mean_over_hosts(self, values: dict[str, float]) -> dict[str, float]:
@@ -152,8 +166,10 @@ class Trainer(Loop):
     def _save(self, kind: str) -> Path:
         model, optimizer = self._objects(self.state)
         neutral = None
-        if self.primary:  # the neutral copy: host 0 writes it, from the whole (gathered) model state
-            host_state = distributed.gather_to_host(self.state[0]) if self.process_count > 1 else self.state[0]
+        # The neutral copy: host 0 writes it, from the whole model state. Gathering a state split
+        # over hosts (fsdp) is a collective: every host joins it, or host 0 waits for ever.
+        host_state = distributed.gather_to_host(self.state[0]) if self.process_count > 1 else self.state[0]
+        if self.primary:
             neutral = to_neutral(nnx.merge(nnx.graphdef(self.model), host_state))
         return self.checkpoints.save(kind, self.progress.step, model, optimizer, self._meta(), neutral)
 

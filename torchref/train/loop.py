@@ -78,6 +78,16 @@ def dropout_generator(seed: int, device: torch.device | str = "cpu") -> torch.Ge
     return torch.Generator(device=device).manual_seed(int(state))
 
 
+def set_float32_precision(tf32: bool, device: torch.device) -> str | None:
+    """train.tf32 on a CUDA device: torch's TF32 switches for float32 matmuls (cuBLAS) and
+    convolutions (cuDNN; on by default in torch), process-wide. Returns 'tf32' or 'float32', or
+    None on the CPU (nothing set)."""
+    if device.type != "cuda":
+        return None
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    return "tf32" if tf32 else "float32"
+
+
 def default_device() -> torch.device:
     """CUDA when torch sees a GPU, else the CPU."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -109,6 +119,7 @@ class Trainer(Loop):
     def _build(self) -> None:
         cfg = self.cfg
         self.device = default_device()
+        self.float32_matmuls = set_float32_precision(self.cfg.tf32, self.device)
         if self.config.model.ssm.backend == "cuda" and self.device.type != "cuda":
             raise ConfigError("model.ssm.backend = 'cuda' needs a CUDA GPU and torch sees none; "
                               "set model.ssm.backend=torch")
@@ -124,7 +135,8 @@ class Trainer(Loop):
 
     def devices(self) -> str:
         if self.device.type == "cuda":
-            return f"devices: {self.device} ({torch.cuda.get_device_name(self.device)})"
+            return (f"devices: {self.device} ({torch.cuda.get_device_name(self.device)}); float32 matmuls "
+                    f"and convolutions: {self.float32_matmuls} (train.tf32)")
         return f"devices: cpu, torch {torch.get_num_threads()} threads"
 
     def parameter_count(self) -> int:

@@ -45,7 +45,7 @@ from common.train.loop import NonFiniteStep
 from jaxbrr.model import SeizureDetector
 from jaxbrr.train.__main__ import main as train_main
 from jaxbrr.train.checkpoint import load_model
-from jaxbrr.train.loop import Trainer
+from jaxbrr.train.loop import Trainer, set_float32_precision
 from parity.tolerances import tolerance
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -248,11 +248,29 @@ def _jax_has_gpu() -> bool:
         return False
 
 
+@pytest.fixture
+def matmul_precision_restored():
+    """train.tf32 sets JAX's default matmul precision process-wide: put it back after the test."""
+    saved = jax.config.jax_default_matmul_precision
+    yield
+    jax.config.update("jax_default_matmul_precision", saved)
+
+
+def test_train_tf32_sets_the_float32_precision_on_gpus_only(matmul_precision_restored):
+    saved = jax.config.jax_default_matmul_precision
+    assert set_float32_precision(False, "cpu") is None and jax.config.jax_default_matmul_precision == saved
+    assert set_float32_precision(False, "gpu") == jax.config.jax_default_matmul_precision == "highest"
+    assert set_float32_precision(True, "gpu") == jax.config.jax_default_matmul_precision == "tensorfloat32"
+    assert load_config(SMOKE).train.tf32 is False  # full float32 unless asked
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not _jax_has_gpu(), reason="needs a JAX GPU backend")
-def test_three_steps_on_the_gpu_then_again_under_jax_debug_nans(tmp_path, data_overrides, prepared):
-    """The smoke run on the GPU (JAX's default backend there), then the same run with
-    jax_debug_nans on: no false alarm, and the same losses within the GPU trajectory row."""
+def test_three_steps_on_the_gpu_then_again_under_jax_debug_nans(tmp_path, data_overrides, prepared,
+                                                                 matmul_precision_restored):
+    """The smoke run on the GPU (JAX's default backend there, float32 dots in full float32 by
+    train.tf32: false), then the same run with jax_debug_nans on: no false alarm, and the same
+    losses within the GPU trajectory row."""
     runs = {}
     for name, debug in (("plain", False), ("debug-nans", True)):
         config = config_for(tmp_path, data_overrides, "train.max_steps=3", name=name)
@@ -260,6 +278,7 @@ def test_three_steps_on_the_gpu_then_again_under_jax_debug_nans(tmp_path, data_o
             trainer = Trainer(config, progress=False, prepared=prepared)
             result = trainer.run()
         assert result.progress.step == 3 and "gpu" in trainer.devices().lower()
+        assert "float32 dots and convolutions: highest (train.tf32)" in trainer.devices()
         runs[name] = losses(tmp_path / name)
         assert len(runs[name]) == 3 and all(np.isfinite(v) for v in runs[name].values())
     rtol, atol = tolerance("trajectory", "float32", "gpu")
@@ -380,6 +399,29 @@ def test_two_processes_train_exactly_like_two_devices_in_one(tmp_path, data_over
     assert validations(work) == validations(reference)
     for a, b in zip(*(jax.tree.leaves(nnx.state(load_model(w)[1], nnx.Param)) for w in (work, reference)), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_fsdp_over_two_processes_checkpoints_and_follows_one_device(tmp_path, data_overrides, uninterrupted,
+                                                                   compilation_cache):
+    """Parameters and Adam moments split over two processes (mesh data 1 × fsdp 2): the run
+    validates and writes its checkpoints (gathering a split state is a collective that every host
+    joins; host 0 alone once waited there for ever), and its steps, the 1-device program with the
+    same dropout masks, follow the 1-device run within the trajectory tolerance."""
+    work = tmp_path / "fsdp-hosts"
+    hosts = two_processes(work, [*data_overrides, *RUN, "train.max_steps=2", "train.mesh.fsdp=2",
+                                 "train.mesh.fsdp_min_size=0"], compilation_cache)
+    for host in hosts:
+        assert host.returncode == 0, host.stderr[-3000:]
+        assert "(mesh data 1 x fsdp 2)" in host.stdout
+    assert (work / "checkpoints" / "last" / "2" / "model.safetensors").is_file()
+    expected, got = losses(uninterrupted[1].workdir), losses(work)
+    assert sorted(got) == [1, 2]
+    a, b = np.array([got[1], got[2]]), np.array([expected[1], expected[2]])
+    rtol, atol = tolerance("trajectory", "float32")
+    np.testing.assert_allclose(a, b, rtol=0, atol=rtol * np.abs(b).max() + atol)
+    config, model = load_model(work)  # the best checkpoint, written from the gathered state
+    assert config.train.mesh.fsdp == 2 and all(np.isfinite(np.asarray(p)).all()
+                                               for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 def test_planted_nan_on_two_processes_writes_one_whole_dump(tmp_path, data_overrides, uninterrupted,

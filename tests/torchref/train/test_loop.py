@@ -22,7 +22,7 @@ from common.train.log import read_metrics
 from common.train.loop import NonFiniteStep
 from torchref.model import SeizureDetector
 from torchref.train.__main__ import main
-from torchref.train.loop import Trainer, checkpoint_path, checkpoint_steps
+from torchref.train.loop import Trainer, checkpoint_path, checkpoint_steps, set_float32_precision
 from torchref.train.optim import learning_rate_schedule
 
 TINY = Path("configs/tiny.yaml").absolute()
@@ -101,8 +101,23 @@ def test_three_steps_on_the_gpu_with_mamba_ssm_kernels(tmp_path, corpus, prepare
     assert [r["step"] for r in train] == [1, 2, 3] and result.progress.step == 3
     assert all(np.isfinite(r["loss"]) and r["skipped"] == 0 for r in train)
     assert [r["kind"] for r in records[3:]] == ["validation"]
+    assert "float32 matmuls and convolutions: float32 (train.tf32)" in run.devices()
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
     saved = torch.load(checkpoint_path(tmp_path, "last", 3), weights_only=True, map_location="cpu")
     assert saved["meta"]["progress"]["step"] == 3
+
+
+def test_train_tf32_sets_torchs_switches_on_cuda_only():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        assert set_float32_precision(False, torch.device("cpu")) is None and torch.backends.cudnn.allow_tf32
+        assert set_float32_precision(False, torch.device("cuda")) == "float32"
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert set_float32_precision(True, torch.device("cuda")) == "tf32"
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 class Interrupted(RuntimeError):
