@@ -24,8 +24,11 @@ Sources (--windows I,J keeps only those windows of the batch)
   --scenario NAME       a planted problem from parity/scenarios.py, with its expected verdict
 
 --device gpu runs both frameworks on the first GPU (torch on CUDA, JAX on its GPU backend) and
-judges differences by the GPU rows of parity/tolerances.py (valid with TF32 off: the precision
-settings in force are each framework's own, and printed). The default is the CPU, the tight tier.
+judges differences by the GPU rows of parity/tolerances.py, which hold with TF32 off: so `--tf32
+off` (the default) runs float32 matmuls and convolutions in full float32 on both sides (torch's
+allow_tf32 off, JAX's default matmul precision "highest"); `--tf32 on` runs both in TF32 (how a
+`train.tf32: true` run computed), and the settings in force are printed. The default device is
+the CPU, the tight tier; --tf32 changes nothing there.
 The runs are in eval mode (dropout off). Without labels the loss uses all-zero labels, and says so.
 Exit status: 0 when the verdict is CLEAN (or, for a scenario, the expected one), 1 otherwise,
 2 for bad input.
@@ -73,7 +76,7 @@ from parity.problem import (
     read_batch,
     select_windows,
 )
-from parity.report import Report, format_report, plot_report, write_json
+from parity.report import Report, float32_precision, format_report, plot_report, write_json
 from parity.runs import Run
 from parity.twins import make_twin
 from parity.verdicts import (
@@ -314,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32,float64", help="comma-separated, from " + ",".join(DTYPES))
     parser.add_argument("--device", default="cpu", choices=DEVICES,
                         help="where both frameworks run (default %(default)s; gpu: the first CUDA GPU)")
+    parser.add_argument("--tf32", choices=("off", "on"), default="off",
+                        help="with --device gpu: float32 matmuls/convolutions in full float32 on both sides "
+                             "(off, default: what the GPU tolerances assume) or in TF32 on both (on)")
     parser.add_argument("--extreme", type=float, default=EXTREME_SIGMA,
                         help="|x| beyond this (z-scored σ) is a DATA finding (default %(default)s)")
     parser.add_argument("--json", type=Path, help="write the report as JSON (schema in the module docstring)")
@@ -347,7 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.set:
             problem.config = with_overrides(problem.config, args.set, problem.source)
             problem.source += f" with --set {' '.join(args.set)}"
-        report = localize(problem, dtypes, args.extreme, progress=say, device=args.device)
+        tf32 = args.tf32 == "on"
+        precision = (float32_precision(tf32, "tensorfloat32" if tf32 else "highest") if args.device == "gpu"
+                     else contextlib.nullcontext())
+        with precision:
+            report = localize(problem, dtypes, args.extreme, progress=say, device=args.device)
     except (LocalizeError, ConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ documented in parity/localize.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,20 @@ def versions() -> dict[str, str]:
     import flax
 
     return {"torch": torch.__version__, "jax": jax.__version__, "flax": flax.__version__}
+
+
+@contextlib.contextmanager
+def float32_precision(torch_tf32: bool, jax_precision: str):
+    """torch's TF32 switches (cuBLAS matmuls, cuDNN convolutions) and JAX's default matmul precision
+    for the block, restored after. What the GPU rows of parity/tolerances.py assume is
+    float32_precision(False, "highest"); TF32 in both is (True, "tensorfloat32")."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch_tf32
+    try:
+        with jax.default_matmul_precision(jax_precision):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def precision_settings() -> dict[str, str]:

@@ -17,8 +17,6 @@ cudnn.allow_tf32 False, JAX's default matmul precision "highest".
 
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import pytest
@@ -31,6 +29,7 @@ from parity import localize, scenarios
 from parity import problem as problem_lib
 from parity import report as report_lib
 from parity.compare import compare_trees
+from parity.report import float32_precision
 from parity.runs import Batch, run_torch
 from parity.scenarios import eeg_windows
 from parity.test_model import FULL_SEED, assert_taps_agree, jax_forward
@@ -56,21 +55,9 @@ CUDA = torch.device("cuda")
 forward = nnx.jit(lambda model, x: model(x))
 
 
-@contextlib.contextmanager
-def tf32(torch_on: bool, jax_precision: str):
-    """torch's TF32 switches and JAX's default matmul precision for the block, restored after."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch_on
-    try:
-        with jax.default_matmul_precision(jax_precision):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 @pytest.fixture
 def tf32_off():
-    with tf32(False, "highest"):
+    with float32_precision(False, "highest"):
         yield
 
 
@@ -112,7 +99,7 @@ def test_the_localiser_attributes_tf32_to_the_side_that_uses_it(torch_tf32, jax_
     localiser reports names that side. Whether TF32's ~1e-3 relative rounding crosses the GPU
     rows (1e-3, 1e-4 × 10) somewhere is the model's business; the attribution must hold either way."""
     problem = _tiny_problem()
-    with tf32(torch_tf32, jax_precision):
+    with float32_precision(torch_tf32, jax_precision):
         report = localize.localize(problem, ["float32", "float64"], device="gpu")
     print(report_lib.format_report(report))
     if side is None:

@@ -8,12 +8,15 @@ import json
 import math
 import shlex
 
+import jax
 import numpy as np
 import pytest
+import torch
 
 from parity import localize, scenarios
 from parity import problem as problem_lib
 from parity import report as report_lib
+from parity.report import float32_precision
 from parity.runs import Run
 from parity.verdicts import VERDICTS, classify, find, tap_rows
 
@@ -342,3 +345,17 @@ def test_windows_selects_rows_of_the_batch_alike_and_names_a_bad_index():
         problem_lib.select_windows(batch, "4", "batch.pt")
     with pytest.raises(problem_lib.LocalizeError, match="comma-separated"):
         problem_lib.select_windows(batch, "two", "batch.pt")
+
+
+def test_float32_precision_sets_both_frameworks_for_the_block_and_restores_them():
+    """--tf32 on a GPU: JAX's default matmul precision and torch's two TF32 switches inside the
+    block, each framework's previous setting after it (an exception included)."""
+    before = (jax.config.jax_default_matmul_precision, torch.backends.cuda.matmul.allow_tf32,
+              torch.backends.cudnn.allow_tf32)
+    for torch_tf32, jax_precision in ((False, "highest"), (True, "tensorfloat32")):
+        with pytest.raises(KeyError), float32_precision(torch_tf32, jax_precision):
+            assert (jax.config.jax_default_matmul_precision, torch.backends.cuda.matmul.allow_tf32,
+                    torch.backends.cudnn.allow_tf32) == (jax_precision, torch_tf32, torch_tf32)
+            raise KeyError("leaves the block")
+        assert (jax.config.jax_default_matmul_precision, torch.backends.cuda.matmul.allow_tf32,
+                torch.backends.cudnn.allow_tf32) == before
