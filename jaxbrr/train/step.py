@@ -21,10 +21,11 @@ donated: the loop keeps the state from before a step, which is what a NaN dump w
 On a mesh (jaxbrr/train/mesh.py: axes `data` × `fsdp`, the batch split over both):
 - fsdp = 1, data parallel: the step runs under `jax.shard_map`, each device on its slice of the
   batch with the replicated state, and the loss and gradients are averaged with `lax.pmean`
-  before the (identical, replicated) update. Every device draws the same dropout masks (one
-  replicated RNG state) on its own windows, so the losses follow a 1-device run within the
-  parity table's trajectory tolerance, not bit for bit. The averaged loss equals the global
-  batch mean when every window is valid (the training batches are).
+  before the (identical, replicated) update. Each device draws its own dropout masks: the
+  replicated RNG keys, with the device's index along the batch axes folded in for the step (and
+  put back, so the state stays replicated). The masks are not the 1-device run's, so the losses
+  follow it within the parity table's trajectory tolerance, not bit for bit. The averaged loss
+  equals the global batch mean when every window is valid (the training batches are).
 - fsdp > 1: plain `jax.jit` with NamedShardings in and out: the state sharded per
   `mesh.state_shardings` (parameters and optimizer moments split over `fsdp`), the batch over
   (data, fsdp); XLA's partitioner inserts the all-gathers of parameters and the reduce-scatters
@@ -112,7 +113,13 @@ def make_train_step(graphdef: nnx.GraphDef, cfg: TrainConfig, use_checkify: bool
 
     def step(state, batch, pos_weight):
         model, optimizer = nnx.merge(graphdef, state)
+        if mean_over is not None:  # data parallel: each device draws its own dropout masks
+            keys = nnx.state(model, nnx.RngKey)
+            device = jax.lax.axis_index(mean_over)
+            nnx.update(model, jax.tree.map(lambda key: jax.random.fold_in(key, device), keys))
         metrics = update(model, optimizer, batch, cfg, pos_weight, mean_over)
+        if mean_over is not None:
+            nnx.update(model, keys)  # the keys leave as they came: replicated (the counts advance alike)
         return nnx.state((model, optimizer)), metrics
 
     jit_args = {}

@@ -367,7 +367,7 @@ def two_devices(tmp_path_factory, data_overrides, compilation_cache):
 
 def test_data_parallel_over_two_devices_follows_the_one_device_run(uninterrupted, two_devices):
     """The loss curve on 2 devices follows the 1-device run within the parity table's trajectory
-    tolerance (not exactly: every device draws the same dropout masks for its own windows); the
+    tolerance (not exactly: each device draws its own dropout masks, not the 1-device run's); the
     batched eigh is refused there, naming the fix."""
     work, done, command, env = two_devices
     assert "devices: 2 x cpu (data parallel)" in done.stdout

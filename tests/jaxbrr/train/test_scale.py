@@ -6,8 +6,9 @@ thread, the distributed config.
   and Adam moments split over `fsdp`) follow the 1-device steps on the same global batches within
   the parity table's trajectory tolerance. The dynamic PE with model.graph.eigh_calls=looped (the
   batched LAPACK eigh deadlocks over forced CPU devices; jaxbrr.graph.per_matrix). Dropout off, so
-  that the three runs compute the same function (under shard_map every device draws the same mask
-  for its own windows); tests/jaxbrr/train/test_loop.py runs the whole loop on 2 devices with
+  that the three runs compute the same function (under shard_map every device draws its own masks);
+  with dropout on, four devices given the same two windows draw different masks (their mean loss is
+  not the 1-device loss); tests/jaxbrr/train/test_loop.py runs the whole loop on 2 devices with
   dropout on, and as 2 processes.
 - mesh_shape rejects data × fsdp ≠ devices and a batch that does not split, naming the fields.
 - host_rows: 2 simulated hosts of every batch of an epoch are disjoint and together hold each
@@ -89,10 +90,24 @@ def worker() -> None:
                     if isinstance(x.sharding, jax.sharding.NamedSharding) and x.sharding.spec != P())
         return losses, split
 
+    def dropout_step(devices: int | None) -> list[float]:
+        """[loss, grad_norm] of one step with dropout on, every device (or the one) given the same 2
+        windows."""
+        sets = [o for o in TINY if "dropout" not in o]
+        cfg = load_config(ROOT / "configs" / "tiny.yaml", [*sets, f"train.batch_size={2 * (devices or 1)}"])
+        model = SeizureDetector(cfg.model, rngs=nnx.Rngs(0))
+        graphdef, state = nnx.split((model, make_nnx_optimizer(model, cfg.train, 100)))
+        batch = {k: np.concatenate([v[:2]] * (devices or 1)) for k, v in plan[0].items()}
+        mesh = make_mesh(cfg.train) if devices else None
+        put = global_batch(batch, mesh) if mesh is not None else {k: jnp.asarray(v) for k, v in batch.items()}
+        _, metrics = make_train_step(graphdef, cfg.train, mesh=mesh)(state, put, jnp.float32(1.5))
+        return [float(metrics["loss"]), float(metrics["grad_norm"])]
+
     one, _ = run(None, 1)
     data_parallel, _ = run(4, 1)
     fsdp, split = run(2, 2)
-    print(json.dumps({"one": one, "data": data_parallel, "fsdp": fsdp, "fsdp_split_arrays": split}))
+    print(json.dumps({"one": one, "data": data_parallel, "fsdp": fsdp, "fsdp_split_arrays": split,
+                      "dropout_one": dropout_step(None), "dropout_data": dropout_step(4)}))
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +131,17 @@ def _assert_same_trajectory(got: list[float], expected: list[float], name: str) 
 
 def test_data_parallel_over_four_devices_follows_one_device(four_devices):
     _assert_same_trajectory(four_devices["data"], four_devices["one"], "data 4")
+
+
+def test_data_parallel_devices_draw_their_own_dropout_masks(four_devices):
+    """Four devices holding the same two windows, dropout on: were the masks the same on every
+    device (one replicated key), the averaged gradient would be the 1-device gradient on those
+    windows up to rounding (~1e-7; before each device had its own masks it was equal bit for bit);
+    each device's own masks change the gradient norm by the dropout's effect (~4 % here)."""
+    (one_loss, one_norm), (data_loss, data_norm) = four_devices["dropout_one"], four_devices["dropout_data"]
+    print(f"dropout on, same windows: grad norm 1 device {one_norm:.6g}, 4 devices {data_norm:.6g}")
+    assert np.isfinite([one_loss, one_norm, data_loss, data_norm]).all()
+    assert abs(data_norm - one_norm) > 1e-3 * one_norm
 
 
 def test_fsdp_follows_one_device(four_devices):
