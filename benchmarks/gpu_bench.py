@@ -16,8 +16,11 @@ until the budget is spent; what does not fit is written as skipped, never silent
                 matmul and conv FLOPs per 60 s window, original_spec / perf_grounding.md §3).
                 jaxbrr's bfloat16 row at batch 8 also profiles three more steps: device time per
                 model stage, forward and backward (benchmarks/step_profile.py), no second
-                compile. Two more jaxbrr rows at that batch take ssm.chunk_size 64 and 256
-                (configs/tusz.yaml has 16, the CPU's best; mamba_ssm's default is 256).
+                compile; with it XLA's cost analysis of the same executable (bytes moved,
+                flops: benchmarks/roofline.py). Two more jaxbrr rows at that batch take
+                ssm.chunk_size 8 and 64 (configs/tusz.yaml has 16, the CPU's fastest and, by
+                XLA:CPU's cost analysis, the fewest bytes moved: 552 GB per bf16 B=8 step against
+                607 at 8, 620 at 32, 828 at 64; BENCHMARKS.md "How many bytes the step moves").
     eigh        the Laplacian PE alone (adjacency -> eigh -> PE, forward + backward) at B=8: its
                 share of the float32 B=8 step
     inference   jaxbrr's eval forward at B=64: hours of EEG per minute at the 10 s stride
@@ -57,7 +60,7 @@ SIZES = {  # size -> (config, overrides, train batches, inference batch, matmul 
 # planning estimates at full size, from the H200 run (BENCHMARKS.md): a jaxbrr train row took 89 s
 # (70 s of it compiling), the PE row 8 s, the matmul peak 5.5 s
 ROW_SECONDS = {"peak": 10, "train": 95, "eigh": 15, "inference": 60}
-CHUNK_SIZES = (64, 256)  # jaxbrr rows beside the config's chunk size (bfloat16, small batch)
+CHUNK_SIZES = (8, 64)  # jaxbrr rows beside the config's chunk size (bfloat16, small batch)
 PROFILE_STEPS = 3
 PROFILE_SECONDS = 120  # the profile's own limit, inside its row's
 

@@ -518,6 +518,12 @@ def report(summary: dict) -> str:
     if profiled:
         lines += ["", f"### Where the step goes: {profiled['framework']} {profiled['precision']} B={profiled['batch']}",
                   "", step_profile.table(profiled["profile"])]
+        moved = profiled["profile"].get("cost", {}).get("bytes")
+        if moved and profiled.get("step_s"):  # benchmarks/roofline.py: is the step memory-bound?
+            lines += ["", f"XLA's cost analysis of this GPU-compiled step: {moved / 1e9:.1f} GB moved and "
+                          f"{profiled['profile']['cost']['flops'] / 1e9:.0f} GFLOP per step; at "
+                          f"{profiled['step_s'] * 1e3:.1f} ms per step that is "
+                          f"{moved / profiled['step_s'] / 1e12:.2f} TB/s of memory traffic."]
     lines += ["", "## Targets", "", *targets(rows)]
     if summary.get("stopped"):
         lines += ["", f"**Stopped**: {summary['stopped']}."]

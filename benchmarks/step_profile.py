@@ -206,9 +206,12 @@ def profile_train_step(config, batch: dict, steps: int = 3) -> dict:
 
 def profile_compiled(step_fn, args: tuple, run: Callable[[], None], config, steps: int = 3) -> dict:
     """profile() of an already-called jitted step_fn: its compiled text (the executable in JAX's
-    cache: no second compile) names each op's stage."""
-    hlo_text = step_fn.lower(*args).compile().as_text()
-    return profile(run, hlo_text, config.model.stage_inputs, steps)
+    cache: no second compile) names each op's stage. `cost` is XLA's cost analysis of that
+    executable (benchmarks/roofline.py: bytes moved and flops per step, as compiled for this device)."""
+    import roofline
+
+    compiled = step_fn.lower(*args).compile()
+    return {**profile(run, compiled.as_text(), config.model.stage_inputs, steps), "cost": roofline.cost(compiled)}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,126 @@
+"""How many bytes a jaxbrr train step moves, by model stage, from XLA's cost analysis of the
+compiled program, and the time floors they set on a device of given bandwidth and peak.
+
+    python benchmarks/roofline.py --config configs/tiny.yaml --batch 2
+    python benchmarks/roofline.py --config configs/tusz.yaml --batch 8 --set model.precision=bfloat16 \\
+        --bandwidth 4.8 --peak 777          # the full-size step against an H200's HBM and measured bf16 peak
+
+Nothing runs: each program is lowered and compiled for the local backend, and XLA's
+`cost_analysis()` reports the flops and the bytes its ops read and write ("bytes accessed", after
+fusion: a fused elementwise chain counts once). Rows: each stage with parameters or an eigh
+(forward + backward of sum(stage output²) with respect to its parameters and inputs, at the
+shapes the stage sees in the model, dropout off), then the whole train step (forward, backward,
+clip, AdamW, dropout on). The floors are bytes / bandwidth and flops / peak: a stage whose byte
+floor is far above its flop floor is memory-bound, and no kernel schedule beats its byte floor
+unless the program moves fewer bytes (fusing what XLA materialises, such as the SSD's
+within-chunk weights, into one kernel that keeps them on chip).
+
+The bytes are those of the backend it compiles for: on a CPU, XLA:CPU's fusion decisions, which
+are not a GPU's (XLA:GPU fuses more, so moves fewer bytes). gpu_bench.py reads the same analysis
+from the GPU-compiled step of its bfloat16 row, with the achieved bandwidth beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+# Stages measured on their own: the ones with parameters, and the eigh PE.
+STAGES = ("tcn", "mamba", "electrodes", "node_mamba", "edge_weights", "pe", "gnn", "from_electrodes", "logits")
+
+
+def cost(compiled) -> dict[str, float]:
+    """{"bytes": bytes accessed, "flops": flops} of a compiled JAX executable (XLA's cost model)."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list):  # older jaxlibs: one dict per module
+        analysis = analysis[0]
+    return {"bytes": float(analysis.get("bytes accessed", 0.0)), "flops": float(analysis.get("flops", 0.0))}
+
+
+def stage_costs(config, batch: int, stages=STAGES) -> dict[str, dict[str, float]]:
+    """stage -> cost() of its forward + backward (of sum(output²)) at the model's shapes."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxbrr.model import SeizureDetector
+
+    model = SeizureDetector(config.model, rngs=nnx.Rngs(0))
+    model.eval()  # dropout off: the stage alone, deterministic
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    x = jax.ShapeDtypeStruct((batch, config.model.n_chans, config.window_samples), jnp.float32)
+    shapes = jax.eval_shape(lambda p, r, x: nnx.merge(graphdef, p, r)(x)[1], params, rest, x)
+    shapes["x"] = x
+    out = {}
+    for name in (s for s in stages if s in config.model.stage_inputs):
+        inputs = [shapes[i] for i in config.model.stage_inputs[name]]
+
+        def objective(p, r, *args, name=name):
+            output = nnx.merge(graphdef, p, r).stages()[name](*args)
+            return jnp.sum(jnp.square(output.astype(jnp.float32)))
+
+        floating = [i + 2 for i, s in enumerate(inputs) if jnp.issubdtype(s.dtype, jnp.floating)]
+        gradient = jax.jit(jax.grad(objective, argnums=(0, *floating)))
+        out[name] = cost(gradient.lower(params, rest, *inputs).compile())
+    return out
+
+
+def step_cost(config, batch: int) -> dict[str, float]:
+    """cost() of the whole train step as the loops run it (jaxbrr/train/step.py)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxbrr.model import SeizureDetector
+    from jaxbrr.train.optim import make_nnx_optimizer
+    from jaxbrr.train.step import make_train_step
+
+    model = SeizureDetector(config.model, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split((model, make_nnx_optimizer(model, config.train, 1000)))
+    shape = (batch, config.model.n_chans, config.window_samples)
+    data = {"x": jax.ShapeDtypeStruct(shape, jnp.float32), "y": jax.ShapeDtypeStruct(shape[::2], jnp.float32)}
+    return cost(make_train_step(graphdef, config.train).lower(state, data, jnp.float32(1.0)).compile())
+
+
+def floors(row: dict[str, float], bandwidth_tbs: float, peak_tflops: float) -> dict[str, float]:
+    """The row with its byte floor and flop floor in ms, and bytes per flop."""
+    return {**row, "byte_floor_ms": row["bytes"] / (bandwidth_tbs * 1e12) * 1e3,
+            "flop_floor_ms": row["flops"] / (peak_tflops * 1e12) * 1e3,
+            "bytes_per_flop": row["bytes"] / row["flops"] if row["flops"] else float("inf")}
+
+
+def table(rows: dict[str, dict[str, float]], bandwidth_tbs: float, peak_tflops: float) -> str:
+    lines = [f"| program | GB moved | GFLOP | byte floor at {bandwidth_tbs:g} TB/s (ms) | "
+             f"flop floor at {peak_tflops:g} TFLOP/s (ms) | bytes / flop |", "|---|---:|---:|---:|---:|---:|"]
+    for name, row in rows.items():
+        r = floors(row, bandwidth_tbs, peak_tflops)
+        lines.append(f"| {name} | {r['bytes'] / 1e9:.3g} | {r['flops'] / 1e9:.3g} | {r['byte_floor_ms']:.3g} | "
+                     f"{r['flop_floor_ms']:.3g} | {r['bytes_per_flop']:.3g} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from common.config import load_config
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/tiny.yaml")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages to measure alone ('' for none)")
+    parser.add_argument("--bandwidth", type=float, default=4.8, help="device memory bandwidth, TB/s (default: H200's 4.8)")
+    parser.add_argument("--peak", type=float, default=777.0,
+                        help="device matmul peak, TFLOP/s (default: the H200's bf16 matmul measured by gpu_bench.py)")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args(argv)
+    config = load_config(args.config, [*args.set, f"train.batch_size={args.batch}"])
+    rows = stage_costs(config, args.batch, [s for s in args.stages.split(",") if s])
+    rows["train step"] = step_cost(config, args.batch)
+    print(table(rows, args.bandwidth, args.peak))
+    if args.json:
+        args.json.write_text(json.dumps({k: floors(v, args.bandwidth, args.peak) for k, v in rows.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
