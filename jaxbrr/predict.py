@@ -54,6 +54,7 @@ from common.data.montage import MONTAGES
 from common.data.preprocess import preprocess
 from common.eval.postprocess import postprocess
 from common.eval.recordings import Predict, predict_signals
+from jaxbrr.precision import set_float32_precision
 
 EXIT_OK, EXIT_INPUT = 0, 2
 DEFAULT_OUT = "predictions"
@@ -100,7 +101,9 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
                               f"{str(err).splitlines()[0] if str(err) else ''}); {FIX}") from None
     for note in notes:
         print(f"note: {note}")
-    return _with_overrides(config, overrides, f"{located.path} (its config)"), model, located.path
+    config = _with_overrides(config, overrides, f"{located.path} (its config)")
+    set_float32_precision(config.train.tf32, jax.default_backend())  # on a GPU, as the run trained
+    return config, model, located.path
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -27,6 +27,7 @@ from flax import nnx
 from common.config import Config
 from common.train.loop import Loop, StepFailed, TrainResult, check_init_config
 from jaxbrr.model import SeizureDetector, count_parameters
+from jaxbrr.precision import set_float32_precision
 from jaxbrr.train import distributed
 from jaxbrr.train.checkpoint import Checkpoints
 from jaxbrr.train.mesh import FSDP_AXIS, global_batch, make_mesh, place, state_shardings
@@ -34,17 +35,6 @@ from jaxbrr.train.nan import write_dump
 from jaxbrr.train.optim import make_nnx_optimizer
 from jaxbrr.train.step import checkify_failure, make_train_step
 from jaxbrr.weights import fill, load_model, to_neutral
-
-
-def set_float32_precision(tf32: bool, platform: str) -> str | None:
-    """train.tf32 on a GPU: JAX's default precision for float32 dots and convolutions, process-wide,
-    'tensorfloat32' (XLA's GPU default) or 'highest' (full float32, as on a CPU). Returns the
-    setting, or None on other platforms (nothing set)."""
-    if platform != "gpu":
-        return None
-    value = "tensorfloat32" if tf32 else "highest"
-    jax.config.update("jax_default_matmul_precision", value)
-    return value
 
 
 class Trainer(Loop):

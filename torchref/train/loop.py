@@ -120,6 +120,8 @@ class Trainer(Loop):
         cfg = self.cfg
         self.device = default_device()
         self.float32_matmuls = set_float32_precision(self.cfg.tf32, self.device)
+        if self.device.type == "cuda":  # fixed shapes: cuDNN times its convolution algorithms once, as XLA autotunes
+            torch.backends.cudnn.benchmark = True
         if self.config.model.ssm.backend == "cuda" and self.device.type != "cuda":
             raise ConfigError("model.ssm.backend = 'cuda' needs a CUDA GPU and torch sees none; "
                               "set model.ssm.backend=torch")

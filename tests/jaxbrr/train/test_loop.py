@@ -43,9 +43,10 @@ from common.data.prepare import prepare
 from common.train.log import read_metrics
 from common.train.loop import NonFiniteStep
 from jaxbrr.model import SeizureDetector
+from jaxbrr.precision import set_float32_precision
 from jaxbrr.train.__main__ import main as train_main
 from jaxbrr.train.checkpoint import load_model
-from jaxbrr.train.loop import Trainer, set_float32_precision
+from jaxbrr.train.loop import Trainer
 from parity.tolerances import tolerance
 
 ROOT = Path(__file__).resolve().parents[3]
