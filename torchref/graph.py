@@ -32,9 +32,11 @@ from common.data.montage import n_edges
 # edges
 
 
-def edge_pairs(n_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The E pairs i < j in row-major order: (0,1), (0,2), ..., (N-2,N-1); 171 for 19 nodes."""
-    pairs = torch.triu_indices(n_nodes, n_nodes, offset=1)  # (2, E)
+def edge_pairs(n_nodes: int, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The E pairs i < j in row-major order: (0,1), (0,2), ..., (N-2,N-1); 171 for 19 nodes.
+    Made on `device`, the tensors they index: a CPU index into a CUDA tensor is a blocking host
+    copy, which would hold the host back at every use."""
+    pairs = torch.triu_indices(n_nodes, n_nodes, offset=1, device=device)  # (2, E)
     return pairs[0], pairs[1]
 
 
@@ -65,7 +67,7 @@ def edge_features(electrodes: torch.Tensor, kind: str, guards: bool) -> torch.Te
     elif kind != "cosine":
         raise ValueError(f"graph.edge_features must be 'cosine' or 'correlation', got {kind!r}")
     n_nodes = electrodes.shape[1]
-    rows, cols = edge_pairs(n_nodes)
+    rows, cols = edge_pairs(n_nodes, electrodes.device)
     dots = torch.einsum("bnld,bmld->blnm", electrodes, electrodes)  # (B, L, N, N)
     squared_norms = (electrodes * electrodes).sum(dim=-1)  # (B, N, L)
     inverse_norms = torch.rsqrt(torch.clamp_min(squared_norms, COSINE_EPS**2))  # (B, N, L)
@@ -104,7 +106,7 @@ def adjacency(
     if not 1 <= top_k <= n_nodes:
         raise ValueError(f"graph.top_k must be in [1, {n_nodes}], got {top_k}")
     batch, _, steps = edge_weights.shape
-    rows, cols = edge_pairs(n_nodes)
+    rows, cols = edge_pairs(n_nodes, edge_weights.device)
     weights = rearrange(edge_weights, "b e l -> b l e")  # (B, L, E)
     dense = weights.new_zeros(batch, steps, n_nodes, n_nodes)  # (B, L, N, N)
     dense[..., rows, cols] = weights

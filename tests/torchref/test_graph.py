@@ -358,3 +358,19 @@ def test_structural_adjacency_is_a_connected_symmetric_10_20_graph():
 def test_static_pe_rejects_bipolar():
     with pytest.raises(ValueError, match=r"ref19 only.*'bipolar'.*use_dynamic_pe: true"):
         static_pe("bipolar", 16, "sum")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_edge_features_and_adjacency_never_hold_the_host_back_on_cuda():
+    """No op of the similarity and the top-k adjacency waits for the GPU (an index made on the
+    CPU into a CUDA tensor would: a blocking host copy at each use). eigh, next, does, by design."""
+    electrodes = torch.randn(2, 19, 64, 8, device="cuda")  # (B, N, L, D)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        similarity = graph.edge_features(electrodes, "cosine", False)  # (B, E, L)
+        dense = graph.adjacency(F.softplus(similarity), 19, 3, 1e-4)  # (B, L, N, N)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert dense.shape == (2, 64, 19, 19) and dense.is_cuda

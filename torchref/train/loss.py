@@ -44,7 +44,7 @@ def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
 def bce_with_logits(logits: torch.Tensor, labels: torch.Tensor, pos_weight: float = 1.0) -> torch.Tensor:
     """Per element −[w·y·log σ(z) + (1−y)·log(1−σ(z))] (torch's BCEWithLogitsLoss, reduction none)."""
     z = _at_least_float32(logits)
-    weight = torch.as_tensor(pos_weight, dtype=z.dtype, device=z.device)
+    weight = torch.full((), pos_weight, dtype=z.dtype, device=z.device)  # a fill on the device, no host copy
     return F.binary_cross_entropy_with_logits(z, labels.to(z.dtype), pos_weight=weight, reduction="none")
 
 
