@@ -114,7 +114,9 @@ def make_train_step(graphdef: nnx.GraphDef, cfg: TrainConfig, use_checkify: bool
     def step(state, batch, pos_weight):
         model, optimizer = nnx.merge(graphdef, state)
         if mean_over is not None:  # data parallel: each device draws its own dropout masks
-            keys = nnx.state(model, nnx.RngKey)
+            # a copy of the key values (nnx.state holds the model's own Variables, which the
+            # update below would change too)
+            keys = jax.tree.map(lambda key: key, nnx.state(model, nnx.RngKey))
             device = jax.lax.axis_index(mean_over)
             nnx.update(model, jax.tree.map(lambda key: jax.random.fold_in(key, device), keys))
         metrics = update(model, optimizer, batch, cfg, pos_weight, mean_over)

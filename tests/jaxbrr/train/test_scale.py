@@ -90,25 +90,35 @@ def worker() -> None:
                     if isinstance(x.sharding, jax.sharding.NamedSharding) and x.sharding.spec != P())
         return losses, split
 
-    def dropout_step(devices: int | None) -> list[float]:
-        """[loss, grad_norm] of one step with dropout on, every device (or the one) given the same 2
-        windows. The v2 model (TCN + one BiMamba-2 stack: the same dropout keys, a fraction of V3's compile)."""
+    def dropout_step(devices: int | None, fold: int | None = None) -> dict:
+        """One step with dropout on, every device (or the one) given the same 2 windows: its
+        gradient norm, and whether every device's shard of every output RNG key is the input key.
+        The v2 model (TCN + one BiMamba-2 stack: the same dropout keys, a fraction of V3's
+        compile). fold: the 1-device run with `fold` folded into its keys first."""
         sets = [o for o in TINY if "dropout" not in o]
         cfg = load_config(ROOT / "configs" / "tiny.yaml", [*sets, "model.architecture=v2",
                                                            f"train.batch_size={2 * (devices or 1)}"])
         model = SeizureDetector(cfg.model, rngs=nnx.Rngs(0))
+        keys = jax.tree.leaves(nnx.state(model, nnx.RngKey))
+        if fold is not None:
+            nnx.update(model, jax.tree.map(lambda k: jax.random.fold_in(k, fold), nnx.state(model, nnx.RngKey)))
         graphdef, state = nnx.split((model, make_nnx_optimizer(model, cfg.train, 100)))
         batch = {k: np.concatenate([v[:2]] * (devices or 1)) for k, v in plan[0].items()}
         mesh = make_mesh(cfg.train) if devices else None
         put = global_batch(batch, mesh) if mesh is not None else {k: jnp.asarray(v) for k, v in batch.items()}
-        _, metrics = make_train_step(graphdef, cfg.train, mesh=mesh)(state, put, jnp.float32(1.5))
-        return [float(metrics["loss"]), float(metrics["grad_norm"])]
+        state, metrics = make_train_step(graphdef, cfg.train, mesh=mesh)(state, put, jnp.float32(1.5))
+        after = jax.tree.leaves(nnx.state(nnx.merge(graphdef, state)[0], nnx.RngKey))
+        kept = all(np.array_equal(np.asarray(shard.data), np.asarray(jax.random.key_data(key)))
+                   for key, out in zip(keys, after, strict=True)
+                   for shard in jax.random.key_data(out).addressable_shards)
+        return {"grad_norm": float(metrics["grad_norm"]), "keys_kept": bool(kept) and len(keys) > 0}
 
     one, _ = run(None, 1)
     data_parallel, _ = run(4, 1)
     fsdp, split = run(2, 2)
     print(json.dumps({"one": one, "data": data_parallel, "fsdp": fsdp, "fsdp_split_arrays": split,
-                      "dropout_one": dropout_step(None), "dropout_data": dropout_step(4)}))
+                      "dropout_one": dropout_step(None), "dropout_one_fold0": dropout_step(None, fold=0),
+                      "dropout_data": dropout_step(4)}))
 
 
 @pytest.fixture(scope="module")
@@ -135,14 +145,18 @@ def test_data_parallel_over_four_devices_follows_one_device(four_devices):
 
 
 def test_data_parallel_devices_draw_their_own_dropout_masks(four_devices):
-    """Four devices holding the same two windows, dropout on: were the masks the same on every
-    device (one replicated key), the averaged gradient would be the 1-device gradient on those
-    windows up to rounding (~1e-7; before each device had its own masks it was equal bit for bit);
-    each device's own masks change the gradient norm by the dropout's effect (~9 % here)."""
-    (one_loss, one_norm), (data_loss, data_norm) = four_devices["dropout_one"], four_devices["dropout_data"]
-    print(f"dropout on, same windows: grad norm 1 device {one_norm:.6g}, 4 devices {data_norm:.6g}")
-    assert np.isfinite([one_loss, one_norm, data_loss, data_norm]).all()
-    assert abs(data_norm - one_norm) > 1e-3 * one_norm
+    """Four devices holding the same two windows, dropout on. Were the masks the same on every
+    device, the averaged gradient would be a 1-device gradient on those windows, up to rounding
+    (~1e-7; bit for bit before each device had its own): the one with the model's key (one
+    replicated key), or with device index 0 folded in (an axis index 0 everywhere). Each device's
+    own masks move the gradient norm away from both by the dropout's effect (~9 % here). The keys
+    leave the step as they came, on every device: the state stays replicated."""
+    one, zero, data = (four_devices[k] for k in ("dropout_one", "dropout_one_fold0", "dropout_data"))
+    print(f"dropout on, same windows: grad norm 1 device {one['grad_norm']:.6g} (key folded with 0: "
+          f"{zero['grad_norm']:.6g}), 4 devices {data['grad_norm']:.6g}")
+    for reference in (one, zero):
+        assert abs(data["grad_norm"] - reference["grad_norm"]) > 1e-3 * reference["grad_norm"]
+    assert data["keys_kept"] and one["keys_kept"]
 
 
 def test_fsdp_follows_one_device(four_devices):
