@@ -241,8 +241,10 @@ def worker_eigh(size: str, batch: int) -> dict:
     import numpy as np
 
     from jaxbrr import graph
+    from jaxbrr.precision import set_float32_precision
 
     config = _config(size, "float32", batch, "jax")
+    set_float32_precision(config.train.tf32, jax.default_backend())  # as the step it is a share of
     g, st, n = config.model.graph, config.model.stability, config.model.n_chans
     steps = config.window_samples // config.model.tcn.stride_down
     rng = np.random.default_rng(0)
@@ -267,8 +269,10 @@ def worker_inference(size: str, precision: str, batch: int) -> dict:
     from flax import nnx
 
     from jaxbrr.model import SeizureDetector
+    from jaxbrr.precision import set_float32_precision
 
     config = _config(size, precision, batch, "jax")
+    set_float32_precision(config.train.tf32, jax.default_backend())  # as jaxbrr.predict runs
     model = nnx.view(SeizureDetector(config.model, rngs=nnx.Rngs(0)), deterministic=True, raise_if_not_found=False)
     forward = nnx.jit(lambda m, x: jax.nn.sigmoid(m(x)[0]))
     x = jnp.asarray(_batch(config)["x"])

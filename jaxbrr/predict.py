@@ -102,7 +102,9 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
     for note in notes:
         print(f"note: {note}")
     config = _with_overrides(config, overrides, f"{located.path} (its config)")
-    set_float32_precision(config.train.tf32, jax.default_backend())  # on a GPU, as the run trained
+    # on a GPU, train.tf32 of the checkpoint's config (false, full float32, for one written before
+    # the field existed, though a GPU run then trained with JAX's TF32 default)
+    set_float32_precision(config.train.tf32, jax.default_backend())
     return config, model, located.path
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
@@ -34,6 +34,8 @@ class Report:
     errors: dict[str, str]
     extreme: float
     device: str = "cpu"
+    # the float32 matmul/conv precision in force while the runs ran (--tf32), taken then
+    precision: dict[str, str] = field(default_factory=lambda: precision_settings())
 
     @property
     def verdict(self) -> str:
@@ -55,7 +57,7 @@ class Report:
             "batch": {"shape": list(x.shape), "sha1": batch_hash(x),
                       "labels": "given" if self.problem.batch.y is not None else "none: all-zero labels"},
             "dtypes": self.dtypes, "versions": versions(), "extreme_sigma": self.extreme,
-            "device": self.device, "precision_settings": precision_settings(),
+            "device": self.device, "precision_settings": self.precision,
             "verdict": self.verdict, "first": first.to_dict() if first else None,
             "findings": [f.to_dict() for f in self.findings], "rows": [row.to_dict() for row in self.rows],
             "replay": self.replay, "nonfinite_parameters": self.nonfinite_parameters(), "eigh": self.eigh,
@@ -104,7 +106,7 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
         f"batch: {'×'.join(map(str, x.shape))} sha1 {batch_hash(x)}"
         + ("" if report.problem.batch.y is not None else " (no labels: the loss uses all-zero labels)")
         + "; eval mode (dropout off); " + " ".join(f"{k} {v}" for k, v in versions().items()),
-        f"device: {report.device}" + ("; " + ", ".join(f"{k}={v}" for k, v in precision_settings().items())
+        f"device: {report.device}" + ("; " + ", ".join(f"{k}={v}" for k, v in report.precision.items())
                                       if report.device == "gpu" else ""),
         "columns: NaN/Inf counts per run (· = none); max_rel = max|jax−torch| / max|torch| per dtype; "
         f"err64 = RMSE of each side's {low} against torch float64; * = born here; "

@@ -359,3 +359,9 @@ def test_float32_precision_sets_both_frameworks_for_the_block_and_restores_them(
             raise KeyError("leaves the block")
         assert (jax.config.jax_default_matmul_precision, torch.backends.cuda.matmul.allow_tf32,
                 torch.backends.cudnn.allow_tf32) == before
+    # a report made inside the block (as localize() makes it) prints the settings of its runs
+    with float32_precision(True, "tensorfloat32"):
+        report = report_lib.Report(None, [], [], [], [], {}, {}, 1.0, device="gpu")
+    assert report.precision == {"jax_default_matmul_precision": "tensorfloat32",
+                                "torch.backends.cuda.matmul.allow_tf32": "True",
+                                "torch.backends.cudnn.allow_tf32": "True"}

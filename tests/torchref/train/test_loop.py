@@ -89,10 +89,18 @@ def test_three_steps(tmp_path, corpus, prepared):
     np.testing.assert_array_equal(probs, run.predict(x))
 
 
+@pytest.fixture
+def cuda_flags_restored():
+    """The trainer sets torch's TF32 switches and cudnn.benchmark process-wide: put them back."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+
+
 @pytest.mark.gpu
 @pytest.mark.triton
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA and mamba_ssm kernels")
-def test_three_steps_on_the_gpu_with_mamba_ssm_kernels(tmp_path, corpus, prepared):
+def test_three_steps_on_the_gpu_with_mamba_ssm_kernels(tmp_path, corpus, prepared, cuda_flags_restored):
     run = trainer(tmp_path, corpus, prepared, "train.max_steps=3", "model.ssm.backend=cuda")
     assert run.device.type == "cuda" and next(run.model.parameters()).is_cuda
     result = run.run()
