@@ -160,20 +160,14 @@ def worker_train_jax(size: str, precision: str, batch: int, chunk_size: int | No
                      profile: bool = False) -> dict:
     import jax
     import jax.numpy as jnp
+    import roofline
     import step_profile
-    from flax import nnx
 
-    from jaxbrr.model import SeizureDetector
     from jaxbrr.precision import set_float32_precision
-    from jaxbrr.train.optim import make_nnx_optimizer
-    from jaxbrr.train.step import make_train_step
 
     config = _config(size, precision, batch, "jax", chunk_size)
     set_float32_precision(config.train.tf32, jax.default_backend())  # as the trainer: full float32 by default
-    model = SeizureDetector(config.model, rngs=nnx.Rngs(0))
-    optimizer = make_nnx_optimizer(model, config.train, 1000)
-    graphdef, state = nnx.split((model, optimizer))
-    step_fn = make_train_step(graphdef, config.train)
+    step_fn, state = roofline.train_step(config)
     data = {k: jnp.asarray(v) for k, v in _batch(config).items()}
     box = {"state": state}
 
@@ -209,15 +203,13 @@ def worker_train_torch(size: str, precision: str, batch: int, warm: bool = False
     import torch
 
     from torchref.model import SeizureDetector
-    from torchref.train.loop import set_float32_precision
+    from torchref.train.loop import configure_cuda
     from torchref.train.optim import make_optimizer
     from torchref.train.step import train_step
 
     config = _config(size, precision, batch, "torch")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    set_float32_precision(config.train.tf32, device)  # as the trainer (torchref/train/loop.py)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    configure_cuda(config.train.tf32, device)  # as the trainer (torchref/train/loop.py)
     model = SeizureDetector(config.model, 0).to(device)
     optimizer, scheduler = make_optimizer(model, config.train, 1000)
     data = {k: torch.as_tensor(v).to(device) for k, v in _batch(config).items()}

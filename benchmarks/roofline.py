@@ -66,10 +66,9 @@ def stage_costs(config, batch: int, stages=STAGES) -> dict[str, dict[str, float]
     return out
 
 
-def step_cost(config, batch: int) -> dict[str, float]:
-    """cost() of the whole train step as the loops run it (jaxbrr/train/step.py)."""
-    import jax
-    import jax.numpy as jnp
+def train_step(config):
+    """(step_fn, state): jaxbrr's jitted train step for `config` as the loops build it
+    (jaxbrr/train/step.py, on one device), and the split (model, optimizer) state it takes."""
     from flax import nnx
 
     from jaxbrr.model import SeizureDetector
@@ -78,9 +77,18 @@ def step_cost(config, batch: int) -> dict[str, float]:
 
     model = SeizureDetector(config.model, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split((model, make_nnx_optimizer(model, config.train, 1000)))
+    return make_train_step(graphdef, config.train), state
+
+
+def step_cost(config, batch: int) -> dict[str, float]:
+    """cost() of the whole train step as the loops run it (jaxbrr/train/step.py)."""
+    import jax
+    import jax.numpy as jnp
+
+    step_fn, state = train_step(config)
     shape = (batch, config.model.n_chans, config.window_samples)
     data = {"x": jax.ShapeDtypeStruct(shape, jnp.float32), "y": jax.ShapeDtypeStruct(shape[::2], jnp.float32)}
-    return cost(make_train_step(graphdef, config.train).lower(state, data, jnp.float32(1.0)).compile())
+    return cost(step_fn.lower(state, data, jnp.float32(1.0)).compile())
 
 
 def floors(row: dict[str, float], bandwidth_tbs: float, peak_tflops: float) -> dict[str, float]:

@@ -183,16 +183,9 @@ def profile_train_step(config, batch: dict, steps: int = 3) -> dict:
     profile(); returns the breakdown."""
     import jax
     import jax.numpy as jnp
-    from flax import nnx
+    import roofline
 
-    from jaxbrr.model import SeizureDetector
-    from jaxbrr.train.optim import make_nnx_optimizer
-    from jaxbrr.train.step import make_train_step
-
-    model = SeizureDetector(config.model, rngs=nnx.Rngs(0))
-    optimizer = make_nnx_optimizer(model, config.train, 1000)
-    graphdef, state = nnx.split((model, optimizer))
-    step_fn = make_train_step(graphdef, config.train)
+    step_fn, state = roofline.train_step(config)
     data = {k: jnp.asarray(v) for k, v in batch.items()}
     box = {"state": state}
 

@@ -6,12 +6,17 @@ from __future__ import annotations
 import jax
 
 
+def matmul_precision(tf32: bool) -> str:
+    """JAX's default matmul precision for train.tf32: 'tensorfloat32' (XLA's GPU default) or
+    'highest' (full float32, as on a CPU)."""
+    return "tensorfloat32" if tf32 else "highest"
+
+
 def set_float32_precision(tf32: bool, platform: str) -> str | None:
-    """train.tf32 on a GPU: JAX's default precision for float32 dots and convolutions, process-wide,
-    'tensorfloat32' (XLA's GPU default) or 'highest' (full float32, as on a CPU). Returns the
-    setting, or None on other platforms (nothing set)."""
+    """train.tf32 on a GPU: JAX's default precision for float32 dots and convolutions, process-wide
+    (matmul_precision). Returns the setting, or None on other platforms (nothing set)."""
     if platform != "gpu":
         return None
-    value = "tensorfloat32" if tf32 else "highest"
+    value = matmul_precision(tf32)
     jax.config.update("jax_default_matmul_precision", value)
     return value

@@ -65,6 +65,7 @@ from common.config import (
 )
 from common.graph import normalized_laplacian
 from jaxbrr.model import SeizureDetector
+from jaxbrr.precision import matmul_precision
 from parity import runs as R
 from parity.compare import compare_arrays
 from parity.problem import (
@@ -354,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             problem.config = with_overrides(problem.config, args.set, problem.source)
             problem.source += f" with --set {' '.join(args.set)}"
         tf32 = args.tf32 == "on"
-        precision = (float32_precision(tf32, "tensorfloat32" if tf32 else "highest") if args.device == "gpu"
+        precision = (float32_precision(tf32, matmul_precision(tf32)) if args.device == "gpu"
                      else contextlib.nullcontext())
         with precision:
             report = localize(problem, dtypes, args.extreme, progress=say, device=args.device)

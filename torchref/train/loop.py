@@ -78,13 +78,15 @@ def dropout_generator(seed: int, device: torch.device | str = "cpu") -> torch.Ge
     return torch.Generator(device=device).manual_seed(int(state))
 
 
-def set_float32_precision(tf32: bool, device: torch.device) -> str | None:
-    """train.tf32 on a CUDA device: torch's TF32 switches for float32 matmuls (cuBLAS) and
-    convolutions (cuDNN; on by default in torch), process-wide. Returns 'tf32' or 'float32', or
-    None on the CPU (nothing set)."""
+def configure_cuda(tf32: bool, device: torch.device) -> str | None:
+    """On a CUDA device, process-wide: train.tf32 as torch's TF32 switches for float32 matmuls
+    (cuBLAS) and convolutions (cuDNN; on by default in torch), and cudnn.benchmark (fixed shapes:
+    cuDNN times its convolution algorithms once, as XLA autotunes). Returns 'tf32' or 'float32',
+    or None on the CPU (nothing set)."""
     if device.type != "cuda":
         return None
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = True
     return "tf32" if tf32 else "float32"
 
 
@@ -119,9 +121,7 @@ class Trainer(Loop):
     def _build(self) -> None:
         cfg = self.cfg
         self.device = default_device()
-        self.float32_matmuls = set_float32_precision(self.cfg.tf32, self.device)
-        if self.device.type == "cuda":  # fixed shapes: cuDNN times its convolution algorithms once, as XLA autotunes
-            torch.backends.cudnn.benchmark = True
+        self.float32_matmuls = configure_cuda(self.cfg.tf32, self.device)
         if self.config.model.ssm.backend == "cuda" and self.device.type != "cuda":
             raise ConfigError("model.ssm.backend = 'cuda' needs a CUDA GPU and torch sees none; "
                               "set model.ssm.backend=torch")

@@ -22,7 +22,7 @@ from common.train.log import read_metrics
 from common.train.loop import NonFiniteStep
 from torchref.model import SeizureDetector
 from torchref.train.__main__ import main
-from torchref.train.loop import Trainer, checkpoint_path, checkpoint_steps, set_float32_precision
+from torchref.train.loop import Trainer, checkpoint_path, checkpoint_steps, configure_cuda
 from torchref.train.optim import learning_rate_schedule
 
 TINY = Path("configs/tiny.yaml").absolute()
@@ -116,16 +116,19 @@ def test_three_steps_on_the_gpu_with_mamba_ssm_kernels(tmp_path, corpus, prepare
 
 
 def test_train_tf32_sets_torchs_switches_on_cuda_only():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
     try:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        assert set_float32_precision(False, torch.device("cpu")) is None and torch.backends.cudnn.allow_tf32
-        assert set_float32_precision(False, torch.device("cuda")) == "float32"
+        torch.backends.cudnn.benchmark = False
+        assert configure_cuda(False, torch.device("cpu")) is None and torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cudnn.benchmark
+        assert configure_cuda(False, torch.device("cuda")) == "float32" and torch.backends.cudnn.benchmark
         assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-        assert set_float32_precision(True, torch.device("cuda")) == "tf32"
+        assert configure_cuda(True, torch.device("cuda")) == "tf32"
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved
 
 
 class Interrupted(RuntimeError):
