@@ -23,6 +23,9 @@ until the budget is spent; what does not fit is written as skipped, never silent
                 607 at 8, 620 at 32, 828 at 64; BENCHMARKS.md "How many bytes the step moves").
     eigh        the Laplacian PE alone (adjacency -> eigh -> PE, forward + backward) at B=8: its
                 share of the float32 B=8 step
+    pallas      jaxbrr's train rows at batch 8 again with model.ssm.scan=pallas (jaxbrr/ssd_kernel.py:
+                the chunked scan fused into two Triton kernels), bfloat16 and float32; skipped
+                without a GPU
     inference   jaxbrr's eval forward at B=64: hours of EEG per minute at the 10 s stride
 
 Both frameworks run with model.remat on from batch 32 (per-layer rematerialisation of the Mamba
@@ -74,6 +77,9 @@ def rows_for(size: str) -> list[dict]:
             rows += [{"kind": "train", "framework": f, "precision": precision, "batch": batch} for f in ("jax", "torch")]
             if (batch, precision) == (small, "bfloat16"):
                 rows[-2]["profile"] = True
+            if batch == small:  # jaxbrr's fused Pallas scan beside XLA's chunked one (a GPU only)
+                rows.append({"kind": "train", "framework": "jax", "precision": precision, "batch": batch,
+                             "scan": "pallas", "variant": "ssm.scan=pallas"})
         if batch == small:
             rows += [{"kind": "train", "framework": "jax", "precision": "bfloat16", "batch": small, "chunk_size": c,
                       "variant": f"ssm.chunk_size={c}"} for c in CHUNK_SIZES]
@@ -84,7 +90,8 @@ def rows_for(size: str) -> list[dict]:
     return rows
 
 
-def _config(size: str, precision: str, batch: int, framework: str, chunk_size: int | None = None):
+def _config(size: str, precision: str, batch: int, framework: str, chunk_size: int | None = None,
+            scan: str | None = None):
     from common.config import load_config
 
     path, overrides, (_, large), *_ = SIZES[size]
@@ -93,6 +100,8 @@ def _config(size: str, precision: str, batch: int, framework: str, chunk_size: i
         overrides.append("model.remat=true")
     if chunk_size is not None:
         overrides.append(f"model.ssm.chunk_size={chunk_size}")
+    if scan is not None:
+        overrides.append(f"model.ssm.scan={scan}")
     if framework == "torch" and _cuda():
         overrides.append("model.ssm.backend=cuda")
     return load_config(ROOT / path, overrides)
@@ -157,7 +166,7 @@ def worker_peak(size: str) -> dict:
 
 
 def worker_train_jax(size: str, precision: str, batch: int, chunk_size: int | None = None,
-                     profile: bool = False) -> dict:
+                     profile: bool = False, scan: str | None = None) -> dict:
     import jax
     import jax.numpy as jnp
     import roofline
@@ -165,7 +174,7 @@ def worker_train_jax(size: str, precision: str, batch: int, chunk_size: int | No
 
     from jaxbrr.precision import set_float32_precision
 
-    config = _config(size, precision, batch, "jax", chunk_size)
+    config = _config(size, precision, batch, "jax", chunk_size, scan)
     set_float32_precision(config.train.tf32, jax.default_backend())  # as the trainer: full float32 by default
     step_fn, state = roofline.train_step(config)
     data = {k: jnp.asarray(v) for k, v in _batch(config).items()}
@@ -178,6 +187,7 @@ def worker_train_jax(size: str, precision: str, batch: int, chunk_size: int | No
     first, times = _timed(step, SIZES[size][5])
     result = {"first_step_s": first, "step_s": statistics.median(times), "runs": times, "loss": box["loss"],
               "peak_memory_gb": _jax_peak_gb(), "remat": config.model.remat, "chunk_size": config.model.ssm.chunk_size,
+              "scan": config.model.ssm.scan,
               "device": str(jax.devices()[0].device_kind)}
     if profile:  # the compiled step's text names each op's stage; the executable is JAX's cached one
         print("RESULT " + json.dumps(result), flush=True)  # the timings stand if the profile dies or hangs
@@ -279,7 +289,8 @@ def run_worker(row: dict, size: str) -> dict:
     if kind == "peak":
         return worker_peak(size)
     if kind == "train" and row["framework"] == "jax":
-        return worker_train_jax(size, row["precision"], row["batch"], row.get("chunk_size"), row.get("profile", False))
+        return worker_train_jax(size, row["precision"], row["batch"], row.get("chunk_size"), row.get("profile", False),
+                                row.get("scan"))
     if kind == "train":
         return worker_train_torch(size, row["precision"], row["batch"], row.get("warm", False))
     if kind == "eigh":
@@ -361,6 +372,8 @@ def main(argv=None) -> int:
         record = dict(row)
         if row.get("batch") == "max":
             record["skipped"] = "no bfloat16 row at the large batch to size it from (or no device memory figure)"
+        elif row.get("scan") == "pallas" and not _cuda():
+            record["skipped"] = "ssm.scan=pallas compiles Triton kernels: a GPU only (the tests interpret them on the CPU)"
         elif row.get("largest") and row["batch"] == SIZES[args.size][2][1]:
             record["skipped"] = "the largest batch that fits is the large batch, measured above"
         elif left < (needed := row_seconds(row, done, scale)):

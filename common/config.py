@@ -180,9 +180,11 @@ class MambaConfig:
 class SSMConfig:
     """How the selective scan is computed. chunked and sequential are exact; sequential is the oracle.
     chunked_mask_after_exp is a hazard kept for the NaN localiser, never a default: chunked's forward,
-    NaN gradients once exp overflows in a chunk (ssm_gnn_anchors.md §6.2; jaxbrr/ssm.py ssd_chunked)."""
+    NaN gradients once exp overflows in a chunk (ssm_gnn_anchors.md §6.2; jaxbrr/ssm.py ssd_chunked).
+    pallas is chunked fused into two Pallas kernels (forward, backward) in jaxbrr, for GPUs
+    (jaxbrr/ssd_kernel.py); torchref computes it as chunked."""
 
-    scan: Literal["chunked", "sequential", "chunked_mask_after_exp"] = "chunked"
+    scan: Literal["chunked", "sequential", "chunked_mask_after_exp", "pallas"] = "chunked"
     chunk_size: int = Field(16, ge=1)
     # torch only: `cuda` runs mamba_ssm's own kernels (needs a GPU); never chosen silently.
     backend: Literal["torch", "cuda"] = "torch"

@@ -27,7 +27,9 @@ COSINE_EPS = 1e-8
 SIGN_TIE_TOLERANCE = 1e-4
 PE_SIGNS = ("sum", "max_abs")
 PE_GRADIENTS = ("full", "stop", "safe")
-SCANS = ("chunked", "sequential", "chunked_mask_after_exp")  # model.ssm.scan (jaxbrr/ssm.py, torchref/ssm.py)
+# model.ssm.scan (jaxbrr/ssm.py, torchref/ssm.py). pallas is chunked fused into Pallas kernels in jaxbrr
+# (jaxbrr/ssd_kernel.py, GPU only); torchref computes it as chunked (its fused kernels: ssm.backend cuda).
+SCANS = ("chunked", "sequential", "chunked_mask_after_exp", "pallas")
 
 # -- stability.guards: original (original_spec.md §2 and §7.1) --------------------------------------
 GUARD_MODEL_INPUT = 10.0  # nan_to_num + clamp of the model's input

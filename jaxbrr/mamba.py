@@ -23,7 +23,8 @@ torch -> NNX is a fixed table (DESIGN.md §4):
 `dtype` (all three modules) is the compute dtype of the projections and the conv, Flax's
 convention (None: from inputs and parameters); `param_dtype` the storage dtype. Under bfloat16
 compute, dt, A, the scan (cumsums, decays) and the gated norm's statistics still run in float32.
-There is no `backend` here: `model.ssm.backend` selects mamba_ssm's CUDA kernels in torchref only.
+There is no `backend` here: `model.ssm.backend` selects mamba_ssm's CUDA kernels in torchref only;
+jaxbrr's own fused GPU kernels are `model.ssm.scan: pallas` (jaxbrr/ssd_kernel.py).
 """
 
 from __future__ import annotations

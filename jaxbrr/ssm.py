@@ -14,6 +14,7 @@ The recurrence, per batch and head (state h_t ∈ R^{P×N}):
 `ssd_chunked` computes it with the chunked "state space duality" algorithm of Dao & Gu 2024,
 "Transformers are SSMs" (arXiv:2405.21060), Listing 1 (`mamba_ssm/modules/ssd_minimal.py`);
 `ssd_sequential` runs it step by step with `jax.lax.scan` and is the oracle. Neither adds D·x.
+`jaxbrr/ssd_kernel.py` runs `ssd_chunked`'s algorithm as fused Pallas kernels (scan `pallas`, GPU).
 `chunked_mask_after_exp` is `ssd_chunked` masking the within-chunk decay after exp, as mamba_ssm's
 `chunk_scan_ref`: a NaN-gradient hazard kept for the NaN localiser (ssm_gnn_anchors.md §6.2),
 never a default.
@@ -39,7 +40,7 @@ def at_least_float32(t: jax.Array) -> jax.Array:
     return t.astype(jnp.promote_types(t.dtype, jnp.float32))
 
 
-def _to_scan_dtype(*arrays: jax.Array) -> list[jax.Array]:
+def to_scan_dtype(*arrays: jax.Array) -> list[jax.Array]:
     """All inputs in one dtype: the widest of theirs, and at least float32."""
     dtype = jnp.dtype(jnp.float32)
     for t in arrays:
@@ -64,7 +65,7 @@ def segsum(a: jax.Array) -> jax.Array:
     return jnp.where(rows >= cols, out, -jnp.inf)
 
 
-def _check_shapes(x, dt, A, B, C) -> tuple[int, int]:
+def check_scan_shapes(x, dt, A, B, C) -> tuple[int, int]:
     batch, length, heads, _ = x.shape
     groups = B.shape[2]
     if dt.shape != (batch, length, heads) or A.shape != (heads,):
@@ -87,12 +88,12 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, mask_after_exp: bool = False) -
     `chunk_scan_ref`. Same forward, but once a chunk's sum of dt·A falls below about -88 (float32)
     or -709 (float64) exp overflows above the diagonal and the backward is 0 · inf = NaN.
     """
-    heads, groups = _check_shapes(x, dt, A, B, C)
+    heads, groups = check_scan_shapes(x, dt, A, B, C)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out_dtype = x.dtype
     length = x.shape[1]
-    x, dt, A, B, C = _to_scan_dtype(x, dt, A, B, C)
+    x, dt, A, B, C = to_scan_dtype(x, dt, A, B, C)
 
     pad = -length % chunk_size
     if pad:
@@ -147,9 +148,9 @@ def ssd_sequential(x, dt, A, B, C) -> jax.Array:
     """The plain recurrence, one step at a time (`jax.lax.scan` over L, vectorised over batch and
     heads): the oracle. x (B,L,H,P), dt (B,L,H), A (H,), B/C (B,L,G,N) -> y (B,L,H,P).
     Its backward pass stores the state of every step, (B, L, H, P, N)."""
-    heads, groups = _check_shapes(x, dt, A, B, C)
+    heads, groups = check_scan_shapes(x, dt, A, B, C)
     out_dtype = x.dtype
-    x, dt, A, B, C = _to_scan_dtype(x, dt, A, B, C)
+    x, dt, A, B, C = to_scan_dtype(x, dt, A, B, C)
     group_of_head = jnp.arange(heads) // (heads // groups)
     B = B[:, :, group_of_head]  # (B, L, H, N)
     C = C[:, :, group_of_head]  # (B, L, H, N)
@@ -177,4 +178,8 @@ def selective_scan(x, dt, A, B, C, scan: str, chunk_size: int) -> jax.Array:
         return ssd_sequential(x, dt, A, B, C)
     if scan == "chunked_mask_after_exp":  # the localiser's NaN hazard, never a default
         return ssd_chunked(x, dt, A, B, C, chunk_size, mask_after_exp=True)
+    if scan == "pallas":  # chunked, fused into Pallas kernels for a GPU (imported here: Pallas loads slowly)
+        from jaxbrr import ssd_kernel
+
+        return ssd_kernel.ssd_pallas(x, dt, A, B, C, chunk_size)
     raise ValueError(f"model.ssm.scan = {scan!r} is not one of {SCANS}")

@@ -53,6 +53,12 @@ class Trainer(Loop):
         devices = jax.devices()
         if len(devices) > 1 or self.cfg.mesh.fsdp > 1:
             self.mesh = make_mesh(self.cfg, devices)  # checks data × fsdp and the batch size
+            if self.mesh.shape[FSDP_AXIS] > 1 and self.config.model.ssm.scan == "pallas":
+                raise ValueError(
+                    "model.ssm.scan=pallas with train.mesh.fsdp > 1: the Pallas kernels are opaque to XLA's "
+                    "SPMD partitioner, which would run every device on the whole batch. Set "
+                    "train.mesh.fsdp=1 (data parallel: each device runs the kernels on its own slice) "
+                    "or model.ssm.scan=chunked")
             g = self.config.model.graph
             local = jax.local_device_count()
             if (devices[0].platform == "cpu" and local > 1 and g.enabled and g.use_dynamic_pe

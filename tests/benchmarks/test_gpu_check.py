@@ -117,6 +117,29 @@ def test_a_rows_time_is_planned_from_the_rows_of_its_kind_that_finished():
     assert gpu_bench.row_seconds({"kind": "eigh", "batch": 8}, done, 1.0) == gpu_bench.ROW_SECONDS["eigh"]
 
 
+def test_the_targets_pair_jaxbrr_and_its_fused_scan_with_torchref_and_leave_chunk_sizes_out():
+    import gpu_check
+
+    def row(framework, step_s, variant=None, mfu=None):
+        return {"kind": "train", "framework": framework, "precision": "bfloat16", "batch": 8, "step_s": step_s,
+                "variant": variant, **({"mfu": mfu} if mfu is not None else {})}
+
+    rows = [row("jax", 0.2, mfu=0.02), row("torch", 0.1), row("jax", 0.05, gpu_check.PALLAS, mfu=0.3),
+            row("jax", 0.01, "ssm.chunk_size=64", mfu=0.01)]
+    assert gpu_check.targets(rows) == [
+        "- jaxbrr / torchref throughput, bfloat16 B=8: 0.50× (target ≥ 1.25×): missed",
+        "- jaxbrr (ssm.scan=pallas) / torchref throughput, bfloat16 B=8: 2.00× (target ≥ 1.25×): met",
+        "- bfloat16 model FLOP utilisation, best: 30.0% (jax, ssm.scan=pallas B=8) (target ≥ 25%): met",
+    ]
+
+
+def test_the_pallas_rows_follow_their_batch_8_pairs():
+    rows = gpu_bench.rows_for("full")
+    pallas = [i for i, r in enumerate(rows) if r.get("scan") == "pallas"]
+    assert [(rows[i]["precision"], rows[i]["batch"]) for i in pallas] == [("bfloat16", 8), ("float32", 8)]
+    assert all(rows[i - 1]["framework"] == "torch" and rows[i - 1]["batch"] == 8 for i in pallas)
+
+
 def test_jax_entries_travel_uncompressed_in_one_part_most_valuable_first(tmp_path):
     import gpu_check
 

@@ -1,0 +1,251 @@
+"""The chunked SSD scan fused into one Pallas kernel per direction (config `model.ssm.scan: pallas`).
+
+Why: `ssd_chunked` in XLA materialises its within-chunk weights, (sequences, heads, chunks, Q, Q),
+and reads them again in the backward pass. On a GPU that traffic, not arithmetic, bounds the train
+step: XLA's cost analysis counts 552 GB moved per full-size bf16 step at B=8, 295 GB of it in the
+scans, against 3.3 TFLOP (BENCHMARKS.md, "How many bytes the step moves"). Here one program per
+(sequence, head) walks its chunks in order and keeps the weights and the carried state in
+registers, so the forward reads x, dt·A, B, C once and writes y and the state entering each chunk
+(the backward's only residual, (K, P, N) per sequence and head); the backward walks the chunks in
+reverse with the same per-chunk algebra. This is the structure of mamba_ssm's Triton kernels
+(`ssd_combined.py`: chunk_cumsum, chunk_state, state_passing, chunk_scan), written here from the
+equations below, not from their code.
+
+Per sequence and head, chunk k of length Q with inputs u_s = dt_s x_s ∈ R^P, a_s = dt_s A (scalar),
+B_s, C_s ∈ R^N, and S ∈ R^{P×N} the state entering the chunk (Dao & Gu 2024, arXiv:2405.21060, §6):
+    cum_l  = a_0 + … + a_l                 seg_ls = a_{s+1} + … + a_l  (l ≥ s)
+    tail_s = a_{s+1} + … + a_{Q-1}         T      = a_0 + … + a_{Q-1}
+    y_l    = Σ_{s≤l} (C_l·B_s) exp(seg_ls) u_s + exp(cum_l) S C_l
+    S'     = exp(T) S + Σ_s exp(tail_s) u_s B_sᵀ
+Every exponent is a sum of a's (≤ 0), each summed directly rather than as a difference of
+cumulative sums, so nothing overflows or cancels, and masked entries are exp of an empty sum
+(1) set to 0: no inf anywhere, forward or backward. The backward, with dY the output cotangent and
+dS' the cotangent of S' (0 after the last chunk):
+    du_s  = Σ_{l≥s} (C_l·B_s) exp(seg_ls) dy_l + exp(tail_s) dS' B_s
+    dB_s  = Σ_{l≥s} (dy_l·u_s) exp(seg_ls) C_l + exp(tail_s) dS'ᵀ u_s
+    dC_l  = Σ_{s≤l} (dy_l·u_s) exp(seg_ls) B_s + exp(cum_l) Sᵀ dy_l
+    dS    = exp(T) dS' + Σ_l exp(cum_l) dy_l C_lᵀ
+and da_j from the cotangent of every exponent that contains a_j, summed directly (a difference
+of row and column sums of W would cancel: 3× the float32 error of XLA's chunked scan in dA):
+    da_j  = Σ_{s<j≤l} W_ls + Σ_{l≥j} exp(cum_l) dy_l·(S C_l) + Σ_{s<j} r_s + exp(T) ⟨dS', S⟩
+with W_ls = (dy_l·u_s)(C_l·B_s) exp(seg_ls) and r_s = exp(tail_s) u_sᵀ dS' B_s. dt and A get their
+gradients from u = dt·x and a = dt·A outside the kernel, by XLA.
+
+Everything inside is broadcast products and sums, no `dot`: the contractions are over P, N or Q of
+4 to 16, below Triton's 16×16×16 minimum for tensor-core dots, and the arithmetic is not what
+bounds this scan. The kernels compile with Pallas's Triton backend on a GPU; on a CPU they run in
+Pallas's interpreter (`interpret=True`), which is how the test suite checks them against the
+float64 sequential oracle. The model refuses `scan: pallas` without a GPU rather than interpret
+silently (minutes per step). A pallas_call is opaque to XLA's SPMD partitioner: data parallel
+training runs it per device under shard_map, and the trainer refuses it with train.mesh.fsdp > 1.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from einops import rearrange
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pl_triton
+
+from jaxbrr.ssm import check_scan_shapes, to_scan_dtype
+
+# One warp group per program: the largest live tensor is Q·Q·max(P, N, Q) = 4,096 values at full
+# size (node stream: Q = 16, P = 8, N = 16), 32 registers per thread at 128 threads.
+# Two stages let Triton load chunk k+1 while chunk k computes (the loads do not depend on the state).
+COMPILER_PARAMS = pl_triton.CompilerParams(num_warps=4, num_stages=2)
+
+
+def _iota(shape: tuple[int, ...], axis: int) -> jax.Array:
+    return jax.lax.broadcasted_iota(jnp.int32, shape, axis)
+
+
+def _sum_where(mask: jax.Array, a_j: jax.Array) -> jax.Array:
+    """Σ_j mask[..., j] · a_j over the last axis, with a_j broadcast from (Q,)."""
+    return jnp.sum(jnp.where(mask, a_j, 0.0), axis=-1)
+
+
+def _chunk_sums(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """For one chunk's a (Q,): cum (Q,), exp(seg) masked to l ≥ s (Q, Q), tail (Q,), T (scalar).
+
+    Each is a masked sum of the a's themselves (module docstring), never a difference."""
+    q = a.shape[0]
+    l2, s2 = _iota((q, q), 0), _iota((q, q), 1)
+    cum = _sum_where(s2 <= l2, a[None, :])  # (Q,): rows l, summing a_j for j <= l
+    tail = _sum_where(s2 > l2, a[None, :])  # (Q,): rows s, summing a_j for j > s
+    l3, s3, j3 = _iota((q, q, q), 0), _iota((q, q, q), 1), _iota((q, q, q), 2)
+    seg = _sum_where((s3 < j3) & (j3 <= l3), a[None, None, :])  # (Q, Q): [l, s] = a_{s+1} + .. + a_l
+    decay = jnp.where(s2 <= l2, jnp.exp(seg), 0.0)  # (Q, Q): 0 above the diagonal, no inf
+    return cum, decay, tail, jnp.sum(a)
+
+
+def _pairwise(left: jax.Array, right: jax.Array) -> jax.Array:
+    """[l, s] = left_l · right_s for left (Q, D), right (Q, D) -> (Q, Q)."""
+    return jnp.sum(left[:, None, :] * right[None, :, :], axis=-1)
+
+
+def _forward_kernel(u_ref, a_ref, b_ref, c_ref, y_ref, states_ref, *, chunk: int, chunks: int):
+    """One (sequence, head): u (L, P), a (L,), B/C (L, N) -> y (L, P), entering states (K, P, N)."""
+    headdim, state = u_ref.shape[-1], b_ref.shape[-1]
+
+    def one_chunk(k, S):  # S (P, N): the state entering chunk k
+        rows = pl.ds(k * chunk, chunk)
+        u, a, Bk, Ck = u_ref[rows, :], a_ref[rows], b_ref[rows, :], c_ref[rows, :]  # (Q,P) (Q,) (Q,N) (Q,N)
+        states_ref[k] = S
+        cum, decay, tail, T = _chunk_sums(a)
+        weights = _pairwise(Ck, Bk) * decay  # (Q, Q): (C_l·B_s) exp(seg_ls)
+        y_diag = jnp.sum(weights[:, :, None] * u[None, :, :], axis=1)  # (Q, P)
+        SC = jnp.sum(S[None, :, :] * Ck[:, None, :], axis=-1)  # (Q, P): S C_l
+        y_ref[rows, :] = (y_diag + jnp.exp(cum)[:, None] * SC).astype(y_ref.dtype)
+        inject = (u * jnp.exp(tail)[:, None])[:, :, None] * Bk[:, None, :]  # (Q, P, N)
+        return jnp.exp(T) * S + jnp.sum(inject, axis=0)  # (P, N): the state leaving chunk k
+
+    jax.lax.fori_loop(0, chunks, one_chunk, jnp.zeros((headdim, state), u_ref.dtype))
+
+
+def _backward_kernel(u_ref, a_ref, b_ref, c_ref, states_ref, dy_ref,
+                     du_ref, da_ref, db_ref, dc_ref, *, chunk: int, chunks: int):
+    """One (sequence, head), chunks in reverse: the module docstring's backward equations.
+    dB and dC are this head's share; heads that share a group are summed outside."""
+    headdim, state = u_ref.shape[-1], b_ref.shape[-1]
+    l2, s2 = _iota((chunk, chunk), 0), _iota((chunk, chunk), 1)
+
+    def one_chunk(i, dS):  # dS (P, N): cotangent of the state leaving chunk k
+        k = chunks - 1 - i
+        rows = pl.ds(k * chunk, chunk)
+        u, a, Bk, Ck, dy = u_ref[rows, :], a_ref[rows], b_ref[rows, :], c_ref[rows, :], dy_ref[rows, :]
+        S = states_ref[k]  # (P, N): the state entering chunk k
+        cum, decay, tail, T = _chunk_sums(a)
+        e_cum, e_tail, e_T = jnp.exp(cum), jnp.exp(tail), jnp.exp(T)
+
+        CB = _pairwise(Ck, Bk)  # (Q, Q): C_l·B_s
+        dyu = _pairwise(dy, u) * decay  # (Q, Q): (dy_l·u_s) exp(seg_ls), 0 for l < s
+        dSB = jnp.sum(dS[None, :, :] * Bk[:, None, :], axis=-1)  # (Q, P): dS' B_s
+        du = jnp.sum((CB * decay)[:, :, None] * dy[:, None, :], axis=0) + e_tail[:, None] * dSB
+        dSu = jnp.sum(dS[None, :, :] * u[:, :, None], axis=1)  # (Q, N): dS'ᵀ u_s
+        dB = jnp.sum(dyu[:, :, None] * Ck[:, None, :], axis=0) + e_tail[:, None] * dSu
+        Sdy = jnp.sum(S[None, :, :] * dy[:, :, None], axis=1)  # (Q, N): Sᵀ dy_l
+        dC = jnp.sum(dyu[:, :, None] * Bk[None, :, :], axis=1) + e_cum[:, None] * Sdy
+
+        # da_j: each exponent's cotangent, summed over the exponents that contain a_j
+        W = dyu * CB  # (Q, Q): seg_ls contains a_j for s < j <= l
+        j3, l3, s3 = _iota((chunk,) * 3, 0), _iota((chunk,) * 3, 1), _iota((chunk,) * 3, 2)
+        da = jnp.sum(jnp.sum(jnp.where((s3 < j3) & (j3 <= l3), W[None, :, :], 0.0), axis=-1), axis=-1)
+        SC = jnp.sum(S[None, :, :] * Ck[:, None, :], axis=-1)  # (Q, P): S C_l
+        off = e_cum * jnp.sum(dy * SC, axis=-1)  # (Q,): cum_l contains a_j for j <= l
+        r = e_tail * jnp.sum(u * dSB, axis=-1)  # (Q,): tail_s contains a_j for j > s
+        da += _sum_where(s2 >= l2, off[None, :]) + _sum_where(s2 < l2, r[None, :]) + e_T * jnp.sum(dS * S)  # T: all
+
+        du_ref[rows, :] = du.astype(du_ref.dtype)
+        da_ref[rows] = da.astype(da_ref.dtype)
+        db_ref[rows, :] = dB.astype(db_ref.dtype)
+        dc_ref[rows, :] = dC.astype(dc_ref.dtype)
+        carried = jnp.sum((e_cum[:, None] * dy)[:, :, None] * Ck[:, None, :], axis=0)  # (Q,P,N) -> (P, N)
+        return e_T * dS + carried  # cotangent of the state entering chunk k
+
+    jax.lax.fori_loop(0, chunks, one_chunk, jnp.zeros((headdim, state), u_ref.dtype))
+
+
+def _specs(u: jax.Array, B: jax.Array):
+    """BlockSpecs over the grid (sequence i, head h): each program sees its whole sequence."""
+    _, length, heads, headdim = u.shape
+    groups, state = B.shape[2:]
+    per_group = heads // groups
+    u_spec = pl.BlockSpec((None, length, None, headdim), lambda i, h: (i, 0, h, 0))
+    a_spec = pl.BlockSpec((None, length, None), lambda i, h: (i, 0, h))
+    bc_spec = pl.BlockSpec((None, length, None, state), lambda i, h: (i, 0, h // per_group, 0))
+    per_head_n = pl.BlockSpec((None, length, None, state), lambda i, h: (i, 0, h, 0))
+    return u_spec, a_spec, bc_spec, per_head_n
+
+
+def _states_spec(chunks: int, headdim: int, state: int) -> pl.BlockSpec:
+    return pl.BlockSpec((None, None, chunks, headdim, state), lambda i, h: (i, h, 0, 0, 0))
+
+
+def _forward(u, a, B, C, chunk: int, interpret: bool):
+    batch, length, heads, headdim = u.shape
+    state, chunks = B.shape[-1], length // chunk
+    u_spec, a_spec, bc_spec, _ = _specs(u, B)
+    return pl.pallas_call(
+        functools.partial(_forward_kernel, chunk=chunk, chunks=chunks),
+        out_shape=(jax.ShapeDtypeStruct(u.shape, u.dtype),  # y (B, L, H, P)
+                   jax.ShapeDtypeStruct((batch, heads, chunks, headdim, state), u.dtype)),  # entering states
+        grid=(batch, heads),
+        in_specs=[u_spec, a_spec, bc_spec, bc_spec],
+        out_specs=(u_spec, _states_spec(chunks, headdim, state)),
+        compiler_params=COMPILER_PARAMS, interpret=interpret, name="ssd_forward",
+    )(u, a, B, C)
+
+
+def _backward(u, a, B, C, states, dy, chunk: int, interpret: bool):
+    batch, length, heads, headdim = u.shape
+    groups, state = B.shape[2:]
+    chunks = length // chunk
+    u_spec, a_spec, bc_spec, per_head_n = _specs(u, B)
+    du, da, dB, dC = pl.pallas_call(
+        functools.partial(_backward_kernel, chunk=chunk, chunks=chunks),
+        out_shape=(jax.ShapeDtypeStruct(u.shape, u.dtype),  # du (B, L, H, P)
+                   jax.ShapeDtypeStruct(a.shape, a.dtype),  # da (B, L, H)
+                   jax.ShapeDtypeStruct((batch, length, heads, state), B.dtype),  # dB per head
+                   jax.ShapeDtypeStruct((batch, length, heads, state), C.dtype)),  # dC per head
+        grid=(batch, heads),
+        in_specs=[u_spec, a_spec, bc_spec, bc_spec, _states_spec(chunks, headdim, state), u_spec],
+        out_specs=(u_spec, a_spec, per_head_n, per_head_n),
+        compiler_params=COMPILER_PARAMS, interpret=interpret, name="ssd_backward",
+    )(u, a, B, C, states, dy)
+    to_groups = functools.partial(jnp.sum, axis=3)  # (B, L, G, R, N) -> (B, L, G, N)
+    dB = to_groups(rearrange(dB, "b l (g r) n -> b l g r n", g=groups))
+    dC = to_groups(rearrange(dC, "b l (g r) n -> b l g r n", g=groups))
+    return du, da, dB, dC
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _fused_scan(u, a, B, C, chunk: int, interpret: bool) -> jax.Array:
+    return _forward(u, a, B, C, chunk, interpret)[0]
+
+
+def _fused_scan_fwd(u, a, B, C, chunk, interpret):
+    y, states = _forward(u, a, B, C, chunk, interpret)
+    return y, (u, a, B, C, states)
+
+
+def _fused_scan_bwd(chunk, interpret, residuals, dy):
+    u, a, B, C, states = residuals
+    return _backward(u, a, B, C, states, dy.astype(u.dtype), chunk, interpret)
+
+
+_fused_scan.defvjp(_fused_scan_fwd, _fused_scan_bwd)
+
+
+def on_gpu() -> bool:
+    return jax.default_backend() in ("gpu", "cuda", "rocm")
+
+
+def ssd_pallas(x, dt, A, B, C, chunk_size: int, interpret: bool | None = None) -> jax.Array:
+    """`ssd_chunked`'s contract as fused Pallas kernels: x (B,L,H,P), dt (B,L,H), A (H,),
+    B/C (B,L,G,N) -> y (B,L,H,P), same padding, same scan dtype (at least float32), y in x's dtype.
+
+    interpret=None compiles for the GPU and refuses other backends; True runs Pallas's interpreter
+    (any backend, float64 included: the tests' path)."""
+    check_scan_shapes(x, dt, A, B, C)
+    sizes = {"chunk_size": chunk_size, "headdim": x.shape[-1], "d_state": B.shape[-1]}
+    if any(n < 1 or n & (n - 1) for n in sizes.values()):  # Triton's tensors have power-of-2 sizes
+        raise ValueError(f"model.ssm.scan = 'pallas' needs powers of 2 for {sizes}; use scan: chunked for other sizes")
+    if interpret is None:
+        if not on_gpu():
+            raise ValueError(
+                f"model.ssm.scan = 'pallas' compiles a Triton kernel for a GPU, and JAX's default backend is "
+                f"{jax.default_backend()!r}; set model.ssm.scan: chunked (the same algorithm in XLA)")
+        interpret = False
+    out_dtype, length = x.dtype, x.shape[1]
+    x, dt, A, B, C = to_scan_dtype(x, dt, A, B, C)
+    pad = -length % chunk_size
+    if pad:  # dt = 0 beyond the end: a = 0, u = 0, as ssd_chunked pads
+        x, B, C = (jnp.pad(t, ((0, 0), (0, pad), (0, 0), (0, 0))) for t in (x, B, C))  # (B, L', ., .)
+        dt = jnp.pad(dt, ((0, 0), (0, pad), (0, 0)))  # (B, L', H)
+    u = x * dt[..., None]  # (B, L', H, P): dt_s x_s
+    a = dt * A  # (B, L', H): dt_s A <= 0
+    y = _fused_scan(u, a, B, C, chunk_size, interpret)  # (B, L', H, P)
+    return y[:, :length].astype(out_dtype)  # (B, L, H, P)

@@ -1,0 +1,188 @@
+"""jaxbrr/ssd_kernel.py: the fused Pallas SSD kernels, run here in Pallas's interpreter, against the
+float64 sequential oracle (values and every gradient), and lowered for CUDA to Triton IR at the
+full-size node and edge shapes (what a GPU would compile). On a GPU (`-m gpu`, benchmarks/gpu_check.sh)
+the compiled kernels are held to float64 as XLA's chunked scan on the same GPU is."""
+
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax import export
+
+from jaxbrr import ssd_kernel
+from jaxbrr.mamba import Mamba2
+from jaxbrr.ssd_kernel import ssd_pallas
+from jaxbrr.ssm import selective_scan
+from tests.jaxbrr.test_ssm import cotangent, max_rel_diffs, scan_inputs, value_and_grads
+from torchref import ssm as torch_ssm
+
+# Full size (configs/tusz.yaml): node stream d_inner 128 = 16 heads × 8, state 16; edge stream
+# d_inner 32 = 8 heads × 4, state 8; one group; 960 steps; chunks of 16.
+NODE, EDGE = (16, 8, 16), (8, 4, 8)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def _kernel_value_and_grads(inputs, weights, chunk_size):
+    y, vjp = jax.vjp(lambda *a: ssd_pallas(*a, chunk_size=chunk_size, interpret=True), *inputs)
+    return [y, *vjp(weights)]
+
+
+def kernel_value_and_grads(inputs, weights, dtype, chunk_size=16):
+    out = _kernel_value_and_grads([jnp.asarray(t, dtype) for t in inputs], jnp.asarray(weights, dtype), chunk_size)
+    return [np.asarray(t) for t in out]
+
+
+@pytest.mark.parametrize("chunk_size, groups, length", [(16, 1, 64), (8, 2, 64), (16, 2, 40)])
+def test_kernel_equals_sequential_float64(x64, chunk_size, groups, length):
+    """Values and the gradients of x, dt, A, B, C: the backward kernel's hand-derived equations
+    (module docstring) against autodiff of the step-by-step recurrence; 40 steps pad to 48."""
+    inputs, weights = scan_inputs(groups=groups, length=length), cotangent(length=length)
+    ref = value_and_grads("sequential", inputs, weights, jnp.float64)
+    test = kernel_value_and_grads(inputs, weights, jnp.float64, chunk_size)
+    assert test[0].dtype == np.float64
+    diffs = max_rel_diffs(test, ref)
+    print(f"pallas chunk {chunk_size} G {groups} L {length} float64 max rel diff", diffs)
+    assert max(diffs.values()) < 1e-10
+
+
+def test_kernel_float32_close_to_float64(x64):
+    """The bound test_ssm.py holds ssd_chunked and ssd_sequential to in float32."""
+    inputs, weights = scan_inputs(), cotangent()
+    ref = value_and_grads("sequential", inputs, weights, jnp.float64)
+    test = kernel_value_and_grads(inputs, weights, jnp.float32)
+    assert test[0].dtype == np.float32
+    diffs = max_rel_diffs(test, ref)
+    print("pallas float32 vs float64 max rel diff", diffs)
+    assert max(diffs.values()) < 1e-4
+
+
+def test_bfloat16_inputs_scan_in_float32():
+    """bf16 in: the kernels run in float32 on the inputs' values, and y is rounded once to bf16."""
+    x, dt, A, B, C = scan_inputs(length=32)
+    bf16 = [jnp.asarray(t, jnp.bfloat16) for t in (x, dt, B, C)]
+    A32 = jnp.asarray(A, jnp.float32)
+    y = ssd_pallas(bf16[0], bf16[1], A32, bf16[2], bf16[3], chunk_size=16, interpret=True)
+    assert y.dtype == jnp.bfloat16
+    f32 = [t.astype(jnp.float32) for t in bf16]
+    y32 = ssd_pallas(f32[0], f32[1], A32, f32[2], f32[3], chunk_size=16, interpret=True)
+    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(y32.astype(jnp.bfloat16), np.float32))
+
+
+def test_refuses_a_cpu_without_interpret_and_sizes_triton_cannot_tile():
+    x, dt, A, B, C = [jnp.asarray(t, jnp.float32) for t in scan_inputs(length=32)]
+    if not ssd_kernel.on_gpu():
+        with pytest.raises(ValueError, match="scan: chunked"):
+            selective_scan(x, dt, A, B, C, scan="pallas", chunk_size=16)
+    with pytest.raises(ValueError, match="powers of 2.*'chunk_size': 12"):
+        ssd_pallas(x, dt, A, B, C, chunk_size=12, interpret=True)
+    with pytest.raises(ValueError, match="powers of 2.*'headdim': 3"):
+        ssd_pallas(x[..., :3], dt, A, B, C, chunk_size=16, interpret=True)
+
+
+def lower_for_cuda(shapes: list[tuple[int, ...]], dtype) -> str:
+    """The train-time program (value and gradients of a scalar of y) lowered for CUDA on this
+    machine: Pallas emits Triton IR here, so unsupported ops or shapes fail as they would on a GPU
+    (Triton's own compile to PTX happens on the GPU only)."""
+    def loss(*a):
+        return jnp.sum(ssd_pallas(*a, chunk_size=16, interpret=False).astype(jnp.float32) ** 2)
+
+    args = [jax.ShapeDtypeStruct(s, dtype) for s in shapes]
+    args[2] = jax.ShapeDtypeStruct(shapes[2], jnp.float32)  # A is a float32 parameter
+    exported = export.export(
+        jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4))), platforms=["cuda"],
+        disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(*args)
+    return exported.mlir_module()
+
+
+@pytest.mark.parametrize("stream", ["node", "edge"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_lowers_to_triton_at_full_size(stream, dtype):
+    heads, headdim, state = NODE if stream == "node" else EDGE
+    batch, length = 2, 960
+    module = lower_for_cuda([(batch, length, heads, headdim), (batch, length, heads), (heads,),
+                             (batch, length, 1, state), (batch, length, 1, state)], dtype)
+    calls = re.findall(r'custom_call @__gpu\$xla\.gpu\.triton.*?grid_x = (\d+).*?grid_y = (\d+).*?'
+                       r'name = "(\w+)", num_stages = (\d+).*?num_warps = (\d+)', module)
+    compiler = ssd_kernel.COMPILER_PARAMS
+    assert sorted(calls) == sorted([(str(batch), str(heads), name, str(compiler.num_stages), str(compiler.num_warps))
+                                    for name in ("ssd_backward", "ssd_forward")])
+
+
+def test_mamba2_with_the_kernel_equals_chunked(x64, monkeypatch):
+    """The model's wiring: Mamba2 with scan pallas (interpreted) against scan chunked on the same
+    parameters, output and every parameter gradient, float64."""
+    monkeypatch.setattr(ssd_kernel, "ssd_pallas", functools.partial(ssd_pallas, interpret=True))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 40, 16)))
+
+    def run(scan):
+        model = Mamba2(16, 8, 4, 2, 4, scan=scan, chunk_size=8, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+
+        def loss(m):
+            return jnp.sum(jnp.sin(m(x)))
+        value, grads = nnx.jit(nnx.value_and_grad(loss))(model)
+        return value, jax.tree.leaves(nnx.state(grads))
+
+    (v_ref, g_ref), (v, g) = run("chunked"), run("pallas")
+    np.testing.assert_allclose(v, v_ref, rtol=1e-12)
+    assert len(g) == len(g_ref) > 0
+    for a, b in zip(g, g_ref, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12 * np.abs(b).max())
+
+
+def test_torchref_computes_pallas_as_chunked():
+    import torch
+
+    inputs = [torch.as_tensor(t) for t in scan_inputs(length=24)]
+    torch.testing.assert_close(torch_ssm.selective_scan(*inputs, scan="pallas", chunk_size=8),
+                               torch_ssm.ssd_chunked(*inputs, chunk_size=8), rtol=0, atol=0)
+
+
+def _jax_gpu():
+    try:
+        return jax.devices("gpu")[0]
+    except RuntimeError:
+        return None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_jax_gpu() is None, reason="needs a GPU visible to JAX")
+@pytest.mark.parametrize("stream", ["node", "edge"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_compiled_kernels_on_the_gpu_are_as_close_to_float64_as_xla_chunked(x64, stream, dtype):
+    """One full-size window (19 node or 171 edge sequences of 960 steps), value and every gradient:
+    float64 arbitrates (the sequential oracle on the CPU, on the inputs as rounded to `dtype`). The
+    kernels' error may not exceed 4× that of XLA's chunked scan at full float32 matmul precision on
+    the same GPU, plus 16 float32 ulps of the largest value: the same algorithm in the same float32,
+    with sums in another order."""
+    heads, headdim, state = NODE if stream == "node" else EDGE
+    sequences = 19 if stream == "node" else 171
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((sequences, 960, heads, headdim))
+    dt = np.logaddexp(rng.standard_normal((sequences, 960, heads)) - 1, 0)
+    A = -(1 + 7 * rng.random(heads))
+    B, C = rng.standard_normal((2, sequences, 960, 1, state))
+    weights = rng.standard_normal(x.shape)
+    rounded = [np.asarray(jnp.asarray(t, dtype), np.float64) for t in (x, dt)]
+    inputs = [rounded[0], rounded[1], A, *(np.asarray(jnp.asarray(t, dtype), np.float64) for t in (B, C))]
+    with jax.default_device(jax.devices("cpu")[0]):
+        ref = value_and_grads("sequential", inputs, weights, jnp.float64)
+    gpu = _jax_gpu()
+
+    def on_gpu(scan_fn):
+        args = [jax.device_put(jnp.asarray(t, jnp.float32 if i == 2 else dtype), gpu) for i, t in enumerate(inputs)]
+        w = jax.device_put(jnp.asarray(weights, dtype), gpu)
+        y, vjp = jax.jit(lambda *a: jax.vjp(scan_fn, *a))(*args)
+        return [np.asarray(t, np.float64) for t in (y, *vjp(w))]
+
+    with jax.default_matmul_precision("highest"):
+        kernels = on_gpu(lambda *a: ssd_pallas(*a, chunk_size=16))
+        xla = on_gpu(lambda *a: selective_scan(*a, scan="chunked", chunk_size=16))
+    for name, k, c, r in zip(["y", "dx", "ddt", "dA", "dB", "dC"], kernels, xla, ref, strict=True):
+        scale = np.abs(r).max()
+        err_k, err_c = np.abs(k - r).max() / scale, np.abs(c - r).max() / scale
+        print(f"{stream} {jnp.dtype(dtype).name} {name}: kernels {err_k:.2e}, XLA chunked {err_c:.2e} (max rel to float64)")
+        assert err_k <= 4 * err_c + 16 * np.finfo(np.float32).eps, name
