@@ -18,11 +18,17 @@ within-chunk weights, into one kernel that keeps them on chip).
 The bytes are those of the backend it compiles for: on a CPU, XLA:CPU's fusion decisions, which
 are not a GPU's (XLA:GPU fuses more, so moves fewer bytes). gpu_bench.py reads the same analysis
 from the GPU-compiled step of its bfloat16 row, with the achieved bandwidth beside it.
+
+With `--set model.ssm.scan=pallas` on a machine without a GPU the stages are measured with the XLA
+scan, and the train step is projected: its XLA part compiled with the Pallas kernels stood in for,
+plus the kernels' traffic counted from their blocks (jaxbrr/ssd_kernel.py hbm_bytes).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 from pathlib import Path
 
@@ -91,6 +97,61 @@ def step_cost(config, batch: int) -> dict[str, float]:
     return cost(step_fn.lower(state, data, jnp.float32(1.0)).compile())
 
 
+@contextlib.contextmanager
+def pallas_stand_in(shapes: dict):
+    """scan pallas without a GPU: the Pallas kernels (whose traffic XLA cannot see) replaced by a
+    stand-in of next to no traffic (y = u + 0·a; zero cotangents for a, B, C), so that the step's
+    cost analysis counts everything else; the kernels' own bytes are then added from
+    ssd_kernel.hbm_bytes. Records each kernel shape it replaces into `shapes`: u shape -> (groups,
+    state, chunk)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxbrr import ssd_kernel
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+    def stand_in(u, a, B, C, chunk, interpret):
+        shapes[tuple(u.shape)] = (B.shape[2], B.shape[3], chunk)
+        return u + 0 * a[..., None]
+
+    def forward(u, a, B, C, chunk, interpret):
+        return stand_in(u, a, B, C, chunk, interpret), (a, B, C)
+
+    def backward(chunk, interpret, residuals, dy):
+        a, B, C = residuals
+        return dy, 0 * jnp.sum(dy, axis=-1), jnp.zeros_like(B), jnp.zeros_like(C)
+
+    stand_in.defvjp(forward, backward)
+    saved = ssd_kernel._fused_scan, ssd_kernel.on_gpu
+    ssd_kernel._fused_scan, ssd_kernel.on_gpu = stand_in, lambda: True
+    try:
+        yield
+    finally:
+        ssd_kernel._fused_scan, ssd_kernel.on_gpu = saved
+
+
+def pallas_rows(config, batch: int) -> dict[str, dict[str, float]]:
+    """The train step with model.ssm.scan=pallas on a machine without a GPU: its XLA part (the
+    kernels stood in for), the kernels' traffic (ssd_kernel.hbm_bytes, per call, times the calls a
+    step makes: each BiMamba-2 layer runs both directions, forward and backward, and with
+    model.remat the forward twice), and their sum, the projection."""
+    from jaxbrr.ssd_kernel import hbm_bytes
+
+    shapes: dict = {}
+    with pallas_stand_in(shapes):
+        rest = step_cost(config, batch)
+    m = config.model
+    layers = {batch * m.n_chans: m.node_mamba.n_layers, batch * m.n_edges: m.graph.edge_mamba.n_layers}
+    forwards = 2 if m.remat else 1
+    kernels = 0.0
+    for u_shape, (groups, state, chunk) in shapes.items():
+        traffic = hbm_bytes(u_shape, groups, state, chunk)
+        kernels += 2 * layers[u_shape[0]] * (forwards * traffic["forward"] + traffic["backward"])
+    return {"train step, XLA part (scan kernels stood in for)": rest,
+            f"scan kernels ({len(shapes)} shapes, hbm_bytes)": {"bytes": kernels, "flops": 0.0},
+            "train step, projected": {"bytes": rest["bytes"] + kernels, "flops": rest["flops"]}}
+
+
 def floors(row: dict[str, float], bandwidth_tbs: float, peak_tflops: float) -> dict[str, float]:
     """The row with its byte floor and flop floor in ms, and bytes per flop."""
     return {**row, "byte_floor_ms": row["bytes"] / (bandwidth_tbs * 1e12) * 1e3,
@@ -110,6 +171,7 @@ def table(rows: dict[str, dict[str, float]], bandwidth_tbs: float, peak_tflops: 
 
 def main(argv=None) -> int:
     from common.config import load_config
+    from jaxbrr.ssd_kernel import on_gpu
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny.yaml")
@@ -122,8 +184,14 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     config = load_config(args.config, [*args.set, f"train.batch_size={args.batch}"])
-    rows = stage_costs(config, args.batch, [s for s in args.stages.split(",") if s])
-    rows["train step"] = step_cost(config, args.batch)
+    project = config.model.ssm.scan == "pallas" and not on_gpu()
+    stages = load_config(args.config, [*args.set, f"train.batch_size={args.batch}", "model.ssm.scan=chunked"]) \
+        if project else config  # the stages alone with the XLA scan: the kernels cannot run here
+    rows = stage_costs(stages, args.batch, [s for s in args.stages.split(",") if s])
+    if project:
+        rows.update(pallas_rows(config, args.batch))
+    else:
+        rows["train step"] = step_cost(config, args.batch)
     print(table(rows, args.bandwidth, args.peak))
     if args.json:
         args.json.write_text(json.dumps({k: floors(v, args.bandwidth, args.peak) for k, v in rows.items()}, indent=1))

@@ -201,6 +201,22 @@ def _backward(u, a, B, C, states, dy, chunk: int, interpret: bool):
     return du, da, dB, dC
 
 
+def hbm_bytes(u_shape: tuple[int, ...], groups: int, state: int, chunk: int, itemsize: int = 4) -> dict[str, int]:
+    """The kernels' device-memory traffic for u of shape (B, L', H, P): every operand block read
+    once per program and every result written once, B and C once per head (a group's heads share
+    them, so a cache may serve some of those reads: an upper bound), plus the backward's sum of the
+    per-head dB, dC over each group's heads. What benchmarks/roofline.py adds for scan pallas."""
+    batch, length, heads, headdim = u_shape
+    x = batch * length * heads * headdim * itemsize  # u, y, dy, du
+    a = batch * length * heads * itemsize  # a, da
+    bc_per_head = batch * length * heads * state * itemsize  # B or C as the programs read them
+    states = batch * heads * (length // chunk) * headdim * state * itemsize
+    grouped = batch * length * groups * state * itemsize  # dB or dC after the group sum
+    forward = (x + a + 2 * bc_per_head) + (x + states)
+    backward = (x + a + 2 * bc_per_head + states + x) + (x + a + 2 * bc_per_head) + 2 * (bc_per_head + grouped)
+    return {"forward": forward, "backward": backward}
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def _fused_scan(u, a, B, C, chunk: int, interpret: bool) -> jax.Array:
     return _forward(u, a, B, C, chunk, interpret)[0]

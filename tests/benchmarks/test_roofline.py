@@ -46,3 +46,32 @@ def test_the_tiny_model_rows(tmp_path, capsys):
     assert rows["train step"]["bytes"] > rows["node_mamba"]["bytes"]
     assert rows["train step"]["flops"] > rows["node_mamba"]["flops"] > 0
     assert "| train step |" in capsys.readouterr().out
+
+
+def test_scan_pallas_is_projected_without_a_gpu(tmp_path):
+    """On a CPU the Pallas kernels cannot be compiled: the step's XLA part is costed with them
+    stood in for, and their traffic (ssd_kernel.hbm_bytes, every call of a step) is added."""
+    from common.config import load_config
+    from jaxbrr.ssd_kernel import hbm_bytes
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("the projection is for machines without a GPU")
+    out = tmp_path / "roofline.json"
+    assert roofline.main(["--config", "configs/tiny.yaml", "--batch", "2", "--stages", "node_mamba",
+                          "--set", "model.ssm.scan=pallas", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    xla, kernels, projected = (rows[k] for k in ("train step, XLA part (scan kernels stood in for)",
+                                                 "scan kernels (2 shapes, hbm_bytes)", "train step, projected"))
+    config = load_config("configs/tiny.yaml")
+    m, batch = config.model, 2
+    length = config.window_samples // m.tcn.stride_down
+    expected = 0
+    for sequences, mamba in ((batch * m.n_chans, m.node_mamba), (batch * m.n_edges, m.graph.edge_mamba)):
+        padded = -(-length // m.ssm.chunk_size) * m.ssm.chunk_size
+        u_shape = (sequences, padded, mamba.expand * mamba.d_model // mamba.headdim, mamba.headdim)
+        traffic = hbm_bytes(u_shape, 1, mamba.d_state, m.ssm.chunk_size)
+        expected += 2 * mamba.n_layers * (traffic["forward"] + traffic["backward"])  # both directions
+    assert kernels["bytes"] == expected
+    assert projected["bytes"] == xla["bytes"] + kernels["bytes"]
+    chunked = roofline.step_cost(load_config("configs/tiny.yaml", ["train.batch_size=2"]), 2)
+    assert xla["bytes"] < chunked["bytes"]  # the stand-in took the XLA scan's traffic out

@@ -186,3 +186,48 @@ def test_compiled_kernels_on_the_gpu_are_as_close_to_float64_as_xla_chunked(x64,
         err_k, err_c = np.abs(k - r).max() / scale, np.abs(c - r).max() / scale
         print(f"{stream} {jnp.dtype(dtype).name} {name}: kernels {err_k:.2e}, XLA chunked {err_c:.2e} (max rel to float64)")
         assert err_k <= 4 * err_c + 16 * np.finfo(np.float32).eps, name
+
+
+def _pallas_calls(jaxpr) -> list:
+    """Every pallas_call equation in a (closed) jaxpr and the jaxprs nested in its equations."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "pallas_call":
+            found.append(eqn)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+                    found += _pallas_calls(sub)
+    return found
+
+
+def test_hbm_bytes_counts_the_traced_kernels_operands_and_results():
+    """hbm_bytes (what roofline.py adds for scan pallas) against the kernels as traced: each
+    pallas_call's operands read once and results written once, B and C once per head, and the
+    per-head dB, dC read again by the group sum, which writes the grouped ones."""
+    groups, heads, state, chunk = 2, 4, 8, 16
+    x, dt, A, B, C = [jnp.asarray(t, jnp.float32) for t in scan_inputs(groups=groups, length=40)]
+
+    def forward_and_backward(*args):
+        y, vjp = jax.vjp(lambda *a: ssd_pallas(*a, chunk_size=chunk, interpret=True), *args)
+        return vjp(y)
+
+    calls = _pallas_calls(jax.make_jaxpr(forward_and_backward)(x, dt, A, B, C))
+    assert sorted(eqn.params["name"] for eqn in calls) == ["ssd_backward", "ssd_forward"]
+    per_head = heads // groups
+
+    def nbytes(var):
+        return int(np.prod(var.aval.shape)) * var.aval.dtype.itemsize
+
+    counted = 0
+    for eqn in calls:
+        b_c = [v for v in eqn.invars if v.aval.shape[2:] == (groups, state)]
+        assert len(b_c) == 2
+        counted += sum(map(nbytes, eqn.invars)) + (per_head - 1) * sum(map(nbytes, b_c))
+        counted += sum(map(nbytes, eqn.outvars))
+        if eqn.params["name"] == "ssd_backward":  # the group sum of the per-head dB, dC
+            counted += sum(nbytes(v) for v in eqn.outvars[2:]) + sum(map(nbytes, b_c))
+    padded = (x.shape[0], 48, heads, x.shape[3])  # 40 steps pad to 3 chunks of 16
+    traffic = ssd_kernel.hbm_bytes(padded, groups, state, chunk)
+    assert traffic["forward"] + traffic["backward"] == counted
