@@ -122,12 +122,12 @@ def pallas_stand_in(shapes: dict):
         return dy, 0 * jnp.sum(dy, axis=-1), jnp.zeros_like(B), jnp.zeros_like(C)
 
     stand_in.defvjp(forward, backward)
-    saved = ssd_kernel._fused_scan, ssd_kernel.on_gpu
-    ssd_kernel._fused_scan, ssd_kernel.on_gpu = stand_in, lambda: True
+    saved = ssd_kernel.fused_scan, ssd_kernel.on_gpu
+    ssd_kernel.fused_scan, ssd_kernel.on_gpu = stand_in, lambda: True
     try:
         yield
     finally:
-        ssd_kernel._fused_scan, ssd_kernel.on_gpu = saved
+        ssd_kernel.fused_scan, ssd_kernel.on_gpu = saved
 
 
 def pallas_rows(config, batch: int) -> dict[str, dict[str, float]]:

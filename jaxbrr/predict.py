@@ -67,14 +67,21 @@ class MontageMismatch(EDFError):
 # the checkpoint
 
 
-def _with_overrides(config: Config, overrides: Sequence[str], source: str) -> Config:
-    """The checkpoint's config with `key.sub=value` overrides; the model's fields stay fixed."""
+def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(how the scan is computed: model.ssm.*, the rest); the model's other fields and the
+    montage are the checkpoint's."""
+    compute, rest = [], []
     for text in overrides:
         key, _ = parse_override(text)
-        if key == "model" or key.startswith("model.") or key == "data.montage":
+        if key.startswith("model.ssm."):
+            compute.append(text)
+        elif key == "model" or key.startswith("model.") or key == "data.montage":
             raise ConfigError(f"--set {text}: the model (and its montage) are the checkpoint's; "
-                              "only fields outside `model` and `data.montage` can be overridden")
-    return with_overrides(config, overrides, source)
+                              "only fields outside `model` and `data.montage`, and model.ssm.* (how the "
+                              "scan is computed, e.g. model.ssm.scan=chunked), can be overridden")
+        else:
+            rest.append(text)
+    return compute, rest
 
 
 def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
@@ -90,8 +97,9 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
     from jaxbrr.weights import WeightsError, load_model
 
     where = locate(path).path  # the concrete step or file, for the messages
+    compute, overrides = _split_overrides(overrides)
     try:
-        config, model, located, notes = load_model(path, config_path)
+        config, model, located, notes = load_model(path, config_path, compute)
     except (CheckpointError, ConfigError):
         raise
     except WeightsError as err:
@@ -101,7 +109,7 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
                               f"{str(err).splitlines()[0] if str(err) else ''}); {FIX}") from None
     for note in notes:
         print(f"note: {note}")
-    config = _with_overrides(config, overrides, f"{located.path} (its config)")
+    config = with_overrides(config, overrides, f"{located.path} (its config)")
     # on a GPU, train.tf32 of the checkpoint's config (false, full float32, for one written before
     # the field existed, though a GPU run then trained with JAX's TF32 default)
     set_float32_precision(config.train.tf32, jax.default_backend())

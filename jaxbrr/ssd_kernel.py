@@ -1,4 +1,5 @@
-"""The chunked SSD scan fused into one Pallas kernel per direction (config `model.ssm.scan: pallas`).
+"""The chunked SSD scan fused into Pallas kernels (config `model.ssm.scan: pallas`; jaxbrr/ssm.py
+`ssd_pallas` prepares the inputs and calls `fused_scan`).
 
 Why: `ssd_chunked` in XLA materialises its within-chunk weights, (sequences, heads, chunks, Q, Q),
 and reads them again in the backward pass. On a GPU that traffic, not arithmetic, bounds the train
@@ -50,7 +51,6 @@ from einops import rearrange
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pl_triton
 
-from jaxbrr.ssm import check_scan_shapes, to_scan_dtype
 
 # One warp group per program: the largest live tensor is Q·Q·max(P, N, Q) = 4,096 values at full
 # size (node stream: Q = 16, P = 8, N = 16), 32 registers per thread at 128 threads.
@@ -218,7 +218,9 @@ def hbm_bytes(u_shape: tuple[int, ...], groups: int, state: int, chunk: int, ite
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _fused_scan(u, a, B, C, chunk: int, interpret: bool) -> jax.Array:
+def fused_scan(u, a, B, C, chunk: int, interpret: bool) -> jax.Array:
+    """y (B, L', H, P) from u = dt·x (B, L', H, P), a = dt·A (B, L', H), B/C (B, L', G, N), all in
+    one float dtype with L' a multiple of `chunk` (jaxbrr/ssm.py ssd_pallas prepares them)."""
     return _forward(u, a, B, C, chunk, interpret)[0]
 
 
@@ -232,36 +234,8 @@ def _fused_scan_bwd(chunk, interpret, residuals, dy):
     return _backward(u, a, B, C, states, dy.astype(u.dtype), chunk, interpret)
 
 
-_fused_scan.defvjp(_fused_scan_fwd, _fused_scan_bwd)
+fused_scan.defvjp(_fused_scan_fwd, _fused_scan_bwd)
 
 
 def on_gpu() -> bool:
     return jax.default_backend() in ("gpu", "cuda", "rocm")
-
-
-def ssd_pallas(x, dt, A, B, C, chunk_size: int, interpret: bool | None = None) -> jax.Array:
-    """`ssd_chunked`'s contract as fused Pallas kernels: x (B,L,H,P), dt (B,L,H), A (H,),
-    B/C (B,L,G,N) -> y (B,L,H,P), same padding, same scan dtype (at least float32), y in x's dtype.
-
-    interpret=None compiles for the GPU and refuses other backends; True runs Pallas's interpreter
-    (any backend, float64 included: the tests' path)."""
-    check_scan_shapes(x, dt, A, B, C)
-    sizes = {"chunk_size": chunk_size, "headdim": x.shape[-1], "d_state": B.shape[-1]}
-    if any(n < 1 or n & (n - 1) for n in sizes.values()):  # Triton's tensors have power-of-2 sizes
-        raise ValueError(f"model.ssm.scan = 'pallas' needs powers of 2 for {sizes}; use scan: chunked for other sizes")
-    if interpret is None:
-        if not on_gpu():
-            raise ValueError(
-                f"model.ssm.scan = 'pallas' compiles a Triton kernel for a GPU, and JAX's default backend is "
-                f"{jax.default_backend()!r}; set model.ssm.scan: chunked (the same algorithm in XLA)")
-        interpret = False
-    out_dtype, length = x.dtype, x.shape[1]
-    x, dt, A, B, C = to_scan_dtype(x, dt, A, B, C)
-    pad = -length % chunk_size
-    if pad:  # dt = 0 beyond the end: a = 0, u = 0, as ssd_chunked pads
-        x, B, C = (jnp.pad(t, ((0, 0), (0, pad), (0, 0), (0, 0))) for t in (x, B, C))  # (B, L', ., .)
-        dt = jnp.pad(dt, ((0, 0), (0, pad), (0, 0)))  # (B, L', H)
-    u = x * dt[..., None]  # (B, L', H, P): dt_s x_s
-    a = dt * A  # (B, L', H): dt_s A <= 0
-    y = _fused_scan(u, a, B, C, chunk_size, interpret)  # (B, L', H, P)
-    return y[:, :length].astype(out_dtype)  # (B, L, H, P)

@@ -14,7 +14,8 @@ The recurrence, per batch and head (state h_t ∈ R^{P×N}):
 `ssd_chunked` computes it with the chunked "state space duality" algorithm of Dao & Gu 2024,
 "Transformers are SSMs" (arXiv:2405.21060), Listing 1 (`mamba_ssm/modules/ssd_minimal.py`);
 `ssd_sequential` runs it step by step with `jax.lax.scan` and is the oracle. Neither adds D·x.
-`jaxbrr/ssd_kernel.py` runs `ssd_chunked`'s algorithm as fused Pallas kernels (scan `pallas`, GPU).
+`ssd_pallas` runs `ssd_chunked`'s algorithm as the fused Pallas kernels of jaxbrr/ssd_kernel.py
+(scan `pallas`, GPU).
 `chunked_mask_after_exp` is `ssd_chunked` masking the within-chunk decay after exp, as mamba_ssm's
 `chunk_scan_ref`: a NaN-gradient hazard kept for the NaN localiser (ssm_gnn_anchors.md §6.2),
 never a default.
@@ -75,6 +76,16 @@ def check_scan_shapes(x, dt, A, B, C) -> tuple[int, int]:
     return heads, groups
 
 
+def _pad_to_chunks(chunk_size: int, x, dt, B, C) -> tuple[jax.Array, ...]:
+    """Length L padded at the end to a multiple of chunk_size L': dt = 0 and x = B = C = 0 there
+    (what mamba_ssm's `_chunk_cumsum_fwd_kernel` does beyond seqlen): a = 0, nothing injected."""
+    pad = -x.shape[1] % chunk_size
+    if not pad:
+        return x, dt, B, C
+    x, B, C = (jnp.pad(t, ((0, 0), (0, pad), (0, 0), (0, 0))) for t in (x, B, C))  # (B, L', ., .)
+    return x, jnp.pad(dt, ((0, 0), (0, pad), (0, 0))), B, C  # dt (B, L', H)
+
+
 def ssd_chunked(x, dt, A, B, C, chunk_size: int, mask_after_exp: bool = False) -> jax.Array:
     """Chunked SSD scan. x (B,L,H,P), dt (B,L,H), A (H,), B/C (B,L,G,N) -> y (B,L,H,P).
 
@@ -95,12 +106,7 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, mask_after_exp: bool = False) -
     length = x.shape[1]
     x, dt, A, B, C = to_scan_dtype(x, dt, A, B, C)
 
-    pad = -length % chunk_size
-    if pad:
-        x = jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0)))  # (B, L', H, P)
-        dt = jnp.pad(dt, ((0, 0), (0, pad), (0, 0)))  # (B, L', H)
-        B = jnp.pad(B, ((0, 0), (0, pad), (0, 0), (0, 0)))  # (B, L', G, N)
-        C = jnp.pad(C, ((0, 0), (0, pad), (0, 0), (0, 0)))  # (B, L', G, N)
+    x, dt, B, C = _pad_to_chunks(chunk_size, x, dt, B, C)  # (B, L', H, P) (B, L', H) (B, L', G, N) ×2
 
     r = heads // groups
     xdt = x * dt[..., None]  # (B, L', H, P): dt_t x_t
@@ -170,6 +176,31 @@ def ssd_sequential(x, dt, A, B, C) -> jax.Array:
     return jnp.moveaxis(ys, 0, 1).astype(out_dtype)  # (B, L, H, P)
 
 
+def ssd_pallas(x, dt, A, B, C, chunk_size: int, interpret: bool | None = None) -> jax.Array:
+    """`ssd_chunked`'s algorithm and contract as the fused Pallas kernels of jaxbrr/ssd_kernel.py:
+    x (B,L,H,P), dt (B,L,H), A (H,), B/C (B,L,G,N) -> y (B,L,H,P), the same padding and scan dtype.
+
+    interpret=None compiles the kernels for the GPU (Triton) and refuses other backends; True runs
+    them in Pallas's interpreter on any backend, float64 included (the tests' path)."""
+    from jaxbrr import ssd_kernel  # Pallas loads slowly, and only this scan needs it
+
+    check_scan_shapes(x, dt, A, B, C)
+    sizes = {"chunk_size": chunk_size, "headdim": x.shape[-1], "d_state": B.shape[-1]}
+    if any(n < 1 or n & (n - 1) for n in sizes.values()):  # Triton's tensors have power-of-2 sizes
+        raise ValueError(f"model.ssm.scan = 'pallas' needs powers of 2 for {sizes}; use scan: chunked for other sizes")
+    if interpret is None:
+        if not ssd_kernel.on_gpu():
+            raise ValueError(
+                f"model.ssm.scan = 'pallas' compiles Triton kernels for a GPU, and JAX's default backend is "
+                f"{jax.default_backend()!r}; set model.ssm.scan: chunked (the same algorithm in XLA)")
+        interpret = False
+    out_dtype, length = x.dtype, x.shape[1]
+    x, dt, A, B, C = to_scan_dtype(x, dt, A, B, C)
+    x, dt, B, C = _pad_to_chunks(chunk_size, x, dt, B, C)
+    y = ssd_kernel.fused_scan(x * dt[..., None], dt * A, B, C, chunk_size, interpret)  # u = dt·x, a = dt·A
+    return y[:, :length].astype(out_dtype)  # (B, L, H, P)
+
+
 def selective_scan(x, dt, A, B, C, scan: str, chunk_size: int) -> jax.Array:
     """y = SSD(x, dt, A, B, C) with the algorithm named by `scan` (config `model.ssm.scan`)."""
     if scan == "chunked":
@@ -178,8 +209,6 @@ def selective_scan(x, dt, A, B, C, scan: str, chunk_size: int) -> jax.Array:
         return ssd_sequential(x, dt, A, B, C)
     if scan == "chunked_mask_after_exp":  # the localiser's NaN hazard, never a default
         return ssd_chunked(x, dt, A, B, C, chunk_size, mask_after_exp=True)
-    if scan == "pallas":  # chunked, fused into Pallas kernels for a GPU (imported here: Pallas loads slowly)
-        from jaxbrr import ssd_kernel
-
-        return ssd_kernel.ssd_pallas(x, dt, A, B, C, chunk_size)
+    if scan == "pallas":  # chunked, fused into Pallas kernels for a GPU
+        return ssd_pallas(x, dt, A, B, C, chunk_size)
     raise ValueError(f"model.ssm.scan = {scan!r} is not one of {SCANS}")

@@ -32,7 +32,7 @@ Imports no torch: a torchref checkpoint is read through common/pt.py.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -46,7 +46,7 @@ import jaxbrr.mamba as jmamba
 import jaxbrr.model as jmodel
 import jaxbrr.tcn as jtcn
 from common.checkpoints import Located, jaxbrr_meta, jaxbrr_step, locate, read_weights
-from common.config import Config, config_from_dict
+from common.config import Config, ConfigError, config_from_dict, with_overrides
 
 
 class WeightsError(ValueError):
@@ -200,19 +200,29 @@ def neutral_shapes(model_config) -> dict[str, tuple[int, ...]]:
             for entry in plan(model)}
 
 
-def load_model(path: str | Path, config_path: str | Path | Config | None = None) -> tuple[Config, nnx.Module, Located, list[str]]:
+def load_model(path: str | Path, config_path: str | Path | Config | None = None,
+               compute: Sequence[str] = ()) -> tuple[Config, nnx.Module, Located, list[str]]:
     """(config, SeizureDetector, where it came from, notes) from weights of any kind
     (common/checkpoints.py): a jaxbrr checkpoint is restored whole (parameters and RNG streams,
     through orbax), anything else is read as neutral weights and filled into a fresh model of its
-    config. `notes` says what the reader ignored or assumed (callers print them)."""
+    config. `notes` says what the reader ignored or assumed (callers print them).
+
+    `compute`: overrides of how the scan is computed (`model.ssm.*`: scan, chunk size), applied to
+    the weights' config before the model is built; they change no weight (a checkpoint trained
+    with `scan: pallas` on a GPU runs with `scan: chunked` on a CPU)."""
     from jaxbrr.train.checkpoint import restore_model
 
+    outside = [text for text in compute if not text.startswith("model.ssm.")]
+    if outside:
+        raise ConfigError(f"{outside}: only model.ssm.* (how the scan is computed) can change for loaded weights")
     located = locate(path)
     step_dir = jaxbrr_step(located)
     if step_dir is not None:
         config = config_from_dict(jaxbrr_meta(step_dir)["config"], source=f"{step_dir}/meta")
+        config = with_overrides(config, compute, f"{step_dir} (its config)")
         return config, restore_model(step_dir, config), located, []
     weights = read_weights(located.path, config_path, neutral_shapes)
-    model = jmodel.SeizureDetector(weights.config.model, rngs=nnx.Rngs(weights.config.train.seed))
+    config = with_overrides(weights.config, compute, f"{weights.path} (its config)")
+    model = jmodel.SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
     fill(model, weights.arrays, str(weights.path))
-    return weights.config, model, located, weights.notes
+    return config, model, located, weights.notes

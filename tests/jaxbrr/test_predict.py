@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from common.config import ConfigError
 from common.data.csv_bi import read_csv_bi
 from common.data.edf import read_edf
 from common.data.montage import BIPOLAR23, REF19
@@ -153,6 +154,32 @@ def test_bad_checkpoints_exit_2_naming_the_path_and_the_fix(bipolar_run, chbmit,
     assert f"{broken / 'checkpoints' / 'best' / '1'}: cannot restore the model" in message
     assert "--set model" in error(bipolar_run, "--set", "model.tcn.kernel_size=3")
     assert not list(tmp_path.glob("*.csv_bi"))
+
+
+def test_a_checkpoint_trained_with_the_pallas_scan_runs_with_chunked(tmp_path):
+    """scan pallas (GPU kernels) is how a run computed, not what it learned: --set model.ssm.scan
+    rebuilds the model with another scan on the same weights; other model fields stay refused."""
+    from tests.jaxbrr.conftest import save_checkpoint, tiny_config
+
+    from jaxbrr import ssd_kernel
+
+    run = save_checkpoint(tmp_path / "run", tiny_config("ref19", "model.ssm.scan=pallas"))
+    pallas_config, pallas_model, _ = load_checkpoint(run)
+    config, model, _ = load_checkpoint(run, ["model.ssm.scan=chunked", "postprocess.tau_on=0.9"])
+    assert (pallas_config.model.ssm.scan, config.model.ssm.scan, config.postprocess.tau_on) == ("pallas", "chunked", 0.9)
+    got, want = (jax.tree.leaves(nnx.state(m, nnx.Param)) for m in (model, pallas_model))
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    x = np.random.default_rng(0).standard_normal((1, config.model.n_chans, config.window_samples)).astype(np.float32)
+    model.eval()
+    assert np.isfinite(np.asarray(model(x)[0])).all()
+    if not ssd_kernel.on_gpu():
+        pallas_model.eval()
+        with pytest.raises(ValueError, match="scan: chunked"):
+            pallas_model(x)
+    with pytest.raises(ConfigError, match="model.ssm"):
+        load_checkpoint(run, ["model.tcn.kernel_size=3"])
 
 
 def test_a_relative_checkpoint_path_loads(bipolar_run, monkeypatch):

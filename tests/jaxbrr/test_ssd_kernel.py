@@ -1,4 +1,4 @@
-"""jaxbrr/ssd_kernel.py: the fused Pallas SSD kernels, run here in Pallas's interpreter, against the
+"""jaxbrr/ssd_kernel.py (through jaxbrr/ssm.py ssd_pallas): the fused Pallas SSD kernels, run here in Pallas's interpreter, against the
 float64 sequential oracle (values and every gradient), and lowered for CUDA to Triton IR at the
 full-size node and edge shapes (what a GPU would compile). On a GPU (`-m gpu`, benchmarks/gpu_check.sh)
 the compiled kernels are held to float64 as XLA's chunked scan on the same GPU is."""
@@ -13,10 +13,9 @@ import pytest
 from flax import nnx
 from jax import export
 
-from jaxbrr import ssd_kernel
+from jaxbrr import ssd_kernel, ssm
 from jaxbrr.mamba import Mamba2
-from jaxbrr.ssd_kernel import ssd_pallas
-from jaxbrr.ssm import selective_scan
+from jaxbrr.ssm import selective_scan, ssd_pallas
 from tests.jaxbrr.test_ssm import cotangent, max_rel_diffs, scan_inputs, value_and_grads
 from torchref import ssm as torch_ssm
 
@@ -115,7 +114,7 @@ def test_lowers_to_triton_at_full_size(stream, dtype):
 def test_mamba2_with_the_kernel_equals_chunked(x64, monkeypatch):
     """The model's wiring: Mamba2 with scan pallas (interpreted) against scan chunked on the same
     parameters, output and every parameter gradient, float64."""
-    monkeypatch.setattr(ssd_kernel, "ssd_pallas", functools.partial(ssd_pallas, interpret=True))
+    monkeypatch.setattr(ssm, "ssd_pallas", functools.partial(ssd_pallas, interpret=True))
     x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 40, 16)))
 
     def run(scan):

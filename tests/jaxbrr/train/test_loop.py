@@ -300,6 +300,16 @@ def test_unknown_key_and_missing_metric_fail_before_any_compute(tmp_path, capsys
     assert not any(tmp_path.iterdir())  # nothing written
 
 
+def test_the_pallas_scan_is_refused_off_a_gpu_before_anything_compiles(tmp_path, data_overrides, prepared):
+    from jaxbrr.ssd_kernel import on_gpu
+
+    if on_gpu():
+        pytest.skip("a GPU runs the kernels")
+    with pytest.raises(ValueError, match="set model.ssm.scan=chunked"):
+        Trainer(config_for(tmp_path, data_overrides, "model.ssm.scan=pallas"), progress=False, prepared=prepared)
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_without_a_checkpoint_is_an_error_naming_the_workdir(tmp_path, capsys, monkeypatch):
     """A mistyped workdir must not start a new run in silence (issue 19, problem 7)."""
     monkeypatch.setattr("common.data.prepare.prepare", lambda *a, **k: pytest.fail("compute started"))
