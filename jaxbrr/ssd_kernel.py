@@ -51,7 +51,6 @@ from einops import rearrange
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pl_triton
 
-
 # One warp group per program: the largest live tensor is Q·Q·max(P, N, Q) = 4,096 values at full
 # size (node stream: Q = 16, P = 8, N = 16), 32 registers per thread at 128 threads.
 # Two stages let Triton load chunk k+1 while chunk k computes (the loads do not depend on the state).

@@ -159,9 +159,8 @@ def test_bad_checkpoints_exit_2_naming_the_path_and_the_fix(bipolar_run, chbmit,
 def test_a_checkpoint_trained_with_the_pallas_scan_runs_with_chunked(tmp_path):
     """scan pallas (GPU kernels) is how a run computed, not what it learned: --set model.ssm.scan
     rebuilds the model with another scan on the same weights; other model fields stay refused."""
-    from tests.jaxbrr.conftest import save_checkpoint, tiny_config
-
     from jaxbrr import ssd_kernel
+    from tests.jaxbrr.conftest import save_checkpoint, tiny_config
 
     run = save_checkpoint(tmp_path / "run", tiny_config("ref19", "model.ssm.scan=pallas"))
     pallas_config, pallas_model, _ = load_checkpoint(run)
