@@ -6,9 +6,9 @@ and reads them again in the backward pass. On a GPU that traffic, not arithmetic
 step: XLA's cost analysis counts 552 GB moved per full-size bf16 step at B=8, 295 GB of it in the
 scans, against 3.3 TFLOP (BENCHMARKS.md, "How many bytes the step moves"). Here one program per
 (sequence, head) walks its chunks in order and keeps the weights and the carried state in
-registers, so the forward reads x, dt·A, B, C once and writes y and the state entering each chunk
-(the backward's only residual, (K, P, N) per sequence and head); the backward walks the chunks in
-reverse with the same per-chunk algebra. This is the structure of mamba_ssm's Triton kernels
+registers, so the forward reads u = dt·x, a = dt·A, B, C once and writes y and the state entering
+each chunk (the backward's only residual, (K, P, N) per sequence and head); the backward walks the
+chunks in reverse with the same per-chunk algebra. This is the structure of mamba_ssm's Triton kernels
 (`ssd_combined.py`: chunk_cumsum, chunk_state, state_passing, chunk_scan), written here from the
 equations below, not from their code.
 
