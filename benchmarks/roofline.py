@@ -21,7 +21,7 @@ from the GPU-compiled step of its bfloat16 row, with the achieved bandwidth besi
 
 With `--set model.ssm.scan=pallas` on a machine without a GPU the stages are measured with the XLA
 scan, and the train step is projected: its XLA part compiled with the Pallas kernels stood in for,
-plus the kernels' traffic counted from their blocks (jaxbrr/ssd_kernel.py hbm_bytes).
+plus the kernels' logical bytes counted from their blocks (jaxbrr/ssd_kernel.py hbm_bytes).
 """
 
 from __future__ import annotations
@@ -152,6 +152,12 @@ def pallas_rows(config, batch: int) -> dict[str, dict[str, float]]:
             "train step, projected": {"bytes": rest["bytes"] + kernels, "flops": rest["flops"]}}
 
 
+def _on_gpu() -> bool:
+    from jaxbrr.ssd_kernel import on_gpu  # Pallas, imported only for scan pallas
+
+    return on_gpu()
+
+
 def floors(row: dict[str, float], bandwidth_tbs: float, peak_tflops: float) -> dict[str, float]:
     """The row with its byte floor and flop floor in ms, and bytes per flop."""
     return {**row, "byte_floor_ms": row["bytes"] / (bandwidth_tbs * 1e12) * 1e3,
@@ -171,7 +177,6 @@ def table(rows: dict[str, dict[str, float]], bandwidth_tbs: float, peak_tflops: 
 
 def main(argv=None) -> int:
     from common.config import load_config
-    from jaxbrr.ssd_kernel import on_gpu
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny.yaml")
@@ -184,7 +189,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     config = load_config(args.config, [*args.set, f"train.batch_size={args.batch}"])
-    project = config.model.ssm.scan == "pallas" and not on_gpu()
+    project = config.model.ssm.scan == "pallas" and not _on_gpu()
     stages = load_config(args.config, [*args.set, f"train.batch_size={args.batch}", "model.ssm.scan=chunked"]) \
         if project else config  # the stages alone with the XLA scan: the kernels cannot run here
     rows = stage_costs(stages, args.batch, [s for s in args.stages.split(",") if s])

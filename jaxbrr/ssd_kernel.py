@@ -8,9 +8,12 @@ scans, against 3.3 TFLOP (BENCHMARKS.md, "How many bytes the step moves"). Here 
 (sequence, head) walks its chunks in order and keeps the weights and the carried state in
 registers, so the forward reads u = dt·x, a = dt·A, B, C once and writes y and the state entering
 each chunk (the backward's only residual, (K, P, N) per sequence and head); the backward walks the
-chunks in reverse with the same per-chunk algebra. This is the structure of mamba_ssm's Triton kernels
-(`ssd_combined.py`: chunk_cumsum, chunk_state, state_passing, chunk_scan), written here from the
-equations below, not from their code.
+chunks in reverse with the same per-chunk algebra. mamba_ssm's Triton kernels (`ssd_combined.py`)
+split the same algebra into chunk_cumsum, chunk_state, state_passing and chunk_scan, parallel over
+chunks with only the state passing serial; here each program is serial over its K chunks (60 at
+full size), which keeps everything in registers and gives up parallelism across chunks: whether
+that leaves the kernels latency-bound is for a GPU to measure. Written from the equations below,
+not from their code.
 
 Per sequence and head, chunk k of length Q with inputs u_s = dt_s x_s ∈ R^P, a_s = dt_s A (scalar),
 B_s, C_s ∈ R^N, and S ∈ R^{P×N} the state entering the chunk (Dao & Gu 2024, arXiv:2405.21060, §6):
@@ -32,9 +35,9 @@ of row and column sums of W would cancel: 3× the float32 error of XLA's chunked
 with W_ls = (dy_l·u_s)(C_l·B_s) exp(seg_ls) and r_s = exp(tail_s) u_sᵀ dS' B_s. dt and A get their
 gradients from u = dt·x and a = dt·A outside the kernel, by XLA.
 
-Everything inside is broadcast products and sums, no `dot`: the contractions are over P, N or Q of
-4 to 16, below Triton's 16×16×16 minimum for tensor-core dots, and the arithmetic is not what
-bounds this scan. The kernels compile with Pallas's Triton backend on a GPU; on a CPU they run in
+Everything inside is broadcast products and sums in float32, no `dot`: most contractions are over
+P or N of 4 or 8, below Triton's 16×16×16 minimum for tensor-core dots, and a float32 `dot` there
+would run in TF32 unless told otherwise; the arithmetic is not what bounds this scan. The kernels compile with Pallas's Triton backend on a GPU; on a CPU they run in
 Pallas's interpreter (`interpret=True`), which is how the test suite checks them against the
 float64 sequential oracle. The model refuses `scan: pallas` without a GPU rather than interpret
 silently (minutes per step). A pallas_call is opaque to XLA's SPMD partitioner: data parallel
@@ -53,7 +56,8 @@ from jax.experimental.pallas import triton as pl_triton
 
 # One warp group per program: the largest live tensor is Q·Q·max(P, N, Q) = 4,096 values at full
 # size (node stream: Q = 16, P = 8, N = 16), 32 registers per thread at 128 threads.
-# Two stages let Triton load chunk k+1 while chunk k computes (the loads do not depend on the state).
+# num_stages=2 lets Triton pipeline the loop's loads where it applies (they do not depend on the state);
+# whether it does, for loads that feed no dot, is unmeasured.
 COMPILER_PARAMS = pl_triton.CompilerParams(num_warps=4, num_stages=2)
 
 
@@ -201,10 +205,12 @@ def _backward(u, a, B, C, states, dy, chunk: int, interpret: bool):
 
 
 def hbm_bytes(u_shape: tuple[int, ...], groups: int, state: int, chunk: int, itemsize: int = 4) -> dict[str, int]:
-    """The kernels' device-memory traffic for u of shape (B, L', H, P): every operand block read
-    once per program and every result written once, B and C once per head (a group's heads share
-    them, so a cache may serve some of those reads: an upper bound), plus the backward's sum of the
-    per-head dB, dC over each group's heads. What benchmarks/roofline.py adds for scan pallas."""
+    """The kernels' logical bytes for u of shape (B, L', H, P): every operand block read once per
+    program and every result written once, B and C once per head (a group's heads share them; a
+    cache may serve some of those reads), plus the backward's sum of the per-head dB, dC over each
+    group's heads. What benchmarks/roofline.py adds for scan pallas. Not DRAM traffic: a program
+    reads its rows strided through the (B, L', H, ·) layout, a and da one value every H values, so
+    whole 32-byte sectors move for 4 bytes each (the GPU's own counters say how many)."""
     batch, length, heads, headdim = u_shape
     x = batch * length * heads * headdim * itemsize  # u, y, dy, du
     a = batch * length * heads * itemsize  # a, da

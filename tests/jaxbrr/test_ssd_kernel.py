@@ -22,6 +22,16 @@ from torchref import ssm as torch_ssm
 # Full size (configs/tusz.yaml): node stream d_inner 128 = 16 heads × 8, state 16; edge stream
 # d_inner 32 = 8 heads × 4, state 8; one group; 960 steps; chunks of 16.
 NODE, EDGE = (16, 8, 16), (8, 4, 8)
+# test_ssm's dt (softplus(N(0,1) - 1)) with A in [-8, -1] decays a state by ~e^-29 over a chunk of
+# 16: the state carried across chunks would not show in float32. The model starts with dt in
+# [1e-3, 0.1] (jaxbrr/mamba.py DT_MIN, DT_MAX), long memory; every other head gets that regime.
+SLOW = 0.02
+
+
+def slow_heads(inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """x, dt, A, B, C with dt × SLOW on the even heads: both fast and slow decay in one batch."""
+    x, dt, A, B, C = inputs
+    return [x, dt * np.where(np.arange(dt.shape[-1]) % 2 == 0, SLOW, 1.0), A, B, C]
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size",))
@@ -39,7 +49,7 @@ def kernel_value_and_grads(inputs, weights, dtype, chunk_size=16):
 def test_kernel_equals_sequential_float64(x64, chunk_size, groups, length):
     """Values and the gradients of x, dt, A, B, C: the backward kernel's hand-derived equations
     (module docstring) against autodiff of the step-by-step recurrence; 40 steps pad to 48 (3 chunks of 16)."""
-    inputs, weights = scan_inputs(groups=groups, length=length), cotangent(length=length)
+    inputs, weights = slow_heads(scan_inputs(groups=groups, length=length)), cotangent(length=length)
     ref = value_and_grads("sequential", inputs, weights, jnp.float64)
     test = kernel_value_and_grads(inputs, weights, jnp.float64, chunk_size)
     assert test[0].dtype == np.float64
@@ -49,8 +59,10 @@ def test_kernel_equals_sequential_float64(x64, chunk_size, groups, length):
 
 
 def test_kernel_float32_close_to_float64(x64):
-    """The bound test_ssm.py holds ssd_chunked and ssd_sequential to in float32."""
-    inputs, weights = scan_inputs(), cotangent()
+    """The bound test_ssm.py holds ssd_chunked and ssd_sequential to in float32 (chosen there, not
+    derived: ~500× the errors measured). With slow heads it fails by 0.2–0.6 if either carry
+    across chunks (exp(T)·S forward, exp(T)·dS' backward) is dropped."""
+    inputs, weights = slow_heads(scan_inputs()), cotangent()
     ref = value_and_grads("sequential", inputs, weights, jnp.float64)
     test = kernel_value_and_grads(inputs, weights, jnp.float32)
     assert test[0].dtype == np.float32
@@ -156,7 +168,8 @@ def test_compiled_kernels_on_the_gpu_are_as_close_to_float64_as_xla_chunked(x64,
     float64 arbitrates (the sequential oracle on the CPU, on the inputs as rounded to `dtype`). The
     kernels' error may not exceed 4× that of XLA's chunked scan at full float32 matmul precision on
     the same GPU, plus 16 float32 ulps of the largest value: the same algorithm in the same float32,
-    with sums in another order."""
+    with its sums in another order, and a sum of Q = 16 terms rounds by up to (Q - 1)·eps of their
+    magnitudes in any order. Measured with the interpreter on the CPU: 0.1–1.2× XLA's error."""
     heads, headdim, state = NODE if stream == "node" else EDGE
     sequences = 19 if stream == "node" else 171
     rng = np.random.default_rng(0)
@@ -164,6 +177,7 @@ def test_compiled_kernels_on_the_gpu_are_as_close_to_float64_as_xla_chunked(x64,
     dt = np.logaddexp(rng.standard_normal((sequences, 960, heads)) - 1, 0)
     A = -(1 + 7 * rng.random(heads))
     B, C = rng.standard_normal((2, sequences, 960, 1, state))
+    x, dt, A, B, C = slow_heads([x, dt, A, B, C])
     weights = rng.standard_normal(x.shape)
     rounded = [np.asarray(jnp.asarray(t, dtype), np.float64) for t in (x, dt)]
     inputs = [rounded[0], rounded[1], A, *(np.asarray(jnp.asarray(t, dtype), np.float64) for t in (B, C))]
