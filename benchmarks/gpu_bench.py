@@ -26,6 +26,9 @@ until the budget is spent; what does not fit is written as skipped, never silent
     pallas      jaxbrr's train rows at batch 8 again with model.ssm.scan=pallas (jaxbrr/ssd_kernel.py:
                 the chunked scan fused into two Triton kernels), bfloat16 and float32; skipped
                 without a GPU
+    scan        the selective scan alone, forward + backward at batch 8's node and edge shapes,
+                float32: the Pallas kernels' ms against XLA chunked's, beside the kernels' logical
+                bytes (a GPU only)
     inference   jaxbrr's eval forward at B=64: hours of EEG per minute at the 10 s stride
 
 Both frameworks run with model.remat on from batch 32 (per-layer rematerialisation of the Mamba
@@ -62,7 +65,7 @@ SIZES = {  # size -> (config, overrides, train batches, inference batch, matmul 
 }
 # planning estimates at full size, from the H200 run (BENCHMARKS.md): a jaxbrr train row took 89 s
 # (70 s of it compiling), the PE row 8 s, the matmul peak 5.5 s
-ROW_SECONDS = {"peak": 10, "train": 95, "eigh": 15, "inference": 60}
+ROW_SECONDS = {"peak": 10, "train": 95, "eigh": 15, "inference": 60, "scan": 40}
 CHUNK_SIZES = (8, 64)  # jaxbrr rows beside the config's chunk size (bfloat16, small batch)
 PROFILE_STEPS = 3
 PROFILE_SECONDS = 120  # the profile's own limit, inside its row's
@@ -80,6 +83,8 @@ def rows_for(size: str) -> list[dict]:
             if batch == small:  # jaxbrr's fused Pallas scan beside XLA's chunked one (a GPU only)
                 rows.append({"kind": "train", "framework": "jax", "precision": precision, "batch": batch,
                              "scan": "pallas", "variant": "ssm.scan=pallas"})
+                if precision == "bfloat16":  # and the scan alone, kernels against XLA
+                    rows.append({"kind": "scan", "batch": batch, "scan": "pallas"})
         if batch == small:
             rows += [{"kind": "train", "framework": "jax", "precision": "bfloat16", "batch": small, "chunk_size": c,
                       "variant": f"ssm.chunk_size={c}"} for c in CHUNK_SIZES]
@@ -265,6 +270,45 @@ def worker_eigh(size: str, batch: int) -> dict:
             "graphs": batch * steps // g.semi_dynamic_interval, "pe_gradient": st.pe_gradient}
 
 
+def worker_scan(size: str, batch: int) -> dict:
+    """The selective scan alone, forward + backward, at the shapes of a batch's node and edge
+    streams (all layers and directions share them), float32: jaxbrr's Pallas kernels against XLA's
+    chunked scan, full float32 precision. Says whether the kernels run near their byte count or
+    are latency-bound (each program is serial over its chunks)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxbrr.precision import set_float32_precision
+    from jaxbrr.ssd_kernel import hbm_bytes
+    from jaxbrr.ssm import selective_scan
+
+    config = _config(size, "float32", batch, "jax")
+    set_float32_precision(False, jax.default_backend())
+    m, chunk = config.model, config.model.ssm.chunk_size
+    length = config.window_samples // m.tcn.stride_down
+    rng = np.random.default_rng(0)
+    out = {}
+    for stream, sequences, mamba in (("node", batch * m.n_chans, m.node_mamba),
+                                     ("edge", batch * m.n_edges, m.graph.edge_mamba)):
+        heads = mamba.expand * mamba.d_model // mamba.headdim
+        x = rng.standard_normal((sequences, length, heads, mamba.headdim))
+        dt = np.logaddexp(rng.standard_normal((sequences, length, heads)) - 3, 0)
+        A = -(1 + 7 * rng.random(heads))
+        B, C = rng.standard_normal((2, sequences, length, 1, mamba.d_state))
+        args = [jnp.asarray(t, jnp.float32) for t in (x, dt, A, B, C)]
+        row = {"sequences": sequences, "logical_gb": sum(hbm_bytes(
+            (sequences, -(-length // chunk) * chunk, heads, mamba.headdim), 1, mamba.d_state, chunk).values()) / 1e9}
+        for scan in ("pallas", "chunked"):
+            def loss(*a, scan=scan):
+                return jnp.sum(selective_scan(*a, scan=scan, chunk_size=chunk) ** 2)
+            fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4)))
+            first, times = _timed(lambda fn=fn: jax.block_until_ready(fn(*args)), SIZES[size][5])
+            row[f"{scan}_ms"], row[f"{scan}_first_s"] = statistics.median(times) * 1e3, first
+        out[stream] = row
+    return {"streams": out, "batch": batch}
+
+
 def worker_inference(size: str, precision: str, batch: int) -> dict:
     import jax
     import jax.numpy as jnp
@@ -295,6 +339,8 @@ def run_worker(row: dict, size: str) -> dict:
         return worker_train_torch(size, row["precision"], row["batch"], row.get("warm", False))
     if kind == "eigh":
         return worker_eigh(size, row["batch"])
+    if kind == "scan":
+        return worker_scan(size, row["batch"])
     return worker_inference(size, row["precision"], row["batch"])
 
 

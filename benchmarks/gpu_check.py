@@ -465,6 +465,16 @@ def targets(rows: list[dict]) -> list[str]:
     return lines
 
 
+def scan_line(row: dict) -> str:
+    """The scan-alone row: Pallas kernels against XLA chunked per stream, and the rate the kernels'
+    logical bytes imply."""
+    if "streams" not in row:
+        return f"scan alone (B={row['batch']}): {row.get('skipped') or row.get('error')}"
+    parts = [f"{name} {s['pallas_ms']:.2f} ms vs XLA {s['chunked_ms']:.2f} ms ({s['chunked_ms'] / s['pallas_ms']:.1f}×; "
+             f"{s['logical_gb'] / (s['pallas_ms'] / 1e3) / 1e3:.2f} TB/s logical)" for name, s in row["streams"].items()]
+    return f"scan alone, fwd+bwd, float32 (B={row['batch']}), Pallas kernels vs XLA chunked: " + "; ".join(parts)
+
+
 def report(summary: dict) -> str:
     env, tests, bench = summary.get("env", {}), summary.get("tests", {}), summary.get("bench", {})
     lines = ["# GPU check", "",
@@ -510,6 +520,8 @@ def report(summary: dict) -> str:
             lines.append(f"\ninference ({r['precision']}, B={r['batch']}): "
                          + (f"{r['eeg_hours_per_minute']:.1f} h of EEG per minute ({r['windows_per_s']:.0f} windows/s, "
                             f"stride 10 s)" if "eeg_hours_per_minute" in r else r.get("skipped") or r.get("error")))
+        if r.get("kind") == "scan":
+            lines.append("\n" + scan_line(r))
         if r.get("kind") == "eigh":
             lines.append(f"\neigh PE (fwd+bwd, B={r['batch']}, {r.get('graphs', '?')} graphs): "
                          + (f"{r['pe_s'] * 1e3:.1f} ms" + (f", {r['share_of_step']:.1%} of the float32 step"

@@ -135,9 +135,31 @@ def test_the_targets_pair_jaxbrr_and_its_fused_scan_with_torchref_and_leave_chun
 
 def test_the_pallas_rows_follow_their_batch_8_pairs():
     rows = gpu_bench.rows_for("full")
-    pallas = [i for i, r in enumerate(rows) if r.get("scan") == "pallas"]
+    pallas = [i for i, r in enumerate(rows) if r.get("scan") == "pallas" and r["kind"] == "train"]
     assert [(rows[i]["precision"], rows[i]["batch"]) for i in pallas] == [("bfloat16", 8), ("float32", 8)]
     assert all(rows[i - 1]["framework"] == "torch" and rows[i - 1]["batch"] == 8 for i in pallas)
+    assert rows[pallas[0] + 1] == {"kind": "scan", "batch": 8, "scan": "pallas"}  # the scan alone, next
+
+
+def test_the_scan_row_times_both_scans_at_the_streams_shapes(monkeypatch):
+    """The scan-alone worker at tiny size, its kernels interpreted (on a GPU they compile), and the
+    report's line for it."""
+    import functools
+
+    import gpu_check
+
+    from jaxbrr import ssm
+
+    monkeypatch.setattr(ssm, "ssd_pallas", functools.partial(ssm.ssd_pallas, interpret=True))
+    row = gpu_bench.worker_scan("tiny", 2)
+    config = gpu_bench._config("tiny", "float32", 2, "jax")
+    assert {k: v["sequences"] for k, v in row["streams"].items()} == {
+        "node": 2 * config.model.n_chans, "edge": 2 * config.model.n_edges}
+    assert all(s["pallas_ms"] > 0 and s["chunked_ms"] > 0 and s["logical_gb"] > 0 for s in row["streams"].values())
+    made_up = {"batch": 8, "streams": {"node": {"pallas_ms": 2.0, "chunked_ms": 5.0, "logical_gb": 1.0}}}
+    assert gpu_check.scan_line(made_up) == ("scan alone, fwd+bwd, float32 (B=8), Pallas kernels vs XLA chunked: "
+                                            "node 2.00 ms vs XLA 5.00 ms (2.5×; 0.50 TB/s logical)")
+    assert gpu_check.scan_line({"batch": 8, "skipped": "a GPU only"}) == "scan alone (B=8): a GPU only"
 
 
 def test_jax_entries_travel_uncompressed_in_one_part_most_valuable_first(tmp_path):
