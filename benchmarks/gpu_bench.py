@@ -303,7 +303,7 @@ def worker_scan(size: str, batch: int) -> dict:
             def loss(*a, scan=scan):
                 return jnp.sum(selective_scan(*a, scan=scan, chunk_size=chunk) ** 2)
             fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4)))
-            first, times = _timed(lambda fn=fn: jax.block_until_ready(fn(*args)), SIZES[size][5])
+            first, times = _timed(lambda fn=fn, args=args: jax.block_until_ready(fn(*args)), SIZES[size][5])
             row[f"{scan}_ms"], row[f"{scan}_first_s"] = statistics.median(times) * 1e3, first
         out[stream] = row
     return {"streams": out, "batch": batch}
