@@ -244,3 +244,12 @@ fused_scan.defvjp(_fused_scan_fwd, _fused_scan_bwd)
 
 def on_gpu() -> bool:
     return jax.default_backend() in ("gpu", "cuda", "rocm")
+
+
+def require_gpu() -> None:
+    """The one refusal of `scan: pallas` off a GPU (the model's scan and the trainer, which checks
+    before it compiles): the kernels compile for Triton only, and interpreting them would take
+    minutes per step."""
+    if not on_gpu():
+        raise ValueError(f"model.ssm.scan=pallas compiles Triton kernels for a GPU, and JAX's default backend is "
+                         f"{jax.default_backend()!r}: set model.ssm.scan=chunked (the same algorithm in XLA)")

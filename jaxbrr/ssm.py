@@ -41,7 +41,7 @@ def at_least_float32(t: jax.Array) -> jax.Array:
     return t.astype(jnp.promote_types(t.dtype, jnp.float32))
 
 
-def to_scan_dtype(*arrays: jax.Array) -> list[jax.Array]:
+def _to_scan_dtype(*arrays: jax.Array) -> list[jax.Array]:
     """All inputs in one dtype: the widest of theirs, and at least float32."""
     dtype = jnp.dtype(jnp.float32)
     for t in arrays:
@@ -66,7 +66,7 @@ def segsum(a: jax.Array) -> jax.Array:
     return jnp.where(rows >= cols, out, -jnp.inf)
 
 
-def check_scan_shapes(x, dt, A, B, C) -> tuple[int, int]:
+def _check_shapes(x, dt, A, B, C) -> tuple[int, int]:
     batch, length, heads, _ = x.shape
     groups = B.shape[2]
     if dt.shape != (batch, length, heads) or A.shape != (heads,):
@@ -99,12 +99,12 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, mask_after_exp: bool = False) -
     `chunk_scan_ref`. Same forward, but once a chunk's sum of dt·A falls below about -88 (float32)
     or -709 (float64) exp overflows above the diagonal and the backward is 0 · inf = NaN.
     """
-    heads, groups = check_scan_shapes(x, dt, A, B, C)
+    heads, groups = _check_shapes(x, dt, A, B, C)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out_dtype = x.dtype
     length = x.shape[1]
-    x, dt, A, B, C = to_scan_dtype(x, dt, A, B, C)
+    x, dt, A, B, C = _to_scan_dtype(x, dt, A, B, C)
 
     x, dt, B, C = _pad_to_chunks(chunk_size, x, dt, B, C)  # (B, L', H, P) (B, L', H) (B, L', G, N) ×2
 
@@ -154,9 +154,9 @@ def ssd_sequential(x, dt, A, B, C) -> jax.Array:
     """The plain recurrence, one step at a time (`jax.lax.scan` over L, vectorised over batch and
     heads): the oracle. x (B,L,H,P), dt (B,L,H), A (H,), B/C (B,L,G,N) -> y (B,L,H,P).
     Its backward pass stores the state of every step, (B, L, H, P, N)."""
-    heads, groups = check_scan_shapes(x, dt, A, B, C)
+    heads, groups = _check_shapes(x, dt, A, B, C)
     out_dtype = x.dtype
-    x, dt, A, B, C = to_scan_dtype(x, dt, A, B, C)
+    x, dt, A, B, C = _to_scan_dtype(x, dt, A, B, C)
     group_of_head = jnp.arange(heads) // (heads // groups)
     B = B[:, :, group_of_head]  # (B, L, H, N)
     C = C[:, :, group_of_head]  # (B, L, H, N)
@@ -184,18 +184,15 @@ def ssd_pallas(x, dt, A, B, C, chunk_size: int, interpret: bool | None = None) -
     them in Pallas's interpreter on any backend, float64 included (the tests' path)."""
     from jaxbrr import ssd_kernel  # Pallas loads slowly, and only this scan needs it
 
-    check_scan_shapes(x, dt, A, B, C)
+    _check_shapes(x, dt, A, B, C)
     sizes = {"chunk_size": chunk_size, "headdim": x.shape[-1], "d_state": B.shape[-1]}
     if any(n < 1 or n & (n - 1) for n in sizes.values()):  # Triton's tensors have power-of-2 sizes
         raise ValueError(f"model.ssm.scan = 'pallas' needs powers of 2 for {sizes}; use scan: chunked for other sizes")
     if interpret is None:
-        if not ssd_kernel.on_gpu():
-            raise ValueError(
-                f"model.ssm.scan = 'pallas' compiles Triton kernels for a GPU, and JAX's default backend is "
-                f"{jax.default_backend()!r}; set model.ssm.scan: chunked (the same algorithm in XLA)")
+        ssd_kernel.require_gpu()
         interpret = False
     out_dtype, length = x.dtype, x.shape[1]
-    x, dt, A, B, C = to_scan_dtype(x, dt, A, B, C)
+    x, dt, A, B, C = _to_scan_dtype(x, dt, A, B, C)
     x, dt, B, C = _pad_to_chunks(chunk_size, x, dt, B, C)
     y = ssd_kernel.fused_scan(x * dt[..., None], dt * A, B, C, chunk_size, interpret)  # u = dt·x, a = dt·A
     return y[:, :length].astype(out_dtype)  # (B, L, H, P)

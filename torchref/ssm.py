@@ -42,7 +42,7 @@ def at_least_float32(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-def to_scan_dtype(*tensors: torch.Tensor) -> list[torch.Tensor]:
+def _to_scan_dtype(*tensors: torch.Tensor) -> list[torch.Tensor]:
     """All inputs in one dtype: the widest of theirs, and at least float32."""
     dtype = torch.float32
     for t in tensors:
@@ -78,7 +78,7 @@ def segsum(a: torch.Tensor) -> torch.Tensor:
     return out.masked_fill(~ones.tril(0), -torch.inf)
 
 
-def check_scan_shapes(x, dt, A, B, C) -> tuple[int, int]:
+def _check_shapes(x, dt, A, B, C) -> tuple[int, int]:
     batch, length, heads, _ = x.shape
     groups = B.shape[2]
     if dt.shape != (batch, length, heads) or A.shape != (heads,):
@@ -102,12 +102,12 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, mask_after_exp: bool = False) -
     `chunk_scan_ref`. Same forward, but once a chunk's sum of dt·A falls below about -88 (float32)
     or -709 (float64) exp overflows above the diagonal and the backward is 0 · inf = NaN.
     """
-    heads, groups = check_scan_shapes(x, dt, A, B, C)
+    heads, groups = _check_shapes(x, dt, A, B, C)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out_dtype = x.dtype
     length = x.shape[1]
-    x, dt, A, B, C = to_scan_dtype(x, dt, A, B, C)
+    x, dt, A, B, C = _to_scan_dtype(x, dt, A, B, C)
 
     pad = -length % chunk_size
     if pad:
@@ -160,9 +160,9 @@ def ssd_sequential(x, dt, A, B, C) -> torch.Tensor:
     loop is slow (a project-size Mamba2 at B=38, L=960 on 2 CPU cores: 35 s fwd+bwd, chunked 0.4 s):
     for tests and `ssm.scan: sequential`.
     """
-    heads, groups = check_scan_shapes(x, dt, A, B, C)
+    heads, groups = _check_shapes(x, dt, A, B, C)
     out_dtype = x.dtype
-    x, dt, A, B, C = to_scan_dtype(x, dt, A, B, C)
+    x, dt, A, B, C = _to_scan_dtype(x, dt, A, B, C)
     group_of_head = torch.arange(heads, device=x.device) // (heads // groups)
     B = B[:, :, group_of_head]  # (B, L, H, N)
     C = C[:, :, group_of_head]  # (B, L, H, N)

@@ -46,12 +46,10 @@ class Trainer(Loop):
         distributed.initialize(self.cfg.distributed)  # before any device is touched
         self.process_index, self.process_count = jax.process_index(), jax.process_count()
         self.float32_matmuls = set_float32_precision(self.cfg.tf32, jax.default_backend())
-        if self.config.model.ssm.scan == "pallas":  # before anything compiles or is written: kernels for a GPU
-            from jaxbrr.ssd_kernel import on_gpu
+        if self.config.model.ssm.scan == "pallas":  # before anything compiles or is written
+            from jaxbrr.ssd_kernel import require_gpu
 
-            if not on_gpu():
-                raise ValueError(f"model.ssm.scan=pallas compiles Triton kernels for a GPU, and JAX's backend is "
-                                 f"{jax.default_backend()!r}: set model.ssm.scan=chunked (the same algorithm in XLA)")
+            require_gpu()
         self.model = SeizureDetector(self.config.model, rngs=nnx.Rngs(self.cfg.seed))
         self.optimizer = make_nnx_optimizer(self.model, self.cfg, self.total_updates)
         self.checkpoints = Checkpoints(self.workdir, self.cfg.keep_checkpoints)

@@ -86,7 +86,7 @@ def test_bfloat16_inputs_scan_in_float32():
 def test_refuses_a_cpu_without_interpret_and_sizes_triton_cannot_tile():
     x, dt, A, B, C = [jnp.asarray(t, jnp.float32) for t in scan_inputs(length=32)]
     if not ssd_kernel.on_gpu():
-        with pytest.raises(ValueError, match="scan: chunked"):
+        with pytest.raises(ValueError, match="set model.ssm.scan=chunked"):
             selective_scan(x, dt, A, B, C, scan="pallas", chunk_size=16)
     with pytest.raises(ValueError, match="powers of 2.*'chunk_size': 12"):
         ssd_pallas(x, dt, A, B, C, chunk_size=12, interpret=True)
