@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 
-.PHONY: train test parity bench lint venv clean-venv wheelhouse gpu-check
+.PHONY: train test parity bench lint venv clean-venv wheelhouse gpu-check gpu-aot
 
 venv: $(STAMP)
 
@@ -43,6 +43,12 @@ wheelhouse: $(STAMP)
 # The whole GPU verification in one command (README "Checking a GPU"); on a CPU it rehearses.
 gpu-check:
 	benchmarks/gpu_check.sh
+
+# XLA's GPU compiler without a GPU (benchmarks/gpu_aot.py): the jax CUDA plugin of this jax and
+# NVIDIA's CUDA libraries (ptxas included), about 5 GB, into .gpu-aot/, outside the venv.
+gpu-aot: $(STAMP)
+	$(PY) -m pip install --quiet --target .gpu-aot \
+		"jax-cuda12-plugin[with-cuda]==$$($(PY) -c 'import jax; print(jax.__version__)')"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,0 +1,337 @@
+"""What XLA's GPU compiler makes of jaxbrr's train step, on a machine without a GPU.
+
+    make gpu-aot        # once: the jax CUDA plugin and NVIDIA's libraries into .gpu-aot/ (~5 GB)
+    python benchmarks/gpu_aot.py --config configs/tusz.yaml --batch 8 --set model.precision=bfloat16
+    python benchmarks/gpu_aot.py --config configs/tusz.yaml --batch 8 --set model.precision=bfloat16 \\
+        --set model.ssm.scan=pallas         # with jaxbrr's fused scan kernels (Triton)
+
+XLA compiles for a GPU it is only told about (deviceless ahead-of-time compilation: a
+`jax.experimental.topologies` description built from a target config, through the jax CUDA
+plugin; jax-ml/jax#23971, openxla/xla#16913). Nothing runs. The compiled program is the one the
+GPU would run, short of autotuning (the GEMM tilings are XLA's defaults, not the ones a GPU would
+time and pick), so its fusion decisions, its buffers and the Pallas kernels' machine code are the
+GPU's. From it this reports:
+
+- bytes moved per model stage, forward and backward, from the optimized HLO: each top-level op's
+  operands and results, once (a fusion reads each operand once, as XLA's own cost analysis
+  counts it; `hlo_traffic` reproduces XLA:CPU's `cost_analysis()` on CPU-compiled programs, a
+  test). A deviceless executable has no cost analysis of its own. The Pallas kernels count their
+  operands and results once (per-head re-reads of B and C are in ssd_kernel.hbm_bytes instead);
+- the byte floor at the GPU's bandwidth, and the model FLOP utilisation a step at that floor
+  would reach: the ceiling no schedule of this program passes;
+- the device memory XLA's buffer assignment plans (arguments + outputs + temporaries − aliased):
+  the peak a GPU run reports, less the runtime's own allocations;
+- for each Triton kernel (the Pallas scan's), the registers per thread and spills that ptxas
+  reports for its PTX, compiled for the target's architecture.
+
+The same compile on the GPU machine is what gpu_bench.py times; this tells, between GPU runs,
+whether a change moves fewer bytes as the GPU's compiler fuses it (XLA:CPU fuses differently:
+roofline.py's counts are the CPU's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN_DIR = ROOT / ".gpu-aot"
+
+# The targets, as XLA's GpuTargetConfig text. Per-SM limits are compute capability 9.0's (CUDA C++
+# Programming Guide, "Technical Specifications per Compute Capability": 64 K registers, 228 KiB
+# shared memory per SM, 227 KiB per block opt-in, 2048 threads per SM); SM counts, clocks, memory
+# sizes and bandwidths are NVIDIA's datasheets for the SXM parts (H200: 141 GB HBM3e at 4.8 TB/s,
+# the GPU check's machine reported 143,771 MiB and 1980 MHz; H100: 80 GB HBM3 at 3.35 TB/s).
+_SM90 = """
+  threads_per_block_limit: 1024  threads_per_warp: 32  threads_per_core_limit: 2048
+  shared_memory_per_block: 49152  shared_memory_per_core: 233472  shared_memory_per_block_optin: 232448
+  registers_per_core_limit: 65536  registers_per_block_limit: 65536  fpus_per_core: 128
+  block_dim_limit_x: 2147483647  block_dim_limit_y: 65535  block_dim_limit_z: 65535
+  l2_cache_size: 52428800  clock_rate_ghz: 1.98  core_count: 132
+  cuda_compute_capability { major: 9 minor: 0 }
+"""
+GPUS = {
+    "h200": {"bandwidth_tbs": 4.8, "memory": 143_771 * 2**20, "name": "NVIDIA H200"},
+    "h100": {"bandwidth_tbs": 3.35, "memory": 80 * 10**9, "name": "NVIDIA H100 80GB HBM3"},
+}
+
+
+def target_config(gpu: str) -> str:
+    """XLA's GpuTargetConfig (text format) for `gpu`. cuDNN 9.8 and CUDA 12.8 are the libraries it
+    is told the GPU has (the plugin wants cuDNN 9.8 or newer); the TCN's convolutions become cuDNN
+    calls, whose bytes count as their operands and results."""
+    spec = GPUS[gpu]
+    return (f"gpu_device_info {{{_SM90}  memory_bandwidth: {int(spec['bandwidth_tbs'] * 1e12)}\n"
+            f"  device_memory_size: {spec['memory']}\n}}\n"
+            f'platform_name: "CUDA"\ndnn_version_info {{ major: 9 minor: 8 }}\n'
+            f'runtime_version {{ major: 12 minor: 8 }}\ndevice_description_str: "{spec["name"]}"\n')
+
+
+# ---------------------------------------------------------------------------------------------
+# Bytes from optimized HLO text
+
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2,
+                "f32": 4, "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
+_ARRAY = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([0-9,]*)\]")
+_HEADER = re.compile(r"^(ENTRY )?%?([\w.\-]+) .*\{$")
+_INSTRUCTION = re.compile(r"^(?:ROOT )?%?([\w.\-]+) = (.*?) ([a-z][\w\-]*)\((.*)$")
+_NO_TRAFFIC = {"parameter", "get-tuple-element", "tuple", "bitcast", "constant", "after-all", "partition-id"}
+_STAGE = re.compile(r"(transpose\()?jvp\((\w+)\)")
+
+
+def shape_bytes(shape: str) -> int:
+    """Bytes of an HLO shape string: an array `f32[2,3]{1,0}` or a tuple of them."""
+    total = 0
+    for dtype, dims in _ARRAY.findall(shape):
+        count = 1
+        for d in filter(None, dims.split(",")):
+            count *= int(d)
+        total += count * _DTYPE_BYTES[dtype]
+    return total
+
+
+def _computations(text: str) -> tuple[dict[str, list[str]], str]:
+    computations, entry, current = {}, None, None
+    for line in text.splitlines():
+        header = _HEADER.match(line)
+        if header and not line.startswith(" "):
+            current = header.group(2)
+            computations[current] = []
+            entry = current if header.group(1) else entry
+        elif current and line.startswith("  "):
+            computations[current].append(line.strip())
+    if entry is None:
+        raise ValueError("no ENTRY computation in this HLO text")
+    return computations, entry
+
+
+def hlo_traffic(text: str) -> list[dict]:
+    """One row per executed top-level op of an optimized HLO module: {"bytes": its results + its
+    operands (times the trip count of the while loops around it), "op", "name", "stage",
+    "direction"}. Stage and direction come from the op's `jax.named_scope` in its metadata
+    (`jvp(tcn)` forward, `transpose(jvp(tcn))` backward), or, for a fusion whose own metadata
+    is empty, from the ops inside it."""
+    computations, entry = _computations(text)
+    parsed = {name: [m.groups() for m in map(_INSTRUCTION.match, lines) if m]
+              for name, lines in computations.items()}
+    shapes = {name: shape for body in parsed.values() for name, shape, _, _ in body}
+    rows = []
+
+    def stage_of(rest: str) -> tuple[str, str]:
+        found = _STAGE.search(rest)
+        called = re.search(r"calls=%?([\w.\-]+)", rest)
+        if not found and called:  # a fusion without metadata of its own: its ops' majority
+            inner = collections.Counter(m.groups() for *_, r in parsed.get(called.group(1), [])
+                                        if (m := _STAGE.search(r)))
+            if inner:
+                transpose, stage = inner.most_common(1)[0][0]
+                return stage, "backward" if transpose else "forward"
+        if not found:
+            return "(unnamed)", "-"
+        return found.group(2), "backward" if found.group(1) else "forward"
+
+    def walk(computation: str, times: int) -> None:
+        for name, shape, op, rest in parsed[computation]:
+            if op == "while":
+                trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', rest)
+                walk(re.search(r"body=%?([\w.\-]+)", rest).group(1), times * (int(trips.group(1)) if trips else 1))
+            elif op in ("call", "conditional", "async-start"):
+                for called in re.findall(r"(?:to_apply|calls|branch_computations)=\{?%?([\w.\-]+)", rest):
+                    if called in parsed:
+                        walk(called, times)
+            elif op not in _NO_TRAFFIC:
+                operands = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
+                moved = shape_bytes(shape) + sum(shape_bytes(shapes.get(o, "")) for o in operands)
+                stage, direction = stage_of(rest)
+                rows.append({"bytes": moved * times, "op": op, "name": name, "stage": stage, "direction": direction,
+                             "pallas": op == "custom-call" and "gpu.triton" in rest})
+
+    walk(entry, 1)
+    return rows
+
+
+def by_stage(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """stage -> {"forward": bytes, "backward": bytes, "-": bytes}, the Pallas kernels apart."""
+    out: dict[str, dict[str, float]] = collections.defaultdict(lambda: {"forward": 0.0, "backward": 0.0, "-": 0.0})
+    for row in rows:
+        out[row["stage"] + (" (Pallas kernels)" if row["pallas"] else "")][row["direction"]] += row["bytes"]
+    return dict(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The deviceless compile
+
+
+def use_plugin(plugin_dir: Path, dump_dir: Path | None) -> None:
+    """Make the jax CUDA plugin in `plugin_dir` loadable without a GPU. Must run before jax is
+    imported: the plugin registers itself at jax's backend initialisation."""
+    if "jax" in sys.modules:
+        raise RuntimeError("gpu_aot.use_plugin must run before jax is imported")
+    sys.path.insert(0, str(plugin_dir))
+    if importlib.util.find_spec("jax_plugins.xla_cuda12") is None:
+        raise SystemExit(f"no jax CUDA plugin in {plugin_dir}: run `make gpu-aot` (installs jax-cuda12-plugin "
+                         "and NVIDIA's CUDA libraries there, about 5 GB; no GPU needed)")
+    os.environ["JAX_PLATFORMS"] = "cpu"  # the CPU runs; the CUDA plugin only compiles
+    os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"  # its check calls cuInit, which needs a GPU
+    if dump_dir is not None:
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={dump_dir}".strip()
+
+
+def cuda_sharding(gpu: str):
+    """A single-device sharding on the described GPU: arguments placed with it compile for it."""
+    import jax
+    from jax.experimental import topologies
+
+    topology = topologies.get_topology_desc(platform="cuda", target_config=target_config(gpu), topology="1x1x1")
+    mesh = topologies.make_mesh(topology, (1,), ("device",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+@contextlib.contextmanager
+def compiling_for_gpu():
+    """scan pallas refuses a CPU default backend (ssd_kernel.require_gpu); here the CPU is the
+    default backend, but the program compiles for the GPU."""
+    from jaxbrr import ssd_kernel
+
+    saved = ssd_kernel.on_gpu
+    ssd_kernel.on_gpu = lambda: True
+    try:
+        yield
+    finally:
+        ssd_kernel.on_gpu = saved
+
+
+def compile_train_step(config, batch: int, sharding):
+    """jaxbrr's train step (jaxbrr/train/step.py, one device) compiled for the sharding's GPU."""
+    import jax
+    import jax.numpy as jnp
+    from roofline import train_step
+
+    step_fn, state = train_step(config)
+    on_gpu = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)  # noqa: E731
+    shape = (batch, config.model.n_chans, config.window_samples)
+    data = {"x": jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding),
+            "y": jax.ShapeDtypeStruct(shape[::2], jnp.float32, sharding=sharding)}
+    with compiling_for_gpu():
+        return step_fn.lower(jax.tree.map(on_gpu, state), data, on_gpu(jnp.float32(1.0))).compile()
+
+
+def planned_memory(compiled) -> int:
+    """Device bytes XLA's buffer assignment plans for one call: arguments, results and
+    temporaries, aliased buffers once."""
+    m = compiled.memory_analysis()
+    return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+
+
+def scan_kernels(config, batch: int, sharding, dump_dir: Path, arch: str = "sm_90a") -> dict[str, dict[str, int]]:
+    """The Pallas scan kernels at the shapes the step gives them (node and edge stream, forward
+    and backward), each compiled on its own for the sharding's GPU -> "<stream> <kernel>": ptxas's
+    {"registers", "spill_stores", "spill_loads"} per thread for its PTX."""
+    import jax
+    import jax.numpy as jnp
+    from nvidia import cuda_nvcc  # the ptxas of `make gpu-aot`
+
+    from jaxbrr import ssd_kernel
+
+    m = config.model
+    length = -(-config.window_samples // m.tcn.stride_down // m.ssm.chunk_size) * m.ssm.chunk_size
+    streams = {"node": (batch * m.n_chans, m.node_mamba), "edge": (batch * m.n_edges, m.graph.edge_mamba)}
+    ptxas = Path(cuda_nvcc.__path__[0]) / "bin" / "ptxas"
+    out = {}
+    for stream, (sequences, mamba) in streams.items():
+        heads = mamba.expand * mamba.d_model // mamba.headdim
+        shapes = [(sequences, length, heads, mamba.headdim), (sequences, length, heads),
+                  (sequences, length, 1, mamba.d_state), (sequences, length, 1, mamba.d_state)]
+        arrays = [jax.ShapeDtypeStruct(s, jnp.float32, sharding=sharding) for s in shapes]  # the scan's dtype
+
+        def scan_objective(u, a, B, C):
+            return jnp.sum(jnp.square(ssd_kernel.fused_scan(u, a, B, C, m.ssm.chunk_size, False)))
+
+        scan_objective.__name__ = f"scan_{stream}"  # the dumped modules' name
+        jax.jit(jax.grad(scan_objective, argnums=(0, 1, 2, 3))).lower(*arrays).compile()
+        for ptx in sorted(dump_dir.glob(f"*jit_scan_{stream}.*.ptx")):
+            entry = re.search(r"\.entry (\w+)\(", ptx.read_text())
+            if not entry or not entry.group(1).startswith("ssd_"):
+                continue
+            report = subprocess.run([str(ptxas), f"-arch={arch}", "-v", str(ptx), "-o", os.devnull],
+                                    capture_output=True, text=True, check=True).stderr
+            spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
+            out[f"{stream} {entry.group(1)}"] = {
+                "registers": int(re.search(r"Used (\d+) registers", report).group(1)),
+                "spill_stores": int(spills.group(1)), "spill_loads": int(spills.group(2))}
+    return out
+
+
+def report(rows: list[dict], memory: int, kernels: dict, gpu: str, flops_per_step: float | None,
+           peak_tflops: float) -> str:
+    """The markdown report: bytes per stage, the totals and their floors, memory, kernels."""
+    total = sum(r["bytes"] for r in rows)
+    lines = ["| stage | forward GB | backward GB | other GB | share |", "|---|---:|---:|---:|---:|"]
+    for stage, parts in sorted(by_stage(rows).items(), key=lambda kv: -sum(kv[1].values())):
+        lines.append(f"| {stage} | {parts['forward'] / 1e9:.2f} | {parts['backward'] / 1e9:.2f} | "
+                     f"{parts['-'] / 1e9:.2f} | {100 * sum(parts.values()) / total:.1f} % |")
+    floor_ms = total / (GPUS[gpu]["bandwidth_tbs"] * 1e12) * 1e3
+    lines += ["", f"total: {total / 1e9:.1f} GB in {len(rows)} ops; byte floor at "
+              f"{GPUS[gpu]['bandwidth_tbs']:g} TB/s: {floor_ms:.1f} ms per step"]
+    if flops_per_step:
+        rate = flops_per_step / floor_ms / 1e9  # TFLOP/s
+        lines.append(f"model FLOP rate at that floor: {rate:.0f} TFLOP/s ({flops_per_step / 1e9:.0f} GFLOP per step), "
+                     f"{100 * rate / peak_tflops:.1f} % of a {peak_tflops:g} TFLOP/s peak: the utilisation ceiling")
+    lines.append(f"planned device memory: {memory / 1e9:.2f} GB")
+    for name, k in kernels.items():
+        lines.append(f"kernel {name}: {k['registers']} registers per thread, spills "
+                     f"{k['spill_stores']} B stored / {k['spill_loads']} B loaded")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/tiny.yaml")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--gpu", choices=sorted(GPUS), default="h200")
+    parser.add_argument("--peak", type=float, default=777.0,
+                        help="matmul peak, TFLOP/s (default: the H200's bf16 matmul as gpu_bench.py measured it)")
+    parser.add_argument("--plugin-dir", type=Path, default=PLUGIN_DIR, help="where `make gpu-aot` installed the plugin")
+    parser.add_argument("--json", type=Path, help="also write the rows and totals here")
+    parser.add_argument("--hlo", type=Path, help="also write the optimized HLO text here")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as dump:
+        use_plugin(args.plugin_dir, Path(dump))
+        sys.path.insert(0, str(ROOT))
+        from gpu_bench import FORWARD_GFLOP_PER_WINDOW, TRAIN_FLOP_FACTOR
+
+        from common.config import load_config
+
+        config = load_config(args.config, [*args.set, f"train.batch_size={args.batch}"])
+        sharding = cuda_sharding(args.gpu)
+        compiled = compile_train_step(config, args.batch, sharding)
+        kernels = scan_kernels(config, args.batch, sharding, Path(dump)) if config.model.ssm.scan == "pallas" else {}
+    text = compiled.as_text()
+    rows = hlo_traffic(text)
+    full_size = config.window_samples == 60 * 256 and config.model.node_mamba.n_layers == 6
+    flops = TRAIN_FLOP_FACTOR * FORWARD_GFLOP_PER_WINDOW * 1e9 * args.batch if full_size else None
+    memory = planned_memory(compiled)
+    print(report(rows, memory, kernels, args.gpu, flops, args.peak))
+    if args.hlo:
+        args.hlo.write_text(text)
+    if args.json:
+        args.json.write_text(json.dumps({"gpu": args.gpu, "config": args.config, "batch": args.batch, "set": args.set,
+                                         "bytes": sum(r["bytes"] for r in rows), "planned_memory": memory,
+                                         "stages": by_stage(rows), "kernels": kernels}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    raise SystemExit(main())
