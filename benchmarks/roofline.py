@@ -103,21 +103,21 @@ def pallas_stand_in(shapes: dict):
     stand-in of next to no traffic (y = u + 0·a; zero cotangents for a, B, C), so that the step's
     cost analysis counts everything else; the kernels' own bytes are then added from
     ssd_kernel.hbm_bytes. Records each kernel shape it replaces into `shapes`: u shape -> (groups,
-    state, chunk)."""
+    state, chunk, heads per backward program or None)."""
     import jax
     import jax.numpy as jnp
 
     from jaxbrr import ssd_kernel
 
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-    def stand_in(u, a, B, C, chunk, interpret):
-        shapes[tuple(u.shape)] = (B.shape[2], B.shape[3], chunk)
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+    def stand_in(u, a, B, C, chunk, interpret, heads_per_block=None):
+        shapes[tuple(u.shape)] = (B.shape[2], B.shape[3], chunk, heads_per_block)
         return u + 0 * a[..., None]
 
-    def forward(u, a, B, C, chunk, interpret):
-        return stand_in(u, a, B, C, chunk, interpret), (a, B, C)
+    def forward(u, a, B, C, chunk, interpret, heads_per_block):
+        return stand_in(u, a, B, C, chunk, interpret, heads_per_block), (a, B, C)
 
-    def backward(chunk, interpret, residuals, dy):
+    def backward(chunk, interpret, heads_per_block, residuals, dy):
         a, B, C = residuals
         return dy, 0 * jnp.sum(dy, axis=-1), jnp.zeros_like(B), jnp.zeros_like(C)
 
@@ -144,8 +144,8 @@ def pallas_rows(config, batch: int) -> dict[str, dict[str, float]]:
     layers = {batch * m.n_chans: m.node_mamba.n_layers, batch * m.n_edges: m.graph.edge_mamba.n_layers}
     forwards = 2 if m.remat else 1
     kernels = 0.0
-    for u_shape, (groups, state, chunk) in shapes.items():
-        traffic = hbm_bytes(u_shape, groups, state, chunk)
+    for u_shape, (groups, state, chunk, heads_per_block) in shapes.items():
+        traffic = hbm_bytes(u_shape, groups, state, chunk, heads_per_block=heads_per_block)
         kernels += 2 * layers[u_shape[0]] * (forwards * traffic["forward"] + traffic["backward"])
     return {"train step, XLA part (scan kernels stood in for)": rest,
             f"scan kernels ({len(shapes)} shapes, hbm_bytes)": {"bytes": kernels, "flops": 0.0},

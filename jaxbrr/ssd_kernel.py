@@ -8,7 +8,10 @@ scans, against 3.3 TFLOP (BENCHMARKS.md, "How many bytes the step moves"). Here 
 (sequence, head) walks its chunks in order and keeps the weights and the carried state in
 registers, so the forward reads u = dt·x, a = dt·A, B, C once and writes y and the state entering
 each chunk (the backward's only residual, (K, P, N) per sequence and head); the backward walks the
-chunks in reverse with the same per-chunk algebra. mamba_ssm's Triton kernels (`ssd_combined.py`)
+chunks in reverse with the same per-chunk algebra, over a block of R heads of one group per
+program (`heads_per_program`), so that it sums their dB and dC itself rather than writing one per
+head for XLA to sum (12.6 GB of the GPU-compiled bf16 B=8 step with R = 1, BENCHMARKS.md "What
+the GPU's compiler makes of the step"). mamba_ssm's Triton kernels (`ssd_combined.py`)
 split the same algebra into chunk_cumsum, chunk_state, state_passing and chunk_scan, parallel over
 chunks with only the state passing serial; here each program is serial over its K chunks (60 at
 full size), which keeps everything in registers and gives up parallelism across chunks: whether
@@ -54,11 +57,18 @@ from einops import rearrange
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pl_triton
 
-# One warp group per program: the largest live tensor is Q·Q·max(P, N, Q) = 4,096 values at full
-# size (node stream: Q = 16, P = 8, N = 16), 32 registers per thread at 128 threads.
-# num_stages=2 lets Triton pipeline the loop's loads where it applies (they do not depend on the state);
-# whether it does, for loads that feed no dot, is unmeasured.
+# The forward: one warp group per program; the largest live tensor is Q·Q·max(P, N, Q) = 4,096
+# values at full size (node stream: Q = 16, P = 8, N = 16), 32 registers per thread at 128 threads.
+# The backward holds more of them at once (and a state cotangent per head of its block): at 4 warps
+# ptxas spills it at the full-size shapes (255 registers, ~100-150 bytes a thread), at 8 it does
+# not (BENCHMARKS.md, ptxas for sm_90a through benchmarks/gpu_aot.py); which runs faster, a GPU
+# has yet to time. num_stages=2 lets Triton pipeline the loop's loads where it applies (they do
+# not depend on the state); whether it does, for loads that feed no dot, is unmeasured.
 COMPILER_PARAMS = pl_triton.CompilerParams(num_warps=4, num_stages=2)
+BACKWARD_COMPILER_PARAMS = pl_triton.CompilerParams(num_warps=8, num_stages=2)
+# The backward's programs, at least: about 8 per SM on a 132-SM H100 or H200, when the grid can
+# give them (heads_per_program).
+MIN_PROGRAMS = 1024
 
 
 def _iota(shape: tuple[int, ...], axis: int) -> jax.Array:
@@ -108,59 +118,74 @@ def _forward_kernel(u_ref, a_ref, b_ref, c_ref, y_ref, states_ref, *, chunk: int
     jax.lax.fori_loop(0, chunks, one_chunk, jnp.zeros((headdim, state), u_ref.dtype))
 
 
+def _backward_chunk(u, a, Bk, Ck, S, dy, dS, chunk: int):
+    """One chunk of one head: the module docstring's backward equations. u, dy (Q, P); a (Q,);
+    B, C (Q, N); S the state entering the chunk and dS the cotangent of the state leaving it (P, N)
+    -> du (Q, P), da (Q,), this head's dB, dC (Q, N), and the cotangent of the entering state."""
+    l2, s2 = _iota((chunk, chunk), 0), _iota((chunk, chunk), 1)
+    cum, decay, tail, T = _chunk_sums(a)
+    e_cum, e_tail, e_T = jnp.exp(cum), jnp.exp(tail), jnp.exp(T)
+
+    CB = _pairwise(Ck, Bk)  # (Q, Q): C_l·B_s
+    dyu = _pairwise(dy, u) * decay  # (Q, Q): (dy_l·u_s) exp(seg_ls), 0 for l < s
+    dSB = jnp.sum(dS[None, :, :] * Bk[:, None, :], axis=-1)  # (Q, P): dS' B_s
+    du = jnp.sum((CB * decay)[:, :, None] * dy[:, None, :], axis=0) + e_tail[:, None] * dSB
+    dSu = jnp.sum(dS[None, :, :] * u[:, :, None], axis=1)  # (Q, N): dS'ᵀ u_s
+    dB = jnp.sum(dyu[:, :, None] * Ck[:, None, :], axis=0) + e_tail[:, None] * dSu
+    Sdy = jnp.sum(S[None, :, :] * dy[:, :, None], axis=1)  # (Q, N): Sᵀ dy_l
+    dC = jnp.sum(dyu[:, :, None] * Bk[None, :, :], axis=1) + e_cum[:, None] * Sdy
+
+    # da_j: each exponent's cotangent, summed over the exponents that contain a_j
+    W = dyu * CB  # (Q, Q): seg_ls contains a_j for s < j <= l
+    j3, l3, s3 = _iota((chunk,) * 3, 0), _iota((chunk,) * 3, 1), _iota((chunk,) * 3, 2)
+    da = jnp.sum(jnp.sum(jnp.where((s3 < j3) & (j3 <= l3), W[None, :, :], 0.0), axis=-1), axis=-1)
+    SC = jnp.sum(S[None, :, :] * Ck[:, None, :], axis=-1)  # (Q, P): S C_l
+    off = e_cum * jnp.sum(dy * SC, axis=-1)  # (Q,): cum_l contains a_j for j <= l
+    r = e_tail * jnp.sum(u * dSB, axis=-1)  # (Q,): tail_s contains a_j for j > s
+    da += _sum_where(s2 >= l2, off[None, :]) + _sum_where(s2 < l2, r[None, :]) + e_T * jnp.sum(dS * S)  # T: all
+
+    carried = jnp.sum((e_cum[:, None] * dy)[:, :, None] * Ck[:, None, :], axis=0)  # (Q,P,N) -> (P, N)
+    return du, da, dB, dC, e_T * dS + carried
+
+
 def _backward_kernel(u_ref, a_ref, b_ref, c_ref, states_ref, dy_ref,
                      du_ref, da_ref, db_ref, dc_ref, *, chunk: int, chunks: int):
-    """One (sequence, head), chunks in reverse: the module docstring's backward equations.
-    dB and dC are this head's share; heads that share a group are summed outside."""
-    headdim, state = u_ref.shape[-1], b_ref.shape[-1]
-    l2, s2 = _iota((chunk, chunk), 0), _iota((chunk, chunk), 1)
+    """One sequence and a block of R heads of one group (the refs' head axis), chunks in reverse
+    and, within a chunk, the heads in turn, each carrying its own state cotangent: the block's
+    dB and dC are summed here, one (Q, N) write per chunk instead of R."""
+    heads, headdim, state = u_ref.shape[1], u_ref.shape[2], b_ref.shape[-1]
 
-    def one_chunk(i, dS):  # dS (P, N): cotangent of the state leaving chunk k
+    def one_chunk(i, dS_heads):  # per head, (P, N): cotangent of the state leaving chunk k
         k = chunks - 1 - i
         rows = pl.ds(k * chunk, chunk)
-        u, a, Bk, Ck, dy = u_ref[rows, :], a_ref[rows], b_ref[rows, :], c_ref[rows, :], dy_ref[rows, :]
-        S = states_ref[k]  # (P, N): the state entering chunk k
-        cum, decay, tail, T = _chunk_sums(a)
-        e_cum, e_tail, e_T = jnp.exp(cum), jnp.exp(tail), jnp.exp(T)
+        Bk, Ck = b_ref[rows, :], c_ref[rows, :]
+        dB_sum = dC_sum = jnp.zeros((chunk, state), b_ref.dtype)
+        entering = []
+        for h, dS in enumerate(dS_heads):
+            du, da, dB, dC, dS_in = _backward_chunk(u_ref[rows, h, :], a_ref[rows, h], Bk, Ck, states_ref[h, k],
+                                                    dy_ref[rows, h, :], dS, chunk)
+            du_ref[rows, h, :] = du.astype(du_ref.dtype)
+            da_ref[rows, h] = da.astype(da_ref.dtype)
+            dB_sum, dC_sum = dB_sum + dB, dC_sum + dC
+            entering.append(dS_in)
+        db_ref[rows, :] = dB_sum.astype(db_ref.dtype)
+        dc_ref[rows, :] = dC_sum.astype(dc_ref.dtype)
+        return tuple(entering)
 
-        CB = _pairwise(Ck, Bk)  # (Q, Q): C_l·B_s
-        dyu = _pairwise(dy, u) * decay  # (Q, Q): (dy_l·u_s) exp(seg_ls), 0 for l < s
-        dSB = jnp.sum(dS[None, :, :] * Bk[:, None, :], axis=-1)  # (Q, P): dS' B_s
-        du = jnp.sum((CB * decay)[:, :, None] * dy[:, None, :], axis=0) + e_tail[:, None] * dSB
-        dSu = jnp.sum(dS[None, :, :] * u[:, :, None], axis=1)  # (Q, N): dS'ᵀ u_s
-        dB = jnp.sum(dyu[:, :, None] * Ck[:, None, :], axis=0) + e_tail[:, None] * dSu
-        Sdy = jnp.sum(S[None, :, :] * dy[:, :, None], axis=1)  # (Q, N): Sᵀ dy_l
-        dC = jnp.sum(dyu[:, :, None] * Bk[None, :, :], axis=1) + e_cum[:, None] * Sdy
-
-        # da_j: each exponent's cotangent, summed over the exponents that contain a_j
-        W = dyu * CB  # (Q, Q): seg_ls contains a_j for s < j <= l
-        j3, l3, s3 = _iota((chunk,) * 3, 0), _iota((chunk,) * 3, 1), _iota((chunk,) * 3, 2)
-        da = jnp.sum(jnp.sum(jnp.where((s3 < j3) & (j3 <= l3), W[None, :, :], 0.0), axis=-1), axis=-1)
-        SC = jnp.sum(S[None, :, :] * Ck[:, None, :], axis=-1)  # (Q, P): S C_l
-        off = e_cum * jnp.sum(dy * SC, axis=-1)  # (Q,): cum_l contains a_j for j <= l
-        r = e_tail * jnp.sum(u * dSB, axis=-1)  # (Q,): tail_s contains a_j for j > s
-        da += _sum_where(s2 >= l2, off[None, :]) + _sum_where(s2 < l2, r[None, :]) + e_T * jnp.sum(dS * S)  # T: all
-
-        du_ref[rows, :] = du.astype(du_ref.dtype)
-        da_ref[rows] = da.astype(da_ref.dtype)
-        db_ref[rows, :] = dB.astype(db_ref.dtype)
-        dc_ref[rows, :] = dC.astype(dc_ref.dtype)
-        carried = jnp.sum((e_cum[:, None] * dy)[:, :, None] * Ck[:, None, :], axis=0)  # (Q,P,N) -> (P, N)
-        return e_T * dS + carried  # cotangent of the state entering chunk k
-
-    jax.lax.fori_loop(0, chunks, one_chunk, jnp.zeros((headdim, state), u_ref.dtype))
+    zeros = jnp.zeros((headdim, state), u_ref.dtype)
+    jax.lax.fori_loop(0, chunks, one_chunk, (zeros,) * heads)
 
 
 def _specs(u: jax.Array, B: jax.Array):
-    """BlockSpecs over the grid (sequence i, head h): each program sees its whole sequence."""
+    """The forward's BlockSpecs over the grid (sequence i, head h): each program sees its whole
+    sequence."""
     _, length, heads, headdim = u.shape
     groups, state = B.shape[2:]
     per_group = heads // groups
     u_spec = pl.BlockSpec((None, length, None, headdim), lambda i, h: (i, 0, h, 0))
     a_spec = pl.BlockSpec((None, length, None), lambda i, h: (i, 0, h))
     bc_spec = pl.BlockSpec((None, length, None, state), lambda i, h: (i, 0, h // per_group, 0))
-    per_head_n = pl.BlockSpec((None, length, None, state), lambda i, h: (i, 0, h, 0))
-    return u_spec, a_spec, bc_spec, per_head_n
+    return u_spec, a_spec, bc_spec
 
 
 def _states_spec(chunks: int, headdim: int, state: int) -> pl.BlockSpec:
@@ -170,7 +195,7 @@ def _states_spec(chunks: int, headdim: int, state: int) -> pl.BlockSpec:
 def _forward(u, a, B, C, chunk: int, interpret: bool):
     batch, length, heads, headdim = u.shape
     state, chunks = B.shape[-1], length // chunk
-    u_spec, a_spec, bc_spec, _ = _specs(u, B)
+    u_spec, a_spec, bc_spec = _specs(u, B)
     return pl.pallas_call(
         functools.partial(_forward_kernel, chunk=chunk, chunks=chunks),
         out_shape=(jax.ShapeDtypeStruct(u.shape, u.dtype),  # y (B, L, H, P)
@@ -182,61 +207,88 @@ def _forward(u, a, B, C, chunk: int, interpret: bool):
     )(u, a, B, C)
 
 
-def _backward(u, a, B, C, states, dy, chunk: int, interpret: bool):
+def heads_per_program(sequences: int, heads: int, groups: int) -> int:
+    """The backward kernel's heads per program, R: the largest power of 2 dividing a group's heads
+    that leaves at least MIN_PROGRAMS programs (sequences · heads / R), 1 when none does. More
+    heads per program sum more of the per-head dB, dC inside (fewer bytes); fewer programs
+    leave SMs idle and make each program longer."""
+    per_group, r = heads // groups, 1
+    while per_group % (2 * r) == 0 and sequences * heads // (2 * r) >= MIN_PROGRAMS:
+        r *= 2
+    return r
+
+
+def _backward(u, a, B, C, states, dy, chunk: int, interpret: bool, heads_per_block: int | None):
     batch, length, heads, headdim = u.shape
     groups, state = B.shape[2:]
-    chunks = length // chunk
-    u_spec, a_spec, bc_spec, per_head_n = _specs(u, B)
+    chunks, per_group = length // chunk, heads // groups
+    r = heads_per_program(batch, heads, groups) if heads_per_block is None else heads_per_block
+    if per_group % r:
+        raise ValueError(f"heads per program {r} must divide the {per_group} heads of a group")
+    u_spec = pl.BlockSpec((None, length, r, headdim), lambda i, j: (i, 0, j, 0))
+    a_spec = pl.BlockSpec((None, length, r), lambda i, j: (i, 0, j))
+    bc_spec = pl.BlockSpec((None, length, None, state), lambda i, j: (i, 0, j * r // per_group, 0))
+    states_spec = pl.BlockSpec((None, r, chunks, headdim, state), lambda i, j: (i, j, 0, 0, 0))
+    per_block_n = pl.BlockSpec((None, length, None, state), lambda i, j: (i, 0, j, 0))
     du, da, dB, dC = pl.pallas_call(
         functools.partial(_backward_kernel, chunk=chunk, chunks=chunks),
         out_shape=(jax.ShapeDtypeStruct(u.shape, u.dtype),  # du (B, L, H, P)
                    jax.ShapeDtypeStruct(a.shape, a.dtype),  # da (B, L, H)
-                   jax.ShapeDtypeStruct((batch, length, heads, state), B.dtype),  # dB per head
-                   jax.ShapeDtypeStruct((batch, length, heads, state), C.dtype)),  # dC per head
-        grid=(batch, heads),
-        in_specs=[u_spec, a_spec, bc_spec, bc_spec, _states_spec(chunks, headdim, state), u_spec],
-        out_specs=(u_spec, a_spec, per_head_n, per_head_n),
-        compiler_params=COMPILER_PARAMS, interpret=interpret, name="ssd_backward",
+                   jax.ShapeDtypeStruct((batch, length, heads // r, state), B.dtype),  # dB per block of heads
+                   jax.ShapeDtypeStruct((batch, length, heads // r, state), C.dtype)),  # dC per block
+        grid=(batch, heads // r),
+        in_specs=[u_spec, a_spec, bc_spec, bc_spec, states_spec, u_spec],
+        out_specs=(u_spec, a_spec, per_block_n, per_block_n),
+        compiler_params=BACKWARD_COMPILER_PARAMS, interpret=interpret, name="ssd_backward",
     )(u, a, B, C, states, dy)
-    to_groups = functools.partial(jnp.sum, axis=3)  # (B, L, G, R, N) -> (B, L, G, N)
+    if heads // r == groups:  # each block was a whole group
+        return du, da, dB, dC
+    to_groups = functools.partial(jnp.sum, axis=3)  # (B, L, G, blocks per group, N) -> (B, L, G, N)
     dB = to_groups(rearrange(dB, "b l (g r) n -> b l g r n", g=groups))
     dC = to_groups(rearrange(dC, "b l (g r) n -> b l g r n", g=groups))
     return du, da, dB, dC
 
 
-def hbm_bytes(u_shape: tuple[int, ...], groups: int, state: int, chunk: int, itemsize: int = 4) -> dict[str, int]:
+def hbm_bytes(u_shape: tuple[int, ...], groups: int, state: int, chunk: int, itemsize: int = 4,
+              heads_per_block: int | None = None) -> dict[str, int]:
     """The kernels' logical bytes for u of shape (B, L', H, P): every operand block read once per
-    program and every result written once, B and C once per head (a group's heads share them; a
-    cache may serve some of those reads), plus the backward's sum of the per-head dB, dC over each
-    group's heads. What benchmarks/roofline.py adds for scan pallas. Not DRAM traffic: a program
-    reads its rows strided through the (B, L', H, ·) layout, a and da one value every H values, so
-    whole 32-byte sectors move for 4 bytes each (the GPU's own counters say how many)."""
+    program and every result written once; the forward reads B and C once per head (a group's
+    heads share them; a cache may serve some of those reads), the backward once per block of R
+    heads (heads_per_program), and writes dB, dC once per block, which XLA then sums over each
+    group's blocks (nothing to sum when a block is a whole group). What benchmarks/roofline.py adds
+    for scan pallas. Not DRAM traffic: a program reads its rows strided through the (B, L', H, ·)
+    layout, a and da one value every H values, so whole 32-byte sectors move for 4 bytes each (the
+    GPU's own counters say how many)."""
     batch, length, heads, headdim = u_shape
+    r = heads_per_program(batch, heads, groups) if heads_per_block is None else heads_per_block
     x = batch * length * heads * headdim * itemsize  # u, y, dy, du
     a = batch * length * heads * itemsize  # a, da
-    bc_per_head = batch * length * heads * state * itemsize  # B or C as the programs read them
+    bc_per_head = batch * length * heads * state * itemsize  # B or C as the forward's programs read them
+    bc_per_block = bc_per_head // r  # B or C as the backward's programs read them; dB or dC per block
     states = batch * heads * (length // chunk) * headdim * state * itemsize
     grouped = batch * length * groups * state * itemsize  # dB or dC after the group sum
+    group_sum = 2 * (bc_per_block + grouped) if heads // r > groups else 0
     forward = (x + a + 2 * bc_per_head) + (x + states)
-    backward = (x + a + 2 * bc_per_head + states + x) + (x + a + 2 * bc_per_head) + 2 * (bc_per_head + grouped)
+    backward = (x + a + 2 * bc_per_block + states + x) + (x + a + 2 * bc_per_block) + group_sum
     return {"forward": forward, "backward": backward}
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def fused_scan(u, a, B, C, chunk: int, interpret: bool) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def fused_scan(u, a, B, C, chunk: int, interpret: bool, heads_per_block: int | None = None) -> jax.Array:
     """y (B, L', H, P) from u = dt·x (B, L', H, P), a = dt·A (B, L', H), B/C (B, L', G, N), all in
-    one float dtype with L' a multiple of `chunk` (jaxbrr/ssm.py ssd_pallas prepares them)."""
+    one float dtype with L' a multiple of `chunk` (jaxbrr/ssm.py ssd_pallas prepares them).
+    heads_per_block: the backward's heads per program (None: heads_per_program's choice)."""
     return _forward(u, a, B, C, chunk, interpret)[0]
 
 
-def _fused_scan_fwd(u, a, B, C, chunk, interpret):
+def _fused_scan_fwd(u, a, B, C, chunk, interpret, heads_per_block):
     y, states = _forward(u, a, B, C, chunk, interpret)
     return y, (u, a, B, C, states)
 
 
-def _fused_scan_bwd(chunk, interpret, residuals, dy):
+def _fused_scan_bwd(chunk, interpret, heads_per_block, residuals, dy):
     u, a, B, C, states = residuals
-    return _backward(u, a, B, C, states, dy.astype(u.dtype), chunk, interpret)
+    return _backward(u, a, B, C, states, dy.astype(u.dtype), chunk, interpret, heads_per_block)
 
 
 fused_scan.defvjp(_fused_scan_fwd, _fused_scan_bwd)

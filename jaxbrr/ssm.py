@@ -176,12 +176,14 @@ def ssd_sequential(x, dt, A, B, C) -> jax.Array:
     return jnp.moveaxis(ys, 0, 1).astype(out_dtype)  # (B, L, H, P)
 
 
-def ssd_pallas(x, dt, A, B, C, chunk_size: int, interpret: bool | None = None) -> jax.Array:
+def ssd_pallas(x, dt, A, B, C, chunk_size: int, interpret: bool | None = None,
+               heads_per_block: int | None = None) -> jax.Array:
     """`ssd_chunked`'s algorithm and contract as the fused Pallas kernels of jaxbrr/ssd_kernel.py:
     x (B,L,H,P), dt (B,L,H), A (H,), B/C (B,L,G,N) -> y (B,L,H,P), the same padding and scan dtype.
 
     interpret=None compiles the kernels for the GPU (Triton) and refuses other backends; True runs
-    them in Pallas's interpreter on any backend, float64 included (the tests' path)."""
+    them in Pallas's interpreter on any backend, float64 included (the tests' path).
+    heads_per_block: the backward kernel's heads per program (None: ssd_kernel.heads_per_program)."""
     from jaxbrr import ssd_kernel  # Pallas loads slowly, and only this scan needs it
 
     _check_shapes(x, dt, A, B, C)
@@ -194,7 +196,7 @@ def ssd_pallas(x, dt, A, B, C, chunk_size: int, interpret: bool | None = None) -
     out_dtype, length = x.dtype, x.shape[1]
     x, dt, A, B, C = _to_scan_dtype(x, dt, A, B, C)
     x, dt, B, C = _pad_to_chunks(chunk_size, x, dt, B, C)
-    y = ssd_kernel.fused_scan(x * dt[..., None], dt * A, B, C, chunk_size, interpret)  # u = dt·x, a = dt·A
+    y = ssd_kernel.fused_scan(x * dt[..., None], dt * A, B, C, chunk_size, interpret, heads_per_block)  # u = dt·x, a = dt·A
     return y[:, :length].astype(out_dtype)  # (B, L, H, P)
 
 

@@ -34,28 +34,46 @@ def slow_heads(inputs: list[np.ndarray]) -> list[np.ndarray]:
     return [x, dt * np.where(np.arange(dt.shape[-1]) % 2 == 0, SLOW, 1.0), A, B, C]
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
-def _kernel_value_and_grads(inputs, weights, chunk_size):
-    y, vjp = jax.vjp(lambda *a: ssd_pallas(*a, chunk_size=chunk_size, interpret=True), *inputs)
+@functools.partial(jax.jit, static_argnames=("chunk_size", "heads_per_block"))
+def _kernel_value_and_grads(inputs, weights, chunk_size, heads_per_block):
+    scan = functools.partial(ssd_pallas, chunk_size=chunk_size, interpret=True, heads_per_block=heads_per_block)
+    y, vjp = jax.vjp(scan, *inputs)
     return [y, *vjp(weights)]
 
 
-def kernel_value_and_grads(inputs, weights, dtype, chunk_size=16):
-    out = _kernel_value_and_grads([jnp.asarray(t, dtype) for t in inputs], jnp.asarray(weights, dtype), chunk_size)
+def kernel_value_and_grads(inputs, weights, dtype, chunk_size=16, heads_per_block=None):
+    out = _kernel_value_and_grads([jnp.asarray(t, dtype) for t in inputs], jnp.asarray(weights, dtype), chunk_size,
+                                  heads_per_block)
     return [np.asarray(t) for t in out]
 
 
-@pytest.mark.parametrize("chunk_size, groups, length", [(8, 1, 64), (16, 2, 40)])
-def test_kernel_equals_sequential_float64(x64, chunk_size, groups, length):
+@pytest.mark.parametrize("chunk_size, groups, length, heads_per_block", [(8, 1, 64, 1), (16, 2, 40, 2), (16, 1, 40, 4)])
+def test_kernel_equals_sequential_float64(x64, chunk_size, groups, length, heads_per_block):
     """Values and the gradients of x, dt, A, B, C: the backward kernel's hand-derived equations
-    (module docstring) against autodiff of the step-by-step recurrence; 40 steps pad to 48 (3 chunks of 16)."""
+    (module docstring) against autodiff of the step-by-step recurrence; 40 steps pad to 48 (3
+    chunks of 16). The backward's programs take 1, 2 (a whole group of 2) or 4 heads (a whole
+    group of 4), each head with its own carried state cotangent (slow heads make it count)."""
     inputs, weights = slow_heads(scan_inputs(groups=groups, length=length)), cotangent(length=length)
     ref = value_and_grads("sequential", inputs, weights, jnp.float64)
-    test = kernel_value_and_grads(inputs, weights, jnp.float64, chunk_size)
+    test = kernel_value_and_grads(inputs, weights, jnp.float64, chunk_size, heads_per_block)
     assert test[0].dtype == np.float64
     diffs = max_rel_diffs(test, ref)
-    print(f"pallas chunk {chunk_size} G {groups} L {length} float64 max rel diff", diffs)
+    print(f"pallas chunk {chunk_size} G {groups} L {length} R {heads_per_block} float64 max rel diff", diffs)
     assert max(diffs.values()) < 1e-10
+
+
+def test_heads_per_program_keeps_enough_programs_and_whole_groups():
+    """The full-size step at B=8 (node: 152 sequences × 16 heads; edge: 1,368 × 8): as many heads
+    per backward program as leave ≥ MIN_PROGRAMS programs, a power of 2 dividing a group's heads."""
+    assert ssd_kernel.MIN_PROGRAMS == 1024
+    assert ssd_kernel.heads_per_program(152, 16, 1) == 2  # 1,216 programs; 4 would leave 608
+    assert ssd_kernel.heads_per_program(1368, 8, 1) == 8  # a whole group: 1,368 programs
+    assert ssd_kernel.heads_per_program(19, 16, 1) == 1  # one window: 304 programs already too few
+    assert ssd_kernel.heads_per_program(4096, 12, 1) == 4  # 12 heads: 8 does not divide them
+    assert ssd_kernel.heads_per_program(4096, 8, 4) == 2  # a group has 2 heads
+    with pytest.raises(ValueError, match="must divide the 2 heads of a group"):
+        x, dt, A, B, C = [jnp.asarray(t) for t in scan_inputs(groups=2, length=32)]
+        jax.grad(lambda x: jnp.sum(ssd_pallas(x, dt, A, B, C, chunk_size=16, interpret=True, heads_per_block=4)))(x)
 
 
 def test_kernel_float32_close_to_float64(x64):
@@ -118,9 +136,11 @@ def test_lowers_to_triton_at_full_size(stream, dtype):
                              (batch, length, 1, state), (batch, length, 1, state)], dtype)
     calls = re.findall(r'custom_call @__gpu\$xla\.gpu\.triton.*?grid_x = (\d+).*?grid_y = (\d+).*?'
                        r'name = "(\w+)", num_stages = (\d+).*?num_warps = (\d+)', module)
-    compiler = ssd_kernel.COMPILER_PARAMS
-    assert sorted(calls) == sorted([(str(batch), str(heads), name, str(compiler.num_stages), str(compiler.num_warps))
-                                    for name in ("ssd_backward", "ssd_forward")])
+    forward, backward = ssd_kernel.COMPILER_PARAMS, ssd_kernel.BACKWARD_COMPILER_PARAMS
+    blocks = heads // ssd_kernel.heads_per_program(batch, heads, 1)
+    assert sorted(calls) == sorted([
+        (str(batch), str(heads), "ssd_forward", str(forward.num_stages), str(forward.num_warps)),
+        (str(batch), str(blocks), "ssd_backward", str(backward.num_stages), str(backward.num_warps))])
 
 
 def test_mamba2_with_the_kernel_equals_chunked(x64, monkeypatch):
@@ -161,9 +181,10 @@ def _jax_gpu():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(_jax_gpu() is None, reason="needs a GPU visible to JAX")
-@pytest.mark.parametrize("stream", ["node", "edge"])
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_compiled_kernels_on_the_gpu_are_as_close_to_float64_as_xla_chunked(x64, stream, dtype):
+@pytest.mark.parametrize("stream, dtype, heads_per_block", [
+    ("node", jnp.float32, 1), ("node", jnp.bfloat16, 1), ("edge", jnp.float32, 1), ("edge", jnp.bfloat16, 1),
+    ("node", jnp.float32, 2), ("edge", jnp.float32, 8)])  # the backward's blocks in the B=8 step
+def test_compiled_kernels_on_the_gpu_are_as_close_to_float64_as_xla_chunked(x64, stream, dtype, heads_per_block):
     """One full-size window (19 node or 171 edge sequences of 960 steps), value and every gradient:
     float64 arbitrates (the sequential oracle on the CPU, on the inputs as rounded to `dtype`). The
     kernels' error may not exceed 4× that of XLA's chunked scan at full float32 matmul precision on
@@ -192,12 +213,12 @@ def test_compiled_kernels_on_the_gpu_are_as_close_to_float64_as_xla_chunked(x64,
         return [np.asarray(t, np.float64) for t in (y, *vjp(w))]
 
     with jax.default_matmul_precision("highest"):
-        kernels = on_gpu(lambda *a: ssd_pallas(*a, chunk_size=16))
+        kernels = on_gpu(lambda *a: ssd_pallas(*a, chunk_size=16, heads_per_block=heads_per_block))
         xla = on_gpu(lambda *a: selective_scan(*a, scan="chunked", chunk_size=16))
     for name, k, c, r in zip(["y", "dx", "ddt", "dA", "dB", "dC"], kernels, xla, ref, strict=True):
         scale = np.abs(r).max()
         err_k, err_c = np.abs(k - r).max() / scale, np.abs(c - r).max() / scale
-        print(f"{stream} {jnp.dtype(dtype).name} {name}: kernels {err_k:.2e}, XLA chunked {err_c:.2e} (max rel to float64)")
+        print(f"{stream} {jnp.dtype(dtype).name} R {heads_per_block} {name}: kernels {err_k:.2e}, XLA chunked {err_c:.2e} (max rel to float64)")
         assert err_k <= 4 * err_c + 16 * np.finfo(np.float32).eps, name
 
 
@@ -215,20 +236,23 @@ def _pallas_calls(jaxpr) -> list:
     return found
 
 
-def test_hbm_bytes_counts_the_traced_kernels_operands_and_results():
+@pytest.mark.parametrize("heads_per_block", [1, 2])
+def test_hbm_bytes_counts_the_traced_kernels_operands_and_results(heads_per_block):
     """hbm_bytes (what roofline.py adds for scan pallas) against the kernels as traced: each
-    pallas_call's operands read once and results written once, B and C once per head, and the
-    per-head dB, dC read again by the group sum, which writes the grouped ones."""
+    pallas_call's operands read once and results written once, B and C once per head in the
+    forward and once per block of heads in the backward, and, when a block is less than a group,
+    the per-block dB, dC read again by the group sum, which writes the grouped ones."""
     groups, heads, state, chunk = 2, 4, 8, 16
     x, dt, A, B, C = [jnp.asarray(t, jnp.float32) for t in scan_inputs(groups=groups, length=40)]
 
     def forward_and_backward(*args):
-        y, vjp = jax.vjp(lambda *a: ssd_pallas(*a, chunk_size=chunk, interpret=True), *args)
+        scan = functools.partial(ssd_pallas, chunk_size=chunk, interpret=True, heads_per_block=heads_per_block)
+        y, vjp = jax.vjp(scan, *args)
         return vjp(y)
 
     calls = _pallas_calls(jax.make_jaxpr(forward_and_backward)(x, dt, A, B, C))
     assert sorted(eqn.params["name"] for eqn in calls) == ["ssd_backward", "ssd_forward"]
-    per_head = heads // groups
+    per_group = heads // groups
 
     def nbytes(var):
         return int(np.prod(var.aval.shape)) * var.aval.dtype.itemsize
@@ -237,10 +261,11 @@ def test_hbm_bytes_counts_the_traced_kernels_operands_and_results():
     for eqn in calls:
         b_c = [v for v in eqn.invars if v.aval.shape[2:] == (groups, state)]
         assert len(b_c) == 2
-        counted += sum(map(nbytes, eqn.invars)) + (per_head - 1) * sum(map(nbytes, b_c))
+        programs_per_group = per_group if eqn.params["name"] == "ssd_forward" else per_group // heads_per_block
+        counted += sum(map(nbytes, eqn.invars)) + (programs_per_group - 1) * sum(map(nbytes, b_c))
         counted += sum(map(nbytes, eqn.outvars))
-        if eqn.params["name"] == "ssd_backward":  # the group sum of the per-head dB, dC
+        if eqn.params["name"] == "ssd_backward" and programs_per_group > 1:  # the group sum of dB, dC
             counted += sum(nbytes(v) for v in eqn.outvars[2:]) + sum(map(nbytes, b_c))
     padded = (x.shape[0], 48, heads, x.shape[3])  # 40 steps pad to 3 chunks of 16
-    traffic = ssd_kernel.hbm_bytes(padded, groups, state, chunk)
+    traffic = ssd_kernel.hbm_bytes(padded, groups, state, chunk, heads_per_block=heads_per_block)
     assert traffic["forward"] + traffic["backward"] == counted
