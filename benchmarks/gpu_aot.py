@@ -233,31 +233,34 @@ def planned_memory(compiled) -> int:
 
 
 def scan_kernels(config, batch: int, sharding, dump_dir: Path, arch: str = "sm_90a") -> dict[str, dict[str, int]]:
-    """The Pallas scan kernels at the shapes the step gives them (node and edge stream, forward
-    and backward), each compiled on its own for the sharding's GPU -> "<stream> <kernel>": ptxas's
-    {"registers", "spill_stores", "spill_loads"} per thread for its PTX."""
+    """The Pallas scan kernels at the shapes and dtypes the step gives them (node and edge stream,
+    forward and backward), each compiled on its own for the sharding's GPU -> "<stream> <kernel>":
+    ptxas's {"registers", "spill_stores", "spill_loads"} per thread for its PTX."""
     import jax
     import jax.numpy as jnp
     from nvidia import cuda_nvcc  # the ptxas of `make gpu-aot`
 
-    from jaxbrr import ssd_kernel
+    from jaxbrr.ssm import ssd_pallas
 
     m = config.model
-    length = -(-config.window_samples // m.tcn.stride_down // m.ssm.chunk_size) * m.ssm.chunk_size
+    length = config.window_samples // m.tcn.stride_down
+    compute = jnp.dtype(m.precision)  # x, B, C; dt and A are float32 parameters' functions
     streams = {"node": (batch * m.n_chans, m.node_mamba), "edge": (batch * m.n_edges, m.graph.edge_mamba)}
     ptxas = Path(cuda_nvcc.__path__[0]) / "bin" / "ptxas"
     out = {}
     for stream, (sequences, mamba) in streams.items():
         heads = mamba.expand * mamba.d_model // mamba.headdim
-        shapes = [(sequences, length, heads, mamba.headdim), (sequences, length, heads),
+        shapes = [(sequences, length, heads, mamba.headdim), (sequences, length, heads), (heads,),
                   (sequences, length, 1, mamba.d_state), (sequences, length, 1, mamba.d_state)]
-        arrays = [jax.ShapeDtypeStruct(s, jnp.float32, sharding=sharding) for s in shapes]  # the scan's dtype
+        dtypes = [compute, jnp.float32, jnp.float32, compute, compute]
+        arrays = [jax.ShapeDtypeStruct(s, d, sharding=sharding) for s, d in zip(shapes, dtypes, strict=True)]
 
-        def scan_objective(u, a, B, C):
-            return jnp.sum(jnp.square(ssd_kernel.fused_scan(u, a, B, C, m.ssm.chunk_size, False)))
+        def scan_objective(*args):
+            return jnp.sum(jnp.square(ssd_pallas(*args, chunk_size=m.ssm.chunk_size).astype(jnp.float32)))
 
         scan_objective.__name__ = f"scan_{stream}"  # the dumped modules' name
-        jax.jit(jax.grad(scan_objective, argnums=(0, 1, 2, 3))).lower(*arrays).compile()
+        with compiling_for_gpu():
+            jax.jit(jax.grad(scan_objective, argnums=(0, 1, 2, 3, 4))).lower(*arrays).compile()
         for ptx in sorted(dump_dir.glob(f"*jit_scan_{stream}.*.ptx")):
             entry = re.search(r"\.entry (\w+)\(", ptx.read_text())
             if not entry or not entry.group(1).startswith("ssd_"):

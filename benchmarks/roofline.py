@@ -100,26 +100,28 @@ def step_cost(config, batch: int) -> dict[str, float]:
 @contextlib.contextmanager
 def pallas_stand_in(shapes: dict):
     """scan pallas without a GPU: the Pallas kernels (whose traffic XLA cannot see) replaced by a
-    stand-in of next to no traffic (y = u + 0·a; zero cotangents for a, B, C), so that the step's
+    stand-in of next to no traffic (y = x + 0·dt; zero cotangents for dt, A, B, C), so that the step's
     cost analysis counts everything else; the kernels' own bytes are then added from
-    ssd_kernel.hbm_bytes. Records each kernel shape it replaces into `shapes`: u shape -> (groups,
-    state, chunk, heads per backward program or None)."""
+    ssd_kernel.hbm_bytes. Records each kernel shape it replaces into `shapes`: x shape -> hbm_bytes'
+    other arguments."""
     import jax
     import jax.numpy as jnp
 
     from jaxbrr import ssd_kernel
 
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-    def stand_in(u, a, B, C, chunk, interpret, heads_per_block=None):
-        shapes[tuple(u.shape)] = (B.shape[2], B.shape[3], chunk, heads_per_block)
-        return u + 0 * a[..., None]
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+    def stand_in(x, dt, A, B, C, chunk, interpret, heads_per_block=None):
+        shapes[tuple(x.shape)] = {"groups": B.shape[2], "state": B.shape[3], "chunk": chunk,
+                                  "itemsize": x.dtype.itemsize, "scan_itemsize": dt.dtype.itemsize,
+                                  "heads_per_block": heads_per_block}
+        return x + 0 * dt[..., None].astype(x.dtype)
 
-    def forward(u, a, B, C, chunk, interpret, heads_per_block):
-        return stand_in(u, a, B, C, chunk, interpret, heads_per_block), (a, B, C)
+    def forward(x, dt, A, B, C, chunk, interpret, heads_per_block):
+        return stand_in(x, dt, A, B, C, chunk, interpret, heads_per_block), (dt, A, B, C)
 
     def backward(chunk, interpret, heads_per_block, residuals, dy):
-        a, B, C = residuals
-        return dy, 0 * jnp.sum(dy, axis=-1), jnp.zeros_like(B), jnp.zeros_like(C)
+        dt, A, B, C = residuals
+        return dy, 0 * jnp.sum(dy, axis=-1).astype(dt.dtype), jnp.zeros_like(A), jnp.zeros_like(B), jnp.zeros_like(C)
 
     stand_in.defvjp(forward, backward)
     saved = ssd_kernel.fused_scan, ssd_kernel.on_gpu
@@ -144,9 +146,9 @@ def pallas_rows(config, batch: int) -> dict[str, dict[str, float]]:
     layers = {batch * m.n_chans: m.node_mamba.n_layers, batch * m.n_edges: m.graph.edge_mamba.n_layers}
     forwards = 2 if m.remat else 1
     kernels = 0.0
-    for u_shape, (groups, state, chunk, heads_per_block) in shapes.items():
-        traffic = hbm_bytes(u_shape, groups, state, chunk, heads_per_block=heads_per_block)
-        kernels += 2 * layers[u_shape[0]] * (forwards * traffic["forward"] + traffic["backward"])
+    for x_shape, arguments in shapes.items():
+        traffic = hbm_bytes(x_shape, **arguments)
+        kernels += 2 * layers[x_shape[0]] * (forwards * traffic["forward"] + traffic["backward"])
     return {"train step, XLA part (scan kernels stood in for)": rest,
             f"scan kernels ({len(shapes)} shapes, hbm_bytes)": {"bytes": kernels, "flops": 0.0},
             "train step, projected": {"bytes": rest["bytes"] + kernels, "flops": rest["flops"]}}

@@ -99,13 +99,18 @@ def _pairwise(left: jax.Array, right: jax.Array) -> jax.Array:
     return jnp.sum(left[:, None, :] * right[None, :, :], axis=-1)
 
 
-def _forward_kernel(u_ref, a_ref, b_ref, c_ref, y_ref, states_ref, *, chunk: int, chunks: int):
-    """One (sequence, head): u (L, P), a (L,), B/C (L, N) -> y (L, P), entering states (K, P, N)."""
-    headdim, state = u_ref.shape[-1], b_ref.shape[-1]
+def _forward_kernel(x_ref, dt_ref, A_ref, b_ref, c_ref, y_ref, states_ref, *, chunk: int, chunks: int):
+    """One (sequence, head): x (L, P), dt (L,), A (1,), B/C (L, N) -> y (L, P) in x's dtype and the
+    entering states (K, P, N). u = dt·x and a = dt·A are formed here, in dt's dtype (the scan's),
+    from x, B and C in theirs (bfloat16 under bf16 compute: half the bytes of float32 copies)."""
+    headdim, state, scan = x_ref.shape[-1], b_ref.shape[-1], dt_ref.dtype
+    A = A_ref[0]
 
     def one_chunk(k, S):  # S (P, N): the state entering chunk k
         rows = pl.ds(k * chunk, chunk)
-        u, a, Bk, Ck = u_ref[rows, :], a_ref[rows], b_ref[rows, :], c_ref[rows, :]  # (Q,P) (Q,) (Q,N) (Q,N)
+        dt = dt_ref[rows]  # (Q,)
+        u, a = dt[:, None] * x_ref[rows, :].astype(scan), dt * A  # (Q, P), (Q,)
+        Bk, Ck = b_ref[rows, :].astype(scan), c_ref[rows, :].astype(scan)  # (Q, N)
         states_ref[k] = S
         cum, decay, tail, T = _chunk_sums(a)
         weights = _pairwise(Ck, Bk) * decay  # (Q, Q): (C_l·B_s) exp(seg_ls)
@@ -115,7 +120,7 @@ def _forward_kernel(u_ref, a_ref, b_ref, c_ref, y_ref, states_ref, *, chunk: int
         inject = (u * jnp.exp(tail)[:, None])[:, :, None] * Bk[:, None, :]  # (Q, P, N)
         return jnp.exp(T) * S + jnp.sum(inject, axis=0)  # (P, N): the state leaving chunk k
 
-    jax.lax.fori_loop(0, chunks, one_chunk, jnp.zeros((headdim, state), u_ref.dtype))
+    jax.lax.fori_loop(0, chunks, one_chunk, jnp.zeros((headdim, state), scan))
 
 
 def _backward_chunk(u, a, Bk, Ck, S, dy, dS, chunk: int):
@@ -148,63 +153,68 @@ def _backward_chunk(u, a, Bk, Ck, S, dy, dS, chunk: int):
     return du, da, dB, dC, e_T * dS + carried
 
 
-def _backward_kernel(u_ref, a_ref, b_ref, c_ref, states_ref, dy_ref,
-                     du_ref, da_ref, db_ref, dc_ref, *, chunk: int, chunks: int):
+def _backward_kernel(x_ref, dt_ref, A_ref, b_ref, c_ref, states_ref, dy_ref,
+                     dx_ref, ddt_ref, dA_ref, db_ref, dc_ref, *, chunk: int, chunks: int):
     """One sequence and a block of R heads of one group (the refs' head axis), chunks in reverse
     and, within a chunk, the heads in turn, each carrying its own state cotangent: the block's
-    dB and dC are summed here, one (Q, N) write per chunk instead of R."""
-    heads, headdim, state = u_ref.shape[1], u_ref.shape[2], b_ref.shape[-1]
+    dB and dC are summed here, one (Q, N) write per chunk instead of R. From u = dt·x and
+    a = dt·A: dx = dt du, ddt = x·du + A da, and this sequence's share of dA, Σ_t dt da."""
+    heads, headdim, state, scan = x_ref.shape[1], x_ref.shape[2], b_ref.shape[-1], dt_ref.dtype
 
-    def one_chunk(i, dS_heads):  # per head, (P, N): cotangent of the state leaving chunk k
+    def one_chunk(i, carried):  # per head: (cotangent of the state leaving chunk k (P, N), dA so far)
         k = chunks - 1 - i
         rows = pl.ds(k * chunk, chunk)
-        Bk, Ck = b_ref[rows, :], c_ref[rows, :]
-        dB_sum = dC_sum = jnp.zeros((chunk, state), b_ref.dtype)
+        Bk, Ck = b_ref[rows, :].astype(scan), c_ref[rows, :].astype(scan)
+        dB_sum = dC_sum = jnp.zeros((chunk, state), scan)
         entering = []
-        for h, dS in enumerate(dS_heads):
-            du, da, dB, dC, dS_in = _backward_chunk(u_ref[rows, h, :], a_ref[rows, h], Bk, Ck, states_ref[h, k],
-                                                    dy_ref[rows, h, :], dS, chunk)
-            du_ref[rows, h, :] = du.astype(du_ref.dtype)
-            da_ref[rows, h] = da.astype(da_ref.dtype)
+        for h, (dS, dA) in enumerate(carried):
+            x, dt, A = x_ref[rows, h, :].astype(scan), dt_ref[rows, h], A_ref[h]  # (Q, P), (Q,), scalar
+            du, da, dB, dC, dS_in = _backward_chunk(dt[:, None] * x, dt * A, Bk, Ck, states_ref[h, k],
+                                                    dy_ref[rows, h, :].astype(scan), dS, chunk)
+            dx_ref[rows, h, :] = (dt[:, None] * du).astype(dx_ref.dtype)
+            ddt_ref[rows, h] = (jnp.sum(x * du, axis=-1) + A * da).astype(ddt_ref.dtype)
             dB_sum, dC_sum = dB_sum + dB, dC_sum + dC
-            entering.append(dS_in)
+            entering.append((dS_in, dA + jnp.sum(dt * da)))
         db_ref[rows, :] = dB_sum.astype(db_ref.dtype)
         dc_ref[rows, :] = dC_sum.astype(dc_ref.dtype)
         return tuple(entering)
 
-    zeros = jnp.zeros((headdim, state), u_ref.dtype)
-    jax.lax.fori_loop(0, chunks, one_chunk, (zeros,) * heads)
+    zero = (jnp.zeros((headdim, state), scan), jnp.zeros((), scan))
+    carried = jax.lax.fori_loop(0, chunks, one_chunk, (zero,) * heads)
+    for h, (_, dA) in enumerate(carried):
+        dA_ref[h] = dA.astype(dA_ref.dtype)
 
 
-def _specs(u: jax.Array, B: jax.Array):
+def _specs(x: jax.Array, B: jax.Array):
     """The forward's BlockSpecs over the grid (sequence i, head h): each program sees its whole
-    sequence."""
-    _, length, heads, headdim = u.shape
+    sequence (x, dt, B, C) and its head's A."""
+    _, length, heads, headdim = x.shape
     groups, state = B.shape[2:]
     per_group = heads // groups
-    u_spec = pl.BlockSpec((None, length, None, headdim), lambda i, h: (i, 0, h, 0))
-    a_spec = pl.BlockSpec((None, length, None), lambda i, h: (i, 0, h))
+    x_spec = pl.BlockSpec((None, length, None, headdim), lambda i, h: (i, 0, h, 0))
+    dt_spec = pl.BlockSpec((None, length, None), lambda i, h: (i, 0, h))
+    A_spec = pl.BlockSpec((1,), lambda i, h: (h,))
     bc_spec = pl.BlockSpec((None, length, None, state), lambda i, h: (i, 0, h // per_group, 0))
-    return u_spec, a_spec, bc_spec
+    return x_spec, dt_spec, A_spec, bc_spec
 
 
 def _states_spec(chunks: int, headdim: int, state: int) -> pl.BlockSpec:
     return pl.BlockSpec((None, None, chunks, headdim, state), lambda i, h: (i, h, 0, 0, 0))
 
 
-def _forward(u, a, B, C, chunk: int, interpret: bool):
-    batch, length, heads, headdim = u.shape
+def _forward(x, dt, A, B, C, chunk: int, interpret: bool):
+    batch, length, heads, headdim = x.shape
     state, chunks = B.shape[-1], length // chunk
-    u_spec, a_spec, bc_spec = _specs(u, B)
+    x_spec, dt_spec, A_spec, bc_spec = _specs(x, B)
     return pl.pallas_call(
         functools.partial(_forward_kernel, chunk=chunk, chunks=chunks),
-        out_shape=(jax.ShapeDtypeStruct(u.shape, u.dtype),  # y (B, L, H, P)
-                   jax.ShapeDtypeStruct((batch, heads, chunks, headdim, state), u.dtype)),  # entering states
+        out_shape=(jax.ShapeDtypeStruct(x.shape, x.dtype),  # y (B, L, H, P)
+                   jax.ShapeDtypeStruct((batch, heads, chunks, headdim, state), dt.dtype)),  # entering states
         grid=(batch, heads),
-        in_specs=[u_spec, a_spec, bc_spec, bc_spec],
-        out_specs=(u_spec, _states_spec(chunks, headdim, state)),
+        in_specs=[x_spec, dt_spec, A_spec, bc_spec, bc_spec],
+        out_specs=(x_spec, _states_spec(chunks, headdim, state)),
         compiler_params=COMPILER_PARAMS, interpret=interpret, name="ssd_forward",
-    )(u, a, B, C)
+    )(x, dt, A, B, C)
 
 
 def heads_per_program(sequences: int, heads: int, groups: int) -> int:
@@ -218,77 +228,81 @@ def heads_per_program(sequences: int, heads: int, groups: int) -> int:
     return r
 
 
-def _backward(u, a, B, C, states, dy, chunk: int, interpret: bool, heads_per_block: int | None):
-    batch, length, heads, headdim = u.shape
+def _backward(x, dt, A, B, C, states, dy, chunk: int, interpret: bool, heads_per_block: int | None):
+    batch, length, heads, headdim = x.shape
     groups, state = B.shape[2:]
     chunks, per_group = length // chunk, heads // groups
     r = heads_per_program(batch, heads, groups) if heads_per_block is None else heads_per_block
     if per_group % r:
         raise ValueError(f"heads per program {r} must divide the {per_group} heads of a group")
-    u_spec = pl.BlockSpec((None, length, r, headdim), lambda i, j: (i, 0, j, 0))
-    a_spec = pl.BlockSpec((None, length, r), lambda i, j: (i, 0, j))
+    x_spec = pl.BlockSpec((None, length, r, headdim), lambda i, j: (i, 0, j, 0))
+    dt_spec = pl.BlockSpec((None, length, r), lambda i, j: (i, 0, j))
+    A_spec = pl.BlockSpec((r,), lambda i, j: (j,))
     bc_spec = pl.BlockSpec((None, length, None, state), lambda i, j: (i, 0, j * r // per_group, 0))
     states_spec = pl.BlockSpec((None, r, chunks, headdim, state), lambda i, j: (i, j, 0, 0, 0))
     per_block_n = pl.BlockSpec((None, length, None, state), lambda i, j: (i, 0, j, 0))
-    du, da, dB, dC = pl.pallas_call(
+    dx, ddt, dA, dB, dC = pl.pallas_call(
         functools.partial(_backward_kernel, chunk=chunk, chunks=chunks),
-        out_shape=(jax.ShapeDtypeStruct(u.shape, u.dtype),  # du (B, L, H, P)
-                   jax.ShapeDtypeStruct(a.shape, a.dtype),  # da (B, L, H)
-                   jax.ShapeDtypeStruct((batch, length, heads // r, state), B.dtype),  # dB per block of heads
-                   jax.ShapeDtypeStruct((batch, length, heads // r, state), C.dtype)),  # dC per block
+        out_shape=(jax.ShapeDtypeStruct(x.shape, x.dtype),  # dx (B, L, H, P)
+                   jax.ShapeDtypeStruct(dt.shape, dt.dtype),  # ddt (B, L, H)
+                   jax.ShapeDtypeStruct((batch, heads), dt.dtype),  # dA per sequence
+                   jax.ShapeDtypeStruct((batch, length, heads // r, state), dt.dtype),  # dB per block of heads
+                   jax.ShapeDtypeStruct((batch, length, heads // r, state), dt.dtype)),  # dC per block
         grid=(batch, heads // r),
-        in_specs=[u_spec, a_spec, bc_spec, bc_spec, states_spec, u_spec],
-        out_specs=(u_spec, a_spec, per_block_n, per_block_n),
+        in_specs=[x_spec, dt_spec, A_spec, bc_spec, bc_spec, states_spec, x_spec],
+        out_specs=(x_spec, dt_spec, pl.BlockSpec((None, r), lambda i, j: (i, j)), per_block_n, per_block_n),
         compiler_params=BACKWARD_COMPILER_PARAMS, interpret=interpret, name="ssd_backward",
-    )(u, a, B, C, states, dy)
-    if heads // r == groups:  # each block was a whole group
-        return du, da, dB, dC
-    to_groups = functools.partial(jnp.sum, axis=3)  # (B, L, G, blocks per group, N) -> (B, L, G, N)
-    dB = to_groups(rearrange(dB, "b l (g r) n -> b l g r n", g=groups))
-    dC = to_groups(rearrange(dC, "b l (g r) n -> b l g r n", g=groups))
-    return du, da, dB, dC
+    )(x, dt, A, B, C, states, dy)
+    if heads // r > groups:  # blocks smaller than a group: sum each group's blocks
+        to_groups = functools.partial(jnp.sum, axis=3)  # (B, L, G, blocks per group, N) -> (B, L, G, N)
+        dB = to_groups(rearrange(dB, "b l (g r) n -> b l g r n", g=groups))
+        dC = to_groups(rearrange(dC, "b l (g r) n -> b l g r n", g=groups))
+    return dx, ddt, jnp.sum(dA, axis=0).astype(A.dtype), dB.astype(B.dtype), dC.astype(C.dtype)
 
 
-def hbm_bytes(u_shape: tuple[int, ...], groups: int, state: int, chunk: int, itemsize: int = 4,
-              heads_per_block: int | None = None) -> dict[str, int]:
-    """The kernels' logical bytes for u of shape (B, L', H, P): every operand block read once per
-    program and every result written once; the forward reads B and C once per head (a group's
-    heads share them; a cache may serve some of those reads), the backward once per block of R
-    heads (heads_per_program), and writes dB, dC once per block, which XLA then sums over each
-    group's blocks (nothing to sum when a block is a whole group). What benchmarks/roofline.py adds
-    for scan pallas. Not DRAM traffic: a program reads its rows strided through the (B, L', H, ·)
-    layout, a and da one value every H values, so whole 32-byte sectors move for 4 bytes each (the
+def hbm_bytes(x_shape: tuple[int, ...], groups: int, state: int, chunk: int, itemsize: int = 4,
+              scan_itemsize: int = 4, heads_per_block: int | None = None) -> dict[str, int]:
+    """The kernels' logical bytes for x of shape (B, L', H, P) in a dtype of `itemsize` bytes (x,
+    y, dy, dx, B, C) and the scan's dtype of `scan_itemsize` (dt, ddt, states, dB and dC as
+    written): every operand block read once per program and every result written once; the
+    forward reads B and C once per head (a group's heads share them; a cache may serve some of
+    those reads), the backward once per block of R heads (heads_per_program) and writes dB, dC
+    once per block, which XLA then sums over each group's blocks (nothing to sum when a block is a
+    whole group). A's and dA's few bytes are left out. What benchmarks/roofline.py adds for scan
+    pallas. Not DRAM traffic: a program reads its rows strided through the (B, L', H, ·) layout,
+    dt and ddt one value every H values, so whole 32-byte sectors move for a few bytes each (the
     GPU's own counters say how many)."""
-    batch, length, heads, headdim = u_shape
+    batch, length, heads, headdim = x_shape
     r = heads_per_program(batch, heads, groups) if heads_per_block is None else heads_per_block
-    x = batch * length * heads * headdim * itemsize  # u, y, dy, du
-    a = batch * length * heads * itemsize  # a, da
-    bc_per_head = batch * length * heads * state * itemsize  # B or C as the forward's programs read them
-    bc_per_block = bc_per_head // r  # B or C as the backward's programs read them; dB or dC per block
-    states = batch * heads * (length // chunk) * headdim * state * itemsize
-    grouped = batch * length * groups * state * itemsize  # dB or dC after the group sum
-    group_sum = 2 * (bc_per_block + grouped) if heads // r > groups else 0
-    forward = (x + a + 2 * bc_per_head) + (x + states)
-    backward = (x + a + 2 * bc_per_block + states + x) + (x + a + 2 * bc_per_block) + group_sum
+    x = batch * length * heads * headdim * itemsize  # x, y, dy, dx
+    dt = batch * length * heads * scan_itemsize  # dt, ddt
+    bc = batch * length * heads * state * itemsize  # B or C as the forward's programs read them
+    db = batch * length * (heads // r) * state * scan_itemsize  # dB or dC as the backward writes them
+    states = batch * heads * (length // chunk) * headdim * state * scan_itemsize
+    grouped = batch * length * groups * state * scan_itemsize  # dB or dC after the group sum
+    group_sum = 2 * (db + grouped) if heads // r > groups else 0
+    forward = (x + dt + 2 * bc) + (x + states)
+    backward = (x + dt + 2 * bc // r + states + x) + (x + dt + 2 * db) + group_sum
     return {"forward": forward, "backward": backward}
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def fused_scan(u, a, B, C, chunk: int, interpret: bool, heads_per_block: int | None = None) -> jax.Array:
-    """y (B, L', H, P) from u = dt·x (B, L', H, P), a = dt·A (B, L', H), B/C (B, L', G, N), all in
-    one float dtype with L' a multiple of `chunk` (jaxbrr/ssm.py ssd_pallas prepares them).
-    heads_per_block: the backward's heads per program (None: heads_per_program's choice)."""
-    return _forward(u, a, B, C, chunk, interpret)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def fused_scan(x, dt, A, B, C, chunk: int, interpret: bool, heads_per_block: int | None = None) -> jax.Array:
+    """y (B, L', H, P) in x's dtype from x (B, L', H, P), dt (B, L', H), A (H,), B/C (B, L', G, N),
+    with L' a multiple of `chunk`; dt and A in the scan's dtype, x, B, C in theirs (jaxbrr/ssm.py
+    ssd_pallas prepares them). heads_per_block: the backward's heads per program (None:
+    heads_per_program's choice)."""
+    return _forward(x, dt, A, B, C, chunk, interpret)[0]
 
 
-def _fused_scan_fwd(u, a, B, C, chunk, interpret, heads_per_block):
-    y, states = _forward(u, a, B, C, chunk, interpret)
-    return y, (u, a, B, C, states)
+def _fused_scan_fwd(x, dt, A, B, C, chunk, interpret, heads_per_block):
+    y, states = _forward(x, dt, A, B, C, chunk, interpret)
+    return y, (x, dt, A, B, C, states)
 
 
 def _fused_scan_bwd(chunk, interpret, heads_per_block, residuals, dy):
-    u, a, B, C, states = residuals
-    return _backward(u, a, B, C, states, dy.astype(u.dtype), chunk, interpret, heads_per_block)
+    x, dt, A, B, C, states = residuals
+    return _backward(x, dt, A, B, C, states, dy.astype(x.dtype), chunk, interpret, heads_per_block)
 
 
 fused_scan.defvjp(_fused_scan_fwd, _fused_scan_bwd)

@@ -41,11 +41,17 @@ def at_least_float32(t: jax.Array) -> jax.Array:
     return t.astype(jnp.promote_types(t.dtype, jnp.float32))
 
 
-def _to_scan_dtype(*arrays: jax.Array) -> list[jax.Array]:
-    """All inputs in one dtype: the widest of theirs, and at least float32."""
+def _scan_dtype(*arrays: jax.Array) -> jnp.dtype:
+    """The dtype a scan runs in: the widest of its inputs', and at least float32."""
     dtype = jnp.dtype(jnp.float32)
     for t in arrays:
         dtype = jnp.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def _to_scan_dtype(*arrays: jax.Array) -> list[jax.Array]:
+    """All inputs in the scan's dtype."""
+    dtype = _scan_dtype(*arrays)
     return [t.astype(dtype) for t in arrays]
 
 
@@ -193,11 +199,12 @@ def ssd_pallas(x, dt, A, B, C, chunk_size: int, interpret: bool | None = None,
     if interpret is None:
         ssd_kernel.require_gpu()
         interpret = False
-    out_dtype, length = x.dtype, x.shape[1]
-    x, dt, A, B, C = _to_scan_dtype(x, dt, A, B, C)
-    x, dt, B, C = _pad_to_chunks(chunk_size, x, dt, B, C)
-    y = ssd_kernel.fused_scan(x * dt[..., None], dt * A, B, C, chunk_size, interpret, heads_per_block)  # u = dt·x, a = dt·A
-    return y[:, :length].astype(out_dtype)  # (B, L, H, P)
+    length = x.shape[1]
+    scan_dtype = _scan_dtype(x, dt, A, B, C)
+    x, dt, B, C = _pad_to_chunks(chunk_size, x, dt.astype(scan_dtype), B, C)
+    # x, B, C stay in their dtype: the kernels read them so and compute u = dt·x, a = dt·A inside
+    y = ssd_kernel.fused_scan(x, dt, A.astype(scan_dtype), B, C, chunk_size, interpret, heads_per_block)
+    return y[:, :length]  # (B, L, H, P), x's dtype
 
 
 def selective_scan(x, dt, A, B, C, scan: str, chunk_size: int) -> jax.Array:

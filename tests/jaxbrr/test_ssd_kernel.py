@@ -239,9 +239,10 @@ def _pallas_calls(jaxpr) -> list:
 @pytest.mark.parametrize("heads_per_block", [1, 2])
 def test_hbm_bytes_counts_the_traced_kernels_operands_and_results(heads_per_block):
     """hbm_bytes (what roofline.py adds for scan pallas) against the kernels as traced: each
-    pallas_call's operands read once and results written once, B and C once per head in the
-    forward and once per block of heads in the backward, and, when a block is less than a group,
-    the per-block dB, dC read again by the group sum, which writes the grouped ones."""
+    pallas_call's operands read once and results written once (but A and the per-sequence dA,
+    which hbm_bytes leaves out), B and C once per head in the forward and once per block of heads
+    in the backward, and, when a block is less than a group, the per-block dB, dC read again by
+    the group sum, which writes the grouped ones."""
     groups, heads, state, chunk = 2, 4, 8, 16
     x, dt, A, B, C = [jnp.asarray(t, jnp.float32) for t in scan_inputs(groups=groups, length=40)]
 
@@ -264,8 +265,9 @@ def test_hbm_bytes_counts_the_traced_kernels_operands_and_results(heads_per_bloc
         programs_per_group = per_group if eqn.params["name"] == "ssd_forward" else per_group // heads_per_block
         counted += sum(map(nbytes, eqn.invars)) + (programs_per_group - 1) * sum(map(nbytes, b_c))
         counted += sum(map(nbytes, eqn.outvars))
+        counted -= sum(nbytes(v) for v in [*eqn.invars, *eqn.outvars] if v.aval.shape in ((heads,), (x.shape[0], heads)))
         if eqn.params["name"] == "ssd_backward" and programs_per_group > 1:  # the group sum of dB, dC
-            counted += sum(nbytes(v) for v in eqn.outvars[2:]) + sum(map(nbytes, b_c))
+            counted += sum(nbytes(v) for v in eqn.outvars[3:]) + sum(map(nbytes, b_c))
     padded = (x.shape[0], 48, heads, x.shape[3])  # 40 steps pad to 3 chunks of 16
     traffic = ssd_kernel.hbm_bytes(padded, groups, state, chunk, heads_per_block=heads_per_block)
     assert traffic["forward"] + traffic["backward"] == counted
