@@ -279,8 +279,9 @@ def worker_scan(size: str, batch: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
+    from jaxbrr import ssm
     from jaxbrr.precision import set_float32_precision
-    from jaxbrr.ssd_kernel import hbm_bytes
+    from jaxbrr.ssd_kernel import hbm_bytes, heads_per_program
     from jaxbrr.ssm import selective_scan
 
     config = _config(size, "float32", batch, "jax")
@@ -299,12 +300,16 @@ def worker_scan(size: str, batch: int) -> dict:
         args = [jnp.asarray(t, jnp.float32) for t in (x, dt, A, B, C)]
         row = {"sequences": sequences, "logical_gb": sum(hbm_bytes(
             (sequences, -(-length // chunk) * chunk, heads, mamba.headdim), 1, mamba.d_state, chunk).values()) / 1e9}
-        for scan in ("pallas", "chunked"):
+        variants = {"pallas": functools.partial(selective_scan, scan="pallas", chunk_size=chunk),
+                    "chunked": functools.partial(selective_scan, scan="chunked", chunk_size=chunk)}
+        if heads_per_program(sequences, heads, 1) > 1:  # and the backward with one head per program
+            variants["pallas_one_head"] = lambda *a: ssm.ssd_pallas(*a, chunk_size=chunk, heads_per_block=1)
+        for name, scan in variants.items():
             def loss(*a, scan=scan):
-                return jnp.sum(selective_scan(*a, scan=scan, chunk_size=chunk) ** 2)
+                return jnp.sum(scan(*a) ** 2)
             fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4)))
             first, times = _timed(lambda fn=fn, args=args: jax.block_until_ready(fn(*args)), SIZES[size][5])
-            row[f"{scan}_ms"], row[f"{scan}_first_s"] = statistics.median(times) * 1e3, first
+            row[f"{name}_ms"], row[f"{name}_first_s"] = statistics.median(times) * 1e3, first
         out[stream] = row
     return {"streams": out, "batch": batch}
 
