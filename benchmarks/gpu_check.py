@@ -544,6 +544,11 @@ def report(summary: dict) -> str:
                           f"{profiled['profile']['cost']['flops'] / 1e9:.0f} GFLOP per step; at "
                           f"{profiled['step_s'] * 1e3:.1f} ms per step that is "
                           f"{moved / profiled['step_s'] / 1e12:.2f} TB/s of memory traffic."]
+        counted = profiled["profile"].get("traffic")
+        if counted and profiled.get("step_s"):  # what benchmarks/gpu_aot.py predicts without a GPU
+            lines += ["", f"benchmarks/gpu_aot.py's count of the same executable: {counted / 1e9:.1f} GB moved "
+                          f"({counted / profiled['step_s'] / 1e12:.2f} TB/s); XLA planned "
+                          f"{profiled['profile'].get('planned_memory', 0) / 1e9:.2f} GB of device memory."]
     lines += ["", "## Targets", "", *targets(rows)]
     if summary.get("stopped"):
         lines += ["", f"**Stopped**: {summary['stopped']}."]

@@ -200,11 +200,17 @@ def profile_train_step(config, batch: dict, steps: int = 3) -> dict:
 def profile_compiled(step_fn, args: tuple, run: Callable[[], None], config, steps: int = 3) -> dict:
     """profile() of an already-called jitted step_fn: its compiled text (the executable in JAX's
     cache: no second compile) names each op's stage. `cost` is XLA's cost analysis of that
-    executable (benchmarks/roofline.py: bytes moved and flops per step, as compiled for this device)."""
+    executable (benchmarks/roofline.py: bytes moved and flops per step, as compiled for this device);
+    `traffic` the bytes benchmarks/gpu_aot.py counts in its text, loops per trip, and
+    `planned_memory` XLA's buffer plan: what gpu_aot.py predicts without a GPU, here measured on one."""
+    import gpu_aot
     import roofline
 
     compiled = step_fn.lower(*args).compile()
-    return {**profile(run, compiled.as_text(), config.model.stage_inputs, steps), "cost": roofline.cost(compiled)}
+    text = compiled.as_text()
+    return {**profile(run, text, config.model.stage_inputs, steps), "cost": roofline.cost(compiled),
+            "traffic": sum(row["bytes"] for row in gpu_aot.hlo_traffic(text)),
+            "planned_memory": gpu_aot.planned_memory(compiled)}
 
 
 def main(argv=None) -> int:

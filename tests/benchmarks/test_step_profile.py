@@ -85,6 +85,7 @@ def test_a_real_tiny_step_is_attributed_to_its_stages_forward_and_backward():
     result = step_profile.profile_train_step(config, gpu_bench._batch(config), steps=2)
     assert result["events"].startswith("host")
     assert result["cost"]["bytes"] > 0 and result["cost"]["flops"] > 0  # XLA's cost analysis, same executable
+    assert result["traffic"] > 0 and result["planned_memory"] > 0  # gpu_aot.py's count and XLA's buffer plan
     # every op XLA:CPU ran is one the compiled module's text names
     assert result["unattributed_ms_per_step"] == 0
     seen = {(r["stage"], r["direction"]) for r in result["stages"]}
