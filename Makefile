@@ -26,7 +26,7 @@ train: $(STAMP)
 # Two workers, one test file each at a time (module fixtures stay shared within a file): one
 # process leaves a core idle through every XLA compile. 16-18 min on the 2-core CPU (README "Tests").
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 parity: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile parity

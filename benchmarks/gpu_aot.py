@@ -152,8 +152,10 @@ def hlo_traffic(text: str) -> list[dict]:
                 operands = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
                 moved = shape_bytes(shape) + sum(shape_bytes(shapes.get(o, "")) for o in operands)
                 stage, direction = stage_of(rest)
+                op_name = re.search(r'op_name="([^"]*)"', rest)
                 rows.append({"bytes": moved * times, "op": op, "name": name, "stage": stage, "direction": direction,
-                             "pallas": op == "custom-call" and "gpu.triton" in rest})
+                             "pallas": op == "custom-call" and "gpu.triton" in rest, "shape": shape,
+                             "op_name": op_name.group(1) if op_name else ""})
 
     walk(entry, 1)
     return rows
@@ -274,6 +276,16 @@ def scan_kernels(config, batch: int, sharding, dump_dir: Path, arch: str = "sm_9
     return out
 
 
+def top_ops(rows: list[dict], count: int) -> str:
+    """The `count` ops that move the most bytes, as a markdown table: where to look next."""
+    lines = ["| GB | op | stage | result | op_name |", "|---:|---|---|---|---|"]
+    for row in sorted(rows, key=lambda r: -r["bytes"])[:count]:
+        where = row["stage"] + ("" if row["direction"] == "-" else f" {row['direction']}")
+        lines.append(f"| {row['bytes'] / 1e9:.3f} | {row['op']} `{row['name']}` | {where} | `{row['shape'][:60]}` | "
+                     f"{row['op_name'][-70:]} |")
+    return "\n".join(lines)
+
+
 def report(rows: list[dict], memory: int, kernels: dict, gpu: str, flops_per_step: float | None,
            peak_tflops: float) -> str:
     """The markdown report: bytes per stage, the totals and their floors, memory, kernels."""
@@ -307,6 +319,7 @@ def main(argv=None) -> int:
     parser.add_argument("--plugin-dir", type=Path, default=PLUGIN_DIR, help="where `make gpu-aot` installed the plugin")
     parser.add_argument("--json", type=Path, help="also write the rows and totals here")
     parser.add_argument("--hlo", type=Path, help="also write the optimized HLO text here")
+    parser.add_argument("--top", type=int, default=0, metavar="N", help="also list the N ops that move the most bytes")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as dump:
@@ -315,23 +328,31 @@ def main(argv=None) -> int:
         from gpu_bench import FORWARD_GFLOP_PER_WINDOW, TRAIN_FLOP_FACTOR
 
         from common.config import load_config
+        from common.files import write_text
 
         config = load_config(args.config, [*args.set, f"train.batch_size={args.batch}"])
         sharding = cuda_sharding(args.gpu)
+        print(f"compiling the train step for an {GPUS[args.gpu]['name']} (no GPU here; ~40 s at full size)",
+              file=sys.stderr, flush=True)
         compiled = compile_train_step(config, args.batch, sharding)
-        kernels = scan_kernels(config, args.batch, sharding, Path(dump)) if config.model.ssm.scan == "pallas" else {}
+        kernels = {}
+        if config.model.ssm.scan == "pallas":
+            print("compiling the scan kernels alone, and ptxas on their PTX", file=sys.stderr, flush=True)
+            kernels = scan_kernels(config, args.batch, sharding, Path(dump))
     text = compiled.as_text()
     rows = hlo_traffic(text)
     full_size = config.window_samples == 60 * 256 and config.model.node_mamba.n_layers == 6
     flops = TRAIN_FLOP_FACTOR * FORWARD_GFLOP_PER_WINDOW * 1e9 * args.batch if full_size else None
     memory = planned_memory(compiled)
     print(report(rows, memory, kernels, args.gpu, flops, args.peak))
+    if args.top:
+        print("\n" + top_ops(rows, args.top))
     if args.hlo:
-        args.hlo.write_text(text)
+        write_text(args.hlo, text)
     if args.json:
-        args.json.write_text(json.dumps({"gpu": args.gpu, "config": args.config, "batch": args.batch, "set": args.set,
-                                         "bytes": sum(r["bytes"] for r in rows), "planned_memory": memory,
-                                         "stages": by_stage(rows), "kernels": kernels}, indent=1))
+        write_text(args.json, json.dumps({"gpu": args.gpu, "config": args.config, "batch": args.batch, "set": args.set,
+                                          "bytes": sum(r["bytes"] for r in rows), "planned_memory": memory,
+                                          "stages": by_stage(rows), "kernels": kernels}, indent=1))
     return 0
 
 

@@ -85,6 +85,9 @@ def test_stages_and_directions_come_from_named_scopes():
     assert {"first", "second"} <= set(stages)
     assert all(stages[s]["forward"] > 0 and stages[s]["backward"] > 0 for s in ("first", "second"))
     assert sum(sum(s.values()) for s in stages.values()) == sum(r["bytes"] for r in rows)
+    table = gpu_aot.top_ops(rows, 2).splitlines()  # the biggest first, with its stage and op_name
+    assert len(table) == 4 and f"| {max(r['bytes'] for r in rows) / 1e9:.3f} |" in table[2]
+    assert all(row["op_name"].startswith("jit(model)") or not row["op_name"] for row in rows)
 
 
 def test_target_configs_describe_the_gpus():
@@ -100,7 +103,7 @@ def test_the_tiny_step_compiles_for_an_h200_with_the_scan_kernels(tmp_path):
     the train step with scan pallas compiles for sm_90, and ptxas compiles each Triton kernel."""
     out = tmp_path / "aot.json"
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_aot.py"), "--config", "configs/tiny.yaml",
-                          "--batch", "2", "--set", "model.ssm.scan=pallas", "--json", str(out)],
+                          "--batch", "2", "--set", "model.ssm.scan=pallas", "--json", str(out), "--top", "3"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -109,3 +112,4 @@ def test_the_tiny_step_compiles_for_an_h200_with_the_scan_kernels(tmp_path):
     stages = result["stages"]
     assert stages["node_mamba (Pallas kernels)"]["forward"] > 0 and stages["tcn"]["backward"] > 0
     assert result["planned_memory"] > result["bytes"] / 1000 > 0
+    assert "| GB | op | stage | result | op_name |" in run.stdout
