@@ -3,22 +3,22 @@
 
 Why: `ssd_chunked` in XLA materialises its within-chunk weights, (sequences, heads, chunks, Q, Q),
 and reads them again in the backward pass. On a GPU that traffic, not arithmetic, bounds the train
-step: XLA's cost analysis counts 552 GB moved per full-size bf16 step at B=8, 295 GB of it in the
-scans, against 3.3 TFLOP (BENCHMARKS.md, "How many bytes the step moves"). Here one program per
-(sequence, head) walks its chunks in order and keeps the weights and the carried state in
-registers, so the forward reads x, dt, B, C once (x, B, C in the compute dtype, bfloat16 under
-bf16, and u = dt·x, a = dt·A formed inside in the scan's float32) and writes y and the state
-entering each chunk (the backward's only residual, (K, P, N) per sequence and head); the backward
-walks the chunks in reverse with the same per-chunk algebra and returns dx, ddt and dA directly,
-over a block of R heads of one group per program (`heads_per_program`), so that it sums their dB
-and dC itself rather than writing one per head for XLA to sum. Against a first version that took
-float32 u and a from XLA and left dt's, A's and the head sums to it, the GPU-compiled bf16 B=8
-step moves 126 → 104 GB (BENCHMARKS.md "What the GPU's compiler makes of the step"). mamba_ssm's Triton kernels (`ssd_combined.py`)
-split the same algebra into chunk_cumsum, chunk_state, state_passing and chunk_scan, parallel over
-chunks with only the state passing serial; here each program is serial over its K chunks (60 at
-full size), which keeps everything in registers and gives up parallelism across chunks: whether
-that leaves the kernels latency-bound is for a GPU to measure. Written from the equations below,
-not from their code.
+step: compiled for an H200, the full-size bf16 step at B=8 moves 253 GB against 3.3 TFLOP (XLA:CPU
+counts 552 GB, 295 of them in the scans; BENCHMARKS.md, "How many bytes the step moves" and "What
+the GPU's compiler makes of the step"). Here one program per (sequence, head) walks its chunks in
+order and keeps the weights and the carried state in registers, so the forward reads x, dt, B, C
+once (x, B, C in the compute dtype, bfloat16 under bf16, and u = dt·x, a = dt·A formed inside in
+the scan's float32) and writes y and the state entering each chunk (the backward's only residual,
+(K, P, N) per sequence and head); the backward walks the chunks in reverse with the same per-chunk
+algebra and returns dx, ddt and dA directly, over a block of R heads of one group per program
+(`heads_per_program`), so that it sums their dB and dC itself rather than writing one per head for
+XLA to sum. Against a first version that took float32 u and a from XLA and left dt's, A's and the
+head sums to it, the GPU-compiled bf16 B=8 step moves 126 → 104 GB. mamba_ssm's Triton kernels
+(`ssd_combined.py`) split the same algebra into chunk_cumsum, chunk_state, state_passing and
+chunk_scan, parallel over chunks with only the state passing serial; here each program is serial
+over its K chunks (60 at full size), which keeps everything in registers and gives up parallelism
+across chunks: whether that leaves the kernels latency-bound is for a GPU to measure. Written from
+the equations below, not from their code.
 
 Per sequence and head, chunk k of length Q with inputs u_s = dt_s x_s ∈ R^P, a_s = dt_s A (scalar),
 B_s, C_s ∈ R^N, and S ∈ R^{P×N} the state entering the chunk (Dao & Gu 2024, arXiv:2405.21060, §6):
@@ -41,9 +41,10 @@ with W_ls = (dy_l·u_s)(C_l·B_s) exp(seg_ls) and r_s = exp(tail_s) u_sᵀ dS' B
 a = dt·A: dx_s = dt_s du_s, ddt_s = x_s·du_s + A da_s, and dA = Σ_s dt_s da_s (each program sums its
 sequence; XLA sums the sequences).
 
-Everything inside is broadcast products and sums in the scan's dtype (float32), no `dot`: most contractions are over
-P or N of 4 or 8, below Triton's 16×16×16 minimum for tensor-core dots, and a float32 `dot` there
-would run in TF32 unless told otherwise; the arithmetic is not what bounds this scan. The kernels compile with Pallas's Triton backend on a GPU; on a CPU they run in
+Everything inside is broadcast products and sums in the scan's dtype (float32), no `dot`: most
+contractions are over P or N of 4 or 8, below Triton's 16×16×16 minimum for tensor-core dots, and
+a float32 `dot` there would run in TF32 unless told otherwise; the arithmetic is not what bounds
+this scan. The kernels compile with Pallas's Triton backend on a GPU; on a CPU they run in
 Pallas's interpreter (`interpret=True`), which is how the test suite checks them against the
 float64 sequential oracle. The model refuses `scan: pallas` without a GPU rather than interpret
 silently (minutes per step). A pallas_call is opaque to XLA's SPMD partitioner: data parallel
