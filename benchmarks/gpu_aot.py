@@ -114,17 +114,43 @@ def _computations(text: str) -> tuple[dict[str, list[str]], str]:
     return computations, entry
 
 
-def hlo_traffic(text: str) -> list[dict]:
+def hlo_traffic(text: str, slice_reads: bool = True) -> list[dict]:
     """One row per executed top-level op of an optimized HLO module: {"bytes": its results + its
     operands (times the trip count of the while loops around it), "op", "name", "stage",
-    "direction"}. Stage and direction come from the op's `jax.named_scope` in its metadata
-    (`jvp(tcn)` forward, `transpose(jvp(tcn))` backward), or, for a fusion whose own metadata
-    is empty, from the ops inside it."""
+    "direction"}. With slice_reads, a fusion operand that the fused computation only slices
+    (through bitcasts) counts as the slices' bytes: a fusion that takes z out of the in_proj output
+    reads z's columns, not all of them (XLA's CPU cost analysis counts the whole operand when a
+    bitcast comes first; without slice_reads this counts every operand whole). Stage and direction come from the op's `jax.named_scope` in its
+    metadata (`jvp(tcn)` forward, `transpose(jvp(tcn))` backward), or, for a fusion whose own
+    metadata is empty, from the ops inside it."""
     computations, entry = _computations(text)
     parsed = {name: [m.groups() for m in map(_INSTRUCTION.match, lines) if m]
               for name, lines in computations.items()}
     shapes = {name: shape for body in parsed.values() for name, shape, _, _ in body}
     rows = []
+
+    def operands_of(rest: str) -> list[str]:
+        return re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
+
+    def operand_reads(op: str, rest: str, operands: list[str]) -> int:
+        called = re.search(r"calls=%?([\w.\-]+)", rest) if op == "fusion" and slice_reads else None
+        body = parsed.get(called.group(1), []) if called else []
+        params = {int(r.split(")", 1)[0]): n for n, _, o, r in body if o == "parameter"}
+        def users(value: str) -> list[tuple[str, str]]:  # (op, shape) of its uses, through bitcasts
+            found = []
+            for n, shape, o, r in body:
+                if value in operands_of(r):
+                    found += users(n) if o == "bitcast" else [(o, shape)]
+            return found
+
+        total = 0
+        for index, operand in enumerate(operands):
+            uses = users(params[index]) if index in params else []
+            if uses and all(o in ("slice", "dynamic-slice") for o, _ in uses):
+                total += min(sum(shape_bytes(shape) for _, shape in uses), shape_bytes(shapes.get(operand, "")))
+            else:
+                total += shape_bytes(shapes.get(operand, ""))
+        return total
 
     def stage_of(rest: str) -> tuple[str, str]:
         found = _STAGE.search(rest)
@@ -149,8 +175,7 @@ def hlo_traffic(text: str) -> list[dict]:
                     if called in parsed:
                         walk(called, times)
             elif op not in _NO_TRAFFIC:
-                operands = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
-                moved = shape_bytes(shape) + sum(shape_bytes(shapes.get(o, "")) for o in operands)
+                moved = shape_bytes(shape) + operand_reads(op, rest, operands_of(rest))
                 stage, direction = stage_of(rest)
                 op_name = re.search(r'op_name="([^"]*)"', rest)
                 rows.append({"bytes": moved * times, "op": op, "name": name, "stage": stage, "direction": direction,
