@@ -3,7 +3,7 @@
 
 Why: `ssd_chunked` in XLA materialises its within-chunk weights, (sequences, heads, chunks, Q, Q),
 and reads them again in the backward pass. On a GPU that traffic, not arithmetic, bounds the train
-step: compiled for an H200, the full-size bf16 step at B=8 moves 253 GB against 3.3 TFLOP (XLA:CPU
+step: compiled for an H200, the full-size bf16 step at B=8 moves 238 GB against 3.3 TFLOP (XLA:CPU
 counts 552 GB, 295 of them in the scans; BENCHMARKS.md, "How many bytes the step moves" and "What
 the GPU's compiler makes of the step"). Here one program per (sequence, head) walks its chunks in
 order and keeps the weights and the carried state in registers, so the forward reads x, dt, B, C
@@ -13,7 +13,7 @@ the scan's float32) and writes y and the state entering each chunk (the backward
 algebra and returns dx, ddt and dA directly, over a block of R heads of one group per program
 (`heads_per_program`), so that it sums their dB and dC itself rather than writing one per head for
 XLA to sum. Against a first version that took float32 u and a from XLA and left dt's, A's and the
-head sums to it, the GPU-compiled bf16 B=8 step moves 126 → 104 GB. mamba_ssm's Triton kernels
+head sums to it, the GPU-compiled bf16 B=8 step moves 116 → 94 GB. mamba_ssm's Triton kernels
 (`ssd_combined.py`) split the same algebra into chunk_cumsum, chunk_state, state_passing and
 chunk_scan, parallel over chunks with only the state passing serial; here each program is serial
 over its K chunks (60 at full size), which keeps everything in registers and gives up parallelism
