@@ -334,12 +334,14 @@ def report(rows: list[dict], memory: int, kernels: dict, gpu: str, flops_per_ste
 
 
 def main(argv=None) -> int:
+    from gpu_bench import FORWARD_GFLOP_PER_WINDOW, H200_BF16_PEAK_TFLOPS, TRAIN_FLOP_FACTOR
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny.yaml")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--gpu", choices=sorted(GPUS), default="h200")
-    parser.add_argument("--peak", type=float, default=777.0,
+    parser.add_argument("--peak", type=float, default=H200_BF16_PEAK_TFLOPS,
                         help="matmul peak, TFLOP/s (default: the H200's bf16 matmul as gpu_bench.py measured it)")
     parser.add_argument("--plugin-dir", type=Path, default=PLUGIN_DIR, help="where `make gpu-aot` installed the plugin")
     parser.add_argument("--json", type=Path, help="also write the rows and totals here")
@@ -350,8 +352,6 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as dump:
         use_plugin(args.plugin_dir, Path(dump))
         sys.path.insert(0, str(ROOT))
-        from gpu_bench import FORWARD_GFLOP_PER_WINDOW, TRAIN_FLOP_FACTOR
-
         from common.config import load_config
         from common.files import write_text
 

@@ -58,6 +58,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FORWARD_GFLOP_PER_WINDOW = 110.6  # full size, 60 s window (perf_grounding.md §3)
 TRAIN_FLOP_FACTOR = 3  # forward + backward ≈ 3 × forward
+# The MFU denominator until a run measures its own: bf16 matmul 8192³ (torch) on the H200 of the
+# first GPU check (BENCHMARKS.md "GPU check"); roofline.py and gpu_aot.py take it as --peak's default.
+H200_BF16_PEAK_TFLOPS = 777.0
 STRIDE_SECONDS = 10.0
 SIZES = {  # size -> (config, overrides, train batches, inference batch, matmul n, timed steps)
     "full": ("configs/tusz.yaml", [], (8, 32), 64, 8192, 5),

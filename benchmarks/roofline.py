@@ -32,6 +32,9 @@ import functools
 import json
 from pathlib import Path
 
+from gpu_aot import GPUS
+from gpu_bench import H200_BF16_PEAK_TFLOPS
+
 # Stages measured on their own: the ones with parameters, and the eigh PE.
 STAGES = ("tcn", "mamba", "electrodes", "node_mamba", "edge_weights", "pe", "gnn", "from_electrodes", "logits")
 
@@ -185,8 +188,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages to measure alone ('' for none)")
-    parser.add_argument("--bandwidth", type=float, default=4.8, help="device memory bandwidth, TB/s (default: H200's 4.8)")
-    parser.add_argument("--peak", type=float, default=777.0,
+    parser.add_argument("--bandwidth", type=float, default=GPUS["h200"]["bandwidth_tbs"],
+                        help="device memory bandwidth, TB/s (default: H200's 4.8)")
+    parser.add_argument("--peak", type=float, default=H200_BF16_PEAK_TFLOPS,
                         help="device matmul peak, TFLOP/s (default: the H200's bf16 matmul measured by gpu_bench.py)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
