@@ -201,10 +201,24 @@ class Mamba2(nnx.Module):
         dt = softplus(at_least_float32(dt) + self.dt_bias[...])  # (B, L, H)
         A = -jnp.exp(at_least_float32(self.A_log[...]))  # (H,)
         y = selective_scan(x, dt, A, B, C, self.scan, self.chunk_size)  # (B, L, H, P)
+        if self.scan == "pallas":  # the skip term and the gated norm fused into kernels too
+            return self.out_proj(self._skip_and_norm_fused(y, xBC, zxbcdt))  # (B, L, D)
         y = y + x * rearrange(self.D[...], "h -> h 1")  # (B, L, H, P)
         y = rearrange(y, "b l h p -> b l (h p)")  # (B, L, E)
         y = self.norm(y, z)  # (B, L, E)
         return self.out_proj(y)  # (B, L, D)
+
+    def _skip_and_norm_fused(self, y: jax.Array, xBC: jax.Array, zxbcdt: jax.Array) -> jax.Array:
+        """norm(y + D·x, z) as jaxbrr/norm_kernel.py's kernels: over rows (tokens), reading x and z
+        in place from xBC and the in_proj output, and writing the dtype out_proj computes in."""
+        from jaxbrr import norm_kernel  # Pallas loads slowly, and only scan pallas needs it
+
+        batch, length = y.shape[:2]
+        rows = lambda t: t.reshape(batch * length, t.shape[-1])  # noqa: E731  (B, L, ·) -> (B·L, ·), free
+        D = jnp.repeat(self.D[...], self.headdim)  # (E,): D_h over head h's columns
+        out = norm_kernel.gated_norm(rows(rearrange(y, "b l h p -> b l (h p)")), rows(xBC), rows(zxbcdt), D,
+                                     self.norm.weight[...], self.norm.eps, out_dtype=self.out_proj.dtype)
+        return out.reshape(batch, length, self.d_inner)  # (B, L, E)
 
 
 class BiMamba2Layer(nnx.Module):

@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 from jax import export
 
-from jaxbrr import ssd_kernel, ssm
+from jaxbrr import norm_kernel, ssd_kernel, ssm
 from jaxbrr.mamba import Mamba2
 from jaxbrr.ssm import selective_scan, ssd_pallas
 from tests.jaxbrr.test_ssm import cotangent, max_rel_diffs, scan_inputs, value_and_grads
@@ -147,6 +147,7 @@ def test_mamba2_with_the_kernel_equals_chunked(x64, monkeypatch):
     """The model's wiring: Mamba2 with scan pallas (interpreted) against scan chunked on the same
     parameters, output and every parameter gradient, float64."""
     monkeypatch.setattr(ssm, "ssd_pallas", functools.partial(ssd_pallas, interpret=True))
+    monkeypatch.setattr(norm_kernel, "gated_norm", functools.partial(norm_kernel.gated_norm, interpret=True))
     x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 40, 16)))
 
     def run(scan):
