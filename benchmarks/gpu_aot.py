@@ -36,12 +36,15 @@ import collections
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = ROOT / ".gpu-aot"
@@ -178,7 +181,7 @@ def hlo_traffic(text: str, slice_reads: bool = True) -> list[dict]:
                 moved = shape_bytes(shape) + operand_reads(op, rest, operands_of(rest))
                 stage, direction = stage_of(rest)
                 op_name = re.search(r'op_name="([^"]*)"', rest)
-                rows.append({"bytes": moved * times, "op": op, "name": name, "stage": stage, "direction": direction,
+                rows.append({"bytes": moved * times, "trips": times, "op": op, "name": name, "stage": stage, "direction": direction,
                              "pallas": op == "custom-call" and "gpu.triton" in rest, "shape": shape,
                              "op_name": op_name.group(1) if op_name else ""})
 
@@ -237,8 +240,75 @@ def compiling_for_gpu():
         ssd_kernel.on_gpu = saved
 
 
-def compile_train_step(config, batch: int, sharding):
-    """jaxbrr's train step (jaxbrr/train/step.py, one device) compiled for the sharding's GPU."""
+_HLO_DTYPES = {"bfloat16": "bf16", "float16": "f16", "float32": "f32", "float64": "f64", "int32": "s32", "bool": "pred"}
+
+
+def _shapes_key(text: str) -> tuple[str, ...]:
+    """("bf16[152,960,16,8]", "f32[152,960,16]", ...) from an HLO result shape, layouts dropped."""
+    return tuple(f"{dtype}[{dims}]" for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", text))
+
+
+def _pallas_calls(jaxpr) -> list:
+    """Every pallas_call equation in a (closed) jaxpr and the jaxprs nested in its equations."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "pallas_call":
+            found.append(eqn)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+                    found += _pallas_calls(sub)
+    return found
+
+
+def pallas_block_bytes(jaxpr) -> dict[tuple, int]:
+    """(kernel name, result shapes) -> the bytes a Pallas kernel's blocks read and write, each
+    distinct block of each operand and result once over the whole grid (index maps evaluated at
+    every grid point). A kernel handed a wide array reads only the columns its blocks cover (the
+    scan kernels read x, B, C from xBC; the norm kernels x from xBC and z from the in_proj output),
+    which XLA's view of the custom call, whole operands, overstates; a block several programs
+    read (a group's B and C, read by each head) counts once, as before."""
+    import jax
+    import jax.numpy as jnp
+    from jax._src.pallas.core import Squeezed
+
+    out = {}
+    for eqn in _pallas_calls(jaxpr):
+        key = tuple(f"{_HLO_DTYPES[v.aval.dtype.name]}[{','.join(map(str, v.aval.shape))}]" for v in eqn.outvars)
+        if (eqn.params["name"], key) in out:  # every layer's call of one kernel at one shape: counted once
+            continue
+        grid_mapping = eqn.params["grid_mapping"]
+        points = np.indices(grid_mapping.grid).reshape(len(grid_mapping.grid), -1)  # (grid dims, programs)
+        total = 0
+        for mapping in grid_mapping.block_mappings:
+            index_map = mapping.index_map_jaxpr
+            blocks = jax.vmap(lambda *g, m=index_map: jax.core.eval_jaxpr(m.jaxpr, m.consts, *g))(
+                *(jnp.asarray(p, jnp.int32) for p in points))
+            distinct = np.unique(np.stack([np.asarray(b) for b in blocks], axis=1), axis=0).shape[0]
+            size = math.prod(1 if isinstance(b, Squeezed) else b.block_size for b in mapping.block_shape)
+            total += distinct * size * mapping.array_aval.dtype.itemsize
+        out[(eqn.params["name"], key)] = total
+    return out
+
+
+def with_kernel_blocks(rows: list[dict], block_bytes: dict[tuple, int]) -> list[dict]:
+    """hlo_traffic's rows with each Pallas kernel's bytes those its blocks move (pallas_block_bytes),
+    times the trips of the loops around it; a kernel it does not know raises."""
+    out = []
+    for row in rows:
+        if row["pallas"]:
+            key = (row["op_name"].split("/")[-2], _shapes_key(row["shape"]))
+            if key not in block_bytes:
+                raise KeyError(f"no block count for the Pallas kernel {key}")
+            trips = row.get("trips", 1)
+            row = {**row, "bytes": block_bytes[key] * trips}
+        out.append(row)
+    return out
+
+
+def trace_train_step(config, batch: int, sharding):
+    """jaxbrr's train step (jaxbrr/train/step.py, one device) traced for the sharding's GPU."""
     import jax
     import jax.numpy as jnp
     from roofline import train_step
@@ -249,7 +319,13 @@ def compile_train_step(config, batch: int, sharding):
     data = {"x": jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding),
             "y": jax.ShapeDtypeStruct(shape[::2], jnp.float32, sharding=sharding)}
     with compiling_for_gpu():
-        return step_fn.lower(jax.tree.map(on_gpu, state), data, on_gpu(jnp.float32(1.0))).compile()
+        return step_fn.trace(jax.tree.map(on_gpu, state), data, on_gpu(jnp.float32(1.0)))
+
+
+def compile_train_step(config, batch: int, sharding):
+    """The train step compiled for the sharding's GPU."""
+    with compiling_for_gpu():
+        return trace_train_step(config, batch, sharding).lower().compile()
 
 
 def planned_memory(compiled) -> int:
@@ -260,44 +336,56 @@ def planned_memory(compiled) -> int:
 
 
 def scan_kernels(config, batch: int, sharding, dump_dir: Path, arch: str = "sm_90a") -> dict[str, dict[str, int]]:
-    """The Pallas scan kernels at the shapes and dtypes the step gives them (node and edge stream,
-    forward and backward), each compiled on its own for the sharding's GPU -> "<stream> <kernel>":
-    ptxas's {"registers", "spill_stores", "spill_loads"} per thread for its PTX."""
+    """The Pallas kernels of `scan: pallas` at the shapes and dtypes the step gives them (scan and
+    skip-and-norm, node and edge stream, forward and backward), each compiled on its own for the
+    sharding's GPU -> "<stream> <kernel>": ptxas's {"registers", "spill_stores", "spill_loads"}
+    per thread for its PTX."""
     import jax
     import jax.numpy as jnp
     from nvidia import cuda_nvcc  # the ptxas of `make gpu-aot`
 
+    from common.constants import MAMBA_NORM_EPS
+    from jaxbrr.norm_kernel import gated_norm
     from jaxbrr.ssm import ssd_pallas
 
     m = config.model
     length = config.window_samples // m.tcn.stride_down
-    compute = jnp.dtype(m.precision)  # x, B, C; dt and A are float32 parameters' functions
+    compute, f32 = jnp.dtype(m.precision), jnp.dtype(jnp.float32)  # x, B, C, z; dt, A, D, w from parameters
     streams = {"node": (batch * m.n_chans, m.node_mamba), "edge": (batch * m.n_edges, m.graph.edge_mamba)}
     ptxas = Path(cuda_nvcc.__path__[0]) / "bin" / "ptxas"
     out = {}
     for stream, (sequences, mamba) in streams.items():
         heads = mamba.expand * mamba.d_model // mamba.headdim
-        shapes = [(sequences, length, heads, mamba.headdim), (sequences, length, heads), (heads,),
-                  (sequences, length, 1, mamba.d_state), (sequences, length, 1, mamba.d_state)]
-        dtypes = [compute, jnp.float32, jnp.float32, compute, compute]
-        arrays = [jax.ShapeDtypeStruct(s, d, sharding=sharding) for s, d in zip(shapes, dtypes, strict=True)]
+        inner, rows, state = heads * mamba.headdim, sequences * length, mamba.d_state
+        scan_args = [((sequences, length, heads, mamba.headdim), compute), ((sequences, length, heads), f32),
+                     ((heads,), f32), ((sequences, length, 1, state), compute), ((sequences, length, 1, state), compute)]
+        norm_args = [((rows, inner), compute), ((rows, inner + 2 * state), compute),  # y; xBC
+                     ((rows, 2 * inner + 2 * state + heads), compute), ((inner,), f32), ((inner,), f32)]  # zxbcdt; D, w
 
-        def scan_objective(*args):
-            return jnp.sum(jnp.square(ssd_pallas(*args, chunk_size=m.ssm.chunk_size).astype(jnp.float32)))
+        def scan(*args):
+            return ssd_pallas(*args, chunk_size=m.ssm.chunk_size)
 
-        scan_objective.__name__ = f"scan_{stream}"  # the dumped modules' name
-        with compiling_for_gpu():
-            jax.jit(jax.grad(scan_objective, argnums=(0, 1, 2, 3, 4))).lower(*arrays).compile()
-        for ptx in sorted(dump_dir.glob(f"*jit_scan_{stream}.*.ptx")):
-            entry = re.search(r"\.entry (\w+)\(", ptx.read_text())
-            if not entry or not entry.group(1).startswith("ssd_"):
-                continue
-            report = subprocess.run([str(ptxas), f"-arch={arch}", "-v", str(ptx), "-o", os.devnull],
-                                    capture_output=True, text=True, check=True).stderr
-            spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
-            out[f"{stream} {entry.group(1)}"] = {
-                "registers": int(re.search(r"Used (\d+) registers", report).group(1)),
-                "spill_stores": int(spills.group(1)), "spill_loads": int(spills.group(2))}
+        def norm(*args):
+            return gated_norm(*args, eps=MAMBA_NORM_EPS, out_dtype=compute)
+
+        for name, fn, args in (("scan", scan, scan_args), ("norm", norm, norm_args)):
+            def objective(*a, fn=fn):
+                return jnp.sum(jnp.square(fn(*a).astype(f32)))
+
+            objective.__name__ = f"{name}_{stream}"  # the dumped modules' name
+            arrays = [jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for shape, dtype in args]
+            with compiling_for_gpu():
+                jax.jit(jax.grad(objective, argnums=tuple(range(len(args))))).lower(*arrays).compile()
+            for ptx in sorted(dump_dir.glob(f"*jit_{name}_{stream}.*.ptx")):
+                entry = re.search(r"\.entry (\w+)\(", ptx.read_text())
+                if not entry or not entry.group(1).startswith(("ssd_", "gated_norm_")):
+                    continue
+                report = subprocess.run([str(ptxas), f"-arch={arch}", "-v", str(ptx), "-o", os.devnull],
+                                        capture_output=True, text=True, check=True).stderr
+                spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
+                out[f"{stream} {entry.group(1)}"] = {
+                    "registers": int(re.search(r"Used (\d+) registers", report).group(1)),
+                    "spill_stores": int(spills.group(1)), "spill_loads": int(spills.group(2))}
     return out
 
 
@@ -359,13 +447,16 @@ def main(argv=None) -> int:
         sharding = cuda_sharding(args.gpu)
         print(f"compiling the train step for an {GPUS[args.gpu]['name']} (no GPU here; ~40 s at full size)",
               file=sys.stderr, flush=True)
-        compiled = compile_train_step(config, args.batch, sharding)
-        kernels = {}
+        traced = trace_train_step(config, args.batch, sharding)
+        with compiling_for_gpu():
+            compiled = traced.lower().compile()
+        kernels, block_bytes = {}, {}
         if config.model.ssm.scan == "pallas":
-            print("compiling the scan kernels alone, and ptxas on their PTX", file=sys.stderr, flush=True)
+            print("compiling the Pallas kernels alone, and ptxas on their PTX", file=sys.stderr, flush=True)
             kernels = scan_kernels(config, args.batch, sharding, Path(dump))
+            block_bytes = pallas_block_bytes(traced.jaxpr)
     text = compiled.as_text()
-    rows = hlo_traffic(text)
+    rows = with_kernel_blocks(hlo_traffic(text), block_bytes)
     full_size = config.window_samples == 60 * 256 and config.model.node_mamba.n_layers == 6
     flops = TRAIN_FLOP_FACTOR * FORWARD_GFLOP_PER_WINDOW * 1e9 * args.batch if full_size else None
     memory = planned_memory(compiled)

@@ -546,8 +546,9 @@ def report(summary: dict) -> str:
                           f"{moved / profiled['step_s'] / 1e12:.2f} TB/s of memory traffic."]
         counted = profiled["profile"].get("traffic")
         if counted and profiled.get("step_s"):  # what benchmarks/gpu_aot.py predicts without a GPU
+            how = profiled["profile"].get("traffic_counts", "")
             lines += ["", f"benchmarks/gpu_aot.py's count of the same executable: {counted / 1e9:.1f} GB moved "
-                          f"({counted / profiled['step_s'] / 1e12:.2f} TB/s); XLA planned "
+                          f"({counted / profiled['step_s'] / 1e12:.2f} TB/s{'; ' + how if how else ''}); XLA planned "
                           f"{profiled['profile'].get('planned_memory', 0) / 1e9:.2f} GB of device memory."]
     lines += ["", "## Targets", "", *targets(rows)]
     if summary.get("stopped"):

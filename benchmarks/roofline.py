@@ -21,7 +21,9 @@ from the GPU-compiled step of its bfloat16 row, with the achieved bandwidth besi
 
 With `--set model.ssm.scan=pallas` on a machine without a GPU the stages are measured with the XLA
 scan, and the train step is projected: its XLA part compiled with the Pallas kernels stood in for,
-plus the kernels' logical bytes counted from their blocks (jaxbrr/ssd_kernel.py hbm_bytes).
+plus the kernels' logical bytes counted from their blocks (jaxbrr/ssd_kernel.py hbm_bytes); the
+skip-and-norm kernels (jaxbrr/norm_kernel.py) count as the XLA composition they replace.
+benchmarks/gpu_aot.py counts the program a GPU compiles, kernels included, on this machine too.
 """
 
 from __future__ import annotations
@@ -102,37 +104,50 @@ def step_cost(config, batch: int) -> dict[str, float]:
 
 @contextlib.contextmanager
 def pallas_stand_in(shapes: dict):
-    """scan pallas without a GPU: the Pallas kernels (whose traffic XLA cannot see) replaced by a
+    """scan pallas without a GPU: the scan kernels (whose traffic XLA cannot see) replaced by a
     stand-in of next to no traffic (y = x + 0·dt; zero cotangents for dt, A, B, C), so that the step's
     cost analysis counts everything else; the kernels' own bytes are then added from
     ssd_kernel.hbm_bytes. Records each kernel shape it replaces into `shapes`: x shape -> hbm_bytes'
-    other arguments."""
+    other arguments. The skip-and-norm kernels (jaxbrr/norm_kernel.py) stand in as the XLA
+    composition they replace, so XLA:CPU counts them as that composition's bytes."""
     import jax
     import jax.numpy as jnp
+    from einops import rearrange
 
-    from jaxbrr import ssd_kernel
+    from jaxbrr import norm_kernel, ssd_kernel
+    from jaxbrr.mamba import gated_rms_norm
 
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-    def stand_in(x, dt, A, B, C, chunk, interpret, heads_per_block=None):
-        shapes[tuple(x.shape)] = {"groups": B.shape[2], "state": B.shape[3], "chunk": chunk,
-                                  "itemsize": x.dtype.itemsize, "scan_itemsize": dt.dtype.itemsize,
-                                  "heads_per_block": heads_per_block}
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
+    def stand_in(xbc, dt, A, chunk, interpret, headdim, groups, heads_per_block=None):
+        batch, length, heads = dt.shape
+        state = (xbc.shape[-1] - heads * headdim) // (2 * groups)
+        shapes[(batch, length, heads, headdim)] = {
+            "groups": groups, "state": state, "chunk": chunk, "itemsize": xbc.dtype.itemsize,
+            "scan_itemsize": dt.dtype.itemsize, "heads_per_block": heads_per_block}
+        x = rearrange(xbc[..., :heads * headdim], "b l (h p) -> b l h p", p=headdim)
         return x + 0 * dt[..., None].astype(x.dtype)
 
-    def forward(x, dt, A, B, C, chunk, interpret, heads_per_block):
-        return stand_in(x, dt, A, B, C, chunk, interpret, heads_per_block), (dt, A, B, C)
+    def forward(xbc, dt, A, chunk, interpret, headdim, groups, heads_per_block):
+        return stand_in(xbc, dt, A, chunk, interpret, headdim, groups, heads_per_block), (xbc, dt, A)
 
-    def backward(chunk, interpret, heads_per_block, residuals, dy):
-        dt, A, B, C = residuals
-        return dy, 0 * jnp.sum(dy, axis=-1).astype(dt.dtype), jnp.zeros_like(A), jnp.zeros_like(B), jnp.zeros_like(C)
+    def backward(chunk, interpret, headdim, groups, heads_per_block, residuals, dy):
+        xbc, dt, A = residuals
+        dx = rearrange(dy, "b l h p -> b l (h p)").astype(xbc.dtype)
+        dxbc = jnp.pad(dx, ((0, 0), (0, 0), (0, xbc.shape[-1] - dx.shape[-1])))
+        return dxbc, 0 * jnp.sum(dy, axis=-1).astype(dt.dtype), jnp.zeros_like(A)
+
+    def norm_as_xla(y, x_src, z_src, D, weight, eps, out_dtype=None, interpret=None):
+        columns = y.shape[1]
+        out = gated_rms_norm(y + x_src[:, :columns] * D, z_src[:, :columns], weight, eps)
+        return out if out_dtype is None else out.astype(out_dtype)
 
     stand_in.defvjp(forward, backward)
-    saved = ssd_kernel.fused_scan, ssd_kernel.on_gpu
-    ssd_kernel.fused_scan, ssd_kernel.on_gpu = stand_in, lambda: True
+    saved = ssd_kernel.fused_scan, ssd_kernel.on_gpu, norm_kernel.gated_norm
+    ssd_kernel.fused_scan, ssd_kernel.on_gpu, norm_kernel.gated_norm = stand_in, lambda: True, norm_as_xla
     try:
         yield
     finally:
-        ssd_kernel.fused_scan, ssd_kernel.on_gpu = saved
+        ssd_kernel.fused_scan, ssd_kernel.on_gpu, norm_kernel.gated_norm = saved
 
 
 def pallas_rows(config, batch: int) -> dict[str, dict[str, float]]:

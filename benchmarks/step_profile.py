@@ -201,15 +201,22 @@ def profile_compiled(step_fn, args: tuple, run: Callable[[], None], config, step
     """profile() of an already-called jitted step_fn: its compiled text (the executable in JAX's
     cache: no second compile) names each op's stage. `cost` is XLA's cost analysis of that
     executable (benchmarks/roofline.py: bytes moved and flops per step, as compiled for this device);
-    `traffic` the bytes benchmarks/gpu_aot.py counts in its text, loops per trip, and
-    `planned_memory` XLA's buffer plan: what gpu_aot.py predicts without a GPU, here measured on one."""
+    `traffic` the bytes benchmarks/gpu_aot.py counts in its text, loops per trip, Pallas kernels by
+    their blocks, and `planned_memory` XLA's buffer plan: what gpu_aot.py predicts without a GPU,
+    here measured on one."""
     import gpu_aot
     import roofline
 
-    compiled = step_fn.lower(*args).compile()
+    traced = step_fn.trace(*args)
+    compiled = traced.lower().compile()
     text = compiled.as_text()
+    traffic, counted = gpu_aot.hlo_traffic(text), "Pallas kernels by their blocks"
+    try:  # Pallas internals of another jax version: the report says so rather than losing the row
+        traffic = gpu_aot.with_kernel_blocks(traffic, gpu_aot.pallas_block_bytes(traced.jaxpr))
+    except Exception as error:  # noqa: BLE001
+        counted = f"Pallas kernels' operands whole ({type(error).__name__}: {error})"
     return {**profile(run, text, config.model.stage_inputs, steps), "cost": roofline.cost(compiled),
-            "traffic": sum(row["bytes"] for row in gpu_aot.hlo_traffic(text)),
+            "traffic": sum(row["bytes"] for row in traffic), "traffic_counts": counted,
             "planned_memory": gpu_aot.planned_memory(compiled)}
 
 

@@ -28,7 +28,8 @@ SIGN_TIE_TOLERANCE = 1e-4
 PE_SIGNS = ("sum", "max_abs")
 PE_GRADIENTS = ("full", "stop", "safe")
 # model.ssm.scan (jaxbrr/ssm.py, torchref/ssm.py). pallas is chunked fused into Pallas kernels in jaxbrr
-# (jaxbrr/ssd_kernel.py, GPU only); torchref computes it as chunked (its fused kernels: ssm.backend cuda).
+# (jaxbrr/ssd_kernel.py, jaxbrr/norm_kernel.py, GPU only); torchref computes it as chunked (its fused
+# kernels: ssm.backend cuda).
 SCANS = ("chunked", "sequential", "chunked_mask_after_exp", "pallas")
 
 # -- stability.guards: original (original_spec.md §2 and §7.1) --------------------------------------

@@ -24,7 +24,8 @@ torch -> NNX is a fixed table (DESIGN.md §4):
 convention (None: from inputs and parameters); `param_dtype` the storage dtype. Under bfloat16
 compute, dt, A, the scan (cumsums, decays) and the gated norm's statistics still run in float32.
 There is no `backend` here: `model.ssm.backend` selects mamba_ssm's CUDA kernels in torchref only;
-jaxbrr's own fused GPU kernels are `model.ssm.scan: pallas` (jaxbrr/ssd_kernel.py).
+jaxbrr's own fused GPU kernels are `model.ssm.scan: pallas`: the scan (jaxbrr/ssd_kernel.py, reading
+x, B, C in place from xBC) and the skip term with the gated norm (jaxbrr/norm_kernel.py).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ from common.constants import (
     MAMBA_NORM_EPS,
     SOFTPLUS_THRESHOLD,
 )
-from jaxbrr.ssm import SCANS, at_least_float32, selective_scan
+from jaxbrr import ssm
+from jaxbrr.ssm import SCANS, at_least_float32
 
 
 def _uniform(bound: float):
@@ -193,16 +195,17 @@ class Mamba2(nnx.Module):
 
         # Causal depthwise conv, channels last (torch moves channels first for nn.Conv1d).
         xBC = jax.nn.silu(self.conv1d(xBC))  # (B, L, E + 2GN)
+        dt = softplus(at_least_float32(dt) + self.dt_bias[...])  # (B, L, H)
+        A = -jnp.exp(at_least_float32(self.A_log[...]))  # (H,)
+        if self.scan == "pallas":  # jaxbrr's kernels read x, B, C from xBC in place; the norm fused too
+            y = ssm.ssd_pallas_xbc(xBC, dt, A, self.headdim, self.ngroups, self.chunk_size)  # (B, L, H, P)
+            return self.out_proj(self._skip_and_norm_fused(y, xBC, zxbcdt))  # (B, L, D)
+
         x, B, C = jnp.split(xBC, [self.d_inner, self.d_inner + self.ngroups * self.d_state], axis=-1)
         x = rearrange(x, "b l (h p) -> b l h p", p=self.headdim)  # (B, L, H, P)
         B = rearrange(B, "b l (g n) -> b l g n", g=self.ngroups)  # (B, L, G, N)
         C = rearrange(C, "b l (g n) -> b l g n", g=self.ngroups)  # (B, L, G, N)
-
-        dt = softplus(at_least_float32(dt) + self.dt_bias[...])  # (B, L, H)
-        A = -jnp.exp(at_least_float32(self.A_log[...]))  # (H,)
-        y = selective_scan(x, dt, A, B, C, self.scan, self.chunk_size)  # (B, L, H, P)
-        if self.scan == "pallas":  # the skip term and the gated norm fused into kernels too
-            return self.out_proj(self._skip_and_norm_fused(y, xBC, zxbcdt))  # (B, L, D)
+        y = ssm.selective_scan(x, dt, A, B, C, self.scan, self.chunk_size)  # (B, L, H, P)
         y = y + x * rearrange(self.D[...], "h -> h 1")  # (B, L, H, P)
         y = rearrange(y, "b l h p -> b l (h p)")  # (B, L, E)
         y = self.norm(y, z)  # (B, L, E)

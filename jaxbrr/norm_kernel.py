@@ -39,9 +39,11 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pl_triton
 
-# A block is about this many values per operand: 64 rows of the node stream's 128 columns, 256 of
-# the edge stream's 32 (32 values a thread at 4 warps): thousands of programs at full size.
-BLOCK_VALUES = 8192
+# A block is about this many values per operand: 16 rows of the node stream's 128 columns, 64 of
+# the edge stream's 32 (16 values a thread at 4 warps; ~9,000 and ~20,000 programs at full size
+# B=8). At 8192 ptxas spilled the backward by 1064 (node) and 348 (edge) bytes a thread; at 2048
+# it uses 127 registers and spills nothing (sm_90a, benchmarks/gpu_aot.py).
+BLOCK_VALUES = 2048
 COMPILER_PARAMS = pl_triton.CompilerParams(num_warps=4, num_stages=2)
 
 

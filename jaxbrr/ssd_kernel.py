@@ -7,7 +7,8 @@ step: compiled for an H200, the full-size bf16 step at B=8 moves 238 GB against 
 counts 552 GB, 295 of them in the scans; BENCHMARKS.md, "How many bytes the step moves" and "What
 the GPU's compiler makes of the step"). Here one program per (sequence, head) walks its chunks in
 order and keeps the weights and the carried state in registers, so the forward reads x, dt, B, C
-once (x, B, C in the compute dtype, bfloat16 under bf16, and u = dt·x, a = dt·A formed inside in
+once (x, B, C in the compute dtype, bfloat16 under bf16, read in place as column blocks of the
+mixer's conv output xBC, which a column slice would copy first; u = dt·x, a = dt·A formed inside in
 the scan's float32) and writes y and the state entering each chunk (the backward's only residual,
 (K, P, N) per sequence and head); the backward walks the chunks in reverse with the same per-chunk
 algebra and returns dx, ddt and dA directly, over a block of R heads of one group per program
@@ -106,7 +107,8 @@ def _pairwise(left: jax.Array, right: jax.Array) -> jax.Array:
 def _forward_kernel(x_ref, dt_ref, A_ref, b_ref, c_ref, y_ref, states_ref, *, chunk: int, chunks: int):
     """One (sequence, head): x (L, P), dt (L,), A (1,), B/C (L, N) -> y (L, P) in x's dtype and the
     entering states (K, P, N). u = dt·x and a = dt·A are formed here, in dt's dtype (the scan's),
-    from x, B and C in theirs (bfloat16 under bf16 compute: half the bytes of float32 copies)."""
+    from x, B and C in theirs (bfloat16 under bf16 compute: half the bytes of float32 copies),
+    each the head's or group's columns of the packed xBC."""
     headdim, state, scan = x_ref.shape[-1], b_ref.shape[-1], dt_ref.dtype
     A = A_ref[0]
 
@@ -163,7 +165,7 @@ def _backward_kernel(x_ref, dt_ref, A_ref, b_ref, c_ref, states_ref, dy_ref,
     and, within a chunk, the heads in turn, each carrying its own state cotangent: the block's
     dB and dC are summed here, one (Q, N) write per chunk instead of R. From u = dt·x and
     a = dt·A: dx = dt du, ddt = x·du + A da, and this sequence's share of dA, Σ_t dt da."""
-    heads, headdim, state, scan = x_ref.shape[1], x_ref.shape[2], b_ref.shape[-1], dt_ref.dtype
+    heads, headdim, state, scan = dx_ref.shape[1], dx_ref.shape[2], b_ref.shape[-1], dt_ref.dtype
 
     def one_chunk(i, carried):  # per head: (cotangent of the state leaving chunk k (P, N), dA so far)
         k = chunks - 1 - i
@@ -172,7 +174,8 @@ def _backward_kernel(x_ref, dt_ref, A_ref, b_ref, c_ref, states_ref, dy_ref,
         dB_sum = dC_sum = jnp.zeros((chunk, state), scan)
         entering = []
         for h, (dS, dA) in enumerate(carried):
-            x, dt, A = x_ref[rows, h, :].astype(scan), dt_ref[rows, h], A_ref[h]  # (Q, P), (Q,), scalar
+            x = x_ref[rows, pl.ds(h * headdim, headdim)].astype(scan)  # (Q, P): head h's columns of the block
+            dt, A = dt_ref[rows, h], A_ref[h]  # (Q,), scalar
             du, da, dB, dC, dS_in = _backward_chunk(dt[:, None] * x, dt * A, Bk, Ck, states_ref[h, k],
                                                     dy_ref[rows, h, :].astype(scan), dS, chunk)
             dx_ref[rows, h, :] = (dt[:, None] * du).astype(dx_ref.dtype)
@@ -189,36 +192,52 @@ def _backward_kernel(x_ref, dt_ref, A_ref, b_ref, c_ref, states_ref, dy_ref,
         dA_ref[h] = dA.astype(dA_ref.dtype)
 
 
-def _specs(x: jax.Array, B: jax.Array):
+def _packed_specs(heads: int, headdim: int, groups: int, state: int, length: int, heads_per_program: int):
+    """BlockSpecs reading x, B and C in place from the packed xBC (B, L', H·P + 2·G·N), columns
+    [x | B | C] as the mixer's conv output holds them, over a grid (sequence i, block j of
+    `heads_per_program` heads of one group): block j's x columns, its group's B and C columns (a
+    block index counts blocks of N columns, so N must divide H·P)."""
+    r, per_group = heads_per_program, heads // groups
+    b_column = heads * headdim // state  # B's first column, in blocks of N; C's is G blocks on
+    x_spec = pl.BlockSpec((None, length, r * headdim), lambda i, j: (i, 0, j))
+    b_spec = pl.BlockSpec((None, length, state), lambda i, j: (i, 0, b_column + j * r // per_group))
+    c_spec = pl.BlockSpec((None, length, state), lambda i, j: (i, 0, b_column + groups + j * r // per_group))
+    return x_spec, b_spec, c_spec
+
+
+def _specs(heads: int, headdim: int, groups: int, state: int, length: int):
     """The forward's BlockSpecs over the grid (sequence i, head h): each program sees its whole
-    sequence (x, dt, B, C) and its head's A."""
-    _, length, heads, headdim = x.shape
-    groups, state = B.shape[2:]
-    per_group = heads // groups
-    x_spec = pl.BlockSpec((None, length, None, headdim), lambda i, h: (i, 0, h, 0))
+    sequence (x, dt, B, C from xBC, and y) and its head's A."""
+    x_spec, b_spec, c_spec = _packed_specs(heads, headdim, groups, state, length, 1)
+    y_spec = pl.BlockSpec((None, length, None, headdim), lambda i, h: (i, 0, h, 0))
     dt_spec = pl.BlockSpec((None, length, None), lambda i, h: (i, 0, h))
     A_spec = pl.BlockSpec((1,), lambda i, h: (h,))
-    bc_spec = pl.BlockSpec((None, length, None, state), lambda i, h: (i, 0, h // per_group, 0))
-    return x_spec, dt_spec, A_spec, bc_spec
+    return x_spec, b_spec, c_spec, y_spec, dt_spec, A_spec
 
 
 def _states_spec(chunks: int, headdim: int, state: int) -> pl.BlockSpec:
     return pl.BlockSpec((None, None, chunks, headdim, state), lambda i, h: (i, h, 0, 0, 0))
 
 
-def _forward(x, dt, A, B, C, chunk: int, interpret: bool):
-    batch, length, heads, headdim = x.shape
-    state, chunks = B.shape[-1], length // chunk
-    x_spec, dt_spec, A_spec, bc_spec = _specs(x, B)
+def _sizes(xbc: jax.Array, dt: jax.Array, headdim: int, groups: int) -> tuple[int, int, int, int]:
+    """batch, length, heads and state size of a packed xBC (B, L', H·P + 2·G·N) and dt (B, L', H)."""
+    batch, length, heads = dt.shape
+    return batch, length, heads, (xbc.shape[-1] - heads * headdim) // (2 * groups)
+
+
+def _forward(xbc, dt, A, chunk: int, interpret: bool, headdim: int, groups: int):
+    batch, length, heads, state = _sizes(xbc, dt, headdim, groups)
+    chunks = length // chunk
+    x_spec, b_spec, c_spec, y_spec, dt_spec, A_spec = _specs(heads, headdim, groups, state, length)
     return pl.pallas_call(
         functools.partial(_forward_kernel, chunk=chunk, chunks=chunks),
-        out_shape=(jax.ShapeDtypeStruct(x.shape, x.dtype),  # y (B, L, H, P)
+        out_shape=(jax.ShapeDtypeStruct((batch, length, heads, headdim), xbc.dtype),  # y (B, L', H, P)
                    jax.ShapeDtypeStruct((batch, heads, chunks, headdim, state), dt.dtype)),  # entering states
         grid=(batch, heads),
-        in_specs=[x_spec, dt_spec, A_spec, bc_spec, bc_spec],
-        out_specs=(x_spec, _states_spec(chunks, headdim, state)),
+        in_specs=[x_spec, dt_spec, A_spec, b_spec, c_spec],
+        out_specs=(y_spec, _states_spec(chunks, headdim, state)),
         compiler_params=COMPILER_PARAMS, interpret=interpret, name="ssd_forward",
-    )(x, dt, A, B, C)
+    )(xbc, dt, A, xbc, xbc)
 
 
 def heads_per_program(sequences: int, heads: int, groups: int) -> int:
@@ -232,36 +251,39 @@ def heads_per_program(sequences: int, heads: int, groups: int) -> int:
     return r
 
 
-def _backward(x, dt, A, B, C, states, dy, chunk: int, interpret: bool, heads_per_block: int | None):
-    batch, length, heads, headdim = x.shape
-    groups, state = B.shape[2:]
+def _backward(xbc, dt, A, states, dy, chunk: int, interpret: bool, headdim: int, groups: int,
+              heads_per_block: int | None):
+    batch, length, heads, state = _sizes(xbc, dt, headdim, groups)
     chunks, per_group = length // chunk, heads // groups
     r = heads_per_program(batch, heads, groups) if heads_per_block is None else heads_per_block
     if per_group % r:
         raise ValueError(f"heads per program {r} must divide the {per_group} heads of a group")
-    x_spec = pl.BlockSpec((None, length, r, headdim), lambda i, j: (i, 0, j, 0))
+    x_spec, b_spec, c_spec = _packed_specs(heads, headdim, groups, state, length, r)
+    dy_spec = pl.BlockSpec((None, length, r, headdim), lambda i, j: (i, 0, j, 0))
     dt_spec = pl.BlockSpec((None, length, r), lambda i, j: (i, 0, j))
     A_spec = pl.BlockSpec((r,), lambda i, j: (j,))
-    bc_spec = pl.BlockSpec((None, length, None, state), lambda i, j: (i, 0, j * r // per_group, 0))
     states_spec = pl.BlockSpec((None, r, chunks, headdim, state), lambda i, j: (i, j, 0, 0, 0))
     per_block_n = pl.BlockSpec((None, length, None, state), lambda i, j: (i, 0, j, 0))
     dx, ddt, dA, dB, dC = pl.pallas_call(
         functools.partial(_backward_kernel, chunk=chunk, chunks=chunks),
-        out_shape=(jax.ShapeDtypeStruct(x.shape, x.dtype),  # dx (B, L, H, P)
-                   jax.ShapeDtypeStruct(dt.shape, dt.dtype),  # ddt (B, L, H)
+        out_shape=(jax.ShapeDtypeStruct(dy.shape, xbc.dtype),  # dx (B, L', H, P)
+                   jax.ShapeDtypeStruct(dt.shape, dt.dtype),  # ddt (B, L', H)
                    jax.ShapeDtypeStruct((batch, heads), dt.dtype),  # dA per sequence
                    jax.ShapeDtypeStruct((batch, length, heads // r, state), dt.dtype),  # dB per block of heads
                    jax.ShapeDtypeStruct((batch, length, heads // r, state), dt.dtype)),  # dC per block
         grid=(batch, heads // r),
-        in_specs=[x_spec, dt_spec, A_spec, bc_spec, bc_spec, states_spec, x_spec],
-        out_specs=(x_spec, dt_spec, pl.BlockSpec((None, r), lambda i, j: (i, j)), per_block_n, per_block_n),
+        in_specs=[x_spec, dt_spec, A_spec, b_spec, c_spec, states_spec, dy_spec],
+        out_specs=(dy_spec, dt_spec, pl.BlockSpec((None, r), lambda i, j: (i, j)), per_block_n, per_block_n),
         compiler_params=BACKWARD_COMPILER_PARAMS, interpret=interpret, name="ssd_backward",
-    )(x, dt, A, B, C, states, dy)
+    )(xbc, dt, A, xbc, xbc, states, dy)
     if heads // r > groups:  # blocks smaller than a group: sum each group's blocks
         to_groups = functools.partial(jnp.sum, axis=3)  # (B, L, G, blocks per group, N) -> (B, L, G, N)
         dB = to_groups(rearrange(dB, "b l (g r) n -> b l g r n", g=groups))
         dC = to_groups(rearrange(dC, "b l (g r) n -> b l g r n", g=groups))
-    return dx, ddt, jnp.sum(dA, axis=0).astype(A.dtype), dB.astype(B.dtype), dC.astype(C.dtype)
+    packed = [rearrange(dx, "b l h p -> b l (h p)"), rearrange(dB, "b l g n -> b l (g n)"),
+              rearrange(dC, "b l g n -> b l (g n)")]  # xBC's cotangent, [dx | dB | dC]
+    dxbc = jnp.concatenate([t.astype(xbc.dtype) for t in packed], axis=-1)
+    return dxbc, ddt, jnp.sum(dA, axis=0).astype(A.dtype)
 
 
 def hbm_bytes(x_shape: tuple[int, ...], groups: int, state: int, chunk: int, itemsize: int = 4,
@@ -290,23 +312,24 @@ def hbm_bytes(x_shape: tuple[int, ...], groups: int, state: int, chunk: int, ite
     return {"forward": forward, "backward": backward}
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def fused_scan(x, dt, A, B, C, chunk: int, interpret: bool, heads_per_block: int | None = None) -> jax.Array:
-    """y (B, L', H, P) in x's dtype from x (B, L', H, P), dt (B, L', H), A (H,), B/C (B, L', G, N),
-    with L' a multiple of `chunk`; dt and A in the scan's dtype, x, B, C in theirs (jaxbrr/ssm.py
-    ssd_pallas prepares them). heads_per_block: the backward's heads per program (None:
-    heads_per_program's choice)."""
-    return _forward(x, dt, A, B, C, chunk, interpret)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
+def fused_scan(xbc, dt, A, chunk: int, interpret: bool, headdim: int, groups: int,
+               heads_per_block: int | None = None) -> jax.Array:
+    """y (B, L', H, P) in xBC's dtype from the packed xBC (B, L', H·P + 2·G·N) = [x | B | C],
+    dt (B, L', H) and A (H,), with L' a multiple of `chunk`; dt and A in the scan's dtype, xBC in
+    its own (jaxbrr/ssm.py ssd_pallas_xbc prepares them). heads_per_block: the backward's heads per
+    program (None: heads_per_program's choice)."""
+    return _forward(xbc, dt, A, chunk, interpret, headdim, groups)[0]
 
 
-def _fused_scan_fwd(x, dt, A, B, C, chunk, interpret, heads_per_block):
-    y, states = _forward(x, dt, A, B, C, chunk, interpret)
-    return y, (x, dt, A, B, C, states)
+def _fused_scan_fwd(xbc, dt, A, chunk, interpret, headdim, groups, heads_per_block):
+    y, states = _forward(xbc, dt, A, chunk, interpret, headdim, groups)
+    return y, (xbc, dt, A, states)
 
 
-def _fused_scan_bwd(chunk, interpret, heads_per_block, residuals, dy):
-    x, dt, A, B, C, states = residuals
-    return _backward(x, dt, A, B, C, states, dy.astype(x.dtype), chunk, interpret, heads_per_block)
+def _fused_scan_bwd(chunk, interpret, headdim, groups, heads_per_block, residuals, dy):
+    xbc, dt, A, states = residuals
+    return _backward(xbc, dt, A, states, dy.astype(xbc.dtype), chunk, interpret, headdim, groups, heads_per_block)
 
 
 fused_scan.defvjp(_fused_scan_fwd, _fused_scan_bwd)

@@ -186,25 +186,50 @@ def ssd_pallas(x, dt, A, B, C, chunk_size: int, interpret: bool | None = None,
                heads_per_block: int | None = None) -> jax.Array:
     """`ssd_chunked`'s algorithm and contract as the fused Pallas kernels of jaxbrr/ssd_kernel.py:
     x (B,L,H,P), dt (B,L,H), A (H,), B/C (B,L,G,N) -> y (B,L,H,P), the same padding and scan dtype.
+    The kernels read x, B and C as columns of one array, as the mixer's conv output holds them
+    (`ssd_pallas_xbc`, the model's path); here they are packed into one first (a copy).
 
     interpret=None compiles the kernels for the GPU (Triton) and refuses other backends; True runs
     them in Pallas's interpreter on any backend, float64 included (the tests' path).
     heads_per_block: the backward kernel's heads per program (None: ssd_kernel.heads_per_program)."""
+    _check_shapes(x, dt, A, B, C)
+    dtype = jnp.result_type(x, B, C)
+    xbc = jnp.concatenate([rearrange(x, "b l h p -> b l (h p)"), rearrange(B, "b l g n -> b l (g n)"),
+                           rearrange(C, "b l g n -> b l (g n)")], axis=-1).astype(dtype)  # (B, L, H·P + 2·G·N)
+    y = ssd_pallas_xbc(xbc, dt, A, x.shape[-1], B.shape[2], chunk_size, interpret, heads_per_block)
+    return y.astype(x.dtype)  # (B, L, H, P)
+
+
+def ssd_pallas_xbc(xbc, dt, A, headdim: int, groups: int, chunk_size: int, interpret: bool | None = None,
+                   heads_per_block: int | None = None) -> jax.Array:
+    """`ssd_pallas` on the packed xbc (B, L, H·P + 2·G·N), columns [x | B | C] (the mixer's conv
+    output), dt (B, L, H), A (H,) -> y (B, L, H, P) in xbc's dtype: the kernels read x, B and C
+    in place (a column slice handed to a kernel would be copied first)."""
     from jaxbrr import ssd_kernel  # Pallas loads slowly, and only this scan needs it
 
-    _check_shapes(x, dt, A, B, C)
-    sizes = {"chunk_size": chunk_size, "headdim": x.shape[-1], "d_state": B.shape[-1]}
+    batch, length, heads = dt.shape
+    inner = heads * headdim
+    state, odd = divmod(xbc.shape[-1] - inner, 2 * groups)
+    if odd or state < 1 or heads % groups or xbc.shape[:2] != (batch, length) or A.shape != (heads,):
+        raise ValueError(f"xbc {tuple(xbc.shape)} / dt {tuple(dt.shape)} / A {tuple(A.shape)} do not hold "
+                         f"{heads} heads of {headdim} and {groups} groups of B, C")
+    sizes = {"chunk_size": chunk_size, "headdim": headdim, "d_state": state}
     if any(n < 1 or n & (n - 1) for n in sizes.values()):  # Triton's tensors have power-of-2 sizes
         raise ValueError(f"model.ssm.scan = 'pallas' needs powers of 2 for {sizes}; use scan: chunked for other sizes")
+    if inner % state:  # B's columns start at a whole number of N-column blocks
+        raise ValueError(f"model.ssm.scan = 'pallas' reads B and C in place after d_inner = {inner} columns of x, "
+                         f"which needs d_inner to be a multiple of d_state = {state}; use scan: chunked")
     if interpret is None:
         ssd_kernel.require_gpu()
         interpret = False
-    length = x.shape[1]
-    scan_dtype = _scan_dtype(x, dt, A, B, C)
-    x, dt, B, C = _pad_to_chunks(chunk_size, x, dt.astype(scan_dtype), B, C)
-    # x, B, C stay in their dtype: the kernels read them so and compute u = dt·x, a = dt·A inside
-    y = ssd_kernel.fused_scan(x, dt, A.astype(scan_dtype), B, C, chunk_size, interpret, heads_per_block)
-    return y[:, :length]  # (B, L, H, P), x's dtype
+    scan_dtype = _scan_dtype(xbc, dt, A)
+    pad = -length % chunk_size  # as _pad_to_chunks: dt = 0 and x = B = C = 0 beyond L
+    if pad:
+        xbc, dt = jnp.pad(xbc, ((0, 0), (0, pad), (0, 0))), jnp.pad(dt, ((0, 0), (0, pad), (0, 0)))
+    # xbc stays in its dtype: the kernels read it so and compute u = dt·x, a = dt·A inside
+    y = ssd_kernel.fused_scan(xbc, dt.astype(scan_dtype), A.astype(scan_dtype), chunk_size, interpret, headdim,
+                              groups, heads_per_block)
+    return y[:, :length]  # (B, L, H, P), xbc's dtype
 
 
 def selective_scan(x, dt, A, B, C, scan: str, chunk_size: int) -> jax.Array:

@@ -114,6 +114,35 @@ def test_target_configs_describe_the_gpus():
         assert "cuda_compute_capability { major: 9 minor: 0 }" in text and text.count("{") == text.count("}")
 
 
+def test_pallas_kernels_count_the_blocks_they_move(x64):
+    """pallas_block_bytes against the norm kernels' blocks worked out by hand: each distinct block
+    once (x and z are the first E columns of wider arrays: only those count), forward and backward,
+    and with_kernel_blocks puts the counts on the HLO rows of the kernels they belong to."""
+    from jaxbrr.norm_kernel import block_rows, gated_norm
+
+    rows, columns = 64, 32  # 1 block of 64 rows at E = 32
+    args = [jnp.zeros((rows, columns)), jnp.zeros((rows, columns + 16)), jnp.zeros((rows, 2 * columns + 24)),
+            jnp.zeros(columns), jnp.zeros(columns)]
+
+    def forward_and_backward(*a):
+        out, vjp = jax.vjp(lambda *b: gated_norm(*b, eps=1e-5, interpret=True), *a)
+        return vjp(out)
+
+    counted = gpu_aot.pallas_block_bytes(jax.make_jaxpr(forward_and_backward)(*args))
+    blocks, table, vector = rows // block_rows(columns), rows * columns * 8, columns * 8  # float64
+    assert counted == {
+        ("gated_norm_forward", (f"f64[{rows},{columns}]", f"f64[{rows}]")):
+            3 * table + 2 * vector + table + rows * 8,  # y, x, z, D, w -> out, 1/rms
+        ("gated_norm_backward", (f"f64[{rows},{columns}]",) * 2 + (f"f64[{blocks},{columns}]",) * 2):
+            3 * table + 2 * vector + rows * 8 + table + 2 * table + 2 * blocks * vector}  # + dout -> dy, dz, sums
+    row = {"pallas": True, "op_name": "jit(step)/transpose(jvp(node_mamba))/gated_norm_forward/pallas_call",
+           "shape": f"(f64[{rows},{columns}]{{1,0}}, f64[{rows}]{{0}})", "trips": 3, "bytes": 1}
+    (moved,) = gpu_aot.with_kernel_blocks([row], counted)
+    assert moved["bytes"] == 3 * (4 * table + 2 * vector + rows * 8)
+    with pytest.raises(KeyError, match="no block count"):
+        gpu_aot.with_kernel_blocks([{**row, "shape": "f64[1]{0}"}], counted)
+
+
 @pytest.mark.skipif(not (gpu_aot.PLUGIN_DIR / "jax_plugins").is_dir(), reason="no `make gpu-aot` here")
 def test_the_tiny_step_compiles_for_an_h200_with_the_scan_kernels(tmp_path):
     """The deviceless compile end to end, in its own process (the plugin must load before jax):
@@ -124,7 +153,8 @@ def test_the_tiny_step_compiles_for_an_h200_with_the_scan_kernels(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert set(result["kernels"]) == {f"{s} ssd_{k}" for s in ("node", "edge") for k in ("forward", "backward")}
+    assert set(result["kernels"]) == {f"{s} {kernel}_{k}" for s in ("node", "edge") for k in ("forward", "backward")
+                                      for kernel in ("ssd", "gated_norm")}
     assert all(0 < k["registers"] <= 255 for k in result["kernels"].values())  # sm_90's per-thread limit
     stages = result["stages"]
     assert stages["node_mamba (Pallas kernels)"]["forward"] > 0 and stages["tcn"]["backward"] > 0

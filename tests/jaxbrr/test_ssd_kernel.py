@@ -110,6 +110,9 @@ def test_refuses_a_cpu_without_interpret_and_sizes_triton_cannot_tile():
         ssd_pallas(x, dt, A, B, C, chunk_size=12, interpret=True)
     with pytest.raises(ValueError, match="powers of 2.*'headdim': 3"):
         ssd_pallas(x[..., :3], dt, A, B, C, chunk_size=16, interpret=True)
+    xbc = jnp.zeros((1, 32, 2 * 4 + 2 * 16))  # 2 heads of 4: B would start mid-block of 16 columns
+    with pytest.raises(ValueError, match="d_inner to be a multiple of d_state = 16"):
+        ssm.ssd_pallas_xbc(xbc, jnp.zeros((1, 32, 2)), jnp.zeros(2), 4, 1, 16, interpret=True)
 
 
 def lower_for_cuda(shapes: list[tuple[int, ...]], dtype) -> str:
@@ -146,7 +149,7 @@ def test_lowers_to_triton_at_full_size(stream, dtype):
 def test_mamba2_with_the_kernel_equals_chunked(x64, monkeypatch):
     """The model's wiring: Mamba2 with scan pallas (interpreted) against scan chunked on the same
     parameters, output and every parameter gradient, float64."""
-    monkeypatch.setattr(ssm, "ssd_pallas", functools.partial(ssd_pallas, interpret=True))
+    monkeypatch.setattr(ssm, "ssd_pallas_xbc", functools.partial(ssm.ssd_pallas_xbc, interpret=True))
     monkeypatch.setattr(norm_kernel, "gated_norm", functools.partial(norm_kernel.gated_norm, interpret=True))
     x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 40, 16)))
 
@@ -261,14 +264,17 @@ def test_hbm_bytes_counts_the_traced_kernels_operands_and_results(heads_per_bloc
 
     counted = 0
     for eqn in calls:
-        b_c = [v for v in eqn.invars if v.aval.shape[2:] == (groups, state)]
-        assert len(b_c) == 2
+        xbc, _, _, b_src, c_src = eqn.invars[:5]  # x, B and C are columns of one packed operand
+        assert xbc is b_src is c_src and xbc.aval.shape[-1] == heads * x.shape[3] + 2 * groups * state
+        rows_bytes = xbc.aval.shape[0] * xbc.aval.shape[1] * xbc.aval.dtype.itemsize  # one column's
         programs_per_group = per_group if eqn.params["name"] == "ssd_forward" else per_group // heads_per_block
-        counted += sum(map(nbytes, eqn.invars)) + (programs_per_group - 1) * sum(map(nbytes, b_c))
-        counted += sum(map(nbytes, eqn.outvars))
+        counted += rows_bytes * (heads * x.shape[3] + programs_per_group * 2 * groups * state)  # x; B, C
+        counted += sum(map(nbytes, eqn.invars[1:3] + eqn.invars[5:])) + sum(map(nbytes, eqn.outvars))
         counted -= sum(nbytes(v) for v in [*eqn.invars, *eqn.outvars] if v.aval.shape in ((heads,), (x.shape[0], heads)))
         if eqn.params["name"] == "ssd_backward" and programs_per_group > 1:  # the group sum of dB, dC
-            counted += sum(nbytes(v) for v in eqn.outvars[3:]) + sum(map(nbytes, b_c))
+            sequences, length = xbc.aval.shape[:2]
+            grouped = 2 * sequences * length * groups * state * eqn.outvars[3].aval.dtype.itemsize  # dB, dC
+            counted += sum(nbytes(v) for v in eqn.outvars[3:]) + grouped
     padded = (x.shape[0], 48, heads, x.shape[3])  # 40 steps pad to 3 chunks of 16
     traffic = ssd_kernel.hbm_bytes(padded, groups, state, chunk, heads_per_block=heads_per_block)
     assert traffic["forward"] + traffic["backward"] == counted
