@@ -8,7 +8,7 @@ Parts, each in its own subprocess so that one failing reports and the rest still
     smoke   (not by default) every project import, mamba_ssm's Triton Mamba2 forward+backward,
             the tiny model's forward in both frameworks on the device: a first look on its own,
             --parts env,smoke (its Triton compile took over two minutes cold)     -> logs/smoke.log
-    tests   pytest -m gpu (parity/test_gpu.py, the mamba_ssm kernels, jaxbrr's Pallas scan, both loops) as two
+    tests   pytest -m gpu (parity/test_gpu.py, the mamba_ssm kernels, jaxbrr's Pallas kernels, both loops) as two
             processes side by side: the tests marked `triton` (mamba_ssm's kernels, whose
             compiles are minutes of CPU work) beside the JAX-side ones; a third fills Triton's
             cache for the bench's torch rows (gpu_bench.py --warm), for a bench in this call or
@@ -168,7 +168,8 @@ def part_env(out: Path, timeout: float) -> dict:
 TEST_TIMEOUT = 300  # seconds one GPU test may take (pytest-timeout, where installed) before it fails
 # jaxbrr's Pallas kernels first: never compiled on a GPU before (their bf16 tests run the float32
 # kernels on bf16-rounded inputs, so the four cost two Triton compiles per stream)
-GPU_TEST_FILES = ("tests/jaxbrr/test_ssd_kernel.py", "parity/test_gpu.py", "tests/jaxbrr/train/test_loop.py",
+GPU_TEST_FILES = ("tests/jaxbrr/test_ssd_kernel.py", "tests/jaxbrr/test_norm_kernel.py", "parity/test_gpu.py",
+                  "tests/jaxbrr/train/test_loop.py",
                   "tests/torchref/test_mamba.py", "tests/torchref/train/test_loop.py")
 # Two pytest processes side by side. The first test that calls mamba_ssm's Triton kernels pays
 # their compilation and autotuning (measured: over two minutes on a fresh H200 machine, all of it
