@@ -469,12 +469,14 @@ def targets(rows: list[dict]) -> list[str]:
 def scan_line(row: dict) -> str:
     """The scan-alone row: Pallas kernels against XLA chunked per stream, the rate the kernels'
     logical bytes imply, and the kernels with one head per backward program where the step's use
-    more (ssd_kernel.heads_per_program)."""
+    more, and with twice the step's where a group has them (ssd_kernel.heads_per_program)."""
     if "streams" not in row:
         return f"scan alone (B={row['batch']}): {row.get('skipped') or row.get('error')}"
     parts = [f"{name} {s['pallas_ms']:.2f} ms vs XLA {s['chunked_ms']:.2f} ms ({s['chunked_ms'] / s['pallas_ms']:.1f}×; "
              f"{s['logical_gb'] / (s['pallas_ms'] / 1e3) / 1e3:.2f} TB/s logical"
              + (f"; one head per backward program {s['pallas_one_head_ms']:.2f} ms" if "pallas_one_head_ms" in s else "")
+             + (f"; twice the heads per backward program {s['pallas_double_heads_ms']:.2f} ms"
+                if "pallas_double_heads_ms" in s else "")
              + ")" for name, s in row["streams"].items()]
     return f"scan alone, fwd+bwd, float32 (B={row['batch']}), Pallas kernels vs XLA chunked: " + "; ".join(parts)
 

@@ -151,20 +151,24 @@ def test_the_scan_row_times_both_scans_at_the_streams_shapes(monkeypatch):
     from jaxbrr import ssd_kernel, ssm
 
     monkeypatch.setattr(ssm, "ssd_pallas", functools.partial(ssm.ssd_pallas, interpret=True))
-    monkeypatch.setattr(ssd_kernel, "MIN_PROGRAMS", 1)  # the tiny grid then takes blocks of heads too
+    # the tiny grid then takes blocks of heads too: 2 of the node stream's 4 (76 of 152 programs), the
+    # edge stream's whole group of 4
+    monkeypatch.setattr(ssd_kernel, "MIN_PROGRAMS", 76)
     row = gpu_bench.worker_scan("tiny", 2)
     config = gpu_bench._config("tiny", "float32", 2, "jax")
     assert {k: v["sequences"] for k, v in row["streams"].items()} == {
         "node": 2 * config.model.n_chans, "edge": 2 * config.model.n_edges}
     timed = ("pallas_ms", "chunked_ms", "pallas_one_head_ms", "logical_gb")
     assert all(s[k] > 0 for s in row["streams"].values() for k in timed)
+    assert row["streams"]["node"]["pallas_double_heads_ms"] > 0 and "pallas_double_heads_ms" not in row["streams"]["edge"]
     made_up = {"batch": 8, "streams": {"node": {"pallas_ms": 2.0, "chunked_ms": 5.0, "logical_gb": 1.0},
                                        "edge": {"pallas_ms": 1.0, "chunked_ms": 3.0, "logical_gb": 1.0,
-                                                "pallas_one_head_ms": 1.5}}}
+                                                "pallas_one_head_ms": 1.5, "pallas_double_heads_ms": 0.9}}}
     assert gpu_check.scan_line(made_up) == (
         "scan alone, fwd+bwd, float32 (B=8), Pallas kernels vs XLA chunked: "
         "node 2.00 ms vs XLA 5.00 ms (2.5×; 0.50 TB/s logical); "
-        "edge 1.00 ms vs XLA 3.00 ms (3.0×; 1.00 TB/s logical; one head per backward program 1.50 ms)")
+        "edge 1.00 ms vs XLA 3.00 ms (3.0×; 1.00 TB/s logical; one head per backward program 1.50 ms; "
+        "twice the heads per backward program 0.90 ms)")
     assert gpu_check.scan_line({"batch": 8, "skipped": "a GPU only"}) == "scan alone (B=8): a GPU only"
 
 
