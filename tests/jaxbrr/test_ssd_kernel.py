@@ -168,6 +168,33 @@ def test_mamba2_with_the_kernel_equals_chunked(x64, monkeypatch):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12 * np.abs(b).max())
 
 
+def test_mamba2_with_the_kernels_in_bfloat16_computes_as_chunked(monkeypatch):
+    """bf16 compute on float32 parameters: the kernels' dtypes (x, B, C, z in bf16; dt, the scan and
+    the norm in float32; the norm's output in out_proj's bf16) as the XLA path's. Both paths round
+    the same float32 values to bf16 (the norm's output, dy), which may land one bf16 step (at most
+    2^-7 of the value) apart; a gradient is a float32 sum of such terms, so it may move by that much of its
+    largest term. Bounds: the output within one bf16 step, every gradient within 2^-6 of its
+    largest entry (a wrong dtype or a missing term moves them by O(1))."""
+    monkeypatch.setattr(ssm, "ssd_pallas_xbc", functools.partial(ssm.ssd_pallas_xbc, interpret=True))
+    monkeypatch.setattr(norm_kernel, "gated_norm", functools.partial(norm_kernel.gated_norm, interpret=True))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 40, 16)), jnp.float32)
+
+    def run(scan):
+        model = Mamba2(16, 8, 4, 2, 4, scan=scan, chunk_size=8, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+        out = nnx.jit(lambda m: m(x))(model)
+        grads = nnx.jit(nnx.grad(lambda m: jnp.sum(jnp.sin(m(x).astype(jnp.float32)))))(model)
+        return out, jax.tree.leaves(nnx.state(grads))
+
+    (out_ref, g_ref), (out, g) = run("chunked"), run("pallas")
+    assert out.dtype == out_ref.dtype == jnp.bfloat16
+    out, out_ref = np.asarray(out, np.float32), np.asarray(out_ref, np.float32)
+    assert (np.abs(out - out_ref) <= np.abs(out_ref) * 2.0 ** -7).all()
+    assert len(g) == len(g_ref) > 0
+    for a, b in zip(g, g_ref, strict=True):
+        assert a.dtype == b.dtype == jnp.float32
+        assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 2.0 ** -6 * np.abs(np.asarray(b)).max()
+
+
 def test_torchref_computes_pallas_as_chunked():
     import torch
 
