@@ -267,8 +267,9 @@ def pallas_block_bytes(jaxpr) -> dict[tuple, int]:
     distinct block of each operand and result once over the whole grid (index maps evaluated at
     every grid point). A kernel handed a wide array reads only the columns its blocks cover (the
     scan kernels read x, B, C from xBC; the norm kernels x from xBC and z from the in_proj output),
-    which XLA's view of the custom call, whole operands, overstates; a block several programs
-    read (a group's B and C, read by each head) counts once, as before."""
+    which XLA's view of the custom call, whole operands, overstates. A block several programs read
+    (a group's B and C, read by each head) counts once, as if the cache served the re-reads: a
+    lower bound, below ssd_kernel.hbm_bytes (what roofline.py adds), which counts them per program."""
     import jax
     import jax.numpy as jnp
     from jax._src.pallas.core import Squeezed

@@ -117,20 +117,19 @@ def pallas_stand_in(shapes: dict):
     from jaxbrr import norm_kernel, ssd_kernel
     from jaxbrr.mamba import gated_rms_norm
 
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
-    def stand_in(xbc, dt, A, chunk, interpret, headdim, groups, heads_per_block=None):
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7, 8))
+    def stand_in(xbc, dt, A, chunk, interpret, headdim, groups, state, heads_per_block=None):
         batch, length, heads = dt.shape
-        state = (xbc.shape[-1] - heads * headdim) // (2 * groups)
         shapes[(batch, length, heads, headdim)] = {
             "groups": groups, "state": state, "chunk": chunk, "itemsize": xbc.dtype.itemsize,
             "scan_itemsize": dt.dtype.itemsize, "heads_per_block": heads_per_block}
         x = rearrange(xbc[..., :heads * headdim], "b l (h p) -> b l h p", p=headdim)
         return x + 0 * dt[..., None].astype(x.dtype)
 
-    def forward(xbc, dt, A, chunk, interpret, headdim, groups, heads_per_block):
-        return stand_in(xbc, dt, A, chunk, interpret, headdim, groups, heads_per_block), (xbc, dt, A)
+    def forward(xbc, dt, A, chunk, interpret, headdim, groups, state, heads_per_block):
+        return stand_in(xbc, dt, A, chunk, interpret, headdim, groups, state, heads_per_block), (xbc, dt, A)
 
-    def backward(chunk, interpret, headdim, groups, heads_per_block, residuals, dy):
+    def backward(chunk, interpret, headdim, groups, state, heads_per_block, residuals, dy):
         xbc, dt, A = residuals
         dx = rearrange(dy, "b l h p -> b l (h p)").astype(xbc.dtype)
         dxbc = jnp.pad(dx, ((0, 0), (0, 0), (0, xbc.shape[-1] - dx.shape[-1])))

@@ -181,9 +181,10 @@ class SSMConfig:
     """How the selective scan is computed. chunked and sequential are exact; sequential is the oracle.
     chunked_mask_after_exp is a hazard kept for the NaN localiser, never a default: chunked's forward,
     NaN gradients once exp overflows in a chunk (ssm_gnn_anchors.md §6.2; jaxbrr/ssm.py ssd_chunked).
-    pallas is chunked fused into Pallas kernels in jaxbrr, for GPUs: the scan (jaxbrr/ssd_kernel.py)
-    and the mixer's skip term and gated norm (jaxbrr/norm_kernel.py), forward and backward, with
-    power-of-2 headdim, d_state, chunk_size and d_inner; torchref computes it as chunked."""
+    pallas is chunked fused into Pallas kernels in jaxbrr, for GPUs: the scan (jaxbrr/ssd_kernel.py;
+    power-of-2 headdim, d_state and chunk_size) and, where d_inner is a power of 2, the mixer's skip
+    term and gated norm (jaxbrr/norm_kernel.py; elsewhere XLA computes them), forward and backward;
+    torchref computes it as chunked."""
 
     scan: Literal["chunked", "sequential", "chunked_mask_after_exp", "pallas"] = "chunked"
     chunk_size: int = Field(16, ge=1)

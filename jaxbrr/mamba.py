@@ -197,19 +197,25 @@ class Mamba2(nnx.Module):
         xBC = jax.nn.silu(self.conv1d(xBC))  # (B, L, E + 2GN)
         dt = softplus(at_least_float32(dt) + self.dt_bias[...])  # (B, L, H)
         A = -jnp.exp(at_least_float32(self.A_log[...]))  # (H,)
-        if self.scan == "pallas":  # jaxbrr's kernels read x, B, C from xBC in place; the norm fused too
+        if self.scan == "pallas":  # jaxbrr's kernels read x, B, C from xBC in place
             y = ssm.ssd_pallas_xbc(xBC, dt, A, self.headdim, self.ngroups, self.chunk_size)  # (B, L, H, P)
-            return self.out_proj(self._skip_and_norm_fused(y, xBC, zxbcdt))  # (B, L, D)
+            if self.d_inner & (self.d_inner - 1) == 0:  # and the norm too, when Triton can tile its rows
+                return self.out_proj(self._skip_and_norm_fused(y, xBC, zxbcdt))  # (B, L, D)
+            x = rearrange(xBC[..., :self.d_inner], "b l (h p) -> b l h p", p=self.headdim)  # (B, L, H, P)
+            return self.out_proj(self._skip_and_norm(y, x, z))  # (B, L, D)
 
         x, B, C = jnp.split(xBC, [self.d_inner, self.d_inner + self.ngroups * self.d_state], axis=-1)
         x = rearrange(x, "b l (h p) -> b l h p", p=self.headdim)  # (B, L, H, P)
         B = rearrange(B, "b l (g n) -> b l g n", g=self.ngroups)  # (B, L, G, N)
         C = rearrange(C, "b l (g n) -> b l g n", g=self.ngroups)  # (B, L, G, N)
         y = ssm.selective_scan(x, dt, A, B, C, self.scan, self.chunk_size)  # (B, L, H, P)
+        return self.out_proj(self._skip_and_norm(y, x, z))  # (B, L, D)
+
+    def _skip_and_norm(self, y: jax.Array, x: jax.Array, z: jax.Array) -> jax.Array:
+        """norm(y + D·x, z): (B, L, H, P) ×2, (B, L, E) -> (B, L, E)."""
         y = y + x * rearrange(self.D[...], "h -> h 1")  # (B, L, H, P)
         y = rearrange(y, "b l h p -> b l (h p)")  # (B, L, E)
-        y = self.norm(y, z)  # (B, L, E)
-        return self.out_proj(y)  # (B, L, D)
+        return self.norm(y, z)  # (B, L, E)
 
     def _skip_and_norm_fused(self, y: jax.Array, xBC: jax.Array, zxbcdt: jax.Array) -> jax.Array:
         """norm(y + D·x, z) as jaxbrr/norm_kernel.py's kernels: over rows (tokens), reading x and z

@@ -13,7 +13,7 @@ in the fusion that makes dy and once in the one that assembles the in_proj outpu
 each reading y, x, z and the output cotangent again (benchmarks/gpu_aot.py --top: 13 GB of the
 94 GB bf16 B=8 step). Here the forward reads y, x, z once and writes the output in the dtype
 out_proj computes in and one float32 per row (1 / rms); the backward reads them and the output
-cotangent once and writes dy and dz, with each program's share of dD and dw.
+cotangent once and writes dy, dx = D dy and dz, with each program's share of dD and dw.
 
 x and z are read in place from the arrays they are columns of (x from the conv output xBC, z from
 the in_proj output): a column slice handed to a kernel would be copied first. Their cotangents are
@@ -42,17 +42,15 @@ from jax.experimental.pallas import triton as pl_triton
 # A block is about this many values per operand: 16 rows of the node stream's 128 columns, 64 of
 # the edge stream's 32 (16 values a thread at 4 warps; ~9,000 and ~20,000 programs at full size
 # B=8). At 8192 ptxas spilled the backward by 1064 (node) and 348 (edge) bytes a thread; at 2048
-# it uses 127 registers and spills nothing (sm_90a, benchmarks/gpu_aot.py).
+# it uses 128 registers and spills nothing (sm_90a, benchmarks/gpu_aot.py).
 BLOCK_VALUES = 2048
 COMPILER_PARAMS = pl_triton.CompilerParams(num_warps=4, num_stages=2)
 
 
 def block_rows(columns: int) -> int:
-    """Rows per program: a power of 2 near BLOCK_VALUES / columns, at least 16."""
-    rows = 16
-    while 2 * rows * columns <= BLOCK_VALUES:
-        rows *= 2
-    return rows
+    """Rows per program for rows of `columns` values (a power of 2): BLOCK_VALUES / columns, at
+    least 1."""
+    return max(1, BLOCK_VALUES // columns)
 
 
 def _sigmoid(z: jax.Array) -> jax.Array:
@@ -76,7 +74,7 @@ def _forward_kernel(y_ref, x_ref, z_ref, d_ref, w_ref, out_ref, rstd_ref, *, eps
 
 
 def _backward_kernel(y_ref, x_ref, z_ref, d_ref, w_ref, rstd_ref, dout_ref,
-                     dy_ref, dz_ref, dd_ref, dw_ref):
+                     dy_ref, dx_ref, dz_ref, dd_ref, dw_ref):
     norm = rstd_ref.dtype
     v, z, s, g = _gated(y_ref, x_ref, z_ref, d_ref, norm)
     rstd = rstd_ref[...][:, None]  # (M, 1)
@@ -85,6 +83,7 @@ def _backward_kernel(y_ref, x_ref, z_ref, d_ref, w_ref, rstd_ref, dout_ref,
     dg = rstd * (dn - n * jnp.mean(dn * n, axis=-1, keepdims=True))  # (M, E)
     dy = dg * (z * s)
     dy_ref[...] = dy.astype(dy_ref.dtype)
+    dx_ref[...] = (dy * d_ref[...].astype(norm)[None, :]).astype(dx_ref.dtype)  # rounded once, as XLA's
     dz_ref[...] = (dg * v * (s * (1 + z * (1 - s)))).astype(dz_ref.dtype)
     dd_ref[...] = jnp.sum(dy * x_ref[...].astype(norm), axis=0)  # (E,): this block's share of dD
     dw_ref[...] = jnp.sum(dout * n, axis=0)  # (E,): of dw
@@ -119,9 +118,10 @@ def _backward(y, x_src, z_src, D, weight, rstd, dout, interpret):
     sums = jax.ShapeDtypeStruct((blocks, columns), rstd.dtype)
     return pl.pallas_call(
         _backward_kernel,
-        out_shape=(jax.ShapeDtypeStruct(y.shape, y.dtype), jax.ShapeDtypeStruct(y.shape, z_src.dtype), sums, sums),
+        out_shape=(jax.ShapeDtypeStruct(y.shape, y.dtype), jax.ShapeDtypeStruct(y.shape, x_src.dtype),
+                   jax.ShapeDtypeStruct(y.shape, z_src.dtype), sums, sums),
         grid=(blocks,), in_specs=[block, block, block, vector, vector, per_row, block],
-        out_specs=(block, block, per_block, per_block),
+        out_specs=(block, block, block, per_block, per_block),
         compiler_params=COMPILER_PARAMS, interpret=interpret, name="gated_norm_backward",
     )(y, x_src, z_src, D, weight, rstd, dout)
 
@@ -143,9 +143,8 @@ def _fused_fwd(y, x_src, z_src, D, weight, eps, out_dtype, interpret):
 
 def _fused_bwd(eps, out_dtype, interpret, residuals, dout):
     y, x_src, z_src, D, weight, rstd = residuals
-    dy, dz, dD, dw = _backward(y, x_src, z_src, D, weight, rstd, dout, interpret)
+    dy, dx, dz, dD, dw = _backward(y, x_src, z_src, D, weight, rstd, dout, interpret)
     columns = y.shape[1]
-    dx = (dy.astype(dD.dtype) * D.astype(dD.dtype)).astype(x_src.dtype)  # (M, E): D dy, XLA fuses it onward
 
     def beside(t, src):  # the cotangent of the source's first columns, zeros in the others
         return jnp.pad(t, ((0, 0), (0, src.shape[1] - columns)))

@@ -192,23 +192,24 @@ def _backward_kernel(x_ref, dt_ref, A_ref, b_ref, c_ref, states_ref, dy_ref,
         dA_ref[h] = dA.astype(dA_ref.dtype)
 
 
-def _packed_specs(heads: int, headdim: int, groups: int, state: int, length: int, heads_per_program: int):
-    """BlockSpecs reading x, B and C in place from the packed xBC (B, L', H·P + 2·G·N), columns
+def _packed_specs(width: int, groups: int, state: int, length: int, heads_per_program: int, headdim: int,
+                  heads: int):
+    """BlockSpecs reading x, B and C in place from the packed xBC (B, L', width), columns
     [x | B | C] as the mixer's conv output holds them, over a grid (sequence i, block j of
-    `heads_per_program` heads of one group): block j's x columns, its group's B and C columns (a
-    block index counts blocks of N columns, so N must divide H·P)."""
+    `heads_per_program` heads of one group): block j's x columns, its group's B and C columns. A
+    block index counts blocks of N columns, so B must start at a multiple of N (fused_scan)."""
     r, per_group = heads_per_program, heads // groups
-    b_column = heads * headdim // state  # B's first column, in blocks of N; C's is G blocks on
+    b_column = (width - 2 * groups * state) // state  # B's first column, in blocks of N; C's is G blocks on
     x_spec = pl.BlockSpec((None, length, r * headdim), lambda i, j: (i, 0, j))
     b_spec = pl.BlockSpec((None, length, state), lambda i, j: (i, 0, b_column + j * r // per_group))
     c_spec = pl.BlockSpec((None, length, state), lambda i, j: (i, 0, b_column + groups + j * r // per_group))
     return x_spec, b_spec, c_spec
 
 
-def _specs(heads: int, headdim: int, groups: int, state: int, length: int):
+def _specs(width: int, heads: int, headdim: int, groups: int, state: int, length: int):
     """The forward's BlockSpecs over the grid (sequence i, head h): each program sees its whole
     sequence (x, dt, B, C from xBC, and y) and its head's A."""
-    x_spec, b_spec, c_spec = _packed_specs(heads, headdim, groups, state, length, 1)
+    x_spec, b_spec, c_spec = _packed_specs(width, groups, state, length, 1, headdim, heads)
     y_spec = pl.BlockSpec((None, length, None, headdim), lambda i, h: (i, 0, h, 0))
     dt_spec = pl.BlockSpec((None, length, None), lambda i, h: (i, 0, h))
     A_spec = pl.BlockSpec((1,), lambda i, h: (h,))
@@ -219,16 +220,15 @@ def _states_spec(chunks: int, headdim: int, state: int) -> pl.BlockSpec:
     return pl.BlockSpec((None, None, chunks, headdim, state), lambda i, h: (i, h, 0, 0, 0))
 
 
-def _sizes(xbc: jax.Array, dt: jax.Array, headdim: int, groups: int) -> tuple[int, int, int, int]:
-    """batch, length, heads and state size of a packed xBC (B, L', H·P + 2·G·N) and dt (B, L', H)."""
-    batch, length, heads = dt.shape
-    return batch, length, heads, (xbc.shape[-1] - heads * headdim) // (2 * groups)
+def _sizes(dt: jax.Array) -> tuple[int, int, int]:
+    """batch, length and heads of dt (B, L', H)."""
+    return dt.shape
 
 
-def _forward(xbc, dt, A, chunk: int, interpret: bool, headdim: int, groups: int):
-    batch, length, heads, state = _sizes(xbc, dt, headdim, groups)
+def _forward(xbc, dt, A, chunk: int, interpret: bool, headdim: int, groups: int, state: int):
+    batch, length, heads = _sizes(dt)
     chunks = length // chunk
-    x_spec, b_spec, c_spec, y_spec, dt_spec, A_spec = _specs(heads, headdim, groups, state, length)
+    x_spec, b_spec, c_spec, y_spec, dt_spec, A_spec = _specs(xbc.shape[-1], heads, headdim, groups, state, length)
     return pl.pallas_call(
         functools.partial(_forward_kernel, chunk=chunk, chunks=chunks),
         out_shape=(jax.ShapeDtypeStruct((batch, length, heads, headdim), xbc.dtype),  # y (B, L', H, P)
@@ -251,14 +251,14 @@ def heads_per_program(sequences: int, heads: int, groups: int) -> int:
     return r
 
 
-def _backward(xbc, dt, A, states, dy, chunk: int, interpret: bool, headdim: int, groups: int,
+def _backward(xbc, dt, A, states, dy, chunk: int, interpret: bool, headdim: int, groups: int, state: int,
               heads_per_block: int | None):
-    batch, length, heads, state = _sizes(xbc, dt, headdim, groups)
+    batch, length, heads = _sizes(dt)
     chunks, per_group = length // chunk, heads // groups
     r = heads_per_program(batch, heads, groups) if heads_per_block is None else heads_per_block
     if per_group % r:
         raise ValueError(f"heads per program {r} must divide the {per_group} heads of a group")
-    x_spec, b_spec, c_spec = _packed_specs(heads, headdim, groups, state, length, r)
+    x_spec, b_spec, c_spec = _packed_specs(xbc.shape[-1], groups, state, length, r, headdim, heads)
     dy_spec = pl.BlockSpec((None, length, r, headdim), lambda i, j: (i, 0, j, 0))
     dt_spec = pl.BlockSpec((None, length, r), lambda i, j: (i, 0, j))
     A_spec = pl.BlockSpec((r,), lambda i, j: (j,))
@@ -280,8 +280,9 @@ def _backward(xbc, dt, A, states, dy, chunk: int, interpret: bool, headdim: int,
         to_groups = functools.partial(jnp.sum, axis=3)  # (B, L, G, blocks per group, N) -> (B, L, G, N)
         dB = to_groups(rearrange(dB, "b l (g r) n -> b l g r n", g=groups))
         dC = to_groups(rearrange(dC, "b l (g r) n -> b l g r n", g=groups))
-    packed = [rearrange(dx, "b l h p -> b l (h p)"), rearrange(dB, "b l g n -> b l (g n)"),
-              rearrange(dC, "b l g n -> b l (g n)")]  # xBC's cotangent, [dx | dB | dC]
+    pad = jnp.zeros((batch, length, xbc.shape[-1] - heads * headdim - 2 * groups * state), xbc.dtype)
+    packed = [rearrange(dx, "b l h p -> b l (h p)"), pad, rearrange(dB, "b l g n -> b l (g n)"),
+              rearrange(dC, "b l g n -> b l (g n)")]  # xBC's cotangent, [dx | 0 | dB | dC]
     dxbc = jnp.concatenate([t.astype(xbc.dtype) for t in packed], axis=-1)
     return dxbc, ddt, jnp.sum(dA, axis=0).astype(A.dtype)
 
@@ -312,24 +313,26 @@ def hbm_bytes(x_shape: tuple[int, ...], groups: int, state: int, chunk: int, ite
     return {"forward": forward, "backward": backward}
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
-def fused_scan(xbc, dt, A, chunk: int, interpret: bool, headdim: int, groups: int,
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7, 8))
+def fused_scan(xbc, dt, A, chunk: int, interpret: bool, headdim: int, groups: int, state: int,
                heads_per_block: int | None = None) -> jax.Array:
-    """y (B, L', H, P) in xBC's dtype from the packed xBC (B, L', H·P + 2·G·N) = [x | B | C],
+    """y (B, L', H, P) in xBC's dtype from the packed xBC = [x | B | C] (B, L', W) with B's first
+    column a multiple of N (columns of zeros after x where H·P is not; W = that + 2·G·N),
     dt (B, L', H) and A (H,), with L' a multiple of `chunk`; dt and A in the scan's dtype, xBC in
     its own (jaxbrr/ssm.py ssd_pallas_xbc prepares them). heads_per_block: the backward's heads per
     program (None: heads_per_program's choice)."""
-    return _forward(xbc, dt, A, chunk, interpret, headdim, groups)[0]
+    return _forward(xbc, dt, A, chunk, interpret, headdim, groups, state)[0]
 
 
-def _fused_scan_fwd(xbc, dt, A, chunk, interpret, headdim, groups, heads_per_block):
-    y, states = _forward(xbc, dt, A, chunk, interpret, headdim, groups)
+def _fused_scan_fwd(xbc, dt, A, chunk, interpret, headdim, groups, state, heads_per_block):
+    y, states = _forward(xbc, dt, A, chunk, interpret, headdim, groups, state)
     return y, (xbc, dt, A, states)
 
 
-def _fused_scan_bwd(chunk, interpret, headdim, groups, heads_per_block, residuals, dy):
+def _fused_scan_bwd(chunk, interpret, headdim, groups, state, heads_per_block, residuals, dy):
     xbc, dt, A, states = residuals
-    return _backward(xbc, dt, A, states, dy.astype(xbc.dtype), chunk, interpret, headdim, groups, heads_per_block)
+    return _backward(xbc, dt, A, states, dy.astype(xbc.dtype), chunk, interpret, headdim, groups, state,
+                     heads_per_block)
 
 
 fused_scan.defvjp(_fused_scan_fwd, _fused_scan_bwd)

@@ -204,7 +204,9 @@ def ssd_pallas_xbc(xbc, dt, A, headdim: int, groups: int, chunk_size: int, inter
                    heads_per_block: int | None = None) -> jax.Array:
     """`ssd_pallas` on the packed xbc (B, L, H·P + 2·G·N), columns [x | B | C] (the mixer's conv
     output), dt (B, L, H), A (H,) -> y (B, L, H, P) in xbc's dtype: the kernels read x, B and C
-    in place (a column slice handed to a kernel would be copied first)."""
+    in place (a column slice handed to a kernel would be copied first), when d_inner = H·P is a
+    multiple of d_state (B then starts at a whole block of N columns); otherwise from a copy with
+    zero columns between x and B."""
     from jaxbrr import ssd_kernel  # Pallas loads slowly, and only this scan needs it
 
     batch, length, heads = dt.shape
@@ -216,9 +218,6 @@ def ssd_pallas_xbc(xbc, dt, A, headdim: int, groups: int, chunk_size: int, inter
     sizes = {"chunk_size": chunk_size, "headdim": headdim, "d_state": state}
     if any(n < 1 or n & (n - 1) for n in sizes.values()):  # Triton's tensors have power-of-2 sizes
         raise ValueError(f"model.ssm.scan = 'pallas' needs powers of 2 for {sizes}; use scan: chunked for other sizes")
-    if inner % state:  # B's columns start at a whole number of N-column blocks
-        raise ValueError(f"model.ssm.scan = 'pallas' reads B and C in place after d_inner = {inner} columns of x, "
-                         f"which needs d_inner to be a multiple of d_state = {state}; use scan: chunked")
     if interpret is None:
         ssd_kernel.require_gpu()
         interpret = False
@@ -226,9 +225,12 @@ def ssd_pallas_xbc(xbc, dt, A, headdim: int, groups: int, chunk_size: int, inter
     pad = -length % chunk_size  # as _pad_to_chunks: dt = 0 and x = B = C = 0 beyond L
     if pad:
         xbc, dt = jnp.pad(xbc, ((0, 0), (0, pad), (0, 0))), jnp.pad(dt, ((0, 0), (0, pad), (0, 0)))
+    if inner % state:  # the kernels read B from a whole N-column block: zero columns after x (a copy)
+        gap = jnp.zeros((*xbc.shape[:2], -inner % state), xbc.dtype)
+        xbc = jnp.concatenate([xbc[..., :inner], gap, xbc[..., inner:]], axis=-1)
     # xbc stays in its dtype: the kernels read it so and compute u = dt·x, a = dt·A inside
     y = ssd_kernel.fused_scan(xbc, dt.astype(scan_dtype), A.astype(scan_dtype), chunk_size, interpret, headdim,
-                              groups, heads_per_block)
+                              groups, state, heads_per_block)
     return y[:, :length]  # (B, L, H, P), xbc's dtype
 
 

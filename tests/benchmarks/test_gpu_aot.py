@@ -115,32 +115,54 @@ def test_target_configs_describe_the_gpus():
 
 
 def test_pallas_kernels_count_the_blocks_they_move(x64):
-    """pallas_block_bytes against the norm kernels' blocks worked out by hand: each distinct block
-    once (x and z are the first E columns of wider arrays: only those count), forward and backward,
-    and with_kernel_blocks puts the counts on the HLO rows of the kernels they belong to."""
+    """pallas_block_bytes against blocks worked out by hand, float64, forward and backward, each
+    distinct block once over grids of several programs: the norm kernels over 4 blocks of rows (x
+    and z are the first E columns of wider arrays: only those count); the scan kernels with groups
+    of 2 heads, whose B and C blocks each head (R = 1) or block of heads (R = 2) of a group reads:
+    once per group. with_kernel_blocks puts the counts on the HLO rows of their kernels."""
     from jaxbrr.norm_kernel import block_rows, gated_norm
+    from jaxbrr.ssm import ssd_pallas
 
-    rows, columns = 64, 32  # 1 block of 64 rows at E = 32
+    rows, columns = 256, 32
     args = [jnp.zeros((rows, columns)), jnp.zeros((rows, columns + 16)), jnp.zeros((rows, 2 * columns + 24)),
             jnp.zeros(columns), jnp.zeros(columns)]
 
-    def forward_and_backward(*a):
+    def norm_both_ways(*a):
         out, vjp = jax.vjp(lambda *b: gated_norm(*b, eps=1e-5, interpret=True), *a)
         return vjp(out)
 
-    counted = gpu_aot.pallas_block_bytes(jax.make_jaxpr(forward_and_backward)(*args))
+    counted = gpu_aot.pallas_block_bytes(jax.make_jaxpr(norm_both_ways)(*args))
     blocks, table, vector = rows // block_rows(columns), rows * columns * 8, columns * 8  # float64
+    assert blocks == 4
+    forward_key = ("gated_norm_forward", (f"f64[{rows},{columns}]", f"f64[{rows}]"))
     assert counted == {
-        ("gated_norm_forward", (f"f64[{rows},{columns}]", f"f64[{rows}]")):
-            3 * table + 2 * vector + table + rows * 8,  # y, x, z, D, w -> out, 1/rms
-        ("gated_norm_backward", (f"f64[{rows},{columns}]",) * 2 + (f"f64[{blocks},{columns}]",) * 2):
-            3 * table + 2 * vector + rows * 8 + table + 2 * table + 2 * blocks * vector}  # + dout -> dy, dz, sums
+        forward_key: 3 * table + 2 * vector + table + rows * 8,  # y, x, z, D, w -> out, 1/rms
+        ("gated_norm_backward", (f"f64[{rows},{columns}]",) * 3 + (f"f64[{blocks},{columns}]",) * 2):
+            3 * table + 2 * vector + rows * 8 + table + 3 * table + 2 * blocks * vector}  # + dout -> dy, dx, dz, sums
     row = {"pallas": True, "op_name": "jit(step)/transpose(jvp(node_mamba))/gated_norm_forward/pallas_call",
            "shape": f"(f64[{rows},{columns}]{{1,0}}, f64[{rows}]{{0}})", "trips": 3, "bytes": 1}
     (moved,) = gpu_aot.with_kernel_blocks([row], counted)
-    assert moved["bytes"] == 3 * (4 * table + 2 * vector + rows * 8)
+    assert moved["bytes"] == 3 * counted[forward_key]
     with pytest.raises(KeyError, match="no block count"):
         gpu_aot.with_kernel_blocks([{**row, "shape": "f64[1]{0}"}], counted)
+
+    sequences, length, heads, headdim, groups, state, chunk = 2, 32, 4, 4, 2, 8, 16
+    scan_args = [jnp.zeros((sequences, length, heads, headdim)), jnp.ones((sequences, length, heads)),
+                 -jnp.ones(heads), jnp.zeros((sequences, length, groups, state)),
+                 jnp.zeros((sequences, length, groups, state))]
+    cell = sequences * length * 8  # one float64 column over every sequence and step
+    for r in (1, 2):
+        def scan_both_ways(*a, r=r):
+            y, vjp = jax.vjp(lambda *b: ssd_pallas(*b, chunk_size=chunk, interpret=True, heads_per_block=r), *a)
+            return vjp(y)
+
+        by_name = {name: n for (name, _), n in gpu_aot.pallas_block_bytes(jax.make_jaxpr(scan_both_ways)(
+            *scan_args)).items()}
+        x, dt, bc = cell * heads * headdim, cell * heads, cell * groups * state  # x (or y, dx, dy); dt; B (or C)
+        states = sequences * heads * (length // chunk) * headdim * state * 8
+        assert by_name["ssd_forward"] == x + dt + heads * 8 + 2 * bc + x + states  # -> y, entering states
+        assert by_name["ssd_backward"] == (x + dt + heads * 8 + 2 * bc + states + x  # x, dt, A, B, C, states, dy
+                                           + x + dt + sequences * heads * 8 + 2 * cell * heads // r * state)
 
 
 @pytest.mark.skipif(not (gpu_aot.PLUGIN_DIR / "jax_plugins").is_dir(), reason="no `make gpu-aot` here")
