@@ -6,8 +6,9 @@ cudnn.allow_tf32 False, JAX's default matmul precision "highest".
 
 - full size (configs/tusz.yaml, one 60 s window): torchref `ssm.backend: cuda` (mamba_ssm's
   Triton kernels) against `backend: torch` (the exact path), every tap, cotangent and parameter
-  gradient; jaxbrr on the GPU against torchref on the GPU, every tap (top-k near ties and the
-  eigenvector gaps judged as parity/test_model.py judges them);
+  gradient; jaxbrr on the GPU, with `ssm.scan` chunked and pallas (its own kernels), against
+  torchref on the GPU, every tap (top-k near ties and the eigenvector gaps judged as
+  parity/test_model.py judges them);
 - the tiny model through the localiser on the GPU: every tap, cotangent and gradient, float32
   arbitrated by float64, is CLEAN with TF32 off; with JAX's default precision (TF32 dots and
   convolutions) the drift is attributed to jax, with torch's TF32 switched on to torch;
@@ -65,8 +66,11 @@ def _cpu(taps: dict) -> dict:
     return {name: tap.detach().float().cpu() for name, tap in taps.items()}
 
 
-def test_full_size_jax_on_the_gpu_matches_torch_on_the_gpu(tf32_off):
-    pair = detector_pair(FULL)
+@pytest.mark.parametrize("scan", ["chunked", "pallas"])
+def test_full_size_jax_on_the_gpu_matches_torch_on_the_gpu(tf32_off, scan):
+    """jaxbrr's scan `pallas` (its Pallas kernels: the scan, the skip term and gated norm) is held
+    to the same rows as its XLA `chunked`; torchref computes both as chunked."""
+    pair = detector_pair(FULL, [f"model.ssm.scan={scan}"])
     x, _ = eeg_windows(pair.config, n_windows=1, seed=FULL_SEED)
     assert jnp.asarray(x).devices().pop().platform == "gpu"
     # 1. torch

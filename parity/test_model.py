@@ -114,6 +114,24 @@ def test_tiny_forward_every_switch(name, tiny, detector, forward):
     assert_taps_agree(pair, report, torch_taps, jax_taps)
 
 
+def test_tiny_forward_with_jaxbrrs_pallas_kernels(tiny, detector, forward, monkeypatch):
+    """scan `pallas` (jaxbrr's scan, skip-term and gated-norm kernels, run by Pallas's interpreter
+    here; the GPU check compiles them at full size, parity/test_gpu.py) against torchref, which
+    computes it as chunked: every tap within the same float32 rows as every other switch."""
+    import functools
+
+    from jaxbrr import norm_kernel, ssm
+
+    monkeypatch.setattr(ssm, "ssd_pallas_xbc", functools.partial(ssm.ssd_pallas_xbc, interpret=True))
+    monkeypatch.setattr(norm_kernel, "gated_norm", functools.partial(norm_kernel.gated_norm, interpret=True))
+    pair = detector(TINY, ["model.ssm.scan=pallas"])
+    torch_taps = torch_forward(pair, tiny.x)
+    jax_taps = jax_forward(pair, tiny.x, forward)
+    report = compare_trees(jax_taps, torch_taps, "model", "float32")
+    print(report.format())
+    assert_taps_agree(pair, report, torch_taps, jax_taps)
+
+
 def test_tiny_forward_float64(tiny, detector, forward, x64):
     pair = detector(TINY, dtype="float64")  # the same torch seed as `tiny`: the same weights, widened
     x = tiny.x.astype(np.float64)
