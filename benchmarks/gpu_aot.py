@@ -248,20 +248,6 @@ def _shapes_key(text: str) -> tuple[str, ...]:
     return tuple(f"{dtype}[{dims}]" for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", text))
 
 
-def _pallas_calls(jaxpr) -> list:
-    """Every pallas_call equation in a (closed) jaxpr and the jaxprs nested in its equations."""
-    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "pallas_call":
-            found.append(eqn)
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
-                    found += _pallas_calls(sub)
-    return found
-
-
 def pallas_block_bytes(jaxpr) -> dict[tuple, int]:
     """(kernel name, result shapes) -> the bytes a Pallas kernel's blocks read and write, each
     distinct block of each operand and result once over the whole grid (index maps evaluated at
@@ -274,8 +260,10 @@ def pallas_block_bytes(jaxpr) -> dict[tuple, int]:
     import jax.numpy as jnp
     from jax._src.pallas.core import Squeezed
 
+    from jaxbrr.ssd_kernel import pallas_calls
+
     out = {}
-    for eqn in _pallas_calls(jaxpr):
+    for eqn in pallas_calls(jaxpr):
         key = tuple(f"{_HLO_DTYPES[v.aval.dtype.name]}[{','.join(map(str, v.aval.shape))}]" for v in eqn.outvars)
         if (eqn.params["name"], key) in out:  # every layer's call of one kernel at one shape: counted once
             continue

@@ -115,7 +115,6 @@ def pallas_stand_in(shapes: dict):
     from einops import rearrange
 
     from jaxbrr import norm_kernel, ssd_kernel
-    from jaxbrr.mamba import gated_rms_norm
 
     @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7, 8))
     def stand_in(xbc, dt, A, chunk, interpret, headdim, groups, state, heads_per_block=None):
@@ -135,10 +134,8 @@ def pallas_stand_in(shapes: dict):
         dxbc = jnp.pad(dx, ((0, 0), (0, 0), (0, xbc.shape[-1] - dx.shape[-1])))
         return dxbc, 0 * jnp.sum(dy, axis=-1).astype(dt.dtype), jnp.zeros_like(A)
 
-    def norm_as_xla(y, x_src, z_src, D, weight, eps, out_dtype=None, interpret=None):
-        columns = y.shape[1]
-        out = gated_rms_norm(y + x_src[:, :columns] * D, z_src[:, :columns], weight, eps)
-        return out if out_dtype is None else out.astype(out_dtype)
+    def norm_as_xla(*args, interpret=None, **kwargs):
+        return norm_kernel.gated_norm_xla(*args, **kwargs)
 
     stand_in.defvjp(forward, backward)
     saved = ssd_kernel.fused_scan, ssd_kernel.on_gpu, norm_kernel.gated_norm

@@ -220,13 +220,8 @@ def _states_spec(chunks: int, headdim: int, state: int) -> pl.BlockSpec:
     return pl.BlockSpec((None, None, chunks, headdim, state), lambda i, h: (i, h, 0, 0, 0))
 
 
-def _sizes(dt: jax.Array) -> tuple[int, int, int]:
-    """batch, length and heads of dt (B, L', H)."""
-    return dt.shape
-
-
 def _forward(xbc, dt, A, chunk: int, interpret: bool, headdim: int, groups: int, state: int):
-    batch, length, heads = _sizes(dt)
+    batch, length, heads = dt.shape
     chunks = length // chunk
     x_spec, b_spec, c_spec, y_spec, dt_spec, A_spec = _specs(xbc.shape[-1], heads, headdim, groups, state, length)
     return pl.pallas_call(
@@ -253,7 +248,7 @@ def heads_per_program(sequences: int, heads: int, groups: int) -> int:
 
 def _backward(xbc, dt, A, states, dy, chunk: int, interpret: bool, headdim: int, groups: int, state: int,
               heads_per_block: int | None):
-    batch, length, heads = _sizes(dt)
+    batch, length, heads = dt.shape
     chunks, per_group = length // chunk, heads // groups
     r = heads_per_program(batch, heads, groups) if heads_per_block is None else heads_per_block
     if per_group % r:
@@ -336,6 +331,21 @@ def _fused_scan_bwd(chunk, interpret, headdim, groups, state, heads_per_block, r
 
 
 fused_scan.defvjp(_fused_scan_fwd, _fused_scan_bwd)
+
+
+def pallas_calls(jaxpr) -> list:
+    """Every pallas_call equation in a (closed) jaxpr and the jaxprs nested in its equations: the
+    kernels a traced program calls, with their grids and BlockSpecs (benchmarks/gpu_aot.py, tests)."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "pallas_call":
+            found.append(eqn)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+                    found += pallas_calls(sub)
+    return found
 
 
 def on_gpu() -> bool:

@@ -13,8 +13,8 @@ import pytest
 from jax import export
 
 from jaxbrr import norm_kernel, ssd_kernel
-from jaxbrr.mamba import gated_rms_norm
-from jaxbrr.norm_kernel import gated_norm
+from jaxbrr.norm_kernel import gated_norm, gated_norm_xla
+from tests.jaxbrr.test_ssd_kernel import assert_as_close_to_float64, jax_gpu
 
 EPS = 1e-5
 
@@ -28,10 +28,9 @@ def norm_inputs(rows: int, columns: int, heads: int, rng) -> list[np.ndarray]:
 
 
 def xla(y, x_src, z_src, D, weight):
-    """The composition the kernels replace, as jaxbrr/mamba.py computes it."""
+    """The composition the kernels replace, as jaxbrr/mamba.py computes it (D per head)."""
     columns = y.shape[1]
-    x = x_src[:, :columns] * jnp.repeat(D, columns // D.shape[0])
-    return gated_rms_norm(y + x, z_src[:, :columns], weight, EPS)
+    return gated_norm_xla(y, x_src, z_src, jnp.repeat(D, columns // D.shape[0]), weight, EPS)
 
 
 def kernels(y, x_src, z_src, D, weight, interpret=True):
@@ -107,15 +106,8 @@ def test_lowers_to_triton_at_full_size(columns, sources):
     assert sorted(calls) == [(blocks, "gated_norm_backward"), (blocks, "gated_norm_forward")]
 
 
-def _jax_gpu():
-    try:
-        return jax.devices("gpu")[0]
-    except RuntimeError:
-        return None
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(_jax_gpu() is None, reason="needs a GPU visible to JAX")
+@pytest.mark.skipif(jax_gpu() is None, reason="needs a GPU visible to JAX")
 @pytest.mark.parametrize("columns, heads", [(128, 16), (32, 8)])  # node, edge stream
 def test_compiled_kernels_on_the_gpu_are_as_close_to_float64_as_xla(x64, columns, heads):
     """One full-size window's rows in float32, value and every gradient, float64 arbitrating (the
@@ -129,7 +121,7 @@ def test_compiled_kernels_on_the_gpu_are_as_close_to_float64_as_xla(x64, columns
     inputs = [np.asarray(np.float32(t), np.float64) for t in inputs]  # as rounded to float32
     with jax.default_device(jax.devices("cpu")[0]):
         ref = value_and_grads(xla, [jnp.asarray(t) for t in inputs], jnp.asarray(cotangent))
-    gpu = _jax_gpu()
+    gpu = jax_gpu()
     args = [jax.device_put(jnp.asarray(t, jnp.float32), gpu) for t in inputs]
     w = jax.device_put(jnp.asarray(cotangent, jnp.float32), gpu)
 
@@ -138,8 +130,5 @@ def test_compiled_kernels_on_the_gpu_are_as_close_to_float64_as_xla(x64, columns
         return [np.asarray(t, np.float64) for t in (out, *vjp(w))]
 
     got, base = on_gpu(lambda *a: kernels(*a, interpret=False)), on_gpu(xla)
-    for name, k, c, r in zip(["out", "dy", "dx_src", "dz_src", "dD", "dw"], got, base, ref, strict=True):
-        scale = np.abs(r).max()
-        err_k, err_c = np.abs(k - r).max() / scale, np.abs(c - r).max() / scale
-        print(f"gated norm E {columns} {name}: kernels {err_k:.2e}, XLA {err_c:.2e} (max rel to float64)")
-        assert err_k <= 4 * err_c + columns * np.finfo(np.float32).eps, name
+    assert_as_close_to_float64(f"gated norm E {columns}", ["out", "dy", "dx_src", "dz_src", "dD", "dw"],
+                               got, base, ref, ulps=columns)

@@ -193,7 +193,7 @@ def test_mamba2_with_the_kernels_in_bfloat16_computes_as_chunked(monkeypatch):
     (out_ref, g_ref), (out, g) = run("chunked"), run("pallas")
     model = Mamba2(16, 8, 4, 2, 4, scan="pallas", chunk_size=8, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
-    calls = _pallas_calls(jax.make_jaxpr(jax.grad(
+    calls = ssd_kernel.pallas_calls(jax.make_jaxpr(jax.grad(
         lambda s: jnp.sum(nnx.merge(graphdef, s)(x).astype(jnp.float32))))(state))
     dtypes = {eqn.params["name"]: ([v.aval.dtype.name for v in eqn.invars], [v.aval.dtype.name for v in eqn.outvars])
               for eqn in calls}
@@ -218,15 +218,26 @@ def test_torchref_computes_pallas_as_chunked():
                                torch_ssm.ssd_chunked(*inputs, chunk_size=8), rtol=0, atol=0)
 
 
-def _jax_gpu():
+def jax_gpu():
+    """The first GPU JAX sees, or None."""
     try:
         return jax.devices("gpu")[0]
     except RuntimeError:
         return None
 
 
+def assert_as_close_to_float64(label: str, names: list[str], kernels, xla, reference, ulps: int) -> None:
+    """Each of the kernels' outputs and gradients at most 4× as far from float64 as XLA's on the
+    same GPU, plus `ulps` float32 ulps of the largest value (errors relative to that value)."""
+    for name, k, c, r in zip(names, kernels, xla, reference, strict=True):
+        scale = np.abs(r).max()
+        err_k, err_c = np.abs(k - r).max() / scale, np.abs(c - r).max() / scale
+        print(f"{label} {name}: kernels {err_k:.2e}, XLA {err_c:.2e} (max rel to float64)")
+        assert err_k <= 4 * err_c + ulps * np.finfo(np.float32).eps, name
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(_jax_gpu() is None, reason="needs a GPU visible to JAX")
+@pytest.mark.skipif(jax_gpu() is None, reason="needs a GPU visible to JAX")
 @pytest.mark.parametrize("stream, dtype, heads_per_block", [
     ("node", jnp.float32, 1), ("node", jnp.bfloat16, 1), ("edge", jnp.float32, 1), ("edge", jnp.bfloat16, 1),
     ("node", jnp.float32, 2), ("edge", jnp.float32, 8)])  # the backward's blocks in the B=8 step
@@ -250,7 +261,7 @@ def test_compiled_kernels_on_the_gpu_are_as_close_to_float64_as_xla_chunked(x64,
     inputs = [rounded[0], rounded[1], A, *(np.asarray(jnp.asarray(t, dtype), np.float64) for t in (B, C))]
     with jax.default_device(jax.devices("cpu")[0]):
         ref = value_and_grads("sequential", inputs, weights, jnp.float64)
-    gpu = _jax_gpu()
+    gpu = jax_gpu()
 
     def on_gpu(scan_fn):
         args = [jax.device_put(jnp.asarray(t, jnp.float32 if i == 2 else dtype), gpu) for i, t in enumerate(inputs)]
@@ -261,25 +272,8 @@ def test_compiled_kernels_on_the_gpu_are_as_close_to_float64_as_xla_chunked(x64,
     with jax.default_matmul_precision("highest"):
         kernels = on_gpu(lambda *a: ssd_pallas(*a, chunk_size=16, heads_per_block=heads_per_block))
         xla = on_gpu(lambda *a: selective_scan(*a, scan="chunked", chunk_size=16))
-    for name, k, c, r in zip(["y", "dx", "ddt", "dA", "dB", "dC"], kernels, xla, ref, strict=True):
-        scale = np.abs(r).max()
-        err_k, err_c = np.abs(k - r).max() / scale, np.abs(c - r).max() / scale
-        print(f"{stream} {jnp.dtype(dtype).name} R {heads_per_block} {name}: kernels {err_k:.2e}, XLA chunked {err_c:.2e} (max rel to float64)")
-        assert err_k <= 4 * err_c + 16 * np.finfo(np.float32).eps, name
-
-
-def _pallas_calls(jaxpr) -> list:
-    """Every pallas_call equation in a (closed) jaxpr and the jaxprs nested in its equations."""
-    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "pallas_call":
-            found.append(eqn)
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
-                    found += _pallas_calls(sub)
-    return found
+    assert_as_close_to_float64(f"{stream} {jnp.dtype(dtype).name} R {heads_per_block}",
+                               ["y", "dx", "ddt", "dA", "dB", "dC"], kernels, xla, ref, ulps=16)
 
 
 @pytest.mark.parametrize("heads_per_block", [1, 2])
@@ -297,7 +291,7 @@ def test_hbm_bytes_counts_the_traced_kernels_operands_and_results(heads_per_bloc
         y, vjp = jax.vjp(scan, *args)
         return vjp(y)
 
-    calls = _pallas_calls(jax.make_jaxpr(forward_and_backward)(x, dt, A, B, C))
+    calls = ssd_kernel.pallas_calls(jax.make_jaxpr(forward_and_backward)(x, dt, A, B, C))
     assert sorted(eqn.params["name"] for eqn in calls) == ["ssd_backward", "ssd_forward"]
     per_group = heads // groups
 
