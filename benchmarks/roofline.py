@@ -115,6 +115,7 @@ def pallas_stand_in(shapes: dict):
     from einops import rearrange
 
     from jaxbrr import norm_kernel, ssd_kernel
+    from jaxbrr.mamba import skip_and_gated_norm
 
     @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7, 8))
     def stand_in(xbc, dt, A, chunk, interpret, headdim, groups, state, heads_per_block=None):
@@ -135,7 +136,7 @@ def pallas_stand_in(shapes: dict):
         return dxbc, 0 * jnp.sum(dy, axis=-1).astype(dt.dtype), jnp.zeros_like(A)
 
     def norm_as_xla(*args, interpret=None, **kwargs):
-        return norm_kernel.gated_norm_xla(*args, **kwargs)
+        return skip_and_gated_norm(*args, **kwargs)
 
     stand_in.defvjp(forward, backward)
     saved = ssd_kernel.fused_scan, ssd_kernel.on_gpu, norm_kernel.gated_norm

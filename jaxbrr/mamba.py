@@ -87,6 +87,16 @@ def gated_rms_norm(y: jax.Array, z: jax.Array, weight: jax.Array, eps: float) ->
     return (y * rstd * weight).astype(dtype)
 
 
+def skip_and_gated_norm(y: jax.Array, x_src: jax.Array, z_src: jax.Array, D: jax.Array, weight: jax.Array,
+                        eps: float, out_dtype=None) -> jax.Array:
+    """jaxbrr/norm_kernel.py `gated_norm`'s contract (rows (M, E); x and z the first E columns of
+    x_src and z_src; D per column) as the XLA composition its kernels replace: the reference the
+    tests hold them to, and what benchmarks/roofline.py stands in for them on a CPU."""
+    columns = y.shape[1]
+    out = gated_rms_norm(y + x_src[:, :columns] * D, z_src[:, :columns], weight, eps)
+    return out if out_dtype is None else out.astype(out_dtype)
+
+
 class GatedRMSNorm(nnx.Module):
     """Holds `norm/weight` (E,) like mamba_ssm's RMSNormGated (ones, eps 1e-5, no bias)."""
 

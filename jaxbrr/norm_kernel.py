@@ -156,19 +156,6 @@ def _fused_bwd(eps, out_dtype, interpret, residuals, dout):
 _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
-def gated_norm_xla(y: jax.Array, x_src: jax.Array, z_src: jax.Array, D: jax.Array, weight: jax.Array, eps: float,
-                   out_dtype=None) -> jax.Array:
-    """`gated_norm`'s contract as the XLA composition the kernels replace (jaxbrr/mamba.py's
-    `gated_rms_norm` after y + x·D): the reference the tests hold the kernels to, and what
-    benchmarks/roofline.py stands in for them on a CPU."""
-    # mamba.py imports this module lazily: importing it here makes no cycle at import time
-    from jaxbrr.mamba import gated_rms_norm
-
-    columns = y.shape[1]
-    out = gated_rms_norm(y + x_src[:, :columns] * D, z_src[:, :columns], weight, eps)
-    return out if out_dtype is None else out.astype(out_dtype)
-
-
 def gated_norm(y: jax.Array, x_src: jax.Array, z_src: jax.Array, D: jax.Array, weight: jax.Array, eps: float,
                out_dtype=None, interpret: bool | None = None) -> jax.Array:
     """rmsnorm((y + D·x) · silu(z)) · weight, rows (M, E) -> (M, E) in out_dtype (None: the norm's).

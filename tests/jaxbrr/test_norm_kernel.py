@@ -13,7 +13,8 @@ import pytest
 from jax import export
 
 from jaxbrr import norm_kernel, ssd_kernel
-from jaxbrr.norm_kernel import gated_norm, gated_norm_xla
+from jaxbrr.mamba import skip_and_gated_norm
+from jaxbrr.norm_kernel import gated_norm
 from tests.jaxbrr.test_ssd_kernel import assert_as_close_to_float64, jax_gpu
 
 EPS = 1e-5
@@ -30,7 +31,7 @@ def norm_inputs(rows: int, columns: int, heads: int, rng) -> list[np.ndarray]:
 def xla(y, x_src, z_src, D, weight):
     """The composition the kernels replace, as jaxbrr/mamba.py computes it (D per head)."""
     columns = y.shape[1]
-    return gated_norm_xla(y, x_src, z_src, jnp.repeat(D, columns // D.shape[0]), weight, EPS)
+    return skip_and_gated_norm(y, x_src, z_src, jnp.repeat(D, columns // D.shape[0]), weight, EPS)
 
 
 def kernels(y, x_src, z_src, D, weight, interpret=True):
