@@ -21,10 +21,12 @@ then gpu_report.md (the figures BENCHMARKS.md quotes, the targets of issue 16 ch
 gpu_check.json (all of it). The tests get at most --tests-share of the budget.
 
 What comes back from a device run is at most eight files: the logs are packed into
-logs.tar.xz, and the compile caches are handed back for the next run to carry (seeded from
-.gpu-cache/ at the start): Triton's (kernels and, from the bench, its autotuning picks) as
-triton_cache[.N].tar.xz and JAX's persistent compilation cache as jax_cache.tar, each part under
-15 MiB (what does not fit is left out and said so). The report is written before the packing
+logs.tar.xz, and what the compile caches gained in the run is handed back for the next run to
+carry (the caches are seeded from .gpu-cache/ at the start, benchmarks/triton_aot.py's
+precompiled mamba_ssm kernels among them): Triton's (kernels, launchers and, from the bench, its
+autotuning picks) as triton_cache_STAMP[.N].tar.xz and JAX's persistent compilation cache as
+jax_cache_STAMP.tar, STAMP the run's start (UTC), each part under 15 MiB (what does not fit is
+left out and said so). The report is written before the packing
 and again after; SIGTERM stops the parts' processes and still writes it; the processes also get
 SIGKILL if this driver dies outright.
 """
@@ -32,6 +34,7 @@ SIGKILL if this driver dies outright.
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import importlib.util
 import json
@@ -76,6 +79,9 @@ try:
     import torch
     info["torch_cuda"] = torch.version.cuda
     info["torch_device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        info["torch_capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
+        info["torch_sms"] = torch.cuda.get_device_properties(0).multi_processor_count
     info["torch_tf32_defaults"] = {"matmul": torch.backends.cuda.matmul.allow_tf32,
                                    "cudnn": torch.backends.cudnn.allow_tf32}
 except Exception as error:
@@ -312,16 +318,31 @@ def cache_roots() -> dict[str, Path]:
             "jax_cache": Path(os.environ.get("JAXBRR_JAX_CACHE", "/tmp/jaxbrr-jax-cache"))}
 
 
-def cache_items(name: str, root: Path) -> list[list[Path]]:
+def cache_items(name: str, root: Path, seeded: dict[str, tuple[int, int]] | None = None) -> list[list[Path]]:
     """What must travel together, most valuable first: a Triton kernel's folder (its binary,
     metadata and, from the bench, the autotuning pick) newest first, since the bench compiles
-    last; JAX's cache entries one file each, the bench's before the tests'."""
+    last; JAX's cache entries one file each, the bench's before the tests'. Left out: what
+    .gpu-cache/ put there and this run did not change (`seeded`, from seed_caches())."""
     if not root.is_dir():
         return []
+    seeded = seeded or {}
     if name == "triton_cache":
-        folders = sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: -d.stat().st_mtime)
+        folders = sorted((d for d in root.iterdir() if d.is_dir()
+                          and not all(_unchanged(f, root, seeded) for f in d.rglob("*") if f.is_file())),
+                         key=lambda d: -d.stat().st_mtime)
         return [sorted(d.rglob("*")) for d in folders]
-    return [[f] for part in ("bench", "tests") for f in sorted((root / part).rglob("*")) if f.is_file()]
+    return [[f] for part in ("bench", "tests") for f in sorted((root / part).rglob("*"))
+            if f.is_file() and not _unchanged(f, root, seeded)]
+
+
+def _stat(file: Path) -> tuple[int, int]:
+    info = file.stat()
+    return info.st_size, info.st_mtime_ns
+
+
+def _unchanged(file: Path, root: Path, seeded: dict[str, tuple[int, int]]) -> bool:
+    """Whether `file` is one seed_caches() unpacked under `root`, as it was unpacked."""
+    return seeded.get(str(file.relative_to(root))) == _stat(file)
 
 
 def _write_tar(path: Path, root: Path, items: list[list[Path]], compress: bool = True) -> int:
@@ -334,21 +355,94 @@ def _write_tar(path: Path, root: Path, items: list[list[Path]], compress: bool =
     return path.stat().st_size
 
 
-def seed_caches(folder: Path) -> list[str]:
-    """Unpack a previous run's triton_cache* and jax_cache* archives from `folder` (.gpu-cache/)
-    into this run's cache folders (Python's tarfile: the image need not have xz)."""
-    seeded = []
+ARCHIVES = (".tar", ".tar.xz", ".tar.gz")  # what seed_caches() unpacks (not a half-written .tmp)
+# What benchmarks/triton_aot.py's kernels were built for (Triton, Python, mamba_ssm, arch, SMs), at
+# the root of its archive: the report compares it with this machine.
+AOT_MANIFEST = "triton_aot.json"
+
+
+def seed_caches(folder: Path) -> dict:
+    """Unpack the triton_cache* and jax_cache* archives in `folder` (.gpu-cache/: earlier runs'
+    and benchmarks/triton_aot.py's precompiled mamba_ssm kernels) into this run's cache folders
+    (Python's tarfile: the image need not have xz). An archive that cannot be read is reported,
+    never fatal. Returns {"archives": what was unpacked (or why not), "files": {cache: {relative
+    path: (size, mtime_ns)}}}: what the archives put there, for hand_back() to leave out."""
     roots = cache_roots()
-    for archive in sorted(folder.glob("*_cache*.tar*")) if folder.is_dir() else []:
+    archives, members = [], {name: set() for name in roots}
+    found = sorted(p for p in folder.glob("*_cache*") if p.name.endswith(ARCHIVES)) if folder.is_dir() else []
+    for archive in found:
         name = "triton_cache" if archive.name.startswith("triton") else "jax_cache"
         roots[name].mkdir(parents=True, exist_ok=True)
         try:
             with tarfile.open(archive) as tar:
+                files = [os.path.normpath(m.name) for m in tar.getmembers() if m.isfile()]  # "./a/b" is a/b
                 tar.extractall(roots[name], filter="data")
-            seeded.append(archive.name)
-        except (tarfile.TarError, OSError) as error:
-            seeded.append(f"{archive.name}: not unpacked ({error})")
-    return seeded
+            members[name].update(files)
+            archives.append(archive.name)
+        except Exception as error:  # truncated, not a tar, unwritable: the run goes on without it
+            archives.append(f"{archive.name}: not unpacked ({type(error).__name__}: {error})")
+    rehome_triton_groups(roots["triton_cache"])
+    manifest = roots["triton_cache"] / AOT_MANIFEST
+    try:
+        aot = json.loads(manifest.read_text()) if manifest.is_file() else None
+    except (OSError, ValueError):
+        aot = None
+    return {"archives": archives, "aot": aot,
+            "files": {name: {path: _stat(roots[name] / path) for path in paths if (roots[name] / path).is_file()}
+                      for name, paths in members.items()}}
+
+
+def aot_mismatch(aot: dict | None, env: dict) -> str | None:
+    """Why the precompiled kernels (their manifest `aot`) cannot be found here, if they cannot:
+    another Triton, Python or mamba_ssm than the machine's (env part), or a GPU not sm_`arch`."""
+    if not aot or not env:
+        return None
+    packages = env.get("packages") or {}
+    here = {"triton": packages.get("triton"), "mamba_ssm": packages.get("mamba-ssm"),
+            "python": ".".join(str(env.get("python", "")).split(".")[:2])}
+    differ = [f"{key} {aot.get(key)} (this machine: {value})" for key, value in here.items()
+              if value and str(aot.get(key)) != str(value)]
+    capability, sms = env.get("torch_capability"), env.get("torch_sms")
+    if capability and int(str(capability).replace(".", "")) != aot.get("arch"):
+        differ.append(f"sm_{aot.get('arch')} (this GPU: {capability})")
+    if sms and sms not in aot.get("sms", [sms]):  # only the gated-norm backward's few kernels
+        differ.append(f"{aot.get('sms')} SMs (this GPU: {sms}; a few kernels are compiled here)")
+    return "; ".join(differ) or None
+
+
+def rehome_triton_groups(root: Path) -> int:
+    """Point each kernel's group file at the files beside it under `root`. Triton (3.6,
+    runtime/cache.py FileCacheManager.get_group) lists a kernel's files by absolute path and
+    takes only those that exist: unpacked elsewhere than where they were compiled, the kernels
+    would be compiled again. Returns how many group files were rewritten."""
+    rewritten = 0
+    for group in root.glob("*/__grp__*.json") if root.is_dir() else []:
+        try:
+            children = json.loads(group.read_text())["child_paths"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a group file Triton would read either
+        here = {child: str(group.parent / child) for child in children if (group.parent / child).exists()}
+        if here != children:
+            group.write_text(json.dumps({"child_paths": here}))
+            rewritten += 1
+    return rewritten
+
+
+def triton_kernels(root: Path) -> dict[str, str]:
+    """{cache folder: kernel name} of the compiled kernels (a .cubin each) in a Triton cache."""
+    if not root.is_dir():
+        return {}
+    return {d.name: next(d.glob("*.cubin")).stem for d in root.iterdir() if d.is_dir() and any(d.glob("*.cubin"))}
+
+
+def kernel_origins(root: Path, seeded: dict[str, tuple[int, int]]) -> dict[str, dict[str, str]]:
+    """The compiled kernels in a Triton cache by where their binary came from: "seeded" (unpacked
+    from .gpu-cache/ and untouched) or "compiled" (written in this run, also over a seeded one)."""
+    origins = {"seeded": {}, "compiled": {}}
+    for folder, kernel in triton_kernels(root).items():
+        seeded_binary = _unchanged(next((root / folder).glob("*.cubin")), root, seeded)
+        origins["seeded" if seeded_binary else "compiled"][folder] = kernel
+    return origins
 
 
 def _bytes(group: list[Path]) -> int:
@@ -356,26 +450,29 @@ def _bytes(group: list[Path]) -> int:
 
 
 def pack_cache(name: str, root: Path, out: Path, limit: int = LIMIT_BYTES, max_parts: int = 2,
-               compress: bool = True) -> dict:
+               compress: bool = True, seeded: dict[str, tuple[int, int]] | None = None,
+               stem: str | None = None) -> dict:
     """root's items (cache_items(), most valuable first) in at most max_parts files of at most
     `limit` bytes: name.tar.xz, or name.1.tar.xz, name.2.tar.xz ...; without `compress` (JAX's
     entries are compressed already) name.tar. At most three passes over the data: the whole
     (compressed: to learn the ratio), then the items placed first-fit by their estimated size,
     then a part still over the limit cut to 80 % once; the items that found no room are left out
-    and counted. Returns the files written, their sizes and the counts."""
+    and counted; what `seeded` put there unchanged is not packed at all. The files are named `stem`
+    (default: name). Returns the files written, their sizes and the counts."""
     suffix = ".tar.xz" if compress else ".tar"
-    for old in out.glob(f"{name}*.tar*"):
+    stem = stem or name
+    for old in out.glob(f"{stem}*.tar*"):
         old.unlink()
-    items = cache_items(name, root)
+    items = cache_items(name, root, seeded)
     if not items:
         return {"files": [], "items": 0, "left_out": 0}
     ratio = 1.0
     if compress:
-        whole = _write_tar(out / f"{name}{suffix}", root, items)
+        whole = _write_tar(out / f"{stem}{suffix}", root, items)
         if whole <= limit:
-            return {"files": [f"{name}{suffix}"], "megabytes": [round(whole / 2**20, 2)], "items": len(items),
+            return {"files": [f"{stem}{suffix}"], "megabytes": [round(whole / 2**20, 2)], "items": len(items),
                     "left_out": 0}
-        (out / f"{name}{suffix}").unlink()
+        (out / f"{stem}{suffix}").unlink()
         ratio = whole / max(1, sum(map(_bytes, items)))
     bins: list[list[list[Path]]] = [[] for _ in range(max_parts)]
     room = [limit / 1.1] * max_parts  # a 10 % margin on the estimate
@@ -386,7 +483,7 @@ def pack_cache(name: str, root: Path, out: Path, limit: int = LIMIT_BYTES, max_p
             bins[fit].append(group)
             room[fit] -= size
     bins = [b for b in bins if b]
-    names = [f"{name}{suffix}"] if len(bins) == 1 else [f"{name}.{i + 1}{suffix}" for i in range(len(bins))]
+    names = [f"{stem}{suffix}"] if len(bins) == 1 else [f"{stem}.{i + 1}{suffix}" for i in range(len(bins))]
     kept = []  # (file, bytes, items)
     for file, part in zip(names, bins, strict=True):
         size = _write_tar(out / file, root, part, compress)
@@ -404,14 +501,17 @@ def pack_cache(name: str, root: Path, out: Path, limit: int = LIMIT_BYTES, max_p
 
 CACHES = {"triton_cache": {"compress": True, "max_parts": 2},  # ptx/llir text: ~20x smaller as xz
           "jax_cache": {"compress": False, "max_parts": 1}}  # entries compressed already
-# 2 + 1 parts of 15 MiB, plus .whl/ (11 MB) and the repository (3 MB), stay under the device
-# tool's 64 MiB for what a call carries
+# 2 + 1 parts of 15 MiB come back at most; what a call carries (the repository, ~3 MB, .whl/,
+# ~11 MB, and .gpu-cache/, which gathers every run's archives and triton_aot.py's ~11 MB) must stay
+# under the device tool's 64 MiB: README "Checking a GPU" says what to drop
 
 
-def hand_back(out: Path, deadline: float) -> dict:
-    """logs/ packed into logs.tar.xz (the device tool returns at most eight files), and each
-    compile cache as pack_cache() writes it while time.monotonic() < deadline. A failure here is
-    reported, never fatal."""
+def hand_back(out: Path, deadline: float, seeded: dict[str, dict[str, tuple[int, int]]] | None = None,
+              stamp: str = "") -> dict:
+    """logs/ packed into logs.tar.xz (the device tool returns at most eight files), and what each
+    compile cache gained in this run (not what .gpu-cache/ `seeded` unchanged: that is there already)
+    as pack_cache() writes it while time.monotonic() < deadline, named with `stamp` so that it
+    sits beside the earlier runs' archives in .gpu-cache/. A failure here is reported, never fatal."""
     handed = {}
     logs = out / "logs"
     try:
@@ -423,7 +523,8 @@ def hand_back(out: Path, deadline: float) -> dict:
             if time.monotonic() > deadline:
                 handed[name] = {"files": [], "skipped": "no time left to pack it"}
                 continue
-            handed[name] = pack_cache(name, root, out, **CACHES[name])
+            handed[name] = pack_cache(name, root, out, **CACHES[name], seeded=(seeded or {}).get(name),
+                                      stem=f"{name}_{stamp}" if stamp else None)
     except Exception as error:  # the report must still be written
         handed["error"] = f"{type(error).__name__}: {error}"
     return handed
@@ -562,6 +663,16 @@ def report(summary: dict) -> str:
                 else f"{r['precision']} B={r['batch']}: {r.get('error', '?')}" for r in warm["rows"]]
         lines += ["", "Triton warm-up beside the tests (torch rows' first steps): " + ("; ".join(done) or "none finished")
                   + (" (stopped when the bench began)" if warm["stopped_early"] else "")]
+    kernels = summary.get("triton_kernels")
+    if kernels and (kernels["seeded"] or kernels["compiled_here"]):
+        by_kernel = ", ".join(f"{name} {count}" for name, count in kernels["compiled_here_by_kernel"].items())
+        lines += ["", f"Triton kernels: {kernels['seeded']} from .gpu-cache/ (benchmarks/triton_aot.py compiles "
+                  f"mamba_ssm's without a GPU), {kernels['compiled_here']} compiled on this machine"
+                  + (f" ({by_kernel})" if by_kernel else "")]
+    if summary.get("aot_mismatch"):
+        lines += ["", f"**The precompiled Triton kernels do not fit this machine**: built for "
+                      f"{summary['aot_mismatch']}; rebuild them (`make triton-aot`, with GPU_TRITON in "
+                      "benchmarks/triton_aot.py set to this machine's Triton)."]
     handed = summary.get("handed_back") or {}
     if handed:
         files = [handed.get("logs")] + [f for name in ("triton_cache", "jax_cache")
@@ -613,22 +724,28 @@ def main(argv=None) -> int:
     parser.add_argument("--parts", default=",".join(DEFAULT_PARTS), help=f"some of {','.join(PARTS)}")
     parser.add_argument("--tests-share", type=float, default=0.5, help="most of the budget the tests may take")
     parser.add_argument("--size", choices=("full", "tiny"), default="full", help="benchmark size (tiny: rehearsal)")
+    parser.add_argument("--seed", type=Path, default=ROOT / ".gpu-cache",
+                        help="the compile-cache archives to seed from (default: %(default)s)")
     args = parser.parse_args(argv)
     parts = args.parts.split(",")
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         parser.error(f"unknown part(s) {unknown}; choose from {PARTS}")
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
+    start, wall_start = time.monotonic(), time.time()
     left = lambda: args.budget - (time.monotonic() - start) - RESERVE_SECONDS[args.size]  # noqa: E731
     summary = {"command": " ".join(["benchmarks/gpu_check.sh", *(argv if argv is not None else sys.argv[1:])]),
                "budget": args.budget, "size": args.size}
     for signum in STOP_SIGNALS:
         signal.signal(signum, _raise_stopped)
-    summary["seeded"] = seed_caches(ROOT / ".gpu-cache")
-    if summary["seeded"]:
-        print("caches seeded from .gpu-cache/: " + ", ".join(summary["seeded"]), flush=True)
+    seeded = {"archives": [], "files": {}, "aot": None}  # what .gpu-cache/ put in the caches: not handed back
     try:
+        seeded = seed_caches(args.seed)
+        summary["seeded"] = seeded["archives"]
+        if seeded["archives"]:
+            kernels = sum(path.endswith(".cubin") for path in seeded["files"].get("triton_cache", {}))
+            print(f"caches seeded from {args.seed}: " + ", ".join(seeded["archives"])
+                  + f" ({kernels} Triton kernels)", flush=True)
         if "env" in parts:
             summary["env"] = part_env(args.out, min(60, left()))
             print(f"env: {summary['env'].get('nvidia_smi') or summary['env'].get('jax_devices')}", flush=True)
@@ -654,12 +771,18 @@ def main(argv=None) -> int:
     finally:
         for process in list(LIVE):
             _stop(process)
+    summary["aot_mismatch"] = aot_mismatch(seeded["aot"], summary.get("env", {}))
+    origins = kernel_origins(cache_roots()["triton_cache"], seeded["files"].get("triton_cache", {}))
+    summary["triton_kernels"] = {"seeded": len(origins["seeded"]), "compiled_here": len(origins["compiled"]),
+                                 "compiled_here_by_kernel": dict(collections.Counter(origins["compiled"].values())
+                                                                 .most_common())}
     for signum in STOP_SIGNALS:  # while the figures are written: nothing stops it
         signal.signal(signum, signal.SIG_IGN)
     write_outputs(args.out, summary, start)  # first, so that a kill while packing loses no figure
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
-    summary["handed_back"] = hand_back(args.out, start + args.budget)
+    summary["handed_back"] = hand_back(args.out, start + args.budget, seeded["files"],
+                                       time.strftime("%Y%m%d-%H%M", time.gmtime(wall_start)))
     print(write_outputs(args.out, summary, start))
     return 0
 

@@ -28,9 +28,9 @@ else
 fi
 export PYTHONUNBUFFERED=1
 # Compile caches: mamba_ssm's Triton kernels took minutes to compile and autotune on a fresh
-# machine, and JAX's full-size train step 70 s. gpu_check.py hands both back with the results
-# (triton_cache*.tar.xz, jax_cache*.tar); put those in .gpu-cache/ (git-ignored) and carry it
-# along, and gpu_check.py seeds the caches from them.
+# machine, and JAX's full-size train step 70 s. gpu_check.py hands back what a run added to both
+# (triton_cache_STAMP*.tar.xz, jax_cache_STAMP.tar); put those in .gpu-cache/ (git-ignored) beside
+# the earlier ones and `make triton-aot`'s, carry it along, and gpu_check.py seeds the caches from them.
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/jaxbrr-triton}
 export JAXBRR_JAX_CACHE=${JAXBRR_JAX_CACHE:-/tmp/jaxbrr-jax-cache}
 exec "$PYTHON" benchmarks/gpu_check.py "$@"

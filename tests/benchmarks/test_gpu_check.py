@@ -43,8 +43,11 @@ def test_the_cpu_rehearsal_runs_every_part_and_writes_the_report(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "TRITON_CACHE_DIR": str(tmp_path / "triton"),
            "JAXBRR_JAX_CACHE": str(tmp_path / "jax")}
+    seed = tmp_path / "gpu-cache"  # this checkout's own .gpu-cache/ stays out of it
+    seed.mkdir()
     done = subprocess.run([str(ROOT / "benchmarks" / "gpu_check.sh"), "--budget", "60", "--out", str(out),
-                           "--size", "tiny", "--parts", "env,smoke,tests,bench"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+                           "--size", "tiny", "--parts", "env,smoke,tests,bench", "--seed", str(seed)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "gpu_check.json").read_text())
     # what a device run returns is at most eight files, two folders down: the logs come packed
@@ -190,6 +193,67 @@ def test_jax_entries_travel_uncompressed_in_one_part_most_valuable_first(tmp_pat
     # 30 kB each (+ header, + 10 % margin): four fit; the bench's three first, then one of the tests'
     assert {f"bench/entry{i}-cache" for i in range(3)} <= names and len(names) == 4
     assert packed["items"] == 4 and packed["left_out"] == 3
+
+
+def _kernel(root: Path, folder: str, *files: str) -> None:
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    for file in files:
+        (root / folder / file).write_bytes(f"{folder}/{file}".encode())
+
+
+def test_only_what_the_run_added_goes_back_under_the_runs_stamp(tmp_path, monkeypatch):
+    """What .gpu-cache/ seeded is there already: a run hands back what it wrote (new kernels, a
+    kernel an earlier run left half-compiled and this one finished, what an earlier call on the
+    same machine left), named by its start so that it sits beside the earlier archives; the next
+    run seeds all of them. A half-written or unreadable archive is reported and skipped."""
+    import gpu_check
+
+    roots = {"triton_cache": tmp_path / "triton", "jax_cache": tmp_path / "jax"}
+    monkeypatch.setattr(gpu_check, "cache_roots", lambda: roots)
+    carried, earlier = tmp_path / "gpu-cache", tmp_path / "earlier"
+    _kernel(earlier, "SEEDED", "k.cubin", "k.json")
+    _kernel(earlier, "HALF", "k.source")  # an earlier run was stopped while compiling it
+    (earlier / "bench").mkdir()
+    (earlier / "bench" / "seeded-cache").write_bytes(b"jax entry")
+    carried.mkdir()
+    with tarfile.open(carried / "triton_cache_20261204-1700.tar.xz", "w:xz") as tar:
+        for folder in ("SEEDED", "HALF"):
+            tar.add(earlier / folder, arcname=folder)
+    with tarfile.open(carried / "jax_cache_20261204-1700.tar", "w") as tar:
+        tar.add(earlier / "bench" / "seeded-cache", arcname="./bench/seeded-cache")  # as `tar -C dir .` names it
+    (carried / "triton_cache_aot.tar.xz.tmp").write_bytes(b"half written")  # not an archive name
+    (carried / "triton_cache_broken.tar.xz").write_bytes(b"\xfd7zXZ\x00 truncated")
+    _kernel(roots["triton_cache"], "LEFT_BY_AN_EARLIER_CALL", "k.cubin")  # the machine was warm
+    seeded = gpu_check.seed_caches(carried)
+    assert seeded["archives"][:2] == ["jax_cache_20261204-1700.tar", "triton_cache_20261204-1700.tar.xz"]
+    assert seeded["archives"][2].startswith("triton_cache_broken.tar.xz: not unpacked")
+    assert len(seeded["archives"]) == 3
+    assert set(seeded["files"]["triton_cache"]) == {"SEEDED/k.cubin", "SEEDED/k.json", "HALF/k.source"}
+    # the run: one new kernel, the half one finished, a JAX entry
+    _kernel(roots["triton_cache"], "COMPILED", "k.cubin")
+    _kernel(roots["triton_cache"], "HALF", "k.cubin")
+    (roots["jax_cache"] / "bench" / "compiled-cache").write_bytes(b"new entry")
+    origins = gpu_check.kernel_origins(roots["triton_cache"], seeded["files"]["triton_cache"])
+    assert origins == {"seeded": {"SEEDED": "k"},
+                       "compiled": {"COMPILED": "k", "HALF": "k", "LEFT_BY_AN_EARLIER_CALL": "k"}}
+    out = tmp_path / "out"
+    out.mkdir()
+    handed = gpu_check.hand_back(out, float("inf"), seeded["files"], "20261205-1600")
+    assert handed["triton_cache"]["files"] == ["triton_cache_20261205-1600.tar.xz"]
+    assert handed["jax_cache"]["files"] == ["jax_cache_20261205-1600.tar"]
+    with tarfile.open(out / "triton_cache_20261205-1600.tar.xz") as tar:
+        assert sorted(tar.getnames()) == ["COMPILED/k.cubin", "HALF/k.cubin", "HALF/k.source",
+                                          "LEFT_BY_AN_EARLIER_CALL/k.cubin"]
+    with tarfile.open(out / "jax_cache_20261205-1600.tar") as tar:
+        assert tar.getnames() == ["bench/compiled-cache"]
+    # the next run, on a fresh machine, seeds from both generations
+    for archive in out.glob("*_cache_*"):
+        archive.rename(carried / archive.name)
+    roots.update(triton_cache=tmp_path / "next-triton", jax_cache=tmp_path / "next-jax")
+    gpu_check.seed_caches(carried)
+    assert gpu_check.triton_kernels(roots["triton_cache"]) == {
+        "SEEDED": "k", "HALF": "k", "COMPILED": "k", "LEFT_BY_AN_EARLIER_CALL": "k"}
+    assert {p.name for p in (roots["jax_cache"] / "bench").iterdir()} == {"seeded-cache", "compiled-cache"}
 
 
 def _driver_with_its_children(tmp_path: Path) -> tuple[subprocess.Popen, set[int]]:
