@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 
-.PHONY: train test parity bench lint venv clean-venv wheelhouse gpu-check gpu-aot
+.PHONY: train test parity bench lint venv clean-venv wheelhouse gpu-check gpu-aot triton-aot
 
 venv: $(STAMP)
 
@@ -49,6 +49,14 @@ gpu-check:
 gpu-aot: $(STAMP)
 	$(PY) -m pip install --quiet --target .gpu-aot \
 		"jax-cuda12-plugin[with-cuda]==$$($(PY) -c 'import jax; print(jax.__version__)')"
+
+# mamba_ssm's Triton kernels compiled here for the GPU check's machine, no GPU needed
+# (benchmarks/triton_aot.py): the GPU machine's Triton into .triton-aot/ (~650 MB), then every
+# kernel the check's torch side runs into .gpu-cache/triton_cache_aot.tar.xz (mamba_ssm from
+# .whl/ when `make wheelhouse` has run, else the venv's: the same version).
+triton-aot: $(STAMP)
+	$(PY) benchmarks/triton_aot.py setup
+	$(PY) benchmarks/triton_aot.py build
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
