@@ -12,21 +12,22 @@ What it shows: the loops feed both frameworks the same batches, pos_weight and s
 the same numbers. The loss curves in the two metrics.jsonl files agree within the trajectory
 tolerance, the LRs within the optimiser's, pos_weight exactly; the first validation's dev
 probabilities (every recording, stitched from overlapping windows) agree within the trajectory
-tolerance. Measured: losses to 1.2e-4 of their scale (rtol 2e-3), dev probabilities to 1.9e-4.
+tolerance. Measured: losses and gradient norms to 8e-7 of their scale (rtol 2e-3), dev
+probabilities to 1.2e-7 (1.2e-4 and 1.9e-4 when the test kept top_k 3: see below).
 
 What it does not show: that the two AUROCs agree closely. After STEPS updates the tiny model is
 not a detector yet: its dev probabilities span ~3e-3 around one value (std ~2.6e-4, printed), not
 much wider than the float32 difference between the frameworks, so the ranking the AUROC measures
-is decided by rounding (measured: torch 0.532 / jax 0.558 on one AMD host, 0.551 / 0.497 on an
-Intel one). A fixed margin on that difference is ill-posed. What does hold on every host: each
+is decided by rounding (measured with top_k 3: torch 0.532 / jax 0.558 on one AMD host, 0.551 /
+0.497 on an Intel one). A fixed margin on that difference is ill-posed. What does hold on every host: each
 loop logs the AUROC of its own stitched traces (exactly), both traces carry the same labels, and
 the AUROCs differ by no more than the probability difference allows — the fraction of
 (seizure, background) sample pairs closer than twice the largest probability change, the only
 pairs whose order can flip (auroc_change_bound).
 
-gradient_clip 1e-2 clips every update, as in parity/test_train.py's float32 runs (its docstring
-says why torch's clip differs from optax's by 1e-6/‖g‖ and why that stays below float32's
-tolerance).
+gradient_clip 1e-2 clips every update, and top_k 18 keeps every edge, as in parity/test_train.py's
+float32 runs (its docstring says why torch's clip differs from optax's by 1e-6/‖g‖ and why that
+stays below float32's tolerance, and why a top-k selection lets rounding part float32 curves).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ NO_DROPOUT = ["model.tcn.dropout=0", "model.node_mamba.dropout=0", "model.graph.
               "model.graph.edge_mamba.dropout=0"]
 TRAIN = ["train.lr=3e-3", "train.warmup_ratio=0.1", "train.weight_decay=0.05", "train.batch_size=2",
          "train.gradient_clip=1e-2", f"train.max_steps={STEPS}", "train.log_every=1"]
+EVERY_EDGE = ["model.graph.top_k=18"]  # the 19 nodes' other 18: no selection for rounding to flip
 CORPUS = ["data.synthetic.recordings=4", "data.synthetic.patients=2",
           "data.synthetic.duration_seconds=[60,90]"]
 
@@ -89,7 +91,7 @@ def of_kind(records: list[dict], kind: str, key: str) -> np.ndarray:
 def loops(tmp_path_factory):
     root = tmp_path_factory.mktemp("loops")
     data = [f"data.data_dir={root / 'edf'}", f"data.cache_dir={root / 'cache'}"]
-    overrides = [*NO_DROPOUT, *TRAIN, *CORPUS, *data]
+    overrides = [*NO_DROPOUT, *TRAIN, *EVERY_EDGE, *CORPUS, *data]
     prepared = prepare(load_config(TINY, overrides), progress=False)
     torch_trainer = TorchTrainer(load_config(TINY, [*overrides, f"workdir={root / 'torchref'}"]),
                                  progress=False, prepared=prepared)
@@ -127,10 +129,7 @@ def test_loss_curves(loops):
               f"{torch_train['grad_norm'][step]:>10.3e} {torch_train['lr'][step]:>10.3e}")
     for row in rows:
         print(f"{row.name}: max_abs {row.max_abs:.3g}, max_rel {row.max_rel:.3g} (rtol {row.rtol:g})")
-    # grad_norm is printed, not asserted: measured 1.4e-3 of its scale, too near the loss's
-    # trajectory rtol (2e-3) to be a stable check, and the losses already follow the updates.
-    checked = [row for row in rows if not row.name.startswith("grad_norm")]
-    assert all(row.passed for row in checked), [row.reason for row in checked if not row.passed]
+    assert all(row.passed for row in rows), [row.reason for row in rows if not row.passed]
 
 
 def test_first_validation(loops):

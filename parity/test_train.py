@@ -14,6 +14,17 @@ tensors beyond float64's 1e-10) and the loss curves by 6.1e-5 of their scale (to
 without clipping, by 1.1e-11 and 4e-16. So the float64 runs never clip (gradient_clip 1e3) and
 check the exact path; the float32 runs clip every update (1e-2) and check the clipped path,
 where that difference sits below float32's tolerances.
+
+Top-k: the adjacency keeps each node's top_k edges, a selection that jumps when two edge weights
+cross. In float32 a near-tie that rounding decides flips an edge in one run and not the other,
+and the curves part from there: with the tiny config's top_k 3, torch's float32 run and
+jaxbrr's each drifted from torch's float64 run on the same clipped path by ~1e-3 of the loss by
+step 8 on an AVX-512 Xeon, and the two float32 curves differed there by 3.4e-3 at step 10, where
+an AMD EPYC (Zen 4) had 4e-5: when a flip lands is rounding's choice. With every
+edge kept (top_k = 18, the 19 nodes' other 18) the loss is smooth in the weights and the same
+float32 runs stay within 2e-6 of float64 over all 20 steps. So the float32 runs keep every edge,
+and the pointwise float32 check covers the whole curve; the float64 runs keep the config's top_k
+(float64 decides no tie within its 1e-10), as do the model's parity tests on fixed weights.
 """
 
 from __future__ import annotations
@@ -37,9 +48,9 @@ from common.train.class_weight import pos_weight_from_ratio
 from jaxbrr.model import SeizureDetector
 from jaxbrr.train.optim import make_nnx_optimizer
 from jaxbrr.train.step import train_step
-from parity.compare import assert_within_bounds, compare_arrays, compare_trees
+from parity.compare import compare_arrays, compare_trees
 from parity.convert import plan, torch_to_jax
-from parity.tolerances import arbitrate, trajectory_tolerance
+from parity.tolerances import arbitrate
 
 TINY = "configs/tiny.yaml"
 STEPS = 20  # the trajectory; also the schedule's total, so warmup W = 2 and the cosine ends at 0
@@ -50,11 +61,14 @@ TRAIN = ["train.lr=3e-3", "train.warmup_ratio=0.1", "train.weight_decay=0.05", f
 # ‖g‖ over these 20 steps lies within [0.02, 0.9] (test_trajectory prints it): 1e3 never clips,
 # 1e-2 clips every update (the module docstring says why the dtypes differ).
 GRADIENT_CLIP = {"float64": 1e3, "float32": 1e-2}
+# Every edge in float32 (the module docstring says why): the montage's 19 nodes, 18 neighbours each.
+EVERY_EDGE = {"float64": [], "float32": ["model.graph.top_k=18"]}
 CORPUS = ["data.synthetic.recordings=4", "data.synthetic.patients=2", "data.synthetic.duration_seconds=[60,90]"]
 
 
 def config_for(dtype: str, *extra: str):
-    return load_config(TINY, [*NO_DROPOUT, *TRAIN, f"train.gradient_clip={GRADIENT_CLIP[dtype]}", *CORPUS, *extra])
+    return load_config(TINY, [*NO_DROPOUT, *TRAIN, f"train.gradient_clip={GRADIENT_CLIP[dtype]}", *EVERY_EDGE[dtype],
+                              *CORPUS, *extra])
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +183,7 @@ def test_one_optimiser_step(run):
     float32 rows can fail on rounding alone. Adam's first update is lr·ĝ/(|ĝ| + eps) per element:
     where |ĝ| << eps it is linear in ĝ, so a gradient's relative rounding error reaches the update
     whole; near |ĝ| ≈ eps its slope lr/(4·eps) amplifies an absolute one. A bias starts at 0, so
-    after one update it IS the update. The worst case, measured (B = 2): the gradient of
+    after one update it IS the update. The worst case, measured (B = 2, the config's top_k 3): the gradient of
     edge_mamba.layers.0.norm.bias sums 21,888 terms (Σ|term| ~ 5e-6) to ~5e-11, a cancellation
     of 1e5; torch's float32 LayerNorm backward lands 7.9e-3 from float64, XLA 4.8e-4, and at
     |ĝ| ~ 2e-11 << eps that becomes the bias's error. Such a row goes to float64 (DESIGN.md §4,
@@ -238,16 +252,6 @@ def test_trajectory(run):
     print(f"{dtype}: loss curves max_abs {row.max_abs:.3g}, max_rel {row.max_rel:.3g} (rtol {row.rtol:g}); "
           f"loss {torch_losses[0]:.5f} -> {torch_losses[-1]:.5f}; {clipped} of {STEPS} updates clipped")
     assert all(m["finite"] for m in run.torch) and all(m["finite"] for m in run.jax)
-    if dtype == "float64":
-        assert row.passed, row.reason
-        return
-    # float32: every update is clipped and Adam's first steps are lr·sign(ĝ), so a gradient element
-    # whose sign rounding decides flips a whole update and the curves part chaotically (measured
-    # under perturbed CPU kernels: 4e-5 of their scale by step 10, then jumps to 7e-4).
-    # The pointwise check holds for AlgoPerf's horizon, N = 10 steps at 1e-4 per step (tier T5,
-    # parity/tolerances.py); steps 10-19 are printed. The float64 run checks all 20, to 2e-9.
-    horizon = 10
-    rtol, atol = trajectory_tolerance(horizon, dtype)
-    allowed = atol + rtol * np.abs(torch_losses[:horizon]).max()
-    worst = assert_within_bounds("loss curve, first 10 steps", jax_losses[:horizon], torch_losses[:horizon], allowed)
-    print(f"first {horizon} steps: max |Δ| at most {worst:.3g} of {allowed:.3g}")
+    # float32 too: with every edge kept (module docstring) the curves differ by rounding carried
+    # smoothly, not by a flipped selection, and the table's 20-step row holds for all of them.
+    assert row.passed, row.reason

@@ -58,7 +58,7 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("grad", "float32"): Tolerance(1e-4, _ATOL["float32"]),
     ("loss", "float32"): Tolerance(1e-4, _ATOL["float32"]),
     ("optim", "float32"): Tolerance(1e-4, _ATOL["float32"]),
-    ("trajectory", "float32"): Tolerance(20 * 1e-4, _ATOL["float32"]),  # 20 steps × TRAJECTORY_PER_STEP
+    ("trajectory", "float32"): Tolerance(20 * 1e-4, _ATOL["float32"]),  # 20 steps × 1e-4 (tier T5)
     ("layer", "float64"): Tolerance(1e-10, _ATOL["float64"]),
     ("model", "float64"): Tolerance(1e-10, _ATOL["float64"]),
     ("grad", "float64"): Tolerance(1e-10, _ATOL["float64"]),
@@ -68,16 +68,6 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("layer", "bfloat16"): Tolerance(3e-2, 1e-5),
     ("grad", "bfloat16"): Tolerance(3e-2, 1e-5),
 }
-
-
-# Tier T5's unit: the loss curves may part by this much of their scale per training step.
-TRAJECTORY_PER_STEP = {"float32": 1e-4, "float64": 1e-10}
-
-
-def trajectory_tolerance(steps: int, dtype) -> Tolerance:
-    """The trajectory row for a curve of `steps` steps (the table's row is 20 of them)."""
-    dtype = dtype_name(dtype)
-    return Tolerance(TRAJECTORY_PER_STEP[dtype] * steps, _ATOL[dtype])
 
 
 def dtype_name(dtype) -> str:
