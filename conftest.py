@@ -1,9 +1,17 @@
 """Fixtures shared by tests/ and parity/."""
 
 import contextlib
+import os
 from pathlib import Path
 
 import pytest
+
+# `make test` runs two pytest workers on the two cores. torch's OpenMP threads (one per core by
+# default) then spin-wait for a core the other worker's XLA holds: torchref's smoke training took
+# 14 s alone and 95 s in the suite. One torch thread per worker and per subprocess it starts
+# (they inherit the variable; set here, before anything imports torch). A value already set wins.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Real EEG and scorer fixtures live beside the repository, never inside it.
 SHARED_DIR = Path(__file__).resolve().parent.parent / "shared"
