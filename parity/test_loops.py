@@ -43,6 +43,7 @@ from common.train.log import read_metrics
 from jaxbrr.train.loop import Trainer as JaxTrainer
 from parity.compare import compare_arrays
 from parity.convert import torch_to_jax
+from parity.tolerances import EVERY_EDGE
 from torchref.train.loop import Trainer as TorchTrainer
 
 TINY = "configs/tiny.yaml"
@@ -51,7 +52,6 @@ NO_DROPOUT = ["model.tcn.dropout=0", "model.node_mamba.dropout=0", "model.graph.
               "model.graph.edge_mamba.dropout=0"]
 TRAIN = ["train.lr=3e-3", "train.warmup_ratio=0.1", "train.weight_decay=0.05", "train.batch_size=2",
          "train.gradient_clip=1e-2", f"train.max_steps={STEPS}", "train.log_every=1"]
-EVERY_EDGE = ["model.graph.top_k=18"]  # the 19 nodes' other 18: no selection for rounding to flip
 CORPUS = ["data.synthetic.recordings=4", "data.synthetic.patients=2",
           "data.synthetic.duration_seconds=[60,90]"]
 
@@ -91,7 +91,7 @@ def of_kind(records: list[dict], kind: str, key: str) -> np.ndarray:
 def loops(tmp_path_factory):
     root = tmp_path_factory.mktemp("loops")
     data = [f"data.data_dir={root / 'edf'}", f"data.cache_dir={root / 'cache'}"]
-    overrides = [*NO_DROPOUT, *TRAIN, *EVERY_EDGE, *CORPUS, *data]
+    overrides = [*NO_DROPOUT, *TRAIN, EVERY_EDGE, *CORPUS, *data]
     prepared = prepare(load_config(TINY, overrides), progress=False)
     torch_trainer = TorchTrainer(load_config(TINY, [*overrides, f"workdir={root / 'torchref'}"]),
                                  progress=False, prepared=prepared)
