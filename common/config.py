@@ -222,7 +222,9 @@ class StabilityConfig:
 
     guards: Literal["none", "original"] = "none"
     pe_gradient: Literal["full", "stop", "safe"] = "safe"
-    # safe eigh VJP: 1/(λj−λi) is zeroed where |λj−λi| <= eigh_tau.
+    # safe eigh VJP: 1/(λj−λi) is zeroed where |λj−λi| <= max(eigh_tau, the eigenvalues' rounding
+    # split in their dtype: common.graph.eigenvalue_split · max|λ|, 8.6e-5 for a float32 19-node
+    # Laplacian, 1.6e-13 in float64). A gap below the split cannot be told from a tie.
     eigh_tau: float = Field(1e-6, gt=0)
 
 

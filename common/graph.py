@@ -23,6 +23,30 @@ def normalized_laplacian(A: np.ndarray, epsilon: float) -> np.ndarray:
     return np.eye(n) - inverse[..., :, None] * A * inverse[..., None, :] + epsilon * np.eye(n)
 
 
+def eigensolver_backward_error(n: int) -> int:
+    """p(n) of a backward-stable symmetric eigensolver's error ‖E‖₂ <= p(n)·u·‖L‖₂ on an n x n
+    matrix. Golub & Van Loan (Matrix Computations, 4th ed., §8.3) leave p(n) "a modest function of
+    n"; its a priori value comes from the tridiagonal reduction, n − 2 Householder reflections
+    applied from both sides, each a backward error of γ̃ ≈ c·n·u (Higham, Accuracy and Stability of
+    Numerical Algorithms, 2nd ed., Lemma 19.3 and §19.3): n² for c = 1/2, the rounding of the
+    input and of forming L (a few operations per entry) and the tridiagonal QR iteration (O(n)u)
+    well inside it."""
+    return n * n
+
+
+def eigenvalue_split(n: int, machine_epsilon: float) -> float:
+    """How far apart rounding alone may return two equal eigenvalues of an n x n symmetric matrix,
+    per unit of ‖L‖₂: each computed eigenvalue lies within ‖E‖₂ <= p(n)·u·‖L‖₂ of its exact one
+    (Weyl's inequality on the backward error, eigensolver_backward_error), so a tie may come back
+    split by 2·p(n)·u = p(n)·eps (u = eps / 2). 4.3e-5 in float32 at n = 19, 8.0e-14 in float64.
+
+    The safe eigh backward (jaxbrr.graph.safe_eigh, torchref.graph.SafeEigh) masks every gap up to
+    max(stability.eigh_tau, this · max |λ|): a computed gap below it cannot be told from a tie, and
+    its 1/gap is rounding noise (ssm_gnn_anchors.md §5.3 measured masks of 1e-6 in float64 and
+    1e-4 in float32)."""
+    return eigensolver_backward_error(n) * machine_epsilon
+
+
 def fix_signs(vectors: np.ndarray, sign: str, tie_tolerance: float = SIGN_TIE_TOLERANCE) -> np.ndarray:
     """Deterministic eigenvector signs per column of (..., N, K) (jaxbrr.graph.fix_signs' rules):
     `sum` flips a column whose entries sum below 0; `max_abs` makes the largest-|·| entry

@@ -185,10 +185,10 @@ def safe_eigh(matrix: jax.Array, tau: float, calls: str = "batched") -> tuple[ja
 
     Backward: Ā = V [F ∘ ½(VᵀV̄ − V̄ᵀV) + diag(λ̄)] Vᵀ with F_ij = 1/(λ_j − λ_i), the formula both
     JAX (_eigh_jvp_rule) and torch (FunctionsManual.cpp linalg_eig_backward) use, except that
-    F_ij = 0 where |λ_j − λ_i| <= tau (and on the diagonal): the mask of Kasim,
-    arXiv:2011.04366. On a spectrum whose gaps all exceed tau it equals the exact gradient; on a
-    (near-)degenerate one it drops the undefined rotation inside each degenerate eigenspace
-    instead of returning NaN or 1/ε-sized values.
+    F_ij = 0 where |λ_j − λ_i| <= max(tau, the dtype's rounding split) (mask_width; and on the
+    diagonal): the mask of Kasim, arXiv:2011.04366. On a spectrum whose gaps all exceed the width
+    it equals the exact gradient; on a (near-)degenerate one it drops the undefined rotation inside
+    each degenerate eigenspace instead of returning NaN or 1/ε-sized values.
 
     Input: symmetric (..., N, N). Like torch.linalg.eigh it reads only the lower triangle
     (symmetrize_input=False); the backward returns a symmetric Ā, so symmetrise the input
@@ -196,6 +196,16 @@ def safe_eigh(matrix: jax.Array, tau: float, calls: str = "batched") -> tuple[ja
     per_matrix.
     """
     return _lapack_eigh(matrix, calls)
+
+
+def mask_width(eigenvalues: jax.Array, tau: float) -> jax.Array:
+    """The safe backward's mask width per matrix, (..., N) -> (..., 1, 1): tau, and never less than
+    the split rounding may put between two equal eigenvalues in their dtype
+    (common.graph.eigenvalue_split · max |λ|: 8.6e-5 for a float32 normalised Laplacian of 19 nodes,
+    whose ‖L‖ is up to 2, where tau's default 1e-6 would let rounding noise through as 1/gap)."""
+    split = common_graph.eigenvalue_split(eigenvalues.shape[-1], float(jnp.finfo(eigenvalues.dtype).eps))
+    largest = jnp.abs(eigenvalues).max(axis=-1)[..., None, None]
+    return jnp.maximum(tau, split * largest)
 
 
 def _safe_eigh_forward(matrix, tau, calls):
@@ -210,7 +220,8 @@ def _safe_eigh_backward(tau, calls, saved, cotangents):
     projected = Vt @ grad_eigenvectors  # (..., N, N) VᵀV̄
     skew = 0.5 * (projected - jnp.swapaxes(projected, -1, -2))
     gap = eigenvalues[..., None, :] - eigenvalues[..., :, None]  # gap_ij = λ_j − λ_i
-    separated = jnp.abs(gap) > tau  # False on the diagonal
+    width = mask_width(eigenvalues, tau)  # (..., 1, 1)
+    separated = jnp.abs(gap) > width  # False on the diagonal
     inverse_gap = jnp.where(separated, 1.0 / jnp.where(separated, gap, jnp.ones_like(gap)), 0.0)
     eye = jnp.eye(eigenvalues.shape[-1], dtype=eigenvalues.dtype)
     inner = inverse_gap * skew + grad_eigenvalues[..., :, None] * eye  # (..., N, N)

@@ -63,7 +63,7 @@ from common.config import (
     ConfigError,
     with_overrides,
 )
-from common.graph import normalized_laplacian
+from common.graph import eigenvalue_split, normalized_laplacian
 from jaxbrr.model import SeizureDetector
 from jaxbrr.precision import matmul_precision
 from parity import runs as R
@@ -259,7 +259,9 @@ def _json_float(value: float):
 
 def eigh_report(config: Config, runs: list[Run]) -> dict:
     """The Laplacian spectra the dynamic PE decomposed (float64, from the most precise torch
-    adjacency): which graphs (batch, step) hold eigenvalues closer than stability.eigh_tau."""
+    adjacency): which graphs (batch, step) hold eigenvalues that the safe eigh backward of the
+    least precise run treats as tied, closer than max(stability.eigh_tau, that dtype's rounding
+    split · max |λ|) (common.graph.eigenvalue_split)."""
     model = config.model
     if model.architecture != "v3" or not model.graph.enabled or not model.graph.use_dynamic_pe:
         return {"computed": False, "why": "no dynamic Laplacian PE in this model"}
@@ -267,15 +269,18 @@ def eigh_report(config: Config, runs: list[Run]) -> dict:
     adjacency = np.asarray(run.taps["adjacency"], np.float64)[:, :: model.graph.semi_dynamic_interval]
     if not np.isfinite(adjacency).all():
         return {"computed": False, "why": f"the adjacency is non-finite ({run_key(run)})"}
-    tau = model.stability.eigh_tau
+    # the coarsest eigh: half-precision runs decompose their Laplacian in float32
+    tau, coarsest = model.stability.eigh_tau, "float64" if dtypes_of(runs)[-1] == "float64" else "float32"
     eigenvalues = np.linalg.eigvalsh(normalized_laplacian(adjacency, model.graph.laplacian_epsilon))  # (B, S, N)
+    split = eigenvalue_split(eigenvalues.shape[-1], float(np.finfo(coarsest).eps))
     repeated = []
     for b, s in np.ndindex(*eigenvalues.shape[:2]):
         values = eigenvalues[b, s]
-        clusters = np.split(values, np.flatnonzero(np.diff(values) > tau) + 1)
+        width = max(tau, split * float(np.abs(values).max()))
+        clusters = np.split(values, np.flatnonzero(np.diff(values) > width) + 1)
         repeated += [{"batch": int(b), "step": int(s * model.graph.semi_dynamic_interval),
                       "eigenvalue": float(c[0]), "multiplicity": len(c)} for c in clusters if len(c) > 1]
-    return {"computed": True, "tau": tau, "graphs": int(np.prod(eigenvalues.shape[:2])),
+    return {"computed": True, "tau": tau, "rounding_of": coarsest, "graphs": int(np.prod(eigenvalues.shape[:2])),
             "graphs_with_repeats": len({(r["batch"], r["step"]) for r in repeated}), "repeated": repeated,
             "from": run_key(run)}
 

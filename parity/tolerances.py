@@ -38,6 +38,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from common.data.montage import REF19
+from common.graph import eigensolver_backward_error
 
 CHECKS = ("layer", "model", "grad", "loss", "optim", "trajectory")
 DTYPES = ("float32", "float64")  # every check has a row; bfloat16 has "layer" and "grad" only
@@ -159,17 +160,6 @@ def unit_roundoff(dtype) -> float:
     return float(np.finfo(dtype_name(dtype)).eps) / 2
 
 
-def eigensolver_backward_error(n: int) -> int:
-    """p(n) of a backward-stable symmetric eigensolver's error ‖E‖₂ <= p(n)·u·‖L‖₂ on an n x n
-    matrix. Golub & Van Loan (Matrix Computations, 4th ed., §8.3) leave p(n) "a modest function of
-    n"; its a priori value comes from the tridiagonal reduction, n − 2 Householder reflections
-    applied from both sides, each a backward error of γ̃ ≈ c·n·u (Higham, Accuracy and Stability of
-    Numerical Algorithms, 2nd ed., Lemma 19.3 and §19.3): n² for c = 1/2, the rounding of the
-    input and of forming L (a few operations per entry) and the tridiagonal QR iteration (O(n)u)
-    well inside it."""
-    return n * n
-
-
 def eigenvector_bounds(matrices: np.ndarray, k: int, dtype, sides: int = 2) -> np.ndarray:
     """(..., N, N) symmetric, float64 -> (..., k): how far the k smallest eigenvectors (each of
     unit norm, signs fixed alike) may move between `sides` computations in `dtype`.
@@ -178,7 +168,7 @@ def eigenvector_bounds(matrices: np.ndarray, k: int, dtype, sides: int = 2) -> n
     eigenvectors of L + E with ‖E‖₂ <= p(n)·u·‖L‖₂ (Golub & Van Loan, Matrix Computations, 4th ed.,
     §8.3-8.4), and an eigenvector moves by at most ‖E‖₂ / gap_i, gap_i the distance from λ_i to
     the rest of the spectrum (Davis & Kahan 1970, the sin θ theorem); p(n) from
-    eigensolver_backward_error. One side's error is that bound; two sides compared with each other
+    common.graph.eigensolver_backward_error. One side's error is that bound; two sides compared with each other
     differ by up to twice it."""
     eigenvalues = np.linalg.eigvalsh(np.asarray(matrices, np.float64))  # (..., N) ascending
     n = eigenvalues.shape[-1]

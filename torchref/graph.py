@@ -149,15 +149,25 @@ def normalized_laplacian(A: torch.Tensor, epsilon: float) -> torch.Tensor:
 # eigenvectors
 
 
+def mask_width(eigenvalues: torch.Tensor, tau: float) -> torch.Tensor:
+    """The safe backward's mask width per matrix, (..., N) -> (..., 1, 1): tau, and never less than
+    the split rounding may put between two equal eigenvalues in their dtype
+    (common.graph.eigenvalue_split · max |λ|: 8.6e-5 for a float32 normalised Laplacian of 19 nodes,
+    whose ‖L‖ is up to 2, where tau's default 1e-6 would let rounding noise through as 1/gap)."""
+    split = common_graph.eigenvalue_split(eigenvalues.shape[-1], torch.finfo(eigenvalues.dtype).eps)
+    largest = eigenvalues.abs().amax(dim=-1)[..., None, None]
+    return torch.clamp(split * largest, min=tau)  # max(tau, ·)
+
+
 class SafeEigh(torch.autograd.Function):
     """torch.linalg.eigh with a degeneracy-safe backward (ssm_gnn_anchors.md §5.1, §5.3).
 
     Backward: Ā = V [F ∘ ½(VᵀV̄ − V̄ᵀV) + diag(λ̄)] Vᵀ with F_ij = 1/(λ_j − λ_i), the formula both
     torch (FunctionsManual.cpp linalg_eig_backward) and JAX (_eigh_jvp_rule) use, except that
-    F_ij = 0 where |λ_j − λ_i| <= tau (and on the diagonal): the mask of Kasim,
-    arXiv:2011.04366. On a spectrum whose gaps all exceed tau it equals the exact gradient; on a
-    (near-)degenerate one it drops the undefined rotation inside each degenerate eigenspace
-    instead of returning NaN or 1/ε-sized values.
+    F_ij = 0 where |λ_j − λ_i| <= max(tau, the dtype's rounding split) (mask_width; and on the
+    diagonal): the mask of Kasim, arXiv:2011.04366. On a spectrum whose gaps all exceed the width
+    it equals the exact gradient; on a (near-)degenerate one it drops the undefined rotation inside
+    each degenerate eigenspace instead of returning NaN or 1/ε-sized values.
 
     Input: symmetric (..., N, N) (eigh reads only the lower triangle; the backward returns a
     symmetric Ā, so symmetrise the input first). Returns ascending eigenvalues and eigenvectors.
@@ -176,7 +186,7 @@ class SafeEigh(torch.autograd.Function):
         projected = V.transpose(-1, -2) @ grad_eigenvectors  # (..., N, N) VᵀV̄
         skew = 0.5 * (projected - projected.transpose(-1, -2))
         gap = eigenvalues[..., None, :] - eigenvalues[..., :, None]  # gap_ij = λ_j − λ_i
-        separated = gap.abs() > ctx.tau  # False on the diagonal
+        separated = gap.abs() > mask_width(eigenvalues, ctx.tau)  # False on the diagonal
         inverse_gap = torch.where(
             separated, 1.0 / torch.where(separated, gap, torch.ones_like(gap)), 0.0
         )

@@ -9,6 +9,7 @@ import pytest
 import torch
 from jax.test_util import check_grads
 
+from common import graph as common_graph
 from common.data.montage import REF19_NEIGHBOURS
 from jaxbrr.graph import (
     adjacency,
@@ -22,7 +23,7 @@ from jaxbrr.graph import (
     structural_adjacency,
 )
 from parity.compare import assert_within_bounds, compare_arrays
-from parity.tolerances import eigenvector_bounds, eigenvector_gradient_bound
+from parity.tolerances import eigenvector_bounds, eigenvector_gradient_bound, unit_roundoff
 from torchref import graph as torch_graph
 
 
@@ -411,6 +412,64 @@ def test_safe_eigh_equals_torchref_on_a_degenerate_spectrum(x64):
     row = compare_arrays("safe_eigh gradient", got, expected, "layer", "float64")
     print(f"safe_eigh vs torchref SafeEigh, degenerate spectrum, float64: {row.max_rel:.2e}")
     assert np.isfinite(got).all() and row.passed, row.reason
+
+
+def test_safe_eigh_masks_gaps_below_the_dtype_rounding_split():
+    # L = diag(λ): eigh returns λ exactly and V = ±I, so Ā_ij = ±F_ij·skew_ij. A gap of 2^-19
+    # (1.9e-6) is above tau = 1e-6 but below float32's rounding split (common.graph.eigenvalue_split:
+    # 361 · 2^-23 · max|λ| = 4.3e-5 at n = 19): float32 masks it (exactly 0), float64 keeps it
+    # (1/gap); a gap of 1.2e-4 is kept in both.
+    eigenvalues = np.r_[0.05 * np.arange(16), 1.0, 1.0 + 2.0**-19, 1.0 + 2.0**-13]  # exact in float32
+    cotangent = _rng(18).standard_normal((19, 19))
+    skew = 0.5 * (cotangent - cotangent.T)
+    for dtype in (jnp.float32, jnp.float64):
+        with jax.enable_x64(dtype == jnp.float64):
+            L = jnp.diag(jnp.asarray(eigenvalues, dtype))
+            _, backward = jax.vjp(lambda m: safe_eigh(m, 1e-6)[1], L)
+            (grad,) = backward(jnp.asarray(cotangent, dtype))
+            grad = np.abs(np.asarray(grad, np.float64))
+        tied, kept = grad[16, 17], grad[17, 18]
+        np.testing.assert_allclose(kept, abs(skew[17, 18]) / (2.0**-13 - 2.0**-19), rtol=1e-5)
+        if dtype == jnp.float32:
+            assert tied == 0.0
+        else:
+            np.testing.assert_allclose(tied, abs(skew[16, 17]) / 2.0**-19, rtol=1e-10)
+
+
+def _complete_graph_cluster_loss(n_nodes=19):
+    """The complete graph's Laplacian (eigenvalues ε once and n/(n−1) + ε × (n−1), exactly tied)
+    and a loss that sees the tied eigenspace only through its projector (unique gradient, which
+    the mask must leave exact): R ∘ P_cluster summed, P = V_c V_cᵀ over columns 1..n−1."""
+    A = np.ones((n_nodes, n_nodes)) - np.eye(n_nodes)
+    L = common_graph.normalized_laplacian(A, 1e-4)
+    R = _rng(19).standard_normal((n_nodes, n_nodes))
+    return L, R + R.T
+
+
+def test_safe_eigh_float32_on_a_tied_cluster_follows_float64():
+    # float32 returns the 18 tied eigenvalues split by rounding (up to ~1e-6 apart here: above
+    # tau = 1e-6 for some pairs); unmasked, those pairs turned rounding noise into 5 % of the
+    # gradient. With the mask at the rounding split, float32 must agree with float64's exact
+    # gradient within one eigensolve's error through the cluster's gap to the rest (1.06):
+    # p(n)·u·‖L‖ / gap (parity.tolerances.eigenvector_gradient_bound's factors, one side).
+    L, R = _complete_graph_cluster_loss()
+
+    def gradient(dtype):
+        def loss(m):
+            _, V = safe_eigh(m, 1e-6)
+            cluster = V[:, 1:]
+            return jnp.sum((cluster @ cluster.T) * jnp.asarray(R, dtype))
+
+        with jax.enable_x64(dtype == jnp.float64):
+            return np.asarray(jax.grad(loss)(jnp.asarray(L, dtype)), np.float64)
+
+    expected, got = gradient(jnp.float64), gradient(jnp.float32)
+    eigenvalues = np.linalg.eigvalsh(L)
+    bound = (common_graph.eigensolver_backward_error(19) * unit_roundoff("float32") * eigenvalues.max()
+             / (eigenvalues[1] - eigenvalues[0]))
+    error = np.abs(got - expected).max() / np.abs(expected).max()
+    print(f"safe_eigh float32 vs float64 on an 18-fold tie: {error:.2e} (bound {bound:.2e})")
+    assert error <= bound
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """torchref.graph: exact small cases, PyG oracles (get_laplacian, AddLaplacianEigenvectorPE),
 and the eigh gradient modes on degenerate and well-separated spectra."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,6 +9,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import AddLaplacianEigenvectorPE
 from torch_geometric.utils import dense_to_sparse, get_laplacian, to_dense_adj
 
+from common import graph as common_graph
 from common.data.montage import REF19, REF19_NEIGHBOURS
 from torchref import graph
 from torchref.graph import (
@@ -299,6 +301,45 @@ def test_safe_eigh_gradcheck():
         return eigenvalues, vectors.square() * weights
 
     assert torch.autograd.gradcheck(sign_invariant, (X,))
+
+
+def test_safe_eigh_masks_gaps_below_the_dtype_rounding_split():
+    # jaxbrr's twin test: L = diag(λ) (V = ±I, Ā_ij = ±F_ij·skew_ij); a 2^-19 gap is above
+    # tau = 1e-6 but below float32's rounding split (4.3e-5 here), a 2^-13 gap above both.
+    eigenvalues = torch.cat([0.05 * torch.arange(16, dtype=F64), torch.tensor([1.0, 1.0 + 2.0**-19, 1.0 + 2.0**-13],
+                                                                              dtype=F64)])
+    cotangent = torch.randn(19, 19, generator=_generator(18), dtype=F64)
+    skew = 0.5 * (cotangent - cotangent.T)
+    for dtype in (torch.float32, F64):
+        L = torch.diag(eigenvalues.to(dtype)).requires_grad_()
+        SafeEigh.apply(L, 1e-6)[1].backward(cotangent.to(dtype))
+        grad = L.grad.abs().double()
+        tied, kept = grad[16, 17].item(), grad[17, 18].item()
+        assert kept == pytest.approx(abs(skew[17, 18].item()) / (2.0**-13 - 2.0**-19), rel=1e-5)
+        assert tied == (0.0 if dtype == torch.float32 else pytest.approx(abs(skew[16, 17].item()) / 2.0**-19, rel=1e-10))
+
+
+def test_safe_eigh_float32_on_a_tied_cluster_follows_float64():
+    # jaxbrr's twin test: the complete graph's 18 tied eigenvalues, a loss through the cluster's
+    # projector only (unique gradient); float32 within p(n)·u·‖L‖ / gap of float64.
+    n = 19
+    L = torch.from_numpy(common_graph.normalized_laplacian(np.ones((n, n)) - np.eye(n), 1e-4))
+    R = torch.randn(n, n, generator=_generator(19), dtype=F64)
+    R = R + R.T
+
+    def gradient(dtype):
+        leaf = L.to(dtype).detach().requires_grad_()
+        cluster = SafeEigh.apply(leaf, 1e-6)[1][:, 1:]
+        ((cluster @ cluster.T) * R.to(dtype)).sum().backward()
+        return leaf.grad.double()
+
+    expected, got = gradient(F64), gradient(torch.float32)
+    eigenvalues = torch.linalg.eigvalsh(L)
+    bound = (common_graph.eigensolver_backward_error(n) * torch.finfo(torch.float32).eps / 2 * eigenvalues.max()
+             / (eigenvalues[1] - eigenvalues[0])).item()
+    error = ((got - expected).abs().max() / expected.abs().max()).item()
+    print(f"SafeEigh float32 vs float64 on an 18-fold tie: {error:.2e} (bound {bound:.2e})")
+    assert error <= bound
 
 
 def test_stop_gradient_gives_no_gradient_to_A():
