@@ -43,13 +43,11 @@ from common.train.log import read_metrics
 from jaxbrr.train.loop import Trainer as JaxTrainer
 from parity.compare import compare_arrays
 from parity.convert import torch_to_jax
-from parity.tolerances import EVERY_EDGE
+from parity.tolerances import EVERY_EDGE, NO_DROPOUT
 from torchref.train.loop import Trainer as TorchTrainer
 
 TINY = "configs/tiny.yaml"
 STEPS = 8
-NO_DROPOUT = ["model.tcn.dropout=0", "model.node_mamba.dropout=0", "model.graph.dropout=0",
-              "model.graph.edge_mamba.dropout=0"]
 TRAIN = ["train.lr=3e-3", "train.warmup_ratio=0.1", "train.weight_decay=0.05", "train.batch_size=2",
          "train.gradient_clip=1e-2", f"train.max_steps={STEPS}", "train.log_every=1"]
 CORPUS = ["data.synthetic.recordings=4", "data.synthetic.patients=2",

@@ -51,13 +51,11 @@ from jaxbrr.train.optim import make_nnx_optimizer
 from jaxbrr.train.step import train_step
 from parity.compare import compare_arrays, compare_trees
 from parity.convert import plan, torch_to_jax
-from parity.tolerances import EVERY_EDGE, arbitrate
+from parity.tolerances import EVERY_EDGE, NO_DROPOUT, arbitrate
 
 TINY = "configs/tiny.yaml"
 STEPS = 20  # the trajectory; also the schedule's total, so warmup W = 2 and the cosine ends at 0
 BATCH_SIZE = 2
-NO_DROPOUT = ["model.tcn.dropout=0", "model.node_mamba.dropout=0", "model.graph.dropout=0",
-              "model.graph.edge_mamba.dropout=0"]
 TRAIN = ["train.lr=3e-3", "train.warmup_ratio=0.1", "train.weight_decay=0.05", f"train.batch_size={BATCH_SIZE}"]
 # ‖g‖ over these 20 steps lies within [0.02, 0.9] (test_trajectory prints it): 1e3 never clips,
 # 1e-2 clips every update (the module docstring says why the dtypes differ).

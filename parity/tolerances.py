@@ -77,6 +77,10 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
 # (parity/test_train.py's docstring has the measurements). Float32 training curves compared across
 # frameworks or device layouts therefore keep every edge: each node's other 18.
 EVERY_EDGE = f"model.graph.top_k={len(REF19) - 1}"
+# Dropout off, for curves that must run the same computation: devices (and frameworks) draw their
+# own masks, whose difference is sampling, not rounding.
+NO_DROPOUT = ["model.tcn.dropout=0", "model.node_mamba.dropout=0", "model.graph.dropout=0",
+              "model.graph.edge_mamba.dropout=0"]
 
 
 def dtype_name(dtype) -> str:

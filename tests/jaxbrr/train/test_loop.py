@@ -47,12 +47,15 @@ from jaxbrr.precision import set_float32_precision
 from jaxbrr.train.__main__ import main as train_main
 from jaxbrr.train.checkpoint import load_model
 from jaxbrr.train.loop import Trainer
-from parity.tolerances import tolerance
+from parity.tolerances import EVERY_EDGE, NO_DROPOUT, tolerance
 
 ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "configs" / "smoke.yaml"
 # batch 8: 6 batches per epoch; 8 steps cross an epoch end (a validation at step 6)
 RUN = ["train.batch_size=8", "train.epochs=2", "train.max_steps=8", "train.log_every=1"]
+# For curves compared across device layouts: the same computation (every device draws its own
+# dropout masks) and no top-k near-tie for the layouts' rounding to flip (parity.tolerances).
+SAME_MATH = [*NO_DROPOUT, EVERY_EDGE]
 PLANTED_NAN = ["model.stability.pe_gradient=full", "model.graph.top_k=1"]
 
 
@@ -363,26 +366,35 @@ def two_processes(work: Path, sets: list[str], compilation_cache: str) -> list[s
 
 
 @pytest.fixture(scope="module")
+def one_device(tmp_path_factory, data_overrides, prepared):
+    """The run on one device with SAME_MATH: what the multi-device layouts are held to."""
+    config = config_for(tmp_path_factory.mktemp("one-device"), data_overrides, *SAME_MATH)
+    trainer = Trainer(config, progress=False, prepared=prepared)
+    trainer.run()
+    return trainer.workdir
+
+
+@pytest.fixture(scope="module")
 def two_devices(tmp_path_factory, data_overrides, compilation_cache):
-    """The uninterrupted run's config on 2 forced CPU devices in one process (batch sharded over
+    """The one_device run's config on 2 forced CPU devices in one process (batch sharded over
     the `data` mesh axis, state replicated, gradients averaged with pmean), with the dynamic PE's
     eigh looped (model.graph.eigh_calls; the batched call deadlocks there)."""
     work = tmp_path_factory.mktemp("two-devices") / "run"
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "JAX_COMPILATION_CACHE_DIR": compilation_cache}
-    command = train_command(work, *data_overrides, *RUN, "model.graph.eigh_calls=looped")
+    command = train_command(work, *data_overrides, *RUN, *SAME_MATH, "model.graph.eigh_calls=looped")
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return work, done, command, env
 
 
-def test_data_parallel_over_two_devices_follows_the_one_device_run(uninterrupted, two_devices):
-    """The loss curve on 2 devices follows the 1-device run within the parity table's trajectory
-    tolerance (not exactly: each device draws its own dropout masks, not the 1-device run's); the
-    batched eigh is refused there, naming the fix."""
+def test_data_parallel_over_two_devices_follows_the_one_device_run(one_device, two_devices):
+    """The loss curve on 2 devices follows the 1-device run of the same math (SAME_MATH) within
+    the parity table's float32 trajectory tolerance: they differ by the gradient mean's order of
+    summation only. The batched eigh is refused there, naming the fix."""
     work, done, command, env = two_devices
     assert "devices: 2 x cpu (data parallel)" in done.stdout
-    expected, got = losses(uninterrupted[1].workdir), losses(work)
+    expected, got = losses(one_device), losses(work)
     assert sorted(got) == sorted(expected) == list(range(1, 9))
     a, b = np.array([got[s] for s in sorted(got)]), np.array([expected[s] for s in sorted(expected)])
     rtol, atol = tolerance("trajectory", "float32")
@@ -400,7 +412,7 @@ def test_two_processes_train_exactly_like_two_devices_in_one(tmp_path, data_over
     the same global steps: every loss, every validation and the best checkpoint's parameters are
     equal, bit for bit. Each host loaded only its half of every batch; host 0 alone wrote the logs."""
     work = tmp_path / "two-hosts"
-    hosts = two_processes(work, [*data_overrides, *RUN], compilation_cache)
+    hosts = two_processes(work, [*data_overrides, *RUN, *SAME_MATH], compilation_cache)
     for host in hosts:
         assert host.returncode == 0, host.stderr[-3000:]
     for r, host in enumerate(hosts):
@@ -412,20 +424,20 @@ def test_two_processes_train_exactly_like_two_devices_in_one(tmp_path, data_over
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_fsdp_over_two_processes_checkpoints_and_follows_one_device(tmp_path, data_overrides, uninterrupted,
+def test_fsdp_over_two_processes_checkpoints_and_follows_one_device(tmp_path, data_overrides, one_device,
                                                                    compilation_cache):
     """Parameters and Adam moments split over two processes (mesh data 1 × fsdp 2): the run
     validates and writes its checkpoints (gathering a split state is a collective that every host
-    joins; host 0 alone once waited there for ever), and its steps, the 1-device program with the
-    same dropout masks, follow the 1-device run within the trajectory tolerance."""
+    joins; host 0 alone once waited there for ever), and its steps follow the 1-device run of the
+    same math within the trajectory tolerance."""
     work = tmp_path / "fsdp-hosts"
-    hosts = two_processes(work, [*data_overrides, *RUN, "train.max_steps=2", "train.mesh.fsdp=2",
+    hosts = two_processes(work, [*data_overrides, *RUN, *SAME_MATH, "train.max_steps=2", "train.mesh.fsdp=2",
                                  "train.mesh.fsdp_min_size=0"], compilation_cache)
     for host in hosts:
         assert host.returncode == 0, host.stderr[-3000:]
         assert "(mesh data 1 x fsdp 2)" in host.stdout
     assert (work / "checkpoints" / "last" / "2" / "model.safetensors").is_file()
-    expected, got = losses(uninterrupted[1].workdir), losses(work)
+    expected, got = losses(one_device), losses(work)
     assert sorted(got) == [1, 2]
     a, b = np.array([got[1], got[2]]), np.array([expected[1], expected[2]])
     rtol, atol = tolerance("trajectory", "float32")

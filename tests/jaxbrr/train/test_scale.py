@@ -37,11 +37,10 @@ from common.data.prefetch import Prefetcher
 from common.data.sampler import balanced_rows, batches, host_rows
 from jaxbrr.train.distributed import initialize_arguments
 from jaxbrr.train.mesh import fsdp_spec, mesh_shape
-from parity.tolerances import EVERY_EDGE, tolerance
+from parity.tolerances import EVERY_EDGE, NO_DROPOUT, tolerance
 
 ROOT = Path(__file__).resolve().parents[3]
-TINY = ["model.graph.eigh_calls=looped", "model.tcn.dropout=0", "model.node_mamba.dropout=0",
-        "model.graph.dropout=0", "model.graph.edge_mamba.dropout=0", "train.batch_size=8", "train.lr=3e-3",
+TINY = ["model.graph.eigh_calls=looped", *NO_DROPOUT, "train.batch_size=8", "train.lr=3e-3",
         "train.warmup_ratio=0", "train.mesh.fsdp_min_size=0",
         EVERY_EDGE]  # no top-k near-tie for the layouts' rounding to flip
 STEPS = 4
