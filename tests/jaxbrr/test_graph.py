@@ -477,18 +477,22 @@ def test_safe_eigh_float32_on_a_tied_cluster_follows_float64():
 
 
 @pytest.mark.parametrize("sign", ["max_abs", "sum"])
-def test_static_pe_equals_torchref(sign):
-    assert np.array_equal(structural_adjacency("ref19"), torch_graph.structural_adjacency("ref19"))
-    assert structural_adjacency("ref19").sum() == 2 * len(REF19_NEIGHBOURS)
+def test_static_pe_is_the_dynamic_pe_of_the_10_20_graph(x64, sign):
+    """The static PE (numpy, common.graph, once for both twins) against jaxbrr's own dynamic path
+    on the same graph (jaxbrr's Laplacian, jnp eigh, jaxbrr's sign rules), float64. The spectrum
+    has no degenerate eigenspace (gaps > 1e-3), so the eigenvectors are unique up to sign."""
+    A = structural_adjacency("ref19")
+    assert np.array_equal(A, torch_graph.structural_adjacency("ref19").numpy())
+    assert A.sum() == 2 * len(REF19_NEIGHBOURS)
     got = static_pe("ref19", 16, sign)  # float64 whatever jax_enable_x64 says
-    expected = torch_graph.static_pe("ref19", 16, sign).numpy()
+    expected = np.asarray(laplacian_pe(jnp.asarray(A)[None, None], 16, sign, "stop", 1e-6, 1, 0.0, False))[0, 0]
     assert got.dtype == np.float64 and got.shape == (19, 16)
     # `sum` is unstable by design on this mirror-symmetric graph: its antisymmetric
     # eigenvectors sum to ±1e-15, so rounding picks their sign; compare those up to sign
     decided = np.abs(expected.sum(axis=0)) > 1e-8 if sign == "sum" else np.ones(16, bool)
     difference = np.abs(got - expected)[:, decided].max()
     up_to_sign = np.abs(np.abs(got) - np.abs(expected)).max()
-    print(f"static_pe sign={sign} vs torchref: {difference:.2e} ({decided.sum()} columns)")
+    print(f"static_pe sign={sign} vs jaxbrr's dynamic PE of the same graph: {difference:.2e} ({decided.sum()} columns)")
     assert difference <= 1e-12 and up_to_sign <= 1e-12
 
 
