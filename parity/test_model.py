@@ -36,7 +36,7 @@ SWITCHES = {
     "v2": ["model.architecture=v2"],
     "tcn": ["model.architecture=tcn"],
     "graph-off": ["model.graph.enabled=false"],
-    "static-pe": ["model.graph.use_dynamic_pe=false"],  # pe_sign sum (the default): see test_modules.test_static_pe
+    "static-pe": ["model.graph.use_dynamic_pe=false"],  # pe_sign sum (the default): one numpy PE for both twins
     "static-pe-max_abs": ["model.graph.use_dynamic_pe=false", "model.graph.pe_sign=max_abs"],
 }
 
