@@ -48,8 +48,8 @@ class SeizureDetector(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         guards = config.stability.guards == "original"
-        # precision bfloat16: convolutions, projections and Mamba matmuls compute in bf16 on float32
-        # parameters; the scan's dt/A/cumsums/decays and the gated norm's statistics stay float32
+        # precision bfloat16: convolutions (the edge lift and projection too, as under torch's autocast),
+        # projections and Mamba matmuls compute in bf16 on float32 parameters; the scan's dt/A/cumsums/decays and the gated norm's statistics stay float32
         # (jaxbrr/ssm.py, mamba.py), so do common.stages.FLOAT32_STAGES (similarities, graph, eigh
         # PE, GNN: their inputs are upcast, as torchref's), and logits return as float32.
         dtype = jnp.bfloat16 if config.precision == "bfloat16" else None
@@ -61,10 +61,10 @@ class SeizureDetector(nnx.Module):
                                        remat=config.remat, rngs=rngs, dtype=dtype)
             if config.graph.enabled:
                 g = config.graph
-                self.edge_lift = pointwise_conv(1, g.edge_lift, EDGE_LIFT_GAIN, rngs=rngs, bias=False)
+                self.edge_lift = pointwise_conv(1, g.edge_lift, EDGE_LIFT_GAIN, rngs=rngs, bias=False, dtype=dtype)
                 self.edge_mamba = BiMamba2(g.edge_mamba, config.ssm, guards, config.layernorm_eps,
                                            remat=config.remat, rngs=rngs, dtype=dtype)
-                self.edge_proj = pointwise_conv(g.edge_lift, 1, 1.0, rngs=rngs)
+                self.edge_proj = pointwise_conv(g.edge_lift, 1, 1.0, rngs=rngs, dtype=dtype)
                 self.gnn = GraphMixer(g, d, g.k_eigenvectors, config.layernorm_eps, rngs=rngs)
                 if not g.use_dynamic_pe:  # computed here, outside any trace; fails early for bipolar
                     _static_pe(config.montage, g.k_eigenvectors, g.pe_sign)
@@ -124,7 +124,8 @@ class SeizureDetector(nnx.Module):
         if self.guards:  # original: clamp ±3 after the lift
             f = jnp.clip(f, -GUARD_EDGE_LIFT, GUARD_EDGE_LIFT)
         f = self.edge_mamba(f)  # (B·E, L, F)
-        w = softplus(self.edge_proj(f))  # torch's threshold, as torchref  # (B·E, L, 1)
+        # softplus in float32 at least, as torch's CUDA autocast runs it (torchref on every device); torch's threshold
+        w = softplus(at_least_float32(self.edge_proj(f)))  # (B·E, L, 1)
         return rearrange(w, "(b e) l 1 -> b e l", b=s.shape[0])
 
     def _adjacency(self, w: jax.Array) -> jax.Array:  # (B, E, L) -> (B, L, N, N)

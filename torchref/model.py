@@ -37,6 +37,7 @@ from common.stages import FLOAT32_STAGES, run_stages
 from torchref import graph
 from torchref.gnn import GraphMixer
 from torchref.mamba import BiMamba2
+from torchref.ssm import at_least_float32
 from torchref.tcn import ProjectionHead, TCNEncoder, pointwise_conv
 
 # model.precision bfloat16, as jaxbrr/model.py: convolutions, projections and Mamba matmuls run in
@@ -116,7 +117,8 @@ class SeizureDetector(nn.Module):
         if self.guards:  # original: clamp ±3 after the lift
             f = f.clamp(-GUARD_EDGE_LIFT, GUARD_EDGE_LIFT)
         f = self.edge_mamba(rearrange(f, "be f l -> be l f"))  # (B·E, L, F)
-        w = F.softplus(self.edge_proj(rearrange(f, "be l f -> be f l")))  # (B·E, 1, L)
+        # softplus in float32 at least: CUDA autocast runs it so, CPU autocast would not (bf16 precision)
+        w = F.softplus(at_least_float32(self.edge_proj(rearrange(f, "be l f -> be f l"))))  # (B·E, 1, L)
         return rearrange(w, "(b e) 1 l -> b e l", b=s.shape[0])
 
     def _adjacency(self, w: torch.Tensor) -> torch.Tensor:  # (B, E, L) -> (B, L, N, N)

@@ -34,15 +34,12 @@ from common.train.class_weight import (
     FOCAL_PT_EPS,
     loss_pos_weight,
 )
-
-
-def _at_least_float32(x: jax.Array) -> jax.Array:
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+from jaxbrr.ssm import at_least_float32
 
 
 def bce_with_logits(logits: jax.Array, labels: jax.Array, pos_weight: float | jax.Array = 1.0) -> jax.Array:
     """Per element −[w·y·log σ(z) + (1−y)·log(1−σ(z))] (torch's BCEWithLogitsLoss, reduction none)."""
-    z = _at_least_float32(logits)
+    z = at_least_float32(logits)
     y = labels.astype(z.dtype)
     return pos_weight * y * jax.nn.softplus(-z) + (1 - y) * jax.nn.softplus(z)  # (B, T)
 
@@ -55,7 +52,7 @@ def focal_loss(
     pos_weight: float | jax.Array = 1.0,
 ) -> jax.Array:
     """The original's focal loss per element (module docstring); pos_weight is used as given."""
-    z = jnp.clip(_at_least_float32(logits), -FOCAL_LOGIT_CLAMP, FOCAL_LOGIT_CLAMP)
+    z = jnp.clip(at_least_float32(logits), -FOCAL_LOGIT_CLAMP, FOCAL_LOGIT_CLAMP)
     y = labels.astype(z.dtype)
     bce = bce_with_logits(z, y, pos_weight)  # (B, T)
     p = jnp.clip(jax.nn.sigmoid(z), FOCAL_PROB_EPS, 1 - FOCAL_PROB_EPS)

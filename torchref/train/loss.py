@@ -35,15 +35,12 @@ from common.train.class_weight import (
     FOCAL_PT_EPS,
     loss_pos_weight,
 )
-
-
-def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
-    return x.to(torch.promote_types(x.dtype, torch.float32))
+from torchref.ssm import at_least_float32
 
 
 def bce_with_logits(logits: torch.Tensor, labels: torch.Tensor, pos_weight: float = 1.0) -> torch.Tensor:
     """Per element −[w·y·log σ(z) + (1−y)·log(1−σ(z))] (torch's BCEWithLogitsLoss, reduction none)."""
-    z = _at_least_float32(logits)
+    z = at_least_float32(logits)
     weight = torch.full((), pos_weight, dtype=z.dtype, device=z.device)  # a fill on the device, no host copy
     return F.binary_cross_entropy_with_logits(z, labels.to(z.dtype), pos_weight=weight, reduction="none")
 
@@ -56,7 +53,7 @@ def focal_loss(
     pos_weight: float = 1.0,
 ) -> torch.Tensor:
     """The original's focal loss per element (module docstring); pos_weight is used as given."""
-    z = _at_least_float32(logits).clamp(-FOCAL_LOGIT_CLAMP, FOCAL_LOGIT_CLAMP)
+    z = at_least_float32(logits).clamp(-FOCAL_LOGIT_CLAMP, FOCAL_LOGIT_CLAMP)
     y = labels.to(z.dtype)
     bce = bce_with_logits(z, y, pos_weight)  # (B, T)
     p = torch.sigmoid(z).clamp(FOCAL_PROB_EPS, 1 - FOCAL_PROB_EPS)
