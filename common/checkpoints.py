@@ -105,9 +105,12 @@ def jaxbrr_meta(step_dir: str | Path) -> dict:
     """The meta item of a jaxbrr step folder (orbax writes it as JSON): config, progress, time."""
     path = Path(step_dir) / "meta" / "metadata"
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{step_dir}: unreadable checkpoint metadata {path} ({error}); {FIX}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{step_dir}: checkpoint metadata {path} holds no config; {FIX}")
+    return meta
 
 
 def jaxbrr_step(located: Located) -> Path | None:

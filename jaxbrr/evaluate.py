@@ -25,9 +25,18 @@ FA/24h, the reference and hypothesis `.csv_bi` files it scored and plots (common
 "checkpoint", "source", "skipped" (files the cache build could not use, with the reason) and
 "labels_cut" ({stem: {"clipped_events", "dropped_events", "annotations"}} for recordings whose
 seizure events ran past their end; printed too).
-Exit status: 0 scored; 2 bad arguments, checkpoint or input files, and with --edf-dir also when
-an EDF under DIR was skipped (the others are scored, the skipped ones listed on stderr). With
---split the split is what the cache holds; files skipped building it are listed, exit 0.
+--score adds "unmatched": {"reference": [files], "hypothesis": [files]}, the files with no file of
+the same name on the other side, which are not scored.
+
+With --split the recordings are those the checkpoint's own config puts in that split, the split
+its training used: `--set` may not change what decides it (SPLIT_FIELDS below), since another
+split could hand the model its own training patients to score; --edf-dir DIR scores other
+recordings.
+
+Exit status: 0 scored; 2 bad arguments, checkpoint or input files, and also when an input was left
+out: with --edf-dir an EDF under DIR that was skipped, with --score a file without a partner of the
+same name (the others are scored, the left-out ones listed on stderr). With --split the split is
+what the cache holds; files skipped building it are listed, exit 0.
 """
 
 from __future__ import annotations
@@ -38,10 +47,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.config import ConfigError, parse_override
 from common.eval.report import checkpoint_lines
-from common.eval.score import METRICS_FILE, metrics_table, read_pairs, score_pairs, write_metrics
+from common.eval.score import METRICS_FILE, metrics_table, pair_records, score_pairs, write_metrics
 
 EXIT_OK, EXIT_INPUT = 0, 2
+
+# What decides which recordings are in which split (common/data/prepare.py `prepare`): the files
+# found (edf_glob, and synthetic, which writes them), whose they are (corpus), the split itself,
+# and which recordings the cache build keeps, since a seeded split permutes the patients of the
+# cached recordings and one left out reshuffles them all (preprocess, and how labels are read).
+# data.data_dir may change: the same corpus moved to another machine or folder holds the same
+# patients, hence the same split.
+SPLIT_FIELDS = ("data.edf_glob", "data.synthetic", "data.corpus", "data.split",
+                "data.seizure_labels", "data.background_labels", "data.label_duration_tolerance_seconds",
+                "preprocess")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -54,6 +74,18 @@ def default_out_dir(step_dir: Path, source: str) -> Path:
         raise ValueError(f"{step_dir} is not inside a run's checkpoints/ folder, so there is no "
                          "run folder to write into: pass --out DIR")
     return step_dir.parents[2] / "eval" / f"{step_dir.parent.name}-{step_dir.stem}" / source
+
+
+def refuse_split_overrides(overrides: Sequence[str], split: str) -> None:
+    """ConfigError for the first `--set` of a field in SPLIT_FIELDS (or of a section holding one):
+    with --split the split is the checkpoint's own."""
+    for text in overrides:
+        key, _ = parse_override(text)
+        if any(key == f or key.startswith(f"{f}.") or f.startswith(f"{key}.") for f in SPLIT_FIELDS):
+            raise ConfigError(
+                f"--set {text}: {key} decides which recordings are in which split, so with --split it stays "
+                f"the checkpoint's: another value could put the model's training patients into the {split} "
+                "split it scores; drop this --set, or score other recordings with --edf-dir DIR")
 
 
 def _recordings(config, split: str | None, edf_dir: str | None, progress: bool):
@@ -76,8 +108,10 @@ def _recordings(config, split: str | None, edf_dir: str | None, progress: bool):
     prepared = prepare(config, progress=progress)
     stems = prepared.splits[split]
     if not stems:
-        raise ValueError(f"the {split} split of {config.data.data_dir} is empty: choose the other "
-                         f"split, set data.split.{split}_fraction > 0 (--set), or use --edf-dir DIR")
+        other = "eval" if split == "dev" else "dev"
+        raise ValueError(f"the {split} split of {config.data.data_dir} is empty: the checkpoint's "
+                         f"data.split, which its training used, puts no recording in it; evaluate "
+                         f"--split {other}, or score other recordings with --edf-dir DIR")
     skipped = prepared.build.survey.left_out + prepared.build.skipped if prepared.build is not None else []
     return prepared.corpus, stems, skipped, {"split": split, "data_dir": config.data.data_dir}
 
@@ -101,7 +135,6 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
                    progress: bool = True, config_path: str | None = None) -> int:
     """Load, predict every recording, score, write; the exit status of the module docstring."""
     from common.checkpoints import CheckpointError
-    from common.config import ConfigError
     from common.data.prepare import label_issues, labels_cut
     from common.eval.recordings import predict_recordings
     from common.eval.report import evaluate_traces
@@ -111,6 +144,8 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     split = split or ("dev" if edf_dir is None else None)
     source_name = split if edf_dir is None else f"edf-{Path(edf_dir).resolve().name}"
     try:
+        if edf_dir is None:
+            refuse_split_overrides(overrides, split)
         config, model, step_dir = load_checkpoint(checkpoint, overrides, config_path)
         for rate in config.eval.fa_rates:  # fixed metric names, checked before any compute
             metric_name(rate)
@@ -163,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"write DIR/{METRICS_FILE} (with --checkpoint also the plots and the "
                              ".csv_bi files; default WORKDIR/eval/<kind>-<step>/<split or DIR name>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --checkpoint: override a config field outside `model`")
+                        help="with --checkpoint: override a config field outside `model` (with --split, "
+                             "not those that decide the split: data.split.*, data.corpus, preprocess.*, ...)")
     parser.add_argument("--max-timelines", type=int, default=20, metavar="N",
                         help="with --checkpoint: plot at most N per-recording timelines (default 20)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -184,14 +220,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _score_mode(args) -> int:
     try:
-        pairs = read_pairs(*args.score)
-        metrics = score_pairs(pairs)
-    except (OSError, ValueError) as err:  # missing folders, unpaired or malformed files
+        pairing = pair_records(*args.score)
+        metrics = score_pairs(pairing.pairs)
+    except (OSError, ValueError) as err:  # missing folders, no pair at all, malformed files
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
+    metrics["unmatched"] = {"reference": list(map(str, pairing.reference_only)),
+                            "hypothesis": list(map(str, pairing.hypothesis_only))}
     print(metrics_table(metrics))
     if args.out:
         print(f"wrote {write_metrics(metrics, args.out)}")
+    if pairing.reference_only or pairing.hypothesis_only:
+        print(f"error: {pairing.unmatched_message()}", file=sys.stderr)
+        return EXIT_INPUT
     return EXIT_OK
 
 

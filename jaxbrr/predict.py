@@ -92,7 +92,8 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
     config). What the reader ignored is printed.
 
     Raises CheckpointError (not weights, or ones that cannot be restored) or ConfigError (a bad
-    override), each naming the path and the fix.
+    override), each naming the path and the fix. Any other error (a bug, out of memory) is not the
+    checkpoint's and surfaces as it is.
     """
     from jaxbrr.weights import WeightsError, load_model
 
@@ -104,7 +105,11 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
         raise
     except WeightsError as err:
         raise CheckpointError(str(err)) from None
-    except Exception as err:  # orbax, JSON, missing items: all mean "not a usable checkpoint"
+    # What a damaged or foreign checkpoint raises (the readers wrap the rest in CheckpointError):
+    # orbax and tensorstore a ValueError (a tree or shape that does not match the config, missing
+    # or corrupt array files: NOT_FOUND, DATA_LOSS) or FileNotFoundError (no model item), json a
+    # JSONDecodeError (a ValueError), a meta or nan.json without its config a KeyError.
+    except (ValueError, KeyError, OSError) as err:
         raise CheckpointError(f"{where}: cannot restore the model ({type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}); {FIX}") from None
     for note in notes:

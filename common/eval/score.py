@@ -1,7 +1,8 @@
 """Scores of (reference, hypothesis) `.csv_bi` records: NEDC v6.0.0 OVLP, TAES and epoch for the
 seiz label (common/eval/nedc.py) and SzCORE event scoring averaged over subjects
 (common/eval/szcore.py), as one dict, its table, and metrics.json (jaxbrr/evaluate.py documents
-the schema). Used by `python -m jaxbrr.evaluate --score` and by common/eval/report.py.
+the schema); and the pairing of two folders of `.csv_bi` files by name. Used by
+`python -m jaxbrr.evaluate --score` and by common/eval/report.py.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.data.csv_bi import CsvBi, read_csv_bi
@@ -76,27 +78,68 @@ def write_metrics(metrics: dict, out_dir: str | Path) -> Path:
     return path
 
 
-def read_pairs(ref_dir: str | Path, hyp_dir: str | Path) -> list[tuple[CsvBi, CsvBi]]:
-    """(reference, hypothesis) records paired by file name, sorted by name.
+@dataclass
+class Pairing:
+    """The records of two folders paired by file name, and the files left without a partner."""
 
-    `*.csv_bi` files are found at any depth (TUSZ nests them by patient and session); a name
-    found twice under one folder, or on one side only, is an error naming the file(s).
+    ref_dir: Path
+    hyp_dir: Path
+    pairs: list[tuple[CsvBi, CsvBi]]  # (reference, hypothesis), sorted by name
+    reference_only: list[Path]  # no hypothesis file of the same name
+    hypothesis_only: list[Path]  # no reference file of the same name
+
+    def unmatched_lines(self) -> list[str]:
+        return ([f"{path} has no hypothesis file of the same name under {self.hyp_dir}" for path in self.reference_only]
+                + [f"{path} has no reference file of the same name under {self.ref_dir}" for path in self.hypothesis_only])
+
+    def unmatched_message(self) -> str:
+        """One message naming every file without a partner (callers print it when there are any)."""
+        lines = self.unmatched_lines()
+        return (f"{len(lines)} file(s) without a partner of the same name, not scored (the other "
+                f"{len(self.pairs)} pair(s) are); a recording whose prediction or labels were skipped has "
+                "one side only: fix that recording and rerun the step that skipped it, or remove the "
+                "file\n  " + "\n  ".join(lines))
+
+
+def _csv_bi_files(side: str, folder: Path) -> dict[str, Path]:
+    """name -> path of the `*.csv_bi` files at any depth (TUSZ nests them by patient and session)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{side} folder {folder} does not exist")
+    files: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*.csv_bi")):
+        if path.name in files:
+            raise ValueError(f"{side} folder {folder} holds {path.name} twice: {files[path.name]} and {path}")
+        files[path.name] = path
+    if not files:
+        raise ValueError(f"{side} folder {folder} holds no .csv_bi files")
+    return files
+
+
+def pair_records(ref_dir: str | Path, hyp_dir: str | Path) -> Pairing:
+    """The (reference, hypothesis) records whose files have the same name, at any depth of each
+    folder; a file on one side only is left out and listed, not scored. A name found twice under
+    one folder, an empty or missing folder, or no name on both sides is an error naming the files.
     """
-    found = {}
-    for side, folder in (("reference", Path(ref_dir)), ("hypothesis", Path(hyp_dir))):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{side} folder {folder} does not exist")
-        files: dict[str, Path] = {}
-        for path in sorted(folder.rglob("*.csv_bi")):
-            if path.name in files:
-                raise ValueError(f"{side} folder {folder} holds {path.name} twice: {files[path.name]} and {path}")
-            files[path.name] = path
-        if not files:
-            raise ValueError(f"{side} folder {folder} holds no .csv_bi files")
-        found[side] = files
-    refs, hyps = found["reference"], found["hypothesis"]
-    for name in sorted(refs.keys() ^ hyps.keys()):
-        missing, present = ("hypothesis", refs[name]) if name in refs else ("reference", hyps[name])
-        raise ValueError(f"{present} has no {missing} file of the same name under "
-                         f"{hyp_dir if missing == 'hypothesis' else ref_dir}")
-    return [(read_csv_bi(refs[name]), read_csv_bi(hyps[name])) for name in sorted(refs)]
+    ref_dir, hyp_dir = Path(ref_dir), Path(hyp_dir)
+    refs, hyps = _csv_bi_files("reference", ref_dir), _csv_bi_files("hypothesis", hyp_dir)
+    names = sorted(refs.keys() & hyps.keys())
+    pairing = Pairing(ref_dir, hyp_dir, [], [refs[n] for n in sorted(refs.keys() - hyps.keys())],
+                      [hyps[n] for n in sorted(hyps.keys() - refs.keys())])
+    if not names:  # every file is on one side only: name one of each side, not thousands
+        raise ValueError(f"no file name is in both folders, so nothing can be scored: "
+                         f"{pairing.reference_only[0]} has no hypothesis file of the same name under {hyp_dir}, "
+                         f"nor {pairing.hypothesis_only[0]} a reference under {ref_dir} ({len(refs)} and "
+                         f"{len(hyps)} files, none paired); a hypothesis is scored against the reference "
+                         "named <stem>.csv_bi like it: check that the folders hold the same recordings")
+    pairing.pairs = [(read_csv_bi(refs[name]), read_csv_bi(hyps[name])) for name in names]
+    return pairing
+
+
+def read_pairs(ref_dir: str | Path, hyp_dir: str | Path) -> list[tuple[CsvBi, CsvBi]]:
+    """pair_records' pairs when every file has its partner (a scoring set that must be complete,
+    such as NEDC's sample); else the error names the first file without one."""
+    pairing = pair_records(ref_dir, hyp_dir)
+    unmatched = pairing.unmatched_lines()
+    if unmatched:
+        raise ValueError(unmatched[0])
+    return pairing.pairs

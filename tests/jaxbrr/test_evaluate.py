@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -45,12 +46,35 @@ def test_undefined_szcore_metrics_are_null_in_json(tmp_path, capsys):
     assert szcore["mean"]["precision"] is None and szcore["mean"]["sensitivity"] == 0
 
 
-def test_unpaired_or_malformed_files_exit_2_naming_the_file(tmp_path, capsys):
-    _file(tmp_path / "ref", "a_s001_t000.csv_bi")
+def test_unpaired_files_are_listed_and_the_pairs_scored(tmp_path, capsys):
+    """The clinic chain (predict, data labels, --score) where a recording's labels were skipped, and
+    another's prediction: the pair left is scored and written, the two listed in one message, exit 2."""
+    ref, hyp, out = tmp_path / "ref", tmp_path / "hyp", tmp_path / "out"
+    _file(ref, "a_s001_t000.csv_bi", "TERM,10.0000,20.0000,seiz,1.0000\n")
+    _file(ref, "b_s001_t000.csv_bi", "TERM,10.0000,20.0000,seiz,1.0000\n")
+    _file(hyp, "a_s001_t000.csv_bi", "TERM,10.0000,20.0000,seiz,0.9000\n")
+    _file(hyp, "c_s001_t000.csv_bi", "TERM,50.0000,60.0000,seiz,0.9000\n")
+    assert main(["--score", str(ref), str(hyp), "--out", str(out)]) == 2
+    printed = capsys.readouterr()
+    assert printed.err == (
+        "error: 2 file(s) without a partner of the same name, not scored (the other 1 pair(s) are); a "
+        "recording whose prediction or labels were skipped has one side only: fix that recording and rerun "
+        "the step that skipped it, or remove the file\n"
+        f"  {ref / 'b_s001_t000.csv_bi'} has no hypothesis file of the same name under {hyp}\n"
+        f"  {hyp / 'c_s001_t000.csv_bi'} has no reference file of the same name under {ref}\n")
+    assert "NEDC OVLP        100.0000%   100.0000%" in printed.out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["records"] == 1 and metrics["nedc"]["ovlp"]["seiz"]["targets"] == 1
+    assert metrics["unmatched"] == {"reference": [str(ref / "b_s001_t000.csv_bi")],
+                                    "hypothesis": [str(hyp / "c_s001_t000.csv_bi")]}
+
+
+def test_no_pair_or_malformed_files_exit_2_naming_the_file(tmp_path, capsys):
     _file(tmp_path / "ref", "b_s001_t000.csv_bi")
     _file(tmp_path / "hyp", "a_s001_t000.csv_bi")
-    assert main(["--score", str(tmp_path / "ref"), str(tmp_path / "hyp")]) == 2
-    assert "b_s001_t000.csv_bi has no hypothesis file" in capsys.readouterr().err
+    assert main(["--score", str(tmp_path / "ref"), str(tmp_path / "hyp"), "--out", str(tmp_path / "out")]) == 2
+    assert "no file name is in both folders, so nothing can be scored" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
     _file(tmp_path / "hyp", "b_s001_t000.csv_bi", "TERM,5,1,seiz,1\n")
     assert main(["--score", str(tmp_path / "ref"), str(tmp_path / "hyp")]) == 2
     assert "hyp/b_s001_t000.csv_bi:4: need 0 <= start < stop" in capsys.readouterr().err
@@ -115,7 +139,8 @@ def test_checkpoint_mode_on_an_edf_dir_skips_and_reports_a_bad_file(synthetic_ru
     (folder / "bad_s001_t000.csv_bi").write_text("# version = csv_v1.0.0\n")
     out = tmp_path / "out"
     assert main(["--checkpoint", str(synthetic_run), "--edf-dir", str(folder), "--out", str(out),
-                 "--no-progress", "--max-timelines", "0", "--set", "eval.threshold_steps=4"]) == 2
+                 "--no-progress", "--max-timelines", "0", "--set", "eval.threshold_steps=4",
+                 "--set", "data.split.seed=7"]) == 2  # no split with --edf-dir: its fields are free
     err = capsys.readouterr().err
     assert f"skipped {folder / 'bad_s001_t000.edf'}: {folder / 'bad_s001_t000.edf'}: corrupt header" in err
     assert f"1 of 2 EDF files under {folder} skipped (above); the other 1 are scored" in err
@@ -165,7 +190,8 @@ def test_checkpoint_mode_bad_arguments_exit_2(synthetic_run, tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "nowhere")]) == 2
     assert "no such file or folder; point it at a run folder" in capsys.readouterr().err
     assert main(["--checkpoint", str(synthetic_run), "--split", "eval"]) == 2  # eval_fraction 0
-    assert "the eval split of" in capsys.readouterr().err
+    assert ("is empty: the checkpoint's data.split, which its training used, puts no recording in it; "
+            "evaluate --split dev, or score other recordings with --edf-dir DIR") in capsys.readouterr().err
     assert main(["--checkpoint", str(synthetic_run), "--set", "eval.fa_rates=[3.0]"]) == 2
     assert "eval.fa_rates holds 3, which has no metric name" in capsys.readouterr().err
     assert main(["--checkpoint", str(synthetic_run), "--edf-dir", str(tmp_path / "none")]) == 2
@@ -173,3 +199,43 @@ def test_checkpoint_mode_bad_arguments_exit_2(synthetic_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["--score", "a", "b", "--split", "dev"])
     assert info.value.code == 2 and "--split only apply with --checkpoint" in capsys.readouterr().err
+
+
+def test_split_fields_cannot_change_the_split_being_scored(synthetic_run, capsys):
+    """Recomputing the split with another eval_fraction would score a training patient as `eval`:
+    with --split (dev by default) what decides the split is refused before anything is computed."""
+    before = sorted(synthetic_run.rglob("*"))
+    for split_args, override in ((["--split", "eval"], "data.split.eval_fraction=0.5"),
+                                 ([], "data.split.seed=1"),
+                                 (["--split", "dev"], "data.corpus=folder")):
+        assert main(["--checkpoint", str(synthetic_run), *split_args, "--set", override, "--no-progress"]) == 2
+        key = override.split("=")[0]
+        split = split_args[1] if split_args else "dev"
+        assert capsys.readouterr().err == (
+            f"error: --set {override}: {key} decides which recordings are in which split, so with --split it "
+            f"stays the checkpoint's: another value could put the model's training patients into the {split} "
+            "split it scores; drop this --set, or score other recordings with --edf-dir DIR\n")
+    assert sorted(synthetic_run.rglob("*")) == before  # nothing evaluated, nothing written
+
+
+@pytest.mark.parametrize("override", [
+    "data.edf_glob='**/x.edf'", "data.synthetic=null", "data.synthetic.seed=4",
+    "data.corpus=folder", "data.split={kind: seeded}", "data.split.kind=seeded", "data.split.dev_fraction=0.1",
+    "data.seizure_labels=[seiz]", "data.background_labels=[bckg]", "data.label_duration_tolerance_seconds=9",
+    "preprocess.notch_hz=50", "preprocess={}", "data={}",
+])
+def test_every_field_that_decides_the_split_is_refused(override):
+    from common.config import ConfigError
+    from jaxbrr.evaluate import refuse_split_overrides
+
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=f"^{re.escape(f'--set {override}: {key} decides which recordings')}"):
+        refuse_split_overrides(["postprocess.tau_on=0.7", override], "eval")
+
+
+def test_fields_outside_the_split_may_change():
+    from jaxbrr.evaluate import refuse_split_overrides
+
+    refuse_split_overrides(["postprocess.tau_on=0.7", "eval.batch_size=2", "data.cache_dir=/tmp/c", "data.data_dir=/moved",
+                            "data.window_seconds=8", "data.balance.enabled=false", "model.ssm.scan=chunked",
+                            "train.seed=3", "data.splitting=1"], "dev")  # a prefix is no field

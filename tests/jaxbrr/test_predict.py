@@ -156,6 +156,30 @@ def test_bad_checkpoints_exit_2_naming_the_path_and_the_fix(bipolar_run, chbmit,
     assert not list(tmp_path.glob("*.csv_bi"))
 
 
+def test_a_damaged_checkpoint_is_refused_but_a_bug_surfaces(bipolar_run, tmp_path, monkeypatch):
+    """A damaged checkpoint (here a meta without its config) is refused naming the step and what is
+    missing; anything else (a bug, out of memory) is no checkpoint's fault and surfaces."""
+    import json
+
+    import jaxbrr.weights
+    from common.checkpoints import CheckpointError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(bipolar_run, broken)
+    step = broken / "checkpoints" / "best" / "1"
+    meta = json.loads((step / "meta" / "metadata").read_text())
+    (step / "meta" / "metadata").write_text(json.dumps({"progress": meta["progress"]}))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(broken)
+    assert str(info.value).startswith(f"{step}: checkpoint metadata {step / 'meta' / 'metadata'} holds no config; ")
+    for error in (RuntimeError("a bug"), TypeError("a bug"), MemoryError("out of memory")):
+        def load_model(*args, error=error):
+            raise error
+        monkeypatch.setattr(jaxbrr.weights, "load_model", load_model)
+        with pytest.raises(type(error), match=str(error)):
+            load_checkpoint(bipolar_run)
+
+
 def test_model_ssm_overrides_rebuild_the_model_on_the_same_weights(bipolar_run):
     """How the scan is computed is not what a run learned: --set model.ssm.scan rebuilds the model
     with another scan on the same weights (a checkpoint trained with scan pallas on a GPU runs with
