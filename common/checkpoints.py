@@ -265,7 +265,7 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
             arrays, report = original.rename_original(state, shapes(config.model), config.model, str(path))
         except ValueError as error:
             raise CheckpointError(str(error)) from None
-        return Weights(config, dict(arrays), "original", path, notes=[*notes, *str(report).splitlines()])
+        return Weights(config, dict(arrays), "original", path, notes=[*notes, *report.counts(), *report.notes])
     if isinstance(saved, dict):
         return Weights(_needs_config(path, config_path, "a bare state dict"), _arrays(saved, path), "pt", path)
     raise CheckpointError(f"{path}: holds a {type(saved).__name__}, not weights; {FIX}")

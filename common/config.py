@@ -11,6 +11,7 @@ Every number the model or pipeline uses lives here; nothing is read from the env
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -466,7 +467,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key.sub=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:  # e.g. data.edf_glob=*.edf: YAML reads * as an alias
+        first = str(error).splitlines()[0]
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({first}); quote it, "
+                          f"e.g. --set '{key.strip()}=\"{raw}\"'") from None
     # YAML 1.1 reads 3e-4 as a string; accept it as the number a user meant.
     if isinstance(value, str):
         try:
@@ -517,6 +523,27 @@ def config_from_dict(tree: dict, source: str = "<dict>") -> Config:
         return TypeAdapter(Config).validate_python(tree)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
+
+
+# The commands' default config: the current folder's, else the repository's (the package is
+# installed editable from it); its relative paths are taken from the current folder either way.
+DEFAULT_CONFIG = "configs/default.yaml"
+REPOSITORY_DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / DEFAULT_CONFIG
+DEFAULT_CONFIG_HELP = f"YAML config (default: {DEFAULT_CONFIG} of the current folder, else {REPOSITORY_DEFAULT_CONFIG})"
+
+
+def default_config() -> Path:
+    """configs/default.yaml of the current folder, else the repository's (said on stderr); a
+    ConfigError when neither exists (the package installed from elsewhere than its repository)."""
+    here = Path(DEFAULT_CONFIG)
+    if here.is_file():
+        return here
+    if REPOSITORY_DEFAULT_CONFIG.is_file():
+        print(f"config: {REPOSITORY_DEFAULT_CONFIG} (no {DEFAULT_CONFIG} in the current folder; the config's "
+              "relative paths are still taken from here)", file=sys.stderr)
+        return REPOSITORY_DEFAULT_CONFIG
+    raise ConfigError(f"{DEFAULT_CONFIG}: not in the current folder, nor at {REPOSITORY_DEFAULT_CONFIG}: run from "
+                      "the repository root or pass --config PATH")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -127,15 +127,17 @@ class LoadReport:
     notes: tuple[str, ...] = ()
     source: str | None = None
 
-    def __str__(self) -> str:
+    def counts(self) -> list[str]:
+        """Tensors loaded and ignored, the ignored by reason: the report without its notes."""
         lines = [f"original checkpoint{f' {self.source}' if self.source else ''}: "
                  f"{len(self.mapped)} tensors loaded, {len(self.ignored)} ignored"]
         by_reason: dict[str, int] = {}
         for reason in self.ignored.values():
             by_reason[reason] = by_reason.get(reason, 0) + 1
-        lines += [f"  ignored {count:>4}  {reason}" for reason, count in by_reason.items()]
-        lines += [f"  note: {note}" for note in self.notes]
-        return "\n".join(lines)
+        return lines + [f"  ignored {count:>4}  {reason}" for reason, count in by_reason.items()]
+
+    def __str__(self) -> str:
+        return "\n".join([*self.counts(), *(f"  note: {note}" for note in self.notes)])
 
 
 def _torchref_regex(pattern: str) -> re.Pattern:

@@ -1,7 +1,7 @@
 """Data command line.
 
     python -m jaxbrr.data synth --out DIR --recordings N --seed S
-    python -m jaxbrr.data build --config CFG [--set key=value ...]
+    python -m jaxbrr.data build [--config CFG] [--set key=value ...]
     python -m jaxbrr.data inspect FILE.edf [--montage ref19|bipolar] [--config CFG] [--plot out.png]
     python -m jaxbrr.data labels DIR --out DIR [--corpus auto|tusz|siena|chbmit|folder]
 
@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.config import ConfigError, load_config
+from common.config import DEFAULT_CONFIG_HELP, ConfigError, default_config, load_config
 
 
 def _synth(args) -> int:
@@ -29,11 +29,23 @@ def _synth(args) -> int:
 
 
 def _build(args) -> int:
+    """Exit 2 when no recording could be used (all skipped, or none found); a build that skipped
+    some but kept others exits 0, the skipped ones listed in its summary."""
+    from common.data.cache import MANIFEST
     from common.data.prepare import format_summary, prepare
 
-    config = load_config(args.config, args.set)
+    config = load_config(args.config or default_config(), args.set)
     prepared = prepare(config)
     print(format_summary(prepared))
+    build = prepared.build
+    if not build.built and not build.reused:
+        left_out = len(build.survey.left_out) if build.survey is not None else 0
+        why = (f"all {len(build.skipped)} skipped (the reasons are above and under `skipped` in "
+               f"{build.root / MANIFEST}): fix those files" if build.skipped
+               else f"none found under {config.data.data_dir}: check data.data_dir and data.edf_glob")
+        aside = f"; {left_out} EDF file(s) left out by the corpus layout (listed above)" if left_out else ""
+        print(f"error: no usable recording: {why}{aside}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -167,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, run, helptext in (("build", _build, "preprocess data.data_dir into the cache"),
                                 ("inspect", _inspect, "show how one EDF is read and preprocessed")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--config", default=None, help="YAML config (default: built-in defaults)")
+        p.add_argument("--config", default=None,
+                       help=DEFAULT_CONFIG_HELP if name == "build" else "YAML config (default: built-in defaults)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
         p.set_defaults(run=run)
         if name == "inspect":
@@ -177,8 +190,6 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--start", type=float, default=0.0, help="plot start (s)")
             p.add_argument("--seconds", type=float, default=30.0, help="plot length (s)")
     args = parser.parse_args(argv)
-    if args.command == "build" and args.config is None:
-        args.config = "configs/default.yaml"
     try:
         return args.run(args)
     except (ConfigError, FileNotFoundError, ValueError) as err:

@@ -121,7 +121,7 @@ class Survey:
         lines = [f"{self.headline()}; split {self.split_kind}"
                  + (" (the train/ dev/ eval/ folders)" if self.split_kind == "official" else " (data.split.seed)")]
         for name in self.missing_splits:
-            lines.append(f"  no recordings in a {name}/ folder: the {name} split is empty")
+            lines.append(f"  no recordings under {name}/: the {name} split is empty")
         if self.left_out:
             lines.append(f"  {len(self.left_out)} EDF file(s) left out:")
             lines.extend(f"    {item['source']}: {item['reason']}" for item in self.left_out)

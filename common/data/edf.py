@@ -73,13 +73,35 @@ class EDFHeader:
     n_records: int
     record_seconds: float
     startdate: str
+    # per signal (min, max), None where the field is not a number: samples scale to physical
+    # units by the gain (physical max - min) / (digital max - min)
+    physical: tuple[tuple[float | None, float | None], ...] = ()
+    digital: tuple[tuple[float | None, float | None], ...] = ()
 
     def sfreq(self, index: int) -> float:
         return self.samples_per_record[index] / self.record_seconds
 
 
+def check_calibration(path: Path, header: EDFHeader, indices: Sequence[int]) -> None:
+    """EDFError naming every signal among `indices` whose calibration cannot scale its samples:
+    digital max == min (the gain divides by zero: MNE reads such a signal at up to ~1e9 µV),
+    physical max == min (a gain of 0: the signal is lost), or a field that is not a number.
+    Only the signals a montage reads are checked: a broken auxiliary channel costs nothing."""
+    broken = []
+    for i in indices:
+        for kind, (low, high) in (("digital", header.digital[i]), ("physical", header.physical[i])):
+            if low is None or high is None:
+                broken.append(f"{header.labels[i]!r} {kind} min/max not numbers")
+            elif low == high:
+                broken.append(f"{header.labels[i]!r} {kind} min = max = {low:g}")
+    if broken:
+        raise EDFError(f"{path}: calibration that cannot scale the samples to µV: {'; '.join(broken)}; set those "
+                       f"signals' physical and digital min/max in the header, or {_FIX}")
+
+
 def read_header(path: str | Path) -> EDFHeader:
-    """Parse and check an EDF header; EDFError if the file is empty, not EDF, or truncated."""
+    """Parse and check an EDF header; EDFError if the file is empty, not EDF, or truncated. The
+    calibration is checked by read_edf, for the signals a montage reads (check_calibration)."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -120,6 +142,8 @@ def read_header(path: str | Path) -> EDFHeader:
         samples = tuple(int(raw.strip()) for raw in column(216, 8))
     except ValueError:
         raise EDFError(f"{path}: corrupt header (samples per record are not integers); {_FIX}") from None
+    physical = tuple(zip(map(_number, column(104, 8)), map(_number, column(112, 8)), strict=True))
+    digital = tuple(zip(map(_number, column(120, 8)), map(_number, column(128, 8)), strict=True))
     record_bytes = 2 * sum(samples)
     data_bytes = size - header_bytes
     if n_records == -1:  # allowed while recording; the file size says how many were written
@@ -132,7 +156,15 @@ def read_header(path: str | Path) -> EDFHeader:
             f"({n_records * record_bytes} bytes) but the file holds {data_bytes} data bytes "
             f"(an incomplete copy or download?); copy it again or {_FIX}"
         )
-    return EDFHeader(labels, units, samples, n_records, record_seconds, head[168:176].decode("latin-1"))
+    return EDFHeader(labels, units, samples, n_records, record_seconds, head[168:176].decode("latin-1"),
+                     physical, digital)
+
+
+def _number(raw: bytes) -> float | None:
+    try:
+        return float(raw.strip())
+    except ValueError:
+        return None
 
 
 def _header_int(path: Path, head: bytes, start: int, stop: int, what: str) -> int:
@@ -336,6 +368,7 @@ def read_edf(path: str | Path, montage: str, interpolate: Sequence[str] = INTERP
             f"{path}: signals not in a voltage unit (uV, mV, V): {', '.join(bad_units)}; "
             f"MNE would read them as volts. Set their physical dimension to uV, or {_FIX}"
         )
+    check_calibration(path, header, needed)
 
     include = sorted({labels[i] for i in needed})
     # MNE keeps file order for every signal whose label is included (duplicates too), so its rows

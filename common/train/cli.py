@@ -4,8 +4,13 @@ call `run` with their framework's Trainer (a common.train.loop.Loop subclass).
     [--config CFG] [--set key=value ...] [--workdir DIR] [--resume | --init-from CKPT] [--no-progress]
 
 Exit status: 0 done, 2 bad config, data or arguments, 3 a non-finite step (the dump and the
-replay command are printed). The config is checked before any compute and before the framework
-is imported.
+replay command are printed). The config and the arguments against the workdir (--resume,
+--init-from, checkpoints already there) are checked before any data is read and before the
+framework is imported.
+
+Without --config: configs/default.yaml of the current folder, else the repository's (found from
+this file; the package is installed editable from the repository). The config's relative paths
+are taken from the current folder either way.
 """
 
 from __future__ import annotations
@@ -15,9 +20,8 @@ import dataclasses
 import sys
 from collections.abc import Callable
 
-from common.config import ConfigError, load_config
+from common.config import DEFAULT_CONFIG_HELP, ConfigError, default_config, load_config
 
-DEFAULT_CONFIG = "configs/default.yaml"
 EXIT_CONFIG, EXIT_NONFINITE = 2, 3
 
 
@@ -26,7 +30,7 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     """Parse the arguments, check the config before any compute, prepare the data, train, print
     the summary. `trainer_class` is called only after the config checks (it may import a framework)."""
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--config", default=None, help=DEFAULT_CONFIG_HELP)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")
     parser.add_argument("--workdir", default=None,
@@ -38,26 +42,21 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config, args.set)
+        config = load_config(args.config or default_config(), args.set)
         config = dataclasses.replace(config, workdir=args.workdir or config.workdir + workdir_suffix)
+        from common.train.loop import check_init_config, check_start
         from common.train.validate import check_metric_name
 
         check_metric_name(config)
-        if args.resume:  # a mistyped workdir must not start a new run in silence
-            from common.checkpoints import last_steps
-
-            if not last_steps(config.workdir):
-                raise ConfigError(f"--resume: {config.workdir} holds no checkpoint (no checkpoints/last/<step>); "
-                                  "check --workdir (or the config's workdir), or leave out --resume to start a "
-                                  "new run there")
+        # --resume against the workdir's checkpoints (and their config), before any data is read
+        check_start(config, args.resume, args.init_from)
         if args.init_from:  # the weights' model against the config's, before any data is read
             from common.checkpoints import weights_config
-            from common.train.loop import check_init_config
 
             theirs = weights_config(args.init_from, config)
             if theirs is not None:
                 check_init_config(config, theirs, args.init_from)
-    except (ConfigError, FileNotFoundError, ValueError) as err:  # CheckpointError is a ValueError
+    except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as err:  # CheckpointError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
 

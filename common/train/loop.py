@@ -37,7 +37,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from common.config import Config, ConfigError, config_from_dict, config_to_dict
+from common.checkpoints import last_steps, weights_config
+from common.config import Config, ConfigError, config_to_dict
+from common.data.cache import MANIFEST
 from common.data.prefetch import Prefetcher
 from common.data.prepare import PreparedData, prepare, train_spec
 from common.data.sampler import balanced_rows, batches, host_rows, seizure_window_ratio
@@ -89,22 +91,81 @@ RESUME_IGNORED = ("train.prefetch", "train.distributed", "model.graph.eigh_calls
 # model fields that say how the model runs, not what its weights mean: --init-from may change them
 INIT_IGNORED = ("remat", "precision", "ssm.scan", "ssm.chunk_size", "ssm.backend", "graph.eigh_calls", "stability")
 
+# model fields that only one stage of common/stages.py's table reads: they mean something only in
+# a model that has the stage (graph.enabled picks from_electrodes' input; the rest of graph is
+# read by the graph stages). Every other model field is read by every architecture. The first
+# matching prefix decides.
+STAGE_FIELDS = (("graph.enabled", "from_electrodes"), ("graph", "gnn"), ("v2_mamba", "mamba"),
+                ("electrode_dim", "electrodes"), ("node_mamba", "node_mamba"))
+
+
+def _matches(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
 
 def _runs_only(field: str) -> bool:
     """model.<field> changes how the model runs (INIT_IGNORED, any dropout rate), not its weights."""
     name = field.removeprefix("model.")
-    return name.split(".")[-1] == "dropout" or any(name == p or name.startswith(p + ".") for p in INIT_IGNORED)
+    return name.split(".")[-1] == "dropout" or any(_matches(name, p) for p in INIT_IGNORED)
+
+
+def _unused(field: str, stage_names: set[str]) -> bool:
+    """model.<field> is read only by a stage the model lacks (STAGE_FIELDS)."""
+    name = field.removeprefix("model.")
+    stage = next((stage for prefix, stage in STAGE_FIELDS if _matches(name, prefix)), None)
+    return stage is not None and stage not in stage_names
 
 
 def check_init_config(config: Config, theirs: Config, source) -> None:
     """--init-from: the run's model must be the weights' model but for how it runs; else a
-    ConfigError naming every differing field."""
+    ConfigError naming every differing field. Fields that only stages absent from the run's
+    architecture read (v2_mamba in a v3 model, graph.* without the graph) are not compared."""
+    stage_names = set(config.model.stage_inputs)
     changed = [line for line in _config_differences(config_to_dict(config.model), config_to_dict(theirs.model), "model.")
-               if not _runs_only(line.split(":")[0])]
+               if not _runs_only(field := line.split(":")[0]) and not _unused(field, stage_names)]
     if changed:
         raise ConfigError(f"--init-from {source}: the config's model differs from the weights' model:\n  "
                           + "\n  ".join(line.replace(": checkpoint ", ": weights ") for line in changed)
                           + "\nset those fields as the weights have them (--set), or start from other weights")
+
+
+def check_start(config: Config, resume: bool, init_from: str | Path | None) -> None:
+    """The arguments against the workdir, before any data is read (common/train/cli.py calls it
+    before preparing the data, Loop before anything else): --init-from with --resume; a workdir
+    that holds checkpoints without --resume (a run is never overwritten by accident); --resume
+    without a checkpoint (a mistyped workdir must not start a new run in silence); --resume with a
+    config that differs from the newest `last` checkpoint's (read from its meta only)."""
+    if init_from is not None and resume:
+        raise ConfigError("--init-from and --resume together: --resume continues the run's own last "
+                          "checkpoint; --init-from starts a new run from given weights")
+    workdir = Path(config.workdir)
+    steps = last_steps(workdir)
+    if steps and not resume:
+        raise FileExistsError(f"{workdir} already holds checkpoints (newest: {steps[-1]}): pass --resume to "
+                              "continue that run, or --workdir DIR to start a new one")
+    if not resume:
+        return
+    if not steps:
+        raise ConfigError(f"--resume: {workdir} holds no checkpoint (no checkpoints/last/<step>); check --workdir "
+                          "(or the config's workdir), or leave out --resume to start a new run there")
+    # parsed, so that a field added since the checkpoint was written compares as its default
+    # (which keeps the old behaviour) instead of as a difference
+    trees = [config_to_dict(config), config_to_dict(weights_config(steps[-1]))]
+    for tree in trees:
+        tree.pop("workdir", None)
+        for dotted in RESUME_IGNORED:
+            *parents, key = dotted.split(".")
+            section = tree
+            for parent in parents:
+                section = section.get(parent, {})
+            section.pop(key, None)
+    changed = _config_differences(*trees)
+    if changed:
+        raise ConfigError(
+            f"--resume: the config differs from the checkpoint's in {workdir} ({steps[-1]}), so the run "
+            "would not continue the same way:\n  " + "\n  ".join(changed)
+            + "\nuse the same config, or a new --workdir"
+        )
 
 
 def _config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -139,9 +200,7 @@ class Loop:
     def __init__(self, config: Config, resume: bool = False, progress: bool = True,
                  prepared: PreparedData | None = None, init_from: str | Path | None = None):
         check_metric_name(config)  # before any compute
-        if init_from is not None and resume:
-            raise ConfigError("--init-from and --resume together: --resume continues the run's own last "
-                              "checkpoint; --init-from starts a new run from given weights")
+        check_start(config, resume, init_from)
         self.config, self.cfg = config, config.train
         self.workdir = Path(config.workdir)
         self.show = progress
@@ -211,13 +270,15 @@ class Loop:
         self.train_stems = self.prepared.splits["train"]
         self.dev_stems = self.prepared.splits["dev"]
         if not self.train_stems:
-            raise ValueError("the training split is empty: add recordings or lower data.split fractions")
+            raise ValueError(f"the training split is empty{self._skipped_note()}: add recordings or lower "
+                             "data.split fractions")
         if not self.dev_stems:
             survey = self.prepared.build.survey if self.prepared.build is not None else None
             official = survey is not None and survey.split_kind == "official"
             fix = ("put recordings under the corpus's dev/ folder, or set data.split.kind: seeded" if official
                    else "set data.split.dev_fraction > 0")
-            raise ValueError(f"the dev split is empty: {fix} (validation and early stopping need it)")
+            raise ValueError(f"the dev split is empty{self._skipped_note()}: {fix} (validation and early "
+                             "stopping need it)")
         if not any(corpus.recordings[s]["labels"]["seizure_seconds"] for s in self.dev_stems):
             raise ValueError("the dev split has no seizure: AUROC and sensitivity are undefined there; "
                              "change data.split.seed or dev_fraction so dev holds a seizure patient")
@@ -231,42 +292,26 @@ class Loop:
         self.total_batches = min(total, cfg.max_steps) if cfg.max_steps else total
         self.total_updates = max(1, self.total_batches // cfg.grad_accum_steps)
 
+    def _skipped_note(self) -> str:
+        """How many recordings the build skipped and where the reasons are, for an error about an
+        empty split ('' when it skipped none)."""
+        build = self.prepared.build
+        if build is None or not build.skipped:
+            return ""
+        return (f" ({len(build.skipped)} recording(s) skipped as unusable: the reasons are in the summary above "
+                f"and under `skipped` in {build.root / MANIFEST}; fix those files)")
+
     def _meta(self) -> dict:
         return {"config": config_to_dict(self.config), "progress": dataclasses.asdict(self.progress),
                 "time": time.time()}
 
     def _resume_or_start(self, resume: bool) -> None:
-        latest = self._latest()
-        if latest is not None and not resume:
-            raise FileExistsError(
-                f"{self.workdir} already holds checkpoints (last at step {latest}): pass --resume to "
-                "continue that run, or --workdir DIR to start a new one"
-            )
-        if latest is None:
-            if resume:
-                raise ConfigError(f"--resume: {self.workdir} holds no checkpoint; check the workdir, or "
-                                  "start a new run without --resume")
+        """--resume: restore the newest `last` checkpoint (check_start has checked it exists and
+        that its config is this run's)."""
+        if not resume:
             return
+        latest = self._latest()
         meta = self._restore()
-        # parsed, so that a field added since the checkpoint was written compares as its default
-        # (which keeps the old behaviour) instead of as a difference
-        theirs = config_to_dict(config_from_dict(meta["config"], f"the config in {self.workdir}'s checkpoint"))
-        ours = config_to_dict(self.config)
-        for tree in (ours, theirs):
-            tree.pop("workdir", None)
-            for dotted in RESUME_IGNORED:
-                *parents, key = dotted.split(".")
-                section = tree
-                for parent in parents:
-                    section = section.get(parent, {})
-                section.pop(key, None)
-        changed = _config_differences(ours, theirs)
-        if changed:
-            raise ConfigError(
-                f"--resume: the config differs from the checkpoint's in {self.workdir}, so the run "
-                "would not continue the same way:\n  " + "\n  ".join(changed)
-                + "\nuse the same config, or a new --workdir"
-            )
         self.progress = Progress(**meta["progress"])
         print(f"resumed from {self.checkpoint_path('last', latest)}: epoch {self.progress.epoch}, "
               f"batch {self.progress.batch}, step {self.progress.step}")

@@ -69,6 +69,10 @@ def test_overrides():
         load_config(None, ["train.lrr=1"])
     with pytest.raises(ConfigError, match="key.sub=value"):
         parse_override("train.lr")
+    # a glob is not YAML (* starts an alias): a one-line error with the quoting that works
+    with pytest.raises(ConfigError, match=r"""not valid YAML .*--set 'data.edf_glob="\*\*/\*.edf"'"""):
+        load_config(None, ["data.edf_glob=**/*.edf"])
+    assert load_config(None, ['data.edf_glob="**/*.edf"']).data.edf_glob == "**/*.edf"
 
 
 def test_overrides_on_a_loaded_config():

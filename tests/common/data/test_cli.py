@@ -1,4 +1,9 @@
-"""`python -m jaxbrr.data` end to end: inspect a real file, synth + build a small corpus."""
+"""`python -m jaxbrr.data` end to end: inspect a real file, synth + build a small corpus; a build
+that could use no recording exits 2, naming the skip report."""
+
+import json
+
+import pytest
 
 from common.data.__main__ import main
 
@@ -84,3 +89,70 @@ def test_labels_writes_the_corpora_own_labels_as_csv_bi(SHARED, tmp_path, write_
     assert seizures(out / "siena" / "PN00" / "PN00-3.csv_bi") == [(765.0, 2489.0)]
     assert "1 cut at the end (2489 s)" in captured.out
     assert "PN00-7.edf: not listed in" in captured.err
+
+
+def _build_args(tmp_path, data_dir):
+    return ["build", "--set", "data.synthetic=null", "--set", f"data.data_dir={data_dir}",
+            "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+
+
+def _uncalibrated(folder, write_edf, tusz_signals):
+    """A labelled recording whose C3 has digital max == digital min: unreadable, so skipped."""
+    from common.data.csv_bi import with_background, write_csv_bi
+
+    path = write_edf(folder / "bad_s001_t000.edf", tusz_signals(8, 256.0), 256.0)
+    data = bytearray(path.read_bytes())
+    n = int(data[252:256])
+    c3 = 256 + 128 * n + 8 * 2  # digital max (column 128) of signal 3, EEG C3-REF
+    data[c3 : c3 + 8] = data[256 + 120 * n + 16 : 256 + 120 * n + 24]  # := its digital min
+    path.write_bytes(bytes(data))
+    write_csv_bi(folder / "bad_s001_t000.csv_bi", with_background([], 8.0), 8.0)
+    return path
+
+
+def test_build_exits_2_when_every_recording_is_skipped(tmp_path, write_edf, tusz_signals, capsys):
+    folder = tmp_path / "edf"
+    folder.mkdir()
+    bad = _uncalibrated(folder, write_edf, tusz_signals)
+    assert main(_build_args(tmp_path, folder)) == 2
+    captured = capsys.readouterr()
+    assert "0 built, 0 reused, 1 skipped" in captured.out
+    assert "skipped bad_s001_t000.edf: " in captured.out and "'EEG C3-REF' digital min = max" in captured.out
+    error = captured.err.strip().splitlines()[-1]
+    assert error.startswith("error: no usable recording: all 1 skipped") and "manifest.json" in error
+    manifest = next((tmp_path / "cache").glob("*/manifest.json"))
+    assert str(manifest) in error
+    assert [item["source"] for item in json.loads(manifest.read_text())["skipped"]] == [str(bad)]
+
+
+def test_build_exits_0_when_some_recordings_are_skipped(tmp_path, write_edf, tusz_signals, capsys):
+    out = tmp_path / "synth"
+    assert main(["synth", "--out", str(out), "--recordings", "2", "--patients", "2", "--seed", "5"]) == 0
+    _uncalibrated(out, write_edf, tusz_signals)
+    capsys.readouterr()
+    assert main(_build_args(tmp_path, out)) == 0
+    captured = capsys.readouterr()
+    assert "2 built, 0 reused, 1 skipped" in captured.out and "skipped bad_s001_t000.edf" in captured.out
+    assert "error" not in captured.err
+
+
+def test_build_finds_the_repository_default_config_from_another_folder(tmp_path, monkeypatch, capsys):
+    """Without --config, outside the repository: the repository's configs/default.yaml, said so;
+    an empty data folder is an error (exit 2), not an empty cache."""
+    from common.config import REPOSITORY_DEFAULT_CONFIG
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "edf").mkdir()
+    assert main(_build_args(tmp_path, tmp_path / "edf")) == 2
+    err = capsys.readouterr().err
+    assert f"config: {REPOSITORY_DEFAULT_CONFIG} (no configs/default.yaml in the current folder" in err
+    assert f"error: no usable recording: none found under {tmp_path / 'edf'}" in err
+
+
+def test_build_without_any_default_config_says_how_to_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("common.config.REPOSITORY_DEFAULT_CONFIG", tmp_path / "gone" / "default.yaml")
+    monkeypatch.setattr("common.data.prepare.prepare", lambda *a, **k: pytest.fail("work started"))
+    assert main(_build_args(tmp_path, tmp_path / "edf")) == 2
+    err = capsys.readouterr().err
+    assert "run from the repository root or pass --config PATH" in err and "gone/default.yaml" in err

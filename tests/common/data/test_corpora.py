@@ -141,7 +141,7 @@ def test_a_missing_split_folder_is_reported(tmp_path, recording):
     tree = tusz_tree(tmp_path / "tusz", recording)
     shutil.rmtree(tree / "edf" / "eval")
     summary = format_summary(prepare(config_for(tmp_path, tree), progress=False))
-    assert "no recordings in a eval/ folder: the eval split is empty" in summary
+    assert "no recordings under eval/: the eval split is empty" in summary
 
 
 def test_seeded_split_on_request_and_official_refused_without_folders(tmp_path, recording):

@@ -246,6 +246,47 @@ def test_mixed_montage_rates(tmp_path, write_edf, tusz_signals):
     assert "'EEG O2-REF' 500 Hz" in str(err.value)
 
 
+# per-signal header fields (EDF spec): offset of the column in units of n_signals bytes, width 8
+PHYSICAL_MIN, PHYSICAL_MAX, DIGITAL_MIN, DIGITAL_MAX = 104, 112, 120, 128
+
+
+def _set_signal_field(path, label, column, text):
+    """Overwrite one signal's 8-byte header field (e.g. DIGITAL_MAX of 'EEG C3-REF') in place."""
+    data = bytearray(path.read_bytes())
+    n = int(data[252:256])
+    labels = [data[256 + 16 * i : 256 + 16 * (i + 1)].decode().strip() for i in range(n)]
+    start = 256 + column * n + 8 * labels.index(label)
+    data[start : start + 8] = f"{text:<8}".encode()
+    path.write_bytes(bytes(data))
+
+
+def test_digital_min_equal_max_is_refused_naming_the_signal(tmp_path, write_edf, tusz_signals):
+    """Digital max == min divides MNE's gain by zero: the signal would read at ~1e7 µV."""
+    path = write_edf(tmp_path / "cal.edf", tusz_signals(4, SFREQ), SFREQ)
+    _set_signal_field(path, "EEG EKG1-REF", DIGITAL_MAX, "-32768")  # not in the montage: harmless
+    assert np.abs(read_edf(path, "ref19").signals_uv).max() < 1000
+    _set_signal_field(path, "EEG C3-REF", DIGITAL_MAX, "-32768")
+    header = read_header(path)
+    assert header.digital[header.labels.index("EEG C3-REF")] == (-32768.0, -32768.0)
+    with pytest.raises(EDFError) as err:
+        read_edf(path, "ref19")
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: calibration that cannot scale")
+    assert "'EEG C3-REF' digital min = max = -32768" in msg and "EKG" not in msg
+    assert "physical and digital min/max" in msg and FIX in msg
+
+
+def test_physical_min_equal_max_and_a_non_number_are_refused(tmp_path, write_edf, tusz_signals):
+    path = write_edf(tmp_path / "flatcal.edf", tusz_signals(4, SFREQ), SFREQ)
+    _set_signal_field(path, "EEG O2-REF", PHYSICAL_MIN, "100")
+    _set_signal_field(path, "EEG O2-REF", PHYSICAL_MAX, "100")
+    _set_signal_field(path, "EEG FP1-REF", DIGITAL_MIN, "low")
+    with pytest.raises(EDFError) as err:
+        read_edf(path, "ref19")
+    msg = str(err.value)  # every broken signal at once
+    assert "'EEG O2-REF' physical min = max = 100" in msg and "'EEG FP1-REF' digital min/max not numbers" in msg
+
+
 # ----------------------------------------------------------------------------------------------
 # real files (../shared/data); their format_stubs signals are random, so names/rates/durations only
 

@@ -1,0 +1,128 @@
+"""The training command checks its arguments against the workdir before any data is read:
+--resume with --init-from, a workdir that already holds checkpoints, --resume with a config that
+differs from the checkpoint's (a TUSZ cache build takes 25 minutes; these must not wait for it).
+
+The checkpoints are fakes: a jaxbrr step folder's meta (orbax writes it as JSON), or a torchref
+step file, holding only the config and progress that the checks read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from common.config import config_to_dict, load_config
+from common.train.cli import run
+
+ROOT = Path(__file__).resolve().parents[3]
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+def _no_trainer():
+    pytest.fail("the trainer was built")
+
+
+@pytest.fixture
+def no_data(monkeypatch, tmp_path):
+    """`prepare` raises a marker: a check that comes after it shows up as that marker. The data
+    folder does not exist either, so a real prepare could not succeed."""
+
+    def prepare(*args, **kwargs):
+        raise ValueError("data preparation started")
+
+    monkeypatch.setattr("common.data.prepare.prepare", prepare)
+    return [f"data.data_dir={tmp_path / 'absent'}", f"data.cache_dir={tmp_path / 'cache'}"]
+
+
+def _train(workdir: Path, no_data: list[str], *args: str) -> int:
+    sets = [f"--set={o}" for o in no_data]
+    return run(["--config", str(TINY), "--workdir", str(workdir), "--no-progress", *sets, *args], "train", "",
+               _no_trainer)
+
+
+def _config(workdir: Path, no_data: list[str], *sets: str):
+    return load_config(TINY, [*no_data, *sets, f"workdir={workdir}"])
+
+
+def _jaxbrr_checkpoint(workdir: Path, no_data: list[str], step: int, *sets: str) -> Path:
+    """WORKDIR/checkpoints/last/<step>/meta/metadata with the config of tiny.yaml + sets."""
+    config = _config(workdir, no_data, *sets)
+    meta = workdir / "checkpoints" / "last" / str(step) / "meta"
+    meta.mkdir(parents=True)
+    (meta / "metadata").write_text(json.dumps({"config": config_to_dict(config), "progress": {"step": step}}))
+    return meta.parent
+
+
+def test_resume_with_init_from_is_refused_before_any_data(tmp_path, no_data, capsys):
+    _jaxbrr_checkpoint(tmp_path / "run", no_data, 4)
+    assert _train(tmp_path / "run", no_data, "--resume", "--init-from", str(tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert "--init-from and --resume together" in err and "data preparation started" not in err
+
+
+def test_a_workdir_holding_checkpoints_needs_resume_before_any_data(tmp_path, no_data, capsys):
+    step = _jaxbrr_checkpoint(tmp_path / "run", no_data, 4)
+    assert _train(tmp_path / "run", no_data) == 2
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'run'} already holds checkpoints (newest: {step}): pass --resume" in err
+
+
+def test_resume_with_a_changed_config_is_refused_before_any_data(tmp_path, no_data, capsys):
+    workdir = tmp_path / "run"
+    _jaxbrr_checkpoint(workdir, no_data, 2)
+    _jaxbrr_checkpoint(workdir, no_data, 4, "train.lr=0.01")  # the newest is the one compared
+    assert _train(workdir, no_data, "--resume", "--set=train.lr=0.01", "--set=model.graph.top_k=4") == 2
+    err = capsys.readouterr().err
+    assert "--resume: the config differs from the checkpoint's" in err
+    assert "model.graph.top_k: checkpoint 3, now 4" in err and "train.lr" not in err
+    assert "data preparation started" not in err
+    # where the run runs may change: the checks pass and the data is prepared
+    assert _train(workdir, no_data, "--resume", "--set=train.lr=0.01", "--set=train.prefetch=0",
+                  "--set=model.graph.eigh_calls=looped") == 2
+    assert capsys.readouterr().err.strip() == "error: data preparation started"
+
+
+def test_resume_reads_a_torchref_checkpoint_config_before_any_data(tmp_path, no_data, capsys):
+    torch = pytest.importorskip("torch")
+    workdir = tmp_path / "run"
+    folder = workdir / "checkpoints" / "last"
+    folder.mkdir(parents=True)
+    config = _config(workdir, no_data, "train.batch_size=4")
+    torch.save({"model": {}, "meta": {"config": config_to_dict(config)}}, folder / "step_000004.pt")
+    assert _train(workdir, no_data, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "train.batch_size: checkpoint 4, now 8" in err and "data preparation started" not in err
+
+
+def test_train_finds_the_repository_default_config_from_another_folder(tmp_path, monkeypatch, no_data, capsys):
+    from common.config import REPOSITORY_DEFAULT_CONFIG
+
+    monkeypatch.chdir(tmp_path)
+    sets = [f"--set={o}" for o in no_data]
+    assert run(["--workdir", str(tmp_path / "run"), *sets], "train", "", _no_trainer) == 2
+    err = capsys.readouterr().err
+    assert f"config: {REPOSITORY_DEFAULT_CONFIG} (no configs/default.yaml in the current folder" in err
+    assert err.strip().endswith("error: data preparation started")  # the config loaded; on to the data
+
+
+def test_an_empty_training_split_names_the_skipped_recordings_and_the_report(tmp_path, capsys):
+    """Every recording skipped at build: train's error says how many and where the reasons are."""
+    from common.data.csv_bi import write_csv_bi
+    from common.train.loop import Loop
+
+    data = tmp_path / "edf"
+    data.mkdir()
+    (data / "pa_s001_t000.edf").write_text("patient notes, not a recording\n")
+    write_csv_bi(data / "pa_s001_t000.csv_bi", [], 10.0)
+    sets = [f"--set=data.data_dir={data}", f"--set=data.cache_dir={tmp_path / 'cache'}"]
+    # the base Loop: _setup_data raises before _build, which needs a framework
+    assert run(["--config", str(TINY), "--workdir", str(tmp_path / "run"), "--no-progress", *sets], "train", "",
+               lambda: Loop) == 2
+    captured = capsys.readouterr()
+    manifest = next((tmp_path / "cache").glob("*/manifest.json"))
+    assert "skipped pa_s001_t000.edf: " in captured.out  # the summary lists the reason
+    assert captured.err.strip() == (
+        f"error: the training split is empty (1 recording(s) skipped as unusable: the reasons are in the summary "
+        f"above and under `skipped` in {manifest}; fix those files): add recordings or lower data.split fractions")
