@@ -157,6 +157,13 @@ class TCNConfig:
     # model starts out blind to its input. 1.0 (He init) keeps the variance through the ReLUs.
     init_gain: float = Field(0.2, gt=0)
 
+    @model_validator(mode="after")
+    def _check_kernel(self):
+        if self.kernel_size % 2 == 0:  # "same" padding (K − 1)·d / 2 keeps the length for odd K only
+            raise ValueError(f"kernel_size must be odd (the TCN pads (kernel_size − 1)·dilation / 2 on each "
+                             f"side to keep the length), got {self.kernel_size}")
+        return self
+
 
 @_section
 class MambaConfig:
@@ -280,6 +287,9 @@ class ModelConfig:
             raise ValueError(
                 f"graph.k_eigenvectors ({self.graph.k_eigenvectors}) exceeds the montage's node count"
             )
+        if self.graph.top_k > self.n_chans - 1:
+            raise ValueError(f"graph.top_k ({self.graph.top_k}) exceeds the {self.n_chans - 1} other nodes a node of "
+                             f"the {self.montage} montage has")
         return self
 
 

@@ -18,15 +18,7 @@ from flax import nnx
 
 from common.config import GraphConfig
 from jaxbrr.graph import safe_rsqrt
-
-
-def _uniform(bound: float):
-    """U(−bound, bound) initializer (torch_geometric Linear: U(±1/√in) for weight and bias)."""
-
-    def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
+from jaxbrr.tcn import uniform
 
 
 class SSGConv(nnx.Module):
@@ -61,8 +53,8 @@ class SSGConv(nnx.Module):
             in_features,
             out_features,
             use_bias=True,
-            kernel_init=_uniform(bound),
-            bias_init=_uniform(bound),
+            kernel_init=uniform(bound),
+            bias_init=uniform(bound),
             param_dtype=param_dtype,
             rngs=rngs,
         )

@@ -272,7 +272,8 @@ def _eigenvectors_at_steps(
         laplacian = jnp.where(
             ill[..., None, None], unshifted + ORIGINAL_ILL_CONDITIONED_EPSILON * eye, laplacian
         )
-    # torch.linalg.eigh reads only the lower triangle, jnp.linalg.eigh symmetrises: do it here.
+    # both eigh read only the lower triangle (jaxbrr: symmetrize_input=False); symmetrise it here,
+    # so that the backward's symmetric gradient is the gradient of the matrix decomposed.
     laplacian = 0.5 * (laplacian + jnp.swapaxes(laplacian, -1, -2))
     if gradient == "safe":
         _, vectors = safe_eigh(laplacian, tau, calls)

@@ -54,15 +54,7 @@ from common.constants import (
 )
 from jaxbrr import ssm
 from jaxbrr.ssm import SCANS, at_least_float32
-
-
-def _uniform(bound: float):
-    """U(±bound): torch's default init of nn.Linear / nn.Conv1d with bound = 1/√fan_in."""
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
+from jaxbrr.tcn import uniform
 
 
 def _linear_like_torch(
@@ -72,8 +64,8 @@ def _linear_like_torch(
     """nnx.Linear with nn.Linear's own init: kernel and bias U(±1/√fan_in)."""
     bound = 1 / math.sqrt(in_features)
     return nnx.Linear(
-        in_features, out_features, use_bias=use_bias, kernel_init=_uniform(bound),
-        bias_init=_uniform(bound), param_dtype=param_dtype, dtype=dtype, rngs=rngs,
+        in_features, out_features, use_bias=use_bias, kernel_init=uniform(bound),
+        bias_init=uniform(bound), param_dtype=param_dtype, dtype=dtype, rngs=rngs,
     )
 
 
@@ -121,8 +113,8 @@ class CausalDepthwiseConv1d(nnx.Module):
                  param_dtype: DTypeLike = jnp.float32, dtype: DTypeLike | None = None):
         self.width, self.dtype = width, dtype
         bound = 1 / math.sqrt(width)  # fan_in = (C / groups) · W = W
-        self.kernel = nnx.Param(_uniform(bound)(rngs.params(), (width, 1, channels), param_dtype))
-        self.bias = nnx.Param(_uniform(bound)(rngs.params(), (channels,), param_dtype))
+        self.kernel = nnx.Param(uniform(bound)(rngs.params(), (width, 1, channels), param_dtype))
+        self.bias = nnx.Param(uniform(bound)(rngs.params(), (channels,), param_dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x, kernel, bias = promote_dtype((x, self.kernel[...], self.bias[...]), dtype=self.dtype)

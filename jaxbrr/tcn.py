@@ -21,6 +21,16 @@ from common.config import TCNConfig
 from common.constants import CONV_GAIN, GUARD_HEAD, GUARD_LOGITS, HEAD_GAIN
 
 
+def uniform(bound: float):
+    """U(±bound): torch's default init of nn.Linear / nn.Conv1d (bound = 1/√fan_in) and of
+    torch_geometric's Linear, weight and bias."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
 def kaiming_uniform(gain: float):
     """U(±gain·√(6/fan_in)) for a (K, C_in, C_out) kernel, fan_in = K·C_in (torchref's init)."""
 

@@ -92,9 +92,16 @@ from parity.verdicts import (
 )
 
 DTYPES = ("float64", "float32", "bfloat16", "float16")
-# |x| of a z-scored batch beyond this many σ did not come through the default pipeline, which
-# clips at preprocess.clip_sigma = 10 (DESIGN.md §3).
+# |x| of a z-scored batch beyond preprocess.clip_sigma σ did not come through the problem's own
+# pipeline (DESIGN.md §3). A config that does not clip gives no such bound: beyond this many σ is
+# then called an outlier (the default clip, and --extreme's value when nothing else says).
 EXTREME_SIGMA = 10.0
+
+
+def extreme_sigma(problem: Problem) -> float:
+    """The DATA bound for `problem`: its config's preprocess.clip_sigma, else EXTREME_SIGMA."""
+    clip = problem.config.preprocess.clip_sigma
+    return EXTREME_SIGMA if clip is None else float(clip)
 
 
 def precision(dtype: str):
@@ -135,9 +142,11 @@ def _models(problem: Problem, dtype: str, device: str = "cpu"):
     return torch_model.to(torch_device(device)), jax_model
 
 
-def localize(problem: Problem, dtypes: list[str] = ("float32", "float64"), extreme: float = EXTREME_SIGMA,
+def localize(problem: Problem, dtypes: list[str] = ("float32", "float64"), extreme: float | None = None,
              progress=None, device: str = "cpu") -> Report:
-    """Run both frameworks at every dtype on `device`, classify every row, then name ops and replay."""
+    """Run both frameworks at every dtype on `device`, classify every row, then name ops and replay.
+    extreme: the DATA bound in σ (None: extreme_sigma(problem))."""
+    extreme = extreme_sigma(problem) if extreme is None else extreme
     with on_device(device):
         return _localize(problem, list(dtypes), extreme, progress, device)
 
@@ -326,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tf32", choices=("off", "on"), default="off",
                         help="with --device gpu: float32 matmuls/convolutions in full float32 on both sides "
                              "(off, default: what the GPU tolerances assume) or in TF32 on both (on)")
-    parser.add_argument("--extreme", type=float, default=EXTREME_SIGMA,
-                        help="|x| beyond this (z-scored σ) is a DATA finding (default %(default)s)")
+    parser.add_argument("--extreme", type=float, default=None,
+                        help="|x| beyond this (z-scored σ) is a DATA finding (default: the config's "
+                             f"preprocess.clip_sigma, else {EXTREME_SIGMA:g})")
     parser.add_argument("--json", type=Path, help="write the report as JSON (schema in the module docstring)")
     parser.add_argument("--plot", type=Path, help="write the per-tap plot (PNG)")
     parser.add_argument("--windows", metavar="I[,J...]",

@@ -99,9 +99,17 @@ def select_windows(batch: Batch, spec: str, source: str) -> Batch:
 
 
 def check_channels(config: Config, batch: Batch, source: str) -> None:
+    """The batch's shape against the model's, before any model is built: its channels, and a
+    length the TCN's downsampling divides (the logits come back at T / stride · stride)."""
     if batch.x.shape[1] != config.model.n_chans:
         raise LocalizeError(f"{source}: the batch has {batch.x.shape[1]} channels, the model "
-                            f"({config.model.montage}) needs {config.model.n_chans}")
+                            f"({config.model.montage}) needs {config.model.n_chans}; is --config the "
+                            "config these weights were trained with?")
+    length, stride = batch.x.shape[2], config.model.tcn.stride_down
+    if length % stride:
+        raise LocalizeError(f"{source}: the batch's length T = {length} is not a multiple of model.tcn.stride_down "
+                            f"= {stride}: crop or pad x and y to {length - length % stride} or "
+                            f"{length + stride - length % stride} samples")
 
 
 def load_dump(path: Path) -> Problem:

@@ -4,6 +4,7 @@ frameworks replayed through the command they print, and bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shlex
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.config import load_config, with_overrides
 from parity import localize, scenarios
 from parity import problem as problem_lib
 from parity import report as report_lib
@@ -299,6 +301,24 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, capsys):
     assert "no nan.json" in capsys.readouterr().err
     with pytest.raises(problem_lib.LocalizeError, match="needs 'x'"):
         problem_lib.read_batch(tmp_path / "nox.npz")
+    # the batch's shape against the config's, before any model is built
+    config = load_config("configs/tiny.yaml")
+    stride = config.model.tcn.stride_down
+    short = problem_lib.Batch(np.zeros((1, config.model.n_chans, 4 * stride + 3), np.float32))
+    with pytest.raises(problem_lib.LocalizeError, match=rf"b.npz: the batch's length T = {4 * stride + 3} is not a "
+                                                        rf"multiple of model.tcn.stride_down = {stride}: crop or pad "
+                                                        rf"x and y to {4 * stride} or {5 * stride} samples"):
+        problem_lib.check_channels(config, short, "b.npz")
+    with pytest.raises(problem_lib.LocalizeError, match="is --config the config these weights were trained with"):
+        problem_lib.check_channels(config, problem_lib.Batch(np.zeros((1, 2, 4 * stride), np.float32)), "b.npz")
+
+
+def test_the_data_bound_is_the_problems_clip(monkeypatch):
+    """A value beyond the config's preprocess.clip_sigma did not come through its pipeline."""
+    clean = scenarios.build("clean")
+    assert localize.extreme_sigma(clean) == clean.config.preprocess.clip_sigma
+    unclipped = dataclasses.replace(clean, config=with_overrides(clean.config, ["preprocess.clip_sigma=null"]))
+    assert localize.extreme_sigma(unclipped) == localize.EXTREME_SIGMA
 
 
 def test_out_of_memory_is_one_line_naming_the_batch_and_the_fix(monkeypatch, capsys):

@@ -10,12 +10,15 @@ the learning rate; m̂ = m/(1−β1^t), v̂ = v/(1−β2^t)):
 
     p ← p − lr·(m̂/(√v̂ + eps) + wd·p)
 
-tests/jaxbrr/test_optim.py checks it against torch step by step in float64.
+tests/jaxbrr/train/test_optim.py checks it against torch step by step in float64.
 
 Clipping differs from torch's `clip_grad_norm_` by one constant: torch multiplies by
 c/(‖g‖ + 1e-6), optax by c/‖g‖ (both only when ‖g‖ > c). The gradients differ by a factor
-1 + 1e-6/‖g‖; Adam's update is invariant to that scale up to eps, so the parameters agree
-(float64, 12 clipped updates: 2e-10; unclipped: 5e-16).
+1 + 1e-6/‖g‖. Adam's update is invariant to that scale only where |ĝ| is well above its eps:
+on the test's parameters the two agree to 2e-10 over 12 clipped updates (float64; unclipped
+5e-16), but on the tiny model, whose gradients hold elements below eps, the first clipped
+update differs by up to 4.2e-5 of a tensor's scale (parity/test_train.py's docstring), which is
+why that parity test compares float64 runs unclipped.
 
 The schedule counts optimizer updates: with grad_accum_steps = k, `total_steps` is the number
 of batches / k.

@@ -6,7 +6,7 @@ jaxbrr/train/optim.py).
     clip_grad_norm_(params, train.gradient_clip) before the step when the clip is > 0 (step.py)
 
 This AdamW and optax's adamw compute the same update (decoupled decay, scaled by the LR):
-p ← p − lr·(m̂/(√v̂ + eps) + wd·p); tests/jaxbrr/test_optim.py checks it in float64.
+p ← p − lr·(m̂/(√v̂ + eps) + wd·p); tests/jaxbrr/train/test_optim.py checks it in float64.
 """
 
 from __future__ import annotations
