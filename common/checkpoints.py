@@ -226,8 +226,9 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
     if (step := jaxbrr_step(located)) is not None:
         neutral = step / NEUTRAL_FILE
         if not neutral.is_file():
-            raise CheckpointError(f"{step}: a jaxbrr checkpoint without its neutral copy {NEUTRAL_FILE} (written "
-                                  "before it was kept); reading orbax's files needs JAX: convert it once with "
+            raise CheckpointError(f"{step}: a jaxbrr checkpoint without its neutral copy {NEUTRAL_FILE} (a NaN "
+                                  "dump's, one written before the copy was kept, or a save stopped between orbax's "
+                                  "items and the copy); reading orbax's files needs JAX: convert it once with "
                                   f"`python -m parity.convert {step} OUT.safetensors`")
         meta = jaxbrr_meta(step)
         return Weights(config_from_dict(meta["config"], source=f"{step}/meta"), read_neutral(neutral), "jaxbrr",
