@@ -250,9 +250,12 @@ def rename_original(state_dict: dict, expected: dict[str, tuple[int, ...]], conf
         problems += [f"  {line}" for line in sorted(mismatched)]
     if problems:
         where = f" {source}" if source else ""
+        fix = ("\nthe shapes say the config's `model` section does not describe these weights: pass the config "
+               "the checkpoint was trained with (--config), or one whose model section matches it"
+               if mismatched and not (unmapped or refused or unfilled or not_in_table) else "")
         raise ValueError(
             f"cannot load the original checkpoint{where} into SeizureDetector "
-            f"(architecture {config.architecture}):\n" + "\n".join(problems)
+            f"(architecture {config.architecture}):\n" + "\n".join(problems) + fix
         )
 
     renamed = {key: state_dict[orig] for orig, key in mapped.items()}

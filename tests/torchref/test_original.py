@@ -144,6 +144,8 @@ def test_shape_mismatch_raises_naming_keys_and_shapes(tiny):
         r"gnn\.gnn_layers\.0\.lin\.weight \(8, 13\) -> gnn\.layers\.0\.lin\.weight expects \(8, 12\)",
         str(err.value),
     )
+    # every name found, only shapes differ: the config's model is not the weights' model
+    assert "does not describe these weights: pass the config the checkpoint was trained with" in str(err.value)
 
 
 def test_static_pe_and_other_architectures_are_refused(tiny):
