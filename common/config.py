@@ -287,9 +287,9 @@ class ModelConfig:
             raise ValueError(
                 f"graph.k_eigenvectors ({self.graph.k_eigenvectors}) exceeds the montage's node count"
             )
-        if self.graph.top_k > self.n_chans - 1:
-            raise ValueError(f"graph.top_k ({self.graph.top_k}) exceeds the {self.n_chans - 1} other nodes a node of "
-                             f"the {self.montage} montage has")
+        if self.architecture == "v3" and self.graph.enabled and self.graph.top_k > self.n_chans:
+            raise ValueError(f"graph.top_k ({self.graph.top_k}) exceeds the {self.montage} montage's {self.n_chans} "
+                             f"nodes (each node's {self.n_chans - 1} others are every edge)")
         return self
 
 

@@ -31,7 +31,8 @@ the same name on the other side, which are not scored.
 With --split the recordings are those the checkpoint's own config puts in that split, the split
 its training used: `--set` may not change what decides it (SPLIT_FIELDS below), since another
 split could hand the model its own training patients to score; --edf-dir DIR scores other
-recordings.
+recordings. (Weights without their run's config, a .pt, .safetensors or original checkpoint,
+take the data section from --config or the defaults, and may set it.)
 
 Exit status: 0 scored; 2 bad arguments, checkpoint or input files, and also when an input was left
 out: with --edf-dir an EDF under DIR that was skipped, with --score a file without a partner of the
@@ -59,6 +60,9 @@ EXIT_OK, EXIT_INPUT = 0, 2
 # cached recordings and one left out reshuffles them all (preprocess, and how labels are read).
 # data.data_dir may change: the same corpus moved to another machine or folder holds the same
 # patients, hence the same split.
+# Weights that carry their run's config, data section included (a .pt or .safetensors file or an
+# original checkpoint takes it from --config or the defaults: there the split is the config's).
+RUN_KINDS = ("jaxbrr", "torchref", "nan_dump")
 SPLIT_FIELDS = ("data.edf_glob", "data.synthetic", "data.corpus", "data.split",
                 "data.seizure_labels", "data.background_labels", "data.label_duration_tolerance_seconds",
                 "preprocess")
@@ -74,6 +78,13 @@ def default_out_dir(step_dir: Path, source: str) -> Path:
         raise ValueError(f"{step_dir} is not inside a run's checkpoints/ folder, so there is no "
                          "run folder to write into: pass --out DIR")
     return step_dir.parents[2] / "eval" / f"{step_dir.parent.name}-{step_dir.stem}" / source
+
+
+def carries_its_split(checkpoint: str | Path) -> bool:
+    """Whether the weights carry their run's config, data section included (RUN_KINDS)."""
+    from common.checkpoints import locate
+
+    return locate(checkpoint).kind in RUN_KINDS
 
 
 def refuse_split_overrides(overrides: Sequence[str], split: str) -> None:
@@ -144,7 +155,7 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     split = split or ("dev" if edf_dir is None else None)
     source_name = split if edf_dir is None else f"edf-{Path(edf_dir).resolve().name}"
     try:
-        if edf_dir is None:
+        if edf_dir is None and carries_its_split(checkpoint):
             refuse_split_overrides(overrides, split)
         config, model, step_dir = load_checkpoint(checkpoint, overrides, config_path)
         for rate in config.eval.fa_rates:  # fixed metric names, checked before any compute

@@ -18,7 +18,7 @@ from flax import nnx
 
 from common.config import GraphConfig
 from jaxbrr.graph import safe_rsqrt
-from jaxbrr.tcn import uniform
+from jaxbrr.init import uniform
 
 
 class SSGConv(nnx.Module):

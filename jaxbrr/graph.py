@@ -304,7 +304,8 @@ def laplacian_pe(
     the interval − 1 steps after each.
 
     gradient: `full` differentiates jnp.linalg.eigh (NaN on repeated eigenvalues); `stop`
-    computes the PE under stop_gradient; `safe` uses safe_eigh with mask width tau.
+    computes the PE under stop_gradient; `safe` uses safe_eigh with mask width tau (at least
+    the eigenvalues' rounding split in their dtype: mask_width).
     guards (the original): degrees floored at 1e-6; +1e-3·I instead of +epsilon·I on a graph
     whose Laplacian has cond > 1e6; nan_to_num of the PE. The original's cached/random PE
     fallback on NaN is not reproduced (it is state, not math).

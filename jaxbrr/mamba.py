@@ -53,8 +53,8 @@ from common.constants import (
     SOFTPLUS_THRESHOLD,
 )
 from jaxbrr import ssm
+from jaxbrr.init import uniform
 from jaxbrr.ssm import SCANS, at_least_float32
-from jaxbrr.tcn import uniform
 
 
 def _linear_like_torch(

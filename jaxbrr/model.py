@@ -48,10 +48,11 @@ class SeizureDetector(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         guards = config.stability.guards == "original"
-        # precision bfloat16: convolutions (the edge lift and projection too, as under torch's autocast),
-        # projections and Mamba matmuls compute in bf16 on float32 parameters; the scan's dt/A/cumsums/decays and the gated norm's statistics stay float32
-        # (jaxbrr/ssm.py, mamba.py), so do common.stages.FLOAT32_STAGES (similarities, graph, eigh
-        # PE, GNN: their inputs are upcast, as torchref's), and logits return as float32.
+        # precision bfloat16: convolutions (the edge lift and projection too, as under torch's
+        # autocast), projections and Mamba matmuls compute in bf16 on float32 parameters; the scan's
+        # dt/A/cumsums/decays and the gated norm's statistics stay float32 (jaxbrr/ssm.py, mamba.py),
+        # so do common.stages.FLOAT32_STAGES (similarities, graph, eigh PE, GNN: their inputs are
+        # upcast, as torchref's), and logits return as float32.
         dtype = jnp.bfloat16 if config.precision == "bfloat16" else None
         n, d, d_tcn = config.n_chans, config.electrode_dim, config.tcn.out_channels
         self.tcn = TCNEncoder(n, config.tcn, rngs=rngs, dtype=dtype)

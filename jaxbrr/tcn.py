@@ -11,35 +11,13 @@ faster in NWC than in NCW (reference/perf_grounding.md §2). The model's public 
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from common.config import TCNConfig
 from common.constants import CONV_GAIN, GUARD_HEAD, GUARD_LOGITS, HEAD_GAIN
-
-
-def uniform(bound: float):
-    """U(±bound): torch's default init of nn.Linear / nn.Conv1d (bound = 1/√fan_in) and of
-    torch_geometric's Linear, weight and bias."""
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
-
-def kaiming_uniform(gain: float):
-    """U(±gain·√(6/fan_in)) for a (K, C_in, C_out) kernel, fan_in = K·C_in (torchref's init)."""
-
-    def init(key, shape, dtype=jnp.float32):
-        fan_in = math.prod(shape[:-1])
-        bound = gain * math.sqrt(6.0 / fan_in)
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
+from jaxbrr.init import kaiming_uniform
 
 
 def pointwise_conv(in_channels: int, out_channels: int, gain: float, *, rngs: nnx.Rngs,

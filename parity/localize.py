@@ -71,7 +71,7 @@ from parity.compare import compare_arrays
 from parity.problem import (
     LocalizeError,
     Problem,
-    check_channels,
+    check_batch_shape,
     load_checkpoint,
     load_dump,
     read_batch,
@@ -99,9 +99,10 @@ EXTREME_SIGMA = 10.0
 
 
 def extreme_sigma(problem: Problem) -> float:
-    """The DATA bound for `problem`: its config's preprocess.clip_sigma, else EXTREME_SIGMA."""
+    """The DATA bound for `problem`: its config's preprocess.clip_sigma as the float32 cache holds a
+    clipped sample (7.3 is 7.3000002 there), else EXTREME_SIGMA."""
     clip = problem.config.preprocess.clip_sigma
-    return EXTREME_SIGMA if clip is None else float(clip)
+    return EXTREME_SIGMA if clip is None else float(np.float32(clip))
 
 
 def precision(dtype: str):
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                     parser.error("--checkpoint needs --batch BATCH.npz")
                 config, weights = load_checkpoint(args.checkpoint, args.config)
                 batch = read_batch(args.batch)
-                check_channels(config, batch, str(args.batch))
+                check_batch_shape(config, batch, str(args.batch))
                 problem = Problem(config, weights, batch, f"checkpoint {args.checkpoint}, batch {args.batch}")
         if args.windows:
             problem.batch = select_windows(problem.batch, args.windows, problem.source)

@@ -98,7 +98,7 @@ def select_windows(batch: Batch, spec: str, source: str) -> Batch:
                  None if batch.valid is None else batch.valid[picked], batch.pos_weight)
 
 
-def check_channels(config: Config, batch: Batch, source: str) -> None:
+def check_batch_shape(config: Config, batch: Batch, source: str) -> None:
     """The batch's shape against the model's, before any model is built: its channels, and a
     length the TCN's downsampling divides (the logits come back at T / stride · stride)."""
     if batch.x.shape[1] != config.model.n_chans:
@@ -122,7 +122,7 @@ def load_dump(path: Path) -> Problem:
     batch = read_batch(path / "batch.npz")
     batch.pos_weight = float(record.get("pos_weight", 1.0))
     config, weights = load_checkpoint(path, None)
-    check_channels(config, batch, str(path))
+    check_batch_shape(config, batch, str(path))
     why = record.get("why") or record.get("error") or ""
     return Problem(config, weights, batch, f"dump {path} (step {record.get('step')}: {why})".strip())
 

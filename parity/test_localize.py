@@ -308,9 +308,9 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, capsys):
     with pytest.raises(problem_lib.LocalizeError, match=rf"b.npz: the batch's length T = {4 * stride + 3} is not a "
                                                         rf"multiple of model.tcn.stride_down = {stride}: crop or pad "
                                                         rf"x and y to {4 * stride} or {5 * stride} samples"):
-        problem_lib.check_channels(config, short, "b.npz")
+        problem_lib.check_batch_shape(config, short, "b.npz")
     with pytest.raises(problem_lib.LocalizeError, match="is --config the config these weights were trained with"):
-        problem_lib.check_channels(config, problem_lib.Batch(np.zeros((1, 2, 4 * stride), np.float32)), "b.npz")
+        problem_lib.check_batch_shape(config, problem_lib.Batch(np.zeros((1, 2, 4 * stride), np.float32)), "b.npz")
 
 
 def test_the_data_bound_is_the_problems_clip(monkeypatch):
@@ -319,6 +319,10 @@ def test_the_data_bound_is_the_problems_clip(monkeypatch):
     assert localize.extreme_sigma(clean) == clean.config.preprocess.clip_sigma
     unclipped = dataclasses.replace(clean, config=with_overrides(clean.config, ["preprocess.clip_sigma=null"]))
     assert localize.extreme_sigma(unclipped) == localize.EXTREME_SIGMA
+    # a clipped sample as the float32 cache holds it is not beyond the clip: 7.3 rounds up there
+    odd = dataclasses.replace(clean, config=with_overrides(clean.config, ["preprocess.clip_sigma=7.3"]))
+    held = float(np.clip(np.float32(100.0), -np.float32(7.3), np.float32(7.3)))
+    assert held > 7.3 and not held > localize.extreme_sigma(odd)
 
 
 def test_out_of_memory_is_one_line_naming_the_batch_and_the_fix(monkeypatch, capsys):

@@ -84,7 +84,7 @@ class EDFHeader:
 
 def check_calibration(path: Path, header: EDFHeader, indices: Sequence[int]) -> None:
     """EDFError naming every signal among `indices` whose calibration cannot scale its samples:
-    digital max == min (the gain divides by zero: MNE reads such a signal at up to ~1e9 µV),
+    digital max == min (the gain divides by zero: MNE read one such signal at up to 6.6e8 µV),
     physical max == min (a gain of 0: the signal is lost), or a field that is not a number.
     Only the signals a montage reads are checked: a broken auxiliary channel costs nothing."""
     broken = []

@@ -134,7 +134,8 @@ def check_start(config: Config, resume: bool, init_from: str | Path | None) -> N
     before preparing the data, Loop before anything else): --init-from with --resume; a workdir
     that holds checkpoints without --resume (a run is never overwritten by accident); --resume
     without a checkpoint (a mistyped workdir must not start a new run in silence); --resume with a
-    config that differs from the newest `last` checkpoint's (read from its meta only)."""
+    config that differs from the newest `last` checkpoint's (common.checkpoints.weights_config: a
+    jaxbrr step's meta, a torchref step's whole .pt)."""
     if init_from is not None and resume:
         raise ConfigError("--init-from and --resume together: --resume continues the run's own last "
                           "checkpoint; --init-from starts a new run from given weights")

@@ -101,9 +101,10 @@ def test_cross_field_checks():
         load_config(None, ["model.montage=bipolar"])
     with pytest.raises(ConfigError, match="headdim"):
         load_config(None, ["model.node_mamba.headdim=7"])
-    with pytest.raises(ConfigError, match=r"graph.top_k \(19\) exceeds the 18 other nodes a node of the ref19"):
-        load_config(None, ["model.graph.top_k=19"])
-    assert load_config(None, ["model.graph.top_k=18"]).model.graph.top_k == 18  # every edge
+    with pytest.raises(ConfigError, match=r"graph.top_k \(20\) exceeds the ref19 montage's 19 nodes"):
+        load_config(None, ["model.graph.top_k=20"])
+    assert load_config(None, ["model.graph.top_k=19"]).model.graph.top_k == 19  # every edge, as 18
+    assert load_config(None, ["model.graph.top_k=20", "model.graph.enabled=false"]).model.graph.top_k == 20  # unread
     with pytest.raises(ConfigError, match="kernel_size must be odd"):
         load_config(None, ["model.tcn.kernel_size=6"])
     with pytest.raises(ConfigError, match=r"eval.stride_seconds \(90.0\) exceeds data.window_seconds"):

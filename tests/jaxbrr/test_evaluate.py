@@ -233,6 +233,18 @@ def test_every_field_that_decides_the_split_is_refused(override):
         refuse_split_overrides(["postprocess.tau_on=0.7", override], "eval")
 
 
+def test_only_weights_with_their_runs_config_keep_its_split(synthetic_run, tmp_path):
+    """A run folder (or one of its steps) carries the data section its training used; a weights
+    file carries the model only, so --config and --set choose the data there."""
+    from jaxbrr.evaluate import carries_its_split
+
+    step = next((synthetic_run / "checkpoints" / "best").iterdir())
+    assert carries_its_split(synthetic_run) and carries_its_split(step)
+    for name in ("weights.safetensors", "original.pt"):  # located by kind, not read
+        (tmp_path / name).touch()
+        assert not carries_its_split(tmp_path / name)
+
+
 def test_fields_outside_the_split_may_change():
     from jaxbrr.evaluate import refuse_split_overrides
 

@@ -97,6 +97,10 @@ def test_bfloat16_computes_in_bf16_on_float32_parameters():
         logits, taps[precision] = nnx.jit(lambda m, x: m(x))(model, x)
         assert logits.dtype == jnp.float32 and bool(jnp.isfinite(logits).all())
     assert taps["bfloat16"]["tcn"].dtype == jnp.bfloat16
+    # the edge lift and projection convolve in bf16, as torch's autocast runs them; the softplus
+    # after them in float32, as CUDA autocast does
+    assert model.edge_lift.dtype == model.edge_proj.dtype == jnp.bfloat16
+    assert taps["bfloat16"]["edge_weights"].dtype == jnp.float32
     assert taps["bfloat16"]["pe"].dtype == jnp.float32  # eigh stays float32
     # FLOAT32_STAGES take their inputs upcast, as torchref's: the similarities of the bf16
     # electrodes in float32 (rounding ~1e-7), not in bf16 (8-bit mantissa, ~4e-3).

@@ -261,7 +261,7 @@ def _set_signal_field(path, label, column, text):
 
 
 def test_digital_min_equal_max_is_refused_naming_the_signal(tmp_path, write_edf, tusz_signals):
-    """Digital max == min divides MNE's gain by zero: the signal would read at ~1e7 µV."""
+    """Digital max == min divides MNE's gain by zero: the signal reads at absurd amplitudes."""
     path = write_edf(tmp_path / "cal.edf", tusz_signals(4, SFREQ), SFREQ)
     _set_signal_field(path, "EEG EKG1-REF", DIGITAL_MAX, "-32768")  # not in the montage: harmless
     assert np.abs(read_edf(path, "ref19").signals_uv).max() < 1000
