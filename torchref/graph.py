@@ -264,7 +264,8 @@ def laplacian_pe(
     only at steps 0, interval, 2·interval, ... and held for the interval − 1 steps after each.
 
     gradient: `full` backpropagates through torch.linalg.eigh (NaN on repeated eigenvalues);
-    `stop` computes the PE without gradient; `safe` uses SafeEigh with mask width tau.
+    `stop` computes the PE without gradient; `safe` uses SafeEigh with mask width tau (at least
+    the eigenvalues' rounding split in their dtype: mask_width).
     guards (the original): degrees floored at 1e-6; +1e-3·I instead of +epsilon·I on a graph
     whose Laplacian has cond > 1e6; nan_to_num of the PE. The original's cached/random PE
     fallback on NaN is not reproduced (it is state, not math).
