@@ -401,7 +401,8 @@ def test_data_parallel_over_two_devices_follows_the_one_device_run(one_device, t
     print(f"2-device vs 1-device losses: max rel {np.abs(a - b).max() / np.abs(b).max():.2e}")
     np.testing.assert_allclose(a, b, rtol=0, atol=rtol * np.abs(b).max() + atol)
 
-    batched = [c for c in command if "eigh_calls" not in c]
+    batched = [c for c in command if "eigh_calls" not in c]  # in a new workdir: this one holds checkpoints
+    batched[batched.index("--workdir") + 1] = str(work.parent / "batched")
     refused = subprocess.run(batched, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and "Set model.graph.eigh_calls=looped" in refused.stderr
 
