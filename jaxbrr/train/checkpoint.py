@@ -13,7 +13,9 @@ model's parameters again under the neutral names (common/checkpoints.py), for to
 
 orbax writes each step into a temporary folder and renames it when complete, so a run killed
 at any moment (SIGKILL included) leaves either a whole checkpoint or a temporary folder that the
-next CheckpointManager ignores and removes: never a half-written `last`.
+next CheckpointManager ignores and removes: never a half-written `last`. A step saved again (`best`
+after a resume that repeats steps) is first renamed `replaced-<step>`, a name orbax does not list,
+and removed once the new copy is complete; a run killed in between gets it back at the next start.
 
 Typed PRNG keys are stored as their raw key data (uint32) and wrapped again on restore.
 
@@ -23,6 +25,8 @@ a `checkpoints/best` or `checkpoints/last` folder (its newest step), or one step
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +36,11 @@ from flax import nnx
 
 from common.checkpoints import NEUTRAL_FILE, CheckpointError, jaxbrr_meta, locate, write_neutral
 from common.config import Config, config_from_dict
+from jaxbrr.train.distributed import barrier
 
 KINDS = ("last", "best")
 ITEMS = ("model", "optimizer", "meta")
+REPLACED = "replaced-"  # + step: a step's old copy while it is saved again
 
 
 def _is_key(x) -> bool:
@@ -64,6 +70,23 @@ def _restore_into(node: nnx.Module | nnx.Optimizer, saved: dict) -> None:
     nnx.update(node, state)
 
 
+def _check_tree_metadata(item_dir: Path) -> None:
+    """orbax reads an array item's `_METADATA` (JSON: the saved tree's structure) first and trips on
+    a damaged one with whatever its parser meets (JSONDecodeError, KeyError, AttributeError); name
+    the file instead. A missing one is left to orbax, which says what it lacks."""
+    path = item_dir / "_METADATA"
+    if not path.is_file():
+        return
+    try:
+        tree = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        tree = None
+    if not (isinstance(tree, dict) and isinstance(tree.get("tree_metadata"), dict)):
+        raise CheckpointError(f"{path}: damaged (not orbax's JSON tree metadata), so {item_dir.parent} "
+                              "cannot be restored; use another step of the run (checkpoints/best and "
+                              "checkpoints/last keep several) or delete this step's folder")
+
+
 class Checkpoints:
     """The `last` and `best` checkpoint folders of one run."""
 
@@ -73,20 +96,48 @@ class Checkpoints:
         self.managers = {
             kind: ocp.CheckpointManager(self.root / kind, options=options, item_names=ITEMS) for kind in KINDS
         }
+        self._finish_replacements()
+
+    def _finish_replacements(self) -> None:
+        """A run killed while saving a step again left the old copy aside: drop it where the new
+        copy is complete, else put it back."""
+        if jax.process_index() == 0:
+            for kind in KINDS:
+                for aside in (self.root / kind).glob(REPLACED + "*"):
+                    step_dir = aside.with_name(aside.name.removeprefix(REPLACED))
+                    if step_dir.exists():
+                        shutil.rmtree(aside)
+                    else:
+                        aside.rename(step_dir)
+        barrier("checkpoints-replacements")
+        for manager in self.managers.values():
+            manager.reload()
+
+    def _move_aside(self, kind: str, step: int) -> Path:
+        """Rename a saved step out of orbax's sight (every host joins; host 0 renames)."""
+        step_dir = self.root / kind / str(step)
+        aside = step_dir.with_name(REPLACED + str(step))
+        if jax.process_index() == 0:
+            step_dir.rename(aside)
+        barrier(f"checkpoints-aside-{kind}-{step}")
+        self.managers[kind].reload()
+        return aside
 
     def save(self, kind: str, step: int, model: nnx.Module, optimizer: nnx.Optimizer, meta: dict,
              neutral: dict | None = None) -> Path:
         """`neutral`: the model's weights under the neutral names (jaxbrr.weights.to_neutral), kept
         beside orbax's items as model.safetensors so that tools without JAX read them."""
         manager = self.managers[kind]
-        if step in manager.all_steps():  # e.g. best re-saved after a resume: replace, never mix
-            manager.delete(step)
+        # e.g. best saved again after a resume: replace, never mix, and never be without a copy
+        aside = self._move_aside(kind, step) if step in manager.all_steps() else None
         manager.save(step, args=ocp.args.Composite(
             model=ocp.args.StandardSave(_savable(_pure(model))),
             optimizer=ocp.args.StandardSave(_savable(_pure(optimizer))),
             meta=ocp.args.JsonSave(meta),
         ))
         manager.wait_until_finished()
+        if aside is not None and jax.process_index() == 0:
+            shutil.rmtree(aside)
         step_dir = self.root / kind / str(step)
         if neutral is not None:
             write_neutral(step_dir / NEUTRAL_FILE, neutral, model.config, "jax")
@@ -102,6 +153,8 @@ class Checkpoints:
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no {kind!r} checkpoint under {self.root / kind}")
+        for item in ("model", "optimizer"):
+            _check_tree_metadata(self.root / kind / str(step) / item)
         args = {
             "model": ocp.args.StandardRestore(_savable(_pure(model))),
             "meta": ocp.args.JsonRestore(),
@@ -142,6 +195,7 @@ def restore_model(step_dir: Path, config: Config) -> nnx.Module:
     from jaxbrr.model import SeizureDetector
 
     model = SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
+    _check_tree_metadata(Path(step_dir) / "model")
     saved = ocp.StandardCheckpointer().restore(Path(step_dir).absolute() / "model", _savable(_pure(model)))
     _restore_into(model, saved)
     return model

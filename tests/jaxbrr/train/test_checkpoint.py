@@ -1,0 +1,105 @@
+"""jaxbrr's checkpoint store: a step saved again replaces the old copy without a moment in which
+neither is on disk, and a damaged orbax tree metadata is refused naming the file.
+
+- saving a step again leaves the new weights and nothing else;
+- a run killed after the old copy was set aside and before the new one was complete gets the old
+  copy back at its next start; one killed after the new copy was complete drops the old one;
+- `_METADATA` that is not JSON, or JSON of another shape, is a CheckpointError naming the file,
+  from `load_model` and from a resume's `Checkpoints.restore` alike (orbax itself raises
+  JSONDecodeError, KeyError or AttributeError, the last of which no caller expects).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from common.checkpoints import CheckpointError
+from common.config import config_to_dict, load_config
+from jaxbrr.model import SeizureDetector
+from jaxbrr.train.checkpoint import REPLACED, Checkpoints, load_model
+from jaxbrr.train.optim import make_nnx_optimizer
+from tests.jaxbrr.conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(TINY)
+
+
+def _model(config, seed: int):
+    model = SeizureDetector(config.model, rngs=nnx.Rngs(seed))
+    return model, make_nnx_optimizer(model, config.train, 1)
+
+
+def _save(workdir, config, seed: int, step: int = 5) -> np.ndarray:
+    """Save a model drawn with `seed` as `best` at `step`; returns its classifier weights."""
+    model, optimizer = _model(config, seed)
+    checkpoints = Checkpoints(workdir, keep=2)
+    try:
+        checkpoints.save("best", step, model, optimizer, {"config": config_to_dict(config)})
+    finally:
+        checkpoints.close()
+    return _weights(model)
+
+
+def _weights(model) -> np.ndarray:
+    leaves = [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+    return np.concatenate([x.ravel() for x in leaves])
+
+
+def test_a_step_saved_again_holds_the_new_weights_and_nothing_else(tmp_path, config):
+    first = _save(tmp_path, config, seed=1)
+    second = _save(tmp_path, config, seed=2)
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(_weights(load_model(tmp_path)[1]), second)
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / "best").iterdir()) == ["5"]
+
+
+def test_a_run_killed_while_saving_a_step_again_keeps_the_old_copy(tmp_path, config, monkeypatch):
+    old = _save(tmp_path, config, seed=1)
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    model, optimizer = _model(config, seed=2)
+    checkpoints = Checkpoints(tmp_path, keep=2)
+    monkeypatch.setattr(checkpoints.managers["best"], "save", killed)
+    with pytest.raises(Killed):
+        checkpoints.save("best", 5, model, optimizer, {"config": config_to_dict(config)})
+    best = tmp_path / "checkpoints" / "best"
+    assert sorted(p.name for p in best.iterdir()) == [f"{REPLACED}5"]  # orbax sees no step now
+    monkeypatch.undo()
+
+    Checkpoints(tmp_path, keep=2).close()  # the next start puts it back
+    assert sorted(p.name for p in best.iterdir()) == ["5"]
+    np.testing.assert_array_equal(_weights(load_model(tmp_path)[1]), old)
+
+    # killed after the new copy was complete, before the old one was removed: the new one stays
+    (best / "5").rename(best / f"{REPLACED}5")
+    new = _save(tmp_path / "other", config, seed=2)
+    (tmp_path / "other" / "checkpoints" / "best" / "5").rename(best / "5")
+    Checkpoints(tmp_path, keep=2).close()
+    assert sorted(p.name for p in best.iterdir()) == ["5"]
+    np.testing.assert_array_equal(_weights(load_model(tmp_path)[1]), new)
+
+
+@pytest.mark.parametrize("text", ["garbage{", "{}", "[1]", '{"tree_metadata": 3}'])
+def test_a_damaged_tree_metadata_is_refused_naming_the_file(tmp_path, config, text):
+    _save(tmp_path, config, seed=1)
+    damaged = tmp_path / "checkpoints" / "best" / "5" / "model" / "_METADATA"
+    damaged.write_text(text)
+    with pytest.raises(CheckpointError, match=f"{damaged}: damaged"):
+        load_model(tmp_path)
+    model, optimizer = _model(config, seed=1)
+    checkpoints = Checkpoints(tmp_path, keep=2)
+    try:
+        with pytest.raises(CheckpointError, match=f"{damaged}: damaged"):
+            checkpoints.restore("best", model, optimizer)
+    finally:
+        checkpoints.close()
