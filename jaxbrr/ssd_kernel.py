@@ -50,6 +50,12 @@ Pallas's interpreter (`interpret=True`), which is how the test suite checks them
 float64 sequential oracle. The model refuses `scan: pallas` without a GPU rather than interpret
 silently (minutes per step). A pallas_call is opaque to XLA's SPMD partitioner: data parallel
 training runs it per device under shard_map, and the trainer refuses it with train.mesh.fsdp > 1.
+
+JAX 0.11 deprecated Pallas's Triton backend (Pallas changelog, "Released with JAX 0.11.0": it will
+be removed in a future version, and each lowering warns "The Pallas Triton backend is deprecated").
+These kernels stay on it: it runs on every GPU from compute capability 8.0 (A100, RTX 4090), where
+Mosaic GPU needs 9.0 (H100, H200). A JAX without the Triton backend will need a Mosaic GPU form of
+them; `scan: chunked`, the configs' default, does not depend on it.
 """
 
 from __future__ import annotations
