@@ -26,6 +26,7 @@ key names) is renamed through common/original.py onto the model its own config d
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,8 +64,18 @@ def _jaxbrr_steps(folder: Path) -> list[Path]:
     return sorted(steps, key=lambda p: int(p.name))
 
 
+TORCHREF_STEP_FILE = re.compile(r"step_(\d+)\.pt")  # torchref.train writes step_000042.pt
+
+
+def torchref_steps(folder: str | Path) -> list[tuple[int, Path]]:
+    """(step, file) of the complete torchref checkpoints in `folder`, oldest first: by step number,
+    not name (step_1000000.pt follows step_999999.pt); a leftover .tmp is not one."""
+    found = ((TORCHREF_STEP_FILE.fullmatch(path.name), path) for path in Path(folder).glob("step_*.pt"))
+    return sorted((int(match.group(1)), path) for match, path in found if match)
+
+
 def _torchref_steps(folder: Path) -> list[Path]:
-    return sorted(folder.glob("step_*.pt")) if folder.is_dir() else []
+    return [path for _, path in torchref_steps(folder)]
 
 
 def last_steps(workdir: str | Path) -> list[Path]:

@@ -39,13 +39,12 @@ import base64
 import contextlib
 import dataclasses
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common.checkpoints import read_weights
+from common.checkpoints import read_weights, torchref_steps
 from common.config import ConfigError
 from common.files import atomic_path
 from common.train import dumps
@@ -54,7 +53,6 @@ from torchref.model import SeizureDetector, count_parameters
 from torchref.train.optim import make_optimizer
 from torchref.train.step import apply_gradients, eval_step, loss_and_gradients
 
-CHECKPOINT_FILE = re.compile(r"step_(\d+)\.pt")
 DROPOUT_STREAM = 1  # the dropout Generator's seed is SeedSequence([train.seed, DROPOUT_STREAM])
 
 
@@ -68,9 +66,7 @@ def checkpoint_path(workdir: str | Path, kind: str, step: int) -> Path:
 
 def checkpoint_steps(workdir: str | Path, kind: str) -> list[int]:
     """Steps of the complete checkpoints of one kind, oldest first (a leftover .tmp is not one)."""
-    folder = Path(workdir) / "checkpoints" / kind
-    found = (CHECKPOINT_FILE.fullmatch(path.name) for path in folder.glob("step_*.pt"))
-    return sorted(int(match.group(1)) for match in found if match)
+    return [step for step, _ in torchref_steps(Path(workdir) / "checkpoints" / kind)]
 
 
 def dropout_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
