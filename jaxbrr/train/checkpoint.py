@@ -15,7 +15,8 @@ orbax writes each step into a temporary folder and renames it when complete, so 
 at any moment (SIGKILL included) leaves either a whole checkpoint or a temporary folder that the
 next CheckpointManager ignores and removes: never a half-written `last`. A step saved again (`best`
 after a resume that repeats steps) is first renamed `replaced-<step>`, a name orbax does not list,
-and removed once the new copy is complete; a run killed in between gets it back at the next start.
+and removed once the new copy is whole (its model.safetensors included); a run killed in between
+gets it back at the next start. A step below the newest is saved too (orbax would skip it).
 
 Typed PRNG keys are stored as their raw key data (uint32) and wrapped again on restore.
 
@@ -100,15 +101,19 @@ class Checkpoints:
 
     def _finish_replacements(self) -> None:
         """A run killed while saving a step again left the old copy aside: drop it where the new
-        copy is complete, else put it back."""
+        copy is complete (orbax's items, and the neutral copy where the old one had it), else put
+        it back."""
         if jax.process_index() == 0:
             for kind in KINDS:
                 for aside in (self.root / kind).glob(REPLACED + "*"):
                     step_dir = aside.with_name(aside.name.removeprefix(REPLACED))
-                    if step_dir.exists():
+                    if step_dir.exists() and ((step_dir / NEUTRAL_FILE).exists()
+                                              or not (aside / NEUTRAL_FILE).exists()):
                         shutil.rmtree(aside)
-                    else:
-                        aside.rename(step_dir)
+                        continue
+                    if step_dir.exists():
+                        shutil.rmtree(step_dir)
+                    aside.rename(step_dir)
         barrier("checkpoints-replacements")
         for manager in self.managers.values():
             manager.reload()
@@ -130,17 +135,21 @@ class Checkpoints:
         manager = self.managers[kind]
         # e.g. best saved again after a resume: replace, never mix, and never be without a copy
         aside = self._move_aside(kind, step) if step in manager.all_steps() else None
-        manager.save(step, args=ocp.args.Composite(
+        # force: orbax skips a step below its newest unless forced (a resumed run's `best` beside
+        # one from before the resume); this store saves what it is asked to, as torchref's does
+        saved = manager.save(step, force=True, args=ocp.args.Composite(
             model=ocp.args.StandardSave(_savable(_pure(model))),
             optimizer=ocp.args.StandardSave(_savable(_pure(optimizer))),
             meta=ocp.args.JsonSave(meta),
         ))
         manager.wait_until_finished()
-        if aside is not None and jax.process_index() == 0:
-            shutil.rmtree(aside)
         step_dir = self.root / kind / str(step)
+        if not saved:
+            raise CheckpointError(f"orbax did not save {step_dir} (its CheckpointManager declined the step)")
         if neutral is not None:
             write_neutral(step_dir / NEUTRAL_FILE, neutral, model.config, "jax")
+        if aside is not None and jax.process_index() == 0:
+            shutil.rmtree(aside)  # last: the new copy is whole, neutral file included
         return step_dir
 
     def latest(self, kind: str) -> int | None:

@@ -2,8 +2,10 @@
 neither is on disk, and a damaged orbax tree metadata is refused naming the file.
 
 - saving a step again leaves the new weights and nothing else;
-- a run killed after the old copy was set aside and before the new one was complete gets the old
-  copy back at its next start; one killed after the new copy was complete drops the old one;
+- a run killed after the old copy was set aside and before the new one was whole (orbax's items
+  and the neutral model.safetensors) gets the old copy back at its next start; one killed after
+  the new copy was whole drops the old one;
+- a step below the newest (a resumed run's `best`) is saved, not skipped as orbax would;
 - `_METADATA` that is not JSON, or JSON of another shape, is a CheckpointError naming the file,
   from `load_model` and from a resume's `Checkpoints.restore` alike (orbax itself raises
   JSONDecodeError, KeyError or AttributeError, the last of which no caller expects).
@@ -11,16 +13,19 @@ neither is on disk, and a damaged orbax tree metadata is refused naming the file
 
 from __future__ import annotations
 
+import shutil
+
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
-from common.checkpoints import CheckpointError
+from common.checkpoints import NEUTRAL_FILE, CheckpointError
 from common.config import config_to_dict, load_config
 from jaxbrr.model import SeizureDetector
 from jaxbrr.train.checkpoint import REPLACED, Checkpoints, load_model
 from jaxbrr.train.optim import make_nnx_optimizer
+from jaxbrr.weights import to_neutral
 from tests.jaxbrr.conftest import TINY
 
 
@@ -35,11 +40,12 @@ def _model(config, seed: int):
 
 
 def _save(workdir, config, seed: int, step: int = 5) -> np.ndarray:
-    """Save a model drawn with `seed` as `best` at `step`; returns its classifier weights."""
+    """Save a model drawn with `seed` as `best` at `step`, with its neutral copy, as training does;
+    returns its parameters."""
     model, optimizer = _model(config, seed)
     checkpoints = Checkpoints(workdir, keep=2)
     try:
-        checkpoints.save("best", step, model, optimizer, {"config": config_to_dict(config)})
+        checkpoints.save("best", step, model, optimizer, {"config": config_to_dict(config)}, to_neutral(model))
     finally:
         checkpoints.close()
     return _weights(model)
@@ -80,10 +86,18 @@ def test_a_run_killed_while_saving_a_step_again_keeps_the_old_copy(tmp_path, con
     assert sorted(p.name for p in best.iterdir()) == ["5"]
     np.testing.assert_array_equal(_weights(load_model(tmp_path)[1]), old)
 
-    # killed after the new copy was complete, before the old one was removed: the new one stays
-    (best / "5").rename(best / f"{REPLACED}5")
+    # killed after orbax's items were complete, before the neutral copy: the old copy comes back
     new = _save(tmp_path / "other", config, seed=2)
-    (tmp_path / "other" / "checkpoints" / "best" / "5").rename(best / "5")
+    (best / "5").rename(best / f"{REPLACED}5")
+    shutil.copytree(tmp_path / "other" / "checkpoints" / "best" / "5", best / "5")
+    (best / "5" / NEUTRAL_FILE).unlink()
+    Checkpoints(tmp_path, keep=2).close()
+    assert sorted(p.name for p in best.iterdir()) == ["5"] and (best / "5" / NEUTRAL_FILE).is_file()
+    np.testing.assert_array_equal(_weights(load_model(tmp_path)[1]), old)
+
+    # killed after the new copy was whole, before the old one was removed: the new one stays
+    (best / "5").rename(best / f"{REPLACED}5")
+    shutil.copytree(tmp_path / "other" / "checkpoints" / "best" / "5", best / "5")
     Checkpoints(tmp_path, keep=2).close()
     assert sorted(p.name for p in best.iterdir()) == ["5"]
     np.testing.assert_array_equal(_weights(load_model(tmp_path)[1]), new)
@@ -103,3 +117,13 @@ def test_a_damaged_tree_metadata_is_refused_naming_the_file(tmp_path, config, te
             checkpoints.restore("best", model, optimizer)
     finally:
         checkpoints.close()
+
+
+def test_a_step_below_the_newest_is_saved_not_skipped(tmp_path, config):
+    """orbax's CheckpointManager declines a step below its newest unless forced; a resumed run's
+    `best` may be one (torchref's store writes it too). It must be written whole, not skipped."""
+    _save(tmp_path, config, seed=1, step=10)
+    weights = _save(tmp_path, config, seed=2, step=5)
+    step_dir = tmp_path / "checkpoints" / "best" / "5"
+    assert (step_dir / "meta").is_dir() and (step_dir / "model.safetensors").is_file()
+    np.testing.assert_array_equal(_weights(load_model(step_dir)[1]), weights)
