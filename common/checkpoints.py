@@ -186,9 +186,11 @@ Shapes = Callable[[ModelConfig], dict[str, tuple[int, ...]]]
 class Weights:
     """Neutral weights (torchref's state-dict names and layouts, numpy) and their run config."""
 
-    config: Config  # the weights' model section; the rest from the config file or the defaults
+    # a training checkpoint's or NaN dump's whole run config; for other weights, their model section
+    # (and data.montage to match) with the rest from the config file or the defaults
+    config: Config
     arrays: dict[str, np.ndarray]
-    kind: str
+    kind: str  # locate()'s kind, or "original" for a brain-go-brr v2 checkpoint (a .pt)
     path: Path
     notes: list[str] = field(default_factory=list)  # what was ignored or assumed: callers print them
     meta: dict | None = None  # a training checkpoint's meta (config, progress), when it has one
@@ -202,9 +204,12 @@ def _load(config: ConfigSource) -> Config:
 
 
 def _with_model(model: dict | ModelConfig, config_path: ConfigSource, source: str) -> Config:
-    """The run config of `config_path` (or the defaults) with `model` as its model section."""
+    """The run config of `config_path` (or the defaults) with `model` as its model section, and
+    data.montage the weights' montage (the montage they read EEG in decides their input layer)."""
     tree = config_to_dict(_load(config_path))
     tree["model"] = config_to_dict(model) if isinstance(model, ModelConfig) else model
+    if "montage" in tree["model"]:
+        tree["data"]["montage"] = tree["model"]["montage"]
     rest = "the run's config" if isinstance(config_path, Config) else (config_path or "the defaults")
     return config_from_dict(tree, source=f"{source} (model) + {rest} (the rest)")
 
@@ -225,8 +230,10 @@ def _arrays(state: dict, path: Path) -> dict[str, np.ndarray]:
 
 def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Shapes | None = None) -> Weights:
     """The weights `path` names (any kind locate() finds) as neutral numpy arrays, with their
-    config: the model section from the weights when they carry one (a training checkpoint's meta,
-    a .safetensors file's metadata, an original checkpoint's own config), else from config_path.
+    config: a training checkpoint's or NaN dump's own run config, whole (config_path unused); else
+    the model section the weights carry (a .safetensors file's metadata, an original checkpoint's
+    own config), with data.montage to match, over config_path's (or the defaults'); else
+    config_path's, which is then required.
     `shapes(model_config)` (neutral name -> shape, from the caller's framework) is needed for an
     original brain-go-brr v2 checkpoint, whose keys are renamed onto a model of its config."""
     from common import original

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from common.checkpoints import last_steps, locate
+from pathlib import Path
+
+import numpy as np
+
+from common.checkpoints import last_steps, locate, read_weights, weights_config, write_neutral
+from common.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_newest_torchref_step_is_the_largest_number_not_the_last_name(tmp_path):
@@ -16,3 +23,17 @@ def test_the_newest_torchref_step_is_the_largest_number_not_the_last_name(tmp_pa
     assert [p.name for p in last_steps(tmp_path)] == ["step_999999.pt", "step_1000000.pt"]
     located = locate(tmp_path)
     assert (located.kind, located.path) == ("torchref", tmp_path / "checkpoints" / "best" / "step_1000000.pt")
+
+
+def test_weights_of_a_bipolar_model_are_read_in_their_montage_whatever_the_config_says(tmp_path):
+    """A .safetensors file carries its model section; read with the defaults (ref19) or another
+    run's config, the run config must take the weights' montage for the data too, else the two
+    montages disagree and the config is refused for a mismatch the user did not make."""
+    bipolar = load_config(ROOT / "configs" / "tiny.yaml", ["model.montage=bipolar", "data.montage=bipolar"])
+    path = write_neutral(tmp_path / "bipolar.safetensors", {"w": np.zeros(2, np.float32)}, bipolar.model, "jax")
+    for config in (None, ROOT / "configs" / "default.yaml", load_config(ROOT / "configs" / "tiny.yaml")):
+        weights = read_weights(path, config)
+        assert (weights.config.model.montage, weights.config.data.montage) == ("bipolar", "bipolar")
+        assert weights.config.model == bipolar.model
+        fallback = weights_config(path, config if config is not None else ROOT / "configs" / "default.yaml")
+        assert fallback.data.montage == "bipolar"
