@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import sys
 from pathlib import Path
 
@@ -82,16 +81,18 @@ from parity.runs import Run
 from parity.twins import make_twin
 from parity.verdicts import (
     BACKWARD,
+    PRECISIONS,
     Finding,
     TapRow,
     classify,
     dtypes_of,
     find,
+    json_float,
     run_key,
     tap_rows,
+    tolerance_dtype,
 )
 
-DTYPES = ("float64", "float32", "bfloat16", "float16")
 # |x| of a z-scored batch beyond preprocess.clip_sigma σ did not come through the problem's own
 # pipeline (DESIGN.md §3). A config that does not clip gives no such bound: beyond this many σ is
 # then called an outlier (the default clip, and --extreme's value when nothing else says).
@@ -154,9 +155,9 @@ def localize(problem: Problem, dtypes: list[str] = ("float32", "float64"), extre
 
 def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, device: str) -> Report:
     say = progress or (lambda text: None)
-    unknown = [d for d in dtypes if d not in DTYPES]
+    unknown = [d for d in dtypes if d not in PRECISIONS]
     if unknown:
-        raise ValueError(f"--dtype {','.join(unknown)}: choose from {', '.join(DTYPES)}")
+        raise ValueError(f"--dtype {','.join(unknown)}: choose from {', '.join(PRECISIONS)}")
     runs: list[Run] = []
     models = {}
     train_cfg = problem.config.train
@@ -251,20 +252,15 @@ def _replay(row: TapRow, models, runs: dict[str, Run], problem: Problem, dtypes:
                     fn = R.torch_local_cotangent if target == "torch" else R.jax_local_cotangent
                     result = fn(model, tap, values, run.cotangents, problem.batch, problem.config.train)
                     expected = run.cotangents[tap]
-                tolerance_dtype = dtype if dtype in ("float32", "float64") else "float32"
-                compared = compare_arrays(row.name, result, expected, check, tolerance_dtype, device)
+                compared = compare_arrays(row.name, result, expected, check, tolerance_dtype(dtype), device)
                 out.append({
                     "tap": row.name, "dtype": dtype, "direction": f"{source} inputs -> {target} {row.kind}",
-                    "max_abs": _json_float(compared.max_abs), "max_rel": _json_float(compared.max_rel),
+                    "max_abs": json_float(compared.max_abs), "max_rel": json_float(compared.max_rel),
                     "nonfinite": {"result": int((~np.isfinite(result)).sum()),
                                   "expected": int((~np.isfinite(expected)).sum())},
                     "passed": compared.passed,
                 })
     return out
-
-
-def _json_float(value: float):
-    return value if math.isfinite(value) else str(value)
 
 
 def eigh_report(config: Config, runs: list[Run]) -> dict:
@@ -330,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field of the run, e.g. model.remat=true (less memory at full "
                              "size) or model.stability.pe_gradient=safe (does the fix hold?); repeatable")
-    parser.add_argument("--dtype", default="float32,float64", help="comma-separated, from " + ",".join(DTYPES))
+    parser.add_argument("--dtype", default="float32,float64", help="comma-separated, from " + ",".join(PRECISIONS))
     parser.add_argument("--device", default="cpu", choices=DEVICES,
                         help="where both frameworks run (default %(default)s; gpu: the first CUDA GPU)")
     parser.add_argument("--tf32", choices=("off", "on"), default="off",

@@ -16,7 +16,7 @@ import torch
 
 from common.files import save_figure, write_text
 from parity.problem import Problem, batch_hash
-from parity.verdicts import PARAMETERS, Finding, TapRow
+from parity.verdicts import PARAMETERS, Finding, TapRow, arbitrated_dtype
 
 SCHEMA = "jaxbrr.localize/1"
 IDENTICAL_FLOOR = 1e-18  # where the plot draws a difference of exactly 0 (log axis)
@@ -99,7 +99,7 @@ def _cell(row: TapRow, run: str) -> str:
 
 def format_report(report: Report, all_parameters: bool = False) -> str:
     runs = [f"{fw}/{d}" for d in report.dtypes for fw in ("torch", "jax")]
-    low = report.dtypes[-1]
+    low = arbitrated_dtype(report.dtypes)
     x = report.problem.batch.x
     lines = [
         f"source: {report.problem.source}",

@@ -29,18 +29,20 @@ STAGES = {"input": ("x",), "tcn": ("input",), "logits": ("tcn",)}
 MODULES = {"tcn": "tcn", "head": "logits"}
 
 
-def _runs(edit=None, x_scale=1.0) -> list[Run]:
-    """torch and jax at float64 and float32, all equal; edit(framework, dtype, run) changes one."""
+def _runs(edit=None, x_scale=1.0, dtypes=("float64", "float32")) -> list[Run]:
+    """torch and jax at `dtypes`, all equal; edit(framework, dtype, run) changes one. A bfloat16
+    run holds its values as float32 (as the localiser keeps them)."""
     rng = np.random.default_rng(0)
     base = {"input": rng.standard_normal((2, 3, 8)) * x_scale, "tcn": rng.standard_normal((2, 4, 2)),
             "logits": rng.standard_normal((2, 8))}
     grads = {"tcn.weight": rng.standard_normal((4, 3)), "head.weight": rng.standard_normal((4,))}
     out = []
-    for dtype in ("float64", "float32"):
+    for dtype in dtypes:
         for framework in ("torch", "jax"):
-            def cast(tree, dtype=dtype):  # a copy per run
-                return {k: np.array(v, dtype) for k, v in tree.items()}
-            run = Run(framework, dtype, cast(base), np.array(0.5, dtype), cast(base), cast(grads))
+            def cast(tree, held="float32" if dtype == "bfloat16" else dtype):  # a copy per run
+                return {k: np.array(v, held) for k, v in tree.items()}
+            run = Run(framework, dtype, cast(base), np.array(0.5, dtype if dtype != "bfloat16" else "float32"),
+                      cast(base), cast(grads))
             if edit is not None:
                 edit(framework, dtype, run)
             out.append(run)
@@ -136,6 +138,14 @@ def test_float32_disagreement_that_float64_blames_on_neither_side_is_rounding_no
     tcn = next(r for r in rows if r.name == "tcn")
     assert not tcn.compare["float32"].passed and tcn.drifted == "neither"
     assert verdict == ("CLEAN",) and tcn.verdict == "CLEAN" and tcn.rounding
+
+    def with_bfloat16(framework, dtype, run):  # and a bfloat16 run in which jax is far coarser
+        edit(framework, dtype, run)
+        if dtype == "bfloat16" and framework == "jax":
+            run.taps["tcn"] += np.float32(0.05)
+    rows, findings, verdict = _verdict(_runs(with_bfloat16, dtypes=("float64", "float32", "bfloat16")))
+    tcn = next(r for r in rows if r.name == "tcn")  # float32's verdict is float32's, whatever else ran
+    assert tcn.drifted == "neither" and verdict == ("CLEAN",) and tcn.rounding
 
 
 def test_float32_drift_whose_replay_agrees_is_amplified_rounding_and_so_is_what_inherits_it():

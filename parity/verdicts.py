@@ -53,8 +53,8 @@ class TapRow:
     shape: tuple
     nonfinite: dict[str, tuple[int, int]]  # "torch/float32" -> (NaN count, Inf count)
     compare: dict[str, Row]  # dtype -> torch↔jax comparison (jax against torch)
-    err64: dict[str, float] = field(default_factory=dict)  # framework -> RMSE of its lowest dtype vs torch float64
-    drifted: str | None = None  # arbitrate(): torch | jax | both | neither (lowest dtype, when it fails)
+    err64: dict[str, float] = field(default_factory=dict)  # framework -> RMSE of its arbitrated_dtype vs torch float64
+    drifted: str | None = None  # arbitrate(): torch | jax | both | neither (arbitrated_dtype, when it fails)
     max_abs_x: float = math.nan  # input row only: max |x| over finite values of the batch as given
     data_nonfinite: tuple[int, int] = (0, 0)  # input row only: NaN, Inf in the batch as given
     upstream: tuple[str, ...] = ()  # the rows this one is computed from
@@ -79,15 +79,15 @@ class TapRow:
             "born": self.born, "side": self.side, "detail": self.detail, "op": self.op, "rounding": self.rounding,
             "amplified": self.amplified,
             "nonfinite": {run: {"nan": n, "inf": i} for run, (n, i) in self.nonfinite.items()},
-            "max_abs": {d: _finite(r.max_abs) for d, r in self.compare.items()},
-            "max_rel": {d: _finite(r.max_rel) for d, r in self.compare.items()},
+            "max_abs": {d: json_float(r.max_abs) for d, r in self.compare.items()},
+            "max_rel": {d: json_float(r.max_rel) for d, r in self.compare.items()},
             "within_tolerance": {d: r.passed for d, r in self.compare.items()},
-            "err64": {k: _finite(v) for k, v in self.err64.items()}, "drifted": self.drifted,
+            "err64": {k: json_float(v) for k, v in self.err64.items()}, "drifted": self.drifted,
             "upstream": list(self.upstream),
         }
 
 
-def _finite(value: float):
+def json_float(value: float):
     return value if math.isfinite(value) else str(value)
 
 
@@ -98,6 +98,13 @@ def run_key(run: Run) -> str:
 def dtypes_of(runs: list[Run]) -> list[str]:
     """The dtypes run, highest precision first."""
     return [d for d in PRECISIONS if any(r.dtype == d for r in runs)]
+
+
+def arbitrated_dtype(dtypes: list[str]) -> str:
+    """The dtype whose torch-jax difference float64 arbitrates (err64, drifted): float32 when it ran,
+    since the verdicts judge float32's differences and a half-precision run beside it must not
+    change them; else the lowest run."""
+    return "float32" if "float32" in dtypes else dtypes[-1]
 
 
 def _counts(array: np.ndarray) -> tuple[int, int]:
@@ -122,8 +129,8 @@ def _row(name: str, kind: str, arrays: dict[str, np.ndarray], runs: list[Run], c
     for dtype in dtypes:
         torch_array, jax_array = arrays.get(f"torch/{dtype}"), arrays.get(f"jax/{dtype}")
         if torch_array is not None and jax_array is not None:
-            row.compare[dtype] = compare_arrays(name, jax_array, torch_array, check, _tolerance_dtype(dtype), device)
-    low = dtypes[-1]
+            row.compare[dtype] = compare_arrays(name, jax_array, torch_array, check, tolerance_dtype(dtype), device)
+    low = arbitrated_dtype(dtypes)
     if "float64" in dtypes and low != "float64" and "torch/float64" in arrays:
         reference = arrays["torch/float64"]
         for framework in ("torch", "jax"):
@@ -135,9 +142,11 @@ def _row(name: str, kind: str, arrays: dict[str, np.ndarray], runs: list[Run], c
     return row
 
 
-def _tolerance_dtype(dtype: str) -> str:
-    """Half precisions have no rows in the table: their differences are judged at float32's
-    tolerance only for reporting (their verdicts come from non-finite counts, never DRIFT)."""
+def tolerance_dtype(dtype: str) -> str:
+    """The table's dtype a run's torch-jax difference is compared at. Half precisions at float32's:
+    the table's bfloat16 rows bound one layer or one gradient (tests), not a whole model's taps, so
+    a half-precision comparison is reported only (its verdicts come from non-finite counts, never
+    DRIFT)."""
     return dtype if dtype in ("float32", "float64") else "float32"
 
 
