@@ -9,8 +9,8 @@ downloaded corpus as it ships); files and folders may be mixed. For each EDF, in
     <stem>.png      the preprocessed EEG with the events shaded, the probability trace, τ_on/τ_off
 
 Pipeline, all from the checkpoint's config (`--set` may change any field outside `model` and
-`data.montage`, e.g. `--set postprocess.tau_on=0.7`): read the EDF in the montage the model was
-trained on (common/data/edf.py), preprocess (common/data/preprocess.py), cut windows at
+`data.montage`, e.g. `--set postprocess.tau_on=0.7`, and how the scan is computed, model.ssm.*):
+read the EDF in the montage the model was trained on (common/data/edf.py), preprocess (common/data/preprocess.py), cut windows at
 `eval.stride_seconds` in batches of `eval.batch_size`, average the overlaps into one trace
 (common/eval/recordings.py `predict_signals`; a recording shorter than one window is one padded
 window, masked), post-process into events (common/eval/postprocess.py).
@@ -115,6 +115,13 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
     for note in notes:
         print(f"note: {note}")
     config = with_overrides(config, overrides, f"{located.path} (its config)")
+    if config.model.ssm.scan == "pallas":  # here, not at the first file's compile (every file would fail)
+        from jaxbrr.ssd_kernel import require_gpu
+
+        try:
+            require_gpu()
+        except ValueError as err:
+            raise ConfigError(f"{located.path}: {err}, with --set on the same weights") from None
     # on a GPU, train.tf32 of the checkpoint's config (false, full float32, for one written before
     # the field existed, though a GPU run then trained with JAX's TF32 default)
     set_float32_precision(config.train.tf32, jax.default_backend())
@@ -233,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                         help=f"where <stem>.csv_bi and <stem>.png go (default: {DEFAULT_OUT}/)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field outside `model`, e.g. --set postprocess.tau_on=0.7")
+                        help="override a config field outside `model` (e.g. --set postprocess.tau_on=0.7), or "
+                             "how the scan is computed (e.g. --set model.ssm.scan=chunked)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
@@ -261,9 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         stems[path.stem] = path
         try:
             result = predict_file(path, config, predict, args.out, progress=not args.no_progress)
-        except (ValueError, OSError) as err:  # EDFError, MontageMismatch, preprocessing
-            skipped.append((path, str(err)))
-            tqdm.write(f"error: {err}", file=sys.stderr)
+        except (ValueError, OSError) as err:  # EDFError, MontageMismatch, preprocessing, a NaN prediction
+            message = str(err) if str(path) in str(err) else f"{path}: {err}"
+            skipped.append((path, message))
+            tqdm.write(f"error: {message}", file=sys.stderr)
             continue
         seizure = sum(e.stop_seconds - e.start_seconds for e in result.events)
         tqdm.write(f"{path}: {result.duration_seconds:.1f} s, {len(result.events)} events "
