@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -483,48 +484,54 @@ def parse_override(text: str) -> tuple[str, Any]:
         first = str(error).splitlines()[0]
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({first}); quote it, "
                           f"e.g. --set '{key.strip()}=\"{raw}\"'") from None
-    # YAML 1.1 reads 3e-4 as a string; accept it as the number a user meant.
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
+    # YAML 1.1 reads 3e-4 as a string: pydantic's lax mode makes it the number a float field
+    # wants, as it does for a config file's, and a string field keeps the text (name=1e-4).
     return key.strip(), value
 
 
-def _fields_of(cls, dotted: list) -> list[str] | None:
+def _section(cls, name: str):
+    """The config section (a dataclass) that field `name` of section `cls` holds, else None
+    (`SynthConfig | None` is a section; a number or a tuple is not)."""
+    annotation = typing.get_type_hints(cls).get(name)
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def _field_path(loc: tuple) -> list[str]:
+    """The config fields that pydantic's error location names: it goes on past the field with a
+    union member's tag (`float`, `literal['auto']`) or an index, which are not keys a user sets."""
+    path, cls = [], Config
+    for part in loc:
+        if cls is None or part not in {f.name for f in dataclasses.fields(cls)}:
+            break
+        path.append(part)
+        cls = _section(cls, part)
+    return path
+
+
+def _fields_of(dotted: list[str]) -> list[str] | None:
     """The allowed keys of the section at path `dotted`, for an 'unknown key' message."""
+    cls = Config
     for key in dotted:
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        if key not in fields:
+        cls = _section(cls, key) if key in {f.name for f in dataclasses.fields(cls)} else None
+        if cls is None:
             return None
-        annotation = fields[key].type
-        target = cls.__annotations__.get(key) if isinstance(annotation, str) else annotation
-        resolved = _resolve(target)
-        if resolved is None:
-            return None
-        cls = resolved
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def _resolve(annotation):
-    if isinstance(annotation, str):
-        annotation = annotation.split("|")[0].strip()
-        return globals().get(annotation)
-    return annotation if dataclasses.is_dataclass(annotation) else None
-
-
 def _format_errors(err: ValidationError, source: str) -> str:
-    lines = []
+    lines, problems = [], {}  # key -> what pydantic says of it (a union: what each member wanted)
     for e in err.errors():
-        loc = [str(p) for p in e["loc"] if not isinstance(p, int)]
-        key = ".".join(loc)
         if e["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
-            allowed = _fields_of(Config, loc[:-1])
+            loc = [str(p) for p in e["loc"] if not isinstance(p, int)]
+            allowed = _fields_of(loc[:-1])
             hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
-            lines.append(f"{source}: unknown key {key!r}{hint}")
+            lines.append(f"{source}: unknown key {'.'.join(loc)!r}{hint}")
         else:
-            lines.append(f"{source}: {key or '<root>'}: {e['msg']}")
+            problems.setdefault(".".join(_field_path(e["loc"])), []).append(e["msg"])
+    lines += [f"{source}: {key or '<root>'}: {'; or '.join(dict.fromkeys(msgs))}" for key, msgs in problems.items()]
     return "\n".join(lines)
 
 

@@ -73,6 +73,15 @@ def test_overrides():
     with pytest.raises(ConfigError, match=r"""not valid YAML .*--set 'data.edf_glob="\*\*/\*.edf"'"""):
         load_config(None, ["data.edf_glob=**/*.edf"])
     assert load_config(None, ['data.edf_glob="**/*.edf"']).data.edf_glob == "**/*.edf"
+    # YAML 1.1 reads 3e-4 and nan as strings: a float field takes the number, a string field the text
+    config = load_config(None, ["name=1e-4", "preprocess.bandpass_hz=[5e-1, 1.2e2]", "train.pos_weight=2e0"])
+    assert (config.name, config.preprocess.bandpass_hz, config.train.pos_weight) == ("1e-4", (0.5, 120.0), 2.0)
+    assert load_config(None, ["name=nan"]).name == "nan"
+    # a field of several types (a number or 'auto') is named as the key a user sets, once
+    with pytest.raises(ConfigError) as error:
+        load_config(None, ["train.pos_weight=abc"])
+    assert str(error.value).count("\n") == 0 and ": train.pos_weight: " in str(error.value)
+    assert "valid number" in str(error.value) and "'auto'" in str(error.value)
 
 
 def test_overrides_on_a_loaded_config():
