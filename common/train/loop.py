@@ -14,10 +14,11 @@ checkpointed). So `--resume` from any checkpoint reproduces the uninterrupted ru
 exactly (tests/jaxbrr/train/test_loop.py, tests/torchref/test_loop.py).
 
 Non-finite steps (never silent; DESIGN.md §5): a framework's `_step` raises StepFailed when it
-catches a NaN inside the step (JAX_DEBUG_NANS, checkify), or reports `finite: False`. Then
-`train.nan_policy: raise` (default) writes the dump (common/train/dumps.py: the batch, the state
-from before the step, its RNG) and stops with NonFiniteStep; `skip` counts the step (its update
-discarded) and stops only after more than `train.max_skipped` in a row.
+catches a NaN inside the step (JAX_DEBUG_NANS, checkify), or reports `finite: False`. A
+StepFailed always writes the dump (common/train/dumps.py: the batch, the state from before the
+step, its RNG) and stops with NonFiniteStep, whatever the policy: the step did not finish. For
+`finite: False`, `train.nan_policy: raise` (default) does the same; `skip` counts the step (its
+update discarded) and stops only after more than `train.max_skipped` in a row.
 
 Several hosts: every host walks the same global batch order and loads only its slice of each
 batch (sampler.host_rows); host 0 writes logs and plots. A background thread loads the next
@@ -191,8 +192,8 @@ class StepFailed(Exception):
 
 
 class Loop:
-    """The framework-neutral loop. A framework implements the hooks below (`Trainer` here for
-    jaxbrr, torchref.train.loop.Trainer for torch); data, sampling, validation, early stopping,
+    """The framework-neutral loop. A framework implements the hooks below (jaxbrr.train.loop.Trainer,
+    torchref.train.loop.Trainer); data, sampling, validation, early stopping,
     logs, plots and the NaN policy are shared."""
 
     framework = "?"

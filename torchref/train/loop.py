@@ -1,6 +1,6 @@
 """The training loop in PyTorch (torchref twin of jaxbrr.train.loop.Trainer).
 
-jaxbrr.train.loop.Loop owns everything that is not the framework: data, balanced sampling per
+common.train.loop.Loop owns everything that is not the framework: data, balanced sampling per
 (seed, epoch), validation on whole dev recordings, early stopping, metrics.jsonl + TensorBoard,
 plots, the NaN policy. This Trainer implements its hooks with torch:
 
