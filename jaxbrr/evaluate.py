@@ -157,11 +157,11 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     try:
         if edf_dir is None and carries_its_split(checkpoint):
             refuse_split_overrides(overrides, split)
-        config, model, step_dir = load_checkpoint(checkpoint, overrides, config_path)
+        config, model, weights_path = load_checkpoint(checkpoint, overrides, config_path)
         for rate in config.eval.fa_rates:  # fixed metric names, checked before any compute
             metric_name(rate)
-        out_dir = Path(out) if out else default_out_dir(step_dir, source_name)
-        print(describe(config, step_dir))
+        out_dir = Path(out) if out else default_out_dir(weights_path, source_name)
+        print(describe(config, weights_path))
         corpus, stems, skipped, source = _recordings(config, split, edf_dir, progress)
     except (CheckpointError, ConfigError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -173,7 +173,7 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
         print(f"labels cut in {len(issues)} recording(s); the reference files hold the cut labels:")
         print("\n".join(f"  {line}" for line in issues))
     traces = predict_recordings(make_predict(model), corpus, stems, config, progress=progress, desc="evaluate")
-    metrics = {"checkpoint": str(step_dir), "source": source,
+    metrics = {"checkpoint": str(weights_path), "source": source,
                **evaluate_traces(traces, config, out_dir, max_timelines, progress), "skipped": skipped,
                "labels_cut": labels_cut(corpus.recordings, stems)}
     print(checkpoint_table(metrics))

@@ -219,9 +219,9 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def describe(config: Config, step_dir: Path) -> str:
+def describe(config: Config, weights_path: Path) -> str:
     m = config.model
-    return (f"checkpoint {step_dir}: {m.architecture}, montage {config.data.montage} ({m.n_chans} "
+    return (f"checkpoint {weights_path}: {m.architecture}, montage {config.data.montage} ({m.n_chans} "
             f"channels), windows {config.data.window_seconds:g} s every "
             f"{config.eval_stride_samples / config.preprocess.sfreq:g} s, batch {config.eval.batch_size}, "
             f"τ_on {config.postprocess.tau_on:g} / τ_off {config.postprocess.tau_off:g}")
@@ -245,11 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
-        config, model, step_dir = load_checkpoint(args.checkpoint, args.set, args.config)
+        config, model, weights_path = load_checkpoint(args.checkpoint, args.set, args.config)
     except (CheckpointError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
-    print(describe(config, step_dir))
+    print(describe(config, weights_path))
     predict = make_predict(model)
 
     skipped, stems = [], {}
