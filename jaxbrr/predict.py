@@ -129,9 +129,9 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _probabilities(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Array:
+def probabilities(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Array:
     """σ(logits) (B, T) of x (B, C, T), dropout off. The graph definition is static, so models of
-    one architecture share one compiled program."""
+    one architecture share one compiled program (predict's and the trainer's validation)."""
     model = nnx.merge(graphdef, state)
     logits, _ = nnx.view(model, deterministic=True, raise_if_not_found=False)(x)  # (B, T)
     return jax.nn.sigmoid(logits)
@@ -140,7 +140,7 @@ def _probabilities(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> ja
 def make_predict(model: nnx.Module) -> Predict:
     """(B, C, T) float32 numpy -> (B, T) probabilities numpy, jitted (one compile per batch shape)."""
     graphdef, state = nnx.split(model)
-    return lambda x: np.asarray(_probabilities(graphdef, state, jnp.asarray(x)))
+    return lambda x: np.asarray(probabilities(graphdef, state, jnp.asarray(x)))
 
 
 # ----------------------------------------------------------------------------------------------

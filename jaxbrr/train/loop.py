@@ -17,6 +17,7 @@ loads only its slice of every global batch.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
@@ -28,6 +29,7 @@ from common.config import Config
 from common.train.loop import Loop, StepFailed, TrainResult, check_init_config
 from jaxbrr.model import SeizureDetector, count_parameters
 from jaxbrr.precision import set_float32_precision
+from jaxbrr.predict import probabilities
 from jaxbrr.train import distributed
 from jaxbrr.train.checkpoint import Checkpoints
 from jaxbrr.train.mesh import FSDP_AXIS, global_batch, make_mesh, place, state_shardings
@@ -77,15 +79,7 @@ class Trainer(Loop):
         self.sync_from_objects()
         self.step_fn = make_train_step(self.graphdef, self.cfg, use_checkify=self.cfg.checkify, mesh=self.mesh,
                                        state_shardings=self.state_shardings)
-        model_graphdef = nnx.graphdef(self.model)
-
-        @jax.jit
-        def predict(model_state, x):
-            model = nnx.merge(model_graphdef, model_state)
-            logits, _ = nnx.view(model, deterministic=True, raise_if_not_found=False)(x)  # (B, T)
-            return jax.nn.sigmoid(logits)
-
-        self._predict = predict
+        self._predict = functools.partial(probabilities, nnx.graphdef(self.model))
         self._eval_state = (None, None)  # (training state, its model state on one device)
 
     def sync_from_objects(self) -> None:
