@@ -122,11 +122,12 @@ def check_init_config(config: Config, theirs: Config, source) -> None:
     ConfigError naming every differing field. Fields that only stages absent from the run's
     architecture read (v2_mamba in a v3 model, graph.* without the graph) are not compared."""
     stage_names = set(config.model.stage_inputs)
-    changed = [line for line in _config_differences(config_to_dict(config.model), config_to_dict(theirs.model), "model.")
-               if not _runs_only(field := line.split(":")[0]) and not _unused(field, stage_names)]
+    changed = [(name, weights, ours) for name, weights, ours in _config_differences(
+                   config_to_dict(config.model), config_to_dict(theirs.model), "model.")
+               if not _runs_only(name) and not _unused(name, stage_names)]
     if changed:
         raise ConfigError(f"--init-from {source}: the config's model differs from the weights' model:\n  "
-                          + "\n  ".join(line.replace(": checkpoint ", ": weights ") for line in changed)
+                          + _difference_lines(changed, "weights")
                           + "\nset those fields as the weights have them (--set), or start from other weights")
 
 
@@ -152,34 +153,31 @@ def check_start(config: Config, resume: bool, init_from: str | Path | None) -> N
                           "(or the config's workdir), or leave out --resume to start a new run there")
     # parsed, so that a field added since the checkpoint was written compares as its default
     # (which keeps the old behaviour) instead of as a difference
-    trees = [config_to_dict(config), config_to_dict(weights_config(steps[-1]))]
-    for tree in trees:
-        tree.pop("workdir", None)
-        for dotted in RESUME_IGNORED:
-            *parents, key = dotted.split(".")
-            section = tree
-            for parent in parents:
-                section = section.get(parent, {})
-            section.pop(key, None)
-    changed = _config_differences(*trees)
+    changed = [(name, saved, ours) for name, saved, ours in _config_differences(
+                   config_to_dict(config), config_to_dict(weights_config(steps[-1])))
+               if name != "workdir" and not any(_matches(name, p) for p in RESUME_IGNORED)]
     if changed:
         raise ConfigError(
             f"--resume: the config differs from the checkpoint's in {workdir} ({steps[-1]}), so the run "
-            "would not continue the same way:\n  " + "\n  ".join(changed)
+            "would not continue the same way:\n  " + _difference_lines(changed, "checkpoint")
             + "\nuse the same config, or a new --workdir"
         )
 
 
-def _config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = sorted(set(a) | set(b))
+def _config_differences(ours: dict, theirs: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted field, their value, ours) for every field the two config trees set differently."""
     out = []
-    for key in keys:
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _config_differences(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append(f"{prefix}{key}: checkpoint {vb!r}, now {va!r}")
+    for key in sorted(set(ours) | set(theirs)):
+        mine, other = ours.get(key), theirs.get(key)
+        if isinstance(mine, dict) and isinstance(other, dict):
+            out += _config_differences(mine, other, f"{prefix}{key}.")
+        elif mine != other:
+            out.append((f"{prefix}{key}", other, mine))
     return out
+
+
+def _difference_lines(changed: list[tuple[str, object, object]], theirs: str) -> str:
+    return "\n  ".join(f"{name}: {theirs} {other!r}, now {mine!r}" for name, other, mine in changed)
 
 
 class StepFailed(Exception):
