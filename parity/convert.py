@@ -237,6 +237,10 @@ def write_jaxbrr_checkpoint(folder: Path, config, arrays: dict[str, np.ndarray],
     from jaxbrr.train.checkpoint import Checkpoints
     from jaxbrr.train.optim import make_nnx_optimizer
 
+    held = sorted(str(p.relative_to(folder)) for p in folder.glob("checkpoints/*/*"))
+    if held:  # a run's own checkpoints: keep=1 would delete its best, and its last would stay beside
+        raise CheckpointError(f"{folder} already holds checkpoints ({', '.join(held[:3])}"
+                              f"{', …' if len(held) > 3 else ''}): convert into a new folder")
     model = SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
     fill(model, arrays, source)
     optimizer = make_nnx_optimizer(model, config.train, 1)

@@ -208,6 +208,12 @@ def test_cli_pt_to_safetensors_to_pt(tmp_path, capsys):
     assert_bit_exact({k: v.numpy() for k, v in out.items()}, torch_params(source))
     assert convert.main([str(tmp_path / "in.pt"), str(tmp_path / "x.safetensors")]) == 2
     assert "a bare state dict carries no config; pass --config" in capsys.readouterr().err
+    # into a folder: a jaxbrr checkpoint; never into a run that holds checkpoints (its best was pruned)
+    assert convert.main([str(tmp_path / "mid.safetensors"), str(tmp_path / "run")]) == 0
+    written = sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "best").iterdir())
+    assert convert.main([str(tmp_path / "mid.safetensors"), str(tmp_path / "run")]) == 2
+    assert f"{tmp_path / 'run'} already holds checkpoints (checkpoints/best/0)" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "best").iterdir()) == written == ["0"]
 
 
 def test_cli_answers_a_missing_or_unreadable_input_in_one_line(tmp_path, capsys):
