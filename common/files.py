@@ -40,6 +40,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, FILE_MODE)  # again: a writer may create the file anew (safetensors' is 0600)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -21,3 +21,16 @@ def test_files_get_the_mode_open_gives_not_mkstemps_0600(tmp_path):
     plain.write_text("x")
     atomic = write_text(tmp_path / "nested" / "atomic.txt", "x")
     assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_a_writer_that_creates_the_file_anew_still_gets_that_mode(tmp_path):
+    """safetensors' save_file replaces the temporary with a 0600 file of its own: every jaxbrr
+    checkpoint's model.safetensors and parity.convert's output were unreadable to the group."""
+    import numpy as np
+
+    from common.checkpoints import write_neutral
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    written = write_neutral(tmp_path / "w.safetensors", {"w": np.zeros(2, np.float32)}, None, "neutral")
+    assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
