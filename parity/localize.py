@@ -357,9 +357,11 @@ def main(argv: list[str] | None = None) -> int:
                 if args.batch is None:
                     parser.error("--checkpoint needs --batch BATCH.npz")
                 config, weights = load_checkpoint(args.checkpoint, args.config)
-                batch = read_batch(args.batch)
+                notes: list[str] = []
+                batch = read_batch(args.batch, notes)
                 check_batch_shape(config, batch, str(args.batch))
-                problem = Problem(config, weights, batch, f"checkpoint {args.checkpoint}, batch {args.batch}")
+                problem = Problem(config, weights, batch, f"checkpoint {args.checkpoint}, batch {args.batch}",
+                                  notes=notes)
         if args.windows:
             problem.batch = select_windows(problem.batch, args.windows, problem.source)
             problem.source += f", windows {args.windows}"

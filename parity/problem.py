@@ -41,45 +41,75 @@ def batch_hash(x: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()[:12]
 
 
-# the names a batch's labels and mask go by in a .npz or an original debug dump
+# the names a batch's input, labels and mask go by: ours (x, y, valid; a training NaN dump's
+# batch.npz), the original's debug dump `debug/bad_batch_<step>.pt` ({windows, labels,
+# global_step}) and window cache `<stem>_windows.npz` (windows, labels), others' habits
+X_KEYS = ("x", "input", "windows")
 LABEL_KEYS, VALID_KEYS = ("y", "labels", "target", "targets"), ("valid", "mask")
+BATCH_FORMATS = (".npz (x or windows, and optionally y or labels, valid), .npy (x alone), or .pt/.pth: "
+                 "a (B, C, T) tensor or a dict of them, such as the original's debug/bad_batch_<step>.pt")
 
 
-def read_batch(path: Path) -> Batch:
-    """A batch from an .npz (x, and optionally y, valid) or a `.pt` file: the original's debug
-    dump (a dict holding the input tensor under `input` or `x`, labels under `labels`/`y`/
-    `target(s)`) or a bare (B, C, T) tensor. Read without torch (common/pt.py)."""
+def _read_batch_file(path: Path) -> dict:
     from common.pt import PtError, read_pt
 
-    path = Path(path)
-    if not path.is_file():
-        raise LocalizeError(f"{path}: no such batch file; pass an .npz (x, y, valid) or the .pt the failing step saved")
-    if path.suffix == ".pt":
+    if path.suffix in (".pt", ".pth"):
         try:
             data = read_pt(path)
         except PtError as error:
             raise LocalizeError(str(error)) from None
         if isinstance(data, np.ndarray):
-            data = {"x": data}
+            return {"x": data}
         if not isinstance(data, dict):
-            raise LocalizeError(f"{path}: holds a {type(data).__name__}; expected a tensor or a dict with 'input'")
-        data = {("x" if key == "input" else key): value for key, value in data.items()}
-    else:
+            raise LocalizeError(f"{path}: holds a {type(data).__name__}; expected a tensor or a dict with "
+                                f"one of {', '.join(X_KEYS)}")
+        return data
+    if path.suffix in (".npz", ".npy"):
         try:
-            data = dict(np.load(path))
+            data = np.load(path)
+            return {"x": data} if isinstance(data, np.ndarray) else dict(data)
         except (OSError, ValueError) as error:
-            raise LocalizeError(f"{path}: not a readable .npz ({error}); save one with np.savez(path, x=..., y=...)") from None
-    if "x" not in data:
-        raise LocalizeError(f"{path}: holds {sorted(data)}, needs 'x' (or 'input'): (B, C, T) float32")
-    x = np.asarray(data["x"])
+            raise LocalizeError(f"{path}: not a readable {path.suffix} ({error}); save one with "
+                                "np.savez(path, x=..., y=...)") from None
+    raise LocalizeError(f"{path}: not a batch file this reads; pass {BATCH_FORMATS}")
+
+
+def read_batch(path: Path, notes: list[str] | None = None) -> Batch:
+    """A batch of (B, C, T) windows with optional (B, T) labels and (B,) mask, from any of
+    BATCH_FORMATS, under any of the names above. Read without torch (common/pt.py). What was not
+    used, or was changed on reading (a float64 x cast to the models' float32 input), goes into
+    `notes`."""
+    path = Path(path)
+    notes = [] if notes is None else notes
+    if not path.is_file():
+        raise LocalizeError(f"{path}: no such batch file; pass {BATCH_FORMATS}")
+    data = _read_batch_file(path)
+    x_key = next((key for key in X_KEYS if key in data), None)
+    if x_key is None:
+        raise LocalizeError(f"{path}: holds {sorted(data)}, none of {', '.join(X_KEYS)}: the (B, C, T) input")
+    x = np.asarray(data[x_key])
     if x.ndim != 3:
-        raise LocalizeError(f"{path}: x has shape {x.shape}, needs (B, C, T)")
+        raise LocalizeError(f"{path}: {x_key} has shape {x.shape}, needs (B, C, T)")
+    if x.shape[1] > x.shape[2]:  # EEG windows hold far more samples than channels
+        raise LocalizeError(f"{path}: {x_key} has shape {x.shape}, more channels than samples: it looks like "
+                            f"(B, T, C); save it as (B, C, T), e.g. np.transpose(x, (0, 2, 1))")
     label_key = next((key for key in LABEL_KEYS if key in data), None)
     y = np.asarray(data[label_key], np.float32) if label_key else None
     if y is not None and y.shape != (x.shape[0], x.shape[2]):
         raise LocalizeError(f"{path}: {label_key} has shape {y.shape}, needs (B, T) = {(x.shape[0], x.shape[2])}")
     valid_key = next((key for key in VALID_KEYS if key in data), None)
     valid = np.asarray(data[valid_key], bool) if valid_key else None
+    if valid is not None and valid.shape != (x.shape[0],):
+        raise LocalizeError(f"{path}: {valid_key} has shape {valid.shape}, needs (B,) = ({x.shape[0]},): "
+                            "one flag per window")
+    unused = sorted(set(data) - {x_key, label_key, valid_key})
+    if unused:
+        labels = label_key or f"none (none of {', '.join(LABEL_KEYS)}: the loss then uses all-zero labels)"
+        notes.append(f"{path}: not used: {', '.join(unused)}; read the input from {x_key}, the labels from "
+                     f"{labels}, the mask from {valid_key or 'none'}")
+    if x.dtype != np.float32:
+        notes.append(f"{path}: {x_key} is {x.dtype}, read as float32 (the models' input; the float64 run "
+                     "casts that up)")
     return Batch(x.astype(np.float32), y, valid)
 
 
@@ -119,12 +149,13 @@ def load_dump(path: Path) -> Problem:
     if not record_path.is_file():
         raise LocalizeError(f"{path}: not a NaN dump (no nan.json); training writes them to WORKDIR/nan/step_N")
     record = json.loads(record_path.read_text())
-    batch = read_batch(path / "batch.npz")
+    notes: list[str] = []
+    batch = read_batch(path / "batch.npz", notes)
     batch.pos_weight = float(record.get("pos_weight", 1.0))
     config, weights = load_checkpoint(path, None)
     check_batch_shape(config, batch, str(path))
     why = record.get("why") or record.get("error") or ""
-    return Problem(config, weights, batch, f"dump {path} (step {record.get('step')}: {why})".strip())
+    return Problem(config, weights, batch, f"dump {path} (step {record.get('step')}: {why})".strip(), notes=notes)
 
 
 def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[str, np.ndarray]]:

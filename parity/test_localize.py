@@ -309,7 +309,7 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, capsys):
     assert "pass --config" in capsys.readouterr().err
     assert localize.main(["--dump", str(tmp_path)]) == 2
     assert "no nan.json" in capsys.readouterr().err
-    with pytest.raises(problem_lib.LocalizeError, match="needs 'x'"):
+    with pytest.raises(problem_lib.LocalizeError, match="none of x, input, windows"):
         problem_lib.read_batch(tmp_path / "nox.npz")
     # the batch's shape against the config's, before any model is built
     config = load_config("configs/tiny.yaml")
@@ -321,6 +321,41 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, capsys):
         problem_lib.check_batch_shape(config, short, "b.npz")
     with pytest.raises(problem_lib.LocalizeError, match="is --config the config these weights were trained with"):
         problem_lib.check_batch_shape(config, problem_lib.Batch(np.zeros((1, 2, 4 * stride), np.float32)), "b.npz")
+
+
+def test_a_batch_is_read_as_the_original_and_its_users_save_one(tmp_path):
+    """The original's debug dump (torch.save of {windows, labels, global_step} at
+    debug/bad_batch_<step>.pt) and window cache (np.savez windows, labels) are read as they are; a
+    .npy or .pth too. What is not used, or cast, is said; a (B, T, C) x or a mask of the wrong
+    shape is refused, naming the fix, before any model is built."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((2, 3, 16)), (rng.random((2, 16)) > 0.5)
+    torch.save({"windows": torch.tensor(x, dtype=torch.float32), "labels": torch.tensor(y, dtype=torch.float32),
+                "global_step": 7}, tmp_path / "bad_batch_000007.pt")
+    np.savez(tmp_path / "rec_windows.npz", windows=x.astype(np.float32), labels=y.astype(np.float32))
+    np.save(tmp_path / "x.npy", x)  # float64
+    torch.save(torch.tensor(x, dtype=torch.float32), tmp_path / "batch.pth")
+    for name in ("bad_batch_000007.pt", "rec_windows.npz", "x.npy", "batch.pth"):
+        notes = []
+        batch = problem_lib.read_batch(tmp_path / name, notes)
+        np.testing.assert_array_equal(batch.x, x.astype(np.float32))
+        assert (batch.y is not None) == (name in ("bad_batch_000007.pt", "rec_windows.npz"))
+        if batch.y is not None:
+            np.testing.assert_array_equal(batch.y, y.astype(np.float32))
+        assert any("not used: global_step" in n for n in notes) == (name == "bad_batch_000007.pt")
+        assert any("is float64, read as float32" in n for n in notes) == (name == "x.npy")
+
+    np.savez(tmp_path / "btc.npz", x=np.zeros((2, 16, 3), np.float32))
+    with pytest.raises(problem_lib.LocalizeError, match=r"looks like \(B, T, C\).*np.transpose\(x, \(0, 2, 1\)\)"):
+        problem_lib.read_batch(tmp_path / "btc.npz")
+    np.savez(tmp_path / "mask.npz", x=np.zeros((2, 3, 16), np.float32), valid=np.ones(3, bool))
+    with pytest.raises(problem_lib.LocalizeError, match=r"valid has shape \(3,\), needs \(B,\) = \(2,\)"):
+        problem_lib.read_batch(tmp_path / "mask.npz")
+    (tmp_path / "batch.csv").write_text("1,2")
+    with pytest.raises(problem_lib.LocalizeError, match="not a batch file this reads"):
+        problem_lib.read_batch(tmp_path / "batch.csv")
 
 
 def test_the_data_bound_is_the_problems_clip(monkeypatch):
