@@ -125,8 +125,10 @@ class SeizureDetector(nnx.Module):
         if self.guards:  # original: clamp ±3 after the lift
             f = jnp.clip(f, -GUARD_EDGE_LIFT, GUARD_EDGE_LIFT)
         f = self.edge_mamba(f)  # (B·E, L, F)
-        # softplus in float32 at least, as torch's CUDA autocast runs it (torchref on every device); torch's threshold
-        w = softplus(at_least_float32(self.edge_proj(f)))  # (B·E, L, 1)
+        # softplus in float32 at least, as torch's CUDA autocast runs it (torchref on every device); torch's
+        # threshold. Returned in the parameters' dtype, as torchref's: float32 under model.precision
+        # bfloat16, the model's own when all of it is cast (the localiser's half-precision runs)
+        w = softplus(at_least_float32(self.edge_proj(f))).astype(self.edge_proj.kernel.dtype)  # (B·E, L, 1)
         return rearrange(w, "(b e) l 1 -> b e l", b=s.shape[0])
 
     def _adjacency(self, w: jax.Array) -> jax.Array:  # (B, E, L) -> (B, L, N, N)

@@ -118,10 +118,15 @@ def plan(jax_model: nnx.Module, torch_model: nn.Module | None = None) -> list[En
 
 
 def to_numpy(value) -> np.ndarray:
-    """torch tensor, jax array or numpy array -> numpy array (no dtype change)."""
+    """torch tensor, jax array or numpy array -> numpy array (no dtype change; bfloat16 as
+    ml_dtypes' bfloat16, which JAX takes, through float32, which holds every bfloat16 exactly)."""
     if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bfloat16:
+            import ml_dtypes
+
+            return value.detach().cpu().float().numpy().astype(ml_dtypes.bfloat16)
         if value.dtype not in (torch.float32, torch.float64, torch.float16):
-            raise TypeError(f"weights of dtype {value.dtype} are not supported (float16/32/64 are)")
+            raise TypeError(f"weights of dtype {value.dtype} are not supported (bfloat16, float16/32/64 are)")
         return value.detach().cpu().numpy()
     return np.asarray(value)
 

@@ -254,3 +254,14 @@ def test_converted_tiny_models_agree_in_float64():
     print(f"float64 logits: max_abs {row.max_abs:.3g}, max_rel {row.max_rel:.3g} (max |logit| {row.scale:.3g})")
     assert row.passed, row.reason
     assert taps.passed, taps.first_failure
+
+
+def test_bfloat16_weights_convert_to_numpy_exactly():
+    """The localiser's bfloat16 runs copy a bf16 torch model into JAX (it raised a TypeError)."""
+    import ml_dtypes
+
+    torch_model = tmodel.SeizureDetector(load_config(TINY).model, 3).to(torch.bfloat16)
+    weight = torch_model.state_dict()["head.proj.weight"]
+    got = convert.to_numpy(weight)
+    assert got.dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(got.astype(np.float32), weight.float().numpy())

@@ -117,8 +117,11 @@ class SeizureDetector(nn.Module):
         if self.guards:  # original: clamp ±3 after the lift
             f = f.clamp(-GUARD_EDGE_LIFT, GUARD_EDGE_LIFT)
         f = self.edge_mamba(rearrange(f, "be f l -> be l f"))  # (B·E, L, F)
-        # softplus in float32 at least: CUDA autocast runs it so, CPU autocast would not (bf16 precision)
-        w = F.softplus(at_least_float32(self.edge_proj(rearrange(f, "be l f -> be f l"))))  # (B·E, 1, L)
+        # softplus in float32 at least: CUDA autocast runs it so, CPU autocast would not (bf16 precision);
+        # returned in the parameters' dtype: float32 under autocast, the model's own when all of it is
+        # cast (the localiser's bfloat16/float16 runs: the GNN's weights are then in that dtype too)
+        p = self.edge_proj(rearrange(f, "be l f -> be f l"))  # (B·E, 1, L)
+        w = F.softplus(at_least_float32(p)).to(self.edge_proj.weight.dtype)  # (B·E, 1, L)
         return rearrange(w, "(b e) 1 l -> b e l", b=s.shape[0])
 
     def _adjacency(self, w: torch.Tensor) -> torch.Tensor:  # (B, E, L) -> (B, L, N, N)

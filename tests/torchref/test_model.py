@@ -129,3 +129,14 @@ def test_bipolar_montage_sizes_the_graph():
     with torch.no_grad():
         _, taps = model(torch.randn(1, 23, config.window_samples))
     assert taps["edge_features"].shape[1] == 23 * 22 // 2 and taps["adjacency"].shape[-1] == 23
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_model_cast_whole_to_half_precision_runs_in_it(dtype):
+    """The localiser runs the model cast whole to bfloat16/float16 (--dtype): the edge weights'
+    float32 softplus returns in the parameters' dtype, so that the GNN's half weights meet half
+    inputs (they met float32 ones: a dtype error inside the GNN)."""
+    model = SeizureDetector(load_config("configs/tiny.yaml").model, 0).eval().to(dtype)
+    with torch.no_grad():
+        logits, taps = model(torch.randn(2, 19, 1024, generator=torch.Generator().manual_seed(0)).to(dtype))
+    assert logits.dtype == dtype and taps["edge_weights"].dtype == dtype and taps["gnn"].dtype == dtype
