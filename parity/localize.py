@@ -172,7 +172,8 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
             shapes = {name: tap.shape for name, tap in jax_run.taps.items()}  # for a stage that raises
             runs += [R.run_torch(torch_model, problem.batch, train_cfg, shapes), jax_run]
     stage_inputs = problem.config.model.stage_inputs
-    rows = tap_rows(runs, stage_inputs, R.parameter_stage(problem.config.model), extreme, device, problem.batch.x)
+    rows = tap_rows(runs, stage_inputs, R.parameter_stage(problem.config.model), extreme, device, problem.batch.x,
+                    problem.batch.y)
     by_key = {run_key(r): r for r in runs}
     replay, replayed, agrees = [], set(), set()
     while True:  # a float32 drift whose replay agrees both ways is amplified rounding: classify again

@@ -136,6 +136,10 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
     if hidden:
         lines.append(f"({hidden} parameter groups clean, not shown; --all-parameters shows them)")
     lines.append("")
+    if not any(row.bad(run) for row in report.rows for run in row.nonfinite):
+        lines.append(f"no NaN or Inf in any run ({', '.join(report.dtypes)}, eval mode: dropout off): a NaN met in "
+                     "training was not reproduced here. The original trained under float16 autocast "
+                     "(--dtype float64,float32,float16 adds it); a train-mode step's dropout is not replayed.")
     lines.append(f"VERDICT: {report.verdict}" + (f" at {report.first.row}: {report.first.detail}" if report.first else ""))
     for finding in report.findings:
         lines.append(f"  {finding.verdict:<9} {finding.row}: {finding.detail}")

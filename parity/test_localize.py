@@ -102,6 +102,27 @@ def test_extreme_batch_is_data_and_what_follows_is_reported_too():
     assert [(f.verdict, f.row) for f in findings] == [("DATA", "input"), ("PRECISION", "tcn")]
 
 
+def test_bad_data_and_bad_labels_are_data_and_say_where():
+    """The batch as given, before any guard: a NaN in x, or in the labels (which only the loss
+    reads, so that the runs blamed the model at the loss), is DATA, naming the windows and the
+    first bad element."""
+    runs = _runs()
+    x = runs[0].taps["input"].copy()  # (2, 3, 8)
+    x[1, 2, 5] = math.nan
+    rows = tap_rows(runs, STAGES, MODULES, extreme=10.0, batch=x)
+    assert rows[0].verdict == "DATA" and rows[0].detail == (
+        "the batch holds 1 NaN, 0 Inf (window 1; first at window 1, channel 2, sample 5)")
+    labels = np.zeros((2, 8), np.float32)
+    labels[0, 3] = labels[1, 0] = math.nan
+    rows = tap_rows(runs, STAGES, MODULES, extreme=10.0, batch=runs[0].taps["input"], labels=labels)
+    assert rows[0].verdict == "DATA" and rows[0].detail == (
+        "its labels hold 2 NaN, 0 Inf (labels windows 0, 1; first at window 0, sample 3)")
+    outlier = runs[0].taps["input"].copy()
+    outlier[0, 1, 7] = 50.0
+    rows = tap_rows(runs, STAGES, MODULES, extreme=10.0, batch=outlier)
+    assert rows[0].detail.endswith("(window 0; first at window 0, channel 1, sample 7)")
+
+
 def test_finite_difference_beyond_tolerance_is_drift_blaming_the_side_farther_from_float64():
     def edit(framework, dtype, run):
         if framework == "jax":

@@ -57,6 +57,8 @@ class TapRow:
     drifted: str | None = None  # arbitrate(): torch | jax | both | neither (arbitrated_dtype, when it fails)
     max_abs_x: float = math.nan  # input row only: max |x| over finite values of the batch as given
     data_nonfinite: tuple[int, int] = (0, 0)  # input row only: NaN, Inf in the batch as given
+    label_nonfinite: tuple[int, int] = (0, 0)  # input row only: NaN, Inf in the batch's labels
+    data_where: str = ""  # input row only: where the batch is bad (windows, first window/channel/sample)
     upstream: tuple[str, ...] = ()  # the rows this one is computed from
     verdict: str = "CLEAN"
     born: bool = False
@@ -159,12 +161,13 @@ def _group_grads(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def tap_rows(runs: list[Run], stage_inputs: dict[str, tuple[str, ...]], parameter_stage: dict[str, str],
-             extreme: float, device: str = "cpu", batch: np.ndarray | None = None) -> list[TapRow]:
+             extreme: float, device: str = "cpu", batch: np.ndarray | None = None,
+             labels: np.ndarray | None = None) -> list[TapRow]:
     """Every row in report order: forward taps, the loss, cotangents in backward order,
     parameter gradients by module (modules in forward order), each classified against the
     tolerances of the device the runs ran on. `batch` is the data as given, before the model's
     input stage (whose guards, with stability.guards: original, clip it and zero its NaNs): the
-    DATA verdict is about that, not about what the guards leave."""
+    DATA verdict is about that, not about what the guards leave; and about its `labels`."""
     taps = list(stage_inputs)
     rows = [_row(tap, "forward", {run_key(r): r.taps[tap] for r in runs}, runs, "model",
                  tuple(i for i in stage_inputs[tap] if i != MODEL_INPUT), device) for tap in taps]
@@ -191,8 +194,26 @@ def tap_rows(runs: list[Run], stage_inputs: dict[str, tuple[str, ...]], paramete
     input_row.max_abs_x = max((float(a.max()) for a in finite_x if a.size), default=0.0)
     if batch is not None:
         input_row.data_nonfinite = _counts(batch)
+        bad = ~np.isfinite(batch)
+        input_row.data_where = where(bad if bad.any() else np.abs(batch) > extreme,
+                                     ("window", "channel", "sample"))
+    if labels is not None:
+        input_row.label_nonfinite = _counts(labels)
+        input_row.data_where += where(~np.isfinite(labels), ("window", "sample"), "labels ")
     classify(rows, dtypes_of(runs), extreme)
     return rows
+
+
+def where(mask: np.ndarray, axes: tuple[str, ...], what: str = "") -> str:
+    """Where `mask` is true, for a person to go and look: the windows (first axis) and the first
+    element, e.g. " (windows 2, 5; first at window 2, channel 7, sample 301)"; "" when nowhere."""
+    hits = np.argwhere(mask)
+    if not hits.size:
+        return ""
+    windows = sorted({int(i) for i in hits[:, 0]})
+    shown = ", ".join(map(str, windows[:8])) + (f", … ({len(windows)} windows)" if len(windows) > 8 else "")
+    first = ", ".join(f"{axis} {int(i)}" for axis, i in zip(axes, hits[0], strict=True))
+    return f" ({what}window{'s' * (len(windows) > 1)} {shown}; first at {first})"
 
 
 def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agrees: frozenset[str] = frozenset()) -> None:
@@ -204,15 +225,19 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
     for row in rows:
         row.verdict, row.born, row.side, row.detail, row.rounding, row.amplified = "CLEAN", False, None, "", False, False
         bad_runs = [run for run in row.nonfinite if row.bad(run)]
-        if row.name == "input" and (bad_runs or sum(row.data_nonfinite) or row.max_abs_x > extreme):
+        if row.name == "input" and (bad_runs or sum(row.data_nonfinite) or sum(row.label_nonfinite)
+                                    or row.max_abs_x > extreme):
             row.verdict, row.born = "DATA", True
+            parts = []
             if sum(row.data_nonfinite):
-                nan, inf = row.data_nonfinite
-                row.detail = f"the batch holds {nan} NaN, {inf} Inf"
+                parts.append("the batch holds {} NaN, {} Inf".format(*row.data_nonfinite))
             elif bad_runs:
-                row.detail = f"the batch holds {_count_text(row)}"
-            else:
-                row.detail = f"max |x| = {row.max_abs_x:.4g} > {extreme:g} σ: beyond what the pipeline's clip leaves"
+                parts.append(f"the batch holds {_count_text(row)}")
+            elif row.max_abs_x > extreme:
+                parts.append(f"max |x| = {row.max_abs_x:.4g} > {extreme:g} σ: beyond what the pipeline's clip leaves")
+            if sum(row.label_nonfinite):
+                parts.append("its labels hold {} NaN, {} Inf".format(*row.label_nonfinite))
+            row.detail = "; ".join(parts) + row.data_where
             continue
         if bad_runs:
             row.born = any(all(not by_name[u].bad(run) for u in row.upstream) for run in bad_runs)
