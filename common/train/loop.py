@@ -334,7 +334,10 @@ class Loop:
                 "framework": self.framework}
         dump = self._dump(batch, info)
         self.log.write("nan", p.step, p.epoch, {"why": why, "dump": str(dump)})
-        raise NonFiniteStep(f"step {p.step} (epoch {p.epoch}, batch {p.batch}): {why}", dump)
+        # the error's first lines: checkify's names the op and its source line, JAX_DEBUG_NANS's the op
+        said = [line.strip() for line in (error or "").splitlines() if line.strip()][:3]
+        raise NonFiniteStep(f"step {p.step} (epoch {p.epoch}, batch {p.batch}): {why}"
+                            + "".join(f"\n  {line}" for line in said), dump)
 
     def _run_step(self, batch: dict, pos_weight: float) -> dict:
         """A step and the NaN policy: raise / skip (counted) / too many skipped in a row."""
