@@ -149,7 +149,9 @@ def localize(problem: Problem, dtypes: list[str] = ("float32", "float64"), extre
     """Run both frameworks at every dtype on `device`, classify every row, then name ops and replay.
     extreme: the DATA bound in σ (None: extreme_sigma(problem))."""
     extreme = extreme_sigma(problem) if extreme is None else extreme
-    with on_device(device):
+    # off for the runs: they must carry a NaN to the end for the rows to say where it was born
+    # (JAX_DEBUG_NANS=1, left set from a training run, stopped jax's run at the first one)
+    with on_device(device), jax.debug_nans(False):
         return _localize(problem, list(dtypes), extreme, progress, device)
 
 

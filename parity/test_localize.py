@@ -455,3 +455,14 @@ def test_float32_precision_sets_both_frameworks_for_the_block_and_restores_them(
     assert report.precision == {"jax_default_matmul_precision": "tensorfloat32",
                                 "torch.backends.cuda.matmul.allow_tf32": "True",
                                 "torch.backends.cudnn.allow_tf32": "True"}
+
+
+def test_the_runs_carry_nans_even_with_jax_debug_nans_left_on(monkeypatch):
+    """JAX_DEBUG_NANS=1, left exported from a training run, stopped jax's run at its first NaN
+    (a FloatingPointError traceback): the localiser's runs must carry NaNs to the end."""
+    seen = []
+    monkeypatch.setattr(localize, "_localize", lambda *args: seen.append(jax.config.jax_debug_nans))
+    with jax.debug_nans(True):
+        localize.localize(scenarios.build("clean"), ["float32"])
+        assert jax.config.jax_debug_nans
+    assert seen == [False]
