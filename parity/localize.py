@@ -160,6 +160,10 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
     unknown = [d for d in dtypes if d not in PRECISIONS]
     if unknown:
         raise ValueError(f"--dtype {','.join(unknown)}: choose from {', '.join(PRECISIONS)}")
+    suspects = suspect_windows(problem, extreme)
+    if suspects:  # in seconds, before the runs (minutes at full size) say so
+        say(f"the batch's data is bad as given in windows {', '.join(map(str, suspects))} (NaN/Inf, or beyond "
+            f"{extreme:g} σ): DATA whatever the runs find")
     runs: list[Run] = []
     models = {}
     train_cfg = problem.config.train
@@ -301,6 +305,17 @@ def eigh_report(config: Config, runs: list[Run]) -> dict:
 OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "out of memory", "not enough memory")
 
 
+def suspect_windows(problem: Problem, extreme: float) -> list[int]:
+    """The windows whose data is bad as given: NaN/Inf in x or the labels, or |x| beyond `extreme`
+    σ; decided from the batch alone, before anything runs."""
+    x, y = problem.batch.x, problem.batch.y
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(x).all(axis=(1, 2)) | (np.abs(x) > extreme).any(axis=(1, 2))
+    if y is not None:
+        bad |= ~np.isfinite(y).all(axis=1)
+    return [int(i) for i in np.flatnonzero(bad)]
+
+
 def out_of_memory_advice(error: RuntimeError, problem: Problem | None) -> str | None:
     """The one-line answer to XLA's or torch's out-of-memory error (full size, long windows, a
     CPU), or None for any other error. `problem` is None when reading the inputs ran out."""
@@ -311,8 +326,10 @@ def out_of_memory_advice(error: RuntimeError, problem: Problem | None) -> str | 
         return f"out of memory reading the checkpoint or the batch ({first})"
     shape = "x".join(map(str, problem.batch.x.shape))
     remat = "" if problem.config.model.remat else "--set model.remat=true (the scans recomputed in the backward pass), or "
+    suspects = suspect_windows(problem, extreme_sigma(problem))
+    which = f"; the data of windows {', '.join(map(str, suspects[:8]))} is bad as given" if suspects else ""
     return (f"out of memory running both models on a {shape} batch ({first}); "
-            f"add {remat}pass fewer windows (--windows I,J)")
+            f"add {remat}pass fewer windows (--windows I,J{which})")
 
 
 def main(argv: list[str] | None = None) -> int:

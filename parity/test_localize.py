@@ -405,6 +405,8 @@ def test_out_of_memory_is_one_line_naming_the_batch_and_the_fix(monkeypatch, cap
     assert "--set model.remat=true" in err and "fewer windows (--windows I,J)" in err and "more" not in err
     assert localize.main(["--scenario", "clean", "--set", "model.remat=true"]) == 2
     assert "model.remat" not in capsys.readouterr().err  # already on: only the other fix
+    assert localize.main(["--scenario", "outlier"]) == 2  # the windows to pick, when the data says
+    assert "(--windows I,J; the data of windows 0 is bad as given)" in capsys.readouterr().err
 
     monkeypatch.setattr(localize, "localize", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):
