@@ -214,6 +214,14 @@ def _with_model(model: dict | ModelConfig, config_path: ConfigSource, source: st
     return config_from_dict(tree, source=f"{source} (model) + {rest} (the rest)")
 
 
+def _own_model_note(path: Path, config_path: ConfigSource, model: ModelConfig) -> list[str]:
+    """A config file given beside weights that carry their own model: say which one counts."""
+    if not isinstance(config_path, str | Path) or _load(config_path).model == model:
+        return []
+    return [f"{path} carries its own model config, used instead of the `model` section of {config_path} "
+            "(which differs); the rest of the run config is that file's"]
+
+
 def _needs_config(path: Path, config_path: ConfigSource, what: str) -> Config:
     if config_path is None:
         raise CheckpointError(f"{path}: {what} carries no config; pass --config CFG (its `model` section "
@@ -253,11 +261,13 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
                        step, meta=meta)
     if located.kind == "safetensors":
         metadata = read_neutral_metadata(path)
+        notes = []
         if metadata["config"] is not None:
             config = _with_model(metadata["config"], config_path, str(path))
+            notes = _own_model_note(path, config_path, config.model)
         else:
             config = _needs_config(path, config_path, "this weights file")
-        return Weights(config, read_neutral(path), "safetensors", path)
+        return Weights(config, read_neutral(path), "safetensors", path, notes=notes)
     if located.kind == "nan_dump":
         record = json.loads((path / "nan.json").read_text())
         if not (path / "model.pt").is_file():
@@ -276,6 +286,7 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
         if isinstance(saved.get("config"), dict) and isinstance(saved["config"].get("model"), dict):
             model, notes = original.model_config(saved["config"]["model"])
             config = _with_model(model, config_path, f"{path}'s own config")
+            notes += _own_model_note(path, config_path, config.model)
         else:
             config, notes = _needs_config(path, config_path, "this original checkpoint"), []
         if shapes is None:

@@ -306,7 +306,8 @@ def model_config(original: dict) -> tuple[dict, list[str]]:
         "stability": {"guards": "none", "pe_gradient": "full"},
     }
     notes.append("model read from the checkpoint's own config (brain-go-brr schema); stability.pe_gradient = "
-                 "full, as the original; its clamps are off: --set model.stability.guards=original turns them on")
+                 "full, as the original; its clamps are off: --set model.stability.guards=original turns them on "
+                 "(parity.localize, train --init-from)")
     if not graph.get("pe_sign_consistency", True):
         notes.append("the original ran without PE sign consistency; this model fixes signs by the `sum` rule")
     return model, notes

@@ -37,3 +37,6 @@ def test_weights_of_a_bipolar_model_are_read_in_their_montage_whatever_the_confi
         assert weights.config.model == bipolar.model
         fallback = weights_config(path, config if config is not None else ROOT / "configs" / "default.yaml")
         assert fallback.data.montage == "bipolar"
+        # a config file whose model differs is not used for the model, and that is said
+        said = [note for note in weights.notes if "carries its own model config, used instead of" in note]
+        assert len(said) == (config == ROOT / "configs" / "default.yaml")
