@@ -82,7 +82,8 @@ class _Unpickler(pickle.Unpickler):
         if module == "torch" and name in STORAGE_DTYPES:
             return _Storage(name)
         raise PtError(f"{self.path}: holds a pickled {module}.{name}, which this reader does not "
-                      "rebuild (only tensors, containers and numbers); re-save the weights alone")
+                      "rebuild (only tensors, containers and numbers); re-save it without that object, e.g. "
+                      "the state dict alone, or a batch's tensors alone")
 
     def persistent_load(self, pid):
         kind, storage_type, key, _location, numel = pid
@@ -104,8 +105,9 @@ def read_pt(path: str | Path) -> Any:
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as error:
-        raise PtError(f"{path}: not a PyTorch zip checkpoint ({error}); files from torch < 1.6 "
-                      "(`_use_new_zipfile_serialization=False`) need torch to read") from None
+        raise PtError(f"{path}: not a PyTorch zip checkpoint ({error}); a file from torch < 1.6 or saved with "
+                      "`_use_new_zipfile_serialization=False` is read after re-saving it with torch: "
+                      f"torch.save(torch.load('{path}', weights_only=True), 'new.pt')") from None
     with archive:
         pickles = [name for name in archive.namelist() if name.endswith("/data.pkl")]
         if len(pickles) != 1:
