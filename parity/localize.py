@@ -40,7 +40,8 @@ JSON report (--json), schema "jaxbrr.localize/1":
   side, detail, op, nonfinite {"torch/float32": {nan, inf}}, max_abs/max_rel/within_tolerance
   {dtype: ...}, err64 {framework: RMSE}, drifted, rounding, amplified, upstream], replay [{tap, dtype, direction,
   max_abs, max_rel, nonfinite, passed}], nonfinite_parameters {module: {run: count}},
-  eigh {computed, tau, graphs, repeated [{batch, step, eigenvalue, multiplicity}]}, errors,
+  eigh {computed, tau, rounding_of, graphs, graphs_with_repeats, graphs_with_repeats_in_pe, k, from,
+  repeated [{batch, step, eigenvalue, multiplicity, in_pe}]}, errors,
   expected (scenarios: {verdict, tap}).
 Non-finite floats are written as the strings "nan"/"inf".
 """
@@ -178,8 +179,10 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
             shapes = {name: tap.shape for name, tap in jax_run.taps.items()}  # for a stage that raises
             runs += [R.run_torch(torch_model, problem.batch, train_cfg, shapes), jax_run]
     stage_inputs = problem.config.model.stage_inputs
+    eigh = eigh_report(problem.config, runs)
+    ambiguous_pe = pe_not_unique(eigh)
     rows = tap_rows(runs, stage_inputs, R.parameter_stage(problem.config.model), extreme, device, problem.batch.x,
-                    problem.batch.y)
+                    problem.batch.y, ambiguous_pe)
     by_key = {run_key(r): r for r in runs}
     replay, replayed, agrees = [], set(), set()
     while True:  # a float32 drift whose replay agrees both ways is amplified rounding: classify again
@@ -199,10 +202,9 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
                 agrees.add(row.name)
         if len(agrees) == known:
             break
-        classify(rows, dtypes_of(runs), extreme, frozenset(agrees))
+        classify(rows, dtypes_of(runs), extreme, frozenset(agrees), ambiguous_pe)
     errors = {f"{r.framework}/{r.dtype}:{stage}": message for r in runs for stage, message in r.errors.items()}
-    return Report(problem, dtypes_of(runs), rows, findings, replay, eigh_report(problem.config, runs),
-                  errors, extreme, device)
+    return Report(problem, dtypes_of(runs), rows, findings, replay, eigh, errors, extreme, device)
 
 
 def _wrong_at(row: TapRow, dtypes: list[str]) -> list[str]:
@@ -290,12 +292,26 @@ def eigh_report(config: Config, runs: list[Run]) -> dict:
     for b, s in np.ndindex(*eigenvalues.shape[:2]):
         values = eigenvalues[b, s]
         width = max(tau, split * float(np.abs(values).max()))
-        clusters = np.split(values, np.flatnonzero(np.diff(values) > width) + 1)
-        repeated += [{"batch": int(b), "step": int(s * model.graph.semi_dynamic_interval),
-                      "eigenvalue": float(c[0]), "multiplicity": len(c)} for c in clusters if len(c) > 1]
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(values) > width) + 1])
+        clusters = np.split(values, starts[1:])
+        repeated += [{"batch": int(b), "step": int(s * model.graph.semi_dynamic_interval), "eigenvalue": float(c[0]),
+                      "multiplicity": len(c), "in_pe": bool(start < model.graph.k_eigenvectors)}
+                     for start, c in zip(starts, clusters, strict=True) if len(c) > 1]
     return {"computed": True, "tau": tau, "rounding_of": coarsest, "graphs": int(np.prod(eigenvalues.shape[:2])),
-            "graphs_with_repeats": len({(r["batch"], r["step"]) for r in repeated}), "repeated": repeated,
-            "from": run_key(run)}
+            "graphs_with_repeats": len({(r["batch"], r["step"]) for r in repeated}),
+            "graphs_with_repeats_in_pe": len({(r["batch"], r["step"]) for r in repeated if r["in_pe"]}),
+            "k": model.graph.k_eigenvectors, "repeated": repeated, "from": run_key(run)}
+
+
+def pe_not_unique(eigh: dict) -> str:
+    """Why the two sides' PE may differ with neither wrong, "" when it is unique: a repeated
+    eigenvalue among the k smallest has an eigenspace that any orthonormal basis of it spans, and
+    each framework's eigensolver picks its own (the sign rule fixes signs, not a basis)."""
+    if not eigh.get("computed") or not eigh["graphs_with_repeats_in_pe"]:
+        return ""
+    return (f"the PE is not unique: {eigh['graphs_with_repeats_in_pe']} of {eigh['graphs']} graphs have a repeated "
+            f"eigenvalue among the {eigh['k']} smallest, whose eigenvectors are any basis of its eigenspace (each "
+            "eigensolver picks its own); the model's output depends on that choice")
 
 
 # ----------------------------------------------------------------------------------------------

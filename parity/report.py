@@ -160,7 +160,8 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
     eigh = report.eigh
     if eigh.get("computed"):
         lines.append(f"eigh: {eigh['graphs_with_repeats']} of {eigh['graphs']} graphs hold repeated eigenvalues "
-                     f"(gap <= max(tau {eigh['tau']:g}, {eigh['rounding_of']} rounding), {eigh['from']})")
+                     f"(gap <= max(tau {eigh['tau']:g}, {eigh['rounding_of']} rounding), {eigh['from']}), "
+                     f"{eigh['graphs_with_repeats_in_pe']} among the {eigh['k']} smallest (the PE's: not unique there)")
         for entry in eigh["repeated"][:8]:
             lines.append(f"  batch {entry['batch']} step {entry['step']}: λ = {entry['eigenvalue']:.6g} "
                          f"×{entry['multiplicity']}")

@@ -138,6 +138,25 @@ def test_finite_difference_beyond_tolerance_is_drift_blaming_the_side_farther_fr
     assert verdict == ("DRIFT", "tcn", "jax")
 
 
+def test_a_pe_difference_where_the_pe_is_not_unique_is_the_models_not_a_drift():
+    """Eigenvalues repeated among the k smallest: any basis of their eigenspace is a PE, each
+    eigensolver picks its own, and the two sides differ at float64 with neither wrong."""
+    stages = {"input": ("x",), "pe": ("input",), "logits": ("pe",)}
+
+    def edit(framework, dtype, run):
+        for tree in (run.taps, run.cotangents):
+            tree["pe"] = tree.pop("tcn")
+        if framework == "jax":
+            run.taps["pe"] = run.taps["pe"][..., ::-1].copy()  # another basis
+    runs = _runs(edit)
+    rows = tap_rows(runs, stages, {"tcn": "pe", "head": "logits"}, extreme=10.0)
+    assert next(r for r in rows if r.name == "pe").verdict == "DRIFT"
+    rows = tap_rows(runs, stages, {"tcn": "pe", "head": "logits"}, extreme=10.0, ambiguous_pe="the PE is not unique")
+    pe = next(r for r in rows if r.name == "pe")
+    assert (pe.verdict, pe.side, pe.born, pe.detail) == ("MODEL", "both", True, "the PE is not unique")
+    assert [(f.verdict, f.row) for f in find(rows)] == [("MODEL", "pe")]
+
+
 def test_a_nan_outranks_an_earlier_drift_and_drift_is_born_per_dtype():
     def edit(framework, dtype, run):
         if framework == "jax" and dtype == "float32":
@@ -233,6 +252,8 @@ def test_eigh_degenerate_names_the_eigh_backward_and_every_degenerate_graph(repo
     eigh = report.eigh
     assert eigh["graphs_with_repeats"] == eigh["graphs"] == 2 * 32  # B=2, 64 steps / interval 2
     assert {(e["multiplicity"], round(e["eigenvalue"], 6)) for e in eigh["repeated"]} == {(19, 1.0001)}
+    assert eigh["graphs_with_repeats_in_pe"] == eigh["graphs"] and all(e["in_pe"] for e in eigh["repeated"])
+    assert localize.pe_not_unique(eigh).startswith(f"the PE is not unique: {eigh['graphs']} of {eigh['graphs']} graphs")
     replay = [r for r in report.replay if r["tap"] == "∂adjacency"]
     assert replay and all(r["nonfinite"]["result"] == r["nonfinite"]["expected"] > 0 for r in replay)
 

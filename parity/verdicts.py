@@ -44,6 +44,7 @@ VERDICTS = ("DATA", "MODEL", "FRAMEWORK", "PRECISION", "DRIFT", "CLEAN")
 PRECISIONS = ("float64", "float32", "bfloat16", "float16")
 BACKWARD = "∂"  # a cotangent row: ∂tap
 PARAMETERS = "∇"  # a parameter-gradient row: ∇module
+PE = "pe"  # the Laplacian PE's tap (common/stages.py)
 
 
 @dataclass
@@ -162,12 +163,13 @@ def _group_grads(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def tap_rows(runs: list[Run], stage_inputs: dict[str, tuple[str, ...]], parameter_stage: dict[str, str],
              extreme: float, device: str = "cpu", batch: np.ndarray | None = None,
-             labels: np.ndarray | None = None) -> list[TapRow]:
+             labels: np.ndarray | None = None, ambiguous_pe: str = "") -> list[TapRow]:
     """Every row in report order: forward taps, the loss, cotangents in backward order,
     parameter gradients by module (modules in forward order), each classified against the
     tolerances of the device the runs ran on. `batch` is the data as given, before the model's
     input stage (whose guards, with stability.guards: original, clip it and zero its NaNs): the
-    DATA verdict is about that, not about what the guards leave; and about its `labels`."""
+    DATA verdict is about that, not about what the guards leave; and about its `labels`.
+    `ambiguous_pe`: why the PE is not unique, when it is not (classify)."""
     taps = list(stage_inputs)
     rows = [_row(tap, "forward", {run_key(r): r.taps[tap] for r in runs}, runs, "model",
                  tuple(i for i in stage_inputs[tap] if i != MODEL_INPUT), device) for tap in taps]
@@ -200,7 +202,7 @@ def tap_rows(runs: list[Run], stage_inputs: dict[str, tuple[str, ...]], paramete
     if labels is not None:
         input_row.label_nonfinite = _counts(labels)
         input_row.data_where += where(~np.isfinite(labels), ("window", "sample"), "labels ")
-    classify(rows, dtypes_of(runs), extreme)
+    classify(rows, dtypes_of(runs), extreme, ambiguous_pe=ambiguous_pe)
     return rows
 
 
@@ -216,10 +218,13 @@ def where(mask: np.ndarray, axes: tuple[str, ...], what: str = "") -> str:
     return f" ({what}window{'s' * (len(windows) > 1)} {shown}; first at {first})"
 
 
-def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agrees: frozenset[str] = frozenset()) -> None:
+def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agrees: frozenset[str] = frozenset(),
+             ambiguous_pe: str = "") -> None:
     """Set verdict, side, born and detail of every row (DESIGN.md §5; module docstring).
     `replay_agrees`: rows whose float32 replay agreed both ways (parity/localize.py), amplified
-    rounding rather than drift; classify runs again once they are known."""
+    rounding rather than drift; classify runs again once they are known. `ambiguous_pe`: why the
+    Laplacian PE is not unique (parity.localize.pe_not_unique), "" when it is: the PE row's
+    difference is then the model's (MODEL), not a drift of either side."""
     by_name = {row.name: row for row in rows}
     top = dtypes[0]
     for row in rows:
@@ -277,6 +282,9 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
             row.verdict = "DRIFT"
             # born where, at some dtype it fails at, everything it is computed from agrees
             row.born = any(all(_agrees(by_name[u], d) for u in row.upstream if u in by_name) for d in failing)
+            if row.name == PE and ambiguous_pe:
+                row.verdict, row.side, row.detail = "MODEL", "both", ambiguous_pe
+                continue
             row.side = row.drifted
             row.detail = f"beyond tolerance at {', '.join(failing)}"
             if "float64" in failing:
@@ -312,9 +320,11 @@ class Finding:
 
 def find(rows: list[TapRow]) -> list[Finding]:
     """Born problems, non-finite ones first (a NaN is what one came for), each group in report
-    order, then the born DRIFT rows; [] when CLEAN. The first finding is the verdict."""
+    order, then the born DRIFT rows (the first DRIFT row when none is born and nothing else is:
+    every drift inherits from a row whose own difference stayed within tolerance); [] when CLEAN.
+    The first finding is the verdict."""
     nonfinite = [row for row in rows if row.born and row.verdict != "DRIFT"]
     drifts = [row for row in rows if row.verdict == "DRIFT" and row.born]
-    if not drifts:  # every drifting row inherits from another: report the first one
+    if not drifts and not nonfinite:  # every drifting row inherits from another: report the first one
         drifts = [row for row in rows if row.verdict == "DRIFT"][:1]
     return [Finding(r.verdict, r.name, r.kind, r.side, r.detail, r.op) for r in nonfinite + drifts]
