@@ -157,6 +157,32 @@ def test_a_pe_difference_where_the_pe_is_not_unique_is_the_models_not_a_drift():
     assert [(f.verdict, f.row) for f in find(rows)] == [("MODEL", "pe")]
 
 
+def test_a_half_precision_stage_one_side_computes_wrongly_is_framework():
+    """Differences at bfloat16 are reported, not judged, but for one case: a stage whose inputs are
+    equal on both sides, bit for bit, and whose one side lands far from float64 (≥ HALF_FAR of its
+    scale) where the other does not (≥ HALF_RATIO times closer): a wrong kernel. Inputs that differ
+    already (rounding amplified upstream) never make one."""
+    dtypes = ("float64", "float32", "bfloat16")
+
+    def wrong_torch_tcn(framework, dtype, run):
+        if dtype == "bfloat16":
+            scale = np.abs(run.taps["tcn"]).max()
+            run.taps["tcn"] = run.taps["tcn"] + (0.5 * scale if framework == "torch" else 0.004 * scale)
+    rows, findings, verdict = _verdict(_runs(wrong_torch_tcn, dtypes=dtypes))
+    assert verdict == ("FRAMEWORK", "tcn", "torch") and "at bfloat16, from inputs equal on both sides" in findings[0].detail
+
+    def and_different_inputs(framework, dtype, run):
+        wrong_torch_tcn(framework, dtype, run)
+        if dtype == "bfloat16" and framework == "jax":
+            run.taps["input"] = run.taps["input"] * np.float32(1 + 2**-8)
+    assert _verdict(_runs(and_different_inputs, dtypes=dtypes))[2] == ("CLEAN",)
+
+    def both_far(framework, dtype, run):
+        if dtype == "bfloat16":
+            run.taps["tcn"] = run.taps["tcn"] + (0.5 if framework == "torch" else 0.2) * np.abs(run.taps["tcn"]).max()
+    assert _verdict(_runs(both_far, dtypes=dtypes))[2] == ("CLEAN",)
+
+
 def test_a_nan_outranks_an_earlier_drift_and_drift_is_born_per_dtype():
     def edit(framework, dtype, run):
         if framework == "jax" and dtype == "float32":

@@ -45,6 +45,15 @@ PRECISIONS = ("float64", "float32", "bfloat16", "float16")
 BACKWARD = "∂"  # a cotangent row: ∂tap
 PARAMETERS = "∇"  # a parameter-gradient row: ∇module
 PE = "pe"  # the Laplacian PE's tap (common/stages.py)
+HALF = ("bfloat16", "float16")
+# A half-precision FRAMEWORK finding (the table has no whole-model half rows, so differences at a
+# half precision are otherwise reported, never judged): a stage computed from inputs equal on both
+# sides, bit for bit, whose one side lands at least HALF_FAR of max|float64| from float64 (25 of
+# bfloat16's unit roundoffs, 2^-8: no rounding of one stage's output leaves that) and at least
+# HALF_RATIO times farther than the other side, which computed the same stage from the same
+# rounded inputs in the same precision. A finding, not a tolerance: what it sees is a wrong kernel
+# (torch 2.13's oneDNN AMX bf16 strided convolution, pytorch/pytorch#169688, gave 1.2 against 0.008).
+HALF_FAR, HALF_RATIO = 0.1, 30.0
 
 
 @dataclass
@@ -56,6 +65,7 @@ class TapRow:
     compare: dict[str, Row]  # dtype -> torch↔jax comparison (jax against torch)
     err64: dict[str, float] = field(default_factory=dict)  # framework -> RMSE of its arbitrated_dtype vs torch float64
     drifted: str | None = None  # arbitrate(): torch | jax | both | neither (arbitrated_dtype, when it fails)
+    half64: dict[str, dict[str, float]] = field(default_factory=dict)  # half dtype -> framework -> max|it − float64| / max|float64|
     max_abs_x: float = math.nan  # input row only: max |x| over finite values of the batch as given
     data_nonfinite: tuple[int, int] = (0, 0)  # input row only: NaN, Inf in the batch as given
     label_nonfinite: tuple[int, int] = (0, 0)  # input row only: NaN, Inf in the batch's labels
@@ -142,7 +152,26 @@ def _row(name: str, kind: str, arrays: dict[str, np.ndarray], runs: list[Run], c
         if low in row.compare and not row.compare[low].passed and f"jax/{low}" in arrays:
             row.drifted = arbitrate(arrays[f"torch/{low}"], arrays[f"jax/{low}"], reference,
                                     check if low == "float32" else "model", device)
+    if "torch/float64" in arrays:
+        reference = np.asarray(arrays["torch/float64"], np.float64)
+        scale = float(np.abs(reference[np.isfinite(reference)]).max(initial=0.0))
+        for dtype in (d for d in dtypes if d in HALF and scale > 0):
+            row.half64[dtype] = {framework: float(np.abs(np.asarray(arrays[key], np.float64) - reference).max()) / scale
+                                 for framework in ("torch", "jax") if (key := f"{framework}/{dtype}") in arrays}
     return row
+
+
+def _half_framework(row: TapRow, by_name: dict[str, TapRow]) -> tuple[str, str] | None:
+    """(side, detail) of a half-precision FRAMEWORK finding at `row` (HALF_FAR, HALF_RATIO), else None."""
+    for dtype, errors in row.half64.items():
+        if len(errors) < 2 or not all(by_name[u].compare.get(dtype) is not None and by_name[u].compare[dtype].max_abs == 0
+                                      for u in row.upstream if u in by_name):
+            continue
+        far, near = sorted(errors, key=errors.get, reverse=True)
+        if errors[far] >= HALF_FAR and errors[far] >= HALF_RATIO * errors[near]:
+            return far, (f"at {dtype}, from inputs equal on both sides: {far} lands {errors[far]:.2g} of max|float64| "
+                         f"from float64, {near} {errors[near]:.2g}: {far}'s {dtype} computes this stage wrongly")
+    return None
 
 
 def tolerance_dtype(dtype: str) -> str:
@@ -277,6 +306,9 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
         if failing == ["float32"] and disagreeing and all(u.amplified for u in disagreeing):
             row.amplified = True
             row.detail = "inherits the amplified rounding of " + ", ".join(u.name for u in disagreeing)
+            continue
+        if not failing and (one_sided := _half_framework(row, by_name)):
+            row.verdict, row.born, (row.side, row.detail) = "FRAMEWORK", True, one_sided
             continue
         if failing:
             row.verdict = "DRIFT"
