@@ -180,6 +180,32 @@ def _difference_lines(changed: list[tuple[str, object, object]], theirs: str) ->
     return "\n  ".join(f"{name}: {theirs} {other!r}, now {mine!r}" for name, other, mine in changed)
 
 
+class _Interval:
+    """What the loop measures between two `train` log lines: windows, the time the loader kept
+    the step waiting, and the losses of the steps not skipped."""
+
+    def __init__(self, loader: Prefetcher):
+        self.loader = loader
+        self._reset()
+
+    def _reset(self) -> None:
+        self.windows, self.since, self.losses, self.waited = 0, time.perf_counter(), [], self.loader.wait_seconds
+
+    def add(self, windows: int, loss: float | None) -> None:
+        self.windows += windows
+        if loss is not None:
+            self.losses.append(loss)
+
+    def take(self) -> tuple[float, dict[str, float]]:
+        """(mean loss, or NaN when every step was skipped; {windows_per_s, data_wait_s}), then
+        starts the next interval."""
+        loss_mean = float(np.mean(self.losses)) if self.losses else float("nan")
+        measured = {"windows_per_s": self.windows / max(time.perf_counter() - self.since, 1e-9),
+                    "data_wait_s": self.loader.wait_seconds - self.waited}
+        self._reset()
+        return loss_mean, measured
+
+
 class StepFailed(Exception):
     """Raised by a framework's `_step` when a NaN is caught inside the step (JAX_DEBUG_NANS,
     checkify); the loop then writes the dump."""
@@ -387,24 +413,18 @@ class Loop:
         p, cfg = self.progress, self.cfg
         plan, pos_weight = self.epoch_plan(p.epoch)
         bar.set_description(f"epoch {p.epoch + 1}/{cfg.epochs}")
-        window_count, since, interval_losses, waited = 0, time.perf_counter(), [], 0.0
         # the thread loads this host's next cfg.prefetch batches while the step runs
         with Prefetcher(self.load_batch, plan[p.batch:], cfg.prefetch) as loader:
+            interval = _Interval(loader)
             for b, batch in enumerate(loader, start=p.batch):
                 metrics = self._run_step(batch, pos_weight)
                 p.step += 1
                 p.batch = b + 1
-                window_count += cfg.batch_size
-                if not metrics["skipped_now"]:
-                    interval_losses.append(float(metrics["loss"]))
+                interval.add(cfg.batch_size, None if metrics["skipped_now"] else float(metrics["loss"]))
                 bar.update(1)
                 if p.step % cfg.log_every == 0 or p.step == 1 or metrics["skipped_now"]:
-                    host = self._mean_over_hosts({
-                        "windows_per_s": window_count / max(time.perf_counter() - since, 1e-9),
-                        "data_wait_s": loader.wait_seconds - waited,
-                    })
-                    loss_mean = float(np.mean(interval_losses)) if interval_losses else float("nan")
-                    window_count, since, interval_losses, waited = 0, time.perf_counter(), [], loader.wait_seconds
+                    loss_mean, measured = interval.take()
+                    host = self._mean_over_hosts(measured)
                     self.log.write("train", p.step, p.epoch, {
                         "loss": metrics["loss"], "loss_mean": loss_mean,
                         "grad_norm": metrics["grad_norm"], "lr": metrics["lr"],
