@@ -19,6 +19,7 @@ mmap_mode="r"), unlike the original, which decompressed a whole recording per wi
 
 from __future__ import annotations
 
+import glob
 import json
 import time
 import traceback
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from common.config import Config, config_hash, config_to_dict
-from common.data.annotations import check_duration, labels_for, seizure_mask
+from common.data.annotations import annotation_file, check_duration, labels_for, seizure_mask
 from common.data.corpora import Recording, Survey, survey
 from common.data.windows import (
     WindowSpec,
@@ -72,7 +73,9 @@ def find_recordings(data_dir: str | Path, pattern: str = "**/*.edf") -> list[Pat
             f"data_dir {data_dir} does not exist: set data.data_dir in the config "
             f"(or data.synthetic to generate the synthetic corpus there)"
         )
-    return sorted(p for p in data_dir.glob(pattern) if p.is_file())
+    # glob.glob, not Path.glob: Python 3.11's Path.glob("**") does not enter symlinked folders (a
+    # `dev -> /datasets/...` link would add nothing); glob.glob's does
+    return sorted(p for p in map(Path, glob.glob(str(data_dir / pattern), recursive=True)) if p.is_file())
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -99,14 +102,18 @@ def _source_stamp(edf: Path) -> dict:
     return {"source": stamp["path"], "size": stamp["size"], "mtime_ns": stamp["mtime_ns"]}
 
 
-def _is_current(sidecar: Path, stamp: dict) -> bool:
-    """The sidecar exists, stamps this EDF and its label files as they are now."""
+def _is_current(sidecar: Path, edf: Path) -> bool:
+    """The sidecar exists, stamps this EDF and its label files as they are now, and those are the
+    files labels_for would read now (a `<stem>.csv_bi` put beside the EDF since overrides them)."""
     try:
         meta = json.loads(sidecar.read_text())
         labels_now = [_file_stamp(Path(f["path"])) for f in meta.get("label_files", [None])]
     except (OSError, ValueError, TypeError, KeyError):
         return False
-    return all(meta.get(k) == v for k, v in stamp.items()) and labels_now == meta["label_files"]
+    beside = annotation_file(edf)
+    if beside is not None and [f["path"] for f in labels_now] != [str(beside.resolve())]:
+        return False
+    return all(meta.get(k) == v for k, v in _source_stamp(edf).items()) and labels_now == meta["label_files"]
 
 
 def cache_recording(recording: Recording, config: Config, root: Path, corpus: str) -> dict:
@@ -153,7 +160,7 @@ def build_cache(config: Config, progress: bool = True) -> BuildResult:
     remove_stale_temporaries(root / "recordings")
     found = survey(data.data_dir, find_recordings(data.data_dir, data.edf_glob), data.corpus, data.split.kind)
     stems: dict[str, Path] = {}
-    built, reused, skipped = [], [], []
+    built, reused, skipped, failed = [], [], [], set()
     bar = tqdm(found.recordings, desc="caching recordings", unit="rec", disable=not progress)
     for recording in bar:
         edf = recording.edf
@@ -163,7 +170,7 @@ def build_cache(config: Config, progress: bool = True) -> BuildResult:
             continue
         stems[edf.stem] = edf
         sidecar = root / "recordings" / f"{edf.stem}.json"
-        if _is_current(sidecar, _source_stamp(edf)):
+        if _is_current(sidecar, edf):
             reused.append(edf.stem)
             continue
         try:
@@ -171,7 +178,8 @@ def build_cache(config: Config, progress: bool = True) -> BuildResult:
             built.append(edf.stem)
         except (ValueError, OSError) as err:  # EDFError and AnnotationError are ValueErrors
             skipped.append({"source": str(edf), "reason": str(err).strip() or traceback.format_exc(limit=1)})
-    write_manifest(root, config, skipped, keep=set(stems))
+            failed.add(edf.stem)  # an older build of it, from files since changed, is not used
+    write_manifest(root, config, skipped, keep=set(stems) - failed)
     return BuildResult(root, built, reused, skipped, found)
 
 

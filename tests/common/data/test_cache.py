@@ -128,3 +128,31 @@ def test_prepare_splits_by_patient_and_summarizes(tmp_path, corpus_dir):
     assert total_windows == 3 * 4
     table = prepared.corpus.window_table(["pa_s001_t000"], WindowSpec(16 * SFREQ, 8 * SFREQ))
     assert table["seizure_samples"].tolist() == [6 * SFREQ, 14 * SFREQ, 9 * SFREQ, 1 * SFREQ]
+
+
+def test_a_recording_whose_rebuild_fails_leaves_the_manifest(tmp_path, corpus_dir):
+    """Its earlier build came from files that changed since: training on it would train on labels
+    the user has replaced. It is listed as skipped, and only there."""
+    config = _config(tmp_path)
+    build_cache(config, progress=False)
+    (corpus_dir / "pa_s001_t000.csv_bi").write_text("TERM,1.0,oops,seiz,1\n")
+    again = build_cache(config, progress=False)
+    manifest = json.loads((again.root / "manifest.json").read_text())
+    assert "pa_s001_t000" not in manifest["recordings"]
+    assert any(s["source"].endswith("pa_s001_t000.edf") for s in manifest["skipped"])
+
+
+def test_a_csv_bi_put_beside_a_cached_chbmit_recording_rebuilds_it(tmp_path):
+    """Every label error's fix is a `<stem>.csv_bi` beside the EDF; a recording cached from the
+    corpus's own label files must be rebuilt from it, not reused with its old labels."""
+    folder = tmp_path / "edf" / "chb01"
+    folder.mkdir(parents=True)
+    _write_edf(folder / "chb01_01.edf", 40)
+    (folder / "chb01-summary.txt").write_text("File Name: chb01_01.edf\nNumber of Seizures in File: 0\n")
+    config = _config(tmp_path, "data.corpus=chbmit")
+    first = build_cache(config, progress=False)
+    assert first.built == ["chb01_01"] and Corpus(first.root).arrays("chb01_01")[1].sum() == 0
+    write_csv_bi(folder / "chb01_01.csv_bi", with_background([Event(10.0, 20.0, "seiz")], 40), 40)
+    again = build_cache(config, progress=False)
+    assert again.built == ["chb01_01"] and Corpus(again.root).arrays("chb01_01")[1].sum() == 10 * SFREQ
+    assert build_cache(config, progress=False).reused == ["chb01_01"]
