@@ -135,6 +135,9 @@ def _parse_row(line: str, where: str, duration: float, previous: Event | None, p
         raise AnnotationError(f"{where}: start_time, stop_time and confidence must be numbers in {line!r}") from None
     if not all(math.isfinite(v) for v in (start, stop, confidence)):
         raise AnnotationError(f"{where}: non-finite number in {line!r}")
+    if start == stop and 0 <= start <= duration:
+        raise AnnotationError(f"{where}: a zero-length event at {start} s (start = stop) marks no sample and "
+                              "overlaps nothing: delete the row")
     if not 0 <= start < stop <= duration:
         raise AnnotationError(f"{where}: need 0 <= start < stop <= duration ({duration}), "
                          f"got start={start}, stop={stop}")
