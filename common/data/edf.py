@@ -115,6 +115,12 @@ def read_header(path: str | Path) -> EDFHeader:
                     f"{path}: {kind} (first bytes {head[:8]!r}, expected b'0       '); "
                     f"convert it to EDF or {_FIX}"
                 )
+            if head[192:197] == b"EDF+D":  # the reserved field (EDF+, Kemp & Olivan 2003, section 2.1.3.1)
+                raise EDFError(
+                    f"{path}: EDF+D (discontinuous: its data records have gaps in time between them), which "
+                    "would be read end to end, every label after a gap then in the wrong place; export it as "
+                    f"continuous EDF (EDF+C) or {_FIX}"
+                )
             n_signals = _header_int(path, head, 252, 256, "number of signals")
             header_bytes = _header_int(path, head, 184, 192, "header bytes")
             n_records = _header_int(path, head, 236, 244, "number of data records")

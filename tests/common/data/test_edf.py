@@ -184,6 +184,20 @@ def test_truncated_file(tmp_path, write_edf, tusz_signals):
     assert str(path) in msg and "truncated" in msg and FIX in msg
 
 
+def test_discontinuous_edf_plus_is_refused(tmp_path, write_edf, tusz_signals):
+    """EDF+D: records with gaps between them; read end to end, labels after a gap would move."""
+    path = write_edf(tmp_path / "gaps.edf", tusz_signals(2, SFREQ), SFREQ)
+    data = bytearray(path.read_bytes())
+    data[192:236] = b"EDF+D".ljust(44)
+    path.write_bytes(bytes(data))
+    with pytest.raises(EDFError, match="EDF\\+D \\(discontinuous") as err:
+        read_header(path)
+    assert str(path) in str(err.value) and FIX in str(err.value)
+    data[192:236] = b"EDF+C".ljust(44)  # continuous: read as ever
+    path.write_bytes(bytes(data))
+    assert read_header(path).n_records > 0
+
+
 def test_truncated_header(tmp_path, write_edf, tusz_signals):
     path = write_edf(tmp_path / "cut_header.edf", tusz_signals(2, SFREQ), SFREQ)
     path.write_bytes(path.read_bytes()[:700])
