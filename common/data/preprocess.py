@@ -54,13 +54,14 @@ class RecordingReport:
         return dataclasses.asdict(self)
 
 
-def resample_ratio(sfreq_in: float, sfreq_out: float) -> tuple[int, int]:
+def resample_ratio(sfreq_in: float, sfreq_out: float, source: str = "<array>") -> tuple[int, int]:
     """(up, down) in lowest terms with sfreq_out / sfreq_in = up / down; ValueError if huge."""
     ratio = Fraction(sfreq_out) / Fraction(sfreq_in)
     if max(ratio.numerator, ratio.denominator) > _MAX_POLYPHASE_FACTOR:
         raise ValueError(
-            f"sampling rate {sfreq_in} Hz -> {sfreq_out} Hz needs polyphase factors "
-            f"{ratio.numerator}/{ratio.denominator}; set preprocess.resample: fft for this recording"
+            f"{source}: sampling rate {sfreq_in} Hz -> {sfreq_out} Hz needs polyphase factors "
+            f"{ratio.numerator}/{ratio.denominator}; remove this recording, or set preprocess.resample: fft "
+            "(which resamples every recording by FFT, and so changes the cache of all of them)"
         )
     return ratio.numerator, ratio.denominator
 
@@ -76,14 +77,14 @@ def filter_sos(cfg: PreprocessConfig) -> np.ndarray:
     return np.vstack([sos, signal.tf2sos(b, a)])
 
 
-def resample(x: np.ndarray, sfreq_in: float, cfg: PreprocessConfig) -> np.ndarray:
+def resample(x: np.ndarray, sfreq_in: float, cfg: PreprocessConfig, source: str = "<array>") -> np.ndarray:
     """(C, N) -> (C, round(N * cfg.sfreq / sfreq_in)); x itself when the rates agree."""
     if sfreq_in == cfg.sfreq:
         return x
     n_out = int(round(x.shape[-1] * cfg.sfreq / sfreq_in))
     if cfg.resample == "fft":
         return signal.resample(x, n_out, axis=-1)  # (C, n_out)
-    up, down = resample_ratio(sfreq_in, cfg.sfreq)
+    up, down = resample_ratio(sfreq_in, cfg.sfreq, source)
     # resample_poly returns ceil(N * up / down) samples; the last one may go.
     return signal.resample_poly(x, up, down, axis=-1)[:, :n_out]  # (C, n_out)
 
@@ -136,7 +137,7 @@ def preprocess(
     flat = std_in <= cfg.flat_std_uv  # (C,); an all-NaN channel is flat too
 
     # 1. resample, 2. bandpass + notch (one SOS cascade along time, all channels at once)
-    y = resample(x, sfreq_in, cfg)  # (C, N_out)
+    y = resample(x, sfreq_in, cfg, source)  # (C, N_out)
     n_out = y.shape[-1]
     sos = filter_sos(cfg)
     if cfg.filter_phase == "causal":

@@ -181,8 +181,9 @@ def test_zero_phase_on_too_short_recording_is_an_error():
 
 def test_odd_rate_needs_fft_resampling():
     x = eeg(1, 2503)
-    with pytest.raises(ValueError, match="resample: fft"):
-        preprocess(x, 250.3, CFG, ["a"])
+    with pytest.raises(ValueError, match=r"^odd.edf: sampling rate 250.3 Hz .* remove this recording, or set "
+                                         r"preprocess.resample: fft \(which resamples every recording"):
+        preprocess(x, 250.3, CFG, ["a"], source="odd.edf")
     y, _ = preprocess(x, 250.3, PreprocessConfig(resample="fft"), ["a"])
     assert y.shape == (1, round(2503 * 256 / 250.3))
 
