@@ -161,6 +161,16 @@ def _siena_labels(edf: Path) -> tuple[list[Path], native_labels.NativeLabels]:
             f"{edf}: not listed in {listing} (every Siena recording holds a seizure); if it has none, write "
             f"{edf.with_suffix('.csv_bi').name} with one 'TERM,0,<duration>,bckg' row"
         )
+    # A seizure ending after the list's own registration end is a typo in its times (PN00-3's ends
+    # 19.29.29, the registration 18.57.13): cut at the recording's end it would be a 29-minute seizure.
+    late = [stop for _, stop in listed.seizures if listed.duration_seconds is not None
+            and stop > listed.duration_seconds]
+    if late:
+        raise AnnotationError(
+            f"{edf}: {listing} has a seizure of it ending {late[0]:g} s after the registration start, past the "
+            f"registration end it gives ({listed.duration_seconds:g} s): a typo in its times; write "
+            f"{edf.with_suffix('.csv_bi').name} beside the EDF with the seizure's real times"
+        )
     return [listing], listed
 
 

@@ -160,12 +160,16 @@ def survey(data_dir: str | Path, edfs: list[Path], corpus: str = "auto", split_k
 
 
 def official_split(source: str | Path, data_dir: str | Path) -> str | None:
-    """`train`/`dev`/`eval` when the file lies under a folder of that name below data_dir."""
-    try:
-        parts = Path(source).resolve().relative_to(Path(data_dir).resolve()).parts
-    except ValueError:
-        return None
-    return next((p for p in parts[:-1] if p in SPLITS), None)
+    """`train`/`dev`/`eval` when the file lies under a folder of that name below data_dir: where it
+    was found, else where it resolves to (a symlinked file's target lies anywhere)."""
+    for found, root in ((Path(source).absolute(), Path(data_dir).absolute()),
+                        (Path(source).resolve(), Path(data_dir).resolve())):
+        try:
+            parts = found.relative_to(root).parts
+        except ValueError:
+            continue
+        return next((p for p in parts[:-1] if p in SPLITS), None)
+    return None
 
 
 def assign_splits(patients: dict[str, str], cfg: SplitConfig,

@@ -279,10 +279,12 @@ def test_siena_labels_come_from_the_seizure_list(SHARED, tmp_path):
         (folder / f"PN00-{k}.edf").write_bytes(b"")
     assert [(e.start_seconds, e.stop_seconds) for e in labels_for(folder / "PN00-1.edf", "siena").events] \
         == [(1143.0, 1213.0)]
-    # the corpus's own typo (ends 19.29.29, the registration 18.57.13) is kept as written: the
-    # mask cuts it at the recording's end and the build counts it (next test)
-    assert [(e.start_seconds, e.stop_seconds) for e in labels_for(folder / "PN00-3.edf", "siena").events] \
-        == [(765.0, 4425.0)]
+    # the corpus's own typo (ends 19.29.29, the registration 18.57.13): cut at the recording's end
+    # it would label 1724 s of seizure; refused, naming the fix
+    with pytest.raises(AnnotationError, match=r"PN00-3.edf: .*Seizures-list-PN00.txt has a seizure of it ending "
+                                              r"4425 s after the registration start, past the registration end it "
+                                              r"gives \(2489 s\): a typo .* write PN00-3.csv_bi"):
+        labels_for(folder / "PN00-3.edf", "siena")
     with pytest.raises(AnnotationError, match=r"PN00-9.edf: not listed in .*Seizures-list-PN00.txt"):
         labels_for(folder / "PN00-9.edf", "siena")
 
@@ -306,7 +308,8 @@ def test_chbmit_and_siena_corpora_build_with_their_own_labels(tmp_path, recordin
     siena = tmp_path / "siena"
     recording(siena / "PN01" / "PN01-1.edf", seconds=20, csv_bi=False)
     (siena / "PN01" / "Seizures-list-PN01.txt").write_text(
-        "Seizure n 1\nFile name: PN01-1.edf\nRegistration start time: 23.59.50\nRegistration end time: 00.00.10\n"
+        # the EDF ends (20 s) before the registration end the list gives (65 s), as Siena's may
+        "Seizure n 1\nFile name: PN01-1.edf\nRegistration start time: 23.59.50\nRegistration end time: 00.00.55\n"
         "Seizure start time: 00.00.05\nSeizure end time: 00.00.30\n\n"
         "Seizure n 2\nFile name: PN01-1.edf\nSeizure start time: 00.00.40\nSeizure end time: 00.00.50\n")
     prepared = prepare(config_for(tmp_path, siena, "data.split.dev_fraction=0"), progress=False)
@@ -356,3 +359,22 @@ def test_an_edited_label_file_rebuilds_the_recording(tmp_path, recording):
     again = prepare(config, progress=False)
     assert again.build.built == ["pa_s001_t000"]
     assert Corpus(again.build.root).arrays("pa_s001_t000")[1].sum() == 2 * 256
+
+
+def test_symlinked_folders_and_files_are_found_and_in_their_split(tmp_path):
+    """A corpus assembled from links (a `dev -> /datasets/...` folder, git-annex or deduplicated
+    files): Path.glob("**") skipped linked folders in silence, and a linked file resolved outside
+    the split folders was left out of every split."""
+    from common.data.cache import find_recordings
+
+    elsewhere, data = tmp_path / "elsewhere", tmp_path / "data"
+    (elsewhere / "dev").mkdir(parents=True)
+    (data / "train").mkdir(parents=True)
+    (elsewhere / "dev" / "aaaaaaaa_s001_t000.edf").write_bytes(b"0")
+    (elsewhere / "blob").write_bytes(b"0")
+    (data / "dev").symlink_to(elsewhere / "dev", target_is_directory=True)
+    (data / "train" / "bbbbbbbb_s001_t000.edf").symlink_to(elsewhere / "blob")
+    found = find_recordings(data)
+    assert [p.relative_to(data).as_posix() for p in found] == ["dev/aaaaaaaa_s001_t000.edf",
+                                                               "train/bbbbbbbb_s001_t000.edf"]
+    assert [official_split(p, data) for p in found] == ["dev", "train"]
