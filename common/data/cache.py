@@ -74,8 +74,10 @@ def find_recordings(data_dir: str | Path, pattern: str = "**/*.edf") -> list[Pat
             f"(or data.synthetic to generate the synthetic corpus there)"
         )
     # glob.glob, not Path.glob: Python 3.11's Path.glob("**") does not enter symlinked folders (a
-    # `dev -> /datasets/...` link would add nothing); glob.glob's does
-    return sorted(p for p in map(Path, glob.glob(str(data_dir / pattern), recursive=True)) if p.is_file())
+    # `dev -> /datasets/...` link would add nothing), glob.glob's does; with root_dir, data_dir is
+    # no pattern, whatever its name holds ("TUSZ [v2.0.3]")
+    found = (data_dir / name for name in glob.glob(pattern, root_dir=data_dir, recursive=True))
+    return sorted(p for p in found if p.is_file())
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -367,7 +367,7 @@ def test_symlinked_folders_and_files_are_found_and_in_their_split(tmp_path):
     the split folders was left out of every split."""
     from common.data.cache import find_recordings
 
-    elsewhere, data = tmp_path / "elsewhere", tmp_path / "data"
+    elsewhere, data = tmp_path / "elsewhere", tmp_path / "data [v2.0.3]"  # a name glob would read as a pattern
     (elsewhere / "dev").mkdir(parents=True)
     (data / "train").mkdir(parents=True)
     (elsewhere / "dev" / "aaaaaaaa_s001_t000.edf").write_bytes(b"0")
