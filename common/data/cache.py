@@ -121,11 +121,15 @@ def _is_current(sidecar: Path, edf: Path) -> bool:
 def cache_recording(recording: Recording, config: Config, root: Path, corpus: str) -> dict:
     """Preprocess one EDF and its labels into the cache; returns its sidecar dict. Raises on bad
     input (EDFError, AnnotationError: ValueErrors naming the file and the fix)."""
-    from common.data.preprocess import preprocess_file  # MNE is slow to import; only builds need it
+    from common.data.edf import read_header  # MNE is slow to import; only builds need it
+    from common.data.preprocess import preprocess_file
 
     edf = recording.edf
-    signals, report = preprocess_file(edf, config.data.montage, config.preprocess)
+    # the header and the labels first: their errors are known in milliseconds, the signals take
+    # seconds to minutes to read and filter
+    read_header(edf)
     annotations = labels_for(edf, corpus, config.data.seizure_labels, config.data.background_labels)
+    signals, report = preprocess_file(edf, config.data.montage, config.preprocess)
     check_duration(annotations, edf, report.duration_seconds, config.data.label_duration_tolerance_seconds)
     sfreq = config.preprocess.sfreq
     n_samples = signals.shape[-1]
