@@ -171,7 +171,42 @@ def _siena_labels(edf: Path) -> tuple[list[Path], native_labels.NativeLabels]:
             f"registration end it gives ({listed.duration_seconds:g} s): a typo in its times; write "
             f"{edf.with_suffix('.csv_bi').name} beside the EDF with the seizure's real times"
         )
+    header_clock = _header_clock(edf)
+    if header_clock is not None and listed.start_clock is not None:
+        apart = abs(header_clock - listed.start_clock) % native_labels.DAY_SECONDS
+        apart = min(apart, native_labels.DAY_SECONDS - apart)
+        if apart > SIENA_CLOCK_TOLERANCE_SECONDS:
+            raise AnnotationError(
+                f"{edf}: {listing} gives its registration start as {_clock_text(listed.start_clock)}, the EDF header "
+                f"{_clock_text(header_clock)}, {apart} s apart; the list's seizure times are clock times, so they "
+                f"would land {apart} s off if the list's start is wrong: check which is right and write "
+                f"{edf.with_suffix('.csv_bi').name} beside the EDF with the seizures' times from the recording's start"
+            )
     return [listing], listed
+
+
+# The Siena lists and the EDF headers give whole seconds; the fixture PN00-1 agrees to the second.
+SIENA_CLOCK_TOLERANCE_SECONDS = 1
+
+
+def _header_clock(edf: Path) -> int | None:
+    """The EDF header's start time in seconds of the day; None when the header cannot be read
+    (read_edf refuses that file, naming why) or the time is not hh.mm.ss."""
+    from common.data.edf import EDFError, read_header  # MNE is slow to import
+
+    try:
+        text = read_header(edf).starttime.strip()
+    except EDFError:
+        return None
+    parts = text.split(".")
+    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        return None
+    hours, minutes, seconds = map(int, parts)
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _clock_text(seconds: int) -> str:
+    return f"{seconds // 3600:02d}.{seconds // 60 % 60:02d}.{seconds % 60:02d}"
 
 
 def check_duration(annotations: Annotations, edf: Path, edf_seconds: float, tolerance_seconds: float) -> None:

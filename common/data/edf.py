@@ -77,6 +77,7 @@ class EDFHeader:
     # units by the gain (physical max - min) / (digital max - min)
     physical: tuple[tuple[float | None, float | None], ...] = ()
     digital: tuple[tuple[float | None, float | None], ...] = ()
+    starttime: str = ""  # hh.mm.ss as the header holds it
 
     def sfreq(self, index: int) -> float:
         return self.samples_per_record[index] / self.record_seconds
@@ -163,7 +164,7 @@ def read_header(path: str | Path) -> EDFHeader:
             f"(an incomplete copy or download?); copy it again or {_FIX}"
         )
     return EDFHeader(labels, units, samples, n_records, record_seconds, head[168:176].decode("latin-1"),
-                     physical, digital)
+                     physical, digital, head[176:184].decode("latin-1"))
 
 
 def _number(raw: bytes) -> float | None:

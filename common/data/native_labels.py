@@ -95,6 +95,7 @@ class NativeLabels:
     seizures: tuple[tuple[float, float], ...]  # [start, stop) seconds from the recording's start, sorted
     source: str  # the label file it came from
     duration_seconds: float | None  # what the label file says the recording lasts, when it says
+    start_clock: int | None = None  # the clock time (s of the day) the label file says it started at
 
 
 def seizure_events(labels: NativeLabels, label: str = "seiz") -> list[Event]:
@@ -360,7 +361,8 @@ def _siena_labels(file: _SienaFile, path: Path) -> NativeLabels:
     if "end" in file.registration:
         (start, _), (end, line) = file.registration["start"], file.registration["end"]
         duration = _clock_difference(start, end, f"{path}:{line}", "registration end equals its start")
-    return NativeLabels(file.name, tuple(sorted(file.seizures)), str(path), duration)
+    start = file.registration["start"][0] if "start" in file.registration else None
+    return NativeLabels(file.name, tuple(sorted(file.seizures)), str(path), duration, start)
 
 
 def _siena_clock(text: str, where: str) -> int:

@@ -166,7 +166,9 @@ def test_labels_cut_at_a_recordings_end_are_reported_per_file(synthetic_run, tmp
     (folder / "PN07-1.edf").symlink_to(source)
     header = read_header(source)
     seconds = int(header.n_records * header.record_seconds)
-    clock = lambda t: f"{10 + t // 3600:02d}.{t // 60 % 60:02d}.{t % 60:02d}"  # noqa: E731 - 10.00.00 + t s
+    start = sum(int(part) * scale for part, scale in zip(header.starttime.split("."), (3600, 60, 1), strict=True))
+    # the list's clock: the EDF header's start time + t s (the two must agree)
+    clock = lambda t: f"{(start + t) // 3600 % 24:02d}.{(start + t) // 60 % 60:02d}.{(start + t) % 60:02d}"  # noqa: E731
     assert seconds > 20
     (folder / "Seizures-list-PN07.txt").write_text(
         f"Seizure n 1\nFile name: PN07-1.edf\nRegistration start time: {clock(0)}\n"

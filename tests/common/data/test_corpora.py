@@ -287,6 +287,15 @@ def test_siena_labels_come_from_the_seizure_list(SHARED, tmp_path):
         labels_for(folder / "PN00-3.edf", "siena")
     with pytest.raises(AnnotationError, match=r"PN00-9.edf: not listed in .*Seizures-list-PN00.txt"):
         labels_for(folder / "PN00-9.edf", "siena")
+    # the list's seizure times are clock times from its registration start: the EDF header must
+    # start there too (the real PN00-1's says 19.39.33, as the list does); 3 h apart is refused
+    shutil.copy(SHARED / "format_stubs" / "siena" / "PN00-1.edf", folder)
+    assert labels_for(folder / "PN00-1.edf", "siena").seizures() == [(1143.0, 1213.0)]
+    set_start_time(folder / "PN00-1.edf", "16.39.33")
+    with pytest.raises(AnnotationError, match=r"PN00-1.edf: .*Seizures-list-PN00.txt gives its registration start "
+                                              r"as 19.39.33, the EDF header 16.39.33, 10800 s apart; .* write "
+                                              r"PN00-1.csv_bi"):
+        labels_for(folder / "PN00-1.edf", "siena")
 
 
 def test_chbmit_and_siena_corpora_build_with_their_own_labels(tmp_path, recording):
@@ -307,6 +316,7 @@ def test_chbmit_and_siena_corpora_build_with_their_own_labels(tmp_path, recordin
 
     siena = tmp_path / "siena"
     recording(siena / "PN01" / "PN01-1.edf", seconds=20, csv_bi=False)
+    set_start_time(siena / "PN01" / "PN01-1.edf", "23.59.50")  # as the list says it started
     (siena / "PN01" / "Seizures-list-PN01.txt").write_text(
         # the EDF ends (20 s) before the registration end the list gives (65 s), as Siena's may
         "Seizure n 1\nFile name: PN01-1.edf\nRegistration start time: 23.59.50\nRegistration end time: 00.00.55\n"
@@ -359,6 +369,13 @@ def test_an_edited_label_file_rebuilds_the_recording(tmp_path, recording):
     again = prepare(config, progress=False)
     assert again.build.built == ["pa_s001_t000"]
     assert Corpus(again.build.root).arrays("pa_s001_t000")[1].sum() == 2 * 256
+
+
+def set_start_time(edf: Path, clock: str) -> None:
+    """Write hh.mm.ss into an EDF header's start time (bytes 176-184)."""
+    data = bytearray(edf.read_bytes())
+    data[176:184] = clock.encode("ascii")
+    edf.write_bytes(bytes(data))
 
 
 def test_symlinked_folders_and_files_are_found_and_in_their_split(tmp_path):

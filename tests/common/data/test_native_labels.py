@@ -92,7 +92,8 @@ def test_real_siena_pn00(SHARED):
     labels = read_siena_list(path)
     assert list(labels) == [f"PN00-{i}.edf" for i in range(1, 6)]
     # 19.58.36 - 19.39.33 = 19 min 3 s; 19.59.46 - 19.39.33 = 20 min 13 s; 20.22.58 - 19.39.33 = 43 min 25 s
-    assert labels["PN00-1.edf"] == NativeLabels("PN00-1.edf", ((1143.0, 1213.0),), str(path), 2605.0)
+    assert labels["PN00-1.edf"] == NativeLabels("PN00-1.edf", ((1143.0, 1213.0),), str(path), 2605.0,
+                                                start_clock=19 * 3600 + 39 * 60 + 33)
     # The corpus's typo is returned as written: the seizure ends 1936 s after the recording does.
     # 18.28.29 - 18.15.44 = 765 s; 19.29.29 - 18.15.44 = 4425 s; 18.57.13 - 18.15.44 = 2489 s
     assert labels["PN00-3.edf"].seizures == ((765.0, 4425.0),)
@@ -288,8 +289,9 @@ def test_siena_variants(tmp_path):
     labels = read_siena_list(path)
     # 23.55.00 - 23.50.00 = 300 s; 00.10.00 - 23.50.00 = 1200 s past midnight; sorted by start
     assert labels["PN07-1.edf"] == NativeLabels(
-        "PN07-1.edf", ((300.0, 370.0), (900.0, 930.0), (1200.0, 1300.0)), str(path), 2400.0)
-    assert labels["PN07-2.edf"] == NativeLabels("PN07-2.edf", ((1220.0, 1274.0),), str(path), None)
+        "PN07-1.edf", ((300.0, 370.0), (900.0, 930.0), (1200.0, 1300.0)), str(path), 2400.0, 23 * 3600 + 50 * 60)
+    assert labels["PN07-2.edf"] == NativeLabels("PN07-2.edf", ((1220.0, 1274.0),), str(path), None,
+                                                2 * 3600 + 18 * 60 + 17)
     events = seizure_events(labels["PN07-2.edf"], label="sz")
     assert events == [Event(1220.0, 1274.0, "sz", "TERM", 1.0)]
 
