@@ -195,14 +195,9 @@ def _header_clock(edf: Path) -> int | None:
     from common.data.edf import EDFError, read_header  # MNE is slow to import
 
     try:
-        text = read_header(edf).starttime.strip()
+        return native_labels.clock_seconds(read_header(edf).starttime)
     except EDFError:
         return None
-    parts = text.split(".")
-    if len(parts) != 3 or not all(part.isdigit() for part in parts):
-        return None
-    hours, minutes, seconds = map(int, parts)
-    return hours * 3600 + minutes * 60 + seconds
 
 
 def _clock_text(seconds: int) -> str:

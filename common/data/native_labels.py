@@ -365,6 +365,14 @@ def _siena_labels(file: _SienaFile, path: Path) -> NativeLabels:
     return NativeLabels(file.name, tuple(sorted(file.seizures)), str(path), duration, start)
 
 
+def clock_seconds(text: str) -> int | None:
+    """Seconds of the day of a clock time `hh.mm.ss` (or `hh:mm:ss`), None when `text` is none."""
+    try:
+        return _siena_clock(text, "")
+    except AnnotationError:
+        return None
+
+
 def _siena_clock(text: str, where: str) -> int:
     match = _SIENA_CLOCK.fullmatch(text.strip())
     if not match:
