@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 import sys
 import typing
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from common import stages
@@ -103,6 +104,19 @@ class SplitConfig:
     seed: int = 0
 
 
+# The Siena Scalp EEG Database v1.0.0's Seizures-list files name these recordings otherwise
+# (PhysioNet doi:10.13026/5d4a-j060; epilepsy2bids' Siena loader corrects the same five,
+# github.com/esl-epfl/epilepsy2bids): PN01's list "PN01.edf", PN06's a letter O for the zero,
+# PN11's "PN11-.edf".
+SIENA_LISTED_AS = {
+    "PN01-1.edf": "PN01.edf",
+    "PN06-1.edf": "PNO6-1.edf",
+    "PN06-2.edf": "PNO6-2.edf",
+    "PN06-4.edf": "PNO6-4.edf",
+    "PN11-1.edf": "PN11-.edf",
+}
+
+
 @_section
 class DataConfig:
     data_dir: str = "data/synthetic"
@@ -129,6 +143,25 @@ class DataConfig:
     # A label file's stated duration (a .csv_bi header) may differ from the EDF's by this much;
     # beyond it the two do not describe the same recording and the file is refused.
     label_duration_tolerance_seconds: float = Field(1.0, ge=0)
+    # EDF file name -> the name the corpus's own label file lists it under, for a list that
+    # misspells it; used only for a recording the list does not name as it is. Written as a
+    # mapping ({PN01-1.edf: PN01.edf}), held as (name, listed name) pairs so that the config stays
+    # hashable. The default holds Siena v1.0.0's five misspellings (SIENA_LISTED_AS); {} reads
+    # names only as written.
+    listed_as: tuple[tuple[str, str], ...] = tuple(SIENA_LISTED_AS.items())
+
+    @field_validator("listed_as", mode="before")
+    @classmethod
+    def _listed_as_pairs(cls, value):
+        return tuple(value.items()) if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _check_listed_as(self):
+        for column in zip(*self.listed_as):
+            if twice := [name for name, count in Counter(column).items() if count > 1]:
+                raise ValueError(f"listed_as names {twice[0]!r} twice: one recording has one label file entry, "
+                                 "and one entry one recording's seizures")
+        return self
 
     @model_validator(mode="after")
     def _check_synthetic(self):

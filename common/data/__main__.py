@@ -3,7 +3,7 @@
     python -m jaxbrr.data synth --out DIR --recordings N --seed S
     python -m jaxbrr.data build [--config CFG] [--set key=value ...]
     python -m jaxbrr.data inspect FILE.edf [--montage ref19|bipolar] [--config CFG] [--plot out.png]
-    python -m jaxbrr.data labels DIR --out DIR [--corpus auto|tusz|siena|chbmit|folder]
+    python -m jaxbrr.data labels DIR --out DIR [--corpus auto|tusz|siena|chbmit|folder] [--config F] [--set K=V]
 
 `labels` writes every recording's labels, read the way `build` reads them (a corpus's own files
 included: CHB-MIT summaries and .edf.seizures, Siena seizure lists), as TUSZ `.csv_bi` files
@@ -57,21 +57,21 @@ def _labels(args) -> int:
     from common.data.edf import read_header
 
     source, out = Path(args.dir), Path(args.out)
-    tolerance = load_config(None).data.label_duration_tolerance_seconds
+    data = load_config(args.config, args.set).data
     found = survey(source, find_recordings(source), args.corpus, "seeded")  # no split: every file
     print(found.headline())
     written, failed = 0, list(found.left_out)
     for recording in found.recordings:
         edf = recording.edf
         try:
-            annotations = labels_for(edf, found.corpus)
+            annotations = labels_for(edf, found.corpus, data.seizure_labels, data.background_labels, data.listed_as)
             header = read_header(edf)
             duration = header.n_records * header.record_seconds
-            check_duration(annotations, edf, duration, tolerance)
+            check_duration(annotations, edf, duration, data.label_duration_tolerance_seconds)
         except ValueError as err:  # AnnotationError, EDFError
             failed.append({"source": str(edf), "reason": str(err)})
             continue
-        seizures = annotations.seizures()  # merged over channels, every seizure type
+        seizures = annotations.seizures(data.seizure_labels)  # merged over channels, every seizure type
         kept = [Event(a, min(b, duration), "seiz") for a, b in seizures if a < duration]
         cut = sum(1 for a, b in seizures if a < duration < b)
         dropped = len(seizures) - len(kept)
@@ -116,7 +116,8 @@ def _inspect(args) -> int:
     labels = None
     corpus = config.data.corpus if config.data.corpus != "auto" else corpus_of_name(edf.stem)
     try:
-        annotations = labels_for(edf, corpus, config.data.seizure_labels, config.data.background_labels)
+        annotations = labels_for(edf, corpus, config.data.seizure_labels, config.data.background_labels,
+                                 config.data.listed_as)
     except AnnotationError as err:  # the signals are still worth a look
         print(f"\nno labels: {err}")
     else:
@@ -171,18 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patients", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_synth)
-    p = sub.add_parser("labels", help="write every recording's labels as .csv_bi files (NEDC/SzCORE tools)")
-    p.add_argument("dir", help="a corpus folder, as downloaded")
-    p.add_argument("--out", required=True, help="where the .csv_bi tree goes")
-    p.add_argument("--corpus", default="auto", choices=["auto", "tusz", "siena", "chbmit", "folder"])
-    p.set_defaults(run=_labels)
-    for name, run, helptext in (("build", _build, "preprocess data.data_dir into the cache"),
-                                ("inspect", _inspect, "show how one EDF is read and preprocessed")):
+    for name, run, helptext in (
+        ("labels", _labels, "write every recording's labels as .csv_bi files (NEDC/SzCORE tools)"),
+        ("build", _build, "preprocess data.data_dir into the cache"),
+        ("inspect", _inspect, "show how one EDF is read and preprocessed"),
+    ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--config", default=None,
-                       help=DEFAULT_CONFIG_HELP if name == "build" else "YAML config (default: built-in defaults)")
+                       help=DEFAULT_CONFIG_HELP if name == "build" else
+                       "YAML config whose data.* label settings apply (default: built-in defaults)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
         p.set_defaults(run=run)
+        if name == "labels":
+            p.add_argument("dir", help="a corpus folder, as downloaded")
+            p.add_argument("--out", required=True, help="where the .csv_bi tree goes")
+            p.add_argument("--corpus", default="auto", choices=["auto", "tusz", "siena", "chbmit", "folder"])
         if name == "inspect":
             p.add_argument("file")
             p.add_argument("--montage", choices=["ref19", "bipolar"])

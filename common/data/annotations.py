@@ -7,6 +7,9 @@ Where a recording's labels come from (`labels_for`), first found wins:
                                 <name>.edf.seizures; when both speak they must agree
     siena                       Seizures-list-PNxx.txt (its folder or the one above)
 
+A corpus's own file that lists a recording under a misspelt name is read under the name
+`data.listed_as` maps it to (by default Siena v1.0.0's five, common/config.py SIENA_LISTED_AS).
+
 TUSZ files are read by common/data/csv_bi.py and the corpora's own by common/data/native_labels.py,
 strictly: a malformed row is an error that names the file and line, never skipped (a silently
 dropped seizure row turns a seizure into background), and a recording no label file speaks for
@@ -19,9 +22,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
+from common.config import SIENA_LISTED_AS
 from common.data import native_labels
 from common.data.corpora import name_prefix
 from common.data.csv_bi import AnnotationError, Event, read_csv_bi
@@ -32,6 +37,7 @@ SEIZURE_LABELS: tuple[str, ...] = (
 BACKGROUND_LABELS: tuple[str, ...] = ("bckg",)
 
 
+T = TypeVar("T")
 NATIVE_LABEL = "seiz"  # the label the corpora's own files' seizures get
 AGREEMENT_SECONDS = 1.0  # CHB-MIT summaries give whole seconds; .seizures files give samples
 
@@ -94,9 +100,11 @@ def labels_for(
     corpus: str,
     seizure_labels: Iterable[str] = SEIZURE_LABELS,
     background_labels: Iterable[str] = BACKGROUND_LABELS,
+    listed_as: Iterable[tuple[str, str]] = SIENA_LISTED_AS.items(),
 ) -> Annotations:
     """The labels of one recording (the module docstring's order); AnnotationError when there are
-    none or they contradict each other, naming the files and the fix."""
+    none or they contradict each other, naming the files and the fix. `listed_as` (config
+    `data.listed_as`) gives the name a corpus's own label file misspells a recording's as."""
     edf = Path(edf)
     beside = annotation_file(edf)
     if beside is not None:
@@ -111,7 +119,7 @@ def labels_for(
     if NATIVE_LABEL not in set(seizure_labels):
         raise AnnotationError(f"{edf}: the {corpus} label files' seizures are labelled {NATIVE_LABEL!r}, which "
                               "data.seizure_labels leaves out: add it")
-    sources, native = readers[corpus](edf)
+    sources, native = readers[corpus](edf, dict(listed_as))
     events = native_labels.seizure_events(native, NATIVE_LABEL)
     return Annotations(" + ".join(map(str, sources)), None, events, tuple(map(str, sources)))
 
@@ -120,11 +128,37 @@ def _nearby(edf: Path, name: str) -> Path | None:
     return next((folder / name for folder in (edf.parent, edf.parent.parent) if (folder / name).is_file()), None)
 
 
-def _chbmit_labels(edf: Path) -> tuple[list[Path], native_labels.NativeLabels]:
+def _entry(entries: dict[str, T], edf: Path, listing: Path, listed_as: dict[str, str]) -> T | None:
+    """The label file's entry for `edf`: under its own name, else under the one listed_as gives."""
+    if edf.name in entries:
+        return entries[edf.name]
+    alias = listed_as.get(edf.name)
+    if alias not in entries:
+        return None
+    if edf.with_name(alias).is_file():
+        raise AnnotationError(f"{edf}: data.listed_as reads it as {listing.name}'s {alias!r}, but {alias} is a "
+                              f"recording of its own beside it: take {edf.name} out of data.listed_as")
+    return entries[alias]
+
+
+def _unlisted(edf: Path, entries: Iterable[str], listed_as: dict[str, str]) -> str:
+    """What to say of a recording its label file does not list: the entries no EDF beside it is
+    called may be its name misspelt."""
+    claimed = set(listed_as.values())
+    orphans = [name for name in entries if name not in claimed and not edf.with_name(name).is_file()]
+    if not orphans:
+        return ""
+    return (f"; the list also names {', '.join(orphans[:3])}{' …' if len(orphans) > 3 else ''}, which no EDF beside "
+            f"it is called: if {orphans[0]} is this recording misspelt, add `{edf.name}: {orphans[0]}` to "
+            "data.listed_as in the config")
+
+
+def _chbmit_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], native_labels.NativeLabels]:
     prefix = name_prefix(edf.stem, "chbmit")
     summary = _nearby(edf, f"{prefix}-summary.txt") if prefix else None
     wfdb = edf.with_name(edf.name + ".seizures")
-    listed = native_labels.read_chbmit_summary(summary).get(edf.name) if summary else None
+    entries = native_labels.read_chbmit_summary(summary) if summary else {}
+    listed = _entry(entries, edf, summary, listed_as) if summary else None
     annotated = native_labels.read_wfdb_seizures(wfdb) if wfdb.is_file() else None
     if listed is None and annotated is None:
         where = (f"is not listed in {summary}" if summary else
@@ -132,7 +166,7 @@ def _chbmit_labels(edf: Path) -> tuple[list[Path], native_labels.NativeLabels]:
         raise AnnotationError(
             f"{edf}: {where} and has no {wfdb.name}, so its seizures are unknown; put the summary beside it "
             f"as the corpus ships it, or write {edf.with_suffix('.csv_bi').name} (a seizure-free recording "
-            "has one 'TERM,0,<duration>,bckg' row)"
+            f"has one 'TERM,0,<duration>,bckg' row){_unlisted(edf, entries, listed_as)}"
         )
     if listed is not None and annotated is not None:
         a, b = np.array(listed.seizures).reshape(-1, 2), np.array(annotated.seizures).reshape(-1, 2)
@@ -147,7 +181,7 @@ def _chbmit_labels(edf: Path) -> tuple[list[Path], native_labels.NativeLabels]:
     return sources, chosen
 
 
-def _siena_labels(edf: Path) -> tuple[list[Path], native_labels.NativeLabels]:
+def _siena_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], native_labels.NativeLabels]:
     prefix = name_prefix(edf.stem, "siena")
     listing = _nearby(edf, f"Seizures-list-{prefix}.txt") if prefix else None
     if listing is None:
@@ -155,11 +189,18 @@ def _siena_labels(edf: Path) -> tuple[list[Path], native_labels.NativeLabels]:
             f"{edf}: no Seizures-list-{prefix or 'PNxx'}.txt in its folder or the one above, so its seizures "
             f"are unknown; put the list beside it as the corpus ships it, or write {edf.with_suffix('.csv_bi').name}"
         )
-    listed = native_labels.read_siena_list(listing).get(edf.name)
+    entries = native_labels.read_siena_list(listing)
+    listed = _entry(entries, edf, listing, listed_as)
     if listed is None:
         raise AnnotationError(
             f"{edf}: not listed in {listing} (every Siena recording holds a seizure); if it has none, write "
             f"{edf.with_suffix('.csv_bi').name} with one 'TERM,0,<duration>,bckg' row"
+            f"{_unlisted(edf, entries, listed_as)}"
+        )
+    if isinstance(listed, AnnotationError):  # its block in the list; the list's others are read
+        raise AnnotationError(
+            f"{edf}: {listed}; correct that line of the list, or write {edf.with_suffix('.csv_bi').name} beside "
+            "the EDF with its seizures' times from the recording's start"
         )
     # A seizure ending after the list's own registration end is a typo in its times (PN00-3's ends
     # 19.29.29, the registration 18.57.13): cut at the recording's end it would be a 29-minute seizure.

@@ -1,7 +1,7 @@
 """The preprocessed-recording cache: one memory-mapped array per recording, never per window.
 
 Layout, under `<cache_dir>/<key>/` where key hashes everything that changes the bytes
-(preprocessing, montage, label set):
+(preprocessing, montage, label set, listed_as):
 
     recordings/<stem>.signals.npy   (C, N) float32, preprocessed
     recordings/<stem>.labels.npy    (N,) uint8, per-sample seizure labels
@@ -58,6 +58,7 @@ def cache_key(config: Config) -> str:
         "montage": config.data.montage,
         "seizure_labels": sorted(config.data.seizure_labels),
         "background_labels": sorted(config.data.background_labels),
+        "listed_as": sorted(config.data.listed_as),
     }
     return config_hash(parts)
 
@@ -128,7 +129,8 @@ def cache_recording(recording: Recording, config: Config, root: Path, corpus: st
     # the header and the labels first: their errors are known in milliseconds, the signals take
     # seconds to minutes to read and filter
     read_header(edf)
-    annotations = labels_for(edf, corpus, config.data.seizure_labels, config.data.background_labels)
+    annotations = labels_for(edf, corpus, config.data.seizure_labels, config.data.background_labels,
+                             config.data.listed_as)
     signals, report = preprocess_file(edf, config.data.montage, config.preprocess)
     check_duration(annotations, edf, report.duration_seconds, config.data.label_duration_tolerance_seconds)
     sfreq = config.preprocess.sfreq

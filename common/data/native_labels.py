@@ -54,7 +54,10 @@ mod 24 h. A midnight crossing alone cannot make a seizure end at or before its s
 are measured from the same registration start); only an end written at or before its start in
 the 24 h cycle can, and that is an error. Typos are returned as written: PN00-3.edf's seizure
 ends 19.29.29 while its registration ends 18.57.13, so it reads [765, 4425) s in a 2489 s
-recording.
+recording. A block that cannot be read spoils its recording only: that recording's entry is the
+error (PN10's list writes one registration start `1 6.49.25`), and its other recordings keep
+their labels. File names are returned as written too (the lists misspell five: `PN01.edf`,
+`PNO6-1.edf`; common/data/annotations.py maps them with `data.listed_as`).
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ _CHB_KEYS = ("file name", "file start", "file end", "number of seizures", "seizu
 
 _SIENA_HEADER = re.compile(r"seizure\s+n(?:o|umber)?\.?\s*\d+$", re.I)
 _SIENA_FILE = re.compile(r"file\s*name\s*:\s*(\S+)$", re.I)
+_SIENA_FILE_KEY = re.compile(r"file\s*name", re.I)
 _SIENA_REGISTRATION = re.compile(r"registration\s+(start|end)\s+time\s*:\s*(.*)$", re.I)
 _SIENA_SEIZURE = re.compile(r"(?:seizure\s+)?(start|end)\s+time\s*:\s*(.*)$", re.I)
 _SIENA_CLOCK = re.compile(r"(\d{1,2})[.:](\d\d)[.:](\d\d)")
@@ -303,57 +307,92 @@ class _SienaFile:
     name: str
     registration: dict[str, tuple[int, int]] = field(default_factory=dict)  # "start"/"end" -> (clock, line)
     seizures: list[tuple[float, float]] = field(default_factory=list)
+    error: AnnotationError | None = None  # the first line of its blocks that could not be read
+
+    def unreadable(self, error: AnnotationError) -> None:
+        self.error = self.error or error
 
 
-def read_siena_list(path: str | Path) -> dict[str, NativeLabels]:
-    """Parse one Siena `Seizures-list-PNxx.txt`; keys are EDF file names in the order listed."""
+def read_siena_list(path: str | Path) -> dict[str, NativeLabels | AnnotationError]:
+    """Parse one Siena `Seizures-list-PNxx.txt`; keys are EDF file names in the order listed.
+
+    A recording whose block cannot be read gets the AnnotationError naming the line instead of its
+    labels, and the list's other recordings keep theirs: the real PN10 list writes one
+    registration start `1 6.49.25`. A line before any `File name:`, an unreadable `File name:`
+    line (the lines after it would go to the wrong recording) or a list without one raises."""
     path = Path(path)
     files: dict[str, _SienaFile] = {}
     current: _SienaFile | None = None
     pending: tuple[float, int] | None = None  # seizure start in seconds from the registration start, line
     for lineno, line in _lines(path):
         where = f"{path}:{lineno}"
-        header, match = _SIENA_HEADER.match(line), _SIENA_FILE.match(line)
-        if header or match:
+        header, named = _SIENA_HEADER.match(line), _SIENA_FILE.match(line)
+        if header or named:
             if pending is not None:
-                raise AnnotationError(f"{path}:{pending[1]}: seizure start without an end (line {lineno} "
-                                      "begins another block)")
-            if match:
-                current = files.setdefault(match.group(1), _SienaFile(match.group(1)))
-        elif match := _SIENA_REGISTRATION.match(line):
-            which, clock = match.group(1).lower(), _siena_clock(match.group(2), where)
+                current.unreadable(AnnotationError(f"{path}:{pending[1]}: seizure start without an end (line "
+                                                   f"{lineno} begins another block)"))
+                pending = None
+            if named:
+                current = files.setdefault(named.group(1), _SienaFile(named.group(1)))
+            continue
+        if _SIENA_FILE_KEY.match(line):
+            raise AnnotationError(f"{where}: cannot read the file name in {line!r}; expected 'File name: "
+                                  "PNxx-n.edf'")
+        try:
+            pending = _siena_time(line, path, lineno, current, pending)
+        except AnnotationError as error:
             if current is None:
-                raise AnnotationError(f"{where}: registration time before any 'File name: PNxx-n.edf' line")
-            known = current.registration.setdefault(which, (clock, lineno))
-            if known[0] != clock:
-                raise AnnotationError(f"{where}: registration {which} time of {current.name} differs from "
-                                      f"the one at line {known[1]}")
-        elif match := _SIENA_SEIZURE.match(line):
-            which, clock = match.group(1).lower(), _siena_clock(match.group(2), where)
-            if current is None or "start" not in current.registration:
-                raise AnnotationError(f"{where}: seizure time without a 'File name:' and 'Registration "
-                                      "start time:' before it")
-            seconds = (clock - current.registration["start"][0]) % DAY_SECONDS
-            if which == "start":
-                if pending is not None:
-                    raise AnnotationError(f"{path}:{pending[1]}: seizure start without an end")
-                pending = (seconds, lineno)
-                continue
-            if pending is None:
-                raise AnnotationError(f"{where}: seizure end time without a start time before it")
-            if seconds <= pending[0]:
-                raise AnnotationError(f"{where}: seizure ends {seconds} s after the registration start, not "
-                                      f"after its start ({pending[0]} s, line {pending[1]}); check the times")
-            current.seizures.append((float(pending[0]), float(seconds)))
+                raise
+            current.unreadable(error)
             pending = None
-        elif line.lower().startswith(_SIENA_KEYS):
-            raise AnnotationError(f"{where}: cannot read {line!r}; expected 'File name:', 'Registration "
-                                  "start/end time: HH.MM.SS' or 'Seizure start/end time: HH.MM.SS'")
     if pending is not None:
-        raise AnnotationError(f"{path}:{pending[1]}: seizure start without an end")
+        current.unreadable(AnnotationError(f"{path}:{pending[1]}: seizure start without an end"))
     if not files:
         raise AnnotationError(f"{path}: no 'File name:' line; is this a Siena Seizures-list-PNxx.txt?")
-    return {name: _siena_labels(f, path) for name, f in files.items()}
+    listed: dict[str, NativeLabels | AnnotationError] = {}
+    for name, file in files.items():
+        try:
+            listed[name] = file.error or _siena_labels(file, path)
+        except AnnotationError as error:
+            listed[name] = error
+    return listed
+
+
+def _siena_time(line: str, path: Path, lineno: int, current: _SienaFile | None,
+                pending: tuple[float, int] | None) -> tuple[float, int] | None:
+    """Read one registration or seizure time line into `current`; returns the seizure start
+    awaiting its end. Lines that are neither, nor start like one, are skipped."""
+    where = f"{path}:{lineno}"
+    if match := _SIENA_REGISTRATION.match(line):
+        which, clock = match.group(1).lower(), _siena_clock(match.group(2), where)
+        if current is None:
+            raise AnnotationError(f"{where}: registration time before any 'File name: PNxx-n.edf' line")
+        known = current.registration.setdefault(which, (clock, lineno))
+        if known[0] != clock:
+            raise AnnotationError(f"{where}: registration {which} time of {current.name} differs from "
+                                  f"the one at line {known[1]}")
+        return pending
+    if match := _SIENA_SEIZURE.match(line):
+        which, clock = match.group(1).lower(), _siena_clock(match.group(2), where)
+        if current is None or "start" not in current.registration:
+            raise AnnotationError(f"{where}: seizure time without a 'File name:' and 'Registration "
+                                  "start time:' before it")
+        seconds = (clock - current.registration["start"][0]) % DAY_SECONDS
+        if which == "start":
+            if pending is not None:
+                raise AnnotationError(f"{path}:{pending[1]}: seizure start without an end")
+            return seconds, lineno
+        if pending is None:
+            raise AnnotationError(f"{where}: seizure end time without a start time before it")
+        if seconds <= pending[0]:
+            raise AnnotationError(f"{where}: seizure ends {seconds} s after the registration start, not "
+                                  f"after its start ({pending[0]} s, line {pending[1]}); check the times")
+        current.seizures.append((float(pending[0]), float(seconds)))
+        return None
+    if line.lower().startswith(_SIENA_KEYS):
+        raise AnnotationError(f"{where}: cannot read {line!r}; expected 'File name:', 'Registration "
+                              "start/end time: HH.MM.SS' or 'Seizure start/end time: HH.MM.SS'")
+    return pending
 
 
 def _siena_labels(file: _SienaFile, path: Path) -> NativeLabels:

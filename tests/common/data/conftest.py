@@ -6,6 +6,7 @@ no test depends on which `conftest` module Python finds first.
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import edfio
@@ -32,10 +33,12 @@ def _write_edf(
     sfreq: float | dict[str, float],
     units: str = "uV",
     record_seconds: float = 1.0,
+    starttime: datetime.time | None = None,
 ) -> Path:
     """Write an EDF with labels exactly as given (16-bit, physical range = the data's range).
 
     sfreq may be one rate or a rate per label; every signal must fill whole data records.
+    starttime is the header's clock time (edfio's default 00.00.00 when None).
     """
     signals = []
     for label, data in signals_uv.items():
@@ -47,7 +50,7 @@ def _write_edf(
         signals.append(
             edfio.EdfSignal(data, rate, label=label, physical_dimension=units, physical_range=(low, high))
         )
-    edfio.Edf(signals, data_record_duration=record_seconds).write(path)
+    edfio.Edf(signals, data_record_duration=record_seconds, starttime=starttime).write(path)
     return path
 
 

@@ -50,15 +50,16 @@ def test_synth_then_build(tmp_path, capsys):
 def test_labels_writes_the_corpora_own_labels_as_csv_bi(SHARED, tmp_path, write_edf, capsys):
     """CHB-MIT and Siena label files, read as build reads them, out as .csv_bi in a mirrored tree;
     a seizure past the EDF's end is cut, one after it dropped, both said."""
+    import datetime
     import shutil
 
     import numpy as np
 
     from common.data.csv_bi import read_csv_bi
 
-    def edf(path, seconds):  # labels only need the header: one 1 Hz channel
+    def edf(path, seconds, starttime=None):  # labels only need the header: one 1 Hz channel
         path.parent.mkdir(parents=True, exist_ok=True)
-        return write_edf(path, {"FP1-F7": np.zeros(seconds)}, 1.0)
+        return write_edf(path, {"FP1-F7": np.zeros(seconds)}, 1.0, starttime=starttime)
 
     chb = tmp_path / "chbmit"
     (chb / "chb05").mkdir(parents=True)
@@ -83,12 +84,16 @@ def test_labels_writes_the_corpora_own_labels_as_csv_bi(SHARED, tmp_path, write_
     siena.mkdir(parents=True)
     shutil.copy(SHARED / "format_stubs" / "siena" / "Seizures-list-PN00.txt", siena)
     edf(siena / "PN00-3.edf", 2489)
-    edf(siena / "PN00-7.edf", 60)  # not in the list: skipped, exit 2
+    edf(siena / "PN00-7.edf", 1300, datetime.time(19, 39, 33))  # not in the list: skipped, exit 2
     assert main(["labels", str(siena.parent), "--out", str(out / "siena")]) == 2
     captured = capsys.readouterr()
     assert not (out / "siena" / "PN00" / "PN00-3.csv_bi").exists()  # the list's typo: refused, not cut
     assert "PN00-3.edf: " in captured.err and "past the registration end it gives (2489 s)" in captured.err
     assert "PN00-7.edf: not listed in" in captured.err
+    # --set reaches `labels`: the list's PN00-1.edf, which no EDF beside it is called, read as PN00-7's
+    args = ["labels", str(siena.parent), "--out", str(out / "siena"), "--set", "data.listed_as={PN00-7.edf: PN00-1.edf}"]
+    assert main(args) == 2  # PN00-3 still refused
+    assert seizures(out / "siena" / "PN00" / "PN00-7.csv_bi") == [(1143.0, 1213.0)]
 
 
 def _build_args(tmp_path, data_dir):

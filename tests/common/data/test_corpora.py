@@ -298,6 +298,47 @@ def test_siena_labels_come_from_the_seizure_list(SHARED, tmp_path):
         labels_for(folder / "PN00-1.edf", "siena")
 
 
+def test_siena_as_it_ships_misspelt_names_and_an_unreadable_block(tmp_path):
+    """Siena v1.0.0's lists call PN01-1.edf "PN01.edf" and write PN10-7.8.9's registration start
+    `1 6.49.25`: the first is read through data.listed_as, the second refuses that recording only."""
+    folder = tmp_path / "PN01"
+    folder.mkdir()
+    (folder / "Seizures-list-PN01.txt").write_text(
+        "Seizure n 1\nFile name: PN01.edf\nRegistration start time: 21.51.02\nRegistration end time: 23.51.02\n"
+        "Seizure n 1\nStart time: 22.00.02\nEnd time: 22.01.02\n"
+        "Seizure n 2\nStart time: 22.10.02\nEnd time: 22.10.32\n\n"
+        "Seizure n 3\nFile name: PN01-7.8.9.edf\nRegistration start time:1 6.49.25\n"
+        "Registration end time: 17.49.25\nSeizure start time: 17.00.00\nSeizure end time: 17.01.00\n")
+    for name in ("PN01-1.edf", "PN01-7.8.9.edf"):
+        (folder / name).write_bytes(b"")
+    assert labels_for(folder / "PN01-1.edf", "siena").seizures() == [(540.0, 600.0), (1140.0, 1170.0)]
+    with pytest.raises(AnnotationError, match=r"PN01-1.edf: not listed in .*Seizures-list-PN01.txt .*; the list "
+                                              r"also names PN01.edf, which no EDF beside it is called: if PN01.edf "
+                                              r"is this recording misspelt, add `PN01-1.edf: PN01.edf` to "
+                                              r"data.listed_as"):
+        labels_for(folder / "PN01-1.edf", "siena", listed_as=())
+    with pytest.raises(AnnotationError, match=r"PN01-7.8.9.edf: .*Seizures-list-PN01.txt:14: cannot read the time "
+                                              r"'1 6.49.25'.*; correct that line of the list, or write "
+                                              r"PN01-7.8.9.csv_bi"):
+        labels_for(folder / "PN01-7.8.9.edf", "siena")
+    # a name the list gives another recording beside it is no misspelling
+    (folder / "PN01.edf").write_bytes(b"")
+    with pytest.raises(AnnotationError, match=r"PN01-1.edf: data.listed_as reads it as Seizures-list-PN01.txt's "
+                                              r"'PN01.edf', but PN01.edf is a recording of its own"):
+        labels_for(folder / "PN01-1.edf", "siena")
+
+
+def test_listed_as_is_a_mapping_in_the_config_and_keys_the_cache(tmp_path):
+    from common.data.cache import cache_key
+
+    assert dict(load_config(None).data.listed_as)["PN06-1.edf"] == "PNO6-1.edf"  # a letter O, as the list has it
+    config = load_config(None, ["data.listed_as={a.edf: b.edf}"])
+    assert config.data.listed_as == (("a.edf", "b.edf"),)
+    assert cache_key(config) != cache_key(load_config(None))  # other labels, other bytes
+    with pytest.raises(ConfigError, match=r"listed_as names 'b.edf' twice"):
+        load_config(None, ["data.listed_as={a.edf: b.edf, c.edf: b.edf}"])
+
+
 def test_chbmit_and_siena_corpora_build_with_their_own_labels(tmp_path, recording):
     """The issue's chb05_06: labelled background before (its seizure at 417-532 s), now seizure."""
     bipolar = {name: f"{name}" for name in BIPOLAR23}

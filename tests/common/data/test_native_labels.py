@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -307,6 +308,15 @@ Seizure end time: 19.59.46
 
 @pytest.mark.parametrize(("old", "new", "fragment", "match"), [
     ("File name: PN01-1.edf\n", "", "Registration start", "before any 'File name"),
+    ("Seizure n 1", "Seizure #1", "Seizure #1", "cannot read"),
+    ("File name: PN01-1.edf", "File name: PN01 1.edf", "File name", "cannot read the file name"),
+])
+def test_siena_lines_of_no_recording_spoil_the_list(tmp_path, old, new, fragment, match):
+    text = SIENA_ONE.replace(old, new)
+    _raises_at(read_siena_list, _write(tmp_path, text, "Seizures-list-PN01.txt"), text, fragment, match)
+
+
+@pytest.mark.parametrize(("old", "new", "fragment", "match"), [
     ("Registration start time: 19.39.33\n", "", "Seizure start", "without a 'File name:' and 'Registration start"),
     ("Seizure end time: 19.59.46", "Seizure end time: 19.58.00", "Seizure end", "ends 1107 s .* not after"),
     ("Seizure end time: 19.59.46", "Seizure end time: 19.58.36", "Seizure end", "not after its start"),
@@ -316,14 +326,34 @@ Seizure end time: 19.59.46
     ("Seizure end time: 19.59.46\n", "", "Seizure start", "start without an end"),
     ("Seizure end time: 19.59.46\n", "Seizure n 2\n", "Seizure start", "start without an end"),
     ("Seizure start time: 19.58.36\n", "", "Seizure end", "end time without a start"),
-    ("Seizure n 1", "Seizure #1", "Seizure #1", "cannot read"),
+    ("Registration start time: 19.39.33", "Registration start time:1 9.39.33", "Registration start",
+     "cannot read the time '1 9.39.33'"),  # as PN10's list writes PN10-7.8.9's
 ])
-def test_siena_errors_name_file_and_line(tmp_path, old, new, fragment, match):
-    text = SIENA_ONE.replace(old, new)
-    _raises_at(read_siena_list, _write(tmp_path, text, "Seizures-list-PN01.txt"), text, fragment, match)
+def test_siena_errors_name_file_and_line_and_spoil_that_recording_only(tmp_path, old, new, fragment, match):
+    text = SIENA_ONE.replace(old, new) + SIENA_OTHER
+    path = _write(tmp_path, text, "Seizures-list-PN01.txt")
+    listed = read_siena_list(path)
+    assert isinstance(listed["PN01-1.edf"], AnnotationError)
+    assert re.search(match, str(listed["PN01-1.edf"]))
+    assert str(listed["PN01-1.edf"]).startswith(f"{path}:{_line_of(text, fragment)}:")
+    assert listed["PN01-2.edf"] == NativeLabels("PN01-2.edf", ((20.0, 50.0),), str(path), None, 8 * 3600)
 
 
-def test_siena_repeated_registration_must_agree(tmp_path):
-    text = SIENA_ONE + "\nSeizure n 2\nFile name: PN01-1.edf\nRegistration start time: 19.39.34\n"
-    _raises_at(read_siena_list, _write(tmp_path, text, "Seizures-list-PN01.txt"), text, "19.39.34",
-               "differs from the one at line 3")
+# a second recording after SIENA_ONE, which its errors must leave alone
+SIENA_OTHER = """
+Seizure n 2
+File name: PN01-2.edf
+Registration start time: 08.00.00
+Seizure start time: 08.00.20
+Seizure end time: 08.00.50
+"""
+
+
+def test_siena_a_bad_later_block_spoils_its_recording_and_a_repeat_must_agree(tmp_path):
+    text = SIENA_ONE + "\nSeizure n 2\nFile name: PN01-1.edf\nRegistration start time: 19.39.34\n" + SIENA_OTHER
+    path = _write(tmp_path, text, "Seizures-list-PN01.txt")
+    listed = read_siena_list(path)
+    # its first block was read, but a recording with a block that is not is no recording to train on
+    assert str(listed["PN01-1.edf"]).startswith(f"{path}:{_line_of(text, '19.39.34')}: registration start time "
+                                                "of PN01-1.edf differs from the one at line 3")
+    assert listed["PN01-2.edf"].seizures == ((20.0, 50.0),)
