@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -378,7 +379,12 @@ def main(argv: list[str] | None = None) -> int:
                              "model on long windows may not fit a CPU's memory with the whole batch")
     parser.add_argument("--all-parameters", action="store_true", help="show clean parameter groups too")
     args = parser.parse_args(argv)
-    say = lambda text: print(f"[localize] {text}", file=sys.stderr, flush=True)  # noqa: E731
+    started = time.monotonic()
+
+    def say(text: str) -> None:  # each step with the time since the start: a full-size compile is minutes
+        minutes, seconds = divmod(int(time.monotonic() - started), 60)
+        print(f"[localize {minutes}:{seconds:02d}] {text}", file=sys.stderr, flush=True)
+
     problem = None
     try:
         if args.scenario:
