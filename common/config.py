@@ -18,11 +18,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass
 
 from common import stages
 from common.data.montage import montage_channels, n_edges
+from common.data.native_labels import SIENA_LISTED_AS
 
 _FROZEN = ConfigDict(extra="forbid")
 
@@ -104,19 +112,6 @@ class SplitConfig:
     seed: int = 0
 
 
-# The Siena Scalp EEG Database v1.0.0's Seizures-list files name these recordings otherwise
-# (PhysioNet doi:10.13026/5d4a-j060; epilepsy2bids' Siena loader corrects the same five,
-# github.com/esl-epfl/epilepsy2bids): PN01's list "PN01.edf", PN06's a letter O for the zero,
-# PN11's "PN11-.edf".
-SIENA_LISTED_AS = {
-    "PN01-1.edf": "PN01.edf",
-    "PN06-1.edf": "PNO6-1.edf",
-    "PN06-2.edf": "PNO6-2.edf",
-    "PN06-4.edf": "PNO6-4.edf",
-    "PN11-1.edf": "PN11-.edf",
-}
-
-
 @_section
 class DataConfig:
     data_dir: str = "data/synthetic"
@@ -146,8 +141,8 @@ class DataConfig:
     # EDF file name -> the name the corpus's own label file lists it under, for a list that
     # misspells it; used only for a recording the list does not name as it is. Written as a
     # mapping ({PN01-1.edf: PN01.edf}), held as (name, listed name) pairs so that the config stays
-    # hashable. The default holds Siena v1.0.0's five misspellings (SIENA_LISTED_AS); {} reads
-    # names only as written.
+    # hashable. The default holds Siena v1.0.0's five misspellings (native_labels.SIENA_LISTED_AS;
+    # before this field those recordings were refused as unlisted); {} reads names only as written.
     listed_as: tuple[tuple[str, str], ...] = tuple(SIENA_LISTED_AS.items())
 
     @field_validator("listed_as", mode="before")
@@ -157,7 +152,7 @@ class DataConfig:
 
     @model_validator(mode="after")
     def _check_listed_as(self):
-        for column in zip(*self.listed_as):
+        for column in zip(*self.listed_as, strict=True):
             if twice := [name for name, count in Counter(column).items() if count > 1]:
                 raise ValueError(f"listed_as names {twice[0]!r} twice: one recording has one label file entry, "
                                  "and one entry one recording's seizures")

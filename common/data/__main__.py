@@ -178,9 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         ("inspect", _inspect, "show how one EDF is read and preprocessed"),
     ):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--config", default=None,
-                       help=DEFAULT_CONFIG_HELP if name == "build" else
-                       "YAML config whose data.* label settings apply (default: built-in defaults)")
+        p.add_argument("--config", default=None, help={
+            "build": DEFAULT_CONFIG_HELP,
+            "labels": "YAML config whose data.* label fields apply (default: built-in defaults)",
+        }.get(name, "YAML config (default: built-in defaults)"))
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
         p.set_defaults(run=run)
         if name == "labels":

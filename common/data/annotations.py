@@ -26,10 +26,12 @@ from typing import TypeVar
 
 import numpy as np
 
-from common.config import SIENA_LISTED_AS
 from common.data import native_labels
 from common.data.corpora import name_prefix
 from common.data.csv_bi import AnnotationError, Event, read_csv_bi
+from common.data.native_labels import SIENA_LISTED_AS
+
+T = TypeVar("T")
 
 SEIZURE_LABELS: tuple[str, ...] = (
     "seiz", "gnsz", "fnsz", "cpsz", "absz", "spsz", "tcsz", "tnsz", "mysz",
@@ -37,7 +39,6 @@ SEIZURE_LABELS: tuple[str, ...] = (
 BACKGROUND_LABELS: tuple[str, ...] = ("bckg",)
 
 
-T = TypeVar("T")
 NATIVE_LABEL = "seiz"  # the label the corpora's own files' seizures get
 AGREEMENT_SECONDS = 1.0  # CHB-MIT summaries give whole seconds; .seizures files give samples
 
@@ -48,6 +49,7 @@ class Annotations:
     duration_seconds: float | None  # what a .csv_bi header says; None for files that do not say
     events: list[Event] = field(default_factory=list)
     files: tuple[str, ...] = ()  # the label files read; default (path,)
+    listed_as: str | None = None  # the name a corpus's own label file lists it under, when not its own
 
     def __post_init__(self):
         self.files = self.files or (self.path,)
@@ -121,7 +123,8 @@ def labels_for(
                               "data.seizure_labels leaves out: add it")
     sources, native = readers[corpus](edf, dict(listed_as))
     events = native_labels.seizure_events(native, NATIVE_LABEL)
-    return Annotations(" + ".join(map(str, sources)), None, events, tuple(map(str, sources)))
+    alias = native.file_name if native.file_name != edf.name else None
+    return Annotations(" + ".join(map(str, sources)), None, events, tuple(map(str, sources)), alias)
 
 
 def _nearby(edf: Path, name: str) -> Path | None:
@@ -130,9 +133,13 @@ def _nearby(edf: Path, name: str) -> Path | None:
 
 def _entry(entries: dict[str, T], edf: Path, listing: Path, listed_as: dict[str, str]) -> T | None:
     """The label file's entry for `edf`: under its own name, else under the one listed_as gives."""
-    if edf.name in entries:
-        return entries[edf.name]
     alias = listed_as.get(edf.name)
+    if edf.name in entries:
+        if alias in entries:  # one recording, two entries: reading one would drop the other's seizures
+            raise AnnotationError(f"{edf}: {listing} lists it as {edf.name} and, by data.listed_as, as {alias}: "
+                                  f"write its seizures as {edf.with_suffix('.csv_bi').name} beside the EDF, or take "
+                                  f"{edf.name} out of data.listed_as if {alias} is another recording")
+        return entries[edf.name]
     if alias not in entries:
         return None
     if edf.with_name(alias).is_file():
@@ -141,16 +148,21 @@ def _entry(entries: dict[str, T], edf: Path, listing: Path, listed_as: dict[str,
     return entries[alias]
 
 
-def _unlisted(edf: Path, entries: Iterable[str], listed_as: dict[str, str]) -> str:
-    """What to say of a recording its label file does not list: the entries no EDF beside it is
-    called may be its name misspelt."""
+def _misspelt(edf: Path, entries: Iterable[str], listed_as: dict[str, str]) -> str:
+    """For a recording a Siena list does not name: when it is the one EDF in its folder that the
+    list does not name and exactly one entry is no EDF beside it (nor another's by listed_as),
+    that entry is likely its name misspelt; the mapping to set, the pairs in force kept. Anything
+    else (a partial download, several unlisted) offers no guess."""
+    entries = list(entries)
     claimed = set(listed_as.values())
     orphans = [name for name in entries if name not in claimed and not edf.with_name(name).is_file()]
-    if not orphans:
+    unlisted = [f for f in edf.parent.iterdir() if f.suffix.lower() == ".edf" and f.name not in entries
+                and listed_as.get(f.name) not in entries]
+    if len(orphans) != 1 or unlisted != [edf]:
         return ""
-    return (f"; the list also names {', '.join(orphans[:3])}{' …' if len(orphans) > 3 else ''}, which no EDF beside "
-            f"it is called: if {orphans[0]} is this recording misspelt, add `{edf.name}: {orphans[0]}` to "
-            "data.listed_as in the config")
+    mapping = ", ".join(f"{k}: {v}" for k, v in {**listed_as, edf.name: orphans[0]}.items())
+    return (f"; the list's one entry that no EDF beside it is called is {orphans[0]}: if that is this recording "
+            f"misspelt (its start time is checked against this EDF's), set data.listed_as: {{{mapping}}}")
 
 
 def _chbmit_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], native_labels.NativeLabels]:
@@ -159,14 +171,14 @@ def _chbmit_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], na
     wfdb = edf.with_name(edf.name + ".seizures")
     entries = native_labels.read_chbmit_summary(summary) if summary else {}
     listed = _entry(entries, edf, summary, listed_as) if summary else None
-    annotated = native_labels.read_wfdb_seizures(wfdb) if wfdb.is_file() else None
+    annotated = native_labels.read_wfdb_seizures(wfdb, edf_sfreq=_edf_rate(edf)) if wfdb.is_file() else None
     if listed is None and annotated is None:
-        where = (f"is not listed in {summary}" if summary else
-                 f"has no {prefix or 'chbNN'}-summary.txt in its folder or the one above")
+        where, fix = ((f"is not listed in {summary}", "") if summary else
+                      (f"has no {prefix or 'chbNN'}-summary.txt in its folder or the one above",
+                       "put the summary beside it as the corpus ships it, or "))
         raise AnnotationError(
-            f"{edf}: {where} and has no {wfdb.name}, so its seizures are unknown; put the summary beside it "
-            f"as the corpus ships it, or write {edf.with_suffix('.csv_bi').name} (a seizure-free recording "
-            f"has one 'TERM,0,<duration>,bckg' row){_unlisted(edf, entries, listed_as)}"
+            f"{edf}: {where} and has no {wfdb.name}, so its seizures are unknown; {fix}write "
+            f"{edf.with_suffix('.csv_bi').name} (a seizure-free recording has one 'TERM,0,<duration>,bckg' row)"
         )
     if listed is not None and annotated is not None:
         a, b = np.array(listed.seizures).reshape(-1, 2), np.array(annotated.seizures).reshape(-1, 2)
@@ -195,7 +207,7 @@ def _siena_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], nat
         raise AnnotationError(
             f"{edf}: not listed in {listing} (every Siena recording holds a seizure); if it has none, write "
             f"{edf.with_suffix('.csv_bi').name} with one 'TERM,0,<duration>,bckg' row"
-            f"{_unlisted(edf, entries, listed_as)}"
+            f"{_misspelt(edf, entries, listed_as)}"
         )
     if isinstance(listed, AnnotationError):  # its block in the list; the list's others are read
         raise AnnotationError(
@@ -228,6 +240,19 @@ def _siena_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], nat
 
 # The Siena lists and the EDF headers give whole seconds; the fixture PN00-1 agrees to the second.
 SIENA_CLOCK_TOLERANCE_SECONDS = 1
+
+
+def _edf_rate(edf: Path) -> float | None:
+    """The EDF's sampling rate when its signals share one (a WFDB annotation file's times are in
+    its samples); None when the header cannot be read or the rates differ."""
+    from common.data.edf import EDFError, read_header  # MNE is slow to import
+
+    try:
+        header = read_header(edf)
+    except EDFError:
+        return None
+    rates = {header.sfreq(i) for i in range(len(header.labels))}
+    return rates.pop() if len(rates) == 1 else None
 
 
 def _header_clock(edf: Path) -> int | None:

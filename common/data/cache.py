@@ -1,7 +1,7 @@
 """The preprocessed-recording cache: one memory-mapped array per recording, never per window.
 
 Layout, under `<cache_dir>/<key>/` where key hashes everything that changes the bytes
-(preprocessing, montage, label set, listed_as):
+(preprocessing, montage, label set):
 
     recordings/<stem>.signals.npy   (C, N) float32, preprocessed
     recordings/<stem>.labels.npy    (N,) uint8, per-sample seizure labels
@@ -58,7 +58,6 @@ def cache_key(config: Config) -> str:
         "montage": config.data.montage,
         "seizure_labels": sorted(config.data.seizure_labels),
         "background_labels": sorted(config.data.background_labels),
-        "listed_as": sorted(config.data.listed_as),
     }
     return config_hash(parts)
 
@@ -105,9 +104,10 @@ def _source_stamp(edf: Path) -> dict:
     return {"source": stamp["path"], "size": stamp["size"], "mtime_ns": stamp["mtime_ns"]}
 
 
-def _is_current(sidecar: Path, edf: Path) -> bool:
+def _is_current(sidecar: Path, edf: Path, listed_as: dict[str, str]) -> bool:
     """The sidecar exists, stamps this EDF and its label files as they are now, and those are the
-    files labels_for would read now (a `<stem>.csv_bi` put beside the EDF since overrides them)."""
+    files labels_for would read now (a `<stem>.csv_bi` put beside the EDF since overrides them),
+    under the name data.listed_as gives it now if it was read under another."""
     try:
         meta = json.loads(sidecar.read_text())
         labels_now = [_file_stamp(Path(f["path"])) for f in meta.get("label_files", [None])]
@@ -115,6 +115,8 @@ def _is_current(sidecar: Path, edf: Path) -> bool:
         return False
     beside = annotation_file(edf)
     if beside is not None and [f["path"] for f in labels_now] != [str(beside.resolve())]:
+        return False
+    if meta.get("listed_as") is not None and beside is None and listed_as.get(edf.name) != meta["listed_as"]:
         return False
     return all(meta.get(k) == v for k, v in _source_stamp(edf).items()) and labels_now == meta["label_files"]
 
@@ -147,6 +149,7 @@ def cache_recording(recording: Recording, config: Config, root: Path, corpus: st
         "patient": recording.patient,
         "annotations": annotations.path,
         "label_files": [_file_stamp(Path(p)) for p in annotations.files],
+        "listed_as": annotations.listed_as,
         "n_channels": int(signals.shape[0]),
         "n_samples": int(n_samples),
         "sfreq": sfreq,
@@ -178,7 +181,7 @@ def build_cache(config: Config, progress: bool = True) -> BuildResult:
             continue
         stems[edf.stem] = edf
         sidecar = root / "recordings" / f"{edf.stem}.json"
-        if _is_current(sidecar, edf):
+        if _is_current(sidecar, edf, dict(data.listed_as)):
             reused.append(edf.stem)
             continue
         try:

@@ -83,11 +83,24 @@ _CHB_SEIZURE = re.compile(r"seizure(?:\s+\d+)?\s+(start|end)\s+time:\s*(\d+(?:\.
 _CHB_KEYS = ("file name", "file start", "file end", "number of seizures", "seizure")
 
 _SIENA_HEADER = re.compile(r"seizure\s+n(?:o|umber)?\.?\s*\d+$", re.I)
+_SIENA_HEADER_KEY = re.compile(r"seizure\s*(?:n\b|n\.|no\b|number|#|\d)", re.I)  # starts like a header
 _SIENA_FILE = re.compile(r"file\s*name\s*:\s*(\S+)$", re.I)
 _SIENA_FILE_KEY = re.compile(r"file\s*name", re.I)
 _SIENA_REGISTRATION = re.compile(r"registration\s+(start|end)\s+time\s*:\s*(.*)$", re.I)
 _SIENA_SEIZURE = re.compile(r"(?:seizure\s+)?(start|end)\s+time\s*:\s*(.*)$", re.I)
 _SIENA_CLOCK = re.compile(r"(\d{1,2})[.:](\d\d)[.:](\d\d)")
+
+# The Siena v1.0.0 lists' misspelt file names: EDF name -> the name its list gives (PN01's list
+# says "PN01.edf", PN06's a letter O for the zero, PN11's "PN11-.edf"; epilepsy2bids' Siena
+# loader, github.com/esl-epfl/epilepsy2bids, corrects the same five). The default of config
+# data.listed_as.
+SIENA_LISTED_AS = {
+    "PN01-1.edf": "PN01.edf",
+    "PN06-1.edf": "PNO6-1.edf",
+    "PN06-2.edf": "PNO6-2.edf",
+    "PN06-4.edf": "PNO6-4.edf",
+    "PN11-1.edf": "PN11-.edf",
+}
 _SIENA_KEYS = ("file name", "registration", "seizure", "start time", "end time")
 
 
@@ -199,9 +212,11 @@ def _chb_labels(block: _ChbBlock, path: Path) -> NativeLabels:
 # --- WFDB annotation file ----------------------------------------------------------------------
 
 
-def read_wfdb_seizures(path: str | Path, sfreq: float | None = None) -> NativeLabels:
+def read_wfdb_seizures(path: str | Path, sfreq: float | None = None, edf_sfreq: float | None = None) -> NativeLabels:
     """Parse one CHB-MIT `<edf name>.seizures` WFDB annotation file. `sfreq` (Hz) converts
-    sample times to seconds when the file has no `## time resolution` note."""
+    sample times to seconds when the file has no `## time resolution` note, and must agree with
+    one; `edf_sfreq`, the EDF's rate, only stands in for a missing note (a note counts the
+    original record's samples, whatever the EDF was resampled to since)."""
     path = Path(path)
     if not path.name.endswith(".seizures") or path.name == ".seizures":
         raise AnnotationError(f"{path}: expected a CHB-MIT '<edf name>.seizures' annotation file")
@@ -260,7 +275,7 @@ def read_wfdb_seizures(path: str | Path, sfreq: float | None = None) -> NativeLa
     if onset is not None:
         raise AnnotationError(f"{path}: byte {onset[1]}: seizure onset at sample {onset[0]} without an offset")
 
-    rate = _annotation_rate(path, resolutions, sfreq)
+    rate = _annotation_rate(path, resolutions, sfreq if sfreq is not None or resolutions else edf_sfreq)
     seizures = tuple(sorted((start / rate, stop / rate) for start, stop in seizures_samples))
     return NativeLabels(path.name.removesuffix(".seizures"), seizures, str(path), None)
 
@@ -305,6 +320,7 @@ def _positive(text: str, what: str) -> float:
 @dataclass
 class _SienaFile:
     name: str
+    line: int  # of its first 'File name:'
     registration: dict[str, tuple[int, int]] = field(default_factory=dict)  # "start"/"end" -> (clock, line)
     seizures: list[tuple[float, float]] = field(default_factory=list)
     error: AnnotationError | None = None  # the first line of its blocks that could not be read
@@ -318,8 +334,9 @@ def read_siena_list(path: str | Path) -> dict[str, NativeLabels | AnnotationErro
 
     A recording whose block cannot be read gets the AnnotationError naming the line instead of its
     labels, and the list's other recordings keep theirs: the real PN10 list writes one
-    registration start `1 6.49.25`. A line before any `File name:`, an unreadable `File name:`
-    line (the lines after it would go to the wrong recording) or a list without one raises."""
+    registration start `1 6.49.25`. A line before any `File name:`, an unreadable `File name:` or
+    `Seizure n` line (the lines after it would go to the wrong recording) or a list without a
+    recording raises."""
     path = Path(path)
     files: dict[str, _SienaFile] = {}
     current: _SienaFile | None = None
@@ -333,11 +350,11 @@ def read_siena_list(path: str | Path) -> dict[str, NativeLabels | AnnotationErro
                                                    f"{lineno} begins another block)"))
                 pending = None
             if named:
-                current = files.setdefault(named.group(1), _SienaFile(named.group(1)))
+                current = files.setdefault(named.group(1), _SienaFile(named.group(1), lineno))
             continue
-        if _SIENA_FILE_KEY.match(line):
-            raise AnnotationError(f"{where}: cannot read the file name in {line!r}; expected 'File name: "
-                                  "PNxx-n.edf'")
+        if _SIENA_FILE_KEY.match(line) or _SIENA_HEADER_KEY.match(line):
+            raise AnnotationError(f"{where}: cannot read {line!r}; expected 'File name: PNxx-n.edf' or "
+                                  "'Seizure n N' (the lines after it would go to the wrong recording)")
         try:
             pending = _siena_time(line, path, lineno, current, pending)
         except AnnotationError as error:
@@ -396,11 +413,14 @@ def _siena_time(line: str, path: Path, lineno: int, current: _SienaFile | None,
 
 
 def _siena_labels(file: _SienaFile, path: Path) -> NativeLabels:
+    if not file.seizures:  # so a registration start was read too: a seizure line needs one
+        raise AnnotationError(f"{path}:{file.line}: {file.name} is listed, yet no seizure start and end time of "
+                              "it was read (the lists hold recordings with seizures); check its block's lines")
     duration = None
     if "end" in file.registration:
         (start, _), (end, line) = file.registration["start"], file.registration["end"]
         duration = _clock_difference(start, end, f"{path}:{line}", "registration end equals its start")
-    start = file.registration["start"][0] if "start" in file.registration else None
+    start = file.registration["start"][0]
     return NativeLabels(file.name, tuple(sorted(file.seizures)), str(path), duration, start)
 
 

@@ -247,8 +247,12 @@ def test_chbmit_labels_come_from_the_summary_and_the_seizures_file(SHARED, tmp_p
         == [(417.0, 532.0, "seiz")]
     assert labels_for(folder / "chb05_01.edf", "chbmit").events == []  # listed with 0 seizures
     with pytest.raises(AnnotationError, match=r"chb05_99.edf: is not listed in .*chb05-summary.txt and has no "
-                                              r"chb05_99.edf.seizures"):
+                                              r"chb05_99.edf.seizures, so its seizures are unknown; write "
+                                              r"chb05_99.csv_bi") as caught:
         labels_for(folder / "chb05_99.edf", "chbmit")
+    assert "put the summary beside it" not in str(caught.value)  # it is beside it
+    # a partial download: the summary's 38 other recordings are no misspellings of this one
+    assert "listed_as" not in str(caught.value)
 
     # a .edf.seizures file alone (WFDB), and with a summary that agrees or not
     chb01 = tmp_path / "chb01"
@@ -303,7 +307,8 @@ def test_siena_as_it_ships_misspelt_names_and_an_unreadable_block(tmp_path):
     `1 6.49.25`: the first is read through data.listed_as, the second refuses that recording only."""
     folder = tmp_path / "PN01"
     folder.mkdir()
-    (folder / "Seizures-list-PN01.txt").write_text(
+    listing = folder / "Seizures-list-PN01.txt"
+    listing.write_text(
         "Seizure n 1\nFile name: PN01.edf\nRegistration start time: 21.51.02\nRegistration end time: 23.51.02\n"
         "Seizure n 1\nStart time: 22.00.02\nEnd time: 22.01.02\n"
         "Seizure n 2\nStart time: 22.10.02\nEnd time: 22.10.32\n\n"
@@ -311,32 +316,58 @@ def test_siena_as_it_ships_misspelt_names_and_an_unreadable_block(tmp_path):
         "Registration end time: 17.49.25\nSeizure start time: 17.00.00\nSeizure end time: 17.01.00\n")
     for name in ("PN01-1.edf", "PN01-7.8.9.edf"):
         (folder / name).write_bytes(b"")
-    assert labels_for(folder / "PN01-1.edf", "siena").seizures() == [(540.0, 600.0), (1140.0, 1170.0)]
-    with pytest.raises(AnnotationError, match=r"PN01-1.edf: not listed in .*Seizures-list-PN01.txt .*; the list "
-                                              r"also names PN01.edf, which no EDF beside it is called: if PN01.edf "
-                                              r"is this recording misspelt, add `PN01-1.edf: PN01.edf` to "
-                                              r"data.listed_as"):
-        labels_for(folder / "PN01-1.edf", "siena", listed_as=())
+    annotations = labels_for(folder / "PN01-1.edf", "siena")
+    assert annotations.seizures() == [(540.0, 600.0), (1140.0, 1170.0)] and annotations.listed_as == "PN01.edf"
+    # without the mapping: refused, naming the one entry no EDF is called and the whole mapping to set
+    with pytest.raises(AnnotationError, match=r"PN01-1.edf: not listed in .*Seizures-list-PN01.txt .*; the list's "
+                                              r"one entry that no EDF beside it is called is PN01.edf: if that is "
+                                              r"this recording misspelt .* set data.listed_as: "
+                                              r"\{PN06-1.edf: PNO6-1.edf, PN01-1.edf: PN01.edf\}"):
+        labels_for(folder / "PN01-1.edf", "siena", listed_as=[("PN06-1.edf", "PNO6-1.edf")])
+    (folder / "PN01-5.edf").write_bytes(b"")  # two unlisted recordings: which is which is no guess to offer
+    with pytest.raises(AnnotationError, match=r"row$"):
+        labels_for(folder / "PN01-5.edf", "siena", listed_as=())
     with pytest.raises(AnnotationError, match=r"PN01-7.8.9.edf: .*Seizures-list-PN01.txt:14: cannot read the time "
                                               r"'1 6.49.25'.*; correct that line of the list, or write "
                                               r"PN01-7.8.9.csv_bi"):
         labels_for(folder / "PN01-7.8.9.edf", "siena")
+    # listed under both names: one entry's seizures would be dropped
+    listing.write_text(listing.read_text() + "\nSeizure n 4\nFile name: PN01-1.edf\nRegistration start time: "
+                       "21.51.02\nSeizure start time: 23.00.00\nSeizure end time: 23.00.10\n")
+    with pytest.raises(AnnotationError, match=r"PN01-1.edf: .* lists it as PN01-1.edf and, by data.listed_as, as "
+                                              r"PN01.edf: write its seizures as PN01-1.csv_bi"):
+        labels_for(folder / "PN01-1.edf", "siena")
     # a name the list gives another recording beside it is no misspelling
     (folder / "PN01.edf").write_bytes(b"")
-    with pytest.raises(AnnotationError, match=r"PN01-1.edf: data.listed_as reads it as Seizures-list-PN01.txt's "
+    with pytest.raises(AnnotationError, match=r"PN01-5.edf: data.listed_as reads it as Seizures-list-PN01.txt's "
                                               r"'PN01.edf', but PN01.edf is a recording of its own"):
-        labels_for(folder / "PN01-1.edf", "siena")
+        labels_for(folder / "PN01-5.edf", "siena", listed_as=[("PN01-5.edf", "PN01.edf")])
 
 
-def test_listed_as_is_a_mapping_in_the_config_and_keys_the_cache(tmp_path):
-    from common.data.cache import cache_key
-
+def test_listed_as_is_a_mapping_in_the_config_and_rebuilds_what_it_changes(tmp_path, recording):
     assert dict(load_config(None).data.listed_as)["PN06-1.edf"] == "PNO6-1.edf"  # a letter O, as the list has it
-    config = load_config(None, ["data.listed_as={a.edf: b.edf}"])
-    assert config.data.listed_as == (("a.edf", "b.edf"),)
-    assert cache_key(config) != cache_key(load_config(None))  # other labels, other bytes
+    assert load_config(None, ["data.listed_as={a.edf: b.edf}"]).data.listed_as == (("a.edf", "b.edf"),)
     with pytest.raises(ConfigError, match=r"listed_as names 'b.edf' twice"):
         load_config(None, ["data.listed_as={a.edf: b.edf, c.edf: b.edf}"])
+    siena = tmp_path / "siena"
+    recording(siena / "PN06" / "PN06-1.edf", seconds=20, csv_bi=False)
+    recording(siena / "PN06" / "PN06-3.edf", seconds=20, csv_bi=False, seed=1)
+    (siena / "PN06" / "Seizures-list-PN06.txt").write_text(
+        "Seizure n 1\nFile name: PNO6-1.edf\nRegistration start time: 00.00.00\nSeizure start time: 00.00.05\n"
+        "Seizure end time: 00.00.10\n\nSeizure n 2\nFile name: PN06-3.edf\nRegistration start time: 00.00.00\n"
+        "Seizure start time: 00.00.02\nSeizure end time: 00.00.03\n")
+    config = config_for(tmp_path, siena, "data.split.dev_fraction=0")
+    first = prepare(config, progress=False).build
+    assert first.built == ["PN06-1", "PN06-3"]
+    # the mapping is no part of the cache's key (TUSZ's cache does not move for Siena's names), but
+    # a recording read under a name the config no longer gives it is read again, and refused
+    unmapped = config_for(tmp_path, siena, "data.split.dev_fraction=0", "data.listed_as={}")
+    build = prepare(unmapped, progress=False).build
+    assert build.root == first.root
+    assert build.reused == ["PN06-3"] and "PN06-1.edf: not listed in" in build.skipped[0]["reason"]
+    again = prepare(config, progress=False).build  # its cached copy holds the labels this mapping gives
+    assert again.reused == ["PN06-1", "PN06-3"] and not again.skipped
+    assert Corpus(again.root).arrays("PN06-1")[1].sum() == 5 * 256
 
 
 def test_chbmit_and_siena_corpora_build_with_their_own_labels(tmp_path, recording):

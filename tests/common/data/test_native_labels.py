@@ -219,6 +219,11 @@ def test_wfdb_sfreq_argument_without_note(tmp_path):
         read_wfdb_seizures(path)
     with pytest.raises(AnnotationError, match="need a finite frequency > 0 Hz"):
         read_wfdb_seizures(path, sfreq=0.0)
+    # the EDF's rate stands in for a missing note, and only then (a note counts the original's samples)
+    assert read_wfdb_seizures(path, edf_sfreq=512.0).seizures == ((70_000 / 512, 70_512 / 512),)
+    noted = _write_bytes(tmp_path, _aux("## time resolution: 256") + _skip(70_000) + _ann(32) + _ann(33, 512) + END,
+                         "b.edf.seizures")
+    assert read_wfdb_seizures(noted, edf_sfreq=128.0).seizures == ((70_000 / 256, 70_512 / 256),)
 
 
 @pytest.mark.parametrize(("data", "match"), [
@@ -308,12 +313,15 @@ Seizure end time: 19.59.46
 
 @pytest.mark.parametrize(("old", "new", "fragment", "match"), [
     ("File name: PN01-1.edf\n", "", "Registration start", "before any 'File name"),
-    ("Seizure n 1", "Seizure #1", "Seizure #1", "cannot read"),
-    ("File name: PN01-1.edf", "File name: PN01 1.edf", "File name", "cannot read the file name"),
+    ("Seizure n 1", "Seizure #1", "Seizure #1", "cannot read 'Seizure #1'; expected .* or 'Seizure n N'"),
+    ("File name: PN01-1.edf", "File name: PN01 1.edf", "File name", "cannot read 'File name: PN01 1.edf'"),
 ])
 def test_siena_lines_of_no_recording_spoil_the_list(tmp_path, old, new, fragment, match):
-    text = SIENA_ONE.replace(old, new)
+    text = SIENA_ONE.replace(old, new) + SIENA_OTHER
     _raises_at(read_siena_list, _write(tmp_path, text, "Seizures-list-PN01.txt"), text, fragment, match)
+    # a later block's header that cannot be read is no line of the recording before it either
+    text = SIENA_ONE + SIENA_OTHER.replace("Seizure n 2", "Seizure #2")
+    _raises_at(read_siena_list, _write(tmp_path, text, "Seizures-list-PN01.txt"), text, "Seizure #2", "Seizure #2")
 
 
 @pytest.mark.parametrize(("old", "new", "fragment", "match"), [
@@ -328,6 +336,11 @@ def test_siena_lines_of_no_recording_spoil_the_list(tmp_path, old, new, fragment
     ("Seizure start time: 19.58.36\n", "", "Seizure end", "end time without a start"),
     ("Registration start time: 19.39.33", "Registration start time:1 9.39.33", "Registration start",
      "cannot read the time '1 9.39.33'"),  # as PN10's list writes PN10-7.8.9's
+    # listed, yet no seizure read (a misspelt key is no key): not a seizure-free recording
+    ("Seizure start time: 19.58.36\nSeizure end time: 19.59.46", "Strat time: 19.58.36\nEnd tme: 19.59.46",
+     "File name", "PN01-1.edf is listed, yet no seizure start and end time of it was read"),
+    ("Registration start time: 19.39.33\nRegistration end time: 20.22.58\nSeizure start time: 19.58.36\n"
+     "Seizure end time: 19.59.46", "Registration end time: 20.22.58", "File name", "is listed, yet no seizure"),
 ])
 def test_siena_errors_name_file_and_line_and_spoil_that_recording_only(tmp_path, old, new, fragment, match):
     text = SIENA_ONE.replace(old, new) + SIENA_OTHER
