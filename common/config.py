@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 
 from common import stages
-from common.data.montage import montage_channels, n_edges
+from common.data.montage import Montage, montage_channels, n_edges
 from common.data.native_labels import SIENA_LISTED_AS
 
 _FROZEN = ConfigDict(extra="forbid")
@@ -122,7 +122,7 @@ class DataConfig:
     # How data_dir is laid out: patient ids, the split and where labels come from
     # (common/data/corpora.py). auto: detected from the files, and printed.
     corpus: Literal["auto", "tusz", "siena", "chbmit", "folder"] = "auto"
-    montage: Literal["ref19", "bipolar"] = "ref19"
+    montage: Montage = "ref19"
     window_seconds: float = Field(60.0, gt=0)
     stride_seconds: float = Field(10.0, gt=0)
     seizure_labels: tuple[str, ...] = (
@@ -268,7 +268,7 @@ class StabilityConfig:
 @_section
 class ModelConfig:
     architecture: Literal["v3", "v2", "tcn"] = "v3"
-    montage: Literal["ref19", "bipolar"] = "ref19"
+    montage: Montage = "ref19"
     tcn: TCNConfig = TCNConfig()
     electrode_dim: int = Field(64, ge=1)
     node_mamba: MambaConfig = MambaConfig()

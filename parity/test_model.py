@@ -114,6 +114,18 @@ def test_tiny_forward_every_switch(name, tiny, detector, forward):
     assert_taps_agree(pair, report, torch_taps, jax_taps)
 
 
+@pytest.mark.parametrize(("montage", "nodes"), [("bipolar", 23), ("bipolar18", 18)])
+def test_tiny_forward_bipolar_montages(montage, nodes, tiny, detector, forward):
+    """CHB-MIT's montages size the graph (23 or 18 nodes); the ref19 batch's channels, cycled, stand in."""
+    pair = detector(TINY, [f"data.montage={montage}", f"model.montage={montage}"])
+    x = np.ascontiguousarray(tiny.x[:, np.arange(nodes) % tiny.x.shape[1]])
+    torch_taps, jax_taps = torch_forward(pair, x), jax_forward(pair, x, forward)
+    report = compare_trees(jax_taps, torch_taps, "model", "float32")
+    print(report.format())
+    assert torch_taps["adjacency"].shape[-1] == nodes
+    assert_taps_agree(pair, report, torch_taps, jax_taps)
+
+
 def test_tiny_forward_with_jaxbrrs_pallas_kernels(tiny, detector, forward, monkeypatch):
     """scan `pallas` (jaxbrr's scan, skip-term and gated-norm kernels, run by Pallas's interpreter
     here; the GPU check compiles them at full size, parity/test_gpu.py) against torchref, which

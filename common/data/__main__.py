@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from common.config import DEFAULT_CONFIG_HELP, ConfigError, default_config, load_config
+from common.data.montage import MONTAGES
 
 
 def _synth(args) -> int:
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--corpus", default="auto", choices=["auto", "tusz", "siena", "chbmit", "folder"])
         if name == "inspect":
             p.add_argument("file")
-            p.add_argument("--montage", choices=["ref19", "bipolar"])
+            p.add_argument("--montage", choices=list(MONTAGES))
             p.add_argument("--plot", metavar="OUT.png")
             p.add_argument("--start", type=float, default=0.0, help="plot start (s)")
             p.add_argument("--seconds", type=float, default=30.0, help="plot length (s)")

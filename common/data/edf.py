@@ -25,7 +25,14 @@ from pathlib import Path
 import mne
 import numpy as np
 
-from common.data.montage import INTERPOLATABLE, SYNONYMS, montage_channels
+from common.data.montage import (
+    BIPOLAR18,
+    BIPOLAR23,
+    INTERPOLATABLE,
+    REF19,
+    SYNONYMS,
+    montage_channels,
+)
 
 _FIX = "re-export it from the recording software"
 _SUFFIXES = ("-REF", "-LE", "-AR")
@@ -277,9 +284,12 @@ def _bipolar_key(name: str) -> tuple[str, str] | None:
     return canonical_electrode(parts[0]), canonical_electrode(parts[1])
 
 
-def _plan_bipolar(path: Path, labels: Sequence[str]):
-    """Per derivation A-B: (the file's 'A-B' signal,), else (referential A, referential B)."""
-    derivations = montage_channels("bipolar")
+def _plan_bipolar(path: Path, labels: Sequence[str], montage: str):
+    """Per derivation A-B: (the file's 'A-B' signal,), else (referential A, referential B), else
+    (A-R, B-R) for a common reference R. Also the groups of signals that must be equal: the
+    copies of a derivation the file holds more often than the montage lists it (CHB-MIT's second
+    T8-P8 under `bipolar18`), of which the first is used."""
+    derivations = montage_channels(montage)
     bipolar: dict[tuple[str, str], list[int]] = {}
     referential: dict[str, list[int]] = {}
     for index, label in enumerate(labels):
@@ -293,15 +303,16 @@ def _plan_bipolar(path: Path, labels: Sequence[str]):
     for name in derivations:
         key = _bipolar_key(name)
         wanted[key] = wanted.get(key, 0) + 1
-    plan, missing, used = [], [], dict.fromkeys(wanted, 0)
+    plan, missing, equal, used = [], [], [], dict.fromkeys(wanted, 0)
     for name in derivations:
         key = _bipolar_key(name)
         if key in bipolar:
             indices = bipolar[key]
             # CHB-MIT records T8-P8 twice; the k-th occurrence in the montage takes the k-th one
-            # in the file, and a file with only one serves both.
-            if len(indices) > wanted[key]:
-                raise _duplicate_error(path, name, indices, labels)
+            # in the file, and a file with only one serves both. Copies beyond the montage's
+            # must hold the same samples as the first (checked once read).
+            if len(indices) > wanted[key] and not used[key]:
+                equal.append((name, tuple(indices[wanted[key] - 1:])))
             plan.append((indices[min(used[key], len(indices) - 1)],))
             used[key] += 1
             continue
@@ -311,15 +322,33 @@ def _plan_bipolar(path: Path, labels: Sequence[str]):
                 raise _duplicate_error(path, electrode, indices, labels)
         if all(poles):
             plan.append((poles[0][0], poles[1][0]))
+        elif common := _common_reference(key, bipolar):
+            plan.append(common)
         else:
             missing.append(name)
     if missing:
+        hints = []
+        if all(canonical_electrode(name) in referential for name in REF19):
+            hints.append("montage 'ref19' reads its 19 referential electrodes")
+        if montage == "bipolar" and set(missing) <= set(BIPOLAR23[len(BIPOLAR18):]):
+            hints.append("montage 'bipolar18' leaves out the FT9/FT10 chain, which about 30 CHB-MIT files lack")
+        advice = f" For this file, {'; or '.join(hints)} (data.montage and model.montage)." if hints else ""
         raise _missing_error(
-            path, "bipolar", missing, labels,
-            "Each derivation A-B needs a signal labelled A-B or referential signals A and B; "
-            "use montage 'ref19' for a referential 10-20 recording without them.",
+            path, montage, missing, labels,
+            "Each derivation A-B needs a signal labelled A-B, referential signals A and B, or A-R and "
+            f"B-R against one reference R.{advice}",
         )
-    return plan
+    return plan, equal
+
+
+def _common_reference(key: tuple[str, str], bipolar: dict[tuple[str, str], list[int]]) -> tuple[int, int] | None:
+    """(A-R, B-R) for derivation A-B, the first reference R (in file order) both are recorded
+    against, once each: (A - R) - (B - R) = A - B exactly. None when there is none."""
+    a, b = key
+    for (first, reference), indices in bipolar.items():
+        if first == a and len(indices) == 1 and len(bipolar.get((b, reference), ())) == 1:
+            return indices[0], bipolar[(b, reference)][0]
+    return None
 
 
 @lru_cache(maxsize=16)
@@ -356,15 +385,17 @@ def read_edf(path: str | Path, montage: str, interpolate: Sequence[str] = INTERP
     """Read one EDF into montage order, in µV. Raises EDFError naming the file and the fix.
 
     montage: 'ref19' (missing channels among `interpolate` are spherical-spline interpolated
-    from the others with MNE's standard_1020 positions) or 'bipolar' (no interpolation).
+    from the others with MNE's standard_1020 positions), 'bipolar' or 'bipolar18' (no
+    interpolation; common/data/montage.py).
     """
     path = Path(path)
     channels = montage_channels(montage)
     header = read_header(path)
     labels = header.labels
-    plan = _plan_ref19(path, labels, interpolate) if montage == "ref19" else _plan_bipolar(path, labels)
+    plan, equal = (_plan_ref19(path, labels, interpolate), []) if montage == "ref19" else _plan_bipolar(
+        path, labels, montage)
 
-    needed = sorted({index for terms in plan for index in terms})
+    needed = sorted({index for terms in plan for index in terms} | {i for _, group in equal for i in group})
     rates = {header.sfreq(i) for i in needed}
     if len(rates) > 1:
         detail = ", ".join(f"{labels[i]!r} {header.sfreq(i):g} Hz" for i in needed)
@@ -394,6 +425,11 @@ def read_edf(path: str | Path, montage: str, interpolate: Sequence[str] = INTERP
         )
     row = {index: k for k, index in enumerate(selected)}
     n_samples = data.shape[1]
+    for name, group in equal:
+        if not all(np.array_equal(data[row[group[0]]], data[row[i]]) for i in group[1:]):
+            found = ", ".join(f"{labels[i]!r} (EDF signal {i + 1})" for i in group)
+            raise EDFError(f"{path}: {name} is held {len(group)} times with different samples ({found}) and montage "
+                           f"{montage!r} takes one: which is ambiguous; use a montage that lists it as often, or {_FIX}")
 
     signals = np.empty((len(channels), n_samples))  # (C, N)
     sources: dict[str, list[tuple[str, int]]] = {}  # name -> [(label text, first signal index)]

@@ -6,10 +6,16 @@ Pure Python (no numpy, no MNE) so that `common.config` can size the model from a
   chain; original_spec.md §1.1). The GNN's node order and every cache depend on it.
 - `bipolar`: the 23 CHB-MIT derivations (double banana plus midline and the FT9/FT10 chain), in
   CHB-MIT's own order, T8-P8 listed twice as CHB-MIT records it. A file already recorded bipolar
-  is read as is; a referential file is re-referenced (a - b) where both electrodes exist.
+  is read as is; a referential file is re-referenced (a - b) where both electrodes exist, and one
+  recorded against a common reference R (CHB-MIT's chb12_27: FP1-CS2, F7-CS2, ...) as
+  (a - R) - (b - R).
+- `bipolar18`: the first 18 of them, without the FT9/FT10 chain, which about 30 CHB-MIT files
+  lack (among them chb12_27 to chb12_29, 13 seizures): every CHB-MIT recording has these 18.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 REF19: tuple[str, ...] = (
     "Fp1", "F3", "C3", "P3", "F7", "T3", "T5", "O1",
@@ -28,13 +34,17 @@ BIPOLAR23: tuple[str, ...] = (
     "P7-T7", "T7-FT9", "FT9-FT10", "FT10-T8", "T8-P8",
 )
 
-# Alternate -> canonical electrode names (original_spec.md §1.1).
-SYNONYMS: dict[str, str] = {"T7": "T3", "T8": "T4", "P7": "T5", "P8": "T6"}
+BIPOLAR18: tuple[str, ...] = BIPOLAR23[:18]
+
+# Alternate -> canonical electrode names (original_spec.md §1.1); "01" is CHB-MIT's chb12_28 and
+# chb12_29 spelling O1 with a zero (no electrode is called 01).
+SYNONYMS: dict[str, str] = {"T7": "T3", "T8": "T4", "P7": "T5", "P8": "T6", "01": "O1"}
 
 # Midline electrodes that may be interpolated when absent (3.4 % of TUSZ files lack both).
 INTERPOLATABLE: tuple[str, ...] = ("Fz", "Pz")
 
-MONTAGES: dict[str, tuple[str, ...]] = {"ref19": REF19, "bipolar": BIPOLAR23}
+MONTAGES: dict[str, tuple[str, ...]] = {"ref19": REF19, "bipolar": BIPOLAR23, "bipolar18": BIPOLAR18}
+Montage = Literal["ref19", "bipolar", "bipolar18"]
 
 
 def montage_channels(montage: str) -> tuple[str, ...]:

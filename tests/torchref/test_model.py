@@ -124,11 +124,12 @@ def test_static_pe_is_ref19_only():
         SeizureDetector(config.model, 0)
 
 
-def test_bipolar_montage_sizes_the_graph():
-    model, config = _model(TINY, "data.montage=bipolar", "model.montage=bipolar")
+@pytest.mark.parametrize(("montage", "nodes"), [("bipolar", 23), ("bipolar18", 18)])
+def test_bipolar_montage_sizes_the_graph(montage, nodes):
+    model, config = _model(TINY, f"data.montage={montage}", f"model.montage={montage}")
     with torch.no_grad():
-        _, taps = model(torch.randn(1, 23, config.window_samples))
-    assert taps["edge_features"].shape[1] == 23 * 22 // 2 and taps["adjacency"].shape[-1] == 23
+        _, taps = model(torch.randn(1, nodes, config.window_samples))
+    assert taps["edge_features"].shape[1] == nodes * (nodes - 1) // 2 and taps["adjacency"].shape[-1] == nodes
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

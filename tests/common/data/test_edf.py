@@ -8,7 +8,7 @@ import pytest
 
 from common.data import edf
 from common.data.edf import EDFError, clean_channel_name, read_edf, read_header
-from common.data.montage import BIPOLAR23, REF19
+from common.data.montage import BIPOLAR18, BIPOLAR23, REF19
 
 SFREQ = 256.0
 FIX = "re-export it from the recording software"
@@ -171,7 +171,56 @@ def test_bipolar_missing_derivations(tmp_path, write_edf, tusz_signals):
     with pytest.raises(EDFError) as err:
         read_edf(path, "bipolar")
     msg = str(err.value)
-    assert str(path) in msg and "needs T7-FT9, FT9-FT10, FT10-T8" in msg and "ref19" in msg
+    assert str(path) in msg and "needs T7-FT9, FT9-FT10, FT10-T8" in msg
+    assert "montage 'ref19' reads its 19 referential electrodes; or montage 'bipolar18'" in msg
+    # a bipolar file without the FT9/FT10 chain (about 30 of CHB-MIT's): bipolar18 only, not ref19
+    chain = write_edf(tmp_path / "chb.edf", {name: np.full(512, float(k)) for k, name in enumerate(BIPOLAR18)}, SFREQ)
+    with pytest.raises(EDFError, match=r"needs P7-T7, T7-FT9, FT9-FT10, FT10-T8, which .*For this file, montage "
+                                       r"'bipolar18' leaves out the FT9/FT10 chain") as err:
+        read_edf(chain, "bipolar")
+    assert "'ref19'" not in str(err.value)
+
+
+def _chbmit_without_the_chain(seed: int = 4) -> dict[str, np.ndarray]:
+    """CHB-MIT's 23 derivations less the FT9/FT10 chain, T8-P8 held twice as CHB-MIT holds it."""
+    rng = np.random.default_rng(seed)
+    signals = {name: k + rng.standard_normal(512) for k, name in enumerate(BIPOLAR18)}
+    signals["T8-P8 "] = signals["T8-P8"].copy()  # edfio writes the label as given; it cleans to T8-P8
+    return signals
+
+
+def test_bipolar18_reads_chbmit_without_the_ft_chain(tmp_path, write_edf):
+    signals = _chbmit_without_the_chain()
+    path = write_edf(tmp_path / "chb13_01.edf", signals, SFREQ)
+    rec = read_edf(path, "bipolar18")
+    assert rec.channels == BIPOLAR18 and rec.signals_uv.shape == (18, 512)
+    np.testing.assert_allclose(rec.signals_uv.mean(axis=1), np.arange(18), atol=0.3)
+    assert rec.channel_sources["T8-P8"] == "T8-P8"  # the first of the two equal copies
+    # two copies that differ: which one is meant is no guess to make
+    signals["T8-P8 "] += 1.0
+    path = write_edf(tmp_path / "chb13_02.edf", signals, SFREQ)
+    with pytest.raises(EDFError, match=r"T8-P8 is held 2 times with different samples \('T8-P8' \(EDF signal 15\), "
+                                       r"'T8-P8' \(EDF signal 19\)\) and montage 'bipolar18' takes one"):
+        read_edf(path, "bipolar18")
+
+
+def test_a_common_reference_and_chbmit_01_for_o1(tmp_path, write_edf):
+    """chb12_27 is recorded against CS2 (FP1-CS2, F7-CS2, ...): A-B = (A-CS2) - (B-CS2), exactly;
+    chb12_28/29 spell O1 '01'."""
+    rng = np.random.default_rng(5)
+    electrodes = ["FP1", "F7", "T7", "P7", "01", "F3", "C3", "P3", "FP2", "F4", "C4", "P4", "O2", "F8", "T8",
+                  "P8", "FZ", "CZ", "PZ"]
+    signals = {f"{e}-CS2": 50 * rng.standard_normal(512) for e in electrodes}
+    path = write_edf(tmp_path / "chb12_27.edf", signals, SFREQ)
+    rec = read_edf(path, "bipolar18")
+    raw = mne.io.read_raw_edf(path, preload=True, verbose="ERROR")
+    volts = dict(zip(raw.ch_names, raw.get_data(), strict=True))
+    np.testing.assert_allclose(rec.signals_uv[BIPOLAR18.index("P7-O1")], (volts["P7-CS2"] - volts["01-CS2"]) * 1e6,
+                               rtol=1e-12, atol=1e-9)
+    assert rec.channel_sources["FP1-F7"] == "FP1-CS2 - F7-CS2"
+    bare = write_edf(tmp_path / "chb12_28.edf", {e: signals[f"{e}-CS2"] for e in electrodes}, SFREQ)
+    np.testing.assert_array_equal(read_edf(bare, "bipolar18").signals_uv, rec.signals_uv)
+    assert read_edf(bare, "ref19").channel_sources["O1"] == "01"
 
 
 def test_truncated_file(tmp_path, write_edf, tusz_signals):
@@ -314,6 +363,13 @@ def test_real_chbmit_crops(SHARED, name):
     assert rec.channel_sources["T8-P8"] == "T8-P8 (EDF signal 15); T8-P8 (EDF signal 23)"
     std = rec.signals_uv.std(axis=1)
     assert np.all((std > 5) & (std < 1000))  # real EEG in µV, not volts
+
+
+@pytest.mark.parametrize("name", ["chb01_03_Seizure.edf", "chb01_03_NonSeizure.edf"])
+def test_real_chbmit_crops_as_bipolar18_are_bipolar_less_the_chain(SHARED, name):
+    whole = read_edf(SHARED / "chbmit" / name, "bipolar").signals_uv
+    np.testing.assert_array_equal(read_edf(SHARED / "chbmit" / name, "bipolar18").signals_uv, whole[:18])
+    np.testing.assert_array_equal(whole[14], whole[22])  # its two T8-P8, bit for bit: one may stand for both
 
 
 def test_real_tusz_header(SHARED):
