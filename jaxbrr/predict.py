@@ -15,9 +15,10 @@ read the EDF in the montage the model was trained on (common/data/edf.py), prepr
 (common/eval/recordings.py `predict_signals`; a recording shorter than one window is one padded
 window, masked), post-process into events (common/eval/postprocess.py).
 
-Montages: a model trained on `ref19` reads referential recordings, one trained on `bipolar` reads
-bipolar (or re-references referential ones that carry every electrode). A recording that only the
-other montage can read is refused with a message saying so, never re-montaged silently.
+Montages: a model trained on `ref19` reads referential recordings, one trained on `bipolar` or
+`bipolar18` reads bipolar (or re-references referential ones that carry every electrode). A
+recording that only another montage can read is refused with a message saying so, never
+re-montaged silently.
 
 Durations: the trace has round(N · sfreq / sfreq_EDF) samples, which can run up to half a sample
 past the EDF's own end N / sfreq_EDF; an event reaching the trace's end is written to stop at the
@@ -60,7 +61,7 @@ EXIT_OK, EXIT_INPUT = 0, 2
 DEFAULT_OUT = "predictions"
 
 class MontageMismatch(EDFError):
-    """A recording the checkpoint's model cannot read, but a model of the other montage could."""
+    """A recording the checkpoint's model cannot read, but a model of another montage could."""
 
 
 # ----------------------------------------------------------------------------------------------

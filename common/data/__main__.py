@@ -2,7 +2,7 @@
 
     python -m jaxbrr.data synth --out DIR --recordings N --seed S
     python -m jaxbrr.data build [--config CFG] [--set key=value ...]
-    python -m jaxbrr.data inspect FILE.edf [--montage ref19|bipolar] [--config CFG] [--plot out.png]
+    python -m jaxbrr.data inspect FILE.edf [--montage ref19|bipolar|bipolar18] [--config CFG] [--plot out.png]
     python -m jaxbrr.data labels DIR --out DIR [--corpus auto|tusz|siena|chbmit|folder] [--config F] [--set K=V]
 
 `labels` writes every recording's labels, read the way `build` reads them (a corpus's own files

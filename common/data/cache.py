@@ -42,9 +42,11 @@ from common.files import atomic_path, write_text
 
 MANIFEST = "manifest.json"
 STALE_SECONDS = 600  # a temporary file untouched this long belongs to a build that was killed
-CACHE_FORMAT = 3  # 2: sidecars stamp the label files too and carry the layout's patient; 3: a montage
+CACHE_FORMAT = 4  # 2: sidecars stamp the label files too and carry the layout's patient; 3: a montage
 # signal with a calibration that cannot scale it (digital or physical min = max) is a bad file, so
-# a cache of format 2 may hold recordings a fresh build skips (and a seeded split over them differs)
+# a cache of format 2 may hold recordings a fresh build skips (and a seeded split over them differs);
+# 4: bipolar derivations from a common reference, '01' as O1, copies of a derivation checked equal:
+# files read differently than a format-3 build read or refused them
 
 
 def cache_key(config: Config) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,7 +27,6 @@ import numpy as np
 
 from common.data.montage import (
     BIPOLAR18,
-    BIPOLAR23,
     INTERPOLATABLE,
     REF19,
     SYNONYMS,
@@ -255,9 +254,18 @@ def _duplicate_error(path: Path, name: str, indices: Sequence[int], labels: Sequ
     )
 
 
+def _electrodes_of(labels: Sequence[str]) -> Callable[[str], str]:
+    """canonical_electrode for this file's labels, reading '01' as O1 when the file has no O1 of
+    its own: CHB-MIT's chb12_28 and chb12_29 spell O1 with a zero."""
+    parts = {part for label in labels for part in clean_channel_name(label).split("-")}
+    if "01" not in parts or "O1" in parts:
+        return canonical_electrode
+    return lambda name: "O1" if name.upper() == "01" else canonical_electrode(name)
+
+
 def _plan_ref19(path: Path, labels: Sequence[str], interpolate: Sequence[str]):
     """Per REF19 channel: (signal index,), or () when it must be interpolated."""
-    by_name = _index_by(labels, canonical_electrode)
+    by_name = _index_by(labels, _electrodes_of(labels))
     allowed = {name.upper() for name in interpolate}
     plan, missing = [], []
     for name in montage_channels("ref19"):
@@ -272,16 +280,16 @@ def _plan_ref19(path: Path, labels: Sequence[str], interpolate: Sequence[str]):
             path, "ref19", missing, labels,
             f"Only {', '.join(interpolate) or 'no channels'} may be interpolated "
             "(preprocess.interpolate); use a recording with these electrodes, or montage "
-            "'bipolar' if it is a bipolar recording.",
+            "'bipolar' if it is a bipolar recording ('bipolar18' if it lacks the FT9/FT10 chain).",
         )
     return plan
 
 
-def _bipolar_key(name: str) -> tuple[str, str] | None:
+def _bipolar_key(name: str, electrode: Callable[[str], str] = canonical_electrode) -> tuple[str, str] | None:
     parts = name.split("-")
     if len(parts) != 2 or not all(parts):
         return None
-    return canonical_electrode(parts[0]), canonical_electrode(parts[1])
+    return electrode(parts[0]), electrode(parts[1])
 
 
 def _plan_bipolar(path: Path, labels: Sequence[str], montage: str):
@@ -289,16 +297,16 @@ def _plan_bipolar(path: Path, labels: Sequence[str], montage: str):
     (A-R, B-R) for a common reference R. Also the groups of signals that must be equal: the
     copies of a derivation the file holds more often than the montage lists it (CHB-MIT's second
     T8-P8 under `bipolar18`), of which the first is used."""
-    derivations = montage_channels(montage)
+    derivations, electrode = montage_channels(montage), _electrodes_of(labels)
     bipolar: dict[tuple[str, str], list[int]] = {}
     referential: dict[str, list[int]] = {}
     for index, label in enumerate(labels):
         cleaned = clean_channel_name(label)
-        key = _bipolar_key(cleaned)
+        key = _bipolar_key(cleaned, electrode)
         if key is not None:
             bipolar.setdefault(key, []).append(index)
         elif "-" not in cleaned:
-            referential.setdefault(canonical_electrode(cleaned), []).append(index)
+            referential.setdefault(electrode(cleaned), []).append(index)
     wanted: dict[tuple[str, str], int] = {}
     for name in derivations:
         key = _bipolar_key(name)
@@ -322,7 +330,7 @@ def _plan_bipolar(path: Path, labels: Sequence[str], montage: str):
                 raise _duplicate_error(path, electrode, indices, labels)
         if all(poles):
             plan.append((poles[0][0], poles[1][0]))
-        elif common := _common_reference(key, bipolar):
+        elif common := _common_reference(path, key, bipolar, labels):
             plan.append(common)
         else:
             missing.append(name)
@@ -330,7 +338,7 @@ def _plan_bipolar(path: Path, labels: Sequence[str], montage: str):
         hints = []
         if all(canonical_electrode(name) in referential for name in REF19):
             hints.append("montage 'ref19' reads its 19 referential electrodes")
-        if montage == "bipolar" and set(missing) <= set(BIPOLAR23[len(BIPOLAR18):]):
+        if montage == "bipolar" and not set(missing) & set(BIPOLAR18):
             hints.append("montage 'bipolar18' leaves out the FT9/FT10 chain, which about 30 CHB-MIT files lack")
         advice = f" For this file, {'; or '.join(hints)} (data.montage and model.montage)." if hints else ""
         raise _missing_error(
@@ -341,12 +349,17 @@ def _plan_bipolar(path: Path, labels: Sequence[str], montage: str):
     return plan, equal
 
 
-def _common_reference(key: tuple[str, str], bipolar: dict[tuple[str, str], list[int]]) -> tuple[int, int] | None:
+def _common_reference(path: Path, key: tuple[str, str], bipolar: dict[tuple[str, str], list[int]],
+                      labels: Sequence[str]) -> tuple[int, int] | None:
     """(A-R, B-R) for derivation A-B, the first reference R (in file order) both are recorded
-    against, once each: (A - R) - (B - R) = A - B exactly. None when there is none."""
+    against: (A - R) - (B - R) = A - B exactly. None when there is none; a pair held twice is
+    ambiguous, an error."""
     a, b = key
     for (first, reference), indices in bipolar.items():
-        if first == a and len(indices) == 1 and len(bipolar.get((b, reference), ())) == 1:
+        if first == a and (b, reference) in bipolar:
+            for pole, held in ((f"{a}-{reference}", indices), (f"{b}-{reference}", bipolar[(b, reference)])):
+                if len(held) > 1:
+                    raise _duplicate_error(path, pole, held, labels)
             return indices[0], bipolar[(b, reference)][0]
     return None
 

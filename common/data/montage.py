@@ -36,9 +36,8 @@ BIPOLAR23: tuple[str, ...] = (
 
 BIPOLAR18: tuple[str, ...] = BIPOLAR23[:18]
 
-# Alternate -> canonical electrode names (original_spec.md §1.1); "01" is CHB-MIT's chb12_28 and
-# chb12_29 spelling O1 with a zero (no electrode is called 01).
-SYNONYMS: dict[str, str] = {"T7": "T3", "T8": "T4", "P7": "T5", "P8": "T6", "01": "O1"}
+# Alternate -> canonical electrode names (original_spec.md §1.1).
+SYNONYMS: dict[str, str] = {"T7": "T3", "T8": "T4", "P7": "T5", "P8": "T6"}
 
 # Midline electrodes that may be interpolated when absent (3.4 % of TUSZ files lack both).
 INTERPOLATABLE: tuple[str, ...] = ("Fz", "Pz")

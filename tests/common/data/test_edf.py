@@ -179,6 +179,11 @@ def test_bipolar_missing_derivations(tmp_path, write_edf, tusz_signals):
                                        r"'bipolar18' leaves out the FT9/FT10 chain") as err:
         read_edf(chain, "bipolar")
     assert "'ref19'" not in str(err.value)
+    # without T8-P8, which bipolar18 needs too, bipolar18 is no answer
+    no_t8 = write_edf(tmp_path / "no_t8.edf", {n: np.full(512, 1.0) for n in BIPOLAR23 if n != "T8-P8"}, SFREQ)
+    with pytest.raises(EDFError, match=r"needs T8-P8, T8-P8, which") as err:
+        read_edf(no_t8, "bipolar")
+    assert "bipolar18" not in str(err.value)
 
 
 def _chbmit_without_the_chain(seed: int = 4) -> dict[str, np.ndarray]:
@@ -221,6 +226,14 @@ def test_a_common_reference_and_chbmit_01_for_o1(tmp_path, write_edf):
     bare = write_edf(tmp_path / "chb12_28.edf", {e: signals[f"{e}-CS2"] for e in electrodes}, SFREQ)
     np.testing.assert_array_equal(read_edf(bare, "bipolar18").signals_uv, rec.signals_uv)
     assert read_edf(bare, "ref19").channel_sources["O1"] == "01"
+    # '01' is O1 only in a file without an O1 of its own
+    both = write_edf(tmp_path / "both.edf", {**{e: signals[f"{e}-CS2"] for e in electrodes}, "O1": np.zeros(512)},
+                     SFREQ)
+    assert read_edf(both, "ref19").channel_sources["O1"] == "O1"
+    # a reference pair held twice: which FP1-CS2 is meant is ambiguous
+    twice = write_edf(tmp_path / "twice.edf", {**signals, "FP1-CS2 ": signals["FP1-CS2"] + 1}, SFREQ)
+    with pytest.raises(EDFError, match=r"2 signals \('FP1-CS2', 'FP1-CS2'\) all clean to 'FP1-CS2'"):
+        read_edf(twice, "bipolar18")
 
 
 def test_truncated_file(tmp_path, write_edf, tusz_signals):
