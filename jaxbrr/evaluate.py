@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.config import ConfigError, parse_override
+from common.data.cache import skip_line
 from common.eval.report import checkpoint_lines
 from common.eval.score import METRICS_FILE, metrics_table, pair_records, score_pairs, write_metrics
 
@@ -180,7 +181,7 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     print(f"wrote {write_metrics(metrics, out_dir)}; plots in {out_dir} ({metrics['timelines']} of "
           f"{len(traces)} timelines, --max-timelines); scored files in {out_dir / 'ref'}, {out_dir / 'hyp'}")
     for item in skipped:
-        print(f"skipped {item['source']}: {item['reason']}", file=sys.stderr)
+        print(skip_line(item), file=sys.stderr)
     if skipped and edf_dir is not None:
         print(f"{len(skipped)} of {len(skipped) + len(stems)} EDF files under {edf_dir} skipped "
               f"(above); the other {len(stems)} are scored", file=sys.stderr)

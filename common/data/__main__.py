@@ -52,7 +52,7 @@ def _build(args) -> int:
 
 def _labels(args) -> int:
     from common.data.annotations import check_duration, labels_for
-    from common.data.cache import find_recordings
+    from common.data.cache import find_recordings, skip_line
     from common.data.corpora import survey
     from common.data.csv_bi import Event, with_background, write_csv_bi
     from common.data.edf import read_header
@@ -85,7 +85,7 @@ def _labels(args) -> int:
         print(f"{target}: {len(kept)} seizure(s) from {annotations.path}{note}")
     print(f"wrote {written} .csv_bi file(s) under {out}")
     for item in failed:
-        print(f"skipped {item['source']}: {item['reason']}", file=sys.stderr)
+        print(skip_line(item), file=sys.stderr)
     return 2 if failed else 0
 
 

@@ -196,6 +196,13 @@ def build_cache(config: Config, progress: bool = True) -> BuildResult:
     return BuildResult(root, built, reused, skipped, found)
 
 
+def skip_line(item: dict) -> str:
+    """`skipped <source>: <reason>` for a skipped file's record, the reason without the path it
+    starts with (the readers' errors name their file first)."""
+    source, reason = item["source"], item["reason"]
+    return f"skipped {source}: {reason.removeprefix(f'{source}: ')}"
+
+
 def remove_stale_temporaries(folder: Path) -> int:
     """Delete the half-written files (common/files.py names them `.<name>.*.tmp`) that a killed
     build left; only old ones, so that another process building the same cache keeps its own."""

@@ -8,12 +8,11 @@ labels had to be cut.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from common.config import Config
-from common.data.cache import BuildResult, Corpus, build_cache
+from common.data.cache import BuildResult, Corpus, build_cache, skip_line
 from common.data.corpora import SPLITS, assign_splits
 from common.data.windows import BACKGROUND, WindowSpec
 
@@ -113,7 +112,7 @@ def format_summary(prepared: PreparedData) -> str:
             + (" (fix them, or remove them from data_dir):" if build.skipped else "")
         )
         for item in build.skipped:
-            lines.append(f"  skipped {Path(item['source']).name}: {item['reason']}")
+            lines.append(f"  {skip_line(item)}")
     issues = label_issues(prepared.corpus.recordings, prepared.corpus.stems)
     if issues:
         lines.append(f"labels cut in {len(issues)} recording(s):")

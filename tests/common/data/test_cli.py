@@ -90,6 +90,8 @@ def test_labels_writes_the_corpora_own_labels_as_csv_bi(SHARED, tmp_path, write_
     assert not (out / "siena" / "PN00" / "PN00-3.csv_bi").exists()  # the list's typo: refused, not cut
     assert "PN00-3.edf: " in captured.err and "past the registration end it gives (2489 s)" in captured.err
     assert "PN00-7.edf: not listed in" in captured.err
+    # each skip names its file once, then why (the readers' errors start with it too)
+    assert f"skipped {siena / 'PN00-7.edf'}: not listed in {siena / 'Seizures-list-PN00.txt'}" in captured.err
     # --set reaches `labels`: the list's PN00-1.edf, which no EDF beside it is called, read as PN00-7's
     args = ["labels", str(siena.parent), "--out", str(out / "siena"), "--set", "data.listed_as={PN00-7.edf: PN00-1.edf}"]
     assert main(args) == 2  # PN00-3 still refused
@@ -122,7 +124,8 @@ def test_build_exits_2_when_every_recording_is_skipped(tmp_path, write_edf, tusz
     assert main(_build_args(tmp_path, folder)) == 2
     captured = capsys.readouterr()
     assert "0 built, 0 reused, 1 skipped" in captured.out
-    assert "skipped bad_s001_t000.edf: " in captured.out and "'EEG C3-REF' digital min = max" in captured.out
+    assert f"skipped {bad}: calibration that cannot scale" in captured.out  # the path once
+    assert "'EEG C3-REF' digital min = max" in captured.out
     error = captured.err.strip().splitlines()[-1]
     assert error.startswith("error: no usable recording: all 1 skipped") and "manifest.json" in error
     manifest = next((tmp_path / "cache").glob("*/manifest.json"))
@@ -137,7 +140,7 @@ def test_build_exits_0_when_some_recordings_are_skipped(tmp_path, write_edf, tus
     capsys.readouterr()
     assert main(_build_args(tmp_path, out)) == 0
     captured = capsys.readouterr()
-    assert "2 built, 0 reused, 1 skipped" in captured.out and "skipped bad_s001_t000.edf" in captured.out
+    assert "2 built, 0 reused, 1 skipped" in captured.out and f"skipped {out / 'bad_s001_t000.edf'}: " in captured.out
     assert "error" not in captured.err
 
 
