@@ -9,6 +9,8 @@
 included: CHB-MIT summaries and .edf.seizures, Siena seizure lists), as TUSZ `.csv_bi` files
 (seizures `seiz`, the gaps `bckg`) in a tree mirroring DIR's, for NEDC and SzCORE tools. A seizure
 that runs past its EDF's end is cut there and one that starts after it is dropped, each reported.
+It writes every recording it can and exits 2 when it skipped any (each named on stderr with why),
+so that a script notices labels it did not get; `build` exits 2 only when nothing is usable.
 """
 
 from __future__ import annotations
