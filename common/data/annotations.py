@@ -165,12 +165,20 @@ def _misspelt(edf: Path, entries: Iterable[str], listed_as: dict[str, str]) -> s
             f"misspelt (its start time is checked against this EDF's), set data.listed_as: {{{mapping}}}")
 
 
+def _unreadable_entry(edf: Path, error: AnnotationError) -> AnnotationError:
+    return AnnotationError(f"{edf}: {error}; correct that line of the label file, or write "
+                           f"{edf.with_suffix('.csv_bi').name} beside the EDF with its seizures' times from the "
+                           "recording's start")
+
+
 def _chbmit_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], native_labels.NativeLabels]:
     prefix = name_prefix(edf.stem, "chbmit")
     summary = _nearby(edf, f"{prefix}-summary.txt") if prefix else None
     wfdb = edf.with_name(edf.name + ".seizures")
     entries = native_labels.read_chbmit_summary(summary) if summary else {}
     listed = _entry(entries, edf, summary, listed_as) if summary else None
+    if isinstance(listed, AnnotationError):  # its block in the summary; the summary's others are read
+        raise _unreadable_entry(edf, listed)
     annotated = native_labels.read_wfdb_seizures(wfdb, edf_sfreq=_edf_rate(edf)) if wfdb.is_file() else None
     if listed is None and annotated is None:
         where, fix = ((f"is not listed in {summary}", "") if summary else
@@ -210,10 +218,7 @@ def _siena_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], nat
             f"{_misspelt(edf, entries, listed_as)}"
         )
     if isinstance(listed, AnnotationError):  # its block in the list; the list's others are read
-        raise AnnotationError(
-            f"{edf}: {listed}; correct that line of the list, or write {edf.with_suffix('.csv_bi').name} beside "
-            "the EDF with its seizures' times from the recording's start"
-        )
+        raise _unreadable_entry(edf, listed)
     # A seizure ending after the list's own registration end is a typo in its times (PN00-3's ends
     # 19.29.29, the registration 18.57.13): cut at the recording's end it would be a 29-minute seizure.
     late = [stop for _, stop in listed.seizures if listed.duration_seconds is not None

@@ -2,7 +2,8 @@
 
 Every reader returns, per EDF file, its seizures as [start, stop) seconds from the recording's
 start. A file either is well formed or is an AnnotationError naming the file, the line (or byte)
-and what was expected. Seizure times are not checked against the recording's length: the label
+and what was expected; in the multi-recording files (summaries, lists) that error is per
+recording where the line belongs to one. Seizure times are not checked against the recording's length: the label
 files do not always know it, and a caller that does reports an event past the end.
 
 CHB-MIT `chbNN-summary.txt` (CHB-MIT Scalp EEG Database, Shoeb 2009, PhysioNet,
@@ -19,7 +20,8 @@ Seizure times are seconds from the file's start. Clock times may pass 24 h (`24:
 past midnight (`23:21:32` to `0:21:39`), so the duration is (end - start) mod 24 h. Other lines
 (the sampling rate, `Channel N: ...` listings, `Channels changed:` sections, `****` rules) are
 skipped; a line that starts like one of the keys above but does not parse is an error. A block's
-start/end pairs must number `Number of Seizures in File`; a file may be listed once.
+start/end pairs must number `Number of Seizures in File`; a file may be listed once. An error in a
+block spoils its recording only: its entry is the error, and the summary's others are read.
 
 WFDB `.edf.seizures` (PhysioNet WFDB "MIT format" annotation files, wfdb `annot(5)` man page).
 Little-endian 16-bit words, high 6 bits the annotation type A, low 10 bits I:
@@ -131,10 +133,18 @@ class _ChbBlock:
     count: tuple[int, int] | None = None  # (number of seizures, line)
     seizures: list[tuple[float, float]] = field(default_factory=list)
     pending: tuple[float, int] | None = None  # a start time waiting for its end, and its line
+    error: AnnotationError | None = None  # the first line of the block that could not be read
+
+    def unreadable(self, error: AnnotationError) -> None:
+        self.error = self.error or error
 
 
-def read_chbmit_summary(path: str | Path) -> dict[str, NativeLabels]:
-    """Parse one CHB-MIT `chbNN-summary.txt`; keys are EDF file names in the order listed."""
+def read_chbmit_summary(path: str | Path) -> dict[str, NativeLabels | AnnotationError]:
+    """Parse one CHB-MIT `chbNN-summary.txt`; keys are EDF file names in the order listed.
+
+    As for Siena's lists, a block that cannot be read makes its recording's entry the error
+    naming the line, and the summary's other recordings keep their labels; a key line before any
+    `File Name:`, an unreadable `File Name:` line or a summary without one raises."""
     path = Path(path)
     blocks: dict[str, _ChbBlock] = {}
     block: _ChbBlock | None = None
@@ -144,61 +154,82 @@ def read_chbmit_summary(path: str | Path) -> dict[str, NativeLabels]:
             if block is not None:
                 _close_chb_block(block, path)
             name = match.group(1)
-            if name in blocks:
-                raise AnnotationError(f"{where}: {name} is listed twice (first at line {blocks[name].line}); "
-                                      "each file needs exactly one 'File Name:' block")
+            if name in blocks:  # which block holds its seizures is unknown: neither is read
+                block = blocks[name]
+                block.unreadable(AnnotationError(f"{where}: {name} is listed twice (first at line {block.line}); "
+                                                 "each file needs exactly one 'File Name:' block"))
+                continue
             block = blocks[name] = _ChbBlock(name, lineno)
             continue
         if not line.lower().startswith(_CHB_KEYS):
             continue  # sampling rate, channel listings, rules
-        if block is None:
-            raise AnnotationError(f"{where}: {line!r} before any 'File Name: chbNN_MM.edf' line")
-        if match := _CHB_CLOCK.match(line):
-            which = match.group(1).lower()
-            if which in block.clocks:
-                raise AnnotationError(f"{where}: a second 'File {which.title()} Time' for {block.name}")
-            block.clocks[which] = (_clock_seconds(match.groups()[1:], where), lineno)
-        elif match := _CHB_COUNT.match(line):
-            if block.count is not None:
-                raise AnnotationError(f"{where}: a second 'Number of Seizures in File' for {block.name}")
-            block.count = (int(match.group(1)), lineno)
-        elif match := _CHB_SEIZURE.match(line):
-            seconds = float(match.group(2))
-            if match.group(1).lower() == "start":
-                if block.pending is not None:
-                    raise AnnotationError(f"{path}:{block.pending[1]}: seizure start without an end "
-                                          f"(the next start is at line {lineno})")
-                block.pending = (seconds, lineno)
-                continue
-            if block.pending is None:
-                raise AnnotationError(f"{where}: 'Seizure End Time' without a 'Seizure Start Time' before it")
-            start, _ = block.pending
-            if seconds <= start:
-                raise AnnotationError(f"{where}: seizure ends at {seconds} s, not after its start at {start} s")
-            block.seizures.append((start, seconds))
-            block.pending = None
-        else:
-            raise AnnotationError(f"{where}: cannot read {line!r}; expected 'File Start Time: HH:MM:SS', "
-                                  "'Number of Seizures in File: N' or 'Seizure [K] Start/End Time: S seconds'")
+        if block is None or line.lower().startswith("file name"):
+            raise AnnotationError(f"{where}: cannot read {line!r} " + (
+                "before any 'File Name: chbNN_MM.edf' line" if block is None else
+                "(the lines after it would go to the wrong recording); expected 'File Name: chbNN_MM.edf'"))
+        try:
+            _chb_line(line, where, lineno, block, path)
+        except AnnotationError as error:
+            block.unreadable(error)
     if block is None:
         raise AnnotationError(f"{path}: no 'File Name:' block; is this a CHB-MIT chbNN-summary.txt?")
     _close_chb_block(block, path)
-    return {name: _chb_labels(b, path) for name, b in blocks.items()}
+    listed: dict[str, NativeLabels | AnnotationError] = {}
+    for name, each in blocks.items():
+        try:
+            listed[name] = each.error or _chb_labels(each, path)
+        except AnnotationError as error:
+            listed[name] = error
+    return listed
+
+
+def _chb_line(line: str, where: str, lineno: int, block: _ChbBlock, path: Path) -> None:
+    """Read one clock, count or seizure time line into `block`."""
+    if match := _CHB_CLOCK.match(line):
+        which = match.group(1).lower()
+        if which in block.clocks:
+            raise AnnotationError(f"{where}: a second 'File {which.title()} Time' for {block.name}")
+        block.clocks[which] = (_clock_seconds(match.groups()[1:], where), lineno)
+    elif match := _CHB_COUNT.match(line):
+        if block.count is not None:
+            raise AnnotationError(f"{where}: a second 'Number of Seizures in File' for {block.name}")
+        block.count = (int(match.group(1)), lineno)
+    elif match := _CHB_SEIZURE.match(line):
+        seconds = float(match.group(2))
+        if match.group(1).lower() == "start":
+            if block.pending is not None:
+                raise AnnotationError(f"{path}:{block.pending[1]}: seizure start without an end "
+                                      f"(the next start is at line {lineno})")
+            block.pending = (seconds, lineno)
+            return
+        if block.pending is None:
+            raise AnnotationError(f"{where}: 'Seizure End Time' without a 'Seizure Start Time' before it")
+        start, _ = block.pending
+        if seconds <= start:
+            raise AnnotationError(f"{where}: seizure ends at {seconds} s, not after its start at {start} s")
+        block.seizures.append((start, seconds))
+        block.pending = None
+    else:
+        raise AnnotationError(f"{where}: cannot read {line!r}; expected 'File Start Time: HH:MM:SS', "
+                              "'Number of Seizures in File: N' or 'Seizure [K] Start/End Time: S seconds'")
 
 
 def _close_chb_block(block: _ChbBlock, path: Path) -> None:
+    """The checks of a whole block, once its lines are read; a failing one spoils its recording."""
+    if block.error is not None:
+        return
     if block.pending is not None:
-        raise AnnotationError(f"{path}:{block.pending[1]}: seizure start without an end in {block.name}")
-    if block.count is None:
-        raise AnnotationError(f"{path}:{block.line}: {block.name} has no 'Number of Seizures in File: N' line")
-    count, lineno = block.count
-    if count != len(block.seizures):
-        raise AnnotationError(f"{path}:{lineno}: {block.name} says {count} seizures but lists "
-                              f"{len(block.seizures)} start/end pairs")
-    if len(block.clocks) == 1:
+        block.unreadable(AnnotationError(f"{path}:{block.pending[1]}: seizure start without an end in {block.name}"))
+    elif block.count is None:
+        block.unreadable(AnnotationError(f"{path}:{block.line}: {block.name} has no 'Number of Seizures in File: "
+                                         "N' line"))
+    elif block.count[0] != len(block.seizures):
+        block.unreadable(AnnotationError(f"{path}:{block.count[1]}: {block.name} says {block.count[0]} seizures but "
+                                         f"lists {len(block.seizures)} start/end pairs"))
+    elif len(block.clocks) == 1:
         (which, (_, line)), = block.clocks.items()
-        raise AnnotationError(f"{path}:{line}: {block.name} has a File {which.title()} Time but not the other; "
-                              "give both or neither")
+        block.unreadable(AnnotationError(f"{path}:{line}: {block.name} has a File {which.title()} Time but not the "
+                                         "other; give both or neither"))
 
 
 def _chb_labels(block: _ChbBlock, path: Path) -> NativeLabels:

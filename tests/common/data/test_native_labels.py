@@ -179,17 +179,28 @@ Seizure End Time: 200 seconds
     ("File End Time: 12:42:54\n", "", "File Start", "not the other"),
     ("Number of Seizures in File: 1\n", "", "File Name", "no 'Number of Seizures in File"),
 ])
-def test_chbmit_errors_name_file_and_line(tmp_path, old, new, fragment, match):
-    text = CHB_ONE.replace(old, new)
-    _raises_at(read_chbmit_summary, _write(tmp_path, text, "chb01-summary.txt"), text, fragment, match)
-
-
-def test_chbmit_file_listed_twice_and_no_block(tmp_path):
-    text = CHB_ONE + "\n" + CHB_ONE.replace("Seizure Start Time: 100", "Seizure Start Time: 150")
+def test_chbmit_errors_name_file_and_line_and_spoil_that_recording_only(tmp_path, old, new, fragment, match):
+    text = CHB_ONE.replace(old, new) + CHB_OTHER
     path = _write(tmp_path, text, "chb01-summary.txt")
-    with pytest.raises(AnnotationError, match="listed twice \\(first at line 1\\)") as caught:
-        read_chbmit_summary(path)
-    assert f"{path}:8:" in str(caught.value)
+    listed = read_chbmit_summary(path)
+    assert isinstance(listed["chb01_01.edf"], AnnotationError) and re.search(match, str(listed["chb01_01.edf"]))
+    assert str(listed["chb01_01.edf"]).startswith(f"{path}:{_line_of(text, fragment)}:")
+    assert listed["chb01_02.edf"] == NativeLabels("chb01_02.edf", (), str(path), None)
+
+
+CHB_OTHER = "\nFile Name: chb01_02.edf\nNumber of Seizures in File: 0\n"  # which CHB_ONE's errors leave alone
+
+
+def test_chbmit_file_listed_twice_lines_of_no_recording_and_no_block(tmp_path):
+    text = CHB_ONE + "\n" + CHB_ONE.replace("Seizure Start Time: 100", "Seizure Start Time: 150") + CHB_OTHER
+    path = _write(tmp_path, text, "chb01-summary.txt")
+    listed = read_chbmit_summary(path)  # which block holds its seizures is unknown: neither is read
+    assert str(listed["chb01_01.edf"]).startswith(f"{path}:8: chb01_01.edf is listed twice (first at line 1)")
+    assert listed["chb01_02.edf"].seizures == ()
+    for old, new, fragment in (("File Name: chb01_01.edf", "Number of Seizures in File: 0", "Number of"),
+                               ("File Name: chb01_02.edf", "File Name: chb01 02.edf", "chb01 02")):
+        text = (CHB_ONE + CHB_OTHER).replace(old, new, 1)
+        _raises_at(read_chbmit_summary, _write(tmp_path, text, "chb01-summary.txt"), text, fragment, "cannot read")
     path = _write(tmp_path, "Data Sampling Rate: 256 Hz\nChannel 1: FP1-F7\n", "empty-summary.txt")
     with pytest.raises(AnnotationError, match=f"{path}: no 'File Name:' block"):
         read_chbmit_summary(path)

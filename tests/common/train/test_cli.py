@@ -122,7 +122,7 @@ def test_an_empty_training_split_names_the_skipped_recordings_and_the_report(tmp
                lambda: Loop) == 2
     captured = capsys.readouterr()
     manifest = next((tmp_path / "cache").glob("*/manifest.json"))
-    assert "skipped pa_s001_t000.edf: " in captured.out  # the summary lists the reason
+    assert f"skipped {data / 'pa_s001_t000.edf'}: " in captured.out  # the summary lists the reason
     assert captured.err.strip() == (
         f"error: the training split is empty (1 recording(s) skipped as unusable: the reasons are in the summary "
         f"above and under `skipped` in {manifest}; fix those files): add recordings or lower data.split fractions")
