@@ -113,7 +113,7 @@ def _recordings(config, split: str | None, edf_dir: str | None, progress: bool):
         build = build_cache(dataclasses.replace(config, data=data), progress=progress)
         corpus = Corpus(build.root)
         if not corpus.stems:
-            reasons = "".join(f"\n  {s['source']}: {s['reason']}" for s in build.survey.left_out + build.skipped)
+            reasons = "".join(f"\n  {skip_line(s)}" for s in build.survey.left_out + build.skipped)
             raise ValueError(f"--edf-dir {folder}: no usable recording (EDF files matching "
                              f"{config.data.edf_glob} with their labels){reasons}")
         return corpus, corpus.stems, build.survey.left_out + build.skipped, {"edf_dir": str(folder.resolve())}

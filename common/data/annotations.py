@@ -166,7 +166,7 @@ def _misspelt(edf: Path, entries: Iterable[str], listed_as: dict[str, str]) -> s
 
 
 def _unreadable_entry(edf: Path, error: AnnotationError) -> AnnotationError:
-    return AnnotationError(f"{edf}: {error}; correct that line of the label file, or write "
+    return AnnotationError(f"{edf}: {error}; correct the label file, or write "
                            f"{edf.with_suffix('.csv_bi').name} beside the EDF with its seizures' times from the "
                            "recording's start")
 

@@ -78,11 +78,11 @@ _SKIP, _NUM, _SUB, _CHN, _AUX = 59, 60, 61, 62, 63
 _ONSET, _OFFSET = 32, 33
 _TIME_RESOLUTION = re.compile(r"##\s*time resolution:\s*(\S+)")
 
-_CHB_FILE = re.compile(r"file name:\s*(\S+)$", re.I)
+_CHB_FILE = re.compile(r"file\s*name:\s*(\S+)$", re.I)
 _CHB_CLOCK = re.compile(r"file (start|end) time:\s*(\d+):(\d\d):(\d\d)$", re.I)
 _CHB_COUNT = re.compile(r"number of seizures in file:\s*(\d+)$", re.I)
 _CHB_SEIZURE = re.compile(r"seizure(?:\s+\d+)?\s+(start|end)\s+time:\s*(\d+(?:\.\d*)?)(?:\s*seconds?)?$", re.I)
-_CHB_KEYS = ("file name", "file start", "file end", "number of seizures", "seizure")
+_CHB_KEYS = ("file", "number of seizures", "seizure")
 
 _SIENA_HEADER = re.compile(r"seizure\s+n(?:o|umber)?\.?\s*\d+$", re.I)
 _SIENA_HEADER_KEY = re.compile(r"seizure\s*(?:n\b|n\.|no\b|number|#|\d)", re.I)  # starts like a header
@@ -144,7 +144,8 @@ def read_chbmit_summary(path: str | Path) -> dict[str, NativeLabels | Annotation
 
     As for Siena's lists, a block that cannot be read makes its recording's entry the error
     naming the line, and the summary's other recordings keep their labels; a key line before any
-    `File Name:`, an unreadable `File Name:` line or a summary without one raises."""
+    `File Name:`, an unreadable `File Name:` line, a block's second count or clock (a block
+    boundary lost) or a summary without a block raises."""
     path = Path(path)
     blocks: dict[str, _ChbBlock] = {}
     block: _ChbBlock | None = None
@@ -154,21 +155,24 @@ def read_chbmit_summary(path: str | Path) -> dict[str, NativeLabels | Annotation
             if block is not None:
                 _close_chb_block(block, path)
             name = match.group(1)
-            if name in blocks:  # which block holds its seizures is unknown: neither is read
-                block = blocks[name]
-                block.unreadable(AnnotationError(f"{where}: {name} is listed twice (first at line {block.line}); "
-                                                 "each file needs exactly one 'File Name:' block"))
+            if name in blocks:  # which block holds its seizures is unknown: neither is used
+                first = blocks[name]
+                first.unreadable(AnnotationError(f"{where}: {name} is listed twice (first at line {first.line}); "
+                                                 "each file needs one 'File Name:' block"))
+                block = _ChbBlock(name, lineno)  # read for the summary's checks, kept nowhere
                 continue
             block = blocks[name] = _ChbBlock(name, lineno)
             continue
         if not line.lower().startswith(_CHB_KEYS):
             continue  # sampling rate, channel listings, rules
-        if block is None or line.lower().startswith("file name"):
+        if block is None or re.match(r"file\s*name", line, re.I):
             raise AnnotationError(f"{where}: cannot read {line!r} " + (
                 "before any 'File Name: chbNN_MM.edf' line" if block is None else
                 "(the lines after it would go to the wrong recording); expected 'File Name: chbNN_MM.edf'"))
         try:
             _chb_line(line, where, lineno, block, path)
+        except _LostBlock:
+            raise
         except AnnotationError as error:
             block.unreadable(error)
     if block is None:
@@ -183,16 +187,23 @@ def read_chbmit_summary(path: str | Path) -> dict[str, NativeLabels | Annotation
     return listed
 
 
+class _LostBlock(AnnotationError):
+    """A line that says a block began where no `File Name:` line is (a block's second count or
+    clock): the lines around it belong to no known recording, so the whole summary is refused."""
+
+
 def _chb_line(line: str, where: str, lineno: int, block: _ChbBlock, path: Path) -> None:
     """Read one clock, count or seizure time line into `block`."""
     if match := _CHB_CLOCK.match(line):
         which = match.group(1).lower()
         if which in block.clocks:
-            raise AnnotationError(f"{where}: a second 'File {which.title()} Time' for {block.name}")
+            raise _LostBlock(f"{where}: a second 'File {which.title()} Time' for {block.name}: a 'File Name:' line "
+                             "before it is missing or misspelt, and the lines after it would go to the wrong recording")
         block.clocks[which] = (_clock_seconds(match.groups()[1:], where), lineno)
     elif match := _CHB_COUNT.match(line):
         if block.count is not None:
-            raise AnnotationError(f"{where}: a second 'Number of Seizures in File' for {block.name}")
+            raise _LostBlock(f"{where}: a second 'Number of Seizures in File' for {block.name}: a 'File Name:' line "
+                             "before it is missing or misspelt, and the lines after it would go to the wrong recording")
         block.count = (int(match.group(1)), lineno)
     elif match := _CHB_SEIZURE.match(line):
         seconds = float(match.group(2))

@@ -255,7 +255,7 @@ def test_chbmit_labels_come_from_the_summary_and_the_seizures_file(SHARED, tmp_p
     summary = folder / "chb05-summary.txt"
     summary.write_text(summary.read_text() + "\nFile Name: chb05_99.edf\nNumber of Seizures in File: one\n")
     with pytest.raises(AnnotationError, match=r"chb05_99.edf: .*chb05-summary.txt:\d+: cannot read 'Number of "
-                                              r"Seizures in File: one'.*; correct that line of the label file"):
+                                              r"Seizures in File: one'.*; correct the label file"):
         labels_for(folder / "chb05_99.edf", "chbmit")
     assert labels_for(folder / "chb05_06.edf", "chbmit").seizures() == [(417.0, 532.0)]
     # a partial download: the summary's 38 other recordings are no misspellings of this one
@@ -335,7 +335,7 @@ def test_siena_as_it_ships_misspelt_names_and_an_unreadable_block(tmp_path):
     with pytest.raises(AnnotationError, match=r"row$"):
         labels_for(folder / "PN01-5.edf", "siena", listed_as=())
     with pytest.raises(AnnotationError, match=r"PN01-7.8.9.edf: .*Seizures-list-PN01.txt:14: cannot read the time "
-                                              r"'1 6.49.25'.*; correct that line of the label file, or write "
+                                              r"'1 6.49.25'.*; correct the label file, or write "
                                               r"PN01-7.8.9.csv_bi"):
         labels_for(folder / "PN01-7.8.9.edf", "siena")
     # listed under both names: one entry's seizures would be dropped

@@ -197,10 +197,18 @@ def test_chbmit_file_listed_twice_lines_of_no_recording_and_no_block(tmp_path):
     listed = read_chbmit_summary(path)  # which block holds its seizures is unknown: neither is read
     assert str(listed["chb01_01.edf"]).startswith(f"{path}:8: chb01_01.edf is listed twice (first at line 1)")
     assert listed["chb01_02.edf"].seizures == ()
-    for old, new, fragment in (("File Name: chb01_01.edf", "Number of Seizures in File: 0", "Number of"),
-                               ("File Name: chb01_02.edf", "File Name: chb01 02.edf", "chb01 02")):
+    for old, new, fragment, match in (
+        ("File Name: chb01_01.edf", "Number of Seizures in File: 0", "Number of", "cannot read"),
+        ("File Name: chb01_02.edf", "File Name: chb01 02.edf", "chb01 02", "cannot read"),
+        # a block boundary lost: its lines would go to the block before it
+        ("File Name: chb01_02.edf", "Name: chb01_02.edf", "Number of Seizures in File: 0",
+         "a second 'Number of Seizures in File' for chb01_01.edf: a 'File Name:' line before it is missing"),
+    ):
         text = (CHB_ONE + CHB_OTHER).replace(old, new, 1)
-        _raises_at(read_chbmit_summary, _write(tmp_path, text, "chb01-summary.txt"), text, fragment, "cannot read")
+        _raises_at(read_chbmit_summary, _write(tmp_path, text, "chb01-summary.txt"), text, fragment, match)
+    # 'Filename:' is a File Name line, not a line of the block before it
+    text = (CHB_ONE + CHB_OTHER).replace("File Name: chb01_02.edf", "Filename: chb01_02.edf")
+    assert read_chbmit_summary(_write(tmp_path, text, "chb01-summary.txt"))["chb01_02.edf"].seizures == ()
     path = _write(tmp_path, "Data Sampling Rate: 256 Hz\nChannel 1: FP1-F7\n", "empty-summary.txt")
     with pytest.raises(AnnotationError, match=f"{path}: no 'File Name:' block"):
         read_chbmit_summary(path)
