@@ -178,13 +178,7 @@ def read_chbmit_summary(path: str | Path) -> dict[str, NativeLabels | Annotation
     if block is None:
         raise AnnotationError(f"{path}: no 'File Name:' block; is this a CHB-MIT chbNN-summary.txt?")
     _close_chb_block(block, path)
-    listed: dict[str, NativeLabels | AnnotationError] = {}
-    for name, each in blocks.items():
-        try:
-            listed[name] = each.error or _chb_labels(each, path)
-        except AnnotationError as error:
-            listed[name] = error
-    return listed
+    return _entries(blocks, lambda each: _chb_labels(each, path))
 
 
 class _LostBlock(AnnotationError):
@@ -408,13 +402,7 @@ def read_siena_list(path: str | Path) -> dict[str, NativeLabels | AnnotationErro
         current.unreadable(AnnotationError(f"{path}:{pending[1]}: seizure start without an end"))
     if not files:
         raise AnnotationError(f"{path}: no 'File name:' line; is this a Siena Seizures-list-PNxx.txt?")
-    listed: dict[str, NativeLabels | AnnotationError] = {}
-    for name, file in files.items():
-        try:
-            listed[name] = file.error or _siena_labels(file, path)
-        except AnnotationError as error:
-            listed[name] = error
-    return listed
+    return _entries(files, lambda file: _siena_labels(file, path))
 
 
 def _siena_time(line: str, path: Path, lineno: int, current: _SienaFile | None,
@@ -482,6 +470,18 @@ def _siena_clock(text: str, where: str) -> int:
 
 
 # --- shared ------------------------------------------------------------------------------------
+
+
+def _entries(records: dict, labels_of) -> dict[str, NativeLabels | AnnotationError]:
+    """Each recording's labels, or the error that spoiled its block (a line of it, or the checks
+    of the whole block that labels_of makes)."""
+    listed: dict[str, NativeLabels | AnnotationError] = {}
+    for name, record in records.items():
+        try:
+            listed[name] = record.error or labels_of(record)
+        except AnnotationError as error:
+            listed[name] = error
+    return listed
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
