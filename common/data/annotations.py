@@ -8,7 +8,7 @@ Where a recording's labels come from (`labels_for`), first found wins:
     siena                       Seizures-list-PNxx.txt (its folder or the one above)
 
 A corpus's own file that lists a recording under a misspelt name is read under the name
-`data.listed_as` maps it to (by default Siena v1.0.0's five, common/config.py SIENA_LISTED_AS).
+`data.listed_as` maps it to (by default Siena v1.0.0's five, native_labels.SIENA_LISTED_AS).
 
 TUSZ files are read by common/data/csv_bi.py and the corpora's own by common/data/native_labels.py,
 strictly: a malformed row is an error that names the file and line, never skipped (a silently
@@ -247,14 +247,20 @@ def _siena_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], nat
 SIENA_CLOCK_TOLERANCE_SECONDS = 1
 
 
-def _edf_rate(edf: Path) -> float | None:
-    """The EDF's sampling rate when its signals share one (a WFDB annotation file's times are in
-    its samples); None when the header cannot be read or the rates differ."""
+def _header(edf: Path):
+    """The EDF's header, None when it cannot be read (read_edf refuses that file, naming why)."""
     from common.data.edf import EDFError, read_header  # MNE is slow to import
 
     try:
-        header = read_header(edf)
+        return read_header(edf)
     except EDFError:
+        return None
+
+
+def _edf_rate(edf: Path) -> float | None:
+    """The EDF's sampling rate when its signals share one (a WFDB annotation file's times are in
+    its samples); None when the header cannot be read or the rates differ."""
+    if (header := _header(edf)) is None:
         return None
     rates = {header.sfreq(i) for i in range(len(header.labels))}
     return rates.pop() if len(rates) == 1 else None
@@ -262,13 +268,9 @@ def _edf_rate(edf: Path) -> float | None:
 
 def _header_clock(edf: Path) -> int | None:
     """The EDF header's start time in seconds of the day; None when the header cannot be read
-    (read_edf refuses that file, naming why) or the time is not hh.mm.ss."""
-    from common.data.edf import EDFError, read_header  # MNE is slow to import
-
-    try:
-        return native_labels.clock_seconds(read_header(edf).starttime)
-    except EDFError:
-        return None
+    or the time is not hh.mm.ss."""
+    header = _header(edf)
+    return None if header is None else native_labels.clock_seconds(header.starttime)
 
 
 def _clock_text(seconds: int) -> str:
