@@ -453,7 +453,9 @@ class Config:
     def _check(self):
         if self.model.montage != self.data.montage:
             raise ValueError(
-                f"model.montage ({self.model.montage}) differs from data.montage ({self.data.montage})"
+                f"model.montage ({self.model.montage}) differs from data.montage ({self.data.montage}): "
+                "the model's nodes are the montage's channels; set both to one montage "
+                "(in YAML, or --set data.montage=M --set model.montage=M)"
             )
         window = self.data.window_seconds * self.preprocess.sfreq
         if window != int(window) or int(window) % self.model.tcn.stride_down:

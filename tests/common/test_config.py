@@ -106,7 +106,7 @@ def test_configs_are_frozen_and_hash_stably():
 def test_cross_field_checks():
     with pytest.raises(ConfigError, match="stride_down"):
         load_config(None, ["data.window_seconds=1.01"])
-    with pytest.raises(ConfigError, match="differs from data.montage"):
+    with pytest.raises(ConfigError, match=r"differs from data.montage \(ref19\): .*--set data.montage=M --set model.montage=M"):
         load_config(None, ["model.montage=bipolar"])
     with pytest.raises(ConfigError, match="headdim"):
         load_config(None, ["model.node_mamba.headdim=7"])
