@@ -144,6 +144,11 @@ class DataConfig:
     # hashable. The default holds Siena v1.0.0's five misspellings (native_labels.SIENA_LISTED_AS;
     # before this field those recordings were refused as unlisted); {} reads names only as written.
     listed_as: tuple[tuple[str, str], ...] = tuple(SIENA_LISTED_AS.items())
+    # A CHB-MIT recording its chbNN-summary.txt leaves out and without a .edf.seizures file (chb24's
+    # ten seizure-free recordings): refuse it (its seizures are unknown), or read it as seizure-free,
+    # which holds only beside other .seizures files: PhysioNet ships one with every recording that
+    # has a seizure (common/data/annotations.py, _chbmit_unlisted).
+    chbmit_unlisted: Literal["refuse", "seizure_free"] = "refuse"
 
     @field_validator("listed_as", mode="before")
     @classmethod

@@ -67,7 +67,8 @@ def _labels(args) -> int:
     for recording in found.recordings:
         edf = recording.edf
         try:
-            annotations = labels_for(edf, found.corpus, data.seizure_labels, data.background_labels, data.listed_as)
+            annotations = labels_for(edf, found.corpus, data.seizure_labels, data.background_labels, data.listed_as,
+                                     data.chbmit_unlisted)
             header = read_header(edf)
             duration = header.n_records * header.record_seconds
             check_duration(annotations, edf, duration, data.label_duration_tolerance_seconds)
@@ -120,7 +121,7 @@ def _inspect(args) -> int:
     corpus = config.data.corpus if config.data.corpus != "auto" else corpus_of_name(edf.stem)
     try:
         annotations = labels_for(edf, corpus, config.data.seizure_labels, config.data.background_labels,
-                                 config.data.listed_as)
+                                 config.data.listed_as, config.data.chbmit_unlisted)
     except AnnotationError as err:  # the signals are still worth a look
         print(f"\nno labels: {err}")
     else:

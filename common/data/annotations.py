@@ -9,6 +9,8 @@ Where a recording's labels come from (`labels_for`), first found wins:
 
 A corpus's own file that lists a recording under a misspelt name is read under the name
 `data.listed_as` maps it to (by default Siena v1.0.0's five, native_labels.SIENA_LISTED_AS).
+A CHB-MIT recording its summary leaves out and without a .seizures file (chb24's ten) is refused,
+or read as seizure-free where `data.chbmit_unlisted` says so (see `_chbmit_unlisted`).
 
 TUSZ files are read by common/data/csv_bi.py and the corpora's own by common/data/native_labels.py,
 strictly: a malformed row is an error that names the file and line, never skipped (a silently
@@ -50,6 +52,7 @@ class Annotations:
     events: list[Event] = field(default_factory=list)
     files: tuple[str, ...] = ()  # the label files read; default (path,)
     listed_as: str | None = None  # the name a corpus's own label file lists it under, when not its own
+    unlisted: bool = False  # seizure-free because data.chbmit_unlisted says so, not because a file says
 
     def __post_init__(self):
         self.files = self.files or (self.path,)
@@ -103,16 +106,17 @@ def labels_for(
     seizure_labels: Iterable[str] = SEIZURE_LABELS,
     background_labels: Iterable[str] = BACKGROUND_LABELS,
     listed_as: Iterable[tuple[str, str]] = SIENA_LISTED_AS.items(),
+    chbmit_unlisted: str = "refuse",
 ) -> Annotations:
     """The labels of one recording (the module docstring's order); AnnotationError when there are
     none or they contradict each other, naming the files and the fix. `listed_as` (config
-    `data.listed_as`) gives the name a corpus's own label file misspells a recording's as."""
+    `data.listed_as`) gives the name a corpus's own label file misspells a recording's as;
+    `chbmit_unlisted` (config `data.chbmit_unlisted`) what a CHB-MIT recording no file speaks for is."""
     edf = Path(edf)
     beside = annotation_file(edf)
     if beside is not None:
         return read_annotations(beside, seizure_labels, background_labels)
-    readers = {"chbmit": _chbmit_labels, "siena": _siena_labels}
-    if corpus not in readers:
+    if corpus not in ("chbmit", "siena"):
         raise AnnotationError(
             f"{edf}: no annotation file ({edf.with_suffix('.csv_bi').name} or {edf.with_suffix('.csv').name}); "
             "a recording without labels cannot be trained or scored: add one (a background-only file has "
@@ -121,10 +125,14 @@ def labels_for(
     if NATIVE_LABEL not in set(seizure_labels):
         raise AnnotationError(f"{edf}: the {corpus} label files' seizures are labelled {NATIVE_LABEL!r}, which "
                               "data.seizure_labels leaves out: add it")
-    sources, native = readers[corpus](edf, dict(listed_as))
+    if corpus == "chbmit":
+        sources, native = _chbmit_labels(edf, dict(listed_as), chbmit_unlisted)
+    else:
+        sources, native = _siena_labels(edf, dict(listed_as))
     events = native_labels.seizure_events(native, NATIVE_LABEL)
     alias = native.file_name if native.file_name != edf.name else None
-    return Annotations(" + ".join(map(str, sources)), None, events, tuple(map(str, sources)), alias)
+    return Annotations(" + ".join(map(str, sources)), None, events, tuple(map(str, sources)), alias,
+                       unlisted=native.source == _UNLISTED)
 
 
 def _nearby(edf: Path, name: str) -> Path | None:
@@ -171,7 +179,8 @@ def _unreadable_entry(edf: Path, error: AnnotationError) -> AnnotationError:
                            "recording's start")
 
 
-def _chbmit_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], native_labels.NativeLabels]:
+def _chbmit_labels(edf: Path, listed_as: dict[str, str],
+                   unlisted: str = "refuse") -> tuple[list[Path], native_labels.NativeLabels]:
     prefix = name_prefix(edf.stem, "chbmit")
     summary = _nearby(edf, f"{prefix}-summary.txt") if prefix else None
     wfdb = edf.with_name(edf.name + ".seizures")
@@ -181,11 +190,11 @@ def _chbmit_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], na
         raise _unreadable_entry(edf, listed)
     annotated = native_labels.read_wfdb_seizures(wfdb, edf_sfreq=_edf_rate(edf)) if wfdb.is_file() else None
     if listed is None and annotated is None:
-        where, fix = ((f"is not listed in {summary}", "") if summary else
-                      (f"has no {prefix or 'chbNN'}-summary.txt in its folder or the one above",
-                       "put the summary beside it as the corpus ships it, or "))
+        if summary is not None:
+            return _chbmit_unlisted(edf, summary, unlisted)
         raise AnnotationError(
-            f"{edf}: {where} and has no {wfdb.name}, so its seizures are unknown; {fix}write "
+            f"{edf}: has no {prefix or 'chbNN'}-summary.txt in its folder or the one above and has no {wfdb.name}, "
+            "so its seizures are unknown; put the summary beside it as the corpus ships it, or write "
             f"{edf.with_suffix('.csv_bi').name} (a seizure-free recording has one 'TERM,0,<duration>,bckg' row)"
         )
     if listed is not None and annotated is not None:
@@ -199,6 +208,34 @@ def _chbmit_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], na
     chosen = listed if listed is not None else annotated
     sources = [p for p, used in ((summary, listed), (wfdb, annotated)) if used is not None]
     return sources, chosen
+
+
+_UNLISTED = "data.chbmit_unlisted"  # the source of the labels _chbmit_unlisted reads as seizure-free
+
+
+def _chbmit_unlisted(edf: Path, summary: Path, unlisted: str) -> tuple[list[Path], native_labels.NativeLabels]:
+    """A recording its summary leaves out, without a .seizures file. PhysioNet ships a `.seizures`
+    file with every CHB-MIT recording that has a seizure (the CHB-MIT database page, "the beginning
+    ([) and end (]) of each seizure is annotated in the .seizure annotation files that accompany
+    each of the files listed in RECORDS-WITH-SEIZURES"), so where the annotation files came with
+    the download (the folder holds others') the recording has none; chb24's summary lists only its
+    recordings with seizures and leaves ten out. Refused unless data.chbmit_unlisted is
+    seizure_free; read so only beside other `.seizures` files, never in a download without them."""
+    wfdb = edf.with_name(edf.name + ".seizures")
+    others = sorted(edf.parent.glob("*.edf.seizures"))
+    if unlisted == "seizure_free" and others:
+        return [summary], native_labels.NativeLabels(edf.name, (), _UNLISTED, None)
+    if others:
+        why = (f"; PhysioNet ships a .seizures file with every recording that has a seizure, and this folder "
+               f"holds {len(others)} for others but none for it: if the download is whole (chb24's summary "
+               "leaves out its ten seizure-free recordings), set data.chbmit_unlisted: seizure_free, or")
+    else:
+        why = ("; its folder holds no .seizures file, so whether they were downloaded is unknown (data."
+               "chbmit_unlisted: seizure_free needs them beside it): download them, or")
+    raise AnnotationError(
+        f"{edf}: is not listed in {summary} and has no {wfdb.name}, so its seizures are unknown{why} write "
+        f"{edf.with_suffix('.csv_bi').name} (a seizure-free recording has one 'TERM,0,<duration>,bckg' row)"
+    )
 
 
 def _siena_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], native_labels.NativeLabels]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.config import Config, config_hash, config_to_dict
+from common.config import Config, DataConfig, config_hash, config_to_dict
 from common.data.annotations import annotation_file, check_duration, labels_for, seizure_mask
 from common.data.corpora import Recording, Survey, survey
 from common.data.windows import (
@@ -106,10 +106,11 @@ def _source_stamp(edf: Path) -> dict:
     return {"source": stamp["path"], "size": stamp["size"], "mtime_ns": stamp["mtime_ns"]}
 
 
-def _is_current(sidecar: Path, edf: Path, listed_as: dict[str, str]) -> bool:
+def _is_current(sidecar: Path, edf: Path, data: DataConfig) -> bool:
     """The sidecar exists, stamps this EDF and its label files as they are now, and those are the
     files labels_for would read now (a `<stem>.csv_bi` put beside the EDF since overrides them),
-    under the name data.listed_as gives it now if it was read under another."""
+    under the name data.listed_as gives it now if it was read under another, and seizure-free by
+    data.chbmit_unlisted only while that still says so."""
     try:
         meta = json.loads(sidecar.read_text())
         labels_now = [_file_stamp(Path(f["path"])) for f in meta.get("label_files", [None])]
@@ -118,7 +119,9 @@ def _is_current(sidecar: Path, edf: Path, listed_as: dict[str, str]) -> bool:
     beside = annotation_file(edf)
     if beside is not None and [f["path"] for f in labels_now] != [str(beside.resolve())]:
         return False
-    if meta.get("listed_as") is not None and beside is None and listed_as.get(edf.name) != meta["listed_as"]:
+    if beside is None and meta.get("listed_as") is not None and dict(data.listed_as).get(edf.name) != meta["listed_as"]:
+        return False
+    if beside is None and meta.get("unlisted") and data.chbmit_unlisted != "seizure_free":
         return False
     return all(meta.get(k) == v for k, v in _source_stamp(edf).items()) and labels_now == meta["label_files"]
 
@@ -134,7 +137,7 @@ def cache_recording(recording: Recording, config: Config, root: Path, corpus: st
     # seconds to minutes to read and filter
     read_header(edf)
     annotations = labels_for(edf, corpus, config.data.seizure_labels, config.data.background_labels,
-                             config.data.listed_as)
+                             config.data.listed_as, config.data.chbmit_unlisted)
     signals, report = preprocess_file(edf, config.data.montage, config.preprocess)
     check_duration(annotations, edf, report.duration_seconds, config.data.label_duration_tolerance_seconds)
     sfreq = config.preprocess.sfreq
@@ -152,6 +155,7 @@ def cache_recording(recording: Recording, config: Config, root: Path, corpus: st
         "annotations": annotations.path,
         "label_files": [_file_stamp(Path(p)) for p in annotations.files],
         "listed_as": annotations.listed_as,
+        "unlisted": annotations.unlisted,
         "n_channels": int(signals.shape[0]),
         "n_samples": int(n_samples),
         "sfreq": sfreq,
@@ -183,7 +187,7 @@ def build_cache(config: Config, progress: bool = True) -> BuildResult:
             continue
         stems[edf.stem] = edf
         sidecar = root / "recordings" / f"{edf.stem}.json"
-        if _is_current(sidecar, edf, dict(data.listed_as)):
+        if _is_current(sidecar, edf, data):
             reused.append(edf.stem)
             continue
         try:

@@ -247,7 +247,8 @@ def test_chbmit_labels_come_from_the_summary_and_the_seizures_file(SHARED, tmp_p
         == [(417.0, 532.0, "seiz")]
     assert labels_for(folder / "chb05_01.edf", "chbmit").events == []  # listed with 0 seizures
     with pytest.raises(AnnotationError, match=r"chb05_99.edf: is not listed in .*chb05-summary.txt and has no "
-                                              r"chb05_99.edf.seizures, so its seizures are unknown; write "
+                                              r"chb05_99.edf.seizures, so its seizures are unknown; its folder "
+                                              r"holds no .seizures file.*download them, or write "
                                               r"chb05_99.csv_bi") as caught:
         labels_for(folder / "chb05_99.edf", "chbmit")
     assert "put the summary beside it" not in str(caught.value)  # it is beside it
@@ -375,6 +376,49 @@ def test_listed_as_is_a_mapping_in_the_config_and_rebuilds_what_it_changes(tmp_p
     again = prepare(config, progress=False).build  # its cached copy holds the labels this mapping gives
     assert again.reused == ["PN06-1", "PN06-3"] and not again.skipped
     assert Corpus(again.root).arrays("PN06-1")[1].sum() == 5 * 256
+
+
+def _wfdb_seizure(path: Path, onset: int, length: int) -> None:
+    """A WFDB .seizures file: one onset ('[', type 32) `onset` samples in, its offset (']', 33)
+    `length` samples later, then the end-of-file word (common/data/native_labels.py's format)."""
+    path.write_bytes(b"".join(w.to_bytes(2, "little") for w in ((32 << 10) | onset, (33 << 10) | length, 0)))
+
+
+def test_a_chbmit_recording_no_file_speaks_for_is_seizure_free_only_as_the_config_says(tmp_path, recording):
+    """chb24's summary lists only its recordings with seizures; PhysioNet ships a .seizures file
+    with each of those, so beside them a recording in neither is seizure-free, and elsewhere unknown."""
+    bipolar = {name: name for name in BIPOLAR23}
+    folder = tmp_path / "chbmit" / "chb24"
+    recording(folder / "chb24_01.edf", seconds=20, names=bipolar, csv_bi=False)
+    recording(folder / "chb24_02.edf", seconds=20, names=bipolar, seed=1, csv_bi=False)
+    (folder / "chb24-summary.txt").write_text("File Name: chb24_01.edf\nNumber of Seizures in File: 1\n"
+                                              "Seizure Start Time: 2 seconds\nSeizure End Time: 5 seconds\n")
+    for unlisted in ("refuse", "seizure_free"):  # no annotation files downloaded: nothing is known
+        with pytest.raises(AnnotationError, match=r"chb24_02.edf: is not listed in .*chb24-summary.txt .*its "
+                                                  r"folder holds no .seizures file"):
+            labels_for(folder / "chb24_02.edf", "chbmit", chbmit_unlisted=unlisted)
+    _wfdb_seizure(folder / "chb24_01.edf.seizures", onset=2 * SFREQ, length=3 * SFREQ)  # the EDF's rate
+    with pytest.raises(AnnotationError, match=r"this folder holds 1 for others but none for it: if the download "
+                                              r"is whole .*set data.chbmit_unlisted: seizure_free, or write"):
+        labels_for(folder / "chb24_02.edf", "chbmit")
+    free = labels_for(folder / "chb24_02.edf", "chbmit", chbmit_unlisted="seizure_free")
+    assert free.events == [] and free.unlisted and free.files == (str(folder / "chb24-summary.txt"),)
+    listed = labels_for(folder / "chb24_01.edf", "chbmit", chbmit_unlisted="seizure_free")
+    assert listed.seizures() == [(2.0, 5.0)] and not listed.unlisted  # summary and .seizures agree
+
+    montage = ("data.montage=bipolar", "model.montage=bipolar", "data.split.dev_fraction=0")
+    refused = prepare(config_for(tmp_path, folder.parent, *montage), progress=False).build
+    assert refused.built == ["chb24_01"] and "chb24_02.edf: is not listed" in refused.skipped[0]["reason"]
+    taken = prepare(config_for(tmp_path, folder.parent, *montage, "data.chbmit_unlisted=seizure_free"),
+                    progress=False).build
+    assert taken.root == refused.root and taken.built == ["chb24_02"] and taken.reused == ["chb24_01"]
+    assert Corpus(taken.root).arrays("chb24_02")[1].sum() == 0
+    assert Corpus(taken.root).arrays("chb24_01")[1].sum() == 3 * 256
+    # read seizure-free by a setting since taken back: read again, and refused
+    again = prepare(config_for(tmp_path, folder.parent, *montage), progress=False).build
+    assert again.reused == ["chb24_01"] and "chb24_02.edf: is not listed" in again.skipped[0]["reason"]
+    with pytest.raises(ConfigError, match="chbmit_unlisted"):
+        load_config(None, ["data.chbmit_unlisted=yes"])
 
 
 def test_chbmit_and_siena_corpora_build_with_their_own_labels(tmp_path, recording):
