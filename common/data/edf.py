@@ -14,6 +14,7 @@ an error. Non-finite samples are counted here and handled by preprocess.
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -174,10 +175,13 @@ def read_header(path: str | Path) -> EDFHeader:
 
 
 def _number(raw: bytes) -> float | None:
+    """A header field's number; None for text that is none, and for `nan` or `inf`, which Python
+    reads as floats but which scale no sample (NaN even passes a min == max check)."""
     try:
-        return float(raw.strip())
+        value = float(raw.strip())
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
 
 
 def _header_int(path: Path, head: bytes, start: int, stop: int, what: str) -> int:

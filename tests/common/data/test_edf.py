@@ -357,10 +357,13 @@ def test_physical_min_equal_max_and_a_non_number_are_refused(tmp_path, write_edf
     _set_signal_field(path, "EEG O2-REF", PHYSICAL_MIN, "100")
     _set_signal_field(path, "EEG O2-REF", PHYSICAL_MAX, "100")
     _set_signal_field(path, "EEG FP1-REF", DIGITAL_MIN, "low")
+    _set_signal_field(path, "EEG C3-REF", PHYSICAL_MIN, "nan")  # a float to Python, and never == itself
+    _set_signal_field(path, "EEG C4-REF", PHYSICAL_MAX, "inf")
     with pytest.raises(EDFError) as err:
         read_edf(path, "ref19")
     msg = str(err.value)  # every broken signal at once
     assert "'EEG O2-REF' physical min = max = 100" in msg and "'EEG FP1-REF' digital min/max not numbers" in msg
+    assert "'EEG C3-REF' physical min/max not numbers" in msg and "'EEG C4-REF' physical min/max not numbers" in msg
 
 
 # ----------------------------------------------------------------------------------------------
