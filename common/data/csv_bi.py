@@ -139,8 +139,11 @@ def _parse_row(line: str, where: str, duration: float, previous: Event | None, p
         raise AnnotationError(f"{where}: a zero-length event at {start} s (start = stop) marks no sample and "
                               "overlaps nothing: delete the row")
     if not 0 <= start < stop <= duration:
+        fix = (f"the file's own `duration = {duration:g} secs` ends before this event: correct the event or "
+               "the duration line (the EDF's length is the duration)" if 0 <= start < stop else
+               "correct the row's times")
         raise AnnotationError(f"{where}: need 0 <= start < stop <= duration ({duration}), "
-                         f"got start={start}, stop={stop}")
+                              f"got start={start}, stop={stop}; {fix}")
     if not 0 <= confidence <= 1:
         raise AnnotationError(f"{where}: confidence must lie in [0, 1], got {confidence}")
     if not label:

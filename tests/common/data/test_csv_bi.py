@@ -98,9 +98,10 @@ HEAD = "# version = csv_v1.0.0\n# duration = 100.0000 secs\nchannel,start_time,s
         ("# version = csv_v1.0.0\n# duration = 100 secs\nTERM,1,2,seiz,1\n", ":3", "expected the column header"),
         (HEAD + "TERM,abc,10,seiz,1\n", ":4", "must be numbers"),
         (HEAD + "TERM,10,nan,seiz,1\n", ":4", "non-finite"),
-        (HEAD + "TERM,10,5,seiz,1\n", ":4", "start < stop"),
+        (HEAD + "TERM,10,5,seiz,1\n", ":4", "start < stop.*correct the row's times"),
         (HEAD + "TERM,10,10,seiz,1\n", ":4", "zero-length event at 10.0 s .* delete the row"),
-        (HEAD + "TERM,90,101,seiz,1\n", ":4", "stop <= duration"),
+        (HEAD + "TERM,90,101,seiz,1\n", ":4", "stop <= duration.*`duration = 100 secs` ends before this event: "
+                                                "correct the event or the duration line"),
         (HEAD + "TERM,10,20,seiz\n", ":4", "expected 5 fields"),
         (HEAD + "FP1-F7,10,20,seiz,1\n", ":4", "term-based"),
         (HEAD + "TERM,10,20,seiz,2\n", ":4", "confidence must lie in"),
