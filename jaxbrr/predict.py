@@ -181,6 +181,7 @@ class Prediction:
     events: list[Event]
     csv_bi: Path
     png: Path
+    flat_channels: list[str] = dataclasses.field(default_factory=list)  # read as zeros (preprocess)
 
 
 def _end_at(events: list[Event], duration_seconds: float) -> list[Event]:
@@ -195,8 +196,8 @@ def predict_file(path: str | Path, config: Config, predict: Predict, out_dir: st
 
     path, out_dir = Path(path), Path(out_dir)
     raw = read_for_model(path, config)
-    signals, _ = preprocess(raw.signals_uv, raw.sfreq, config.preprocess, raw.channels,
-                            source=str(path), interpolated=raw.interpolated, repairs=raw.repairs)
+    signals, report = preprocess(raw.signals_uv, raw.sfreq, config.preprocess, raw.channels,
+                                 source=str(path), interpolated=raw.interpolated, repairs=raw.repairs)
     sfreq = config.preprocess.sfreq
     probs = predict_signals(predict, signals, config, progress=progress, desc=path.name)
     _, events = postprocess(probs, sfreq, config.postprocess)
@@ -205,7 +206,7 @@ def predict_file(path: str | Path, config: Config, predict: Predict, out_dir: st
     png = plot_prediction(signals, raw.channels, probs, events, sfreq, config.postprocess,
                           out_dir / f"{path.stem}.png",
                           f"{path.name}: {len(events)} predicted seizure{'s' * (len(events) != 1)}")
-    return Prediction(path, path.stem, raw.duration_seconds, probs, events, csv_bi, png)
+    return Prediction(path, path.stem, raw.duration_seconds, probs, events, csv_bi, png, report.flat_channels)
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -276,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             tqdm.write(f"error: {message}", file=sys.stderr)
             continue
         seizure = sum(e.stop_seconds - e.start_seconds for e in result.events)
+        flat = f"; flat channels read as zeros: {', '.join(result.flat_channels)}" if result.flat_channels else ""
         tqdm.write(f"{path}: {result.duration_seconds:.1f} s, {len(result.events)} events "
-                   f"({seizure:.1f} s) -> {result.csv_bi}, {result.png}")
+                   f"({seizure:.1f} s) -> {result.csv_bi}, {result.png}{flat}")
     bar.close()
     if skipped:
         print(f"{len(skipped)} of {len(files)} files not predicted (the reasons above); "

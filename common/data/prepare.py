@@ -1,8 +1,8 @@
 """From a config to a ready corpus: generate the synthetic data if asked, build the cache, split.
 
 This is what `python -m jaxbrr.data build` and the training loop call. The summary says which
-corpus layout and which split were used, what was left out and why, and every recording whose
-labels had to be cut.
+corpus layout and which split were used, what was left out and why, every recording whose
+labels had to be cut, and those with flat channels.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from common.data.cache import BuildResult, Corpus, build_cache, skip_line
 from common.data.corpora import SPLITS, assign_splits
 from common.data.windows import BACKGROUND, WindowSpec
 
+_LISTED = 20  # recordings a summary list names before it counts the rest
 
 @dataclass
 class PreparedData:
@@ -95,6 +96,12 @@ def label_issues(recordings: dict[str, dict], stems: list[str]) -> list[str]:
             f"starting after it, dropped ({c['annotations']})" for stem, c in labels_cut(recordings, stems).items()]
 
 
+def flat_issues(recordings: dict[str, dict], stems: list[str]) -> list[str]:
+    """Recordings with flat channels (read as zeros), one line each."""
+    return [f"{stem}: {', '.join(flat)}" for stem in stems
+            if (flat := recordings[stem].get("report", {}).get("flat_channels"))]
+
+
 def format_summary(prepared: PreparedData) -> str:
     head = f"{'split':<6} {'patients':>8} {'recs':>5} {'hours':>7} {'windows':>8} {'sz win':>7} {'sz hours':>8} {'short':>5}"
     build = prepared.build
@@ -117,4 +124,10 @@ def format_summary(prepared: PreparedData) -> str:
     if issues:
         lines.append(f"labels cut in {len(issues)} recording(s):")
         lines.extend(f"  {line}" for line in issues)
+    flat = flat_issues(prepared.corpus.recordings, prepared.corpus.stems)
+    if flat:
+        lines.append(f"flat channels (read as zeros) in {len(flat)} recording(s):")
+        lines.extend(f"  {line}" for line in flat[:_LISTED])
+        if len(flat) > _LISTED:
+            lines.append(f"  ... and {len(flat) - _LISTED} more (each recording's sidecar, recordings/<stem>.json)")
     return "\n".join(lines)

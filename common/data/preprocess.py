@@ -12,7 +12,8 @@ z-score over the recording (population std), clip, float32. Differences, each de
 - non-finite input samples are zeroed *before* filtering (an IIR filter would spread one NaN to
   the end of the recording), kept out of the mean and std, and zero in the output; the original
   zeroed them after the z-score, by which point the whole channel was NaN.
-- a flat channel is reported and output as zeros instead of dividing by std + 1e-8.
+- a flat channel is reported and output as zeros instead of dividing by std + 1e-8; a recording
+  whose every channel is flat is refused.
 Every intervention is counted in a RecordingReport.
 """
 
@@ -166,6 +167,11 @@ def preprocess(
         y[bad_out] = 0.0
     std = np.sqrt(np.einsum("ct,ct->c", y, y) / count)  # (C,), without a (C, N) temporary
     flat |= std == 0.0  # all energy outside the band
+    if flat.all():  # zeros labelled as anything would teach, and score, silence
+        raise ValueError(
+            f"{source}: every channel is flat (std <= preprocess.flat_std_uv = {cfg.flat_std_uv:g} µV, or no "
+            "energy in the band): the recording holds no EEG; remove it from the data"
+        )
     y[flat] = 0.0
     y /= np.where(flat, 1.0, std)[:, None]
 

@@ -44,10 +44,11 @@ def trace_of(run: Path, edf: Path) -> np.ndarray:
     return predict_signals(make_predict(model), signals, config)
 
 
-def write_edf(path: Path, labels, seconds: float, sfreq: int = 256, seed: int = 0) -> Path:
+def write_edf(path: Path, labels, seconds: float, sfreq: int = 256, seed: int = 0, flat=()) -> Path:
     rng = np.random.default_rng(seed)
-    signals = [edfio.EdfSignal(30 * rng.standard_normal(int(seconds * sfreq)), sfreq, label=label,
-                               physical_dimension="uV", physical_range=(-500, 500)) for label in labels]
+    signals = [edfio.EdfSignal(30 * rng.standard_normal(int(seconds * sfreq)) * (label not in flat), sfreq,
+                               label=label, physical_dimension="uV", physical_range=(-500, 500))
+               for label in labels]
     edfio.Edf(signals, data_record_duration=seconds if seconds < 1 else 1.0).write(path)
     return path
 
@@ -82,6 +83,17 @@ def test_a_recording_shorter_than_one_window(bipolar_run, tmp_path):
     assert [(e.start_seconds, e.stop_seconds) for e in record.events] == [(0.0, 2.0)]
     assert trace_of(bipolar_run, edf).shape == (512,)  # 2 s, not the 4 s window
     assert (out / "short_s001_t000.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_flat_channels_are_named_and_a_recording_of_nothing_but_is_not_predicted(bipolar_run, tmp_path, capsys):
+    """All zeros would be predicted as "0 events", which reads as "no seizures"."""
+    some = write_edf(tmp_path / "some_s001_t000.edf", BIPOLAR23[:-1], 8.0, flat=("FP1-F7", "CZ-PZ"))
+    none = write_edf(tmp_path / "none_s001_t000.edf", BIPOLAR23[:-1], 8.0, flat=BIPOLAR23)
+    assert main(["--checkpoint", str(bipolar_run), str(some), str(none), "--out", str(tmp_path / "out"),
+                 "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert "; flat channels read as zeros: FP1-F7, CZ-PZ" in captured.out
+    assert f"error: {none}: every channel is flat" in captured.err and "1 of 2 files not predicted" in captured.err
 
 
 def test_a_montage_mismatch_is_refused_both_ways(bipolar_run, synthetic_run, chbmit, tmp_path, capsys):

@@ -130,6 +130,22 @@ def test_prepare_splits_by_patient_and_summarizes(tmp_path, corpus_dir):
     assert table["seizure_samples"].tolist() == [6 * SFREQ, 14 * SFREQ, 9 * SFREQ, 1 * SFREQ]
 
 
+def test_flat_channels_are_listed_and_a_recording_of_nothing_but_is_skipped(tmp_path):
+    folder = tmp_path / "edf"
+    folder.mkdir()
+    for stem, flat in (("pa_s001_t000", ("C3", "O2")), ("pb_s001_t000", REF19)):
+        rng = np.random.default_rng(0)
+        signals = [edfio.EdfSignal(np.zeros(40 * SFREQ) if name in flat else rng.standard_normal(40 * SFREQ) * 30,
+                                   SFREQ, label=f"EEG {name.upper()}-REF", physical_dimension="uV",
+                                   physical_range=(-3000, 3000)) for name in REF19]
+        edfio.Edf(signals).write(folder / f"{stem}.edf")
+        write_csv_bi(folder / f"{stem}.csv_bi", with_background([Event(10.0, 25.0, "seiz")], 40), 40)
+    prepared = prepare(_config(tmp_path, "data.split.dev_fraction=0"), progress=False)
+    assert prepared.build.built == ["pa_s001_t000"]
+    assert "pb_s001_t000.edf: every channel is flat" in prepared.build.skipped[0]["reason"]
+    assert "flat channels (read as zeros) in 1 recording(s):\n  pa_s001_t000: C3, O2" in format_summary(prepared)
+
+
 def test_a_recording_whose_rebuild_fails_leaves_the_manifest(tmp_path, corpus_dir):
     """Its earlier build came from files that changed since: training on it would train on labels
     the user has replaced. It is listed as skipped, and only there."""

@@ -161,6 +161,15 @@ def test_flat_channel_is_reported_and_zero():
     np.testing.assert_array_equal(y[1:], rest)
 
 
+def test_a_recording_whose_every_channel_is_flat_is_refused():
+    x = np.zeros((3, 20 * 256))
+    x[1] = 7.0  # constant: flat too
+    with pytest.raises(ValueError, match=r"rec\.edf: every channel is flat .*holds no EEG; remove it"):
+        preprocess(x, 256.0, CFG, ["a", "b", "c"], source="rec.edf")
+    x[2] = eeg(1, 20 * 256)[0]  # one channel of signal: kept, the flat ones reported
+    assert preprocess(x, 256.0, CFG, ["a", "b", "c"])[1].flat_channels == ["a", "b"]
+
+
 def test_all_nan_channel_is_flat():
     x = eeg(2, 10 * 256)
     x[1] = np.nan
