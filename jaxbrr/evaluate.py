@@ -35,9 +35,11 @@ recordings. (Weights without their run's config, a .pt, .safetensors or original
 take the data section from --config or the defaults, and may set it.)
 
 Exit status: 0 scored; 2 bad arguments, checkpoint or input files, and also when an input was left
-out: with --edf-dir an EDF under DIR that was skipped, with --score a file without a partner of the
-same name (the others are scored, the left-out ones listed on stderr). With --split the split is
-what the cache holds; files skipped building it are listed, exit 0.
+out: with --edf-dir an EDF under DIR that was skipped, with --split a recording of that split
+skipped building the cache (its official folder's, or a patient's whose other recordings are in
+it), with --score a file without a partner of the same name (the others are scored, the left-out
+ones listed on stderr). Files of other splits skipped building the cache are listed, and with
+their split ("split": null where it is unknown) in metrics.json's "skipped".
 """
 
 from __future__ import annotations
@@ -103,13 +105,15 @@ def refuse_split_overrides(overrides: Sequence[str], split: str) -> None:
 def _recordings(config, split: str | None, edf_dir: str | None, progress: bool):
     """(corpus, stems, skipped files, source description) of what is to be evaluated."""
     from common.data.cache import Corpus, build_cache
-    from common.data.prepare import prepare
+    from common.data.prepare import prepare, skipped_by_split
 
     if edf_dir is not None:
         folder = Path(edf_dir)
         if not folder.is_dir():
             raise FileNotFoundError(f"--edf-dir {folder}: no such folder")
-        data = dataclasses.replace(config.data, data_dir=str(folder), synthetic=None)
+        # every EDF under DIR is scored, so no split: a TUSZ split folder (edf/eval) has no train/ ...
+        data = dataclasses.replace(config.data, data_dir=str(folder), synthetic=None,
+                                   split=dataclasses.replace(config.data.split, kind="seeded"))
         build = build_cache(dataclasses.replace(config, data=data), progress=progress)
         corpus = Corpus(build.root)
         if not corpus.stems:
@@ -124,8 +128,7 @@ def _recordings(config, split: str | None, edf_dir: str | None, progress: bool):
         raise ValueError(f"the {split} split of {config.data.data_dir} is empty: the checkpoint's "
                          f"data.split, which its training used, puts no recording in it; evaluate "
                          f"--split {other}, or score other recordings with --edf-dir DIR")
-    skipped = prepared.build.survey.left_out + prepared.build.skipped if prepared.build is not None else []
-    return prepared.corpus, stems, skipped, {"split": split, "data_dir": config.data.data_dir}
+    return prepared.corpus, stems, skipped_by_split(prepared), {"split": split, "data_dir": config.data.data_dir}
 
 
 def checkpoint_table(metrics: dict) -> str:
@@ -168,7 +171,10 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
     hours = sum(corpus.recordings[s]["n_samples"] / corpus.recordings[s]["sfreq"] for s in stems) / 3600
-    print(f"evaluating {len(stems)} recordings ({hours:.2f} h): {_describe_source(source)}")
+    # what the scores leave out: every skipped EDF under --edf-dir, the split's own with --split
+    lost = skipped if edf_dir is not None else [item for item in skipped if item["split"] == split]
+    print(f"evaluating {len(stems)} recordings ({hours:.2f} h): {_describe_source(source)}"
+          + (f"; {len(lost)} more skipped, not scored (listed at the end)" if lost else ""))
     issues = label_issues(corpus.recordings, stems)
     if issues:  # the reference files hold only what fits the recording: say so beside the scores
         print(f"labels cut in {len(issues)} recording(s); the reference files hold the cut labels:")
@@ -182,9 +188,10 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
           f"{len(traces)} timelines, --max-timelines); scored files in {out_dir / 'ref'}, {out_dir / 'hyp'}")
     for item in skipped:
         print(skip_line(item), file=sys.stderr)
-    if skipped and edf_dir is not None:
-        print(f"{len(skipped)} of {len(skipped) + len(stems)} EDF files under {edf_dir} skipped "
-              f"(above); the other {len(stems)} are scored", file=sys.stderr)
+    if lost:
+        where = f"EDF files under {edf_dir}" if edf_dir is not None else f"recordings of the {split} split"
+        print(f"{len(lost)} of {len(lost) + len(stems)} {where} skipped (above); the other {len(stems)} "
+              "are scored", file=sys.stderr)
         return EXIT_INPUT
     return EXIT_OK
 

@@ -53,6 +53,24 @@ def prepare(config: Config, progress: bool = True) -> PreparedData:
     return prepared
 
 
+def skipped_by_split(prepared: PreparedData) -> list[dict]:
+    """The build's left-out and skipped files ({"source", "reason"}), each with "split": the one
+    it would be in (its official folder's, else its patient's where that patient's other
+    recordings were split), or None (a seeded split places only patients with a cached recording)."""
+    build = prepared.build
+    if build is None:
+        return []
+    found = {str(r.edf): r for r in build.survey.recordings}
+    split_of_patient = {prepared.corpus.recordings[s]["patient"]: name
+                        for name, stems in prepared.splits.items() for s in stems}
+    out = []
+    for item in build.survey.left_out + build.skipped:
+        recording = found.get(item["source"])
+        split = None if recording is None else recording.official or split_of_patient.get(recording.patient)
+        out.append({**item, "split": split})
+    return out
+
+
 def train_spec(config: Config) -> WindowSpec:
     return WindowSpec(config.window_samples, config.stride_samples)
 

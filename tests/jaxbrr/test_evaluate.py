@@ -189,6 +189,46 @@ def test_labels_cut_at_a_recordings_end_are_reported_per_file(synthetic_run, tmp
         (5.0, 10.0), (seconds - 10.0, reference.duration_seconds)]
 
 
+def test_a_recording_of_the_scored_split_skipped_building_is_said_beside_the_scores(bipolar_run, tmp_path, capsys):
+    """A TUSZ-laid-out corpus where an eval/ and a train/ recording fail to build: --split eval
+    scores the other eval recording, says one more was skipped, and exits 2; the train/ one is
+    listed with its split. --edf-dir on the eval/ folder alone scores it with no split."""
+    import edfio
+    import numpy as np
+
+    from common.data.csv_bi import Event, with_background, write_csv_bi
+    from common.data.montage import BIPOLAR23
+
+    tree = tmp_path / "tusz" / "edf"
+    for seed, (split, stem) in enumerate((("train", "aaaaaaaa_s001_t000"), ("train", "aaaaaaab_s001_t000"),
+                                          ("dev", "aaaaaaac_s001_t000"), ("eval", "aaaaaaad_s001_t000"),
+                                          ("eval", "aaaaaaae_s001_t000"))):
+        edf = tree / split / stem[:8] / "s001_2010" / "01_tcp_ar" / f"{stem}.edf"
+        edf.parent.mkdir(parents=True)
+        rng = np.random.default_rng(seed)
+        edfio.Edf([edfio.EdfSignal(30 * rng.standard_normal(8 * 256), 256, label=name, physical_dimension="uV",
+                                   physical_range=(-500, 500)) for name in BIPOLAR23[:-1]]).write(edf)
+        write_csv_bi(edf.with_suffix(".csv_bi"), with_background([Event(2.0, 5.0, "seiz")], 8.0), 8.0)
+    for bad in ("aaaaaaab_s001_t000", "aaaaaaae_s001_t000"):  # truncated
+        edf = next(tree.rglob(f"{bad}.edf"))
+        edf.write_bytes(edf.read_bytes()[:5000])
+    out = tmp_path / "out"
+    data = ["--set", f"data.data_dir={tree.parent}", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    assert main(["--checkpoint", str(bipolar_run), "--split", "eval", "--out", str(out), "--no-progress",
+                 "--max-timelines", "0", "--set", "eval.threshold_steps=4", *data]) == 2
+    captured = capsys.readouterr()
+    assert "evaluating 1 recordings (0.00 h): the eval split of " in captured.out
+    assert "; 1 more skipped, not scored (listed at the end)" in captured.out
+    assert "1 of 2 recordings of the eval split skipped (above); the other 1 are scored" in captured.err
+    skipped = {Path(s["source"]).stem: s["split"] for s in json.loads((out / "metrics.json").read_text())["skipped"]}
+    assert skipped == {"aaaaaaab_s001_t000": "train", "aaaaaaae_s001_t000": "eval"}
+    # a split folder alone, under a config that names the corpus: every file scored, no split
+    assert main(["--checkpoint", str(bipolar_run), "--edf-dir", str(tree / "eval"), "--out", str(tmp_path / "o2"),
+                 "--no-progress", "--max-timelines", "0", "--set", "eval.threshold_steps=4",
+                 "--set", "data.corpus=tusz", "--set", f"data.cache_dir={tmp_path / 'cache'}"]) == 2
+    assert "1 of 2 EDF files under" in capsys.readouterr().err
+
+
 def test_checkpoint_mode_bad_arguments_exit_2(synthetic_run, tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "nowhere")]) == 2
     assert "no such file or folder; point it at a run folder" in capsys.readouterr().err
