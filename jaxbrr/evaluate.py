@@ -26,7 +26,8 @@ FA/24h, the reference and hypothesis `.csv_bi` files it scored and plots (common
 "labels_cut" ({stem: {"clipped_events", "dropped_events", "annotations"}} for recordings whose
 seizure events ran past their end; printed too).
 --score adds "unmatched": {"reference": [files], "hypothesis": [files]}, the files with no file of
-the same name on the other side, which are not scored.
+the same name on the other side, and "refused": [why], pairs that cannot be scored (a malformed
+file, durations that differ), naming the files; neither is scored.
 
 With --split the recordings are those the checkpoint's own config puts in that split, the split
 its training used: `--set` may not change what decides it (SPLIT_FIELDS below), since another
@@ -37,8 +38,8 @@ take the data section from --config or the defaults, and may set it.)
 Exit status: 0 scored; 2 bad arguments, checkpoint or input files, and also when an input was left
 out: with --edf-dir an EDF under DIR that was skipped, with --split a recording of that split
 skipped building the cache (its official folder's, or a patient's whose other recordings are in
-it), with --score a file without a partner of the same name (the others are scored, the left-out
-ones listed on stderr). Files of other splits skipped building the cache are listed, and with
+it), with --score a file without a partner of the same name or a pair refused (the others are
+scored, the left-out ones listed on stderr). Files of other splits skipped building the cache are listed, and with
 their split ("split": null where it is unknown) in metrics.json's "skipped".
 """
 
@@ -246,13 +247,15 @@ def _score_mode(args) -> int:
         return EXIT_INPUT
     metrics["unmatched"] = {"reference": list(map(str, pairing.reference_only)),
                             "hypothesis": list(map(str, pairing.hypothesis_only))}
+    metrics["refused"] = pairing.refused
     print(metrics_table(metrics))
     if args.out:
         print(f"wrote {write_metrics(metrics, args.out)}")
     if pairing.reference_only or pairing.hypothesis_only:
         print(f"error: {pairing.unmatched_message()}", file=sys.stderr)
-        return EXIT_INPUT
-    return EXIT_OK
+    if pairing.refused:
+        print(f"error: {pairing.refused_message()}", file=sys.stderr)
+    return EXIT_INPUT if pairing.reference_only or pairing.hypothesis_only or pairing.refused else EXIT_OK
 
 
 if __name__ == "__main__":

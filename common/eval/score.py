@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.data.csv_bi import CsvBi, read_csv_bi
@@ -87,6 +87,7 @@ class Pairing:
     pairs: list[tuple[CsvBi, CsvBi]]  # (reference, hypothesis), sorted by name
     reference_only: list[Path]  # no hypothesis file of the same name
     hypothesis_only: list[Path]  # no reference file of the same name
+    refused: list[str] = field(default_factory=list)  # pairs that cannot be scored, why (naming the files)
 
     def unmatched_lines(self) -> list[str]:
         return ([f"{path} has no hypothesis file of the same name under {self.hyp_dir}" for path in self.reference_only]
@@ -99,6 +100,11 @@ class Pairing:
                 f"{len(self.pairs)} pair(s) are); a recording whose prediction or labels were skipped has "
                 "one side only: fix that recording and rerun the step that skipped it, or remove the "
                 "file\n  " + "\n  ".join(lines))
+
+    def refused_message(self) -> str:
+        """One message naming every pair that could not be scored (callers print it when there are any)."""
+        return (f"{len(self.refused)} pair(s) that cannot be scored, left out (the other {len(self.pairs)} "
+                "are scored); fix or remove those files\n  " + "\n  ".join(self.refused))
 
 
 def _csv_bi_files(side: str, folder: Path) -> dict[str, Path]:
@@ -131,7 +137,21 @@ def pair_records(ref_dir: str | Path, hyp_dir: str | Path) -> Pairing:
                          f"nor {pairing.hypothesis_only[0]} a reference under {ref_dir} ({len(refs)} and "
                          f"{len(hyps)} files, none paired); a hypothesis is scored against the reference "
                          "named <stem>.csv_bi like it: check that the folders hold the same recordings")
-    pairing.pairs = [(read_csv_bi(refs[name]), read_csv_bi(hyps[name])) for name in names]
+    for name in names:  # one malformed file, or a pair of two recordings, costs that pair only
+        try:
+            ref, hyp = read_csv_bi(refs[name]), read_csv_bi(hyps[name])
+        except ValueError as err:  # AnnotationError: the file, the line, the fix
+            pairing.refused.append(str(err))
+            continue
+        if round(ref.duration_seconds, 4) != round(hyp.duration_seconds, 4):  # the scorers' own check
+            pairing.refused.append(
+                f"durations differ: reference {ref.path} {ref.duration_seconds} s, hypothesis {hyp.path} "
+                f"{hyp.duration_seconds} s; a hypothesis is written for the recording its reference labels "
+                "(predict writes the EDF's duration): are they of one recording?")
+            continue
+        pairing.pairs.append((ref, hyp))
+    if not pairing.pairs:
+        raise ValueError(pairing.refused_message())
     return pairing
 
 
@@ -139,7 +159,7 @@ def read_pairs(ref_dir: str | Path, hyp_dir: str | Path) -> list[tuple[CsvBi, Cs
     """pair_records' pairs when every file has its partner (a scoring set that must be complete,
     such as NEDC's sample); else the error names the first file without one."""
     pairing = pair_records(ref_dir, hyp_dir)
-    unmatched = pairing.unmatched_lines()
+    unmatched = pairing.unmatched_lines() + pairing.refused
     if unmatched:
         raise ValueError(unmatched[0])
     return pairing.pairs

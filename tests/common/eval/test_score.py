@@ -76,3 +76,31 @@ def test_nedc_numbers_on_the_matched_pairs_are_unchanged(nedc_sample, tmp_path):
     ovlp = metrics["nedc"]["ovlp"]["seiz"]  # NEDC v6.0.0's printed OVLP summary of its sample
     assert (ovlp["targets"], round(100 * ovlp["sensitivity"], 4), ovlp["false_alarms"]) == (701, 86.1626, 2)
     assert metrics["records"] == 30 and metrics["duration_seconds"] == 45277.0
+
+
+def test_a_pair_that_cannot_be_scored_is_left_out_and_named(tmp_path, capsys):
+    """One malformed file or a pair of two recordings costs that pair, not the whole scoring."""
+    from jaxbrr.evaluate import main
+
+    ref, hyp = tmp_path / "ref", tmp_path / "hyp"
+    _write(ref, "a_s001_t000.csv_bi", "TERM,10.0000,20.0000,seiz,1.0000\n")
+    _write(hyp, "a_s001_t000.csv_bi", "TERM,12.0000,18.0000,seiz,0.9000\n")
+    _write(ref, "b_s001_t000.csv_bi", "TERM,80.0000,130.0000,seiz,1.0000\n")  # past its own duration
+    _write(hyp, "b_s001_t000.csv_bi")
+    _write(ref, "c_s001_t000.csv_bi")
+    (hyp / "c_s001_t000.csv_bi").write_text(HEAD.replace("100.0000", "100.5000"))
+    pairing = pair_records(ref, hyp)
+    assert [r.name for r, _ in pairing.pairs] == ["a_s001_t000.csv_bi"]
+    assert len(pairing.refused) == 2
+    assert pairing.refused[0].startswith(f"{ref / 'b_s001_t000.csv_bi'}:4: need 0 <= start < stop <= duration")
+    assert pairing.refused[1].startswith(f"durations differ: reference {ref / 'c_s001_t000.csv_bi'} 100.0 s, "
+                                         f"hypothesis {hyp / 'c_s001_t000.csv_bi'} 100.5 s")
+    with pytest.raises(ValueError, match=r"b_s001_t000\.csv_bi:4: need 0 <= start"):
+        read_pairs(ref, hyp)  # the strict reader refuses an incomplete set
+    assert main(["--score", str(ref), str(hyp), "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert "1 records, 0.03 h" in captured.out  # a's scores
+    assert "error: 2 pair(s) that cannot be scored, left out (the other 1 are scored)" in captured.err
+    (ref / "a_s001_t000.csv_bi").write_text(HEAD + "TERM,90.0000,101.0000,seiz,1.0000\n")
+    with pytest.raises(ValueError, match=r"^3 pair\(s\) that cannot be scored, left out \(the other 0"):
+        pair_records(ref, hyp)
