@@ -65,6 +65,7 @@ from common.config import (
     with_overrides,
 )
 from common.graph import eigenvalue_split, normalized_laplacian
+from common.train.cli import out_of_memory_line
 from jaxbrr.model import SeizureDetector
 from jaxbrr.precision import matmul_precision
 from parity import runs as R
@@ -319,9 +320,6 @@ def pe_not_unique(eigh: dict) -> str:
 # CLI
 
 
-OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "out of memory", "not enough memory")
-
-
 def suspect_windows(problem: Problem, extreme: float) -> list[int]:
     """The windows whose data is bad as given: NaN/Inf in x or the labels, or |x| beyond `extreme`
     σ; decided from the batch alone, before anything runs."""
@@ -336,9 +334,9 @@ def suspect_windows(problem: Problem, extreme: float) -> list[int]:
 def out_of_memory_advice(error: RuntimeError, problem: Problem | None) -> str | None:
     """The one-line answer to XLA's or torch's out-of-memory error (full size, long windows, a
     CPU), or None for any other error. `problem` is None when reading the inputs ran out."""
-    if not any(mark.lower() in str(error).lower() for mark in OUT_OF_MEMORY):
+    first = out_of_memory_line(error)
+    if first is None:
         return None
-    first = str(error).strip().splitlines()[0]
     if problem is None:
         return f"out of memory reading the checkpoint or the batch ({first})"
     shape = "x".join(map(str, problem.batch.x.shape))

@@ -3,8 +3,9 @@ call `run` with their framework's Trainer (a common.train.loop.Loop subclass).
 
     [--config CFG] [--set key=value ...] [--workdir DIR] [--resume | --init-from CKPT] [--no-progress]
 
-Exit status: 0 done, 2 bad config, data or arguments, 3 a non-finite step (the dump and the
-replay command are printed). The config and the arguments against the workdir (--resume,
+Exit status: 0 done, 2 bad config, data or arguments, or out of device memory (the one-line
+error names the settings that shrink it; the checkpoints saved before it stay), 3 a non-finite
+step (the dump and the replay command are printed). The config and the arguments against the workdir (--resume,
 --init-from, checkpoints already there) are checked before any data is read and before the
 framework is imported.
 
@@ -23,6 +24,34 @@ from collections.abc import Callable
 from common.config import DEFAULT_CONFIG_HELP, ConfigError, default_config, load_config
 
 EXIT_CONFIG, EXIT_NONFINITE = 2, 3
+
+# How XLA (RESOURCE_EXHAUSTED), torch's CUDA (OutOfMemoryError: "CUDA out of memory") and its CPU
+# allocator ("DefaultCPUAllocator: not enough memory") say they ran out.
+OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "out of memory", "not enough memory")
+
+
+def out_of_memory_line(error: BaseException) -> str | None:
+    """The first line of an out-of-memory error from either framework, else None."""
+    text = str(error)
+    if not any(mark.lower() in text.lower() for mark in OUT_OF_MEMORY):
+        return None
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def out_of_memory_advice(error: BaseException, config) -> str | None:
+    """The one-line answer to running out of memory in training, or None for any other error."""
+    first = out_of_memory_line(error)
+    if first is None:
+        return None
+    shrink = [f"a smaller train.batch_size (now {config.train.batch_size}) or eval.batch_size "
+              f"(now {config.eval.batch_size})"]
+    if not config.model.remat:
+        shrink.insert(0, "model.remat=true (the scans recomputed in the backward pass: less memory, more time)")
+    if config.model.precision == "float32":
+        shrink.append("model.precision=bfloat16")
+    return (f"out of memory training {config.model.architecture} at batch {config.train.batch_size} of "
+            f"{config.data.window_seconds:g} s windows ({first}); set {', or '.join(shrink)} "
+            "(README, \"Training on GPUs and clusters\")")
 
 
 def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[], type],
@@ -79,5 +108,11 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     except NonFiniteStep as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_NONFINITE
+    except RuntimeError as err:  # XLA's and torch's errors are RuntimeErrors; only memory is answered
+        advice = out_of_memory_advice(err, config)
+        if advice is None:
+            raise
+        print(f"error: {advice}", file=sys.stderr)
+        return EXIT_CONFIG
     print(summary_table(result, config.train.early_stopping.metric))
     return 0
