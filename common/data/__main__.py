@@ -95,7 +95,7 @@ def _labels(args) -> int:
 def _inspect(args) -> int:
     import numpy as np
 
-    from common.data.annotations import labels_for, seizure_mask
+    from common.data.annotations import check_duration, labels_for, seizure_mask
     from common.data.corpora import corpus_of_name
     from common.data.csv_bi import AnnotationError
     from common.data.edf import read_edf
@@ -122,6 +122,7 @@ def _inspect(args) -> int:
     try:
         annotations = labels_for(edf, corpus, config.data.seizure_labels, config.data.background_labels,
                                  config.data.listed_as, config.data.chbmit_unlisted)
+        check_duration(annotations, edf, raw.duration_seconds, config.data.label_duration_tolerance_seconds)
     except AnnotationError as err:  # the signals are still worth a look
         print(f"\nno labels: {err}")
     else:

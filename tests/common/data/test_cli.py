@@ -164,3 +164,13 @@ def test_build_without_any_default_config_says_how_to_run(tmp_path, monkeypatch,
     assert main(_build_args(tmp_path, tmp_path / "edf")) == 2
     err = capsys.readouterr().err
     assert "run from the repository root or pass --config PATH" in err and "gone/default.yaml" in err
+
+
+def test_inspect_checks_the_labels_duration_as_build_does(shared, capsys):
+    """The TUSZ stub's EDF is a short stand-in; its .csv_bi says 1831 s: build refuses the pair,
+    and inspect says so rather than counting the seizure as past the end."""
+    edf = shared / "data" / "format_stubs" / "tusz" / "aaaaaool_s004_t001.edf"
+    main(["inspect", str(edf)])
+    out = capsys.readouterr().out
+    assert "no labels: " in out and "labels describe another recording" in out
+    assert "past the end" not in out
