@@ -65,7 +65,7 @@ from common.config import (
     with_overrides,
 )
 from common.graph import eigenvalue_split, normalized_laplacian
-from common.train.cli import out_of_memory_line
+from common.out_of_memory import out_of_memory_line
 from jaxbrr.model import SeizureDetector
 from jaxbrr.precision import matmul_precision
 from parity import runs as R
@@ -331,7 +331,7 @@ def suspect_windows(problem: Problem, extreme: float) -> list[int]:
     return [int(i) for i in np.flatnonzero(bad)]
 
 
-def out_of_memory_advice(error: RuntimeError, problem: Problem | None) -> str | None:
+def out_of_memory_advice(error: BaseException, problem: Problem | None) -> str | None:
     """The one-line answer to XLA's or torch's out-of-memory error (full size, long windows, a
     CPU), or None for any other error. `problem` is None when reading the inputs ran out."""
     first = out_of_memory_line(error)
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     except (LocalizeError, ConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except RuntimeError as error:
+    except (RuntimeError, MemoryError) as error:
         advice = out_of_memory_advice(error, problem)
         if advice is None:
             raise

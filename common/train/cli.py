@@ -22,20 +22,9 @@ import sys
 from collections.abc import Callable
 
 from common.config import DEFAULT_CONFIG_HELP, ConfigError, default_config, load_config
+from common.out_of_memory import out_of_memory_line
 
 EXIT_CONFIG, EXIT_NONFINITE = 2, 3
-
-# How XLA (RESOURCE_EXHAUSTED), torch's CUDA (OutOfMemoryError: "CUDA out of memory") and its CPU
-# allocator ("DefaultCPUAllocator: not enough memory") say they ran out.
-OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "out of memory", "not enough memory")
-
-
-def out_of_memory_line(error: BaseException) -> str | None:
-    """The first line of an out-of-memory error from either framework, else None."""
-    text = str(error)
-    if not any(mark.lower() in text.lower() for mark in OUT_OF_MEMORY):
-        return None
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
 def out_of_memory_advice(error: BaseException, config) -> str | None:
@@ -108,7 +97,7 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     except NonFiniteStep as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_NONFINITE
-    except RuntimeError as err:  # XLA's and torch's errors are RuntimeErrors; only memory is answered
+    except (RuntimeError, MemoryError) as err:  # XLA's and torch's are RuntimeErrors; only memory is answered
         advice = out_of_memory_advice(err, config)
         if advice is None:
             raise

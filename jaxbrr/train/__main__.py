@@ -2,7 +2,8 @@
 
 With no arguments: configs/default.yaml, which generates the synthetic corpus on first use,
 caches it, trains the reduced V3 model and prints its validation metrics. Exit status: 0 done,
-2 bad config, data or arguments, 3 a non-finite step (the dump and the replay command are printed).
+2 bad config, data or arguments, or out of memory (one line naming what shrinks it), 3 a
+non-finite step (the dump and the replay command are printed).
 
 NaN debugging (README "Debugging NaNs"):
     JAX_DEBUG_NANS=1 python -m jaxbrr.train ...          stop at the first NaN inside a step

@@ -4,7 +4,7 @@ The PyTorch reference run of a config: the same data, sampling, optimiser, sched
 validation and logs as `python -m jaxbrr.train` (torchref/train/loop.py), through the same
 command code (common.train.cli.run). The workdir defaults to the config's workdir +
 "-torchref", so the two frameworks never share a folder. Exit status: 0 done, 2 bad config,
-data or arguments, 3 a non-finite step (the dump is printed).
+data or arguments, or out of memory, 3 a non-finite step (the dump is printed).
 """
 
 from __future__ import annotations
