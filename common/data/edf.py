@@ -192,10 +192,10 @@ def _header_int(path: Path, head: bytes, start: int, stop: int, what: str) -> in
 
 
 def _header_float(path: Path, head: bytes, start: int, stop: int, what: str) -> float:
-    try:
-        return float(head[start:stop].strip())
-    except ValueError:
-        raise EDFError(f"{path}: corrupt header: {what} is {head[start:stop]!r}; {_FIX}") from None
+    value = _number(head[start:stop])  # nan and inf too are no duration
+    if value is None:
+        raise EDFError(f"{path}: corrupt header: {what} is {head[start:stop]!r}; {_FIX}")
+    return value
 
 
 @contextmanager

@@ -268,6 +268,17 @@ def test_truncated_header(tmp_path, write_edf, tusz_signals):
     assert str(path) in str(err.value) and FIX in str(err.value)
 
 
+@pytest.mark.parametrize("duration", [b"nan", b"inf", b"x"])
+def test_a_record_duration_that_is_no_number_is_a_corrupt_header(tmp_path, write_edf, tusz_signals, duration):
+    """nan passed `<= 0` and read as 'different sampling rates'; inf made MNE divide by zero."""
+    path = write_edf(tmp_path / "duration.edf", tusz_signals(2, SFREQ), SFREQ)
+    data = bytearray(path.read_bytes())
+    data[244:252] = duration.ljust(8)
+    path.write_bytes(bytes(data))
+    with pytest.raises(EDFError, match=f"corrupt header: data record duration is b'{duration.decode()}"):
+        read_edf(path, "ref19")
+
+
 def test_text_file_named_edf(tmp_path):
     path = tmp_path / "notes.edf"
     path.write_text("patient notes, not a recording\n" * 20)
