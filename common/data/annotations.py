@@ -131,8 +131,19 @@ def labels_for(
         sources, native = _siena_labels(edf, dict(listed_as))
     events = native_labels.seizure_events(native, NATIVE_LABEL)
     alias = native.file_name if native.file_name != edf.name else None
-    return Annotations(" + ".join(map(str, sources)), None, events, tuple(map(str, sources)), alias,
-                       unlisted=native.source == _UNLISTED)
+    unlisted = native.source == _UNLISTED
+    path = f"not in {sources[0]}: seizure-free by data.chbmit_unlisted" if unlisted else " + ".join(map(str, sources))
+    return Annotations(path, None, events, tuple(map(str, sources)), alias, unlisted=unlisted)
+
+
+def wfdb_file(edf: Path) -> Path:
+    """`<name>.edf.seizures`: CHB-MIT's WFDB seizure annotations of one recording."""
+    return edf.with_name(edf.name + ".seizures")
+
+
+def wfdb_files(folder: Path) -> list[Path]:
+    """The `.edf.seizures` files in a folder (any case: `.EDF.seizures` too)."""
+    return sorted(p for p in folder.iterdir() if p.name.lower().endswith(".edf.seizures"))
 
 
 def _nearby(edf: Path, name: str) -> Path | None:
@@ -183,7 +194,7 @@ def _chbmit_labels(edf: Path, listed_as: dict[str, str],
                    unlisted: str = "refuse") -> tuple[list[Path], native_labels.NativeLabels]:
     prefix = name_prefix(edf.stem, "chbmit")
     summary = _nearby(edf, f"{prefix}-summary.txt") if prefix else None
-    wfdb = edf.with_name(edf.name + ".seizures")
+    wfdb = wfdb_file(edf)
     entries = native_labels.read_chbmit_summary(summary) if summary else {}
     listed = _entry(entries, edf, summary, listed_as) if summary else None
     if isinstance(listed, AnnotationError):  # its block in the summary; the summary's others are read
@@ -221,8 +232,8 @@ def _chbmit_unlisted(edf: Path, summary: Path, unlisted: str) -> tuple[list[Path
     the download (the folder holds others') the recording has none; chb24's summary lists only its
     recordings with seizures and leaves ten out. Refused unless data.chbmit_unlisted is
     seizure_free; read so only beside other `.seizures` files, never in a download without them."""
-    wfdb = edf.with_name(edf.name + ".seizures")
-    others = sorted(edf.parent.glob("*.edf.seizures"))
+    wfdb = wfdb_file(edf)
+    others = wfdb_files(edf.parent)
     if unlisted == "seizure_free" and others:
         return [summary], native_labels.NativeLabels(edf.name, (), _UNLISTED, None)
     if others:

@@ -29,7 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from common.config import Config, DataConfig, config_hash, config_to_dict
-from common.data.annotations import annotation_file, check_duration, labels_for, seizure_mask
+from common.data.annotations import (
+    annotation_file,
+    check_duration,
+    labels_for,
+    seizure_mask,
+    wfdb_file,
+    wfdb_files,
+)
 from common.data.corpora import Recording, Survey, survey
 from common.data.windows import (
     WindowSpec,
@@ -42,11 +49,12 @@ from common.files import atomic_path, write_text
 
 MANIFEST = "manifest.json"
 STALE_SECONDS = 600  # a temporary file untouched this long belongs to a build that was killed
-CACHE_FORMAT = 4  # 2: sidecars stamp the label files too and carry the layout's patient; 3: a montage
+CACHE_FORMAT = 5  # 2: sidecars stamp the label files too and carry the layout's patient; 3: a montage
 # signal with a calibration that cannot scale it (digital or physical min = max) is a bad file, so
 # a cache of format 2 may hold recordings a fresh build skips (and a seeded split over them differs);
 # 4: bipolar derivations from a common reference, '01' as O1, copies of a derivation checked equal:
-# files read differently than a format-3 build read or refused them
+# files read differently than a format-3 build read or refused them; 5: a recording whose every
+# channel is flat, and a calibration field of nan or inf, are refused (format 4 cached them as zeros)
 
 
 def cache_key(config: Config) -> str:
@@ -108,9 +116,10 @@ def _source_stamp(edf: Path) -> dict:
 
 def _is_current(sidecar: Path, edf: Path, data: DataConfig) -> bool:
     """The sidecar exists, stamps this EDF and its label files as they are now, and those are the
-    files labels_for would read now (a `<stem>.csv_bi` put beside the EDF since overrides them),
-    under the name data.listed_as gives it now if it was read under another, and seizure-free by
-    data.chbmit_unlisted only while that still says so."""
+    files labels_for would read now (a `<stem>.csv_bi` or `.edf.seizures` put beside the EDF since
+    is read), under the name data.listed_as gives it now if it was read under another, and
+    seizure-free by data.chbmit_unlisted only while that still says so and the folder still holds
+    other recordings' .seizures files."""
     try:
         meta = json.loads(sidecar.read_text())
         labels_now = [_file_stamp(Path(f["path"])) for f in meta.get("label_files", [None])]
@@ -121,8 +130,12 @@ def _is_current(sidecar: Path, edf: Path, data: DataConfig) -> bool:
         return False
     if beside is None and meta.get("listed_as") is not None and dict(data.listed_as).get(edf.name) != meta["listed_as"]:
         return False
-    if beside is None and meta.get("unlisted") and data.chbmit_unlisted != "seizure_free":
-        return False
+    wfdb = wfdb_file(edf)
+    if beside is None and wfdb.is_file() and str(wfdb.resolve()) not in [f["path"] for f in labels_now]:
+        return False  # CHB-MIT's .seizures file put beside it since
+    if beside is None and meta.get("unlisted") and (data.chbmit_unlisted != "seizure_free"
+                                                    or not wfdb_files(edf.parent)):
+        return False  # seizure-free by a setting, or by .seizures files of others, since taken back
     return all(meta.get(k) == v for k, v in _source_stamp(edf).items()) and labels_now == meta["label_files"]
 
 

@@ -403,6 +403,7 @@ def test_a_chbmit_recording_no_file_speaks_for_is_seizure_free_only_as_the_confi
         labels_for(folder / "chb24_02.edf", "chbmit")
     free = labels_for(folder / "chb24_02.edf", "chbmit", chbmit_unlisted="seizure_free")
     assert free.events == [] and free.unlisted and free.files == (str(folder / "chb24-summary.txt"),)
+    assert free.path == f"not in {folder / 'chb24-summary.txt'}: seizure-free by data.chbmit_unlisted"
     listed = labels_for(folder / "chb24_01.edf", "chbmit", chbmit_unlisted="seizure_free")
     assert listed.seizures() == [(2.0, 5.0)] and not listed.unlisted  # summary and .seizures agree
 
@@ -417,6 +418,18 @@ def test_a_chbmit_recording_no_file_speaks_for_is_seizure_free_only_as_the_confi
     # read seizure-free by a setting since taken back: read again, and refused
     again = prepare(config_for(tmp_path, folder.parent, *montage), progress=False).build
     assert again.reused == ["chb24_01"] and "chb24_02.edf: is not listed" in again.skipped[0]["reason"]
+    # read seizure-free, then its own .seizures file arrives (a partial download completed): read again
+    free = config_for(tmp_path, folder.parent, *montage, "data.chbmit_unlisted=seizure_free")
+    assert prepare(free, progress=False).build.reused == ["chb24_01", "chb24_02"]  # its seizure-free build
+    _wfdb_seizure(folder / "chb24_02.edf.seizures", onset=SFREQ, length=SFREQ)
+    assert prepare(free, progress=False).build.built == ["chb24_02"]
+    assert Corpus(taken.root).arrays("chb24_02")[1].sum() == 256
+    # the .seizures files that made it seizure-free are gone: read again, and refused
+    (folder / "chb24_02.edf.seizures").unlink()
+    assert prepare(free, progress=False).build.built == ["chb24_02"]  # seizure-free again, beside chb24_01's
+    (folder / "chb24_01.edf.seizures").rename(folder / "chb24_01.seizures.bak")
+    gone = prepare(free, progress=False).build
+    assert "chb24_02" not in gone.reused and "its folder holds no .seizures file" in gone.skipped[-1]["reason"]
     with pytest.raises(ConfigError, match="chbmit_unlisted"):
         load_config(None, ["data.chbmit_unlisted=yes"])
 
