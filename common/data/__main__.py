@@ -105,8 +105,8 @@ def _inspect(args) -> int:
     montage = args.montage or config.data.montage
     edf = Path(args.file)
     raw = read_edf(edf, montage, config.preprocess.interpolate)
-    signals, report = preprocess(raw.signals_uv, raw.sfreq, config.preprocess, raw.channels,
-                                 source=str(edf), interpolated=raw.interpolated, repairs=raw.repairs)
+    signals, report = preprocess(raw.signals_uv, raw.sfreq, config.preprocess, raw.channels, source=str(edf),
+                                 interpolated=raw.interpolated, repairs=raw.repairs, refuse_flat=False)
     print(f"{edf}  montage={montage}  {raw.sfreq:g} Hz -> {config.preprocess.sfreq} Hz  "
           f"{raw.duration_seconds:.2f} s  ({signals.shape[-1]} samples after preprocessing)")
     print(f"\n{'signal':<10} {'clipped':>8} {'non-finite':>10}  source")
@@ -117,6 +117,8 @@ def _inspect(args) -> int:
               f"{raw.channel_sources[name]}{flags}")
     for repair in report.repairs:
         print(f"repaired: {repair}")
+    if len(report.flat_channels) == len(raw.channels):
+        print("every channel is flat: build, evaluate and predict refuse this recording (it holds no EEG)")
     labels = None
     corpus = config.data.corpus if config.data.corpus != "auto" else corpus_of_name(edf.stem)
     try:

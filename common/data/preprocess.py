@@ -110,8 +110,11 @@ def preprocess(
     source: str = "<array>",
     interpolated: Sequence[str] = (),
     repairs: Sequence[str] = (),
+    refuse_flat: bool = True,
 ) -> tuple[np.ndarray, RecordingReport]:
-    """(C, N) µV at sfreq_in -> ((C, N_out) float32 at cfg.sfreq, report). Input is not modified."""
+    """(C, N) µV at sfreq_in -> ((C, N_out) float32 at cfg.sfreq, report). Input is not modified.
+    A recording whose every channel is flat is a ValueError unless `refuse_flat` is False (for a
+    look at it: `python -m jaxbrr.data inspect`)."""
     x = np.asarray(signals_uv, dtype=np.float64)  # (C, N)
     if x.ndim != 2 or x.shape[0] != len(channels):
         raise ValueError(f"{source}: signals of shape {x.shape} do not match {len(channels)} channels")
@@ -140,6 +143,9 @@ def preprocess(
     # 1. resample, 2. bandpass + notch (one SOS cascade along time, all channels at once)
     y = resample(x, sfreq_in, cfg, source)  # (C, N_out)
     n_out = y.shape[-1]
+    if n_out < 2:  # one sample varies in no channel: "flat" would misname it
+        raise ValueError(f"{source}: {n_in} sample(s) at {sfreq_in:g} Hz ({n_out} at {cfg.sfreq:g} Hz) are too "
+                         "short a recording to read; remove it")
     sos = filter_sos(cfg)
     if cfg.filter_phase == "causal":
         y = signal.sosfilt(sos, y, axis=-1)  # (C, N_out), a new array
@@ -167,7 +173,7 @@ def preprocess(
         y[bad_out] = 0.0
     std = np.sqrt(np.einsum("ct,ct->c", y, y) / count)  # (C,), without a (C, N) temporary
     flat |= std == 0.0  # all energy outside the band
-    if flat.all():  # zeros labelled as anything would teach, and score, silence
+    if flat.all() and refuse_flat:  # zeros labelled as anything would teach, and score, silence
         raise ValueError(
             f"{source}: every channel is flat (std <= preprocess.flat_std_uv = {cfg.flat_std_uv:g} µV, or no "
             "energy in the band): the recording holds no EEG; remove it from the data"

@@ -174,3 +174,19 @@ def test_inspect_checks_the_labels_duration_as_build_does(shared, capsys):
     out = capsys.readouterr().out
     assert "no labels: " in out and "labels describe another recording" in out
     assert "past the end" not in out
+
+
+def test_inspect_shows_a_recording_of_nothing_but_flat_channels(tmp_path, capsys):
+    """build and predict refuse it; inspect, where a user looks to see why, still shows the table."""
+    import edfio
+    import numpy as np
+
+    from common.data.montage import REF19
+
+    edf = tmp_path / "flat_s001_t000.edf"
+    edfio.Edf([edfio.EdfSignal(np.zeros(10 * 256), 256, label=f"EEG {name.upper()}-REF", physical_dimension="uV",
+                               physical_range=(-500, 500)) for name in REF19]).write(edf)
+    assert main(["inspect", str(edf)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" [flat]") == 19
+    assert "every channel is flat: build, evaluate and predict refuse this recording" in out

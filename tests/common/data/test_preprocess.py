@@ -166,6 +166,8 @@ def test_a_recording_whose_every_channel_is_flat_is_refused():
     x[1] = 7.0  # constant: flat too
     with pytest.raises(ValueError, match=r"rec\.edf: every channel is flat .*holds no EEG; remove it"):
         preprocess(x, 256.0, CFG, ["a", "b", "c"], source="rec.edf")
+    _, report = preprocess(x, 256.0, CFG, ["a", "b", "c"], refuse_flat=False)  # for a look at it
+    assert report.flat_channels == ["a", "b", "c"]
     x[2] = eeg(1, 20 * 256)[0]  # one channel of signal: kept, the flat ones reported
     assert preprocess(x, 256.0, CFG, ["a", "b", "c"])[1].flat_channels == ["a", "b"]
 
@@ -181,6 +183,11 @@ def test_all_nan_channel_is_flat():
 def test_empty_recording_is_an_error():
     with pytest.raises(ValueError, match="no samples"):
         preprocess(np.zeros((2, 0)), 256.0, CFG, ["a", "b"])
+
+
+def test_a_one_sample_recording_is_too_short_not_flat():
+    with pytest.raises(ValueError, match=r"rec\.edf: 1 sample\(s\) at 256 Hz \(1 at 256 Hz\) are too short"):
+        preprocess(np.ones((2, 1)), 256.0, PreprocessConfig(filter_phase="causal"), ["a", "b"], source="rec.edf")
 
 
 def test_zero_phase_on_too_short_recording_is_an_error():
