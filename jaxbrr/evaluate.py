@@ -69,7 +69,7 @@ EXIT_OK, EXIT_INPUT = 0, 2
 RUN_KINDS = ("jaxbrr", "torchref", "nan_dump")
 SPLIT_FIELDS = ("data.edf_glob", "data.synthetic", "data.corpus", "data.split",
                 "data.seizure_labels", "data.background_labels", "data.label_duration_tolerance_seconds",
-                "preprocess")
+                "data.listed_as", "data.chbmit_unlisted", "preprocess")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,7 +121,8 @@ def _recordings(config, split: str | None, edf_dir: str | None, progress: bool):
             reasons = "".join(f"\n  {skip_line(s)}" for s in build.survey.left_out + build.skipped)
             raise ValueError(f"--edf-dir {folder}: no usable recording (EDF files matching "
                              f"{config.data.edf_glob} with their labels){reasons}")
-        return corpus, corpus.stems, build.survey.left_out + build.skipped, {"edf_dir": str(folder.resolve())}
+        skipped = [{**item, "split": None} for item in build.survey.left_out + build.skipped]  # no split here
+        return corpus, corpus.stems, skipped, {"edf_dir": str(folder.resolve())}
     prepared = prepare(config, progress=progress)
     stems = prepared.splits[split]
     if not stems:
@@ -174,8 +175,13 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     hours = sum(corpus.recordings[s]["n_samples"] / corpus.recordings[s]["sfreq"] for s in stems) / 3600
     # what the scores leave out: every skipped EDF under --edf-dir, the split's own with --split
     lost = skipped if edf_dir is not None else [item for item in skipped if item["split"] == split]
+    # a seeded split places only patients with a cached recording: one whose every recording was
+    # skipped is in no split, perhaps this one
+    unplaced = [] if edf_dir is not None else [item for item in skipped if item["split"] is None]
     print(f"evaluating {len(stems)} recordings ({hours:.2f} h): {_describe_source(source)}"
-          + (f"; {len(lost)} more skipped, not scored (listed at the end)" if lost else ""))
+          + (f"; {len(lost)} more skipped, not scored" if lost else "")
+          + (f"; {len(unplaced)} skipped in no split" if unplaced else "")
+          + (" (listed at the end)" if lost or unplaced else ""))
     issues = label_issues(corpus.recordings, stems)
     if issues:  # the reference files hold only what fits the recording: say so beside the scores
         print(f"labels cut in {len(issues)} recording(s); the reference files hold the cut labels:")

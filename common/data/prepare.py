@@ -18,6 +18,7 @@ from common.data.windows import BACKGROUND, WindowSpec
 
 _LISTED = 20  # recordings a summary list names before it counts the rest
 
+
 @dataclass
 class PreparedData:
     corpus: Corpus

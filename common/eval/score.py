@@ -151,7 +151,7 @@ def pair_records(ref_dir: str | Path, hyp_dir: str | Path) -> Pairing:
             continue
         pairing.pairs.append((ref, hyp))
     if not pairing.pairs:
-        raise ValueError(pairing.refused_message())
+        raise ValueError(f"no pair of {ref_dir} and {hyp_dir} can be scored:\n  " + "\n  ".join(pairing.refused))
     return pairing
 
 

@@ -146,7 +146,7 @@ def test_checkpoint_mode_on_an_edf_dir_skips_and_reports_a_bad_file(synthetic_ru
     assert f"1 of 2 EDF files under {folder} skipped (above); the other 1 are scored" in err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["records"] == 1 and metrics["source"] == {"edf_dir": str(folder.resolve())}
-    assert [Path(s["source"]).name for s in metrics["skipped"]] == ["bad_s001_t000.edf"]
+    assert [(Path(s["source"]).name, s["split"]) for s in metrics["skipped"]] == [("bad_s001_t000.edf", None)]
     assert len(metrics["threshold_sweep"]["tau_on"]) == 4 and not (out / "timelines").exists()
 
 
@@ -265,6 +265,7 @@ def test_split_fields_cannot_change_the_split_being_scored(synthetic_run, capsys
     "data.edf_glob='**/x.edf'", "data.synthetic=null", "data.synthetic.seed=4",
     "data.corpus=folder", "data.split={kind: seeded}", "data.split.kind=seeded", "data.split.dev_fraction=0.1",
     "data.seizure_labels=[seiz]", "data.background_labels=[bckg]", "data.label_duration_tolerance_seconds=9",
+    "data.listed_as={}", "data.chbmit_unlisted=seizure_free",
     "preprocess.notch_hz=50", "preprocess={}", "data={}",
 ])
 def test_every_field_that_decides_the_split_is_refused(override):

@@ -3,6 +3,7 @@
 import json
 import os
 import time
+from pathlib import Path
 
 import edfio
 import numpy as np
@@ -144,6 +145,23 @@ def test_flat_channels_are_listed_and_a_recording_of_nothing_but_is_skipped(tmp_
     assert prepared.build.built == ["pa_s001_t000"]
     assert "pb_s001_t000.edf: every channel is flat" in prepared.build.skipped[0]["reason"]
     assert "flat channels (read as zeros) in 1 recording(s):\n  pa_s001_t000: C3, O2" in format_summary(prepared)
+
+
+def test_a_skipped_recording_has_the_split_its_patient_is_in_or_none(tmp_path):
+    """Seeded: a patient's split is known from the recordings of it that were cached; a patient
+    whose every recording was skipped is in no split (the permutation is over cached patients)."""
+    from common.data.prepare import skipped_by_split
+
+    folder = tmp_path / "edf"
+    folder.mkdir()
+    for seed, stem in enumerate(("pa_s001_t000", "pa_s001_t001", "pb_s001_t000", "pc_s001_t000")):
+        _recording(folder, stem, seed=seed)
+    for stem in ("pa_s001_t001", "pc_s001_t000"):
+        (folder / f"{stem}.csv_bi").write_text("TERM,1.0,oops,seiz,1\n")
+    prepared = prepare(_config(tmp_path, "data.split.kind=seeded", "data.split.dev_fraction=0.5"), progress=False)
+    split_of_pa = next(name for name, stems in prepared.splits.items() if "pa_s001_t000" in stems)
+    assert {Path(s["source"]).stem: s["split"] for s in skipped_by_split(prepared)} == {
+        "pa_s001_t001": split_of_pa, "pc_s001_t000": None}
 
 
 def test_a_recording_whose_rebuild_fails_leaves_the_manifest(tmp_path, corpus_dir):
