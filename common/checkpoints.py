@@ -10,8 +10,8 @@ them onto the NNX tree; torchref loads them as they are).
 Kinds and what `path` is for each:
     jaxbrr       an orbax step folder WORKDIR/checkpoints/<best|last>/<step> (model/, meta/)
     torchref     a torchref training checkpoint WORKDIR/checkpoints/<best|last>/step_NNNNNN.pt
-    pt           any other `.pt` file: a state dict or a brain-go-brr v2 checkpoint (telling them
-                 apart needs torch.load: torchref's side does it)
+    pt           any other `.pt`, `.pth` or `.ckpt` file (torch.save's): a state dict, a brain-go-brr
+                 v2 checkpoint, or a Lightning checkpoint or wrapper around one (common/original.py)
     safetensors  a neutral `.safetensors` file (parity/convert.py; config in its metadata)
     nan_dump     a training NaN dump WORKDIR/nan/step_NNNNNN (nan.json, batch.npz, and the
                  state of either framework)
@@ -90,9 +90,9 @@ def locate(path: str | Path) -> Located:
     if not given.exists():
         raise CheckpointError(f"{given}: no such file or folder; {FIX}")
     if given.is_file():
-        kinds = {".safetensors": "safetensors", ".pt": "pt"}
+        kinds = {".safetensors": "safetensors", ".pt": "pt", ".pth": "pt", ".ckpt": "pt"}  # torch.save's
         if given.suffix not in kinds:
-            raise CheckpointError(f"{given}: not a weights file (.pt or .safetensors); {FIX}")
+            raise CheckpointError(f"{given}: not a weights file (.pt, .pth, .ckpt or .safetensors); {FIX}")
         kind = kinds[given.suffix]
         if kind == "pt" and given.parent.parent.name == "checkpoints" and given.name.startswith("step_"):
             kind = "torchref"
@@ -281,8 +281,12 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
     if isinstance(saved, dict) and "model" in saved and "meta" in saved:  # a torchref training checkpoint
         config = config_from_dict(saved["meta"]["config"], source=str(path))
         return Weights(config, _arrays(saved["model"], path), "torchref", path, meta=saved["meta"])
-    if original.is_original(saved):
-        state = saved.get("model_state_dict", saved)
+    try:
+        found = original.original_state(saved)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    if found is not None:
+        state, unwrapped = found
         if isinstance(saved.get("config"), dict) and isinstance(saved["config"].get("model"), dict):
             model, notes = original.model_config(saved["config"]["model"])
             config = _with_model(model, config_path, f"{path}'s own config")
@@ -295,7 +299,8 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
             arrays, report = original.rename_original(state, shapes(config.model), config.model, str(path))
         except ValueError as error:
             raise CheckpointError(str(error)) from None
-        return Weights(config, dict(arrays), "original", path, notes=[*notes, *report.counts(), *report.notes])
+        return Weights(config, dict(arrays), "original", path,
+                       notes=[*unwrapped, *notes, *report.counts(), *report.notes])
     if isinstance(saved, dict):
         return Weights(_needs_config(path, config_path, "a bare state dict"), _arrays(saved, path), "pt", path)
     raise CheckpointError(f"{path}: holds a {type(saved).__name__}, not weights; {FIX}")

@@ -570,11 +570,24 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+# Top-level sections of brain-go-brr v2's config schema (reference/original_spec.md §3.11) that
+# this project's has not: a user may pass the original's training YAML where ours is wanted.
+_ORIGINAL_SECTIONS = ("experiment", "training", "evaluation", "preprocessing")
+
+
 def config_from_dict(tree: dict, source: str = "<dict>") -> Config:
     try:
         return TypeAdapter(Config).validate_python(tree)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        lines = _format_errors(err, source).splitlines()
+        theirs = [key for key in _ORIGINAL_SECTIONS if isinstance(tree, dict) and key in tree]
+        if len(theirs) < 2:
+            raise ConfigError("\n".join(lines)) from None
+        raise ConfigError("\n".join([
+            f"{source}: a brain-go-brr v2 config (sections {', '.join(theirs)}), not this project's: pass one of "
+            "configs/ (configs/tusz.yaml is the full-size V3) with --set for what differs; an original "
+            "checkpoint saved with its config needs no --config (its model section is read from it)",
+            *lines[:5], *([f"... and {len(lines) - 5} more"] if len(lines) > 5 else [])])) from None
 
 
 # The commands' default config: the current folder's, else the repository's (the package is

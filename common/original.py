@@ -172,6 +172,12 @@ def _config_notes(config: ModelConfig) -> tuple[str, ...]:
             f"model.stability.guards = {config.stability.guards!r}: the original's clamps and "
             "nan_to_num are off, so outputs differ wherever they would have acted"
         )
+    if config.stability.pe_gradient != "full":
+        notes.append(
+            f"model.stability.pe_gradient = {config.stability.pe_gradient!r}: the original backpropagated through "
+            "eigh unguarded, so a gradient it made non-finite (degenerate eigenvalues) is finite here; "
+            "--set model.stability.pe_gradient=full computes it as the original did"
+        )
     if config.layernorm_eps != ORIGINAL_LAYERNORM_EPS:
         notes.append(
             f"model.layernorm_eps = {config.layernorm_eps} (the original's LayerNorms use "
@@ -262,14 +268,62 @@ def rename_original(state_dict: dict, expected: dict[str, tuple[int, ...]], conf
     return renamed, LoadReport(mapped=mapped, ignored=ignored, notes=_config_notes(config), source=source)
 
 
-def is_original(saved) -> bool:
-    """An original checkpoint: brain-go-brr's save_checkpoint dict (`model_state_dict`), or a bare
-    state dict under its key names (its TCN lives under `tcn_encoder.`)."""
+# weight_norm as a parametrization (torch.nn.utils.parametrizations.weight_norm, torch >= 2.1)
+# names the magnitude and direction original0 / original1; the original's
+# torch.nn.utils.weight_norm names them weight_g / weight_v (PyTorch's weight_norm docs)
+_PARAMETRIZED = ((".parametrizations.weight.original0", ".weight_g"),
+                 (".parametrizations.weight.original1", ".weight_v"))
+_ANCHOR = "tcn_encoder."  # the original's TCN: every V3 state dict has keys under it
+
+
+def original_state(saved) -> tuple[dict, list[str]] | None:
+    """The original model's state dict inside `saved`, its keys as the bare model names them, and
+    notes on what was unwrapped; None when `saved` holds no original model.
+
+    `saved` is brain-go-brr's save_checkpoint dict (`model_state_dict`), a Lightning checkpoint
+    (`state_dict`) or a bare state dict. Inside it the model's keys may all carry one prefix that
+    a wrapper put there: (Distributed)DataParallel's `module.`, torch.compile's `_orig_mod.`, a
+    Lightning module's attribute (`model.`), or several (`module._orig_mod.`); it is found before
+    the TCN's keys and removed, and keys outside it (a Lightning module's loss buffers) are left
+    out, both said in the notes. Two prefixes before TCN keys (two models in one file) raise."""
     if not isinstance(saved, dict):
-        return False
-    if "model_state_dict" in saved:
+        return None
+    inner = next((saved[k] for k in ("model_state_dict", "state_dict") if isinstance(saved.get(k), dict)), saved)
+    keys = [k for k in inner if isinstance(k, str)]
+    prefixes = sorted({k[:k.index(_ANCHOR)] for k in keys
+                       if _ANCHOR in k and (k.index(_ANCHOR) == 0 or k[k.index(_ANCHOR) - 1] == ".")})
+    if not prefixes:
+        return (dict(inner), []) if "model_state_dict" in saved else None  # rename_original lists its keys
+    if len(prefixes) > 1:
+        raise ValueError(f"holds the original's TCN under {len(prefixes)} prefixes ({', '.join(map(repr, prefixes))}): "
+                         "two models in one file (a model and its EMA copy?); save the one to load alone")
+    prefix, notes = prefixes[0], []
+    state = {k[len(prefix):]: v for k, v in inner.items() if isinstance(k, str) and k.startswith(prefix)}
+    if prefix:
+        outside = [k for k in inner if not (isinstance(k, str) and k.startswith(prefix))]
+        notes.append(f"keys read without the prefix {prefix!r} a wrapper put before them (DataParallel's `module.`, "
+                     "torch.compile's `_orig_mod.`, a Lightning module's attribute)"
+                     + (f"; {len(outside)} keys outside it left out: {', '.join(map(str, outside[:5]))}"
+                        + (" ..." if len(outside) > 5 else "") if outside else ""))
+    renamed = 0
+    for old, new in _PARAMETRIZED:
+        for key in [k for k in state if k.endswith(old)]:
+            state[key[:-len(old)] + new] = state.pop(key)
+            renamed += 1
+    if renamed:
+        notes.append(f"{renamed} weight_norm parametrization tensors (`parametrizations.weight.original0/1`, "
+                     "torch >= 2.1) read as weight_g / weight_v")
+    return state, notes
+
+
+def is_original(saved) -> bool:
+    """An original checkpoint: brain-go-brr's save_checkpoint dict (`model_state_dict`), or a state
+    dict (bare, in a Lightning checkpoint, under a wrapper's prefix) holding its TCN's keys
+    (`tcn_encoder.`): original_state's."""
+    try:
+        return original_state(saved) is not None
+    except ValueError:  # two models: an original checkpoint, which original_state refuses to read
         return True
-    return any(isinstance(key, str) and key.startswith("tcn_encoder.") for key in saved)
 
 
 def model_config(original: dict) -> tuple[dict, list[str]]:

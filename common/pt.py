@@ -8,8 +8,8 @@ the pickle holds the containers and, for each tensor, a call
 whose storage is a persistent id `("storage", torch.<Type>Storage, key, location, numel)` naming
 the raw little-endian bytes in `data/<key>` (format: PyTorch's torch/serialization.py docs; the
 byte order is in `<name>/byteorder`). This reader unpickles with an allow-list: the builtin
-containers, collections.OrderedDict, the rebuild functions and storage types below, and numpy
-scalars; anything else is refused by name (the same stance as torch.load(weights_only=True)).
+containers, collections.OrderedDict, the rebuild functions and storage types below, numpy
+scalars, and pathlib paths (read as text); anything else is refused by name (the same stance as torch.load(weights_only=True)).
 It lets commands that never import torch (jaxbrr's predict, evaluate and training) read torchref
 checkpoints, state dicts and brain-go-brr v2 checkpoints.
 """
@@ -20,7 +20,7 @@ import codecs
 import collections
 import pickle
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,19 @@ def _numpy_scalar(dtype, data: bytes):
     return np.frombuffer(data, dtype=dtype)[0]
 
 
+def _path_text(flavour):
+    """A pickled pathlib path, rebuilt from its parts as text (a Windows path too, on any system):
+    brain-go-brr v2 saves its config's model_dump(), whose data_dir, cache_dir and output_dir are
+    Path objects."""
+    return lambda *parts: str(flavour(*parts))
+
+
+# pathlib's classes as pickled (`pathlib` to Python 3.12, `pathlib._local` from 3.13)
+_PATHS = {(module, name): _path_text(PureWindowsPath if "Windows" in name else PurePosixPath)
+          for module in ("pathlib", "pathlib._local")
+          for name in ("Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath")}
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, handle, archive: zipfile.ZipFile, prefix: str, little: bool, path: Path):
         super().__init__(handle)
@@ -79,6 +92,8 @@ class _Unpickler(pickle.Unpickler):
         }
         if (module, name) in allowed:
             return allowed[module, name]
+        if (module, name) in _PATHS:
+            return _PATHS[module, name]
         if module == "torch" and name in STORAGE_DTYPES:
             return _Storage(name)
         raise PtError(f"{self.path}: holds a pickled {module}.{name}, which this reader does not "

@@ -132,7 +132,8 @@ def to_numpy(value) -> np.ndarray:
 
 
 def _fill_torch(torch_model: nn.Module, arrays: dict[str, np.ndarray], source: str) -> None:
-    """Write neutral `arrays` into torch_model's state-dict tensors (taking their dtype)."""
+    """Write neutral `arrays` into torch_model's state-dict tensors, in the tensors' own dtype (the
+    model's config decides it: float16 weights are widened, as jaxbrr/weights.py `fill` does)."""
     targets = torch_model.state_dict(keep_vars=True)
     problems = key_problems(targets.keys(), arrays.keys(), source)
     problems += [f"{key}: shape {tuple(arrays[key].shape)} vs torch {tuple(t.shape)}"
@@ -141,7 +142,7 @@ def _fill_torch(torch_model: nn.Module, arrays: dict[str, np.ndarray], source: s
         raise ConversionError(f"{source} -> torch ({type(torch_model).__name__})", problems)
     with torch.no_grad():
         for key, tensor in targets.items():
-            tensor.data = torch.from_numpy(np.array(arrays[key])).to(tensor.device)
+            tensor.data = torch.from_numpy(np.array(arrays[key])).to(device=tensor.device, dtype=tensor.dtype)
 
 
 def _fill_jax(jax_model: nnx.Module, arrays: dict[str, np.ndarray], source: str) -> None:
@@ -274,12 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         weights = read_any(args.input, args.config)
         out = args.output
+        if out.suffix in (".safetensors", ".pt"):  # a file of wrong names would fail only where it is read
+            model = tmodel.SeizureDetector(weights.config.model, 0)  # checks every name and shape
+            _fill_torch(model, weights.arrays, str(args.input))
         if out.suffix == ".safetensors":
             write_neutral(out, weights.arrays, weights.config.model, "neutral")
             kind_out = "neutral weights file"
         elif out.suffix == ".pt":
-            model = tmodel.SeizureDetector(weights.config.model, 0)  # checks every name and shape
-            _fill_torch(model, weights.arrays, str(args.input))
             from common.files import atomic_path
 
             with atomic_path(out) as tmp:

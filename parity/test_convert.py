@@ -216,6 +216,18 @@ def test_cli_pt_to_safetensors_to_pt(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "best").iterdir()) == written == ["0"]
 
 
+def test_cli_checks_names_before_writing_a_weights_file(tmp_path, capsys):
+    """A DataParallel-wrapped torchref state dict (`module.` before every key) was written to a
+    .safetensors file labelled `model v3` that failed only where it was read."""
+    config = load_config(TINY).model
+    wrapped = {f"module.{k}": v for k, v in tmodel.SeizureDetector(config, 7).state_dict().items()}
+    torch.save(wrapped, tmp_path / "dp.pt")
+    assert convert.main([str(tmp_path / "dp.pt"), str(tmp_path / "dp.safetensors"), "--config", TINY]) == 2
+    err = capsys.readouterr().err
+    assert "module.tcn.layers.0.weight_g: in " in err and "the model has no such parameter" in err
+    assert not (tmp_path / "dp.safetensors").exists()
+
+
 def test_cli_answers_a_missing_or_unreadable_input_in_one_line(tmp_path, capsys):
     """Issue 19, problem 8: `MISSING.pt out.safetensors --config C` ended in a traceback."""
     garbage = tmp_path / "garbage.pt"

@@ -8,13 +8,14 @@ jaxbrr's loader); here the renamed state dict is loaded into torchref's model wi
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from common.config import ModelConfig
-from common.original import LoadReport, rename_original
+from common.original import LoadReport, original_state, rename_original
+from common.pt import read_pt
 from torchref.model import SeizureDetector
 
 
@@ -32,26 +33,24 @@ def from_original_state_dict(
 def load_original_checkpoint(
     path: str | Path, config: ModelConfig
 ) -> tuple[SeizureDetector, LoadReport]:
-    """Read an original `.pt` (train/loop.py's save_checkpoint dict with `model_state_dict`, or a
-    bare state dict) with torch.load(weights_only=True), then from_original_state_dict."""
+    """Read an original `.pt` (train/loop.py's save_checkpoint dict with `model_state_dict`, a bare
+    state dict, or either under a wrapper: common/original.py `original_state`) with common/pt.py's
+    reader (tensors, containers and numbers only, as torch.load(weights_only=True), and the config's
+    pathlib paths as text), then from_original_state_dict."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint file not found")
+    saved = read_pt(path)  # a PtError (ValueError) names the file and what it holds
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+        found = original_state(saved)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    if found is None:
+        keys = sorted(saved)[:8] if isinstance(saved, dict) else type(saved).__name__
         raise ValueError(
-            f"{path}: torch.load(weights_only=True) refused it ({err}); re-save its "
-            "`model_state_dict` alone with torch.save"
-        ) from err
-    if isinstance(checkpoint, dict) and "model_state_dict" in checkpoint:
-        state_dict = checkpoint["model_state_dict"]
-    elif isinstance(checkpoint, dict) and all(torch.is_tensor(v) for v in checkpoint.values()):
-        state_dict = checkpoint
-    else:
-        keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(
-            f"{path}: neither a checkpoint with `model_state_dict` nor a bare state dict "
-            f"(top level: {keys})"
+            f"{path}: neither a checkpoint with `model_state_dict` nor a state dict of the original's keys "
+            f"(`tcn_encoder.` ...; top level: {keys})"
         )
-    return from_original_state_dict(state_dict, config, source=str(path))
+    state, _ = found
+    tensors = {key: torch.from_numpy(np.array(value)) for key, value in state.items()}
+    return from_original_state_dict(tensors, config, source=str(path))

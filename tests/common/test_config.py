@@ -120,3 +120,23 @@ def test_cross_field_checks():
         load_config(None, ["eval.stride_seconds=90"])
     assert load_config(None, ["eval.stride_seconds=60"]).eval_stride_samples == 60 * 256
     assert load_config(None).eval_stride_samples == load_config(None).stride_samples  # None: the training stride
+
+
+def test_the_original_projects_config_is_told_apart(tmp_path):
+    """A user passes brain-go-brr v2's training YAML where ours is wanted: one line says so and
+    which config to pass, before at most five of its unknown keys."""
+    theirs = tmp_path / "v3.yaml"
+    theirs.write_text("experiment: {name: v3, seed: 42}\ndata: {dataset: tuh_eeg, data_dir: data}\n"
+                      "training: {epochs: 100, batch_size: 4, learning_rate: 0.0003}\nevaluation: {fa_rates: [10]}\n"
+                      "model: {architecture: v3, tcn: {num_layers: 8}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(theirs)
+    lines = str(err.value).splitlines()
+    assert lines[0] == (f"{theirs}: a brain-go-brr v2 config (sections experiment, training, evaluation), not this "
+                        "project's: pass one of configs/ (configs/tusz.yaml is the full-size V3) with --set for what "
+                        "differs; an original checkpoint saved with its config needs no --config (its model section "
+                        "is read from it)")
+    assert len(lines) <= 7 and "unknown key" in lines[1]
+    with pytest.raises(ConfigError) as err:  # one stray section is a typo, not the other project
+        load_config(None, ["training.epochs=3"])
+    assert "brain-go-brr" not in str(err.value)

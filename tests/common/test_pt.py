@@ -75,3 +75,28 @@ def test_foreign_objects_and_non_zip_files_are_refused_by_name(tmp_path):
     (tmp_path / "d.pt").write_bytes(b"not a zip archive")
     with pytest.raises(PtError, match=r"d\.pt: not a PyTorch zip checkpoint"):
         read_pt(tmp_path / "d.pt")
+
+
+def test_pathlib_paths_in_a_saved_config_are_read_as_text(tmp_path):
+    """brain-go-brr v2's save_checkpoint stores config.model_dump(), whose data_dir, cache_dir and
+    output_dir are Path objects; a checkpoint saved on Windows holds WindowsPath, which no Linux
+    Python can instantiate."""
+    import pathlib
+    import zipfile
+
+    config = {"data": {"data_dir": pathlib.PosixPath("/data/tusz/edf"), "cache_dir": pathlib.PurePosixPath("cache")},
+              "experiment": {"output_dir": pathlib.PureWindowsPath("C:\\runs", "v3")}}
+    torch.save({"model_state_dict": {"w": torch.ones(2)}, "config": config}, tmp_path / "v2.pt")
+    saved = read_pt(tmp_path / "v2.pt")
+    assert saved["config"] == {"data": {"data_dir": "/data/tusz/edf", "cache_dir": "cache"},
+                               "experiment": {"output_dir": "C:\\runs\\v3"}}
+    # the same file as Windows writes it: the class is WindowsPath (protocol 2 names it as text)
+    with zipfile.ZipFile(tmp_path / "v2.pt") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    pkl = next(name for name in members if name.endswith("/data.pkl"))
+    members[pkl] = members[pkl].replace(b"\nPureWindowsPath\n", b"\nWindowsPath\n")
+    assert b"pathlib\nWindowsPath\n" in members[pkl]
+    with zipfile.ZipFile(tmp_path / "windows.pt", "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    assert read_pt(tmp_path / "windows.pt")["config"]["experiment"]["output_dir"] == "C:\\runs\\v3"

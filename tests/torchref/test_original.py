@@ -7,6 +7,7 @@ the Conv1d fallback of every BiMamba2 direction, the bypassed `gnn.edge_transfor
 at full size they must add up to the original's documented 31,475,722 parameters.
 """
 
+import dataclasses
 import re
 
 import pytest
@@ -178,3 +179,61 @@ def test_pt_file_round_trip(tiny, tmp_path):
             assert torch.equal(loaded.state_dict()[key], value), key
     with pytest.raises(ValueError, match="not found"):
         load_original_checkpoint(tmp_path / "missing.pt", config)
+
+
+def test_checkpoints_in_the_wrappers_training_scripts_put_around_the_model(tiny, tmp_path):
+    """DataParallel (`module.`), torch.compile (`_orig_mod.`), both, a Lightning checkpoint whose
+    module holds the model as `model` beside a loss buffer, weight_norm as a parametrization
+    (torch >= 2.1), a `.pth` or `.ckpt` name, and the config's Path objects: each loads the same
+    weights, and says what it unwrapped."""
+    import pathlib
+
+    from common.checkpoints import read_weights
+    from common.original import original_state
+
+    config, model = tiny
+    state = _original_state_dict(model, config, config.v2_mamba)
+    parametrized = {re.sub(r"\.weight_g$", ".parametrizations.weight.original0",
+                           re.sub(r"\.weight_v$", ".parametrizations.weight.original1", k)): v for k, v in state.items()}
+    assert parametrized.keys() != state.keys()
+    saved = {
+        "dp.pt": {"model_state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3,
+                  "config": {"data": {"data_dir": pathlib.PosixPath("/data/tusz")}}},
+        "compiled.pth": {f"_orig_mod.{k}": v for k, v in state.items()},
+        "both.pt": {f"module._orig_mod.{k}": v for k, v in state.items()},
+        "lightning.ckpt": {"state_dict": {**{f"model.{k}": v for k, v in state.items()},
+                                          "loss_fn.pos_weight": torch.ones(1)},
+                           "epoch": 3, "global_step": 700, "pytorch-lightning_version": "2.4.0"},
+        "parametrized.pt": parametrized,
+    }
+    for name, checkpoint in saved.items():
+        torch.save(checkpoint, tmp_path / name)
+        loaded, _ = load_original_checkpoint(tmp_path / name, config)
+        for key, value in model.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), (name, key)
+    notes = read_weights(tmp_path / "lightning.ckpt", "configs/tiny.yaml",
+                         lambda m: {k: tuple(v.shape) for k, v in SeizureDetector(m).state_dict().items()}).notes
+    assert notes[0] == ("keys read without the prefix 'model.' a wrapper put before them (DataParallel's `module.`, "
+                        "torch.compile's `_orig_mod.`, a Lightning module's attribute); 1 keys outside it left out: "
+                        "loss_fn.pos_weight")
+    assert original_state(parametrized)[1] == [
+        f"{sum(k.endswith(('.weight_g', '.weight_v')) for k in state)} weight_norm parametrization tensors (`parametrizations.weight.original0/1`, "
+        "torch >= 2.1) read as weight_g / weight_v"]
+    with pytest.raises(ValueError, match=r"under 2 prefixes \('ema\.', 'model\.'\): two models in one file"):
+        original_state({"model.tcn_encoder.x": 1, "ema.tcn_encoder.x": 1})
+    assert original_state({"tcn.layers.0.weight_g": 1}) is None  # torchref's own names: no original
+
+
+def test_a_pe_gradient_other_than_the_originals_is_noted(tiny):
+    """Weights without their config take the config given (configs/ say `safe`): the model then
+    computes another gradient than the original's, and the report says which and how to undo it."""
+    config, model = tiny
+    state = _original_state_dict(model, config, config.v2_mamba)
+    _, report = from_original_state_dict(state, config)
+    assert config.stability.pe_gradient == "safe"
+    assert ("model.stability.pe_gradient = 'safe': the original backpropagated through eigh unguarded, so a "
+            "gradient it made non-finite (degenerate eigenvalues) is finite here; --set "
+            "model.stability.pe_gradient=full computes it as the original did") in report.notes
+    full = dataclasses.replace(config, stability=dataclasses.replace(config.stability, pe_gradient="full"))
+    _, report = from_original_state_dict(state, full)
+    assert not any("pe_gradient" in note for note in report.notes)
