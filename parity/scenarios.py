@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from einops import rearrange
@@ -43,7 +44,7 @@ from common.data.preprocess import preprocess
 from common.data.synth import patient_traits, synthesize_recording
 from parity.problem import Problem
 
-TINY = "configs/tiny.yaml"
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"  # the repository's, from any folder
 LEAD_IN_SECONDS = 2.0  # dropped: the causal bandpass's start-up transient
 ARTIFACT_UV = 1256.0  # the raw artifact of the outlier scenario (µV)
 ZERO_ELECTRODE = 5
