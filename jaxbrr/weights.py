@@ -1,8 +1,8 @@
 """jaxbrr's parameters under the neutral names: torchref's state-dict names and layouts.
 
     arrays = to_neutral(model)                    # {"node_mamba.layers.0.fwd.in_proj.weight": (out, in) ...}
-    fill(model, arrays, "best.safetensors")       # every Param filled exactly once, or one error
-    config, model, located = load_model("runs/default")   # any kind of weights (common/checkpoints.py)
+    notes = fill(model, arrays, "best.safetensors")   # every Param filled exactly once, or one error
+    config, model, located, notes = load_model("runs/default")   # any kind of weights (common/checkpoints.py)
 
 The two model trees carry the same attribute names (STYLE.md "Names"): torch
 `node_mamba.layers.0.fwd.in_proj` is NNX `node_mamba / layers / 0 / fwd / in_proj`. The NNX type of
@@ -25,7 +25,12 @@ changes layout; nothing is guessed from shapes:
     SSGConv, nnx.List, nnx.Dropout): no leaves of their own.
 
 parity/convert.py pairs each row with its torch module type (the twins) for in-memory conversion.
-Values keep their dtype: float64 arrays need jax_enable_x64 (refused without it, never truncated).
+Dtype: a built model's Params keep the dtype the config's model built them in (float32, under
+model.precision bfloat16 too: it computes in bf16 on float32 parameters). Narrower floats
+(float16, bfloat16: a file saved in half precision) are widened to it, exactly, with a note; wider
+ones are never narrowed: float64 stays float64 and needs jax_enable_x64 (refused without it, never
+truncated). An abstract model (nnx.eval_shape, parity/twins.py's) has no values of its own, so its
+Params take the values' dtype: the localiser's twin of a torch model cast whole to float16 is float16.
 Imports no torch: a torchref checkpoint is read through common/pt.py.
 """
 
@@ -171,11 +176,22 @@ def key_problems(wanted, keys, source: str) -> list[str]:
     return missing + [f"{key}: in {source}, but the model has no such parameter" for key in sorted(keys - wanted)]
 
 
-def fill(model: nnx.Module, arrays: dict[str, np.ndarray], source: str) -> None:
-    """Write neutral-layout `arrays` into the model's Params (taking their dtype), all checks first."""
+def _widened(value: np.ndarray, target) -> np.ndarray:
+    """`value` in the Param's dtype where that holds it exactly (a narrower float), else unchanged:
+    a wider one is kept, and an abstract Param (a shape, no values yet) takes the value's dtype."""
+    if isinstance(target, jax.ShapeDtypeStruct) or value.dtype == target.dtype:
+        return value
+    if jnp.issubdtype(value.dtype, jnp.floating) and jnp.promote_types(value.dtype, target.dtype) == target.dtype:
+        return value.astype(target.dtype)  # exact: the wider float holds every value of the narrower
+    return value
+
+
+def fill(model: nnx.Module, arrays: dict[str, np.ndarray], source: str) -> list[str]:
+    """Write neutral-layout `arrays` into the model's Params (in their dtype: module docstring),
+    all checks first; returns notes on what was widened (callers print them)."""
     entries = plan(model)
     problems = key_problems([e.torch_key for e in entries], arrays.keys(), source)
-    values = []
+    values, widened = [], Counter()
     for entry in entries:
         if entry.torch_key not in arrays:
             continue  # reported
@@ -186,11 +202,17 @@ def fill(model: nnx.Module, arrays: dict[str, np.ndarray], source: str) -> None:
                             f"(after the layout change) vs NNX {target.shape}")
         elif value.dtype == np.float64 and not jax.config.jax_enable_x64:
             problems.append(f"{entry.torch_key}: float64 needs jax_enable_x64 (it would be truncated)")
-        values.append((entry.variable, value))
+        kept = _widened(value, target)
+        if kept.dtype != value.dtype:
+            widened[(value.dtype.name, kept.dtype.name)] += 1
+        values.append((entry.variable, kept))
     if problems:
         raise WeightsError(f"{source} -> NNX", problems)
     for variable, value in values:
         variable.set_value(jnp.asarray(value))
+    return [f"{source}: {n} {stored} tensor(s) widened to {built}, the dtype of the config's model "
+            f"(the values are the file's, exactly: {built} represents every {stored})"
+            for (stored, built), n in sorted(widened.items())]
 
 
 def neutral_shapes(model_config) -> dict[str, tuple[int, ...]]:
@@ -224,5 +246,5 @@ def load_model(path: str | Path, config_path: str | Path | Config | None = None,
     weights = read_weights(located.path, config_path, neutral_shapes)
     config = with_overrides(weights.config, compute, f"{weights.path} (its config)")
     model = jmodel.SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
-    fill(model, weights.arrays, str(weights.path))
-    return config, model, located, weights.notes
+    notes = fill(model, weights.arrays, str(weights.path))
+    return config, model, located, [*weights.notes, *notes]

@@ -22,6 +22,7 @@ import math
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -332,25 +333,39 @@ def jax_local_cotangent(model, tap: str, values: dict, cotangents: dict, batch: 
     return _numpy(jax.jit(fn)(state, *_cotangent_args(model, tap, values, cotangents)))
 
 
+# The repository: frames of its files (but site-packages: jax, flax, einops) are the project's code.
+_REPOSITORY = Path(__file__).absolute().parents[1]
+
+
+def _op_frame(frames: list[tuple[str, int, str]]) -> str:
+    """" at FILE:LINE (FUNCTION)" of the op, from (file, line, function) frames, innermost first:
+    the innermost frame of the project's code, so neither a library's internals nor a wrapper
+    that only calls the stage (jaxbrr/model.py's named scope, an upcast) is named; else the
+    outermost frame recorded, e.g. jax/_src/numpy/linalg.py:940 (eigh)."""
+
+    def ours(file: str) -> bool:
+        path = Path(file)
+        return path.is_relative_to(_REPOSITORY) and "site-packages" not in path.relative_to(_REPOSITORY).parts
+
+    frame = next((f for f in frames if ours(f[0])), frames[-1] if frames else None)
+    if frame is None:
+        return ""
+    file, line, function = frame
+    short = Path(file).relative_to(_REPOSITORY).as_posix() if ours(file) else file.split("site-packages/")[-1]
+    return f" at {short}:{line} ({function})"
+
+
 def _source_line(error: BaseException) -> str:
-    """The innermost frame of the project (jaxbrr/, parity/) in error's traceback, else the last."""
+    """Where error's (Python) traceback met the op: _op_frame."""
     frames = traceback.extract_tb(error.__traceback__)
-    ours = [f for f in frames if "/jaxbrr/" in f.filename]
-    frame = (ours or frames or [None])[-1]
-    return f" at {frame.filename}:{frame.lineno} ({frame.name})" if frame else ""
+    return _op_frame([(f.filename, f.lineno, f.name) for f in reversed(frames)])
 
 
 def _checkify_location(error: BaseException) -> str:
-    """Where checkify saw the primitive: the innermost project frame, else the outermost frame
-    its (short) traceback recorded, e.g. jax/_src/numpy/linalg.py:940 (eigh)."""
+    """Where checkify saw the primitive: _op_frame of the traceback recorded with the jaxpr equation."""
     traceback_info = getattr(error, "traceback_info", None)
     frames = list(traceback_info.frames) if traceback_info is not None else []
-    ours = [f for f in frames if "/jaxbrr/" in f.file_name]
-    frame = (ours or frames or [None])[-1]
-    if frame is None:
-        return ""
-    short = frame.file_name.split("site-packages/")[-1]
-    return f" at {short}:{frame.line_num} ({frame.function_name})"
+    return _op_frame([(f.file_name, f.line_num, f.function_name) for f in frames])
 
 
 def jax_first_nonfinite(fn: Callable, *args) -> str | None:

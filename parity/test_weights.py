@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 import torch
@@ -22,12 +23,14 @@ from common.checkpoints import NEUTRAL_FILE, read_weights
 from common.config import config_to_dict, load_config
 from common.data.montage import REF19
 from common.data.synth import edf_label, write_recording
+from jaxbrr.model import SeizureDetector
 from jaxbrr.predict import main as predict_main
-from jaxbrr.weights import load_model, to_neutral
+from jaxbrr.weights import fill, load_model, to_neutral
 from parity import convert, localize
 from parity.compare import compare_arrays
 from parity.scenarios import eeg_windows
 from parity.test_model import FULL_SEED
+from parity.twins import make_twin
 from tests.torchref.original_checkpoint import original_checkpoint
 
 TINY = "configs/tiny.yaml"
@@ -102,6 +105,41 @@ def _torchref_from(path: Path):
     config = read_weights(path, shapes=convert.torch_shapes).config.model
     model, report = load_original_checkpoint(path, config)
     return model.eval(), report
+
+
+# ----------------------------------------------------------------------------------------------
+# dtype: the config's model's, never the file's
+
+
+def test_half_precision_weights_are_widened_to_the_models_dtype(tmp_path):
+    """An original checkpoint saved in float16 made jaxbrr compute in float16 although its config
+    says float32 (0.43 from torchref at the adjacency). The Params keep the dtype the config's
+    model builds; the file's values are widened, exactly, and a note says so."""
+    config = load_config(TINY, ["model.architecture=tcn"])
+    source = tmodel.SeizureDetector(config.model, 0)
+    full = neutral(source)
+    model = SeizureDetector(config.model, rngs=nnx.Rngs(1))
+    for stored in (np.float16, ml_dtypes.bfloat16):
+        narrow = {key: value.astype(stored) for key, value in full.items()}
+        notes = fill(model, narrow, "best_half.pt")
+        name = np.dtype(stored).name
+        assert notes == [f"best_half.pt: {len(full)} {name} tensor(s) widened to float32, the dtype of the "
+                         f"config's model (the values are the file's, exactly: float32 represents every {name})"]
+        assert_bit_equal(to_neutral(model), {k: v.astype(np.float32) for k, v in narrow.items()}, name)
+    assert fill(model, full, "best.pt") == []  # float32: unchanged, no note
+    assert_bit_equal(to_neutral(model), full, "float32")
+
+    # every caller sees the same: load_model (predict, train --init-from), a converted checkpoint
+    torch.save({k: v.half() for k, v in source.state_dict().items()}, tmp_path / "half.pt")
+    _, loaded, _, notes = load_model(tmp_path / "half.pt", config)
+    want = {k: v.astype(np.float16).astype(np.float32) for k, v in full.items()}
+    assert_bit_equal(to_neutral(loaded), want, "load_model")
+    assert "float16 tensor(s) widened to float32" in notes[-1]
+    convert.write_jaxbrr_checkpoint(tmp_path / "run", config, read_weights(tmp_path / "half.pt", config).arrays, "half.pt")
+    assert_bit_equal(read_weights(tmp_path / "run").arrays, want, "converted checkpoint")
+    # the localiser's twin of a torch model cast whole to float16 (abstract: no dtype of its own) is float16
+    _, twin = make_twin(source, lambda rngs: SeizureDetector(config.model, rngs=rngs), "float16")
+    assert {a.dtype.name for a in to_neutral(twin).values()} == {"float16"}
 
 
 # ----------------------------------------------------------------------------------------------
