@@ -210,6 +210,11 @@ def fill(model: nnx.Module, arrays: dict[str, np.ndarray], source: str) -> list[
         raise WeightsError(f"{source} -> NNX", problems)
     for variable, value in values:
         variable.set_value(jnp.asarray(value))
+    return widening_notes(widened, source)
+
+
+def widening_notes(widened: Counter, source: str) -> list[str]:
+    """One note per (stored dtype, built dtype) pair: how many tensors were widened."""
     return [f"{source}: {n} {stored} tensor(s) widened to {built}, the dtype of the config's model "
             f"(the values are the file's, exactly: {built} represents every {stored})"
             for (stored, built), n in sorted(widened.items())]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,7 @@ from jaxbrr.weights import (
     key_problems,
     to_neutral,
     type_name,
+    widening_notes,
 )
 from jaxbrr.weights import plan as nnx_plan
 
@@ -143,6 +145,12 @@ def _fill_torch(torch_model: nn.Module, arrays: dict[str, np.ndarray], source: s
     with torch.no_grad():
         for key, tensor in targets.items():
             tensor.data = torch.from_numpy(np.array(arrays[key])).to(device=tensor.device, dtype=tensor.dtype)
+
+
+def _widened_notes(read: dict[str, np.ndarray], written: dict[str, np.ndarray], source: str) -> list[str]:
+    """jaxbrr/weights.py fill's note, for tensors written into torch in a wider dtype than read."""
+    return widening_notes(Counter((read[k].dtype.name, written[k].dtype.name) for k in written
+                                  if read[k].dtype != written[k].dtype), source)
 
 
 def _fill_jax(jax_model: nnx.Module, arrays: dict[str, np.ndarray], source: str) -> None:
@@ -233,9 +241,10 @@ def read_any(path: str | Path, config_path: str | Path | None = None):
     return read_weights(path, config_path, torch_shapes)
 
 
-def write_jaxbrr_checkpoint(folder: Path, config, arrays: dict[str, np.ndarray], source: str) -> Path:
+def write_jaxbrr_checkpoint(folder: Path, config, arrays: dict[str, np.ndarray],
+                            source: str) -> tuple[Path, list[str]]:
     """A jaxbrr run folder holding one `best` checkpoint (step 0) of these weights, with a fresh
-    optimizer: what predict, evaluate and `train --init-from` open."""
+    optimizer: what predict, evaluate and `train --init-from` open; (its step folder, fill's notes)."""
     import dataclasses
 
     from common.train.loop import Progress
@@ -248,12 +257,12 @@ def write_jaxbrr_checkpoint(folder: Path, config, arrays: dict[str, np.ndarray],
         raise CheckpointError(f"{folder} already holds checkpoints ({', '.join(held[:3])}"
                               f"{', …' if len(held) > 3 else ''}): convert into a new folder")
     model = SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
-    fill(model, arrays, source)
+    notes = fill(model, arrays, source)
     optimizer = make_nnx_optimizer(model, config.train, 1)
     meta = {"config": config_to_dict(config), "progress": dataclasses.asdict(Progress()), "converted_from": source}
     checkpoints = Checkpoints(folder, keep=1)
     try:
-        return checkpoints.save("best", 0, model, optimizer, meta, to_neutral(model))
+        return checkpoints.save("best", 0, model, optimizer, meta, to_neutral(model)), notes
     finally:
         checkpoints.close()
 
@@ -274,12 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         weights = read_any(args.input, args.config)
-        out = args.output
+        out, notes = args.output, list(weights.notes)
         if out.suffix in (".safetensors", ".pt"):  # a file of wrong names would fail only where it is read
             model = tmodel.SeizureDetector(weights.config.model, 0)  # checks every name and shape
-            _fill_torch(model, weights.arrays, str(args.input))
+            _fill_torch(model, weights.arrays, str(args.input))  # in the model's dtype, as jaxbrr's fill
+            written = {key: value.detach().numpy() for key, value in model.state_dict().items()}
+            notes += _widened_notes(weights.arrays, written, str(args.input))
         if out.suffix == ".safetensors":
-            write_neutral(out, weights.arrays, weights.config.model, "neutral")
+            write_neutral(out, written, weights.config.model, "neutral")
             kind_out = "neutral weights file"
         elif out.suffix == ".pt":
             from common.files import atomic_path
@@ -290,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         elif out.suffix:
             raise CheckpointError(f"{out}: OUT must be a .safetensors or .pt file, or a folder (no suffix)")
         else:
-            out = write_jaxbrr_checkpoint(out, weights.config, weights.arrays, str(args.input))
+            out, widened = write_jaxbrr_checkpoint(out, weights.config, weights.arrays, str(args.input))
+            notes += widened
             kind_out = "jaxbrr checkpoint"
     except (CheckpointError, WeightsError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -298,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     values = sum(int(np.prod(a.shape)) for a in weights.arrays.values())
     dtypes = "/".join(sorted({a.dtype.name for a in weights.arrays.values()}))
     print(f"{args.input} ({weights.kind}) -> {out} ({kind_out})\n  {len(weights.arrays)} tensors, {values:,} values, "
-          f"dtype {dtypes}; model {weights.config.model.architecture}")
-    for note in weights.notes:
+          f"dtype {dtypes} as read; model {weights.config.model.architecture}")
+    for note in notes:
         print(f"  {note}")
     return 0
 

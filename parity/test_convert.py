@@ -216,6 +216,22 @@ def test_cli_pt_to_safetensors_to_pt(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "best").iterdir()) == written == ["0"]
 
 
+def test_cli_writes_half_precision_weights_in_the_models_dtype_and_says_so(tmp_path, capsys):
+    config = load_config(TINY).model
+    source = tmodel.SeizureDetector(config, 7)
+    torch.save({k: v.half() for k, v in source.state_dict().items()}, tmp_path / "half.pt")
+    n = len(source.state_dict())
+    for out in ("half.safetensors", "back.pt", "run"):
+        assert convert.main([str(tmp_path / "half.pt"), str(tmp_path / out), "--config", TINY]) == 0
+        printed = capsys.readouterr().out
+        assert "dtype float16 as read" in printed
+        assert f"half.pt: {n} float16 tensor(s) widened to float32, the dtype of the config's model" in printed
+    written = convert.read_neutral(tmp_path / "half.safetensors")
+    assert {a.dtype for a in written.values()} == {np.dtype(np.float32)}
+    expected = {k: v.half().float().numpy() for k, v in source.state_dict().items()}
+    assert_bit_exact(written, expected)
+
+
 def test_cli_checks_names_before_writing_a_weights_file(tmp_path, capsys):
     """A DataParallel-wrapped torchref state dict (`module.` before every key) was written to a
     .safetensors file labelled `model v3` that failed only where it was read."""
