@@ -16,7 +16,12 @@ torch's, which tells a local difference from one inherited from upstream. It als
 modules whose parameter gradients are non-finite, and, for the eigh Laplacian PE, the graphs
 (batch, step) whose spectrum has repeated eigenvalues.
 
-Sources (--windows I,J keeps only those windows of the batch)
+Before anything runs it checks every weight the model loads (parameters and buffers): one holding
+NaN/Inf is the verdict WEIGHTS (each tensor named, also as an original checkpoint spells it), the
+NaN born before the checkpoint was saved, and nothing runs.
+
+Sources (--windows I,J keeps only those windows of the batch; the report names them by their
+index in the batch as given)
   --dump DIR            a training NaN dump (jaxbrr: checkpoint/, torchref: model.pt; batch.npz, nan.json)
   --checkpoint CKPT     a neutral weights file (.safetensors), a torchref state dict or training
                         checkpoint (.pt), or a training checkpoint directory; with --batch BATCH.npz
@@ -36,7 +41,8 @@ Exit status: 0 when the verdict is CLEAN (or, for a scenario, the expected one),
 JSON report (--json), schema "jaxbrr.localize/1":
   schema, source, batch {shape, sha1, labels}, dtypes, versions, extreme_sigma,
   verdict (one of VERDICTS), first (the first finding or null), findings [{verdict, tap, kind,
-  side, detail, op {framework: op}}], rows [TapRow.to_dict(): name, kind, shape, verdict, born,
+  side, detail, op {framework: op}}] (WEIGHTS: one per tensor, tap its name, kind "weights", and
+  rows, replay empty), rows [TapRow.to_dict(): name, kind, shape, verdict, born,
   side, detail, op, nonfinite {"torch/float32": {nan, inf}}, max_abs/max_rel/within_tolerance
   {dtype: ...}, err64 {framework: RMSE}, drifted, rounding, amplified, upstream], replay [{tap, dtype, direction,
   max_abs, max_rel, nonfinite, passed}], nonfinite_parameters {module: {run: count}},
@@ -94,6 +100,7 @@ from parity.verdicts import (
     run_key,
     tap_rows,
     tolerance_dtype,
+    weight_findings,
 )
 
 # |x| of a z-scored batch beyond preprocess.clip_sigma σ did not come through the problem's own
@@ -167,6 +174,13 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
     if suspects:  # in seconds, before the runs (minutes at full size) say so
         say(f"the batch's data is bad as given in windows {', '.join(map(str, suspects))} (NaN/Inf, or beyond "
             f"{extreme:g} σ): DATA whatever the runs find")
+    broken = weight_findings(problem.weights, problem.checkpoint_names)
+    if broken:  # every run would carry their NaN from the first stage that reads them: nothing to localize
+        say(f"the weights hold NaN/Inf in {len(broken)} tensor{'s' * (len(broken) > 1)} "
+            f"({', '.join(f.row for f in broken[:3])}"
+            f"{', …' if len(broken) > 3 else ''}): WEIGHTS, born before the checkpoint was saved; not running")
+        return Report(problem, dtypes, [], broken, [], {"computed": False, "why": "not run: the weights are non-finite"},
+                      {}, extreme, device)
     runs: list[Run] = []
     models = {}
     train_cfg = problem.config.train
@@ -181,10 +195,10 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
             shapes = {name: tap.shape for name, tap in jax_run.taps.items()}  # for a stage that raises
             runs += [R.run_torch(torch_model, problem.batch, train_cfg, shapes), jax_run]
     stage_inputs = problem.config.model.stage_inputs
-    eigh = eigh_report(problem.config, runs)
+    eigh = eigh_report(problem.config, runs, problem.windows)
     ambiguous_pe = pe_not_unique(eigh)
     rows = tap_rows(runs, stage_inputs, R.parameter_stage(problem.config.model), extreme, device, problem.batch.x,
-                    problem.batch.y, ambiguous_pe)
+                    problem.batch.y, ambiguous_pe, problem.windows)
     by_key = {run_key(r): r for r in runs}
     replay, replayed, agrees = [], set(), set()
     while True:  # a float32 drift whose replay agrees both ways is amplified rounding: classify again
@@ -274,11 +288,12 @@ def _replay(row: TapRow, models, runs: dict[str, Run], problem: Problem, dtypes:
     return out
 
 
-def eigh_report(config: Config, runs: list[Run]) -> dict:
+def eigh_report(config: Config, runs: list[Run], windows: list[int] | None = None) -> dict:
     """The Laplacian spectra the dynamic PE decomposed (float64, from the most precise torch
     adjacency): which graphs (batch, step) hold eigenvalues that the safe eigh backward of the
     least precise run treats as tied, closer than max(stability.eigh_tau, that dtype's rounding
-    split · max |λ|) (common.graph.eigenvalue_split)."""
+    split · max |λ|) (common.graph.eigenvalue_split). `batch` is the window's index in the batch
+    as given (`windows`, Problem.windows, when only those ran)."""
     model = config.model
     if model.architecture != "v3" or not model.graph.enabled or not model.graph.use_dynamic_pe:
         return {"computed": False, "why": "no dynamic Laplacian PE in this model"}
@@ -296,7 +311,8 @@ def eigh_report(config: Config, runs: list[Run]) -> dict:
         width = max(tau, split * float(np.abs(values).max()))
         starts = np.concatenate([[0], np.flatnonzero(np.diff(values) > width) + 1])
         clusters = np.split(values, starts[1:])
-        repeated += [{"batch": int(b), "step": int(s * model.graph.semi_dynamic_interval), "eigenvalue": float(c[0]),
+        window = windows[b] if windows else int(b)
+        repeated += [{"batch": window, "step": int(s * model.graph.semi_dynamic_interval), "eigenvalue": float(c[0]),
                       "multiplicity": len(c), "in_pe": bool(start < model.graph.k_eigenvectors)}
                      for start, c in zip(starts, clusters, strict=True) if len(c) > 1]
     return {"computed": True, "tau": tau, "rounding_of": coarsest, "graphs": int(np.prod(eigenvalues.shape[:2])),
@@ -322,13 +338,14 @@ def pe_not_unique(eigh: dict) -> str:
 
 def suspect_windows(problem: Problem, extreme: float) -> list[int]:
     """The windows whose data is bad as given: NaN/Inf in x or the labels, or |x| beyond `extreme`
-    σ; decided from the batch alone, before anything runs."""
+    σ, by their index in the batch as given (Problem.windows); decided from the batch alone,
+    before anything runs."""
     x, y = problem.batch.x, problem.batch.y
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(x).all(axis=(1, 2)) | (np.abs(x) > extreme).any(axis=(1, 2))
     if y is not None:
         bad |= ~np.isfinite(y).all(axis=1)
-    return [int(i) for i in np.flatnonzero(bad)]
+    return [problem.windows[i] if problem.windows else int(i) for i in np.flatnonzero(bad)]
 
 
 def out_of_memory_advice(error: BaseException, problem: Problem | None) -> str | None:
@@ -396,14 +413,14 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 if args.batch is None:
                     parser.error("--checkpoint needs --batch BATCH.npz")
-                config, weights = load_checkpoint(args.checkpoint, args.config)
+                config, weights, names = load_checkpoint(args.checkpoint, args.config)
                 notes: list[str] = []
                 batch = read_batch(args.batch, notes)
                 check_batch_shape(config, batch, str(args.batch))
                 problem = Problem(config, weights, batch, f"checkpoint {args.checkpoint}, batch {args.batch}",
-                                  notes=notes)
+                                  notes=notes, checkpoint_names=names)
         if args.windows:
-            problem.batch = select_windows(problem.batch, args.windows, problem.source)
+            problem.batch, problem.windows = select_windows(problem.batch, args.windows, problem.source)
             problem.source += f", windows {args.windows}"
         if args.set:
             problem.config = with_overrides(problem.config, args.set, problem.source)
@@ -426,9 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         write_json(report, args.json)
         say(f"wrote {args.json}")
-    if args.plot:
+    if args.plot and report.rows:
         plot_report(report, args.plot)
         say(f"wrote {args.plot}")
+    elif args.plot:
+        say(f"no plot written: nothing ran ({report.verdict})")
     if problem.expected:
         matched = (report.verdict, report.first.row if report.first else None) == (
             problem.expected["verdict"], problem.expected["tap"])

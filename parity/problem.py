@@ -31,6 +31,10 @@ class Problem:
     prepare: object | None = None
     expected: dict | None = None  # scenarios: {"verdict": ..., "tap": ...}
     notes: list[str] = field(default_factory=list)
+    # --windows: each window's index in the batch as given (what the reports name); None: all of it
+    windows: list[int] | None = None
+    # a weight's name as its checkpoint spells it, where that differs (an original checkpoint's keys)
+    checkpoint_names: dict[str, str] = field(default_factory=dict)
 
 
 class LocalizeError(ValueError):
@@ -113,10 +117,11 @@ def read_batch(path: Path, notes: list[str] | None = None) -> Batch:
     return Batch(x.astype(np.float32), y, valid)
 
 
-def select_windows(batch: Batch, spec: str, source: str) -> Batch:
-    """The windows `spec` names ("2", "0,3"), of x and of labels and valid mask alike. The model
-    runs in eval mode, where windows do not interact, so each keeps the values it had in the
-    whole batch; only the loss's mean (and so every gradient's scale) is over fewer windows."""
+def select_windows(batch: Batch, spec: str, source: str) -> tuple[Batch, list[int]]:
+    """The windows `spec` names ("2", "0,3"), of x and of labels and valid mask alike, and their
+    indices in `batch` (Problem.windows: the reports name them so). The model runs in eval mode,
+    where windows do not interact, so each keeps the values it had in the whole batch; only the
+    loss's mean (and so every gradient's scale) is over fewer windows."""
     try:
         picked = [int(part) for part in spec.split(",")]
     except ValueError:
@@ -125,7 +130,7 @@ def select_windows(batch: Batch, spec: str, source: str) -> Batch:
     if any(not 0 <= i < size for i in picked):
         raise LocalizeError(f"--windows {spec}: {source} holds windows 0..{size - 1}")
     return Batch(batch.x[picked], None if batch.y is None else batch.y[picked],
-                 None if batch.valid is None else batch.valid[picked], batch.pos_weight)
+                 None if batch.valid is None else batch.valid[picked], batch.pos_weight), picked
 
 
 def check_batch_shape(config: Config, batch: Batch, source: str) -> None:
@@ -152,15 +157,18 @@ def load_dump(path: Path) -> Problem:
     notes: list[str] = []
     batch = read_batch(path / "batch.npz", notes)
     batch.pos_weight = float(record.get("pos_weight", 1.0))
-    config, weights = load_checkpoint(path, None)
+    config, weights, names = load_checkpoint(path, None)
     check_batch_shape(config, batch, str(path))
     why = record.get("why") or record.get("error") or ""
-    return Problem(config, weights, batch, f"dump {path} (step {record.get('step')}: {why})".strip(), notes=notes)
+    return Problem(config, weights, batch, f"dump {path} (step {record.get('step')}: {why})".strip(), notes=notes,
+                   checkpoint_names=names)
 
 
-def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[str, np.ndarray]]:
+def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[str, np.ndarray], dict[str, str]]:
     """Neutral weights and config of any kind (parity.convert.read_any: common/checkpoints.py,
-    and orbax for a jaxbrr checkpoint without its neutral copy); what it ignored is printed."""
+    and orbax for a jaxbrr checkpoint without its neutral copy), and the names the checkpoint
+    spells its weights by where they differ (Problem.checkpoint_names); what it ignored is printed."""
+    from common.original import original_key
     from parity.convert import read_any
 
     try:
@@ -169,4 +177,7 @@ def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[s
         raise LocalizeError(str(error)) from None
     for note in weights.notes:
         print(f"note: {note}")
-    return weights.config, weights.arrays
+    names = {}
+    if weights.kind == "original":
+        names = {key: spelled for key in weights.arrays if (spelled := original_key(key)) not in (None, key)}
+    return weights.config, weights.arrays, names

@@ -16,7 +16,7 @@ import torch
 
 from common.files import save_figure, write_text
 from parity.problem import Problem, batch_hash
-from parity.verdicts import PARAMETERS, Finding, TapRow, arbitrated_dtype
+from parity.verdicts import PARAMETERS, WEIGHTS_FIX, Finding, TapRow, arbitrated_dtype
 
 SCHEMA = "jaxbrr.localize/1"
 IDENTICAL_FLOOR = 1e-18  # where the plot draws a difference of exactly 0 (log axis)
@@ -108,6 +108,12 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
         + "; eval mode (dropout off); " + " ".join(f"{k} {v}" for k, v in versions().items()),
         f"device: {report.device}" + ("; " + ", ".join(f"{k}={v}" for k, v in report.precision.items())
                                       if report.device == "gpu" else ""),
+    ]
+    if report.verdict == "WEIGHTS":  # found before anything ran: no rows
+        lines.append(f"the weights hold NaN/Inf in {len(report.findings)} of {len(report.problem.weights)} tensors")
+        lines += _verdict_lines(report) + [WEIGHTS_FIX] + [f"note: {note}" for note in report.problem.notes]
+        return "\n".join(lines)
+    lines += [
         "columns: NaN/Inf counts per run (· = none); max_rel = max|jax−torch| / max|torch| per dtype; "
         f"err64 = RMSE of each side's {low} against torch float64; * = born here; "
         "(rounding) = beyond tolerance at float32, but neither side farther from float64; "
@@ -140,11 +146,7 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
         lines.append(f"no NaN or Inf in any run ({', '.join(report.dtypes)}, eval mode: dropout off): a NaN met in "
                      "training was not reproduced here. The original trained under float16 autocast "
                      "(--dtype float64,float32,float16 adds it); a train-mode step's dropout is not replayed.")
-    lines.append(f"VERDICT: {report.verdict}" + (f" at {report.first.row}: {report.first.detail}" if report.first else ""))
-    for finding in report.findings:
-        lines.append(f"  {finding.verdict:<9} {finding.row}: {finding.detail}")
-        for framework, op in finding.op.items():
-            lines.append(f"            op ({framework}): {op}")
+    lines += _verdict_lines(report)
     for entry in report.replay:
         status = "agrees" if entry["passed"] else "differs"
         lines.append(f"  replay {entry['tap']} {entry['dtype']}: {entry['direction']}: max_rel {_e(entry['max_rel'])}"
@@ -172,6 +174,15 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
     for note in report.problem.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _verdict_lines(report: Report) -> list[str]:
+    lines = [f"VERDICT: {report.verdict}" + (f" at {report.first.row}: {report.first.detail}" if report.first else "")]
+    for finding in report.findings:
+        lines.append(f"  {finding.verdict:<9} {finding.row}: {finding.detail}")
+        for framework, op in finding.op.items():
+            lines.append(f"            op ({framework}): {op}")
+    return lines
 
 
 def _by_top_module(params: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:

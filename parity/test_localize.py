@@ -20,7 +20,7 @@ from parity import problem as problem_lib
 from parity import report as report_lib
 from parity.report import float32_precision
 from parity.runs import Run
-from parity.verdicts import VERDICTS, classify, find, tap_rows
+from parity.verdicts import VERDICTS, WEIGHTS_FIX, classify, find, tap_rows, where
 
 # ----------------------------------------------------------------------------------------------
 # verdict rules, on a three-stage graph with hand-made runs (no model, instant)
@@ -121,6 +121,54 @@ def test_bad_data_and_bad_labels_are_data_and_say_where():
     outlier[0, 1, 7] = 50.0
     rows = tap_rows(runs, STAGES, MODULES, extreme=10.0, batch=outlier)
     assert rows[0].detail.endswith("(window 0; first at window 0, channel 1, sample 7)")
+
+
+def test_rows_the_bad_data_reaches_inherit_data_and_the_labels_are_an_input_of_the_loss():
+    """A NaN in x reaches every row below it in every run (jax's ∂logits too, torch's not): each
+    inherits DATA, unstarred, none is MODEL or FRAMEWORK, and the one finding is DATA at input.
+    NaN labels reach the loss and every gradient, not the forward taps: the labels are an input of
+    the loss, so it inherits DATA from them rather than being born MODEL there."""
+    def everything_below(taps):
+        def edit(framework, dtype, run):
+            for tap in taps:
+                run.taps[tap][:] = math.nan
+            run.loss = np.full_like(run.loss, math.nan)
+            for tree in (run.cotangents, run.grads):
+                for name in tree:
+                    tree[name][:] = math.nan
+            if framework == "torch" and taps:
+                run.cotangents["logits"][:] = 0.0  # as in the rehearsal: torch's ∂logits stays finite
+        return edit
+
+    runs = _runs(everything_below(("input", "tcn", "logits")))
+    x = runs[0].taps["input"].copy()
+    rows = tap_rows(runs, STAGES, MODULES, extreme=10.0, batch=x)
+    assert [(f.verdict, f.row) for f in find(rows)] == [("DATA", "input")]
+    assert [(r.name, r.verdict, r.born) for r in rows] == [
+        ("input", "DATA", True), ("tcn", "DATA", False), ("logits", "DATA", False), ("loss", "DATA", False),
+        ("∂logits", "DATA", False), ("∂tcn", "DATA", False), ("∂input", "DATA", False), ("∇tcn", "DATA", False),
+        ("∇head", "DATA", False)]
+    by_name = {r.name: r for r in rows}
+    assert by_name["tcn"].detail == "inherits the batch's NaN/Inf from input"
+    assert by_name["∂logits"].detail == "inherits the batch's NaN/Inf from loss"
+
+    runs = _runs(everything_below(()))
+    labels = np.zeros((2, 8), np.float32)
+    labels[1, 4] = math.nan
+    rows = tap_rows(runs, STAGES, MODULES, extreme=10.0, batch=runs[0].taps["input"], labels=labels)
+    assert [(f.verdict, f.row) for f in find(rows)] == [("DATA", "input")]
+    loss = next(r for r in rows if r.name == "loss")
+    assert (loss.upstream, loss.verdict, loss.born, loss.detail) == (
+        ("logits", "labels"), "DATA", False, "inherits the batch's NaN/Inf from labels")
+    assert {r.verdict for r in rows if any(r.bad(run) for run in r.nonfinite)} == {"DATA"}
+
+
+def test_where_names_windows_by_their_index_in_the_batch_given():
+    mask = np.zeros((2, 3, 8), bool)
+    mask[1, 2, 5] = mask[0, 0, 7] = True
+    assert where(mask, ("window", "channel", "sample")) == " (windows 0, 1; first at window 0, channel 0, sample 7)"
+    assert where(mask, ("window", "channel", "sample"), windows=[4, 2]) == (
+        " (windows 2, 4; first at window 4, channel 0, sample 7)")
 
 
 def test_finite_difference_beyond_tolerance_is_drift_blaming_the_side_farther_from_float64():
@@ -364,6 +412,83 @@ def test_jaxbrr_dump_replays_unchanged(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------------------------
+# a checkpoint and a batch, through the command line
+
+
+def _checkpoint_and_batch(tmp_path, x=None, y=None) -> tuple[str, str]:
+    """The clean scenario's weights as a neutral .safetensors and its batch (or x, y) as an .npz."""
+    from common.checkpoints import write_neutral
+
+    problem = scenarios.build("clean")
+    write_neutral(tmp_path / "w.safetensors", problem.weights, problem.config.model, "neutral")
+    np.savez(tmp_path / "b.npz", x=problem.batch.x if x is None else x, y=problem.batch.y if y is None else y)
+    return str(tmp_path / "w.safetensors"), str(tmp_path / "b.npz")
+
+
+def test_non_finite_weights_are_their_own_verdict_named_as_the_checkpoint_spells_them(tmp_path, capsys, monkeypatch):
+    """A checkpoint saved after a NaN step holds NaN weights: WEIGHTS, decided before anything
+    runs (every run would be NaN from the first stage reading them, and called MODEL), naming each
+    tensor as the model and as an original checkpoint spell it, its NaN/Inf counts and shape."""
+    from common.original import original_key
+
+    problem = scenarios.build("clean")
+    state = {original_key(k): torch.from_numpy(v.copy()) for k, v in problem.weights.items()}
+    state["node_mamba.layers.0.forward_mamba_real.A_log"][1] = math.nan
+    state["proj_to_electrodes.weight"][3, 0, 0] = -math.inf  # a name the original shares
+    torch.save({"epoch": 6, "model_state_dict": state}, tmp_path / "best_nanw.pt")
+    _, batch = _checkpoint_and_batch(tmp_path)
+    monkeypatch.setattr(localize.R, "run_jax", lambda *a: pytest.fail("a model ran"))
+    code = localize.main(["--checkpoint", str(tmp_path / "best_nanw.pt"), "--batch", batch, "--config", str(scenarios.TINY),
+                          "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert ("the weights hold NaN/Inf in 2 tensors (proj_to_electrodes.weight, node_mamba.layers.0.fwd.A_log): "
+            "WEIGHTS, born before the checkpoint was saved; not running") in err
+    lines = out.splitlines()
+    start = lines.index("the weights hold NaN/Inf in 2 of 91 tensors")
+    assert lines[start + 1:start + 5] == [
+        "VERDICT: WEIGHTS at proj_to_electrodes.weight: 0 NaN, 1 Inf in shape (152, 16, 1)",
+        "  WEIGHTS   proj_to_electrodes.weight: 0 NaN, 1 Inf in shape (152, 16, 1)",
+        "  WEIGHTS   node_mamba.layers.0.fwd.A_log: 1 NaN, 0 Inf in shape (4,) "
+        "(the checkpoint's node_mamba.layers.0.forward_mamba_real.A_log)",
+        WEIGHTS_FIX]
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["verdict"] == "WEIGHTS" and data["rows"] == [] and not (tmp_path / "r.png").exists()
+    assert [(f["tap"], f["kind"]) for f in data["findings"]] == [("proj_to_electrodes.weight", "weights"),
+                                                                 ("node_mamba.layers.0.fwd.A_log", "weights")]
+
+
+def test_windows_are_named_by_their_index_in_the_batch_given_and_what_bad_data_reaches_is_data(tmp_path, capsys):
+    """--windows 2 runs one window: the pre-run line and the verdict name it window 2, as the user
+    knows it; every row the NaN reaches is DATA, unstarred. NaN labels: DATA, and no second
+    finding at the loss (the labels are among its inputs)."""
+    clean = scenarios.build("clean").batch
+    x, y = np.concatenate([clean.x, clean.x[:1]]), np.concatenate([clean.y, clean.y[:1]])  # 3 windows
+    x[2, 5, 7] = math.nan
+    weights, batch = _checkpoint_and_batch(tmp_path, x, y)
+    code = localize.main(["--checkpoint", weights, "--batch", batch, "--windows", "2", "--dtype", "float64",
+                          "--json", str(tmp_path / "r.json")])
+    out, err = capsys.readouterr()
+    assert code == 1 and "the batch's data is bad as given in windows 2 (NaN/Inf" in err
+    assert "VERDICT: DATA at input: the batch holds 1 NaN, 0 Inf (window 2; first at window 2, channel 5, sample 7)" in out
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    reached = [(r["name"], r["verdict"], r["born"]) for r in rows if any(sum(c.values()) for c in r["nonfinite"].values())]
+    assert reached[0] == ("input", "DATA", True) and len(reached) > 10
+    assert {(verdict, born) for _, verdict, born in reached[1:]} == {("DATA", False)}
+
+    y = clean.y.copy()
+    y[1, 300] = math.nan
+    weights, batch = _checkpoint_and_batch(tmp_path, y=y)
+    code = localize.main(["--checkpoint", weights, "--batch", batch, "--dtype", "float64"])
+    out = capsys.readouterr().out
+    verdicts = [line for line in out.splitlines() if line.startswith(("VERDICT", "  "))]
+    assert code == 1 and verdicts[:2] == [
+        "VERDICT: DATA at input: its labels hold 1 NaN, 0 Inf (labels window 1; first at window 1, sample 300)",
+        "  DATA      input: its labels hold 1 NaN, 0 Inf (labels window 1; first at window 1, sample 300)"]
+    assert not any(line.startswith(("  MODEL", "  FRAMEWORK", "  PRECISION")) for line in verdicts)
+
+
+# ----------------------------------------------------------------------------------------------
 # bad input: exit 2, the file and the fix named
 
 
@@ -475,11 +600,12 @@ def test_windows_selects_rows_of_the_batch_alike_and_names_a_bad_index():
     x = np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3)
     batch = problem_lib.Batch(x, y=np.arange(12, dtype=np.float32).reshape(4, 3), valid=np.array([1, 0, 1, 1], bool),
                               pos_weight=2.5)
-    picked = problem_lib.select_windows(batch, "3,1", "batch.pt")
+    picked, index = problem_lib.select_windows(batch, "3,1", "batch.pt")
+    assert index == [3, 1]
     np.testing.assert_array_equal(picked.x, x[[3, 1]])
     np.testing.assert_array_equal(picked.y, batch.y[[3, 1]])
     assert picked.valid.tolist() == [True, False] and picked.pos_weight == 2.5
-    assert problem_lib.select_windows(problem_lib.Batch(x), "2", "b").y is None
+    assert problem_lib.select_windows(problem_lib.Batch(x), "2", "b")[0].y is None
     with pytest.raises(problem_lib.LocalizeError, match=r"--windows 4: batch.pt holds windows 0..3"):
         problem_lib.select_windows(batch, "4", "batch.pt")
     with pytest.raises(problem_lib.LocalizeError, match="comma-separated"):

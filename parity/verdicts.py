@@ -1,13 +1,17 @@
 """DESIGN.md §5 verdicts, tap by tap, from the runs of both frameworks at every dtype.
 
-    rows = tap_rows(runs, stage_inputs, groups, extreme)   # forward, loss, backward, parameters
+    findings = weight_findings(weights, names)            # first, from the weights alone: WEIGHTS
+    rows = tap_rows(runs, stage_inputs, groups, extreme)   # else run: forward, loss, backward, parameters
     findings = find(rows)                                 # where each problem is born, in order
 
 A row holds, for one tap (or its cotangent, or one module's parameter gradients), the NaN and Inf
 counts of every (framework, dtype) run, the torch↔jax difference at every dtype, and the float64
 error of each side. Its verdict:
 
-    DATA       the batch (the `input` tap) holds NaN/Inf or |x| > extreme (z-scored σ)
+    WEIGHTS    (no rows: nothing runs) a weight or buffer the model loads holds NaN/Inf: the NaN
+               was born before the checkpoint was saved
+    DATA       the batch (the `input` tap) holds NaN/Inf or |x| > extreme (z-scored σ); a row
+               non-finite only because a row it is computed from is DATA inherits DATA
     MODEL      non-finite on both sides at the highest precision run (float64): the math is
                undefined there
     FRAMEWORK  non-finite on one side only at the highest precision run: that side and its op
@@ -22,9 +26,10 @@ error of each side. Its verdict:
                top-k near tie), marked `amplified`, with every row that inherits only from it
 
 A non-finite row is *born* when some run is non-finite there while every row it is computed from
-is finite in that run; a DRIFT row when, at a dtype where it fails, every row it is computed from
-agrees; otherwise it inherits from upstream. The findings are the born rows, non-finite ones
-first; the first finding is the verdict (a NaN outranks a drift that came before it).
+(for the loss: the logits and the labels) is finite in that run; a DRIFT row when, at a dtype
+where it fails, every row it is computed from agrees; otherwise it inherits from upstream. The
+findings are the born rows, non-finite ones first; the first finding is the verdict (a NaN
+outranks a drift that came before it).
 """
 
 from __future__ import annotations
@@ -39,12 +44,13 @@ from parity.compare import Row, compare_arrays
 from parity.runs import LOSS, Run, consumers
 from parity.tolerances import arbitrate
 
-VERDICTS = ("DATA", "MODEL", "FRAMEWORK", "PRECISION", "DRIFT", "CLEAN")
+VERDICTS = ("WEIGHTS", "DATA", "MODEL", "FRAMEWORK", "PRECISION", "DRIFT", "CLEAN")
 # dtypes from the highest precision down: the highest one run is the arbiter
 PRECISIONS = ("float64", "float32", "bfloat16", "float16")
 BACKWARD = "∂"  # a cotangent row: ∂tap
 PARAMETERS = "∇"  # a parameter-gradient row: ∇module
 PE = "pe"  # the Laplacian PE's tap (common/stages.py)
+LABELS = "labels"  # the loss's other input: not a row; the input row holds their NaN/Inf counts
 HALF = ("bfloat16", "float16")
 # A half-precision FRAMEWORK finding (the table has no whole-model half rows, so differences at a
 # half precision are otherwise reported, never judged): a stage computed from inputs equal on both
@@ -193,17 +199,19 @@ def _group_grads(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def tap_rows(runs: list[Run], stage_inputs: dict[str, tuple[str, ...]], parameter_stage: dict[str, str],
              extreme: float, device: str = "cpu", batch: np.ndarray | None = None,
-             labels: np.ndarray | None = None, ambiguous_pe: str = "") -> list[TapRow]:
+             labels: np.ndarray | None = None, ambiguous_pe: str = "",
+             windows: list[int] | None = None) -> list[TapRow]:
     """Every row in report order: forward taps, the loss, cotangents in backward order,
     parameter gradients by module (modules in forward order), each classified against the
     tolerances of the device the runs ran on. `batch` is the data as given, before the model's
     input stage (whose guards, with stability.guards: original, clip it and zero its NaNs): the
     DATA verdict is about that, not about what the guards leave; and about its `labels`.
-    `ambiguous_pe`: why the PE is not unique, when it is not (classify)."""
+    `ambiguous_pe`: why the PE is not unique, when it is not (classify). `windows`: each window's
+    index in the batch as given (Problem.windows), which the DATA detail names."""
     taps = list(stage_inputs)
     rows = [_row(tap, "forward", {run_key(r): r.taps[tap] for r in runs}, runs, "model",
                  tuple(i for i in stage_inputs[tap] if i != MODEL_INPUT), device) for tap in taps]
-    rows.append(_row(LOSS, "loss", {run_key(r): r.loss for r in runs}, runs, "loss", ("logits",), device))
+    rows.append(_row(LOSS, "loss", {run_key(r): r.loss for r in runs}, runs, "loss", ("logits", LABELS), device))
     for tap in reversed(taps):
         users = consumers(stage_inputs, tap)
         upstream = tuple(BACKWARD + c if c != LOSS else LOSS for c in users)
@@ -228,24 +236,27 @@ def tap_rows(runs: list[Run], stage_inputs: dict[str, tuple[str, ...]], paramete
         input_row.data_nonfinite = _counts(batch)
         bad = ~np.isfinite(batch)
         input_row.data_where = where(bad if bad.any() else np.abs(batch) > extreme,
-                                     ("window", "channel", "sample"))
+                                     ("window", "channel", "sample"), windows=windows)
     if labels is not None:
         input_row.label_nonfinite = _counts(labels)
-        input_row.data_where += where(~np.isfinite(labels), ("window", "sample"), "labels ")
+        input_row.data_where += where(~np.isfinite(labels), ("window", "sample"), "labels ", windows)
     classify(rows, dtypes_of(runs), extreme, ambiguous_pe=ambiguous_pe)
     return rows
 
 
-def where(mask: np.ndarray, axes: tuple[str, ...], what: str = "") -> str:
-    """Where `mask` is true, for a person to go and look: the windows (first axis) and the first
-    element, e.g. " (windows 2, 5; first at window 2, channel 7, sample 301)"; "" when nowhere."""
+def where(mask: np.ndarray, axes: tuple[str, ...], what: str = "", windows: list[int] | None = None) -> str:
+    """Where `mask` is true, for a person to go and look: the windows (first axis; by `windows`,
+    their indices in the batch as given, when only those ran) and the first element, e.g.
+    " (windows 2, 5; first at window 2, channel 7, sample 301)"; "" when nowhere."""
     hits = np.argwhere(mask)
     if not hits.size:
         return ""
-    windows = sorted({int(i) for i in hits[:, 0]})
-    shown = ", ".join(map(str, windows[:8])) + (f", … ({len(windows)} windows)" if len(windows) > 8 else "")
+    if windows is not None:
+        hits[:, 0] = np.asarray(windows)[hits[:, 0]]
+    hit = sorted({int(i) for i in hits[:, 0]})
+    shown = ", ".join(map(str, hit[:8])) + (f", … ({len(hit)} windows)" if len(hit) > 8 else "")
     first = ", ".join(f"{axis} {int(i)}" for axis, i in zip(axes, hits[0], strict=True))
-    return f" ({what}window{'s' * (len(windows) > 1)} {shown}; first at {first})"
+    return f" ({what}window{'s' * (len(hit) > 1)} {shown}; first at {first})"
 
 
 def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agrees: frozenset[str] = frozenset(),
@@ -275,7 +286,13 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
             row.detail = "; ".join(parts) + row.data_where
             continue
         if bad_runs:
-            row.born = any(all(not by_name[u].bad(run) for u in row.upstream) for run in bad_runs)
+            row.born = any(all(not _bad(by_name, u, run) for u in row.upstream) for run in bad_runs)
+            data = [u for u in row.upstream if _source(by_name, u).verdict == "DATA"
+                    and any(_bad(by_name, u, run) for run in bad_runs)]
+            if not row.born and data:  # the batch's NaN/Inf carried here: not the model's
+                row.verdict, row.side = "DATA", None
+                row.detail = f"inherits the batch's NaN/Inf from {', '.join(data)}"
+                continue
             torch_bad, jax_bad = row.bad(f"torch/{top}"), row.bad(f"jax/{top}")
             if torch_bad and jax_bad:
                 row.verdict, row.side = "MODEL", "both"
@@ -326,6 +343,18 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
                 row.detail += f"; farther from float64: {row.drifted}"
 
 
+def _source(by_name: dict[str, TapRow], name: str) -> TapRow:
+    """The row an upstream name stands for: LABELS are the input row's."""
+    return by_name["input" if name == LABELS else name]
+
+
+def _bad(by_name: dict[str, TapRow], name: str, run: str) -> bool:
+    """Upstream `name` is non-finite in `run`; the labels, as given, in every run."""
+    if name == LABELS:
+        return sum(by_name["input"].label_nonfinite) > 0
+    return by_name[name].bad(run)
+
+
 def _agrees(row: TapRow, dtype: str) -> bool:
     """torch and jax agree on `row` at `dtype` and every higher precision run (a disagreement at
     float64 is not undone by float32 passing under its atol floor), or differ by rounding only."""
@@ -349,6 +378,27 @@ class Finding:
     def to_dict(self) -> dict:
         return {"verdict": self.verdict, "tap": self.row, "kind": self.kind, "side": self.side,
                 "detail": self.detail, "op": self.op}
+
+
+# what a WEIGHTS verdict asks of the user (format_report prints it under the findings)
+WEIGHTS_FIX = ("the checkpoint was saved with these weights non-finite: the NaN was born in a training step "
+               "before the save, not in this batch's forward or backward; nothing was run. Localize with the last "
+               "checkpoint whose weights are all finite, with the batch that failed (e.g. the original's "
+               "debug/bad_batch_<step>.pt)")
+
+
+def weight_findings(weights: dict[str, np.ndarray], checkpoint_names: dict[str, str]) -> list[Finding]:
+    """WEIGHTS: a finding for each tensor the model loads (parameter or buffer) that holds NaN/Inf,
+    named as the model names it and, where that differs, as the checkpoint spells it; decided from
+    the weights alone, before anything runs. [] when all are finite."""
+    findings = []
+    for name, array in weights.items():
+        nan, inf = _counts(array)
+        if nan or inf:
+            spelled = f" (the checkpoint's {checkpoint_names[name]})" if name in checkpoint_names else ""
+            detail = f"{nan} NaN, {inf} Inf in shape {tuple(np.shape(array))}{spelled}"
+            findings.append(Finding("WEIGHTS", name, "weights", None, detail, {}))
+    return findings
 
 
 def find(rows: list[TapRow]) -> list[Finding]:
