@@ -313,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
           f"dtype {dtypes} as read; model {weights.config.model.architecture}")
     for note in notes:
         print(f"  {note}")
+    from parity.verdicts import weight_findings  # the localiser's WEIGHTS check
+
+    for finding in weight_findings(weights.arrays, {}):  # converted as they are: a dump's weights are evidence
+        print(f"  note: {finding.row} holds {finding.detail}: these weights compute NaN; "
+              "`python -m parity.localize` names them as its WEIGHTS verdict")
     return 0
 
 

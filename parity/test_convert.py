@@ -226,6 +226,12 @@ def test_cli_writes_half_precision_weights_in_the_models_dtype_and_says_so(tmp_p
         printed = capsys.readouterr().out
         assert "dtype float16 as read" in printed
         assert f"half.pt: {n} float16 tensor(s) widened to float32, the dtype of the config's model" in printed
+    broken = {k: v.clone() for k, v in source.state_dict().items()}
+    broken["head.detect.bias"][0] = float("nan")
+    torch.save(broken, tmp_path / "nan.pt")
+    assert convert.main([str(tmp_path / "nan.pt"), str(tmp_path / "nan.safetensors"), "--config", TINY]) == 0
+    assert ("note: head.detect.bias holds 1 NaN, 0 Inf in shape (1,): these weights compute NaN"
+            in capsys.readouterr().out)
     written = convert.read_neutral(tmp_path / "half.safetensors")
     assert {a.dtype for a in written.values()} == {np.dtype(np.float32)}
     expected = {k: v.half().float().numpy() for k, v in source.state_dict().items()}
