@@ -48,8 +48,8 @@ def batch_hash(x: np.ndarray) -> str:
 # the names a batch's input, labels and mask go by: ours (x, y, valid; a training NaN dump's
 # batch.npz), the original's debug dump `debug/bad_batch_<step>.pt` ({windows, labels,
 # global_step}) and window cache `<stem>_windows.npz` (windows, labels), others' habits
-X_KEYS = ("x", "input", "windows")
-LABEL_KEYS, VALID_KEYS = ("y", "labels", "target", "targets"), ("valid", "mask")
+X_KEYS = ("x", "input", "windows", "window")
+LABEL_KEYS, VALID_KEYS = ("y", "labels", "label", "target", "targets"), ("valid", "mask")
 BATCH_FORMATS = (".npz (x or windows, and optionally y or labels, valid), .npy (x alone), or .pt/.pth: "
                  "a (B, C, T) tensor or a dict of them, such as the original's debug/bad_batch_<step>.pt")
 
@@ -99,6 +99,10 @@ def read_batch(path: Path, notes: list[str] | None = None) -> Batch:
                             f"(B, T, C); save it as (B, C, T), e.g. np.transpose(x, (0, 2, 1))")
     label_key = next((key for key in LABEL_KEYS if key in data), None)
     y = np.asarray(data[label_key], np.float32) if label_key else None
+    if y is not None and y.shape == x.shape:  # per-channel labels
+        raise LocalizeError(f"{path}: {label_key} has shape {y.shape}, one label per channel; the model's are "
+                            f"(B, T) = {(x.shape[0], x.shape[2])}, a sample seizure if any channel is: save "
+                            f"{label_key}.max(axis=1)")
     if y is not None and y.shape != (x.shape[0], x.shape[2]):
         raise LocalizeError(f"{path}: {label_key} has shape {y.shape}, needs (B, T) = {(x.shape[0], x.shape[2])}")
     valid_key = next((key for key in VALID_KEYS if key in data), None)

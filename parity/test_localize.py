@@ -549,6 +549,13 @@ def test_a_batch_is_read_as_the_original_and_its_users_save_one(tmp_path):
     (tmp_path / "batch.csv").write_text("1,2")
     with pytest.raises(problem_lib.LocalizeError, match="not a batch file this reads"):
         problem_lib.read_batch(tmp_path / "batch.csv")
+    # a batch as a DataLoader's dict names it, and labels per channel
+    np.savez(tmp_path / "loader.npz", window=x.astype(np.float32), label=y.astype(np.float32))
+    np.testing.assert_array_equal(problem_lib.read_batch(tmp_path / "loader.npz").y, y.astype(np.float32))
+    np.savez(tmp_path / "per_channel.npz", x=x.astype(np.float32), labels=np.zeros(x.shape, np.float32))
+    with pytest.raises(problem_lib.LocalizeError, match=r"labels has shape \(2, 3, 16\), one label per channel; "
+                                                        r".*save labels.max\(axis=1\)"):
+        problem_lib.read_batch(tmp_path / "per_channel.npz")
 
 
 def test_the_data_bound_is_the_problems_clip(monkeypatch):
