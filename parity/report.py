@@ -144,8 +144,9 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
     lines.append("")
     if not any(row.bad(run) for row in report.rows for run in row.nonfinite):
         lines.append(f"no NaN or Inf in any run ({', '.join(report.dtypes)}, eval mode: dropout off): a NaN met in "
-                     "training was not reproduced here. The original trained under float16 autocast "
-                     "(--dtype float64,float32,float16 adds it); a train-mode step's dropout is not replayed.")
+                     "training was not reproduced here. The original trains under float16 autocast on CUDA unless "
+                     "its training.mixed_precision is false (--dtype float64,float32,float16 adds it); a "
+                     "train-mode step's dropout is not replayed.")
     lines += _verdict_lines(report)
     for entry in report.replay:
         status = "agrees" if entry["passed"] else "differs"
