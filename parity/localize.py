@@ -57,6 +57,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -364,6 +365,42 @@ def out_of_memory_advice(error: BaseException, problem: Problem | None) -> str |
             f"add {remat}pass fewer windows (--windows I,J{which})")
 
 
+class Progress:
+    """Progress lines on stderr, each with the time since the start; while one step runs past a
+    minute, a line a minute says it still runs (a full-size XLA compile, or a float64 run on a
+    CPU, is many minutes of silence otherwise)."""
+
+    def __init__(self, every: float = 60.0):
+        self.started = self.since = time.monotonic()
+        self.every, self.step = every, ""
+
+    def _line(self, text: str) -> None:
+        minutes, seconds = divmod(int(time.monotonic() - self.started), 60)
+        print(f"[localize {minutes}:{seconds:02d}] {text}", file=sys.stderr, flush=True)
+
+    def __call__(self, text: str) -> None:
+        self.step, self.since = text, time.monotonic()
+        self._line(text)
+
+    @contextlib.contextmanager
+    def heartbeat(self):
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(self.every / 4):
+                if self.step and time.monotonic() - self.since >= self.every:
+                    self.since = time.monotonic()
+                    self._line(f"... still: {self.step}")
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
 def main(argv: list[str] | None = None) -> int:
     from parity import scenarios
 
@@ -394,12 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                              "model on long windows may not fit a CPU's memory with the whole batch")
     parser.add_argument("--all-parameters", action="store_true", help="show clean parameter groups too")
     args = parser.parse_args(argv)
-    started = time.monotonic()
-
-    def say(text: str) -> None:  # each step with the time since the start: a full-size compile is minutes
-        minutes, seconds = divmod(int(time.monotonic() - started), 60)
-        print(f"[localize {minutes}:{seconds:02d}] {text}", file=sys.stderr, flush=True)
-
+    say = Progress()
     problem = None
     try:
         if args.scenario:
@@ -428,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         tf32 = args.tf32 == "on"
         precision = (float32_precision(tf32, matmul_precision(tf32)) if args.device == "gpu"
                      else contextlib.nullcontext())
-        with precision:
+        with precision, say.heartbeat():
             report = localize(problem, dtypes, args.extreme, progress=say, device=args.device)
     except (LocalizeError, ConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -648,3 +648,16 @@ def test_the_runs_carry_nans_even_with_jax_debug_nans_left_on(monkeypatch):
         localize.localize(scenarios.build("clean"), ["float32"])
         assert jax.config.jax_debug_nans
     assert seen == [False]
+
+
+def test_a_long_step_says_it_still_runs(capsys):
+    """A full-size run was 12 minutes without a line between two steps."""
+    import time
+
+    say = localize.Progress(every=0.2)
+    with say.heartbeat():
+        say("float64: jax forward + backward")
+        deadline = time.monotonic() + 30  # the beat is due after 0.2 s; a loaded machine may be slow
+        while "still" not in capsys.readouterr().err and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert time.monotonic() < deadline, "no '... still:' line in 30 s"
