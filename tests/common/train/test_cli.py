@@ -128,6 +128,21 @@ def test_an_empty_training_split_names_the_skipped_recordings_and_the_report(tmp
         f"above and under `skipped` in {manifest}; fix those files): add recordings or lower data.split fractions")
 
 
+def _failing_trainer(monkeypatch, error: BaseException):
+    """A trainer class factory whose run raises `error`, with data preparation skipped."""
+    monkeypatch.setattr("common.data.prepare.prepare", lambda *a, **k: None)
+    monkeypatch.setattr("common.data.prepare.format_summary", lambda prepared: "")
+
+    class Trainer:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def run(self):
+            raise error
+
+    return lambda: Trainer
+
+
 @pytest.mark.parametrize("message", [
     "RESOURCE_EXHAUSTED: Out of memory allocating 31637062272 bytes.\n(the XLA buffer listing)",  # XLA
     "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.65 GiB total capacity)",  # torch CUDA
@@ -136,39 +151,20 @@ def test_an_empty_training_split_names_the_skipped_recordings_and_the_report(tmp
 def test_out_of_memory_in_training_is_one_line_naming_the_settings(tmp_path, monkeypatch, capsys, message):
     """A full-size model at its default batch outgrows a 24 GB CPU (the README's TUSZ command ran
     out at 31.6 GB) or a smaller GPU: one line naming what shrinks it, not a traceback."""
-    monkeypatch.setattr("common.data.prepare.prepare", lambda *a, **k: None)
-    monkeypatch.setattr("common.data.prepare.format_summary", lambda prepared: "")
-
-    class Trainer:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def run(self):
-            raise RuntimeError(message)
-
+    trainer = _failing_trainer(monkeypatch, RuntimeError(message))
     argv = ["--config", str(TINY), "--workdir", str(tmp_path / "run"), "--no-progress", "--set", "train.batch_size=32"]
-    assert run(argv, "train", "", lambda: Trainer) == 2
+    assert run(argv, "train", "", trainer) == 2
     err = capsys.readouterr().err
     first = message.splitlines()[0]
     assert err == (f"error: out of memory training v3 at batch 32 of 4 s windows ({first}); set model.remat=true "
                    "(the scans recomputed in the backward pass: less memory, more time), or a smaller "
                    "train.batch_size (now 32) or eval.batch_size (now 8), or model.precision=bfloat16 "
                    "(README, \"Training on GPUs and clusters\")\n")
-    assert run([*argv, "--set", "model.remat=true", "--set", "model.precision=bfloat16"], "train", "",
-               lambda: Trainer) == 2
+    assert run([*argv, "--set", "model.remat=true", "--set", "model.precision=bfloat16"], "train", "", trainer) == 2
     assert "; set a smaller train.batch_size (now 32) or eval.batch_size (now 8) (README" in capsys.readouterr().err
 
 
 def test_any_other_runtime_error_in_training_is_raised(tmp_path, monkeypatch):
-    monkeypatch.setattr("common.data.prepare.prepare", lambda *a, **k: None)
-    monkeypatch.setattr("common.data.prepare.format_summary", lambda prepared: "")
-
-    class Trainer:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def run(self):
-            raise RuntimeError("a bug")
-
     with pytest.raises(RuntimeError, match="a bug"):
-        run(["--config", str(TINY), "--workdir", str(tmp_path / "run"), "--no-progress"], "train", "", lambda: Trainer)
+        run(["--config", str(TINY), "--workdir", str(tmp_path / "run"), "--no-progress"], "train", "",
+            _failing_trainer(monkeypatch, RuntimeError("a bug")))
