@@ -306,6 +306,16 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
     raise CheckpointError(f"{path}: holds a {type(saved).__name__}, not weights; {FIX}")
 
 
+def nonfinite_tensors(arrays: dict[str, np.ndarray]) -> dict[str, tuple[int, int]]:
+    """name -> (NaN count, Inf count) of each tensor that holds any: weights saved after a NaN step."""
+    counts = {}
+    for name, array in arrays.items():
+        array = np.asarray(array)
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            counts[name] = (int(np.isnan(array).sum()), int(np.isinf(array).sum()))
+    return counts
+
+
 def weights_config(path: str | Path, fallback: ConfigSource = None) -> Config | None:
     """The run config that weights of any kind carry (their model section), without building a
     model; None for weights that carry none (a bare state dict, an original without its config).

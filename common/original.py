@@ -288,8 +288,13 @@ def original_state(saved) -> tuple[dict, list[str]] | None:
     out, both said in the notes. Two prefixes before TCN keys (two models in one file) raise."""
     if not isinstance(saved, dict):
         return None
+    if "model_state_dict" in saved and not isinstance(saved["model_state_dict"], dict):
+        raise ValueError(f"its model_state_dict is a {type(saved['model_state_dict']).__name__}, not a state dict")
     inner = next((saved[k] for k in ("model_state_dict", "state_dict") if isinstance(saved.get(k), dict)), saved)
     keys = [k for k in inner if isinstance(k, str)]
+    if len(keys) != len(inner) and ("model_state_dict" in saved or any(_ANCHOR in k for k in keys)):
+        odd = next(k for k in inner if not isinstance(k, str))
+        raise ValueError(f"its state dict holds a key that is no name ({odd!r}): not a state dict torch saved")
     prefixes = sorted({k[:k.index(_ANCHOR)] for k in keys
                        if _ANCHOR in k and (k.index(_ANCHOR) == 0 or k[k.index(_ANCHOR) - 1] == ".")})
     if not prefixes:

@@ -47,6 +47,7 @@ from common.checkpoints import (
     CheckpointError,
     Weights,
     locate,
+    nonfinite_tensors,
     read_neutral,
     read_neutral_metadata,
     read_weights,
@@ -134,8 +135,9 @@ def to_numpy(value) -> np.ndarray:
 
 
 def _fill_torch(torch_model: nn.Module, arrays: dict[str, np.ndarray], source: str) -> None:
-    """Write neutral `arrays` into torch_model's state-dict tensors, in the tensors' own dtype (the
-    model's config decides it: float16 weights are widened, as jaxbrr/weights.py `fill` does)."""
+    """Write neutral `arrays` into torch_model's state-dict tensors: a narrower float (float16,
+    bfloat16) widened to the tensor's own dtype, exactly, as jaxbrr/weights.py `fill` does; any
+    other keeps its dtype (float64 stays float64: never truncated)."""
     targets = torch_model.state_dict(keep_vars=True)
     problems = key_problems(targets.keys(), arrays.keys(), source)
     problems += [f"{key}: shape {tuple(arrays[key].shape)} vs torch {tuple(t.shape)}"
@@ -144,7 +146,10 @@ def _fill_torch(torch_model: nn.Module, arrays: dict[str, np.ndarray], source: s
         raise ConversionError(f"{source} -> torch ({type(torch_model).__name__})", problems)
     with torch.no_grad():
         for key, tensor in targets.items():
-            tensor.data = torch.from_numpy(np.array(arrays[key])).to(device=tensor.device, dtype=tensor.dtype)
+            value = torch.from_numpy(np.array(arrays[key]))
+            if value.is_floating_point() and torch.promote_types(value.dtype, tensor.dtype) == tensor.dtype:
+                value = value.to(tensor.dtype)  # exact: a half-precision file; a wider one keeps its dtype
+            tensor.data = value.to(tensor.device)
 
 
 def _widened_notes(read: dict[str, np.ndarray], written: dict[str, np.ndarray], source: str) -> list[str]:
@@ -313,11 +318,9 @@ def main(argv: list[str] | None = None) -> int:
           f"dtype {dtypes} as read; model {weights.config.model.architecture}")
     for note in notes:
         print(f"  {note}")
-    from parity.verdicts import weight_findings  # the localiser's WEIGHTS check
-
-    for finding in weight_findings(weights.arrays, {}):  # converted as they are: a dump's weights are evidence
-        print(f"  note: {finding.row} holds {finding.detail}: these weights compute NaN; "
-              "`python -m parity.localize` names them as its WEIGHTS verdict")
+    for name, (nan, inf) in nonfinite_tensors(weights.arrays).items():  # converted as they are: evidence
+        print(f"  note: {name} holds {nan} NaN, {inf} Inf in shape {tuple(weights.arrays[name].shape)}: these "
+              "weights compute NaN; `python -m parity.localize` names them as its WEIGHTS verdict")
     return 0
 
 

@@ -172,16 +172,18 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
     if unknown:
         raise ValueError(f"--dtype {','.join(unknown)}: choose from {', '.join(PRECISIONS)}")
     suspects = suspect_windows(problem, extreme)
-    if suspects:  # in seconds, before the runs (minutes at full size) say so
-        say(f"the batch's data is bad as given in windows {', '.join(map(str, suspects))} (NaN/Inf, or beyond "
-            f"{extreme:g} σ): DATA whatever the runs find")
     broken = weight_findings(problem.weights, problem.checkpoint_names)
     if broken:  # every run would carry their NaN from the first stage that reads them: nothing to localize
         say(f"the weights hold NaN/Inf in {len(broken)} tensor{'s' * (len(broken) > 1)} "
             f"({', '.join(f.row for f in broken[:3])}"
-            f"{', …' if len(broken) > 3 else ''}): WEIGHTS, born before the checkpoint was saved; not running")
+            f"{', …' if len(broken) > 3 else ''}): WEIGHTS, born before the checkpoint was saved; not running"
+            + (f" (the batch's data is bad as given too, in windows {', '.join(map(str, suspects))})"
+               if suspects else ""))
         return Report(problem, dtypes, [], broken, [], {"computed": False, "why": "not run: the weights are non-finite"},
                       {}, extreme, device)
+    if suspects:  # in seconds, before the runs (minutes at full size) say so
+        say(f"the batch's data is bad as given in windows {', '.join(map(str, suspects))} (NaN/Inf, or beyond "
+            f"{extreme:g} σ): DATA whatever the runs find")
     runs: list[Run] = []
     models = {}
     train_cfg = problem.config.train
@@ -373,14 +375,16 @@ class Progress:
     def __init__(self, every: float = 60.0):
         self.started = self.since = time.monotonic()
         self.every, self.step = every, ""
+        self.lock = threading.Lock()  # the step and its time change together; lines never interleave
 
     def _line(self, text: str) -> None:
         minutes, seconds = divmod(int(time.monotonic() - self.started), 60)
         print(f"[localize {minutes}:{seconds:02d}] {text}", file=sys.stderr, flush=True)
 
     def __call__(self, text: str) -> None:
-        self.step, self.since = text, time.monotonic()
-        self._line(text)
+        with self.lock:
+            self.step, self.since = text, time.monotonic()
+            self._line(text)
 
     @contextlib.contextmanager
     def heartbeat(self):
@@ -388,9 +392,10 @@ class Progress:
 
         def beat():
             while not stop.wait(self.every / 4):
-                if self.step and time.monotonic() - self.since >= self.every:
-                    self.since = time.monotonic()
-                    self._line(f"... still: {self.step}")
+                with self.lock:
+                    if self.step and time.monotonic() - self.since >= self.every:
+                        self.since = time.monotonic()
+                        self._line(f"... still: {self.step}")
 
         thread = threading.Thread(target=beat, daemon=True)
         thread.start()

@@ -333,8 +333,10 @@ def jax_local_cotangent(model, tap: str, values: dict, cotangents: dict, batch: 
     return _numpy(jax.jit(fn)(state, *_cotangent_args(model, tap, values, cotangents)))
 
 
-# The repository: frames of its files (but site-packages: jax, flax, einops) are the project's code.
+# The project's code: its packages' files in the repository (not .venv's site-packages: jax, flax,
+# einops; nor a cached Triton build beside them).
 _REPOSITORY = Path(__file__).absolute().parents[1]
+_PACKAGES = ("jaxbrr", "torchref", "parity", "common")
 
 
 def _op_frame(frames: list[tuple[str, int, str]]) -> str:
@@ -345,7 +347,7 @@ def _op_frame(frames: list[tuple[str, int, str]]) -> str:
 
     def ours(file: str) -> bool:
         path = Path(file)
-        return path.is_relative_to(_REPOSITORY) and "site-packages" not in path.relative_to(_REPOSITORY).parts
+        return path.is_relative_to(_REPOSITORY) and path.relative_to(_REPOSITORY).parts[0] in _PACKAGES
 
     frame = next((f for f in frames if ours(f[0])), frames[-1] if frames else None)
     if frame is None:

@@ -232,6 +232,10 @@ def test_cli_writes_half_precision_weights_in_the_models_dtype_and_says_so(tmp_p
     assert convert.main([str(tmp_path / "nan.pt"), str(tmp_path / "nan.safetensors"), "--config", TINY]) == 0
     assert ("note: head.detect.bias holds 1 NaN, 0 Inf in shape (1,): these weights compute NaN"
             in capsys.readouterr().out)
+    torch.save({k: v.double() for k, v in source.state_dict().items()}, tmp_path / "double.pt")
+    assert convert.main([str(tmp_path / "double.pt"), str(tmp_path / "double.safetensors"), "--config", TINY]) == 0
+    assert "widened" not in capsys.readouterr().out  # float64 is kept, never narrowed
+    assert {a.dtype for a in convert.read_neutral(tmp_path / "double.safetensors").values()} == {np.dtype(np.float64)}
     written = convert.read_neutral(tmp_path / "half.safetensors")
     assert {a.dtype for a in written.values()} == {np.dtype(np.float32)}
     expected = {k: v.half().float().numpy() for k, v in source.state_dict().items()}

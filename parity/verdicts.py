@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from common.checkpoints import nonfinite_tensors
 from common.stages import MODEL_INPUT
 from parity.compare import Row, compare_arrays
 from parity.runs import LOSS, Run, consumers
@@ -289,7 +290,8 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
             row.born = any(all(not _bad(by_name, u, run) for u in row.upstream) for run in bad_runs)
             data = [u for u in row.upstream if _source(by_name, u).verdict == "DATA"
                     and any(_bad(by_name, u, run) for run in bad_runs)]
-            if not row.born and data:  # the batch's NaN/Inf carried here: not the model's
+            carried = all(any(u in data and _bad(by_name, u, run) for u in row.upstream) for run in bad_runs)
+            if not row.born and carried:  # in every run the batch's NaN/Inf carried here: not the model's
                 row.verdict, row.side = "DATA", None
                 row.detail = f"inherits the batch's NaN/Inf from {', '.join(data)}"
                 continue
@@ -392,12 +394,10 @@ def weight_findings(weights: dict[str, np.ndarray], checkpoint_names: dict[str, 
     named as the model names it and, where that differs, as the checkpoint spells it; decided from
     the weights alone, before anything runs. [] when all are finite."""
     findings = []
-    for name, array in weights.items():
-        nan, inf = _counts(array)
-        if nan or inf:
-            spelled = f" (the checkpoint's {checkpoint_names[name]})" if name in checkpoint_names else ""
-            detail = f"{nan} NaN, {inf} Inf in shape {tuple(np.shape(array))}{spelled}"
-            findings.append(Finding("WEIGHTS", name, "weights", None, detail, {}))
+    for name, (nan, inf) in nonfinite_tensors(weights).items():
+        spelled = f" (the checkpoint's {checkpoint_names[name]})" if name in checkpoint_names else ""
+        detail = f"{nan} NaN, {inf} Inf in shape {tuple(np.shape(weights[name]))}{spelled}"
+        findings.append(Finding("WEIGHTS", name, "weights", None, detail, {}))
     return findings
 
 

@@ -8,6 +8,7 @@ jaxbrr's loader); here the renamed state dict is loaded into torchref's model wi
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ def load_original_checkpoint(
             f"{path}: neither a checkpoint with `model_state_dict` nor a state dict of the original's keys "
             f"(`tcn_encoder.` ...; top level: {keys})"
         )
-    state, _ = found
+    state, unwrapped = found
     tensors = {key: torch.from_numpy(np.array(value)) for key, value in state.items()}
-    return from_original_state_dict(tensors, config, source=str(path))
+    model, report = from_original_state_dict(tensors, config, source=str(path))
+    return model, dataclasses.replace(report, notes=(*unwrapped, *report.notes))
