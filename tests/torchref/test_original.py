@@ -222,6 +222,10 @@ def test_checkpoints_in_the_wrappers_training_scripts_put_around_the_model(tiny,
     with pytest.raises(ValueError, match=r"under 2 prefixes \('ema\.', 'model\.'\): two models in one file"):
         original_state({"model.tcn_encoder.x": 1, "ema.tcn_encoder.x": 1})
     assert original_state({"tcn.layers.0.weight_g": 1}) is None  # torchref's own names: no original
+    with pytest.raises(ValueError, match="its model_state_dict is a NoneType, not a state dict"):
+        original_state({"model_state_dict": None, "epoch": 3})
+    with pytest.raises(ValueError, match=r"holds a key that is no name \(0\)"):
+        original_state({"model_state_dict": {0: 1, "tcn_encoder.x": 1}})
 
 
 def test_a_pe_gradient_other_than_the_originals_is_noted(tiny):
