@@ -194,6 +194,7 @@ class Weights:
     path: Path
     notes: list[str] = field(default_factory=list)  # what was ignored or assumed: callers print them
     meta: dict | None = None  # a training checkpoint's meta (config, progress), when it has one
+    spelled: dict[str, str] = field(default_factory=dict)  # neutral name -> the file's key, where they differ
 
 
 ConfigSource = str | Path | Config | None  # a config file, a run's config, or None for the defaults
@@ -286,7 +287,7 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
     if found is not None:
-        state, unwrapped = found
+        state, unwrapped, held = found
         if isinstance(saved.get("config"), dict) and isinstance(saved["config"].get("model"), dict):
             model, notes = original.model_config(saved["config"]["model"])
             config = _with_model(model, config_path, f"{path}'s own config")
@@ -299,8 +300,9 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
             arrays, report = original.rename_original(state, shapes(config.model), config.model, str(path))
         except ValueError as error:
             raise CheckpointError(str(error)) from None
-        return Weights(config, dict(arrays), "original", path,
-                       notes=[*unwrapped, *notes, *report.counts(), *report.notes])
+        spelled = {ours: held.get(theirs, theirs) for theirs, ours in report.mapped.items()}
+        return Weights(config, dict(arrays), "original", path, notes=[*unwrapped, *notes, *report.counts(),
+                       *report.notes], spelled={k: v for k, v in spelled.items() if k != v})
     if isinstance(saved, dict):
         return Weights(_needs_config(path, config_path, "a bare state dict"), _arrays(saved, path), "pt", path)
     raise CheckpointError(f"{path}: holds a {type(saved).__name__}, not weights; {FIX}")

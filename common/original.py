@@ -276,9 +276,10 @@ _PARAMETRIZED = ((".parametrizations.weight.original0", ".weight_g"),
 _ANCHOR = "tcn_encoder."  # the original's TCN: every V3 state dict has keys under it
 
 
-def original_state(saved) -> tuple[dict, list[str]] | None:
-    """The original model's state dict inside `saved`, its keys as the bare model names them, and
-    notes on what was unwrapped; None when `saved` holds no original model.
+def original_state(saved) -> tuple[dict, list[str], dict[str, str]] | None:
+    """The original model's state dict inside `saved`, its keys as the bare model names them;
+    notes on what was unwrapped; and bare key -> the key as the file holds it, where they differ.
+    None when `saved` holds no original model.
 
     `saved` is brain-go-brr's save_checkpoint dict (`model_state_dict`), a Lightning checkpoint
     (`state_dict`) or a bare state dict. Inside it the model's keys may all carry one prefix that
@@ -298,12 +299,13 @@ def original_state(saved) -> tuple[dict, list[str]] | None:
     prefixes = sorted({k[:k.index(_ANCHOR)] for k in keys
                        if _ANCHOR in k and (k.index(_ANCHOR) == 0 or k[k.index(_ANCHOR) - 1] == ".")})
     if not prefixes:
-        return (dict(inner), []) if "model_state_dict" in saved else None  # rename_original lists its keys
+        return (dict(inner), [], {}) if "model_state_dict" in saved else None  # rename_original lists its keys
     if len(prefixes) > 1:
         raise ValueError(f"holds the original's TCN under {len(prefixes)} prefixes ({', '.join(map(repr, prefixes))}): "
                          "two models in one file (a model and its EMA copy?); save the one to load alone")
     prefix, notes = prefixes[0], []
     state = {k[len(prefix):]: v for k, v in inner.items() if isinstance(k, str) and k.startswith(prefix)}
+    held = {k[len(prefix):]: k for k in keys if k.startswith(prefix)}  # bare -> as the file holds it
     if prefix:
         outside = [k for k in inner if not (isinstance(k, str) and k.startswith(prefix))]
         notes.append(f"keys read without the prefix {prefix!r} a wrapper put before them (DataParallel's `module.`, "
@@ -314,11 +316,12 @@ def original_state(saved) -> tuple[dict, list[str]] | None:
     for old, new in _PARAMETRIZED:
         for key in [k for k in state if k.endswith(old)]:
             state[key[:-len(old)] + new] = state.pop(key)
+            held[key[:-len(old)] + new] = held.pop(key)
             renamed += 1
     if renamed:
         notes.append(f"{renamed} weight_norm parametrization tensors (`parametrizations.weight.original0/1`, "
                      "torch >= 2.1) read as weight_g / weight_v")
-    return state, notes
+    return state, notes, {bare: spelled for bare, spelled in held.items() if bare != spelled}
 
 
 def is_original(saved) -> bool:

@@ -172,7 +172,6 @@ def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[s
     """Neutral weights and config of any kind (parity.convert.read_any: common/checkpoints.py,
     and orbax for a jaxbrr checkpoint without its neutral copy), and the names the checkpoint
     spells its weights by where they differ (Problem.checkpoint_names); what it ignored is printed."""
-    from common.original import original_key
     from parity.convert import read_any
 
     try:
@@ -181,7 +180,4 @@ def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[s
         raise LocalizeError(str(error)) from None
     for note in weights.notes:
         print(f"note: {note}")
-    names = {}
-    if weights.kind == "original":
-        names = {key: spelled for key in weights.arrays if (spelled := original_key(key)) not in (None, key)}
-    return weights.config, weights.arrays, names
+    return weights.config, weights.arrays, weights.spelled

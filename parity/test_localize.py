@@ -456,6 +456,10 @@ def test_non_finite_weights_are_their_own_verdict_named_as_the_checkpoint_spells
     assert data["verdict"] == "WEIGHTS" and data["rows"] == [] and not (tmp_path / "r.png").exists()
     assert [(f["tap"], f["kind"]) for f in data["findings"]] == [("proj_to_electrodes.weight", "weights"),
                                                                  ("node_mamba.layers.0.fwd.A_log", "weights")]
+    # saved through DataParallel: named as the file holds it, prefix and all
+    torch.save({"epoch": 6, "model_state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "dp.pt")
+    assert localize.main(["--checkpoint", str(tmp_path / "dp.pt"), "--batch", batch, "--config", str(scenarios.TINY)]) == 1
+    assert ("(the checkpoint's module.node_mamba.layers.0.forward_mamba_real.A_log)" in capsys.readouterr().out)
 
 
 def test_windows_are_named_by_their_index_in_the_batch_given_and_what_bad_data_reaches_is_data(tmp_path, capsys):

@@ -52,7 +52,7 @@ def load_original_checkpoint(
             f"{path}: neither a checkpoint with `model_state_dict` nor a state dict of the original's keys "
             f"(`tcn_encoder.` ...; top level: {keys})"
         )
-    state, unwrapped = found
+    state, unwrapped, _ = found
     tensors = {key: torch.from_numpy(np.array(value)) for key, value in state.items()}
     model, report = from_original_state_dict(tensors, config, source=str(path))
     return model, dataclasses.replace(report, notes=(*unwrapped, *report.notes))

@@ -216,6 +216,8 @@ def test_checkpoints_in_the_wrappers_training_scripts_put_around_the_model(tiny,
     assert notes[0] == ("keys read without the prefix 'model.' a wrapper put before them (DataParallel's `module.`, "
                         "torch.compile's `_orig_mod.`, a Lightning module's attribute); 1 keys outside it left out: "
                         "loss_fn.pos_weight")
+    bare, _, held = original_state(saved["both.pt"])
+    assert bare.keys() == state.keys() and held == {k: f"module._orig_mod.{k}" for k in state}  # as the file holds them
     assert original_state(parametrized)[1] == [
         f"{sum(k.endswith(('.weight_g', '.weight_v')) for k in state)} weight_norm parametrization tensors (`parametrizations.weight.original0/1`, "
         "torch >= 2.1) read as weight_g / weight_v"]
