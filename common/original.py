@@ -304,10 +304,10 @@ def original_state(saved) -> tuple[dict, list[str], dict[str, str]] | None:
         raise ValueError(f"holds the original's TCN under {len(prefixes)} prefixes ({', '.join(map(repr, prefixes))}): "
                          "two models in one file (a model and its EMA copy?); save the one to load alone")
     prefix, notes = prefixes[0], []
-    state = {k[len(prefix):]: v for k, v in inner.items() if isinstance(k, str) and k.startswith(prefix)}
     held = {k[len(prefix):]: k for k in keys if k.startswith(prefix)}  # bare -> as the file holds it
+    state = {bare: inner[key] for bare, key in held.items()}
     if prefix:
-        outside = [k for k in inner if not (isinstance(k, str) and k.startswith(prefix))]
+        outside = [k for k in keys if not k.startswith(prefix)]
         notes.append(f"keys read without the prefix {prefix!r} a wrapper put before them (DataParallel's `module.`, "
                      "torch.compile's `_orig_mod.`, a Lightning module's attribute)"
                      + (f"; {len(outside)} keys outside it left out: {', '.join(map(str, outside[:5]))}"

@@ -9,7 +9,8 @@ whose storage is a persistent id `("storage", torch.<Type>Storage, key, location
 the raw little-endian bytes in `data/<key>` (format: PyTorch's torch/serialization.py docs; the
 byte order is in `<name>/byteorder`). This reader unpickles with an allow-list: the builtin
 containers, collections.OrderedDict, the rebuild functions and storage types below, numpy
-scalars, and pathlib paths (read as text); anything else is refused by name (the same stance as torch.load(weights_only=True)).
+scalars, and pathlib paths (read as text); anything else is refused by name (the same stance as
+torch.load(weights_only=True)).
 It lets commands that never import torch (jaxbrr's predict, evaluate and training) read torchref
 checkpoints, state dicts and brain-go-brr v2 checkpoints.
 """

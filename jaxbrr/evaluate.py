@@ -39,8 +39,8 @@ Exit status: 0 scored; 2 bad arguments, checkpoint or input files, and also when
 out: with --edf-dir an EDF under DIR that was skipped, with --split a recording of that split
 skipped building the cache (its official folder's, or a patient's whose other recordings are in
 it), with --score a file without a partner of the same name or a pair refused (the others are
-scored, the left-out ones listed on stderr). Files of other splits skipped building the cache are listed, and with
-their split ("split": null where it is unknown) in metrics.json's "skipped".
+scored, the left-out ones listed on stderr). Files of other splits skipped building the cache
+are listed, and with their split ("split": null where it is unknown) in metrics.json's "skipped".
 """
 
 from __future__ import annotations

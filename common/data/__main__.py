@@ -53,7 +53,7 @@ def _build(args) -> int:
 
 
 def _labels(args) -> int:
-    from common.data.annotations import check_duration, labels_for
+    from common.data.annotations import check_duration, labels_of
     from common.data.cache import find_recordings, skip_line
     from common.data.corpora import survey
     from common.data.csv_bi import Event, with_background, write_csv_bi
@@ -67,8 +67,7 @@ def _labels(args) -> int:
     for recording in found.recordings:
         edf = recording.edf
         try:
-            annotations = labels_for(edf, found.corpus, data.seizure_labels, data.background_labels, data.listed_as,
-                                     data.chbmit_unlisted)
+            annotations = labels_of(edf, found.corpus, data)
             header = read_header(edf)
             duration = header.n_records * header.record_seconds
             check_duration(annotations, edf, duration, data.label_duration_tolerance_seconds)
@@ -95,7 +94,7 @@ def _labels(args) -> int:
 def _inspect(args) -> int:
     import numpy as np
 
-    from common.data.annotations import check_duration, labels_for, seizure_mask
+    from common.data.annotations import check_duration, labels_of, seizure_mask
     from common.data.corpora import corpus_of_name
     from common.data.csv_bi import AnnotationError
     from common.data.edf import read_edf
@@ -122,8 +121,7 @@ def _inspect(args) -> int:
     labels = None
     corpus = config.data.corpus if config.data.corpus != "auto" else corpus_of_name(edf.stem)
     try:
-        annotations = labels_for(edf, corpus, config.data.seizure_labels, config.data.background_labels,
-                                 config.data.listed_as, config.data.chbmit_unlisted)
+        annotations = labels_of(edf, corpus, config.data)
         check_duration(annotations, edf, raw.duration_seconds, config.data.label_duration_tolerance_seconds)
     except AnnotationError as err:  # the signals are still worth a look
         print(f"\nno labels: {err}")

@@ -136,6 +136,12 @@ def labels_for(
     return Annotations(path, None, events, tuple(map(str, sources)), alias, unlisted=unlisted)
 
 
+def labels_of(edf: str | Path, corpus: str, data) -> Annotations:
+    """labels_for under a config's data section (common.config.DataConfig): its seizure and
+    background labels, listed_as and chbmit_unlisted; what build, inspect and labels call."""
+    return labels_for(edf, corpus, data.seizure_labels, data.background_labels, data.listed_as, data.chbmit_unlisted)
+
+
 def wfdb_file(edf: Path) -> Path:
     """`<name>.edf.seizures`: CHB-MIT's WFDB seizure annotations of one recording."""
     return edf.with_name(edf.name + ".seizures")

@@ -32,7 +32,7 @@ from common.config import Config, DataConfig, config_hash, config_to_dict
 from common.data.annotations import (
     annotation_file,
     check_duration,
-    labels_for,
+    labels_of,
     seizure_mask,
     wfdb_file,
     wfdb_files,
@@ -149,8 +149,7 @@ def cache_recording(recording: Recording, config: Config, root: Path, corpus: st
     # the header and the labels first: their errors are known in milliseconds, the signals take
     # seconds to minutes to read and filter
     read_header(edf)
-    annotations = labels_for(edf, corpus, config.data.seizure_labels, config.data.background_labels,
-                             config.data.listed_as, config.data.chbmit_unlisted)
+    annotations = labels_of(edf, corpus, config.data)
     signals, report = preprocess_file(edf, config.data.montage, config.preprocess)
     check_duration(annotations, edf, report.duration_seconds, config.data.label_duration_tolerance_seconds)
     sfreq = config.preprocess.sfreq

@@ -5,9 +5,9 @@ call `run` with their framework's Trainer (a common.train.loop.Loop subclass).
 
 Exit status: 0 done, 2 bad config, data or arguments, or out of device memory (the one-line
 error names the settings that shrink it; the checkpoints saved before it stay), 3 a non-finite
-step (the dump and the replay command are printed). The config and the arguments against the workdir (--resume,
---init-from, checkpoints already there) are checked before any data is read and before the
-framework is imported.
+step (the dump and the replay command are printed). The config and the arguments against the
+workdir (--resume, --init-from, checkpoints already there) are checked before any data is read
+and before the framework is imported.
 
 Without --config: configs/default.yaml of the current folder, else the repository's (found from
 this file; the package is installed editable from the repository). The config's relative paths
