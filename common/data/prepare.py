@@ -25,20 +25,25 @@ class PreparedData:
     splits: dict[str, list[str]]  # split -> recording stems
     build: BuildResult | None = None
     summary: list[dict] = field(default_factory=list)
+    synthetic: str | None = None  # the summary's line saying the corpus is generated, when it is
 
 
-def ensure_synthetic(config: Config, progress: bool = True) -> None:
+def ensure_synthetic(config: Config, progress: bool = True) -> str | None:
     """Generate the synthetic corpus into data.data_dir when the config asks for one (a folder the
-    generator owns: common/data/synth.py refuses one holding files it did not write)."""
+    generator owns: common/data/synth.py refuses one holding files it did not write); returns the
+    line that says so (None without data.synthetic), so that a mistyped corpus path in a config
+    that sets data.synthetic cannot pass for real EEG."""
     if config.data.synthetic is None:
-        return
+        return None
     from common.data.synth import generate_from_config
 
-    generate_from_config(config.data.data_dir, config.data.synthetic, progress=progress)
+    paths = generate_from_config(config.data.data_dir, config.data.synthetic, progress=progress)
+    return (f"synthetic EEG (data.synthetic): {len(paths)} generated recordings in {config.data.data_dir}; "
+            "for a corpus set data.synthetic: null and data.data_dir to its folder")
 
 
 def prepare(config: Config, progress: bool = True) -> PreparedData:
-    ensure_synthetic(config, progress)
+    synthetic = ensure_synthetic(config, progress)
     build = build_cache(config, progress=progress)
     corpus = Corpus(build.root)
     stems = corpus.stems
@@ -49,7 +54,7 @@ def prepare(config: Config, progress: bool = True) -> PreparedData:
         official = {s: where[s] for s in stems}
     split_of = assign_splits(patients, config.data.split, official)
     splits = {name: [s for s in stems if split_of[s] == name] for name in SPLITS}
-    prepared = PreparedData(corpus, splits, build)
+    prepared = PreparedData(corpus, splits, build, synthetic=synthetic)
     prepared.summary = summarize(prepared, config)
     return prepared
 
@@ -124,7 +129,8 @@ def flat_issues(recordings: dict[str, dict], stems: list[str]) -> list[str]:
 def format_summary(prepared: PreparedData) -> str:
     head = f"{'split':<6} {'patients':>8} {'recs':>5} {'hours':>7} {'windows':>8} {'sz win':>7} {'sz hours':>8} {'short':>5}"
     build = prepared.build
-    lines = build.survey.lines() if build is not None and build.survey is not None else []
+    lines = [prepared.synthetic] if prepared.synthetic else []
+    lines += build.survey.lines() if build is not None and build.survey is not None else []
     lines += [head, "-" * len(head)]
     for r in prepared.summary:
         lines.append(

@@ -5,7 +5,10 @@ call `run` with their framework's Trainer (a common.train.loop.Loop subclass).
 
 Exit status: 0 done, 2 bad config, data or arguments, or out of device memory (the one-line
 error names the settings that shrink it; the checkpoints saved before it stay), 3 a non-finite
-step (the dump and the replay command are printed). The config and the arguments against the
+step (the dump and the replay command are printed), 130 or 143 stopped by SIGINT (Ctrl-C) or
+SIGTERM: on one host the step in flight finishes and a `last` checkpoint is saved there first,
+and the command that continues the run is printed (common/train/stop.py); a second Ctrl-C, or
+one before training starts, stops at once. The config and the arguments against the
 workdir (--resume, --init-from, checkpoints already there) are checked before any data is read
 and before the framework is imported.
 
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
+import signal
 import sys
 from collections.abc import Callable
 
@@ -41,6 +46,22 @@ def out_of_memory_advice(error: BaseException, config) -> str | None:
     return (f"out of memory training {config.model.architecture} at batch {config.train.batch_size} of "
             f"{config.data.window_seconds:g} s windows ({first}); set {', or '.join(shrink)} "
             "(README, \"Training on GPUs and clusters\")")
+
+
+def resume_command(prog: str, argv: list[str]) -> str:
+    """The command line that continues the run `argv` started: the same arguments, --init-from
+    dropped (the run now has its own checkpoints), --resume added."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--init-from":
+            skip = True
+        elif not arg.startswith("--init-from="):
+            kept.append(arg)
+    if "--resume" not in kept:
+        kept.append("--resume")
+    return " ".join([prog, *map(shlex.quote, kept)])
 
 
 def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[], type],
@@ -80,12 +101,16 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
 
     from common.data.prepare import format_summary, prepare
     from common.train.loop import NonFiniteStep, summary_table
+    from common.train.stop import Interrupted
 
     try:
         prepared = prepare(config, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as err:  # data_dir, the generator's folder, the split
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    except KeyboardInterrupt:  # the cache keeps every recording built so far (atomic writes)
+        print("interrupted while preparing the data; the recordings cached so far are kept", file=sys.stderr)
+        return 128 + signal.SIGINT
     print(format_summary(prepared))
     try:
         trainer = trainer_class()(config, resume=args.resume, progress=not args.no_progress, prepared=prepared,
@@ -97,6 +122,14 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     except NonFiniteStep as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_NONFINITE
+    except Interrupted as stopped:
+        print(f"{stopped}\ncontinue with: {resume_command(prog, sys.argv[1:] if argv is None else argv)}",
+              file=sys.stderr)
+        return stopped.exit_status
+    except KeyboardInterrupt:
+        print(f"interrupted: the steps since {config.workdir}'s newest checkpoint are lost "
+              "(one Ctrl-C saves one first)", file=sys.stderr)
+        return 128 + signal.SIGINT
     except (RuntimeError, MemoryError) as err:  # XLA's and torch's are RuntimeErrors; only memory is answered
         advice = out_of_memory_advice(err, config)
         if advice is None:

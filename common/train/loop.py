@@ -7,6 +7,8 @@ hooks (jaxbrr/train/loop.py: jaxbrr's Trainer; torchref/train/loop.py: torch's).
             every log_every: a metrics.jsonl line; every checkpoint_every: a `last` checkpoint
         validate on dev -> metrics; the early-stopping metric improves -> `best` checkpoint
         `last` checkpoint; plots; stop when patience runs out
+    SIGINT/SIGTERM on one host: the step in flight ends, a `last` checkpoint there, Interrupted
+        (common/train/stop.py)
 
 Everything a step depends on is a function of (seed, epoch, step): the batch order (the
 sampler's generator for (seed, epoch)), pos_weight, and dropout (each framework's RNG state is
@@ -47,8 +49,9 @@ from common.data.sampler import balanced_rows, batches, host_rows, seizure_windo
 from common.eval import plots as eval_plots
 from common.train import plots
 from common.train.class_weight import resolve_pos_weight
-from common.train.dumps import replay_command
+from common.train.dumps import NAN_DIR, replay_command
 from common.train.log import RunLog
+from common.train.stop import Interrupted, StopRequests
 from common.train.validate import check_metric_name, is_better, metric_value, validate
 
 
@@ -142,6 +145,8 @@ def check_start(config: Config, resume: bool, init_from: str | Path | None) -> N
         raise ConfigError("--init-from and --resume together: --resume continues the run's own last "
                           "checkpoint; --init-from starts a new run from given weights")
     workdir = Path(config.workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"workdir {workdir} is a file, not a folder: pass --workdir DIR (a new or a run's folder)")
     steps = last_steps(workdir)
     if steps and not resume:
         raise FileExistsError(f"{workdir} already holds checkpoints (newest: {steps[-1]}): pass --resume to "
@@ -160,7 +165,8 @@ def check_start(config: Config, resume: bool, init_from: str | Path | None) -> N
         raise ConfigError(
             f"--resume: the config differs from the checkpoint's in {workdir} ({steps[-1]}), so the run "
             "would not continue the same way:\n  " + _difference_lines(changed, "checkpoint")
-            + "\nuse the same config, or a new --workdir"
+            + f"\nuse the same config (the checkpoint holds it: {steps[-1]}), or a new --workdir "
+            f"(--init-from {steps[-1]} starts a new run from its weights)"
         )
 
 
@@ -230,6 +236,7 @@ class Loop:
         self.config, self.cfg = config, config.train
         self.workdir = Path(config.workdir)
         self.show = progress
+        self.stop = StopRequests(active=False)  # run() listens for SIGINT/SIGTERM (common/train/stop.py)
         self.prepared = prepared or prepare(config, progress=progress)
         self._setup_data()
         self._build()
@@ -241,6 +248,11 @@ class Loop:
         # every host keeps the records (early stopping decides alike everywhere); host 0 writes them
         self.log = RunLog(self.workdir, resume_step=self.progress.step if self.progress.step else None,
                           write_files=self.primary)
+        earlier = sorted((self.workdir / NAN_DIR).glob("step_*")) if not resume and self.primary else []
+        if earlier:
+            print(f"note: {self.workdir / NAN_DIR} holds {len(earlier)} NaN dump(s) of an earlier attempt "
+                  f"({', '.join(d.name for d in earlier[:3])}{', ...' if len(earlier) > 3 else ''}), not of "
+                  "this run; a dump of this run at the same step replaces one")
 
     # -- what a framework provides -------------------------------------------------------------
 
@@ -295,14 +307,27 @@ class Loop:
         corpus, cfg = self.prepared.corpus, self.cfg
         self.train_stems = self.prepared.splits["train"]
         self.dev_stems = self.prepared.splits["dev"]
+        data = self.config.data
+        survey = self.prepared.build.survey if self.prepared.build is not None else None
+        if not corpus.stems:
+            left_out = survey is not None and survey.left_out  # the summary above says why
+            raise ValueError(f"no recording to train on under {data.data_dir}" + (
+                self._skipped_note() or (" (every EDF file there was left out: the summary above says why)"
+                                         if left_out else f": no EDF file there matches data.edf_glob "
+                                         f"{data.edf_glob!r}; check data.data_dir")))
         if not self.train_stems:
             raise ValueError(f"the training split is empty{self._skipped_note()}: add recordings or lower "
                              "data.split fractions")
         if not self.dev_stems:
-            survey = self.prepared.build.survey if self.prepared.build is not None else None
             official = survey is not None and survey.split_kind == "official"
-            fix = ("put recordings under the corpus's dev/ folder, or set data.split.kind: seeded" if official
-                   else "set data.split.dev_fraction > 0")
+            patients = {corpus.recordings[s]["patient"] for s in corpus.stems}
+            if official:
+                fix = "put recordings under the corpus's dev/ folder, or set data.split.kind: seeded"
+            elif len(patients) == 1 and data.split.dev_fraction > 0:
+                fix = (f"the corpus holds one patient ({next(iter(patients))}), and a patient's recordings "
+                       "stay in one split; add recordings of other patients")
+            else:
+                fix = "set data.split.dev_fraction > 0"
             raise ValueError(f"the dev split is empty{self._skipped_note()}: {fix} (validation and early "
                              "stopping need it)")
         if not any(corpus.recordings[s]["labels"]["seizure_seconds"] for s in self.dev_stems):
@@ -316,7 +341,14 @@ class Loop:
                              "lower the batch size or add data")
         total = cfg.epochs * self.batches_per_epoch
         self.total_batches = min(total, cfg.max_steps) if cfg.max_steps else total
-        self.total_updates = max(1, self.total_batches // cfg.grad_accum_steps)
+        # an update per grad_accum_steps batches; the last total_batches % k batches make none
+        self.total_updates = self.total_batches // cfg.grad_accum_steps
+        if self.total_updates == 0:
+            limit = ("train.max_steps" if total > self.total_batches
+                     else f"{cfg.epochs} epoch(s) of {self.batches_per_epoch}")
+            raise ValueError(f"train.grad_accum_steps={cfg.grad_accum_steps} batches make one update, but the run "
+                             f"has {self.total_batches} batches ({limit}): no update would be applied; lower "
+                             "grad_accum_steps or train longer")
 
     def _skipped_note(self) -> str:
         """How many recordings the build skipped and where the reasons are, for an error about an
@@ -339,7 +371,7 @@ class Loop:
         latest = self._latest()
         meta = self._restore()
         self.progress = Progress(**meta["progress"])
-        print(f"resumed from {self.checkpoint_path('last', latest)}: epoch {self.progress.epoch}, "
+        print(f"resumed from {self.checkpoint_path('last', latest)}: epoch {self.progress.epoch + 1}, "
               f"batch {self.progress.batch}, step {self.progress.step}")
 
     def epoch_plan(self, epoch: int) -> tuple[list[np.ndarray], float]:
@@ -362,7 +394,7 @@ class Loop:
         self.log.write("nan", p.step, p.epoch, {"why": why, "dump": str(dump)})
         # the error's first lines: checkify's names the op and its source line, JAX_DEBUG_NANS's the op
         said = [line.strip() for line in (error or "").splitlines() if line.strip()][:3]
-        raise NonFiniteStep(f"step {p.step} (epoch {p.epoch}, batch {p.batch}): {why}"
+        raise NonFiniteStep(f"step {p.step} (epoch {p.epoch + 1}, batch {p.batch}): {why}"
                             + "".join(f"\n  {line}" for line in said), dump)
 
     def _run_step(self, batch: dict, pos_weight: float) -> dict:
@@ -399,10 +431,15 @@ class Loop:
         print(self.describe())
         bar = tqdm(total=self.total_batches, initial=p.step, unit="step", dynamic_ncols=True,
                    disable=not self.show, desc=f"epoch {p.epoch + 1}/{cfg.epochs}")
+        self.stop = StopRequests(active=self.process_count == 1)
         try:
-            while p.finished is None:
-                self._train_epoch(bar)  # to the epoch's end, or to max_steps
-                self._end_epoch()
+            with self.stop:
+                while p.finished is None:
+                    self._train_epoch(bar)  # to the epoch's end, to max_steps, or to a stop request
+                    self._end_epoch()
+        except BaseException:
+            self._final_plots()  # the curves up to a non-finite step or a stop are what one looks at
+            raise
         finally:
             bar.close()
             self.log.close()
@@ -437,8 +474,13 @@ class Loop:
                 if cfg.max_steps and p.step >= cfg.max_steps:
                     p.finished = "max_steps"
                     return
-                if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 and p.batch < len(plan):
+                saved = bool(cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 and p.batch < len(plan))
+                if saved:
                     self._save("last")
+                if self.stop.received:
+                    if not saved:
+                        self._save("last")  # mid-epoch, or at the epoch's end before its validation
+                    raise Interrupted(self.stop.received, p.step, self.checkpoint_path("last", p.step))
         if p.epoch + 1 >= cfg.epochs:
             p.finished = "epochs"
 
@@ -465,6 +507,8 @@ class Loop:
         if improved:
             self._save("best")
         self._save("last")
+        if self.stop.received and p.finished is None:  # asked during validation: stop once saved
+            raise Interrupted(self.stop.received, p.step, self.checkpoint_path("last", p.step))
 
     # -- reporting -----------------------------------------------------------------------------
 
@@ -476,7 +520,18 @@ class Loop:
             f"data: {len(self.train_stems)} training / {len(self.dev_stems)} dev recordings; "
             f"{self.batches_per_epoch} batches of {self.cfg.batch_size} x {c.window_samples} samples per epoch\n"
             f"{self.devices()}; workdir {self.workdir}; {self.total_batches - p.step} steps to go"
+            + self._accumulation_note()
         )
+
+    def _accumulation_note(self) -> str:
+        """With gradient accumulation: the updates, and the last batches that make none."""
+        k = self.cfg.grad_accum_steps
+        if k == 1:
+            return ""
+        left = self.total_batches % k
+        return (f"\ngradient accumulation: {self.total_updates} updates of {k} batches"
+                + (f"; the last {left} batch(es) make no update ({self.total_batches} batches is not a "
+                   "multiple of train.grad_accum_steps)" if left else ""))
 
     def devices(self) -> str:
         return "devices: ?"

@@ -107,7 +107,7 @@ def test_train_finds_the_repository_default_config_from_another_folder(tmp_path,
     assert err.strip().endswith("error: data preparation started")  # the config loaded; on to the data
 
 
-def test_an_empty_training_split_names_the_skipped_recordings_and_the_report(tmp_path, capsys):
+def test_no_usable_recording_names_the_skipped_recordings_and_the_report(tmp_path, capsys):
     """Every recording skipped at build: train's error says how many and where the reasons are."""
     from common.data.csv_bi import write_csv_bi
     from common.train.loop import Loop
@@ -124,8 +124,8 @@ def test_an_empty_training_split_names_the_skipped_recordings_and_the_report(tmp
     manifest = next((tmp_path / "cache").glob("*/manifest.json"))
     assert f"skipped {data / 'pa_s001_t000.edf'}: " in captured.out  # the summary lists the reason
     assert captured.err.strip() == (
-        f"error: the training split is empty (1 recording(s) skipped as unusable: the reasons are in the summary "
-        f"above and under `skipped` in {manifest}; fix those files): add recordings or lower data.split fractions")
+        f"error: no recording to train on under {data} (1 recording(s) skipped as unusable: the reasons are in the "
+        f"summary above and under `skipped` in {manifest}; fix those files)")
 
 
 def _failing_trainer(monkeypatch, error: BaseException):
@@ -168,3 +168,71 @@ def test_any_other_runtime_error_in_training_is_raised(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="a bug"):
         run(["--config", str(TINY), "--workdir", str(tmp_path / "run"), "--no-progress"], "train", "",
             _failing_trainer(monkeypatch, RuntimeError("a bug")))
+
+
+def _base_loop(tmp_path: Path, *sets: str) -> tuple[int, str]:
+    """`run` with the framework-neutral Loop, which raises in its data checks before it builds a
+    model (that needs a framework): (exit status, stderr)."""
+    from common.train.loop import Loop
+
+    argv = ["--config", str(ROOT / "configs" / "smoke.yaml"), "--workdir", str(tmp_path / "run"), "--no-progress",
+            f"--set=data.cache_dir={tmp_path / 'cache'}", *[f"--set={o}" for o in sets]]
+    return run(argv, "train", "", lambda: Loop)
+
+
+def test_a_folder_without_edf_files_says_so(tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    status = _base_loop(tmp_path, f"data.data_dir={tmp_path / 'notes'}", "data.synthetic=null")
+    assert status == 2
+    assert capsys.readouterr().err == (f"error: no recording to train on under {tmp_path / 'notes'}: no EDF file "
+                                       "there matches data.edf_glob '**/*.edf'; check data.data_dir\n")
+
+
+def test_one_patient_cannot_fill_a_dev_split_and_the_error_says_why(tmp_path, capsys):
+    """A seeded split keeps each patient in one split: with one patient, dev_fraction > 0 cannot
+    help (the error used to ask for it)."""
+    sets = [f"data.data_dir={tmp_path / 'edf'}", "data.synthetic.patients=1", "data.synthetic.recordings=2"]
+    assert _base_loop(tmp_path, *sets) == 2
+    captured = capsys.readouterr()
+    assert "synthetic EEG (data.synthetic): 2 generated recordings in" in captured.out  # never passes for EEG
+    assert captured.err.startswith("error: the dev split is empty: the corpus holds one patient (")
+    assert "add recordings of other patients" in captured.err and "dev_fraction" not in captured.err
+
+
+@pytest.mark.parametrize(("sets", "limit"), [
+    (["train.grad_accum_steps=20", "train.max_steps=null"], "1 epoch(s) of "),
+    (["train.grad_accum_steps=4", "train.max_steps=3"], "train.max_steps"),
+])
+def test_gradient_accumulation_longer_than_the_run_is_refused(tmp_path, capsys, sets, limit):
+    """k batches per update and fewer than k batches in the run: no update at all (it used to
+    finish 'normally' with the initial weights)."""
+    k = sets[0].split("=")[1]
+    assert _base_loop(tmp_path, f"data.data_dir={tmp_path / 'edf'}", *sets) == 2
+    err = capsys.readouterr().err
+    assert f"error: train.grad_accum_steps={k} batches make one update, but the run has " in err
+    assert limit in err and "no update would be applied" in err
+
+
+def test_a_workdir_that_is_a_file_is_refused_before_any_data(tmp_path, no_data, capsys):
+    (tmp_path / "run.log").write_text("")
+    assert _train(tmp_path / "run.log", no_data) == 2
+    assert capsys.readouterr().err == f"error: workdir {tmp_path / 'run.log'} is a file, not a folder: pass --workdir DIR (a new or a run's folder)\n"
+
+
+def test_the_resume_command_repeats_the_arguments_without_init_from():
+    from common.train.cli import resume_command
+
+    argv = ["--config", "c.yaml", "--set", "train.lr=3e-4", "--init-from", "old/run", "--workdir", "runs/a b"]
+    assert resume_command("python -m jaxbrr.train", argv) == (
+        "python -m jaxbrr.train --config c.yaml --set train.lr=3e-4 --workdir 'runs/a b' --resume")
+    assert resume_command("p", ["--init-from=x", "--resume"]) == "p --resume"
+
+
+def test_an_interrupt_while_preparing_the_data_is_one_line(tmp_path, monkeypatch, capsys):
+    def prepare(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("common.data.prepare.prepare", prepare)
+    assert run(["--config", str(TINY), "--workdir", str(tmp_path / "run"), "--no-progress"], "train", "",
+               _no_trainer) == 130
+    assert capsys.readouterr().err == "interrupted while preparing the data; the recordings cached so far are kept\n"

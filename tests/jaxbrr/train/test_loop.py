@@ -4,7 +4,8 @@ of six short recordings in a temporary folder).
 - a two-step run writes metrics.jsonl, TensorBoard events, plots and `best`/`last` checkpoints,
   and the `best` checkpoint reloads into a model that predicts exactly what the trainer did;
 - `--resume` after SIGKILL of a real training process mid-epoch reproduces the uninterrupted
-  run's losses, validation metrics and parameters bit for bit;
+  run's losses, validation metrics and parameters bit for bit; so does a SIGTERM, which saves a
+  checkpoint where it stopped;
 - a planted NaN (`pe_gradient: full` with `top_k: 1`: every graph falls into several components,
   so the Laplacian's eigenvalue 0 repeats and eigh's gradient divides by 0) stops the run with a
   dump and the replay command under JAX_DEBUG_NANS=1, under `nan_policy: raise` (a two-process
@@ -164,6 +165,44 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(
     expected = losses(reference.workdir)
     assert sorted(expected) == list(range(1, 9))
     assert losses(work) == expected  # exactly, every step
+    assert validations(work) == validations(reference.workdir)
+    for a, b in zip(params(resumed), params(reference), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sigterm_saves_where_it_stopped_and_resume_equals_the_uninterrupted_run(
+        tmp_path, data_overrides, prepared, uninterrupted, monkeypatch, capsys):
+    """SIGTERM (a scheduler's preemption) during step 3 of an epoch of 6: the step finishes, a
+    `last` checkpoint is saved there, the command exits 143 printing how to continue, and
+    --resume from it gives the uninterrupted run's losses, validations and parameters exactly.
+    It used to save nothing (no checkpoint_every): the epoch was lost."""
+    _, reference, _ = uninterrupted
+    work = tmp_path / "preempted"
+    step = Trainer._step
+
+    def step_then_signal(self, batch, pos_weight):
+        metrics = step(self, batch, pos_weight)
+        if self.progress.step == 2:  # the third step: progress.step counts those done before it
+            os.kill(os.getpid(), signal.SIGTERM)
+        return metrics
+
+    monkeypatch.setattr(Trainer, "_step", step_then_signal)
+    handler = signal.getsignal(signal.SIGTERM)
+    argv = ["--config", str(SMOKE), "--workdir", str(work), "--no-progress",
+            *[f"--set={o}" for o in (*data_overrides, *RUN)]]
+    assert train_main(argv) == 143
+    err = capsys.readouterr().err
+    assert f"stopped by SIGTERM at step 3; saved {work.absolute() / 'checkpoints' / 'last' / '3'}" in err
+    assert f"continue with: python -m jaxbrr.train {' '.join(argv)} --resume" in err
+    assert signal.getsignal(signal.SIGTERM) == handler  # restored
+    assert (work / "plots" / "training.png").is_file()  # the curves up to the stop
+    monkeypatch.undo()
+
+    config = load_config(SMOKE, [*data_overrides, *RUN, f"workdir={work}"])
+    resumed = Trainer(config, resume=True, progress=False, prepared=prepared)
+    assert (resumed.progress.step, resumed.progress.epoch, resumed.progress.batch) == (3, 0, 3)
+    resumed.run()
+    assert losses(work) == losses(reference.workdir)
     assert validations(work) == validations(reference.workdir)
     for a, b in zip(params(resumed), params(reference), strict=True):
         np.testing.assert_array_equal(a, b)
