@@ -46,6 +46,11 @@ FIX = ("point it at a run folder written by `python -m jaxbrr.train` or `python 
        "checkpoints/best|last folder, or one step), a .pt or .safetensors weights file, or a NaN dump folder")
 
 
+# what to do about a damaged step of a run
+OTHER_STEP = ("use another step of the run (checkpoints/best and checkpoints/last keep several) or delete "
+              "this step's folder")
+
+
 class CheckpointError(ValueError):
     """Weights that cannot be found or read; the message names the path and the fix."""
 
@@ -117,10 +122,12 @@ def jaxbrr_meta(step_dir: str | Path) -> dict:
     path = Path(step_dir) / "meta" / "metadata"
     try:
         meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{step_dir}: unreadable checkpoint metadata {path} ({error}); {FIX}") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{step_dir}: no checkpoint metadata {path}; {FIX}") from None
+    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise CheckpointError(f"{step_dir}: damaged checkpoint metadata {path} ({error}); {OTHER_STEP}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
-        raise CheckpointError(f"{step_dir}: checkpoint metadata {path} holds no config; {FIX}")
+        raise CheckpointError(f"{step_dir}: checkpoint metadata {path} holds no config; {OTHER_STEP}")
     return meta
 
 

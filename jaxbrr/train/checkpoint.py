@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from common.checkpoints import NEUTRAL_FILE, CheckpointError, jaxbrr_meta, locate, write_neutral
+from common.checkpoints import NEUTRAL_FILE, OTHER_STEP, CheckpointError, jaxbrr_meta, locate, write_neutral
 from common.config import Config, config_from_dict
 from jaxbrr.train.distributed import barrier
 
@@ -84,8 +86,28 @@ def _check_tree_metadata(item_dir: Path) -> None:
         tree = None
     if not (isinstance(tree, dict) and isinstance(tree.get("tree_metadata"), dict)):
         raise CheckpointError(f"{path}: damaged (not orbax's JSON tree metadata), so {item_dir.parent} "
-                              "cannot be restored; use another step of the run (checkpoints/best and "
-                              "checkpoints/last keep several) or delete this step's folder")
+                              f"cannot be restored; {OTHER_STEP}")
+
+
+# how TensorStore's errors for array files cut short or overwritten begin (its status codes)
+READ_FAILURES = ("DATA_LOSS:", "OUT_OF_RANGE:", "NOT_FOUND:")
+
+
+@contextmanager
+def _restoring(step_dir: Path) -> Iterator[None]:
+    """Turns orbax's page-long error for damaged array data (files cut short or overwritten: a disk
+    that filled, a copy that stopped) into one line naming the step; any other error (a tree that
+    does not match the model, say) passes unchanged."""
+    try:
+        yield
+    except Exception as error:  # TensorStore's surface as plain Exceptions, the cause a ValueError
+        chain = [error]
+        while chain[-1].__cause__ is not None:
+            chain.append(chain[-1].__cause__)
+        said = next((str(e).strip().splitlines()[0] for e in chain if str(e).startswith(READ_FAILURES)), None)
+        if said is None:
+            raise
+        raise CheckpointError(f"{step_dir}: its arrays cannot be read ({said[:300]}); {OTHER_STEP}") from error
 
 
 class Checkpoints:
@@ -170,7 +192,8 @@ class Checkpoints:
         }
         if optimizer is not None:
             args["optimizer"] = ocp.args.StandardRestore(_savable(_pure(optimizer)))
-        restored = manager.restore(step, args=ocp.args.Composite(**args))
+        with _restoring(self.root / kind / str(step)):
+            restored = manager.restore(step, args=ocp.args.Composite(**args))
         _restore_into(model, restored["model"])
         if optimizer is not None:
             _restore_into(optimizer, restored["optimizer"])
@@ -205,7 +228,8 @@ def restore_model(step_dir: Path, config: Config) -> nnx.Module:
 
     model = SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
     _check_tree_metadata(Path(step_dir) / "model")
-    saved = ocp.StandardCheckpointer().restore(Path(step_dir).absolute() / "model", _savable(_pure(model)))
+    with _restoring(step_dir):
+        saved = ocp.StandardCheckpointer().restore(Path(step_dir).absolute() / "model", _savable(_pure(model)))
     _restore_into(model, saved)
     return model
 

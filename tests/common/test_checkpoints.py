@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from common.checkpoints import last_steps, locate, read_weights, weights_config, write_neutral
+from common.checkpoints import CheckpointError, jaxbrr_meta, last_steps, locate, read_weights, weights_config, write_neutral
 from common.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,3 +41,15 @@ def test_weights_of_a_bipolar_model_are_read_in_their_montage_whatever_the_confi
         # a config file whose model differs is not used for the model, and that is said
         said = [note for note in weights.notes if "carries its own model config, used instead of" in note]
         assert len(said) == (config == ROOT / "configs" / "default.yaml")
+
+
+def test_a_damaged_step_metadata_says_to_use_another_step(tmp_path):
+    """The step is a run's (its meta folder is there): 'point it at a run folder' was the wrong
+    advice; bytes that are not text are a CheckpointError too, not a UnicodeDecodeError."""
+    meta = tmp_path / "checkpoints" / "last" / "36" / "meta" / "metadata"
+    meta.parent.mkdir(parents=True)
+    for damaged in (b'{"bad', b"\xff\xfe\x00"):
+        meta.write_bytes(damaged)
+        with pytest.raises(CheckpointError, match=rf"{meta.parent.parent}: damaged checkpoint metadata {meta} "
+                                                  r"\(.*\); use another step of the run"):
+            jaxbrr_meta(meta.parent.parent)

@@ -8,7 +8,8 @@ neither is on disk, and a damaged orbax tree metadata is refused naming the file
 - a step below the newest (a resumed run's `best`) is saved, not skipped as orbax would;
 - `_METADATA` that is not JSON, or JSON of another shape, is a CheckpointError naming the file,
   from `load_model` and from a resume's `Checkpoints.restore` alike (orbax itself raises
-  JSONDecodeError, KeyError or AttributeError, the last of which no caller expects).
+  JSONDecodeError, KeyError or AttributeError, the last of which no caller expects); array files
+  cut short are one naming the step, while a tree of another shape keeps orbax's error.
 """
 
 from __future__ import annotations
@@ -117,6 +118,45 @@ def test_a_damaged_tree_metadata_is_refused_naming_the_file(tmp_path, config, te
             checkpoints.restore("best", model, optimizer)
     finally:
         checkpoints.close()
+
+
+@pytest.mark.parametrize("damage", ["data", "manifest"])
+def test_array_files_cut_short_are_one_line_naming_the_step(tmp_path, config, damage):
+    """Array data cut short (a disk that filled, a copy that stopped): orbax's page-long TensorStore
+    error (exit 1 from train, predict and evaluate) becomes a CheckpointError naming the step and
+    what to do, from load_model and from a resume's restore alike."""
+    _save(tmp_path, config, seed=1)
+    step = tmp_path / "checkpoints" / "best" / "5"
+    pattern = "**/d/*" if damage == "data" else "**/manifest.ocdbt"
+    cut = [f for f in (step / "model").glob(pattern) if f.is_file()]
+    assert cut
+    for f in cut:
+        f.write_bytes(f.read_bytes()[:10])
+    said = rf"{step.absolute()}: its arrays cannot be read \((DATA_LOSS|OUT_OF_RANGE): .*\); use another step"
+    with pytest.raises(CheckpointError, match=said):
+        load_model(tmp_path)
+    model, optimizer = _model(config, seed=1)
+    checkpoints = Checkpoints(tmp_path, keep=2)
+    try:
+        with pytest.raises(CheckpointError, match=said):
+            checkpoints.restore("best", model, optimizer)
+    finally:
+        checkpoints.close()
+
+
+def test_a_tree_that_does_not_match_the_model_is_not_called_damaged(tmp_path, config):
+    """Only read failures are answered 'use another step': a model of another shape (a checkpoint
+    of another version, say) keeps orbax's own error, which names the differing parameters."""
+    _save(tmp_path, config, seed=1)
+    other = load_config(TINY, ["model.tcn.kernel_size=5"])
+    model, optimizer = _model(other, seed=1)
+    checkpoints = Checkpoints(tmp_path, keep=2)
+    try:
+        with pytest.raises(ValueError) as raised:
+            checkpoints.restore("best", model, optimizer)
+    finally:
+        checkpoints.close()
+    assert not isinstance(raised.value, CheckpointError)
 
 
 def test_a_step_below_the_newest_is_saved_not_skipped(tmp_path, config):
