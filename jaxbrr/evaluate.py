@@ -77,11 +77,13 @@ SPLIT_FIELDS = ("data.edf_glob", "data.synthetic", "data.corpus", "data.split",
 
 
 def default_out_dir(step_dir: Path, source: str) -> Path:
-    """WORKDIR/eval/<kind>-<step>/<source> for a step folder WORKDIR/checkpoints/<kind>/<step>."""
+    """WORKDIR/eval/<kind>-<step>/<source> for a step WORKDIR/checkpoints/<kind>/<step> (jaxbrr's
+    folder `36`, torchref's file `step_000036.pt`: both `best-36`)."""
     if step_dir.parent.parent.name != "checkpoints":
         raise ValueError(f"{step_dir} is not inside a run's checkpoints/ folder, so there is no "
                          "run folder to write into: pass --out DIR")
-    return step_dir.parents[2] / "eval" / f"{step_dir.parent.name}-{step_dir.stem}" / source
+    step = step_dir.stem.removeprefix("step_")
+    return step_dir.parents[2] / "eval" / f"{step_dir.parent.name}-{int(step) if step.isdigit() else step}" / source
 
 
 def carries_its_split(checkpoint: str | Path) -> bool:

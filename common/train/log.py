@@ -12,7 +12,8 @@ metrics.jsonl has one JSON object per line:
 every line before the kill (at most the last line is cut, and `read_metrics` skips such a line).
 On resume from step s the file is rewritten (atomically) to the lines with step <= s, so the
 log of a resumed run is the log an uninterrupted run would have written; TensorBoard's writer
-purges events after s alike.
+purges events after s alike. A new run in a folder that an earlier attempt left logs in (but no
+checkpoint) starts both afresh.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ class RunLog:
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            purge = resume_step + 1 if resume_step is not None else None
+            # TensorBoard hides the events at or after this step that earlier event files hold:
+            # those of the steps to be redone, or on a fresh start every earlier attempt's
+            purge = resume_step + 1 if resume_step is not None else 0
             self._tb = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=purge)
 
     def write(self, kind: str, step: int, epoch: int, values: dict) -> dict:

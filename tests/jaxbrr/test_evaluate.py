@@ -295,3 +295,12 @@ def test_fields_outside_the_split_may_change():
     refuse_split_overrides(["postprocess.tau_on=0.7", "eval.batch_size=2", "data.cache_dir=/tmp/c", "data.data_dir=/moved",
                             "data.window_seconds=8", "data.balance.enabled=false", "model.ssm.scan=chunked",
                             "train.seed=3", "data.splitting=1"], "dev")  # a prefix is no field
+
+
+def test_both_twins_checkpoints_are_evaluated_into_folders_named_alike(tmp_path):
+    from jaxbrr.evaluate import default_out_dir
+
+    jax_step = tmp_path / "run" / "checkpoints" / "best" / "36"
+    torch_step = tmp_path / "run-torchref" / "checkpoints" / "best" / "step_000036.pt"
+    assert default_out_dir(jax_step, "dev") == tmp_path / "run" / "eval" / "best-36" / "dev"
+    assert default_out_dir(torch_step, "dev") == tmp_path / "run-torchref" / "eval" / "best-36" / "dev"
