@@ -100,11 +100,10 @@ def adjacency(edge_weights: jax.Array, n_nodes: int, top_k: int, threshold: floa
     the top_k entries of each row; zero the entries <= threshold; symmetrise (A + Aᵀ)/2; put 1
     on the diagonal of each row whose sum is < threshold (a node without an edge keeps itself).
 
-    Ties: jax.lax.top_k keeps the lowest indices among equal entries of a row; torch.topk on CPU
-    does not (measured: among 0.5 at columns 1, 2, 3, 5 it keeps 3 and 5). Ties among entries
-    <= threshold change nothing (they are zeroed anyway); ties among larger weights do not occur
-    with continuous learned weights, but hand-made inputs with equal weights can differ between
-    the two frameworks.
+    Ties: jax.lax.top_k keeps the lowest indices among equal entries of a row (its documented
+    rule); torchref keeps the same by a stable sort (torch.topk has no rule). Exact ties above the
+    threshold are real: a flat window gives every electrode the same features, hence equal
+    similarities.
     """
     if edge_weights.shape[1] != n_edges(n_nodes):
         raise ValueError(

@@ -93,11 +93,12 @@ def adjacency(
     the top_k entries of each row; zero the entries <= threshold; symmetrise (A + Aᵀ)/2; put 1
     on the diagonal of each row whose sum is < threshold (a node without an edge keeps itself).
 
-    Ties: torch.topk decides which of several equal entries of a row is kept, and on CPU it does
-    not keep the lowest index (measured: among 0.5 at columns 1, 2, 3, 5 it keeps 3 and 5);
-    jax.lax.top_k keeps the lowest indices. Ties among entries <= threshold change nothing (they
-    are zeroed anyway); ties among larger weights do not occur with continuous learned weights,
-    but hand-made inputs with equal weights can differ between the two frameworks.
+    Ties: among equal entries of a row the lowest indices are kept, the rule jax.lax.top_k
+    documents ("the lower-index element appears first"), by a stable descending sort. torch.topk
+    has no rule (on CPU, among 0.5 at columns 1, 2, 3, 5 it keeps 3 and 5), and exact ties above
+    the threshold are real: a flat window (a disconnected or zeroed montage) gives every electrode
+    the same features, so every similarity is equal, and the two twins kept different edges
+    (logits 25 % apart). The original used torch.topk: its choice among ties was arbitrary.
     """
     if edge_weights.shape[1] != n_edges(n_nodes):
         raise ValueError(
@@ -111,7 +112,7 @@ def adjacency(
     dense = weights.new_zeros(batch, steps, n_nodes, n_nodes)  # (B, L, N, N)
     dense[..., rows, cols] = weights
     dense[..., cols, rows] = weights
-    _, top_index = torch.topk(dense, top_k, dim=-1)  # (B, L, N, top_k)
+    top_index = torch.sort(dense, dim=-1, descending=True, stable=True).indices[..., :top_k]  # (B, L, N, top_k)
     keep = torch.zeros_like(dense, dtype=torch.bool).scatter_(-1, top_index, True)
     dense = torch.where(keep & (dense > threshold), dense, 0.0)
     dense = 0.5 * (dense + dense.transpose(-1, -2))

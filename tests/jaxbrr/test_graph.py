@@ -139,14 +139,16 @@ def test_adjacency_equals_torchref(dtype):
     assert np.array_equal(got[0][0, 3], np.eye(19))
 
 
-def test_adjacency_tie_rule_keeps_lowest_indices():
-    # row 0 of the 6-node graph: 0.5 at columns 1, 2, 3, 5; top-2 keeps 1 and 2 in JAX
-    # (torch.topk on CPU keeps 3 and 5: see adjacency's docstring)
+def test_adjacency_tie_rule_keeps_lowest_indices_in_both_twins():
+    # row 0 of the 6-node graph: 0.5 at columns 1, 2, 3, 5; top-2 keeps 1 and 2 in both
+    # (torch.topk on CPU kept 3 and 5: torchref sorts stably instead, see adjacency's docstring)
     weights = np.zeros(15)
     weights[[0, 1, 2, 4]] = 0.5  # pairs (0,1) (0,2) (0,3) (0,5)
     A = adjacency(jnp.asarray(weights, jnp.float32)[None, :, None], 6, top_k=2, threshold=1e-4)
     kept_by_row_0 = np.flatnonzero(np.asarray(A[0, 0, 0]) == 0.5)  # kept by row 0 and by its row
     assert kept_by_row_0.tolist() == [1, 2]
+    B = torch_graph.adjacency(torch.tensor(weights, dtype=torch.float32)[None, :, None], 6, top_k=2, threshold=1e-4)
+    np.testing.assert_array_equal(B.numpy(), np.asarray(A))
 
 
 def test_adjacency_rejects_bad_shapes():
