@@ -278,6 +278,24 @@ def test_planted_nan_under_nan_policy_skip_is_skipped_and_counted(tmp_path, data
     assert json.loads((err.value.dump / "nan.json").read_text())["step"] == 2
 
 
+def test_jax_debug_nans_names_the_op_of_a_nan_after_the_first_step(tmp_path, data_overrides, compilation_cache):
+    """lr 1e30 without warm-up: the first step is finite and leaves weights of ~1e30, a later one
+    is NaN. Under JAX_DEBUG_NANS=1 (the environment variable; `jax.debug_nans(True)` in-process
+    did not show it) the step's jit checked its outputs only on its first, compiling call: the
+    later step returned NaN in silence and stopped as a plain non-finite loss with no op named
+    ("NaN at batch 7" is never the first step). The trainer runs it again through a new jit."""
+    work = tmp_path / "diverged"
+    sets = [f"--set={o}" for o in (*data_overrides, "train.lr=1e30", "train.warmup_ratio=0", "train.max_steps=4")]
+    env = {**os.environ, "JAX_DEBUG_NANS": "1", "JAX_COMPILATION_CACHE_DIR": compilation_cache}
+    done = subprocess.run([sys.executable, "-m", "jaxbrr.train", "--config", str(SMOKE), "--workdir", str(work),
+                           "--no-progress", *sets], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "JAX_DEBUG_NANS: a NaN inside the step" in done.stderr
+    (dump,) = (work / "nan").iterdir()
+    info = json.loads((dump / "nan.json").read_text())
+    assert info["step"] >= 1 and "invalid value (nan) encountered in" in info["error"]
+
+
 def test_a_clean_run_under_jax_debug_nans_raises_nothing(tmp_path, data_overrides, prepared):
     config = config_for(tmp_path, data_overrides, "train.max_steps=2")
     with jax.debug_nans(True):
