@@ -197,3 +197,16 @@ sys.exit(max(codes))
     assert (out / f"{edf.stem}.csv_bi").is_file() and (out / f"{edf.stem}.png").is_file()
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["records"] >= 1 and 0 <= metrics["sample"]["auroc"] <= 1
+
+
+def test_the_pytest_script_collects_parity_tests_that_import_tests_helpers(tmp_path):
+    """README says `pytest parity/`: the script, unlike `python -m pytest`, does not put the
+    current folder on sys.path, and under --import-mode=importlib parity/test_weights.py's
+    `from tests.torchref...` failed to import (pyproject's `pythonpath` puts the root there)."""
+    script = Path(sys.executable).with_name("pytest")
+    if not script.is_file():
+        pytest.skip(f"no pytest script beside {sys.executable}")
+    done = subprocess.run([str(script), "--collect-only", "-q", "-p", "no:cacheprovider",
+                           str(ROOT / "parity" / "test_weights.py")], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
