@@ -134,14 +134,20 @@ def to_numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
+def weight_problems(shapes: dict[str, tuple[int, ...]], arrays: dict[str, np.ndarray], source: str) -> list[str]:
+    """Every way neutral `arrays` do not fit a torch model whose state dict has `shapes` (a model's
+    own, or torch_shapes of a config): a name on one side only, a shape that differs; [] when they fit."""
+    problems = key_problems(shapes.keys(), arrays.keys(), source)
+    return problems + [f"{key}: shape {tuple(arrays[key].shape)} vs torch {tuple(shape)}"
+                       for key, shape in shapes.items() if key in arrays and tuple(arrays[key].shape) != tuple(shape)]
+
+
 def _fill_torch(torch_model: nn.Module, arrays: dict[str, np.ndarray], source: str) -> None:
     """Write neutral `arrays` into torch_model's state-dict tensors: a narrower float (float16,
     bfloat16) widened to the tensor's own dtype, exactly, as jaxbrr/weights.py `fill` does; any
     other keeps its dtype (float64 stays float64: never truncated)."""
     targets = torch_model.state_dict(keep_vars=True)
-    problems = key_problems(targets.keys(), arrays.keys(), source)
-    problems += [f"{key}: shape {tuple(arrays[key].shape)} vs torch {tuple(t.shape)}"
-                 for key, t in targets.items() if key in arrays and tuple(arrays[key].shape) != tuple(t.shape)]
+    problems = weight_problems({key: tuple(t.shape) for key, t in targets.items()}, arrays, source)
     if problems:
         raise ConversionError(f"{source} -> torch ({type(torch_model).__name__})", problems)
     with torch.no_grad():

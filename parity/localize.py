@@ -25,8 +25,9 @@ index in the batch as given)
   --dump DIR            a training NaN dump (jaxbrr: checkpoint/, torchref: model.pt; batch.npz, nan.json)
   --checkpoint CKPT     a neutral weights file (.safetensors), a torchref state dict or training
                         checkpoint (.pt), or a training checkpoint directory; with --batch BATCH.npz
-                        holding x (B, C, T) float32 and optionally y (B, T) and valid (B,)
+                        holding x (B, C, T) float32 and optionally y (B, T) 0/1 and valid (B,)
   --scenario NAME       a planted problem from parity/scenarios.py, with its expected verdict
+                        (--set applies before its weights and batch are made: scenarios.build)
 
 --device gpu runs both frameworks on the first GPU (torch on CUDA, JAX on its GPU backend) and
 judges differences by the GPU rows of parity/tolerances.py, which hold with TF32 off: so `--tf32
@@ -36,10 +37,12 @@ allow_tf32 off, JAX's default matmul precision "highest"); `--tf32 on` runs both
 the CPU, the tight tier; --tf32 changes nothing there.
 The runs are in eval mode (dropout off). Without labels the loss uses all-zero labels, and says so.
 Exit status: 0 when the verdict is CLEAN (or, for a scenario, the expected one), 1 otherwise,
-2 for bad input.
+2 for bad input (parity/problem.py: weights that do not fit the config's model, labels outside
+[0, 1], complex arrays, shapes).
 
 JSON report (--json), schema "jaxbrr.localize/1":
-  schema, source, batch {shape, sha1, labels}, dtypes, versions, extreme_sigma,
+  schema, source, batch {shape, sha1, labels, valid_windows (how many the loss reads; 0: the backward
+  rows compared nothing, and a note says so)}, dtypes, versions, extreme_sigma,
   verdict (one of VERDICTS), first (the first finding or null), findings [{verdict, tap, kind,
   side, detail, op {framework: op}}] (WEIGHTS: one per tensor, tap its name, kind "weights", and
   rows, replay empty), rows [TapRow.to_dict(): name, kind, shape, verdict, born,
@@ -48,7 +51,7 @@ JSON report (--json), schema "jaxbrr.localize/1":
   max_abs, max_rel, nonfinite, passed}], nonfinite_parameters {module: {run: count}},
   eigh {computed, tau, rounding_of, graphs, graphs_with_repeats, graphs_with_repeats_in_pe, k, from,
   repeated [{batch, step, eigenvalue, multiplicity, in_pe}]}, errors,
-  expected (scenarios: {verdict, tap}).
+  expected (scenarios: {verdict, tap}), notes [what was read, cast, or could not be compared].
 Non-finite floats are written as the strings "nan"/"inf".
 """
 
@@ -78,9 +81,11 @@ from jaxbrr.precision import matmul_precision
 from parity import runs as R
 from parity.compare import compare_arrays
 from parity.problem import (
+    CONFIG_FIX,
     LocalizeError,
     Problem,
     check_batch_shape,
+    check_weights,
     load_checkpoint,
     load_dump,
     read_batch,
@@ -440,13 +445,17 @@ def main(argv: list[str] | None = None) -> int:
     problem = None
     try:
         if args.scenario:
-            problem = scenarios.build(args.scenario)
+            # --set goes in with the scenario's own overrides, before its weights are made (scenarios.build)
+            problem = scenarios.build(args.scenario, args.set)
             dtypes = problem.expected.get("dtypes", args.dtype.split(",")) if args.dtype == parser.get_default(
                 "dtype") else args.dtype.split(",")
         else:
             dtypes = args.dtype.split(",")
             if args.dump:
                 problem = load_dump(args.dump)
+                fix = (f"the dump's own config does not describe its weights, so the dump is not as training "
+                       f"wrote it: localize a checkpoint of the run instead, with --checkpoint CKPT --batch "
+                       f"{args.dump / 'batch.npz'}")
             else:
                 if args.batch is None:
                     parser.error("--checkpoint needs --batch BATCH.npz")
@@ -456,12 +465,16 @@ def main(argv: list[str] | None = None) -> int:
                 check_batch_shape(config, batch, str(args.batch))
                 problem = Problem(config, weights, batch, f"checkpoint {args.checkpoint}, batch {args.batch}",
                                   notes=notes, checkpoint_names=names)
+                fix = CONFIG_FIX
+            as_loaded = problem.config
+            problem.config = with_overrides(problem.config, args.set, problem.source)
+        if args.set:
+            problem.source += f" with --set {' '.join(args.set)}"
+        if not args.scenario:
+            check_weights(problem, as_loaded, fix)
         if args.windows:
             problem.batch, problem.windows = select_windows(problem.batch, args.windows, problem.source)
             problem.source += f", windows {args.windows}"
-        if args.set:
-            problem.config = with_overrides(problem.config, args.set, problem.source)
-            problem.source += f" with --set {' '.join(args.set)}"
         tf32 = args.tf32 == "on"
         precision = (float32_precision(tf32, matmul_precision(tf32)) if args.device == "gpu"
                      else contextlib.nullcontext())

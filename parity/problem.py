@@ -92,12 +92,15 @@ def read_batch(path: Path, notes: list[str] | None = None) -> Batch:
     if x_key is None:
         raise LocalizeError(f"{path}: holds {sorted(data)}, none of {', '.join(X_KEYS)}: the (B, C, T) input")
     x = np.asarray(data[x_key])
+    _refuse_complex(path, x_key, x)
     if x.ndim != 3:
         raise LocalizeError(f"{path}: {x_key} has shape {x.shape}, needs (B, C, T)")
     if x.shape[1] > x.shape[2]:  # EEG windows hold far more samples than channels
         raise LocalizeError(f"{path}: {x_key} has shape {x.shape}, more channels than samples: it looks like "
                             f"(B, T, C); save it as (B, C, T), e.g. np.transpose(x, (0, 2, 1))")
     label_key = next((key for key in LABEL_KEYS if key in data), None)
+    if label_key:
+        _refuse_complex(path, label_key, np.asarray(data[label_key]))
     y = np.asarray(data[label_key], np.float32) if label_key else None
     if y is not None and y.shape == x.shape:  # per-channel labels
         raise LocalizeError(f"{path}: {label_key} has shape {y.shape}, one label per channel; the model's are "
@@ -106,10 +109,14 @@ def read_batch(path: Path, notes: list[str] | None = None) -> Batch:
     if y is not None and y.shape != (x.shape[0], x.shape[2]):
         raise LocalizeError(f"{path}: {label_key} has shape {y.shape}, needs (B, T) = {(x.shape[0], x.shape[2])}")
     valid_key = next((key for key in VALID_KEYS if key in data), None)
+    if valid_key:
+        _refuse_complex(path, valid_key, np.asarray(data[valid_key]))
     valid = np.asarray(data[valid_key], bool) if valid_key else None
     if valid is not None and valid.shape != (x.shape[0],):
         raise LocalizeError(f"{path}: {valid_key} has shape {valid.shape}, needs (B,) = ({x.shape[0]},): "
                             "one flag per window")
+    if y is not None:
+        _check_label_range(path, label_key, y, valid)
     unused = sorted(set(data) - {x_key, label_key, valid_key})
     if unused:
         labels = label_key or f"none (none of {', '.join(LABEL_KEYS)}: the loss then uses all-zero labels)"
@@ -119,6 +126,36 @@ def read_batch(path: Path, notes: list[str] | None = None) -> Batch:
         notes.append(f"{path}: {x_key} is {x.dtype}, read as float32 (the models' input; the float64 run "
                      "casts that up)")
     return Batch(x.astype(np.float32), y, valid)
+
+
+def _refuse_complex(path: Path, key: str, array: np.ndarray) -> None:
+    """Casting a complex array to float32 keeps the real part and drops the rest with only numpy's
+    ComplexWarning: the runs would compare a signal nobody gave."""
+    if np.iscomplexobj(array):
+        raise LocalizeError(f"{path}: {key} holds complex values ({array.dtype}); the models read real ones, and "
+                            f"a cast keeps only the real part: save a real {key} (for a transform of the EEG, the "
+                            "time-domain signal it was computed from)")
+
+
+def _check_label_range(path: Path, key: str, y: np.ndarray, valid: np.ndarray | None) -> None:
+    """Labels are 0 (background) or 1 (seizure), the loss's targets; its value at a 2 or a -1 is
+    finite but meaningless, and the runs would compare it and say CLEAN. Only the windows the loss
+    reads count: those `valid` leaves out may hold anything (their values reach neither the loss nor
+    any gradient, jaxbrr/train/loss.py masked_mean). NaN/Inf is not refused here: the report calls
+    it DATA and names where it is."""
+    read = np.ones(len(y), bool) if valid is None else valid
+    with np.errstate(invalid="ignore"):
+        outside = np.isfinite(y) & ((y < 0) | (y > 1)) & read[:, None]  # (B, T)
+    if not outside.any():
+        return
+    window, sample = (int(i) for i in np.argwhere(outside)[0])
+    windows = np.flatnonzero(outside.any(axis=1))
+    found = ", ".join(f"{v:g}" for v in np.unique(y[outside])[:5])
+    raise LocalizeError(f"{path}: {key} holds {y[window, sample]:g} at window {window}, sample {sample} "
+                        f"({int(outside.sum())} labels outside [0, 1] in window{'s' * (len(windows) > 1)} "
+                        f"{', '.join(map(str, windows[:8]))}{', …' if len(windows) > 8 else ''}; values {found}); "
+                        f"the loss's labels are 0 (background) or 1 (seizure): save ({key} > 0) where they are "
+                        "seizure classes, and leave a window out with valid = False rather than labelling it -1")
 
 
 def select_windows(batch: Batch, spec: str, source: str) -> tuple[Batch, list[int]]:
@@ -149,6 +186,35 @@ def check_batch_shape(config: Config, batch: Batch, source: str) -> None:
         raise LocalizeError(f"{source}: the batch's length T = {length} is not a multiple of model.tcn.stride_down "
                             f"= {stride}: crop or pad x and y to {length - length % stride} or "
                             f"{length + stride - length % stride} samples")
+
+
+# how many of the weights' mismatches an error lists before it gives their count
+MISMATCHES_SHOWN = 5
+CONFIG_FIX = ("pass the config these weights were trained with: --config CFG, whose `model` section describes "
+              "them (weights that carry their own model config, a .safetensors file's or a training "
+              "checkpoint's, are read with that one)")
+
+
+def check_weights(problem: Problem, as_loaded: Config, fix: str = CONFIG_FIX) -> None:
+    """The weights' names and shapes against the model of the problem's config, as parity.convert
+    checks them, before any model is built (torch's load_state_dict raised its own traceback
+    there, exit 1, as if that were a finding). `as_loaded` is the config read with the weights,
+    before --set: a mismatch only the --set makes is the --set's, and the fix says so; any other
+    gets `fix`."""
+    from parity.convert import torch_shapes, weight_problems
+
+    problems = weight_problems(torch_shapes(problem.config.model), problem.weights, "the weights")
+    if not problems:
+        return
+    if as_loaded.model != problem.config.model and not weight_problems(torch_shapes(as_loaded.model),
+                                                                       problem.weights, "the weights"):
+        fix = ("the --set changes the model's shape, and trained weights keep the shape they were trained "
+               "with: drop the --set of the fields that size the model (layers, widths, channels)")
+    shown = problems[:MISMATCHES_SHOWN]
+    more = f"\n  … and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+    raise LocalizeError(f"{problem.source}: the weights do not fit the model its config describes "
+                        f"({len(problems)} mismatch{'es' * (len(problems) > 1)}):\n  " + "\n  ".join(shown)
+                        + f"{more}\n{fix}")
 
 
 def load_dump(path: Path) -> Problem:

@@ -16,11 +16,19 @@ import torch
 
 from common.files import save_figure, write_text
 from parity.problem import Problem, batch_hash
+from parity.runs import Batch
 from parity.verdicts import PARAMETERS, WEIGHTS_FIX, Finding, TapRow, arbitrated_dtype
 
 SCHEMA = "jaxbrr.localize/1"
 IDENTICAL_FLOOR = 1e-18  # where the plot draws a difference of exactly 0 (log axis)
 MAX_MODULES_SHOWN = 12  # beyond this the printed report sums parameter counts per top-level module
+# A batch whose mask leaves every window out runs, and is reported, rather than being refused: the
+# forward rows still compare both frameworks on every window (the mask reaches only the loss), and
+# what is wrong is not the input but that the backward has nothing to compare, which this says.
+NO_VALID_WINDOW = ("no window of the batch is valid (its mask is False for every one): the loss is 0 and every "
+                   "gradient exactly 0 on both sides, so the backward rows (loss, ∂, ∇) compared nothing and only "
+                   "the forward rows were judged; to compare the backward, save the batch without its mask (or "
+                   "pick windows it keeps, if --windows picked only ones it leaves out)")
 
 
 @dataclass
@@ -45,6 +53,14 @@ class Report:
     def first(self) -> Finding | None:
         return self.findings[0] if self.findings else None
 
+    @property
+    def notes(self) -> list[str]:
+        """The problem's notes, and first, when the runs ran with no valid window, that the backward
+        rows compared nothing (NO_VALID_WINDOW)."""
+        valid = self.problem.batch.valid
+        unread = bool(self.rows) and valid is not None and not valid.any()
+        return [NO_VALID_WINDOW, *self.problem.notes] if unread else list(self.problem.notes)
+
     def nonfinite_parameters(self) -> dict[str, dict[str, int]]:
         return {row.name.removeprefix(PARAMETERS): {run: n + i for run, (n, i) in row.nonfinite.items() if n + i}
                 for row in self.rows if row.kind == "parameters" and any(sum(c) for c in row.nonfinite.values())}
@@ -55,14 +71,20 @@ class Report:
         return {
             "schema": SCHEMA, "source": self.problem.source,
             "batch": {"shape": list(x.shape), "sha1": batch_hash(x),
-                      "labels": "given" if self.problem.batch.y is not None else "none: all-zero labels"},
+                      "labels": "given" if self.problem.batch.y is not None else "none: all-zero labels",
+                      "valid_windows": valid_windows(self.problem.batch)},
             "dtypes": self.dtypes, "versions": versions(), "extreme_sigma": self.extreme,
             "device": self.device, "precision_settings": self.precision,
             "verdict": self.verdict, "first": first.to_dict() if first else None,
             "findings": [f.to_dict() for f in self.findings], "rows": [row.to_dict() for row in self.rows],
             "replay": self.replay, "nonfinite_parameters": self.nonfinite_parameters(), "eigh": self.eigh,
-            "errors": self.errors, "expected": self.problem.expected, "notes": self.problem.notes,
+            "errors": self.errors, "expected": self.problem.expected, "notes": self.notes,
         }
+
+
+def valid_windows(batch: Batch) -> int:
+    """How many windows the loss reads (every one without a mask)."""
+    return len(batch.x) if batch.valid is None else int(np.count_nonzero(batch.valid))
 
 
 def versions() -> dict[str, str]:
@@ -111,7 +133,7 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
     ]
     if report.verdict == "WEIGHTS":  # found before anything ran: no rows
         lines.append(f"the weights hold NaN/Inf in {len(report.findings)} of {len(report.problem.weights)} tensors")
-        lines += _verdict_lines(report) + [WEIGHTS_FIX] + [f"note: {note}" for note in report.problem.notes]
+        lines += _verdict_lines(report) + [WEIGHTS_FIX] + [f"note: {note}" for note in report.notes]
         return "\n".join(lines)
     lines += [
         "columns: NaN/Inf counts per run (· = none); max_rel = max|jax−torch| / max|torch| per dtype; "
@@ -172,7 +194,7 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
             lines.append(f"  ... {len(eigh['repeated']) - 8} more in the JSON report")
     for key, message in report.errors.items():
         lines.append(f"raised: {key}: {message}")
-    for note in report.problem.notes:
+    for note in report.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)
 

@@ -1,10 +1,13 @@
 """The scenario catalogue of the NaN localiser: planted problems, each with its expected verdict.
 
     problem = build("exp-mask")          # a parity.problem.Problem with .expected
+    problem = build("clean", ["model.node_mamba.n_layers=3"])   # --set: before the weights are made
     python -m parity.localize --scenario exp-mask --plot exp-mask.png
 
 Every scenario is the tiny model (configs/tiny.yaml) on synthetic EEG from the data pipeline,
 with one thing changed: the batch, some weights, a config switch, or one side's conversion.
+`build`'s overrides (localize's --set) are applied after the scenario's own, and like them before
+its weights and batch are made (see build).
 
     name                  change                                           expected
     clean                 nothing                                          CLEAN
@@ -102,12 +105,12 @@ def _scale_tcn(config: Config, weights: dict[str, np.ndarray], x: np.ndarray, pe
             weights[key] = weights[key] * np.float32(factor)
 
 
-def _problem(name: str, overrides: list[str], expected_verdict: str, expected_tap: str | None,
+def _problem(name: str, overrides: list[str], extra: list[str], expected_verdict: str, expected_tap: str | None,
              change: Callable[[Config, dict, np.ndarray], None] | None = None, artifact_uv: float | None = None,
              prepare=None, dtypes=("float32", "float64"), notes=()):
     from parity.runs import Batch
 
-    config = load_config(TINY, overrides)
+    config = load_config(TINY, [*overrides, *extra])  # extra: build's, which win
     x, y = eeg_windows(config, n_windows=2, artifact_uv=artifact_uv)
     weights = _tiny_weights(config)
     if change is not None:
@@ -117,11 +120,11 @@ def _problem(name: str, overrides: list[str], expected_verdict: str, expected_ta
                    notes=list(notes))
 
 
-def _outlier():
+def _outlier(extra):
     def change(config, weights, x):
         _scale_tcn(config, weights, x, peak=1e40)  # float32 holds 3.4e38, float64 1.8e308
 
-    return _problem("outlier", ["preprocess.clip_sigma=null"], "DATA", "input", change, artifact_uv=ARTIFACT_UV,
+    return _problem("outlier", ["preprocess.clip_sigma=null"], extra, "DATA", "input", change, artifact_uv=ARTIFACT_UV,
                     notes=["TCN gains scaled so max|tcn| = 1e40 on this batch: finite in float64 only"])
 
 
@@ -132,27 +135,28 @@ def _dead_edge_stream(config, weights, x):
     weights["edge_proj.bias"] = np.full_like(weights["edge_proj.bias"], -30.0)
 
 
-def _eigh_degenerate(gradient: str):
+def _eigh_degenerate(gradient: str, extra):
     name = "eigh-degenerate" + ("-safe" if gradient == "safe" else "")
     verdict, tap = ("MODEL", "∂adjacency") if gradient == "full" else ("CLEAN", None)
-    return _problem(name, [f"model.stability.pe_gradient={gradient}"], verdict, tap, _dead_edge_stream)
+    return _problem(name, [f"model.stability.pe_gradient={gradient}"], extra, verdict, tap, _dead_edge_stream)
 
 
-def _zero_node():
+def _zero_node(extra):
     def change(config, weights, x):
         d = config.model.electrode_dim
         rows = slice(ZERO_ELECTRODE * d, (ZERO_ELECTRODE + 1) * d)
         weights["proj_to_electrodes.weight"][rows] = 0.0
         weights["proj_to_electrodes.bias"][rows] = 0.0
 
-    # top_k 19 keeps every edge: the zero electrode's 18 equal edge weights would otherwise be a
-    # top-k tie, which torch.topk and lax.top_k break differently (jaxbrr/graph.py adjacency).
-    return _problem("zero-node", ["model.graph.top_k=19"], "CLEAN", None, change,
+    # top_k 19 keeps every edge, so the verdict is the cosine's alone: the zero electrode's 18
+    # equal edge weights would otherwise be a top-k tie (broken alike in both twins, lowest
+    # indices first, jaxbrr/graph.py adjacency), and its graphs' spectra would enter the verdict.
+    return _problem("zero-node", ["model.graph.top_k=19"], extra, "CLEAN", None, change,
                     notes=[f"electrode {ZERO_ELECTRODE}'s features are zero; jaxbrr's cosine is the "
                            "gradient-safe form, so CLEAN (a naive norm would be FRAMEWORK at ∂electrodes)"])
 
 
-def _exp_mask():
+def _exp_mask(extra):
     def change(config, weights, x):
         # dt = softplus(dt_bias) ≈ 5 and A = -30: dt·A ≈ -150 per step, so an above-diagonal
         # exponent of a 16-step chunk reaches +2250: exp overflows in float32 and float64.
@@ -160,30 +164,31 @@ def _exp_mask():
         weights[prefix + "A_log"] = np.full_like(weights[prefix + "A_log"], math.log(30.0))
         weights[prefix + "dt_bias"] = np.full_like(weights[prefix + "dt_bias"], 5.0)
 
-    return _problem("exp-mask", ["model.ssm.scan=chunked_mask_after_exp"], "MODEL", "∂electrodes", change)
+    return _problem("exp-mask", ["model.ssm.scan=chunked_mask_after_exp"], extra, "MODEL", "∂electrodes", change)
 
 
-def _half_overflow():
+def _half_overflow(extra):
     def change(config, weights, x):
         _scale_tcn(config, weights, x, peak=1e6)
 
-    return _problem("half-overflow", [], "PRECISION", "tcn", change, dtypes=("float32", "float16"),
+    return _problem("half-overflow", [], extra, "PRECISION", "tcn", change, dtypes=("float32", "float16"),
                     notes=["TCN gains scaled so max|tcn| = 1e6 > float16's 65504"])
 
 
-def _drift():
+def _drift(extra):
     def prepare(torch_model, jax_model):
         jax_model.edge_mamba.layers[0].norm.epsilon = 1e-6  # torch's stays at model.layernorm_eps = 1e-5
 
-    return _problem("drift", [], "DRIFT", "edge_weights", prepare=prepare,
+    return _problem("drift", [], extra, "DRIFT", "edge_weights", prepare=prepare,
                     notes=["jaxbrr's edge_mamba.layers.0.norm runs with eps 1e-6, torchref's with 1e-5"])
 
 
-SCENARIOS: dict[str, Callable] = {
-    "clean": lambda: _problem("clean", [], "CLEAN", None),
+# name -> build(extra overrides)
+SCENARIOS: dict[str, Callable[[list[str]], Problem]] = {
+    "clean": lambda extra: _problem("clean", [], extra, "CLEAN", None),
     "outlier": _outlier,
-    "eigh-degenerate": lambda: _eigh_degenerate("full"),
-    "eigh-degenerate-safe": lambda: _eigh_degenerate("safe"),
+    "eigh-degenerate": lambda extra: _eigh_degenerate("full", extra),
+    "eigh-degenerate-safe": lambda extra: _eigh_degenerate("safe", extra),
     "zero-node": _zero_node,
     "exp-mask": _exp_mask,
     "half-overflow": _half_overflow,
@@ -191,7 +196,14 @@ SCENARIOS: dict[str, Callable] = {
 }
 
 
-def build(name: str):
+def build(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Problem:
+    """The scenario `name` under its config with `overrides` (`key.sub=value`, localize's --set).
+
+    They are applied before the weights and the batch are made, like the scenario's own, not to
+    the built problem as to a checkpoint's: a scenario's weights are drawn from its config, so
+    `--set model.node_mamba.n_layers=3` means the scenario on a 3-layer model, which is what such a
+    --set asks for, where applied afterwards it found 2 layers of weights for 3 and could only be
+    refused. So a --set of data or preprocess fields makes the batch under them too."""
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}: choose from {', '.join(SCENARIOS)}")
-    return SCENARIOS[name]()
+    return SCENARIOS[name](list(overrides))

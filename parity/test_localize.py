@@ -562,6 +562,130 @@ def test_a_batch_is_read_as_the_original_and_its_users_save_one(tmp_path):
         problem_lib.read_batch(tmp_path / "per_channel.npz")
 
 
+def test_weights_that_do_not_fit_the_config_are_bad_input_naming_them_and_the_fix(tmp_path, capsys, monkeypatch):
+    """Weights trained under another config (a bare state dict with the wrong --config, a
+    .safetensors whose names are not the model's, a --set that resizes the model) are refused before
+    any model is built, exit 2, with a few of the tensors, their count and the fix; torch's
+    load_state_dict raised a RuntimeError there, exit 1, as if it were a finding."""
+    import torchref.model as tmodel
+    from common.checkpoints import write_neutral
+
+    monkeypatch.setattr(localize.R, "run_jax", lambda *a: pytest.fail("a model ran"))
+    clean = scenarios.build("clean")
+    weights, batch = _checkpoint_and_batch(tmp_path)
+    three_layers = with_overrides(clean.config, ["model.node_mamba.n_layers=3"]).model
+    torch.save(tmodel.SeizureDetector(three_layers, 0).state_dict(), tmp_path / "three.pt")
+    code = localize.main(["--checkpoint", str(tmp_path / "three.pt"), "--config", str(scenarios.TINY),
+                          "--batch", batch])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[0] == (f"error: checkpoint {tmp_path / 'three.pt'}, batch {batch}: the weights do not fit the model "
+                        "its config describes (20 mismatches):")  # layer 2: 2 directions x 8, proj and norm x 2
+    assert lines[1] == "  node_mamba.layers.2.bwd.A_log: in the weights, but the model has no such parameter"
+    assert lines[6] == "  … and 15 more" and lines[7] == problem_lib.CONFIG_FIX
+
+    arrays = dict(clean.weights)
+    arrays["gnn.norms.one.weight"] = arrays.pop("gnn.norms.1.weight")
+    write_neutral(tmp_path / "renamed.safetensors", arrays, clean.config.model, "neutral")
+    assert localize.main(["--checkpoint", str(tmp_path / "renamed.safetensors"), "--batch", batch]) == 2
+    assert capsys.readouterr().err.splitlines()[1:3] == [
+        "  gnn.norms.1.weight: missing from the weights",
+        "  gnn.norms.one.weight: in the weights, but the model has no such parameter"]
+
+    # the weights fit their config; the --set does not: the fix names the --set
+    assert localize.main(["--checkpoint", weights, "--batch", batch, "--set", "model.node_mamba.n_layers=3"]) == 2
+    err = capsys.readouterr().err
+    assert "with --set model.node_mamba.n_layers=3: the weights do not fit" in err
+    assert "  node_mamba.layers.2.bwd.A_log: missing from the weights" in err
+    assert err.strip().endswith("the --set changes the model's shape, and trained weights keep the shape they were "
+                                "trained with: drop the --set of the fields that size the model (layers, widths, "
+                                "channels)")
+
+
+def test_a_scenario_is_built_under_its_set_so_a_resized_model_gets_its_weights(monkeypatch):
+    """--scenario with a --set that resizes the model: the --set joins the scenario's own overrides
+    before its weights are drawn, so the model has weights of its size (applied afterwards, the
+    scenario's 2 layers of weights met a 3-layer model in load_state_dict)."""
+    import torchref.model as tmodel
+
+    problem = scenarios.build("exp-mask", ["model.node_mamba.n_layers=3"])
+    assert problem.config.model.node_mamba.n_layers == 3
+    assert problem.config.model.ssm.scan == "chunked_mask_after_exp"  # the scenario's own override stays
+    assert np.all(problem.weights["node_mamba.layers.0.fwd.dt_bias"] == 5.0)  # and so does its planted change
+    tmodel.SeizureDetector(problem.config.model).load_state_dict(
+        {k: torch.from_numpy(v) for k, v in problem.weights.items()})  # strict: every name and shape
+
+    class Ran(Exception):
+        pass
+
+    def run(problem, *args, **kwargs):
+        run.problem = problem
+        raise Ran
+
+    monkeypatch.setattr(localize, "localize", run)
+    with pytest.raises(Ran):
+        localize.main(["--scenario", "clean", "--set", "model.node_mamba.n_layers=3"])
+    assert run.problem.source == "scenario clean with --set model.node_mamba.n_layers=3"
+    assert "node_mamba.layers.2.fwd.A_log" in run.problem.weights
+
+
+def test_labels_outside_zero_one_are_bad_input_naming_the_window_and_value(tmp_path, capsys):
+    """A 2 (a seizure class) or a -1 (an ignore label) gave CLEAN: the loss is finite there, and
+    meaningless. Windows the mask leaves out are not read by the loss, so their labels may be anything."""
+    x = np.zeros((3, 2, 16), np.float32)
+    y = np.zeros((3, 16), np.float32)
+    y[1, 7], y[2, 0], y[2, 3] = 2.0, -1.0, math.nan  # NaN: DATA in the report, not refused here
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    with pytest.raises(problem_lib.LocalizeError) as raised:
+        problem_lib.read_batch(tmp_path / "b.npz")
+    assert str(raised.value) == (
+        f"{tmp_path / 'b.npz'}: y holds 2 at window 1, sample 7 (2 labels outside [0, 1] in windows 1, 2; values "
+        "-1, 2); the loss's labels are 0 (background) or 1 (seizure): save (y > 0) where they are seizure classes, "
+        "and leave a window out with valid = False rather than labelling it -1")
+    np.savez(tmp_path / "masked.npz", x=x, y=y, valid=np.array([True, False, False]))
+    assert problem_lib.read_batch(tmp_path / "masked.npz").y[1, 7] == 2.0
+    np.savez(tmp_path / "one.npz", x=x, y=y, valid=np.array([True, False, True]))
+    with pytest.raises(problem_lib.LocalizeError, match=r"y holds -1 at window 2, sample 0 \(1 labels outside "
+                                                        r"\[0, 1\] in window 2; values -1\)"):
+        problem_lib.read_batch(tmp_path / "one.npz")
+    clean = scenarios.build("clean").batch
+    labels = clean.y.copy()
+    labels[1, 300] = 2.0
+    weights, batch = _checkpoint_and_batch(tmp_path, y=labels)
+    assert localize.main(["--checkpoint", weights, "--batch", batch]) == 2
+    assert "y holds 2 at window 1, sample 300" in capsys.readouterr().err
+
+
+def test_complex_arrays_are_bad_input_naming_the_array(tmp_path):
+    """Cast to float32 they kept their real part, with only numpy's ComplexWarning."""
+    x, y = np.ones((2, 3, 16), np.float32), np.zeros((2, 16), np.float32)
+    for name, arrays in (("x", {"x": x.astype(np.complex64), "y": y}), ("labels", {"x": x, "labels": y + 0j}),
+                         ("valid", {"x": x, "y": y, "valid": np.ones(2, np.complex128)})):
+        np.savez(tmp_path / "b.npz", **arrays)
+        with pytest.raises(problem_lib.LocalizeError, match=rf"b.npz: {name} holds complex values \(complex"):
+            problem_lib.read_batch(tmp_path / "b.npz")
+
+
+def test_a_batch_with_no_valid_window_says_the_backward_compared_nothing(tmp_path):
+    """valid False for every window: the loss and every gradient are exactly 0 on both sides, so the
+    backward rows agree having compared nothing. The report runs (the forward rows still compare
+    every window) and says so, in its text and its JSON; a mask keeping any window does not."""
+    runs = _runs()
+    rows = tap_rows(runs, STAGES, MODULES, extreme=10.0)
+    x = runs[0].taps["input"]
+    for valid, noted in ((np.zeros(2, bool), True), (np.array([False, True]), False), (None, False)):
+        problem = problem_lib.Problem(None, {}, problem_lib.Batch(x, valid=valid), "b.npz", notes=["read"])
+        report = report_lib.Report(problem, ["float64", "float32"], rows, find(rows), [], {}, {}, 10.0)
+        assert report.verdict == "CLEAN"
+        assert report.notes == ([report_lib.NO_VALID_WINDOW] if noted else []) + ["read"]
+        assert (f"note: {report_lib.NO_VALID_WINDOW}" in report_lib.format_report(report)) == noted
+        report_lib.write_json(report, tmp_path / "r.json")
+        data = json.loads((tmp_path / "r.json").read_text())
+        assert data["notes"] == report.notes
+        assert data["batch"]["valid_windows"] == (2 if valid is None else int(valid.sum()))
+
+
 def test_the_data_bound_is_the_problems_clip(monkeypatch):
     """A value beyond the config's preprocess.clip_sigma did not come through its pipeline."""
     clean = scenarios.build("clean")
