@@ -99,6 +99,9 @@ def adjacency(edge_weights: jax.Array, n_nodes: int, top_k: int, threshold: floa
     As the original (original_spec.md §2): fill A[i, j] = A[j, i] = w_ij (zero diagonal); keep
     the top_k entries of each row; zero the entries <= threshold; symmetrise (A + Aᵀ)/2; put 1
     on the diagonal of each row whose sum is < threshold (a node without an edge keeps itself).
+    A NaN weight is not <= threshold, so it stays (top-k ranks NaN first in both frameworks):
+    a NaN born in the edge stream reaches the graph, where `dense > threshold` had dropped it
+    in silence and left an empty graph (the localiser then blamed the PE's eigenvalues).
 
     Ties: jax.lax.top_k keeps the lowest indices among equal entries of a row (its documented
     rule); torchref keeps the same by a stable sort (torch.topk has no rule). Exact ties above the
@@ -119,7 +122,7 @@ def adjacency(edge_weights: jax.Array, n_nodes: int, top_k: int, threshold: floa
     dense = dense.at[..., cols, rows].set(weights)
     _, top_index = jax.lax.top_k(dense, top_k)  # (B, L, N, top_k)
     keep = (top_index[..., :, None] == jnp.arange(n_nodes)).any(axis=-2)  # (B, L, N, N)
-    dense = jnp.where(keep & (dense > threshold), dense, 0.0)
+    dense = jnp.where(keep & ~(dense <= threshold), dense, 0.0)  # NaN is not <= threshold: kept
     dense = 0.5 * (dense + jnp.swapaxes(dense, -1, -2))
     isolated = dense.sum(axis=-1) < threshold  # (B, L, N)
     return dense + isolated.astype(dense.dtype)[..., :, None] * jnp.eye(n_nodes, dtype=dense.dtype)

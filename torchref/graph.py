@@ -92,6 +92,9 @@ def adjacency(
     As the original (original_spec.md §2): fill A[i, j] = A[j, i] = w_ij (zero diagonal); keep
     the top_k entries of each row; zero the entries <= threshold; symmetrise (A + Aᵀ)/2; put 1
     on the diagonal of each row whose sum is < threshold (a node without an edge keeps itself).
+    A NaN weight is not <= threshold, so it stays (top-k ranks NaN first in both frameworks):
+    a NaN born in the edge stream reaches the graph, where `dense > threshold` had dropped it
+    in silence and left an empty graph (the localiser then blamed the PE's eigenvalues).
 
     Ties: among equal entries of a row the lowest indices are kept, the rule jax.lax.top_k
     documents ("the lower-index element appears first"), by a stable descending sort. torch.topk
@@ -114,7 +117,7 @@ def adjacency(
     dense[..., cols, rows] = weights
     top_index = torch.sort(dense, dim=-1, descending=True, stable=True).indices[..., :top_k]  # (B, L, N, top_k)
     keep = torch.zeros_like(dense, dtype=torch.bool).scatter_(-1, top_index, True)
-    dense = torch.where(keep & (dense > threshold), dense, 0.0)
+    dense = torch.where(keep & ~(dense <= threshold), dense, 0.0)  # NaN is not <= threshold: kept
     dense = 0.5 * (dense + dense.transpose(-1, -2))
     isolated = dense.sum(dim=-1) < threshold  # (B, L, N)
     return dense + torch.diag_embed(isolated.to(dense.dtype))
@@ -238,10 +241,19 @@ def _eigenvectors_at_steps(
     # both eigh read only the lower triangle (jaxbrr: symmetrize_input=False); symmetrise it here,
     # so that the backward's symmetric gradient is the gradient of the matrix decomposed.
     laplacian = 0.5 * (laplacian + laplacian.transpose(-1, -2))
+    # A non-finite Laplacian (NaN edge weights reach the adjacency) has NaN eigenvectors, as JAX's
+    # eigh returns them; LAPACK's fails to converge on it and torch raises. So such a graph is
+    # decomposed as the identity and its eigenvectors get the NaN of L - L (0 where L is finite):
+    # the NaN reaches the PE in both twins, from the input's own NaN (no NaN constant, which the
+    # localiser's op finder would take for the birth). No host sync.
+    finite = torch.isfinite(laplacian).all(dim=-1).all(dim=-1)[..., None, None]  # (B, S, 1, 1)
+    poison = (laplacian - laplacian).sum(dim=(-2, -1), keepdim=True)  # (B, S, 1, 1): 0 or NaN
+    laplacian = torch.where(finite, laplacian, eye)
     if gradient == "safe":
         _, vectors = SafeEigh.apply(laplacian, tau)
     else:
         _, vectors = torch.linalg.eigh(laplacian)  # (B, S, N, N), ascending eigenvalues
+    vectors = vectors + poison
     pe = fix_signs(vectors[..., :k], sign)  # (B, S, N, K)
     if guards:
         pe = torch.nan_to_num(pe, nan=0.0)

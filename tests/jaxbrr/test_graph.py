@@ -151,6 +151,32 @@ def test_adjacency_tie_rule_keeps_lowest_indices_in_both_twins():
     np.testing.assert_array_equal(B.numpy(), np.asarray(A))
 
 
+def test_a_nan_edge_weight_reaches_the_adjacency_in_both_twins():
+    """NaN is not <= threshold: it stays, ranked first by top-k in both frameworks. A comparison
+    `w > threshold` dropped it, so NaN edge weights left an empty, finite graph in silence."""
+    weights = np.full(15, 0.5)
+    weights[3] = np.nan  # the pair (0, 4)
+    A = np.asarray(adjacency(jnp.asarray(weights, jnp.float32)[None, :, None], 6, top_k=2, threshold=1e-4))
+    B = torch_graph.adjacency(torch.tensor(weights, dtype=torch.float32)[None, :, None], 6, top_k=2,
+                              threshold=1e-4).numpy()
+    np.testing.assert_array_equal(A, B)  # NaN where NaN, bit for bit elsewhere
+    assert np.isnan(A[0, 0, 0, 4]) and np.isnan(A[0, 0, 4, 0])
+
+
+@pytest.mark.parametrize("gradient", ["safe", "full"])
+def test_a_graph_with_a_nan_edge_has_a_nan_pe_in_both_twins(gradient):
+    """JAX's eigh returns NaN for a non-finite matrix; LAPACK's fails to converge and torch
+    raised. torchref gives that graph NaN eigenvectors too; the other graphs are untouched."""
+    weights = _rng(4).random((1, 15, 2)) + 0.5  # two steps of a 6-node graph
+    weights[0, 3, 1] = np.nan  # the second step's pair (0, 4)
+    A = adjacency(jnp.asarray(weights), 6, top_k=3, threshold=1e-4)
+    pe = np.asarray(laplacian_pe(A, 3, "max_abs", gradient, 1e-6, 1, 1e-5, guards=False))
+    expected = torch_graph.laplacian_pe(torch.tensor(np.asarray(A)), 3, "max_abs", gradient, 1e-6, 1, 1e-5,
+                                        guards=False).numpy()
+    assert np.isnan(pe[0, 1]).all() and np.isnan(expected[0, 1]).all()
+    assert np.isfinite(pe[0, 0]).all() and np.isfinite(expected[0, 0]).all()  # compared elsewhere
+
+
 def test_adjacency_rejects_bad_shapes():
     with pytest.raises(ValueError, match="19 nodes need 171"):
         adjacency(jnp.zeros((1, 170, 2)), 19, 3, 1e-4)
