@@ -120,7 +120,9 @@ def adjacency(edge_weights: jax.Array, n_nodes: int, top_k: int, threshold: floa
     dense = jnp.zeros((batch, steps, n_nodes, n_nodes), edge_weights.dtype)  # (B, L, N, N)
     dense = dense.at[..., rows, cols].set(weights)
     dense = dense.at[..., cols, rows].set(weights)
-    _, top_index = jax.lax.top_k(dense, top_k)  # (B, L, N, top_k)
+    # NaN of either sign ranks first (XLA's total order puts a negative NaN, what 0·inf gives on
+    # x86, last; torch ranks every NaN first): the ranking only, no value changes
+    _, top_index = jax.lax.top_k(jnp.where(jnp.isnan(dense), jnp.inf, dense), top_k)  # (B, L, N, top_k)
     keep = (top_index[..., :, None] == jnp.arange(n_nodes)).any(axis=-2)  # (B, L, N, N)
     dense = jnp.where(keep & ~(dense <= threshold), dense, 0.0)  # NaN is not <= threshold: kept
     dense = 0.5 * (dense + jnp.swapaxes(dense, -1, -2))

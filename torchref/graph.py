@@ -115,7 +115,8 @@ def adjacency(
     dense = weights.new_zeros(batch, steps, n_nodes, n_nodes)  # (B, L, N, N)
     dense[..., rows, cols] = weights
     dense[..., cols, rows] = weights
-    top_index = torch.sort(dense, dim=-1, descending=True, stable=True).indices[..., :top_k]  # (B, L, N, top_k)
+    ranked = torch.where(torch.isnan(dense), torch.inf, dense)  # NaN first, as in jaxbrr (any sign)
+    top_index = torch.sort(ranked, dim=-1, descending=True, stable=True).indices[..., :top_k]  # (B, L, N, top_k)
     keep = torch.zeros_like(dense, dtype=torch.bool).scatter_(-1, top_index, True)
     dense = torch.where(keep & ~(dense <= threshold), dense, 0.0)  # NaN is not <= threshold: kept
     dense = 0.5 * (dense + dense.transpose(-1, -2))

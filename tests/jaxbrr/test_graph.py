@@ -156,11 +156,12 @@ def test_a_nan_edge_weight_reaches_the_adjacency_in_both_twins():
     `w > threshold` dropped it, so NaN edge weights left an empty, finite graph in silence."""
     weights = np.full(15, 0.5)
     weights[3] = np.nan  # the pair (0, 4)
+    weights[7] = -np.nan  # (1, 4): a negative NaN, which XLA's top-k ranked last and torch's first
     A = np.asarray(adjacency(jnp.asarray(weights, jnp.float32)[None, :, None], 6, top_k=2, threshold=1e-4))
     B = torch_graph.adjacency(torch.tensor(weights, dtype=torch.float32)[None, :, None], 6, top_k=2,
                               threshold=1e-4).numpy()
     np.testing.assert_array_equal(A, B)  # NaN where NaN, bit for bit elsewhere
-    assert np.isnan(A[0, 0, 0, 4]) and np.isnan(A[0, 0, 4, 0])
+    assert np.isnan(A[0, 0, 0, 4]) and np.isnan(A[0, 0, 4, 0]) and np.isnan(A[0, 0, 1, 4])
 
 
 @pytest.mark.parametrize("gradient", ["safe", "full"])
