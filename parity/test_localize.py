@@ -80,6 +80,28 @@ def test_one_sided_nan_at_float64_is_framework_with_the_side():
     assert not next(r for r in rows if r.name == "logits").born
 
 
+def test_a_gradient_one_side_drops_under_a_nan_loss_names_the_side_that_dropped_it():
+    """The loss NaN on both sides, ∂logits NaN in jax only: torch's clamp backward zeroed the NaN
+    (the focal loss at NaN logits), so the detail says the finite side dropped it; a one-sided
+    gradient under a finite loss keeps the plain detail."""
+    def edit(framework, dtype, run):
+        run.loss = np.array(math.nan, run.loss.dtype)
+        run.taps["logits"][:] = math.nan
+        if framework == "jax":
+            run.cotangents["logits"][:] = math.nan
+    rows, _, _ = _verdict(_runs(edit))
+    row = next(r for r in rows if r.name == "∂logits")
+    assert (row.verdict, row.side) == ("FRAMEWORK", "jax")
+    assert "the loss is non-finite on both sides, so torch's finite gradient is the one that drops the NaN" in row.detail
+
+    def finite_loss(framework, dtype, run):
+        if framework == "jax":
+            run.cotangents["logits"][:] = math.nan
+    rows, _, _ = _verdict(_runs(finite_loss))
+    row = next(r for r in rows if r.name == "∂logits")
+    assert (row.verdict, row.side, row.detail) == ("FRAMEWORK", "jax", "jax only, at float64")
+
+
 def test_nan_on_both_sides_in_float64_is_model():
     rows, findings, verdict = _verdict(_runs(_poison("tcn", math.nan, "cotangents")))
     assert verdict == ("MODEL", "∂tcn", "both")

@@ -260,6 +260,19 @@ def where(mask: np.ndarray, axes: tuple[str, ...], what: str = "", windows: list
     return f" ({what}window{'s' * (len(hit) > 1)} {shown}; first at {first})"
 
 
+def _dropped_by_the_other(row: TapRow, by_name: dict[str, TapRow], top: str) -> str:
+    """For a gradient non-finite on one side while the loss is non-finite on both: the side with
+    the finite gradient is the one that dropped the NaN (torch.clamp's backward zeroes a NaN
+    input's gradient where jnp.clip's passes it on: the focal loss at NaN logits), so the NaN side
+    is not the one in error; '' otherwise."""
+    loss = by_name.get("loss")
+    if not row.name.startswith(("∂", "∇")) or loss is None or not (loss.bad(f"torch/{top}") and loss.bad(f"jax/{top}")):
+        return ""
+    finite = "jax" if row.side == "torch" else "torch"
+    return (f"; the loss is non-finite on both sides, so {finite}'s finite gradient is the one that drops the "
+            "NaN (a backward that zeroes it, as torch.clamp's does where jnp.clip's passes it on)")
+
+
 def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agrees: frozenset[str] = frozenset(),
              ambiguous_pe: str = "") -> None:
     """Set verdict, side, born and detail of every row (DESIGN.md §5; module docstring).
@@ -301,7 +314,7 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
                 row.detail = f"both frameworks non-finite at {top}"
             elif torch_bad or jax_bad:
                 row.verdict, row.side = "FRAMEWORK", "torch" if torch_bad else "jax"
-                row.detail = f"{row.side} only, at {top}"
+                row.detail = f"{row.side} only, at {top}" + _dropped_by_the_other(row, by_name, top)
             else:
                 lows = [d for d in dtypes[1:] if row.bad(f"torch/{d}") or row.bad(f"jax/{d}")]
                 sides = {s for d in lows for s in ("torch", "jax") if row.bad(f"{s}/{d}")}
