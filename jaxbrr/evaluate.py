@@ -51,6 +51,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.checkpoints import TORCHREF_STEP_FILE
 from common.config import ConfigError, parse_override
 from common.data.cache import skip_line
 from common.eval.report import checkpoint_lines
@@ -82,8 +83,9 @@ def default_out_dir(step_dir: Path, source: str) -> Path:
     if step_dir.parent.parent.name != "checkpoints":
         raise ValueError(f"{step_dir} is not inside a run's checkpoints/ folder, so there is no "
                          "run folder to write into: pass --out DIR")
-    step = step_dir.stem.removeprefix("step_")
-    return step_dir.parents[2] / "eval" / f"{step_dir.parent.name}-{int(step) if step.isdigit() else step}" / source
+    torchref_step = TORCHREF_STEP_FILE.fullmatch(step_dir.name)
+    step = int(torchref_step[1]) if torchref_step else step_dir.name
+    return step_dir.parents[2] / "eval" / f"{step_dir.parent.name}-{step}" / source
 
 
 def carries_its_split(checkpoint: str | Path) -> bool:
