@@ -56,6 +56,7 @@ from common.config import ConfigError, parse_override
 from common.data.cache import skip_line
 from common.eval.report import checkpoint_lines
 from common.eval.score import METRICS_FILE, metrics_table, pair_records, score_pairs, write_metrics
+from common.progress import add_progress_argument, wants_bars
 
 EXIT_OK, EXIT_INPUT = 0, 2
 
@@ -232,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                              "not those that decide the split: data.split.*, data.corpus, preprocess.*, ...)")
     parser.add_argument("--max-timelines", type=int, default=20, metavar="N",
                         help="with --checkpoint: plot at most N per-recording timelines (default 20)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(parser)
     args = parser.parse_args(argv)
+    bars = wants_bars(args.progress)
 
     if args.checkpoint is None:
         given = [flag for flag, value in (("--split", args.split), ("--edf-dir", args.edf_dir),
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-timelines must be >= 0, got {args.max_timelines}")
     return run_checkpoint(args.checkpoint, split=args.split, edf_dir=args.edf_dir, out=args.out,
                           overrides=args.set, max_timelines=args.max_timelines,
-                          progress=not args.no_progress, config_path=args.config)
+                          progress=bars, config_path=args.config)
 
 
 def _score_mode(args) -> int:

@@ -55,6 +55,7 @@ from common.data.montage import MONTAGES
 from common.data.preprocess import preprocess
 from common.eval.postprocess import postprocess
 from common.eval.recordings import Predict, predict_signals
+from common.progress import add_progress_argument, wants_bars
 from jaxbrr.precision import set_float32_precision
 
 EXIT_OK, EXIT_INPUT = 0, 2
@@ -244,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field outside `model` (e.g. --set postprocess.tau_on=0.7), or "
                              "how the scan is computed (e.g. --set model.ssm.scan=chunked)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(parser)
     args = parser.parse_args(argv)
+    bars = wants_bars(args.progress)
     try:
         config, model, weights_path = load_checkpoint(args.checkpoint, args.set, args.config)
     except (CheckpointError, ConfigError) as err:
@@ -260,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no .edf file under {', '.join(args.paths)}; name EDF files or folders holding them",
               file=sys.stderr)
         return EXIT_INPUT
-    bar = tqdm(files, desc="recordings", unit="rec", disable=args.no_progress or len(files) < 2)
+    bar = tqdm(files, desc="recordings", unit="rec", disable=not bars or len(files) < 2)
     for path in bar:
         if path.stem in stems:
             skipped.append((path, f"{path}: {stems[path.stem]} has the same stem, and its outputs "
@@ -270,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         stems[path.stem] = path
         try:
-            result = predict_file(path, config, predict, args.out, progress=not args.no_progress)
+            result = predict_file(path, config, predict, args.out, progress=bars)
         except (ValueError, OSError) as err:  # EDFError, MontageMismatch, preprocessing, a NaN prediction
             message = str(err) if str(path) in str(err) else f"{path}: {err}"
             skipped.append((path, message))

@@ -21,12 +21,14 @@ from pathlib import Path
 
 from common.config import DEFAULT_CONFIG_HELP, ConfigError, default_config, load_config
 from common.data.montage import MONTAGES
+from common.progress import add_progress_argument, wants_bars
 
 
 def _synth(args) -> int:
     from common.data.synth import generate_corpus
 
-    paths = generate_corpus(args.out, recordings=args.recordings, seed=args.seed, patients=args.patients)
+    paths = generate_corpus(args.out, recordings=args.recordings, seed=args.seed, patients=args.patients,
+                            progress=wants_bars(args.progress))
     print(f"{len(paths)} recordings in {args.out}")
     return 0
 
@@ -38,7 +40,7 @@ def _build(args) -> int:
     from common.data.prepare import format_summary, prepare
 
     config = load_config(args.config or default_config(), args.set)
-    prepared = prepare(config)
+    prepared = prepare(config, progress=wants_bars(args.progress))
     print(format_summary(prepared))
     build = prepared.build
     if not build.built and not build.reused:
@@ -176,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recordings", type=int, default=24)
     p.add_argument("--patients", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    add_progress_argument(p)
     p.set_defaults(run=_synth)
     for name, run, helptext in (
         ("labels", _labels, "write every recording's labels as .csv_bi files (NEDC/SzCORE tools)"),
@@ -189,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         }.get(name, "YAML config (default: built-in defaults)"))
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
         p.set_defaults(run=run)
+        if name == "build":
+            add_progress_argument(p)
         if name == "labels":
             p.add_argument("dir", help="a corpus folder, as downloaded")
             p.add_argument("--out", required=True, help="where the .csv_bi tree goes")

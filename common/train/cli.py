@@ -1,7 +1,7 @@
 """The command both training CLIs share: `python -m jaxbrr.train` and `python -m torchref.train`
 call `run` with their framework's Trainer (a common.train.loop.Loop subclass).
 
-    [--config CFG] [--set key=value ...] [--workdir DIR] [--resume | --init-from CKPT] [--no-progress]
+    [--config CFG] [--set key=value ...] [--workdir DIR] [--resume | --init-from CKPT] [--[no-]progress]
 
 Exit status: 0 done, 2 bad config, data or arguments, or out of device memory (the one-line
 error names the settings that shrink it; the checkpoints saved before it stay), 3 a non-finite
@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from common.config import DEFAULT_CONFIG_HELP, ConfigError, default_config, load_config
 from common.out_of_memory import out_of_memory_line
+from common.progress import add_progress_argument, plain_lines, wants_bars
 
 EXIT_CONFIG, EXIT_NONFINITE = 2, 3
 
@@ -78,8 +79,9 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     parser.add_argument("--init-from", metavar="CKPT",
                         help="start from these weights (any kind: a jaxbrr or torchref run or checkpoint, a .pt, "
                              "a .safetensors, a brain-go-brr v2 checkpoint) with a fresh optimizer")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(parser)
     args = parser.parse_args(argv)
+    bars = wants_bars(args.progress)
     try:
         config = load_config(args.config or default_config(), args.set)
         config = dataclasses.replace(config, workdir=args.workdir or config.workdir + workdir_suffix)
@@ -104,7 +106,7 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     from common.train.stop import Interrupted
 
     try:
-        prepared = prepare(config, progress=not args.no_progress)
+        prepared = prepare(config, progress=bars)
     except (FileNotFoundError, ValueError) as err:  # data_dir, the generator's folder, the split
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -113,8 +115,8 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
         return 128 + signal.SIGINT
     print(format_summary(prepared))
     try:
-        trainer = trainer_class()(config, resume=args.resume, progress=not args.no_progress, prepared=prepared,
-                                  init_from=args.init_from)
+        trainer = trainer_class()(config, resume=args.resume, progress=bars, prepared=prepared,
+                                  init_from=args.init_from, plain_lines=plain_lines(args.progress))
         result = trainer.run()
     except (ConfigError, FileExistsError, ValueError) as err:  # bad config, data, weights or setup
         print(f"error: {err}", file=sys.stderr)

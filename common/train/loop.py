@@ -47,6 +47,7 @@ from common.data.prefetch import Prefetcher
 from common.data.prepare import PreparedData, prepare, train_spec
 from common.data.sampler import balanced_rows, batches, host_rows, seizure_window_ratio
 from common.eval import plots as eval_plots
+from common.progress import LOG_LINE_SECONDS, Heartbeat
 from common.train import plots
 from common.train.class_weight import resolve_pos_weight
 from common.train.dumps import NAN_DIR, replay_command
@@ -230,12 +231,14 @@ class Loop:
     process_index, process_count = 0, 1  # this host among the hosts; a framework may set them
 
     def __init__(self, config: Config, resume: bool = False, progress: bool = True,
-                 prepared: PreparedData | None = None, init_from: str | Path | None = None):
+                 prepared: PreparedData | None = None, init_from: str | Path | None = None,
+                 plain_lines: bool = False):
         check_metric_name(config)  # before any compute
         check_start(config, resume, init_from)
         self.config, self.cfg = config, config.train
         self.workdir = Path(config.workdir)
-        self.show = progress
+        self.show = progress  # bars; without them, `plain_lines` prints a line a minute (common/progress.py)
+        self.heartbeat = Heartbeat(LOG_LINE_SECONDS) if plain_lines and not progress else None
         self.stop = StopRequests(active=False)  # run() listens for SIGINT/SIGTERM (common/train/stop.py)
         self.prepared = prepared or prepare(config, progress=progress)
         self._setup_data()
@@ -468,9 +471,13 @@ class Loop:
                         "pos_weight": pos_weight, "skipped": p.skipped, "skipped_now": metrics["skipped_now"],
                         **host,
                     })
-                    bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", lr=f"{float(metrics['lr']):.2e}",
-                                    gnorm=f"{float(metrics['grad_norm']):.3f}",
-                                    win_s=f"{host['windows_per_s']:.1f}", skipped=p.skipped)
+                    shown = dict(loss=f"{float(metrics['loss']):.4f}", lr=f"{float(metrics['lr']):.2e}",
+                                 gnorm=f"{float(metrics['grad_norm']):.3f}",
+                                 win_s=f"{host['windows_per_s']:.1f}", skipped=p.skipped)
+                    bar.set_postfix(**shown)
+                    if self.heartbeat is not None and self.heartbeat.due():
+                        print(f"[epoch {p.epoch + 1}/{cfg.epochs} step {p.step}/{self.total_batches}] "
+                              + " ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
                 if cfg.max_steps and p.step >= cfg.max_steps:
                     p.finished = "max_steps"
                     return

@@ -258,8 +258,12 @@ def test_raise_writes_the_dump(tmp_path, corpus, prepared, monkeypatch):
 def test_command_line(tmp_path, corpus, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the config's relative workdir runs/tiny lands here
     overrides = [*corpus, *TRAIN, "train.max_steps=1"]
-    args = ["--config", str(TINY), "--no-progress", *(f"--set={o}" for o in overrides)]
+    args = ["--config", str(TINY), *(f"--set={o}" for o in overrides)]
     assert main(args) == 0
+    # no --[no-]progress and standard error not a terminal (captured): no bars, plain lines
+    out, err = capsys.readouterr()
+    assert "[epoch 1/" in out and " step 1/" in out and "loss=" in out
+    assert "\r" not in err and "step/s" not in err and "it/s" not in err
     workdir = tmp_path / "runs" / "tiny-torchref"
     assert [r["kind"] for r in read_metrics(workdir)] == ["train", "validation"]
     assert main(args) == 2  # the workdir holds a run: --resume or another --workdir
