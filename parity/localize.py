@@ -462,7 +462,6 @@ def main(argv: list[str] | None = None) -> int:
                 config, weights, names = load_checkpoint(args.checkpoint, args.config)
                 notes: list[str] = []
                 batch = read_batch(args.batch, notes)
-                check_batch_shape(config, batch, str(args.batch))
                 problem = Problem(config, weights, batch, f"checkpoint {args.checkpoint}, batch {args.batch}",
                                   notes=notes, checkpoint_names=names)
                 fix = CONFIG_FIX
@@ -472,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
             problem.source += f" with --set {' '.join(args.set)}"
         if not args.scenario:
             check_weights(problem, as_loaded, fix)
+            # against the model as --set leaves it (a stride it changes), before any model is built
+            check_batch_shape(problem.config, problem.batch, str(args.batch or args.dump / "batch.npz"))
         if args.windows:
             problem.batch, problem.windows = select_windows(problem.batch, args.windows, problem.source)
             problem.source += f", windows {args.windows}"

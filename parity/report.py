@@ -82,6 +82,17 @@ class Report:
         }
 
 
+def _mask_words(valid: np.ndarray | None, shown: int = 8) -> str:
+    """What the batch line says of a mask that leaves windows out: the forward rows compare every
+    window, the loss and the backward only those it keeps (one left out holds NaN harmlessly)."""
+    if valid is None or valid.all():
+        return ""
+    out = np.flatnonzero(~valid)
+    listed = ", ".join(map(str, out[:shown])) + (", ..." if len(out) > shown else "")
+    return (f"; the loss reads {np.count_nonzero(valid)} of {len(valid)} windows (the mask leaves out "
+            f"window{'s' * (len(out) > 1)} {listed})")
+
+
 def valid_windows(batch: Batch) -> int:
     """How many windows the loss reads (every one without a mask)."""
     return len(batch.x) if batch.valid is None else int(np.count_nonzero(batch.valid))
@@ -127,6 +138,7 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
         f"source: {report.problem.source}",
         f"batch: {'×'.join(map(str, x.shape))} sha1 {batch_hash(x)}"
         + ("" if report.problem.batch.y is not None else " (no labels: the loss uses all-zero labels)")
+        + _mask_words(report.problem.batch.valid)
         + "; eval mode (dropout off); " + " ".join(f"{k} {v}" for k, v in versions().items()),
         f"device: {report.device}" + ("; " + ", ".join(f"{k}={v}" for k, v in report.precision.items())
                                       if report.device == "gpu" else ""),

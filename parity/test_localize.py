@@ -692,7 +692,8 @@ def test_complex_arrays_are_bad_input_naming_the_array(tmp_path):
 def test_a_batch_with_no_valid_window_says_the_backward_compared_nothing(tmp_path):
     """valid False for every window: the loss and every gradient are exactly 0 on both sides, so the
     backward rows agree having compared nothing. The report runs (the forward rows still compare
-    every window) and says so, in its text and its JSON; a mask keeping any window does not."""
+    every window) and says so, in its text and its JSON; a mask keeping any window does not. The
+    batch line names the windows a mask leaves out (a NaN there reaches no loss)."""
     runs = _runs()
     rows = tap_rows(runs, STAGES, MODULES, extreme=10.0)
     x = runs[0].taps["input"]
@@ -701,7 +702,12 @@ def test_a_batch_with_no_valid_window_says_the_backward_compared_nothing(tmp_pat
         report = report_lib.Report(problem, ["float64", "float32"], rows, find(rows), [], {}, {}, 10.0)
         assert report.verdict == "CLEAN"
         assert report.notes == ([report_lib.NO_VALID_WINDOW] if noted else []) + ["read"]
-        assert (f"note: {report_lib.NO_VALID_WINDOW}" in report_lib.format_report(report)) == noted
+        text = report_lib.format_report(report)
+        assert (f"note: {report_lib.NO_VALID_WINDOW}" in text) == noted
+        batch_line = next(line for line in text.splitlines() if line.startswith("batch: "))
+        left_out = {True: "; the loss reads 0 of 2 windows (the mask leaves out windows 0, 1)",
+                    False: "; the loss reads 1 of 2 windows (the mask leaves out window 0)"}
+        assert (left_out[noted] + "; eval mode" in batch_line) if valid is not None else "the loss reads" not in batch_line
         report_lib.write_json(report, tmp_path / "r.json")
         data = json.loads((tmp_path / "r.json").read_text())
         assert data["notes"] == report.notes
