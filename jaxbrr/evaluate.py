@@ -29,10 +29,11 @@ seizure events ran past their end; printed too).
 the same name on the other side, and "refused": [why], pairs that cannot be scored (a malformed
 file, durations that differ), naming the files; neither is scored.
 
-With --split the recordings are those the checkpoint's own config puts in that split, the split
-its training used: `--set` may not change what decides it (SPLIT_FIELDS below), since another
-split could hand the model its own training patients to score; --edf-dir DIR scores other
-recordings. (Weights without their run's config, a .pt, .safetensors or original checkpoint,
+With --split the recordings are those the run put in that split, as its WORKDIR/splits.json
+records them (common/data/prepare.py SPLITS_FILE: the corpus split afresh may have moved patients
+since), else those the checkpoint's own config puts there: `--set` may not change what decides
+it (SPLIT_FIELDS below), since another split could hand the model its own training patients to
+score; --edf-dir DIR scores other recordings. (Weights without their run's config, a .pt, .safetensors or original checkpoint,
 take the data section from --config or the defaults, and may set it.)
 
 Exit status: 0 scored; 2 bad arguments, checkpoint or input files, and also when an input was left
@@ -81,12 +82,12 @@ SPLIT_FIELDS = ("data.edf_glob", "data.synthetic", "data.corpus", "data.split",
 def default_out_dir(step_dir: Path, source: str) -> Path:
     """WORKDIR/eval/<kind>-<step>/<source> for a step WORKDIR/checkpoints/<kind>/<step> (jaxbrr's
     folder `36`, torchref's file `step_000036.pt`: both `best-36`)."""
-    if step_dir.parent.parent.name != "checkpoints":
+    if run_folder(step_dir) is None:
         raise ValueError(f"{step_dir} is not inside a run's checkpoints/ folder, so there is no "
                          "run folder to write into: pass --out DIR")
     torchref_step = TORCHREF_STEP_FILE.fullmatch(step_dir.name)
     step = int(torchref_step[1]) if torchref_step else step_dir.name
-    return step_dir.parents[2] / "eval" / f"{step_dir.parent.name}-{step}" / source
+    return run_folder(step_dir) / "eval" / f"{step_dir.parent.name}-{step}" / source
 
 
 def carries_its_split(checkpoint: str | Path) -> bool:
@@ -108,10 +109,17 @@ def refuse_split_overrides(overrides: Sequence[str], split: str) -> None:
                 "split it scores; drop this --set, or score other recordings with --edf-dir DIR")
 
 
-def _recordings(config, split: str | None, edf_dir: str | None, progress: bool):
-    """(corpus, stems, skipped files, source description) of what is to be evaluated."""
+def run_folder(step_dir: Path) -> Path | None:
+    """WORKDIR of a step WORKDIR/checkpoints/<kind>/<step>, else None."""
+    return step_dir.parents[2] if step_dir.parent.parent.name == "checkpoints" else None
+
+
+def _recordings(config, split: str | None, edf_dir: str | None, progress: bool, run: Path | None = None):
+    """(corpus, stems, skipped files, source description) of what is to be evaluated. With
+    --split, the run's recorded split where it has one (SPLITS_FILE): the corpus split afresh may
+    put other patients in it, some the run trained on."""
     from common.data.cache import Corpus, build_cache
-    from common.data.prepare import prepare, skipped_by_split
+    from common.data.prepare import SPLITS_FILE, followed_lines, prepare, skipped_by_split
 
     if edf_dir is not None:
         folder = Path(edf_dir)
@@ -128,14 +136,19 @@ def _recordings(config, split: str | None, edf_dir: str | None, progress: bool):
                              f"{config.data.edf_glob} with their labels){reasons}")
         skipped = [{**item, "split": None} for item in build.survey.left_out + build.skipped]  # no split here
         return corpus, corpus.stems, skipped, {"edf_dir": str(folder.resolve())}
-    prepared = prepare(config, progress=progress)
+    prepared = prepare(config, progress=progress, keep_split=None if run is None else run / SPLITS_FILE)
+    if prepared.followed is not None:
+        print("\n".join(followed_lines(prepared.followed)))
     stems = prepared.splits[split]
     if not stems:
         other = "eval" if split == "dev" else "dev"
         raise ValueError(f"the {split} split of {config.data.data_dir} is empty: the checkpoint's "
                          f"data.split, which its training used, puts no recording in it; evaluate "
                          f"--split {other}, or score other recordings with --edf-dir DIR")
-    return prepared.corpus, stems, skipped_by_split(prepared), {"split": split, "data_dir": config.data.data_dir}
+    source = {"split": split, "data_dir": config.data.data_dir}
+    if prepared.followed is not None:
+        source["split_file"] = str(prepared.followed.path)
+    return prepared.corpus, stems, skipped_by_split(prepared), source
 
 
 def checkpoint_table(metrics: dict) -> str:
@@ -173,7 +186,7 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
             metric_name(rate)
         out_dir = Path(out) if out else default_out_dir(weights_path, source_name)
         print(describe(config, weights_path))
-        corpus, stems, skipped, source = _recordings(config, split, edf_dir, progress)
+        corpus, stems, skipped, source = _recordings(config, split, edf_dir, progress, run_folder(weights_path))
     except (CheckpointError, ConfigError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT

@@ -7,7 +7,9 @@ labels had to be cut, and those with flat channels.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +19,19 @@ from common.data.corpora import SPLITS, assign_splits
 from common.data.windows import BACKGROUND, WindowSpec
 
 _LISTED = 20  # recordings a summary list names before it counts the rest
+# WORKDIR/splits.json: each split's recordings (stem -> patient) as the run's training found them.
+# A seeded split permutes the patients it finds, so one patient added to or removed from the
+# corpus moves others between splits; a resumed run and `evaluate --split` follow this file instead.
+SPLITS_FILE = "splits.json"
+
+
+@dataclass
+class FollowedSplit:
+    """The split read from a run's SPLITS_FILE rather than computed: `missing`, its recordings
+    the corpus no longer yields; `new`, the corpus's recordings in none of its splits (unused)."""
+    path: Path
+    missing: list[str]
+    new: list[str]
 
 
 @dataclass
@@ -26,6 +41,7 @@ class PreparedData:
     build: BuildResult | None = None
     summary: list[dict] = field(default_factory=list)
     synthetic: str | None = None  # the summary's line saying the corpus is generated, when it is
+    followed: FollowedSplit | None = None  # the splits are a run's recorded ones (prepare's keep_split)
 
 
 def ensure_synthetic(config: Config, progress: bool = True) -> str | None:
@@ -42,7 +58,9 @@ def ensure_synthetic(config: Config, progress: bool = True) -> str | None:
             "for a corpus set data.synthetic: null and data.data_dir to its folder")
 
 
-def prepare(config: Config, progress: bool = True) -> PreparedData:
+def prepare(config: Config, progress: bool = True, keep_split: Path | None = None) -> PreparedData:
+    """Generate, build, split. With `keep_split` (a run's SPLITS_FILE) the splits are the ones it
+    records, where that file exists: PreparedData.followed says what it lacks or adds."""
     synthetic = ensure_synthetic(config, progress)
     build = build_cache(config, progress=progress)
     corpus = Corpus(build.root)
@@ -55,8 +73,53 @@ def prepare(config: Config, progress: bool = True) -> PreparedData:
     split_of = assign_splits(patients, config.data.split, official)
     splits = {name: [s for s in stems if split_of[s] == name] for name in SPLITS}
     prepared = PreparedData(corpus, splits, build, synthetic=synthetic)
+    if keep_split is not None and Path(keep_split).is_file():
+        follow_split(prepared, Path(keep_split))
     prepared.summary = summarize(prepared, config)
     return prepared
+
+
+def split_record(prepared: PreparedData) -> dict:
+    """What SPLITS_FILE holds: {"splits": {split: {stem: patient}}}."""
+    recordings = prepared.corpus.recordings
+    return {"splits": {name: {stem: recordings[stem]["patient"] for stem in stems}
+                       for name, stems in prepared.splits.items()}}
+
+
+def read_split_record(path: Path) -> dict[str, dict[str, str]]:
+    """{split: {stem: patient}} of a SPLITS_FILE; ValueError naming the file when it is not one."""
+    try:
+        splits = json.loads(path.read_text())["splits"]
+        if set(splits) - set(SPLITS) or not all(isinstance(v, dict) for v in splits.values()):
+            raise ValueError(f"splits {sorted(splits)}, needs a subset of {list(SPLITS)} each mapping stems to patients")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a split record as training writes it ({err}); it records which "
+                         "recordings the run trained and validated on: restore it from a backup, or "
+                         "delete it to split the corpus afresh (a resumed run may then train on other "
+                         "recordings, and evaluate --split may score ones the run trained on)") from None
+    return splits
+
+
+def follow_split(prepared: PreparedData, path: Path) -> None:
+    """Set prepared.splits to the record's, in the corpus's order, and prepared.followed."""
+    recorded = read_split_record(path)
+    split_of = {stem: name for name, members in recorded.items() for stem in members}
+    present = set(prepared.corpus.stems)
+    prepared.splits = {name: [s for s in prepared.corpus.stems if split_of.get(s) == name] for name in SPLITS}
+    prepared.followed = FollowedSplit(path, sorted(set(split_of) - present),
+                                      [s for s in prepared.corpus.stems if s not in split_of])
+
+
+def followed_lines(followed: FollowedSplit) -> list[str]:
+    """The summary's words for a followed split."""
+    lines = [f"split: as recorded in {followed.path}"]
+    if followed.new:
+        lines.append(f"  {len(followed.new)} recording(s) new since, in none of its splits (not used): "
+                     + ", ".join(followed.new[:_LISTED]) + (", ..." if len(followed.new) > _LISTED else ""))
+    if followed.missing:
+        lines.append(f"  {len(followed.missing)} of its recording(s) not in the corpus now (built? skipped?): "
+                     + ", ".join(followed.missing[:_LISTED]) + (", ..." if len(followed.missing) > _LISTED else ""))
+    return lines
 
 
 def skipped_by_split(prepared: PreparedData) -> list[dict]:
@@ -131,6 +194,7 @@ def format_summary(prepared: PreparedData) -> str:
     build = prepared.build
     lines = [prepared.synthetic] if prepared.synthetic else []
     lines += build.survey.lines() if build is not None and build.survey is not None else []
+    lines += followed_lines(prepared.followed) if prepared.followed is not None else []
     lines += [head, "-" * len(head)]
     for r in prepared.summary:
         lines.append(

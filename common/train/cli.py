@@ -25,6 +25,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from common.config import DEFAULT_CONFIG_HELP, ConfigError, default_config, load_config
 from common.out_of_memory import out_of_memory_line
@@ -101,12 +102,14 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
 
-    from common.data.prepare import format_summary, prepare
+    from common.data.prepare import SPLITS_FILE, format_summary, prepare
     from common.train.loop import NonFiniteStep, summary_table
     from common.train.stop import Interrupted
 
     try:
-        prepared = prepare(config, progress=bars)
+        # a resumed run keeps the split it started with (common/data/prepare.py SPLITS_FILE)
+        prepared = prepare(config, progress=bars,
+                           keep_split=Path(config.workdir) / SPLITS_FILE if args.resume else None)
     except (FileNotFoundError, ValueError) as err:  # data_dir, the generator's folder, the split
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG

@@ -33,6 +33,7 @@ This module imports neither JAX nor torch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +45,10 @@ from common.checkpoints import last_steps, weights_config
 from common.config import Config, ConfigError, config_to_dict
 from common.data.cache import MANIFEST
 from common.data.prefetch import Prefetcher
-from common.data.prepare import PreparedData, prepare, train_spec
+from common.data.prepare import SPLITS_FILE, PreparedData, prepare, split_record, train_spec
 from common.data.sampler import balanced_rows, batches, host_rows, seizure_window_ratio
 from common.eval import plots as eval_plots
+from common.files import write_text
 from common.progress import LOG_LINE_SECONDS, Heartbeat
 from common.train import plots
 from common.train.class_weight import resolve_pos_weight
@@ -240,11 +242,16 @@ class Loop:
         self.show = progress  # bars; without them, `plain_lines` prints a line a minute (common/progress.py)
         self.heartbeat = Heartbeat(LOG_LINE_SECONDS) if plain_lines and not progress else None
         self.stop = StopRequests(active=False)  # run() listens for SIGINT/SIGTERM (common/train/stop.py)
-        self.prepared = prepared or prepare(config, progress=progress)
+        self.prepared = prepared or prepare(config, progress=progress,
+                                            keep_split=self.workdir / SPLITS_FILE if resume else None)
+        if resume:
+            self._check_followed_split()
         self._setup_data()
         self._build()
         self.progress = Progress()
         self._resume_or_start(resume)
+        if not resume and self.primary:  # what a resume and `evaluate --split` follow (SPLITS_FILE)
+            write_text(self.workdir / SPLITS_FILE, json.dumps(split_record(self.prepared), indent=1) + "\n")
         if init_from is not None:
             self.initialised_from = self._init_weights(Path(init_from))
             print(f"initialised from {self.initialised_from} (fresh optimizer)")
@@ -305,6 +312,18 @@ class Loop:
         raise NotImplementedError
 
     # -- setup ---------------------------------------------------------------------------------
+
+    def _check_followed_split(self) -> None:
+        """A resumed run trains on the recordings it started with: its recorded split (a run
+        started before SPLITS_FILE existed is split afresh, as then)."""
+        followed = self.prepared.followed
+        if followed is None or not followed.missing:
+            return
+        shown = ", ".join(followed.missing[:10]) + (", ..." if len(followed.missing) > 10 else "")
+        raise ValueError(f"{followed.path}: {len(followed.missing)} recording(s) this run was split with are not "
+                         f"in the corpus under {self.config.data.data_dir} now ({shown}): restore them (resumed "
+                         "without them the run would train or validate on other data than it started with), or "
+                         f"start a new run from this one's weights with --init-from {self.workdir}")
 
     def _setup_data(self) -> None:
         corpus, cfg = self.prepared.corpus, self.cfg

@@ -125,6 +125,34 @@ def test_checkpoint_mode_on_a_synthetic_split(synthetic_run, capsys):
     assert rescored["nedc"] == metrics["nedc"] and rescored["szcore"] == metrics["szcore"]
 
 
+def test_split_follows_the_runs_recorded_split(synthetic_run, tmp_path, capsys):
+    """A run's splits.json (written when its training started) decides --split: the corpus split
+    afresh puts the other patient in dev here, one the recorded run trained on."""
+    import shutil
+
+    from common.data.prepare import SPLITS_FILE, prepare, split_record
+    from jaxbrr.predict import load_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    config, _, _ = load_checkpoint(run)
+    fresh = split_record(prepare(config, progress=False))["splits"]
+    assert len(fresh["dev"]) == 2 and len(fresh["train"]) == 2
+    swapped = {"train": fresh["dev"], "dev": fresh["train"], "eval": {}}
+    (run / SPLITS_FILE).write_text(json.dumps({"splits": swapped}))
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(run), "--split", "dev", "--out", str(out), "--no-progress",
+                 "--max-timelines", "0", "--set", "eval.threshold_steps=4"]) == 0
+    assert f"split: as recorded in {run / SPLITS_FILE}" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["source"]["split_file"] == str(run / SPLITS_FILE)
+    assert sorted(p.stem for p in (out / "ref").glob("*.csv_bi")) == sorted(swapped["dev"])
+    # not a split record: refused, naming it
+    (run / SPLITS_FILE).write_text("{}")
+    assert main(["--checkpoint", str(run), "--out", str(out), "--no-progress"]) == 2
+    assert f"{run / SPLITS_FILE}: not a split record" in capsys.readouterr().err
+
+
 def test_checkpoint_mode_on_an_edf_dir_skips_and_reports_a_bad_file(synthetic_run, tmp_path, capsys):
     from common.data.prepare import ensure_synthetic
     from jaxbrr.predict import load_checkpoint

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from common.config import ConfigError, load_config
-from common.data.prepare import prepare
+from common.data.prepare import SPLITS_FILE, prepare, split_record
 from common.train.log import read_metrics
 from common.train.loop import NonFiniteStep
 from torchref.model import SeizureDetector
@@ -270,3 +270,17 @@ def test_command_line(tmp_path, corpus, monkeypatch, capsys):
     assert "pass --resume" in capsys.readouterr().err
     assert main([*args, "--resume"]) == 0  # finished already: says so, exits 0
     assert main(["--config", str(TINY), "--set", "train.no_such_field=1"]) == 2
+
+    # the split the run started with is recorded, and a resume follows the record, not the corpus
+    # split afresh (a patient added or removed moves others); one it lacks now is refused
+    capsys.readouterr()
+    record = json.loads((workdir / SPLITS_FILE).read_text())
+    assert record == split_record(prepare(load_config(TINY, overrides), progress=False))
+    swapped = {"train": record["splits"]["dev"], "dev": record["splits"]["train"], "eval": {}}
+    (workdir / SPLITS_FILE).write_text(json.dumps({"splits": swapped}))
+    assert main([*args, "--resume"]) == 0
+    assert f"split: as recorded in runs/tiny-torchref/{SPLITS_FILE}" in capsys.readouterr().out
+    (workdir / SPLITS_FILE).write_text(json.dumps({"splits": {**swapped, "eval": {"gone_s001_t000": "gone"}}}))
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "1 recording(s) this run was split with are not in the corpus" in err and "gone_s001_t000" in err
