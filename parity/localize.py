@@ -47,7 +47,8 @@ JSON report (--json), schema "jaxbrr.localize/1":
   side, detail, op {framework: op}}] (WEIGHTS: one per tensor, tap its name, kind "weights", and
   rows, replay empty), rows [TapRow.to_dict(): name, kind, shape, verdict, born,
   side, detail, op, nonfinite {"torch/float32": {nan, inf}}, max_abs/max_rel/within_tolerance
-  {dtype: ...}, err64 {framework: RMSE}, drifted, rounding, amplified, upstream], replay [{tap, dtype, direction,
+  {dtype: ...}, err64 {framework: RMSE}, drifted, rounding, amplified, dropped_by (the side whose
+  finite gradient dropped a NaN, under a loss non-finite on both), upstream], replay [{tap, dtype, direction,
   max_abs, max_rel, nonfinite, passed}], nonfinite_parameters {module: {run: count}},
   eigh {computed, tau, rounding_of, graphs, graphs_with_repeats, graphs_with_repeats_in_pe, k, from,
   repeated [{batch, step, eigenvalue, multiplicity, in_pe}]}, errors,

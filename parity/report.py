@@ -170,7 +170,7 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
         verdict = (" (rounding)" if row.rounding else " (amplified)" if row.amplified else "") if row.verdict == "CLEAN" else \
             ("*" if row.born else " ") + row.verdict
         if row.verdict != "CLEAN" and row.side and row.side not in ("both", "neither"):
-            verdict += f" ({row.side})"
+            verdict += f" ({row.side}; {row.dropped_by} dropped the NaN)" if row.dropped_by else f" ({row.side})"
         lines.append(f"{row.name:<{name_width}} {shape[:16]:<16}" + "".join(f" {_cell(row, r):>11}" for r in runs)
                      + rel + err + "  " + verdict)
     if hidden:

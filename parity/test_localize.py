@@ -93,6 +93,12 @@ def test_a_gradient_one_side_drops_under_a_nan_loss_names_the_side_that_dropped_
     row = next(r for r in rows if r.name == "∂logits")
     assert (row.verdict, row.side) == ("FRAMEWORK", "jax")
     assert "the loss is non-finite on both sides, so torch's finite gradient is the one that drops the NaN" in row.detail
+    assert row.dropped_by == "torch" and row.to_dict()["dropped_by"] == "torch"
+    runs = _runs(edit)
+    problem = problem_lib.Problem(None, {}, problem_lib.Batch(runs[0].taps["input"]), "b.npz")
+    table = report_lib.format_report(report_lib.Report(problem, ["float64", "float32"], rows, find(rows), [], {}, {}, 10.0))
+    assert next(line for line in table.splitlines() if line.startswith("∂logits ")).endswith(
+        " FRAMEWORK (jax; torch dropped the NaN)")
 
     def finite_loss(framework, dtype, run):
         if framework == "jax":

@@ -90,6 +90,9 @@ class TapRow:
     # other's result (the replay): rounding of its inputs amplified here (a top-k near tie), or
     # inherited from such a row; CLEAN, shown
     amplified: bool = False
+    # a FRAMEWORK gradient row under a loss non-finite on both sides: the side whose finite
+    # gradient dropped the NaN (classify), not the side in error
+    dropped_by: str | None = None
 
     def bad(self, run: str) -> bool:
         return sum(self.nonfinite.get(run, (0, 0))) > 0
@@ -98,7 +101,7 @@ class TapRow:
         return {
             "name": self.name, "kind": self.kind, "shape": list(self.shape), "verdict": self.verdict,
             "born": self.born, "side": self.side, "detail": self.detail, "op": self.op, "rounding": self.rounding,
-            "amplified": self.amplified,
+            "amplified": self.amplified, "dropped_by": self.dropped_by,
             "nonfinite": {run: {"nan": n, "inf": i} for run, (n, i) in self.nonfinite.items()},
             "max_abs": {d: json_float(r.max_abs) for d, r in self.compare.items()},
             "max_rel": {d: json_float(r.max_rel) for d, r in self.compare.items()},
@@ -260,17 +263,15 @@ def where(mask: np.ndarray, axes: tuple[str, ...], what: str = "", windows: list
     return f" ({what}window{'s' * (len(hit) > 1)} {shown}; first at {first})"
 
 
-def _dropped_by_the_other(row: TapRow, by_name: dict[str, TapRow], top: str) -> str:
+def _dropped_by_the_other(row: TapRow, by_name: dict[str, TapRow], top: str) -> str | None:
     """For a gradient non-finite on one side while the loss is non-finite on both: the side with
-    the finite gradient is the one that dropped the NaN (torch.clamp's backward zeroes a NaN
+    the finite gradient, the one that dropped the NaN (torch.clamp's backward zeroes a NaN
     input's gradient where jnp.clip's passes it on: the focal loss at NaN logits), so the NaN side
-    is not the one in error; '' otherwise."""
+    is not the one in error; None otherwise."""
     loss = by_name.get("loss")
     if not row.name.startswith(("∂", "∇")) or loss is None or not (loss.bad(f"torch/{top}") and loss.bad(f"jax/{top}")):
-        return ""
-    finite = "jax" if row.side == "torch" else "torch"
-    return (f"; the loss is non-finite on both sides, so {finite}'s finite gradient is the one that drops the "
-            "NaN (a backward that zeroes it, as torch.clamp's does where jnp.clip's passes it on)")
+        return None
+    return "jax" if row.side == "torch" else "torch"
 
 
 def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agrees: frozenset[str] = frozenset(),
@@ -284,6 +285,7 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
     top = dtypes[0]
     for row in rows:
         row.verdict, row.born, row.side, row.detail, row.rounding, row.amplified = "CLEAN", False, None, "", False, False
+        row.dropped_by = None
         bad_runs = [run for run in row.nonfinite if row.bad(run)]
         if row.name == "input" and (bad_runs or sum(row.data_nonfinite) or sum(row.label_nonfinite)
                                     or row.max_abs_x > extreme):
@@ -314,7 +316,12 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
                 row.detail = f"both frameworks non-finite at {top}"
             elif torch_bad or jax_bad:
                 row.verdict, row.side = "FRAMEWORK", "torch" if torch_bad else "jax"
-                row.detail = f"{row.side} only, at {top}" + _dropped_by_the_other(row, by_name, top)
+                row.detail = f"{row.side} only, at {top}"
+                row.dropped_by = _dropped_by_the_other(row, by_name, top)
+                if row.dropped_by:
+                    row.detail += (f"; the loss is non-finite on both sides, so {row.dropped_by}'s finite gradient "
+                                   "is the one that drops the NaN (a backward that zeroes it, as torch.clamp's does "
+                                   "where jnp.clip's passes it on)")
             else:
                 lows = [d for d in dtypes[1:] if row.bad(f"torch/{d}") or row.bad(f"jax/{d}")]
                 sides = {s for d in lows for s in ("torch", "jax") if row.bad(f"{s}/{d}")}
