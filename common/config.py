@@ -138,6 +138,11 @@ class DataConfig:
     # A label file's stated duration (a .csv_bi header) may differ from the EDF's by this much;
     # beyond it the two do not describe the same recording and the file is refused.
     label_duration_tolerance_seconds: float = Field(1.0, ge=0)
+    # The same for the span of a CHB-MIT summary's File Start/End Time or a Siena list's
+    # registration start/end: clock times typed by hand, to the second, which a recording's EDF may
+    # not match exactly (the Siena lists' registration ends are not checked against their EDFs
+    # anywhere we know of). A recording tens of minutes off is another one, or another cut of it.
+    clock_duration_tolerance_seconds: float = Field(60.0, ge=0)
     # EDF file name -> the name the corpus's own label file lists it under, for a list that
     # misspells it; used only for a recording the list does not name as it is. Written as a
     # mapping ({PN01-1.edf: PN01.edf}), held as (name, listed name) pairs so that the config stays

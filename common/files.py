@@ -3,14 +3,18 @@
     with atomic_path(path) as tmp:      # tmp lies beside path; renamed onto it if the block succeeds
         torch.save(state, tmp)
     write_text(path, text); write_bytes(path, data); save_figure(fig, path)
+    check_writable_folder(args.out, "--out")   # before a command's heavy work, not after it
 
 The temporary file is created in the target's folder (a rename within one file system is atomic,
 os.replace) and removed when the block raises. Every file the project writes for a user goes
 through here; folders (NaN dumps, orbax checkpoints) are written to a temporary name and renamed.
+Each command checks the folders it will write into before it reads data or runs a model, so that
+a read-only or mistyped output location is one line naming the option, not a traceback at the end.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -70,3 +74,46 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+class UnwritableFolder(ValueError):
+    """An output folder that cannot be written; the message names it, the option that set it and the fix."""
+
+
+def check_writable_folder(path: str | Path, what: str, fix: str | None = None) -> Path:
+    """Prove that a file can be created in folder `path` by creating one (permission bits prove
+    nothing for root or on a read-only mount), creating the missing folders to do so. What it
+    created is removed again: a command refused later for another reason leaves nothing behind,
+    and the writers create their folders themselves (atomic_path). `what` is the option or config
+    field that set the path (`--out`, `data.cache_dir`); `fix` defaults to setting it elsewhere.
+
+    Raises UnwritableFolder (a ValueError, which every command reports as `error: ...`, exit 2).
+    """
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UnwritableFolder(f"{what} {path}: cannot write there ({_why(path, err)}); "
+                               f"{fix or f'set {what} to a folder you can write to'}") from None
+    finally:
+        for folder in missing:
+            try:
+                folder.rmdir()
+            except FileNotFoundError:  # not created: mkdir failed below it
+                continue
+            except OSError:  # something else wrote into it meanwhile
+                break
+    return path
+
+
+def _why(path: Path, err: OSError) -> str:
+    """The error in words; a file where a folder must be is named."""
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        for p in (path, *path.parents):
+            if p.exists() and not p.is_dir():
+                return f"{p} is a file, not a folder"
+    return err.strerror or str(err)

@@ -57,6 +57,7 @@ from common.config import ConfigError, parse_override
 from common.data.cache import skip_line
 from common.eval.report import checkpoint_lines
 from common.eval.score import METRICS_FILE, metrics_table, pair_records, score_pairs, write_metrics
+from common.files import check_writable_folder
 from common.progress import add_progress_argument, wants_bars
 
 EXIT_OK, EXIT_INPUT = 0, 2
@@ -185,6 +186,9 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
         for rate in config.eval.fa_rates:  # fixed metric names, checked before any compute
             metric_name(rate)
         out_dir = Path(out) if out else default_out_dir(weights_path, source_name)
+        # before the cache is built and every recording predicted, not after
+        check_writable_folder(out_dir, "--out" if out else "the run's eval folder (the default --out)",
+                              None if out else "pass --out DIR, a folder you can write to")
         print(describe(config, weights_path))
         corpus, stems, skipped, source = _recordings(config, split, edf_dir, progress, run_folder(weights_path))
     except (CheckpointError, ConfigError, OSError, ValueError) as err:
@@ -265,9 +269,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _score_mode(args) -> int:
     try:
+        if args.out:  # before scoring, not after the scores are printed
+            check_writable_folder(args.out, "--out")
         pairing = pair_records(*args.score)
         metrics = score_pairs(pairing.pairs)
-    except (OSError, ValueError) as err:  # missing folders, no pair at all, malformed files
+    except (OSError, ValueError) as err:  # missing folders, no pair at all, malformed files, --out
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
     metrics["unmatched"] = {"reference": list(map(str, pairing.reference_only)),

@@ -4,8 +4,9 @@ Each PATH is an EDF file or a folder, which stands for every `.edf` under it at 
 downloaded corpus as it ships); files and folders may be mixed. For each EDF, into --out
 (default `predictions/`):
 
-    <stem>.csv_bi   the predicted events in TUSZ's csv_v1.0.0 (common/eval/csv_bi.py), one
-                    `TERM,start,stop,seiz,confidence` row each, 4 decimals; header duration = the EDF's
+    <stem>.csv_bi   the predicted events in TUSZ's csv_v1.0.0 (common/data/csv_bi.py), one
+                    `TERM,start,stop,seiz,confidence` row each, 4 decimals; header duration = the EDF's,
+                    and a `# written_by = jaxbrr.predict` line (NEDC's tools skip it)
     <stem>.png      the preprocessed EEG with the events shaded, the probability trace, τ_on/τ_off
 
 Pipeline, all from the checkpoint's config (`--set` may change any field outside `model` and
@@ -23,6 +24,12 @@ re-montaged silently.
 Durations: the trace has round(N · sfreq / sfreq_EDF) samples, which can run up to half a sample
 past the EDF's own end N / sfreq_EDF; an event reaching the trace's end is written to stop at the
 EDF's end (the .csv_bi duration), so reference and hypothesis files of a recording pair up.
+
+Outputs never become labels: a .csv_bi beside an EDF is read as that recording's labels (README,
+"Data"), so predict refuses, before running the model, an --out that holds an EDF of a stem it
+predicts (the EDF's own folder, say), and an --out where a <stem>.csv_bi exists that it did not
+write (no written_by line: perhaps reference labels). An --out that cannot be written is refused
+then too (common/files.py check_writable_folder).
 
 Bad files (missing, corrupt, wrong montage, another file with the same stem) are reported and
 skipped, each with its fix; the others are still predicted. Exit status: 0 every file predicted, 2 a bad checkpoint,
@@ -49,17 +56,19 @@ from tqdm import tqdm
 
 from common.checkpoints import FIX, CheckpointError, locate
 from common.config import Config, ConfigError, parse_override, with_overrides
-from common.data.csv_bi import Event, write_csv_bi
+from common.data.csv_bi import Event, write_csv_bi, written_by_line
 from common.data.edf import EDFError, RawRecording, read_edf
 from common.data.montage import MONTAGES
 from common.data.preprocess import preprocess
 from common.eval.postprocess import postprocess
 from common.eval.recordings import Predict, predict_signals
+from common.files import check_writable_folder
 from common.progress import add_progress_argument, wants_bars
 from jaxbrr.precision import set_float32_precision
 
 EXIT_OK, EXIT_INPUT = 0, 2
 DEFAULT_OUT = "predictions"
+WRITTEN_BY = "jaxbrr.predict"  # the header line that marks a .csv_bi as predict's own
 
 class MontageMismatch(EDFError):
     """A recording the checkpoint's model cannot read, but a model of another montage could."""
@@ -203,7 +212,7 @@ def predict_file(path: str | Path, config: Config, predict: Predict, out_dir: st
     probs = predict_signals(predict, signals, config, progress=progress, desc=path.name)
     _, events = postprocess(probs, sfreq, config.postprocess)
     events = _end_at(events, raw.duration_seconds)
-    csv_bi = write_csv_bi(out_dir / f"{path.stem}.csv_bi", events, raw.duration_seconds)
+    csv_bi = write_csv_bi(out_dir / f"{path.stem}.csv_bi", events, raw.duration_seconds, written_by=WRITTEN_BY)
     png = plot_prediction(signals, raw.channels, probs, events, sfreq, config.postprocess,
                           out_dir / f"{path.stem}.png",
                           f"{path.name}: {len(events)} predicted seizure{'s' * (len(events) != 1)}")
@@ -220,6 +229,41 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
         else:
             files.append(given)
     return files
+
+
+def written_by_predict(path: Path) -> bool:
+    """Whether a .csv_bi file's header comments hold predict's written_by line."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if not line.startswith("#"):  # the column header: the comments are over
+                    return False
+                if line.strip() == written_by_line(WRITTEN_BY):
+                    return True
+    except OSError:  # unreadable: not known to be predict's
+        return False
+    return False
+
+
+def check_out_dir(files: Sequence[Path], out_dir: str | Path) -> None:
+    """ValueError naming every <stem>.csv_bi predict must not write into out_dir: one beside an
+    EDF there (build, train and evaluate would read the prediction as that recording's labels),
+    or one predict did not write (perhaps the reference labels)."""
+    out_dir = Path(out_dir)
+    edfs = {p.stem: p for p in (out_dir.iterdir() if out_dir.is_dir() else ())
+            if p.suffix.lower() == ".edf"}
+    refused = []
+    for stem in dict.fromkeys(path.stem for path in files):
+        target = out_dir / f"{stem}.csv_bi"
+        if stem in edfs:
+            refused.append(f"{target}: beside {edfs[stem]}, whose labels it would become")
+        elif target.exists() and not written_by_predict(target):
+            refused.append(f"{target}: exists and predict did not write it (no "
+                           f"'{written_by_line(WRITTEN_BY)}' line): perhaps reference labels")
+    if refused:
+        raise ValueError(f"--out {out_dir}: predict would write {len(refused)} .csv_bi file(s) where they "
+                         "must not go:\n  " + "\n  ".join(refused) + "\nchoose another --out, a folder without "
+                         "EDF or label files (an older predict's .csv_bi, without that line, may be deleted instead)")
 
 
 def describe(config: Config, weights_path: Path) -> str:
@@ -248,6 +292,17 @@ def main(argv: list[str] | None = None) -> int:
     add_progress_argument(parser)
     args = parser.parse_args(argv)
     bars = wants_bars(args.progress)
+    files = expand_paths(args.paths)
+    if not files:
+        print(f"error: no .edf file under {', '.join(args.paths)}; name EDF files or folders holding them",
+              file=sys.stderr)
+        return EXIT_INPUT
+    try:  # the outputs, before the model is loaded or run
+        check_writable_folder(args.out, "--out")
+        check_out_dir(files, args.out)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
     try:
         config, model, weights_path = load_checkpoint(args.checkpoint, args.set, args.config)
     except (CheckpointError, ConfigError) as err:
@@ -257,11 +312,6 @@ def main(argv: list[str] | None = None) -> int:
     predict = make_predict(model)
 
     skipped, stems = [], {}
-    files = expand_paths(args.paths)
-    if not files:
-        print(f"error: no .edf file under {', '.join(args.paths)}; name EDF files or folders holding them",
-              file=sys.stderr)
-        return EXIT_INPUT
     bar = tqdm(files, desc="recordings", unit="rec", disable=not bars or len(files) < 2)
     for path in bar:
         if path.stem in stems:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from common.config import DEFAULT_CONFIG_HELP, ConfigError, default_config, load_config
 from common.data.montage import MONTAGES
-from common.progress import add_progress_argument, wants_bars
+from common.files import check_writable_folder
+from common.progress import add_progress_argument, plain_lines, wants_bars
 
 
 def _synth(args) -> int:
@@ -40,8 +41,8 @@ def _build(args) -> int:
     from common.data.prepare import format_summary, prepare
 
     config = load_config(args.config or default_config(), args.set)
-    prepared = prepare(config, progress=wants_bars(args.progress))
-    print(format_summary(prepared))
+    prepared = prepare(config, progress=wants_bars(args.progress), plain_lines=plain_lines(args.progress))
+    print(format_summary(prepared), flush=True)  # before stderr's error line, in a log holding both
     build = prepared.build
     if not build.built and not build.reused:
         left_out = len(build.survey.left_out) if build.survey is not None else 0
@@ -55,7 +56,7 @@ def _build(args) -> int:
 
 
 def _labels(args) -> int:
-    from common.data.annotations import check_duration, labels_of
+    from common.data.annotations import check_duration, duration_tolerance, labels_of
     from common.data.cache import find_recordings, skip_line
     from common.data.corpora import survey
     from common.data.csv_bi import Event, with_background, write_csv_bi
@@ -63,7 +64,14 @@ def _labels(args) -> int:
 
     source, out = Path(args.dir), Path(args.out)
     data = load_config(args.config, args.set).data
-    found = survey(source, find_recordings(source), args.corpus, "seeded")  # no split: every file
+    if not source.is_dir():
+        raise FileNotFoundError(f"DIR {source}: no such folder; name the corpus folder, as downloaded")
+    edfs = find_recordings(source)
+    if not edfs:
+        raise FileNotFoundError(f"DIR {source}: no EDF file (*.edf) under it, so no labels to write; "
+                                "name the corpus folder, as downloaded")
+    check_writable_folder(out, "--out")
+    found = survey(source, edfs, args.corpus, "seeded")  # no split: every file
     print(found.headline())
     written, failed = 0, list(found.left_out)
     for recording in found.recordings:
@@ -72,7 +80,7 @@ def _labels(args) -> int:
             annotations = labels_of(edf, found.corpus, data)
             header = read_header(edf)
             duration = header.n_records * header.record_seconds
-            check_duration(annotations, edf, duration, data.label_duration_tolerance_seconds)
+            check_duration(annotations, edf, duration, duration_tolerance(annotations, data))
         except ValueError as err:  # AnnotationError, EDFError
             failed.append({"source": str(edf), "reason": str(err)})
             continue
@@ -96,7 +104,7 @@ def _labels(args) -> int:
 def _inspect(args) -> int:
     import numpy as np
 
-    from common.data.annotations import check_duration, labels_of, seizure_mask
+    from common.data.annotations import check_duration, duration_tolerance, labels_of, seizure_mask
     from common.data.corpora import corpus_of_name
     from common.data.csv_bi import AnnotationError
     from common.data.edf import read_edf
@@ -105,7 +113,15 @@ def _inspect(args) -> int:
     config = load_config(args.config, args.set)
     montage = args.montage or config.data.montage
     edf = Path(args.file)
+    if args.plot:  # before the file is read
+        if args.start < 0 or args.seconds <= 0:
+            raise ValueError(f"--start {args.start:g} --seconds {args.seconds:g}: the plot needs --start >= 0 "
+                             "and --seconds > 0")
+        check_writable_folder(Path(args.plot).parent, "--plot", "set --plot to a file in a folder you can write to")
     raw = read_edf(edf, montage, config.preprocess.interpolate)
+    if args.plot and args.start >= raw.duration_seconds:
+        raise ValueError(f"{edf}: --start {args.start:g} s is at or past the recording's end "
+                         f"({raw.duration_seconds:g} s): choose a --start below {raw.duration_seconds:g}")
     signals, report = preprocess(raw.signals_uv, raw.sfreq, config.preprocess, raw.channels, source=str(edf),
                                  interpolated=raw.interpolated, repairs=raw.repairs, refuse_flat=False)
     print(f"{edf}  montage={montage}  {raw.sfreq:g} Hz -> {config.preprocess.sfreq} Hz  "
@@ -124,7 +140,7 @@ def _inspect(args) -> int:
     corpus = config.data.corpus if config.data.corpus != "auto" else corpus_of_name(edf.stem)
     try:
         annotations = labels_of(edf, corpus, config.data)
-        check_duration(annotations, edf, raw.duration_seconds, config.data.label_duration_tolerance_seconds)
+        check_duration(annotations, edf, raw.duration_seconds, duration_tolerance(annotations, config.data))
     except AnnotationError as err:  # the signals are still worth a look
         print(f"\nno labels: {err}")
     else:
@@ -148,6 +164,8 @@ def plot_recording(signals, labels, sfreq, channels, out, start_seconds=0.0, sec
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from common.files import save_figure
+
     a = int(start_seconds * sfreq)
     b = min(signals.shape[-1], a + int(seconds * sfreq))
     t = np.arange(a, b) / sfreq
@@ -165,8 +183,16 @@ def plot_recording(signals, labels, sfreq, channels, out, start_seconds=0.0, sec
     ax.set_xlabel("time (s)")
     ax.set_title(f"{title}  (preprocessed, z-scored)")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out)  # atomic, its folders created, the figure closed
+
+
+def _check_cache_dir(args) -> None:
+    """build's data.cache_dir, writable, before any recording is read. The config is found here
+    (args.config set), so that build reads the same file and says where it found it once."""
+    args.config = args.config or default_config()
+    cache_dir = load_config(args.config, args.set).data.cache_dir
+    check_writable_folder(cache_dir, "data.cache_dir", "set data.cache_dir (--set data.cache_dir=DIR) to a "
+                          "folder you can write to")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--seconds", type=float, default=30.0, help="plot length (s)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "build":
+            _check_cache_dir(args)
         return args.run(args)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -16,11 +16,16 @@ TUSZ files are read by common/data/csv_bi.py and the corpora's own by common/dat
 strictly: a malformed row is an error that names the file and line, never skipped (a silently
 dropped seizure row turns a seizure into background), and a recording no label file speaks for
 is an error, never taken as seizure-free. Here every label must be a configured seizure or
-background label; per-channel files reduce to the union of their seizure intervals.
+background label; per-channel files reduce to the union of their seizure intervals. A `.csv_bi`
+beside an EDF must name that EDF in its `# bname` line if it has one, and a label file that says how
+long the recording lasts (a `.csv_bi`'s duration, a summary's or list's clock times) must say the
+EDF's length (`check_duration`): either differing means another recording's labels. Label files
+and entries that speak for no EDF present are listed (`labels_without_edf`), not refused.
 """
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,11 +53,14 @@ AGREEMENT_SECONDS = 1.0  # CHB-MIT summaries give whole seconds; .seizures files
 @dataclass
 class Annotations:
     path: str  # the label file(s) read, joined by " + " (for messages)
-    duration_seconds: float | None  # what a .csv_bi header says; None for files that do not say
+    # what the label file says the recording lasts: a .csv_bi's `duration`, the span of a CHB-MIT
+    # summary's File Start/End Time or a Siena list's registration times; None where it does not say
+    duration_seconds: float | None
     events: list[Event] = field(default_factory=list)
     files: tuple[str, ...] = ()  # the label files read; default (path,)
     listed_as: str | None = None  # the name a corpus's own label file lists it under, when not its own
     unlisted: bool = False  # seizure-free because data.chbmit_unlisted says so, not because a file says
+    duration_from: str | None = None  # a corpus's own file's clock times that give duration_seconds
 
     def __post_init__(self):
         self.files = self.files or (self.path,)
@@ -74,12 +82,20 @@ def read_annotations(
     path: str | Path,
     seizure_labels: Iterable[str] = SEIZURE_LABELS,
     background_labels: Iterable[str] = BACKGROUND_LABELS,
+    edf: Path | None = None,
 ) -> Annotations:
     """A TUSZ `.csv_bi` (term) or `.csv` (per-channel) file, through common/data/csv_bi.py's
-    reader, with every label checked against the configured seizure and background labels.
-    Raises AnnotationError naming the file, the line and the fix."""
+    reader, with every label checked against the configured seizure and background labels and,
+    given the `edf` it labels, its `# bname` against that EDF's stem (a file copied from another
+    recording keeps the other's name). Raises AnnotationError naming the file, the line and the fix."""
     path = Path(path)
     record = read_csv_bi(path, per_channel=path.suffix == ".csv")
+    if edf is not None and record.bname is not None and record.bname != edf.stem:
+        raise AnnotationError(
+            f"{path}: says bname = {record.bname}, but it labels {edf.name} (stem {edf.stem}), so it may be "
+            f"{record.bname}'s labels copied here; if they are {edf.name}'s, correct the line to "
+            f"'# bname = {edf.stem}' or delete it, else put {edf.stem}'s own labels there"
+        )
     known = set(seizure_labels) | set(background_labels)
     for event in record.events:
         if event.label not in known:
@@ -115,7 +131,7 @@ def labels_for(
     edf = Path(edf)
     beside = annotation_file(edf)
     if beside is not None:
-        return read_annotations(beside, seizure_labels, background_labels)
+        return read_annotations(beside, seizure_labels, background_labels, edf)
     if corpus not in ("chbmit", "siena"):
         raise AnnotationError(
             f"{edf}: no annotation file ({edf.with_suffix('.csv_bi').name} or {edf.with_suffix('.csv').name}); "
@@ -133,13 +149,54 @@ def labels_for(
     alias = native.file_name if native.file_name != edf.name else None
     unlisted = native.source == _UNLISTED
     path = f"not in {sources[0]}: seizure-free by data.chbmit_unlisted" if unlisted else " + ".join(map(str, sources))
-    return Annotations(path, None, events, tuple(map(str, sources)), alias, unlisted=unlisted)
+    return Annotations(path, native.duration_seconds, events, tuple(map(str, sources)), alias, unlisted=unlisted,
+                       duration_from=native.duration_from)
 
 
 def labels_of(edf: str | Path, corpus: str, data) -> Annotations:
     """labels_for under a config's data section (common.config.DataConfig): its seizure and
     background labels, listed_as and chbmit_unlisted; what build, inspect and labels call."""
     return labels_for(edf, corpus, data.seizure_labels, data.background_labels, data.listed_as, data.chbmit_unlisted)
+
+
+def labels_without_edf(data_dir: str | Path, corpus: str,
+                       listed_as: Iterable[tuple[str, str]] = SIENA_LISTED_AS.items()) -> list[dict]:
+    """The label files under data_dir, and the entries of a corpus's own ones, that speak for no EDF
+    present ({"source", "reason"}, by source): a `.csv_bi` without its `<stem>.edf` beside it; for
+    `chbmit` a `.edf.seizures` without its EDF, and for `chbmit` and `siena` a summary's or list's
+    entry with no EDF of its name (nor one that `listed_as` lists under it) in the file's folder or
+    one below, where labels_for looks. No recording reads their labels: a build lists them (a
+    partial download, a renamed or deleted EDF), never refuses them. A file that cannot be read at
+    all is left to the recordings it speaks for, which report it."""
+    data_dir = Path(data_dir)
+
+    def found(pattern: str) -> list[Path]:  # glob.glob: it enters symlinked folders (cache.find_recordings)
+        return sorted(data_dir / name for name in glob.glob(pattern, root_dir=data_dir, recursive=True))
+
+    lonely = [{"source": str(p), "reason": f"no {p.with_suffix('.edf').name} beside it"}
+              for p in found("**/*.csv_bi") if not p.with_suffix(".edf").is_file()]
+    if corpus == "chbmit":
+        for wfdb in found("**/*.edf.seizures"):
+            edf = wfdb.with_name(wfdb.name.removesuffix(".seizures"))
+            if not edf.is_file():
+                lonely.append({"source": str(wfdb), "reason": f"no {edf.name} beside it"})
+    pattern, read = {"chbmit": ("**/chb*-summary.txt", native_labels.read_chbmit_summary),
+                     "siena": ("**/Seizures-list-*.txt", native_labels.read_siena_list)}.get(corpus, ("", None))
+    listed_name_of = {listed: name for name, listed in dict(listed_as).items()}
+    for listing in found(pattern) if read is not None else []:
+        try:
+            entries = read(listing)
+        except AnnotationError:
+            continue
+        folders = [listing.parent, *(p for p in listing.parent.iterdir() if p.is_dir())]
+        for name, entry in entries.items():
+            names = [name] + ([listed_name_of[name]] if name in listed_name_of else [])
+            if any((folder / each).is_file() for folder in folders for each in names):
+                continue
+            what = "unreadable" if isinstance(entry, AnnotationError) else f"{len(entry.seizures)} seizure(s)"
+            lonely.append({"source": str(listing), "reason": f"lists {name} ({what}), which is not in its folder "
+                                                             "or one below"})
+    return sorted(lonely, key=lambda item: item["source"])
 
 
 def wfdb_file(edf: Path) -> Path:
@@ -289,10 +346,10 @@ def _siena_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], nat
         apart = min(apart, native_labels.DAY_SECONDS - apart)
         if apart > SIENA_CLOCK_TOLERANCE_SECONDS:
             raise AnnotationError(
-                f"{edf}: {listing} gives its registration start as {_clock_text(listed.start_clock)}, the EDF header "
-                f"{_clock_text(header_clock)}, {apart} s apart; the list's seizure times are clock times, so they "
-                f"would land {apart} s off if the list's start is wrong: check which is right and write "
-                f"{edf.with_suffix('.csv_bi').name} beside the EDF with the seizures' times from the recording's start"
+                f"{edf}: {listing} gives its registration start as {native_labels.clock_text(listed.start_clock)}, "
+                f"the EDF header {native_labels.clock_text(header_clock)}, {apart} s apart; the list's seizure "
+                f"times are clock times, so they would land {apart} s off if the list's start is wrong: check "
+                f"which is right and write {edf.with_suffix('.csv_bi').name} beside the EDF with the seizures' times from the recording's start"
             )
     return [listing], listed
 
@@ -327,19 +384,34 @@ def _header_clock(edf: Path) -> int | None:
     return None if header is None else native_labels.clock_seconds(header.starttime)
 
 
-def _clock_text(seconds: int) -> str:
-    return f"{seconds // 3600:02d}.{seconds // 60 % 60:02d}.{seconds % 60:02d}"
+def duration_tolerance(annotations: Annotations, data) -> float:
+    """The tolerance check_duration applies (a DataConfig's): a `.csv_bi`'s written duration
+    (label_duration_tolerance_seconds), or a corpus's own clock times (clock_duration_tolerance_seconds)."""
+    if annotations.duration_from is None:
+        return data.label_duration_tolerance_seconds
+    return data.clock_duration_tolerance_seconds
 
 
 def check_duration(annotations: Annotations, edf: Path, edf_seconds: float, tolerance_seconds: float) -> None:
-    """A label file that states a duration must state the EDF's (within the tolerance)."""
+    """A label file that states a duration must state the EDF's (within the tolerance): a .csv_bi's
+    `duration` line, a CHB-MIT summary's or Siena list's clock times (their seizure times count from
+    the recording's start, so a recording of another length is another recording, or another cut)."""
     stated = annotations.duration_seconds
-    if stated is not None and abs(stated - edf_seconds) > tolerance_seconds:
+    if stated is None or abs(stated - edf_seconds) <= tolerance_seconds:
+        return
+    field = "label" if annotations.duration_from is None else "clock"
+    raise_it = (f"or raise data.{field}_duration_tolerance_seconds (now {tolerance_seconds:g}) if the difference "
+                "is meant")
+    if annotations.duration_from is None:
         raise AnnotationError(
             f"{annotations.path}: says duration = {stated:g} s, but {edf.name} lasts {edf_seconds:g} s, so these "
-            f"labels describe another recording (or another cut of it); use the label file of this EDF, or raise "
-            f"data.label_duration_tolerance_seconds (now {tolerance_seconds:g}) if the difference is meant"
+            f"labels describe another recording (or another cut of it); use the label file of this EDF, {raise_it}"
         )
+    raise AnnotationError(
+        f"{edf}: {annotations.duration_from} gives it {stated:g} s, but {edf.name} lasts {edf_seconds:g} s, so "
+        f"that entry describes another recording (or another cut of it); write {edf.with_suffix('.csv_bi').name} "
+        f"beside the EDF with its seizures' times from the recording's start (it takes precedence), {raise_it}"
+    )
 
 
 @dataclass

@@ -32,7 +32,9 @@ from common.config import Config, DataConfig, config_hash, config_to_dict
 from common.data.annotations import (
     annotation_file,
     check_duration,
+    duration_tolerance,
     labels_of,
+    labels_without_edf,
     seizure_mask,
     wfdb_file,
     wfdb_files,
@@ -46,15 +48,18 @@ from common.data.windows import (
     window_starts,
 )
 from common.files import atomic_path, write_text
+from common.progress import LOG_LINE_SECONDS, Heartbeat
 
 MANIFEST = "manifest.json"
 STALE_SECONDS = 600  # a temporary file untouched this long belongs to a build that was killed
-CACHE_FORMAT = 5  # 2: sidecars stamp the label files too and carry the layout's patient; 3: a montage
+CACHE_FORMAT = 6  # 2: sidecars stamp the label files too and carry the layout's patient; 3: a montage
 # signal with a calibration that cannot scale it (digital or physical min = max) is a bad file, so
 # a cache of format 2 may hold recordings a fresh build skips (and a seeded split over them differs);
 # 4: bipolar derivations from a common reference, '01' as O1, copies of a derivation checked equal:
 # files read differently than a format-3 build read or refused them; 5: a recording whose every
-# channel is flat, and a calibration field of nan or inf, are refused (format 4 cached them as zeros)
+# channel is flat, and a calibration field of nan or inf, are refused (format 4 cached them as zeros);
+# 6: a CHB-MIT or Siena recording whose length is not the span of its summary's or list's clock
+# times, and a .csv_bi naming another recording in its bname, are refused (format 5 cached them)
 
 
 def cache_key(config: Config) -> str:
@@ -151,7 +156,7 @@ def cache_recording(recording: Recording, config: Config, root: Path, corpus: st
     read_header(edf)
     annotations = labels_of(edf, corpus, config.data)
     signals, report = preprocess_file(edf, config.data.montage, config.preprocess)
-    check_duration(annotations, edf, report.duration_seconds, config.data.label_duration_tolerance_seconds)
+    check_duration(annotations, edf, report.duration_seconds, duration_tolerance(annotations, config.data))
     sfreq = config.preprocess.sfreq
     n_samples = signals.shape[-1]
     notes = report.to_dict()
@@ -178,9 +183,11 @@ def cache_recording(recording: Recording, config: Config, root: Path, corpus: st
     return sidecar
 
 
-def build_cache(config: Config, progress: bool = True) -> BuildResult:
+def build_cache(config: Config, progress: bool = True, plain_lines: bool = False) -> BuildResult:
     """Cache every recording the corpus layout finds under data.data_dir; skip and record bad
-    files; keep what exists."""
+    files; keep what exists. `progress` shows a bar; without one, `plain_lines` (for a log file,
+    common/progress.py) prints the survey's lines first, then a count at most once every
+    LOG_LINE_SECONDS and at the end, each flushed: a TUSZ build takes 25 minutes."""
     from tqdm.auto import tqdm
 
     data = config.data
@@ -188,10 +195,21 @@ def build_cache(config: Config, progress: bool = True) -> BuildResult:
     (root / "recordings").mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(root / "recordings")
     found = survey(data.data_dir, find_recordings(data.data_dir, data.edf_glob), data.corpus, data.split.kind)
+    found.without_edf = labels_without_edf(data.data_dir, found.corpus, data.listed_as)
+    heartbeat = Heartbeat(LOG_LINE_SECONDS) if plain_lines and not progress else None
+    if heartbeat is not None:
+        print("\n".join(found.lines()), flush=True)
     stems: dict[str, Path] = {}
     built, reused, skipped, failed = [], [], [], set()
+
+    def say(done: int) -> None:
+        print(f"caching recordings: {done}/{len(found.recordings)} ({len(built)} built, {len(reused)} reused, "
+              f"{len(skipped)} skipped)", flush=True)
+
     bar = tqdm(found.recordings, desc="caching recordings", unit="rec", disable=not progress)
-    for recording in bar:
+    for done, recording in enumerate(bar):
+        if heartbeat is not None and heartbeat.due():
+            say(done)
         edf = recording.edf
         bar.set_postfix_str(edf.name)
         if edf.stem in stems:
@@ -208,6 +226,8 @@ def build_cache(config: Config, progress: bool = True) -> BuildResult:
         except (ValueError, OSError) as err:  # EDFError and AnnotationError are ValueErrors
             skipped.append({"source": str(edf), "reason": str(err).strip() or traceback.format_exc(limit=1)})
             failed.add(edf.stem)  # an older build of it, from files since changed, is not used
+    if heartbeat is not None:
+        say(len(found.recordings))
     write_manifest(root, config, skipped, keep=set(stems) - failed)
     return BuildResult(root, built, reused, skipped, found)
 

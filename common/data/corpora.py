@@ -100,6 +100,9 @@ class Recording:
         return self.edf.stem
 
 
+WITHOUT_EDF_SHOWN = 10  # label entries without an EDF a survey names before it counts the rest
+
+
 @dataclass
 class Survey:
     """What data_dir holds, as the layout reads it."""
@@ -111,6 +114,8 @@ class Survey:
     recordings: list[Recording]
     left_out: list[dict] = field(default_factory=list)  # {"source", "reason"}: found, not used
     missing_splits: list[str] = field(default_factory=list)  # official split folders absent or empty
+    # {"source", "reason"}: label files or entries that speak for no EDF present (annotations.labels_without_edf)
+    without_edf: list[dict] = field(default_factory=list)
 
     def headline(self) -> str:
         patients = {r.patient for r in self.recordings}
@@ -125,6 +130,11 @@ class Survey:
         if self.left_out:
             lines.append(f"  {len(self.left_out)} EDF file(s) left out:")
             lines.extend(f"    {item['source']}: {item['reason']}" for item in self.left_out)
+        if self.without_edf:
+            lines.append(f"  {len(self.without_edf)} label file(s) or entries without an EDF (their labels unused):")
+            lines.extend(f"    {item['source']}: {item['reason']}" for item in self.without_edf[:WITHOUT_EDF_SHOWN])
+            if len(self.without_edf) > WITHOUT_EDF_SHOWN:  # a partial download: a summary lists ~40 each
+                lines.append(f"    ... and {len(self.without_edf) - WITHOUT_EDF_SHOWN} more")
         return lines
 
 

@@ -13,7 +13,8 @@ Format (TUH csv_v1.0.0, as in TUSZ v2 and NEDC nedc_eeg_eval v6.0.0's sample dat
 Glossary
     record     one file: its name, duration and events
     event      one row: [start, stop) seconds on channel TERM, a label and a confidence in [0, 1]
-    bname      the file stem (TUSZ's convention, NEDC's Csv.write_header)
+    bname      the file stem (TUSZ's convention, NEDC's Csv.write_header); optional here, but one
+               beside an EDF must name that EDF (common/data/annotations.py `read_annotations`)
 
 A file either is well formed or is an error naming the file and line (AnnotationError): the
 version line must come first, comments only before the column header, rows after it; every row
@@ -65,6 +66,7 @@ class CsvBi:
     duration_seconds: float
     events: tuple[Event, ...]  # sorted by start, non-overlapping
     montage_file: str | None = None
+    bname: str | None = None  # the `# bname` line's, None when the line is absent or empty
 
     @property
     def name(self) -> str:
@@ -111,7 +113,7 @@ def read_csv_bi(path: str | Path, per_channel: bool = False) -> CsvBi:
     for lineno, line in numbered[rows_from:]:
         previous = None if per_channel or not events else events[-1]
         events.append(_parse_row(line, f"{path}:{lineno}", duration, previous, per_channel))
-    return CsvBi(str(path), duration, tuple(events), header.get("montage_file"))
+    return CsvBi(str(path), duration, tuple(events), header.get("montage_file"), header.get("bname") or None)
 
 
 def _is_version(line: str) -> bool:
@@ -154,9 +156,17 @@ def _parse_row(line: str, where: str, duration: float, previous: Event | None, p
     return Event(start, stop, label, channel, confidence)
 
 
+def written_by_line(program: str) -> str:
+    """The header comment naming the program that wrote a file, `# written_by = jaxbrr.predict`.
+    NEDC v6.0.0 (nedc_eeg_ann_tools.py Csv.load) skips every comment line but duration and
+    montage_file, and read_csv_bi keeps only the keys it uses: both read the file as without it."""
+    return f"# written_by = {program}"
+
+
 def format_csv_bi(events: Iterable[Event], duration_seconds: float, bname: str,
-                  montage_file: str = DEFAULT_MONTAGE) -> str:
-    """The text of a `.csv_bi` file: TUSZ's six header lines, then one TERM row per event."""
+                  montage_file: str = DEFAULT_MONTAGE, written_by: str | None = None) -> str:
+    """The text of a `.csv_bi` file: TUSZ's six header lines (and, with `written_by`, the
+    program's line before the closing `#`), then one TERM row per event."""
     events = list(events)
     if not (math.isfinite(duration_seconds) and duration_seconds > 0):
         raise ValueError(f"duration_seconds must be finite and > 0, got {duration_seconds}")
@@ -165,6 +175,7 @@ def format_csv_bi(events: Iterable[Event], duration_seconds: float, bname: str,
         f"# bname = {bname}",
         f"# duration = {duration_seconds:.4f} secs",
         f"# montage_file = {montage_file}",
+        *([written_by_line(written_by)] if written_by else []),
         "#",
         HEADER,
     ]
@@ -186,10 +197,10 @@ def format_csv_bi(events: Iterable[Event], duration_seconds: float, bname: str,
 
 
 def write_csv_bi(path: str | Path, events: Iterable[Event], duration_seconds: float,
-                 montage_file: str = DEFAULT_MONTAGE) -> Path:
+                 montage_file: str = DEFAULT_MONTAGE, written_by: str | None = None) -> Path:
     """Write `events` atomically as a `.csv_bi` file whose bname is the file stem."""
     path = Path(path)
-    write_text(path, format_csv_bi(events, duration_seconds, path.stem, montage_file))
+    write_text(path, format_csv_bi(events, duration_seconds, path.stem, montage_file, written_by))
     return path
 
 

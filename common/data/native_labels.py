@@ -4,7 +4,10 @@ Every reader returns, per EDF file, its seizures as [start, stop) seconds from t
 start. A file either is well formed or is an AnnotationError naming the file, the line (or byte)
 and what was expected; in the multi-recording files (summaries, lists) that error is per
 recording where the line belongs to one. Seizure times are not checked against the recording's length: the label
-files do not always know it, and a caller that does reports an event past the end.
+files do not always know it, and a caller that does reports an event past the end. Where a file gives
+a recording's clock times (a summary's File Start/End Time, a list's registration start and end),
+the duration they span is returned, and common/data/annotations.py `check_duration` holds it
+against the EDF's.
 
 CHB-MIT `chbNN-summary.txt` (CHB-MIT Scalp EEG Database, Shoeb 2009, PhysioNet,
 doi:10.13026/C2K01R):
@@ -115,6 +118,7 @@ class NativeLabels:
     source: str  # the label file it came from
     duration_seconds: float | None  # what the label file says the recording lasts, when it says
     start_clock: int | None = None  # the clock time (s of the day) the label file says it started at
+    duration_from: str | None = field(default=None, compare=False)  # where it says so, for messages
 
 
 def seizure_events(labels: NativeLabels, label: str = "seiz") -> list[Event]:
@@ -238,11 +242,13 @@ def _close_chb_block(block: _ChbBlock, path: Path) -> None:
 
 
 def _chb_labels(block: _ChbBlock, path: Path) -> NativeLabels:
-    duration = None
+    duration, said = None, None
     if block.clocks:
-        (start, _), (end, line) = block.clocks["start"], block.clocks["end"]
+        (start, start_line), (end, line) = block.clocks["start"], block.clocks["end"]
         duration = _clock_difference(start, end, f"{path}:{line}", "File End Time equals File Start Time")
-    return NativeLabels(block.name, tuple(sorted(block.seizures)), str(path), duration)
+        said = (f"{path}:{start_line} (File Start Time {clock_text(start, ':')}, "
+                f"File End Time {clock_text(end, ':')})")
+    return NativeLabels(block.name, tuple(sorted(block.seizures)), str(path), duration, duration_from=said)
 
 
 # --- WFDB annotation file ----------------------------------------------------------------------
@@ -446,12 +452,13 @@ def _siena_labels(file: _SienaFile, path: Path) -> NativeLabels:
     if not file.seizures:  # so a registration start was read too: a seizure line needs one
         raise AnnotationError(f"{path}:{file.line}: {file.name} is listed, yet no seizure start and end time of "
                               "it was read (the lists hold recordings with seizures); check its block's lines")
-    duration = None
+    duration, said = None, None
     if "end" in file.registration:
-        (start, _), (end, line) = file.registration["start"], file.registration["end"]
+        (start, start_line), (end, line) = file.registration["start"], file.registration["end"]
         duration = _clock_difference(start, end, f"{path}:{line}", "registration end equals its start")
+        said = f"{path}:{start_line} (registration {clock_text(start)} to {clock_text(end)})"
     start = file.registration["start"][0]
-    return NativeLabels(file.name, tuple(sorted(file.seizures)), str(path), duration, start)
+    return NativeLabels(file.name, tuple(sorted(file.seizures)), str(path), duration, start, said)
 
 
 def clock_seconds(text: str) -> int | None:
@@ -460,6 +467,11 @@ def clock_seconds(text: str) -> int | None:
         return _siena_clock(text, "")
     except AnnotationError:
         return None
+
+
+def clock_text(seconds: int, separator: str = ".") -> str:
+    """`hh.mm.ss` of seconds since a midnight; hours past 23 kept (CHB-MIT writes `24:21:32`)."""
+    return separator.join(f"{part:02d}" for part in (seconds // 3600, seconds // 60 % 60, seconds % 60))
 
 
 def _siena_clock(text: str, where: str) -> int:

@@ -58,11 +58,13 @@ def ensure_synthetic(config: Config, progress: bool = True) -> str | None:
             "for a corpus set data.synthetic: null and data.data_dir to its folder")
 
 
-def prepare(config: Config, progress: bool = True, keep_split: Path | None = None) -> PreparedData:
+def prepare(config: Config, progress: bool = True, keep_split: Path | None = None,
+            plain_lines: bool = False) -> PreparedData:
     """Generate, build, split. With `keep_split` (a run's SPLITS_FILE) the splits are the ones it
-    records, where that file exists: PreparedData.followed says what it lacks or adds."""
+    records, where that file exists: PreparedData.followed says what it lacks or adds.
+    `plain_lines`: without bars, the build's progress as a line a minute (common/progress.py)."""
     synthetic = ensure_synthetic(config, progress)
-    build = build_cache(config, progress=progress)
+    build = build_cache(config, progress=progress, plain_lines=plain_lines)
     corpus = Corpus(build.root)
     stems = corpus.stems
     patients = {s: corpus.recordings[s]["patient"] for s in stems}

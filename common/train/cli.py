@@ -9,8 +9,8 @@ step (the dump and the replay command are printed), 130 or 143 stopped by SIGINT
 SIGTERM: on one host the step in flight finishes and a `last` checkpoint is saved there first,
 and the command that continues the run is printed (common/train/stop.py); a second Ctrl-C, or
 one before training starts, stops at once. The config and the arguments against the
-workdir (--resume, --init-from, checkpoints already there) are checked before any data is read
-and before the framework is imported.
+workdir (--resume, --init-from, checkpoints already there, a workdir that cannot be written) are
+checked before any data is read and before the framework is imported.
 
 Without --config: configs/default.yaml of the current folder, else the repository's (found from
 this file; the package is installed editable from the repository). The config's relative paths
@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.config import DEFAULT_CONFIG_HELP, ConfigError, default_config, load_config
+from common.files import check_writable_folder
 from common.out_of_memory import out_of_memory_line
 from common.progress import add_progress_argument, plain_lines, wants_bars
 
@@ -82,7 +83,7 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
                              "a .safetensors, a brain-go-brr v2 checkpoint) with a fresh optimizer")
     add_progress_argument(parser)
     args = parser.parse_args(argv)
-    bars = wants_bars(args.progress)
+    bars, lines = wants_bars(args.progress), plain_lines(args.progress)
     try:
         config = load_config(args.config or default_config(), args.set)
         config = dataclasses.replace(config, workdir=args.workdir or config.workdir + workdir_suffix)
@@ -98,6 +99,8 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
             theirs = weights_config(args.init_from, config)
             if theirs is not None:
                 check_init_config(config, theirs, args.init_from)
+        # a read-only workdir: one line now, not orbax's traceback at the first checkpoint
+        check_writable_folder(config.workdir, "workdir", "pass --workdir DIR, a folder you can write to")
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as err:  # CheckpointError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -108,7 +111,7 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
 
     try:
         # a resumed run keeps the split it started with (common/data/prepare.py SPLITS_FILE)
-        prepared = prepare(config, progress=bars,
+        prepared = prepare(config, progress=bars, plain_lines=lines,
                            keep_split=Path(config.workdir) / SPLITS_FILE if args.resume else None)
     except (FileNotFoundError, ValueError) as err:  # data_dir, the generator's folder, the split
         print(f"error: {err}", file=sys.stderr)
@@ -119,7 +122,7 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     print(format_summary(prepared))
     try:
         trainer = trainer_class()(config, resume=args.resume, progress=bars, prepared=prepared,
-                                  init_from=args.init_from, plain_lines=plain_lines(args.progress))
+                                  init_from=args.init_from, plain_lines=lines)
         result = trainer.run()
     except (ConfigError, FileExistsError, ValueError) as err:  # bad config, data, weights or setup
         print(f"error: {err}", file=sys.stderr)

@@ -1,10 +1,12 @@
-"""Atomic writes: all or nothing, and the same permissions a plain write would give."""
+"""Atomic writes: all or nothing, and the same permissions a plain write would give; an output
+folder proved writable before a command's work."""
 
+import errno
 import stat
 
 import pytest
 
-from common.files import atomic_path, write_text
+from common.files import UnwritableFolder, atomic_path, check_writable_folder, write_text
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -34,3 +36,40 @@ def test_a_writer_that_creates_the_file_anew_still_gets_that_mode(tmp_path):
     plain.write_text("x")
     written = write_neutral(tmp_path / "w.safetensors", {"w": np.zeros(2, np.float32)}, None, "neutral")
     assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_a_writable_folder_is_proved_and_nothing_is_left_behind(tmp_path):
+    """Missing folders are created to prove it, then removed: a command refused later for another
+    reason leaves no empty output folder; a folder that was there stays, without the probe file."""
+    nested = tmp_path / "a" / "b" / "c"
+    assert check_writable_folder(nested, "--out") == nested
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    check_writable_folder(tmp_path / "kept", "--out")
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"] and list((tmp_path / "kept").iterdir()) == []
+
+
+def test_a_folder_under_a_file_names_the_file(tmp_path):
+    """Unwritable for root too (a folder without write permission is not, for root)."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("")
+    for path in (blocker / "out" / "deeper", blocker):
+        with pytest.raises(UnwritableFolder) as info:
+            check_writable_folder(path, "--out")
+        assert str(info.value) == (f"--out {path}: cannot write there ({blocker} is a file, not a folder); "
+                                   "set --out to a folder you can write to")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_read_only_folder_is_refused_naming_the_option_and_the_fix(tmp_path, monkeypatch):
+    """A read-only mount (EROFS) simulated: the probe file cannot be created; the folders made
+    to reach it are removed again."""
+    def mkstemp(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("common.files.tempfile.mkstemp", mkstemp)
+    with pytest.raises(UnwritableFolder) as info:
+        check_writable_folder(tmp_path / "run" / "eval", "workdir", "pass --workdir DIR")
+    assert str(info.value) == f"workdir {tmp_path / 'run' / 'eval'}: cannot write there (Read-only file system); pass --workdir DIR"
+    assert isinstance(info.value, ValueError)  # every command reports a ValueError as `error: ...`, exit 2
+    assert list(tmp_path.iterdir()) == []

@@ -80,6 +80,33 @@ def test_no_pair_or_malformed_files_exit_2_naming_the_file(tmp_path, capsys):
     assert "hyp/b_s001_t000.csv_bi:4: need 0 <= start < stop" in capsys.readouterr().err
 
 
+def test_predicts_marked_files_score_as_any_other(tmp_path, capsys):
+    """predict's `# written_by = jaxbrr.predict` line changes nothing the scorer reads."""
+    from common.data.csv_bi import Event, write_csv_bi
+
+    seizure = [Event(10.0, 20.0, "seiz", confidence=0.9)]
+    write_csv_bi(tmp_path / "ref" / "a_s001_t000.csv_bi", seizure, 100.0)
+    write_csv_bi(tmp_path / "hyp" / "a_s001_t000.csv_bi", seizure, 100.0, written_by="jaxbrr.predict")
+    assert "# written_by = jaxbrr.predict" in (tmp_path / "hyp" / "a_s001_t000.csv_bi").read_text()
+    assert main(["--score", str(tmp_path / "ref"), str(tmp_path / "hyp"), "--out", str(tmp_path / "out")]) == 0
+    ovlp = json.loads((tmp_path / "out" / "metrics.json").read_text())["nedc"]["ovlp"]["seiz"]
+    assert (ovlp["targets"], ovlp["hits"], ovlp["false_alarms"]) == (1, 1, 0)
+
+
+def test_score_mode_refuses_an_unwritable_out_before_scoring(tmp_path, capsys):
+    """It printed the scores, then a traceback. A path under a regular file cannot be written, by
+    root either."""
+    _file(tmp_path / "ref", "a_s001_t000.csv_bi", "TERM,10.0000,20.0000,seiz,1.0000\n")
+    _file(tmp_path / "hyp", "a_s001_t000.csv_bi", "TERM,10.0000,20.0000,seiz,1.0000\n")
+    (tmp_path / "notes.txt").write_text("")
+    out = tmp_path / "notes.txt" / "score"
+    assert main(["--score", str(tmp_path / "ref"), str(tmp_path / "hyp"), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"error: --out {out}: cannot write there ({tmp_path / 'notes.txt'} is a file, not a "
+                            "folder); set --out to a folder you can write to\n")
+    assert "NEDC OVLP" not in captured.out
+
+
 def test_a_mode_is_required():
     with pytest.raises(SystemExit) as info:
         main([])
@@ -270,6 +297,25 @@ def test_checkpoint_mode_bad_arguments_exit_2(synthetic_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["--score", "a", "b", "--split", "dev"])
     assert info.value.code == 2 and "--split only apply with --checkpoint" in capsys.readouterr().err
+
+
+def test_an_unwritable_out_is_refused_before_any_recording_is_read(synthetic_run, tmp_path, monkeypatch, capsys):
+    """It built the cache and predicted every recording, then a traceback. A path under a regular
+    file cannot be written, by root either: given as --out, or as the run's own eval folder."""
+    import shutil
+
+    monkeypatch.setattr("jaxbrr.evaluate._recordings", lambda *a, **k: pytest.fail("the recordings were read"))
+    (tmp_path / "notes.txt").write_text("")
+    out = tmp_path / "notes.txt" / "eval"
+    assert main(["--checkpoint", str(synthetic_run), "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (f"error: --out {out}: cannot write there ({tmp_path / 'notes.txt'} is a "
+                                       "file, not a folder); set --out to a folder you can write to\n")
+    run = shutil.copytree(synthetic_run, tmp_path / "run", ignore=shutil.ignore_patterns("eval"))
+    (run / "eval").write_text("")  # where WORKDIR/eval/best-1/dev would go
+    assert main(["--checkpoint", str(run), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: the run's eval folder (the default --out) {run / 'eval' / 'best-1' / 'dev'}: cannot write there "
+        f"({run / 'eval'} is a file, not a folder); pass --out DIR, a folder you can write to\n")
 
 
 def test_split_fields_cannot_change_the_split_being_scored(synthetic_run, capsys):

@@ -97,16 +97,17 @@ def test_flat_channels_are_named_and_a_recording_of_nothing_but_is_not_predicted
 
 
 def test_a_montage_mismatch_is_refused_both_ways(bipolar_run, synthetic_run, chbmit, tmp_path, capsys):
-    assert main(["--checkpoint", str(synthetic_run), str(chbmit), "--out", str(tmp_path)]) == 2
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(synthetic_run), str(chbmit), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"{chbmit}: a bipolar recording, but the checkpoint's model was trained on the 'ref19' montage" in err
     assert "checkpoint trained with data.montage: bipolar" in err
 
     referential = write_edf(tmp_path / "ref_s001_t000.edf", [f"EEG {name.upper()}-REF" for name in REF19], 5.0)
-    assert main(["--checkpoint", str(bipolar_run), str(referential), "--out", str(tmp_path)]) == 2
+    assert main(["--checkpoint", str(bipolar_run), str(referential), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "a ref19 recording, but the checkpoint's model was trained on the 'bipolar' montage" in err
-    assert not list(tmp_path.glob("*.csv_bi"))
+    assert not list(out.glob("*.csv_bi"))
 
 
 def test_bad_files_are_skipped_and_reported_the_others_predicted(bipolar_run, chbmit, tmp_path, capsys):
@@ -148,6 +149,65 @@ def test_folders_stand_for_every_edf_under_them_mixed_with_files(bipolar_run, ch
     empty.mkdir()
     assert main(["--checkpoint", str(bipolar_run), str(empty), "--out", str(out)]) == 2
     assert f"no .edf file under {empty}" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """The model must not run: a refusal that comes after it shows up as this failure."""
+    monkeypatch.setattr("jaxbrr.predict.predict_file", lambda *a, **k: pytest.fail("the model ran"))
+
+
+def test_predictions_never_land_beside_an_edf_as_its_labels(bipolar_run, tmp_path, no_model, capsys):
+    """--out the EDF's own folder replaced its reference .csv_bi, which the next `data build` reads
+    as the recording's labels; an EDF of the same stem in --out would take the prediction as its
+    labels too. Refused before the model runs, every file named."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    edf = write_edf(folder / "pa_s001_t000.edf", BIPOLAR23[:-1], seconds=2.0)
+    reference = folder / "pa_s001_t000.csv_bi"
+    reference.write_text("the reference labels")
+    other = write_edf(folder / "pb_s001_t000.edf", BIPOLAR23[:-1], seconds=2.0)
+    elsewhere = write_edf(tmp_path / "pb_s001_t000.EDF", BIPOLAR23[:-1], seconds=2.0)
+    assert main(["--checkpoint", str(bipolar_run), str(edf), str(elsewhere), "--out", str(folder)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --out {folder}: predict would write 2 .csv_bi file(s) where they must not go:\n"
+        f"  {reference}: beside {edf}, whose labels it would become\n"
+        f"  {folder / 'pb_s001_t000.csv_bi'}: beside {other}, whose labels it would become\n"
+        "choose another --out, a folder without EDF or label files (an older predict's .csv_bi, without that "
+        "line, may be deleted instead)\n")
+    assert reference.read_text() == "the reference labels"
+    assert sorted(p.name for p in folder.iterdir()) == ["pa_s001_t000.csv_bi", "pa_s001_t000.edf", "pb_s001_t000.edf"]
+
+
+def test_only_its_own_csv_bi_is_replaced(bipolar_run, chbmit, tmp_path, capsys):
+    """predict marks its files (`# written_by = jaxbrr.predict`, skipped by NEDC's reader and by
+    read_csv_bi); a .csv_bi without that line may be reference labels and is not replaced."""
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(bipolar_run), str(chbmit), "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    written = out / "chb01_03_Seizure.csv_bi"
+    assert written.read_text().splitlines()[4:6] == ["# written_by = jaxbrr.predict", "#"]
+    assert main(argv + WHOLE_RECORDING) == 0  # its own: replaced
+    assert len(read_csv_bi(written).events) == 1
+    labels = written.read_text().replace("# written_by = jaxbrr.predict\n", "")
+    written.write_text(labels)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {out}: predict would write 1 .csv_bi file(s) where they must not go:\n"
+                          f"  {written}: exists and predict did not write it (no '# written_by = jaxbrr.predict' "
+                          "line): perhaps reference labels\n")
+    assert written.read_text() == labels
+
+
+def test_an_unwritable_out_is_refused_before_the_model_runs(bipolar_run, chbmit, tmp_path, no_model, capsys):
+    """It ran the model on every file, then blamed each input file for the read-only --out. A path
+    under a regular file cannot be written, by root either."""
+    (tmp_path / "notes.txt").write_text("")
+    out = tmp_path / "notes.txt" / "pred"
+    assert main(["--checkpoint", str(bipolar_run), str(chbmit), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"error: --out {out}: cannot write there ({tmp_path / 'notes.txt'} is a "
+                                       "file, not a folder); set --out to a folder you can write to\n")
 
 
 def test_bad_checkpoints_exit_2_naming_the_path_and_the_fix(bipolar_run, chbmit, tmp_path, capsys):

@@ -1,7 +1,9 @@
 """The cache: bad files skipped and listed, finished work kept, config changes rebuild."""
 
+import io
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -190,3 +192,66 @@ def test_a_csv_bi_put_beside_a_cached_chbmit_recording_rebuilds_it(tmp_path):
     again = build_cache(config, progress=False)
     assert again.built == ["chb01_01"] and Corpus(again.root).arrays("chb01_01")[1].sum() == 10 * SFREQ
     assert build_cache(config, progress=False).reused == ["chb01_01"]
+
+
+# -- a build in a log file (stdout and stderr redirected: no bars) ---------------------------------
+
+
+class _Log(io.StringIO):
+    """Standard output as a log file sees it: `flushed` is how much of it had been flushed."""
+
+    flushed = 0
+
+    def flush(self):
+        self.flushed = len(self.getvalue())
+
+
+def _plain_build(tmp_path, monkeypatch, seconds_between_lines: float, **kw):
+    import common.data.cache as cache
+
+    monkeypatch.setattr(cache, "LOG_LINE_SECONDS", seconds_between_lines)
+    log = _Log()
+    monkeypatch.setattr(sys, "stdout", log)
+    result = build_cache(_config(tmp_path), **kw)
+    return result, log.getvalue().splitlines()
+
+
+def test_a_build_without_bars_prints_the_survey_then_a_count_a_minute(tmp_path, corpus_dir, monkeypatch):
+    """A TUSZ build takes 25 minutes: in a log, the survey comes first and a count at most once a
+    LOG_LINE_SECONDS (the first at once), then the last; each line flushed as it is printed."""
+    _, lines = _plain_build(tmp_path, monkeypatch, 1e9, progress=False, plain_lines=True)
+    assert lines == ["corpus folder (detected: TUSZ-style names but no train/ dev/ eval/ folders; set data.corpus "
+                     "to choose): 9 recordings of 8 patients; split seeded (data.split.seed)",
+                     "caching recordings: 0/9 (0 built, 0 reused, 0 skipped)",
+                     "caching recordings: 9/9 (4 built, 0 reused, 5 skipped)"]
+    # due every time: one line before each recording, with the counts so far
+    _, lines = _plain_build(tmp_path, monkeypatch, 0.0, progress=False, plain_lines=True)
+    counts = [line for line in lines if line.startswith("caching recordings:")]
+    assert counts[0] == "caching recordings: 0/9 (0 built, 0 reused, 0 skipped)"
+    assert counts[1:] == [f"caching recordings: {n}/9 (0 built, 0 reused, {n} skipped)" for n in range(1, 6)] + [
+        f"caching recordings: {n}/9 (0 built, {n - 5} reused, 5 skipped)" for n in range(6, 9)] + [
+        "caching recordings: 9/9 (0 built, 4 reused, 5 skipped)"]  # bad1..bad5 come first, then pa, pb, pc
+
+
+def test_the_build_lines_are_flushed_before_the_work_they_announce(tmp_path, corpus_dir, monkeypatch):
+    import common.data.cache as cache
+
+    seen = []
+    build_one = cache.cache_recording
+
+    def cache_recording(*args):
+        seen.append(sys.stdout.flushed == len(sys.stdout.getvalue()) > 0)  # all printed so far is out
+        return build_one(*args)
+
+    monkeypatch.setattr(cache, "cache_recording", cache_recording)
+    _plain_build(tmp_path, monkeypatch, 0.0, progress=False, plain_lines=True)
+    assert seen == [True] * 9
+    assert sys.stdout.flushed == len(sys.stdout.getvalue())
+
+
+@pytest.mark.parametrize("kw", [{"progress": False}, {"progress": False, "plain_lines": False},
+                                {"progress": True, "plain_lines": True}])
+def test_no_plain_lines_with_bars_or_with_no_progress(tmp_path, corpus_dir, monkeypatch, kw):
+    """--no-progress (plain_lines False) is silent until the summary; bars replace the lines."""
+    _, lines = _plain_build(tmp_path, monkeypatch, 0.0, **kw)
+    assert lines == []

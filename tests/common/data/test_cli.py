@@ -49,7 +49,8 @@ def test_synth_then_build(tmp_path, capsys):
 
 def test_labels_writes_the_corpora_own_labels_as_csv_bi(SHARED, tmp_path, write_edf, capsys):
     """CHB-MIT and Siena label files, read as build reads them, out as .csv_bi in a mirrored tree;
-    a seizure past the EDF's end is cut, one after it dropped, both said."""
+    a seizure past the EDF's end is cut, one after it dropped, both said; an EDF whose length is
+    not its summary entry's (the real 2 s chb05_06 stub, listed for an hour) is refused, exit 2."""
     import datetime
     import shutil
 
@@ -67,24 +68,31 @@ def test_labels_writes_the_corpora_own_labels_as_csv_bi(SHARED, tmp_path, write_
     shutil.copy(SHARED / "format_stubs" / "chbmit" / "chb05_06.edf", chb / "chb05")  # the real 2 s stub
     edf(chb / "chb05" / "chb05_13.edf", 3600)
     edf(chb / "chb01" / "chb01_03.edf", 3600)
+    edf(chb / "chb01" / "chb01_04.edf", 100)
     shutil.copy(SHARED / "chbmit" / "chb01_03.edf.seizures", chb / "chb01")
+    shutil.copy(SHARED / "chbmit" / "chb01_03.edf.seizures", chb / "chb01" / "chb01_04.edf.seizures")
     out = tmp_path / "out"
-    assert main(["labels", str(chb), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    assert main(["labels", str(chb), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    printed = captured.out
     seizures = lambda path: [(e.start_seconds, e.stop_seconds) for e in read_csv_bi(path).events  # noqa: E731
                              if e.label == "seiz"]
     assert seizures(out / "chb01" / "chb01_03.csv_bi") == [(2996.0, 3036.0)]
     assert seizures(out / "chb05" / "chb05_13.csv_bi") == [(1086.0, 1196.0)]
-    assert seizures(out / "chb05" / "chb05_06.csv_bi") == [] and read_csv_bi(out / "chb05" / "chb05_06.csv_bi").duration_seconds == 2.0
+    # a .seizures file says nothing of the length: its seizure at 2996 s lies past a 100 s EDF's end
+    assert seizures(out / "chb01" / "chb01_04.csv_bi") == [] and read_csv_bi(out / "chb01" / "chb01_04.csv_bi").duration_seconds == 100.0
     assert "corpus chbmit (detected" in printed
-    assert f"{out / 'chb05' / 'chb05_06.csv_bi'}: 0 seizure(s) from" in printed
+    assert f"{out / 'chb01' / 'chb01_04.csv_bi'}: 0 seizure(s) from" in printed
     assert "1 starting after the end dropped" in printed and "wrote 3 .csv_bi file(s)" in printed
+    assert not (out / "chb05" / "chb05_06.csv_bi").exists()
+    assert (f"skipped {chb / 'chb05' / 'chb05_06.edf'}: {chb / 'chb05' / 'chb05-summary.txt'}:56 (File Start Time "
+            "22:21:25, File End Time 23:21:25) gives it 3600 s, but chb05_06.edf lasts 2 s") in captured.err
 
     siena = tmp_path / "siena" / "PN00"
     siena.mkdir(parents=True)
     shutil.copy(SHARED / "format_stubs" / "siena" / "Seizures-list-PN00.txt", siena)
     edf(siena / "PN00-3.edf", 2489)
-    edf(siena / "PN00-7.edf", 1300, datetime.time(19, 39, 33))  # not in the list: skipped, exit 2
+    edf(siena / "PN00-7.edf", 2605, datetime.time(19, 39, 33))  # not in the list: skipped, exit 2
     assert main(["labels", str(siena.parent), "--out", str(out / "siena")]) == 2
     captured = capsys.readouterr()
     assert not (out / "siena" / "PN00" / "PN00-3.csv_bi").exists()  # the list's typo: refused, not cut
@@ -131,6 +139,37 @@ def test_build_exits_2_when_every_recording_is_skipped(tmp_path, write_edf, tusz
     manifest = next((tmp_path / "cache").glob("*/manifest.json"))
     assert str(manifest) in error
     assert [item["source"] for item in json.loads(manifest.read_text())["skipped"]] == [str(bad)]
+
+
+def test_build_flushes_its_summary_before_the_error_line(tmp_path, write_edf, tusz_signals, monkeypatch):
+    """In a log holding both streams (`build >b.log 2>&1`), the summary naming the skipped files
+    comes before the error line that points at it, not at exit after it."""
+    import io
+    import sys
+
+    class Log(io.StringIO):
+        flushed = 0
+
+        def flush(self):
+            self.flushed = len(self.getvalue())
+
+    out = Log()
+    printed_before_error = []
+
+    class Err(io.StringIO):
+        def write(self, text):
+            if text.startswith("error:"):
+                printed_before_error.append(out.getvalue()[:out.flushed])
+            return super().write(text)
+
+    folder = tmp_path / "edf"
+    folder.mkdir()
+    _uncalibrated(folder, write_edf, tusz_signals)
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", Err())
+    assert main(_build_args(tmp_path, folder)) == 2
+    (flushed,) = printed_before_error
+    assert "0 built, 0 reused, 1 skipped" in flushed
 
 
 def test_build_exits_0_when_some_recordings_are_skipped(tmp_path, write_edf, tusz_signals, capsys):

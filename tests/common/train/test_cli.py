@@ -219,6 +219,16 @@ def test_a_workdir_that_is_a_file_is_refused_before_any_data(tmp_path, no_data, 
     assert capsys.readouterr().err == f"error: workdir {tmp_path / 'run.log'} is a file, not a folder: pass --workdir DIR (a new or a run's folder)\n"
 
 
+def test_a_workdir_that_cannot_be_written_is_refused_before_any_data(tmp_path, no_data, capsys):
+    """It was orbax's traceback at the first checkpoint, after the data was read. A path under a
+    regular file cannot be written, by root either."""
+    (tmp_path / "notes.txt").write_text("")
+    workdir = tmp_path / "notes.txt" / "run"
+    assert _train(workdir, no_data) == 2
+    assert capsys.readouterr().err == (f"error: workdir {workdir}: cannot write there ({tmp_path / 'notes.txt'} "
+                                       "is a file, not a folder); pass --workdir DIR, a folder you can write to\n")
+
+
 def test_the_resume_command_repeats_the_arguments_without_init_from():
     from common.train.cli import resume_command
 
