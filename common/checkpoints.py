@@ -40,6 +40,7 @@ from common.config import (
     config_to_dict,
     load_config,
 )
+from common.shown import shown_lines
 
 KINDS = ("jaxbrr", "torchref", "pt", "safetensors", "nan_dump")
 FIX = ("point it at a run folder written by `python -m jaxbrr.train` or `python -m torchref.train` (or its "
@@ -202,6 +203,8 @@ class Weights:
     notes: list[str] = field(default_factory=list)  # what was ignored or assumed: callers print them
     meta: dict | None = None  # a training checkpoint's meta (config, progress), when it has one
     spelled: dict[str, str] = field(default_factory=dict)  # neutral name -> the file's key, where they differ
+    # sections of `config` read from the weights' own config beyond `model` (an original checkpoint's postprocess)
+    own_sections: tuple[str, ...] = ()
 
 
 ConfigSource = str | Path | Config | None  # a config file, a run's config, or None for the defaults
@@ -211,15 +214,21 @@ def _load(config: ConfigSource) -> Config:
     return config if isinstance(config, Config) else load_config(config)
 
 
-def _with_model(model: dict | ModelConfig, config_path: ConfigSource, source: str) -> Config:
+def _with_model(model: dict | ModelConfig, config_path: ConfigSource, source: str,
+                postprocess: dict | None = None) -> Config:
     """The run config of `config_path` (or the defaults) with `model` as its model section, and
-    data.montage the weights' montage (the montage they read EEG in decides their input layer)."""
+    data.montage the weights' montage (the montage they read EEG in decides their input layer);
+    with `postprocess` (fields of it), the weights' own post-processing over the file's, but not
+    over a run's own config (a training run's config is the run's)."""
     tree = config_to_dict(_load(config_path))
     tree["model"] = config_to_dict(model) if isinstance(model, ModelConfig) else model
     if "montage" in tree["model"]:
         tree["data"]["montage"] = tree["model"]["montage"]
+    own = postprocess is not None and not isinstance(config_path, Config)
+    if own:
+        tree["postprocess"] = {**tree["postprocess"], **postprocess}
     rest = "the run's config" if isinstance(config_path, Config) else (config_path or "the defaults")
-    return config_from_dict(tree, source=f"{source} (model) + {rest} (the rest)")
+    return config_from_dict(tree, source=f"{source} (model{', postprocess' * own}) + {rest} (the rest)")
 
 
 def _own_model_note(path: Path, config_path: ConfigSource, model: ModelConfig) -> list[str]:
@@ -228,6 +237,58 @@ def _own_model_note(path: Path, config_path: ConfigSource, model: ModelConfig) -
         return []
     return [f"{path} carries its own model config, used instead of the `model` section of {config_path} "
             "(which differs); the rest of the run config is that file's"]
+
+
+def _original_own_config(saved) -> dict | None:
+    """An original checkpoint's own config (brain-go-brr's Config.model_dump()), when it carries
+    one with a model section."""
+    if isinstance(saved, dict) and isinstance(saved.get("config"), dict) and isinstance(saved["config"].get("model"), dict):
+        return saved["config"]
+    return None
+
+
+def _original_config(path: Path, own: dict, config_path: ConfigSource) -> tuple[Config, list[str]]:
+    """The run config an original checkpoint's own config describes (common/original.py: its model
+    section, and its post-processing where ours has the same fields) over config_path's, and notes."""
+    from common import original
+
+    try:
+        model, notes = original.model_config(own["model"])
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    postprocess = None
+    if _own_postprocess(own, config_path):
+        postprocess, post_notes = original.postprocess_config(own["postprocessing"])
+        notes += post_notes
+    config = _with_model(model, config_path, f"{path}'s own config", postprocess)
+    if postprocess is not None and isinstance(config_path, str | Path):
+        theirs = _load(config_path).postprocess
+        if theirs != config.postprocess:
+            notes.append(f"{path} carries its own post-processing, used instead of the `postprocess` section of "
+                         f"{config_path} (which differs); --set postprocess.FIELD=VALUE changes it")
+    return config, notes
+
+
+def _own_postprocess(own: dict, config_path: ConfigSource) -> bool:
+    """Whether an original checkpoint's own post-processing is read: it carries one, and no
+    training run's own config decides it."""
+    return isinstance(own.get("postprocessing"), dict) and not isinstance(config_path, Config)
+
+
+def _original_fix(path: Path, own: bool, config_path: ConfigSource) -> str:
+    """What to do when an original checkpoint's weights do not fit the model its config describes,
+    by where that config came from."""
+    if own:
+        given = (f", not the `model` section of --config {config_path}" if isinstance(config_path, str | Path)
+                 else "")
+        return (f"the model is the one {path}'s own config describes (brain-go-brr schema){given}, and that config is "
+                "not these weights': save the state dict alone (torch.save(checkpoint['model_state_dict'], "
+                "'weights.pt')) and pass --config the config they were trained with")
+    if isinstance(config_path, Config):
+        return ("the model is the one the run's config describes: set its `model` fields as these weights were "
+                "trained (--config, --set)")
+    return (f"the model is the one the `model` section of --config {config_path} describes: pass --config the config "
+            "these weights were trained with")
 
 
 def _needs_config(path: Path, config_path: ConfigSource, what: str) -> Config:
@@ -295,21 +356,29 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
         raise CheckpointError(f"{path}: {error}") from None
     if found is not None:
         state, unwrapped, held = found
-        if isinstance(saved.get("config"), dict) and isinstance(saved["config"].get("model"), dict):
-            model, notes = original.model_config(saved["config"]["model"])
-            config = _with_model(model, config_path, f"{path}'s own config")
+        own = _original_own_config(saved)
+        if own is not None:
+            config, notes = _original_config(path, own, config_path)
             notes += _own_model_note(path, config_path, config.model)
         else:
             config, notes = _needs_config(path, config_path, "this original checkpoint"), []
+        # the model that runs: a training run's own (its config decides how the model runs:
+        # common.train.loop.check_init_config leaves model.stability, remat, ... to it), else the weights'
+        run_config = isinstance(config_path, Config)
+        running = config_path.model if run_config else config.model
+        if own is not None:
+            notes[0] = "; ".join(filter(None, [notes[0], original.run_note(running, run_config)]))
         if shapes is None:
             raise ValueError("read_weights: an original checkpoint needs `shapes` (the target model's)")
         try:
-            arrays, report = original.rename_original(state, shapes(config.model), config.model, str(path))
+            arrays, report = original.rename_original(state, shapes(config.model), config.model, str(path),
+                                                      fix=_original_fix(path, own is not None, config_path))
         except ValueError as error:
             raise CheckpointError(str(error)) from None
         spelled = {ours: held.get(theirs, theirs) for theirs, ours in report.mapped.items()}
         return Weights(config, dict(arrays), "original", path, notes=[*unwrapped, *notes, *report.counts(),
-                       *report.notes], spelled={k: v for k, v in spelled.items() if k != v})
+                       *original.config_notes(running)], spelled={k: v for k, v in spelled.items() if k != v},
+                       own_sections=("postprocess",) if own is not None and _own_postprocess(own, config_path) else ())
     if isinstance(saved, dict):
         return Weights(_needs_config(path, config_path, "a bare state dict"), _arrays(saved, path), "pt", path)
     raise CheckpointError(f"{path}: holds a {type(saved).__name__}, not weights; {FIX}")
@@ -320,9 +389,67 @@ def nonfinite_tensors(arrays: dict[str, np.ndarray]) -> dict[str, tuple[int, int
     counts = {}
     for name, array in arrays.items():
         array = np.asarray(array)
-        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        floating = np.issubdtype(array.dtype, np.floating) or array.dtype.name == "bfloat16"  # ml_dtypes' (common/pt.py)
+        if floating and not np.isfinite(array).all():
             counts[name] = (int(np.isnan(array).sum()), int(np.isinf(array).sum()))
     return counts
+
+
+def check_finite(arrays: dict[str, np.ndarray], source: str | Path, spelled: dict[str, str] | None = None) -> None:
+    """CheckpointError naming the tensors of `arrays` that hold NaN or Inf (the first
+    MISMATCHES_SHOWN by name, and how many), with the file's own key where `spelled` (name -> key)
+    has one, and the fix: such weights compute NaN on every input, whatever the data. For the
+    commands that run a model on weights (predict, evaluate, train --init-from); parity.convert and
+    parity.localize read them to report them."""
+    counts = nonfinite_tensors(arrays)
+    if not counts:
+        return
+    spelled = spelled or {}
+    named = [name + (f" (the checkpoint's {spelled[name]})" if name in spelled else "") + f": {nan} NaN, {inf} Inf"
+             for name, (nan, inf) in sorted(counts.items())]
+    raise CheckpointError(
+        f"{source}: {len(counts)} of {len(arrays)} weight tensors hold NaN or Inf (saved after a training step "
+        "went non-finite), so every output would be NaN:\n" + "\n".join(shown_lines(named)) + "\n"
+        "load other weights: an earlier step of the run (checkpoints/best and checkpoints/last keep several) or "
+        f"another checkpoint. Where the NaN came from: `python -m parity.localize --checkpoint {source} --batch "
+        "BATCH` names these tensors (its WEIGHTS verdict); on the last finite checkpoint, with the batch that "
+        "failed, it finds the stage that made the NaN")
+
+
+def loaded_tensors(path: str | Path) -> tuple[Path, dict[str, np.ndarray]] | None:
+    """(the concrete file or step, the tensors a model would load from it) for weights of any kind,
+    read without a framework and without building a model: what --init-from checks before any data
+    is read. Named as the file names them; an original checkpoint's less those common/original.py
+    ignores (the unused 512-wide stack, the fallbacks, the PE cache). None where the tensors cannot
+    be read so (a jaxbrr checkpoint without its neutral copy: orbax's files need JAX) or are not
+    weights; loading them later says why."""
+    from common import original
+    from common.pt import PtError, read_pt
+
+    located = locate(path)
+    if (step := jaxbrr_step(located)) is not None:
+        return (step, read_neutral(step / NEUTRAL_FILE)) if (step / NEUTRAL_FILE).is_file() else None
+    if located.kind == "safetensors":
+        return located.path, read_neutral(located.path)
+    file = located.path / "model.pt" if located.kind == "nan_dump" else located.path
+    if not file.is_file():
+        return None
+    try:
+        saved = read_pt(file)
+        if isinstance(saved, dict) and "model" in saved and "meta" in saved:  # a torchref training checkpoint
+            state = saved["model"]
+        elif (found := original.original_state(saved)) is not None:
+            state = {key: value for key, value in found[0].items()
+                     if not any(re.fullmatch(pattern, key) for pattern, _ in original.IGNORED)}
+        else:
+            state = saved
+    except PtError as error:
+        raise CheckpointError(str(error)) from None
+    except ValueError as error:  # original_state's: two models in one file, a model_state_dict that is none
+        raise CheckpointError(f"{file}: {error}") from None
+    if not isinstance(state, dict):
+        return None
+    return located.path, {key: value for key, value in state.items() if isinstance(value, np.ndarray)}
 
 
 def weights_config(path: str | Path, fallback: ConfigSource = None) -> Config | None:
@@ -343,6 +470,6 @@ def weights_config(path: str | Path, fallback: ConfigSource = None) -> Config | 
     saved = read_pt(located.path)
     if isinstance(saved, dict) and "meta" in saved and "model" in saved:
         return config_from_dict(saved["meta"]["config"], source=str(located.path))
-    if original.is_original(saved) and isinstance(saved.get("config"), dict) and "model" in saved["config"]:
-        return _with_model(original.model_config(saved["config"]["model"])[0], fallback, str(located.path))
+    if original.is_original(saved) and (own := _original_own_config(saved)) is not None:
+        return _original_config(located.path, own, fallback)[0]
     return None

@@ -1,6 +1,7 @@
 """Read PyTorch `.pt` files without torch: tensors come back as numpy arrays.
 
     obj = read_pt("best.pt")       # dicts, lists, numbers, strings as pickled; tensors -> np.ndarray
+    torch.from_numpy(torch_compatible(array))   # a tensor back to torch, bfloat16 included
 
 A `.pt` file (torch.save since PyTorch 1.6) is a zip archive `<name>/data.pkl` + `<name>/data/<key>`:
 the pickle holds the containers and, for each tensor, a call
@@ -13,6 +14,16 @@ scalars, and pathlib paths (read as text); anything else is refused by name (the
 torch.load(weights_only=True)).
 It lets commands that never import torch (jaxbrr's predict, evaluate and training) read torchref
 checkpoints, state dicts and brain-go-brr v2 checkpoints.
+
+Tensors keep the dtype they were saved in: a bfloat16 tensor is an ml_dtypes.bfloat16 array (numpy
+has none of its own; JAX installs ml_dtypes), so that whoever loads it widens it with a note, as
+a float16 one, and says "bfloat16" where the file's dtype is reported.
+
+A file that is not a zip archive is told apart before it is refused, each with its own fix
+(`describe`): a zip whose central directory (at its end) is missing, cut short by a copy or
+download or still being written; a legacy pickle from torch < 1.6 or
+`_use_new_zipfile_serialization=False` (torch re-saves it); anything else is no checkpoint, named
+by what it looks like (text, a numpy array, ...).
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-# torch.<Name>Storage -> numpy dtype (BFloat16: raw uint16, widened to float32 on read).
+# torch.<Name>Storage -> numpy dtype (BFloat16: raw uint16, viewed as ml_dtypes.bfloat16 on read).
 STORAGE_DTYPES = {
     "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
     "BFloat16Storage": np.uint16, "LongStorage": np.int64, "IntStorage": np.int32,
@@ -109,10 +120,76 @@ class _Unpickler(pickle.Unpickler):
             dtype = np.dtype(STORAGE_DTYPES[storage_type.name]).newbyteorder("<" if self.little else ">")
             raw = self.archive.read(f"{self.prefix}/data/{key}")
             array = np.frombuffer(raw, dtype=dtype, count=numel).astype(dtype.newbyteorder("="))
-            if storage_type.name == "BFloat16Storage":  # bf16 is the top half of a float32
-                array = (array.astype(np.uint32) << 16).view(np.float32)
+            if storage_type.name == "BFloat16Storage":
+                array = array.view(_bfloat16(self.path))  # the same 16 bits: no widening here
             self.loaded[key] = array
         return self.loaded[key]
+
+
+def _bfloat16(path: Path) -> np.dtype:
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise PtError(f"{path}: holds bfloat16 tensors, which numpy reads through ml_dtypes: "
+                      "pip install ml_dtypes (JAX installs it)") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def torch_compatible(array) -> np.ndarray:
+    """`array` as torch.from_numpy takes it, a copy: a bfloat16 one (ml_dtypes', which torch refuses)
+    as float32, which holds every bfloat16 exactly; any other in its own dtype."""
+    array = np.asarray(array)
+    return np.array(array, np.float32 if array.dtype.name == "bfloat16" else array.dtype)
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first local file header: torch.save since 1.6
+# torch.save's legacy format pickles this number first (torch/serialization.py MAGIC_NUMBER):
+# PROTO n (2 unless told otherwise; a FRAME follows from 4), then LONG1 of its 10 bytes
+LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+RESAVE = ("re-save it with torch (which reads it): python -c \"import pathlib, torch; "
+          "torch.serialization.add_safe_globals([pathlib.PosixPath]); "  # brain-go-brr's config holds Paths
+          "torch.save(torch.load('{path}', weights_only=True), 'new.pt')\"")
+
+
+def describe(head: bytes) -> str:
+    """What a file that is neither a zip nor a pickle looks like, from its first bytes."""
+    if not head:
+        return "an empty file (0 bytes)"
+    if head.startswith(b"\x93NUMPY"):
+        return "a numpy array (.npy, np.save's)"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "an HDF5 file (h5py's, Keras's .h5)"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip-compressed data"
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 0:
+        return "a safetensors file (name it .safetensors)"
+    if head[:1] == b"\x80" and 2 <= head[1] <= 5:  # PROTO n
+        return "a Python pickle that torch.save did not write (pickle.dump's?)"
+    text = head.decode("utf-8", errors="replace").rstrip("\ufffd")  # a character cut at the end
+    if all(c.isprintable() or c in "\t\r\n" for c in text):
+        first = text.strip().splitlines()[0] if text.strip() else text
+        return f"a text file, starting {first[:60]!r}"
+    return f"binary data of no kind this reader knows (first bytes {head[:8].hex(' ')})"
+
+
+def _not_a_zip(path: Path, error: Exception) -> PtError:
+    """The error for a file zipfile cannot open, by what its first bytes say it is."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(256)
+    except OSError:
+        return PtError(f"{path}: cannot be read ({error})")
+    if head.startswith(ZIP_MAGIC):
+        return PtError(f"{path}: a zip archive whose end, where zip keeps its central directory, is missing "
+                       f"(zip: {error}; {path.stat().st_size:,} bytes): the file was cut short by an interrupted "
+                       "copy or download, or is still being written; copy or download it again, or wait for "
+                       "the save to finish")
+    if head[:1] == b"\x80" and LEGACY_MAGIC in head[:24]:
+        return PtError(f"{path}: a PyTorch checkpoint in the legacy format (torch < 1.6, or saved with "
+                       f"`_use_new_zipfile_serialization=False`), which this reader does not read; "
+                       + RESAVE.format(path=path))
+    return PtError(f"{path}: not a PyTorch checkpoint: {describe(head)}; point it at the file torch.save wrote "
+                   "(.pt, .pth, .ckpt)")
 
 
 def read_pt(path: str | Path) -> Any:
@@ -121,9 +198,7 @@ def read_pt(path: str | Path) -> Any:
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as error:
-        raise PtError(f"{path}: not a PyTorch zip checkpoint ({error}); a file from torch < 1.6 or saved with "
-                      "`_use_new_zipfile_serialization=False` is read after re-saving it with torch: "
-                      f"torch.save(torch.load('{path}', weights_only=True), 'new.pt')") from None
+        raise _not_a_zip(path, error) from None
     with archive:
         pickles = [name for name in archive.namelist() if name.endswith("/data.pkl")]
         if len(pickles) != 1:

@@ -102,7 +102,8 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
     a .safetensors file, a brain-go-brr v2 checkpoint; `config_path` for those that carry no
     config). What the reader ignored is printed.
 
-    Raises CheckpointError (not weights, or ones that cannot be restored) or ConfigError (a bad
+    Raises CheckpointError (not weights, ones that cannot be restored, or ones holding NaN or Inf,
+    which would make every prediction NaN: refused before any recording is read) or ConfigError (a bad
     override), each naming the path and the fix. Any other error (a bug, out of memory) is not the
     checkpoint's and surfaces as it is.
     """
@@ -111,7 +112,7 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
     where = locate(path).path  # the concrete step or file, for the messages
     compute, overrides = _split_overrides(overrides)
     try:
-        config, model, located, notes = load_model(path, config_path, compute)
+        config, model, located, notes = load_model(path, config_path, compute, finite=True)  # NaN weights: refused
     except (CheckpointError, ConfigError):
         raise
     except WeightsError as err:

@@ -50,7 +50,7 @@ import jaxbrr.gnn as jgnn
 import jaxbrr.mamba as jmamba
 import jaxbrr.model as jmodel
 import jaxbrr.tcn as jtcn
-from common.checkpoints import Located, jaxbrr_meta, jaxbrr_step, locate, read_weights
+from common.checkpoints import Located, check_finite, jaxbrr_meta, jaxbrr_step, locate, read_weights
 from common.config import Config, ConfigError, config_from_dict, with_overrides
 
 
@@ -228,7 +228,7 @@ def neutral_shapes(model_config) -> dict[str, tuple[int, ...]]:
 
 
 def load_model(path: str | Path, config_path: str | Path | Config | None = None,
-               compute: Sequence[str] = ()) -> tuple[Config, nnx.Module, Located, list[str]]:
+               compute: Sequence[str] = (), finite: bool = False) -> tuple[Config, nnx.Module, Located, list[str]]:
     """(config, SeizureDetector, where it came from, notes) from weights of any kind
     (common/checkpoints.py): a jaxbrr checkpoint is restored whole (parameters and RNG streams,
     through orbax), anything else is read as neutral weights and filled into a fresh model of its
@@ -236,7 +236,11 @@ def load_model(path: str | Path, config_path: str | Path | Config | None = None,
 
     `compute`: overrides of how the scan is computed (`model.ssm.*`: scan, chunk size), applied to
     the weights' config before the model is built; they change no weight (a checkpoint trained
-    with `scan: pallas` on a GPU runs with `scan: chunked` on a CPU)."""
+    with `scan: pallas` on a GPU runs with `scan: chunked` on a CPU).
+
+    `finite`: refuse weights holding NaN or Inf (CheckpointError naming them: common/checkpoints.py
+    check_finite) as soon as they are read, for a command that would run the model on them; off,
+    they load as they are (parity.convert and the localiser report them)."""
     from jaxbrr.train.checkpoint import restore_model
 
     outside = [text for text in compute if not text.startswith("model.ssm.")]
@@ -247,8 +251,13 @@ def load_model(path: str | Path, config_path: str | Path | Config | None = None,
     if step_dir is not None:
         config = config_from_dict(jaxbrr_meta(step_dir)["config"], source=f"{step_dir}/meta")
         config = with_overrides(config, compute, f"{step_dir} (its config)")
-        return config, restore_model(step_dir, config), located, []
+        model = restore_model(step_dir, config)
+        if finite:
+            check_finite(to_neutral(model), step_dir)
+        return config, model, located, []
     weights = read_weights(located.path, config_path, neutral_shapes)
+    if finite:
+        check_finite(weights.arrays, weights.path, weights.spelled)
     config = with_overrides(weights.config, compute, f"{weights.path} (its config)")
     model = jmodel.SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
     notes = fill(model, weights.arrays, str(weights.path))

@@ -54,6 +54,7 @@ from common.checkpoints import (
     write_neutral,
 )
 from common.config import ModelConfig, config_to_dict
+from common.pt import torch_compatible
 from jaxbrr.weights import (
     LEAVES,
     Entry,
@@ -152,7 +153,7 @@ def _fill_torch(torch_model: nn.Module, arrays: dict[str, np.ndarray], source: s
         raise ConversionError(f"{source} -> torch ({type(torch_model).__name__})", problems)
     with torch.no_grad():
         for key, tensor in targets.items():
-            value = torch.from_numpy(np.array(arrays[key]))
+            value = torch.from_numpy(torch_compatible(arrays[key]))  # a bfloat16 file's: float32, exactly
             if value.is_floating_point() and torch.promote_types(value.dtype, tensor.dtype) == tensor.dtype:
                 value = value.to(tensor.dtype)  # exact: a half-precision file; a wider one keeps its dtype
             tensor.data = value.to(tensor.device)
@@ -300,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
             _fill_torch(model, weights.arrays, str(args.input))  # in the model's dtype, as jaxbrr's fill
             written = {key: value.detach().numpy() for key, value in model.state_dict().items()}
             notes += _widened_notes(weights.arrays, written, str(args.input))
+        if out.suffix in (".safetensors", ".pt") and "postprocess" in weights.own_sections:
+            notes.append(f"{out} holds the model only: the checkpoint's own post-processing is not carried (a "
+                         "folder, a jaxbrr checkpoint, keeps it with the whole run config)")
         if out.suffix == ".safetensors":
             write_neutral(out, written, weights.config.model, "neutral")
             kind_out = "neutral weights file"

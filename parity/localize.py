@@ -77,6 +77,7 @@ from common.config import (
 )
 from common.graph import eigenvalue_split, normalized_laplacian
 from common.out_of_memory import out_of_memory_line
+from common.pt import torch_compatible
 from jaxbrr.model import SeizureDetector
 from jaxbrr.precision import matmul_precision
 from parity import runs as R
@@ -153,7 +154,7 @@ def torch_device(device: str) -> torch.device:
 
 def _models(problem: Problem, dtype: str, device: str = "cpu"):
     torch_model = tmodel.SeizureDetector(problem.config.model)
-    torch_model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in problem.weights.items()})
+    torch_model.load_state_dict({k: torch.from_numpy(torch_compatible(v)) for k, v in problem.weights.items()})
     torch_model, jax_model = make_twin(
         torch_model, lambda rngs: SeizureDetector(problem.config.model, rngs=rngs), dtype)
     if problem.prepare is not None:

@@ -15,6 +15,7 @@ import numpy as np
 
 from common.checkpoints import CheckpointError
 from common.config import Config
+from common.shown import shown_lines
 from parity.runs import Batch
 
 
@@ -188,8 +189,7 @@ def check_batch_shape(config: Config, batch: Batch, source: str) -> None:
                             f"{length + stride - length % stride} samples")
 
 
-# how many of the weights' mismatches an error lists before it gives their count
-MISMATCHES_SHOWN = 5
+# an error lists MISMATCHES_SHOWN of the weights' mismatches (common/checkpoints.py), then their count
 CONFIG_FIX = ("pass the config these weights were trained with: --config CFG, whose `model` section describes "
               "them (weights that carry their own model config, a .safetensors file's or a training "
               "checkpoint's, are read with that one)")
@@ -210,11 +210,9 @@ def check_weights(problem: Problem, as_loaded: Config, fix: str = CONFIG_FIX) ->
                                                                        problem.weights, "the weights"):
         fix = ("the --set changes the model's shape, and trained weights keep the shape they were trained "
                "with: drop the --set of the fields that size the model (layers, widths, channels)")
-    shown = problems[:MISMATCHES_SHOWN]
-    more = f"\n  … and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
     raise LocalizeError(f"{problem.source}: the weights do not fit the model its config describes "
-                        f"({len(problems)} mismatch{'es' * (len(problems) > 1)}):\n  " + "\n  ".join(shown)
-                        + f"{more}\n{fix}")
+                        f"({len(problems)} mismatch{'es' * (len(problems) > 1)}):\n"
+                        + "\n".join([*shown_lines(problems), fix]))
 
 
 def load_dump(path: Path) -> Problem:

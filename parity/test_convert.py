@@ -303,3 +303,40 @@ def test_bfloat16_weights_convert_to_numpy_exactly():
     got = convert.to_numpy(weight)
     assert got.dtype == ml_dtypes.bfloat16
     np.testing.assert_array_equal(got.astype(np.float32), weight.float().numpy())
+
+
+def test_cli_reads_an_original_checkpoints_own_config_field_by_field(tmp_path, capsys):
+    """brain-go-brr checkpoints (the full-size V3's live weights under its names, zeros): its own
+    config's `graph.use_residual: false` is ours; a later version's fields ours cannot honour are
+    refused, naming each; a .safetensors file keeps the model, not the post-processing, and says so;
+    weights read with a config that is not theirs name a few tensors, the count and the fix."""
+    from common.original import original_key
+    from tests.torchref.original_checkpoint import FULL_ORIGINAL_MODEL_CONFIG
+
+    state = {original_key(k): torch.zeros(s) for k, s in convert.torch_shapes(load_config("configs/tusz.yaml").model).items()}
+    no_residual = {**FULL_ORIGINAL_MODEL_CONFIG, "graph": {**FULL_ORIGINAL_MODEL_CONFIG["graph"], "use_residual": False}}
+    torch.save({"model_state_dict": state, "config": {"model": no_residual, "postprocessing": {
+        "hysteresis": {"tau_on": 0.95, "tau_off": 0.9, "min_onset_samples": 1, "min_offset_samples": 1}}}},
+        tmp_path / "no_residual.pt")
+    assert convert.main([str(tmp_path / "no_residual.pt"), str(tmp_path / "o.safetensors")]) == 0
+    assert convert.read_metadata(tmp_path / "o.safetensors")["config"]["graph"]["use_residual"] is False
+    printed = capsys.readouterr().out
+    assert "  post-processing from the checkpoint's own config: tau_on 0.95, tau_off 0.9," in printed
+    assert f"  {tmp_path / 'o.safetensors'} holds the model only: the checkpoint's own post-processing is not carried" in printed
+
+    later = {**FULL_ORIGINAL_MODEL_CONFIG, "graph": {**FULL_ORIGINAL_MODEL_CONFIG["graph"], "edge_lift_activation": "tanh",
+                                                    "adj_row_softmax": True, "laplacian_eps": 1e-3}}
+    torch.save({"model_state_dict": state, "config": {"model": later}}, tmp_path / "later.pt")
+    assert convert.main([str(tmp_path / "later.pt"), str(tmp_path / "l.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'later.pt'}: its own config (brain-go-brr schema) sets 3 model field(s)")
+    for field in ("graph.edge_lift_activation = 'tanh'", "graph.adj_row_softmax = True", "graph.laplacian_eps = 0.001"):
+        assert f"\n  model.{field}, but ours " in err
+    assert not (tmp_path / "l.safetensors").exists()
+
+    torch.save(state, tmp_path / "bare.pt")
+    assert convert.main([str(tmp_path / "bare.pt"), str(tmp_path / "b.safetensors"), "--config", "configs/default.yaml"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) < 20 and "  … and " in lines[7], lines  # was one line per tensor: 200
+    assert lines[-1] == ("the model is the one the `model` section of --config configs/default.yaml describes: pass "
+                         "--config the config these weights were trained with")

@@ -590,6 +590,23 @@ def test_a_batch_is_read_as_the_original_and_its_users_save_one(tmp_path):
         problem_lib.read_batch(tmp_path / "per_channel.npz")
 
 
+def test_a_half_precision_batch_is_read_as_float32_and_said_so(tmp_path):
+    """A bfloat16 batch (the original under autocast saves one) got no "read as float32" note where a
+    float16 one did: common/pt.py widened it on reading. Both are said alike now, the values exact."""
+    import torch
+
+    x = torch.randn(2, 3, 16, generator=torch.Generator().manual_seed(0))
+    for dtype in (torch.float16, torch.bfloat16):
+        path = tmp_path / f"{str(dtype).removeprefix('torch.')}.pt"
+        torch.save({"windows": x.to(dtype)}, path)
+        notes = []
+        batch = problem_lib.read_batch(path, notes)
+        assert notes == [f"{path}: windows is {str(dtype).removeprefix('torch.')}, read as float32 (the models' input; "
+                         "the float64 run casts that up)"]
+        assert batch.x.dtype == np.float32
+        np.testing.assert_array_equal(batch.x, x.to(dtype).float().numpy())
+
+
 def test_weights_that_do_not_fit_the_config_are_bad_input_naming_them_and_the_fix(tmp_path, capsys, monkeypatch):
     """Weights trained under another config (a bare state dict with the wrong --config, a
     .safetensors whose names are not the model's, a --set that resizes the model) are refused before

@@ -142,6 +142,62 @@ def test_half_precision_weights_are_widened_to_the_models_dtype(tmp_path):
     assert {a.dtype.name for a in to_neutral(twin).values()} == {"float16"}
 
 
+def test_a_bfloat16_checkpoint_is_reported_as_one_and_loads_exactly(tmp_path, capsys):
+    """parity.convert said "dtype float32 as read", with no note, for an original checkpoint saved
+    in bfloat16 (common/pt.py widened it on reading) where a float16 one got "float16" and the
+    widening note. Said alike now, and every torch loader takes the bfloat16 arrays (torch's
+    from_numpy refuses ml_dtypes'): convert's, torchref's original loader, the localiser's models."""
+    from parity.problem import Batch, Problem
+    from torchref.original import load_original_checkpoint
+
+    config = load_config(TINY)
+    model = tmodel.SeizureDetector(config.model, 3)
+    saved = original_checkpoint(model, config.model, with_config=False)
+    saved["model_state_dict"] = {key: value.bfloat16() for key, value in saved["model_state_dict"].items()}
+    torch.save(saved, tmp_path / "bf16.pt")
+    want = {key: value.bfloat16().float().numpy() for key, value in model.state_dict().items()}
+
+    assert convert.main([str(tmp_path / "bf16.pt"), str(tmp_path / "out.safetensors"), "--config", TINY]) == 0
+    printed = capsys.readouterr().out
+    assert (f"  {len(want)} tensors, {sum(v.size for v in want.values()):,} values, dtype bfloat16 as read; "
+            "model v3\n") in printed
+    assert (f"  {tmp_path / 'bf16.pt'}: {len(want)} bfloat16 tensor(s) widened to float32, the dtype of the "
+            "config's model (the values are the file's, exactly: float32 represents every bfloat16)\n") in printed
+    assert_bit_equal(read_weights(tmp_path / "out.safetensors").arrays, want, "convert")
+    assert_bit_equal(neutral(load_original_checkpoint(tmp_path / "bf16.pt", config.model)[0]), want, "torchref")
+    weights = read_weights(tmp_path / "bf16.pt", TINY, convert.torch_shapes).arrays
+    assert {value.dtype.name for value in weights.values()} == {"bfloat16"}
+    problem = Problem(config, weights, Batch(np.zeros((1, 19, config.window_samples), np.float32)), "bf16.pt")
+    torch_model, jax_model = localize._models(problem, "float32")
+    assert_bit_equal(neutral(torch_model), want, "the localiser's torch model")
+    assert_bit_equal(to_neutral(jax_model), want, "the localiser's jax model")
+
+
+def test_predict_refuses_nan_in_what_an_original_checkpoint_loads_only(tmp_path):
+    """NaN weights are refused before any recording is read (tests/jaxbrr/test_predict.py), named
+    as the model and as the checkpoint name them; NaN in what the original holds but no model
+    loads (its unused stack, the PE cache) is no reason."""
+    from common.checkpoints import CheckpointError
+    from jaxbrr.predict import load_checkpoint
+
+    config = load_config(TINY)
+    saved = original_checkpoint(tmodel.SeizureDetector(config.model, 3), config.model, with_config=False)
+    state = saved["model_state_dict"]
+    state["gnn.last_valid_pe"][:] = float("nan")
+    state["mamba.layers.0.forward_mamba_real.D"][:] = float("inf")
+    torch.save(saved, tmp_path / "ignored.pt")
+    assert load_checkpoint(tmp_path / "ignored.pt", config_path=TINY)[0].model == config.model
+    state["node_mamba.layers.0.forward_mamba_real.out_proj.weight"][0, :3] = float("nan")
+    torch.save(saved, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "nan.pt", config_path=TINY)
+    assert str(info.value).splitlines()[:2] == [
+        f"{tmp_path / 'nan.pt'}: 1 of {len(tmodel.SeizureDetector(config.model, 3).state_dict())} weight tensors hold "
+        "NaN or Inf (saved after a training step went non-finite), so every output would be NaN:",
+        "  node_mamba.layers.0.fwd.out_proj.weight (the checkpoint's "
+        "node_mamba.layers.0.forward_mamba_real.out_proj.weight): 3 NaN, 0 Inf"]
+
+
 # ----------------------------------------------------------------------------------------------
 # tiny: every command opens every kind
 
@@ -266,3 +322,16 @@ def test_an_original_checkpoint_and_its_debug_batch_give_a_verdict(kinds, tmp_pa
     guarded = capsys.readouterr().out
     assert "model.stability.guards=original" in guarded and "VERDICT: DATA at input" in guarded
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_an_original_checkpoint_with_another_models_config_is_a_short_error_with_the_fix(kinds, capsys):
+    """The original's tiny checkpoint (no config of its own) with --config of the default model:
+    90 lines, one per tensor, and no fix; now a few of each kind, their count, and the fix."""
+    root, _, _, paths, _ = kinds
+    argv = ["--checkpoint", str(paths["original"]), "--batch", str(root / "batch.npz"), "--config", "configs/default.yaml"]
+    assert localize.main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"error: cannot load the original checkpoint {paths['original']} into SeizureDetector (architecture v3):"
+    assert len(lines) < 20 and sum(line.startswith("  … and ") for line in lines) >= 2, lines
+    assert lines[-1] == ("the model is the one the `model` section of --config configs/default.yaml describes: pass "
+                         "--config the config these weights were trained with")

@@ -11,12 +11,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from common.config import ModelConfig
 from common.original import LoadReport, original_state, rename_original
-from common.pt import read_pt
+from common.pt import read_pt, torch_compatible
 from torchref.model import SeizureDetector
 
 
@@ -53,6 +52,6 @@ def load_original_checkpoint(
             f"(`tcn_encoder.` ...; top level: {keys})"
         )
     state, unwrapped, _ = found
-    tensors = {key: torch.from_numpy(np.array(value)) for key, value in state.items()}
+    tensors = {key: torch.from_numpy(torch_compatible(value)) for key, value in state.items()}
     model, report = from_original_state_dict(tensors, config, source=str(path))
     return model, dataclasses.replace(report, notes=(*unwrapped, *report.notes))

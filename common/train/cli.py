@@ -93,9 +93,11 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
         check_metric_name(config)
         # --resume against the workdir's checkpoints (and their config), before any data is read
         check_start(config, args.resume, args.init_from)
-        if args.init_from:  # the weights' model against the config's, before any data is read
-            from common.checkpoints import weights_config
+        if args.init_from:  # the weights' values, and their model against the config's, before any data is read
+            from common.checkpoints import check_finite, loaded_tensors, weights_config
 
+            if (loaded := loaded_tensors(args.init_from)) is not None:
+                check_finite(loaded[1], loaded[0])  # NaN weights would stop the run at its first step
             theirs = weights_config(args.init_from, config)
             if theirs is not None:
                 check_init_config(config, theirs, args.init_from)

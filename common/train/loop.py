@@ -98,6 +98,12 @@ RESUME_IGNORED = ("train.prefetch", "train.distributed", "model.graph.eigh_calls
 # model fields that say how the model runs, not what its weights mean: --init-from may change them
 INIT_IGNORED = ("remat", "precision", "ssm.scan", "ssm.chunk_size", "ssm.backend", "graph.eigh_calls", "stability")
 
+# model fields read only to draw the initial weights (grep: tcn.init_gain is read by the TCN's
+# constructors alone); --init-from replaces what they drew, so they say nothing about the weights.
+# An original checkpoint carries no such field (its model section reads back with our default).
+# The seeds that draw them (train.seed) live outside `model`, which is all check_init_config reads.
+INIT_ONLY = ("tcn.init_gain",)
+
 # model fields that only one stage of common/stages.py's table reads: they mean something only in
 # a model that has the stage (graph.enabled picks from_electrodes' input; the rest of graph is
 # read by the graph stages). Every other model field is read by every architecture. The first
@@ -111,9 +117,10 @@ def _matches(name: str, prefix: str) -> bool:
 
 
 def _runs_only(field: str) -> bool:
-    """model.<field> changes how the model runs (INIT_IGNORED, any dropout rate), not its weights."""
+    """model.<field> changes how the model runs (INIT_IGNORED, any dropout rate) or only how its
+    weights start (INIT_ONLY), not what given weights compute."""
     name = field.removeprefix("model.")
-    return name.split(".")[-1] == "dropout" or any(_matches(name, p) for p in INIT_IGNORED)
+    return name.split(".")[-1] == "dropout" or any(_matches(name, p) for p in (*INIT_IGNORED, *INIT_ONLY))
 
 
 def _unused(field: str, stage_names: set[str]) -> bool:

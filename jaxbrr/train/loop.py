@@ -160,7 +160,7 @@ class Trainer(Loop):
         fresh(self.state_before, device_batch, weight)
 
     def _init_weights(self, path: Path) -> Path:
-        config, model, located, notes = load_model(path, self.config)  # weights without a config: the run's
+        config, model, located, notes = load_model(path, self.config, finite=True)  # no config: the run's
         for note in notes:
             print(f"note: {note}")
         check_init_config(self.config, config, path)

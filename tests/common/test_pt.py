@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import collections
 
+import ml_dtypes
 import numpy as np
 import pytest
 import torch
 
 from common.config import load_config
-from common.pt import PtError, read_pt
+from common.pt import PtError, read_pt, torch_compatible
 from torchref.model import SeizureDetector
 
 
 def assert_same(ours, theirs, where="") -> None:
     """ours (read_pt) against torch.load's object, recursively; tensors exactly."""
     if isinstance(theirs, torch.Tensor):
-        expected = theirs.detach().float().numpy() if theirs.dtype == torch.bfloat16 else theirs.detach().numpy()
-        assert isinstance(ours, np.ndarray) and ours.dtype == expected.dtype and ours.shape == expected.shape, where
-        np.testing.assert_array_equal(ours, expected, err_msg=where)
+        bf16 = theirs.dtype == torch.bfloat16  # numpy has none: ml_dtypes', the same 16 bits
+        expected = theirs.detach().contiguous().view(torch.int16).numpy() if bf16 else theirs.detach().numpy()
+        dtype = np.dtype(ml_dtypes.bfloat16) if bf16 else expected.dtype
+        assert isinstance(ours, np.ndarray) and ours.dtype == dtype and ours.shape == expected.shape, where
+        np.testing.assert_array_equal(ours.view(np.int16) if bf16 else ours, expected, err_msg=where)
     elif isinstance(theirs, dict):
         assert type(ours) is type(theirs) and list(ours) == list(theirs), where
         for key in theirs:
@@ -68,13 +71,70 @@ class Custom:
     pass
 
 
-def test_foreign_objects_and_non_zip_files_are_refused_by_name(tmp_path):
+def test_bfloat16_is_read_as_bfloat16_and_goes_back_to_torch_exactly(tmp_path):
+    """bf16 tensors were widened to float32 on read, so parity.convert said "dtype float32 as
+    read" and the localiser no "read as float32" for a bf16 file, where float16 got both. They
+    keep their dtype now (ml_dtypes' bfloat16, the same bits), and torch takes them as float32."""
+    bf16 = torch.tensor([1.0, -2.5, 3.0e38, float("nan"), float("-inf"), 1.1754944e-38]).bfloat16()
+    torch.save({"w": bf16}, tmp_path / "bf16.pt")
+    ours = read_pt(tmp_path / "bf16.pt")["w"]
+    assert ours.dtype.name == "bfloat16"
+    assert ours.view(np.uint16).tolist() == bf16.view(torch.int16).numpy().view(np.uint16).tolist()
+    back = torch.from_numpy(torch_compatible(ours))
+    assert back.dtype == torch.float32 and torch.equal(back.bfloat16().view(torch.int16), bf16.view(torch.int16))
+    assert torch_compatible(np.float16([1, 2])).dtype == np.float16  # any other dtype as it is
+
+
+def test_foreign_objects_are_refused_by_name(tmp_path):
     torch.save({"weights": torch.ones(1), "object": Custom()}, tmp_path / "c.pt")
     with pytest.raises(PtError, match=r"c\.pt: holds a pickled .*Custom"):
         read_pt(tmp_path / "c.pt")
-    (tmp_path / "d.pt").write_bytes(b"not a zip archive")
-    with pytest.raises(PtError, match=r"d\.pt: not a PyTorch zip checkpoint"):
-        read_pt(tmp_path / "d.pt")
+
+
+def _refusal(path) -> str:
+    with pytest.raises(PtError) as info:
+        read_pt(path)
+    return str(info.value)
+
+
+def test_a_file_that_is_no_zip_is_refused_with_the_fix_for_what_it_is(tmp_path, monkeypatch):
+    """Every file zip could not open got the legacy-format advice, re-saving through
+    torch.load(..., weights_only=True), which fails on a truncated zip ("failed finding central
+    directory") and on a file that is no checkpoint at all."""
+    torch.save({"w": torch.ones(1000)}, tmp_path / "whole.pt")
+    data = (tmp_path / "whole.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[:len(data) // 2])
+    message = _refusal(tmp_path / "cut.pt")
+    assert message.startswith(f"{tmp_path / 'cut.pt'}: a zip archive whose end, where zip keeps its central "
+                              f"directory, is missing (zip: File is not a zip file; {len(data) // 2:,} bytes)")
+    assert "copy or download it again" in message and "torch.load" not in message
+    with pytest.raises(RuntimeError, match="central directory"):  # what the old advice ran into
+        torch.load(tmp_path / "cut.pt", weights_only=True)
+
+    (tmp_path / "notes.pt").write_text("this is not a checkpoint\n")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    (tmp_path / "array.npy").rename(tmp_path / "array.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "noise.pt").write_bytes(bytes(range(7, 40)))
+    for name, what in (("notes", "a text file, starting 'this is not a checkpoint'"),
+                       ("array", "a numpy array (.npy, np.save's)"), ("empty", "an empty file (0 bytes)"),
+                       ("noise", "binary data of no kind this reader knows (first bytes 07 08 09 0a 0b 0c 0d 0e)")):
+        assert _refusal(tmp_path / f"{name}.pt") == (f"{tmp_path / name}.pt: not a PyTorch checkpoint: {what}; point "
+                                                     "it at the file torch.save wrote (.pt, .pth, .ckpt)")
+
+    # a real legacy checkpoint, as brain-go-brr saves one (its config holds Path objects): the
+    # advice is torch's re-save, and it runs
+    import pathlib
+
+    legacy = {"model_state_dict": {"w": torch.arange(3.0)}, "config": {"data_dir": pathlib.PosixPath("/data")}}
+    torch.save(legacy, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    message = _refusal(tmp_path / "legacy.pt")
+    assert message.startswith(f"{tmp_path / 'legacy.pt'}: a PyTorch checkpoint in the legacy format (torch < 1.6")
+    command = message.split('python -c "')[1].removesuffix('"')
+    monkeypatch.chdir(tmp_path)
+    exec(command, {})
+    resaved = read_pt(tmp_path / "new.pt")
+    assert resaved["config"] == {"data_dir": "/data"} and resaved["model_state_dict"]["w"].tolist() == [0, 1, 2]
 
 
 def test_pathlib_paths_in_a_saved_config_are_read_as_text(tmp_path):

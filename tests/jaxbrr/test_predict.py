@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from common.config import ConfigError
+from common.config import ConfigError, config_to_dict
 from common.data.csv_bi import read_csv_bi
 from common.data.edf import read_edf
 from common.data.montage import BIPOLAR23, REF19
@@ -247,7 +247,7 @@ def test_a_damaged_checkpoint_is_refused_but_a_bug_surfaces(bipolar_run, tmp_pat
         load_checkpoint(broken)
     assert str(info.value).startswith(f"{step}: checkpoint metadata {step / 'meta' / 'metadata'} holds no config; ")
     for error in (RuntimeError("a bug"), TypeError("a bug"), MemoryError("out of memory")):
-        def load_model(*args, error=error):
+        def load_model(*args, error=error, **options):
             raise error
         monkeypatch.setattr(jaxbrr.weights, "load_model", load_model)
         with pytest.raises(type(error), match=str(error)):
@@ -290,3 +290,49 @@ def test_a_relative_checkpoint_path_loads(bipolar_run, monkeypatch):
     assert len(got) == len(want) > 0
     for a, b in zip(got, want, strict=True):  # the same weights as through the absolute path
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_weights_holding_nan_are_refused_before_any_recording_is_read(tmp_path, no_model, capsys):
+    """predict computed for minutes, then blamed each EDF ("307200 valid window samples are not
+    finite") for weights a NaN step had saved. Such weights are refused when they are read, every
+    kind alike (a jaxbrr checkpoint through orbax, neutral weights), naming the first few tensors,
+    how many in all, and the fix; evaluate too (the same loader)."""
+    from common.checkpoints import write_neutral
+    from jaxbrr.evaluate import main as evaluate_main
+    from jaxbrr.model import SeizureDetector
+    from jaxbrr.train.checkpoint import Checkpoints
+    from jaxbrr.train.optim import make_nnx_optimizer
+    from jaxbrr.weights import fill, to_neutral
+    from tests.jaxbrr.conftest import tiny_config
+
+    config = tiny_config("bipolar")
+    model = SeizureDetector(config.model, rngs=nnx.Rngs(0))
+    arrays = {name: value.copy() for name, value in to_neutral(model).items()}
+    spoiled = list(arrays)[1:15:2]  # 7 tensors: 5 are named, 2 counted
+    for i, name in enumerate(spoiled):
+        arrays[name].flat[0] = np.inf if i == 1 else np.nan
+    counts = {name: f"{int(i != 1)} NaN, {int(i == 1)} Inf" for i, name in enumerate(spoiled)}
+    fill(model, arrays, "spoiled")
+    run = tmp_path / "run"
+    checkpoints = Checkpoints(run, keep=1)
+    try:
+        checkpoints.save("best", 3, model, make_nnx_optimizer(model, config.train, 1),
+                         {"config": config_to_dict(config), "progress": {"step": 3}})
+    finally:
+        checkpoints.close()
+    neutral = write_neutral(tmp_path / "spoiled.safetensors", arrays, config.model, "jaxbrr")
+    (tmp_path / "edf").mkdir()
+    edf = write_edf(tmp_path / "edf" / "pa_s001_t000.edf", BIPOLAR23[:-1], seconds=2.0)
+
+    for weights, source in ((run, run / "checkpoints" / "best" / "3"), (neutral, neutral)):
+        assert main(["--checkpoint", str(weights), str(edf), "--out", str(tmp_path / "out")]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert lines[0] == (f"error: {source}: 7 of {len(arrays)} weight tensors hold NaN or Inf (saved after a "
+                            "training step went non-finite), so every output would be NaN:")
+        assert lines[1:7] == [f"  {name}: {counts[name]}" for name in sorted(spoiled)[:5]] + ["  … and 2 more"]
+        assert lines[7].startswith("load other weights: an earlier step of the run (checkpoints/best and "
+                                   "checkpoints/last keep several) or another checkpoint. Where the NaN came from: "
+                                   f"`python -m parity.localize --checkpoint {source} --batch BATCH`")
+        assert evaluate_main(["--checkpoint", str(weights), "--edf-dir", str(tmp_path / "edf"),
+                              "--out", str(tmp_path / "eval")]) == 2
+        assert capsys.readouterr().err.splitlines()[0] == lines[0]

@@ -47,6 +47,7 @@ import torch
 from common.checkpoints import read_weights, torchref_steps
 from common.config import ConfigError
 from common.files import atomic_path
+from common.pt import torch_compatible
 from common.train import dumps
 from common.train.loop import Loop, check_init_config
 from torchref.model import SeizureDetector, count_parameters
@@ -197,7 +198,7 @@ class Trainer(Loop):
         for note in weights.notes:
             print(f"note: {note}")
         check_init_config(self.config, weights.config, path)
-        state = {key: torch.from_numpy(np.array(value)).to(target[key].dtype) if key in target else value
+        state = {key: torch.from_numpy(torch_compatible(value)).to(target[key].dtype) if key in target else value
                  for key, value in weights.arrays.items()}
         self.model.load_state_dict(state, strict=True)  # names every missing and unexpected key
         return weights.path

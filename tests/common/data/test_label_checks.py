@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 
 from common.config import DataConfig, load_config
-from common.data.annotations import check_duration, duration_tolerance, labels_for, labels_without_edf
+from common.data.annotations import (
+    check_duration,
+    duration_tolerance,
+    labels_for,
+    labels_without_edf,
+)
 from common.data.cache import build_cache
 from common.data.csv_bi import AnnotationError, Event, read_csv_bi, with_background, write_csv_bi
 from common.data.edf import read_header

@@ -96,6 +96,42 @@ def test_resume_reads_a_torchref_checkpoint_config_before_any_data(tmp_path, no_
     assert "train.batch_size: checkpoint 4, now 8" in err and "data preparation started" not in err
 
 
+def test_init_from_weights_holding_nan_is_refused_before_any_data(tmp_path, no_data, capsys):
+    """`train --init-from` weights a NaN step had saved built the cache, then stopped at step 0
+    (exit 3). Refused before any data is read, naming the tensors as the file does (both trainers:
+    one CLI); NaN in what an original checkpoint holds but no model loads (its unused 512-wide
+    stack, the Conv1d fallbacks, the PE cache) is no reason."""
+    import numpy as np
+
+    from common.checkpoints import write_neutral
+
+    torch = pytest.importorskip("torch")
+    neutral = write_neutral(tmp_path / "w.safetensors", {"head.detect.bias": np.float32([np.nan, np.inf, 1]),
+                                                         "head.detect.weight": np.ones((1, 3), np.float32)},
+                            _config(tmp_path / "a", no_data).model, "jaxbrr")
+    assert _train(tmp_path / "a", no_data, "--init-from", str(neutral)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {neutral}: 1 of 2 weight tensors hold NaN or Inf (saved after a training step "
+                          "went non-finite), so every output would be NaN:\n  head.detect.bias: 1 NaN, 1 Inf\n"
+                          "load other weights: an earlier step of the run")
+    assert "data preparation started" not in err
+
+    nan = torch.tensor([float("nan"), 1.0])
+    ignored = {"mamba.layers.0.forward_mamba_real.D": torch.full((2,), float("inf")), "gnn.last_valid_pe": nan,
+               "node_mamba.layers.0.forward_mamba_fallback.weight": nan}
+    live = {"tcn_encoder.downsample.weight": torch.ones(2), "proj_from_electrodes.weight": torch.ones(2)}
+    torch.save({"epoch": 6, "model_state_dict": {**live, **ignored}}, tmp_path / "ignored.pt")
+    assert _train(tmp_path / "b", no_data, "--init-from", str(tmp_path / "ignored.pt")) == 2
+    assert capsys.readouterr().err.strip() == "error: data preparation started"
+    # in bfloat16 (a file common/pt.py reads as ml_dtypes' bfloat16)
+    live = {key: value.bfloat16() for key, value in {**live, "proj_from_electrodes.weight": nan}.items()}
+    torch.save({"epoch": 6, "model_state_dict": {**live, **ignored}}, tmp_path / "nan.pt")
+    assert _train(tmp_path / "c", no_data, "--init-from", str(tmp_path / "nan.pt")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'nan.pt'}: 1 of 2 weight tensors hold NaN or Inf")
+    assert "\n  proj_from_electrodes.weight: 1 NaN, 0 Inf\n" in err and "data preparation started" not in err
+
+
 def test_train_finds_the_repository_default_config_from_another_folder(tmp_path, monkeypatch, no_data, capsys):
     from common.config import REPOSITORY_DEFAULT_CONFIG
 
@@ -246,3 +282,29 @@ def test_an_interrupt_while_preparing_the_data_is_one_line(tmp_path, monkeypatch
     assert run(["--config", str(TINY), "--workdir", str(tmp_path / "run"), "--no-progress"], "train", "",
                _no_trainer) == 130
     assert capsys.readouterr().err == "interrupted while preparing the data; the recordings cached so far are kept\n"
+
+
+def test_init_from_an_original_checkpoint_is_checked_against_its_own_config_before_any_data(tmp_path, no_data,
+                                                                                         capsys):
+    """Its model section (brain-go-brr schema) is the weights' model: a run that starts them with
+    another init gain is that model (the gain only drew the first weights, which they replace),
+    and a later version's field ours cannot honour is refused naming it, before any data."""
+    import torch
+
+    from tests.torchref.original_checkpoint import FULL_ORIGINAL_MODEL_CONFIG
+
+    def init_from(name: str, model: dict) -> int:
+        path = tmp_path / name
+        torch.save({"model_state_dict": {"tcn_encoder.downsample.bias": torch.zeros(512)}, "config": {"model": model}},
+                   path)
+        sets = [f"--set={o}" for o in [*no_data, "model.tcn.init_gain=1.0"]]
+        return run(["--config", str(ROOT / "configs" / "tusz.yaml"), "--workdir", str(tmp_path / name[:-3]),
+                    "--no-progress", *sets, "--init-from", str(path)], "train", "", _no_trainer)
+
+    assert init_from("best.pt", FULL_ORIGINAL_MODEL_CONFIG) == 2
+    assert capsys.readouterr().err == "error: data preparation started\n"  # the check passed
+    later = {**FULL_ORIGINAL_MODEL_CONFIG, "graph": {**FULL_ORIGINAL_MODEL_CONFIG["graph"], "adj_row_softmax": True}}
+    assert init_from("later.pt", later) == 2
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'later.pt'}: its own config (brain-go-brr schema) sets 1 model field(s)" in err
+    assert "model.graph.adj_row_softmax = True" in err and "data preparation started" not in err
