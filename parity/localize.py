@@ -98,12 +98,14 @@ from parity.runs import Run
 from parity.twins import make_twin
 from parity.verdicts import (
     BACKWARD,
+    PARAMETERS,
     PRECISIONS,
     Finding,
     TapRow,
     classify,
     dtypes_of,
     find,
+    group_grads,
     json_float,
     run_key,
     tap_rows,
@@ -229,8 +231,69 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
         if len(agrees) == known:
             break
         classify(rows, dtypes_of(runs), extreme, frozenset(agrees), ambiguous_pe)
+    kinks, entries = _kink_replay(rows, models, by_key, problem, device, say)
+    replay += entries
+    if kinks:
+        classify(rows, dtypes_of(runs), extreme, frozenset(agrees), ambiguous_pe, kinks)
+        findings = find(rows)
     errors = {f"{r.framework}/{r.dtype}:{stage}": message for r in runs for stage, message in r.errors.items()}
     return Report(problem, dtypes_of(runs), rows, findings, replay, eigh, errors, extreme, device)
+
+
+def _kink_replay(rows: list[TapRow], models, runs: dict[str, Run], problem: Problem, device: str,
+                 say) -> tuple[dict[str, str], list[dict]]:
+    """A parameter gradient beyond tolerance at float32 only, one side farther from float64
+    (DRIFT), while the forward rows agree: the TCN's ReLU is a kink, and a pre-activation within rounding
+    of 0 lands on one side of it in float64 and on the other in that side's float32, switching its
+    unit's whole gradient path on or off (measured: one unit of 65,536 at -1.6e-6 in float64,
+    +3.5e-7 in torch float32, moved ∇tcn.layers.4 by 8e-4 of its scale). Replay: float64 made to
+    take that side's float32 sides of 0 (runs.run_torch_with_relu_signs). Where it then gives that
+    side's float32 gradient within the float32 tolerance, the difference is rounding amplified by
+    the kink, not drift: ({row: why}, the replay entries)."""
+    wanted = [row for row in rows if row.verdict == "DRIFT" and row.kind == "parameters"
+              and row.drifted in ("torch", "jax")
+              and _agrees(row, "float64")]
+    if not wanted or "float32" not in models or "float64" not in models:
+        return {}, []
+    with precision("float64"):
+        reference = R.torch_relu_inputs(models["float64"][0], runs["torch/float64"].taps["input"])
+    kinks, entries = {}, []
+    for side in sorted({row.drifted for row in wanted}):
+        say(f"replaying the TCN's ReLU decisions of {side}/float32 in float64")
+        with precision("float32"):
+            inputs = (R.torch_relu_inputs if side == "torch" else R.jax_relu_inputs)(
+                models["float32"][0 if side == "torch" else 1], runs[f"{side}/float32"].taps["input"])
+        signs = [z > 0 for z in inputs]
+        crossed = [(z64 > 0) != s for z64, s in zip(reference, signs, strict=True)]
+        count = sum(int(c.sum()) for c in crossed)
+        if not count:
+            continue
+        nearest = max(float(np.abs(z64[c]).max()) for z64, c in zip(reference, crossed, strict=True) if c.any())
+        with precision("float64"):
+            shapes = {name: tap.shape for name, tap in runs["torch/float64"].taps.items()}
+            taken = R.run_torch_with_relu_signs(models["float64"][0], problem.batch, problem.config.train,
+                                                shapes, signs)
+        replayed, own = group_grads(taken.grads), group_grads(runs[f"{side}/float32"].grads)
+        for row in (r for r in wanted if r.drifted == side):
+            module = row.name.removeprefix(PARAMETERS)
+            compared = compare_arrays(row.name, replayed[module], own[module], "grad", tolerance_dtype("float32"), device)
+            entries.append({"tap": row.name, "dtype": "float32",
+                            "direction": f"torch float64 on {side}/float32's ReLU sides -> {side} gradient",
+                            "max_abs": json_float(compared.max_abs), "max_rel": json_float(compared.max_rel),
+                            "nonfinite": {"result": int((~np.isfinite(replayed[module])).sum()),
+                                          "expected": int((~np.isfinite(own[module])).sum())},
+                            "passed": compared.passed})
+            if compared.passed:
+                kinks[row.name] = (
+                    f"beyond tolerance at float32, {side} farther from float64, yet float64 taking {side}'s "
+                    f"float32 side of 0 at the {count} TCN ReLU input(s) where they differ (each within "
+                    f"{nearest:.1e} of 0 in float64) gives {side}'s gradient (max_rel {compared.max_rel:.1e}): "
+                    "rounding amplified by the ReLU's kink, not drift")
+    return kinks, entries
+
+
+def _agrees(row: TapRow, dtype: str) -> bool:
+    return dtype in row.compare and row.compare[dtype].passed
 
 
 def _wrong_at(row: TapRow, dtypes: list[str]) -> list[str]:

@@ -161,7 +161,7 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
     lines += [header, "-" * len(header)]
     hidden = 0
     for row in report.rows:
-        if row.kind == "parameters" and row.verdict == "CLEAN" and not all_parameters:
+        if row.kind == "parameters" and row.verdict == "CLEAN" and not row.amplified and not all_parameters:
             hidden += 1
             continue
         shape = "×".join(map(str, row.shape)) or "()"

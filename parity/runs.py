@@ -407,3 +407,57 @@ def torch_cotangent_op(model, tap, values, cotangents, batch, cfg) -> str | None
 def parameter_stage(config: ModelConfig) -> dict[str, str]:
     """Top-level module of the model -> the stage that runs it (for grouping gradients)."""
     return parameter_stages(config.architecture, config.graph.enabled)
+
+
+# ----------------------------------------------------------------------------------------------
+# the TCN's ReLU kinks: which side of 0 each pre-activation lies on, and float64 made to take a
+# float32 run's sides (parity/localize.py `_kink_replay`)
+
+
+def torch_relu_inputs(model: torch.nn.Module, x: np.ndarray) -> list[np.ndarray]:
+    """Each TCN layer's ReLU input (its pre-activation), (B, C_i, T), for input tap `x`."""
+    inputs = []
+    hooks = [layer.register_forward_hook(lambda module, args, out: inputs.append(_numpy(out)))
+             for layer in model.tcn.layers]
+    dtype, device = _where(model)
+    try:
+        with torch.no_grad():
+            model.tcn(_tensor(x, dtype, device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return inputs
+
+
+def jax_relu_inputs(model: nnx.Module, x: np.ndarray) -> list[np.ndarray]:
+    """As torch_relu_inputs, from jaxbrr's TCN (channels-last inside; eval mode: no dropout)."""
+    h = jnp.asarray(np.swapaxes(x, 1, 2), _param_dtype(model))  # (B, T, C)
+    inputs = []
+    for layer in model.tcn.layers:  # TCNEncoder.__call__'s loop, its pre-activations kept
+        z = layer(h)
+        inputs.append(np.swapaxes(_numpy(z), 1, 2))
+        h = jax.nn.relu(z)
+    return inputs
+
+
+def run_torch_with_relu_signs(model: torch.nn.Module, batch: Batch, cfg: TrainConfig, shapes: dict[str, tuple],
+                              signs: list[np.ndarray]) -> Run:
+    """run_torch, each TCN ReLU taking the side of 0 `signs` gives (another run's), not its own:
+    z becomes ±|z| by `signs` in the forward (a change no larger than |z|, which is within
+    rounding of 0 where the two disagree), and the ReLU's derivative is `signs` in the backward."""
+    dtype, device = _where(model)
+    tiny = torch.finfo(dtype).tiny  # a pre-activation of exactly 0 taken as positive must pass its gradient
+
+    def hook(index):
+        def take_sides(module, args, z):
+            side = torch.as_tensor(signs[index], device=device)
+            wanted = torch.where(side, z.abs().clamp_min(tiny), -z.abs())
+            return z + (wanted - z).detach()  # forward: wanted; backward: ∂/∂z = 1, then the ReLU's
+        return take_sides
+
+    hooks = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(model.tcn.layers)]
+    try:
+        return run_torch(model, batch, cfg, shapes)
+    finally:
+        for h in hooks:
+            h.remove()

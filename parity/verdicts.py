@@ -193,7 +193,7 @@ def tolerance_dtype(dtype: str) -> str:
     return dtype if dtype in ("float32", "float64") else "float32"
 
 
-def _group_grads(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def group_grads(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """parameter name -> gradient, into module -> all its parameters' gradients, flattened."""
     groups: dict[str, list[np.ndarray]] = {}
     for name, grad in sorted(grads.items()):  # one order for both frameworks
@@ -223,7 +223,7 @@ def tap_rows(runs: list[Run], stage_inputs: dict[str, tuple[str, ...]], paramete
                                         if i != MODEL_INPUT))
         rows.append(_row(BACKWARD + tap, "backward", {run_key(r): r.cotangents[tap] for r in runs}, runs, "grad",
                          upstream, device))
-    grouped = {run_key(r): _group_grads(r.grads) for r in runs}
+    grouped = {run_key(r): group_grads(r.grads) for r in runs}
     modules = list(next(iter(grouped.values())))
     order = {stage: index for index, stage in enumerate(taps)}
     modules.sort(key=lambda m: order[parameter_stage[m.split(".")[0]]])
@@ -275,12 +275,14 @@ def _dropped_by_the_other(row: TapRow, by_name: dict[str, TapRow], top: str) -> 
 
 
 def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agrees: frozenset[str] = frozenset(),
-             ambiguous_pe: str = "") -> None:
+             ambiguous_pe: str = "", kinks: dict[str, str] | None = None) -> None:
     """Set verdict, side, born and detail of every row (DESIGN.md §5; module docstring).
     `replay_agrees`: rows whose float32 replay agreed both ways (parity/localize.py), amplified
     rounding rather than drift; classify runs again once they are known. `ambiguous_pe`: why the
     Laplacian PE is not unique (parity.localize.pe_not_unique), "" when it is: the PE row's
-    difference is then the model's (MODEL), not a drift of either side."""
+    difference is then the model's (MODEL), not a drift of either side. `kinks`: float32-only
+    parameter rows that float64 reproduces when it takes one side's float32 ReLU decisions
+    (parity/localize.py _kink_replay), row -> why: amplified rounding, not drift."""
     by_name = {row.name: row for row in rows}
     top = dtypes[0]
     for row in rows:
@@ -335,6 +337,10 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
             row.rounding = True  # float64 arbitrates: neither side drifted
             row.detail = ("float32 sides differ beyond tolerance, each within tolerance of float64: "
                           "rounding, not drift")
+            continue
+        if failing == ["float32"] and kinks and row.name in kinks:
+            row.amplified = True
+            row.detail = kinks[row.name]
             continue
         if failing == ["float32"] and row.name in replay_agrees:
             row.amplified = True
