@@ -22,22 +22,14 @@ from common.config import ModelConfig, load_config
 from common.original import model_config, original_key, postprocess_config
 from common.shown import MISMATCHES_SHOWN
 from common.train.loop import check_init_config
+from tests.torchref.original_checkpoint import FULL_ORIGINAL_MODEL_CONFIG
 from torchref.model import SeizureDetector
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL, TINY, DEFAULT = (ROOT / "configs" / name for name in ("tusz.yaml", "tiny.yaml", "default.yaml"))
 
 # brain-go-brr 3.1.1's model section as its shipped configs/local/train.yaml sets it (original_spec.md §3.11, §3.12)
-ORIGINAL_MODEL = {
-    "name": "seizure_detector", "architecture": "v3",
-    "tcn": {"num_layers": 8, "kernel_size": 7, "dropout": 0.15, "causal": False, "stride_down": 16,
-            "use_cuda_optimizations": True},
-    "mamba": {"n_layers": 6, "d_model": 512, "d_state": 16, "conv_kernel": 4, "dropout": 0.1},
-    "graph": {"enabled": True, "edge_features": "cosine", "edge_top_k": 3, "edge_threshold": 1e-4,
-              "edge_mamba_layers": 2, "edge_mamba_d_state": 8, "edge_mamba_d_model": 16, "n_layers": 2,
-              "dropout": 0.1, "use_residual": True, "alpha": 0.05, "k_eigenvectors": 16,
-              "use_dynamic_pe": True, "semi_dynamic_interval": 5, "pe_sign_consistency": True},
-}
+ORIGINAL_MODEL = FULL_ORIGINAL_MODEL_CONFIG
 # its postprocessing section (the schema's defaults), tau_on/tau_off changed
 ORIGINAL_POSTPROCESSING = {
     "hysteresis": {"tau_on": 0.95, "tau_off": 0.9, "min_onset_samples": 128, "min_offset_samples": 256},
