@@ -76,6 +76,11 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
+# a new folder's check races another's (every host of a fresh multi-host run checks its workdir):
+# one may remove the folder between the other's mkdir and its probe; the probe then tries again
+PROBES = 3
+
+
 class UnwritableFolder(ValueError):
     """An output folder that cannot be written; the message names it, the option that set it and the fix."""
 
@@ -92,8 +97,14 @@ def check_writable_folder(path: str | Path, what: str, fix: str | None = None) -
     path = Path(path)
     missing = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check.", suffix=".tmp")
+        for attempt in range(PROBES):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check.", suffix=".tmp")
+                break
+            except FileNotFoundError:  # another process's check removed the folder it had made too
+                if attempt == PROBES - 1:
+                    raise
         os.close(fd)
         os.unlink(probe)
     except OSError as err:

@@ -385,7 +385,6 @@ _ADJACENCY = ("ours builds 3.1.1's adjacency (top-k, threshold, averaged with it
 MODEL_REQUIRED: dict[str, tuple[object, str]] = {
     "architecture": ("v3", "ours maps an original checkpoint onto the V3 dual-stream only (architecture: v3)"),
     "tcn.num_layers": (8, "ours knows MinimalTCN's channels for the shipped 8 layers only ([64, 128, 256, 512] twice)"),
-    "tcn.channels": ([64, 128, 256, 512], "ours builds MinimalTCN's [64, 128, 256, 512] twice, as 3.1.1 hard-codes"),
     "graph.enabled": (True, "ours builds no V3 whose edge stream runs and is discarded (model.graph None or not "
                             "enabled): a V3 without the GNN is not this model"),
     "graph.use_dynamic_pe": (True, "ours has no static PE of the original's (PyG AddLaplacianEigenvectorPE on the "
@@ -412,6 +411,7 @@ _BOUNDARY = "read only with a boundary norm (norms.boundary_norm other than none
 MODEL_IRRELEVANT: tuple[tuple[str, str], ...] = (
     (r"name", "a label (the schema's one value is seizure_detector)"),
     (r"tcn\.causal", "not passed to the TCN (original_spec.md §2): its convolutions are symmetric"),
+    (r"tcn\.channels", "not read: 3.1.1's TCNEncoder hard-codes [64, 128, 256, 512] twice, as ours builds"),
     (r"tcn\.use_cuda_optimizations", "not passed to the TCN (original_spec.md §2)"),
     (r"mamba\.(n_layers|d_model|d_state|conv_kernel)", _STACK),
     (r"graph\.edge_lift_init_gain", "initialisation only: the weights hold what it started"),

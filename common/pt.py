@@ -146,9 +146,10 @@ ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first local file header: torch.save
 # torch.save's legacy format pickles this number first (torch/serialization.py MAGIC_NUMBER):
 # PROTO n (2 unless told otherwise; a FRAME follows from 4), then LONG1 of its 10 bytes
 LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
-RESAVE = ("re-save it with torch (which reads it): python -c \"import pathlib, torch; "
-          "torch.serialization.add_safe_globals([pathlib.PosixPath]); "  # brain-go-brr's config holds Paths
-          "torch.save(torch.load('{path}', weights_only=True), 'new.pt')\"")
+# weights_only=False: brain-go-brr's config holds pathlib Paths, which torch's safe loader refuses
+# and torch 2.2 (its pin) has no add_safe_globals to allow; it runs the file's pickle, hence "trust"
+RESAVE = ("re-save it with torch, if you trust the file (this runs its pickle): python -c \"import torch; "
+          "torch.save(torch.load({path!r}, weights_only=False), 'new.pt')\"")
 
 
 def describe(head: bytes) -> str:
@@ -187,7 +188,7 @@ def _not_a_zip(path: Path, error: Exception) -> PtError:
     if head[:1] == b"\x80" and LEGACY_MAGIC in head[:24]:
         return PtError(f"{path}: a PyTorch checkpoint in the legacy format (torch < 1.6, or saved with "
                        f"`_use_new_zipfile_serialization=False`), which this reader does not read; "
-                       + RESAVE.format(path=path))
+                       + RESAVE.format(path=str(path)))
     return PtError(f"{path}: not a PyTorch checkpoint: {describe(head)}; point it at the file torch.save wrote "
                    "(.pt, .pth, .ckpt)")
 

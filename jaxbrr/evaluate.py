@@ -73,6 +73,7 @@ EXIT_OK, EXIT_INPUT = 0, 2
 RUN_KINDS = ("jaxbrr", "torchref", "nan_dump")
 SPLIT_FIELDS = ("data.edf_glob", "data.synthetic", "data.corpus", "data.split",
                 "data.seizure_labels", "data.background_labels", "data.label_duration_tolerance_seconds",
+                "data.clock_duration_tolerance_seconds",
                 "data.listed_as", "data.chbmit_unlisted", "preprocess")
 
 
@@ -141,6 +142,10 @@ def _recordings(config, split: str | None, edf_dir: str | None, progress: bool, 
     if prepared.followed is not None:
         print("\n".join(followed_lines(prepared.followed)))
     stems = prepared.splits[split]
+    if not stems and prepared.followed is not None:
+        raise ValueError(f"{prepared.followed.path}: the run's {split} split holds no recording the corpus under "
+                         f"{config.data.data_dir} yields now (not found there: {len(prepared.followed.missing)} of the "
+                         "run's recordings, listed above): restore them, or score other recordings with --edf-dir DIR")
     if not stems:
         other = "eval" if split == "dev" else "dev"
         raise ValueError(f"the {split} split of {config.data.data_dir} is empty: the checkpoint's "

@@ -95,6 +95,7 @@ from parity.problem import (
 )
 from parity.report import Report, float32_precision, format_report, plot_report, write_json
 from parity.runs import Run
+from parity.tolerances import tolerance
 from parity.twins import make_twin
 from parity.verdicts import (
     BACKWARD,
@@ -249,12 +250,16 @@ def _kink_replay(rows: list[TapRow], models, runs: dict[str, Run], problem: Prob
     +3.5e-7 in torch float32, moved ∇tcn.layers.4 by 8e-4 of its scale). Replay: float64 made to
     take that side's float32 sides of 0 (runs.run_torch_with_relu_signs). Where it then gives that
     side's float32 gradient within the float32 tolerance, the difference is rounding amplified by
-    the kink, not drift: ({row: why}, the replay entries)."""
+    the kink, not drift: ({row: why}, the replay entries). Only where the TCN's output agrees at
+    float32 and every crossed pre-activation lies within the forward's float32 tolerance of 0 (the
+    `model` row's rtol of its layer's largest |z|): a unit farther out crossed by a bug is not rounding."""
     wanted = [row for row in rows if row.verdict == "DRIFT" and row.kind == "parameters"
               and row.drifted in ("torch", "jax")
               and _agrees(row, "float64")]
-    if not wanted or "float32" not in models or "float64" not in models:
+    tcn = next((row for row in rows if row.name == "tcn"), None)
+    if not wanted or "float32" not in models or "float64" not in models or tcn is None or not _agrees(tcn, "float32"):
         return {}, []
+    near = tolerance("model", "float32", device).rtol
     with precision("float64"):
         reference = R.torch_relu_inputs(models["float64"][0], runs["torch/float64"].taps["input"])
     kinks, entries = {}, []
@@ -269,6 +274,9 @@ def _kink_replay(rows: list[TapRow], models, runs: dict[str, Run], problem: Prob
         if not count:
             continue
         nearest = max(float(np.abs(z64[c]).max()) for z64, c in zip(reference, crossed, strict=True) if c.any())
+        if any(c.any() and np.abs(z64[c]).max() > near * np.abs(z64).max() for z64, c in zip(reference, crossed, strict=True)):
+            say(f"{side}/float32 crosses a TCN ReLU farther from 0 than float32 rounding: not replayed")
+            continue
         with precision("float64"):
             shapes = {name: tap.shape for name, tap in runs["torch/float64"].taps.items()}
             taken = R.run_torch_with_relu_signs(models["float64"][0], problem.batch, problem.config.train,

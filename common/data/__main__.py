@@ -28,6 +28,8 @@ from common.progress import add_progress_argument, plain_lines, wants_bars
 def _synth(args) -> int:
     from common.data.synth import generate_corpus
 
+    check_writable_folder(args.out, "--out")
+
     paths = generate_corpus(args.out, recordings=args.recordings, seed=args.seed, patients=args.patients,
                             progress=wants_bars(args.progress))
     print(f"{len(paths)} recordings in {args.out}")

@@ -103,6 +103,8 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
                 check_init_config(config, theirs, args.init_from)
         # a read-only workdir: one line now, not orbax's traceback at the first checkpoint
         check_writable_folder(config.workdir, "workdir", "pass --workdir DIR, a folder you can write to")
+        check_writable_folder(config.data.cache_dir, "data.cache_dir", "set data.cache_dir (--set "
+                              "data.cache_dir=DIR) to a folder you can write to")  # the build writes there
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as err:  # CheckpointError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG

@@ -263,6 +263,12 @@ def test_a_workdir_that_cannot_be_written_is_refused_before_any_data(tmp_path, n
     assert _train(workdir, no_data) == 2
     assert capsys.readouterr().err == (f"error: workdir {workdir}: cannot write there ({tmp_path / 'notes.txt'} "
                                        "is a file, not a folder); pass --workdir DIR, a folder you can write to\n")
+    # the cache the build writes, too: it was a PermissionError traceback from build_cache
+    cache = tmp_path / "notes.txt" / "cache"
+    assert _train(tmp_path / "run", [*no_data, f"data.cache_dir={cache}"]) == 2
+    assert capsys.readouterr().err == (f"error: data.cache_dir {cache}: cannot write there ({tmp_path / 'notes.txt'} "
+                                       "is a file, not a folder); set data.cache_dir (--set data.cache_dir=DIR) to a "
+                                       "folder you can write to\n")
 
 
 def test_the_resume_command_repeats_the_arguments_without_init_from():

@@ -278,6 +278,9 @@ def test_command_line(tmp_path, corpus, monkeypatch, capsys):
     assert record == split_record(prepare(load_config(TINY, overrides), progress=False))
     swapped = {"train": record["splits"]["dev"], "dev": record["splits"]["train"], "eval": {}}
     (workdir / SPLITS_FILE).write_text(json.dumps({"splits": swapped}))
+    followed = prepare(load_config(TINY, overrides), progress=False, keep_split=workdir / SPLITS_FILE)
+    assert followed.splits["dev"] == sorted(swapped["dev"]) and followed.splits["train"] == sorted(swapped["train"])
+    assert (followed.followed.missing, followed.followed.new) == ([], [])
     assert main([*args, "--resume"]) == 0
     assert f"split: as recorded in runs/tiny-torchref/{SPLITS_FILE}" in capsys.readouterr().out
     (workdir / SPLITS_FILE).write_text(json.dumps({"splits": {**swapped, "eval": {"gone_s001_t000": "gone"}}}))
