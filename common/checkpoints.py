@@ -218,13 +218,13 @@ def _with_model(model: dict | ModelConfig, config_path: ConfigSource, source: st
                 postprocess: dict | None = None) -> Config:
     """The run config of `config_path` (or the defaults) with `model` as its model section, and
     data.montage the weights' montage (the montage they read EEG in decides their input layer);
-    with `postprocess` (fields of it), the weights' own post-processing over the file's, but not
-    over a run's own config (a training run's config is the run's)."""
+    with `postprocess` (fields of it), the weights' own post-processing over the file's (the
+    caller passes none where a training run's own config decides it: _own_postprocess)."""
     tree = config_to_dict(_load(config_path))
     tree["model"] = config_to_dict(model) if isinstance(model, ModelConfig) else model
     if "montage" in tree["model"]:
         tree["data"]["montage"] = tree["model"]["montage"]
-    own = postprocess is not None and not isinstance(config_path, Config)
+    own = postprocess is not None
     if own:
         tree["postprocess"] = {**tree["postprocess"], **postprocess}
     rest = "the run's config" if isinstance(config_path, Config) else (config_path or "the defaults")
@@ -439,8 +439,7 @@ def loaded_tensors(path: str | Path) -> tuple[Path, dict[str, np.ndarray]] | Non
         if isinstance(saved, dict) and "model" in saved and "meta" in saved:  # a torchref training checkpoint
             state = saved["model"]
         elif (found := original.original_state(saved)) is not None:
-            state = {key: value for key, value in found[0].items()
-                     if not any(re.fullmatch(pattern, key) for pattern, _ in original.IGNORED)}
+            state = {key: value for key, value in found[0].items() if original.ignored_reason(key) is None}
         else:
             state = saved
     except PtError as error:

@@ -170,6 +170,11 @@ def _first_match(key: str, rules: tuple[tuple[str, str], ...]) -> str | None:
     return next((reason for pattern, reason in rules if re.fullmatch(pattern, key)), None)
 
 
+def ignored_reason(key: str) -> str | None:
+    """Why an original state-dict key is not loaded (IGNORED), or None for one a model loads."""
+    return _first_match(key, IGNORED)
+
+
 def _shape(t) -> tuple[int, ...]:
     return tuple(t.shape)
 
@@ -240,7 +245,7 @@ def rename_original(state_dict: dict, expected: dict[str, tuple[int, ...]], conf
                 )
             else:
                 mapped[orig] = key
-        elif (reason := _first_match(orig, IGNORED)) is not None:
+        elif (reason := ignored_reason(orig)) is not None:
             ignored[orig] = reason
         elif (reason := _first_match(orig, REFUSED)) is not None:
             refused.append(f"{orig}: {reason}")

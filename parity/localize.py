@@ -103,6 +103,7 @@ from parity.verdicts import (
     PRECISIONS,
     Finding,
     TapRow,
+    agrees,
     classify,
     dtypes_of,
     find,
@@ -213,13 +214,13 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
     rows = tap_rows(runs, stage_inputs, R.parameter_stage(problem.config.model), extreme, device, problem.batch.x,
                     problem.batch.y, ambiguous_pe, problem.windows)
     by_key = {run_key(r): r for r in runs}
-    replay, replayed, agrees = [], set(), set()
+    replay, replayed, agreed = [], set(), set()
     while True:  # a float32 drift whose replay agrees both ways is amplified rounding: classify again
         findings = find(rows)
         todo = [f for f in findings if f.verdict != "DATA" and f.kind in ("forward", "backward") and f.row not in replayed]
         if not todo:
             break
-        known = len(agrees)
+        known = len(agreed)
         for finding in todo:
             say(f"naming the op and replaying {finding.row}")
             row = next(r for r in rows if r.name == finding.row)
@@ -228,14 +229,14 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
             replay += entries
             replayed.add(row.name)
             if finding.verdict == "DRIFT" and entries and all(e["passed"] and e["dtype"] == "float32" for e in entries):
-                agrees.add(row.name)
-        if len(agrees) == known:
+                agreed.add(row.name)
+        if len(agreed) == known:
             break
-        classify(rows, dtypes_of(runs), extreme, frozenset(agrees), ambiguous_pe)
+        classify(rows, dtypes_of(runs), extreme, frozenset(agreed), ambiguous_pe)
     kinks, entries = _kink_replay(rows, models, by_key, problem, device, say)
     replay += entries
     if kinks:
-        classify(rows, dtypes_of(runs), extreme, frozenset(agrees), ambiguous_pe, kinks)
+        classify(rows, dtypes_of(runs), extreme, frozenset(agreed), ambiguous_pe, kinks)
         findings = find(rows)
     errors = {f"{r.framework}/{r.dtype}:{stage}": message for r in runs for stage, message in r.errors.items()}
     return Report(problem, dtypes_of(runs), rows, findings, replay, eigh, errors, extreme, device)
@@ -255,9 +256,9 @@ def _kink_replay(rows: list[TapRow], models, runs: dict[str, Run], problem: Prob
     `model` row's rtol of its layer's largest |z|): a unit farther out crossed by a bug is not rounding."""
     wanted = [row for row in rows if row.verdict == "DRIFT" and row.kind == "parameters"
               and row.drifted in ("torch", "jax")
-              and _agrees(row, "float64")]
+              and agrees(row, "float64")]
     tcn = next((row for row in rows if row.name == "tcn"), None)
-    if not wanted or "float32" not in models or "float64" not in models or tcn is None or not _agrees(tcn, "float32"):
+    if not wanted or "float32" not in models or "float64" not in models or tcn is None or not agrees(tcn, "float32"):
         return {}, []
     near = tolerance("model", "float32", device).rtol
     with precision("float64"):
@@ -298,10 +299,6 @@ def _kink_replay(rows: list[TapRow], models, runs: dict[str, Run], problem: Prob
                     f"{nearest:.1e} of 0 in float64) gives {side}'s gradient (max_rel {compared.max_rel:.1e}): "
                     "rounding amplified by the ReLU's kink, not drift")
     return kinks, entries
-
-
-def _agrees(row: TapRow, dtype: str) -> bool:
-    return dtype in row.compare and row.compare[dtype].passed
 
 
 def _wrong_at(row: TapRow, dtypes: list[str]) -> list[str]:

@@ -348,7 +348,7 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
                           "the other's result (replay): float32 inputs within tolerance, amplified here (a "
                           "discontinuity such as a top-k near tie, or ill-conditioning): rounding, not drift")
             continue
-        disagreeing = [by_name[u] for u in row.upstream if u in by_name and not _agrees(by_name[u], "float32")]
+        disagreeing = [by_name[u] for u in row.upstream if u in by_name and not agrees(by_name[u], "float32")]
         if failing == ["float32"] and disagreeing and all(u.amplified for u in disagreeing):
             row.amplified = True
             row.detail = "inherits the amplified rounding of " + ", ".join(u.name for u in disagreeing)
@@ -359,7 +359,7 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
         if failing:
             row.verdict = "DRIFT"
             # born where, at some dtype it fails at, everything it is computed from agrees
-            row.born = any(all(_agrees(by_name[u], d) for u in row.upstream if u in by_name) for d in failing)
+            row.born = any(all(agrees(by_name[u], d) for u in row.upstream if u in by_name) for d in failing)
             if row.name == PE and ambiguous_pe:
                 row.verdict, row.side, row.detail = "MODEL", "both", ambiguous_pe
                 continue
@@ -383,7 +383,7 @@ def _bad(by_name: dict[str, TapRow], name: str, run: str) -> bool:
     return by_name[name].bad(run)
 
 
-def _agrees(row: TapRow, dtype: str) -> bool:
+def agrees(row: TapRow, dtype: str) -> bool:
     """torch and jax agree on `row` at `dtype` and every higher precision run (a disagreement at
     float64 is not undone by float32 passing under its atol floor), or differ by rounding only."""
     higher = PRECISIONS[: PRECISIONS.index(dtype) + 1]
