@@ -72,6 +72,7 @@ def _labels(args) -> int:
     if not edfs:
         raise FileNotFoundError(f"DIR {source}: no EDF file (*.edf) under it, so no labels to write; "
                                 "name the corpus folder, as downloaded")
+    _check_not_beside_edfs(source, edfs, out)
     check_writable_folder(out, "--out")
     found = survey(source, edfs, args.corpus, "seeded")  # no split: every file
     print(found.headline())
@@ -101,6 +102,22 @@ def _labels(args) -> int:
     for item in failed:
         print(skip_line(item), file=sys.stderr)
     return 2 if failed else 0
+
+
+def _check_not_beside_edfs(source: Path, edfs: list[Path], out: Path) -> None:
+    """ValueError when a .csv_bi of the mirrored tree would land beside an EDF of the same name:
+    build reads such a file as that recording's labels ahead of the corpus's own files (a CHB-MIT
+    summary fixed later would be outvoted by the stale copy; a TUSZ .csv_bi would be replaced)."""
+    beside = []
+    for edf in edfs:
+        target = out / edf.relative_to(source).with_suffix(".csv_bi")
+        if target.parent.is_dir() and any(p.stem == target.stem and p.suffix.lower() == ".edf"
+                                          for p in target.parent.iterdir()):
+            beside.append(target)
+    if beside:
+        raise ValueError(f"--out {out}: {len(beside)} .csv_bi file(s) would lie beside their EDF, e.g. "
+                         f"{beside[0]}, and build would read them as the recordings' labels ahead of the "
+                         "corpus's own files; choose an --out outside the corpus folder")
 
 
 def _inspect(args) -> int:

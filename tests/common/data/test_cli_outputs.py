@@ -1,5 +1,6 @@
 """Where `python -m jaxbrr.data` writes: an output location that cannot be written is one line
-(exit 2) before any recording is read, `labels` on a folder without recordings is an error, and
+(exit 2) before any recording is read, `labels` on a folder without recordings is an error, `labels`
+never writes a .csv_bi beside an EDF, and
 `inspect --plot` makes its folders, refuses a stretch past the recording's end and writes its PNG
 atomically.
 
@@ -57,6 +58,22 @@ def test_labels_on_a_folder_without_recordings_is_an_error_naming_dir(tmp_path, 
     assert main(["labels", str(tmp_path / "nope"), "--out", str(tmp_path / "labels")]) == 2
     assert capsys.readouterr().err == (f"error: DIR {tmp_path / 'nope'}: no such folder; name the corpus "
                                        "folder, as downloaded\n")
+
+
+def test_labels_refuses_an_out_that_puts_csv_bi_beside_the_edfs(corpus, tmp_path, capsys):
+    """--out at the corpus folder itself would replace its .csv_bi (or, for a CHB-MIT corpus, plant
+    one that build then reads ahead of the summary): refused before anything is written."""
+    labels = corpus / "pa_s001_t000.csv_bi"
+    before = labels.read_bytes()
+    assert main(["labels", str(corpus), "--out", str(corpus)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"error: --out {corpus}: 1 .csv_bi file(s) would lie beside their EDF, e.g. {labels}, "
+                            "and build would read them as the recordings' labels ahead of the corpus's own "
+                            "files; choose an --out outside the corpus folder\n")
+    assert labels.read_bytes() == before and "wrote" not in captured.out
+    # a folder inside the corpus mirrors the tree below it: no EDF there, so it is fine
+    assert main(["labels", str(corpus), "--out", str(corpus / "labels")]) == 0
+    assert (corpus / "labels" / "pa_s001_t000.csv_bi").exists()
 
 
 def test_build_refuses_an_unwritable_cache_dir_before_any_recording(corpus, blocker, monkeypatch, capsys):
