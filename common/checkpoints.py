@@ -40,7 +40,7 @@ from common.config import (
     config_to_dict,
     load_config,
 )
-from common.shown import shown_lines
+from common.shown import shown_inline, shown_lines
 
 KINDS = ("jaxbrr", "torchref", "pt", "safetensors", "nan_dump")
 FIX = ("point it at a run folder written by `python -m jaxbrr.train` or `python -m torchref.train` (or its "
@@ -301,7 +301,7 @@ def _needs_config(path: Path, config_path: ConfigSource, what: str) -> Config:
 def _arrays(state: dict, path: Path) -> dict[str, np.ndarray]:
     bad = [key for key, value in state.items() if not isinstance(value, np.ndarray)]
     if bad:
-        raise CheckpointError(f"{path}: not a state dict (entries {bad[:3]} are not tensors)")
+        raise CheckpointError(f"{path}: not a state dict (entries {shown_inline(bad)} are not tensors)")
     return dict(state)
 
 

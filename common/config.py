@@ -31,6 +31,7 @@ from pydantic.dataclasses import dataclass
 from common import stages
 from common.data.montage import Montage, montage_channels, n_edges
 from common.data.native_labels import SIENA_LISTED_AS
+from common.shown import shown_lines
 
 _FROZEN = ConfigDict(extra="forbid")
 
@@ -592,7 +593,7 @@ def config_from_dict(tree: dict, source: str = "<dict>") -> Config:
             f"{source}: a brain-go-brr v2 config (sections {', '.join(theirs)}), not this project's: pass one of "
             "configs/ (configs/tusz.yaml is the full-size V3) with --set for what differs; an original "
             "checkpoint saved with its config needs no --config (its model section is read from it)",
-            *lines[:5], *([f"... and {len(lines) - 5} more"] if len(lines) > 5 else [])])) from None
+            *shown_lines(lines, indent="")])) from None
 
 
 # The commands' default config: the current folder's, else the repository's (the package is

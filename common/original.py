@@ -48,7 +48,7 @@ import re
 from dataclasses import dataclass
 
 from common.config import ModelConfig
-from common.shown import shown_lines
+from common.shown import shown_inline, shown_lines
 
 # mamba_ssm.modules.mamba2.Mamba2's parameters; torchref.mamba.Mamba2 keeps the same names.
 MAMBA2_PARAMS = ("in_proj.weight", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D",
@@ -212,7 +212,7 @@ def rename_original(state_dict: dict, expected: dict[str, tuple[int, ...]], conf
     """An original V3 state dict (tensors or arrays: anything with .shape) renamed, key by key
     through TABLE, onto the neutral names of a model of `config` whose parameter shapes are
     `expected` (neutral name -> shape): (renamed, report). Every problem raises one ValueError:
-    each kind counted, a few of each named (common.checkpoints.MISMATCHES_SHOWN), then `fix`
+    each kind counted, a few of each named (common.shown.MISMATCHES_SHOWN), then `fix`
     where a config that does not describe the weights can be the cause."""
     if config.architecture != "v3":
         raise ValueError(
@@ -332,8 +332,7 @@ def original_state(saved) -> tuple[dict, list[str], dict[str, str]] | None:
         outside = [k for k in keys if not k.startswith(prefix)]
         notes.append(f"keys read without the prefix {prefix!r} a wrapper put before them (DataParallel's `module.`, "
                      "torch.compile's `_orig_mod.`, a Lightning module's attribute)"
-                     + (f"; {len(outside)} keys outside it left out: {', '.join(map(str, outside[:5]))}"
-                        + (" ..." if len(outside) > 5 else "") if outside else ""))
+                     + (f"; {len(outside)} keys outside it left out: {shown_inline(outside)}" if outside else ""))
     renamed = 0
     for old, new in _PARAMETRIZED:
         for key in [k for k in state if k.endswith(old)]:

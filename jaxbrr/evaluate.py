@@ -59,6 +59,7 @@ from common.eval.report import checkpoint_lines
 from common.eval.score import METRICS_FILE, metrics_table, pair_records, score_pairs, write_metrics
 from common.files import check_writable_folder
 from common.progress import add_progress_argument, wants_bars
+from common.shown import SUMMARY_SHOWN, shown_lines
 
 EXIT_OK, EXIT_INPUT = 0, 2
 
@@ -133,7 +134,8 @@ def _recordings(config, split: str | None, edf_dir: str | None, progress: bool, 
         build = build_cache(dataclasses.replace(config, data=data), progress=progress)
         corpus = Corpus(build.root)
         if not corpus.stems:
-            reasons = "".join(f"\n  {skip_line(s)}" for s in build.survey.left_out + build.skipped)
+            reasons = "".join(f"\n{line}" for line in shown_lines([skip_line(s) for s in build.survey.left_out + build.skipped],
+                                                                   limit=SUMMARY_SHOWN))
             raise ValueError(f"--edf-dir {folder}: no usable recording (EDF files matching "
                              f"{config.data.edf_glob} with their labels){reasons}")
         skipped = [{**item, "split": None} for item in build.survey.left_out + build.skipped]  # no split here

@@ -64,6 +64,7 @@ from common.eval.postprocess import postprocess
 from common.eval.recordings import Predict, predict_signals
 from common.files import check_writable_folder
 from common.progress import add_progress_argument, wants_bars
+from common.shown import shown_lines
 from jaxbrr.precision import set_float32_precision
 
 EXIT_OK, EXIT_INPUT = 0, 2
@@ -263,7 +264,7 @@ def check_out_dir(files: Sequence[Path], out_dir: str | Path) -> None:
                            f"'{written_by_line(WRITTEN_BY)}' line): perhaps reference labels")
     if refused:
         raise ValueError(f"--out {out_dir}: predict would write {len(refused)} .csv_bi file(s) where they "
-                         "must not go:\n  " + "\n  ".join(refused) + "\nchoose another --out, a folder without "
+                         "must not go:\n" + "\n".join(shown_lines(refused)) + "\nchoose another --out, a folder without "
                          "EDF or label files (an older predict's .csv_bi, without that line, may be deleted instead)")
 
 

@@ -55,6 +55,7 @@ from common.checkpoints import (
 )
 from common.config import ModelConfig, config_to_dict
 from common.pt import torch_compatible
+from common.shown import shown_inline
 from jaxbrr.weights import (
     LEAVES,
     Entry,
@@ -266,8 +267,7 @@ def write_jaxbrr_checkpoint(folder: Path, config, arrays: dict[str, np.ndarray],
 
     held = sorted(str(p.relative_to(folder)) for p in folder.glob("checkpoints/*/*"))
     if held:  # a run's own checkpoints: keep=1 would delete its best, and its last would stay beside
-        raise CheckpointError(f"{folder} already holds checkpoints ({', '.join(held[:3])}"
-                              f"{', …' if len(held) > 3 else ''}): convert into a new folder")
+        raise CheckpointError(f"{folder} already holds checkpoints ({shown_inline(held)}): convert into a new folder")
     model = SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
     notes = fill(model, arrays, source)
     optimizer = make_nnx_optimizer(model, config.train, 1)

@@ -78,6 +78,7 @@ from common.config import (
 from common.graph import eigenvalue_split, normalized_laplacian
 from common.out_of_memory import out_of_memory_line
 from common.pt import torch_compatible
+from common.shown import shown_inline
 from jaxbrr.model import SeizureDetector
 from jaxbrr.precision import matmul_precision
 from parity import runs as R
@@ -186,14 +187,13 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
     broken = weight_findings(problem.weights, problem.checkpoint_names)
     if broken:  # every run would carry their NaN from the first stage that reads them: nothing to localize
         say(f"the weights hold NaN/Inf in {len(broken)} tensor{'s' * (len(broken) > 1)} "
-            f"({', '.join(f.row for f in broken[:3])}"
-            f"{', …' if len(broken) > 3 else ''}): WEIGHTS, born before the checkpoint was saved; not running"
-            + (f" (the batch's data is bad as given too, in windows {', '.join(map(str, suspects))})"
+            f"({shown_inline([f.row for f in broken])}): WEIGHTS, born before the checkpoint was saved; not running"
+            + (f" (the batch's data is bad as given too, in windows {shown_inline(suspects)})"
                if suspects else ""))
         return Report(problem, dtypes, [], broken, [], {"computed": False, "why": "not run: the weights are non-finite"},
                       {}, extreme, device)
     if suspects:  # in seconds, before the runs (minutes at full size) say so
-        say(f"the batch's data is bad as given in windows {', '.join(map(str, suspects))} (NaN/Inf, or beyond "
+        say(f"the batch's data is bad as given in windows {shown_inline(suspects)} (NaN/Inf, or beyond "
             f"{extreme:g} σ): DATA whatever the runs find")
     runs: list[Run] = []
     models = {}
@@ -437,7 +437,7 @@ def out_of_memory_advice(error: BaseException, problem: Problem | None) -> str |
     shape = "x".join(map(str, problem.batch.x.shape))
     remat = "" if problem.config.model.remat else "--set model.remat=true (the scans recomputed in the backward pass), or "
     suspects = suspect_windows(problem, extreme_sigma(problem))
-    which = f"; the data of windows {', '.join(map(str, suspects[:8]))} is bad as given" if suspects else ""
+    which = f"; the data of windows {shown_inline(suspects)} is bad as given" if suspects else ""
     return (f"out of memory running both models on a {shape} batch ({first}); "
             f"add {remat}pass fewer windows (--windows I,J{which})")
 

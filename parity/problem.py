@@ -15,7 +15,7 @@ import numpy as np
 
 from common.checkpoints import CheckpointError
 from common.config import Config
-from common.shown import shown_lines
+from common.shown import shown_inline, shown_lines
 from parity.runs import Batch
 
 
@@ -151,10 +151,10 @@ def _check_label_range(path: Path, key: str, y: np.ndarray, valid: np.ndarray | 
         return
     window, sample = (int(i) for i in np.argwhere(outside)[0])
     windows = np.flatnonzero(outside.any(axis=1))
-    found = ", ".join(f"{v:g}" for v in np.unique(y[outside])[:5])
+    found = shown_inline([f"{v:g}" for v in np.unique(y[outside])])
     raise LocalizeError(f"{path}: {key} holds {y[window, sample]:g} at window {window}, sample {sample} "
                         f"({int(outside.sum())} labels outside [0, 1] in window{'s' * (len(windows) > 1)} "
-                        f"{', '.join(map(str, windows[:8]))}{', …' if len(windows) > 8 else ''}; values {found}); "
+                        f"{shown_inline(windows.tolist())}; values {found}); "
                         f"the loss's labels are 0 (background) or 1 (seizure): save ({key} > 0) where they are "
                         "seizure classes, and leave a window out with valid = False rather than labelling it -1")
 
@@ -189,7 +189,7 @@ def check_batch_shape(config: Config, batch: Batch, source: str) -> None:
                             f"{length + stride - length % stride} samples")
 
 
-# an error lists MISMATCHES_SHOWN of the weights' mismatches (common/checkpoints.py), then their count
+# an error lists MISMATCHES_SHOWN of the weights' mismatches (common/shown.py), then their count
 CONFIG_FIX = ("pass the config these weights were trained with: --config CFG, whose `model` section describes "
               "them (weights that carry their own model config, a .safetensors file's or a training "
               "checkpoint's, are read with that one)")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from common.files import save_figure, write_text
+from common.shown import shown_lines
 from parity.problem import Problem, batch_hash
 from parity.runs import Batch
 from parity.verdicts import PARAMETERS, WEIGHTS_FIX, Finding, TapRow, arbitrated_dtype
@@ -199,11 +200,9 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
         lines.append(f"eigh: {eigh['graphs_with_repeats']} of {eigh['graphs']} graphs hold repeated eigenvalues "
                      f"(gap <= max(tau {eigh['tau']:g}, {eigh['rounding_of']} rounding), {eigh['from']}), "
                      f"{eigh['graphs_with_repeats_in_pe']} among the {eigh['k']} smallest (the PE's: not unique there)")
-        for entry in eigh["repeated"][:8]:
-            lines.append(f"  batch {entry['batch']} step {entry['step']}: λ = {entry['eigenvalue']:.6g} "
-                         f"×{entry['multiplicity']}")
-        if len(eigh["repeated"]) > 8:
-            lines.append(f"  ... {len(eigh['repeated']) - 8} more in the JSON report")
+        lines.extend(shown_lines([f"batch {entry['batch']} step {entry['step']}: λ = {entry['eigenvalue']:.6g} "
+                                  f"×{entry['multiplicity']}" for entry in eigh["repeated"]],
+                                 where=" in the JSON report"))
     for key, message in report.errors.items():
         lines.append(f"raised: {key}: {message}")
     for note in report.notes:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from common.checkpoints import nonfinite_tensors
+from common.shown import shown_inline
 from common.stages import MODEL_INPUT
 from parity.compare import Row, compare_arrays
 from parity.runs import LOSS, Run, consumers
@@ -258,9 +259,8 @@ def where(mask: np.ndarray, axes: tuple[str, ...], what: str = "", windows: list
     if windows is not None:
         hits[:, 0] = np.asarray(windows)[hits[:, 0]]
     hit = sorted({int(i) for i in hits[:, 0]})
-    shown = ", ".join(map(str, hit[:8])) + (f", … ({len(hit)} windows)" if len(hit) > 8 else "")
     first = ", ".join(f"{axis} {int(i)}" for axis, i in zip(axes, hits[0], strict=True))
-    return f" ({what}window{'s' * (len(hit) > 1)} {shown}; first at {first})"
+    return f" ({what}window{'s' * (len(hit) > 1)} {shown_inline(hit)}; first at {first})"
 
 
 def _dropped_by_the_other(row: TapRow, by_name: dict[str, TapRow], top: str) -> str | None:

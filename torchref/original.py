@@ -16,6 +16,7 @@ import torch
 from common.config import ModelConfig
 from common.original import LoadReport, original_state, rename_original
 from common.pt import read_pt, torch_compatible
+from common.shown import shown_inline
 from torchref.model import SeizureDetector
 
 
@@ -46,7 +47,7 @@ def load_original_checkpoint(
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     if found is None:
-        keys = sorted(saved)[:8] if isinstance(saved, dict) else type(saved).__name__
+        keys = shown_inline(sorted(map(str, saved))) if isinstance(saved, dict) else type(saved).__name__
         raise ValueError(
             f"{path}: neither a checkpoint with `model_state_dict` nor a state dict of the original's keys "
             f"(`tcn_encoder.` ...; top level: {keys})"

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from common.config import SplitConfig
+from common.shown import SUMMARY_SHOWN, shown_lines
 
 SPLITS = ("train", "dev", "eval")
 CORPORA = ("tusz", "siena", "chbmit", "folder")
@@ -100,9 +101,6 @@ class Recording:
         return self.edf.stem
 
 
-WITHOUT_EDF_SHOWN = 10  # label entries without an EDF a survey names before it counts the rest
-
-
 @dataclass
 class Survey:
     """What data_dir holds, as the layout reads it."""
@@ -129,12 +127,12 @@ class Survey:
             lines.append(f"  no recordings under {name}/: the {name} split is empty")
         if self.left_out:
             lines.append(f"  {len(self.left_out)} EDF file(s) left out:")
-            lines.extend(f"    {item['source']}: {item['reason']}" for item in self.left_out)
+            lines.extend(shown_lines([f"{item['source']}: {item['reason']}" for item in self.left_out],
+                                     indent="    ", limit=SUMMARY_SHOWN))
         if self.without_edf:
             lines.append(f"  {len(self.without_edf)} label file(s) or entries without an EDF (their labels unused):")
-            lines.extend(f"    {item['source']}: {item['reason']}" for item in self.without_edf[:WITHOUT_EDF_SHOWN])
-            if len(self.without_edf) > WITHOUT_EDF_SHOWN:  # a partial download: a summary lists ~40 each
-                lines.append(f"    ... and {len(self.without_edf) - WITHOUT_EDF_SHOWN} more")
+            lines.extend(shown_lines([f"{item['source']}: {item['reason']}" for item in self.without_edf],
+                                     indent="    ", limit=SUMMARY_SHOWN))
         return lines
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from common.config import Config
-from common.data.cache import BuildResult, Corpus, build_cache, skip_line
+from common.data.cache import MANIFEST, BuildResult, Corpus, build_cache, skip_line
 from common.data.corpora import SPLITS, assign_splits
 from common.data.windows import BACKGROUND, WindowSpec
+from common.shown import SUMMARY_SHOWN, shown_inline, shown_lines
 
-_LISTED = 20  # recordings a summary list names before it counts the rest
 # WORKDIR/splits.json: each split's recordings (stem -> patient) as the run's training found them.
 # A seeded split permutes the patients it finds, so one patient added to or removed from the
 # corpus moves others between splits; a resumed run and `evaluate --split` follow this file instead.
@@ -117,10 +117,10 @@ def followed_lines(followed: FollowedSplit) -> list[str]:
     lines = [f"split: as recorded in {followed.path}"]
     if followed.new:
         lines.append(f"  {len(followed.new)} recording(s) new since, in none of its splits (not used): "
-                     + ", ".join(followed.new[:_LISTED]) + (", ..." if len(followed.new) > _LISTED else ""))
+                     + shown_inline(followed.new, SUMMARY_SHOWN))
     if followed.missing:
         lines.append(f"  {len(followed.missing)} of its recording(s) not in the corpus now (built? skipped?): "
-                     + ", ".join(followed.missing[:_LISTED]) + (", ..." if len(followed.missing) > _LISTED else ""))
+                     + shown_inline(followed.missing, SUMMARY_SHOWN))
     return lines
 
 
@@ -209,16 +209,14 @@ def format_summary(prepared: PreparedData) -> str:
             f"{len(build.skipped)} skipped"
             + (" (fix them, or remove them from data_dir):" if build.skipped else "")
         )
-        for item in build.skipped:
-            lines.append(f"  {skip_line(item)}")
+        lines.extend(shown_lines([skip_line(item) for item in build.skipped], limit=SUMMARY_SHOWN,
+                                 where=f" (every one under `skipped` in {build.root / MANIFEST})"))
     issues = label_issues(prepared.corpus.recordings, prepared.corpus.stems)
     if issues:
         lines.append(f"labels cut in {len(issues)} recording(s):")
-        lines.extend(f"  {line}" for line in issues)
+        lines.extend(shown_lines(issues, limit=SUMMARY_SHOWN, where=" (each recording's sidecar, recordings/<stem>.json)"))
     flat = flat_issues(prepared.corpus.recordings, prepared.corpus.stems)
     if flat:
         lines.append(f"flat channels (read as zeros) in {len(flat)} recording(s):")
-        lines.extend(f"  {line}" for line in flat[:_LISTED])
-        if len(flat) > _LISTED:
-            lines.append(f"  ... and {len(flat) - _LISTED} more (each recording's sidecar, recordings/<stem>.json)")
+        lines.extend(shown_lines(flat, limit=SUMMARY_SHOWN, where=" (each recording's sidecar, recordings/<stem>.json)"))
     return "\n".join(lines)

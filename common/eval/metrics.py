@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
+from common.shown import shown_inline
+
 SAMPLE_METRICS: tuple[str, ...] = (
     "auroc", "sensitivity", "specificity", "precision", "f1", "positives", "samples",
 )
@@ -40,7 +42,7 @@ def _scores_and_labels(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarr
         raise ValueError(f"{non_finite} of {scores.size} scores are not finite (NaN or inf)")
     if labels.dtype != np.bool_:
         if not np.isin(labels, (0, 1)).all():
-            raise ValueError(f"labels must be 0/1, got values {np.unique(labels)[:5]}...")
+            raise ValueError(f"labels must be 0/1, got values {shown_inline(np.unique(labels).tolist())}")
         labels = labels.astype(bool)
     positives = int(labels.sum())
     if positives in (0, labels.size):

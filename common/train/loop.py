@@ -50,6 +50,7 @@ from common.data.sampler import balanced_rows, batches, host_rows, seizure_windo
 from common.eval import plots as eval_plots
 from common.files import write_text
 from common.progress import LOG_LINE_SECONDS, Heartbeat
+from common.shown import shown_inline
 from common.train import plots
 from common.train.class_weight import resolve_pos_weight
 from common.train.dumps import NAN_DIR, replay_command
@@ -268,7 +269,7 @@ class Loop:
         earlier = sorted((self.workdir / NAN_DIR).glob("step_*")) if not resume and self.primary else []
         if earlier:
             print(f"note: {self.workdir / NAN_DIR} holds {len(earlier)} NaN dump(s) of an earlier attempt "
-                  f"({', '.join(d.name for d in earlier[:3])}{', ...' if len(earlier) > 3 else ''}), not of "
+                  f"({shown_inline([d.name for d in earlier])}), not of "
                   "this run; a dump of this run at the same step replaces one")
 
     # -- what a framework provides -------------------------------------------------------------
@@ -326,9 +327,8 @@ class Loop:
         followed = self.prepared.followed
         if followed is None or not followed.missing:
             return
-        shown = ", ".join(followed.missing[:10]) + (", ..." if len(followed.missing) > 10 else "")
         raise ValueError(f"{followed.path}: {len(followed.missing)} recording(s) this run was split with are not "
-                         f"in the corpus under {self.config.data.data_dir} now ({shown}): restore them (resumed "
+                         f"in the corpus under {self.config.data.data_dir} now ({shown_inline(followed.missing)}): restore them (resumed "
                          "without them the run would train or validate on other data than it started with), or "
                          f"start a new run from this one's weights with --init-from {self.workdir}")
 

@@ -37,7 +37,14 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from common.checkpoints import NEUTRAL_FILE, OTHER_STEP, CheckpointError, jaxbrr_meta, locate, write_neutral
+from common.checkpoints import (
+    NEUTRAL_FILE,
+    OTHER_STEP,
+    CheckpointError,
+    jaxbrr_meta,
+    locate,
+    write_neutral,
+)
 from common.config import Config, config_from_dict
 from jaxbrr.train.distributed import barrier
 

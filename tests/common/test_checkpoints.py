@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.checkpoints import CheckpointError, jaxbrr_meta, last_steps, locate, read_weights, weights_config, write_neutral
+from common.checkpoints import (
+    CheckpointError,
+    jaxbrr_meta,
+    last_steps,
+    locate,
+    read_weights,
+    weights_config,
+    write_neutral,
+)
 from common.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
