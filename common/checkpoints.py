@@ -439,7 +439,9 @@ def loaded_tensors(path: str | Path) -> tuple[Path, dict[str, np.ndarray]] | Non
         if isinstance(saved, dict) and "model" in saved and "meta" in saved:  # a torchref training checkpoint
             state = saved["model"]
         elif (found := original.original_state(saved)) is not None:
-            state = {key: value for key, value in found[0].items() if original.ignored_reason(key) is None}
+            spelled = found[2]  # bare key -> as the file holds it (a wrapper's prefix, say): named so
+            state = {spelled.get(key, key): value for key, value in found[0].items()
+                     if original.ignored_reason(key) is None}
         else:
             state = saved
     except PtError as error:
@@ -465,7 +467,8 @@ def weights_config(path: str | Path, fallback: ConfigSource = None) -> Config | 
         model = read_neutral_metadata(located.path)["config"]
         return _with_model(model, fallback, str(located.path)) if model is not None else None
     if located.kind == "nan_dump":
-        return config_from_dict(json.loads((located.path / "nan.json").read_text())["config"])
+        meta = located.path / "nan.json"
+        return config_from_dict(json.loads(meta.read_text())["config"], source=str(meta))
     saved = read_pt(located.path)
     if isinstance(saved, dict) and "meta" in saved and "model" in saved:
         return config_from_dict(saved["meta"]["config"], source=str(located.path))

@@ -214,10 +214,11 @@ def predict_file(path: str | Path, config: Config, predict: Predict, out_dir: st
     probs = predict_signals(predict, signals, config, progress=progress, desc=path.name)
     _, events = postprocess(probs, sfreq, config.postprocess)
     events = _end_at(events, raw.duration_seconds)
-    csv_bi = write_csv_bi(out_dir / f"{path.stem}.csv_bi", events, raw.duration_seconds, written_by=WRITTEN_BY)
+    # the picture first: a file reported as not predicted leaves no .csv_bi behind (a scorer would read it)
     png = plot_prediction(signals, raw.channels, probs, events, sfreq, config.postprocess,
                           out_dir / f"{path.stem}.png",
                           f"{path.name}: {len(events)} predicted seizure{'s' * (len(events) != 1)}")
+    csv_bi = write_csv_bi(out_dir / f"{path.stem}.csv_bi", events, raw.duration_seconds, written_by=WRITTEN_BY)
     return Prediction(path, path.stem, raw.duration_seconds, probs, events, csv_bi, png, report.flat_channels)
 
 

@@ -75,6 +75,7 @@ from common.config import (
     ConfigError,
     with_overrides,
 )
+from common.files import check_writable_folder
 from common.graph import eigenvalue_split, normalized_laplacian
 from common.out_of_memory import out_of_memory_line
 from common.pt import torch_compatible
@@ -511,9 +512,16 @@ def main(argv: list[str] | None = None) -> int:
                              "model on long windows may not fit a CPU's memory with the whole batch")
     parser.add_argument("--all-parameters", action="store_true", help="show clean parameter groups too")
     args = parser.parse_args(argv)
+    if args.batch is not None and args.checkpoint is None:
+        parser.error("--batch goes with --checkpoint: a --dump holds its own batch (batch.npz); "
+                     "a --scenario makes its own")
     say = Progress()
     problem = None
     try:
+        # the reports' folders before the runs (minutes to hours at full size) rather than after
+        for option, path in (("--json", args.json), ("--plot", args.plot)):
+            if path is not None:
+                check_writable_folder(path.parent, option)
         if args.scenario:
             # --set goes in with the scenario's own overrides, before its weights are made (scenarios.build)
             problem = scenarios.build(args.scenario, args.set)

@@ -648,6 +648,25 @@ def test_weights_that_do_not_fit_the_config_are_bad_input_naming_them_and_the_fi
                                 "channels)")
 
 
+def test_report_paths_are_checked_before_any_run_and_a_stray_batch_is_refused(tmp_path, capsys, monkeypatch):
+    """--json/--plot into a folder that cannot be made: exit 2 before the runs (they were written
+    after them: minutes to hours lost, then a traceback). --batch beside --dump or --scenario was
+    ignored in silence, yet named in a shape error as if it were read."""
+    monkeypatch.setattr(localize.R, "run_jax", lambda *a: pytest.fail("a model ran"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    weights, batch = _checkpoint_and_batch(tmp_path)
+    for option in ("--json", "--plot"):
+        code = localize.main(["--checkpoint", weights, "--batch", batch, option, str(blocker / "report" / "r.out")])
+        assert code == 2
+        assert capsys.readouterr().err == (f"error: {option} {blocker / 'report'}: cannot write there ({blocker} is a "
+                                           f"file, not a folder); set {option} to a folder you can write to\n")
+    with pytest.raises(SystemExit) as exited:
+        localize.main(["--scenario", "clean", "--batch", batch])
+    assert exited.value.code == 2
+    assert "--batch goes with --checkpoint: a --dump holds its own batch (batch.npz)" in capsys.readouterr().err
+
+
 def test_a_scenario_is_built_under_its_set_so_a_resized_model_gets_its_weights(monkeypatch):
     """--scenario with a --set that resizes the model: the --set joins the scenario's own overrides
     before its weights are drawn, so the model has weights of its size (applied afterwards, the

@@ -92,6 +92,8 @@ def read_split_record(path: Path) -> dict[str, dict[str, str]]:
     """{split: {stem: patient}} of a SPLITS_FILE; ValueError naming the file when it is not one."""
     try:
         splits = json.loads(path.read_text())["splits"]
+        if not isinstance(splits, dict):
+            raise ValueError(f"splits is a {type(splits).__name__}, not a mapping of split names")
         if set(splits) - set(SPLITS) or not all(isinstance(v, dict) for v in splits.values()):
             raise ValueError(f"splits {sorted(splits)}, needs a subset of {list(SPLITS)} each mapping stems to patients")
     except (OSError, ValueError, KeyError, TypeError) as err:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -467,7 +468,14 @@ class Loop:
                     self._train_epoch(bar)  # to the epoch's end, to max_steps, or to a stop request
                     self._end_epoch()
         except BaseException:
-            self._final_plots()  # the curves up to a non-finite step or a stop are what one looks at
+            # the curves up to a non-finite step or a stop are what one looks at; a plot that fails
+            # then (a full disk, a second Ctrl-C) must not replace the error that stopped the run,
+            # its dump path and its exit code
+            try:
+                self._final_plots()
+            except BaseException as plot_error:  # noqa: BLE001 - reported, the run's own error raised
+                print(f"note: the training plot was not written ({type(plot_error).__name__}: {plot_error})",
+                      file=sys.stderr)
             raise
         finally:
             bar.close()

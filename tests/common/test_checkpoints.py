@@ -61,3 +61,15 @@ def test_a_damaged_step_metadata_says_to_use_another_step(tmp_path):
         with pytest.raises(CheckpointError, match=rf"{meta.parent.parent}: damaged checkpoint metadata {meta} "
                                                   r"\(.*\); use another step of the run"):
             jaxbrr_meta(meta.parent.parent)
+
+
+def test_a_nan_dump_whose_config_is_broken_is_named_by_its_file(tmp_path):
+    """weights_config of a NaN dump (train --init-from DUMP) named `<dict>`, no file, for a config
+    that does not validate."""
+    import json
+
+    from common.config import ConfigError
+
+    (tmp_path / "nan.json").write_text(json.dumps({"config": {"train": {"epochs": "many"}}}))
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'nan.json'}: train\.epochs"):
+        weights_config(tmp_path)

@@ -85,6 +85,22 @@ def test_a_recording_shorter_than_one_window(bipolar_run, tmp_path):
     assert (out / "short_s001_t000.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def test_a_file_whose_plot_fails_leaves_no_csv_bi(bipolar_run, tmp_path, monkeypatch, capsys):
+    """Reported as not predicted, it left its .csv_bi in --out all the same (written before the
+    PNG), for a scorer to read as a prediction."""
+    from common.eval import plots
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plots, "plot_prediction", full_disk)
+    edf = write_edf(tmp_path / "short_s001_t000.edf", BIPOLAR23[:-1], seconds=2.0)
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(bipolar_run), str(edf), "--out", str(out), "--no-progress"]) == 2
+    assert "1 of 1 files not predicted" in capsys.readouterr().err
+    assert not (out / "short_s001_t000.csv_bi").exists()
+
+
 def test_flat_channels_are_named_and_a_recording_of_nothing_but_is_not_predicted(bipolar_run, tmp_path, capsys):
     """All zeros would be predicted as "0 events", which reads as "no seizures"."""
     some = write_edf(tmp_path / "some_s001_t000.edf", BIPOLAR23[:-1], 8.0, flat=("FP1-F7", "CZ-PZ"))

@@ -130,6 +130,11 @@ def test_init_from_weights_holding_nan_is_refused_before_any_data(tmp_path, no_d
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'nan.pt'}: 1 of 2 weight tensors hold NaN or Inf")
     assert "\n  proj_from_electrodes.weight: 1 NaN, 0 Inf\n" in err and "data preparation started" not in err
+    # saved through DataParallel: named as the file holds it, prefix and all (it was the bare key, in no file)
+    wrapped = {f"module.{key}": value for key, value in {**live, **ignored}.items()}
+    torch.save({"epoch": 6, "model_state_dict": wrapped}, tmp_path / "wrapped.pt")
+    assert _train(tmp_path / "d", no_data, "--init-from", str(tmp_path / "wrapped.pt")) == 2
+    assert "\n  module.proj_from_electrodes.weight: 1 NaN, 0 Inf\n" in capsys.readouterr().err
 
 
 def test_train_finds_the_repository_default_config_from_another_folder(tmp_path, monkeypatch, no_data, capsys):

@@ -255,6 +255,24 @@ def test_raise_writes_the_dump(tmp_path, corpus, prepared, monkeypatch):
     assert [(r["kind"], r["step"]) for r in read_metrics(tmp_path)] == [("train", 1), ("nan", 1)]
 
 
+def test_a_plot_failing_after_a_nan_stop_does_not_replace_its_error(tmp_path, corpus, prepared, monkeypatch, capsys):
+    """The training plot is drawn on the way out of a failed run; when it fails too (a full disk),
+    the run's NonFiniteStep, with its dump, is what is raised, and the plot's failure a note."""
+    from common.train import plots
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plots, "plot_training", full_disk)
+    run = trainer(tmp_path, corpus, prepared, "train.max_steps=3")
+    plant_nan(monkeypatch, run, at_step=1)
+    with pytest.raises(NonFiniteStep) as caught:
+        run.run()
+    assert caught.value.dump == tmp_path / "nan" / "step_000001"
+    assert ("note: the training plot was not written (OSError: [Errno 28] No space left on device)"
+            in capsys.readouterr().err)
+
+
 def test_command_line(tmp_path, corpus, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the config's relative workdir runs/tiny lands here
     overrides = [*corpus, *TRAIN, "train.max_steps=1"]
