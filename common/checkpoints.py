@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -42,7 +43,8 @@ from common.config import (
 )
 from common.shown import shown_inline, shown_lines
 
-KINDS = ("jaxbrr", "torchref", "pt", "safetensors", "nan_dump")
+# where weights are (module docstring): a run of either trainer, a file of either format, a NaN dump
+WeightsKind = Literal["jaxbrr", "torchref", "pt", "safetensors", "nan_dump"]
 FIX = ("point it at a run folder written by `python -m jaxbrr.train` or `python -m torchref.train` (or its "
        "checkpoints/best|last folder, or one step), a .pt or .safetensors weights file, or a NaN dump folder")
 
@@ -58,7 +60,7 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class Located:
-    kind: str  # one of KINDS
+    kind: WeightsKind
     path: Path  # the concrete file or folder
     given: Path  # what the user named
 

@@ -113,6 +113,10 @@ class SplitConfig:
     seed: int = 0
 
 
+# data.corpus: how data_dir is laid out (common/data/corpora.py); auto: detected from the files
+CorpusName = Literal["auto", "tusz", "siena", "chbmit", "folder"]
+
+
 @_section
 class DataConfig:
     data_dir: str = "data/synthetic"
@@ -122,7 +126,7 @@ class DataConfig:
     synthetic: SynthConfig | None = None
     # How data_dir is laid out: patient ids, the split and where labels come from
     # (common/data/corpora.py). auto: detected from the files, and printed.
-    corpus: Literal["auto", "tusz", "siena", "chbmit", "folder"] = "auto"
+    corpus: CorpusName = "auto"
     montage: Montage = "ref19"
     window_seconds: float = Field(60.0, gt=0)
     stride_seconds: float = Field(10.0, gt=0)

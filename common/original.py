@@ -224,10 +224,9 @@ def rename_original(state_dict: dict, expected: dict[str, tuple[int, ...]], conf
             f"model.montage = {config.montage!r}: the original reads the 19 referential channels "
             "(set model.montage: ref19)"
         )
-    target = expected
 
     # torchref key -> original key, from the table
-    wanted = {key: original_key(key) for key in target}
+    wanted = {key: original_key(key) for key in expected}
     not_in_table = sorted(key for key, orig in wanted.items() if orig is None)
     source_of = {orig: key for key, orig in wanted.items() if orig is not None}
 
@@ -239,9 +238,9 @@ def rename_original(state_dict: dict, expected: dict[str, tuple[int, ...]], conf
     for orig, tensor in state_dict.items():
         if orig in source_of:
             key = source_of[orig]
-            if _shape(tensor) != tuple(target[key]):
+            if _shape(tensor) != tuple(expected[key]):
                 mismatched.append(
-                    f"{orig} {_shape(tensor)} -> {key} expects {tuple(target[key])}"
+                    f"{orig} {_shape(tensor)} -> {key} expects {tuple(expected[key])}"
                 )
             else:
                 mapped[orig] = key
@@ -262,7 +261,7 @@ def rename_original(state_dict: dict, expected: dict[str, tuple[int, ...]], conf
         problems += shown_lines(sorted(refused))
     if unfilled:
         problems.append(f"{len(unfilled)} torchref keys are not filled (original name expected):")
-        problems += shown_lines([f"{key} <- {wanted[key]} {tuple(target[key])}" for key in unfilled])
+        problems += shown_lines([f"{key} <- {wanted[key]} {tuple(expected[key])}" for key in unfilled])
         streams = [key for key in state_dict if key.startswith(("node_mamba.", "edge_mamba."))]
         if not any("_mamba_real." in key for key in streams) and any(
             "_mamba_fallback." in key for key in streams
@@ -273,7 +272,7 @@ def rename_original(state_dict: dict, expected: dict[str, tuple[int, ...]], conf
             )
     if not_in_table:
         problems.append(f"{len(not_in_table)} torchref keys have no row in TABLE:")
-        problems += shown_lines([f"{key} {tuple(target[key])}" for key in not_in_table])
+        problems += shown_lines([f"{key} {tuple(expected[key])}" for key in not_in_table])
     if mismatched:
         problems.append(f"{len(mismatched)} shape mismatches (original -> torchref):")
         problems += shown_lines(sorted(mismatched))

@@ -58,7 +58,7 @@ from common.data.cache import skip_line
 from common.eval.report import checkpoint_lines
 from common.eval.score import METRICS_FILE, metrics_table, pair_records, score_pairs, write_metrics
 from common.files import check_writable_folder
-from common.progress import add_progress_argument, wants_bars
+from common.progress import add_progress_argument, plain_lines, wants_bars
 from common.shown import SUMMARY_SHOWN, shown_lines
 
 EXIT_OK, EXIT_INPUT = 0, 2
@@ -117,7 +117,8 @@ def run_folder(step_dir: Path) -> Path | None:
     return step_dir.parents[2] if step_dir.parent.parent.name == "checkpoints" else None
 
 
-def _recordings(config, split: str | None, edf_dir: str | None, progress: bool, run: Path | None = None):
+def _recordings(config, split: str | None, edf_dir: str | None, progress: bool, run: Path | None = None,
+                plain_lines: bool = False):
     """(corpus, stems, skipped files, source description) of what is to be evaluated. With
     --split, the run's recorded split where it has one (SPLITS_FILE): the corpus split afresh may
     put other patients in it, some the run trained on."""
@@ -131,7 +132,7 @@ def _recordings(config, split: str | None, edf_dir: str | None, progress: bool, 
         # every EDF under DIR is scored, so no split: a TUSZ split folder (edf/eval) has no train/ ...
         data = dataclasses.replace(config.data, data_dir=str(folder), synthetic=None,
                                    split=dataclasses.replace(config.data.split, kind="seeded"))
-        build = build_cache(dataclasses.replace(config, data=data), progress=progress)
+        build = build_cache(dataclasses.replace(config, data=data), progress=progress, plain_lines=plain_lines)
         corpus = Corpus(build.root)
         if not corpus.stems:
             reasons = "".join(f"\n{line}" for line in shown_lines([skip_line(s) for s in build.survey.left_out + build.skipped],
@@ -140,7 +141,8 @@ def _recordings(config, split: str | None, edf_dir: str | None, progress: bool, 
                              f"{config.data.edf_glob} with their labels){reasons}")
         skipped = [{**item, "split": None} for item in build.survey.left_out + build.skipped]  # no split here
         return corpus, corpus.stems, skipped, {"edf_dir": str(folder.resolve())}
-    prepared = prepare(config, progress=progress, keep_split=None if run is None else run / SPLITS_FILE)
+    prepared = prepare(config, progress=progress, keep_split=None if run is None else run / SPLITS_FILE,
+                       plain_lines=plain_lines)
     if prepared.followed is not None:
         print("\n".join(followed_lines(prepared.followed)))
     stems = prepared.splits[split]
@@ -175,8 +177,9 @@ def _describe_source(source: dict) -> str:
 
 def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | None = None,
                    out: str | None = None, overrides: Sequence[str] = (), max_timelines: int = 20,
-                   progress: bool = True, config_path: str | None = None) -> int:
-    """Load, predict every recording, score, write; the exit status of the module docstring."""
+                   progress: bool = True, config_path: str | None = None, plain_lines: bool = False) -> int:
+    """Load, predict every recording, score, write; the exit status of the module docstring.
+    Without bars, `plain_lines` has the cache build print a line a minute (common/progress.py)."""
     from common.checkpoints import CheckpointError
     from common.data.prepare import label_issues, labels_cut
     from common.eval.recordings import predict_recordings
@@ -197,7 +200,7 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
         check_writable_folder(out_dir, "--out" if out else "the run's eval folder (the default --out)",
                               None if out else "pass --out DIR, a folder you can write to")
         print(describe(config, weights_path))
-        corpus, stems, skipped, source = _recordings(config, split, edf_dir, progress, run_folder(weights_path))
+        corpus, stems, skipped, source = _recordings(config, split, edf_dir, progress, run_folder(weights_path), plain_lines)
     except (CheckpointError, ConfigError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
@@ -271,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-timelines must be >= 0, got {args.max_timelines}")
     return run_checkpoint(args.checkpoint, split=args.split, edf_dir=args.edf_dir, out=args.out,
                           overrides=args.set, max_timelines=args.max_timelines,
-                          progress=bars, config_path=args.config)
+                          progress=bars, config_path=args.config, plain_lines=plain_lines(args.progress))
 
 
 def _score_mode(args) -> int:

@@ -24,7 +24,8 @@ Sources (--windows I,J keeps only those windows of the batch; the report names t
 index in the batch as given)
   --dump DIR            a training NaN dump (jaxbrr: checkpoint/, torchref: model.pt; batch.npz, nan.json)
   --checkpoint CKPT     a neutral weights file (.safetensors), a torchref state dict or training
-                        checkpoint (.pt), or a training checkpoint directory; with --batch BATCH.npz
+                        checkpoint (.pt), a brain-go-brr v2 checkpoint (.pt: read with its own
+                        config), or a training checkpoint directory; with --batch BATCH.npz
                         holding x (B, C, T) float32 and optionally y (B, T) 0/1 and valid (B,)
   --scenario NAME       a planted problem from parity/scenarios.py, with its expected verdict
                         (--set applies before its weights and batch are made: scenarios.build)
@@ -78,6 +79,7 @@ from common.config import (
 from common.files import check_writable_folder
 from common.graph import eigenvalue_split, normalized_laplacian
 from common.out_of_memory import out_of_memory_line
+from common.progress import LOG_LINE_SECONDS
 from common.pt import torch_compatible
 from common.shown import shown_inline
 from jaxbrr.model import SeizureDetector
@@ -85,7 +87,7 @@ from jaxbrr.precision import matmul_precision
 from parity import runs as R
 from parity.compare import compare_arrays
 from parity.problem import (
-    CONFIG_FIX,
+    CHECKPOINT_CONFIG_FIX,
     LocalizeError,
     Problem,
     check_batch_shape,
@@ -275,7 +277,7 @@ def _kink_replay(rows: list[TapRow], models, runs: dict[str, Run], problem: Prob
         count = sum(int(c.sum()) for c in crossed)
         if not count:
             continue
-        nearest = max(float(np.abs(z64[c]).max()) for z64, c in zip(reference, crossed, strict=True) if c.any())
+        widest = max(float(np.abs(z64[c]).max()) for z64, c in zip(reference, crossed, strict=True) if c.any())
         if any(c.any() and np.abs(z64[c]).max() > near * np.abs(z64).max() for z64, c in zip(reference, crossed, strict=True)):
             say(f"{side}/float32 crosses a TCN ReLU farther from 0 than float32 rounding: not replayed")
             continue
@@ -297,7 +299,7 @@ def _kink_replay(rows: list[TapRow], models, runs: dict[str, Run], problem: Prob
                 kinks[row.name] = (
                     f"beyond tolerance at float32, {side} farther from float64, yet float64 taking {side}'s "
                     f"float32 side of 0 at the {count} TCN ReLU input(s) where they differ (each within "
-                    f"{nearest:.1e} of 0 in float64) gives {side}'s gradient (max_rel {compared.max_rel:.1e}): "
+                    f"{widest:.1e} of 0 in float64) gives {side}'s gradient (max_rel {compared.max_rel:.1e}): "
                     "rounding amplified by the ReLU's kink, not drift")
     return kinks, entries
 
@@ -443,12 +445,12 @@ def out_of_memory_advice(error: BaseException, problem: Problem | None) -> str |
             f"add {remat}pass fewer windows (--windows I,J{which})")
 
 
-class Progress:
+class StatusLines:
     """Progress lines on stderr, each with the time since the start; while one step runs past a
     minute, a line a minute says it still runs (a full-size XLA compile, or a float64 run on a
     CPU, is many minutes of silence otherwise)."""
 
-    def __init__(self, every: float = 60.0):
+    def __init__(self, every: float = LOG_LINE_SECONDS):
         self.started = self.since = time.monotonic()
         self.every, self.step = every, ""
         self.lock = threading.Lock()  # the step and its time change together; lines never interleave
@@ -489,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dump", type=Path, help="a training NaN dump directory (WORKDIR/nan/step_N)")
-    source.add_argument("--checkpoint", type=Path, help=".safetensors, .pt or a training checkpoint directory")
+    source.add_argument("--checkpoint", type=Path, help=".safetensors, .pt (ours or a brain-go-brr v2 checkpoint) or a training checkpoint directory")
     source.add_argument("--scenario", choices=sorted(scenarios.SCENARIOS), help="a planted problem")
     parser.add_argument("--batch", type=Path, help="with --checkpoint: an .npz holding x (B, C, T), optionally y, valid; or the original's .pt debug batch")
     parser.add_argument("--config", help="config YAML (for a bare state dict, or the loss of a .safetensors)")
@@ -515,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch is not None and args.checkpoint is None:
         parser.error("--batch goes with --checkpoint: a --dump holds its own batch (batch.npz); "
                      "a --scenario makes its own")
-    say = Progress()
+    say = StatusLines()
     problem = None
     try:
         # the reports' folders before the runs (minutes to hours at full size) rather than after
@@ -542,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch = read_batch(args.batch, notes)
                 problem = Problem(config, weights, batch, f"checkpoint {args.checkpoint}, batch {args.batch}",
                                   notes=notes, checkpoint_names=names)
-                fix = CONFIG_FIX
+                fix = CHECKPOINT_CONFIG_FIX
             as_loaded = problem.config
             problem.config = with_overrides(problem.config, args.set, problem.source)
         if args.set:

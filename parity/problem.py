@@ -190,12 +190,12 @@ def check_batch_shape(config: Config, batch: Batch, source: str) -> None:
 
 
 # an error lists MISMATCHES_SHOWN of the weights' mismatches (common/shown.py), then their count
-CONFIG_FIX = ("pass the config these weights were trained with: --config CFG, whose `model` section describes "
+CHECKPOINT_CONFIG_FIX = ("pass the config these weights were trained with: --config CFG, whose `model` section describes "
               "them (weights that carry their own model config, a .safetensors file's or a training "
               "checkpoint's, are read with that one)")
 
 
-def check_weights(problem: Problem, as_loaded: Config, fix: str = CONFIG_FIX) -> None:
+def check_weights(problem: Problem, as_loaded: Config, fix: str = CHECKPOINT_CONFIG_FIX) -> None:
     """The weights' names and shapes against the model of the problem's config, as parity.convert
     checks them, before any model is built (torch's load_state_dict raised its own traceback
     there, exit 1, as if that were a finding). `as_loaded` is the config read with the weights,

@@ -97,7 +97,7 @@ def _torch_loss(logits, batch: Batch, cfg: TrainConfig) -> torch.Tensor:
     return tloss.compute_loss(logits, labels, cfg, batch.pos_weight, valid)
 
 
-def _raised_stage(error: Exception, shape: tuple, inputs: list[torch.Tensor], dtype) -> torch.Tensor:
+def _raised_stage(shape: tuple, inputs: list[torch.Tensor], dtype) -> torch.Tensor:
     """A stage that raised (torch.linalg.eigh does, on NaN input, where JAX returns NaN) outputs
     NaN, and its derivative is NaN too: 0·Σinputs ties the NaN cotangent to every input."""
     device = inputs[0].device
@@ -117,7 +117,7 @@ def run_torch(model: torch.nn.Module, batch: Batch, cfg: TrainConfig, shapes: di
                 return stage(*inputs)
             except RuntimeError as error:
                 errors[name] = str(error).splitlines()[0]
-                return _raised_stage(error, shapes[name], list(inputs), dtype)
+                return _raised_stage(shapes[name], list(inputs), dtype)
         return run
 
     def perturbed(name, out):

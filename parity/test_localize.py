@@ -628,7 +628,7 @@ def test_weights_that_do_not_fit_the_config_are_bad_input_naming_them_and_the_fi
     assert lines[0] == (f"error: checkpoint {tmp_path / 'three.pt'}, batch {batch}: the weights do not fit the model "
                         "its config describes (20 mismatches):")  # layer 2: 2 directions x 8, proj and norm x 2
     assert lines[1] == "  node_mamba.layers.2.bwd.A_log: in the weights, but the model has no such parameter"
-    assert lines[6] == "  … and 15 more" and lines[7] == problem_lib.CONFIG_FIX
+    assert lines[6] == "  … and 15 more" and lines[7] == problem_lib.CHECKPOINT_CONFIG_FIX
 
     arrays = dict(clean.weights)
     arrays["gnn.norms.one.weight"] = arrays.pop("gnn.norms.1.weight")
@@ -852,7 +852,7 @@ def test_a_long_step_says_it_still_runs(capsys):
     """A full-size run was 12 minutes without a line between two steps."""
     import time
 
-    say = localize.Progress(every=0.2)
+    say = localize.StatusLines(every=0.2)
     with say.heartbeat():
         say("float64: jax forward + backward")
         deadline = time.monotonic() + 30  # the beat is due after 0.2 s; a loaded machine may be slow

@@ -23,7 +23,10 @@ error of each side. Its verdict:
                ill-conditioned stage; the row is CLEAN and marked `rounding`. So is a float32
                difference whose replay agrees both ways (each side's stage on the other's inputs
                gives the other's result: rounding of its inputs amplified by a discontinuity, a
-               top-k near tie), marked `amplified`, with every row that inherits only from it
+               top-k near tie), marked `amplified`, with every row that inherits only from it;
+               and a float32-only parameter gradient that float64 reproduces when made to take
+               that side's float32 sides of the TCN's ReLU kinks, marked `amplified` too
+               (parity/localize.py _kink_replay)
 
 A non-finite row is *born* when some run is non-finite there while every row it is computed from
 (for the loss: the logits and the labels) is finite in that run; a DRIFT row when, at a dtype

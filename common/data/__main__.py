@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from pathlib import Path
 
-from common.config import DEFAULT_CONFIG_HELP, ConfigError, default_config, load_config
+from common.config import DEFAULT_CONFIG_HELP, ConfigError, CorpusName, default_config, load_config
 from common.data.montage import MONTAGES
 from common.files import check_writable_folder
 from common.progress import add_progress_argument, plain_lines, wants_bars
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "labels":
             p.add_argument("dir", help="a corpus folder, as downloaded")
             p.add_argument("--out", required=True, help="where the .csv_bi tree goes")
-            p.add_argument("--corpus", default="auto", choices=["auto", "tusz", "siena", "chbmit", "folder"])
+            p.add_argument("--corpus", default="auto", choices=typing.get_args(CorpusName))
         if name == "inspect":
             p.add_argument("file")
             p.add_argument("--montage", choices=list(MONTAGES))

@@ -15,7 +15,7 @@ A corpus is used as it ships. `data.corpus` names the layout (`auto` detects it 
     folder  anything else: the patient is the file stem before its first `_`.
 
 Split (data.split.kind): `official` takes the train/dev/eval folders below data_dir; `seeded` a
-patient-disjoint seeded permutation (common/data/sampler.py); `auto` is official for TUSZ and for
+patient-disjoint seeded permutation (assign_splits, below); `auto` is official for TUSZ and for
 a folder corpus with split folders, seeded otherwise. A file the layout cannot place (a name that
 does not follow the corpus's naming, an EDF outside train/ dev/ eval/ under an official split) is
 left out and reported, never allowed to change how the others are split.
@@ -34,7 +34,6 @@ from common.config import SplitConfig
 from common.shown import SUMMARY_SHOWN, shown_lines
 
 SPLITS = ("train", "dev", "eval")
-CORPORA = ("tusz", "siena", "chbmit", "folder")
 NAMING = {
     "tusz": re.compile(r"(?P<patient>[a-z0-9]+)_s\d{3}_t\d{3}"),
     "siena": re.compile(r"(?P<patient>PN\d{2})-\d+(?:\.\d+)*"),

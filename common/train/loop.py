@@ -13,7 +13,7 @@ hooks (jaxbrr/train/loop.py: jaxbrr's Trainer; torchref/train/loop.py: torch's).
 Everything a step depends on is a function of (seed, epoch, step): the batch order (the
 sampler's generator for (seed, epoch)), pos_weight, and dropout (each framework's RNG state is
 checkpointed). So `--resume` from any checkpoint reproduces the uninterrupted run's losses
-exactly (tests/jaxbrr/train/test_loop.py, tests/torchref/test_loop.py).
+exactly (tests/jaxbrr/train/test_loop.py, tests/torchref/train/test_loop.py).
 
 Non-finite steps (never silent; DESIGN.md §5): a framework's `_step` raises StepFailed when it
 catches a NaN inside the step (JAX_DEBUG_NANS, checkify), or reports `finite: False`. A
@@ -251,7 +251,7 @@ class Loop:
         self.show = progress  # bars; without them, `plain_lines` prints a line a minute (common/progress.py)
         self.heartbeat = Heartbeat(LOG_LINE_SECONDS) if plain_lines and not progress else None
         self.stop = StopRequests(active=False)  # run() listens for SIGINT/SIGTERM (common/train/stop.py)
-        self.prepared = prepared or prepare(config, progress=progress,
+        self.prepared = prepared or prepare(config, progress=progress, plain_lines=plain_lines,
                                             keep_split=self.workdir / SPLITS_FILE if resume else None)
         if resume:
             self._check_followed_split()

@@ -193,10 +193,13 @@ def test_checkpoint_mode_on_an_edf_dir_skips_and_reports_a_bad_file(synthetic_ru
     (folder / "bad_s001_t000.edf").write_bytes(b"0       " + b"x" * 300)
     (folder / "bad_s001_t000.csv_bi").write_text("# version = csv_v1.0.0\n")
     out = tmp_path / "out"
+    # neither --progress nor --no-progress, and no terminal (a nohup log): the build says how far it is
     assert main(["--checkpoint", str(synthetic_run), "--edf-dir", str(folder), "--out", str(out),
-                 "--no-progress", "--max-timelines", "0", "--set", "eval.threshold_steps=4",
+                 "--max-timelines", "0", "--set", "eval.threshold_steps=4",
                  "--set", "data.split.seed=7"]) == 2  # no split with --edf-dir: its fields are free
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "caching recordings: 0/2 (" in captured.out and "caching recordings: 2/2 (" in captured.out
     assert f"skipped {folder / 'bad_s001_t000.edf'}: corrupt header" in err  # the path once
     assert f"1 of 2 EDF files under {folder} skipped (above); the other 1 are scored" in err
     metrics = json.loads((out / "metrics.json").read_text())
