@@ -199,6 +199,33 @@ sys.exit(max(codes))
     assert metrics["records"] >= 1 and 0 <= metrics["sample"]["auroc"] <= 1
 
 
+def test_a_test_file_needing_the_other_framework_is_skipped_without_it_and_says_so():
+    """pip install '.[jax]' has no torch: a test file comparing with torchref was a collection
+    error (the run failed); it is a skip naming the framework (conftest.py). Only a framework that
+    is missing: another missing module is still an error."""
+    code = ("import sys, pytest; sys.exit(pytest.main(['-q', '-rs', '-p', 'no:cacheprovider', "
+            "'tests/common/test_pt.py', 'tests/common/test_shown.py']))")
+    prelude = BLOCK.replace("raise ImportError(f\"{{name}} is not installed (blocked by tests/test_architecture.py)\")",
+                            "raise ModuleNotFoundError(f\"No module named '{{name}}'\", name=name)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    done = subprocess.run([sys.executable, "-c", prelude.format(blocked=set(TORCH_FAMILY)) + code], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert ("SKIPPED [1] tests/common/test_pt.py:0: needs torch, which is not installed (the file, or a helper it "
+            "imports, uses the other twin)") in done.stdout
+    assert "2 passed, 1 skipped" in done.stdout  # the torch-free file ran
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
+    root_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root_conftest)
+    if importlib.util.find_spec("torch") is not None:  # installed: its import error is a real one, not a skip
+        assert root_conftest._missing_framework("ModuleNotFoundError: No module named 'torch'") is None
+    assert root_conftest._missing_framework("ModuleNotFoundError: No module named 'yaml_typo'") is None  # no framework
+
+
 def test_the_pytest_script_collects_parity_tests_that_import_tests_helpers(tmp_path):
     """README says `pytest parity/`: the script, unlike `python -m pytest`, does not put the
     current folder on sys.path, and under --import-mode=importlib parity/test_weights.py's

@@ -300,7 +300,7 @@ def test_init_from_an_original_checkpoint_is_checked_against_its_own_config_befo
     """Its model section (brain-go-brr schema) is the weights' model: a run that starts them with
     another init gain is that model (the gain only drew the first weights, which they replace),
     and a later version's field ours cannot honour is refused naming it, before any data."""
-    import torch
+    torch = pytest.importorskip("torch")  # the original's checkpoints are torch files
 
     from tests.torchref.original_checkpoint import FULL_ORIGINAL_MODEL_CONFIG
 
