@@ -95,6 +95,7 @@ from parity.problem import (
     load_checkpoint,
     load_dump,
     read_batch,
+    runs_whole_model,
     select_windows,
 )
 from parity.report import Report, float32_precision, format_report, plot_report, write_json
@@ -138,6 +139,8 @@ def precision(dtype: str):
 
 
 DEVICES = ("cpu", "gpu")
+# what each problem is run in: float64 arbitrates float32 (parity/tolerances.py arbitrate)
+DEFAULT_DTYPES = ("float32", "float64")
 
 
 def on_device(device: str):
@@ -170,7 +173,7 @@ def _models(problem: Problem, dtype: str, device: str = "cpu"):
     return torch_model.to(torch_device(device)), jax_model
 
 
-def localize(problem: Problem, dtypes: list[str] = ("float32", "float64"), extreme: float | None = None,
+def localize(problem: Problem, dtypes: list[str] = DEFAULT_DTYPES, extreme: float | None = None,
              progress=None, device: str = "cpu") -> Report:
     """Run both frameworks at every dtype on `device`, classify every row, then name ops and replay.
     extreme: the DATA bound in σ (None: extreme_sigma(problem))."""
@@ -187,6 +190,9 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
     if unknown:
         raise ValueError(f"--dtype {','.join(unknown)}: choose from {', '.join(PRECISIONS)}")
     suspects = suspect_windows(problem, extreme)
+    if suspects and problem.sources is not None:
+        problem.notes.append("the bad windows come from " + shown_inline(
+            [f"{i}: {problem.sources[i]}" for i in suspects]) + " (the dump's nan.json `windows`)")
     broken = weight_findings(problem.weights, problem.checkpoint_names)
     if broken:  # every run would carry their NaN from the first stage that reads them: nothing to localize
         say(f"the weights hold NaN/Inf in {len(broken)} tensor{'s' * (len(broken) > 1)} "
@@ -498,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field of the run, e.g. model.remat=true (less memory at full "
                              "size) or model.stability.pe_gradient=safe (does the fix hold?); repeatable")
-    parser.add_argument("--dtype", default="float32,float64", help="comma-separated, from " + ",".join(PRECISIONS))
+    parser.add_argument("--dtype", help=f"comma-separated, from {','.join(PRECISIONS)} (default: "
+                                        f"{','.join(DEFAULT_DTYPES)}, or a scenario's own)")
     parser.add_argument("--device", default="cpu", choices=DEVICES,
                         help="where both frameworks run (default %(default)s; gpu: the first CUDA GPU)")
     parser.add_argument("--tf32", choices=("off", "on"), default="off",
@@ -527,10 +534,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.scenario:
             # --set goes in with the scenario's own overrides, before its weights are made (scenarios.build)
             problem = scenarios.build(args.scenario, args.set)
-            dtypes = problem.expected.get("dtypes", args.dtype.split(",")) if args.dtype == parser.get_default(
-                "dtype") else args.dtype.split(",")
+            dtypes = args.dtype.split(",") if args.dtype else problem.expected.get("dtypes", list(DEFAULT_DTYPES))
         else:
-            dtypes = args.dtype.split(",")
+            dtypes = args.dtype.split(",") if args.dtype else list(DEFAULT_DTYPES)
             if args.dump:
                 problem = load_dump(args.dump)
                 fix = (f"the dump's own config does not describe its weights, so the dump is not as training "
@@ -553,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
             check_weights(problem, as_loaded, fix)
             # against the model as --set leaves it (a stride it changes), before any model is built
             check_batch_shape(problem.config, problem.batch, str(args.batch or args.dump / "batch.npz"))
+        dtypes = runs_whole_model(problem, dtypes, args.dtype is not None)
         if args.windows:
             problem.batch, problem.windows = select_windows(problem.batch, args.windows, problem.source)
             problem.source += f", windows {args.windows}"
@@ -582,8 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem.expected:
         matched = (report.verdict, report.first.row if report.first else None) == (
             problem.expected["verdict"], problem.expected["tap"])
-        print(f"expected: {problem.expected['verdict']} at {problem.expected['tap']}: "
-              + ("matched" if matched else "NOT matched"))
+        at = f" at {problem.expected['tap']}" if problem.expected["tap"] else ""
+        print(f"expected: {problem.expected['verdict']}{at}: " + ("matched" if matched else "NOT matched"))
         return 0 if matched else 1
     return 0 if report.verdict == "CLEAN" else 1
 

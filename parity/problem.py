@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from common.checkpoints import CheckpointError
-from common.config import Config
+from common.config import Config, with_overrides
 from common.shown import shown_inline, shown_lines
 from parity.runs import Batch
 
@@ -36,6 +36,30 @@ class Problem:
     windows: list[int] | None = None
     # a weight's name as its checkpoint spells it, where that differs (an original checkpoint's keys)
     checkpoint_names: dict[str, str] = field(default_factory=dict)
+    # where each window of the batch as given came from, "recording from N s" (a NaN dump's nan.json)
+    sources: list[str] | None = None
+
+
+def runs_whole_model(problem: Problem, dtypes: list[str], dtypes_given: bool) -> list[str]:
+    """The dtypes to run, the problem's config made fit for them. The localiser casts the whole
+    model to each run's dtype; a config's mixed precision (model.precision: bfloat16, as a run
+    trained under it keeps in its dump) would autocast inside every run as well, so its "float64"
+    run would compute in bfloat16 (and torch's autocast refuses float64 weights beside bfloat16
+    inputs, which read as a stage non-finite at float64: MODEL). The runs take
+    model.precision: float32, a note says so, and the run's own half precision joins the dtypes
+    unless --dtype was given."""
+    trained = problem.config.model.precision
+    if trained == "float32":
+        return dtypes
+    problem.config = with_overrides(problem.config, ["model.precision=float32"], problem.source)
+    added = not dtypes_given and trained not in dtypes
+    problem.notes.append(
+        f"the config's model.precision is {trained} (mixed precision, as the run trained): each run here casts "
+        f"the whole model to its dtype instead, under model.precision float32; "
+        + (f"{trained} was added to the dtypes, the closest to the run's own" if added
+           else f"--dtype {','.join(dtypes)}" + ("" if trained in dtypes else f" has no {trained} run: add it "
+                                                  "to see what the run's precision does")))
+    return [*dtypes, trained] if added else dtypes
 
 
 class LocalizeError(ValueError):
@@ -228,8 +252,9 @@ def load_dump(path: Path) -> Problem:
     config, weights, names = load_checkpoint(path, None)
     check_batch_shape(config, batch, str(path))
     why = record.get("why") or record.get("error") or ""
+    sources = [f"{stem} from {start:g} s" for stem, start in record["windows"]] if "windows" in record else None
     return Problem(config, weights, batch, f"dump {path} (step {record.get('step')}: {why})".strip(), notes=notes,
-                   checkpoint_names=names)
+                   checkpoint_names=names, sources=sources)
 
 
 def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[str, np.ndarray], dict[str, str]]:

@@ -18,7 +18,7 @@ from common.files import save_figure, write_text
 from common.shown import shown_lines
 from parity.problem import Problem, batch_hash
 from parity.runs import Batch
-from parity.verdicts import PARAMETERS, WEIGHTS_FIX, Finding, TapRow, arbitrated_dtype
+from parity.verdicts import BACKWARD, PARAMETERS, WEIGHTS_FIX, Finding, TapRow, arbitrated_dtype
 
 SCHEMA = "jaxbrr.localize/1"
 IDENTICAL_FLOOR = 1e-18  # where the plot draws a difference of exactly 0 (log axis)
@@ -185,8 +185,11 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
     lines += _verdict_lines(report)
     for entry in report.replay:
         status = "agrees" if entry["passed"] else "differs"
+        if not entry["passed"] and entry["max_rel"] == 0 and len(set(entry["nonfinite"].values())) == 1:
+            status = "differs: as many non-finite values, not all at the same places or of the same kind (NaN, Inf)"
         lines.append(f"  replay {entry['tap']} {entry['dtype']}: {entry['direction']}: max_rel {_e(entry['max_rel'])}"
                      f", non-finite {entry['nonfinite']['result']} vs {entry['nonfinite']['expected']}: {status}")
+    lines.append(f"next: {next_step(report)}")
     params = report.nonfinite_parameters()
     if params:
         lines.append(f"non-finite parameter gradients ({len(params)} modules):")
@@ -208,6 +211,38 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
     for note in report.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+# stages whose NaN the Laplacian PE's eigh gradient makes where eigenvalues repeat (DESIGN.md §2)
+EIGH_ROWS = ("pe", BACKWARD + "pe", BACKWARD + "adjacency")
+
+
+def next_step(report: Report) -> str:
+    """What to do about the verdict: the one line a person acts on."""
+    row = report.first.row if report.first else ""
+    config = getattr(report.problem.config, "model", None)  # a report made by hand may have none
+    if report.verdict == "DATA":
+        return ("fix or leave out the recording the bad windows come from (python -m jaxbrr.data inspect EDF shows "
+                "how it reads): the model is not at fault, and no change to it is needed")
+    if report.verdict == "MODEL" and row in EIGH_ROWS and config is not None and config.stability.pe_gradient != "safe":
+        return (f"the eigh gradient is undefined where eigenvalues repeat: set model.stability.pe_gradient=safe "
+                f"(now {config.stability.pe_gradient}) and check it here with --set model.stability.pe_gradient=safe")
+    if report.verdict == "MODEL":
+        return (f"the math of {row} is undefined on this input even in float64, in both frameworks: change the model "
+                "there (a config field that names the guard, or the input range it accepts), then check the change "
+                "here with --set FIELD=VALUE on this same batch")
+    if report.verdict == "FRAMEWORK":
+        return (f"one framework's {row} is non-finite where the other's is finite: its op (named above) is the cause, "
+                "not the model; keep the batch and weights (--json) for a report upstream, or train with the other twin")
+    if report.verdict == "PRECISION":
+        return (f"finite in float64, not in a lower precision at {row}: run it in float32 (model.precision: float32, "
+                "the default) or bring its values into that precision's range; --dtype float64,float32,bfloat16 "
+                "shows which precisions fail")
+    if report.verdict == "DRIFT":
+        return (f"torch and jax compute {row} differently beyond the parity table: a bug in the drifting side's "
+                "implementation of that stage (parity/test_modules.py compares each stage on its own)")
+    return ("nothing to fix in this batch with these weights: a NaN met in training came from elsewhere (another "
+            "batch, or a train-mode step's dropout); localize the dump training wrote at the step that failed")
 
 
 def _verdict_lines(report: Report) -> list[str]:

@@ -98,8 +98,10 @@ def _torch_loss(logits, batch: Batch, cfg: TrainConfig) -> torch.Tensor:
 
 
 def _raised_stage(shape: tuple, inputs: list[torch.Tensor], dtype) -> torch.Tensor:
-    """A stage that raised (torch.linalg.eigh does, on NaN input, where JAX returns NaN) outputs
-    NaN, and its derivative is NaN too: 0·Σinputs ties the NaN cotangent to every input."""
+    """A stage whose linear algebra raised (torch.linalg.eigh does, on NaN input, where JAX returns
+    NaN) outputs NaN, and its derivative is NaN too: 0·Σinputs ties the NaN cotangent to every
+    input. Only LinAlgError: any other error is the harness's or the model's bug (a dtype mismatch),
+    raised, not read as a non-finite stage."""
     device = inputs[0].device
     tie = sum((0 * t.sum() for t in inputs if t.requires_grad), torch.zeros((), dtype=dtype, device=device))
     return torch.full(shape, math.nan, dtype=dtype, device=device) + tie
@@ -111,11 +113,11 @@ def run_torch(model: torch.nn.Module, batch: Batch, cfg: TrainConfig, shapes: di
     dtype, device = _where(model)
     perturbations, errors = {}, {}
 
-    def guarded(name, stage):  # a stage that raises yields NaN (see _raised_stage)
+    def guarded(name, stage):  # a stage whose eigh raises yields NaN (see _raised_stage)
         def run(*inputs):
             try:
                 return stage(*inputs)
-            except RuntimeError as error:
+            except torch.linalg.LinAlgError as error:
                 errors[name] = str(error).splitlines()[0]
                 return _raised_stage(shapes[name], list(inputs), dtype)
         return run

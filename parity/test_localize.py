@@ -339,12 +339,14 @@ def test_scenario_gives_its_expected_verdict_and_first_tap(reports, name):
     print(report_lib.format_report(report))
     assert report.verdict == expected["verdict"]
     assert (report.first.row if report.first else None) == expected["tap"]
+    assert f"\nnext: {report_lib.next_step(report)}\n" in report_lib.format_report(report)
 
 
 def test_outlier_reports_data_then_precision_in_the_tcn(reports):
     report = reports("outlier")
     assert [(f.verdict, f.row) for f in report.findings][:2] == [("DATA", "input"), ("PRECISION", "tcn")]
     assert report.rows[0].max_abs_x > localize.EXTREME_SIGMA  # 1256 µV unclipped: 16 σ of this recording
+    assert report_lib.next_step(report).startswith("fix or leave out the recording")  # the first finding's: DATA
 
 
 def test_eigh_degenerate_names_the_eigh_backward_and_every_degenerate_graph(reports):
@@ -358,6 +360,9 @@ def test_eigh_degenerate_names_the_eigh_backward_and_every_degenerate_graph(repo
     assert localize.pe_not_unique(eigh).startswith(f"the PE is not unique: {eigh['graphs']} of {eigh['graphs']} graphs")
     replay = [r for r in report.replay if r["tap"] == "∂adjacency"]
     assert replay and all(r["nonfinite"]["result"] == r["nonfinite"]["expected"] > 0 for r in replay)
+    # what to do: the fix that config names, and how to check it here
+    assert ("next: the eigh gradient is undefined where eigenvalues repeat: set model.stability.pe_gradient=safe "
+            "(now full) and check it here with --set model.stability.pe_gradient=safe") in report_lib.format_report(report)
 
 
 def test_exp_mask_names_the_node_mamba_parameters(reports):
@@ -439,6 +444,28 @@ def test_jaxbrr_dump_replays_unchanged(tmp_path, capsys):
     assert code == 1 and "VERDICT: MODEL at ∂adjacency" in out
 
 
+def test_a_dump_names_the_recordings_of_its_bad_windows(tmp_path, capsys):
+    """A DATA verdict said which window, not which recording: training records each window's
+    recording and start in nan.json (`windows`), and the localiser names those of the bad ones."""
+    import torch
+
+    import torchref.model as tmodel
+    from torchref.train.loop import write_dump
+
+    problem = scenarios.build("clean")
+    x = problem.batch.x.copy()
+    x[1, 3, 5] = math.nan
+    batch = {"x": x, "y": problem.batch.y, "valid": np.ones(len(x), bool)}
+    info = {"step": 2, "epoch": 0, "batch": 1, "pos_weight": 1.0, "why": "non-finite loss", "error": None,
+            "windows": [["pa_s001_t000", 0.0], ["pb_s002_t001", 48.0]]}
+    model = tmodel.SeizureDetector(problem.config.model)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in problem.weights.items()})
+    path = write_dump(tmp_path, problem.config, model, torch.Generator().get_state(), batch, info)
+    code, out = _replay(path, capsys)
+    assert code == 1 and "VERDICT: DATA at input" in out
+    assert "note: the bad windows come from 1: pb_s002_t001 from 48 s (the dump's nan.json `windows`)" in out
+
+
 # ----------------------------------------------------------------------------------------------
 # a checkpoint and a batch, through the command line
 
@@ -451,6 +478,27 @@ def _checkpoint_and_batch(tmp_path, x=None, y=None) -> tuple[str, str]:
     write_neutral(tmp_path / "w.safetensors", problem.weights, problem.config.model, "neutral")
     np.savez(tmp_path / "b.npz", x=problem.batch.x if x is None else x, y=problem.batch.y if y is None else y)
     return str(tmp_path / "w.safetensors"), str(tmp_path / "b.npz")
+
+
+def test_a_mixed_precision_config_runs_each_dtype_as_the_whole_model(tmp_path, capsys):
+    """A dump of a run trained with model.precision: bfloat16 keeps it in its config: the "float64"
+    run autocast into bfloat16, torch refused float64 weights beside bfloat16 inputs, and that
+    raised stage read as non-finite at float64: MODEL at tcn. The runs now take float32 as the
+    config's precision (a note says so) and are CLEAN; the run's own precision is added to the
+    default dtypes, not to a --dtype given."""
+    weights, batch = _checkpoint_and_batch(tmp_path)
+    code = localize.main(["--checkpoint", weights, "--batch", batch, "--set", "model.precision=bfloat16",
+                          "--dtype", "float32,float64"])
+    out = capsys.readouterr().out
+    assert code == 0 and "VERDICT: CLEAN" in out, out
+    assert ("note: the config's model.precision is bfloat16 (mixed precision, as the run trained): each run here "
+            "casts the whole model to its dtype instead, under model.precision float32; --dtype float32,float64 "
+            "has no bfloat16 run: add it to see what the run's precision does") in out
+
+    problem = scenarios.build("clean", ["model.precision=bfloat16"])
+    assert problem_lib.runs_whole_model(problem, ["float32", "float64"], False) == ["float32", "float64", "bfloat16"]
+    assert problem.config.model.precision == "float32" and "bfloat16 was added to the dtypes" in problem.notes[-1]
+    assert problem_lib.runs_whole_model(problem, ["float32"], False) == ["float32"]  # float32 now: nothing to do
 
 
 def test_non_finite_weights_are_their_own_verdict_named_as_the_checkpoint_spells_them(tmp_path, capsys, monkeypatch):

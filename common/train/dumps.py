@@ -4,10 +4,12 @@
         batch.npz     x (B, C, T) float32, y (B, T) float32, valid (B,) bool: the step's batch
         checkpoint/   jaxbrr: the model and optimizer BEFORE the step (an orbax step folder)
         model.pt      torchref: the model's state dict before the step
-        nan.json      step, epoch, batch index, pos_weight, the dropout RNG state, what was
-                      non-finite, the error, the replay command, the config
+        nan.json      step, epoch and batch indices, pos_weight, the dropout RNG state, what was
+                      non-finite, the error, the replay command, the config, and `windows`:
+                      each window's [recording, start in seconds]
 
-NNNNNN is the number of batches done before the failing one. The replay command is
+NNNNNN is the failing step as metrics.jsonl and the progress lines count steps, from 1 (the
+state inside is the one after step NNNNNN - 1). The replay command is
 `python -m parity.localize --dump WORKDIR/nan/step_NNNNNN`. The dump is written into a temporary
 folder and renamed, so it is complete or absent. On several hosts every host calls write_dump
 (a framework's state writer may be a collective write); the primary host (process 0) writes the

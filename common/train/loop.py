@@ -416,16 +416,44 @@ class Loop:
         return {"x": x, "y": y.astype(np.float32), "valid": valid.all(axis=1)}  # (B,C,T) (B,T) (B,)
 
     def _fail(self, batch: dict, pos_weight: float, why: str, error: str | None = None):
+        """Dump the step and raise NonFiniteStep. The step is named as metrics.jsonl and the
+        progress lines count it, from 1 (the run's second step is step 2, its dump nan/step_000002,
+        holding the state after step 1); epoch and batch are 0-based indices in nan.json, counted
+        from 1 in the message. Where the batch's own input is not finite, the message says so and
+        names the recordings: no model is needed to see bad data."""
         p = self.progress
-        info = {"step": p.step, "epoch": p.epoch, "batch": p.batch, "pos_weight": pos_weight,
+        step = p.step + 1
+        sources = self._window_sources()
+        info = {"step": step, "epoch": p.epoch, "batch": p.batch, "pos_weight": pos_weight,
                 "why": why, "error": error, "skipped_in_a_row": p.skipped_in_a_row,
-                "framework": self.framework}
+                "framework": self.framework, "windows": sources}
         dump = self._dump(batch, info)
-        self.log.write("nan", p.step, p.epoch, {"why": why, "dump": str(dump)})
+        self.log.write("nan", step, p.epoch, {"why": why, "dump": str(dump)})
         # the error's first lines: checkify's names the op and its source line, JAX_DEBUG_NANS's the op
         said = [line.strip() for line in (error or "").splitlines() if line.strip()][:3]
-        raise NonFiniteStep(f"step {p.step} (epoch {p.epoch + 1}, batch {p.batch}): {why}"
+        said += self._bad_input_lines(batch["x"], sources)
+        raise NonFiniteStep(f"step {step} (epoch {p.epoch + 1}, its batch {p.batch + 1}): {why}"
                             + "".join(f"\n  {line}" for line in said), dump)
+
+    def _window_sources(self) -> list[list]:
+        """[recording, start in seconds] of each window of the current step's global batch, in
+        its order (the hosts' contiguous slices in process order, as the dump's batch.npz)."""
+        plan, _ = self.epoch_plan(self.progress.epoch)
+        sfreq = self.config.preprocess.sfreq
+        return [[self.train_stems[int(self.table["record"][r])], float(self.table["start"][r]) / sfreq]
+                for r in plan[self.progress.batch]]
+
+    def _bad_input_lines(self, x: np.ndarray, sources: list[list]) -> list[str]:
+        """What training can say of a non-finite input without running anything: how many NaN/Inf,
+        in which windows of this host's slice, from which recordings."""
+        bad = np.flatnonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1))
+        if not bad.size:
+            return []
+        first = self.process_index * len(x)  # this host's slice of the global batch (host_rows)
+        named = [f"window {first + i} ({sources[first + i][0]} from {sources[first + i][1]:g} s)" for i in bad]
+        return [f"the batch's input holds {int(np.isnan(x).sum())} NaN and {int(np.isinf(x).sum())} Inf, in "
+                f"{shown_inline(named)}: the data is bad before any model runs; check that recording "
+                "(python -m jaxbrr.data inspect EDF) and its cache, or leave it out"]
 
     def _run_step(self, batch: dict, pos_weight: float) -> dict:
         """A step and the NaN policy: raise / skip (counted) / too many skipped in a row."""

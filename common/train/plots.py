@@ -36,8 +36,8 @@ def plot_training(records: list[dict], path: str | Path, metric: str | None = No
             smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
             ax.plot(steps[k - 1 :], smooth, lw=1.6, label=f"mean of {k}")
         ax.set_yscale("log")
+        ax.legend(loc="upper right", fontsize=8)  # none without a line (a run stopped at its first step)
     ax.set(title="training loss", xlabel="step")
-    ax.legend(loc="upper right", fontsize=8)
 
     ax = axes[0, 1]
     ax.plot(steps, [float(r["lr"]) for r in train], lw=1.2)

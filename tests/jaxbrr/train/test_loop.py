@@ -235,11 +235,11 @@ def test_planted_nan_under_jax_debug_nans_writes_the_dump_and_the_replay_command
     done = subprocess.run([sys.executable, "-m", "jaxbrr.train", "--config", str(SMOKE), "--workdir", str(work),
                            "--no-progress", *sets], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 3, done.stderr[-3000:]
-    dump = work / "nan" / "step_000000"
+    dump = work / "nan" / "step_000001"
     assert f"replay: python -m parity.localize --dump {dump}" in done.stderr
     assert "JAX_DEBUG_NANS" in done.stderr
     info = json.loads((dump / "nan.json").read_text())
-    assert info["step"] == 0 and "nan" in info["error"].lower()
+    assert info["step"] == 1 and "nan" in info["error"].lower()  # the run's first step
     batch = np.load(dump / "batch.npz")
     assert batch["x"].shape == (4, 19, 4096) and np.isfinite(batch["x"]).all()  # the data was fine
     # the dump holds the weights from before the failed step: at step 0, the initial ones
@@ -272,10 +272,10 @@ def test_planted_nan_under_nan_policy_skip_is_skipped_and_counted(tmp_path, data
     records = read_metrics(tmp_path / "run")
     train = [r for r in records if r["kind"] == "train"]
     assert [r["skipped"] for r in train] == [1, 2] and all(r["skipped_now"] for r in train)
-    assert [r["step"] for r in records if r["kind"] == "nan"] == [2]  # the third stopped the run
+    assert [r["step"] for r in records if r["kind"] == "nan"] == [3]  # the third stopped the run (steps from 1)
     for a, b in zip(before, params(trainer), strict=True):
         np.testing.assert_array_equal(a, b)  # nothing was applied
-    assert json.loads((err.value.dump / "nan.json").read_text())["step"] == 2
+    assert json.loads((err.value.dump / "nan.json").read_text())["step"] == 3 and err.value.dump.name == "step_000003"
 
 
 def test_jax_debug_nans_names_the_op_of_a_nan_after_the_first_step(tmp_path, data_overrides, compilation_cache):
@@ -513,7 +513,7 @@ def test_planted_nan_on_two_processes_writes_one_whole_dump(tmp_path, data_overr
     in order) and the parameters from before the step."""
     work = tmp_path / "nan-two-hosts"
     hosts = two_processes(work, [*data_overrides, *RUN, *PLANTED_NAN, "train.max_steps=3"], compilation_cache)
-    dump = work / "nan" / "step_000000"
+    dump = work / "nan" / "step_000001"
     for host in hosts:
         assert host.returncode == 3, host.stderr[-3000:]
         assert "train.nan_policy: raise" in host.stderr and f"--dump {dump}" in host.stderr
@@ -524,6 +524,10 @@ def test_planted_nan_on_two_processes_writes_one_whole_dump(tmp_path, data_overr
     assert sorted(batch.files) == sorted(expected)
     for key in expected:
         np.testing.assert_array_equal(batch[key], expected[key])
+    # each window's recording and start, in the batch's order (both hosts' slices)
+    table, sfreq = reference.table, reference.config.preprocess.sfreq
+    assert json.loads((dump / "nan.json").read_text())["windows"] == [
+        [reference.train_stems[table["record"][r]], table["start"][r] / sfreq] for r in reference.epoch_plan(0)[0][0]]
     config, model = load_model(dump / "checkpoint")
     initial = SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
     for a, b in zip(*(jax.tree.leaves(nnx.state(m, nnx.Param)) for m in (model, initial)), strict=True):

@@ -238,7 +238,7 @@ def test_raise_writes_the_dump(tmp_path, corpus, prepared, monkeypatch):
         run.run()
     before = seen["before"]
     dump = caught.value.dump
-    assert dump == tmp_path / "nan" / "step_000001" and sorted(p.name for p in dump.iterdir()) == [
+    assert dump == tmp_path / "nan" / "step_000002" and sorted(p.name for p in dump.iterdir()) == [
         "batch.npz", "model.pt", "nan.json"]
     batch = np.load(dump / "batch.npz")
     assert batch["x"].shape == (2, 19, 1024) and np.isnan(batch["x"][0, 0, 0]) and batch["valid"].all()
@@ -246,13 +246,20 @@ def test_raise_writes_the_dump(tmp_path, corpus, prepared, monkeypatch):
     for name, value in before["model"].items():
         assert torch.equal(value, model[name]), name
     record = json.loads((dump / "nan.json").read_text())
-    assert (record["step"], record["epoch"], record["batch"], record["framework"]) == (1, 0, 1, "torchref")
+    assert (record["step"], record["epoch"], record["batch"], record["framework"]) == (2, 0, 1, "torchref")
     assert "non-finite loss" in record["why"] and record["replay"].endswith(str(dump))
+    table = run.table  # where each window came from: the NaN is in window 0
+    assert record["windows"] == [[run.train_stems[table["record"][r]], table["start"][r] / run.config.preprocess.sfreq]
+                                 for r in run.epoch_plan(0)[0][1]]
+    stem, start = record["windows"][0]
+    assert str(caught.value).startswith("step 2 (epoch 1, its batch 2): non-finite loss")
+    assert (f"the batch's input holds 1 NaN and 0 Inf, in window 0 ({stem} from {start:g} s): the data is bad "
+            "before any model runs") in str(caught.value)
     state = base64.b64decode(record["rng"]["dropout"]["generator_state_base64"])
     assert state == before["generator"].numpy().tobytes()  # the dropout state the step started from
     assert record["rng"]["dropout"]["device"] == "cpu"
     assert record["config"]["train"]["nan_policy"] == "raise"
-    assert [(r["kind"], r["step"]) for r in read_metrics(tmp_path)] == [("train", 1), ("nan", 1)]
+    assert [(r["kind"], r["step"]) for r in read_metrics(tmp_path)] == [("train", 1), ("nan", 2)]
 
 
 def test_a_plot_failing_after_a_nan_stop_does_not_replace_its_error(tmp_path, corpus, prepared, monkeypatch, capsys):
@@ -268,7 +275,7 @@ def test_a_plot_failing_after_a_nan_stop_does_not_replace_its_error(tmp_path, co
     plant_nan(monkeypatch, run, at_step=1)
     with pytest.raises(NonFiniteStep) as caught:
         run.run()
-    assert caught.value.dump == tmp_path / "nan" / "step_000001"
+    assert caught.value.dump == tmp_path / "nan" / "step_000002"
     assert ("note: the training plot was not written (OSError: [Errno 28] No space left on device)"
             in capsys.readouterr().err)
 
