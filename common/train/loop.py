@@ -422,18 +422,38 @@ class Loop:
         from 1 in the message. Where the batch's own input is not finite, the message says so and
         names the recordings: no model is needed to see bad data."""
         p = self.progress
-        step = p.step + 1
-        sources = self._window_sources()
-        info = {"step": step, "epoch": p.epoch, "batch": p.batch, "pos_weight": pos_weight,
-                "why": why, "error": error, "skipped_in_a_row": p.skipped_in_a_row,
-                "framework": self.framework, "windows": sources}
-        dump = self._dump(batch, info)
-        self.log.write("nan", step, p.epoch, {"why": why, "dump": str(dump)})
+        dump, sources = self._dump_step(batch, pos_weight, why, error)
+        self.log.write("nan", p.step + 1, p.epoch, {"why": why, "dump": str(dump)})
         # the error's first lines: checkify's names the op and its source line, JAX_DEBUG_NANS's the op
         said = [line.strip() for line in (error or "").splitlines() if line.strip()][:3]
         said += self._bad_input_lines(batch["x"], sources)
-        raise NonFiniteStep(f"step {step} (epoch {p.epoch + 1}, its batch {p.batch + 1}): {why}"
+        raise NonFiniteStep(f"step {p.step + 1} (epoch {p.epoch + 1}, its batch {p.batch + 1}): {why}"
                             + "".join(f"\n  {line}" for line in said), dump)
+
+    def _dump_step(self, batch: dict, pos_weight: float, why: str, error: str | None) -> tuple[Path, list[list]]:
+        """Write the current step's NaN dump: (its folder, the windows' sources)."""
+        p = self.progress
+        sources = self._window_sources()
+        info = {"step": p.step + 1, "epoch": p.epoch, "batch": p.batch, "pos_weight": pos_weight,
+                "why": why, "error": error, "skipped_in_a_row": p.skipped_in_a_row,
+                "framework": self.framework, "windows": sources}
+        return self._dump(batch, info), sources
+
+    def _say_skipped(self, batch: dict, pos_weight: float, metrics: dict) -> None:
+        """A step train.nan_policy: skip left out is said on a line (with what training can see
+        of bad input); the run's first also writes its dump, so that it can be localised (one: a
+        run that skips often would fill the disk with them)."""
+        p = self.progress
+        why = f"non-finite loss {metrics['loss']} / grad norm {metrics['grad_norm']} (train.nan_policy: skip)"
+        line = f"step {p.step + 1} skipped ({p.skipped} so far): {why}"
+        if p.skipped == 1:
+            dump, sources = self._dump_step(batch, pos_weight, why, None)
+            line += f"\n  dump: {dump}\n  replay: {replay_command(dump)}"
+        else:
+            sources = self._window_sources()
+        line += "".join(f"\n  {said}" for said in self._bad_input_lines(batch["x"], sources))
+        if self.primary:
+            tqdm.write(line, file=sys.stderr)
 
     def _window_sources(self) -> list[list]:
         """[recording, start in seconds] of each window of the current step's global batch, in
@@ -472,6 +492,7 @@ class Loop:
             if p.skipped_in_a_row > self.cfg.max_skipped:
                 self._fail(batch, pos_weight, f"{p.skipped_in_a_row} non-finite steps in a row > "
                            f"train.max_skipped={self.cfg.max_skipped}")
+            self._say_skipped(batch, pos_weight, metrics)
         else:
             p.skipped_in_a_row = 0
         return {**metrics, "skipped_now": not finite}

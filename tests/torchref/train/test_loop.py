@@ -210,11 +210,19 @@ def plant_nan(monkeypatch, run: Trainer, at_step: int) -> dict:
     return seen
 
 
-def test_skip_leaves_the_state_untouched(tmp_path, corpus, prepared, monkeypatch):
+def test_skip_leaves_the_state_untouched(tmp_path, corpus, prepared, monkeypatch, capsys):
     run = trainer(tmp_path, corpus, prepared, "train.max_steps=3", "train.nan_policy=skip")
     seen = plant_nan(monkeypatch, run, at_step=1)
     initial = {k: v.clone() for k, v in run.model.state_dict().items()}
     result = run.run()
+    # said, and the run's first skipped step dumped, so that it can be localised (it was silent)
+    err = capsys.readouterr().err
+    dump = tmp_path / "nan" / "step_000002"
+    assert "step 2 skipped (1 so far): non-finite loss nan" in err and f"dump: {dump}" in err
+    assert "the batch's input holds 1 NaN and 0 Inf, in window 0 (" in err
+    model = torch.load(dump / "model.pt", weights_only=True)
+    for name, value in seen["before"]["model"].items():
+        assert torch.equal(value, model[name]), name
     train = train_records(tmp_path)
     print([(r["step"], r["loss"], r["skipped_now"]) for r in train])
     assert [(r["loss"] == "nan", r["skipped_now"], r["skipped"]) for r in train] == [
