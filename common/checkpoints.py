@@ -365,7 +365,7 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
         else:
             config, notes = _needs_config(path, config_path, "this original checkpoint"), []
         # the model that runs: a training run's own (its config decides how the model runs:
-        # common.train.loop.check_init_config leaves model.stability, remat, ... to it), else the weights'
+        # common.train.compat.check_init_config leaves model.stability, remat, ... to it), else the weights'
         run_config = isinstance(config_path, Config)
         running = config_path.model if run_config else config.model
         if own is not None:

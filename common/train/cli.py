@@ -87,7 +87,7 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     try:
         config = load_config(args.config or default_config(), args.set)
         config = dataclasses.replace(config, workdir=args.workdir or config.workdir + workdir_suffix)
-        from common.train.loop import check_init_config, check_start
+        from common.train.compat import check_init_config, check_start
         from common.train.validate import check_metric_name
 
         check_metric_name(config)

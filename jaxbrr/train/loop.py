@@ -26,7 +26,8 @@ import numpy as np
 from flax import nnx
 
 from common.config import Config
-from common.train.loop import Loop, StepFailed, TrainResult, check_init_config
+from common.train.compat import check_init_config
+from common.train.loop import Loop, StepFailed, TrainResult
 from jaxbrr.model import SeizureDetector, count_parameters
 from jaxbrr.precision import set_float32_precision
 from jaxbrr.predict import probabilities

@@ -49,7 +49,8 @@ from common.config import ConfigError
 from common.files import atomic_path
 from common.pt import torch_compatible
 from common.train import dumps
-from common.train.loop import Loop, check_init_config
+from common.train.compat import check_init_config
+from common.train.loop import Loop
 from torchref.model import SeizureDetector, count_parameters
 from torchref.train.optim import make_optimizer
 from torchref.train.step import apply_gradients, eval_step, loss_and_gradients

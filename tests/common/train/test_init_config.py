@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from common.config import ConfigError, load_config
-from common.train.loop import check_init_config
+from common.train.compat import check_init_config
 
 TINY = Path(__file__).resolve().parents[3] / "configs" / "tiny.yaml"
 V2 = ["model.architecture=v2", "model.v2_mamba.d_model=16"]  # v2_mamba.d_model = tcn.out_channels
