@@ -250,17 +250,17 @@ def _original_own_config(saved) -> dict | None:
 
 
 def _original_config(path: Path, own: dict, config_path: ConfigSource) -> tuple[Config, list[str]]:
-    """The run config an original checkpoint's own config describes (common/original.py: its model
+    """The run config an original checkpoint's own config describes (common/original_config.py: its model
     section, and its post-processing where ours has the same fields) over config_path's, and notes."""
-    from common import original
+    from common import original_config
 
     try:
-        model, notes = original.model_config(own["model"])
+        model, notes = original_config.model_config(own["model"])
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
     postprocess = None
     if _own_postprocess(own, config_path):
-        postprocess, post_notes = original.postprocess_config(own["postprocessing"])
+        postprocess, post_notes = original_config.postprocess_config(own["postprocessing"])
         notes += post_notes
     config = _with_model(model, config_path, f"{path}'s own config", postprocess)
     if postprocess is not None and isinstance(config_path, str | Path):
@@ -315,7 +315,7 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
     config_path's, which is then required.
     `shapes(model_config)` (neutral name -> shape, from the caller's framework) is needed for an
     original brain-go-brr v2 checkpoint, whose keys are renamed onto a model of its config."""
-    from common import original
+    from common import original, original_config
     from common.pt import PtError, read_pt
 
     located = locate(path)
@@ -369,7 +369,7 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
         run_config = isinstance(config_path, Config)
         running = config_path.model if run_config else config.model
         if own is not None:
-            notes[0] = "; ".join(filter(None, [notes[0], original.run_note(running, run_config)]))
+            notes[0] = "; ".join(filter(None, [notes[0], original_config.run_note(running, run_config)]))
         if shapes is None:
             raise ValueError("read_weights: an original checkpoint needs `shapes` (the target model's)")
         try:

@@ -19,7 +19,8 @@ from pydantic import TypeAdapter
 
 from common.checkpoints import CheckpointError, read_weights, weights_config
 from common.config import ModelConfig, load_config
-from common.original import model_config, original_key, postprocess_config
+from common.original import original_key
+from common.original_config import model_config, postprocess_config
 from common.shown import MISMATCHES_SHOWN
 from common.train.compat import check_init_config
 from tests.torchref.original_checkpoint import FULL_ORIGINAL_MODEL_CONFIG
