@@ -221,28 +221,31 @@ def next_step(report: Report) -> str:
     """What to do about the verdict: the one line a person acts on."""
     row = report.first.row if report.first else ""
     config = getattr(report.problem.config, "model", None)  # a report made by hand may have none
-    if report.verdict == "DATA":
-        return ("fix or leave out the recording the bad windows come from (python -m jaxbrr.data inspect EDF shows "
-                "how it reads): the model is not at fault, and no change to it is needed")
     if report.verdict == "MODEL" and row in EIGH_ROWS and config is not None and config.stability.pe_gradient != "safe":
         return (f"the eigh gradient is undefined where eigenvalues repeat: set model.stability.pe_gradient=safe "
                 f"(now {config.stability.pe_gradient}) and check it here with --set model.stability.pe_gradient=safe")
-    if report.verdict == "MODEL":
-        return (f"the math of {row} is undefined on this input even in float64, in both frameworks: change the model "
-                "there (a config field that names the guard, or the input range it accepts), then check the change "
-                "here with --set FIELD=VALUE on this same batch")
-    if report.verdict == "FRAMEWORK":
-        return (f"one framework's {row} is non-finite where the other's is finite: its op (named above) is the cause, "
-                "not the model; keep the batch and weights (--json) for a report upstream, or train with the other twin")
-    if report.verdict == "PRECISION":
-        return (f"finite in float64, not in a lower precision at {row}: run it in float32 (model.precision: float32, "
-                "the default) or bring its values into that precision's range; --dtype float64,float32,bfloat16 "
-                "shows which precisions fail")
-    if report.verdict == "DRIFT":
-        return (f"torch and jax compute {row} differently beyond the parity table: a bug in the drifting side's "
-                "implementation of that stage (parity/test_modules.py compares each stage on its own)")
-    return ("nothing to fix in this batch with these weights: a NaN met in training came from elsewhere (another "
-            "batch, or a train-mode step's dropout); localize the dump training wrote at the step that failed")
+    return NEXT_STEPS[report.verdict].format(row=row)
+
+
+# verdict -> what to do about it ({row}: where it was born); WEIGHTS has its own (WEIGHTS_FIX)
+NEXT_STEPS = {
+    "DATA": "fix or leave out the recording the bad windows come from (python -m jaxbrr.data inspect EDF shows how "
+            "it reads): the model is not at fault, and no change to it is needed",
+    "MODEL": "the math of {row} is undefined on this input even in float64, in both frameworks: change the model "
+             "there (a config field that names the guard, or the input range it accepts), then check the change "
+             "here with --set FIELD=VALUE on this same batch",
+    "FRAMEWORK": "one framework's {row} is non-finite where the other's is finite: its op (named above) is the "
+                 "cause, not the model; keep the batch and weights (--json) for a report upstream, or train with "
+                 "the other twin",
+    "PRECISION": "finite in float64, not in a lower precision at {row}: run it in float32 (model.precision: "
+                 "float32, the default) or bring its values into that precision's range; --dtype "
+                 "float64,float32,bfloat16 shows which precisions fail",
+    "DRIFT": "torch and jax compute {row} differently beyond the parity table: a bug in the drifting side's "
+             "implementation of that stage (parity/test_modules.py compares each stage on its own)",
+    "CLEAN": "nothing to fix in this batch with these weights: a NaN met in training came from elsewhere (another "
+             "batch, or a train-mode step's dropout); localize the dump training wrote at the step that failed",
+    "WEIGHTS": WEIGHTS_FIX,
+}
 
 
 def _verdict_lines(report: Report) -> list[str]:

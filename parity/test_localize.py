@@ -342,6 +342,13 @@ def test_scenario_gives_its_expected_verdict_and_first_tap(reports, name):
     assert f"\nnext: {report_lib.next_step(report)}\n" in report_lib.format_report(report)
 
 
+def test_every_verdict_has_a_next_step():
+    """A verdict added without one would be a KeyError at the end of a run of minutes."""
+    from parity.verdicts import VERDICTS
+
+    assert set(report_lib.NEXT_STEPS) == set(VERDICTS)
+
+
 def test_outlier_reports_data_then_precision_in_the_tcn(reports):
     report = reports("outlier")
     assert [(f.verdict, f.row) for f in report.findings][:2] == [("DATA", "input"), ("PRECISION", "tcn")]
