@@ -15,11 +15,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-import torch
-from flax import nnx
 
-from parity.scenarios import eeg_windows
-from parity.twins import detector_pair, make_twin
+# Both frameworks are imported inside the fixtures: this file loads at pytest's start, and without
+# torch or JAX installed (one twin alone) the test files are skipped, naming it (../conftest.py),
+# where an import here would stop the whole run.
 
 TINY = "configs/tiny.yaml"
 
@@ -27,24 +26,32 @@ TINY = "configs/tiny.yaml"
 @pytest.fixture(scope="session")
 def twin():
     """make_twin(torch_module, build(rngs), dtype) -> (torch module, NNX twin)."""
+    from parity.twins import make_twin
+
     return make_twin
 
 
 @pytest.fixture(scope="session")
 def forward():
     """One jitted `module(*args)` for every NNX module and shape (compiles are cached by graph)."""
+    from flax import nnx
+
     return nnx.jit(lambda module, *args: module(*args))
 
 
 @pytest.fixture(scope="session")
 def detector():
     """detector(path, overrides=(), dtype="float32") -> SimpleNamespace(config, torch_model, jax_model)."""
+    from parity.twins import detector_pair
+
     return detector_pair
 
 
 @pytest.fixture(scope="session")
 def eeg():
     """eeg(config, n_windows, seed=0) -> (x (B, C, T) float32, labels (B, T))."""
+    from parity.scenarios import eeg_windows
+
     return eeg_windows
 
 
@@ -52,6 +59,11 @@ def eeg():
 def tiny() -> SimpleNamespace:
     """The tiny v3 detector (float32, eval) in both frameworks and its real batch: x (2, 19, 1024),
     labels (2, 1024), and the torch taps on x (the re-seeded inputs of the module tests)."""
+    import torch
+
+    from parity.scenarios import eeg_windows
+    from parity.twins import detector_pair
+
     pair = detector_pair(TINY)
     pair.x, pair.labels = eeg_windows(pair.config, n_windows=2)
     with torch.no_grad():

@@ -213,21 +213,27 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
     return "\n".join(lines)
 
 
-# stages whose NaN the Laplacian PE's eigh gradient makes where eigenvalues repeat (DESIGN.md §2)
-EIGH_ROWS = ("pe", BACKWARD + "pe", BACKWARD + "adjacency")
+# the rows whose NaN the Laplacian PE's eigh gradient makes where eigenvalues repeat (DESIGN.md §2)
+EIGH_GRADIENT_ROWS = (BACKWARD + "pe", BACKWARD + "adjacency")
 
 
 def next_step(report: Report) -> str:
     """What to do about the verdict: the one line a person acts on."""
-    row = report.first.row if report.first else ""
+    row, detail = (report.first.row, report.first.detail) if report.first else ("", "")
     config = getattr(report.problem.config, "model", None)  # a report made by hand may have none
-    if report.verdict == "MODEL" and row in EIGH_ROWS and config is not None and config.stability.pe_gradient != "safe":
+    if report.verdict == "MODEL" and detail.startswith("the PE is not unique"):  # verdicts.classify's
+        return NEXT_STEPS["PE_NOT_UNIQUE"]
+    if (report.verdict == "MODEL" and row in EIGH_GRADIENT_ROWS and config is not None
+            and config.stability.pe_gradient != "safe"):
         return (f"the eigh gradient is undefined where eigenvalues repeat: set model.stability.pe_gradient=safe "
                 f"(now {config.stability.pe_gradient}) and check it here with --set model.stability.pe_gradient=safe")
+    if report.verdict == "PRECISION" and "float32" in detail.partition("non-finite at ")[2]:
+        return NEXT_STEPS["PRECISION_FLOAT32"].format(row=row)
     return NEXT_STEPS[report.verdict].format(row=row)
 
 
-# verdict -> what to do about it ({row}: where it was born); WEIGHTS has its own (WEIGHTS_FIX)
+# verdict -> what to do about it ({row}: where it was born), and two cases of a verdict that want
+# other advice (next_step)
 NEXT_STEPS = {
     "DATA": "fix or leave out the recording the bad windows come from (python -m jaxbrr.data inspect EDF shows how "
             "it reads): the model is not at fault, and no change to it is needed",
@@ -240,6 +246,12 @@ NEXT_STEPS = {
     "PRECISION": "finite in float64, not in a lower precision at {row}: run it in float32 (model.precision: "
                  "float32, the default) or bring its values into that precision's range; --dtype "
                  "float64,float32,bfloat16 shows which precisions fail",
+    "PRECISION_FLOAT32": "finite in float64, non-finite in float32 at {row}: its values leave float32's range "
+                         "there; find what grows them in the rows above it, and bound that (a guard a config field "
+                         "names) rather than the NaN",
+    "PE_NOT_UNIQUE": "the twins' PEs differ with neither wrong: a repeated eigenvalue among the k smallest leaves "
+                     "its eigenvectors any basis of its eigenspace, and each eigensolver picks its own; no NaN comes "
+                     "from this, and neither twin has a bug here",
     "DRIFT": "torch and jax compute {row} differently beyond the parity table: a bug in the drifting side's "
              "implementation of that stage (parity/test_modules.py compares each stage on its own)",
     "CLEAN": "nothing to fix in this batch with these weights: a NaN met in training came from elsewhere (another "

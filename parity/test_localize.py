@@ -346,7 +346,26 @@ def test_every_verdict_has_a_next_step():
     """A verdict added without one would be a KeyError at the end of a run of minutes."""
     from parity.verdicts import VERDICTS
 
-    assert set(report_lib.NEXT_STEPS) == set(VERDICTS)
+    assert set(report_lib.NEXT_STEPS) >= set(VERDICTS)
+
+
+@pytest.mark.parametrize(("verdict", "row", "detail", "pe_gradient", "starts"), [
+    ("PRECISION", "tcn", "finite at float64, non-finite at bfloat16 (torch)", "safe", "finite in float64, not in a lower"),
+    # float32 itself fails: "run it in float32" would be no advice
+    ("PRECISION", "tcn", "finite at float64, non-finite at float32, bfloat16 (both)", "safe", "finite in float64, "
+     "non-finite in float32"),
+    ("MODEL", "∂adjacency", "both frameworks non-finite at float64", "full", "the eigh gradient is undefined"),
+    ("MODEL", "∂adjacency", "both frameworks non-finite at float64", "safe", "the math of ∂adjacency"),
+    # a forward PE that is finite but not unique: no NaN, and no pe_gradient advice
+    ("MODEL", "pe", "the PE is not unique: 3 of 64 graphs have a repeated eigenvalue", "full", "the twins' PEs differ"),
+])
+def test_the_next_step_fits_the_case(verdict, row, detail, pe_gradient, starts):
+    from types import SimpleNamespace
+
+    config = load_config(scenarios.TINY, [f"model.stability.pe_gradient={pe_gradient}"])
+    report = SimpleNamespace(verdict=verdict, first=SimpleNamespace(row=row, detail=detail),
+                             problem=SimpleNamespace(config=config))
+    assert report_lib.next_step(report).startswith(starts)
 
 
 def test_outlier_reports_data_then_precision_in_the_tcn(reports):

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -199,31 +200,53 @@ sys.exit(max(codes))
     assert metrics["records"] >= 1 and 0 <= metrics["sample"]["auroc"] <= 1
 
 
-def test_a_test_file_needing_the_other_framework_is_skipped_without_it_and_says_so():
-    """pip install '.[jax]' has no torch: a test file comparing with torchref was a collection
-    error (the run failed); it is a skip naming the framework (conftest.py). Only a framework that
-    is missing: another missing module is still an error."""
-    code = ("import sys, pytest; sys.exit(pytest.main(['-q', '-rs', '-p', 'no:cacheprovider', "
-            "'tests/common/test_pt.py', 'tests/common/test_shown.py']))")
+def _pytest_without(blocked: tuple[str, ...], *args: str) -> subprocess.CompletedProcess:
+    """pytest in a subprocess whose imports of `blocked` fail as if they were not installed."""
+    code = f"import sys, pytest; sys.exit(pytest.main({['-q', '-p', 'no:cacheprovider', *args]!r}))"
     prelude = BLOCK.replace("raise ImportError(f\"{{name}} is not installed (blocked by tests/test_architecture.py)\")",
                             "raise ModuleNotFoundError(f\"No module named '{{name}}'\", name=name)")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("PYTEST_XDIST_WORKER", None)
-    done = subprocess.run([sys.executable, "-c", prelude.format(blocked=set(TORCH_FAMILY)) + code], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", prelude.format(blocked=set(blocked)) + code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_test_file_needing_the_other_framework_is_skipped_without_it_and_says_so():
+    """pip install '.[jax]' has no torch, '.[torch]' no JAX: a test file comparing with the other
+    twin was a collection error, and the folder conftests' imports stopped the whole run; now the
+    whole suite collects, such a file is a skip naming the framework (conftest.py), and a file
+    that needs neither runs."""
+    for blocked in (TORCH_FAMILY, ("jax", "jaxlib", "flax", "optax", "orbax")):
+        done = _pytest_without(blocked, "--collect-only")
+        assert done.returncode == 0, (blocked, done.stdout[-3000:] + done.stderr[-2000:])
+    done = _pytest_without(TORCH_FAMILY, "-rs", "tests/common/test_pt.py", "tests/common/test_shown.py")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert ("SKIPPED [1] tests/common/test_pt.py:0: needs torch, which is not installed (the file, or a helper it "
             "imports, uses the other twin)") in done.stdout
     assert "2 passed, 1 skipped" in done.stdout  # the torch-free file ran
 
+
+def test_only_a_missing_framework_imported_where_it_may_be_is_a_skip():
+    """Not a skip: another missing module, an installed framework's import error, and a framework
+    imported by common/ or by the other twin's package (that breaks the twins' independence)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
     root_conftest = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(root_conftest)
-    if importlib.util.find_spec("torch") is not None:  # installed: its import error is a real one, not a skip
-        assert root_conftest._missing_framework("ModuleNotFoundError: No module named 'torch'") is None
-    assert root_conftest._missing_framework("ModuleNotFoundError: No module named 'yaml_typo'") is None  # no framework
+    missing = root_conftest._missing_framework
+
+    def error(frame: str, name: str) -> str:
+        return f"{frame}:3: in <module>\n    import {name}\nE   ModuleNotFoundError: No module named '{name}'"
+
+    assert missing(error("tests/common/test_x.py", "yaml_typo")) is None  # no framework
+    if importlib.util.find_spec("torch") is not None:  # installed: its import error is a real one
+        assert missing(error("tests/common/test_x.py", "torch")) is None
+    with mock.patch.object(importlib.util, "find_spec", return_value=None):  # as if nothing were installed
+        assert missing(error("tests/jaxbrr/test_x.py", "torch")) == "torch"
+        assert missing(error("torchref/model.py", "torch")) == "torch"  # torchref's own framework
+        assert missing(error("common/config.py", "torch")) is None  # the core must need neither
+        assert missing(error("jaxbrr/model.py", "torch")) is None  # nor one twin the other's
 
 
 def test_the_pytest_script_collects_parity_tests_that_import_tests_helpers(tmp_path):

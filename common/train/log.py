@@ -8,7 +8,8 @@ metrics.jsonl has one JSON object per line:
     {"kind": "validation", "step": 38, "epoch": 1, "auroc": .., "sensitivity": .., ..., "time": ..}
     {"kind": "nan", "step": 7, ...}                               when a step is non-finite
 
-`step` counts training batches done. Each line is flushed when written, so a killed run keeps
+`step` counts training steps from 1: a train or validation line's is the steps done, a nan line's
+the step that failed (done by the steps before it). Each line is flushed when written, so a killed run keeps
 every line before the kill (at most the last line is cut, and `read_metrics` skips such a line).
 On resume from step s the file is rewritten (atomically) to the lines with step <= s, so the
 log of a resumed run is the log an uninterrupted run would have written; TensorBoard's writer

@@ -345,8 +345,9 @@ class Loop:
             line += f"\n  dump: {dump}\n  replay: {replay_command(dump)}"
         else:
             sources = self._window_sources()
-        line += "".join(f"\n  {said}" for said in self._bad_input_lines(batch["x"], sources))
-        if self.primary:
+        bad_input = self._bad_input_lines(batch["x"], sources)
+        line += "".join(f"\n  {said}" for said in bad_input)
+        if self.primary or bad_input:  # another host names the bad windows of its own slice
             tqdm.write(line, file=sys.stderr)
 
     def _window_sources(self) -> list[list]:
@@ -365,7 +366,8 @@ class Loop:
             return []
         first = self.process_index * len(x)  # this host's slice of the global batch (host_rows)
         named = [f"window {first + i} ({sources[first + i][0]} from {sources[first + i][1]:g} s)" for i in bad]
-        return [f"the batch's input holds {int(np.isnan(x).sum())} NaN and {int(np.isinf(x).sum())} Inf, in "
+        whose = f"host {self.process_index}'s slice of the batch" if self.process_count > 1 else "the batch's input"
+        return [f"{whose} holds {int(np.isnan(x).sum())} NaN and {int(np.isinf(x).sum())} Inf, in "
                 f"{shown_inline(named)}: the data is bad before any model runs; check that recording "
                 "(python -m jaxbrr.data inspect EDF) and its cache, or leave it out"]
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from flax import nnx
 
 from common.config import Config, config_to_dict, load_config
-from jaxbrr.model import SeizureDetector
-from jaxbrr.train.checkpoint import Checkpoints
-from jaxbrr.train.optim import make_nnx_optimizer
+
+# JAX is imported where it is used: this file loads before its folder's tests, and without JAX
+# installed (torchref alone) those are skipped, naming it (../../conftest.py), where an import
+# here would stop the whole run.
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -22,6 +22,12 @@ TINY = ROOT / "configs" / "tiny.yaml"
 
 def save_checkpoint(workdir: Path, config: Config, step: int = 1) -> Path:
     """An untrained model's `best` checkpoint under workdir, as jaxbrr.train.loop writes it."""
+    from flax import nnx
+
+    from jaxbrr.model import SeizureDetector
+    from jaxbrr.train.checkpoint import Checkpoints
+    from jaxbrr.train.optim import make_nnx_optimizer
+
     model = SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
     optimizer = make_nnx_optimizer(model, config.train, 1)
     checkpoints = Checkpoints(workdir, keep=1)
