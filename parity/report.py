@@ -221,12 +221,14 @@ def next_step(report: Report) -> str:
     """What to do about the verdict: the one line a person acts on."""
     row, detail = (report.first.row, report.first.detail) if report.first else ("", "")
     config = getattr(report.problem.config, "model", None)  # a report made by hand may have none
-    if report.verdict == "MODEL" and detail.startswith("the PE is not unique"):  # verdicts.classify's
-        return NEXT_STEPS["PE_NOT_UNIQUE"]
-    if (report.verdict == "MODEL" and row in EIGH_GRADIENT_ROWS and config is not None
-            and config.stability.pe_gradient != "safe"):
+    # a NaN the eigh gradient makes comes first: a non-unique PE born before it is no NaN
+    eigh_nan = any(f.verdict == "MODEL" and f.row in EIGH_GRADIENT_ROWS for f in getattr(report, "findings", ()))
+    if (eigh_nan or report.verdict == "MODEL" and row in EIGH_GRADIENT_ROWS) and config is not None \
+            and config.stability.pe_gradient != "safe":
         return (f"the eigh gradient is undefined where eigenvalues repeat: set model.stability.pe_gradient=safe "
                 f"(now {config.stability.pe_gradient}) and check it here with --set model.stability.pe_gradient=safe")
+    if report.verdict == "MODEL" and detail.startswith("the PE is not unique"):  # verdicts.classify's
+        return NEXT_STEPS["PE_NOT_UNIQUE"]
     if report.verdict == "PRECISION" and "float32" in detail.partition("non-finite at ")[2]:
         return NEXT_STEPS["PRECISION_FLOAT32"].format(row=row)
     return NEXT_STEPS[report.verdict].format(row=row)

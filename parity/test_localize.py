@@ -363,9 +363,13 @@ def test_the_next_step_fits_the_case(verdict, row, detail, pe_gradient, starts):
     from types import SimpleNamespace
 
     config = load_config(scenarios.TINY, [f"model.stability.pe_gradient={pe_gradient}"])
-    report = SimpleNamespace(verdict=verdict, first=SimpleNamespace(row=row, detail=detail),
-                             problem=SimpleNamespace(config=config))
+    first = SimpleNamespace(verdict=verdict, row=row, detail=detail)
+    report = SimpleNamespace(verdict=verdict, first=first, findings=[first], problem=SimpleNamespace(config=config))
     assert report_lib.next_step(report).startswith(starts)
+    # a non-unique PE first, then the eigh gradient's NaN (a dump of pe_gradient: full, top_k: 1): the NaN's fix
+    report.findings = [first, SimpleNamespace(verdict="MODEL", row="∂adjacency", detail="both frameworks non-finite")]
+    if row == "pe" and pe_gradient == "full":
+        assert report_lib.next_step(report).startswith("the eigh gradient is undefined")
 
 
 def test_outlier_reports_data_then_precision_in_the_tcn(reports):

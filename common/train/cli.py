@@ -139,8 +139,12 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
               file=sys.stderr)
         return stopped.exit_status
     except KeyboardInterrupt:
-        print(f"interrupted: the steps since {config.workdir}'s newest checkpoint are lost "
-              "(one Ctrl-C saves one first)", file=sys.stderr)
+        from common.checkpoints import last_steps
+
+        saved = last_steps(config.workdir)
+        print(f"interrupted: the steps since {saved[-1]} are lost (one Ctrl-C saves a checkpoint first)" if saved
+              else f"interrupted before {config.workdir} held a checkpoint: start again, without --resume "
+                   "(one Ctrl-C saves a checkpoint first)", file=sys.stderr)
         return 128 + signal.SIGINT
     except (RuntimeError, MemoryError) as err:  # XLA's and torch's are RuntimeErrors; only memory is answered
         advice = out_of_memory_advice(err, config)

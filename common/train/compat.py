@@ -102,7 +102,7 @@ def check_start(config: Config, resume: bool, init_from: str | Path | None) -> N
         raise ConfigError(
             f"--resume: the config differs from the checkpoint's in {workdir} ({steps[-1]}), so the run "
             "would not continue the same way:\n  " + _difference_lines(changed, "checkpoint")
-            + f"\nuse the same config (the checkpoint holds it: {steps[-1]}), or a new --workdir "
+            + f"\nuse the same config (--config {workdir} reads the run's own), or a new --workdir "
             f"(--init-from {steps[-1]} starts a new run from its weights)"
         )
 

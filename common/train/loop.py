@@ -338,7 +338,7 @@ class Loop:
         of bad input); the run's first also writes its dump, so that it can be localised (one: a
         run that skips often would fill the disk with them)."""
         p = self.progress
-        why = f"non-finite loss {metrics['loss']} / grad norm {metrics['grad_norm']} (train.nan_policy: skip)"
+        why = f"{_non_finite(metrics)} (train.nan_policy: skip)"
         line = f"step {p.step + 1} skipped ({p.skipped} so far): {why}"
         if p.skipped == 1:
             dump, sources = self._dump_step(batch, pos_weight, why, None)
@@ -380,8 +380,7 @@ class Loop:
         finite = bool(metrics["finite"])
         p = self.progress
         if not finite and self.cfg.nan_policy == "raise":
-            self._fail(batch, pos_weight, f"non-finite loss {metrics['loss']} / grad norm "
-                       f"{metrics['grad_norm']} (train.nan_policy: raise)")
+            self._fail(batch, pos_weight, f"{_non_finite(metrics)} (train.nan_policy: raise)")
         if not finite:
             p.skipped += 1
             p.skipped_in_a_row += 1
@@ -568,3 +567,11 @@ def summary_table(result: TrainResult, metric: str) -> str:
         lines.append(f"best checkpoint: {result.best_checkpoint}")
     lines.append(f"plots: {result.workdir / 'plots'}; metrics: {result.workdir / 'metrics.jsonl'}")
     return "\n".join(lines)
+
+
+def _non_finite(metrics: dict) -> str:
+    """What of a step's loss and gradient norm is not finite, the other given for reference."""
+    loss, norm = float(metrics["loss"]), float(metrics["grad_norm"])
+    if not np.isfinite(loss):
+        return f"non-finite loss {loss}" + (f" and grad norm {norm}" if not np.isfinite(norm) else f" (grad norm {norm:.4g})")
+    return f"non-finite grad norm {norm} (loss {loss:.4g})"

@@ -120,6 +120,10 @@ class Trainer(Loop):
         cfg = self.cfg
         self.device = default_device()
         self.float32_matmuls = configure_cuda(self.cfg.tf32, self.device)
+        if cfg.checkify:  # it was ignored in silence: a run the user thought instrumented was not
+            raise ConfigError("train.checkify instruments JAX's jitted step: torchref has no such mode; leave it "
+                              "false (a non-finite step writes its dump, and `python -m parity.localize --dump` "
+                              "names the op in both frameworks)")
         if self.config.model.ssm.backend == "cuda" and self.device.type != "cuda":
             raise ConfigError("model.ssm.backend = 'cuda' needs a CUDA GPU and torch sees none; "
                               "set model.ssm.backend=torch")

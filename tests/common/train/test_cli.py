@@ -285,6 +285,29 @@ def test_the_resume_command_repeats_the_arguments_without_init_from():
     assert resume_command("p", ["--init-from=x", "--resume"]) == "p --resume"
 
 
+def test_a_second_ctrl_c_says_what_is_lost_with_or_without_a_checkpoint(tmp_path, monkeypatch, capsys):
+    """It named 'the newest checkpoint' of a workdir that held none."""
+    from common.data.prepare import PreparedData
+
+    class Interrupted:  # a trainer whose run the second Ctrl-C stops outright
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def run(self):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("common.data.prepare.prepare", lambda *a, **k: object.__new__(PreparedData))
+    monkeypatch.setattr("common.data.prepare.format_summary", lambda prepared: "")
+    workdir = tmp_path / "run"
+    argv = ["--config", str(TINY), "--workdir", str(workdir), "--no-progress"]
+    assert run(argv, "train", "", lambda: Interrupted) == 130
+    assert capsys.readouterr().err == (f"interrupted before {workdir} held a checkpoint: start again, without "
+                                       "--resume (one Ctrl-C saves a checkpoint first)\n")
+    step = _jaxbrr_checkpoint(workdir, [], 12)
+    assert run([*argv, "--resume"], "train", "", lambda: Interrupted) == 130
+    assert capsys.readouterr().err == f"interrupted: the steps since {step} are lost (one Ctrl-C saves a checkpoint first)\n"
+
+
 def test_an_interrupt_while_preparing_the_data_is_one_line(tmp_path, monkeypatch, capsys):
     def prepare(*args, **kwargs):
         raise KeyboardInterrupt

@@ -270,6 +270,14 @@ def test_raise_writes_the_dump(tmp_path, corpus, prepared, monkeypatch):
     assert [(r["kind"], r["step"]) for r in read_metrics(tmp_path)] == [("train", 1), ("nan", 2)]
 
 
+def test_checkify_is_refused_not_ignored(tmp_path, corpus, prepared):
+    """train.checkify is JAX's: torchref ran without it, in silence, a run its user thought instrumented."""
+    from common.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.checkify instruments JAX's jitted step: torchref has no such mode"):
+        trainer(tmp_path, corpus, prepared, "train.checkify=true")
+
+
 def test_a_plot_failing_after_a_nan_stop_does_not_replace_its_error(tmp_path, corpus, prepared, monkeypatch, capsys):
     """The training plot is drawn on the way out of a failed run; when it fails too (a full disk),
     the run's NonFiniteStep, with its dump, is what is raised, and the plot's failure a note."""
