@@ -150,22 +150,27 @@ NEUTRAL_FILE = "model.safetensors"  # the neutral copy in a jaxbrr step folder
 FORMAT, FORMAT_VERSION = "jaxbrr.weights", "1"
 
 
-def write_neutral(path: str | Path, arrays: dict[str, np.ndarray], config: ModelConfig | None, framework: str) -> Path:
+def write_neutral(path: str | Path, arrays: dict[str, np.ndarray], config: ModelConfig | None, framework: str,
+                  run_config: Config | None = None) -> Path:
     """A .safetensors file of neutral arrays with metadata {format, format_version, framework,
-    config (the ModelConfig as JSON)}, written atomically."""
+    config (the ModelConfig as JSON)} and, for weights of a training run, run_config (the run's whole
+    config: its windows, post-processing, evaluation), written atomically."""
     import safetensors.numpy
 
     from common.files import atomic_path
 
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "framework": framework,
                 "config": json.dumps(config_to_dict(config) if config is not None else None)}
+    if run_config is not None:
+        metadata["run_config"] = json.dumps(config_to_dict(run_config))
     with atomic_path(path) as tmp:
         safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=metadata)
     return Path(path)
 
 
 def read_neutral_metadata(path: str | Path) -> dict:
-    """{format, format_version, framework, config (a dict or None)} of a neutral weights file."""
+    """{format, format_version, framework, config (a dict or None), run_config (a dict, where the
+    file has one)} of a neutral weights file."""
     import safetensors
 
     try:
@@ -177,6 +182,8 @@ def read_neutral_metadata(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} file (metadata {metadata}); "
                               "write one with `python -m parity.convert`")
     metadata["config"] = json.loads(metadata["config"])
+    if "run_config" in metadata:
+        metadata["run_config"] = json.loads(metadata["run_config"])
     return metadata
 
 
@@ -334,8 +341,14 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
         metadata = read_neutral_metadata(path)
         notes = []
         if metadata["config"] is not None:
-            config = _with_model(metadata["config"], config_path, str(path))
+            run = metadata.get("run_config")
+            rest = config_path if config_path is not None or run is None else config_from_dict(
+                run, source=f"{path}'s run config")
+            config = _with_model(metadata["config"], rest, str(path))
             notes = _own_model_note(path, config_path, config.model)
+            if rest is None:  # windows, post-processing and evaluation: the file says nothing of them
+                notes.append(f"{path} holds the model alone: its windows, post-processing and evaluation settings "
+                             "are the defaults; pass --config for the ones it was trained with")
         else:
             config = _needs_config(path, config_path, "this weights file")
         return Weights(config, read_neutral(path), "safetensors", path, notes=notes)

@@ -255,9 +255,10 @@ def read_any(path: str | Path, config_path: str | Path | None = None):
 
 
 def write_jaxbrr_checkpoint(folder: Path, config, arrays: dict[str, np.ndarray],
-                            source: str) -> tuple[Path, list[str]]:
-    """A jaxbrr run folder holding one `best` checkpoint (step 0) of these weights, with a fresh
-    optimizer: what predict, evaluate and `train --init-from` open; (its step folder, fill's notes)."""
+                            source: str, step: int = 0) -> tuple[Path, list[str]]:
+    """A jaxbrr run folder holding one `best` checkpoint of these weights at `step` (the step the
+    source run saved them at, 0 for weights of no run), with a fresh optimizer: what predict,
+    evaluate and `train --init-from` open; (its step folder, fill's notes)."""
     import dataclasses
 
     from common.train.loop import Progress
@@ -271,10 +272,11 @@ def write_jaxbrr_checkpoint(folder: Path, config, arrays: dict[str, np.ndarray],
     model = SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
     notes = fill(model, arrays, source)
     optimizer = make_nnx_optimizer(model, config.train, 1)
-    meta = {"config": config_to_dict(config), "progress": dataclasses.asdict(Progress()), "converted_from": source}
+    meta = {"config": config_to_dict(config), "progress": dataclasses.asdict(Progress(step=step)),
+            "converted_from": source}
     checkpoints = Checkpoints(folder, keep=1)
     try:
-        return checkpoints.save("best", 0, model, optimizer, meta, to_neutral(model)), notes
+        return checkpoints.save("best", step, model, optimizer, meta, to_neutral(model)), notes
     finally:
         checkpoints.close()
 
@@ -305,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"{out} holds the model only: the checkpoint's own post-processing is not carried (a "
                          "folder, a jaxbrr checkpoint, keeps it with the whole run config)")
         if out.suffix == ".safetensors":
-            write_neutral(out, written, weights.config.model, "neutral")
+            # a run's whole config goes with its weights (a NaN dump's too): windows, post-processing, evaluation
+            run_config = weights.config if weights.kind in ("jaxbrr", "torchref", "nan_dump") else None
+            write_neutral(out, written, weights.config.model, "neutral", run_config=run_config)
             kind_out = "neutral weights file"
         elif out.suffix == ".pt":
             from common.files import atomic_path
@@ -316,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         elif out.suffix:
             raise CheckpointError(f"{out}: OUT must be a .safetensors or .pt file, or a folder (no suffix)")
         else:
-            out, widened = write_jaxbrr_checkpoint(out, weights.config, weights.arrays, str(args.input))
+            step = int(((weights.meta or {}).get("progress") or {}).get("step", 0))  # a run's: kept
+            out, widened = write_jaxbrr_checkpoint(out, weights.config, weights.arrays, str(args.input), step)
             notes += widened
             kind_out = "jaxbrr checkpoint"
     except (CheckpointError, WeightsError, ValueError, OSError) as error:

@@ -216,6 +216,32 @@ def test_cli_pt_to_safetensors_to_pt(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "best").iterdir()) == written == ["0"]
 
 
+def test_a_runs_weights_file_keeps_the_runs_config_and_a_bare_one_says_it_has_none(tmp_path, capsys):
+    """A .safetensors converted from a run read back 60 s windows every 10 s (the defaults) where
+    the run trained on 16 s every 8 s, in silence: the run's config now goes with its weights, and
+    a file that holds the model alone says its other settings are the defaults."""
+    from common.checkpoints import read_weights
+
+    run_config = load_config(TINY, ["data.window_seconds=16", "data.stride_seconds=8", "postprocess.tau_on=0.9"])
+    step = tmp_path / "run" / "checkpoints" / "best" / "step_000024.pt"
+    step.parent.mkdir(parents=True)
+    torch.save({"model": tmodel.SeizureDetector(run_config.model, 7).state_dict(),
+                "meta": {"config": config_to_dict(run_config), "progress": {"step": 24}}}, step)
+    assert convert.main([str(tmp_path / "run"), str(tmp_path / "run.safetensors")]) == 0
+    # into a jaxbrr run: the step the run saved them at (it was 0, and evaluate labelled its scores so)
+    assert convert.main([str(tmp_path / "run"), str(tmp_path / "jax-run")]) == 0
+    assert [p.name for p in (tmp_path / "jax-run" / "checkpoints" / "best").iterdir()] == ["24"]
+    read = read_weights(tmp_path / "run.safetensors")
+    assert read.config.data == run_config.data and read.config.postprocess == run_config.postprocess
+    assert not any("holds the model alone" in note for note in read.notes)
+
+    torch.save(tmodel.SeizureDetector(run_config.model, 7).state_dict(), tmp_path / "bare.pt")
+    assert convert.main([str(tmp_path / "bare.pt"), str(tmp_path / "bare.safetensors"), "--config", TINY]) == 0
+    read = read_weights(tmp_path / "bare.safetensors")
+    assert read.config.data.window_seconds == load_config(None).data.window_seconds  # the defaults, and said:
+    assert f"{tmp_path / 'bare.safetensors'} holds the model alone: its windows, post-processing" in " ".join(read.notes)
+
+
 def test_cli_writes_half_precision_weights_in_the_models_dtype_and_says_so(tmp_path, capsys):
     config = load_config(TINY).model
     source = tmodel.SeizureDetector(config, 7)
