@@ -36,10 +36,12 @@ import numpy as np
 
 from common.config import (
     Config,
+    ConfigError,
     ModelConfig,
     config_from_dict,
     config_to_dict,
     load_config,
+    with_overrides,
 )
 from common.shown import shown_inline, shown_lines
 
@@ -466,6 +468,23 @@ def loaded_tensors(path: str | Path) -> tuple[Path, dict[str, np.ndarray]] | Non
     if not isinstance(state, dict):
         return None
     return located.path, {key: value for key, value in state.items() if isinstance(value, np.ndarray)}
+
+
+def run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """train's --config: a YAML file (load_config), or a run folder or weights file standing for
+    the config its weights were trained with (weights_config: a run's whole config; a .safetensors
+    file's, whole when converted from a run), with `overrides` applied."""
+    path = Path(path)
+    if not (path.is_dir() or path.suffix in (".pt", ".pth", ".ckpt", ".safetensors")):
+        return load_config(path, overrides)
+    try:
+        config = weights_config(path)
+    except CheckpointError as error:
+        raise ConfigError(f"--config {error}; or a YAML config file") from None
+    if config is None:
+        raise ConfigError(f"{path}: weights that carry no config (a bare state dict): pass the YAML config they "
+                          "were trained with")
+    return with_overrides(config, list(overrides), f"{path}'s config")
 
 
 def weights_config(path: str | Path, fallback: ConfigSource = None) -> Config | None:

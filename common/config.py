@@ -621,21 +621,13 @@ def default_config() -> Path:
                       "the repository root or pass --config PATH")
 
 
-# weights that carry the config they were trained with: `--config` may name them (load_config)
-WEIGHTS_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config (None: all defaults), apply `key.sub=value` overrides, validate. A run
-    folder or a weights file stands for the config its weights carry (common.checkpoints
-    weights_config: a run's whole config, a .safetensors file's model over the defaults)."""
+    """Read a YAML config (None: all defaults), apply `key.sub=value` overrides, validate."""
     tree: dict = {}
     source = "<defaults>"
     if path is not None:
         path = Path(path)
         source = str(path)
-        if path.is_dir() or (path.is_file() and path.suffix in WEIGHTS_SUFFIXES):
-            return _weights_config(path, overrides)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
@@ -643,9 +635,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not a text file, so not a YAML config; pass a config file, or a run "
-                              f"folder or weights file ({', '.join(WEIGHTS_SUFFIXES)}) for the config it was "
-                              "trained with") from None
+            raise ConfigError(f"{path}: not a text file, so not a YAML config; pass a config file (train's "
+                              "--config also takes a run folder or weights file: the config it was trained "
+                              "with)") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     for text in overrides:
@@ -654,22 +646,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if overrides:
         source = f"{source} with --set {' '.join(overrides)}"
     return config_from_dict(tree, source)
-
-
-def _weights_config(path: Path, overrides) -> Config:
-    from common.checkpoints import (  # it reads configs: imported here
-        CheckpointError,
-        weights_config,
-    )
-
-    try:
-        config = weights_config(path)
-    except CheckpointError as error:
-        raise ConfigError(f"--config {error}; or a YAML config file") from None
-    if config is None:
-        raise ConfigError(f"{path}: weights that carry no config (a bare state dict): pass the YAML config they "
-                          "were trained with")
-    return with_overrides(config, list(overrides), f"{path}'s config")
 
 
 def with_overrides(config: Config, overrides: list[str] | tuple[str, ...], source: str = "<config>") -> Config:

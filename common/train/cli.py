@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from common.checkpoints import run_config
 from common.config import DEFAULT_CONFIG_HELP, ConfigError, default_config, load_config
 from common.files import check_writable_folder
 from common.out_of_memory import out_of_memory_line
@@ -72,7 +73,8 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     """Parse the arguments, check the config before any compute, prepare the data, train, print
     the summary. `trainer_class` is called only after the config checks (it may import a framework)."""
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help=DEFAULT_CONFIG_HELP)
+    parser.add_argument("--config", default=None, help=DEFAULT_CONFIG_HELP + "; or a run folder or weights "
+                        "file: the config they were trained with")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")
     parser.add_argument("--workdir", default=None,
@@ -85,7 +87,7 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     args = parser.parse_args(argv)
     bars, lines = wants_bars(args.progress), plain_lines(args.progress)
     try:
-        config = load_config(args.config or default_config(), args.set)
+        config = run_config(args.config, args.set) if args.config else load_config(default_config(), args.set)
         config = dataclasses.replace(config, workdir=args.workdir or config.workdir + workdir_suffix)
         from common.train.compat import check_init_config, check_start
         from common.train.validate import check_metric_name

@@ -143,24 +143,26 @@ def test_the_original_projects_config_is_told_apart(tmp_path):
 
 
 def test_a_run_folder_or_weights_file_as_config_is_the_config_it_was_trained_with(tmp_path):
-    """--resume's refusal says the checkpoint holds the run's config, and `--config` took only
-    YAML: a .pt gave "'utf-8' codec can't decode byte 0x80", naming neither file nor option."""
+    """--resume's refusal says the checkpoint holds the run's config, and train's `--config` took
+    only YAML: a .pt gave "'utf-8' codec can't decode byte 0x80", naming neither file nor option."""
     import json
 
+    from common.checkpoints import run_config
     from common.config import config_to_dict
 
     trained = load_config(None, ["train.lr=5e-4", "data.window_seconds=16"])
     meta = tmp_path / "run" / "checkpoints" / "last" / "7" / "meta"
     meta.mkdir(parents=True)
     (meta / "metadata").write_text(json.dumps({"config": config_to_dict(trained), "progress": {"step": 7}}))
-    assert load_config(tmp_path / "run") == trained
-    assert load_config(tmp_path / "run", ["train.lr=1e-3"]).train.lr == 1e-3  # --set still applies
+    assert run_config(tmp_path / "run") == trained
+    assert run_config(tmp_path / "run", ["train.lr=1e-3"]).train.lr == 1e-3  # --set still applies
 
     binary = tmp_path / "notes.bin"
     binary.write_bytes(b"\x80\x02}q\x00")
-    with pytest.raises(ConfigError, match=rf"^{binary}: not a text file, so not a YAML config; pass a config file, "
-                                          "or a run folder or weights file"):
-        load_config(binary)
+    for read in (load_config, run_config):
+        with pytest.raises(ConfigError, match=rf"^{binary}: not a text file, so not a YAML config; pass a config "
+                                              "file \\(train's --config also takes a run folder or weights file"):
+            read(binary)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=rf"^--config {tmp_path / 'empty'}: holds no checkpoint .*; or a YAML config file$"):
-        (tmp_path / "empty").mkdir()
-        load_config(tmp_path / "empty")
+        run_config(tmp_path / "empty")
