@@ -47,6 +47,8 @@ from common.shown import shown_inline, shown_lines
 
 # where weights are (module docstring): a run of either trainer, a file of either format, a NaN dump
 WeightsKind = Literal["jaxbrr", "torchref", "pt", "safetensors", "nan_dump"]
+# a weights file's suffix -> its kind (torch.save writes any of the three)
+WEIGHTS_SUFFIXES = {".safetensors": "safetensors", ".pt": "pt", ".pth": "pt", ".ckpt": "pt"}
 FIX = ("point it at a run folder written by `python -m jaxbrr.train` or `python -m torchref.train` (or its "
        "checkpoints/best|last folder, or one step), a .pt or .safetensors weights file, or a NaN dump folder")
 
@@ -100,10 +102,9 @@ def locate(path: str | Path) -> Located:
     if not given.exists():
         raise CheckpointError(f"{given}: no such file or folder; {FIX}")
     if given.is_file():
-        kinds = {".safetensors": "safetensors", ".pt": "pt", ".pth": "pt", ".ckpt": "pt"}  # torch.save's
-        if given.suffix not in kinds:
+        if given.suffix not in WEIGHTS_SUFFIXES:
             raise CheckpointError(f"{given}: not a weights file (.pt, .pth, .ckpt or .safetensors); {FIX}")
-        kind = kinds[given.suffix]
+        kind = WEIGHTS_SUFFIXES[given.suffix]
         if kind == "pt" and given.parent.parent.name == "checkpoints" and given.name.startswith("step_"):
             kind = "torchref"
         return Located(kind, given, given)
@@ -242,6 +243,18 @@ def _with_model(model: dict | ModelConfig, config_path: ConfigSource, source: st
     return config_from_dict(tree, source=f"{source} (model{', postprocess' * own}) + {rest} (the rest)")
 
 
+def _neutral_config(metadata: dict, config_path: ConfigSource, path: Path) -> tuple[Config, list[str]]:
+    """A neutral file's model over `config_path`'s run config, else over the run config the file
+    carries (converted from a run), else over the defaults, which a note then names."""
+    run = metadata.get("run_config")
+    rest = config_path if config_path is not None or run is None else config_from_dict(
+        run, source=f"{path}'s run config")
+    notes = [] if rest is not None else [
+        f"{path} holds the model alone: its windows, post-processing and evaluation settings are the defaults; "
+        "pass --config for the ones it was trained with"]
+    return _with_model(metadata["config"], rest, str(path)), notes
+
+
 def _own_model_note(path: Path, config_path: ConfigSource, model: ModelConfig) -> list[str]:
     """A config file given beside weights that carry their own model: say which one counts."""
     if not isinstance(config_path, str | Path) or _load(config_path).model == model:
@@ -343,14 +356,8 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
         metadata = read_neutral_metadata(path)
         notes = []
         if metadata["config"] is not None:
-            run = metadata.get("run_config")
-            rest = config_path if config_path is not None or run is None else config_from_dict(
-                run, source=f"{path}'s run config")
-            config = _with_model(metadata["config"], rest, str(path))
-            notes = _own_model_note(path, config_path, config.model)
-            if rest is None:  # windows, post-processing and evaluation: the file says nothing of them
-                notes.append(f"{path} holds the model alone: its windows, post-processing and evaluation settings "
-                             "are the defaults; pass --config for the ones it was trained with")
+            config, notes = _neutral_config(metadata, config_path, path)
+            notes = _own_model_note(path, config_path, config.model) + notes
         else:
             config = _needs_config(path, config_path, "this weights file")
         return Weights(config, read_neutral(path), "safetensors", path, notes=notes)
@@ -475,7 +482,7 @@ def run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     the config its weights were trained with (weights_config: a run's whole config; a .safetensors
     file's, whole when converted from a run), with `overrides` applied."""
     path = Path(path)
-    if not (path.is_dir() or path.suffix in (".pt", ".pth", ".ckpt", ".safetensors")):
+    if not (path.is_dir() or path.suffix in WEIGHTS_SUFFIXES):
         return load_config(path, overrides)
     try:
         config = weights_config(path)
@@ -498,8 +505,8 @@ def weights_config(path: str | Path, fallback: ConfigSource = None) -> Config | 
     if (step := jaxbrr_step(located)) is not None:
         return config_from_dict(jaxbrr_meta(step)["config"], source=f"{step}/meta")
     if located.kind == "safetensors":
-        model = read_neutral_metadata(located.path)["config"]
-        return _with_model(model, fallback, str(located.path)) if model is not None else None
+        metadata = read_neutral_metadata(located.path)
+        return _neutral_config(metadata, fallback, located.path)[0] if metadata["config"] is not None else None
     if located.kind == "nan_dump":
         meta = located.path / "nan.json"
         return config_from_dict(json.loads(meta.read_text())["config"], source=str(meta))

@@ -222,7 +222,7 @@ def next_step(report: Report) -> str:
     row, detail = (report.first.row, report.first.detail) if report.first else ("", "")
     config = getattr(report.problem.config, "model", None)  # a report made by hand may have none
     # a NaN the eigh gradient makes comes first: a non-unique PE born before it is no NaN
-    eigh_nan = any(f.verdict == "MODEL" and f.row in EIGH_GRADIENT_ROWS for f in getattr(report, "findings", ()))
+    eigh_nan = any(f.verdict == "MODEL" and f.row in EIGH_GRADIENT_ROWS for f in report.findings)
     if (eigh_nan or report.verdict == "MODEL" and row in EIGH_GRADIENT_ROWS) and config is not None \
             and config.stability.pe_gradient != "safe":
         return (f"the eigh gradient is undefined where eigenvalues repeat: set model.stability.pe_gradient=safe "

@@ -220,7 +220,7 @@ def test_a_runs_weights_file_keeps_the_runs_config_and_a_bare_one_says_it_has_no
     """A .safetensors converted from a run read back 60 s windows every 10 s (the defaults) where
     the run trained on 16 s every 8 s, in silence: the run's config now goes with its weights, and
     a file that holds the model alone says its other settings are the defaults."""
-    from common.checkpoints import read_weights
+    from common.checkpoints import read_weights, weights_config
 
     run_config = load_config(TINY, ["data.window_seconds=16", "data.stride_seconds=8", "postprocess.tau_on=0.9"])
     step = tmp_path / "run" / "checkpoints" / "best" / "step_000024.pt"
@@ -234,6 +234,7 @@ def test_a_runs_weights_file_keeps_the_runs_config_and_a_bare_one_says_it_has_no
     read = read_weights(tmp_path / "run.safetensors")
     assert read.config.data == run_config.data and read.config.postprocess == run_config.postprocess
     assert not any("holds the model alone" in note for note in read.notes)
+    assert weights_config(tmp_path / "run.safetensors").data == run_config.data  # train's --config, --init-from
 
     torch.save(tmodel.SeizureDetector(run_config.model, 7).state_dict(), tmp_path / "bare.pt")
     assert convert.main([str(tmp_path / "bare.pt"), str(tmp_path / "bare.safetensors"), "--config", TINY]) == 0

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from common.checkpoints import run_config
+from common.checkpoints import last_steps, run_config
 from common.config import DEFAULT_CONFIG_HELP, ConfigError, default_config, load_config
 from common.files import check_writable_folder
 from common.out_of_memory import out_of_memory_line
@@ -141,8 +141,6 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
               file=sys.stderr)
         return stopped.exit_status
     except KeyboardInterrupt:
-        from common.checkpoints import last_steps
-
         saved = last_steps(config.workdir)
         print(f"interrupted: the steps since {saved[-1]} are lost (one Ctrl-C saves a checkpoint first)" if saved
               else f"interrupted before {config.workdir} held a checkpoint: start again, without --resume "
