@@ -53,7 +53,10 @@ JSON report (--json), schema "jaxbrr.localize/1":
   max_abs, max_rel, nonfinite, passed}], nonfinite_parameters {module: {run: count}},
   eigh {computed, tau, rounding_of, graphs, graphs_with_repeats, graphs_with_repeats_in_pe, k, from,
   repeated [{batch, step, eigenvalue, multiplicity, in_pe}]}, errors,
-  expected (scenarios: {verdict, tap}), notes [what was read, cast, or could not be compared].
+  expected (scenarios: {verdict, tap}), notes [what was read, cast, or could not be compared],
+  growth {median, diverged, threshold, tensors {name: {ratio, rms, rms_init}}} (parity/growth.py;
+  null when the weights are non-finite), history {file, train [a dump's run's last train records
+  of metrics.jsonl before its step]}.
 Non-finite floats are written as the strings "nan"/"inf".
 """
 
@@ -86,6 +89,7 @@ from jaxbrr.model import SeizureDetector
 from jaxbrr.precision import matmul_precision
 from parity import runs as R
 from parity.compare import compare_arrays
+from parity.growth import weight_growth
 from parity.problem import (
     CHECKPOINT_CONFIG_FIX,
     LocalizeError,
@@ -201,6 +205,9 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
                if suspects else ""))
         return Report(problem, dtypes, [], broken, [], {"computed": False, "why": "not run: the weights are non-finite"},
                       {}, extreme, device)
+    growth = weight_growth(problem.config, problem.weights)
+    if growth.diverged:
+        say(f"the weights are {growth.median:.3g}x their scale at init: the run diverged before these weights were saved")
     if suspects:  # in seconds, before the runs (minutes at full size) say so
         say(f"the batch's data is bad as given in windows {shown_inline(suspects)} (NaN/Inf, or beyond "
             f"{extreme:g} σ): DATA whatever the runs find")
@@ -248,7 +255,7 @@ def _localize(problem: Problem, dtypes: list[str], extreme: float, progress, dev
         classify(rows, dtypes_of(runs), extreme, frozenset(agreed), ambiguous_pe, kinks)
         findings = find(rows)
     errors = {f"{r.framework}/{r.dtype}:{stage}": message for r in runs for stage, message in r.errors.items()}
-    return Report(problem, dtypes_of(runs), rows, findings, replay, eigh, errors, extreme, device)
+    return Report(problem, dtypes_of(runs), rows, findings, replay, eigh, errors, extreme, device, growth=growth)
 
 
 def _kink_replay(rows: list[TapRow], models, runs: dict[str, Run], problem: Problem, device: str,

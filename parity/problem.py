@@ -16,7 +16,10 @@ import numpy as np
 from common.checkpoints import CheckpointError
 from common.config import Config, with_overrides
 from common.shown import shown_inline, shown_lines
+from common.train.log import METRICS_FILE, read_metrics
 from parity.runs import Batch
+
+HISTORY_SHOWN = 5  # train records of a dump's run shown before its failing step
 
 
 @dataclass
@@ -38,6 +41,9 @@ class Problem:
     checkpoint_names: dict[str, str] = field(default_factory=dict)
     # where each window of the batch as given came from, "recording from N s" (a NaN dump's nan.json)
     sources: list[str] | None = None
+    # a NaN dump's run: its last train records before the failing step (WORKDIR/metrics.jsonl), and that file
+    history: list[dict] = field(default_factory=list)
+    history_file: str = ""
 
 
 def runs_whole_model(problem: Problem, dtypes: list[str], dtypes_given: bool) -> list[str]:
@@ -253,8 +259,20 @@ def load_dump(path: Path) -> Problem:
     check_batch_shape(config, batch, str(path))
     why = record.get("why") or record.get("error") or ""
     sources = [f"{stem} from {start:g} s" for stem, start in record["windows"]] if "windows" in record else None
+    metrics = path.parent.parent / METRICS_FILE  # WORKDIR/nan/step_N -> WORKDIR/metrics.jsonl
     return Problem(config, weights, batch, f"dump {path} (step {record.get('step')}: {why})".strip(), notes=notes,
-                   checkpoint_names=names, sources=sources)
+                   checkpoint_names=names, sources=sources, history=run_history(metrics, record.get("step")),
+                   history_file=str(metrics) if metrics.is_file() else "")
+
+
+def run_history(metrics: Path, step: int | None) -> list[dict]:
+    """The last HISTORY_SHOWN train records of the run before `step` (none where the dump was moved
+    away from its run's folder): whether loss and grad norm climbed for steps before the NaN, or
+    the NaN came out of a calm run, is the first thing to know about it."""
+    if step is None:
+        return []
+    records = [r for r in read_metrics(metrics) if r.get("kind") == "train" and r.get("step", step) < step]
+    return records[-HISTORY_SHOWN:]
 
 
 def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[str, np.ndarray], dict[str, str]]:

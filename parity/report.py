@@ -16,6 +16,7 @@ import torch
 
 from common.files import save_figure, write_text
 from common.shown import shown_lines
+from parity.growth import Growth
 from parity.problem import Problem, batch_hash
 from parity.runs import Batch
 from parity.verdicts import BACKWARD, PARAMETERS, WEIGHTS_FIX, Finding, TapRow, arbitrated_dtype
@@ -45,6 +46,7 @@ class Report:
     device: str = "cpu"
     # the float32 matmul/conv precision in force while the runs ran (--tf32), taken then
     precision: dict[str, str] = field(default_factory=lambda: precision_settings())
+    growth: Growth | None = None  # the weights' RMS over their scale at init (parity/growth.py)
 
     @property
     def verdict(self) -> str:
@@ -80,6 +82,8 @@ class Report:
             "findings": [f.to_dict() for f in self.findings], "rows": [row.to_dict() for row in self.rows],
             "replay": self.replay, "nonfinite_parameters": self.nonfinite_parameters(), "eigh": self.eigh,
             "errors": self.errors, "expected": self.problem.expected, "notes": self.notes,
+            "growth": self.growth.to_dict() if self.growth else None,
+            "history": {"file": self.problem.history_file, "train": self.problem.history},
         }
 
 
@@ -143,6 +147,7 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
         + "; eval mode (dropout off); " + " ".join(f"{k} {v}" for k, v in versions().items()),
         f"device: {report.device}" + ("; " + ", ".join(f"{k}={v}" for k, v in report.precision.items())
                                       if report.device == "gpu" else ""),
+        *_history_lines(report.problem),
     ]
     if report.verdict == "WEIGHTS":  # found before anything ran: no rows
         lines.append(f"the weights hold NaN/Inf in {len(report.findings)} of {len(report.problem.weights)} tensors")
@@ -198,6 +203,8 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
             lines.append(f"  {module}: " + ", ".join(f"{run} {n}" for run, n in counts.items()))
         if shown is not params:
             lines.append("  (summed per top-level module; every module is in the JSON report)")
+    if report.growth is not None:
+        lines.append(report.growth.line())
     eigh = report.eigh
     if eigh.get("computed"):
         lines.append(f"eigh: {eigh['graphs_with_repeats']} of {eigh['graphs']} graphs hold repeated eigenvalues "
@@ -217,10 +224,27 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
 EIGH_GRADIENT_ROWS = (BACKWARD + "pe", BACKWARD + "adjacency")
 
 
+def _history_lines(problem: Problem) -> list[str]:
+    """A dump's run before its failing step: loss, grad norm and lr of its last train records."""
+    if not problem.history:
+        return []
+    return [f"the run before this step ({problem.history_file}, the last {len(problem.history)} train records):",
+            *(f"  step {r['step']}: loss {_g(r.get('loss'))}, grad norm {_g(r.get('grad_norm'))}, lr {_g(r.get('lr'))}"
+              + (" (skipped)" if r.get("skipped_now") else "") for r in problem.history)]
+
+
+def _g(value) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)  # metrics.jsonl writes NaN as "nan"
+
+
 def next_step(report: Report) -> str:
     """What to do about the verdict: the one line a person acts on."""
     row, detail = (report.first.row, report.first.detail) if report.first else ("", "")
     config = getattr(report.problem.config, "model", None)  # a report made by hand may have none
+    growth = getattr(report, "growth", None)
+    if growth is not None and growth.diverged and report.verdict in DIVERGED_VERDICTS:
+        return NEXT_STEPS["DIVERGED"].format(median=growth.median, lr=report.problem.config.train.lr,
+                                             scale=growth.typical_init)
     # a NaN the eigh gradient makes comes first: a non-unique PE born before it is no NaN
     eigh_nan = any(f.verdict == "MODEL" and f.row in EIGH_GRADIENT_ROWS for f in report.findings)
     if (eigh_nan or report.verdict == "MODEL" and row in EIGH_GRADIENT_ROWS) and config is not None \
@@ -259,7 +283,14 @@ NEXT_STEPS = {
     "CLEAN": "nothing to fix in this batch with these weights: a NaN met in training came from elsewhere (another "
              "batch, or a train-mode step's dropout); localize the dump training wrote at the step that failed",
     "WEIGHTS": WEIGHTS_FIX,
+    "DIVERGED": "the weights have grown {median:.3g}x from their scale at init (the weights line): training diverged "
+                "before this step, and that is the cause to fix, whatever stage first leaves its range. Lower train.lr ({lr:g} here: Adam moves every weight by about lr a step, and "
+                "a typical weight's scale at init is {scale:.2g}), then resume from a checkpoint saved before loss "
+                "and grad norm began to climb (metrics.jsonl)",
 }
+# the verdicts a diverged run's weights explain (parity/growth.py): not DATA (the batch is bad as
+# given), FRAMEWORK or DRIFT (one side differs from the other on the same weights)
+DIVERGED_VERDICTS = ("MODEL", "PRECISION", "CLEAN")
 
 
 def _verdict_lines(report: Report) -> list[str]:

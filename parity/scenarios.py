@@ -24,6 +24,10 @@ its weights and batch are made (see build).
     half-overflow         TCN output near 1e6 (> float16's 65504)           PRECISION at tcn
     drift                 JAX's edge-Mamba LayerNorm eps 1e-6, torch's      DRIFT at edge_weights
                           1e-5 (Flax's default leaking into a port)
+    diverged              train.lr 30, every weight moved by ±30 (Adam's    PRECISION at node_mamba,
+                          first step at that lr)                            and the weights' growth
+                                                                            (parity/growth.py) names
+                                                                            train.lr as the fix
 
 zero-node documents which form the code uses: a cosine written as <a,b>/max(‖a‖‖b‖, eps) has a NaN
 gradient in JAX at a zero vector (the norm's derivative at 0 is 0/0) where torch's is finite,
@@ -51,6 +55,7 @@ TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"  # the repo
 LEAD_IN_SECONDS = 2.0  # dropped: the causal bandpass's start-up transient
 ARTIFACT_UV = 1256.0  # the raw artifact of the outlier scenario (µV)
 ZERO_ELECTRODE = 5
+DIVERGED_LR = 30.0  # the diverged scenario's learning rate
 
 
 def eeg_windows(config: Config, n_windows: int, seed: int = 0,
@@ -175,6 +180,20 @@ def _half_overflow(extra):
                     notes=["TCN gains scaled so max|tcn| = 1e6 > float16's 65504"])
 
 
+def _diverged(extra):
+    def change(config, weights, x):
+        # Adam's first step moves every weight by lr·m̂/√v̂ = lr·sign(g) (parity/growth.py): here
+        # the step of a run at lr DIVERGED_LR, with a seeded sign for each weight
+        rng = np.random.default_rng(0)
+        parameters = dict(tmodel.SeizureDetector(config.model).named_parameters())
+        for key in parameters:
+            step = DIVERGED_LR * rng.choice(np.float32([-1, 1]), size=weights[key].shape)
+            weights[key] = weights[key] + step
+
+    return _problem("diverged", [f"train.lr={DIVERGED_LR:g}"], extra, "PRECISION", "node_mamba", change,
+                    notes=[f"every weight moved by ±{DIVERGED_LR:g}, as by Adam's first step at lr {DIVERGED_LR:g}"])
+
+
 def _drift(extra):
     def prepare(torch_model, jax_model):
         jax_model.edge_mamba.layers[0].norm.epsilon = 1e-6  # torch's stays at model.layernorm_eps = 1e-5
@@ -193,6 +212,7 @@ SCENARIOS: dict[str, Callable[[list[str]], Problem]] = {
     "exp-mask": _exp_mask,
     "half-overflow": _half_overflow,
     "drift": _drift,
+    "diverged": _diverged,
 }
 
 

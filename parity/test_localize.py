@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from common.config import load_config, with_overrides
+from common.train.log import RunLog
+from parity import growth as growth_lib
 from parity import localize, scenarios
 from parity import problem as problem_lib
 from parity import report as report_lib
@@ -372,6 +374,20 @@ def test_the_next_step_fits_the_case(verdict, row, detail, pe_gradient, starts):
         assert report_lib.next_step(report).startswith("the eigh gradient is undefined")
 
 
+def test_diverged_weights_point_at_the_learning_rate_not_the_stage(reports):
+    """A run at a learning rate too large for the model: its NaN is PRECISION where float32 first
+    overflows (true, not the cause); the weights' growth from init says what to fix. A clean
+    scenario's weights (a fresh init) do not read as diverged."""
+    report = reports("diverged")
+    assert report.growth.diverged and report.growth.median > 10 * growth_lib.DIVERGED_GROWTH  # ~130x
+    assert report_lib.next_step(report).startswith("the weights have grown")
+    assert "Lower train.lr (30 here" in report_lib.next_step(report)
+    assert report.to_dict()["growth"]["diverged"] is True
+    clean = reports("clean")
+    assert clean.growth.median == 1.0 and not clean.growth.diverged  # the scenario's weights are the seed-0 init
+    assert report_lib.format_report(clean).count("\nweights: RMS 1x their scale at init") == 1
+
+
 def test_outlier_reports_data_then_precision_in_the_tcn(reports):
     report = reports("outlier")
     assert [(f.verdict, f.row) for f in report.findings][:2] == [("DATA", "input"), ("PRECISION", "tcn")]
@@ -414,7 +430,8 @@ def test_json_report_follows_the_documented_schema(reports, tmp_path):
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["schema"] == report_lib.SCHEMA
     assert set(data) >= {"source", "batch", "dtypes", "versions", "verdict", "first", "findings", "rows",
-                         "replay", "nonfinite_parameters", "eigh", "errors", "expected"}
+                         "replay", "nonfinite_parameters", "eigh", "errors", "expected", "notes", "growth", "history"}
+    assert data["growth"]["median"] == 1.0 and data["history"] == {"file": "", "train": []}  # a scenario: no run
     assert data["verdict"] in VERDICTS and data["first"]["tap"] == "∂adjacency"
     row = next(r for r in data["rows"] if r["name"] == "∂adjacency")
     # the PE is recomputed every semi_dynamic_interval = 2 steps: 32 of the 64 graphs per window
@@ -448,6 +465,12 @@ def test_torchref_dump_replays_unchanged(tmp_path, capsys):
     from torchref.train.loop import write_dump
 
     problem, batch, info = _dump_problem()
+    log = RunLog(tmp_path, tensorboard=False)  # the run's log: the dump is its WORKDIR/nan/step_000007
+    for step in (1, 5):
+        log.write("train", step, 0, {"loss": 0.5 / step, "grad_norm": 2.0 * step, "lr": 3e-4})
+    log.write("validation", 5, 0, {"auroc": 0.5})
+    log.write("train", 9, 0, {"loss": 0.1, "grad_norm": 1.0, "lr": 3e-4})  # nan_policy skip went on past it
+    log.close()
     model = tmodel.SeizureDetector(problem.config.model)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in problem.weights.items()})
     path = write_dump(tmp_path, problem.config, model, torch.Generator().get_state(), batch, info)
@@ -455,6 +478,8 @@ def test_torchref_dump_replays_unchanged(tmp_path, capsys):
     # RNG counters in place (parity/runs.py _in_this_trace)
     code, out = _replay(path, capsys, "--set", "model.remat=true")
     assert code == 1 and "VERDICT: MODEL at ∂adjacency" in out and "model.remat=true" in out
+    assert (f"the run before this step ({tmp_path / 'metrics.jsonl'}, the last 2 train records):\n"
+            "  step 1: loss 0.5, grad norm 2, lr 0.0003\n  step 5: loss 0.1, grad norm 10, lr 0.0003\n") in out
 
 
 def test_jaxbrr_dump_replays_unchanged(tmp_path, capsys):
