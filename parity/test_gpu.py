@@ -34,6 +34,7 @@ from parity.report import float32_precision
 from parity.runs import Batch, run_torch
 from parity.scenarios import eeg_windows
 from parity.test_model import FULL_SEED, assert_taps_agree, jax_forward
+from parity.tolerances import comparable_selection
 from parity.twins import detector_pair
 
 
@@ -70,7 +71,7 @@ def _cpu(taps: dict) -> dict:
 def test_full_size_jax_on_the_gpu_matches_torch_on_the_gpu(tf32_off, scan):
     """jaxbrr's scan `pallas` (its Pallas kernels: the scan, the skip term and gated norm) is held
     to the same rows as its XLA `chunked`; torchref computes both as chunked."""
-    pair = detector_pair(FULL, [f"model.ssm.scan={scan}"])
+    pair = detector_pair(FULL, [f"model.ssm.scan={scan}", *comparable_selection("float32")])
     x, _ = eeg_windows(pair.config, n_windows=1, seed=FULL_SEED)
     assert jnp.asarray(x).devices().pop().platform == "gpu"
     # 1. torch
@@ -140,7 +141,7 @@ def test_full_size_cuda_backend_matches_the_exact_path(tf32_off):
     batch = Batch(x, y)
     runs = {}
     for backend in ("torch", "cuda"):  # 1. exact path   2. mamba_ssm kernels
-        cfg = load_config(FULL, [f"model.ssm.backend={backend}"])
+        cfg = load_config(FULL, [f"model.ssm.backend={backend}", *comparable_selection("float32")])
         model = tmodel.SeizureDetector(cfg.model, 0).to(CUDA).eval()
         runs[backend] = run_torch(model, batch, cfg.train, shapes={})
     exact, kernels = runs["torch"], runs["cuda"]

@@ -1,6 +1,8 @@
 """Gradient parity: the original's focal loss (jaxbrr.train.loss / torchref.train.loss, the same
 TrainConfig, labels and pos_weight) differentiated with respect to every parameter of the tiny
-detector, eval mode (no dropout), float32 and float64, for `stability.pe_gradient` stop and safe.
+detector, eval mode (no dropout), float32 and float64, for `stability.pe_gradient` stop and safe;
+in float32 with every edge kept, where a top-k near tie would be rounding's choice
+(parity.tolerances.comparable_selection).
 
 The NNX gradient State is put into torch's layout by parity/convert.py's own table (jax_to_torch
 on a model whose Params hold the gradients), so each row is one torch state-dict name; no
@@ -29,6 +31,7 @@ from common.config import load_config
 from common.train.class_weight import pos_weight_from_ratio
 from parity.compare import compare_arrays, compare_trees
 from parity.convert import jax_to_torch
+from parity.tolerances import comparable_selection
 
 TINY = "configs/tiny.yaml"
 TRAIN = load_config(TINY).train  # focal, alpha 0.5, gamma 2
@@ -55,7 +58,7 @@ def in_torch_layout(pair, grads: nnx.State) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("pe_gradient", ["safe", "stop"])
 def test_focal_loss_gradients_of_every_parameter(tiny, detector, dtype, pe_gradient):
-    pair = detector(TINY, [f"model.stability.pe_gradient={pe_gradient}"], dtype=dtype)
+    pair = detector(TINY, [f"model.stability.pe_gradient={pe_gradient}", *comparable_selection(dtype)], dtype=dtype)
     x, labels = tiny.x.astype(dtype), tiny.labels.astype(dtype)
     assert 0 < labels.mean() < 1  # both classes in the batch
     # 1. torch

@@ -51,7 +51,7 @@ from jaxbrr.train.optim import make_nnx_optimizer
 from jaxbrr.train.step import train_step
 from parity.compare import compare_arrays, compare_trees
 from parity.convert import plan, torch_to_jax
-from parity.tolerances import EVERY_EDGE, NO_DROPOUT, arbitrate
+from parity.tolerances import NO_DROPOUT, arbitrate, comparable_selection
 
 TINY = "configs/tiny.yaml"
 STEPS = 20  # the trajectory; also the schedule's total, so warmup W = 2 and the cosine ends at 0
@@ -60,12 +60,11 @@ TRAIN = ["train.lr=3e-3", "train.warmup_ratio=0.1", "train.weight_decay=0.05", f
 # ‖g‖ over these 20 steps lies within [0.02, 0.9] (test_trajectory prints it): 1e3 never clips,
 # 1e-2 clips every update (the module docstring says why the dtypes differ).
 GRADIENT_CLIP = {"float64": 1e3, "float32": 1e-2}
-SELECTION = {"float64": [], "float32": [EVERY_EDGE]}  # every edge in float32 (the module docstring says why)
 CORPUS = ["data.synthetic.recordings=4", "data.synthetic.patients=2", "data.synthetic.duration_seconds=[60,90]"]
 
 
 def config_for(dtype: str, *extra: str):
-    return load_config(TINY, [*NO_DROPOUT, *TRAIN, f"train.gradient_clip={GRADIENT_CLIP[dtype]}", *SELECTION[dtype],
+    return load_config(TINY, [*NO_DROPOUT, *TRAIN, f"train.gradient_clip={GRADIENT_CLIP[dtype]}", *comparable_selection(dtype),
                               *CORPUS, *extra])
 
 
