@@ -56,7 +56,9 @@ def test_the_cpu_rehearsal_runs_every_part_and_writes_the_report(tmp_path):
         logs = {Path(name).name for name in tar.getnames()}
     assert {"env.json", "smoke.log", "gpu_tests_jax.log", "gpu_tests_triton.log", "bench.log", "warm.log"} <= logs
     assert set(summary["tests"]["groups"]) == {"jax", "triton"}
-    assert "stopped_early" in summary["warm"]  # the warm-up ran beside the tests and was stopped before the bench
+    # the warm-up ran beside the tests; whether it was still running (and stopped) when the bench
+    # began is the clock's choice, so only that the summary says which is asserted
+    assert summary["warm"]["stopped_early"] in (True, False)
     assert summary["handed_back"]["logs"] == "logs.tar.xz" and "error" not in summary["handed_back"]
     assert summary["env"]["packages"]["torch"].startswith("2.") and summary["env"]["jax_devices"] == ["cpu:cpu"]
     tests = summary["tests"]["tests"]

@@ -8,6 +8,7 @@ from torch_geometric.nn import SSGConv as PygSSGConv
 from torch_geometric.utils import dense_to_sparse
 
 from common.config import GraphConfig
+from parity.compare import compare_arrays
 from torchref.gnn import GraphMixer, SSGConv
 
 N_NODES = 19
@@ -47,9 +48,11 @@ def _pair(in_features, out_features, alpha, hops, dtype):
     return ours.to(dtype), pyg.to(dtype)
 
 
-@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-6), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("alpha", "hops"), [(0.05, 2), (0.1, 3)])
-def test_ssgconv_equals_pyg(dtype, tolerance, alpha, hops):
+def test_ssgconv_equals_pyg(dtype, alpha, hops):
+    """Within the tolerance table's "layer" row (parity/tolerances.py): PyG scatters messages over
+    edges where ours multiplies dense matrices, so float32 rounds each sum in its own order."""
     ours, pyg = _pair(12, 7, alpha, hops, dtype)
     W = _weighted_graphs(8, dtype)
     x = torch.randn(
@@ -58,9 +61,9 @@ def test_ssgconv_equals_pyg(dtype, tolerance, alpha, hops):
     with torch.no_grad():
         expected, _ = _pyg_forward(pyg, x, W)
         got = ours(x, W)
-    difference = (got - expected).abs().max().item()
-    print(f"SSGConv vs PyG {dtype} alpha={alpha} K={hops}: max |diff| {difference:.2e}")
-    assert difference <= tolerance * max(1.0, expected.abs().max().item())
+    row = compare_arrays("ssgconv", got.numpy(), expected.numpy(), "layer", dtype)
+    print(f"SSGConv vs PyG {dtype} alpha={alpha} K={hops}: max |diff| {row.max_abs:.2e}")
+    assert row.passed, row.reason
 
 
 def test_ssgconv_edge_weight_gradients_equal_pyg():

@@ -11,6 +11,7 @@ from torch_geometric.utils import dense_to_sparse, get_laplacian, to_dense_adj
 
 from common import graph as common_graph
 from common.data.montage import REF19, REF19_NEIGHBOURS
+from parity.compare import compare_arrays
 from torchref import graph
 from torchref.graph import (
     SafeEigh,
@@ -62,7 +63,8 @@ def test_cosine_equals_torch_cosine_similarity(dtype):
     expected = F.cosine_similarity(x[:, rows], x[:, cols], dim=-1)  # (B, E, L)
     got = edge_features(x, "cosine", guards=False)
     assert got.shape == (2, 10, 3)
-    assert (got - expected).abs().max() <= (1e-6 if dtype == torch.float32 else 1e-14)
+    row = compare_arrays("cosine", got.numpy(), expected.numpy(), "layer", dtype)  # parity/tolerances.py
+    assert row.passed, row.reason
 
 
 def test_cosine_gradient_equals_torch_even_at_a_zero_electrode():

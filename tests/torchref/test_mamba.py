@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from common.config import MambaConfig, SSMConfig
+from parity.compare import compare_arrays
 from tests.torchref.mamba_oracle import (
     import_mamba_ssm,
     official_casts,
@@ -18,10 +19,13 @@ EDGE = dict(d_model=16, d_state=8, d_conv=4, expand=2, headdim=4)  # edge stream
 
 @pytest.fixture(scope="module")
 def ns():
+    """mamba_ssm's pieces; a skip only where a package is not installed (the Makefile goes on when
+    mamba-ssm does not build): any other error importing it (our import_upstream_mamba2, which
+    backend: cuda uses too, or an API mamba_ssm changed) fails the tests that need it."""
     try:
         return import_mamba_ssm()
-    except Exception as err:  # ImportError, or Triton refusing to load
-        pytest.skip(f"mamba_ssm cannot be imported ({type(err).__name__}: {err})")
+    except ModuleNotFoundError as err:
+        pytest.skip(f"mamba_ssm cannot be imported: {err.name} is not installed ({err})")
 
 
 def sizes(d):
@@ -59,6 +63,13 @@ def max_rel_diffs(test, ref):
     return {k: ((test[k].double() - ref[k].double()).abs().max() / ref[k].double().abs().max()).item() for k in ref}
 
 
+def assert_float32_parity(test, ref):
+    """The output within the tolerance table's "layer" row (one module's forward), d/du and every
+    parameter gradient within its "grad" row (parity/tolerances.py)."""
+    rows = [compare_arrays(k, test[k].numpy(), ref[k].numpy(), "layer" if k == "out" else "grad", "float32") for k in ref]
+    assert all(row.passed for row in rows), [row.reason for row in rows if not row.passed]
+
+
 # ---------------------------------------------------------------------------------------------
 # against the official module
 
@@ -76,7 +87,7 @@ def test_matches_official_float32(ns, scan, chunk_size):
     test = out_and_grads(ours, u, weights)
     diffs = max_rel_diffs(test, ref)
     print(f"float32 {scan} chunk {chunk_size} vs official:", {k: f"{v:.1e}" for k, v in diffs.items()})
-    assert max(diffs.values()) < 1e-5
+    assert_float32_parity(test, ref)
 
 
 def test_matches_official_float64_with_its_float32_casts_emulated(ns):
@@ -165,8 +176,7 @@ def test_cuda_backend_wiring_on_cpu(ns, monkeypatch):
     kernels.load_state_dict(reference.state_dict(), strict=True)
     g = torch.Generator().manual_seed(1)
     u, weights = torch.randn(2, 40, 16, generator=g), torch.randn(2, 40, 16, generator=g)
-    diffs = max_rel_diffs(out_and_grads(kernels, u, weights, reference_kernels(ns)), out_and_grads(reference, u, weights))
-    assert max(diffs.values()) < 1e-5
+    assert_float32_parity(out_and_grads(kernels, u, weights, reference_kernels(ns)), out_and_grads(reference, u, weights))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,8 +282,6 @@ def test_cuda_backend_matches_torch_backend_at_full_size(stream, precision):
     torchref's exact path: output, d/du and every parameter gradient. float32 with TF32 off is
     judged by the GPU rows of parity/tolerances.py; bfloat16 (autocast, float32 parameters, as
     model.precision bfloat16 runs it) by the bfloat16 rows, against the exact path in float32."""
-    from parity.compare import compare_arrays
-
     dims, sequences = FULL_SHAPES[stream]
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
