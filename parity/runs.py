@@ -235,10 +235,17 @@ def _param_dtype(model: nnx.Module):
     return jax.tree.leaves(nnx.state(model, nnx.Param))[0].dtype
 
 
+def _loss_config(cfg: TrainConfig) -> TrainConfig:
+    """The fields of `cfg` the loss reads (jaxbrr/train/loss.py compute_loss), the rest at their
+    defaults: runs whose configs differ elsewhere (a scenario's train.lr) share one compile."""
+    return TrainConfig(loss=cfg.loss, focal_alpha=cfg.focal_alpha, focal_gamma=cfg.focal_gamma)
+
+
 @functools.cache
 def _loss_and_grads(graphdef: nnx.GraphDef, cfg: TrainConfig) -> Callable:
     """jit(value_and_grad) of the staged forward and loss, for one model structure and loss
-    config: runs of the same structure (scenarios, dumps, dtypes apart) share one compile."""
+    config (_loss_config): runs of the same structure (scenarios, dumps, dtypes apart) share one
+    compile."""
 
     def loss_of(params, perturbations, rest, x, labels, pos_weight, valid):
         # merge keeps the Variable objects it is given: `rest` must be copied into this trace
@@ -259,7 +266,7 @@ def run_jax(model: nnx.Module, batch: Batch, cfg: TrainConfig) -> Run:
     perturbations = {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
     labels = jnp.asarray(batch.labels(), dtype)
     valid = jnp.asarray(batch.valid) if batch.valid is not None else None
-    (loss, values), (param_grads, cotangents) = _loss_and_grads(graphdef, cfg)(
+    (loss, values), (param_grads, cotangents) = _loss_and_grads(graphdef, _loss_config(cfg))(
         params, perturbations, rest, x, labels, jnp.asarray(batch.pos_weight, dtype), valid)
     by_path = dict(nnx.to_flat_state(param_grads))
     grads = {entry.torch_key: np.ascontiguousarray(entry.leaf.to_torch(_numpy(by_path[entry.nnx_path].get_value())))
