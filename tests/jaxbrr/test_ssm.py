@@ -12,7 +12,12 @@ from einops import rearrange
 
 from common.config import ConfigError, load_config
 from jaxbrr.ssm import SCANS, segsum, selective_scan, ssd_chunked, ssd_sequential
+from parity.tolerances import tolerance
 from torchref import ssm as torch_ssm
+
+# float32 output and gradients against float64: the tolerance table's float32 gradient row (T3,
+# parity/tolerances.py), ~500x the errors measured
+FLOAT32_BOUND = tolerance("grad", "float32").rtol
 
 BATCH, LENGTH, HEADS, HEADDIM, STATE = 2, 64, 4, 4, 8
 NAMES = ["y", "dx", "ddt", "dA", "dB", "dC"]
@@ -81,7 +86,7 @@ def test_chunked_and_sequential_float32_close_to_float64(x64, chunk_size):
         assert test[0].dtype == np.float32
         diffs = max_rel_diffs(test, ref)
         print(f"{name} chunk {chunk_size} float32 vs float64 max rel diff", diffs)
-        assert max(diffs.values()) < 1e-4
+        assert max(diffs.values()) < FLOAT32_BOUND
 
 
 def test_bfloat16_inputs_scan_in_float32(x64):
