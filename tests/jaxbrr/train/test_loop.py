@@ -50,6 +50,7 @@ from jaxbrr.train.checkpoint import load_model
 from jaxbrr.train.loop import Trainer
 from parity.tolerances import EVERY_EDGE, NO_DROPOUT, tolerance
 
+HANG_WATCHDOG_S = 300  # a subprocess that should reach a checkpoint in about a minute
 ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "configs" / "smoke.yaml"
 # batch 8: 6 batches per epoch; 8 steps cross an epoch end (a validation at step 6)
@@ -150,9 +151,14 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": compilation_cache,
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
+    deadline = time.time() + HANG_WATCHDOG_S
     while not (work / "checkpoints" / "last" / "2").is_dir():  # killed in epoch 1, mid-run
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
+        if proc.poll() is not None:
+            pytest.fail("the run exited before its second checkpoint:\n" + proc.stderr.read().decode()[-2000:])
+        if time.time() > deadline:  # kill before reading: a live process's stderr has no end
+            proc.kill()
+            pytest.fail(f"no second checkpoint after {HANG_WATCHDOG_S} s: a hang watchdog (the run takes ~60 s here), "
+                        "not a speed target:\n" + proc.communicate()[1].decode()[-2000:])
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
