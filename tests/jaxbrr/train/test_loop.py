@@ -8,11 +8,13 @@ of six short recordings in a temporary folder).
   checkpoint where it stopped;
 - a planted NaN (`pe_gradient: full` with `top_k: 1`: every graph falls into several components,
   so the Laplacian's eigenvalue 0 repeats and eigh's gradient divides by 0) stops the run with a
-  dump and the replay command under JAX_DEBUG_NANS=1, under checkify (which names the source line); under
+  dump and the replay command under JAX_DEBUG_NANS=1, under `nan_policy: raise` (a two-process
+  job: one dump with the whole global batch), under checkify (which names the source line); under
   `nan_policy: skip` the steps are skipped, counted, and leave the parameters untouched;
 - a clean run under jax_debug_nans raises nothing (the model never makes a NaN on purpose);
 - an unknown config key and a missing metric name fail with a clear message before any compute;
-- several devices and processes: tests/jaxbrr/train/test_devices.py.
+- several devices (issue 9): 2 forced CPU devices follow the 1-device run within the trajectory
+  tolerance; 2 processes (gloo, one device each) equal the 2-device run bit for bit.
 
 An adjacency that is the identity does not plant a NaN in this model: the entries below the edge
 threshold are selected away (`jnp.where`), so eigh's infinite gradient never reaches a
@@ -25,9 +27,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +40,7 @@ import pytest
 from flax import nnx
 
 from common.config import ConfigError, load_config, with_overrides
+from common.data.prepare import prepare
 from common.train.log import read_metrics
 from common.train.loop import NonFiniteStep
 from jaxbrr.model import SeizureDetector
@@ -43,21 +48,57 @@ from jaxbrr.precision import set_float32_precision
 from jaxbrr.train.__main__ import main as train_main
 from jaxbrr.train.checkpoint import load_model
 from jaxbrr.train.loop import Trainer
-from parity.tolerances import tolerance
-from tests.jaxbrr.train.smoke_runs import (
-    PLANTED_NAN,
-    ROOT,
-    RUN,
-    SMOKE,
-    config_for,
-    losses,
-    params,
-    validations,
-)
-
-pytestmark = pytest.mark.usefixtures("compilation_cache")  # conftest.py
+from parity.tolerances import EVERY_EDGE, NO_DROPOUT, tolerance
 
 HANG_WATCHDOG_S = 300  # a subprocess that should reach a checkpoint in about a minute
+ROOT = Path(__file__).resolve().parents[3]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+# batch 8: 6 batches per epoch; 8 steps cross an epoch end (a validation at step 6)
+RUN = ["train.batch_size=8", "train.epochs=2", "train.max_steps=8", "train.log_every=1"]
+# For curves compared across device layouts: the same computation (every device draws its own
+# dropout masks) and no top-k near-tie for the layouts' rounding to flip (parity.tolerances).
+SAME_MATH = [*NO_DROPOUT, EVERY_EDGE]
+PLANTED_NAN = ["model.stability.pe_gradient=full", "model.graph.top_k=1"]
+
+
+@pytest.fixture(scope="module")
+def data_overrides(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke-data")
+    return [f"data.data_dir={root / 'edf'}", f"data.cache_dir={root / 'cache'}"]
+
+
+@pytest.fixture(scope="module")
+def prepared(data_overrides):
+    return prepare(load_config(SMOKE, data_overrides), progress=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One persistent XLA cache for the module's runs (and its subprocesses): each Trainer jits
+    its own step, and identical programs then compile once."""
+    path = str(tmp_path_factory.mktemp("xla-cache"))
+    old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    yield path
+    jax.config.update("jax_compilation_cache_dir", old[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+
+
+def config_for(tmp_path, data_overrides, *extra, name="run"):
+    return load_config(SMOKE, [*data_overrides, *RUN, f"workdir={tmp_path / name}", *extra])
+
+
+def losses(workdir) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(workdir) if r["kind"] == "train"}
+
+
+def validations(workdir) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "time"} for r in read_metrics(workdir) if r["kind"] == "validation"]
+
+
+def params(trainer) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(trainer._objects(trainer.state)[0], nnx.Param))]
 
 
 @pytest.fixture(scope="module")
@@ -344,3 +385,156 @@ def test_resume_without_a_checkpoint_is_an_error_naming_the_workdir(tmp_path, ca
         err = capsys.readouterr().err
         assert f"--resume: {workdir} holds no checkpoint" in err and "leave out --resume" in err
     assert not (tmp_path / "typo").exists()
+
+
+def train_command(work: Path, *sets: str) -> list[str]:
+    return [sys.executable, "-m", "jaxbrr.train", "--config", str(SMOKE), "--workdir", str(work), "--no-progress",
+            *[f"--set={o}" for o in sets]]
+
+
+# `python -m MODULE ARGS` that receives SIGKILL when its parent (argv[1]) dies: Linux's
+# prctl(PR_SET_PDEATHSIG), set in the child itself (a preexec_fn is unsafe in a threaded parent),
+# then a check that the parent did not die before it was set.
+DIE_WITH_PARENT = """
+import ctypes, os, runpy, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("parent gone before the guard was set")
+sys.argv = [sys.argv[3], *sys.argv[4:]]  # argv[2] == "-m"
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def two_processes(work: Path, sets: list[str], compilation_cache: str) -> list[subprocess.CompletedProcess]:
+    """`python -m jaxbrr.train` as 2 processes of one job (README, "Training on GPUs and
+    clusters"): one CPU device each, connected through JAX's coordinator and gloo collectives."""
+    with socket.socket() as s:  # a free port for the coordinator
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo", JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+               JAX_NUM_PROCESSES="2", JAX_COMPILATION_CACHE_DIR=compilation_cache)
+    command = train_command(work, *sets, "train.distributed.initialize=true")
+    # each dies with this process: a pytest worker killed mid-test (out of memory, say) must not
+    # leave the pair waiting at a collective for ever
+    guarded = [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *command[1:]]
+    procs = [subprocess.Popen(guarded, cwd=ROOT, env={**env, "JAX_PROCESS_ID": str(r)}, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in range(2)]
+    try:
+        outputs = [proc.communicate(timeout=600) for proc in procs]
+    finally:
+        for proc in procs:  # one process failing leaves the other waiting at a collective
+            proc.kill()
+    return [subprocess.CompletedProcess(command, proc.returncode, out, err)
+            for proc, (out, err) in zip(procs, outputs, strict=True)]
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory, data_overrides, prepared):
+    """The run on one device with SAME_MATH: what the multi-device layouts are held to."""
+    config = config_for(tmp_path_factory.mktemp("one-device"), data_overrides, *SAME_MATH)
+    trainer = Trainer(config, progress=False, prepared=prepared)
+    trainer.run()
+    return trainer.workdir
+
+
+@pytest.fixture(scope="module")
+def two_devices(tmp_path_factory, data_overrides, compilation_cache):
+    """The one_device run's config on 2 forced CPU devices in one process (batch sharded over
+    the `data` mesh axis, state replicated, gradients averaged with pmean), with the dynamic PE's
+    eigh looped (model.graph.eigh_calls; the batched call deadlocks there)."""
+    work = tmp_path_factory.mktemp("two-devices") / "run"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_COMPILATION_CACHE_DIR": compilation_cache}
+    command = train_command(work, *data_overrides, *RUN, *SAME_MATH, "model.graph.eigh_calls=looped")
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return work, done, command, env
+
+
+def test_data_parallel_over_two_devices_follows_the_one_device_run(one_device, two_devices):
+    """The loss curve on 2 devices follows the 1-device run of the same math (SAME_MATH) within
+    the parity table's float32 trajectory tolerance: they differ by the gradient mean's order of
+    summation only. The batched eigh is refused there, naming the fix."""
+    work, done, command, env = two_devices
+    assert "devices: 2 x cpu (data parallel)" in done.stdout
+    expected, got = losses(one_device), losses(work)
+    assert sorted(got) == sorted(expected) == list(range(1, 9))
+    a, b = np.array([got[s] for s in sorted(got)]), np.array([expected[s] for s in sorted(expected)])
+    rtol, atol = tolerance("trajectory", "float32")
+    print(f"2-device vs 1-device losses: max rel {np.abs(a - b).max() / np.abs(b).max():.2e}")
+    np.testing.assert_allclose(a, b, rtol=0, atol=rtol * np.abs(b).max() + atol)
+
+    batched = [c for c in command if "eigh_calls" not in c]  # in a new workdir: this one holds checkpoints
+    batched[batched.index("--workdir") + 1] = str(work.parent / "batched")
+    refused = subprocess.run(batched, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "Set model.graph.eigh_calls=looped" in refused.stderr
+
+
+def test_two_processes_train_exactly_like_two_devices_in_one(tmp_path, data_overrides, two_devices,
+                                                              compilation_cache):
+    """Two processes (one device each, the batched eigh) and one process with two devices compute
+    the same global steps: every loss, every validation and the best checkpoint's parameters are
+    equal, bit for bit. Each host loaded only its half of every batch; host 0 alone wrote the logs."""
+    work = tmp_path / "two-hosts"
+    hosts = two_processes(work, [*data_overrides, *RUN, *SAME_MATH], compilation_cache)
+    for host in hosts:
+        assert host.returncode == 0, host.stderr[-3000:]
+    for r, host in enumerate(hosts):
+        assert f"devices: 2 x cpu on 2 hosts (this is host {r})" in host.stdout
+    reference = two_devices[0]
+    assert losses(work) == losses(reference)
+    assert validations(work) == validations(reference)
+    for a, b in zip(*(jax.tree.leaves(nnx.state(load_model(w)[1], nnx.Param)) for w in (work, reference)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_fsdp_over_two_processes_checkpoints_and_follows_one_device(tmp_path, data_overrides, one_device,
+                                                                   compilation_cache):
+    """Parameters and Adam moments split over two processes (mesh data 1 × fsdp 2): the run
+    validates and writes its checkpoints (gathering a split state is a collective that every host
+    joins; host 0 alone once waited there for ever), and its steps follow the 1-device run of the
+    same math within the trajectory tolerance."""
+    work = tmp_path / "fsdp-hosts"
+    hosts = two_processes(work, [*data_overrides, *RUN, *SAME_MATH, "train.max_steps=2", "train.mesh.fsdp=2",
+                                 "train.mesh.fsdp_min_size=0"], compilation_cache)
+    for host in hosts:
+        assert host.returncode == 0, host.stderr[-3000:]
+        assert "(mesh data 1 x fsdp 2)" in host.stdout
+    assert (work / "checkpoints" / "last" / "2" / "model.safetensors").is_file()
+    expected, got = losses(one_device), losses(work)
+    assert sorted(got) == [1, 2]
+    a, b = np.array([got[1], got[2]]), np.array([expected[1], expected[2]])
+    rtol, atol = tolerance("trajectory", "float32")
+    np.testing.assert_allclose(a, b, rtol=0, atol=rtol * np.abs(b).max() + atol)
+    config, model = load_model(work)  # the best checkpoint, written from the gathered state
+    assert config.train.mesh.fsdp == 2 and all(np.isfinite(np.asarray(p)).all()
+                                               for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def test_planted_nan_on_two_processes_writes_one_whole_dump(tmp_path, data_overrides, uninterrupted,
+                                                            compilation_cache):
+    """A NaN step of a two-process job (train.nan_policy: raise): both processes stop with exit
+    code 3 and the replay command, and one dump holds the whole global batch (both hosts' halves,
+    in order) and the parameters from before the step."""
+    work = tmp_path / "nan-two-hosts"
+    hosts = two_processes(work, [*data_overrides, *RUN, *PLANTED_NAN, "train.max_steps=3"], compilation_cache)
+    dump = work / "nan" / "step_000001"
+    for host in hosts:
+        assert host.returncode == 3, host.stderr[-3000:]
+        assert "train.nan_policy: raise" in host.stderr and f"--dump {dump}" in host.stderr
+    assert sorted((work / "nan").iterdir()) == [dump]  # no temporary folder left
+    _, reference, _ = uninterrupted  # same data, sampler and seed
+    expected = reference.load_batch(reference.epoch_plan(0)[0][0])
+    batch = np.load(dump / "batch.npz")
+    assert sorted(batch.files) == sorted(expected)
+    for key in expected:
+        np.testing.assert_array_equal(batch[key], expected[key])
+    # each window's recording and start, in the batch's order (both hosts' slices)
+    table, sfreq = reference.table, reference.config.preprocess.sfreq
+    assert json.loads((dump / "nan.json").read_text())["windows"] == [
+        [reference.train_stems[table["record"][r]], table["start"][r] / sfreq] for r in reference.epoch_plan(0)[0][0]]
+    config, model = load_model(dump / "checkpoint")
+    initial = SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
+    for a, b in zip(*(jax.tree.leaves(nnx.state(m, nnx.Param)) for m in (model, initial)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
