@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 import torchref.model as tmodel
 from common.config import Config
@@ -81,15 +80,12 @@ def _rms(array) -> float:
 
 def weight_growth(config: Config, weights: dict[str, np.ndarray]) -> Growth:
     """Growth of `weights` (torch state-dict names, finite) over a fresh init of config.model."""
-    with torch.device("cpu"):
-        fresh = tmodel.SeizureDetector(config.model, 0)
-    at_init = {name: _rms(p.detach().double()) for name, p in fresh.named_parameters()}
-    ratio, rms = {}, {}
-    for name, scale in at_init.items():
-        values = fresh.get_parameter(name).detach()
-        if name not in weights or scale == 0 or bool((values == values.flatten()[0]).all()):
-            continue  # no random init: no scale to grow from
-        rms[name] = _rms(weights[name])
-        ratio[name] = rms[name] / scale
+    ratio, rms, at_init = {}, {}, {}
+    for name, parameter in tmodel.SeizureDetector(config.model, 0).named_parameters():
+        values = parameter.detach().double()
+        if name not in weights or bool((values == values.flatten()[0]).all()):
+            continue  # zero or constant init (biases, norm gains): no scale to grow from
+        at_init[name], rms[name] = _rms(values), _rms(weights[name])
+        ratio[name] = rms[name] / at_init[name]
     order = sorted(ratio, key=ratio.get, reverse=True)
     return Growth({n: ratio[n] for n in order}, rms, {n: at_init[n] for n in order})

@@ -284,9 +284,10 @@ NEXT_STEPS = {
              "batch, or a train-mode step's dropout); localize the dump training wrote at the step that failed",
     "WEIGHTS": WEIGHTS_FIX,
     "DIVERGED": "the weights have grown {median:.3g}x from their scale at init (the weights line): training diverged "
-                "before this step, and that is the cause to fix, whatever stage first leaves its range. Lower train.lr ({lr:g} here: Adam moves every weight by about lr a step, and "
-                "a typical weight's scale at init is {scale:.2g}), then resume from a checkpoint saved before loss "
-                "and grad norm began to climb (metrics.jsonl)",
+                "before this step, and that is the cause to fix, whatever stage first leaves its range. Lower "
+                "train.lr ({lr:g} here: Adam moves every weight by about lr a step, and a typical weight's scale at "
+                "init is {scale:.2g}), then resume from a checkpoint saved before loss and grad norm began to climb "
+                "(metrics.jsonl)",
 }
 # the verdicts a diverged run's weights explain (parity/growth.py): not DATA (the batch is bad as
 # given), FRAMEWORK or DRIFT (one side differs from the other on the same weights)

@@ -91,6 +91,8 @@ def comparable_selection(dtype, n_chans: int = len(REF19)) -> list[str]:
     """The overrides under which a whole model's runs in two frameworks are comparable at `dtype`:
     none in float64, every edge below it (the comment above)."""
     return [] if dtype_name(dtype) == "float64" else [every_edge(n_chans)]
+
+
 # Dropout off, for curves that must run the same computation: devices (and frameworks) draw their
 # own masks, whose difference is sampling, not rounding.
 NO_DROPOUT = ["model.tcn.dropout=0", "model.node_mamba.dropout=0", "model.graph.dropout=0",
