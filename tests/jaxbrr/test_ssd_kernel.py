@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 from jax import export
 
+from conftest import x64_enabled
 from jaxbrr import norm_kernel, ssd_kernel, ssm
 from jaxbrr.mamba import Mamba2
 from jaxbrr.ssm import selective_scan, ssd_pallas
@@ -180,22 +181,26 @@ def test_mamba2_with_the_kernels_in_bfloat16_computes_as_chunked(monkeypatch):
     """bf16 compute on float32 parameters: the kernels take xBC, y, z in bf16 and dt, A, D, w in
     float32, and give y and the norm's output in bf16 (asserted on the traced kernels). Values:
     both paths round float32 values that agree up to summation order to bf16 (the norm's output,
-    dy, dx), and one may land one bf16 step (at most 2^-7 of it) from the other; a gradient sums
-    such terms in float32. Bounds: the output within one bf16 step of each value, every gradient
-    within one bf16 step (2^-7) of its largest entry; a missing term or a wrong cast moves them
-    further (the bf16 and float32 models differ by 1e-3 to 1e-2 here)."""
+    dy, dx), and one may land one bf16 step from the other; a gradient sums many such terms, so
+    how far the two paths land from each other has no bound of its own. float64 arbitrates (the
+    same parameters computed in float64): the output and every gradient of the kernels at most
+    4× as far from it as the chunked scan's in bf16, plus one bf16 step (2^-7) of the largest
+    value, the form the GPU tests use. A missing term moves a value by its own size (the bf16
+    model is 1e-3 to 1e-2 from float64 here); a wrong cast is caught on the traced kernels."""
     monkeypatch.setattr(ssm, "ssd_pallas_xbc", functools.partial(ssm.ssd_pallas_xbc, interpret=True))
     monkeypatch.setattr(norm_kernel, "gated_norm", functools.partial(norm_kernel.gated_norm, interpret=True))
     x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 40, 16)), jnp.float32)
 
-    def run(scan):
-        model = Mamba2(16, 8, 4, 2, 4, scan=scan, chunk_size=8, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
-        model.D[...] = jnp.linspace(0.5, 2.0, model.nheads)  # D ≠ 1: dx = D·dy rounds
+    def run(scan, dtype=jnp.bfloat16):
+        model = Mamba2(16, 8, 4, 2, 4, scan=scan, chunk_size=8, dtype=dtype, rngs=nnx.Rngs(0))
+        model.D[...] = jnp.linspace(0.5, 2.0, model.nheads, dtype=jnp.float32)  # D ≠ 1: dx = D·dy rounds
         out = nnx.jit(lambda m: m(x))(model)
-        grads = nnx.jit(nnx.grad(lambda m: jnp.sum(jnp.sin(m(x).astype(jnp.float32)))))(model)
+        grads = nnx.jit(nnx.grad(lambda m: jnp.sum(jnp.sin(m(x).astype(jnp.promote_types(dtype, jnp.float32))))))(model)
         return out, jax.tree.leaves(nnx.state(grads))
 
     (out_ref, g_ref), (out, g) = run("chunked"), run("pallas")
+    with x64_enabled():  # the parameters are float32 either way; their gradients too
+        out64, g64 = run("chunked", jnp.float64)
     model = Mamba2(16, 8, 4, 2, 4, scan="pallas", chunk_size=8, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
     calls = ssd_kernel.pallas_calls(jax.make_jaxpr(jax.grad(
@@ -207,12 +212,13 @@ def test_mamba2_with_the_kernels_in_bfloat16_computes_as_chunked(monkeypatch):
     assert dtypes["gated_norm_forward"] == ([bf16, bf16, bf16, f32, f32], [bf16, f32])  # y, xBC, zxbcdt, D, w
     assert dtypes["gated_norm_backward"][1] == [bf16, bf16, bf16, f32, f32]  # dy, dx, dz, sums of dD, dw
     assert out.dtype == out_ref.dtype == jnp.bfloat16
-    out, out_ref = np.asarray(out, np.float32), np.asarray(out_ref, np.float32)
-    assert (np.abs(out - out_ref) <= np.abs(out_ref) * 2.0 ** -7).all()
-    assert len(g) == len(g_ref) > 0
-    for a, b in zip(g, g_ref, strict=True):
-        assert a.dtype == b.dtype == jnp.float32
-        assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 2.0 ** -7 * np.abs(np.asarray(b)).max()
+    assert len(g) == len(g_ref) == len(g64) > 0
+    assert all(a.dtype == b.dtype == jnp.float32 for a, b in zip(g, g_ref, strict=True))
+    paths = jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
+    names = ["out", *(jax.tree_util.keystr(p) for p, _ in paths)]
+    kernels, chunked, reference = ([np.asarray(t, np.float64) for t in (o, *grads)]
+                                   for o, grads in ((out, g), (out_ref, g_ref), (out64, g64)))
+    assert_as_close_to_float64("Mamba2 bf16", names, kernels, chunked, reference, ulps=1, eps=2.0 ** -7)
 
 
 def test_torchref_computes_pallas_as_chunked():
@@ -231,14 +237,16 @@ def jax_gpu():
         return None
 
 
-def assert_as_close_to_float64(label: str, names: list[str], kernels, xla, reference, ulps: int) -> None:
+def assert_as_close_to_float64(label: str, names: list[str], kernels, xla, reference, ulps: int,
+                               eps: float = float(np.finfo(np.float32).eps)) -> None:
     """Each of the kernels' outputs and gradients at most 4× as far from float64 as XLA's on the
-    same GPU, plus `ulps` float32 ulps of the largest value (errors relative to that value)."""
+    same device, plus `ulps` steps `eps` (float32's unless given) of the largest value (errors
+    relative to that value)."""
     for name, k, c, r in zip(names, kernels, xla, reference, strict=True):
         scale = np.abs(r).max()
         err_k, err_c = np.abs(k - r).max() / scale, np.abs(c - r).max() / scale
         print(f"{label} {name}: kernels {err_k:.2e}, XLA {err_c:.2e} (max rel to float64)")
-        assert err_k <= 4 * err_c + ulps * np.finfo(np.float32).eps, name
+        assert err_k <= 4 * err_c + ulps * eps, name
 
 
 @pytest.mark.gpu
