@@ -179,8 +179,18 @@ def per_matrix(fn, matrices: jax.Array, calls: str):
     return jax.tree.map(lambda o: o.reshape(*lead, *o.shape[1:]), out)
 
 
+def _eigh(matrices: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """jnp.linalg.eigh(matrices, symmetrize_input=False): ascending eigenvalues, eigenvectors.
+    Called as lax.linalg.eigh, the primitive jnp's wrapper binds, because that wrapper is a jit of
+    its own and an op traced inside a jit records no frame above it: a NaN in eigh's derivative
+    would be reported at jax/_src/numpy/linalg.py, never at this file's lines that called it
+    (checkify and JAX_DEBUG_NANS, jax 0.10.2)."""
+    vectors, values = jax.lax.linalg.eigh(matrices, lower=True, symmetrize_input=False)
+    return values, vectors
+
+
 def _lapack_eigh(matrices: jax.Array, calls: str) -> tuple[jax.Array, jax.Array]:
-    return per_matrix(partial(jnp.linalg.eigh, symmetrize_input=False), matrices, calls)
+    return per_matrix(_eigh, matrices, calls)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2))

@@ -352,7 +352,7 @@ def _op_frame(frames: list[tuple[str, int, str]]) -> str:
     """" at FILE:LINE (FUNCTION)" of the op, from (file, line, function) frames, innermost first:
     the innermost frame of the project's code, so neither a library's internals nor a wrapper
     that only calls the stage (jaxbrr/model.py's named scope, an upcast) is named; else the
-    outermost frame recorded, e.g. jax/_src/numpy/linalg.py:940 (eigh)."""
+    outermost frame recorded (an op traced inside a library's own jit records no frame above it)."""
 
     def ours(file: str) -> bool:
         path = Path(file)
