@@ -38,6 +38,7 @@ from common.config import (
     Config,
     ConfigError,
     ModelConfig,
+    PostprocessConfig,
     config_from_dict,
     config_to_dict,
     load_config,
@@ -154,26 +155,31 @@ FORMAT, FORMAT_VERSION = "jaxbrr.weights", "1"
 
 
 def write_neutral(path: str | Path, arrays: dict[str, np.ndarray], config: ModelConfig | None, framework: str,
-                  run_config: Config | None = None) -> Path:
+                  run_config: Config | None = None, postprocess: PostprocessConfig | None = None) -> Path:
     """A .safetensors file of neutral arrays with metadata {format, format_version, framework,
     config (the ModelConfig as JSON)} and, for weights of a training run, run_config (the run's whole
-    config: its windows, post-processing, evaluation), written atomically."""
+    config: its windows, post-processing, evaluation), or else postprocess, where the weights carry
+    their own (an original checkpoint's); written atomically."""
     import safetensors.numpy
 
     from common.files import atomic_path
 
+    if run_config is not None and postprocess is not None:
+        raise ValueError("write_neutral: a run config holds its post-processing; pass one or the other")
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "framework": framework,
                 "config": json.dumps(config_to_dict(config) if config is not None else None)}
     if run_config is not None:
         metadata["run_config"] = json.dumps(config_to_dict(run_config))
+    if postprocess is not None:
+        metadata["postprocess"] = json.dumps(config_to_dict(postprocess))
     with atomic_path(path) as tmp:
         safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=metadata)
     return Path(path)
 
 
 def read_neutral_metadata(path: str | Path) -> dict:
-    """{format, format_version, framework, config (a dict or None), run_config (a dict, where the
-    file has one)} of a neutral weights file."""
+    """{format, format_version, framework, config (a dict or None), run_config and postprocess (dicts,
+    where the file has them)} of a neutral weights file."""
     import safetensors
 
     try:
@@ -185,8 +191,9 @@ def read_neutral_metadata(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} file (metadata {metadata}); "
                               "write one with `python -m parity.convert`")
     metadata["config"] = json.loads(metadata["config"])
-    if "run_config" in metadata:
-        metadata["run_config"] = json.loads(metadata["run_config"])
+    for section in ("run_config", "postprocess"):
+        if section in metadata:
+            metadata[section] = json.loads(metadata[section])
     return metadata
 
 
@@ -215,7 +222,8 @@ class Weights:
     notes: list[str] = field(default_factory=list)  # what was ignored or assumed: callers print them
     meta: dict | None = None  # a training checkpoint's meta (config, progress), when it has one
     spelled: dict[str, str] = field(default_factory=dict)  # neutral name -> the file's key, where they differ
-    # sections of `config` read from the weights' own config beyond `model` (an original checkpoint's postprocess)
+    # sections of `config` read from the weights' own config beyond `model`: an original checkpoint's postprocess,
+    # also where a .safetensors file converted from one carries it
     own_sections: tuple[str, ...] = ()
 
 
@@ -243,16 +251,26 @@ def _with_model(model: dict | ModelConfig, config_path: ConfigSource, source: st
     return config_from_dict(tree, source=f"{source} (model{', postprocess' * own}) + {rest} (the rest)")
 
 
-def _neutral_config(metadata: dict, config_path: ConfigSource, path: Path) -> tuple[Config, list[str]]:
+def _neutral_config(metadata: dict, config_path: ConfigSource, path: Path) -> tuple[Config, list[str], tuple[str, ...]]:
     """A neutral file's model over `config_path`'s run config, else over the run config the file
-    carries (converted from a run), else over the defaults, which a note then names."""
+    carries (converted from a run), else over the defaults, which a note then names; with the
+    post-processing the file carries (an original checkpoint's) over all but a training run's own
+    config, as the original checkpoint itself (_own_postprocess). Also returns the sections beyond
+    `model` read from the file (Weights.own_sections)."""
     run = metadata.get("run_config")
     rest = config_path if config_path is not None or run is None else config_from_dict(
         run, source=f"{path}'s run config")
-    notes = [] if rest is not None else [
-        f"{path} holds the model alone: its windows, post-processing and evaluation settings are the defaults; "
-        "pass --config for the ones it was trained with"]
-    return _with_model(metadata["config"], rest, str(path)), notes
+    postprocess = metadata.get("postprocess") if not isinstance(config_path, Config) else None
+    notes = []
+    if rest is None:
+        settings = "windows and evaluation settings" if postprocess is not None else (
+            "windows, post-processing and evaluation settings")
+        notes.append(f"{path} holds the model alone{' and its post-processing' * (postprocess is not None)}: its "
+                     f"{settings} are the defaults; pass --config for the ones it was trained with")
+    config = _with_model(metadata["config"], rest, str(path), postprocess)
+    if postprocess is not None and isinstance(config_path, str | Path) and _load(config_path).postprocess != config.postprocess:
+        notes.append(_own_postprocess_note(path, config_path))
+    return config, notes, ("postprocess",) if postprocess is not None else ()
 
 
 def _own_model_note(path: Path, config_path: ConfigSource, model: ModelConfig) -> list[str]:
@@ -285,12 +303,14 @@ def _original_config(path: Path, own: dict, config_path: ConfigSource) -> tuple[
         postprocess, post_notes = original_config.postprocess_config(own["postprocessing"])
         notes += post_notes
     config = _with_model(model, config_path, f"{path}'s own config", postprocess)
-    if postprocess is not None and isinstance(config_path, str | Path):
-        theirs = _load(config_path).postprocess
-        if theirs != config.postprocess:
-            notes.append(f"{path} carries its own post-processing, used instead of the `postprocess` section of "
-                         f"{config_path} (which differs); --set postprocess.FIELD=VALUE changes it")
+    if postprocess is not None and isinstance(config_path, str | Path) and _load(config_path).postprocess != config.postprocess:
+        notes.append(_own_postprocess_note(path, config_path))
     return config, notes
+
+
+def _own_postprocess_note(path: Path, config_path: str | Path) -> str:
+    return (f"{path} carries its own post-processing, used instead of the `postprocess` section of {config_path} "
+            "(which differs); --set postprocess.FIELD=VALUE changes it")
 
 
 def _own_postprocess(own: dict, config_path: ConfigSource) -> bool:
@@ -354,13 +374,13 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
                        step, meta=meta)
     if located.kind == "safetensors":
         metadata = read_neutral_metadata(path)
-        notes = []
+        notes, own_sections = [], ()
         if metadata["config"] is not None:
-            config, notes = _neutral_config(metadata, config_path, path)
+            config, notes, own_sections = _neutral_config(metadata, config_path, path)
             notes = _own_model_note(path, config_path, config.model) + notes
         else:
             config = _needs_config(path, config_path, "this weights file")
-        return Weights(config, read_neutral(path), "safetensors", path, notes=notes)
+        return Weights(config, read_neutral(path), "safetensors", path, notes=notes, own_sections=own_sections)
     if located.kind == "nan_dump":
         record = json.loads((path / "nan.json").read_text())
         if not (path / "model.pt").is_file():

@@ -303,13 +303,16 @@ def main(argv: list[str] | None = None) -> int:
             _fill_torch(model, weights.arrays, str(args.input))  # in the model's dtype, as jaxbrr's fill
             written = {key: value.detach().numpy() for key, value in model.state_dict().items()}
             notes += _widened_notes(weights.arrays, written, str(args.input))
-        if out.suffix in (".safetensors", ".pt") and "postprocess" in weights.own_sections:
+        own_postprocess = "postprocess" in weights.own_sections  # an original checkpoint's (or a file's from one)
+        if out.suffix == ".pt" and own_postprocess:
             notes.append(f"{out} holds the model only: the checkpoint's own post-processing is not carried (a "
-                         "folder, a jaxbrr checkpoint, keeps it with the whole run config)")
+                         ".safetensors file or a folder, a jaxbrr checkpoint, keeps it)")
         if out.suffix == ".safetensors":
-            # a run's whole config goes with its weights (a NaN dump's too): windows, post-processing, evaluation
+            # a run's whole config goes with its weights (a NaN dump's too): windows, post-processing,
+            # evaluation; else the post-processing the weights carry, if any
             run_config = weights.config if weights.kind in ("jaxbrr", "torchref", "nan_dump") else None
-            write_neutral(out, written, weights.config.model, "neutral", run_config=run_config)
+            postprocess = weights.config.postprocess if run_config is None and own_postprocess else None
+            write_neutral(out, written, weights.config.model, "neutral", run_config=run_config, postprocess=postprocess)
             kind_out = "neutral weights file"
         elif out.suffix == ".pt":
             from common.files import atomic_path
