@@ -448,7 +448,7 @@ def read_edf(path: str | Path, montage: str, interpolate: Sequence[str] = INTERP
             raise EDFError(f"{path}: {name} is held {len(group)} times with different samples ({found}) and montage "
                            f"{montage!r} takes one: which is ambiguous; use a montage that lists it as often, or {_FIX}")
 
-    signals = np.empty((len(channels), n_samples))  # (C, N)
+    signals = np.zeros((len(channels), n_samples))  # (C, N); a missing channel's row is interpolated below
     sources: dict[str, list[tuple[str, int]]] = {}  # name -> [(label text, first signal index)]
     for c, (name, terms) in enumerate(zip(channels, plan, strict=True)):
         if len(terms) == 1:
