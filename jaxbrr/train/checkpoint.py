@@ -104,7 +104,10 @@ READ_FAILURES = ("DATA_LOSS:", "OUT_OF_RANGE:", "NOT_FOUND:")
 def _restoring(step_dir: Path) -> Iterator[None]:
     """Turns orbax's page-long error for damaged array data (files cut short or overwritten: a disk
     that filled, a copy that stopped) into one line naming the step; any other error (a tree that
-    does not match the model, say) passes unchanged."""
+    does not match the model, say) passes unchanged. Reads still in flight when orbax gave up may
+    print "RuntimeError: Event loop is closed" tracebacks beside that line, and the abandoned read
+    coroutines unraisable errors when collected (orbax-checkpoint 0.12.8: TensorStore's callbacks
+    reach the event loop orbax closed): echoes of the same failure, from threads no caller owns."""
     try:
         yield
     except Exception as error:  # TensorStore's surface as plain Exceptions, the cause a ValueError
