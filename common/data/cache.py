@@ -275,6 +275,13 @@ def write_manifest(root: Path, config: Config, skipped: list[dict], keep: set[st
     return manifest
 
 
+# Recordings a Corpus keeps memory-mapped at once. Every map holds a file descriptor (two per
+# recording); a corpus has thousands of recordings (TUSZ ~7,000, CHB-MIT 686) against a usual
+# limit of 1024 descriptors per process, which mapping them all ran out of ("Too many open files"
+# after a whole build of 520 recordings, at the summary that reads every recording's labels).
+MAPPED_RECORDINGS = 128
+
+
 class Corpus:
     """Read side of a cache: recordings by stem, windows as memory-mapped slices."""
 
@@ -287,21 +294,25 @@ class Corpus:
             )
         self.manifest = json.loads(manifest_file.read_text())
         self.recordings: dict[str, dict] = self.manifest["recordings"]
-        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # the most recently used last
 
     @property
     def stems(self) -> list[str]:
         return sorted(self.recordings)
 
     def arrays(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
-        """(signals (C, N), labels (N,)) as read-only memory maps."""
-        if stem not in self._arrays:
+        """(signals (C, N), labels (N,)) as read-only memory maps. Each map holds a file descriptor
+        while it lives, so only the MAPPED_RECORDINGS most recently used recordings stay mapped
+        (a map is reopened in well under a millisecond); keep no slice of one beyond its use (a
+        view keeps the map open: copy, as cut_window does)."""
+        found = self._arrays.pop(stem, None)
+        if found is None:
             base = self.root / "recordings" / stem
-            self._arrays[stem] = (
-                np.load(f"{base}.signals.npy", mmap_mode="r"),
-                np.load(f"{base}.labels.npy", mmap_mode="r"),
-            )
-        return self._arrays[stem]
+            found = (np.load(f"{base}.signals.npy", mmap_mode="r"), np.load(f"{base}.labels.npy", mmap_mode="r"))
+        self._arrays[stem] = found
+        while len(self._arrays) > MAPPED_RECORDINGS:
+            del self._arrays[next(iter(self._arrays))]  # the least recently used
+        return found
 
     def window(self, stem: str, start: int, window_samples: int):
         signals, labels = self.arrays(stem)

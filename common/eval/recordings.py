@@ -85,10 +85,10 @@ def predict_recordings(predict: Predict, corpus: Corpus, stems: list[str], confi
                 remaining[i] -= 1
                 if remaining[i] == 0:
                     starts, window_probs, window_valid = zip(*pending.pop(i), strict=True)
-                    _, labels = corpus.arrays(stems[i])
+                    _, labels = corpus.arrays(stems[i])  # copied into the Trace: a view keeps the map open
                     trace = stitch(np.stack(window_probs), np.array(starts, np.int64), len(labels),
                                    np.stack(window_valid))
-                    traces[i] = Trace(stems[i], trace, np.asarray(labels), float(corpus.recordings[stems[i]]["sfreq"]))
+                    traces[i] = Trace(stems[i], trace, np.array(labels), float(corpus.recordings[stems[i]]["sfreq"]))
     empty = [stem for stem, trace in zip(stems, traces, strict=True) if trace is None]
     if empty:
         raise ValueError(f"no windows in {len(empty)} recordings, e.g. {empty[0]}: they hold no samples")
