@@ -72,7 +72,7 @@ class PreprocessConfig:
     filter_phase: Literal["causal", "zero_phase"] = "causal"
     notch_hz: float | None = 60.0
     notch_q: float = Field(30.0, gt=0)
-    clip_sigma: float | None = 10.0
+    clip_sigma: float | None = Field(10.0, gt=0)  # null: no clipping (0 would clip every sample to 0)
     # What to do with NaN/Inf samples in the EDF: `zero` sets them to 0 before filtering (so an IIR
     # filter cannot spread them), leaves them out of the z-score statistics and outputs 0 there
     # (counted in the report); `error` refuses the recording.
@@ -88,6 +88,8 @@ class PreprocessConfig:
             raise ValueError(
                 f"bandpass_hz {self.bandpass_hz} must satisfy 0 < low < high < sfreq/2 = {self.sfreq / 2}"
             )
+        if self.notch_hz is not None and not 0 < self.notch_hz < self.sfreq / 2:
+            raise ValueError(f"notch_hz {self.notch_hz} must lie in (0, sfreq/2 = {self.sfreq / 2}); null: no notch")
         return self
 
 

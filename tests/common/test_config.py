@@ -120,6 +120,17 @@ def test_cross_field_checks():
         load_config(None, ["eval.stride_seconds=90"])
     assert load_config(None, ["eval.stride_seconds=60"]).eval_stride_samples == 60 * 256
     assert load_config(None).eval_stride_samples == load_config(None).stride_samples  # None: the training stride
+    # preprocessing that would ruin every recording is refused before any EDF is read: a notch
+    # outside (0, sfreq/2) failed per file after the whole read, and clip_sigma 0 clipped every
+    # sample to 0 (null turns each off)
+    for notch in ("200", "0", "128"):
+        with pytest.raises(ConfigError, match=rf"notch_hz {float(notch)} must lie in \(0, sfreq/2 = 128.0\); null: no notch"):
+            load_config(None, [f"preprocess.notch_hz={notch}"])
+    for clip in ("0", "-3"):
+        with pytest.raises(ConfigError, match="preprocess.clip_sigma: Input should be greater than 0"):
+            load_config(None, [f"preprocess.clip_sigma={clip}"])
+    off = load_config(None, ["preprocess.notch_hz=null", "preprocess.clip_sigma=null"]).preprocess
+    assert off.notch_hz is None and off.clip_sigma is None
 
 
 def test_the_original_projects_config_is_told_apart(tmp_path):
