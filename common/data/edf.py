@@ -159,6 +159,8 @@ def read_header(path: str | Path) -> EDFHeader:
     physical = tuple(zip(map(_number, column(104, 8)), map(_number, column(112, 8)), strict=True))
     digital = tuple(zip(map(_number, column(120, 8)), map(_number, column(128, 8)), strict=True))
     record_bytes = 2 * sum(samples)
+    if record_bytes <= 0:
+        raise EDFError(f"{path}: corrupt header (its signals hold no samples per data record); {_FIX}")
     data_bytes = size - header_bytes
     if n_records == -1:  # allowed while recording; the file size says how many were written
         n_records = data_bytes // record_bytes

@@ -279,6 +279,21 @@ def test_a_record_duration_that_is_no_number_is_a_corrupt_header(tmp_path, write
         read_edf(path, "ref19")
 
 
+def test_no_samples_per_record_is_a_corrupt_header(tmp_path, write_edf, tusz_signals):
+    """Every signal at 0 samples per record, with the record count left -1 (as while recording):
+    the count from the file size divided by zero, a ZeroDivisionError that ended a whole build."""
+    path = write_edf(tmp_path / "zero.edf", tusz_signals(2, SFREQ), SFREQ)
+    data = bytearray(path.read_bytes())
+    n_signals = int(data[252:256])
+    data[236:244] = b"-1".ljust(8)
+    column = 256 + 216 * n_signals
+    data[column : column + 8 * n_signals] = b"0".ljust(8) * n_signals
+    path.write_bytes(bytes(data))
+    with pytest.raises(EDFError, match="corrupt header \\(its signals hold no samples per data record\\)") as err:
+        read_header(path)
+    assert str(path) in str(err.value) and FIX in str(err.value)
+
+
 def test_text_file_named_edf(tmp_path):
     path = tmp_path / "notes.edf"
     path.write_text("patient notes, not a recording\n" * 20)
