@@ -75,7 +75,7 @@ def _labels(args) -> int:
                                 "name the corpus folder, as downloaded")
     _check_not_beside_edfs(source, edfs, out)
     check_writable_folder(out, "--out")
-    found = survey(source, edfs, args.corpus, "seeded")  # no split: every file
+    found = survey(source, edfs, args.corpus or data.corpus, "seeded")  # no split: every file
     print(found.headline())
     written, failed = 0, list(found.left_out)
     for recording in found.recordings:
@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "labels":
             p.add_argument("dir", help="a corpus folder, as downloaded")
             p.add_argument("--out", required=True, help="where the .csv_bi tree goes")
-            p.add_argument("--corpus", default="auto", choices=typing.get_args(CorpusName))
+            p.add_argument("--corpus", choices=typing.get_args(CorpusName),
+                           help="the corpus's layout and label files (default: the config's data.corpus, auto)")
         if name == "inspect":
             p.add_argument("file")
             p.add_argument("--montage", choices=list(MONTAGES))

@@ -85,6 +85,11 @@ def test_labels_writes_the_corpora_own_labels_as_csv_bi(SHARED, tmp_path, write_
     assert f"{out / 'chb01' / 'chb01_04.csv_bi'}: 0 seizure(s) from" in printed
     assert "1 starting after the end dropped" in printed and "wrote 3 .csv_bi file(s)" in printed
     assert not (out / "chb05" / "chb05_06.csv_bi").exists()
+    # the config's data.corpus counts when --corpus is not given (it was read as auto)
+    assert main(["labels", str(chb), "--out", str(tmp_path / "chosen"), "--set", "data.corpus=chbmit"]) == 2
+    assert capsys.readouterr().out.startswith("corpus chbmit (data.corpus): 4 recordings")
+    assert main(["labels", str(chb), "--out", str(tmp_path / "chosen"), "--set", "data.corpus=siena", "--corpus", "auto"]) == 2
+    assert capsys.readouterr().out.startswith("corpus chbmit (detected")  # --corpus first
     assert (f"skipped {chb / 'chb05' / 'chb05_06.edf'}: {chb / 'chb05' / 'chb05-summary.txt'}:56 (File Start Time "
             "22:21:25, File End Time 23:21:25) gives it 3600 s, but chb05_06.edf lasts 2 s") in captured.err
 
