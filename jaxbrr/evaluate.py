@@ -183,7 +183,7 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     from common.checkpoints import CheckpointError
     from common.data.prepare import label_issues, labels_cut
     from common.eval.recordings import predict_recordings
-    from common.eval.report import evaluate_traces
+    from common.eval.report import check_out_dir, evaluate_traces
     from common.eval.sensitivity_at_fa import metric_name
     from jaxbrr.predict import describe, load_checkpoint, make_predict
 
@@ -199,6 +199,7 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
         # before the cache is built and every recording predicted, not after
         check_writable_folder(out_dir, "--out" if out else "the run's eval folder (the default --out)",
                               None if out else "pass --out DIR, a folder you can write to")
+        check_out_dir(out_dir)  # no one's labels in its ref/ hyp/, which evaluate replaces
         print(describe(config, weights_path))
         corpus, stems, skipped, source = _recordings(config, split, edf_dir, progress, run_folder(weights_path), plain_lines)
     except (CheckpointError, ConfigError, OSError, ValueError) as err:

@@ -56,7 +56,7 @@ from tqdm import tqdm
 
 from common.checkpoints import FIX, CheckpointError, locate
 from common.config import Config, ConfigError, parse_override, with_overrides
-from common.data.csv_bi import Event, write_csv_bi, written_by_line
+from common.data.csv_bi import Event, write_csv_bi, written_by, written_by_line
 from common.data.edf import EDFError, RawRecording, read_edf
 from common.data.montage import MONTAGES
 from common.data.preprocess import preprocess
@@ -234,20 +234,6 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def written_by_predict(path: Path) -> bool:
-    """Whether a .csv_bi file's header comments hold predict's written_by line."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if not line.startswith("#"):  # the column header: the comments are over
-                    return False
-                if line.strip() == written_by_line(WRITTEN_BY):
-                    return True
-    except OSError:  # unreadable: not known to be predict's
-        return False
-    return False
-
-
 def check_out_dir(files: Sequence[Path], out_dir: str | Path) -> None:
     """ValueError naming every <stem>.csv_bi predict must not write into out_dir: one beside an
     EDF there (build, train and evaluate would read the prediction as that recording's labels),
@@ -260,7 +246,7 @@ def check_out_dir(files: Sequence[Path], out_dir: str | Path) -> None:
         target = out_dir / f"{stem}.csv_bi"
         if stem in edfs:
             refused.append(f"{target}: beside {edfs[stem]}, whose labels it would become")
-        elif target.exists() and not written_by_predict(target):
+        elif target.exists() and not written_by(target, WRITTEN_BY):
             refused.append(f"{target}: exists and predict did not write it (no "
                            f"'{written_by_line(WRITTEN_BY)}' line): perhaps reference labels")
     if refused:

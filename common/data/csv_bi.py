@@ -163,6 +163,21 @@ def written_by_line(program: str) -> str:
     return f"# written_by = {program}"
 
 
+def written_by(path: str | Path, program: str) -> bool:
+    """Whether a .csv_bi file's header comments hold `program`'s written_by line (False for a file
+    that cannot be read: not known to be the program's)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if not line.startswith("#"):  # the column header: the comments are over
+                    return False
+                if line.strip() == written_by_line(program):
+                    return True
+    except OSError:
+        return False
+    return False
+
+
 def format_csv_bi(events: Iterable[Event], duration_seconds: float, bname: str,
                   montage_file: str = DEFAULT_MONTAGE, written_by: str | None = None) -> str:
     """The text of a `.csv_bi` file: TUSZ's six header lines (and, with `written_by`, the

@@ -9,8 +9,11 @@ Per recording, the trace is post-processed at the configured thresholds (common/
 into hypothesis events, and the runs of its labels become the reference events (seiz, confidence 1).
 Both are written as OUT/ref/<stem>.csv_bi and OUT/hyp/<stem>.csv_bi and read back before scoring,
 so the NEDC and SzCORE numbers are exactly those of `python -m jaxbrr.evaluate --score OUT/ref
-OUT/hyp` (and what NEDC's own scorer reads from those files). Any other `.csv_bi` file left in
-those two folders by an earlier run is removed, so that re-scoring them pairs this run's files.
+OUT/hyp` (and what NEDC's own scorer reads from those files). Each carries a `# written_by =
+jaxbrr.evaluate` comment line (which NEDC and read_csv_bi pass over). Another `.csv_bi` file that an
+earlier evaluate left in those two folders is removed, so that re-scoring them pairs this run's
+files; one without that line (reference labels kept in NEDC's ref/ hyp/ layout, say) is never
+touched: check_out_dir refuses such an OUT, before any recording is predicted.
 
 metrics (written as metrics.json by jaxbrr/evaluate.py) holds `score_pairs`' keys (records,
 duration_seconds, nedc, szcore) and:
@@ -33,15 +36,30 @@ from pathlib import Path
 import numpy as np
 
 from common.config import Config, config_to_dict
-from common.data.csv_bi import Event, read_csv_bi, write_csv_bi
+from common.data.csv_bi import Event, read_csv_bi, write_csv_bi, written_by, written_by_line
 from common.eval import plots
 from common.eval.metrics import auroc, mask_metrics, roc_curve
 from common.eval.postprocess import postprocess, runs
 from common.eval.recordings import Trace
 from common.eval.score import score_pairs
 from common.eval.sensitivity_at_fa import ovlp_counts, sensitivity_at_fa, sweep
+from common.shown import shown_lines
 
 REFERENCE, HYPOTHESIS = "ref", "hyp"
+WRITTEN_BY = "jaxbrr.evaluate"  # the program named in the .csv_bi files evaluate writes
+
+
+def check_out_dir(out_dir: str | Path) -> None:
+    """ValueError naming every .csv_bi file in OUT/ref and OUT/hyp that evaluate did not write:
+    evaluate replaces and removes .csv_bi files there, and must never do so to someone's labels."""
+    out_dir = Path(out_dir)
+    foreign = [str(path) for side in (REFERENCE, HYPOTHESIS) if (out_dir / side).is_dir()
+               for path in sorted((out_dir / side).glob("*.csv_bi")) if not written_by(path, WRITTEN_BY)]
+    if foreign:
+        raise ValueError(f"--out {out_dir}: {len(foreign)} .csv_bi file(s) in its {REFERENCE}/ and {HYPOTHESIS}/ that "
+                         f"evaluate did not write (no '{written_by_line(WRITTEN_BY)}' line), which it would replace "
+                         "or remove:\n" + "\n".join(shown_lines(foreign)) + "\nchoose another --out (files an older "
+                         "evaluate wrote, without that line, may be deleted instead)")
 
 
 def reference_events(labels: np.ndarray, sfreq: float) -> list[Event]:
@@ -51,7 +69,8 @@ def reference_events(labels: np.ndarray, sfreq: float) -> list[Event]:
 
 
 def _write_pairs(traces: list[Trace], events: list[list[Event]], out_dir: Path):
-    """Write OUT/ref and OUT/hyp, remove stale files there, read the pairs back."""
+    """Write OUT/ref and OUT/hyp, remove an earlier evaluate's other files there, read the pairs back."""
+    check_out_dir(out_dir)  # every .csv_bi there is evaluate's own
     written = {f"{t.stem}.csv_bi" for t in traces}
     for side in (REFERENCE, HYPOTHESIS):
         folder = out_dir / side
@@ -63,8 +82,9 @@ def _write_pairs(traces: list[Trace], events: list[list[Event]], out_dir: Path):
     for trace, hyp in zip(traces, events, strict=True):
         duration = trace.probs.size / trace.sfreq
         name = f"{trace.stem}.csv_bi"
-        ref_path = write_csv_bi(out_dir / REFERENCE / name, reference_events(trace.labels, trace.sfreq), duration)
-        hyp_path = write_csv_bi(out_dir / HYPOTHESIS / name, hyp, duration)
+        ref_path = write_csv_bi(out_dir / REFERENCE / name, reference_events(trace.labels, trace.sfreq), duration,
+                                written_by=WRITTEN_BY)
+        hyp_path = write_csv_bi(out_dir / HYPOTHESIS / name, hyp, duration, written_by=WRITTEN_BY)
         pairs.append((read_csv_bi(ref_path), read_csv_bi(hyp_path)))
     return pairs
 

@@ -321,6 +321,32 @@ def test_an_unwritable_out_is_refused_before_any_recording_is_read(synthetic_run
         f"({run / 'eval'} is a file, not a folder); pass --out DIR, a folder you can write to\n")
 
 
+def test_an_out_holding_someones_labels_is_refused_and_an_earlier_evaluates_files_are_replaced(
+        synthetic_run, tmp_path, monkeypatch, capsys):
+    """evaluate removes the .csv_bi files in OUT/ref and OUT/hyp that this run does not write: it
+    deleted reference labels kept there in NEDC's layout. Now it touches only files it marked, and
+    refuses an OUT holding any other before a recording is read."""
+    from common.data.csv_bi import Event, write_csv_bi
+    from common.eval.report import WRITTEN_BY
+
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(synthetic_run), "--out", str(out), "--no-progress", "--max-timelines", "0",
+            "--set", "eval.threshold_steps=4"]
+    earlier = write_csv_bi(out / "hyp" / "gone_s001_t000.csv_bi", [], 10.0, written_by=WRITTEN_BY)
+    assert main(args) == 0
+    capsys.readouterr()
+    ours = sorted((out / "ref").glob("*.csv_bi"))
+    assert ours and not earlier.exists() and all(f"# written_by = {WRITTEN_BY}" in p.read_text() for p in ours)
+    theirs = write_csv_bi(out / "ref" / "chb01_03.csv_bi", [Event(2996.0, 3036.0, "seiz")], 3600.0)
+    kept = theirs.read_bytes()
+    monkeypatch.setattr("jaxbrr.evaluate._recordings", lambda *a, **k: pytest.fail("the recordings were read"))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {out}: 1 .csv_bi file(s) in its ref/ and hyp/ that evaluate did not write "
+                          f"(no '# written_by = {WRITTEN_BY}' line)") and f"  {theirs}\n" in err
+    assert theirs.read_bytes() == kept and sorted((out / "ref").glob("*.csv_bi")) == sorted([*ours, theirs])
+
+
 def test_split_fields_cannot_change_the_split_being_scored(synthetic_run, capsys):
     """Recomputing the split with another eval_fraction would score a training patient as `eval`:
     with --split (dev by default) what decides the split is refused before anything is computed."""
