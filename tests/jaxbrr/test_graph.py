@@ -369,6 +369,21 @@ def test_looped_eigh_calls_give_the_batched_numbers(x64, gradient, guards):
 # safe eigh
 
 
+# Two equal eigenvalues come out of LAPACK either bit for bit equal (then the full backward's 1/gap
+# meets a 0: NaN) or a rounding apart: for a backward-stable solver at most about n·u·‖L‖ (n = 6,
+# u = 2^-53, ‖L‖ <= 2 for a normalised Laplacian), so |1/gap| >= ~7e14 in float64. Which one
+# depends on the BLAS kernels (OpenBLAS's Prescott kernels break the exact ties of the complete
+# graph that its SkylakeX and Haswell ones give: a review measured a finite full gradient of 8.3e14
+# there). Either way the full gradient is unusable; a diagonal Laplacian alone ties exactly.
+UNUSABLE_GRADIENT = 1e10
+
+
+def unusable(gradient: np.ndarray) -> bool:
+    """NaN, or beyond UNUSABLE_GRADIENT: the full eigh gradient at eigenvalues that are tied."""
+    finite = np.isfinite(gradient)
+    return bool(not finite.all() or np.abs(gradient).max() > UNUSABLE_GRADIENT)
+
+
 def _degenerate_graphs(n_nodes=6):
     eye = np.eye(n_nodes)
     complete = 0.5 * (np.ones((n_nodes, n_nodes)) - eye)  # eigenvalues 0 and n/(n−1) × (n−1)
@@ -391,7 +406,8 @@ def test_safe_gradient_is_finite_on_repeated_eigenvalues_and_full_is_not(x64, na
 
         return np.asarray(jax.jit(jax.grad(loss))(A))
 
-    assert np.isnan(gradient_of("full")).any()
+    full = gradient_of("full")
+    assert np.isnan(full).any() if name == "identity" else unusable(full)  # only a diagonal L ties exactly
     safe = gradient_of("safe")
     assert np.isfinite(safe).all() and np.abs(safe).max() < 10
 

@@ -277,9 +277,16 @@ def _degenerate_graphs(n_nodes=6):
 
 
 @pytest.mark.parametrize("name", ["identity", "complete"])
-def test_full_gradient_is_not_finite_on_repeated_eigenvalues_and_safe_is(name):
+def test_full_gradient_is_unusable_on_repeated_eigenvalues_and_safe_is_finite(name):
+    """Full: NaN where LAPACK returns the tied eigenvalues bit for bit equal, which only the
+    diagonal L (identity) guarantees; else 1/gap of a rounding-sized gap, beyond 1e10
+    (tests/jaxbrr/test_graph.py UNUSABLE_GRADIENT says why, and which kernels break the ties)."""
     A = _degenerate_graphs()[name][None, None]  # (1, 1, N, N)
-    assert not torch.isfinite(_pe_gradient(A, "full", k=4)).all()
+    full = _pe_gradient(A, "full", k=4)
+    if name == "identity":
+        assert torch.isnan(full).any()
+    else:
+        assert not torch.isfinite(full).all() or full.abs().max() > 1e10
     assert torch.isfinite(_pe_gradient(A, "safe", k=4)).all()
 
 
