@@ -18,6 +18,13 @@ divergence:
   the other. A failing float32 pe row is therefore arbitrated by float64 (DESIGN.md §4,
   parity.tolerances.arbitrate): torchref's laplacian_pe of torch's own adjacency in float64; it
   passes only when neither side drifted, and every later tap must still pass on its own.
+- a column's sign is a discrete choice too: `pe_sign: sum` (the default) flips a column whose
+  entries sum below 0, and with every edge kept the graphs are near regular, so the non-null
+  eigenvectors (orthogonal to D^1/2·1) sum to near 0. Rounding could flip such a column; that
+  no column of FULL_SEED's window is near is a property of the input, measured (a review,
+  2026-12-07): its smallest |column sum| is 10.5× that sum's float32 drift (11.5× with every library capped
+  at AVX2), the tiny window's 88×. `max_abs` is no cure here: at full size float32 eigenvectors
+  drift by up to 7e-4, beyond its 1e-4 tie window.
 """
 
 from __future__ import annotations
