@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                              "or .csv or the corpus's own files (CHB-MIT, Siena)")
     parser.add_argument("--out", metavar="DIR",
                         help=f"write DIR/{METRICS_FILE} (with --checkpoint also the plots and the "
-                             ".csv_bi files; default WORKDIR/eval/<kind>-<step>/<split or DIR name>)")
+                             ".csv_bi files; default WORKDIR/eval/<kind>-<step>/<split> or .../edf-<DIR name>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="with --checkpoint: override a config field outside `model` (with --split, "
                              "not those that decide the split: data.split.*, data.corpus, preprocess.*, ...)")
