@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import json
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -295,6 +296,7 @@ class Corpus:
         self.manifest = json.loads(manifest_file.read_text())
         self.recordings: dict[str, dict] = self.manifest["recordings"]
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # the most recently used last
+        self._lock = threading.Lock()  # the prefetch thread reads windows too
 
     @property
     def stems(self) -> list[str]:
@@ -305,14 +307,15 @@ class Corpus:
         while it lives, so only the MAPPED_RECORDINGS most recently used recordings stay mapped
         (a map is reopened in well under a millisecond); keep no slice of one beyond its use (a
         view keeps the map open: copy, as cut_window does)."""
-        found = self._arrays.pop(stem, None)
-        if found is None:
-            base = self.root / "recordings" / stem
-            found = (np.load(f"{base}.signals.npy", mmap_mode="r"), np.load(f"{base}.labels.npy", mmap_mode="r"))
-        self._arrays[stem] = found
-        while len(self._arrays) > MAPPED_RECORDINGS:
-            del self._arrays[next(iter(self._arrays))]  # the least recently used
-        return found
+        with self._lock:
+            found = self._arrays.pop(stem, None)
+            if found is None:
+                base = self.root / "recordings" / stem
+                found = (np.load(f"{base}.signals.npy", mmap_mode="r"), np.load(f"{base}.labels.npy", mmap_mode="r"))
+            self._arrays[stem] = found
+            while len(self._arrays) > MAPPED_RECORDINGS:
+                del self._arrays[next(iter(self._arrays))]  # the least recently used
+            return found
 
     def window(self, stem: str, start: int, window_samples: int):
         signals, labels = self.arrays(stem)
