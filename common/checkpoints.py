@@ -70,11 +70,23 @@ class Located:
     given: Path  # what the user named
 
 
+# A jaxbrr step saved again (a resume repeats the step it stopped at) is first renamed
+# `replaced-<step>` (jaxbrr/train/checkpoint.py): a run killed during that save holds the step only
+# there until the next trainer puts it back.
+REPLACED = "replaced-"
+
+
 def _jaxbrr_steps(folder: Path) -> list[Path]:
+    """The step folders (with their meta) in `folder`, oldest first; a step whose own folder is
+    missing or incomplete counts as its `replaced-<step>` copy, where that is complete."""
     if not folder.is_dir():
         return []
-    steps = [p for p in folder.iterdir() if p.name.isdigit() and (p / "meta").is_dir()]
-    return sorted(steps, key=lambda p: int(p.name))
+    steps = {int(p.name): p for p in folder.iterdir() if p.name.isdigit() and (p / "meta").is_dir()}
+    for aside in folder.glob(REPLACED + "*"):
+        number = aside.name.removeprefix(REPLACED)
+        if number.isdigit() and (aside / "meta").is_dir():
+            steps.setdefault(int(number), aside)
+    return [steps[number] for number in sorted(steps)]
 
 
 TORCHREF_STEP_FILE = re.compile(r"step_(\d+)\.pt")  # torchref.train writes step_000042.pt

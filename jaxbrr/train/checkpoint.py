@@ -40,6 +40,7 @@ from flax import nnx
 from common.checkpoints import (
     NEUTRAL_FILE,
     OTHER_STEP,
+    REPLACED,
     CheckpointError,
     jaxbrr_meta,
     locate,
@@ -50,7 +51,6 @@ from jaxbrr.train.distributed import barrier
 
 KINDS = ("last", "best")
 ITEMS = ("model", "optimizer", "meta")
-REPLACED = "replaced-"  # + step: a step's old copy while it is saved again
 
 
 def _is_key(x) -> bool:

@@ -69,6 +69,23 @@ def test_a_workdir_holding_checkpoints_needs_resume_before_any_data(tmp_path, no
     assert f"error: {tmp_path / 'run'} already holds checkpoints (newest: {step}): pass --resume" in err
 
 
+def test_a_step_killed_while_saved_again_still_counts_as_the_runs_checkpoint(tmp_path, no_data, capsys):
+    """A resume saves the step it stopped at again, the old copy renamed replaced-<step> first; a
+    run killed then held its only `last` there, unseen: 'holds no checkpoint ... leave out --resume'
+    followed, the fresh run's trainer put the old copy back and its first save (keep 1) deleted it.
+    Now the old copy is the step: a fresh start is refused and --resume goes on."""
+    from common.checkpoints import REPLACED
+
+    workdir = tmp_path / "run"
+    step = _jaxbrr_checkpoint(workdir, no_data, 6)
+    aside = step.rename(step.with_name(f"{REPLACED}6"))
+    (step / "model").mkdir(parents=True)  # the new copy, cut off before its meta
+    assert _train(workdir, no_data) == 2
+    assert f"error: {workdir} already holds checkpoints (newest: {aside}): pass --resume" in capsys.readouterr().err
+    assert _train(workdir, no_data, "--resume") == 2
+    assert capsys.readouterr().err.strip() == "error: data preparation started"  # the checks passed
+
+
 def test_resume_with_a_changed_config_is_refused_before_any_data(tmp_path, no_data, capsys):
     workdir = tmp_path / "run"
     _jaxbrr_checkpoint(workdir, no_data, 2)
