@@ -55,12 +55,17 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 class RunLog:
     def __init__(self, workdir: str | Path, resume_step: int | None = None, tensorboard: bool = True,
-                 write_files: bool = True):
-        """write_files False (the other hosts of a multi-host run): records kept, nothing written."""
+                 write_files: bool = True, resume_epoch: int = 0):
+        """write_files False (the other hosts of a multi-host run): records kept, nothing written.
+        A resume keeps the records up to resume_step, less the validations of epochs from
+        resume_epoch (the epoch in progress): a `last` saved at an epoch's last batch precedes its
+        validation at the same step, which the resume runs again."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.path = self.workdir / METRICS_FILE
-        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step] if resume_step is not None else []
+        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step
+                and not (r.get("kind") == "validation" and r.get("epoch", 0) >= resume_epoch)] \
+            if resume_step is not None else []
         self.records = kept
         self._file = self._tb = None
         if not write_files:

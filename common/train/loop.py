@@ -84,6 +84,10 @@ class Progress:
     finished: str | None = None  # why the run ended: epochs | max_steps | early_stopping
 
 
+class ValidationStopped(Exception):
+    """A stop request arrived while the dev split was predicted."""
+
+
 @dataclass
 class TrainResult:
     workdir: Path
@@ -160,7 +164,7 @@ class Loop:
             print(f"initialised from {self.initialised_from} (fresh optimizer)")
         # every host keeps the records (early stopping decides alike everywhere); host 0 writes them
         self.log = RunLog(self.workdir, resume_step=self.progress.step if self.progress.step else None,
-                          write_files=self.primary)
+                          write_files=self.primary, resume_epoch=self.progress.epoch)
         earlier = sorted((self.workdir / NAN_DIR).glob("step_*")) if not resume and self.primary else []
         if earlier:
             print(f"note: {self.workdir / NAN_DIR} holds {len(earlier)} NaN dump(s) of an earlier attempt "
@@ -395,7 +399,16 @@ class Loop:
     # -- the loop ------------------------------------------------------------------------------
 
     def validate(self) -> tuple[dict, list, list]:
-        return validate(self.predict, self.prepared.corpus, self.dev_stems, self.config, progress=self.show)
+        """Predict and score the dev split; ValidationStopped where a stop request arrives first
+        (TUSZ's dev split is 436 h: minutes of prediction, past a scheduler's grace period)."""
+        stop = getattr(self, "stop", None)  # run() installs it
+
+        def predict(x):
+            if stop is not None and stop.received:
+                raise ValidationStopped
+            return self.predict(x)
+
+        return validate(predict, self.prepared.corpus, self.dev_stems, self.config, progress=self.show)
 
     def run(self) -> TrainResult:
         p, cfg = self.progress, self.cfg
@@ -475,7 +488,11 @@ class Loop:
 
     def _end_epoch(self) -> None:
         p, es = self.progress, self.cfg.early_stopping
-        metrics, traces, masks = self.validate()
+        try:
+            metrics, traces, masks = self.validate()
+        except ValidationStopped:  # the epoch is trained, its validation not begun for good: a resume runs it
+            self._save("last")
+            raise Interrupted(self.stop.received, p.step, self.checkpoint_path("last", p.step)) from None
         value = metric_value(metrics, self.config)
         improved = is_better(value, p.best, es.mode)
         if improved:

@@ -1,0 +1,154 @@
+"""The shared loop skeleton (common/train/loop.py) around a stop request and a resume, on a numpy
+"framework": a weight that counts its steps, checkpoints as pickles. What it checks is the
+skeleton's, not a framework's: where a stop during validation saves, and that a resume writes the
+log an uninterrupted run writes. (tests/jaxbrr/train/test_loop.py and tests/torchref/train/ run
+the real trainers through SIGTERM and SIGKILL.)"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.config import load_config
+from common.data.prepare import prepare
+from common.train import loop as loop_lib
+from common.train.log import read_metrics
+from common.train.stop import Interrupted
+
+SMOKE = Path(__file__).resolve().parents[3] / "configs" / "smoke.yaml"
+RUN = ["train.batch_size=8", "train.epochs=2", "train.max_steps=null", "train.log_every=1"]
+
+
+class Counting(loop_lib.Loop):
+    """A framework whose state is one number, the steps taken; `on` plants events by place."""
+
+    framework = "numpy"
+    on: dict = {}
+
+    def _build(self) -> None:
+        self.weight = 0.0
+
+    def _step(self, batch, pos_weight):
+        self._event("step")
+        self.weight += 1
+        return {"loss": float(np.abs(batch["x"]).mean()) + 1e-3 * self.weight, "grad_norm": 1.0, "lr": 1e-3,
+                "finite": True}
+
+    def predict(self, x):
+        self._event("predict")
+        return np.random.default_rng(int(self.weight)).random((x.shape[0], x.shape[-1])).astype(np.float32)
+
+    def _event(self, place: str) -> None:
+        if place in self.on:
+            self.on[place](self)
+
+    def _save(self, kind):
+        path = self.checkpoint_path(kind, self.progress.step)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps({"weight": self.weight, "meta": self._meta()}))
+        return path
+
+    def _latest(self):
+        steps = sorted((self.workdir / "checkpoints" / "last").glob("*.pkl"))
+        return int(steps[-1].stem) if steps else None
+
+    def _restore(self):
+        saved = pickle.loads(self.checkpoint_path("last", self._latest()).read_bytes())
+        self.weight = saved["weight"]
+        return saved["meta"]
+
+    def parameter_count(self):
+        return 1
+
+    def checkpoint_path(self, kind, step):
+        return self.workdir / "checkpoints" / kind / f"{step:08d}.pkl"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke-data")
+    overrides = [f"data.data_dir={root / 'edf'}", f"data.cache_dir={root / 'cache'}", *RUN]
+    return overrides, prepare(load_config(SMOKE, overrides), progress=False)
+
+
+@pytest.fixture(autouse=True)
+def no_events(monkeypatch):
+    monkeypatch.setattr(Counting, "on", {})
+    monkeypatch.setattr(loop_lib, "check_start", lambda *a, **k: None)  # the pickles are no framework's files
+
+
+def _run(data, workdir, resume=False):
+    overrides, prepared = data
+    return Counting(load_config(SMOKE, [*overrides, f"workdir={workdir}"]), resume=resume, progress=False,
+                    prepared=prepared).run()
+
+
+def _records(workdir, kind):
+    return [{k: v for k, v in r.items() if k not in ("time", "windows_per_s", "data_wait_s")}
+            for r in read_metrics(workdir) if r["kind"] == kind]
+
+
+def test_a_stop_during_validation_saves_the_trained_epoch_at_once_and_a_resume_validates_it(data, tmp_path):
+    """A SIGTERM while the dev split was predicted waited for the whole validation (minutes on
+    TUSZ's 436 h dev split: past a scheduler's grace period, so the epoch was lost). Now the
+    prediction stops at its next batch, `last` is saved at the epoch's end, before its validation,
+    and a resume validates that epoch and ends as an uninterrupted run."""
+    uninterrupted = _run(data, tmp_path / "whole")
+    calls = []
+
+    def stop_at_the_second_batch(loop):
+        calls.append(loop.progress.step)
+        if len(calls) == 2:
+            loop.stop.received = "SIGTERM"
+
+    Counting.on = {"predict": stop_at_the_second_batch}
+    with pytest.raises(Interrupted) as stopped:
+        _run(data, tmp_path / "run")
+    assert len(calls) == 2  # the prediction stopped where the request came, not after the split
+    epoch_end = calls[0]
+    assert stopped.value.step == epoch_end and stopped.value.checkpoint.name == f"{epoch_end:08d}.pkl"
+    saved = pickle.loads(stopped.value.checkpoint.read_bytes())["meta"]["progress"]
+    assert (saved["epoch"], saved["step"], saved["best"]) == (0, epoch_end, None)  # trained, not validated
+    assert _records(tmp_path / "run", "validation") == []
+    Counting.on = {}
+    resumed = _run(data, tmp_path / "run", resume=True)
+    assert resumed.progress == uninterrupted.progress
+    assert _records(tmp_path / "run", "validation") == _records(tmp_path / "whole", "validation")
+
+
+def test_a_resume_from_an_epochs_last_batch_writes_its_validation_once(data, tmp_path):
+    """`last` saved on an epoch's last batch precedes that epoch's validation at the same step. A
+    resume that validated (and logged) it, then died before its own save, left the record behind:
+    the next resume kept it (records up to the step were kept) and wrote it again."""
+    uninterrupted = _run(data, tmp_path / "whole")
+
+    def stop(loop):
+        if loop.progress.step == loop.batches_per_epoch - 1:  # the last batch's step is in flight
+            loop.stop.received = "SIGTERM"
+
+    class Killed(BaseException):
+        pass
+
+    def kill(loop):
+        raise Killed  # as a SIGKILL after the validation line, before the epoch's saves
+
+    Counting.on = {"step": stop}
+    with pytest.raises(Interrupted):
+        _run(data, tmp_path / "run")
+    Counting.on = {}
+    original_plots = Counting._plots
+    Counting._plots = lambda self, traces, masks: kill(self)
+    try:
+        with pytest.raises(Killed):
+            _run(data, tmp_path / "run", resume=True)
+    finally:
+        Counting._plots = original_plots
+    assert len(_records(tmp_path / "run", "validation")) == 1  # written, its epoch not saved
+    _run(data, tmp_path / "run", resume=True)
+    validations = _records(tmp_path / "run", "validation")
+    assert [(r["epoch"], r["step"]) for r in validations] == [(0, uninterrupted.validations[0]["step"]),
+                                                               (1, uninterrupted.validations[1]["step"])]
+    assert validations == _records(tmp_path / "whole", "validation")
