@@ -140,6 +140,13 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
         print(f"{stopped}\ncontinue with: {resume_command(prog, sys.argv[1:] if argv is None else argv)}",
               file=sys.stderr)
         return stopped.exit_status
+    except OSError as err:  # a disk that filled, a workdir gone read-only: what was saved before stays
+        saved = last_steps(config.workdir)
+        then = (f"the newest checkpoint is {saved[-1]}; once there is room, continue with: "
+                f"{resume_command(prog, sys.argv[1:] if argv is None else argv)}" if saved
+                else f"{config.workdir} holds no checkpoint yet: once there is room, start again")
+        print(f"error: writing the run failed: {err}\n{then}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         saved = last_steps(config.workdir)
         print(f"interrupted: the steps since {saved[-1]} are lost (one Ctrl-C saves a checkpoint first)" if saved

@@ -18,8 +18,10 @@ from common.checkpoints import last_steps, weights_config
 from common.config import Config, ConfigError, config_to_dict
 
 # fields that place the run (how batches are loaded, how processes connect, how the eigh meets
-# LAPACK), not what it computes: a resume may change them
-RESUME_IGNORED = ("train.prefetch", "train.distributed", "model.graph.eigh_calls")
+# LAPACK) or spend its memory (remat recomputes the scans in the backward pass; eval.batch_size
+# only groups the dev windows: out_of_memory_advice names both), not what it computes: a resume
+# may change them
+RESUME_IGNORED = ("train.prefetch", "train.distributed", "model.graph.eigh_calls", "model.remat", "eval.batch_size")
 
 
 # model fields that say how the model runs, not what its weights mean: --init-from may change them

@@ -98,7 +98,10 @@ class RunLog:
         return [r for r in self.records if r["kind"] == kind]
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        if self._tb is not None:
-            self._tb.close()
+        """Close both writers, TensorBoard's also where flushing the metrics file fails (a full disk)."""
+        try:
+            if self._file is not None:
+                self._file.close()
+        finally:
+            if self._tb is not None:
+                self._tb.close()

@@ -95,7 +95,11 @@ def default_device() -> torch.device:
 
 def _save_atomic(value, path: Path) -> None:
     with atomic_path(path) as tmp:
-        torch.save(value, tmp)
+        try:
+            torch.save(value, tmp)
+        except RuntimeError as error:  # torch's zip writer: "[enforce fail at inline_container.cc] ... unexpected pos"
+            raise OSError(f"{path}: the checkpoint could not be written (a full disk?): "
+                          f"{str(error).splitlines()[0]}") from error
 
 
 def write_dump(workdir: str | Path, config, model: torch.nn.Module, generator_state: torch.Tensor,

@@ -95,9 +95,10 @@ def test_resume_with_a_changed_config_is_refused_before_any_data(tmp_path, no_da
     assert "--resume: the config differs from the checkpoint's" in err
     assert "model.graph.top_k: checkpoint 3, now 4" in err and "train.lr" not in err
     assert "data preparation started" not in err
-    # where the run runs may change: the checks pass and the data is prepared
+    # where the run runs, and what out_of_memory_advice names, may change: the checks pass and
+    # the data is prepared
     assert _train(workdir, no_data, "--resume", "--set=train.lr=0.01", "--set=train.prefetch=0",
-                  "--set=model.graph.eigh_calls=looped") == 2
+                  "--set=model.graph.eigh_calls=looped", "--set=model.remat=true", "--set=eval.batch_size=2") == 2
     assert capsys.readouterr().err.strip() == "error: data preparation started"
 
 
@@ -220,6 +221,22 @@ def test_out_of_memory_in_training_is_one_line_naming_the_settings(tmp_path, mon
                    "(README, \"Training on GPUs and clusters\")\n")
     assert run([*argv, "--set", "model.remat=true", "--set", "model.precision=bfloat16"], "train", "", trainer) == 2
     assert "; set a smaller train.batch_size (now 32) or eval.batch_size (now 8) (README" in capsys.readouterr().err
+
+
+def test_a_disk_that_fills_mid_run_is_one_line_with_the_newest_checkpoint_and_how_to_continue(
+        tmp_path, monkeypatch, capsys):
+    """ENOSPC from a checkpoint or log write was a raw traceback, without the resume line."""
+    import errno
+
+    full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "metrics.jsonl"))
+    argv = ["--config", str(TINY), "--workdir", str(tmp_path / "run"), "--no-progress"]
+    assert run(argv, "train", "", _failing_trainer(monkeypatch, full)) == 2
+    assert capsys.readouterr().err == (f"error: writing the run failed: {full}\n{tmp_path / 'run'} holds no checkpoint "
+                                       "yet: once there is room, start again\n")
+    step = _jaxbrr_checkpoint(tmp_path / "run", [], 12)
+    assert run([*argv, "--resume"], "train", "", _failing_trainer(monkeypatch, full)) == 2
+    assert capsys.readouterr().err == (f"error: writing the run failed: {full}\nthe newest checkpoint is {step}; once "
+                                       f"there is room, continue with: train {' '.join(argv)} --resume\n")
 
 
 def test_any_other_runtime_error_in_training_is_raised(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ from common.data.prepare import SPLITS_FILE, prepare, split_record
 from common.train.log import read_metrics
 from common.train.loop import NonFiniteStep
 from torchref.model import SeizureDetector
+from torchref.train import loop as torch_loop
 from torchref.train.__main__ import main
 from torchref.train.loop import Trainer, checkpoint_path, checkpoint_steps, configure_cuda
 from torchref.train.optim import learning_rate_schedule
@@ -328,3 +329,16 @@ def test_command_line(tmp_path, corpus, monkeypatch, capsys):
     assert main([*args, "--resume"]) == 2
     err = capsys.readouterr().err
     assert "1 recording(s) this run was split with are not in the corpus" in err and "gone_s001_t000" in err
+
+
+def test_torch_writing_a_checkpoint_on_a_full_disk_is_an_oserror_naming_the_file(tmp_path, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError of its zip writer, which the trainer's
+    command re-raised as an unknown error."""
+    def full(value, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3008 vs 2944")
+
+    monkeypatch.setattr(torch, "save", full)
+    target = tmp_path / "step_000004.pt"
+    with pytest.raises(OSError, match=f"{target}: the checkpoint could not be written .*unexpected pos 3008"):
+        torch_loop._save_atomic({}, target)
+    assert list(tmp_path.iterdir()) == []  # no half file left
