@@ -88,6 +88,14 @@ class ValidationStopped(Exception):
     """A stop request arrived while the dev split was predicted."""
 
 
+class NonFiniteValidation(Exception):
+    """The model's probabilities on a dev batch `x` (B, C, T) are not finite."""
+
+    def __init__(self, x: np.ndarray):
+        super().__init__("non-finite probabilities on a dev batch")
+        self.x = x
+
+
 @dataclass
 class TrainResult:
     workdir: Path
@@ -328,6 +336,21 @@ class Loop:
         raise NonFiniteStep(f"step {p.step + 1} (epoch {p.epoch + 1}, its batch {p.batch + 1}): {why}"
                             + "".join(f"\n  {line}" for line in said), dump)
 
+    def _fail_validation(self, x: np.ndarray):
+        """Every training step was finite, yet the model's probabilities on a dev batch are not:
+        dump the weights with that batch (labels 0: the forward is what failed) as a step's dump
+        (nan/step_<the next step>, the state before it) and raise NonFiniteStep (exit 3)."""
+        p = self.progress
+        why = (f"validation after epoch {p.epoch + 1}: the model's seizure probabilities on a dev batch are not "
+               "finite (NaN or Inf), though every training step was")
+        batch = {"x": x, "y": np.zeros((x.shape[0], x.shape[-1]), np.float32), "valid": np.ones(x.shape[0], bool)}
+        info = {"step": p.step + 1, "epoch": p.epoch, "batch": p.batch, "pos_weight": self.epoch_plan(p.epoch)[1],
+                "why": why, "error": None, "skipped_in_a_row": p.skipped_in_a_row, "framework": self.framework,
+                "windows": []}
+        dump = self._dump(batch, info)
+        self.log.write("nan", p.step + 1, p.epoch, {"why": why, "dump": str(dump)})
+        raise NonFiniteStep(why, dump)
+
     def _dump_step(self, batch: dict, pos_weight: float, why: str, error: str | None) -> tuple[Path, list[list]]:
         """Write the current step's NaN dump: (its folder, the windows' sources)."""
         p = self.progress
@@ -406,7 +429,10 @@ class Loop:
         def predict(x):
             if stop is not None and stop.received:
                 raise ValidationStopped
-            return self.predict(x)
+            probs = self.predict(x)
+            if not np.isfinite(probs).all():
+                raise NonFiniteValidation(x)
+            return probs
 
         return validate(predict, self.prepared.corpus, self.dev_stems, self.config, progress=self.show)
 
@@ -493,6 +519,8 @@ class Loop:
         except ValidationStopped:  # the epoch is trained, its validation not begun for good: a resume runs it
             self._save("last")
             raise Interrupted(self.stop.received, p.step, self.checkpoint_path("last", p.step)) from None
+        except NonFiniteValidation as bad:
+            self._fail_validation(bad.x)
         value = metric_value(metrics, self.config)
         improved = is_better(value, p.best, es.mode)
         if improved:

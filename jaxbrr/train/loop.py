@@ -190,6 +190,10 @@ class Trainer(Loop):
         self.sync_from_objects()
         return meta
 
+    def _fail_validation(self, x: np.ndarray):
+        self.state_before = self.state  # the weights that validated: every step so far was finite
+        super()._fail_validation(x)
+
     def _dump(self, batch: dict[str, np.ndarray], info: dict) -> Path:
         model, optimizer = self._objects(self.state_before)
         return write_dump(self.workdir, self.config, model, optimizer, distributed.whole_batch(batch), info,

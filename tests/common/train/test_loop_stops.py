@@ -1,4 +1,5 @@
-"""The shared loop skeleton (common/train/loop.py) around a stop request and a resume, on a numpy
+"""The shared loop skeleton (common/train/loop.py) around a stop request, a resume and a non-finite
+validation, on a numpy
 "framework": a weight that counts its steps, checkpoints as pickles. What it checks is the
 skeleton's, not a framework's: where a stop during validation saves, and that a resume writes the
 log an uninterrupted run writes. (tests/jaxbrr/train/test_loop.py and tests/torchref/train/ run
@@ -16,6 +17,7 @@ from common.config import load_config
 from common.data.prepare import prepare
 from common.train import loop as loop_lib
 from common.train.log import read_metrics
+from common.train.loop import NonFiniteStep
 from common.train.stop import Interrupted
 
 SMOKE = Path(__file__).resolve().parents[3] / "configs" / "smoke.yaml"
@@ -59,6 +61,12 @@ class Counting(loop_lib.Loop):
         saved = pickle.loads(self.checkpoint_path("last", self._latest()).read_bytes())
         self.weight = saved["weight"]
         return saved["meta"]
+
+    def _dump(self, batch, info):
+        folder = self.workdir / "nan" / f"step_{info['step']:06d}"
+        folder.mkdir(parents=True)
+        (folder / "dump.pkl").write_bytes(pickle.dumps({"batch": batch, "info": info, "weight": self.weight}))
+        return folder
 
     def parameter_count(self):
         return 1
@@ -152,3 +160,26 @@ def test_a_resume_from_an_epochs_last_batch_writes_its_validation_once(data, tmp
     assert [(r["epoch"], r["step"]) for r in validations] == [(0, uninterrupted.validations[0]["step"]),
                                                                (1, uninterrupted.validations[1]["step"])]
     assert validations == _records(tmp_path / "whole", "validation")
+
+
+def test_non_finite_validation_probabilities_are_a_nan_stop_with_a_dump_of_that_batch(data, tmp_path, monkeypatch):
+    """Every training step finite, the dev batch's probabilities NaN: it was a ValueError from the
+    stitching, 'N valid window samples are not finite', exit 2 as a bad config, with no dump. Now
+    it is the run's NaN stop (exit 3): the weights and that dev batch dumped for parity.localize."""
+    def nan_probabilities(self, x):
+        return np.full((x.shape[0], x.shape[-1]), np.nan, np.float32)
+
+    monkeypatch.setattr(Counting, "predict", nan_probabilities)
+    with pytest.raises(NonFiniteStep) as failed:
+        _run(data, tmp_path / "run")
+    message = str(failed.value)
+    assert message.startswith("validation after epoch 1: the model's seizure probabilities on a dev batch are not "
+                              "finite (NaN or Inf), though every training step was\n  dump: ")
+    dumped = pickle.loads((failed.value.dump / "dump.pkl").read_bytes())
+    overrides, _ = data
+    config = load_config(SMOKE, overrides)
+    epoch_end = dumped["weight"]  # the steps taken: an epoch's
+    assert dumped["info"]["step"] == epoch_end + 1 and failed.value.dump.name == f"step_{int(epoch_end) + 1:06d}"
+    assert dumped["batch"]["x"].shape == (config.eval.batch_size, config.model.n_chans, config.window_samples)
+    assert not dumped["batch"]["y"].any() and dumped["batch"]["valid"].all()
+    assert [r["kind"] for r in read_metrics(tmp_path / "run")][-1] == "nan"

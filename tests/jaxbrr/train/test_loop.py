@@ -302,6 +302,21 @@ def test_jax_debug_nans_names_the_op_of_a_nan_after_the_first_step(tmp_path, dat
     assert info["step"] >= 2 and "invalid value (nan) encountered in" in info["error"]  # steps count from 1
 
 
+def test_non_finite_validation_dumps_the_weights_that_validated(tmp_path, data_overrides, prepared, monkeypatch):
+    """NaN probabilities on the dev split after finite steps: the NaN stop's dump holds the weights
+    after the epoch's last step (a training step's dump holds those before its step)."""
+    from jaxbrr.weights import load_model as load_weights
+
+    monkeypatch.setattr(Trainer, "predict", lambda self, x: np.full((x.shape[0], x.shape[-1]), np.nan, np.float32))
+    trainer = Trainer(config_for(tmp_path, data_overrides), progress=False, prepared=prepared)
+    with pytest.raises(NonFiniteStep, match="^validation after epoch 1: ") as err:
+        trainer.run()
+    assert err.value.dump.name == f"step_{trainer.progress.step + 1:06d}" and trainer.progress.step == 6
+    _, dumped, _, _ = load_weights(err.value.dump)
+    got = [np.asarray(x) for x in jax.tree.leaves(nnx.state(dumped, nnx.Param))]
+    assert all(np.array_equal(a, b) for a, b in zip(got, params(trainer), strict=True))
+
+
 def test_a_clean_run_under_jax_debug_nans_raises_nothing(tmp_path, data_overrides, prepared):
     config = config_for(tmp_path, data_overrides, "train.max_steps=2")
     with jax.debug_nans(True):
