@@ -82,6 +82,9 @@ class Progress:
     skipped: int = 0
     skipped_in_a_row: int = 0
     finished: str | None = None  # why the run ended: epochs | max_steps | early_stopping
+    # the losses of the epoch's steps since its last `train` log line: a run resumed between two
+    # lines averages them into its next loss_mean, as the uninterrupted run does
+    losses_since_log: list[float] = field(default_factory=list)
 
 
 class ValidationStopped(Exception):
@@ -108,12 +111,13 @@ class _Interval:
     """What the loop measures between two `train` log lines: windows, the time the loader kept
     the step waiting, and the losses of the steps not skipped."""
 
-    def __init__(self, loader: Prefetcher):
-        self.loader = loader
-        self._reset()
+    def __init__(self, loader: Prefetcher, losses: list[float]):
+        self.loader, self.losses = loader, losses  # Progress.losses_since_log, kept in the checkpoints
+        self.windows, self.since, self.waited = 0, time.perf_counter(), self.loader.wait_seconds
 
     def _reset(self) -> None:
-        self.windows, self.since, self.losses, self.waited = 0, time.perf_counter(), [], self.loader.wait_seconds
+        self.windows, self.since, self.waited = 0, time.perf_counter(), self.loader.wait_seconds
+        self.losses.clear()
 
     def add(self, windows: int, loss: float | None) -> None:
         self.windows += windows
@@ -471,8 +475,10 @@ class Loop:
         plan, pos_weight = self.epoch_plan(p.epoch)
         bar.set_description(f"epoch {p.epoch + 1}/{cfg.epochs}")
         # the thread loads this host's next cfg.prefetch batches while the step runs
+        if p.batch == 0:  # an epoch's first line averages its own steps only
+            p.losses_since_log.clear()
         with Prefetcher(self.load_batch, plan[p.batch:], cfg.prefetch) as loader:
-            interval = _Interval(loader)
+            interval = _Interval(loader, p.losses_since_log)
             for b, batch in enumerate(loader, start=p.batch):
                 metrics = self._run_step(batch, pos_weight)
                 p.step += 1

@@ -88,9 +88,9 @@ def no_events(monkeypatch):
     monkeypatch.setattr(loop_lib, "check_start", lambda *a, **k: None)  # the pickles are no framework's files
 
 
-def _run(data, workdir, resume=False):
+def _run(data, workdir, resume=False, sets=()):
     overrides, prepared = data
-    return Counting(load_config(SMOKE, [*overrides, f"workdir={workdir}"]), resume=resume, progress=False,
+    return Counting(load_config(SMOKE, [*overrides, f"workdir={workdir}", *sets]), resume=resume, progress=False,
                     prepared=prepared).run()
 
 
@@ -183,3 +183,24 @@ def test_non_finite_validation_probabilities_are_a_nan_stop_with_a_dump_of_that_
     assert dumped["batch"]["x"].shape == (config.eval.batch_size, config.model.n_chans, config.window_samples)
     assert not dumped["batch"]["y"].any() and dumped["batch"]["valid"].all()
     assert [r["kind"] for r in read_metrics(tmp_path / "run")][-1] == "nan"
+
+
+def test_a_run_resumed_between_two_log_lines_logs_the_uninterrupted_runs_loss_means(data, tmp_path):
+    """loss_mean averages the steps since the last `train` line; a resume started that average
+    afresh, so its first line differed from the uninterrupted run's after any stop off a
+    log_every boundary (every SIGTERM, mostly)."""
+    sets = ["train.log_every=4"]
+    _run(data, tmp_path / "whole", sets=sets)
+
+    def stop(loop):
+        if loop.progress.step == 1:  # the second step is in flight: one loss since the last line
+            loop.stop.received = "SIGTERM"
+
+    Counting.on = {"step": stop}
+    with pytest.raises(Interrupted):
+        _run(data, tmp_path / "run", sets=sets)
+    Counting.on = {}
+    _run(data, tmp_path / "run", resume=True, sets=sets)
+    resumed, whole = _records(tmp_path / "run", "train"), _records(tmp_path / "whole", "train")
+    assert [r["step"] for r in resumed] == [r["step"] for r in whole] and len(whole) > 2
+    assert [r["loss_mean"] for r in resumed] == [r["loss_mean"] for r in whole]
