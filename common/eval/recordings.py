@@ -45,24 +45,34 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
+# Called with each batch's windows (b, C, W) and probabilities (b, W), the padding left out; it may
+# raise to stop the prediction there (the training loop's stop requests and NaN check).
+BatchCheck = Callable[[np.ndarray, np.ndarray], None]
+
+
 def _predict_batches(predict: Predict, cut: Callable[[object], tuple[np.ndarray, np.ndarray]],
-                     jobs: list, batch_size: int, bar) -> Iterator[tuple[list, np.ndarray, np.ndarray]]:
+                     jobs: list, batch_size: int, bar,
+                     each_batch: BatchCheck | None = None) -> Iterator[tuple[list, np.ndarray, np.ndarray]]:
     """(jobs of the batch, probs (b, W) float32, valid (b, W) bool), batch by batch, for the
     windows `cut(job)` -> (x (C, W), valid (W,)); every batch holds exactly batch_size windows
     (the last padded with zero windows whose output is dropped)."""
     for chunk in _chunks(jobs, batch_size):
         parts = [cut(job) for job in chunk]
         x = np.stack([p[0] for p in parts])  # (b, C, W)
-        if len(chunk) < batch_size:  # pad to the compiled batch size
-            x = np.concatenate([x, np.zeros((batch_size - len(chunk), *x.shape[1:]), x.dtype)])
-        probs = np.asarray(predict(x), np.float32)[: len(chunk)]  # (b, W)
-        bar.update(len(chunk))
+        b = len(chunk)
+        if b < batch_size:  # pad to the compiled batch size
+            x = np.concatenate([x, np.zeros((batch_size - b, *x.shape[1:]), x.dtype)])
+        probs = np.asarray(predict(x), np.float32)[:b]  # (b, W)
+        if each_batch is not None:
+            each_batch(x[:b], probs)
+        bar.update(b)
         yield chunk, probs, np.stack([p[1] for p in parts])
 
 
 def predict_recordings(predict: Predict, corpus: Corpus, stems: list[str], config: Config,
-                       progress: bool = False, desc: str = "predict") -> list[Trace]:
-    """One stitched probability trace per recording of `stems`, in that order."""
+                       progress: bool = False, desc: str = "predict",
+                       each_batch: BatchCheck | None = None) -> list[Trace]:
+    """One stitched probability trace per recording of `stems`, in that order (each_batch: BatchCheck)."""
     spec, w = eval_spec(config), config.window_samples
     jobs = []  # (recording index, start)
     for i, stem in enumerate(stems):
@@ -79,7 +89,7 @@ def predict_recordings(predict: Predict, corpus: Corpus, stems: list[str], confi
     pending: dict[int, list] = {}  # recording -> [(start, probs (W,), valid (W,))]
     traces: list[Trace | None] = [None] * len(stems)
     with tqdm(total=len(jobs), desc=desc, unit="win", disable=not progress, leave=False) as bar:
-        for chunk, probs, valid in _predict_batches(predict, cut, jobs, config.eval.batch_size, bar):
+        for chunk, probs, valid in _predict_batches(predict, cut, jobs, config.eval.batch_size, bar, each_batch):
             for (i, start), p, v in zip(chunk, probs, valid, strict=True):
                 pending.setdefault(i, []).append((start, p, v))
                 remaining[i] -= 1

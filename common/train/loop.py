@@ -430,15 +430,14 @@ class Loop:
         (TUSZ's dev split is 436 h: minutes of prediction, past a scheduler's grace period)."""
         stop = getattr(self, "stop", None)  # run() installs it
 
-        def predict(x):
-            if stop is not None and stop.received:
-                raise ValidationStopped
-            probs = self.predict(x)
+        def each_batch(x, probs):  # the padding of a last batch left out
             if not np.isfinite(probs).all():
                 raise NonFiniteValidation(x)
-            return probs
+            if stop is not None and stop.received:
+                raise ValidationStopped
 
-        return validate(predict, self.prepared.corpus, self.dev_stems, self.config, progress=self.show)
+        return validate(self.predict, self.prepared.corpus, self.dev_stems, self.config, progress=self.show,
+                        each_batch=each_batch)
 
     def run(self) -> TrainResult:
         p, cfg = self.progress, self.cfg

@@ -26,7 +26,7 @@ from common.config import Config, ConfigError
 from common.data.cache import Corpus
 from common.eval.metrics import auroc, mask_metrics
 from common.eval.postprocess import postprocess
-from common.eval.recordings import Predict, Trace, predict_recordings
+from common.eval.recordings import BatchCheck, Predict, Trace, predict_recordings
 from common.eval.sensitivity_at_fa import metric_name, sensitivity_at_fa, sweep
 
 # Sample-level counts of the post-processed mask, and the AUROC of the probabilities.
@@ -83,10 +83,11 @@ def score(traces: list[Trace], config: Config) -> tuple[dict, list[np.ndarray]]:
 
 
 def validate(predict: Predict, corpus: Corpus, stems: list[str], config: Config,
-             progress: bool = False) -> tuple[dict, list[Trace], list[np.ndarray]]:
-    """Predict every dev recording and score it: (metrics, traces, masks)."""
+             progress: bool = False, each_batch: BatchCheck | None = None) -> tuple[dict, list[Trace], list[np.ndarray]]:
+    """Predict every dev recording and score it: (metrics, traces, masks); each_batch: BatchCheck."""
     if not stems:
         raise ValueError("the dev split is empty: set data.split.dev_fraction > 0 (validation needs it)")
-    traces = predict_recordings(predict, corpus, stems, config, progress=progress, desc="validate")
+    traces = predict_recordings(predict, corpus, stems, config, progress=progress, desc="validate",
+                                each_batch=each_batch)
     metrics, masks = score(traces, config)
     return metrics, traces, masks

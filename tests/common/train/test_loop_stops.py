@@ -204,3 +204,21 @@ def test_a_run_resumed_between_two_log_lines_logs_the_uninterrupted_runs_loss_me
     resumed, whole = _records(tmp_path / "run", "train"), _records(tmp_path / "whole", "train")
     assert [r["step"] for r in resumed] == [r["step"] for r in whole] and len(whole) > 2
     assert [r["loss_mean"] for r in resumed] == [r["loss_mean"] for r in whole]
+
+
+def test_the_padding_of_a_last_dev_batch_is_not_checked(data, tmp_path, monkeypatch):
+    """The last dev batch is padded with zero windows to the compiled batch size, and their output
+    is dropped: a NaN there is no reason to stop the run."""
+    padded = []
+    original = Counting.predict
+
+    def nan_on_padding(self, x):
+        probs = original(self, x)
+        zero = ~np.abs(x).reshape(len(x), -1).any(axis=1)
+        padded.append(int(zero.sum()))
+        probs[zero] = np.nan
+        return probs
+
+    monkeypatch.setattr(Counting, "predict", nan_on_padding)
+    result = _run(data, tmp_path / "run")
+    assert max(padded) > 0 and result.progress.finished == "epochs"
