@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import shlex
 import signal
 import sys
@@ -34,6 +35,7 @@ from common.out_of_memory import out_of_memory_line
 from common.progress import add_progress_argument, plain_lines, wants_bars
 
 EXIT_CONFIG, EXIT_NONFINITE = 2, 3
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a write the disk, a quota or a size limit refused
 
 
 def out_of_memory_advice(error: BaseException, config) -> str | None:
@@ -140,12 +142,13 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
         print(f"{stopped}\ncontinue with: {resume_command(prog, sys.argv[1:] if argv is None else argv)}",
               file=sys.stderr)
         return stopped.exit_status
-    except OSError as err:  # a disk that filled, a workdir gone read-only: what was saved before stays
+    except OSError as err:  # a disk that filled, a workdir gone read-only, a cache file gone: what was saved stays
         saved = last_steps(config.workdir)
-        then = (f"the newest checkpoint is {saved[-1]}; once there is room, continue with: "
+        once = "once there is room" if err.errno in NO_ROOM else "once that is fixed"
+        then = (f"the newest checkpoint is {saved[-1]}; {once}, continue with: "
                 f"{resume_command(prog, sys.argv[1:] if argv is None else argv)}" if saved
-                else f"{config.workdir} holds no checkpoint yet: once there is room, start again")
-        print(f"error: writing the run failed: {err}\n{then}", file=sys.stderr)
+                else f"{config.workdir} holds no checkpoint yet: {once}, start again")
+        print(f"error: {err}\n{then}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         saved = last_steps(config.workdir)

@@ -350,7 +350,7 @@ class Loop:
         batch = {"x": x, "y": np.zeros((x.shape[0], x.shape[-1]), np.float32), "valid": np.ones(x.shape[0], bool)}
         info = {"step": p.step + 1, "epoch": p.epoch, "batch": p.batch, "pos_weight": self.epoch_plan(p.epoch)[1],
                 "why": why, "error": None, "skipped_in_a_row": p.skipped_in_a_row, "framework": self.framework,
-                "windows": []}
+                "windows": [], "batch_is_global": True}  # every host predicts the whole dev split
         dump = self._dump(batch, info)
         self.log.write("nan", p.step + 1, p.epoch, {"why": why, "dump": str(dump)})
         raise NonFiniteStep(why, dump)
@@ -474,6 +474,9 @@ class Loop:
         plan, pos_weight = self.epoch_plan(p.epoch)
         bar.set_description(f"epoch {p.epoch + 1}/{cfg.epochs}")
         # the thread loads this host's next cfg.prefetch batches while the step runs
+        if cfg.max_steps and p.step >= cfg.max_steps:  # resumed from a stop during max_steps' validation
+            p.finished = "max_steps"
+            return
         if p.batch == 0:  # an epoch's first line averages its own steps only
             p.losses_since_log.clear()
         with Prefetcher(self.load_batch, plan[p.batch:], cfg.prefetch) as loader:
@@ -522,6 +525,7 @@ class Loop:
         try:
             metrics, traces, masks = self.validate()
         except ValidationStopped:  # the epoch is trained, its validation not begun for good: a resume runs it
+            p.finished = None  # the last epoch's too: a run is finished once that validation is done
             self._save("last")
             raise Interrupted(self.stop.received, p.step, self.checkpoint_path("last", p.step)) from None
         except NonFiniteValidation as bad:

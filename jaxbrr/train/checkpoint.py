@@ -27,6 +27,8 @@ a `checkpoints/best` or `checkpoints/last` folder (its newest step), or one step
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -120,6 +122,29 @@ def _restoring(step_dir: Path) -> Iterator[None]:
         raise CheckpointError(f"{step_dir}: its arrays cannot be read ({said[:300]}); {OTHER_STEP}") from error
 
 
+OS_ERROR_CODE = re.compile(r"os_error_code='(\d+)'")  # how TensorStore names the OS's error
+
+
+@contextmanager
+def _writing(step_dir: Path) -> Iterator[None]:
+    """TensorStore reports a write that the OS refused (a full disk, a file-size limit, a folder
+    gone read-only) as a ValueError ("OUT_OF_RANGE: Error writing local file ...
+    [os_error_code='28']"): raise it as the OSError it is, naming the step, so that the training
+    command answers it as it does any write failure (common/train/cli.py)."""
+    try:
+        yield
+    except ValueError as error:
+        chain = [error]
+        while chain[-1].__cause__ is not None:
+            chain.append(chain[-1].__cause__)
+        found = next((OS_ERROR_CODE.search(str(e)) for e in chain if OS_ERROR_CODE.search(str(e))), None)
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, f"{os.strerror(code)}: the checkpoint {step_dir} could not be written "
+                            f"({str(error).strip().splitlines()[0][:200]})") from error
+
+
 class Checkpoints:
     """The `last` and `best` checkpoint folders of one run."""
 
@@ -169,13 +194,14 @@ class Checkpoints:
         aside = self._move_aside(kind, step) if step in manager.all_steps() else None
         # force: orbax skips a step below its newest unless forced (a resumed run's `best` beside
         # one from before the resume); this store saves what it is asked to, as torchref's does
-        saved = manager.save(step, force=True, args=ocp.args.Composite(
-            model=ocp.args.StandardSave(_savable(_pure(model))),
-            optimizer=ocp.args.StandardSave(_savable(_pure(optimizer))),
-            meta=ocp.args.JsonSave(meta),
-        ))
-        manager.wait_until_finished()
         step_dir = self.root / kind / str(step)
+        with _writing(step_dir):
+            saved = manager.save(step, force=True, args=ocp.args.Composite(
+                model=ocp.args.StandardSave(_savable(_pure(model))),
+                optimizer=ocp.args.StandardSave(_savable(_pure(optimizer))),
+                meta=ocp.args.JsonSave(meta),
+            ))
+            manager.wait_until_finished()
         if not saved:
             raise CheckpointError(f"orbax did not save {step_dir} (its CheckpointManager declined the step)")
         if neutral is not None:

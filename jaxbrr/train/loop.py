@@ -196,7 +196,8 @@ class Trainer(Loop):
 
     def _dump(self, batch: dict[str, np.ndarray], info: dict) -> Path:
         model, optimizer = self._objects(self.state_before)
-        return write_dump(self.workdir, self.config, model, optimizer, distributed.whole_batch(batch), info,
+        whole = batch if info.get("batch_is_global") else distributed.whole_batch(batch)  # else this host's slice
+        return write_dump(self.workdir, self.config, model, optimizer, whole, info,
                           primary=self.primary, barrier=distributed.barrier)
 
 

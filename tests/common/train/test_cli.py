@@ -225,18 +225,23 @@ def test_out_of_memory_in_training_is_one_line_naming_the_settings(tmp_path, mon
 
 def test_a_disk_that_fills_mid_run_is_one_line_with_the_newest_checkpoint_and_how_to_continue(
         tmp_path, monkeypatch, capsys):
-    """ENOSPC from a checkpoint or log write was a raw traceback, without the resume line."""
+    """ENOSPC from a checkpoint or log write was a raw traceback, without the resume line; any other
+    OSError (a cache file moved away mid-run) is answered alike, without the talk of room."""
     import errno
 
     full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "metrics.jsonl"))
     argv = ["--config", str(TINY), "--workdir", str(tmp_path / "run"), "--no-progress"]
     assert run(argv, "train", "", _failing_trainer(monkeypatch, full)) == 2
-    assert capsys.readouterr().err == (f"error: writing the run failed: {full}\n{tmp_path / 'run'} holds no checkpoint "
-                                       "yet: once there is room, start again\n")
+    assert capsys.readouterr().err == (f"error: {full}\n{tmp_path / 'run'} holds no checkpoint yet: once there is room, "
+                                       "start again\n")
     step = _jaxbrr_checkpoint(tmp_path / "run", [], 12)
     assert run([*argv, "--resume"], "train", "", _failing_trainer(monkeypatch, full)) == 2
-    assert capsys.readouterr().err == (f"error: writing the run failed: {full}\nthe newest checkpoint is {step}; once "
-                                       f"there is room, continue with: train {' '.join(argv)} --resume\n")
+    assert capsys.readouterr().err == (f"error: {full}\nthe newest checkpoint is {step}; once there is room, continue "
+                                       f"with: train {' '.join(argv)} --resume\n")
+    gone = FileNotFoundError(errno.ENOENT, "No such file or directory", "cache/recordings/x.signals.npy")
+    assert run([*argv, "--resume"], "train", "", _failing_trainer(monkeypatch, gone)) == 2
+    assert capsys.readouterr().err == (f"error: {gone}\nthe newest checkpoint is {step}; once that is fixed, continue "
+                                       f"with: train {' '.join(argv)} --resume\n")
 
 
 def test_any_other_runtime_error_in_training_is_raised(tmp_path, monkeypatch):

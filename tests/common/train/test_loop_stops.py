@@ -222,3 +222,24 @@ def test_the_padding_of_a_last_dev_batch_is_not_checked(data, tmp_path, monkeypa
     monkeypatch.setattr(Counting, "predict", nan_on_padding)
     result = _run(data, tmp_path / "run")
     assert max(padded) > 0 and result.progress.finished == "epochs"
+
+
+@pytest.mark.parametrize("sets", [[], ["train.max_steps=3"]], ids=["last-epoch", "max-steps"])
+def test_a_stop_during_the_final_validation_leaves_it_to_the_resume(data, tmp_path, sets):
+    """The final validation (after the last epoch, or at max_steps) stopped by a request: the
+    run was saved as finished, so the resume said 'already finished' and that validation, its
+    best checkpoint and its summary row never came."""
+    whole = _run(data, tmp_path / "whole", sets=sets)
+
+    def stop_in_the_final_validation(loop):
+        if loop.progress.finished is not None:
+            loop.stop.received = "SIGTERM"
+
+    Counting.on = {"predict": stop_in_the_final_validation}
+    with pytest.raises(Interrupted):
+        _run(data, tmp_path / "run", sets=sets)
+    Counting.on = {}
+    resumed = _run(data, tmp_path / "run", resume=True, sets=sets)
+    assert resumed.progress == whole.progress and resumed.progress.finished == whole.progress.finished
+    assert _records(tmp_path / "run", "validation") == _records(tmp_path / "whole", "validation") != []
+    assert resumed.best_checkpoint is not None and resumed.best_checkpoint.name == whole.best_checkpoint.name

@@ -14,7 +14,9 @@ neither is on disk, and a damaged orbax tree metadata is refused naming the file
 
 from __future__ import annotations
 
+import errno
 import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -167,3 +169,39 @@ def test_a_step_below_the_newest_is_saved_not_skipped(tmp_path, config):
     step_dir = tmp_path / "checkpoints" / "best" / "5"
     assert (step_dir / "meta").is_dir() and (step_dir / "model.safetensors").is_file()
     np.testing.assert_array_equal(_weights(load_model(step_dir)[1]), weights)
+
+
+_WRITE_REFUSED = """
+import errno, json, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+from flax import nnx
+from common.config import load_config
+from jaxbrr.model import SeizureDetector
+from jaxbrr.train.checkpoint import Checkpoints
+from jaxbrr.train.optim import make_nnx_optimizer
+config = load_config(sys.argv[1])
+model = SeizureDetector(config.model, rngs=nnx.Rngs(0))
+checkpoints = Checkpoints(sys.argv[2], keep=2)
+resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))  # every array file outgrows it
+try:
+    checkpoints.save("last", 1, model, make_nnx_optimizer(model, config.train, 10), {"progress": {}})
+    print(json.dumps({"saved": True}))
+except OSError as error:
+    print(json.dumps({"errno": error.errno, "message": str(error)}))
+"""
+
+
+def test_a_write_the_os_refuses_is_an_oserror_naming_the_step(tmp_path):
+    """TensorStore reports a full disk or a file-size limit as a ValueError (OUT_OF_RANGE ...
+    os_error_code), which the training command answered as a bad config, without the newest
+    checkpoint or the resume line. A real refusal: RLIMIT_FSIZE in a subprocess."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _WRITE_REFUSED, str(TINY), str(tmp_path / "run")],
+                          cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = json.loads(done.stdout.strip().splitlines()[-1])
+    assert said.get("errno") == errno.EFBIG, said
+    assert f"the checkpoint {tmp_path / 'run' / 'checkpoints' / 'last' / '1'} could not be written" in said["message"]
