@@ -67,7 +67,9 @@ def masked_mean(values: torch.Tensor, valid: torch.Tensor | None = None) -> torc
     """Mean of (B, T) values over the valid windows' elements; 0 when no window is valid.
 
     `where`, not a product: a padded window's value (even a non-finite one) reaches neither the
-    mean nor, through it, the gradient of the valid ones."""
+    mean nor, through it, the gradient of the valid ones. Its own elements' gradient is the zero
+    cotangent times their partials, NaN where those are: compute_loss zeroes a left-out window's
+    labels first; non-finite inputs of one poison the model's gradients whatever the loss does."""
     if valid is None:
         return values.mean()
     keep = valid.to(torch.bool)[:, None]  # (B, 1)
@@ -88,6 +90,9 @@ def compute_loss(
     if logits.shape != labels.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} must both be (B, T)")
     w = loss_pos_weight(cfg, pos_weight)
+    if valid is not None:  # a left-out window's labels, even NaN, must not reach the gradient: masked_mean's
+        # where stops their values, but its zero cotangent meets the loss's products (0 · NaN = NaN)
+        labels = torch.where(valid.to(torch.bool)[:, None], labels, torch.zeros_like(labels))
     if cfg.loss == "focal":
         values = focal_loss(logits, labels, cfg.focal_alpha, cfg.focal_gamma, w)
     elif cfg.loss == "bce":

@@ -132,6 +132,16 @@ def test_valid_mask_excludes_padding(x64):
     # No valid window at all: 0, not 0/0.
     none = L.compute_loss(jnp.asarray(z), jnp.asarray(y), cfg, 1.0, jnp.zeros(3, bool))
     assert float(none) == 0.0
+    # a left-out window's NaN labels (a window the user masks because its labels are bad) change
+    # neither the loss nor any gradient; they made every gradient NaN (0 · NaN in the backward)
+    y_nan = y.copy()
+    y_nan[2] = np.nan
+    for kind in ("focal", "bce"):
+        kind_cfg = train_cfg(loss=kind, focal_alpha=0.5)
+        (v0, g0), (v1, g1) = [
+            jax.value_and_grad(L.compute_loss)(jnp.asarray(z), jnp.asarray(labels), kind_cfg, 1.3868, jnp.asarray(valid))
+            for labels in (y, y_nan)]
+        assert float(v1) == float(v0) and np.array_equal(np.asarray(g1), np.asarray(g0)), kind
 
 
 def test_compute_loss_rejects_mismatched_shapes():

@@ -111,3 +111,15 @@ def test_valid_mask_excludes_padding():
     assert torch.all(logits.grad[2] == 0.0) and torch.all(torch.isfinite(logits.grad))
     none = L.compute_loss(t64(z), t64(y), cfg, 1.0, torch.zeros(3, dtype=torch.bool))
     assert float(none) == 0.0
+    # a left-out window's NaN labels change neither the loss nor any gradient (they made every one NaN)
+    y_nan = y.copy()
+    y_nan[2] = np.nan
+    for kind in ("focal", "bce"):
+        kind_cfg = train_cfg(loss=kind, focal_alpha=0.5)
+        results = []
+        for labels in (y, y_nan):
+            logits = t64(z).requires_grad_(True)
+            value = L.compute_loss(logits, t64(labels), kind_cfg, 1.3868, torch.as_tensor(valid))
+            value.backward()
+            results.append((value.item(), logits.grad))
+        assert results[1][0] == results[0][0] and torch.equal(results[1][1], results[0][1]), kind
