@@ -184,9 +184,11 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
     lines.append("")
     if not any(row.bad(run) for row in report.rows for run in row.nonfinite):
         lines.append(f"no NaN or Inf in any run ({', '.join(report.dtypes)}, eval mode: dropout off): a NaN met in "
-                     "training was not reproduced here. The original trains under float16 autocast on CUDA unless "
-                     "its training.mixed_precision is false (--dtype float64,float32,float16 adds it); a "
-                     "train-mode step's dropout is not replayed.")
+                     "training was not reproduced here (a train-mode step's dropout is not replayed). The original "
+                     "trains under float16 autocast on CUDA unless its training.mixed_precision is false; autocast "
+                     "keeps norms, cosine similarity and rsqrt in float32, which no run here emulates: "
+                     "--dtype float64,float32,float16 casts the whole model to float16, where the edge features' "
+                     "eps² (1e-16) is 0 and edge_features reads PRECISION on any batch.")
     lines += _verdict_lines(report)
     for entry in report.replay:
         status = "agrees" if entry["passed"] else "differs"
