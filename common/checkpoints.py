@@ -247,7 +247,7 @@ def _load(config: ConfigSource) -> Config:
 
 
 def _with_model(model: dict | ModelConfig, config_path: ConfigSource, source: str,
-                postprocess: dict | None = None) -> Config:
+                postprocess: dict | None = None, train: dict | None = None) -> Config:
     """The run config of `config_path` (or the defaults) with `model` as its model section, and
     data.montage the weights' montage (the montage they read EEG in decides their input layer);
     with `postprocess` (fields of it), the weights' own post-processing over the file's (the
@@ -256,11 +256,15 @@ def _with_model(model: dict | ModelConfig, config_path: ConfigSource, source: st
     tree["model"] = config_to_dict(model) if isinstance(model, ModelConfig) else model
     if "montage" in tree["model"]:
         tree["data"]["montage"] = tree["model"]["montage"]
-    own = postprocess is not None
-    if own:
+    own = ["model"]
+    if postprocess is not None:
         tree["postprocess"] = {**tree["postprocess"], **postprocess}
+        own.append("postprocess")
+    if train is not None:  # the loss fields of an original checkpoint's own training section
+        tree["train"] = {**tree["train"], **train}
+        own.append("train loss")
     rest = "the run's config" if isinstance(config_path, Config) else (config_path or "the defaults")
-    return config_from_dict(tree, source=f"{source} (model{', postprocess' * own}) + {rest} (the rest)")
+    return config_from_dict(tree, source=f"{source} ({', '.join(own)}) + {rest} (the rest)")
 
 
 def _neutral_config(metadata: dict, config_path: ConfigSource, path: Path) -> tuple[Config, list[str], tuple[str, ...]]:
@@ -310,11 +314,17 @@ def _original_config(path: Path, own: dict, config_path: ConfigSource) -> tuple[
         model, notes = original_config.model_config(own["model"])
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
-    postprocess = None
+    postprocess = train = None
     if _own_postprocess(own, config_path):
         postprocess, post_notes = original_config.postprocess_config(own["postprocessing"])
         notes += post_notes
-    config = _with_model(model, config_path, f"{path}'s own config", postprocess)
+    if isinstance(own.get("training"), dict) and not isinstance(config_path, Config):  # a run's own config decides
+        try:
+            train, loss_notes = original_config.loss_config(own["training"])
+        except ValueError as error:
+            raise CheckpointError(f"{path}: {error}") from None
+        notes += loss_notes
+    config = _with_model(model, config_path, f"{path}'s own config", postprocess, train)
     if postprocess is not None and isinstance(config_path, str | Path) and _load(config_path).postprocess != config.postprocess:
         notes.append(_own_postprocess_note(path, config_path))
     return config, notes

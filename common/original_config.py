@@ -204,6 +204,22 @@ POSTPROCESS_IRRELEVANT: tuple[tuple[str, str], ...] = (
 )
 
 
+# The loss fields of the original's `training` section, with its schema's defaults
+# (original_spec.md §3.11: loss "bce", focal_alpha 0.5, focal_gamma 2.0; ours defaults to focal).
+LOSS_DEFAULTS = {"loss": "bce", "focal_alpha": 0.5, "focal_gamma": 2.0}
+
+
+def loss_config(training: dict) -> tuple[dict, list[str]]:
+    """This project's train.loss, focal_alpha and focal_gamma for an original checkpoint's own
+    `config["training"]`, and a note saying so (the localiser's gradient rows differentiate it)."""
+    section = {field: training.get(field, default) for field, default in LOSS_DEFAULTS.items()}
+    if section["loss"] not in ("bce", "focal"):
+        raise ValueError(f"its own config's training.loss is {section['loss']!r}; this project has bce and focal")
+    said = section["loss"] + (f" (focal_alpha {section['focal_alpha']}, focal_gamma {section['focal_gamma']})"
+                              if section["loss"] == "focal" else "")
+    return section, [f"loss from the checkpoint's own config: {said}"]
+
+
 def postprocess_config(original: dict) -> tuple[dict, list[str]]:
     """This project's postprocess section for an original checkpoint's own
     `config["postprocessing"]`, and notes: what it set, and each field whose meaning ours lacks."""

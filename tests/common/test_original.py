@@ -188,6 +188,26 @@ def test_the_checkpoints_post_processing_is_read_unless_a_run_config_decides(tmp
     assert weights.config.postprocess == run.postprocess and weights.own_sections == ()
 
 
+@pytest.mark.parametrize(("training", "expected"), [
+    ({}, ("bce", 0.5, 2.0)),  # the original schema's defaults: bce, where ours defaults to focal
+    ({"loss": "focal", "focal_alpha": 0.25, "focal_gamma": 3.0, "mixed_precision": True}, ("focal", 0.25, 3.0)),
+])
+def test_the_checkpoints_loss_is_read_unless_a_run_config_decides(tmp_path, state, training, expected):
+    """The localiser's gradient rows differentiate the loss: an original checkpoint's own
+    training.loss (focal_alpha, focal_gamma) was ignored for ours (focal, 0.5, 2)."""
+    saved = {"model_state_dict": state, "config": {"model": ORIGINAL_MODEL, "training": training}}
+    torch.save(saved, tmp_path / "own.pt")
+    weights = read_weights(tmp_path / "own.pt", None, _shapes)
+    train = weights.config.train
+    assert (train.loss, train.focal_alpha, train.focal_gamma) == expected
+    assert f"loss from the checkpoint's own config: {expected[0]}" in "\n".join(weights.notes)
+    run = load_config(FULL)  # a training run's own config decides (--init-from)
+    assert read_weights(tmp_path / "own.pt", run, _shapes).config.train.loss == run.train.loss
+    torch.save({**saved, "config": {"model": ORIGINAL_MODEL, "training": {"loss": "dice"}}}, tmp_path / "dice.pt")
+    with pytest.raises(CheckpointError, match="its own config's training.loss is 'dice'; this project has bce and focal"):
+        read_weights(tmp_path / "dice.pt", None, _shapes)
+
+
 def test_the_notes_describe_the_stability_of_the_model_that_runs(tmp_path, state):
     """Read on its own, the checkpoint's model runs as the original (pe_gradient full); read by
     a training run (--init-from), the run's config decides how it runs (configs/ say `safe`), and
