@@ -15,6 +15,7 @@ import numpy as np
 
 from common.checkpoints import CheckpointError
 from common.config import Config, with_overrides
+from common.data.montage import montage_channels
 from common.shown import shown_inline, shown_lines
 from common.train.log import METRICS_FILE, read_metrics
 from parity.runs import Batch
@@ -209,9 +210,11 @@ def check_batch_shape(config: Config, batch: Batch, source: str) -> None:
     """The batch's shape against the model's, before any model is built: its channels, and a
     length the TCN's downsampling divides (the logits come back at T / stride · stride)."""
     if batch.x.shape[1] != config.model.n_chans:
-        raise LocalizeError(f"{source}: the batch has {batch.x.shape[1]} channels, the model "
-                            f"({config.model.montage}) needs {config.model.n_chans}; is --config the "
-                            "config these weights were trained with?")
+        names = montage_channels(config.model.montage)
+        raise LocalizeError(f"{source}: the batch has {batch.x.shape[1]} channels, the model ({config.model.montage} "
+                            f"montage) reads {config.model.n_chans}: {', '.join(names[:4])}, ..., {names[-1]}, in that "
+                            "order; build the batch in that montage, or, for weights whose montage is another, pass "
+                            "--config the config these weights were trained with")
     length, stride = batch.x.shape[2], config.model.tcn.stride_down
     if length % stride:
         raise LocalizeError(f"{source}: the batch's length T = {length} is not a multiple of model.tcn.stride_down "

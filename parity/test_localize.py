@@ -647,7 +647,10 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, capsys):
                                                         rf"multiple of model.tcn.stride_down = {stride}: crop or pad "
                                                         rf"x and y to {4 * stride} or {5 * stride} samples"):
         problem_lib.check_batch_shape(config, short, "b.npz")
-    with pytest.raises(problem_lib.LocalizeError, match="is --config the config these weights were trained with"):
+    with pytest.raises(problem_lib.LocalizeError, match=r"b.npz: the batch has 2 channels, the model \(ref19 montage\) "
+                                                        r"reads 19: Fp1, F3, C3, P3, \.\.\., O2, in that order; build the "
+                                                        r"batch in that montage, or, for weights whose montage is another, "
+                                                        r"pass --config the config these weights were trained with"):
         problem_lib.check_batch_shape(config, problem_lib.Batch(np.zeros((1, 2, 4 * stride), np.float32)), "b.npz")
 
 
