@@ -284,8 +284,7 @@ def _neutral_config(metadata: dict, config_path: ConfigSource, path: Path) -> tu
         notes.append(f"{path} holds the model alone{' and its post-processing' * (postprocess is not None)}: its "
                      f"{settings} are the defaults; pass --config for the ones it was trained with")
     config = _with_model(metadata["config"], rest, str(path), postprocess)
-    if postprocess is not None and isinstance(config_path, str | Path) and _load(config_path).postprocess != config.postprocess:
-        notes.append(_own_postprocess_note(path, config_path))
+    notes += _own_postprocess_notes(path, config_path, config, postprocess is not None)
     return config, notes, ("postprocess",) if postprocess is not None else ()
 
 
@@ -325,14 +324,15 @@ def _original_config(path: Path, own: dict, config_path: ConfigSource) -> tuple[
             raise CheckpointError(f"{path}: {error}") from None
         notes += loss_notes
     config = _with_model(model, config_path, f"{path}'s own config", postprocess, train)
-    if postprocess is not None and isinstance(config_path, str | Path) and _load(config_path).postprocess != config.postprocess:
-        notes.append(_own_postprocess_note(path, config_path))
-    return config, notes
+    return config, notes + _own_postprocess_notes(path, config_path, config, postprocess is not None)
 
 
-def _own_postprocess_note(path: Path, config_path: str | Path) -> str:
-    return (f"{path} carries its own post-processing, used instead of the `postprocess` section of {config_path} "
-            "(which differs); --set postprocess.FIELD=VALUE changes it")
+def _own_postprocess_notes(path: Path, config_path: ConfigSource, config: Config, own: bool) -> list[str]:
+    """Where weights' own post-processing (`own`) replaced a different one of a --config file: say so."""
+    if not own or not isinstance(config_path, str | Path) or _load(config_path).postprocess == config.postprocess:
+        return []
+    return [f"{path} carries its own post-processing, used instead of the `postprocess` section of {config_path} "
+            "(which differs); --set postprocess.FIELD=VALUE changes it"]
 
 
 def _own_postprocess(own: dict, config_path: ConfigSource) -> bool:

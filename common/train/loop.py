@@ -348,21 +348,23 @@ class Loop:
         why = (f"validation after epoch {p.epoch + 1}: the model's seizure probabilities on a dev batch are not "
                "finite (NaN or Inf), though every training step was")
         batch = {"x": x, "y": np.zeros((x.shape[0], x.shape[-1]), np.float32), "valid": np.ones(x.shape[0], bool)}
-        info = {"step": p.step + 1, "epoch": p.epoch, "batch": p.batch, "pos_weight": self.epoch_plan(p.epoch)[1],
-                "why": why, "error": None, "skipped_in_a_row": p.skipped_in_a_row, "framework": self.framework,
-                "windows": [], "batch_is_global": True}  # every host predicts the whole dev split
+        info = self._step_info(self.epoch_plan(p.epoch)[1], why, None, windows=[])
+        info["batch_is_global"] = True  # every host predicts the whole dev split
         dump = self._dump(batch, info)
         self.log.write("nan", p.step + 1, p.epoch, {"why": why, "dump": str(dump)})
         raise NonFiniteStep(why, dump)
 
     def _dump_step(self, batch: dict, pos_weight: float, why: str, error: str | None) -> tuple[Path, list[list]]:
         """Write the current step's NaN dump: (its folder, the windows' sources)."""
-        p = self.progress
         sources = self._window_sources()
-        info = {"step": p.step + 1, "epoch": p.epoch, "batch": p.batch, "pos_weight": pos_weight,
-                "why": why, "error": error, "skipped_in_a_row": p.skipped_in_a_row,
-                "framework": self.framework, "windows": sources}
-        return self._dump(batch, info), sources
+        return self._dump(batch, self._step_info(pos_weight, why, error, sources)), sources
+
+    def _step_info(self, pos_weight: float, why: str, error: str | None, windows: list[list]) -> dict:
+        """nan.json's record of the step about to run (the dump holds the state before it)."""
+        p = self.progress
+        return {"step": p.step + 1, "epoch": p.epoch, "batch": p.batch, "pos_weight": pos_weight, "why": why,
+                "error": error, "skipped_in_a_row": p.skipped_in_a_row, "framework": self.framework,
+                "windows": windows}
 
     def _say_skipped(self, batch: dict, pos_weight: float, metrics: dict) -> None:
         """A step train.nan_policy: skip left out is said on a line (with what training can see
@@ -473,12 +475,12 @@ class Loop:
         p, cfg = self.progress, self.cfg
         plan, pos_weight = self.epoch_plan(p.epoch)
         bar.set_description(f"epoch {p.epoch + 1}/{cfg.epochs}")
-        # the thread loads this host's next cfg.prefetch batches while the step runs
         if cfg.max_steps and p.step >= cfg.max_steps:  # resumed from a stop during max_steps' validation
             p.finished = "max_steps"
             return
         if p.batch == 0:  # an epoch's first line averages its own steps only
             p.losses_since_log.clear()
+        # the thread loads this host's next cfg.prefetch batches while the step runs
         with Prefetcher(self.load_batch, plan[p.batch:], cfg.prefetch) as loader:
             interval = _Interval(loader, p.losses_since_log)
             for b, batch in enumerate(loader, start=p.batch):

@@ -102,6 +102,14 @@ def _check_tree_metadata(item_dir: Path) -> None:
 READ_FAILURES = ("DATA_LOSS:", "OUT_OF_RANGE:", "NOT_FOUND:")
 
 
+def _causes(error: BaseException) -> list[BaseException]:
+    """error and its __cause__ chain: TensorStore's own message is often a cause below orbax's."""
+    chain = [error]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    return chain
+
+
 @contextmanager
 def _restoring(step_dir: Path) -> Iterator[None]:
     """Turns orbax's page-long error for damaged array data (files cut short or overwritten: a disk
@@ -113,10 +121,7 @@ def _restoring(step_dir: Path) -> Iterator[None]:
     try:
         yield
     except Exception as error:  # TensorStore's surface as plain Exceptions, the cause a ValueError
-        chain = [error]
-        while chain[-1].__cause__ is not None:
-            chain.append(chain[-1].__cause__)
-        said = next((str(e).strip().splitlines()[0] for e in chain if str(e).startswith(READ_FAILURES)), None)
+        said = next((str(e).strip().splitlines()[0] for e in _causes(error) if str(e).startswith(READ_FAILURES)), None)
         if said is None:
             raise
         raise CheckpointError(f"{step_dir}: its arrays cannot be read ({said[:300]}); {OTHER_STEP}") from error
@@ -134,10 +139,7 @@ def _writing(step_dir: Path) -> Iterator[None]:
     try:
         yield
     except ValueError as error:
-        chain = [error]
-        while chain[-1].__cause__ is not None:
-            chain.append(chain[-1].__cause__)
-        found = next((OS_ERROR_CODE.search(str(e)) for e in chain if OS_ERROR_CODE.search(str(e))), None)
+        found = next(filter(None, (OS_ERROR_CODE.search(str(e)) for e in _causes(error))), None)
         if found is None:
             raise
         code = int(found.group(1))
