@@ -305,7 +305,7 @@ class Corpus:
     def arrays(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
         """(signals (C, N), labels (N,)) as read-only memory maps. Each map holds a file descriptor
         while it lives, so only the MAPPED_RECORDINGS most recently used recordings stay mapped
-        (a map is reopened in well under a millisecond); keep no slice of one beyond its use (a
+        (a map reopens in ~0.1 ms: BENCHMARKS.md); keep no slice of one beyond its use (a
         view keeps the map open: copy, as cut_window does)."""
         with self._lock:
             found = self._arrays.pop(stem, None)
