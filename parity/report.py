@@ -255,16 +255,22 @@ def next_step(report: Report) -> str:
                 f"(now {config.stability.pe_gradient}) and check it here with --set model.stability.pe_gradient=safe")
     if report.verdict == "MODEL" and detail.startswith("the PE is not unique"):  # verdicts.classify's
         return NEXT_STEPS["PE_NOT_UNIQUE"]
+    if report.verdict == "DATA" and not any(row.bad(run) for row in report.rows for run in row.nonfinite):
+        return NEXT_STEPS["DATA_FINITE"]  # out of range, yet no NaN came of it here
     if report.verdict == "PRECISION" and "float32" in detail.partition("non-finite at ")[2]:
         return NEXT_STEPS["PRECISION_FLOAT32"].format(row=row)
     return NEXT_STEPS[report.verdict].format(row=row)
 
 
-# verdict -> what to do about it ({row}: where it was born), and two cases of a verdict that want
+# verdict -> what to do about it ({row}: where it was born), and the cases of a verdict that want
 # other advice (next_step)
 NEXT_STEPS = {
     "DATA": "fix or leave out the recording the bad windows come from (python -m jaxbrr.data inspect EDF shows how "
             "it reads): the model is not at fault, and no change to it is needed",
+    "DATA_FINITE": "the batch is bad as given (the verdict line), yet every run stayed finite on it with these weights: "
+                   "fix or leave out that recording if its values are artefacts (python -m jaxbrr.data inspect EDF "
+                   "shows how it reads); a NaN met in training came from elsewhere (another batch, or a train-mode "
+                   "step's dropout): localize the dump training wrote at the step that failed",
     "MODEL": "the math of {row} is undefined on this input even in float64, in both frameworks: change the model "
              "there (a config field that names the guard, or the input range it accepts), then check the change "
              "here with --set FIELD=VALUE on this same batch",

@@ -22,7 +22,7 @@ from parity import problem as problem_lib
 from parity import report as report_lib
 from parity.report import float32_precision
 from parity.runs import Run
-from parity.verdicts import VERDICTS, WEIGHTS_FIX, classify, find, tap_rows, where
+from parity.verdicts import VERDICTS, WEIGHTS_FIX, TapRow, classify, find, tap_rows, where
 
 # ----------------------------------------------------------------------------------------------
 # verdict rules, on a three-stage graph with hand-made runs (no model, instant)
@@ -393,6 +393,25 @@ def test_outlier_reports_data_then_precision_in_the_tcn(reports):
     assert [(f.verdict, f.row) for f in report.findings][:2] == [("DATA", "input"), ("PRECISION", "tcn")]
     assert report.rows[0].max_abs_x > localize.EXTREME_SIGMA  # 1256 µV unclipped: 16 σ of this recording
     assert report_lib.next_step(report).startswith("fix or leave out the recording")  # the first finding's: DATA
+
+
+@pytest.mark.parametrize("tcn_nan", [False, True])
+def test_data_is_blamed_for_a_nan_only_where_one_came(tcn_nan):
+    """A batch beyond the DATA bound is DATA either way; only where some run went non-finite does
+    the advice say the model is not at fault (a finite run says nothing about the model)."""
+    runs = ("torch/float32", "jax/float32", "torch/float64", "jax/float64")
+    finite = dict.fromkeys(runs, (0, 0))
+    rows = [TapRow("input", "forward", (2, 19, 512), dict(finite), {}, max_abs_x=40.0),
+            TapRow("tcn", "forward", (2, 32, 32), {**finite, "torch/float32": (3 * tcn_nan, 0)}, {},
+                   upstream=("input",))]
+    classify(rows, ["float32", "float64"], extreme=10.0)
+    report = report_lib.Report(problem_lib.Problem(None, {}, None, "hand-made"), ["float32", "float64"], rows,
+                               find(rows), [], {}, {}, 10.0)
+    assert (report.verdict, report.first.row) == ("DATA", "input")
+    assert "max |x| = 40 > 10 σ" in report.first.detail
+    advice = report_lib.next_step(report)
+    assert advice.startswith("fix or leave out the recording") == tcn_nan
+    assert advice.startswith("the batch is bad as given (the verdict line), yet every run stayed finite") != tcn_nan
 
 
 def test_eigh_degenerate_names_the_eigh_backward_and_every_degenerate_graph(reports):
