@@ -77,6 +77,7 @@ import torchref.model as tmodel
 from common.config import (
     Config,
     ConfigError,
+    config_to_dict,
     with_overrides,
 )
 from common.files import check_writable_folder
@@ -85,6 +86,7 @@ from common.out_of_memory import out_of_memory_line
 from common.progress import LOG_LINE_SECONDS
 from common.pt import torch_compatible
 from common.shown import shown_inline
+from common.train.compat import config_differences, difference_lines
 from jaxbrr.model import SeizureDetector
 from jaxbrr.precision import matmul_precision
 from parity import runs as R
@@ -506,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--dump", type=Path, help="a training NaN dump directory (WORKDIR/nan/step_N)")
     source.add_argument("--checkpoint", type=Path, help=".safetensors, .pt (ours or a brain-go-brr v2 checkpoint) or a training checkpoint directory")
     source.add_argument("--scenario", choices=sorted(scenarios.SCENARIOS), help="a planted problem")
-    parser.add_argument("--batch", type=Path, help="with --checkpoint: an .npz holding x (B, C, T), optionally y, valid; or the original's .pt debug batch")
+    parser.add_argument("--batch", type=Path, help="with --checkpoint: an .npz holding x (B, C, T), optionally y, valid; the original's .pt "
+                                                 "debug batch; or a DataLoader batch saved as it came, (x, y)")
     parser.add_argument("--config", help="config YAML (for a bare state dict, or the loss of a .safetensors)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field of the run, e.g. model.remat=true (less memory at full "
@@ -560,6 +563,9 @@ def main(argv: list[str] | None = None) -> int:
                 fix = CHECKPOINT_CONFIG_FIX
             as_loaded = problem.config
             problem.config = with_overrides(problem.config, args.set, problem.source)
+            changed = config_differences(config_to_dict(problem.config), config_to_dict(as_loaded))
+            if changed:  # the notes printed on loading describe the config as read
+                print("note: --set changes the config those notes describe:\n  " + difference_lines(changed, "read"))
         if args.set:
             problem.source += f" with --set {' '.join(args.set)}"
         if not args.scenario:

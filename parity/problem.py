@@ -83,10 +83,14 @@ def batch_hash(x: np.ndarray) -> str:
 X_KEYS = ("x", "input", "windows", "window")
 LABEL_KEYS, VALID_KEYS = ("y", "labels", "label", "target", "targets"), ("valid", "mask")
 BATCH_FORMATS = (".npz (x or windows, and optionally y or labels, valid), .npy (x alone), or .pt/.pth: "
-                 "a (B, C, T) tensor or a dict of them, such as the original's debug/bad_batch_<step>.pt")
+                 "a (B, C, T) tensor, a dict of them such as the original's debug/bad_batch_<step>.pt, or a "
+                 "DataLoader batch saved as it came: (x, y) or (x, y, valid)")
+# A DataLoader batch saved as it came: the original's datasets yield (window, label) pairs
+# (original_spec.md §1.9), which default collation stacks into a list [windows, labels].
+SEQUENCE_KEYS = ("x", "y", "valid")
 
 
-def _read_batch_file(path: Path) -> dict:
+def _read_batch_file(path: Path, notes: list[str]) -> dict:
     from common.pt import PtError, read_pt
 
     if path.suffix in (".pt", ".pth"):
@@ -96,9 +100,15 @@ def _read_batch_file(path: Path) -> dict:
             raise LocalizeError(str(error)) from None
         if isinstance(data, np.ndarray):
             return {"x": data}
+        if isinstance(data, (tuple, list)) and 1 <= len(data) <= len(SEQUENCE_KEYS) \
+                and all(isinstance(item, np.ndarray) for item in data):
+            keys = SEQUENCE_KEYS[:len(data)]
+            notes.append(f"{path}: a {type(data).__name__} of {len(data)} tensor{'s' * (len(data) > 1)}, read as "
+                         f"({', '.join(keys)}) in that order")
+            return dict(zip(keys, data, strict=True))
         if not isinstance(data, dict):
-            raise LocalizeError(f"{path}: holds a {type(data).__name__}; expected a tensor or a dict with "
-                                f"one of {', '.join(X_KEYS)}")
+            raise LocalizeError(f"{path}: holds a {type(data).__name__}; expected a tensor, a dict with one of "
+                                f"{', '.join(X_KEYS)}, or a DataLoader batch (x, y) or (x, y, valid)")
         return data
     if path.suffix in (".npz", ".npy"):
         try:
@@ -119,7 +129,7 @@ def read_batch(path: Path, notes: list[str] | None = None) -> Batch:
     notes = [] if notes is None else notes
     if not path.is_file():
         raise LocalizeError(f"{path}: no such batch file; pass {BATCH_FORMATS}")
-    data = _read_batch_file(path)
+    data = _read_batch_file(path, notes)
     x_key = next((key for key in X_KEYS if key in data), None)
     if x_key is None:
         raise LocalizeError(f"{path}: holds {sorted(data)}, none of {', '.join(X_KEYS)}: the (B, C, T) input")

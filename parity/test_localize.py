@@ -676,7 +676,7 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, capsys):
 def test_a_batch_is_read_as_the_original_and_its_users_save_one(tmp_path):
     """The original's debug dump (torch.save of {windows, labels, global_step} at
     debug/bad_batch_<step>.pt) and window cache (np.savez windows, labels) are read as they are; a
-    .npy or .pth too. What is not used, or cast, is said; a (B, T, C) x or a mask of the wrong
+    .npy or .pth too, and a DataLoader batch saved as it came (a list or tuple). What is not used, or cast, is said; a (B, T, C) x or a mask of the wrong
     shape is refused, naming the fix, before any model is built."""
     import torch
 
@@ -696,6 +696,25 @@ def test_a_batch_is_read_as_the_original_and_its_users_save_one(tmp_path):
             np.testing.assert_array_equal(batch.y, y.astype(np.float32))
         assert any("not used: global_step" in n for n in notes) == (name == "bad_batch_000007.pt")
         assert any("is float64, read as float32" in n for n in notes) == (name == "x.npy")
+
+    # a DataLoader batch saved as it came: [windows, labels] (the original's), or with the mask too
+    torch.save([torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)], tmp_path / "pair.pt")
+    torch.save((torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32),
+                torch.tensor([True, False])), tmp_path / "triple.pt")
+    for name, valid in (("pair.pt", None), ("triple.pt", [True, False])):
+        notes = []
+        batch = problem_lib.read_batch(tmp_path / name, notes)
+        np.testing.assert_array_equal(batch.x, x.astype(np.float32))
+        np.testing.assert_array_equal(batch.y, y.astype(np.float32))
+        assert (batch.valid is None if valid is None else batch.valid.tolist() == valid)
+        assert notes == [f"{tmp_path / name}: a {'list' if valid is None else 'tuple'} of {2 if valid is None else 3} "
+                         f"tensors, read as ({'x, y' if valid is None else 'x, y, valid'}) in that order"]
+    torch.save((torch.tensor(y, dtype=torch.float32), torch.tensor(x, dtype=torch.float32)), tmp_path / "swapped.pt")
+    with pytest.raises(problem_lib.LocalizeError, match=r"x has shape \(2, 16\), needs \(B, C, T\)"):
+        problem_lib.read_batch(tmp_path / "swapped.pt")
+    torch.save((torch.tensor(x), "labels"), tmp_path / "mixed.pt")
+    with pytest.raises(problem_lib.LocalizeError, match=r"holds a tuple; expected a tensor, a dict"):
+        problem_lib.read_batch(tmp_path / "mixed.pt")
 
     np.savez(tmp_path / "btc.npz", x=np.zeros((2, 16, 3), np.float32))
     with pytest.raises(problem_lib.LocalizeError, match=r"looks like \(B, T, C\).*np.transpose\(x, \(0, 2, 1\)\)"):

@@ -317,6 +317,10 @@ def test_an_original_checkpoint_and_its_debug_batch_give_a_verdict(kinds, tmp_pa
     assert localize.main([*argv, "--set", "model.stability.guards=original"]) == 1
     guarded = capsys.readouterr().out
     assert "model.stability.guards=original" in guarded and "VERDICT: DATA at input" in guarded
+    # the notes on loading describe the config as read; what the --set changed in it is said after them
+    assert "note: model.stability.guards = 'none'" in guarded
+    assert ("note: --set changes the config those notes describe:\n  model.stability.guards: read 'none', now "
+            "'original'\n") in guarded
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 

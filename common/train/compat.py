@@ -64,12 +64,12 @@ def check_init_config(config: Config, theirs: Config, source) -> None:
     ConfigError naming every differing field. Fields that only stages absent from the run's
     architecture read (v2_mamba in a v3 model, graph.* without the graph) are not compared."""
     stage_names = set(config.model.stage_inputs)
-    changed = [(name, weights, ours) for name, weights, ours in _config_differences(
+    changed = [(name, weights, ours) for name, weights, ours in config_differences(
                    config_to_dict(config.model), config_to_dict(theirs.model), "model.")
                if not _runs_only(name) and not _unused(name, stage_names)]
     if changed:
         raise ConfigError(f"--init-from {source}: the config's model differs from the weights' model:\n  "
-                          + _difference_lines(changed, "weights")
+                          + difference_lines(changed, "weights")
                           + "\nset those fields as the weights have them (--set), or start from other weights")
 
 
@@ -97,29 +97,29 @@ def check_start(config: Config, resume: bool, init_from: str | Path | None) -> N
                           "(or the config's workdir), or leave out --resume to start a new run there")
     # parsed, so that a field added since the checkpoint was written compares as its default
     # (which keeps the old behaviour) instead of as a difference
-    changed = [(name, saved, ours) for name, saved, ours in _config_differences(
+    changed = [(name, saved, ours) for name, saved, ours in config_differences(
                    config_to_dict(config), config_to_dict(weights_config(steps[-1])))
                if name != "workdir" and not any(_matches(name, p) for p in RESUME_IGNORED)]
     if changed:
         raise ConfigError(
             f"--resume: the config differs from the checkpoint's in {workdir} ({steps[-1]}), so the run "
-            "would not continue the same way:\n  " + _difference_lines(changed, "checkpoint")
+            "would not continue the same way:\n  " + difference_lines(changed, "checkpoint")
             + f"\nuse the same config (--config {workdir} reads the run's own), or a new --workdir "
             f"(--init-from {steps[-1]} starts a new run from its weights)"
         )
 
 
-def _config_differences(ours: dict, theirs: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+def config_differences(ours: dict, theirs: dict, prefix: str = "") -> list[tuple[str, object, object]]:
     """(dotted field, their value, ours) for every field the two config trees set differently."""
     out = []
     for key in sorted(set(ours) | set(theirs)):
         mine, other = ours.get(key), theirs.get(key)
         if isinstance(mine, dict) and isinstance(other, dict):
-            out += _config_differences(mine, other, f"{prefix}{key}.")
+            out += config_differences(mine, other, f"{prefix}{key}.")
         elif mine != other:
             out.append((f"{prefix}{key}", other, mine))
     return out
 
 
-def _difference_lines(changed: list[tuple[str, object, object]], theirs: str) -> str:
+def difference_lines(changed: list[tuple[str, object, object]], theirs: str) -> str:
     return "\n  ".join(f"{name}: {theirs} {other!r}, now {mine!r}" for name, other, mine in changed)
