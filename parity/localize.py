@@ -103,6 +103,7 @@ from parity.problem import (
     read_batch,
     runs_whole_model,
     select_windows,
+    window_length_note,
 )
 from parity.report import Report, float32_precision, format_report, plot_report, write_json
 from parity.runs import Run
@@ -572,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
             check_weights(problem, as_loaded, fix)
             # against the model as --set leaves it (a stride it changes), before any model is built
             check_batch_shape(problem.config, problem.batch, str(args.batch or args.dump / "batch.npz"))
+            problem.notes += filter(None, [window_length_note(problem.config, problem.batch)])
         dtypes = runs_whole_model(problem, dtypes, args.dtype is not None)
         if args.windows:
             problem.batch, problem.windows = select_windows(problem.batch, args.windows, problem.source)

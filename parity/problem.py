@@ -232,6 +232,19 @@ def check_batch_shape(config: Config, batch: Batch, source: str) -> None:
                             f"{length + stride - length % stride} samples")
 
 
+def window_length_note(config: Config, batch: Batch) -> str | None:
+    """A note where the batch's windows are not the length the config trains on: the model runs at
+    any multiple of the TCN's stride, but its scans and graphs then see another length than
+    training did, and a NaN of 60 s windows need not show on 30 s ones."""
+    window = round(config.data.window_seconds * config.preprocess.sfreq)
+    length = batch.x.shape[2]
+    if length == window:
+        return None
+    return (f"the batch's windows hold T = {length} samples, the config's {window} (data.window_seconds "
+            f"{config.data.window_seconds:g} s at preprocess.sfreq {config.preprocess.sfreq} Hz): the runs see "
+            "windows of another length than training did")
+
+
 # an error lists MISMATCHES_SHOWN of the weights' mismatches (common/shown.py), then their count
 CHECKPOINT_CONFIG_FIX = ("pass the config these weights were trained with: --config CFG, whose `model` section describes "
               "them (weights that carry their own model config, a .safetensors file's or a training "

@@ -673,6 +673,18 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, capsys):
         problem_lib.check_batch_shape(config, problem_lib.Batch(np.zeros((1, 2, 4 * stride), np.float32)), "b.npz")
 
 
+def test_a_batch_of_another_window_length_than_the_configs_is_noted():
+    config = load_config("configs/tiny.yaml")
+    window = round(config.data.window_seconds * config.preprocess.sfreq)
+    batch = problem_lib.Batch(np.zeros((1, config.model.n_chans, window), np.float32))
+    assert problem_lib.window_length_note(config, batch) is None
+    half = problem_lib.Batch(batch.x[:, :, :window // 2])
+    assert problem_lib.window_length_note(config, half) == (
+        f"the batch's windows hold T = {window // 2} samples, the config's {window} (data.window_seconds "
+        f"{config.data.window_seconds:g} s at preprocess.sfreq {config.preprocess.sfreq} Hz): the runs see windows "
+        "of another length than training did")
+
+
 def test_a_batch_is_read_as_the_original_and_its_users_save_one(tmp_path):
     """The original's debug dump (torch.save of {windows, labels, global_step} at
     debug/bad_batch_<step>.pt) and window cache (np.savez windows, labels) are read as they are; a
