@@ -2,7 +2,7 @@
 
 Modes (one per run):
     --score REF_DIR HYP_DIR   score existing `.csv_bi` hypotheses against references, no model:
-                              files are paired by name at any depth (common/eval/csv_bi.py)
+                              files are paired by name at any depth (common/eval/score.py)
     --checkpoint CKPT [--split dev|eval | --edf-dir DIR]
                               run the checkpoint's model over whole recordings (the dev split of
                               its config's data by default; every EDF under DIR with its labels,
@@ -24,7 +24,9 @@ as null, JSON having no NaN. The checkpoint mode adds sample-level metrics, sens
 FA/24h, the reference and hypothesis `.csv_bi` files it scored and plots (common/eval/report.py),
 "checkpoint", "source", "skipped" (files the cache build could not use, with the reason) and
 "labels_cut" ({stem: {"clipped_events", "dropped_events", "annotations"}} for recordings whose
-seizure events ran past their end; printed too).
+seizure events ran past their end; printed too) and "not_finite" (recordings on which the model's
+output is NaN/Inf, left out: their first such windows are saved as OUT/nonfinite/<stem>.npz, the
+localiser's --batch).
 --score adds "unmatched": {"reference": [files], "hypothesis": [files]}, the files with no file of
 the same name on the other side, and "refused": [why], pairs that cannot be scored (a malformed
 file, durations that differ), naming the files; neither is scored.
@@ -39,7 +41,7 @@ take the data section from --config or the defaults, and may set it.)
 Exit status: 0 scored; 2 bad arguments, checkpoint or input files, and also when an input was left
 out: with --edf-dir an EDF under DIR that was skipped, with --split a recording of that split
 skipped building the cache (its official folder's, or a patient's whose other recordings are in
-it), with --score a file without a partner of the same name or a pair refused (the others are
+it), a recording on which the model's output is NaN/Inf, with --score a file without a partner of the same name or a pair refused (the others are
 scored, the left-out ones listed on stderr). Files of other splits skipped building the cache
 are listed, and with their split ("split": null where it is unknown) in metrics.json's "skipped".
 """
@@ -52,12 +54,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from common.checkpoints import TORCHREF_STEP_FILE
 from common.config import ConfigError, parse_override
 from common.data.cache import skip_line
+from common.eval.recordings import NonFinite, nonfinite_line, predict_recordings
 from common.eval.report import checkpoint_lines
 from common.eval.score import METRICS_FILE, metrics_table, pair_records, score_pairs, write_metrics
-from common.files import check_writable_folder
+from common.files import atomic_path, check_writable_folder
 from common.progress import add_progress_argument, plain_lines, wants_bars
 from common.shown import SUMMARY_SHOWN, shown_lines
 
@@ -182,7 +187,6 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     Without bars, `plain_lines` has the cache build print a line a minute (common/progress.py)."""
     from common.checkpoints import CheckpointError
     from common.data.prepare import label_issues, labels_cut
-    from common.eval.recordings import predict_recordings
     from common.eval.report import check_out_dir, evaluate_traces
     from common.eval.sensitivity_at_fa import metric_name
     from jaxbrr.predict import describe, load_checkpoint, make_predict
@@ -219,21 +223,53 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     if issues:  # the reference files hold only what fits the recording: say so beside the scores
         print(f"labels cut in {len(issues)} recording(s); the reference files hold the cut labels:")
         print("\n".join(f"  {line}" for line in issues))
-    traces = predict_recordings(make_predict(model), corpus, stems, config, progress=progress, desc="evaluate")
+    nonfinite: list[NonFinite] = []
+    traces = predict_recordings(make_predict(model), corpus, stems, config, progress=progress, desc="evaluate",
+                                nonfinite=nonfinite)
+    not_finite = [_save_nonfinite(found, corpus, config, out_dir, weights_path) for found in nonfinite]
+    for item in not_finite:
+        print(f"error: {item['line']}", file=sys.stderr)
+    if not traces:
+        print(f"error: the model's output is NaN/Inf on every one of the {len(stems)} recordings: nothing to score",
+              file=sys.stderr)
+        return EXIT_INPUT
     metrics = {"checkpoint": str(weights_path), "source": source,
                **evaluate_traces(traces, config, out_dir, max_timelines, progress), "skipped": skipped,
-               "labels_cut": labels_cut(corpus.recordings, stems)}
+               "not_finite": not_finite, "labels_cut": labels_cut(corpus.recordings, stems)}
     print(checkpoint_table(metrics))
     print(f"wrote {write_metrics(metrics, out_dir)}; plots in {out_dir} ({metrics['timelines']} of "
           f"{len(traces)} timelines, --max-timelines); scored files in {out_dir / 'ref'}, {out_dir / 'hyp'}")
     for item in skipped:
         print(skip_line(item), file=sys.stderr)
+    if not_finite:
+        print(f"{len(not_finite)} of {len(stems)} recordings not scored: the model's output is NaN/Inf on them "
+              f"(above); the other {len(traces)} are scored", file=sys.stderr)
+        return EXIT_INPUT
     if lost:
         where = f"EDF files under {edf_dir}" if edf_dir is not None else f"recordings of the {split} split"
         print(f"{len(lost)} of {len(lost) + len(stems)} {where} skipped (above); the other {len(stems)} "
               "are scored", file=sys.stderr)
         return EXIT_INPUT
     return EXIT_OK
+
+
+# the windows of a recording with a non-finite output kept for the localiser (its --batch)
+NONFINITE_WINDOWS_KEPT = 4
+
+
+def _save_nonfinite(found: NonFinite, corpus, config, out_dir: Path, weights_path: Path) -> dict:
+    """The first windows whose output is non-finite, as OUT/nonfinite/<stem>.npz (x, y, valid: the
+    localiser's --batch), and the record metrics.json keeps with the line that says where to look."""
+    cut = [corpus.window(found.stem, start, config.window_samples) for start in found.starts[:NONFINITE_WINDOWS_KEPT]]
+    path = out_dir / "nonfinite" / f"{found.stem}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, x=np.stack([c[0] for c in cut]), y=np.stack([c[1] for c in cut]).astype(np.float32),
+                 starts=np.array(found.starts[:NONFINITE_WINDOWS_KEPT]))
+    line = (f"{nonfinite_line(found)}: not scored; its first {len(cut)} such windows are in {path}, and where the "
+            f"NaN is born: python -m parity.localize --checkpoint {weights_path} --batch {path}")
+    return {"stem": found.stem, "windows": found.windows, "non_finite_windows": len(found.starts),
+            "first_seconds": found.starts[0] / found.sfreq, "batch": str(path), "line": line}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,7 +77,7 @@ carries; reproduced as is so the numbers compare (the per-label f1 are correct).
 
 Names are fixed strings (LABEL_METRICS, SUMMARY_METRICS, FILE_METRICS), never built from numbers.
 Deviations, all rejecting input NEDC would score into nonsense: labels other than seiz/bckg,
-overlapping rows or rows past the duration (common/eval/csv_bi.py), and a hypothesis whose
+overlapping rows or rows past the duration (common/data/csv_bi.py), and a hypothesis whose
 duration differs from its reference's at four decimals are errors.
 """
 

@@ -36,6 +36,16 @@ class Trace:
     sfreq: float
 
 
+@dataclass
+class NonFinite:
+    """A recording on which the model's output is NaN/Inf where its windows are valid."""
+
+    stem: str
+    starts: list[int]  # the start samples of the windows with a non-finite valid output
+    windows: int  # of this many windows in all
+    sfreq: float
+
+
 def eval_spec(config: Config) -> WindowSpec:
     return WindowSpec(config.window_samples, config.eval_stride_samples, cover_tail=True, pad_short=True)
 
@@ -71,8 +81,13 @@ def _predict_batches(predict: Predict, cut: Callable[[object], tuple[np.ndarray,
 
 def predict_recordings(predict: Predict, corpus: Corpus, stems: list[str], config: Config,
                        progress: bool = False, desc: str = "predict",
-                       each_batch: BatchCheck | None = None) -> list[Trace]:
-    """One stitched probability trace per recording of `stems`, in that order (each_batch: BatchCheck)."""
+                       each_batch: BatchCheck | None = None,
+                       nonfinite: list[NonFinite] | None = None) -> list[Trace]:
+    """One stitched probability trace per recording of `stems`, in that order (each_batch: BatchCheck).
+
+    A recording whose output is NaN/Inf where its windows are valid cannot be stitched: with
+    `nonfinite` given it is left out of the traces and listed there, the others go on (evaluation
+    scores them); without, a ValueError names it."""
     spec, w = eval_spec(config), config.window_samples
     jobs = []  # (recording index, start)
     for i, stem in enumerate(stems):
@@ -95,14 +110,31 @@ def predict_recordings(predict: Predict, corpus: Corpus, stems: list[str], confi
                 remaining[i] -= 1
                 if remaining[i] == 0:
                     starts, window_probs, window_valid = zip(*pending.pop(i), strict=True)
+                    sfreq = float(corpus.recordings[stems[i]]["sfreq"])
+                    bad = [int(start) for start, p, v in zip(starts, window_probs, window_valid, strict=True)
+                           if not np.isfinite(p[v]).all()]
+                    if bad:
+                        found = NonFinite(stems[i], bad, len(starts), sfreq)
+                        if nonfinite is None:
+                            raise ValueError(nonfinite_line(found))
+                        nonfinite.append(found)
+                        continue
                     _, labels = corpus.arrays(stems[i])  # copied into the Trace: a view keeps the map open
                     trace = stitch(np.stack(window_probs), np.array(starts, np.int64), len(labels),
                                    np.stack(window_valid))
-                    traces[i] = Trace(stems[i], trace, np.array(labels), float(corpus.recordings[stems[i]]["sfreq"]))
-    empty = [stem for stem, trace in zip(stems, traces, strict=True) if trace is None]
+                    traces[i] = Trace(stems[i], trace, np.array(labels), sfreq)
+    left_out = {found.stem for found in nonfinite or []}
+    kept = [(stem, trace) for stem, trace in zip(stems, traces, strict=True) if stem not in left_out]
+    empty = [stem for stem, trace in kept if trace is None]
     if empty:
         raise ValueError(f"no windows in {len(empty)} recordings, e.g. {empty[0]}: they hold no samples")
-    return traces
+    return [trace for _, trace in kept]
+
+
+def nonfinite_line(found: NonFinite) -> str:
+    first = found.starts[0] / found.sfreq
+    return (f"{found.stem}: the model's output is NaN/Inf in {len(found.starts)} of its {found.windows} windows "
+            f"(the first from {first:g} s)")
 
 
 def predict_signals(predict: Predict, signals: np.ndarray, config: Config,

@@ -7,7 +7,7 @@ with clinical tolerances; its reference implementation is `timescoring.scoring.E
 `evaluate_dataset` (github.com/esl-epfl/szcore-evaluation, src/szcore_evaluation/evaluate.py).
 
 Glossary
-    record      a reference and a hypothesis `.csv_bi` file of one recording (common/eval/csv_bi.py)
+    record      a reference and a hypothesis `.csv_bi` file of one recording (common/data/csv_bi.py)
     subject     the patient, as SzCORE's BIDS sub-* folders, from the record name
                 (common/data/corpora.py patient_id): TUSZ aaaaaasf_s001_t000 -> aaaaaasf, Siena
                 PN00-1 -> PN00, CHB-MIT chb17a_03 -> chb17 and chb21_05 -> chb01 (one subject)

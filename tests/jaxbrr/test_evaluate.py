@@ -2,6 +2,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from common.data.csv_bi import read_csv_bi
@@ -150,6 +151,50 @@ def test_checkpoint_mode_on_a_synthetic_split(synthetic_run, capsys):
     assert main(["--score", str(out / "ref"), str(out / "hyp"), "--out", str(out / "rescored")]) == 0
     rescored = json.loads((out / "rescored" / "metrics.json").read_text())
     assert rescored["nedc"] == metrics["nedc"] and rescored["szcore"] == metrics["szcore"]
+
+
+def test_a_recording_with_a_non_finite_output_is_left_out_and_kept_for_the_localiser(
+        synthetic_run, tmp_path, monkeypatch, capsys):
+    """The model's output NaN on one window of one recording: stitching cannot average it, and the
+    whole evaluation died there with a traceback and nothing written. Now that recording is left
+    out and named, its windows saved as a batch the localiser reads; the other is scored, exit 2."""
+    import jaxbrr.predict
+    from common.data.prepare import prepare
+    from jaxbrr.predict import load_checkpoint
+
+    real = jaxbrr.predict.make_predict
+    calls = []
+
+    def first_window_nan(model):
+        predict = real(model)
+
+        def run(x):
+            probs = np.array(predict(x))
+            if not calls:  # the first window of the first batch: the first recording's first
+                probs[0, 5] = np.nan
+            calls.append(len(x))
+            return probs
+        return run
+
+    monkeypatch.setattr(jaxbrr.predict, "make_predict", first_window_nan)
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(synthetic_run), "--out", str(out), "--no-progress", "--max-timelines", "0",
+                 "--set", "eval.threshold_steps=4"]) == 2
+    err = capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    (item,) = metrics["not_finite"]
+    stem, batch = item["stem"], out / "nonfinite" / f"{item['stem']}.npz"
+    assert (item["non_finite_windows"], item["first_seconds"], item["batch"]) == (1, 0.0, str(batch))
+    assert f"error: {stem}: the model's output is NaN/Inf in 1 of its {item['windows']} windows (the first from 0 s): " \
+           f"not scored; its first 1 such windows are in {batch}, and where the NaN is born: python -m " \
+           f"parity.localize --checkpoint {synthetic_run / 'checkpoints' / 'best' / '1'} --batch {batch}" in err
+    assert "1 of 2 recordings not scored: the model's output is NaN/Inf on them (above); the other 1 are scored" in err
+    assert metrics["records"] == 1 and stem not in {p.stem for p in (out / "ref").glob("*.csv_bi")}
+    config, _, _ = load_checkpoint(synthetic_run)
+    x, labels, _ = prepare(config, progress=False).corpus.window(stem, 0, config.window_samples)
+    saved = np.load(batch)
+    np.testing.assert_array_equal(saved["x"], x[None])
+    np.testing.assert_array_equal(saved["y"], labels[None].astype(np.float32))
 
 
 def test_split_follows_the_runs_recorded_split(synthetic_run, tmp_path, capsys):
