@@ -440,6 +440,12 @@ class PostprocessConfig:
     def _check(self):
         if self.tau_off > self.tau_on:
             raise ValueError(f"tau_off ({self.tau_off}) must not exceed tau_on ({self.tau_on})")
+        for name in ("opening_samples", "closing_samples"):  # a centred element (the original's rule too)
+            if getattr(self, name) % 2 == 0:
+                raise ValueError(f"{name} must be odd (a centred element), got {getattr(self, name)}")
+        if self.max_duration_seconds < self.min_duration_seconds:  # it would drop every event
+            raise ValueError(f"max_duration_seconds ({self.max_duration_seconds:g}) is below min_duration_seconds "
+                             f"({self.min_duration_seconds:g}): no event could be kept")
         return self
 
 

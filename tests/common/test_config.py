@@ -131,6 +131,16 @@ def test_cross_field_checks():
             load_config(None, [f"preprocess.clip_sigma={clip}"])
     off = load_config(None, ["preprocess.notch_hz=null", "preprocess.clip_sigma=null"]).preprocess
     assert off.notch_hz is None and off.clip_sigma is None
+    # post-processing that predict and evaluate refused only after the model ran on every file
+    # (an even element), or that dropped every event in silence (max duration below min)
+    for name in ("opening_samples", "closing_samples"):
+        with pytest.raises(ConfigError, match=rf"{name} must be odd \(a centred element\), got 32"):
+            load_config(None, [f"postprocess.{name}=32"])
+    with pytest.raises(ConfigError, match=r"max_duration_seconds \(2\) is below min_duration_seconds \(3\): no event "
+                                          r"could be kept"):
+        load_config(None, ["postprocess.max_duration_seconds=2"])
+    kept = load_config(None, ["postprocess.max_duration_seconds=3", "postprocess.closing_samples=1"]).postprocess
+    assert (kept.max_duration_seconds, kept.closing_samples) == (3.0, 1)
 
 
 def test_the_original_projects_config_is_told_apart(tmp_path):
