@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.data.csv_bi import CsvBi, read_csv_bi
-from common.eval.nedc import METHODS, score_nedc
-from common.eval.szcore import COUNTS, score_szcore
+from common.eval.nedc import METHODS, score_nedc, timeline
+from common.eval.szcore import COUNTS, score_szcore, seizure_mask
 from common.files import write_text
 
 METRICS_FILE = "metrics.json"
@@ -148,6 +148,13 @@ def pair_records(ref_dir: str | Path, hyp_dir: str | Path) -> Pairing:
                 f"durations differ: reference {ref.path} {ref.duration_seconds} s, hypothesis {hyp.path} "
                 f"{hyp.duration_seconds} s; a hypothesis is written for the recording its reference labels "
                 "(predict writes the EDF's duration): are they of one recording?")
+            continue
+        try:  # what the scorers refuse (labels other than seiz/bckg, SzCORE's < 1 s), per pair, not per set
+            for record in (ref, hyp):
+                timeline(record)
+                seizure_mask(record)
+        except ValueError as err:
+            pairing.refused.append(str(err))
             continue
         pairing.pairs.append((ref, hyp))
     if not pairing.pairs:

@@ -89,18 +89,26 @@ def test_a_pair_that_cannot_be_scored_is_left_out_and_named(tmp_path, capsys):
     _write(hyp, "b_s001_t000.csv_bi")
     _write(ref, "c_s001_t000.csv_bi")
     (hyp / "c_s001_t000.csv_bi").write_text(HEAD.replace("100.0000", "100.5000"))
+    # what only the scorers refuse: a label NEDC's two-class map lacks, a recording under SzCORE's 1 s
+    _write(ref, "d_s001_t000.csv_bi")
+    _write(hyp, "d_s001_t000.csv_bi", "TERM,10.0000,20.0000,gnsz,0.9000\n")
+    for side in (ref, hyp):
+        (side / "e_s001_t000.csv_bi").write_text(HEAD.replace("100.0000", "0.5000"))
     pairing = pair_records(ref, hyp)
     assert [r.name for r, _ in pairing.pairs] == ["a_s001_t000.csv_bi"]
-    assert len(pairing.refused) == 2
+    assert len(pairing.refused) == 4
     assert pairing.refused[0].startswith(f"{ref / 'b_s001_t000.csv_bi'}:4: need 0 <= start < stop <= duration")
     assert pairing.refused[1].startswith(f"durations differ: reference {ref / 'c_s001_t000.csv_bi'} 100.0 s, "
                                          f"hypothesis {hyp / 'c_s001_t000.csv_bi'} 100.5 s")
+    assert pairing.refused[2].startswith(f"{hyp / 'd_s001_t000.csv_bi'}: labels ['gnsz'] are not in NEDC's two-class")
+    assert pairing.refused[3] == f"{ref / 'e_s001_t000.csv_bi'}: duration 0.5 s is under one 1 Hz sample; SzCORE " \
+                                 "cannot score it"
     with pytest.raises(ValueError, match=r"b_s001_t000\.csv_bi:4: need 0 <= start"):
         read_pairs(ref, hyp)  # the strict reader refuses an incomplete set
     assert main(["--score", str(ref), str(hyp), "--out", str(tmp_path / "out")]) == 2
     captured = capsys.readouterr()
     assert "1 records, 0.03 h" in captured.out  # a's scores
-    assert "error: 2 pair(s) that cannot be scored, left out (the other 1 are scored)" in captured.err
+    assert "error: 4 pair(s) that cannot be scored, left out (the other 1 are scored)" in captured.err
     (ref / "a_s001_t000.csv_bi").write_text(HEAD + "TERM,90.0000,101.0000,seiz,1.0000\n")
     with pytest.raises(ValueError, match=r"^no pair of .*ref and .*hyp can be scored:\n  .*a_s001_t000.csv_bi:4: "):
         pair_records(ref, hyp)
