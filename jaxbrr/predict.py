@@ -56,6 +56,7 @@ from tqdm import tqdm
 
 from common.checkpoints import FIX, CheckpointError, locate
 from common.config import Config, ConfigError, parse_override, with_overrides
+from common.data.cache import find_recordings
 from common.data.csv_bi import Event, write_csv_bi, written_by, written_by_line
 from common.data.edf import EDFError, RawRecording, read_edf
 from common.data.montage import MONTAGES
@@ -227,11 +228,21 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
     not exist stays, so that it is reported with the others instead of ending the run."""
     files = []
     for given in map(Path, paths):
-        if given.is_dir():
-            files.extend(sorted(p for p in given.rglob("*") if p.suffix.lower() == ".edf" and p.is_file()))
+        if given.is_dir():  # into symlinked folders too, as build reads a corpus (find_recordings)
+            files.extend(p for p in find_recordings(given, "**/*") if p.suffix.lower() == ".edf")
         else:
             files.append(given)
     return files
+
+
+def remove_earlier_outputs(out_dir: str | Path, stem: str) -> list[Path]:
+    """Delete <stem>.csv_bi (only one predict wrote: check_out_dir refused others before the run)
+    and <stem>.png in out_dir, left by an earlier run for a file not predicted now; the removed."""
+    csv_bi, png = Path(out_dir) / f"{stem}.csv_bi", Path(out_dir) / f"{stem}.png"
+    removed = [path for path in (csv_bi, png) if path.is_file() and (path == png or written_by(path, WRITTEN_BY))]
+    for path in removed:
+        path.unlink()
+    return removed
 
 
 def check_out_dir(files: Sequence[Path], out_dir: str | Path) -> None:
@@ -314,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
             result = predict_file(path, config, predict, args.out, progress=bars)
         except (ValueError, OSError) as err:  # EDFError, MontageMismatch, preprocessing, a NaN prediction
             message = str(err) if str(path) in str(err) else f"{path}: {err}"
+            removed = remove_earlier_outputs(args.out, path.stem)
+            if removed:  # a scorer would read an earlier run's prediction as this one's
+                message += f"; removed the outputs an earlier predict wrote for it: {', '.join(map(str, removed))}"
             skipped.append((path, message))
             tqdm.write(f"error: {message}", file=sys.stderr)
             continue

@@ -143,6 +143,15 @@ def test_bad_files_are_skipped_and_reported_the_others_predicted(bipolar_run, ch
     assert "data_dir" not in err  # build's advice, not predict's
     assert f"3 of 4 files not predicted (the reasons above); the other 1 are in {out}" in err
     assert sorted(p.name for p in out.iterdir()) == ["chb01_03_Seizure.csv_bi", "chb01_03_Seizure.png"]
+    # that recording again, truncated now: the prediction the run above wrote of it goes (a scorer
+    # would read it as this run's), and the message says so
+    again = tmp_path / "again" / chbmit.name
+    again.parent.mkdir()
+    again.write_bytes(chbmit.read_bytes()[:100_000])
+    assert main(["--checkpoint", str(bipolar_run), str(again), "--out", str(out), "--no-progress"]) == 2
+    assert (f"; removed the outputs an earlier predict wrote for it: {out / 'chb01_03_Seizure.csv_bi'}, "
+            f"{out / 'chb01_03_Seizure.png'}\n") in capsys.readouterr().err
+    assert list(out.iterdir()) == []
 
 
 def test_folders_stand_for_every_edf_under_them_mixed_with_files(bipolar_run, chbmit, tmp_path, capsys):
@@ -154,11 +163,15 @@ def test_folders_stand_for_every_edf_under_them_mixed_with_files(bipolar_run, ch
     write_edf(nested / "chb01_04.EDF", BIPOLAR23[:-1], seconds=2.0)
     (corpus / "chb01" / "chb01-summary.txt").write_text("not an EDF\n")
     single = write_edf(tmp_path / "single_s001_t000.edf", BIPOLAR23[:-1], seconds=2.0, seed=1)
+    # a folder linked in (`dev -> /datasets/...`): Path.rglob did not enter it on Python 3.11
+    (tmp_path / "elsewhere").mkdir()
+    write_edf(tmp_path / "elsewhere" / "chb02_01.edf", BIPOLAR23[:-1], seconds=2.0, seed=2)
+    (corpus / "chb02").symlink_to(tmp_path / "elsewhere")
     out = tmp_path / "out"
     assert main(["--checkpoint", str(bipolar_run), str(corpus), str(single), "--out", str(out),
                  "--no-progress"]) == 0
     assert sorted(p.name for p in out.glob("*.csv_bi")) == [
-        "chb01_03.csv_bi", "chb01_04.csv_bi", "single_s001_t000.csv_bi"]
+        "chb01_03.csv_bi", "chb01_04.csv_bi", "chb02_01.csv_bi", "single_s001_t000.csv_bi"]
     assert read_csv_bi(out / "chb01_04.csv_bi").duration_seconds == 2.0
 
     empty = tmp_path / "empty"
