@@ -187,7 +187,7 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     Without bars, `plain_lines` has the cache build print a line a minute (common/progress.py)."""
     from common.checkpoints import CheckpointError
     from common.data.prepare import label_issues, labels_cut
-    from common.eval.report import check_out_dir, evaluate_traces
+    from common.eval.report import check_out_dir, evaluate_traces, remove_earlier_outputs
     from common.eval.sensitivity_at_fa import metric_name
     from jaxbrr.predict import describe, load_checkpoint, make_predict
 
@@ -226,6 +226,7 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     nonfinite: list[NonFinite] = []
     traces = predict_recordings(make_predict(model), corpus, stems, config, progress=progress, desc="evaluate",
                                 nonfinite=nonfinite)
+    remove_earlier_outputs(out_dir)  # this run's plots and batches only beside its metrics
     not_finite = [_save_nonfinite(found, corpus, config, out_dir, weights_path) for found in nonfinite]
     for item in not_finite:
         print(f"error: {item['line']}", file=sys.stderr)

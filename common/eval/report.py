@@ -41,7 +41,7 @@ from common.eval import plots
 from common.eval.metrics import auroc, mask_metrics, roc_curve
 from common.eval.postprocess import postprocess, runs
 from common.eval.recordings import Trace
-from common.eval.score import score_pairs
+from common.eval.score import METRICS_FILE, score_pairs
 from common.eval.sensitivity_at_fa import ovlp_counts, sensitivity_at_fa, sweep
 from common.shown import shown_lines
 
@@ -60,6 +60,24 @@ def check_out_dir(out_dir: str | Path) -> None:
                          f"evaluate did not write (no '{written_by_line(WRITTEN_BY)}' line), which it would replace "
                          "or remove:\n" + "\n".join(shown_lines(foreign)) + "\nchoose another --out (files an older "
                          "evaluate wrote, without that line, may be deleted instead)")
+
+
+# what evaluate writes into OUT beside metrics.json and the .csv_bi files (module docstring, and
+# jaxbrr/evaluate.py's OUT/nonfinite/<stem>.npz)
+EARLIER_OUTPUTS = ("roc.png", "sensitivity_fa.png", "timelines/*.png", "nonfinite/*.npz")
+
+
+def remove_earlier_outputs(out_dir: str | Path) -> list[Path]:
+    """Delete the plots and saved batches an earlier evaluate wrote into OUT (it holds that run's
+    metrics.json): a run that draws no ROC (labels of one class), fewer timelines or other
+    recordings would leave them beside its own metrics. The removed."""
+    out_dir = Path(out_dir)
+    if not (out_dir / METRICS_FILE).is_file():
+        return []
+    removed = [path for pattern in EARLIER_OUTPUTS for path in sorted(out_dir.glob(pattern)) if path.is_file()]
+    for path in removed:
+        path.unlink()
+    return removed
 
 
 def reference_events(labels: np.ndarray, sfreq: float) -> list[Event]:

@@ -370,7 +370,7 @@ def test_an_out_holding_someones_labels_is_refused_and_an_earlier_evaluates_file
         synthetic_run, tmp_path, monkeypatch, capsys):
     """evaluate removes the .csv_bi files in OUT/ref and OUT/hyp that this run does not write: it
     deleted reference labels kept there in NEDC's layout. Now it touches only files it marked, and
-    refuses an OUT holding any other before a recording is read."""
+    refuses an OUT holding any other before a recording is read. An earlier run's plots go too."""
     from common.data.csv_bi import Event, write_csv_bi
     from common.eval.report import WRITTEN_BY
 
@@ -378,10 +378,17 @@ def test_an_out_holding_someones_labels_is_refused_and_an_earlier_evaluates_file
     args = ["--checkpoint", str(synthetic_run), "--out", str(out), "--no-progress", "--max-timelines", "0",
             "--set", "eval.threshold_steps=4"]
     earlier = write_csv_bi(out / "hyp" / "gone_s001_t000.csv_bi", [], 10.0, written_by=WRITTEN_BY)
+    # an earlier evaluate's plots and saved batch: this run draws no timeline, so they would stay
+    # beside its metrics as if they were its own
+    pictures = [out / "timelines" / "gone_s001_t000.png", out / "nonfinite" / "gone_s001_t000.npz"]
+    for path in [*pictures, out / "metrics.json"]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"an earlier run's")
     assert main(args) == 0
     capsys.readouterr()
     ours = sorted((out / "ref").glob("*.csv_bi"))
     assert ours and not earlier.exists() and all(f"# written_by = {WRITTEN_BY}" in p.read_text() for p in ours)
+    assert not any(path.exists() for path in pictures) and (out / "roc.png").stat().st_size > 10_000
     theirs = write_csv_bi(out / "ref" / "chb01_03.csv_bi", [Event(2996.0, 3036.0, "seiz")], 3600.0)
     kept = theirs.read_bytes()
     monkeypatch.setattr("jaxbrr.evaluate._recordings", lambda *a, **k: pytest.fail("the recordings were read"))
