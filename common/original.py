@@ -103,7 +103,8 @@ TABLE: tuple[tuple[str, str], ...] = (
 IGNORED: tuple[tuple[str, str], ...] = (
     (r"mamba\..+", "512-wide BiMamba2 stack `mamba`, never called by the V3 forward"),
     (r"(node|edge)_mamba\.layers\.\d+\.(forward|backward)_mamba_fallback\.(weight|bias)",
-     "depthwise Conv1d fallback of a BiMamba2 direction (runs only without mamba_ssm/CUDA)"),
+     "depthwise Conv1d fallback of a BiMamba2 direction (what the original runs on CPU tensors or "
+     "without mamba_ssm; not an SSM)"),
     (r"gnn\.last_valid_pe", "PE cache buffer, not a weight (original_spec.md §3.8 (e))"),
     (r"gnn\.edge_transform\.(weight|bias)",
      "Linear(1, 1) edge transform, bypassed in V3 (bypass_edge_transform=True)"),
@@ -281,8 +282,34 @@ def rename_original(state_dict: dict, expected: dict[str, tuple[int, ...]], conf
             f"(architecture {config.architecture}):\n" + "\n".join(problems) + (f"\n{fix}" if config_fault else "")
         )
 
+    untrained = _untrained_mamba(state_dict)
+    if untrained:
+        where = f" {source}" if source else ""
+        raise ValueError(f"cannot load the original checkpoint{where}: {untrained}")
     renamed = {key: state_dict[orig] for orig, key in mapped.items()}
     return renamed, LoadReport(mapped=mapped, ignored=ignored, notes=config_notes(config), source=source)
+
+
+# the Mamba2 parameters mamba_ssm initialises to exactly 1 (its D skip and its gated RMSNorm's weight)
+_ONES_AT_INIT = re.compile(r"(node|edge)_mamba\.layers\.\d+\.(forward|backward)_mamba_real\.(D|norm\.weight)$")
+
+
+def _untrained_mamba(state_dict: dict) -> str | None:
+    """Why the Mamba2 weights of `state_dict` are unusable, or None. The original builds both
+    Mamba2 directions whenever mamba_ssm imports, yet runs its depthwise Conv1d fallback instead on
+    CPU tensors, under SEIZURE_MAMBA_FORCE_FALLBACK=1 or when causal_conv1d fails
+    (original_spec.md §2, §9 item 23); AdamW leaves a parameter that gets no gradient as it was,
+    so a checkpoint trained that way holds Mamba2 weights at their initial values: D and the norm
+    weight exactly 1 in every direction. Loading them would run an untrained SSM in silence."""
+    ones = [key for key in state_dict if _ONES_AT_INIT.search(key)]
+    if not ones or not all(bool((state_dict[key] == 1).all()) for key in ones):  # torch or numpy alike
+        return None
+    return (f"its Mamba2 weights were never trained: D and the gated norm's weight are exactly 1, their initial "
+            f"value, in all {len(ones)} of those tensors. The original runs a depthwise Conv1d in place of Mamba2 "
+            "on CPU tensors, under SEIZURE_MAMBA_FORCE_FALLBACK=1 or when causal_conv1d fails (original_spec.md §2), "
+            "and AdamW leaves the parameters without a gradient as they were: this checkpoint was trained on that "
+            "fallback (not an SSM, and not what either twin computes) or not trained at all. Retrain it with "
+            "mamba_ssm's Mamba2 running on a GPU, or train the model here")
 
 
 # weight_norm as a parametrization (torch.nn.utils.parametrizations.weight_norm, torch >= 2.1)

@@ -204,7 +204,8 @@ def kinds(tmp_path_factory):
     root = tmp_path_factory.mktemp("kinds")
     config = load_config(TINY)
     model = tmodel.SeizureDetector(config.model, 3).eval()
-    paths = {}
+    paths = {"original": root / "original.pt"}  # first: it moves the Mamba2 D off its init, as training would
+    torch.save(original_checkpoint(model, config.model, with_config=False), paths["original"])
     paths["safetensors"] = root / "w.safetensors"
     convert.save_weights(paths["safetensors"], model)
     paths["pt"] = root / "w.pt"
@@ -213,8 +214,6 @@ def kinds(tmp_path_factory):
     paths["torchref"].parent.mkdir(parents=True)
     torch.save({"model": model.state_dict(), "optimizer": {}, "meta": {"config": config_to_dict(config),
                                                                        "progress": {}}}, paths["torchref"])
-    paths["original"] = root / "original.pt"
-    torch.save(original_checkpoint(model, config.model, with_config=False), paths["original"])
     paths["jaxbrr"] = root / "jaxbrr"
     convert.write_jaxbrr_checkpoint(paths["jaxbrr"], config, neutral(model), "the tiny torchref model")
     noise = np.random.default_rng(0).standard_normal((len(REF19), 30 * 256)) * 30

@@ -5,6 +5,8 @@ bypassed `gnn.edge_transform` and the `gnn.last_valid_pe` buffer. Their shapes a
 mamba_ssm's Mamba2 formulas; at full size they add up to the original's documented 31,475,722
 parameters (tests/torchref/test_original.py checks it)."""
 
+import re
+
 import torch
 
 from common.config import MambaConfig, ModelConfig
@@ -67,7 +69,19 @@ def _to_original(model: SeizureDetector) -> dict[str, torch.Tensor]:
     return {original_key(key): value.clone() for key, value in model.state_dict().items()}
 
 
+def _as_if_trained(model: SeizureDetector) -> None:
+    """Move the Mamba2 parameters that mamba_ssm initialises to exactly 1 (D, the gated norm's
+    weight) off it, in place, as any training step does: the loaders refuse a checkpoint whose
+    Mamba2 weights are all at that init (trained on the original's Conv1d fallback,
+    common/original.py _untrained_mamba). The model and its checkpoint stay equal."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if re.search(r"\.(fwd|bwd)\.(D|norm\.weight)$", name):
+                parameter.mul_(0.75 + 0.5 * torch.rand(parameter.shape, generator=torch.Generator().manual_seed(0)))
+
+
 def _original_state_dict(model, config, stack, fill=torch.randn, steps=64):
+    _as_if_trained(model)
     state = _to_original(model)
     state.update({key: fill(shape) for key, shape in _original_extras(config, stack).items()})
     state["gnn.last_valid_pe"] = torch.randn(2, steps, config.n_chans, config.graph.k_eigenvectors)
@@ -89,7 +103,8 @@ FULL_ORIGINAL_MODEL_CONFIG = {
 
 
 def original_checkpoint(model: SeizureDetector, config: ModelConfig, with_config: bool) -> dict:
-    """The dict brain-go-brr's save_checkpoint writes (train/loop.py, original_spec.md §3.8)."""
+    """The dict brain-go-brr's save_checkpoint writes (train/loop.py, original_spec.md §3.8), of
+    `model` after _as_if_trained (in place: save its other kinds after this)."""
     saved = {"epoch": 6, "model_state_dict": _original_state_dict(model, config, FULL_STACK if with_config else config.v2_mamba),
              "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0]}]},
              "best_metric": 0.0, "timestamp": "2025-10-01T12:00:00"}

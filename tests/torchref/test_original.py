@@ -119,6 +119,25 @@ def test_unknown_key_raises_naming_it(tiny):
     assert "node_mamba.layers.0.layerscale.gamma" in str(err.value)
 
 
+def test_mamba2_weights_never_trained_are_refused(tiny):
+    """The original runs a Conv1d in place of Mamba2 on CPU tensors (original_spec.md §2), and
+    AdamW leaves its ungraded Mamba2 parameters as they were: such a checkpoint loaded an untrained
+    SSM in silence. Its D and norm weights all at their init (exactly 1) give it away."""
+    config, model = tiny
+    state = _original_state_dict(model, config, config.v2_mamba)
+    at_init = [k for k in state if re.match(r"(node|edge)_mamba\..+_mamba_real\.(D|norm\.weight)$", k)]
+    assert len(at_init) == 4 * (config.node_mamba.n_layers + config.graph.edge_mamba.n_layers)
+    from_original_state_dict(state, config)  # trained (tests/torchref/original_checkpoint.py moves them off 1)
+    for key in at_init:
+        state[key] = torch.ones_like(state[key])
+    with pytest.raises(ValueError, match=rf"its Mamba2 weights were never trained: D and the gated norm's weight are "
+                                         rf"exactly 1, their initial value, in all {len(at_init)} of those tensors\. "
+                                         r"The original runs a depthwise Conv1d in place of Mamba2 on CPU tensors"):
+        from_original_state_dict(state, config)
+    state[at_init[0]] = state[at_init[0]] * 0.5  # one direction trained: not the fallback's signature
+    from_original_state_dict(state, config)
+
+
 def test_missing_key_raises_naming_both_names(tiny):
     config, model = tiny
     state = _original_state_dict(model, config, config.v2_mamba)
