@@ -29,7 +29,9 @@ MODEL_FIELDS: dict[str, tuple[str, ...]] = {
     "tcn.kernel_size": ("tcn.kernel_size",),
     "tcn.dropout": ("tcn.dropout",),
     "tcn.stride_down": ("tcn.stride_down",),
-    "mamba.dropout": ("node_mamba.dropout",),  # the one `mamba` field the live streams read (spec §3.11)
+    # the one `mamba` field the live streams read, both of them (spec §3.11; detector.py builds the
+    # edge BiMamba2 with dropout=cfg.mamba.dropout)
+    "mamba.dropout": ("node_mamba.dropout", "graph.edge_mamba.dropout"),
     "graph.edge_features": ("graph.edge_features",),
     "graph.edge_top_k": ("graph.top_k",),
     "graph.edge_threshold": ("graph.edge_threshold",),
@@ -37,7 +39,7 @@ MODEL_FIELDS: dict[str, tuple[str, ...]] = {
     "graph.edge_mamba_d_state": ("graph.edge_mamba.d_state",),
     "graph.edge_mamba_d_model": ("graph.edge_lift", "graph.edge_mamba.d_model"),  # the lift is 1 -> d_model
     "graph.n_layers": ("graph.n_layers",),
-    "graph.dropout": ("graph.dropout", "graph.edge_mamba.dropout"),
+    "graph.dropout": ("graph.dropout",),  # the GNN's
     "graph.use_residual": ("graph.use_residual",),  # `if self.use_residual and i > 0`, as ours
     "graph.alpha": ("graph.alpha",),
     "graph.k_eigenvectors": ("graph.k_eigenvectors",),
