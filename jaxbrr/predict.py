@@ -10,7 +10,8 @@ downloaded corpus as it ships); files and folders may be mixed. For each EDF, in
     <stem>.png      the preprocessed EEG with the events shaded, the probability trace, τ_on/τ_off
 
 Pipeline, all from the checkpoint's config (`--set` may change any field outside `model` and
-`data.montage`, e.g. `--set postprocess.tau_on=0.7`, and how the scan is computed, model.ssm.*):
+`data.montage`, e.g. `--set postprocess.tau_on=0.7`, and how the model computes: model.ssm.*,
+model.stability.*):
 read the EDF in the montage the model was trained on (common/data/edf.py), preprocess (common/data/preprocess.py), cut windows at
 `eval.stride_seconds` in batches of `eval.batch_size`, average the overlaps into one trace
 (common/eval/recordings.py `predict_signals`; a recording shorter than one window is one padded
@@ -67,6 +68,7 @@ from common.files import check_writable_folder
 from common.progress import add_progress_argument, wants_bars
 from common.shown import shown_lines
 from jaxbrr.precision import set_float32_precision
+from jaxbrr.weights import COMPUTE_FIELDS
 
 EXIT_OK, EXIT_INPUT = 0, 2
 DEFAULT_OUT = "predictions"
@@ -81,17 +83,19 @@ class MontageMismatch(EDFError):
 
 
 def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(how the scan is computed: model.ssm.*, the rest); the model's other fields and the
+    """(how the model computes: COMPUTE_FIELDS, the rest); the model's other fields and the
     montage are the checkpoint's."""
     compute, rest = [], []
     for text in overrides:
         key, _ = parse_override(text)
-        if key.startswith("model.ssm."):
+        if key.startswith(COMPUTE_FIELDS):
             compute.append(text)
         elif key == "model" or key.startswith("model.") or key == "data.montage":
             raise ConfigError(f"--set {text}: the model (and its montage) are the checkpoint's; "
-                              "only fields outside `model` and `data.montage`, and model.ssm.* (how the "
-                              "scan is computed, e.g. model.ssm.scan=chunked), can be overridden")
+                              "only fields outside `model` and `data.montage`, model.ssm.* (how the scan is "
+                              "computed, e.g. model.ssm.scan=chunked) and model.stability.* (e.g. "
+                              "model.stability.guards=original, an original checkpoint's clamps) can be "
+                              "overridden")
         else:
             rest.append(text)
     return compute, rest

@@ -227,6 +227,11 @@ def neutral_shapes(model_config) -> dict[str, tuple[int, ...]]:
             for entry in plan(model)}
 
 
+# the model fields that size no weight, which loaded weights may run under other values of: how
+# the scan is computed, and the stability guards (DESIGN.md §2)
+COMPUTE_FIELDS = ("model.ssm.", "model.stability.")
+
+
 def load_model(path: str | Path, config_path: str | Path | Config | None = None,
                compute: Sequence[str] = (), finite: bool = False) -> tuple[Config, nnx.Module, Located, list[str]]:
     """(config, SeizureDetector, where it came from, notes) from weights of any kind
@@ -234,18 +239,20 @@ def load_model(path: str | Path, config_path: str | Path | Config | None = None,
     through orbax), anything else is read as neutral weights and filled into a fresh model of its
     config. `notes` says what the reader ignored or assumed (callers print them).
 
-    `compute`: overrides of how the scan is computed (`model.ssm.*`: scan, chunk size), applied to
-    the weights' config before the model is built; they change no weight (a checkpoint trained
-    with `scan: pallas` on a GPU runs with `scan: chunked` on a CPU).
+    `compute`: overrides of how the model computes (COMPUTE_FIELDS: the scan's algorithm and chunk
+    size, the stability guards), applied to the weights' config before the model is built; they
+    change no weight (a checkpoint trained with `scan: pallas` on a GPU runs with `scan: chunked`
+    on a CPU; an original checkpoint runs with its clamps, `model.stability.guards: original`).
 
     `finite`: refuse weights holding NaN or Inf (CheckpointError naming them: common/checkpoints.py
     check_finite) as soon as they are read, for a command that would run the model on them; off,
     they load as they are (parity.convert and the localiser report them)."""
     from jaxbrr.train.checkpoint import restore_model
 
-    outside = [text for text in compute if not text.startswith("model.ssm.")]
+    outside = [text for text in compute if not text.startswith(COMPUTE_FIELDS)]
     if outside:
-        raise ConfigError(f"{outside}: only model.ssm.* (how the scan is computed) can change for loaded weights")
+        raise ConfigError(f"{outside}: only {', '.join(f + '*' for f in COMPUTE_FIELDS)} (how the model computes) "
+                          "can change for loaded weights")
     located = locate(path)
     step_dir = jaxbrr_step(located)
     if step_dir is not None:

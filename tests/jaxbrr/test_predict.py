@@ -286,7 +286,8 @@ def test_a_damaged_checkpoint_is_refused_but_a_bug_surfaces(bipolar_run, tmp_pat
 def test_model_ssm_overrides_rebuild_the_model_on_the_same_weights(bipolar_run):
     """How the scan is computed is not what a run learned: --set model.ssm.scan rebuilds the model
     with another scan on the same weights (a checkpoint trained with scan pallas on a GPU runs with
-    chunked on a CPU; here chunked to sequential); other model fields stay refused."""
+    chunked on a CPU; here chunked to sequential); so do model.stability.*; other model fields stay
+    refused."""
     from jaxbrr.mamba import Mamba2
 
     base_config, base_model, _ = load_checkpoint(bipolar_run)
@@ -302,8 +303,14 @@ def test_model_ssm_overrides_rebuild_the_model_on_the_same_weights(bipolar_run):
     assert len(got) == len(want) > 0
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    with pytest.raises(ConfigError, match="model.ssm"):
+    with pytest.raises(ConfigError, match=r"only fields outside `model` and `data.montage`, model.ssm.\* .* and "
+                                          r"model.stability.\* \(e.g. model.stability.guards=original"):
         load_checkpoint(bipolar_run, ["model.tcn.kernel_size=3"])
+    # the guards size no weight either: an original checkpoint's users run it with the original's clamps
+    config, model, _ = load_checkpoint(bipolar_run, ["model.stability.guards=original"])
+    assert config.model.stability.guards == "original" and model.head.guards and not base_model.head.guards
+    for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), want, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_a_relative_checkpoint_path_loads(bipolar_run, monkeypatch):
