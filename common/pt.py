@@ -57,6 +57,14 @@ class _Storage:
 def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, requires_grad=False, hooks=None,
                     metadata=None) -> np.ndarray:
     size, stride = tuple(size), tuple(stride)
+    # within its storage, as torch checks: as_strided would read whatever memory lies past it
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+    if offset < 0 or min((*size, *stride), default=0) < 0 or len(size) != len(stride) or (
+            0 not in size and last >= len(storage)):
+        raise pickle.UnpicklingError(f"a tensor of shape {size}, strides {stride} from element {offset} does not lie "
+                                     f"within its storage of {len(storage)} elements: the file is damaged")
+    if 0 in size:
+        return np.zeros(size, storage.dtype)
     if not size:
         return np.array(storage[offset])  # a 0-d array, as a 0-d tensor
     itemsize = storage.itemsize
@@ -119,6 +127,9 @@ class _Unpickler(pickle.Unpickler):
         if key not in self.loaded:
             dtype = np.dtype(STORAGE_DTYPES[storage_type.name]).newbyteorder("<" if self.little else ">")
             raw = self.archive.read(f"{self.prefix}/data/{key}")
+            if len(raw) < numel * dtype.itemsize:
+                raise PtError(f"{self.path}: storage {key} holds {len(raw) // dtype.itemsize} of its {numel} "
+                              "elements: the file is truncated or damaged; copy or save it again")
             array = np.frombuffer(raw, dtype=dtype, count=numel).astype(dtype.newbyteorder("="))
             if storage_type.name == "BFloat16Storage":
                 array = array.view(_bfloat16(self.path))  # the same 16 bits: no widening here

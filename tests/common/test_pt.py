@@ -91,6 +91,49 @@ def test_foreign_objects_are_refused_by_name(tmp_path):
         read_pt(tmp_path / "c.pt")
 
 
+def _crafted(path, size: tuple, stored: int, numel: int) -> None:
+    """A .pt whose one tensor has shape `size` over a float32 storage that declares `numel`
+    elements and holds `stored`: what a damaged or hand-made file can claim."""
+    import io
+    import pickle
+    import zipfile
+
+    class Storage:
+        pass
+
+    class Tensor:
+        def __reduce__(self):
+            return torch._utils._rebuild_tensor_v2, (Storage(), 0, size, (1,) * len(size), False, collections.OrderedDict())
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", "cpu", numel) if isinstance(obj, Storage) else None
+
+    data = io.BytesIO()
+    Pickler(data, protocol=2).dump({"w": Tensor()})
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data.getvalue())
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/data/0", np.arange(stored, dtype=np.float32).tobytes())
+
+
+def test_a_tensor_reaching_past_its_storage_is_refused_as_torch_refuses_it(tmp_path):
+    """The reader read whatever memory lay past a storage whose tensor claims more elements than it
+    holds (4,096 of 4: 16 KB of the process's heap as weights); torch refuses the same file."""
+    _crafted(tmp_path / "long.pt", (4096,), stored=4, numel=4)
+    with pytest.raises(RuntimeError):
+        torch.load(tmp_path / "long.pt", weights_only=True)  # the oracle
+    assert "a tensor of shape (4096,), strides (1,) from element 0 does not lie within its storage of 4 elements: " \
+           "the file is damaged" in _refusal(tmp_path / "long.pt")
+    _crafted(tmp_path / "short.pt", (4,), stored=2, numel=4)  # the storage file itself cut short
+    assert _refusal(tmp_path / "short.pt") == (f"{tmp_path / 'short.pt'}: storage 0 holds 2 of its 4 elements: the "
+                                               "file is truncated or damaged; copy or save it again")
+    _crafted(tmp_path / "fits.pt", (4,), stored=4, numel=4)
+    np.testing.assert_array_equal(read_pt(tmp_path / "fits.pt")["w"], np.arange(4, dtype=np.float32))
+    torch.save({"empty": torch.zeros(0, 3)}, tmp_path / "empty.pt")
+    assert read_pt(tmp_path / "empty.pt")["empty"].shape == (0, 3)
+
+
 def _refusal(path) -> str:
     with pytest.raises(PtError) as info:
         read_pt(path)
