@@ -10,8 +10,9 @@ whose storage is a persistent id `("storage", torch.<Type>Storage, key, location
 the raw little-endian bytes in `data/<key>` (format: PyTorch's torch/serialization.py docs; the
 byte order is in `<name>/byteorder`). This reader unpickles with an allow-list: the builtin
 containers, collections.OrderedDict, the rebuild functions and storage types below, numpy
-scalars, and pathlib paths (read as text); anything else is refused by name (the same stance as
-torch.load(weights_only=True)).
+scalars and arrays (a checkpoint's saved np.random.get_state(), which torch.load(weights_only=True)
+refuses), and pathlib paths (read as text); anything else is refused by name, as
+torch.load(weights_only=True) refuses it.
 It lets commands that never import torch (jaxbrr's predict, evaluate and training) read torchref
 checkpoints, state dicts and brain-go-brr v2 checkpoints.
 
@@ -80,6 +81,15 @@ def _numpy_scalar(dtype, data: bytes):
     return np.frombuffer(data, dtype=dtype)[0]
 
 
+def _numpy_array(cls, shape, typecode):
+    """numpy's _reconstruct, for ndarray only: an empty array that pickle's BUILD then fills from
+    its state (shape, dtype, bytes; the items of an object array come through this unpickler's
+    own find_class). A checkpoint's np.random.get_state() (brain-go-brr's later rng_state) holds one."""
+    if cls is not np.ndarray:
+        raise pickle.UnpicklingError(f"numpy's _reconstruct of {cls!r}: only plain ndarrays are rebuilt")
+    return np.ndarray.__new__(np.ndarray, shape, typecode)
+
+
 def _path_text(flavour):
     """A pickled pathlib path, rebuilt from its parts as text (a Windows path too, on any system):
     brain-go-brr v2 saves its config's model_dump(), whose data_dir, cache_dir and output_dir are
@@ -107,6 +117,9 @@ class _Unpickler(pickle.Unpickler):
             ("numpy.core.multiarray", "scalar"): _numpy_scalar,
             ("numpy._core.multiarray", "scalar"): _numpy_scalar,
             ("numpy", "dtype"): np.dtype,
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy.core.multiarray", "_reconstruct"): _numpy_array,
+            ("numpy._core.multiarray", "_reconstruct"): _numpy_array,
             ("builtins", "set"): set,
             ("_codecs", "encode"): codecs.encode,  # protocol 2 pickles bytes (a numpy scalar's) this way
         }

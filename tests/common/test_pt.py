@@ -91,6 +91,22 @@ def test_foreign_objects_are_refused_by_name(tmp_path):
         read_pt(tmp_path / "c.pt")
 
 
+def test_a_later_original_checkpoints_rng_state_is_read(tmp_path):
+    """brain-go-brr's later save_checkpoint (CHECKPOINT_VERSION 3.9.0) stores rng_state with
+    np.random.get_state() and random.getstate(): a numpy array in the pickle refused the whole file."""
+    import random
+
+    state = np.random.RandomState(3).get_state()
+    torch.save({"model_state_dict": {"w": torch.ones(2)}, "rng_state": {
+        "torch": torch.get_rng_state(), "numpy": state, "python": random.Random(1).getstate()}}, tmp_path / "best.pt")
+    read = read_pt(tmp_path / "best.pt")
+    kind, keys, *rest = read["rng_state"]["numpy"]
+    assert (kind, *rest) == (state[0], *state[2:]) and keys.dtype == np.uint32
+    np.testing.assert_array_equal(keys, state[1])
+    assert read["rng_state"]["python"] == random.Random(1).getstate()
+    np.testing.assert_array_equal(read["model_state_dict"]["w"], np.ones(2, np.float32))
+
+
 def _crafted(path, size: tuple, stored: int, numel: int) -> None:
     """A .pt whose one tensor has shape `size` over a float32 storage that declares `numel`
     elements and holds `stored`: what a damaged or hand-made file can claim."""
