@@ -166,24 +166,31 @@ NEUTRAL_FILE = "model.safetensors"  # the neutral copy in a jaxbrr step folder
 FORMAT, FORMAT_VERSION = "jaxbrr.weights", "1"
 
 
+# the train fields an original checkpoint's own `training` section sets (original_config.loss_config)
+LOSS_FIELDS = ("loss", "focal_alpha", "focal_gamma")
+
+
 def write_neutral(path: str | Path, arrays: dict[str, np.ndarray], config: ModelConfig | None, framework: str,
-                  run_config: Config | None = None, postprocess: PostprocessConfig | None = None) -> Path:
+                  run_config: Config | None = None, postprocess: PostprocessConfig | None = None,
+                  loss: dict | None = None) -> Path:
     """A .safetensors file of neutral arrays with metadata {format, format_version, framework,
     config (the ModelConfig as JSON)} and, for weights of a training run, run_config (the run's whole
-    config: its windows, post-processing, evaluation), or else postprocess, where the weights carry
-    their own (an original checkpoint's); written atomically."""
+    config: its windows, post-processing, evaluation), or else postprocess and loss (train's LOSS_FIELDS),
+    where the weights carry their own (an original checkpoint's); written atomically."""
     import safetensors.numpy
 
     from common.files import atomic_path
 
-    if run_config is not None and postprocess is not None:
-        raise ValueError("write_neutral: a run config holds its post-processing; pass one or the other")
+    if run_config is not None and (postprocess is not None or loss is not None):
+        raise ValueError("write_neutral: a run config holds its post-processing and loss; pass one or the others")
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "framework": framework,
                 "config": json.dumps(config_to_dict(config) if config is not None else None)}
     if run_config is not None:
         metadata["run_config"] = json.dumps(config_to_dict(run_config))
     if postprocess is not None:
         metadata["postprocess"] = json.dumps(config_to_dict(postprocess))
+    if loss is not None:
+        metadata["loss"] = json.dumps({field: loss[field] for field in LOSS_FIELDS})
     with atomic_path(path) as tmp:
         safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=metadata)
     return Path(path)
@@ -203,7 +210,7 @@ def read_neutral_metadata(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} file (metadata {metadata}); "
                               "write one with `python -m parity.convert`")
     metadata["config"] = json.loads(metadata["config"])
-    for section in ("run_config", "postprocess"):
+    for section in ("run_config", "postprocess", "loss"):
         if section in metadata:
             metadata[section] = json.loads(metadata[section])
     return metadata
@@ -234,8 +241,8 @@ class Weights:
     notes: list[str] = field(default_factory=list)  # what was ignored or assumed: callers print them
     meta: dict | None = None  # a training checkpoint's meta (config, progress), when it has one
     spelled: dict[str, str] = field(default_factory=dict)  # neutral name -> the file's key, where they differ
-    # sections of `config` read from the weights' own config beyond `model`: an original checkpoint's postprocess,
-    # also where a .safetensors file converted from one carries it
+    # sections of `config` read from the weights' own config beyond `model`: an original checkpoint's
+    # "postprocess" and "loss" (train's LOSS_FIELDS), also where a .safetensors file converted from one carries them
     own_sections: tuple[str, ...] = ()
 
 
@@ -276,16 +283,18 @@ def _neutral_config(metadata: dict, config_path: ConfigSource, path: Path) -> tu
     run = metadata.get("run_config")
     rest = config_path if config_path is not None or run is None else config_from_dict(
         run, source=f"{path}'s run config")
-    postprocess = metadata.get("postprocess") if not isinstance(config_path, Config) else None
+    # the weights' own sections decide over a config file's, not over a training run's own config
+    postprocess, loss = (None, None) if isinstance(config_path, Config) else (
+        metadata.get("postprocess"), metadata.get("loss"))
     notes = []
     if rest is None:
         settings = "windows and evaluation settings" if postprocess is not None else (
             "windows, post-processing and evaluation settings")
         notes.append(f"{path} holds the model alone{' and its post-processing' * (postprocess is not None)}: its "
                      f"{settings} are the defaults; pass --config for the ones it was trained with")
-    config = _with_model(metadata["config"], rest, str(path), postprocess)
+    config = _with_model(metadata["config"], rest, str(path), postprocess, loss)
     notes += _own_postprocess_notes(path, config_path, config, postprocess is not None)
-    return config, notes, ("postprocess",) if postprocess is not None else ()
+    return config, notes, (*("postprocess",) * (postprocess is not None), *("loss",) * (loss is not None))
 
 
 def _own_model_note(path: Path, config_path: ConfigSource, model: ModelConfig) -> list[str]:
@@ -442,9 +451,12 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
         except ValueError as error:
             raise CheckpointError(str(error)) from None
         spelled = {ours: held.get(theirs, theirs) for theirs, ours in report.mapped.items()}
+        own_sections = () if own is None else (
+            *("postprocess",) * _own_postprocess(own, config_path),
+            *("loss",) * (isinstance(own.get("training"), dict) and not isinstance(config_path, Config)))
         return Weights(config, dict(arrays), "original", path, notes=[*unwrapped, *notes, *report.counts(),
                        *original.config_notes(running)], spelled={k: v for k, v in spelled.items() if k != v},
-                       own_sections=("postprocess",) if own is not None and _own_postprocess(own, config_path) else ())
+                       own_sections=own_sections)
     if isinstance(saved, dict):
         return Weights(_needs_config(path, config_path, "a bare state dict"), _arrays(saved, path), "pt", path)
     raise CheckpointError(f"{path}: holds a {type(saved).__name__}, not weights; {FIX}")

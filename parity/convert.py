@@ -44,6 +44,7 @@ import torchref.mamba as tmamba
 import torchref.model as tmodel
 import torchref.tcn as ttcn
 from common.checkpoints import (
+    LOSS_FIELDS,
     CheckpointError,
     Weights,
     locate,
@@ -303,16 +304,21 @@ def main(argv: list[str] | None = None) -> int:
             _fill_torch(model, weights.arrays, str(args.input))  # in the model's dtype, as jaxbrr's fill
             written = {key: value.detach().numpy() for key, value in model.state_dict().items()}
             notes += _widened_notes(weights.arrays, written, str(args.input))
-        own_postprocess = "postprocess" in weights.own_sections  # an original checkpoint's (or a file's from one)
-        if out.suffix == ".pt" and own_postprocess:
-            notes.append(f"{out} holds the model only: the checkpoint's own post-processing is not carried (a "
-                         ".safetensors file or a folder, a jaxbrr checkpoint, keeps it)")
+        # an original checkpoint's own sections beyond its model (or a file's converted from one)
+        own = [{"postprocess": "post-processing", "loss": "loss"}[s] for s in weights.own_sections]
+        if out.suffix == ".pt" and own:
+            notes.append(f"{out} holds the model only: the checkpoint's own {' and '.join(own)} "
+                         f"{'is' if len(own) == 1 else 'are'} not carried (a .safetensors file or a folder, a jaxbrr "
+                         "checkpoint, keeps them)")
         if out.suffix == ".safetensors":
             # a run's whole config goes with its weights (a NaN dump's too): windows, post-processing,
-            # evaluation; else the post-processing the weights carry, if any
+            # evaluation; else the post-processing and loss the weights carry, if any
             run_config = weights.config if weights.kind in ("jaxbrr", "torchref", "nan_dump") else None
-            postprocess = weights.config.postprocess if run_config is None and own_postprocess else None
-            write_neutral(out, written, weights.config.model, "neutral", run_config=run_config, postprocess=postprocess)
+            mine = () if run_config is not None else weights.own_sections
+            postprocess = weights.config.postprocess if "postprocess" in mine else None
+            loss = {f: getattr(weights.config.train, f) for f in LOSS_FIELDS} if "loss" in mine else None
+            write_neutral(out, written, weights.config.model, "neutral", run_config=run_config, postprocess=postprocess,
+                          loss=loss)
             kind_out = "neutral weights file"
         elif out.suffix == ".pt":
             from common.files import atomic_path

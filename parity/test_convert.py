@@ -335,7 +335,7 @@ def test_bfloat16_weights_convert_to_numpy_exactly():
 def test_cli_reads_an_original_checkpoints_own_config_field_by_field(tmp_path, capsys):
     """brain-go-brr checkpoints (the full-size V3's live weights under its names, zeros): its own
     config's `graph.use_residual: false` is ours; a later version's fields ours cannot honour are
-    refused, naming each; its post-processing goes on with it into a .safetensors file and from there
+    refused, naming each; its post-processing and loss go on with it into a .safetensors file and from there
     into a jaxbrr checkpoint (not into a bare .pt state dict, which says so); weights read with a
     config that is not theirs name a few tensors, the count and the fix."""
     from common.checkpoints import read_weights
@@ -345,15 +345,16 @@ def test_cli_reads_an_original_checkpoints_own_config_field_by_field(tmp_path, c
     state = {original_key(k): torch.zeros(s) for k, s in convert.torch_shapes(load_config("configs/tusz.yaml").model).items()}
     no_residual = {**FULL_ORIGINAL_MODEL_CONFIG, "graph": {**FULL_ORIGINAL_MODEL_CONFIG["graph"], "use_residual": False}}
     torch.save({"model_state_dict": state, "config": {"model": no_residual, "postprocessing": {
-        "hysteresis": {"tau_on": 0.95, "tau_off": 0.9, "min_onset_samples": 1, "min_offset_samples": 1}}}},
-        tmp_path / "no_residual.pt")
+        "hysteresis": {"tau_on": 0.95, "tau_off": 0.9, "min_onset_samples": 1, "min_offset_samples": 1}},
+        "training": {"loss": "bce"}}}, tmp_path / "no_residual.pt")
     assert convert.main([str(tmp_path / "no_residual.pt"), str(tmp_path / "o.safetensors")]) == 0
     assert convert.read_metadata(tmp_path / "o.safetensors")["config"]["graph"]["use_residual"] is False
     printed = capsys.readouterr().out
     assert "  post-processing from the checkpoint's own config: tau_on 0.95, tau_off 0.9," in printed
     read = read_weights(tmp_path / "o.safetensors")
     assert (read.config.postprocess.tau_on, read.config.postprocess.tau_off) == (0.95, 0.9)
-    assert read.own_sections == ("postprocess",) and read.config.model.graph.use_residual is False
+    assert read.own_sections == ("postprocess", "loss") and read.config.model.graph.use_residual is False
+    assert load_config(TINY).train.loss == "focal" and read.config.train.loss == "bce"  # its own loss, carried
     assert f"{tmp_path / 'o.safetensors'} holds the model alone and its post-processing: its windows and evaluation" in read.notes[0]
     defaults = load_config(TINY).postprocess  # tau_on 0.86: the file's own comes first, said in a note
     read = read_weights(tmp_path / "o.safetensors", TINY)
@@ -363,9 +364,11 @@ def test_cli_reads_an_original_checkpoints_own_config_field_by_field(tmp_path, c
     assert read_weights(tmp_path / "o.safetensors", run).config.postprocess == run.postprocess
     assert convert.main([str(tmp_path / "o.safetensors"), str(tmp_path / "o-jax")]) == 0
     assert read_weights(tmp_path / "o-jax").config.postprocess.tau_on == 0.95
+    assert read_weights(tmp_path / "o-jax").config.train.loss == "bce"
     capsys.readouterr()
     assert convert.main([str(tmp_path / "o.safetensors"), str(tmp_path / "o.pt")]) == 0
-    assert f"  {tmp_path / 'o.pt'} holds the model only: the checkpoint's own post-processing is not carried" in capsys.readouterr().out
+    assert f"  {tmp_path / 'o.pt'} holds the model only: the checkpoint's own post-processing and loss are not " \
+           "carried" in capsys.readouterr().out
 
     later = {**FULL_ORIGINAL_MODEL_CONFIG, "graph": {**FULL_ORIGINAL_MODEL_CONFIG["graph"], "edge_lift_activation": "tanh",
                                                     "adj_row_softmax": True, "laplacian_eps": 1e-3}}
