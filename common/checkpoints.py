@@ -454,8 +454,10 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
         own_sections = () if own is None else (
             *("postprocess",) * _own_postprocess(own, config_path),
             *("loss",) * (isinstance(own.get("training"), dict) and not isinstance(config_path, Config)))
+        windowing = config_path if run_config else config
         return Weights(config, dict(arrays), "original", path, notes=[*unwrapped, *notes, *report.counts(),
-                       *original.config_notes(running)], spelled={k: v for k, v in spelled.items() if k != v},
+                       *original.config_notes(running), *original.window_notes(windowing)],
+                       spelled={k: v for k, v in spelled.items() if k != v},
                        own_sections=own_sections)
     if isinstance(saved, dict):
         return Weights(_needs_config(path, config_path, "a bare state dict"), _arrays(saved, path), "pt", path)

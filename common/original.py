@@ -42,7 +42,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from common.config import ModelConfig
+from common.config import Config, ModelConfig
 from common.shown import shown_inline, shown_lines
 
 # mamba_ssm.modules.mamba2.Mamba2's parameters; torchref.mamba.Mamba2 keeps the same names.
@@ -174,6 +174,22 @@ def ignored_reason(key: str) -> str | None:
 
 def _shape(t) -> tuple[int, ...]:
     return tuple(t.shape)
+
+
+# the original's windows: fixed in its schema (data.window_size and sampling_rate are Literals,
+# original_spec.md §3.11), whatever its checkpoint's own data section says
+ORIGINAL_WINDOW_SECONDS, ORIGINAL_SFREQ = 60.0, 256
+
+
+def window_notes(config: Config) -> tuple[str, ...]:
+    """A note where `config` windows the EEG otherwise than every original checkpoint was trained."""
+    window, sfreq = config.data.window_seconds, config.preprocess.sfreq
+    if (window, sfreq) == (ORIGINAL_WINDOW_SECONDS, ORIGINAL_SFREQ):
+        return ()
+    return (f"the original trains on {ORIGINAL_WINDOW_SECONDS:g} s windows at {ORIGINAL_SFREQ} Hz (fixed in its "
+            f"schema); the config in force cuts {window:g} s windows at {sfreq} Hz: --set "
+            f"data.window_seconds={ORIGINAL_WINDOW_SECONDS:g} --set preprocess.sfreq={ORIGINAL_SFREQ} runs it as "
+            "trained",)
 
 
 def config_notes(config: ModelConfig) -> tuple[str, ...]:

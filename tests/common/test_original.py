@@ -189,6 +189,18 @@ def test_the_checkpoints_post_processing_is_read_unless_a_run_config_decides(tmp
     assert weights.config.postprocess == run.postprocess and weights.own_sections == ()
 
 
+def test_windows_other_than_the_originals_are_noted(tmp_path, state):
+    """The original trains on 60 s windows at 256 Hz whatever its config says (fixed in its schema):
+    the defaults and configs/tusz.yaml window so, configs/default.yaml cuts 16 s windows."""
+    path = _save(tmp_path / "own.pt", state, ORIGINAL_MODEL)
+    note = ("the original trains on 60 s windows at 256 Hz (fixed in its schema); the config in force cuts 16 s "
+            "windows at 256 Hz: --set data.window_seconds=60 --set preprocess.sfreq=256 runs it as trained")
+    assert note in read_weights(path, DEFAULT, _shapes).notes
+    for config in (None, FULL, load_config(FULL)):  # a file, or a training run's own config (--init-from)
+        assert not any(n.startswith("the original trains on") for n in read_weights(path, config, _shapes).notes)
+    assert note in read_weights(path, load_config(DEFAULT), _shapes).notes
+
+
 @pytest.mark.parametrize(("training", "expected"), [
     ({}, ("bce", 0.5, 2.0)),  # the original schema's defaults: bce, where ours defaults to focal
     ({"loss": "focal", "focal_alpha": 0.25, "focal_gamma": 3.0, "mixed_precision": True}, ("focal", 0.25, 3.0)),
