@@ -293,7 +293,7 @@ def _neutral_config(metadata: dict, config_path: ConfigSource, path: Path) -> tu
         notes.append(f"{path} holds the model alone{' and its post-processing' * (postprocess is not None)}: its "
                      f"{settings} are the defaults; pass --config for the ones it was trained with")
     config = _with_model(metadata["config"], rest, str(path), postprocess, loss)
-    notes += _own_postprocess_notes(path, config_path, config, postprocess is not None)
+    notes += _own_postprocess_notes(path, config_path, config, postprocess is not None, loss is not None)
     return config, notes, (*("postprocess",) * (postprocess is not None), *("loss",) * (loss is not None))
 
 
@@ -333,15 +333,28 @@ def _original_config(path: Path, own: dict, config_path: ConfigSource) -> tuple[
             raise CheckpointError(f"{path}: {error}") from None
         notes += loss_notes
     config = _with_model(model, config_path, f"{path}'s own config", postprocess, train)
-    return config, notes + _own_postprocess_notes(path, config_path, config, postprocess is not None)
+    return config, notes + _own_postprocess_notes(path, config_path, config, postprocess is not None, train is not None)
 
 
-def _own_postprocess_notes(path: Path, config_path: ConfigSource, config: Config, own: bool) -> list[str]:
-    """Where weights' own post-processing (`own`) replaced a different one of a --config file: say so."""
-    if not own or not isinstance(config_path, str | Path) or _load(config_path).postprocess == config.postprocess:
+def _own_postprocess_notes(path: Path, config_path: ConfigSource, config: Config, own: bool,
+                           own_loss: bool = False) -> list[str]:
+    """Where weights' own post-processing (`own`) or loss (`own_loss`) replaced a different one of
+    a --config file: say so."""
+    if not isinstance(config_path, str | Path):
         return []
-    return [f"{path} carries its own post-processing, used instead of the `postprocess` section of {config_path} "
-            "(which differs); --set postprocess.FIELD=VALUE changes it"]
+    given, notes = _load(config_path), []
+    if own and given.postprocess != config.postprocess:
+        notes.append(f"{path} carries its own post-processing, used instead of the `postprocess` section of "
+                     f"{config_path} (which differs); --set postprocess.FIELD=VALUE changes it")
+    if own_loss and _loss_text(given.train) != _loss_text(config.train):
+        notes.append(f"{path} carries its own loss, {_loss_text(config.train)}, used instead of {config_path}'s "
+                     f"{_loss_text(given.train)}; --set train.loss=... changes it")
+    return notes
+
+
+def _loss_text(train) -> str:
+    return train.loss + (f" (focal_alpha {train.focal_alpha:g}, focal_gamma {train.focal_gamma:g})"
+                         if train.loss == "focal" else "")
 
 
 def _own_postprocess(own: dict, config_path: ConfigSource) -> bool:

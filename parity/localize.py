@@ -511,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--scenario", choices=sorted(scenarios.SCENARIOS), help="a planted problem")
     parser.add_argument("--batch", type=Path, help="with --checkpoint: an .npz holding x (B, C, T), optionally y, valid; the original's .pt "
                                                  "debug batch; or a DataLoader batch saved as it came, (x, y)")
-    parser.add_argument("--config", help="config YAML (for a bare state dict, or the loss of a .safetensors)")
+    parser.add_argument("--config", help="config YAML (for a bare state dict, or the loss of a .safetensors that "
+                                         "carries none of its own)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field of the run, e.g. model.remat=true (less memory at full "
                              "size) or model.stability.pe_gradient=safe (does the fix hold?); repeatable")

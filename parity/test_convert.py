@@ -360,6 +360,9 @@ def test_cli_reads_an_original_checkpoints_own_config_field_by_field(tmp_path, c
     read = read_weights(tmp_path / "o.safetensors", TINY)
     assert read.config.postprocess.tau_on == 0.95 != defaults.tau_on
     assert f"{tmp_path / 'o.safetensors'} carries its own post-processing, used instead of the `postprocess` section of {TINY}" in " ".join(read.notes)
+    assert read.config.train.loss == "bce" and (f"{tmp_path / 'o.safetensors'} carries its own loss, bce, used instead of "
+                                                f"{TINY}'s focal (focal_alpha 0.5, focal_gamma 2); --set train.loss=... "
+                                                "changes it") in read.notes
     run = load_config(TINY, ["postprocess.tau_on=0.99"])  # a training run's own config decides (--init-from)
     assert read_weights(tmp_path / "o.safetensors", run).config.postprocess == run.postprocess
     assert convert.main([str(tmp_path / "o.safetensors"), str(tmp_path / "o-jax")]) == 0
