@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -226,39 +227,48 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     nonfinite: list[NonFinite] = []
     traces = predict_recordings(make_predict(model), corpus, stems, config, progress=progress, desc="evaluate",
                                 nonfinite=nonfinite)
-    remove_earlier_outputs(out_dir)  # this run's plots and batches only beside its metrics
-    not_finite = [_save_nonfinite(found, corpus, config, out_dir, weights_path) for found in nonfinite]
+    # nothing of an earlier run beside this one's metrics (all of it where nothing is scored now)
+    remove_earlier_outputs(out_dir, everything=not traces)
+    localize = _localize_options(config_path, overrides)
+    not_finite = [_save_nonfinite(found, corpus, config, out_dir, weights_path, localize) for found in nonfinite]
     for item in not_finite:
         print(f"error: {item['line']}", file=sys.stderr)
-    if not traces:
-        print(f"error: the model's output is NaN/Inf on every one of the {len(stems)} recordings: nothing to score",
-              file=sys.stderr)
-        return EXIT_INPUT
-    metrics = {"checkpoint": str(weights_path), "source": source,
-               **evaluate_traces(traces, config, out_dir, max_timelines, progress), "skipped": skipped,
-               "not_finite": not_finite, "labels_cut": labels_cut(corpus.recordings, stems)}
-    print(checkpoint_table(metrics))
-    print(f"wrote {write_metrics(metrics, out_dir)}; plots in {out_dir} ({metrics['timelines']} of "
-          f"{len(traces)} timelines, --max-timelines); scored files in {out_dir / 'ref'}, {out_dir / 'hyp'}")
+    metrics = {"checkpoint": str(weights_path), "source": source}
+    if traces:
+        metrics.update(evaluate_traces(traces, config, out_dir, max_timelines, progress))
+        print(checkpoint_table(metrics))
+    metrics.update({"records": len(traces)} if not traces else {}, skipped=skipped, not_finite=not_finite,
+                   labels_cut=labels_cut(corpus.recordings, stems))
+    written = write_metrics(metrics, out_dir)
+    if traces:
+        print(f"wrote {written}; plots in {out_dir} ({metrics['timelines']} of {len(traces)} timelines, "
+              f"--max-timelines); scored files in {out_dir / 'ref'}, {out_dir / 'hyp'}")
     for item in skipped:
         print(skip_line(item), file=sys.stderr)
-    if not_finite:
-        print(f"{len(not_finite)} of {len(stems)} recordings not scored: the model's output is NaN/Inf on them "
-              f"(above); the other {len(traces)} are scored", file=sys.stderr)
-        return EXIT_INPUT
     if lost:
         where = f"EDF files under {edf_dir}" if edf_dir is not None else f"recordings of the {split} split"
         print(f"{len(lost)} of {len(lost) + len(stems)} {where} skipped (above); the other {len(stems)} "
               "are scored", file=sys.stderr)
-        return EXIT_INPUT
-    return EXIT_OK
+    if not traces:
+        print(f"error: the model's output is NaN/Inf on every one of the {len(stems)} recordings: nothing to score "
+              f"(wrote {written})", file=sys.stderr)
+    elif not_finite:
+        print(f"{len(not_finite)} of {len(stems)} recordings not scored: the model's output is NaN/Inf on them "
+              f"(above); the other {len(traces)} are scored", file=sys.stderr)
+    return EXIT_INPUT if lost or not_finite else EXIT_OK
+
+
+def _localize_options(config_path: str | None, overrides: Sequence[str]) -> str:
+    """The localiser's options for the model this evaluation ran: its --config and --set."""
+    return "".join([f" --config {shlex.quote(str(config_path))}" * (config_path is not None),
+                    *(f" --set {shlex.quote(text)}" for text in overrides)])
 
 
 # the windows of a recording with a non-finite output kept for the localiser (its --batch)
 NONFINITE_WINDOWS_KEPT = 4
 
 
-def _save_nonfinite(found: NonFinite, corpus, config, out_dir: Path, weights_path: Path) -> dict:
+def _save_nonfinite(found: NonFinite, corpus, config, out_dir: Path, weights_path: Path, options: str = "") -> dict:
     """The first windows whose output is non-finite, as OUT/nonfinite/<stem>.npz (x, y, valid: the
     localiser's --batch), and the record metrics.json keeps with the line that says where to look."""
     cut = [corpus.window(found.stem, start, config.window_samples) for start in found.starts[:NONFINITE_WINDOWS_KEPT]]
@@ -268,7 +278,7 @@ def _save_nonfinite(found: NonFinite, corpus, config, out_dir: Path, weights_pat
         np.savez(handle, x=np.stack([c[0] for c in cut]), y=np.stack([c[1] for c in cut]).astype(np.float32),
                  starts=np.array(found.starts[:NONFINITE_WINDOWS_KEPT]))
     line = (f"{nonfinite_line(found)}: not scored; its first {len(cut)} such windows are in {path}, and where the "
-            f"NaN is born: python -m parity.localize --checkpoint {weights_path} --batch {path}")
+            f"NaN is born: python -m parity.localize --checkpoint {weights_path} --batch {path}{options}")
     return {"stem": found.stem, "windows": found.windows, "non_finite_windows": len(found.starts),
             "first_seconds": found.starts[0] / found.sfreq, "batch": str(path), "line": line}
 

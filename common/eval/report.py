@@ -64,17 +64,24 @@ def check_out_dir(out_dir: str | Path) -> None:
 
 # what evaluate writes into OUT beside metrics.json and the .csv_bi files (module docstring, and
 # jaxbrr/evaluate.py's OUT/nonfinite/<stem>.npz)
-EARLIER_OUTPUTS = ("roc.png", "sensitivity_fa.png", "timelines/*.png", "nonfinite/*.npz")
+EARLIER_PLOTS = ("roc.png", "sensitivity_fa.png", "timelines/*.png")
+EARLIER_BATCHES = "nonfinite/*.npz"
 
 
-def remove_earlier_outputs(out_dir: str | Path) -> list[Path]:
-    """Delete the plots and saved batches an earlier evaluate wrote into OUT (it holds that run's
-    metrics.json): a run that draws no ROC (labels of one class), fewer timelines or other
-    recordings would leave them beside its own metrics. The removed."""
+def remove_earlier_outputs(out_dir: str | Path, everything: bool = False) -> list[Path]:
+    """Delete what an earlier evaluate wrote into OUT that this run may not write again: the
+    batches it saved (only evaluate writes there), and its plots where it left its metrics.json (a
+    run that draws no ROC, fewer timelines or other recordings would leave them beside its own
+    metrics); `everything` (a run that scores nothing) also its metrics.json and its ref/ and hyp/
+    files (check_out_dir: no one else's are there). The removed."""
     out_dir = Path(out_dir)
-    if not (out_dir / METRICS_FILE).is_file():
-        return []
-    removed = [path for pattern in EARLIER_OUTPUTS for path in sorted(out_dir.glob(pattern)) if path.is_file()]
+    patterns = [EARLIER_BATCHES]
+    if everything or (out_dir / METRICS_FILE).is_file():
+        patterns += EARLIER_PLOTS
+    if everything:
+        check_out_dir(out_dir)
+        patterns += [METRICS_FILE, f"{REFERENCE}/*.csv_bi", f"{HYPOTHESIS}/*.csv_bi"]
+    removed = [path for pattern in patterns for path in sorted(out_dir.glob(pattern)) if path.is_file()]
     for path in removed:
         path.unlink()
     return removed

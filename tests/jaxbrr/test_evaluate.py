@@ -157,29 +157,34 @@ def test_a_recording_with_a_non_finite_output_is_left_out_and_kept_for_the_local
         synthetic_run, tmp_path, monkeypatch, capsys):
     """The model's output NaN on one window of one recording: stitching cannot average it, and the
     whole evaluation died there with a traceback and nothing written. Now that recording is left
-    out and named, its windows saved as a batch the localiser reads; the other is scored, exit 2."""
+    out and named, its windows saved as a batch the localiser reads (the command with the run's
+    --set); the other is scored, exit 2. NaN everywhere: nothing scored, the earlier run's scores
+    removed, metrics.json says why; a clean run then leaves no saved batch behind."""
     import jaxbrr.predict
     from common.data.prepare import prepare
     from jaxbrr.predict import load_checkpoint
 
     real = jaxbrr.predict.make_predict
-    calls = []
+    calls, nan_everywhere = [], []
 
-    def first_window_nan(model):
+    def some_nan(model):
         predict = real(model)
 
         def run(x):
             probs = np.array(predict(x))
-            if not calls:  # the first window of the first batch: the first recording's first
+            if nan_everywhere:
+                probs[:] = np.nan
+            elif not calls:  # the first window of the first batch: the first recording's first
                 probs[0, 5] = np.nan
             calls.append(len(x))
             return probs
         return run
 
-    monkeypatch.setattr(jaxbrr.predict, "make_predict", first_window_nan)
+    monkeypatch.setattr(jaxbrr.predict, "make_predict", some_nan)
     out = tmp_path / "out"
-    assert main(["--checkpoint", str(synthetic_run), "--out", str(out), "--no-progress", "--max-timelines", "0",
-                 "--set", "eval.threshold_steps=4"]) == 2
+    args = ["--checkpoint", str(synthetic_run), "--out", str(out), "--no-progress", "--max-timelines", "0",
+            "--set", "eval.threshold_steps=4"]
+    assert main(args) == 2
     err = capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     (item,) = metrics["not_finite"]
@@ -187,7 +192,8 @@ def test_a_recording_with_a_non_finite_output_is_left_out_and_kept_for_the_local
     assert (item["non_finite_windows"], item["first_seconds"], item["batch"]) == (1, 0.0, str(batch))
     assert f"error: {stem}: the model's output is NaN/Inf in 1 of its {item['windows']} windows (the first from 0 s): " \
            f"not scored; its first 1 such windows are in {batch}, and where the NaN is born: python -m " \
-           f"parity.localize --checkpoint {synthetic_run / 'checkpoints' / 'best' / '1'} --batch {batch}" in err
+           f"parity.localize --checkpoint {synthetic_run / 'checkpoints' / 'best' / '1'} --batch {batch} " \
+           "--set eval.threshold_steps=4\n" in err
     assert "1 of 2 recordings not scored: the model's output is NaN/Inf on them (above); the other 1 are scored" in err
     assert metrics["records"] == 1 and stem not in {p.stem for p in (out / "ref").glob("*.csv_bi")}
     config, _, _ = load_checkpoint(synthetic_run)
@@ -195,6 +201,19 @@ def test_a_recording_with_a_non_finite_output_is_left_out_and_kept_for_the_local
     saved = np.load(batch)
     np.testing.assert_array_equal(saved["x"], x[None])
     np.testing.assert_array_equal(saved["y"], labels[None].astype(np.float32))
+
+    nan_everywhere.append(True)
+    assert main(args) == 2
+    assert "error: the model's output is NaN/Inf on every one of the 2 recordings: nothing to score" in \
+        capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["records"] == 0 and len(metrics["not_finite"]) == 2 and "nedc" not in metrics
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == sorted(
+        ["metrics.json", *(f"{item['stem']}.npz" for item in metrics["not_finite"])])  # no earlier scores
+    nan_everywhere.clear()
+    calls.append("the first batch is past")
+    assert main(args) == 0
+    assert json.loads((out / "metrics.json").read_text())["not_finite"] == [] and not list(out.glob("nonfinite/*"))
 
 
 def test_split_follows_the_runs_recorded_split(synthetic_run, tmp_path, capsys):
