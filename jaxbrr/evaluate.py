@@ -305,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                              ".csv_bi files; default WORKDIR/eval/<kind>-<step>/<split> or .../edf-<DIR name>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="with --checkpoint: override a config field outside `model` (with --split, "
-                             "not those that decide the split: data.split.*, data.corpus, preprocess.*, ...)")
+                             "not those that decide the split: data.split.*, data.corpus, preprocess.*, ...), or "
+                             "model.ssm.* and model.stability.* (how the model computes)")
     parser.add_argument("--max-timelines", type=int, default=20, metavar="N",
                         help="with --checkpoint: plot at most N per-recording timelines (default 20)")
     add_progress_argument(parser)

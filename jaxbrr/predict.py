@@ -132,6 +132,9 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
                               f"{str(err).splitlines()[0] if str(err) else ''}); {FIX}") from None
     for note in notes:
         print(f"note: {note}")
+    if notes and (compute or overrides):  # the notes were made on reading, before the --set
+        print(f"note: the notes above describe the checkpoint's config as read; --set then changed "
+              f"{', '.join([*compute, *overrides])}")
     config = with_overrides(config, overrides, f"{located.path} (its config)")
     if config.model.ssm.scan == "pallas":  # here, not at the first file's compile (every file would fail)
         from jaxbrr.ssd_kernel import require_gpu
@@ -292,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"where <stem>.csv_bi and <stem>.png go (default: {DEFAULT_OUT}/)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field outside `model` (e.g. --set postprocess.tau_on=0.7), or "
-                             "how the scan is computed (e.g. --set model.ssm.scan=chunked)")
+                             "how the model computes: model.ssm.* (e.g. --set model.ssm.scan=chunked) and "
+                             "model.stability.* (e.g. --set model.stability.guards=original)")
     add_progress_argument(parser)
     args = parser.parse_args(argv)
     bars = wants_bars(args.progress)

@@ -237,7 +237,7 @@ def test_every_kind_reads_to_the_same_neutral_weights(kinds):
 
 
 @pytest.mark.slow
-def test_predict_opens_every_kind_with_the_same_result(kinds, tmp_path):
+def test_predict_opens_every_kind_with_the_same_result(kinds, tmp_path, capsys):
     root, _, _, paths, edf = kinds
     written = {}
     for kind, path in paths.items():
@@ -246,6 +246,14 @@ def test_predict_opens_every_kind_with_the_same_result(kinds, tmp_path):
         assert predict_main(["--checkpoint", str(path), str(edf), "--out", str(out), "--no-progress", *extra]) == 0, kind
         written[kind] = (out / f"{edf.stem}.csv_bi").read_text()
     assert len(set(written.values())) == 1, {k: v[-200:] for k, v in written.items()}  # the same events
+    # the original's clamps on, as its note offers; the notes made on reading are followed by what --set changed
+    capsys.readouterr()
+    assert predict_main(["--checkpoint", str(paths["original"]), str(edf), "--out", str(tmp_path / "guarded"),
+                         "--no-progress", "--config", TINY, "--set", "model.stability.guards=original"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: model.stability.guards = 'none': the original's clamps and nan_to_num are off" in printed
+    assert ("note: the notes above describe the checkpoint's config as read; --set then changed "
+            "model.stability.guards=original\n") in printed
 
 
 @pytest.mark.slow
