@@ -93,7 +93,12 @@ def find_recordings(data_dir: str | Path, pattern: str = "**/*.edf") -> list[Pat
     # `dev -> /datasets/...` link would add nothing), glob.glob's does; with root_dir, data_dir is
     # no pattern, whatever its name holds ("TUSZ [v2.0.3]")
     found = (data_dir / name for name in glob.glob(pattern, root_dir=data_dir, recursive=True))
-    return sorted(p for p in found if p.is_file())
+    # a link back up the tree (`up -> ..`) makes glob list each file once per round it goes: one
+    # path per file, its shortest
+    unique: dict[Path, Path] = {}
+    for path in sorted((p for p in found if p.is_file()), key=lambda p: (len(p.parts), str(p))):
+        unique.setdefault(path.resolve(), path)
+    return sorted(unique.values())
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -167,6 +167,7 @@ def test_folders_stand_for_every_edf_under_them_mixed_with_files(bipolar_run, ch
     (tmp_path / "elsewhere").mkdir()
     write_edf(tmp_path / "elsewhere" / "chb02_01.edf", BIPOLAR23[:-1], seconds=2.0, seed=2)
     (corpus / "chb02").symlink_to(tmp_path / "elsewhere")
+    (corpus / "chb01" / "up").symlink_to(corpus)  # a link back up the tree: each file still once
     out = tmp_path / "out"
     assert main(["--checkpoint", str(bipolar_run), str(corpus), str(single), "--out", str(out),
                  "--no-progress"]) == 0
