@@ -59,7 +59,7 @@ def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, requires_gra
                     metadata=None) -> np.ndarray:
     size, stride = tuple(size), tuple(stride)
     # within its storage, as torch checks: as_strided would read whatever memory lies past it
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=False))
     if offset < 0 or min((*size, *stride), default=0) < 0 or len(size) != len(stride) or (
             0 not in size and last >= len(storage)):
         raise pickle.UnpicklingError(f"a tensor of shape {size}, strides {stride} from element {offset} does not lie "
@@ -234,5 +234,8 @@ def read_pt(path: str | Path) -> Any:
         with archive.open(pickles[0]) as handle:
             try:
                 return _Unpickler(handle, archive, prefix, order == "little", path).load()
-            except (pickle.UnpicklingError, EOFError, KeyError) as error:
+            except PtError:  # this reader's own, naming the file already
+                raise
+            # ValueError: numpy's, rebuilding an array from bytes that do not fit its shape
+            except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as error:
                 raise PtError(f"{path}: unreadable ({type(error).__name__}: {error})") from None

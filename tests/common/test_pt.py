@@ -105,9 +105,17 @@ def test_a_later_original_checkpoints_rng_state_is_read(tmp_path):
     np.testing.assert_array_equal(keys, state[1])
     assert read["rng_state"]["python"] == random.Random(1).getstate()
     np.testing.assert_array_equal(read["model_state_dict"]["w"], np.ones(2, np.float32))
+    # an array whose bytes do not fit its shape (a damaged file): numpy's ValueError, named as the file's
+    class Damaged:
+        def __reduce__(self):
+            reconstruct = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct, as an array pickles
+            return reconstruct, (np.ndarray, (0,), b"b"), (1, (10,), np.dtype("float32"), False, b"\0" * 8)
+
+    torch.save({"rng_state": {"numpy": ("MT19937", Damaged())}}, tmp_path / "damaged.pt")
+    assert _refusal(tmp_path / "damaged.pt").startswith(f"{tmp_path / 'damaged.pt'}: unreadable (ValueError: ")
 
 
-def _crafted(path, size: tuple, stored: int, numel: int) -> None:
+def _crafted(path, size: tuple, stored: int, numel: int, stride: tuple | None = None) -> None:
     """A .pt whose one tensor has shape `size` over a float32 storage that declares `numel`
     elements and holds `stored`: what a damaged or hand-made file can claim."""
     import io
@@ -119,7 +127,8 @@ def _crafted(path, size: tuple, stored: int, numel: int) -> None:
 
     class Tensor:
         def __reduce__(self):
-            return torch._utils._rebuild_tensor_v2, (Storage(), 0, size, (1,) * len(size), False, collections.OrderedDict())
+            strides = (1,) * len(size) if stride is None else stride
+            return torch._utils._rebuild_tensor_v2, (Storage(), 0, size, strides, False, collections.OrderedDict())
 
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj):
@@ -144,6 +153,8 @@ def test_a_tensor_reaching_past_its_storage_is_refused_as_torch_refuses_it(tmp_p
     _crafted(tmp_path / "short.pt", (4,), stored=2, numel=4)  # the storage file itself cut short
     assert _refusal(tmp_path / "short.pt") == (f"{tmp_path / 'short.pt'}: storage 0 holds 2 of its 4 elements: the "
                                                "file is truncated or damaged; copy or save it again")
+    _crafted(tmp_path / "strides.pt", (2, 2), stored=4, numel=4, stride=(1,))  # fewer strides than sizes
+    assert "a tensor of shape (2, 2), strides (1,) from element 0 does not lie within" in _refusal(tmp_path / "strides.pt")
     _crafted(tmp_path / "fits.pt", (4,), stored=4, numel=4)
     np.testing.assert_array_equal(read_pt(tmp_path / "fits.pt")["w"], np.arange(4, dtype=np.float32))
     torch.save({"empty": torch.zeros(0, 3)}, tmp_path / "empty.pt")
