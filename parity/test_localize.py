@@ -569,6 +569,10 @@ def test_a_mixed_precision_config_runs_each_dtype_as_the_whole_model(tmp_path, c
             "casts the whole model to its dtype instead, under model.precision float32; --dtype float32,float64 "
             "has no bfloat16 run: add it to see what the run's precision does") in out
 
+    # the scenario's 4 s windows against the defaults' 60 s (a file holding the model alone reads the
+    # rest of its config as the defaults, its own note says): said beside the verdict
+    assert "note: the batch's windows hold T = 1024 samples, the config's 15360 (data.window_seconds 60 s" in out
+
     problem = scenarios.build("clean", ["model.precision=bfloat16"])
     assert problem_lib.runs_whole_model(problem, ["float32", "float64"], False) == ["float32", "float64", "bfloat16"]
     assert problem.config.model.precision == "float32" and "bfloat16 was added to the dtypes" in problem.notes[-1]
