@@ -27,6 +27,7 @@ import torchref.gnn as tgnn
 import torchref.graph as tgraph
 import torchref.mamba as tmamba
 import torchref.tcn as ttcn
+from conftest import x64_enabled
 from parity.compare import assert_within_bounds, compare_trees
 from parity.tolerances import arbitrate, eigenvector_bounds
 
@@ -252,6 +253,24 @@ def test_laplacian_pe(tiny, dtype, sign):
     # 3. compare
     print(compare_trees({f"pe[{sign}]": jax_out}, {f"pe[{sign}]": torch_out}, "layer", dtype).format())
     assert_pe_within_eigenvector_bounds(f"pe[{sign}]", jax_out, torch_out, A, args, dtype, sides=2)
+
+
+def test_laplacian_pe_with_the_original_guards_on_a_non_finite_graph(tiny):
+    """Under guards: original the condition number picks the shift; torch's raised on a graph holding
+    NaN (LAPACK's SVD) where JAX's gives NaN, so a NaN reaching the graph crashed the torch trainer
+    without its dump. Both twins now leave such a graph unshifted, and nan_to_num (the original's
+    guard) zeroes its PE; the finite graphs are the twins' as without it."""
+    A = random_adjacency(tiny, min_gap=WELL_SEPARATED_GAP)  # (B, L, N, N) float64
+    args = {**pe_args(tiny, "max_abs"), "guards": True}
+    A[0, : args["interval"], 2, 3] = A[0, : args["interval"], 3, 2] = np.nan  # the first PE step's graph
+    torch_out = tgraph.laplacian_pe(torch.from_numpy(A), **args).numpy()  # float64: rounding decides nothing here
+    with x64_enabled():
+        jax_out = np.asarray(jax.jit(functools.partial(jgraph.laplacian_pe, **args))(jnp.asarray(A)))
+    for out in (torch_out, jax_out):
+        assert (out[0, : args["interval"]] == 0).all() and np.isfinite(out).all()
+    finite = tgraph.laplacian_pe(torch.from_numpy(A[1:]), **args).numpy()
+    np.testing.assert_array_equal(torch_out[1:], finite)  # the other windows' graphs as without it
+    assert_pe_within_eigenvector_bounds("pe guards", jax_out[1:], torch_out[1:], A[1:], args, "float64", sides=2)
 
 
 def test_laplacian_pe_at_small_gaps_float32_differs_by_rounding_only(tiny):

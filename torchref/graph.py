@@ -235,7 +235,10 @@ def _eigenvectors_at_steps(
     laplacian = unshifted + epsilon * eye  # (B, S, N, N)
     if guards:  # the original's per-graph switch to a larger shift
         with torch.no_grad():
-            ill = torch.linalg.cond(laplacian) > ORIGINAL_COND_LIMIT  # (B, S)
+            # LAPACK's SVD raises on a non-finite matrix where JAX's cond gives NaN (not > the limit):
+            # such a graph is not switched, in both twins, and its NaN goes on (below)
+            finite = torch.isfinite(laplacian).all(dim=-1).all(dim=-1)[..., None, None]  # (B, S, 1, 1)
+            ill = torch.linalg.cond(torch.where(finite, laplacian, eye)) > ORIGINAL_COND_LIMIT  # (B, S)
         laplacian = torch.where(
             ill[..., None, None], unshifted + ORIGINAL_ILL_CONDITIONED_EPSILON * eye, laplacian
         )

@@ -50,7 +50,7 @@ from common.files import atomic_path
 from common.pt import torch_compatible
 from common.train import dumps
 from common.train.compat import check_init_config
-from common.train.loop import Loop
+from common.train.loop import Loop, StepFailed
 from torchref.model import SeizureDetector, count_parameters
 from torchref.train.optim import make_optimizer
 from torchref.train.step import apply_gradients, eval_step, loss_and_gradients
@@ -192,7 +192,11 @@ class Trainer(Loop):
         tensors = {key: torch.as_tensor(value).to(self.device) for key, value in batch.items()}  # (B, C, T) (B, T) (B,)
         self.generator_before = self.generator.get_state()
         with self._dropout_rng():
-            loss, grad_norm = loss_and_gradients(self.model, tensors, self.cfg, pos_weight)
+            try:
+                loss, grad_norm = loss_and_gradients(self.model, tensors, self.cfg, pos_weight)
+            except torch.linalg.LinAlgError as err:  # LAPACK refusing a matrix NaN reached: a NaN step, dumped
+                self.model.zero_grad(set_to_none=True)
+                raise StepFailed("a linear-algebra op refused a non-finite matrix inside the step", str(err)) from err
         loss, grad_norm = loss.item(), float(grad_norm)
         finite = math.isfinite(loss) and math.isfinite(grad_norm)
         if finite and self._accumulate():

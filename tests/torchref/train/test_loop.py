@@ -271,6 +271,31 @@ def test_raise_writes_the_dump(tmp_path, corpus, prepared, monkeypatch):
     assert [(r["kind"], r["step"]) for r in read_metrics(tmp_path)] == [("train", 1), ("nan", 2)]
 
 
+def test_a_nan_reaching_the_graph_under_the_original_guards_is_a_nan_stop_with_its_dump(tmp_path, corpus, prepared,
+                                                                                         monkeypatch):
+    """Under guards: original, torch.linalg.cond raised LAPACK's error on a Laplacian NaN had
+    reached (lr 1e30: NaN weights after the first step), and the run died with a traceback, no
+    dump, exit 1, where jaxbrr stops with its dump. Now the step is a NaN step like jaxbrr's; and
+    any such error of a linear-algebra op inside a step is a NaN stop with its dump."""
+    run = trainer(tmp_path / "guards", corpus, prepared, "train.lr=1e30", "train.max_steps=4",
+                  "model.stability.guards=original")
+    with pytest.raises(NonFiniteStep, match=r": non-finite (loss|grad norm) ") as caught:  # as jaxbrr's, not refused
+        run.run()
+    assert (caught.value.dump / "nan.json").is_file()
+
+    import torchref.train.loop as tloop
+
+    def refusing(*args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(tloop, "loss_and_gradients", refusing)
+    run = trainer(tmp_path / "refused", corpus, prepared, "train.max_steps=2")
+    with pytest.raises(NonFiniteStep, match="a linear-algebra op refused a non-finite matrix inside the step") as caught:
+        run.run()
+    record = json.loads((caught.value.dump / "nan.json").read_text())
+    assert record["step"] == 1 and "linalg.eigh: The algorithm failed to converge" in record["error"]
+
+
 def test_checkify_is_refused_not_ignored(tmp_path, corpus, prepared):
     """train.checkify is JAX's: torchref ran without it, in silence, a run its user thought instrumented."""
     from common.config import ConfigError
