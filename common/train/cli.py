@@ -90,13 +90,15 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     bars, lines = wants_bars(args.progress), plain_lines(args.progress)
     try:
         config = run_config(args.config, args.set) if args.config else load_config(default_config(), args.set)
-        config = dataclasses.replace(config, workdir=args.workdir or config.workdir + workdir_suffix)
+        # a torchref run folder as --config holds its suffixed workdir already: the run itself
+        suffixed = config.workdir if config.workdir.endswith(workdir_suffix) else config.workdir + workdir_suffix
+        config = dataclasses.replace(config, workdir=args.workdir or suffixed)
         from common.train.compat import check_init_config, check_start
         from common.train.validate import check_metric_name
 
         check_metric_name(config)
         # --resume against the workdir's checkpoints (and their config), before any data is read
-        check_start(config, args.resume, args.init_from)
+        check_start(config, args.resume, args.init_from, prog.split()[-1].removesuffix(".train"))  # the twin
         if args.init_from:  # the weights' values, and their model against the config's, before any data is read
             from common.checkpoints import check_finite, loaded_tensors, weights_config
 

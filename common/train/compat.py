@@ -73,13 +73,14 @@ def check_init_config(config: Config, theirs: Config, source) -> None:
                           + "\nset those fields as the weights have them (--set), or start from other weights")
 
 
-def check_start(config: Config, resume: bool, init_from: str | Path | None) -> None:
+def check_start(config: Config, resume: bool, init_from: str | Path | None, framework: str | None = None) -> None:
     """The arguments against the workdir, before any data is read (common/train/cli.py calls it
     before preparing the data, Loop before anything else): --init-from with --resume; a workdir
     that holds checkpoints without --resume (a run is never overwritten by accident); --resume
     without a checkpoint (a mistyped workdir must not start a new run in silence); --resume with a
     config that differs from the newest `last` checkpoint's (common.checkpoints.weights_config: a
-    jaxbrr step's meta, a torchref step's whole .pt)."""
+    jaxbrr step's meta, a torchref step's whole .pt); --resume of the other twin's run (`framework`:
+    the trainer's, jaxbrr or torchref)."""
     if init_from is not None and resume:
         raise ConfigError("--init-from and --resume together: --resume continues the run's own last "
                           "checkpoint; --init-from starts a new run from given weights")
@@ -95,6 +96,11 @@ def check_start(config: Config, resume: bool, init_from: str | Path | None) -> N
     if not steps:
         raise ConfigError(f"--resume: {workdir} holds no checkpoint (no checkpoints/last/<step>); check --workdir "
                           "(or the config's workdir), or leave out --resume to start a new run there")
+    theirs = "torchref" if steps[-1].suffix == ".pt" else "jaxbrr"  # a torchref step is a file, jaxbrr's a folder
+    if framework in ("jaxbrr", "torchref") and theirs != framework:
+        raise ConfigError(f"--resume: {workdir} is a {theirs} run (newest: {steps[-1]}), which python -m "
+                          f"{framework}.train cannot continue: continue it with python -m {theirs}.train --resume, or "
+                          f"start a {framework} run from its weights with --init-from {steps[-1]} --workdir NEW_DIR")
     # parsed, so that a field added since the checkpoint was written compares as its default
     # (which keeps the old behaviour) instead of as a difference
     changed = [(name, saved, ours) for name, saved, ours in config_differences(

@@ -155,7 +155,7 @@ class Loop:
                  prepared: PreparedData | None = None, init_from: str | Path | None = None,
                  plain_lines: bool = False):
         check_metric_name(config)  # before any compute
-        check_start(config, resume, init_from)
+        check_start(config, resume, init_from, self.framework)
         self.config, self.cfg = config, config.train
         self.workdir = Path(config.workdir)
         self.show = progress  # bars; without them, `plain_lines` prints a line a minute (common/progress.py)

@@ -114,6 +114,43 @@ def test_resume_reads_a_torchref_checkpoint_config_before_any_data(tmp_path, no_
     assert "train.batch_size: checkpoint 4, now 8" in err and "data preparation started" not in err
 
 
+def test_resume_of_the_other_twins_run_is_refused_naming_both_ways_on(tmp_path, no_data, capsys):
+    """torchref's --resume on a jaxbrr run died with a TypeError after preparing the data (it found
+    no step_*.pt), jaxbrr's on a torchref run offered --resume as the fix."""
+    torch = pytest.importorskip("torch")
+    jax_run = tmp_path / "jax-run"
+    step = _jaxbrr_checkpoint(jax_run, no_data, 4)
+    sets = [f"--set={o}" for o in no_data]
+    assert run(["--config", str(TINY), "--workdir", str(jax_run), "--no-progress", *sets, "--resume"],
+               "python -m torchref.train", "", _no_trainer) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --resume: {jax_run} is a jaxbrr run (newest: {step}), which python -m torchref.train cannot "
+        f"continue: continue it with python -m jaxbrr.train --resume, or start a torchref run from its weights "
+        f"with --init-from {step} --workdir NEW_DIR")
+    torch_run = tmp_path / "torch-run" / "checkpoints" / "last"
+    torch_run.mkdir(parents=True)
+    torch.save({"model": {}, "meta": {"config": config_to_dict(_config(torch_run.parents[1], no_data))}},
+               torch_run / "step_000004.pt")
+    assert run(["--config", str(TINY), "--workdir", str(torch_run.parents[1]), "--no-progress", *sets, "--resume"],
+               "python -m jaxbrr.train", "", _no_trainer) == 2
+    err = capsys.readouterr().err
+    assert f"is a torchref run (newest: {torch_run / 'step_000004.pt'}), which python -m jaxbrr.train cannot" in err
+    assert "data preparation started" not in err
+
+
+def test_a_torchref_run_folder_as_config_is_that_run_not_a_suffixed_one(tmp_path, no_data, capsys):
+    """torchref's workdir is the config's + '-torchref'; a run folder's saved config holds that
+    already, and `--config RUN --resume` looked for RUN-torchref."""
+    torch = pytest.importorskip("torch")
+    workdir = tmp_path / "run-torchref"
+    folder = workdir / "checkpoints" / "last"
+    folder.mkdir(parents=True)
+    torch.save({"model": {}, "meta": {"config": config_to_dict(_config(workdir, no_data))}}, folder / "step_000004.pt")
+    assert run(["--config", str(workdir), "--no-progress", "--resume"], "python -m torchref.train", "", _no_trainer,
+               "-torchref") == 2
+    assert capsys.readouterr().err.strip() == "error: data preparation started"  # the checks passed: that run
+
+
 def test_init_from_weights_holding_nan_is_refused_before_any_data(tmp_path, no_data, capsys):
     """`train --init-from` weights a NaN step had saved built the cache, then stopped at step 0
     (exit 3). Refused before any data is read, naming the tensors as the file does (both trainers:
