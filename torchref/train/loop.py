@@ -128,6 +128,12 @@ class Trainer(Loop):
             raise ConfigError("train.checkify instruments JAX's jitted step: torchref has no such mode; leave it "
                               "false (a non-finite step writes its dump, and `python -m parity.localize --dump` "
                               "names the op in both frameworks)")
+        mesh = cfg.mesh
+        if cfg.distributed.initialize or mesh.fsdp > 1 or mesh.data > 1:  # every host would train the whole batch
+            raise ConfigError(f"train.distributed.initialize={cfg.distributed.initialize}, train.mesh.data={mesh.data}, "
+                              f"train.mesh.fsdp={mesh.fsdp}: torchref trains on one device in one process; leave them "
+                              "at their defaults (false, -1, 1), or train on several devices with python -m "
+                              "jaxbrr.train")
         if self.config.model.ssm.backend == "cuda" and self.device.type != "cuda":
             raise ConfigError("model.ssm.backend = 'cuda' needs a CUDA GPU and torch sees none; "
                               "set model.ssm.backend=torch")

@@ -296,6 +296,15 @@ def test_a_nan_reaching_the_graph_under_the_original_guards_is_a_nan_stop_with_i
     assert record["step"] == 1 and "linalg.eigh: The algorithm failed to converge" in record["error"]
 
 
+@pytest.mark.parametrize("sets", [["train.distributed.initialize=true"], ["train.mesh.data=4"],
+                                  ["train.mesh.fsdp=2", "train.mesh.data=1"]])
+def test_several_devices_or_hosts_are_refused_not_ignored(tmp_path, corpus, prepared, sets):
+    """jaxbrr's multi-device fields: torchref ran them as one process in silence, each host of a
+    multi-host launch training the whole batch into the same workdir."""
+    with pytest.raises(ConfigError, match="torchref trains on one device in one process"):
+        trainer(tmp_path, corpus, prepared, *sets)
+
+
 def test_checkify_is_refused_not_ignored(tmp_path, corpus, prepared):
     """train.checkify is JAX's: torchref ran without it, in silence, a run its user thought instrumented."""
     from common.config import ConfigError
