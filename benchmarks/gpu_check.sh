@@ -27,6 +27,18 @@ else
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONUNBUFFERED=1
+# Seconds, not the budget: every part imports the project, which needs the wheels' packages
+# (pydantic, edfio, mne, timescoring: none on the GPU machine). Without them each test and bench
+# row would fail in turn for the whole budget.
+if ! "$PYTHON" -c "import common.config, common.data.edf, common.eval.szcore" 2> /tmp/jaxbrr-preflight.txt; then
+    echo "error: the project does not import here: $(tail -n 1 /tmp/jaxbrr-preflight.txt)" >&2
+    echo "  build the wheels with 'make wheelhouse' where there is network, carry .whl/ along, run this again" >&2
+    exit 2
+fi
+if ! compgen -G ".gpu-cache/triton_cache_aot*.tar.xz" > /dev/null; then
+    echo "warning: no .gpu-cache/triton_cache_aot*.tar.xz ('make triton-aot'): mamba_ssm's Triton kernels compile" \
+         "here, minutes of the budget before any torch GPU test or bench row" >&2
+fi
 # Compile caches: mamba_ssm's Triton kernels took minutes to compile and autotune on a fresh
 # machine, and JAX's full-size train step 70 s. gpu_check.py hands back what a run added to both
 # (triton_cache_STAMP*.tar.xz, jax_cache_STAMP.tar); put those in .gpu-cache/ (git-ignored) beside
