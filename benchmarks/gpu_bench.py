@@ -75,26 +75,26 @@ PROFILE_SECONDS = 120  # the profile's own limit, inside its row's
 
 
 def rows_for(size: str) -> list[dict]:
-    """Every row, in the order they run (most informative first)."""
+    """Every row, in the order they run: what issue 16's targets need first (the bf16 and float32
+    pairs at the small batch, each followed by jaxbrr's fused Pallas scan, its best candidate;
+    the eigh share; the large batch pair; the largest batch; inference), the experiments last
+    (the scan alone, the chunk sizes), so that a budget that runs out cuts those."""
     _, _, (small, large), infer, _, _ = SIZES[size]
     rows = [{"kind": "peak"}]
-    for batch, precisions in ((small, ("bfloat16", "float32")), (large, ("bfloat16",))):
-        for precision in precisions:
-            rows += [{"kind": "train", "framework": f, "precision": precision, "batch": batch} for f in ("jax", "torch")]
-            if (batch, precision) == (small, "bfloat16"):
-                rows[-2]["profile"] = True
-            if batch == small:  # jaxbrr's fused Pallas scan beside XLA's chunked one (a GPU only)
-                rows.append({"kind": "train", "framework": "jax", "precision": precision, "batch": batch,
-                             "scan": "pallas", "variant": "ssm.scan=pallas"})
-                if precision == "bfloat16":  # and the scan alone, kernels against XLA
-                    rows.append({"kind": "scan", "batch": batch, "scan": "pallas"})
-        if batch == small:
-            rows += [{"kind": "train", "framework": "jax", "precision": "bfloat16", "batch": small, "chunk_size": c,
-                      "variant": f"ssm.chunk_size={c}"} for c in CHUNK_SIZES]
-    rows += [{"kind": "eigh", "batch": small}, {"kind": "inference", "batch": infer, "precision": "float32"},
-             {"kind": "train", "framework": "jax", "precision": "bfloat16", "batch": "max", "largest": True},
+    for precision in ("bfloat16", "float32"):
+        rows += [{"kind": "train", "framework": f, "precision": precision, "batch": small} for f in ("jax", "torch")]
+        rows.append({"kind": "train", "framework": "jax", "precision": precision, "batch": small,
+                     "scan": "pallas", "variant": "ssm.scan=pallas"})  # a GPU only
+    rows[1]["profile"] = True  # jaxbrr's bf16 small-batch step, per model stage
+    rows.append({"kind": "eigh", "batch": small})
+    rows += [{"kind": "train", "framework": f, "precision": "bfloat16", "batch": large} for f in ("jax", "torch")]
+    rows += [{"kind": "train", "framework": "jax", "precision": "bfloat16", "batch": "max", "largest": True},
+             {"kind": "inference", "batch": infer, "precision": "float32"},
              {"kind": "inference", "batch": infer, "precision": "bfloat16"}]
     rows += [{"kind": "train", "framework": f, "precision": "float32", "batch": large} for f in ("jax", "torch")]
+    rows.append({"kind": "scan", "batch": small, "scan": "pallas"})  # the scan alone, kernels against XLA
+    rows += [{"kind": "train", "framework": "jax", "precision": "bfloat16", "batch": small, "chunk_size": c,
+              "variant": f"ssm.chunk_size={c}"} for c in CHUNK_SIZES]
     return rows
 
 

@@ -158,12 +158,18 @@ def test_the_targets_pair_jaxbrr_and_its_fused_scan_with_torchref_and_leave_chun
     ]
 
 
-def test_the_pallas_rows_follow_their_batch_8_pairs():
+def test_the_pallas_rows_follow_their_batch_8_pairs_and_the_experiments_come_last():
     rows = gpu_bench.rows_for("full")
     pallas = [i for i, r in enumerate(rows) if r.get("scan") == "pallas" and r["kind"] == "train"]
     assert [(rows[i]["precision"], rows[i]["batch"]) for i in pallas] == [("bfloat16", 8), ("float32", 8)]
     assert all(rows[i - 1]["framework"] == "torch" and rows[i - 1]["batch"] == 8 for i in pallas)
-    assert rows[pallas[0] + 1] == {"kind": "scan", "batch": 8, "scan": "pallas"}  # the scan alone, next
+    assert rows[1] == {"kind": "train", "framework": "jax", "precision": "bfloat16", "batch": 8, "profile": True}
+    # what the targets need before the experiments (the scan alone, the chunk sizes): a budget cuts those
+    experiments = [i for i, r in enumerate(rows) if r["kind"] == "scan" or "chunk_size" in r]
+    assert experiments == list(range(len(rows) - len(experiments), len(rows)))
+    assert rows[experiments[0]] == {"kind": "scan", "batch": 8, "scan": "pallas"}
+    assert len({(r["kind"], r.get("framework"), r.get("precision"), r.get("batch"), r.get("scan"),
+                 r.get("chunk_size")) for r in rows}) == len(rows) == 18  # each row once
 
 
 def test_the_scan_row_times_both_scans_at_the_streams_shapes(monkeypatch):
