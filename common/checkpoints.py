@@ -293,7 +293,7 @@ def _neutral_config(metadata: dict, config_path: ConfigSource, path: Path) -> tu
         notes.append(f"{path} holds the model alone{' and its post-processing' * (postprocess is not None)}: its "
                      f"{settings} are the defaults; pass --config for the ones it was trained with")
     config = _with_model(metadata["config"], rest, str(path), postprocess, loss)
-    notes += _own_postprocess_notes(path, config_path, config, postprocess is not None, loss is not None)
+    notes += _own_section_notes(path, config_path, config, postprocess is not None, loss is not None)
     return config, notes, (*("postprocess",) * (postprocess is not None), *("loss",) * (loss is not None))
 
 
@@ -333,10 +333,10 @@ def _original_config(path: Path, own: dict, config_path: ConfigSource) -> tuple[
             raise CheckpointError(f"{path}: {error}") from None
         notes += loss_notes
     config = _with_model(model, config_path, f"{path}'s own config", postprocess, train)
-    return config, notes + _own_postprocess_notes(path, config_path, config, postprocess is not None, train is not None)
+    return config, notes + _own_section_notes(path, config_path, config, postprocess is not None, train is not None)
 
 
-def _own_postprocess_notes(path: Path, config_path: ConfigSource, config: Config, own: bool,
+def _own_section_notes(path: Path, config_path: ConfigSource, config: Config, own: bool,
                            own_loss: bool = False) -> list[str]:
     """Where weights' own post-processing (`own`) or loss (`own_loss`) replaced a different one of
     a --config file: say so."""
@@ -353,8 +353,9 @@ def _own_postprocess_notes(path: Path, config_path: ConfigSource, config: Config
 
 
 def _loss_text(train) -> str:
-    return train.loss + (f" (focal_alpha {train.focal_alpha:g}, focal_gamma {train.focal_gamma:g})"
-                         if train.loss == "focal" else "")
+    from common.original_config import loss_text
+
+    return loss_text(**{field: getattr(train, field) for field in LOSS_FIELDS})
 
 
 def _own_postprocess(own: dict, config_path: ConfigSource) -> bool:

@@ -217,9 +217,12 @@ def loss_config(training: dict) -> tuple[dict, list[str]]:
     section = {field: training.get(field, default) for field, default in LOSS_DEFAULTS.items()}
     if section["loss"] not in ("bce", "focal"):
         raise ValueError(f"its own config's training.loss is {section['loss']!r}; this project has bce and focal")
-    said = section["loss"] + (f" (focal_alpha {section['focal_alpha']}, focal_gamma {section['focal_gamma']})"
-                              if section["loss"] == "focal" else "")
-    return section, [f"loss from the checkpoint's own config: {said}"]
+    return section, [f"loss from the checkpoint's own config: {loss_text(**section)}"]
+
+
+def loss_text(loss: str, focal_alpha: float, focal_gamma: float) -> str:
+    """A loss as the notes name it: "bce", or "focal (focal_alpha A, focal_gamma G)"."""
+    return loss + (f" (focal_alpha {focal_alpha:g}, focal_gamma {focal_gamma:g})" if loss == "focal" else "")
 
 
 def postprocess_config(original: dict) -> tuple[dict, list[str]]:

@@ -237,8 +237,9 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     if traces:
         metrics.update(evaluate_traces(traces, config, out_dir, max_timelines, progress))
         print(checkpoint_table(metrics))
-    metrics.update({"records": len(traces)} if not traces else {}, skipped=skipped, not_finite=not_finite,
-                   labels_cut=labels_cut(corpus.recordings, stems))
+    else:
+        metrics["records"] = 0
+    metrics.update(skipped=skipped, not_finite=not_finite, labels_cut=labels_cut(corpus.recordings, stems))
     written = write_metrics(metrics, out_dir)
     if traces:
         print(f"wrote {written}; plots in {out_dir} ({metrics['timelines']} of {len(traces)} timelines, "

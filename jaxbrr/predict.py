@@ -242,7 +242,7 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def remove_earlier_outputs(out_dir: str | Path, stem: str) -> list[Path]:
+def remove_earlier_prediction(out_dir: str | Path, stem: str) -> list[Path]:
     """Delete <stem>.csv_bi (only one predict wrote: check_out_dir refused others before the run)
     and <stem>.png in out_dir, left by an earlier run for a file not predicted now; the removed."""
     csv_bi, png = Path(out_dir) / f"{stem}.csv_bi", Path(out_dir) / f"{stem}.png"
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             result = predict_file(path, config, predict, args.out, progress=bars)
         except (ValueError, OSError) as err:  # EDFError, MontageMismatch, preprocessing, a NaN prediction
             message = str(err) if str(path) in str(err) else f"{path}: {err}"
-            removed = remove_earlier_outputs(args.out, path.stem)
+            removed = remove_earlier_prediction(args.out, path.stem)
             if removed:  # a scorer would read an earlier run's prediction as this one's
                 message += f"; removed the outputs an earlier predict wrote for it: {', '.join(map(str, removed))}"
             skipped.append((path, message))

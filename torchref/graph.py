@@ -233,11 +233,12 @@ def _eigenvectors_at_steps(
     eye = torch.eye(n_nodes, dtype=A.dtype, device=A.device)
     unshifted = _laplacian_unshifted(A, degree_floor=ORIGINAL_DEGREE_FLOOR if guards else None)
     laplacian = unshifted + epsilon * eye  # (B, S, N, N)
+    # which graphs are finite: neither shift nor symmetrising below changes it (used twice)
+    finite = torch.isfinite(laplacian).all(dim=-1).all(dim=-1)[..., None, None]  # (B, S, 1, 1)
     if guards:  # the original's per-graph switch to a larger shift
         with torch.no_grad():
             # LAPACK's SVD raises on a non-finite matrix where JAX's cond gives NaN (not > the limit):
             # such a graph is not switched, in both twins, and its NaN goes on (below)
-            finite = torch.isfinite(laplacian).all(dim=-1).all(dim=-1)[..., None, None]  # (B, S, 1, 1)
             ill = torch.linalg.cond(torch.where(finite, laplacian, eye)) > ORIGINAL_COND_LIMIT  # (B, S)
         laplacian = torch.where(
             ill[..., None, None], unshifted + ORIGINAL_ILL_CONDITIONED_EPSILON * eye, laplacian
@@ -250,7 +251,6 @@ def _eigenvectors_at_steps(
     # decomposed as the identity and its eigenvectors get the NaN of L - L (0 where L is finite):
     # the NaN reaches the PE in both twins, from the input's own NaN (no NaN constant, which the
     # localiser's op finder would take for the birth). No host sync.
-    finite = torch.isfinite(laplacian).all(dim=-1).all(dim=-1)[..., None, None]  # (B, S, 1, 1)
     poison = (laplacian - laplacian).sum(dim=(-2, -1), keepdim=True)  # (B, S, 1, 1): 0 or NaN
     laplacian = torch.where(finite, laplacian, eye)
     if gradient == "safe":
