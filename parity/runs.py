@@ -470,3 +470,67 @@ def run_torch_with_relu_signs(model: torch.nn.Module, batch: Batch, cfg: TrainCo
     finally:
         for h in hooks:
             h.remove()
+
+
+# ----------------------------------------------------------------------------------------------
+# how much a Conv1d's or Linear's parameter gradients sum (parity/localize.py `_summation_bound`)
+
+SUMMED_MODULES = (torch.nn.Conv1d, torch.nn.Linear)
+
+
+def _abs_terms(module: torch.nn.Module, x: torch.Tensor, delta: torch.Tensor) -> tuple[dict[str, torch.Tensor], int]:
+    """One call of `module` on input x with output cotangent delta: (parameter -> Σ|terms| of its
+    gradient, n). ∇weight and ∇bias are sums over the n positions the call applied them at (B·L
+    for a Conv1d, every leading index for a Linear) of δ·x and of δ; Σ|terms| is the same sum of
+    |δ|·|x| and of |δ|."""
+    x, delta = x.abs(), delta.abs()
+    if isinstance(module, torch.nn.Conv1d):
+        weight = torch.nn.grad.conv1d_weight(x, module.weight.shape, delta, module.stride, module.padding,
+                                             module.dilation, module.groups)
+        terms, n = {"weight": weight, "bias": delta.sum(dim=(0, 2))}, delta.shape[0] * delta.shape[2]
+    else:
+        flat_x, flat_delta = x.reshape(-1, x.shape[-1]), delta.reshape(-1, delta.shape[-1])
+        terms, n = {"weight": flat_delta.T @ flat_x, "bias": flat_delta.sum(dim=0)}, flat_delta.shape[0]
+    return {name: value for name, value in terms.items() if getattr(module, name, None) is not None}, n
+
+
+def summable(module: torch.nn.Module) -> bool:
+    """A Conv1d or Linear whose gradients are plain sums over positions (zero padding, a padding
+    given as numbers: torch.nn.grad.conv1d_weight takes no "same")."""
+    if isinstance(module, torch.nn.Conv1d):
+        return module.padding_mode == "zeros" and not isinstance(module.padding, str)
+    return isinstance(module, torch.nn.Linear)
+
+
+def torch_gradient_sums(model: torch.nn.Module, batch: Batch, cfg: TrainConfig, shapes: dict[str, tuple],
+                        modules: list[str]) -> dict[str, tuple[np.ndarray, int]]:
+    """One forward + backward of `model` (run it in float64): for each named `summable` module,
+    its parameters' state-dict name -> (Σ|terms| of the gradient, elementwise; n, the number of
+    terms each element sums, over every call of the module)."""
+    found: dict[str, list] = {name: [] for name in modules}  # name -> [(x, output)] per call
+    named = dict(model.named_modules())
+
+    def record(name):
+        def hook(module, args, out):
+            found[name].append([args[0].detach(), None])
+            if out.requires_grad:
+                out.register_hook(lambda grad, call=found[name][-1]: call.__setitem__(1, grad.detach()))
+        return hook
+
+    hooks = [named[name].register_forward_hook(record(name)) for name in modules]
+    try:
+        run_torch(model, batch, cfg, shapes)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    sums = {}
+    for name in modules:
+        total, n = {}, 0
+        for x, delta in found[name]:
+            if delta is None:  # a call the loss does not reach
+                continue
+            terms, count = _abs_terms(named[name], x, delta)
+            total = {key: total.get(key, 0) + value for key, value in terms.items()}
+            n += count
+        sums.update({f"{name}.{key}": (_numpy(value), n) for key, value in total.items()})
+    return sums

@@ -20,7 +20,9 @@ error of each side. Its verdict:
                at float32 where the float64 run names a side that drifted: tolerances.arbitrate)
     CLEAN      nothing to report. A float32 difference beyond tolerance where both sides are
                within tolerance of float64 (arbitrate: "neither") is rounding, amplified by an
-               ill-conditioned stage; the row is CLEAN and marked `rounding`. So is a float32
+               ill-conditioned stage; the row is CLEAN and marked `rounding`, as is a Conv1d's or
+               Linear's parameter gradient whose farther side lies within float32's bound on a
+               sum of that many terms (parity/localize.py _summation_bound). So is a float32
                difference whose replay agrees both ways (each side's stage on the other's inputs
                gives the other's result: rounding of its inputs amplified by a discontinuity, a
                top-k near tie), marked `amplified`, with every row that inherits only from it;
@@ -278,14 +280,17 @@ def _dropped_by_the_other(row: TapRow, by_name: dict[str, TapRow], top: str) -> 
 
 
 def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agrees: frozenset[str] = frozenset(),
-             ambiguous_pe: str = "", kinks: dict[str, str] | None = None) -> None:
+             ambiguous_pe: str = "", kinks: dict[str, str] | None = None,
+             summed: dict[str, str] | None = None) -> None:
     """Set verdict, side, born and detail of every row (DESIGN.md §5; module docstring).
     `replay_agrees`: rows whose float32 replay agreed both ways (parity/localize.py), amplified
     rounding rather than drift; classify runs again once they are known. `ambiguous_pe`: why the
     Laplacian PE is not unique (parity.localize.pe_not_unique), "" when it is: the PE row's
     difference is then the model's (MODEL), not a drift of either side. `kinks`: float32-only
     parameter rows that float64 reproduces when it takes one side's float32 ReLU decisions
-    (parity/localize.py _kink_replay), row -> why: amplified rounding, not drift."""
+    (parity/localize.py _kink_replay), row -> why: amplified rounding, not drift. `summed`:
+    float32-only parameter rows whose farther side lies within float32's summation bound
+    (parity/localize.py _summation_bound), row -> why: rounding, not drift."""
     by_name = {row.name: row for row in rows}
     top = dtypes[0]
     for row in rows:
@@ -340,6 +345,10 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
             row.rounding = True  # float64 arbitrates: neither side drifted
             row.detail = ("float32 sides differ beyond tolerance, each within tolerance of float64: "
                           "rounding, not drift")
+            continue
+        if failing == ["float32"] and summed and row.name in summed:
+            row.rounding = True
+            row.detail = summed[row.name]
             continue
         if failing == ["float32"] and kinks and row.name in kinks:
             row.amplified = True
