@@ -38,8 +38,9 @@ peaked at 29 GB), so that the pair compares equal work.
 `--warm` fills Triton's cache for the torchref train rows (their first step each, the budget's
 worth), for gpu_check.py to run beside the GPU tests: mamba_ssm's kernels compile on the CPU for
 minutes, and the bench's torch rows then find them compiled. The largest batch is predicted from
-the bfloat16 B=32 row's peak memory (linear in B, rounded down to a multiple of 8, 85 % of the
-device; JAX may allocate 92 %) and halved once if it does not fit.
+the bfloat16 B=32 row's peak memory (linear in B, rounded down to a multiple of 16, 85 % of the
+device; JAX may allocate 92 %) and halved once if it does not fit; torchref then runs at the
+batch jaxbrr ran (not retried: out of memory there is its result), and the targets pair the two.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ PROFILE_SECONDS = 120  # the profile's own limit, inside its row's
 def rows_for(size: str) -> list[dict]:
     """Every row, in the order they run: what issue 16's targets need first (the bf16 and float32
     pairs at the small batch, each followed by jaxbrr's fused Pallas scan, its best candidate;
-    the eigh share; the large batch pair; the largest batch; inference), the experiments last
+    the eigh share; the large batch pair; the largest batch jaxbrr fits, then torchref at it;
+    inference), the experiments last
     (the scan alone, the chunk sizes), so that a budget that runs out cuts those."""
     _, _, (small, large), infer, _, _ = SIZES[size]
     rows = [{"kind": "peak"}]
@@ -88,8 +90,10 @@ def rows_for(size: str) -> list[dict]:
     rows[1]["profile"] = True  # jaxbrr's bf16 small-batch step, per model stage
     rows.append({"kind": "eigh", "batch": small})
     rows += [{"kind": "train", "framework": f, "precision": "bfloat16", "batch": large} for f in ("jax", "torch")]
-    rows += [{"kind": "train", "framework": "jax", "precision": "bfloat16", "batch": "max", "largest": True},
-             {"kind": "inference", "batch": infer, "precision": "float32"},
+    # the largest batch jaxbrr fits, then torchref at that batch (its pair in the targets)
+    rows += [{"kind": "train", "framework": f, "precision": "bfloat16", "batch": "max", "largest": True}
+             for f in ("jax", "torch")]
+    rows += [{"kind": "inference", "batch": infer, "precision": "float32"},
              {"kind": "inference", "batch": infer, "precision": "bfloat16"}]
     rows += [{"kind": "train", "framework": f, "precision": "float32", "batch": large} for f in ("jax", "torch")]
     rows.append({"kind": "scan", "batch": small, "scan": "pallas"})  # the scan alone, kernels against XLA
@@ -374,7 +378,19 @@ def largest_batch(rows: list[dict], memory_gb: float | None, size: str) -> int |
     if base is None or memory_gb is None:
         return None
     per_window = base["peak_memory_gb"] / large
-    return max(large, int(0.85 * memory_gb / per_window) // 8 * 8)
+    # a multiple of 16, as the large batch is: the sequence counts (B·19, B·171) mamba_ssm's
+    # Triton kernels specialise on then divide by 16 as the large batch's do, so the torchref row
+    # at this batch reuses their compiled kernels (benchmarks/triton_aot.py builds those)
+    return max(large, int(0.85 * memory_gb / per_window) // 16 * 16)
+
+
+def largest_done(rows: list[dict], size: str) -> int | None:
+    """The batch jaxbrr's largest-batch row ran at (after a halving for memory), or the large
+    batch where that is the largest (the row then skipped, measured above); None otherwise."""
+    row = next((r for r in rows if r.get("largest") and r.get("framework") == "jax"), None)
+    if row is None or not isinstance(row.get("batch"), int):
+        return None
+    return row["batch"] if "step_s" in row or row["batch"] == SIZES[size][2][1] else None
 
 
 def derive(row: dict, rows: list[dict], size: str) -> None:
@@ -424,10 +440,13 @@ def main(argv=None) -> int:
         if kinds and row["kind"] not in kinds:
             continue
         if row.get("batch") == "max":
-            row["batch"] = largest_batch(done, memory_gb, args.size) or "max"
+            row["batch"] = (largest_batch(done, memory_gb, args.size) if row["framework"] == "jax"
+                            else largest_done(done, args.size)) or "max"
         left = deadline - time.monotonic()
         record = dict(row)
-        if row.get("batch") == "max":
+        if row.get("batch") == "max" and row["framework"] == "torch":
+            record["skipped"] = "jaxbrr's largest-batch row did not finish: no batch to pair torchref with"
+        elif row.get("batch") == "max":
             record["skipped"] = "no bfloat16 row at the large batch to size it from (or no device memory figure)"
         elif row.get("scan") == "pallas" and not _cuda():
             record["skipped"] = "ssm.scan=pallas compiles Triton kernels: a GPU only (the tests interpret them on the CPU)"
@@ -437,9 +456,11 @@ def main(argv=None) -> int:
             record["skipped"] = f"budget: {max(left, 0):.0f} s left, the row needs ~{needed:.0f} s"
         else:
             record.update(_run(row, args.size, left))
+            # jaxbrr's largest batch is an estimate: halved once if it does not fit. torchref is not
+            # retried: out of memory at jaxbrr's largest batch is its result
             if "error" in record and row.get("kind") == "train" and "out of memory" in record["error"].lower() \
-                    and row["batch"] not in SIZES[args.size][2]:
-                row = {**row, "batch": max(8, row["batch"] // 2 // 8 * 8)}
+                    and row["batch"] not in SIZES[args.size][2] and row["framework"] == "jax":
+                row = {**row, "batch": max(16, row["batch"] // 2 // 16 * 16)}
                 record = {**row, **_run(row, args.size, deadline - time.monotonic()), "retried_after_oom": True}
             derive(record, done, args.size)
         done.append(record)
@@ -462,8 +483,8 @@ def warm(size: str, budget: float) -> int:
     compiles (and autotunes) the mamba_ssm kernels its shapes and dtype need into Triton's cache."""
     deadline = time.monotonic() + budget
     for row in rows_for(size):
-        if row["kind"] != "train" or row["framework"] != "torch":
-            continue
+        if row["kind"] != "train" or row["framework"] != "torch" or row["batch"] == "max":
+            continue  # the largest batch is known once jaxbrr's row ran; it reuses the large batch's kernels
         left = deadline - time.monotonic()
         if left < 10:
             break

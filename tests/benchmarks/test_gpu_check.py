@@ -170,7 +170,36 @@ def test_the_pallas_rows_follow_their_batch_8_pairs_and_the_experiments_come_las
     assert experiments == list(range(len(rows) - len(experiments), len(rows)))
     assert rows[experiments[0]] == {"kind": "scan", "batch": 8, "scan": "pallas"}
     assert len({(r["kind"], r.get("framework"), r.get("precision"), r.get("batch"), r.get("scan"),
-                 r.get("chunk_size")) for r in rows}) == len(rows) == 18  # each row once
+                 r.get("chunk_size")) for r in rows}) == len(rows) == 19  # each row once
+    largest = [i for i, r in enumerate(rows) if r.get("largest")]  # jaxbrr's, then torchref at it
+    assert [rows[i]["framework"] for i in largest] == ["jax", "torch"] and largest[1] == largest[0] + 1
+
+
+@pytest.mark.parametrize("jax_fits, torch_fits", [(True, True), (False, True), (True, False)])
+def test_torchref_runs_at_the_largest_batch_jaxbrr_ran(tmp_path, monkeypatch, jax_fits, torch_fits):
+    """The bench's control flow with made-up rows (no worker runs): jaxbrr's largest batch from its
+    bf16 B=32 peak (10 GB: 0.3125 GB a window, 85 % of 100 GB -> 272, a multiple of 16), halved
+    once if it does not fit; torchref at the batch jaxbrr ran, and not retried when it does not fit."""
+    ran = []
+
+    def fake_run(row, size, timeout):
+        ran.append((row["framework"], row["batch"]))
+        fits = {"jax": jax_fits or row["batch"] != 272, "torch": torch_fits}[row["framework"]]
+        if row.get("largest") and not fits:
+            return {"error": "exit 1: CUDA out of memory", "wall_s": 1.0}
+        return {"step_s": 1.0, "peak_memory_gb": 10.0 * row["batch"] / 32, "wall_s": 2.0}
+
+    monkeypatch.setattr(gpu_bench, "_run", fake_run)
+    monkeypatch.setattr(gpu_bench, "_device_memory_gb", lambda: 100.0)
+    monkeypatch.setattr(gpu_bench, "_cuda", lambda: True)
+    assert gpu_bench.main(["--size", "full", "--budget", "1e6", "--out", str(tmp_path), "--only", "train"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "bench.jsonl").read_text().splitlines()]
+    largest = [r for r in rows if r.get("largest")]
+    batch = 272 if jax_fits else 128  # 272 // 2 // 16 * 16
+    assert [(r["framework"], r["batch"]) for r in largest] == [("jax", batch), ("torch", batch)]
+    assert largest[0].get("retried_after_oom", False) is not jax_fits
+    assert ("error" in largest[1]) is not torch_fits and "retried_after_oom" not in largest[1]
+    assert ran.count(("torch", batch)) == 1
 
 
 def test_the_scan_row_times_both_scans_at_the_streams_shapes(monkeypatch):

@@ -32,7 +32,8 @@ def test_the_replay_covers_the_bench_torch_rows_at_their_shapes_and_dtypes():
     assert {c.length for c in calls if c.label.startswith(("bench", "test_mamba", "test_gpu"))} == {length}
     bench = {(c.sequences, c.dims, c.bfloat16) for c in calls if c.label.startswith("bench")}
     node, edge = triton_aot.mixer_dims(full.model.node_mamba), triton_aot.mixer_dims(full.model.graph.edge_mamba)
-    rows = [r for r in gpu_bench.rows_for("full") if r["kind"] == "train" and r["framework"] == "torch"]
+    rows = [r for r in gpu_bench.rows_for("full") if r["kind"] == "train" and r["framework"] == "torch"
+            and r["batch"] != "max"]  # the largest batch: a multiple of 16 known on the GPU only
     # node stream: batch x 19 electrodes; edge stream: batch x 171 electrode pairs; both bf16 stages
     expected = {(r["batch"] * n, dims, r["precision"] == "bfloat16") for r in rows for n, dims in ((19, node), (171, edge))}
     assert bench == expected and len(expected) == 8
