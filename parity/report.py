@@ -156,8 +156,8 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
     lines += [
         "columns: NaN/Inf counts per run (· = none); max_rel = max|jax−torch| / max|torch| per dtype; "
         f"err64 = RMSE of each side's {low} against torch float64; * = born here; "
-        "(rounding) = beyond tolerance at float32, but neither side farther from float64, or the farther "
-        "side within float32's bound on a sum of that many terms; "
+        "(rounding) = beyond tolerance at float32, but neither side farther from float64, or both sides "
+        "within float32's bound on a sum of that many terms; "
         "(amplified) = beyond tolerance at float32, but each side's stage gives the other's result on the "
         "other's inputs (replay): rounding amplified by a discontinuity (a top-k near tie), or inherited from one",
     ]

@@ -480,17 +480,18 @@ SUMMED_MODULES = (torch.nn.Conv1d, torch.nn.Linear)
 
 def _abs_terms(module: torch.nn.Module, x: torch.Tensor, delta: torch.Tensor) -> tuple[dict[str, torch.Tensor], int]:
     """One call of `module` on input x with output cotangent delta: (parameter -> Σ|terms| of its
-    gradient, n). ∇weight and ∇bias are sums over the n positions the call applied them at (B·L
+    gradient, n). ∇weight and ∇bias are sums over the positions the call applied them at (B·L
     for a Conv1d, every leading index for a Linear) of δ·x and of δ; Σ|terms| is the same sum of
-    |δ|·|x| and of |δ|."""
+    |δ|·|x| and of |δ|. n counts the positions whose cotangent is not all zero: a zero term adds
+    exactly (Mamba2's causal conv computes d_conv − 1 outputs more than it keeps)."""
     x, delta = x.abs(), delta.abs()
     if isinstance(module, torch.nn.Conv1d):
         weight = torch.nn.grad.conv1d_weight(x, module.weight.shape, delta, module.stride, module.padding,
                                              module.dilation, module.groups)
-        terms, n = {"weight": weight, "bias": delta.sum(dim=(0, 2))}, delta.shape[0] * delta.shape[2]
+        terms, n = {"weight": weight, "bias": delta.sum(dim=(0, 2))}, int((delta != 0).any(dim=1).sum())
     else:
         flat_x, flat_delta = x.reshape(-1, x.shape[-1]), delta.reshape(-1, delta.shape[-1])
-        terms, n = {"weight": flat_delta.T @ flat_x, "bias": flat_delta.sum(dim=0)}, flat_delta.shape[0]
+        terms, n = {"weight": flat_delta.T @ flat_x, "bias": flat_delta.sum(dim=0)}, int((flat_delta != 0).any(dim=1).sum())
     return {name: value for name, value in terms.items() if getattr(module, name, None) is not None}, n
 
 
@@ -517,8 +518,10 @@ def torch_gradient_sums(model: torch.nn.Module, batch: Batch, cfg: TrainConfig, 
                 out.register_hook(lambda grad, call=found[name][-1]: call.__setitem__(1, grad.detach()))
         return hook
 
-    hooks = [named[name].register_forward_hook(record(name)) for name in modules]
+    hooks = []
     try:
+        for name in modules:
+            hooks.append(named[name].register_forward_hook(record(name)))
         run_torch(model, batch, cfg, shapes)
     finally:
         for hook in hooks:

@@ -21,8 +21,8 @@ error of each side. Its verdict:
     CLEAN      nothing to report. A float32 difference beyond tolerance where both sides are
                within tolerance of float64 (arbitrate: "neither") is rounding, amplified by an
                ill-conditioned stage; the row is CLEAN and marked `rounding`, as is a Conv1d's or
-               Linear's parameter gradient whose farther side lies within float32's bound on a
-               sum of that many terms (parity/localize.py _summation_bound). So is a float32
+               Linear's parameter gradient whose two sides lie within float32's bound on a sum
+               of that many terms (parity/localize.py _summation_bound). So is a float32
                difference whose replay agrees both ways (each side's stage on the other's inputs
                gives the other's result: rounding of its inputs amplified by a discontinuity, a
                top-k near tie), marked `amplified`, with every row that inherits only from it;
@@ -289,7 +289,7 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
     difference is then the model's (MODEL), not a drift of either side. `kinks`: float32-only
     parameter rows that float64 reproduces when it takes one side's float32 ReLU decisions
     (parity/localize.py _kink_replay), row -> why: amplified rounding, not drift. `summed`:
-    float32-only parameter rows whose farther side lies within float32's summation bound
+    float32-only parameter rows whose two sides lie within float32's summation bound
     (parity/localize.py _summation_bound), row -> why: rounding, not drift."""
     by_name = {row.name: row for row in rows}
     top = dtypes[0]
