@@ -24,12 +24,8 @@ CROSSED = 3  # units taken across the kink: they move ∇tcn.layers.1 by 2e-2 of
 # largest is 0.31 (the replay takes crossings within 1e-4 of that, the forward's float32 tolerance)
 
 
-@pytest.fixture(scope="module")
-def clean():
-    """The clean scenario's models and runs at float64 and float32, on its first window (half the
-    time of both)."""
-    problem = scenarios.build("clean")
-    problem.batch, problem.windows = select_windows(problem.batch, "0", problem.source)
+def models_and_runs(problem) -> tuple[dict, dict]:
+    """Both models and both runs of `problem` at float64 and float32, keyed as the localiser keys them."""
     models, runs = {}, {}
     for dtype in ("float64", "float32"):
         with localize.precision(dtype):
@@ -39,7 +35,16 @@ def clean():
             shapes = {name: tap.shape for name, tap in jax_run.taps.items()}
             runs[f"torch/{dtype}"] = R.run_torch(torch_model, problem.batch, problem.config.train, shapes)
             runs[f"jax/{dtype}"] = jax_run
-    return problem, models, runs
+    return models, runs
+
+
+@pytest.fixture(scope="module")
+def clean():
+    """The clean scenario's models and runs at float64 and float32, on its first window (half the
+    time of both)."""
+    problem = scenarios.build("clean")
+    problem.batch, problem.windows = select_windows(problem.batch, "0", problem.source)
+    return problem, *models_and_runs(problem)
 
 
 def _rows(problem, runs, kinks=None):

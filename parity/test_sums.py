@@ -20,6 +20,7 @@ import torch
 
 from parity import localize, scenarios
 from parity import runs as R
+from parity.test_kinks import models_and_runs
 from parity.tolerances import tolerance, unit_roundoff
 from parity.verdicts import PARAMETERS, classify, find, tap_rows
 
@@ -65,16 +66,7 @@ def test_abs_terms_of_a_linear_sum_over_every_leading_index():
 def clean():
     """The clean scenario (tiny model, both windows) at float64 and float32."""
     problem = scenarios.build("clean")
-    models, runs = {}, {}
-    for dtype in ("float64", "float32"):
-        with localize.precision(dtype):
-            torch_model, jax_model = localize._models(problem, dtype)
-            models[dtype] = (torch_model, jax_model)
-            jax_run = R.run_jax(jax_model, problem.batch, problem.config.train)
-            shapes = {name: tap.shape for name, tap in jax_run.taps.items()}
-            runs[f"torch/{dtype}"] = R.run_torch(torch_model, problem.batch, problem.config.train, shapes)
-            runs[f"jax/{dtype}"] = jax_run
-    return problem, models, runs
+    return problem, *models_and_runs(problem)
 
 
 def detect_sums(models, runs) -> tuple[np.ndarray, np.ndarray, int]:
