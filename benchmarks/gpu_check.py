@@ -177,9 +177,10 @@ TEST_TIMEOUT = 300  # seconds one GPU test may take (pytest-timeout, where insta
 # In the order they run: what issue 16 requires first (parity on the GPU, the loops), the Pallas
 # kernels' own tests last (each builds a float64 reference on the CPU): a budget that runs out
 # cuts those. Every file holding a gpu- or triton-marked test (tests/benchmarks/test_gpu_check.py).
+# The full-size gradients (two full-size compiles, minutes) come after the loops' cheaper tests.
 GPU_TEST_FILES = ("parity/test_gpu.py", "tests/jaxbrr/train/test_loop.py", "tests/torchref/test_mamba.py",
                   "tests/torchref/train/test_loop.py", "tests/torchref/test_graph.py",
-                  "tests/jaxbrr/test_ssd_kernel.py", "tests/jaxbrr/test_norm_kernel.py")
+                  "parity/test_gpu_gradients.py", "tests/jaxbrr/test_ssd_kernel.py", "tests/jaxbrr/test_norm_kernel.py")
 # Two pytest processes side by side. The first test that calls mamba_ssm's Triton kernels pays
 # their compilation and autotuning (measured: over two minutes on a fresh H200 machine, all of it
 # one CPU core), which the JAX-side tests would otherwise wait behind.

@@ -8,8 +8,7 @@ cudnn.allow_tf32 False, JAX's default matmul precision "highest".
   Triton kernels) against `backend: torch` (the exact path), every tap, cotangent and parameter
   gradient; jaxbrr on the GPU, with `ssm.scan` chunked and pallas (its own kernels), against
   torchref on the GPU, every tap (top-k near ties and the eigenvector gaps judged as
-  parity/test_model.py judges them); then through the localiser, every tap, cotangent and
-  parameter gradient of the focal loss, float32 arbitrated by float64: CLEAN;
+  parity/test_model.py judges them) (the gradients: parity/test_gpu_gradients.py);
 - the tiny model through the localiser on the GPU: every tap, cotangent and gradient, float32
   arbitrated by float64, is CLEAN with TF32 off; with JAX's default precision (TF32 dots and
   convolutions) the drift is attributed to jax, with torch's TF32 switched on to torch;
@@ -85,20 +84,6 @@ def test_full_size_jax_on_the_gpu_matches_torch_on_the_gpu(tf32_off, scan):
     report = compare_trees(jax_taps, torch_taps, "model", "float32", "gpu")
     print(report.format())
     assert_taps_agree(pair, report, torch_taps, jax_taps)
-
-
-def test_full_size_gradients_through_the_localiser_on_the_gpu(tf32_off):
-    """Forward, loss, every cotangent and every parameter gradient at full size, float32 and
-    float64 on both sides, judged as the localiser judges them (float64 arbitrates a float32
-    difference; a long sum within float32's bound is rounding). Rehearsed on the CPU: CLEAN
-    (BENCHMARKS.md, "The localiser at full size")."""
-    pair = detector_pair(FULL, comparable_selection("float32"))
-    x, y = eeg_windows(pair.config, n_windows=1, seed=FULL_SEED)  # both classes: 35 % seizure
-    weights = {k: v.numpy() for k, v in pair.torch_model.state_dict().items()}
-    problem = problem_lib.Problem(pair.config, weights, Batch(x, y), "full size on the GPU")
-    report = localize.localize(problem, ["float32", "float64"], device="gpu")
-    print(report_lib.format_report(report, all_parameters=True))
-    assert report.verdict == "CLEAN", report.first
 
 
 def _tiny_problem(overrides=()) -> problem_lib.Problem:
