@@ -172,10 +172,9 @@ def part_env(out: Path, timeout: float) -> dict:
 
 
 TEST_TIMEOUT = 300  # seconds one GPU test may take (pytest-timeout, where installed) before it fails
-# jaxbrr's Pallas kernels first: never compiled on a GPU before (their bf16 tests run the float32
-# kernels on bf16-rounded inputs, so the four cost two Triton compiles per stream)
 # In the order they run: what issue 16 requires first (parity on the GPU, the loops), the Pallas
-# kernels' own tests last (each builds a float64 reference on the CPU): a budget that runs out
+# kernels' own tests last (each builds a float64 reference on the CPU; their bf16 tests run the
+# float32 kernels on bf16-rounded inputs, two Triton compiles per stream): a budget that runs out
 # cuts those. Every file holding a gpu- or triton-marked test (tests/benchmarks/test_gpu_check.py).
 # The full-size gradients (two full-size compiles, minutes) come after the loops' cheaper tests.
 GPU_TEST_FILES = ("parity/test_gpu.py", "tests/jaxbrr/train/test_loop.py", "tests/torchref/test_mamba.py",
