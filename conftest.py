@@ -27,6 +27,16 @@ else:
     _OWN_XLA_CACHE = None
 
 
+# On a GPU the parity tests compare float32 with TF32 off on both sides. mamba_ssm's Triton kernels
+# (model.ssm.backend: cuda) call `tl.dot` without a precision, which Triton runs in TF32 for float32
+# operands unless TRITON_F32_DEFAULT says otherwise (triton/language/core.py `dot`); torch's
+# allow_tf32 switches do not reach it. So every kernel the tests compile is full float32, as
+# torchref's trainer runs them with train.tf32 false (torchref/train/loop.py configure_cuda), and
+# benchmarks/triton_aot.py compiles them so. Set before any test compiles one: it is part of
+# Triton's cache key, and a process keeps the kernels it compiled. A value already set wins.
+os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")
+
+
 def pytest_unconfigure(config):
     if _OWN_XLA_CACHE is not None:
         import shutil

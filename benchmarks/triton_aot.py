@@ -71,6 +71,12 @@ import gpu_check  # noqa: E402
 from wheelhouse import PLATFORMS, PYTHON_VERSION  # noqa: E402  (the GPU machine's Python)
 
 FOLDER = ROOT / ".triton-aot"
+# Triton's float32 dot precision (TRITON_F32_DEFAULT, part of every kernel's cache key): every call
+# the check makes runs with "ieee", the tests by conftest.py, the bench's torch rows and the loop
+# test by torchref's trainer (configure_cuda, train.tf32 false); "default" (unset, TF32) is how the
+# H200 ran the tests of 2026-12-04, before either set it.
+F32_CHOICES = ("ieee", "default")
+F32 = "ieee"  # what the build uses unless told
 OUT = ROOT / ".gpu-cache" / "triton_cache_aot.tar.xz"
 # The GPU machine's Triton (the GPU check's env part reports it; BENCHMARKS.md "GPU check"): a
 # kernel compiled by another version has another key and is compiled again there.
@@ -323,6 +329,14 @@ def calls() -> list[Call]:
     return result
 
 
+def set_f32(choice: str) -> None:
+    """Triton's float32 dot precision for every kernel compiled from here on (F32_CHOICES)."""
+    if choice == "default":
+        os.environ.pop("TRITON_F32_DEFAULT", None)
+    else:
+        os.environ["TRITON_F32_DEFAULT"] = choice
+
+
 def replay(call: Call) -> None:
     """One call. The depthwise conv's output, which x, B and C are views of after the SiLU (and
     which mamba_ssm's backward takes as the forward got them), is made (B, C, L)-contiguous: what
@@ -408,6 +422,9 @@ def main(argv=None) -> int:
     parser.add_argument("--check", type=Path, help="a triton_cache archive a GPU run handed back, or a list of its kernels")
     parser.add_argument("--only", default="", help="replay only the calls whose label contains this")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="parallel compiles")
+    parser.add_argument("--f32", choices=F32_CHOICES, default=F32,
+                        help="Triton's float32 dot precision the kernels are built for (TRITON_F32_DEFAULT): "
+                             "ieee, as the GPU check runs them (default), or Triton's own default (TF32)")
     args = parser.parse_args(argv)
     if args.command == "setup":
         print(json.dumps(setup(args.folder, args.triton)))
@@ -429,6 +446,7 @@ def run(args, cache: Path) -> dict:
     there and what it compiles (hits)."""
     os.environ["TRITON_CACHE_DIR"] = str(cache)
     os.environ["TRITON_STORE_BINARY_ONLY"] = "1"  # no IR beside the binaries (the source stays: dropped below)
+    set_f32(args.f32)
     if args.command == "hits":
         with tarfile.open(args.out) as tar:
             tar.extractall(cache, filter="data")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from parity.growth import Growth
 from parity.problem import Problem, batch_hash
 from parity.runs import Batch
 from parity.verdicts import BACKWARD, PARAMETERS, WEIGHTS_FIX, Finding, TapRow, arbitrated_dtype
+from torchref.mamba import TRITON_F32
 
 SCHEMA = "jaxbrr.localize/1"
 IDENTICAL_FLOOR = 1e-18  # where the plot draws a difference of exactly 0 (log axis)
@@ -111,23 +113,36 @@ def versions() -> dict[str, str]:
 
 @contextlib.contextmanager
 def float32_precision(torch_tf32: bool, jax_precision: str):
-    """torch's TF32 switches (cuBLAS matmuls, cuDNN convolutions) and JAX's default matmul precision
-    for the block, restored after. What the GPU rows of parity/tolerances.py assume is
+    """torch's TF32 switches (cuBLAS matmuls, cuDNN convolutions), Triton's float32 dot precision
+    for mamba_ssm's kernels (`ssm.backend: cuda`; TRITON_F32: "ieee", or unset for Triton's TF32,
+    as torchref's trainer sets it) and JAX's default matmul precision for the block, restored
+    after. Triton reads its variable when a kernel compiles: a kernel this process compiled before
+    keeps the precision it was compiled with. What the GPU rows of parity/tolerances.py assume is
     float32_precision(False, "highest"); TF32 in both is (True, "tensorfloat32")."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, os.environ.get(TRITON_F32))
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch_tf32
+    _set_triton_f32(None if torch_tf32 else "ieee")
     try:
         with jax.default_matmul_precision(jax_precision):
             yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        _set_triton_f32(saved[2])
+
+
+def _set_triton_f32(value: str | None) -> None:
+    if value is None:
+        os.environ.pop(TRITON_F32, None)
+    else:
+        os.environ[TRITON_F32] = value
 
 
 def precision_settings() -> dict[str, str]:
     """The float32 matmul/conv precision each framework is set to (what GPU rows assume: TF32 off)."""
     return {"jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
             "torch.backends.cuda.matmul.allow_tf32": str(torch.backends.cuda.matmul.allow_tf32),
-            "torch.backends.cudnn.allow_tf32": str(torch.backends.cudnn.allow_tf32)}
+            "torch.backends.cudnn.allow_tf32": str(torch.backends.cudnn.allow_tf32),
+            TRITON_F32: os.environ.get(TRITON_F32, "unset (Triton's default: TF32)")}
 
 
 def _cell(row: TapRow, run: str) -> str:

@@ -2,7 +2,9 @@
 
 The GPU rows of parity/tolerances.py (tier T4: the CPU float32 rows ×10) hold with TF32 off on
 both sides, which the `tf32_off` fixture sets for each test: torch.backends.cuda.matmul and
-cudnn.allow_tf32 False, JAX's default matmul precision "highest".
+cudnn.allow_tf32 False, JAX's default matmul precision "highest"; and for mamba_ssm's Triton
+kernels, which those switches do not reach, TRITON_F32_DEFAULT=ieee, which conftest.py sets for
+the whole session (a kernel compiled in TF32 stays so in its process) and the fixture checks.
 
 - full size (configs/tusz.yaml, one 60 s window): torchref `ssm.backend: cuda` (mamba_ssm's
   Triton kernels) against `backend: torch` (the exact path), every tap, cotangent and parameter
@@ -17,6 +19,8 @@ cudnn.allow_tf32 False, JAX's default matmul precision "highest".
 """
 
 from __future__ import annotations
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +63,9 @@ forward = nnx.jit(lambda model, x: model(x))
 
 @pytest.fixture
 def tf32_off():
+    assert os.environ.get("TRITON_F32_DEFAULT") == "ieee", (
+        "TRITON_F32_DEFAULT is not 'ieee' (conftest.py sets it unless the environment does): mamba_ssm's "
+        "float32 contractions would run in TF32")
     with float32_precision(False, "highest"):
         yield
 

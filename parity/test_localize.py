@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shlex
 
 import jax
@@ -979,24 +980,29 @@ def test_windows_selects_rows_of_the_batch_alike_and_names_a_bad_index():
         problem_lib.select_windows(batch, "two", "batch.pt")
 
 
-def test_float32_precision_sets_both_frameworks_for_the_block_and_restores_them():
-    """--tf32 on a GPU: JAX's default matmul precision and torch's two TF32 switches inside the
-    block, each framework's previous setting after it (an exception included)."""
-    before = (jax.config.jax_default_matmul_precision, torch.backends.cuda.matmul.allow_tf32,
-              torch.backends.cudnn.allow_tf32)
-    for torch_tf32, jax_precision in ((False, "highest"), (True, "tensorfloat32")):
+def test_float32_precision_sets_both_frameworks_for_the_block_and_restores_them(monkeypatch):
+    """--tf32 on a GPU: JAX's default matmul precision, torch's two TF32 switches and Triton's
+    float32 dots (mamba_ssm's kernels) inside the block, each previous setting after it (an
+    exception included)."""
+    monkeypatch.setenv("TRITON_F32_DEFAULT", "as before")  # and restored after the test
+
+    def settings():
+        return (jax.config.jax_default_matmul_precision, torch.backends.cuda.matmul.allow_tf32,
+                torch.backends.cudnn.allow_tf32, os.environ.get("TRITON_F32_DEFAULT"))
+
+    before = settings()
+    for torch_tf32, jax_precision, triton in ((False, "highest", "ieee"), (True, "tensorfloat32", None)):
         with pytest.raises(KeyError), float32_precision(torch_tf32, jax_precision):
-            assert (jax.config.jax_default_matmul_precision, torch.backends.cuda.matmul.allow_tf32,
-                    torch.backends.cudnn.allow_tf32) == (jax_precision, torch_tf32, torch_tf32)
+            assert settings() == (jax_precision, torch_tf32, torch_tf32, triton)
             raise KeyError("leaves the block")
-        assert (jax.config.jax_default_matmul_precision, torch.backends.cuda.matmul.allow_tf32,
-                torch.backends.cudnn.allow_tf32) == before
+        assert settings() == before
     # a report made inside the block (as localize() makes it) prints the settings of its runs
     with float32_precision(True, "tensorfloat32"):
         report = report_lib.Report(None, [], [], [], [], {}, {}, 1.0, device="gpu")
     assert report.precision == {"jax_default_matmul_precision": "tensorfloat32",
                                 "torch.backends.cuda.matmul.allow_tf32": "True",
-                                "torch.backends.cudnn.allow_tf32": "True"}
+                                "torch.backends.cudnn.allow_tf32": "True",
+                                "TRITON_F32_DEFAULT": "unset (Triton's default: TF32)"}
 
 
 def test_the_runs_carry_nans_even_with_jax_debug_nans_left_on(monkeypatch):

@@ -22,8 +22,9 @@ float64 rows: DESIGN.md §4 "float64 ~1e-10" for every single evaluation, and 20
 their scale (parity/test_convert.py prints the number).
 
 GPU rows (device="gpu"): tier T4 of parity_nan_anchors.md §5.4, every float32 row ×10, valid
-with TF32 off on both sides (torch.backends.{cuda.matmul,cudnn}.allow_tf32 = False, JAX
-jax_default_matmul_precision = "highest"): cuBLAS/cuDNN/Triton pick split-K and tile orders a
+with TF32 off on both sides (torch.backends.{cuda.matmul,cudnn}.allow_tf32 = False,
+TRITON_F32_DEFAULT=ieee for mamba_ssm's Triton kernels, JAX jax_default_matmul_precision =
+"highest"): cuBLAS/cuDNN/Triton pick split-K and tile orders a
 CPU never uses, and mamba_ssm's own GPU tests allow 1e-3 on kernel gradients (§1.7). float64 on a
 GPU keeps its CPU rows (its unit roundoff leaves ×10 of slack far above any order effect).
 bfloat16 rows ("layer", "grad"; either device): unit roundoff 2⁻⁸ = 3.9e-3 on every input of a

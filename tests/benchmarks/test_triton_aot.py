@@ -6,6 +6,7 @@ machine's Triton; the archive's layout and the GPU side's unpacking everywhere."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -45,6 +46,27 @@ def test_the_replay_covers_the_bench_torch_rows_at_their_shapes_and_dtypes():
     # the mixer tests: both streams at 2 windows, float32 and bfloat16
     assert {(c.sequences, c.bfloat16) for c in calls if c.label.startswith("test_mamba")} == {
         (38, False), (342, False), (38, True), (342, True)}
+
+
+def test_the_archive_holds_the_kernels_the_tests_and_the_trainer_compile():
+    """Triton's float32 dot precision is in every kernel's cache key: the archive is built with
+    the one the GPU tests run under (conftest.py) and torchref's trainer sets for train.tf32 false,
+    or the GPU would compile every kernel again (minutes of its budget)."""
+    import torch
+
+    from torchref.train.loop import configure_cuda
+
+    assert os.environ.get("TRITON_F32_DEFAULT") == triton_aot.F32 == "ieee"
+    full = load_config(ROOT / "configs" / "tusz.yaml")
+    assert not full.train.tf32  # the bench's torch rows: configure_cuda then sets ieee
+    saved = (os.environ.pop("TRITON_F32_DEFAULT"), torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    try:
+        configure_cuda(full.train.tf32, torch.device("cuda"))  # sets, and on a CPU uses nothing
+        assert os.environ["TRITON_F32_DEFAULT"] == triton_aot.F32
+    finally:
+        (os.environ["TRITON_F32_DEFAULT"], torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved
 
 
 def test_model_calls_follow_the_architecture_and_its_precision():
@@ -138,9 +160,14 @@ def triton_aot_cli(*args: str) -> dict:
 def test_the_keys_computed_here_are_the_keys_the_h200_compiled():
     """The mixer test's replay, cache keys only, holds every kernel the H200 compiled in the GPU
     check (106: that test's float32 runs, cut short by the budget): the key (Triton's version and
-    libtriton, the kernel's source, its specialisation, the options) is the GPU machine's."""
-    check = triton_aot_cli("keys", "--only", "test_mamba", "--check", str(H200_KERNELS))["check"]
+    libtriton, the kernel's source, its specialisation, the options, the environment variables
+    Triton names) is the GPU machine's. The H200 ran the tests at Triton's default float32 dot
+    precision (conftest.py did not set TRITON_F32_DEFAULT yet): with "ieee", as the check now runs
+    them, not one of its keys is made."""
+    check = triton_aot_cli("keys", "--only", "test_mamba", "--f32", "default", "--check", str(H200_KERNELS))["check"]
     assert check["kernels"] == 106 and check["missing"] == [], check
+    ieee = triton_aot_cli("keys", "--only", "test_mamba float32", "--check", str(H200_KERNELS))["check"]
+    assert len(ieee["missing"]) == 106, ieee
 
 
 @needs_gpu_triton

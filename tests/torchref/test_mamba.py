@@ -1,5 +1,7 @@
 """torchref/mamba.py: Mamba2 against mamba_ssm's own module (CPU oracle), BiMamba2 behaviour."""
 
+import os
+
 import pytest
 import torch
 
@@ -281,7 +283,10 @@ def test_cuda_backend_matches_torch_backend_at_full_size(stream, precision):
     """mamba_ssm's Mamba2 (Triton kernels, unfused path) on torchref's parameters against
     torchref's exact path: output, d/du and every parameter gradient. float32 with TF32 off is
     judged by the GPU rows of parity/tolerances.py; bfloat16 (autocast, float32 parameters, as
-    model.precision bfloat16 runs it) by the bfloat16 rows, against the exact path in float32."""
+    model.precision bfloat16 runs it) by the bfloat16 rows, against the exact path in float32.
+    TF32 off includes Triton's float32 dots (TRITON_F32_DEFAULT=ieee, conftest.py): the kernels
+    name no precision, and Triton's own default is TF32."""
+    assert os.environ.get("TRITON_F32_DEFAULT") == "ieee", "conftest.py sets TRITON_F32_DEFAULT=ieee for the tests"
     dims, sequences = FULL_SHAPES[stream]
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -110,23 +111,27 @@ def test_three_steps_on_the_gpu_with_mamba_ssm_kernels(tmp_path, corpus, prepare
     assert [r["step"] for r in train] == [1, 2, 3] and result.progress.step == 3
     assert all(np.isfinite(r["loss"]) and r["skipped"] == 0 for r in train)
     assert [r["kind"] for r in records[3:]] == ["validation"]
-    assert "float32 matmuls and convolutions: float32 (train.tf32)" in run.devices()
+    assert "float32 matmuls, convolutions and Triton dots: float32 (train.tf32)" in run.devices()
+    assert os.environ[torch_loop.TRITON_F32] == "ieee"
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
     saved = torch.load(checkpoint_path(tmp_path, "last", 3), weights_only=True, map_location="cpu")
     assert saved["meta"]["progress"]["step"] == 3
 
 
-def test_train_tf32_sets_torchs_switches_on_cuda_only():
+def test_train_tf32_sets_torchs_and_tritons_switches_on_cuda_only(monkeypatch):
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
+    monkeypatch.setenv(torch_loop.TRITON_F32, "as before")  # restored after the test, whatever configure_cuda sets
     try:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = False
         assert configure_cuda(False, torch.device("cpu")) is None and torch.backends.cudnn.allow_tf32
-        assert not torch.backends.cudnn.benchmark
+        assert not torch.backends.cudnn.benchmark and os.environ[torch_loop.TRITON_F32] == "as before"
         assert configure_cuda(False, torch.device("cuda")) == "float32" and torch.backends.cudnn.benchmark
         assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert os.environ[torch_loop.TRITON_F32] == "ieee"  # mamba_ssm's float32 dots in full float32 too
         assert configure_cuda(True, torch.device("cuda")) == "tf32"
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert torch_loop.TRITON_F32 not in os.environ  # Triton's default: TF32
     finally:
         (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
          torch.backends.cudnn.benchmark) = saved
