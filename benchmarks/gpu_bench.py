@@ -14,10 +14,11 @@ until the budget is spent; what does not fit is written as skipped, never silent
                 first step (compile included), median step, windows/s, peak device memory, and
                 model FLOP utilisation = 3 × 110.6 GFLOP × B / step time / peak (the forward's
                 matmul and conv FLOPs per 60 s window, original_spec / perf_grounding.md §3).
-                jaxbrr's bfloat16 row at batch 8 also profiles three more steps: device time per
-                model stage, forward and backward (benchmarks/step_profile.py), no second
-                compile; with it XLA's cost analysis of the same executable (bytes moved,
-                flops: benchmarks/roofline.py). Two more jaxbrr rows at that batch take
+                jaxbrr's bfloat16 row at batch 8 runs again after its pair (variant "profile",
+                its executable from JAX's persistent cache) and profiles three more steps: device
+                time per model stage, forward and backward (benchmarks/step_profile.py); with it
+                XLA's cost analysis of the same executable (bytes moved, flops:
+                benchmarks/roofline.py). Two more jaxbrr rows at that batch take
                 ssm.chunk_size 8 and 64 (configs/tusz.yaml has 16, the CPU's fastest and, by
                 XLA:CPU's cost analysis, the fewest bytes moved: 552 GB per bf16 B=8 step against
                 607 at 8, 620 at 32, 828 at 64; BENCHMARKS.md "How many bytes the step moves").
@@ -77,17 +78,20 @@ PROFILE_SECONDS = 120  # the profile's own limit, inside its row's
 
 def rows_for(size: str) -> list[dict]:
     """Every row, in the order they run: what issue 16's targets need first (the bf16 and float32
-    pairs at the small batch, each followed by jaxbrr's fused Pallas scan, its best candidate;
-    the eigh share; the large batch pair; the largest batch jaxbrr fits, then torchref at it;
-    inference), the experiments last
-    (the scan alone, the chunk sizes), so that a budget that runs out cuts those."""
+    pairs at the small batch, each followed by jaxbrr's fused Pallas scan, its best candidate,
+    the bf16 one then by the profile of jaxbrr's step: a pair is never split by it; the eigh
+    share; the large batch pair; the largest batch jaxbrr fits, then torchref at it; inference),
+    the experiments last (the scan alone, the chunk sizes), so that a budget that runs out cuts
+    those."""
     _, _, (small, large), infer, _, _ = SIZES[size]
     rows = [{"kind": "peak"}]
     for precision in ("bfloat16", "float32"):
         rows += [{"kind": "train", "framework": f, "precision": precision, "batch": small} for f in ("jax", "torch")]
         rows.append({"kind": "train", "framework": "jax", "precision": precision, "batch": small,
                      "scan": "pallas", "variant": "ssm.scan=pallas"})  # a GPU only
-    rows[1]["profile"] = True  # jaxbrr's bf16 small-batch step, per model stage
+        if precision == "bfloat16":  # jaxbrr's bf16 small-batch step again (JAX's cache holds it), per model stage
+            rows.append({"kind": "train", "framework": "jax", "precision": precision, "batch": small,
+                         "profile": True, "variant": "profile"})
     rows.append({"kind": "eigh", "batch": small})
     rows += [{"kind": "train", "framework": f, "precision": "bfloat16", "batch": large} for f in ("jax", "torch")]
     # the largest batch jaxbrr fits, then torchref at that batch (its pair in the targets)
@@ -246,7 +250,9 @@ def worker_train_torch(size: str, precision: str, batch: int, warm: bool = False
         return {"first_step_s": first, "peak_memory_gb": peak, "backend": config.model.ssm.backend}
     return {"first_step_s": first, "step_s": statistics.median(times), "runs": times, "loss": box["loss"],
             "peak_memory_gb": peak, "backend": config.model.ssm.backend, "remat": config.model.remat,
-            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            # mamba_ssm's float32 dots: "ieee" with train.tf32 false (configure_cuda), else Triton's TF32
+            "triton_f32": os.environ.get("TRITON_F32_DEFAULT", "tf32")}
 
 
 def worker_eigh(size: str, batch: int) -> dict:
@@ -403,7 +409,8 @@ def derive(row: dict, rows: list[dict], size: str) -> None:
             row["mfu"] = flops / row["step_s"] / (peak * 1e12)
     if row["kind"] == "eigh" and "pe_s" in row:
         step = next((r for r in rows if r.get("kind") == "train" and r.get("framework") == "jax" and
-                     r.get("precision") == "float32" and r.get("batch") == row["batch"] and "step_s" in r), None)
+                     r.get("precision") == "float32" and r.get("batch") == row["batch"] and "step_s" in r
+                     and not r.get("variant")), None)
         if step:
             row["share_of_step"] = row["pe_s"] / step["step_s"]
 
@@ -420,6 +427,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
     parser.add_argument("--only", default="", help="comma-separated row kinds to run (default: all)")
     parser.add_argument("--warm", action="store_true", help="only the torch train rows' first steps (Triton's cache)")
+    parser.add_argument("--warm-log", type=Path, help="what --warm printed: its rows' times plan the torch rows'")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -435,6 +443,7 @@ def main(argv=None) -> int:
     memory_gb = _device_memory_gb()
     scale = 1.0 if args.size == "full" else 0.25
     done: list[dict] = []
+    warmed = _json_rows(args.warm_log) if args.warm_log is not None and args.warm_log.exists() else []
     kinds = set(filter(None, args.only.split(",")))
     for row in rows_for(args.size):
         if kinds and row["kind"] not in kinds:
@@ -452,7 +461,7 @@ def main(argv=None) -> int:
             record["skipped"] = "ssm.scan=pallas compiles Triton kernels: a GPU only (the tests interpret them on the CPU)"
         elif row.get("largest") and row["batch"] == SIZES[args.size][2][1]:
             record["skipped"] = "the largest batch that fits is the large batch, measured above"
-        elif left < (needed := row_seconds(row, done, scale)):
+        elif left < (needed := row_seconds(row, done, scale, warmed)):
             record["skipped"] = f"budget: {max(left, 0):.0f} s left, the row needs ~{needed:.0f} s"
         else:
             record.update(_run(row, args.size, left))
@@ -469,13 +478,20 @@ def main(argv=None) -> int:
     return 0
 
 
-def row_seconds(row: dict, done: list[dict], scale: float) -> float:
+def row_seconds(row: dict, done: list[dict], scale: float, warmed: list[dict] = ()) -> float:
     """What a row is expected to take: the longest finished row of its kind and framework in this
     run (with the compile caches seeded a row takes a fraction of a cold one), else the planning
-    estimate."""
+    estimate, or less where the warm-up (`warmed`: --warm's rows) ran the row's first steps in
+    less: those compiled and autotuned its kernels, sharing the GPU with the tests, so the row
+    itself, finding them in Triton's cache, takes no longer."""
     seen = [r["wall_s"] - r.get("profile_s", 0.0) for r in done if r.get("kind") == row["kind"]
             and r.get("framework") == row.get("framework") and "wall_s" in r and "error" not in r]
-    return max(seen) if seen else ROW_SECONDS[row["kind"]] * scale
+    if seen:
+        return max(seen)
+    same = ("kind", "framework", "precision", "batch", "chunk_size", "scan")
+    warm = [w["wall_s"] for w in warmed if all(w.get(k) == row.get(k) for k in same) and "wall_s" in w
+            and "error" not in w]
+    return min([ROW_SECONDS[row["kind"]] * scale, *warm])
 
 
 def warm(size: str, budget: float) -> int:
@@ -513,6 +529,18 @@ def _run(row: dict, size: str, timeout: float) -> dict:
     if code != 0:  # a profiled row's timings stand; the profile after them did not finish
         record["profile_error"] = record.get("profile_error") or f"the worker ended ({code}) after its timings"
     return record
+
+
+def _json_rows(path: Path) -> list[dict]:
+    """The JSON object lines of a log (a worker's stray output between them is passed over)."""
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
 
 
 def _text(output) -> str:

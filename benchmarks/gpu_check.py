@@ -302,7 +302,7 @@ def parse_junit(path: Path) -> list[dict]:
 
 def part_bench(out: Path, budget: float, size: str) -> dict:
     command = [sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py"), "--budget", str(budget),
-               "--out", str(out), "--size", size]
+               "--out", str(out), "--size", size, "--warm-log", str(out / "logs" / "warm.log")]
     # only the bench's autotuning picks are kept (it has the GPU to itself; the tests and the warm
     # run share it, so their timings would pick at random)
     result = _run(command, budget + 60, out / "logs" / "bench.log",

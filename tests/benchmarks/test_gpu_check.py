@@ -141,6 +141,15 @@ def test_a_rows_time_is_planned_from_the_rows_of_its_kind_that_finished():
             {"kind": "peak", "wall_s": 5.0}]
     assert gpu_bench.row_seconds(train, done, 1.0) == 34.0
     assert gpu_bench.row_seconds({"kind": "eigh", "batch": 8}, done, 1.0) == gpu_bench.ROW_SECONDS["eigh"]
+    # a torch row no row of its framework has finished: its warm-up's time where that is less
+    torch = {**train, "framework": "torch"}
+    warmed = [{**torch, "warm": True, "wall_s": 41.0}, {**torch, "batch": 32, "warm": True, "wall_s": 12.0},
+              {**torch, "precision": "float32", "warm": True, "wall_s": 5.0}]
+    assert gpu_bench.row_seconds(torch, done[:2], 1.0, warmed) == 41.0
+    slow = [{**torch, "warm": True, "wall_s": 400.0}]  # shared the GPU with the tests: never above the plan
+    assert gpu_bench.row_seconds(torch, [], 1.0, slow) == gpu_bench.ROW_SECONDS["train"]
+    failed = [{**torch, "warm": True, "wall_s": 3.0, "error": "timed out"}]
+    assert gpu_bench.row_seconds(torch, [], 1.0, failed) == gpu_bench.ROW_SECONDS["train"]
 
 
 def test_the_targets_pair_jaxbrr_and_its_fused_scan_with_torchref_and_leave_chunk_sizes_out():
@@ -164,13 +173,18 @@ def test_the_pallas_rows_follow_their_batch_8_pairs_and_the_experiments_come_las
     pallas = [i for i, r in enumerate(rows) if r.get("scan") == "pallas" and r["kind"] == "train"]
     assert [(rows[i]["precision"], rows[i]["batch"]) for i in pallas] == [("bfloat16", 8), ("float32", 8)]
     assert all(rows[i - 1]["framework"] == "torch" and rows[i - 1]["batch"] == 8 for i in pallas)
-    assert rows[1] == {"kind": "train", "framework": "jax", "precision": "bfloat16", "batch": 8, "profile": True}
+    # the bf16 pair first, unsplit; the profile of jaxbrr's step after its Pallas row
+    assert [(r.get("framework"), r.get("precision"), r.get("batch"), r.get("profile")) for r in rows[1:3]] == [
+        ("jax", "bfloat16", 8, None), ("torch", "bfloat16", 8, None)]
+    (profiled,) = [i for i, r in enumerate(rows) if r.get("profile")]
+    assert profiled == pallas[0] + 1 and rows[profiled] == {
+        "kind": "train", "framework": "jax", "precision": "bfloat16", "batch": 8, "profile": True, "variant": "profile"}
     # what the targets need before the experiments (the scan alone, the chunk sizes): a budget cuts those
     experiments = [i for i, r in enumerate(rows) if r["kind"] == "scan" or "chunk_size" in r]
     assert experiments == list(range(len(rows) - len(experiments), len(rows)))
     assert rows[experiments[0]] == {"kind": "scan", "batch": 8, "scan": "pallas"}
     assert len({(r["kind"], r.get("framework"), r.get("precision"), r.get("batch"), r.get("scan"),
-                 r.get("chunk_size")) for r in rows}) == len(rows) == 19  # each row once
+                 r.get("chunk_size"), r.get("variant")) for r in rows}) == len(rows) == 20  # each row once
     largest = [i for i, r in enumerate(rows) if r.get("largest")]  # jaxbrr's, then torchref at it
     assert [rows[i]["framework"] for i in largest] == ["jax", "torch"] and largest[1] == largest[0] + 1
 
