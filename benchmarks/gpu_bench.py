@@ -71,6 +71,12 @@ SIZES = {  # size -> (config, overrides, train batches, inference batch, matmul 
 # planning estimates at full size, from the H200 run (BENCHMARKS.md): a jaxbrr train row took 89 s
 # (70 s of it compiling), the PE row 8 s, the matmul peak 5.5 s
 ROW_SECONDS = {"peak": 10, "train": 95, "eigh": 15, "inference": 60, "scan": 40}
+# a torchref train row when `make triton-aot`'s kernels were seeded (--precompiled): no compile,
+# the autotuner timing each kernel's 6 to 11 configurations once (~0.1 s each, some 20 kernels
+# over the two streams' shapes), Triton's launchers (~1 s each, 13 on the H200), the model's build
+# and six steps. A guess until a GPU measures one: it only decides whether the row is tried, and
+# a row that takes longer stops at the bench's deadline.
+TORCH_PRECOMPILED_SECONDS = 60
 CHUNK_SIZES = (8, 64)  # jaxbrr rows beside the config's chunk size (bfloat16, small batch)
 PROFILE_STEPS = 3
 PROFILE_SECONDS = 120  # the profile's own limit, inside its row's
@@ -428,6 +434,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="", help="comma-separated row kinds to run (default: all)")
     parser.add_argument("--warm", action="store_true", help="only the torch train rows' first steps (Triton's cache)")
     parser.add_argument("--warm-log", type=Path, help="what --warm printed: its rows' times plan the torch rows'")
+    parser.add_argument("--precompiled", action="store_true",
+                        help="mamba_ssm's kernels come from make triton-aot's archive: plan torch rows without compiles")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -461,7 +469,7 @@ def main(argv=None) -> int:
             record["skipped"] = "ssm.scan=pallas compiles Triton kernels: a GPU only (the tests interpret them on the CPU)"
         elif row.get("largest") and row["batch"] == SIZES[args.size][2][1]:
             record["skipped"] = "the largest batch that fits is the large batch, measured above"
-        elif left < (needed := row_seconds(row, done, scale, warmed)):
+        elif left < (needed := row_seconds(row, done, scale, warmed, args.precompiled)):
             record["skipped"] = f"budget: {max(left, 0):.0f} s left, the row needs ~{needed:.0f} s"
         else:
             record.update(_run(row, args.size, left))
@@ -478,20 +486,25 @@ def main(argv=None) -> int:
     return 0
 
 
-def row_seconds(row: dict, done: list[dict], scale: float, warmed: list[dict] = ()) -> float:
+def row_seconds(row: dict, done: list[dict], scale: float, warmed: list[dict] = (),
+                precompiled: bool = False) -> float:
     """What a row is expected to take: the longest finished row of its kind and framework in this
     run (with the compile caches seeded a row takes a fraction of a cold one), else the planning
-    estimate, or less where the warm-up (`warmed`: --warm's rows) ran the row's first steps in
-    less: those compiled and autotuned its kernels, sharing the GPU with the tests, so the row
-    itself, finding them in Triton's cache, takes no longer."""
+    estimate (a torch train row's with mamba_ssm's kernels `precompiled`:
+    TORCH_PRECOMPILED_SECONDS), or less where the warm-up (`warmed`: --warm's rows) ran the row's
+    first steps in less: those compiled and autotuned its kernels, sharing the GPU with the tests,
+    so the row itself, finding them in Triton's cache, takes no longer."""
     seen = [r["wall_s"] - r.get("profile_s", 0.0) for r in done if r.get("kind") == row["kind"]
             and r.get("framework") == row.get("framework") and "wall_s" in r and "error" not in r]
     if seen:
         return max(seen)
+    planned = ROW_SECONDS[row["kind"]]
+    if precompiled and row["kind"] == "train" and row.get("framework") == "torch":
+        planned = TORCH_PRECOMPILED_SECONDS
     same = ("kind", "framework", "precision", "batch", "chunk_size", "scan")
     warm = [w["wall_s"] for w in warmed if all(w.get(k) == row.get(k) for k in same) and "wall_s" in w
             and "error" not in w]
-    return min([ROW_SECONDS[row["kind"]] * scale, *warm])
+    return min([planned * scale, *warm])
 
 
 def warm(size: str, budget: float) -> int:

@@ -10,10 +10,11 @@ Parts, each in its own subprocess so that one failing reports and the rest still
             --parts env,smoke (its Triton compile took over two minutes cold)     -> logs/smoke.log
     tests   pytest -m gpu (parity/test_gpu.py, the mamba_ssm kernels, jaxbrr's Pallas kernels, both loops) as two
             processes side by side: the tests marked `triton` (mamba_ssm's kernels, whose
-            compiles are minutes of CPU work) beside the JAX-side ones; a third fills Triton's
-            cache for the bench's torch rows (gpu_bench.py --warm), for a bench in this call or
-            the next on the same machine, and is stopped when the tests end, so that nothing
-            shares the GPU with a timed row
+            compiles are minutes of CPU work) beside the JAX-side ones; unless make triton-aot's
+            kernels for this machine were seeded, a third fills Triton's cache for the bench's
+            torch rows (gpu_bench.py --warm), for a bench in this call or the next on the same
+            machine, and is stopped when the tests end, so that nothing shares the GPU with a
+            timed row
                                                                   -> logs/gpu_tests_{jax,triton}.log, .xml
     bench   benchmarks/gpu_bench.py with what is left of the budget                -> bench.jsonl
 
@@ -300,9 +301,16 @@ def parse_junit(path: Path) -> list[dict]:
     return cases
 
 
-def part_bench(out: Path, budget: float, size: str) -> dict:
+def precompiled(seeded: dict, summary: dict) -> bool:
+    """Whether make triton-aot's kernels were seeded and made for this machine (as far as the env
+    part tells: without it, trusted)."""
+    return seeded["aot"] is not None and aot_mismatch(seeded["aot"], summary.get("env", {})) is None
+
+
+def part_bench(out: Path, budget: float, size: str, precompiled: bool = False) -> dict:
     command = [sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py"), "--budget", str(budget),
-               "--out", str(out), "--size", size, "--warm-log", str(out / "logs" / "warm.log")]
+               "--out", str(out), "--size", size, "--warm-log", str(out / "logs" / "warm.log"),
+               *(["--precompiled"] if precompiled else [])]
     # only the bench's autotuning picks are kept (it has the GPU to itself; the tests and the warm
     # run share it, so their timings would pick at random)
     result = _run(command, budget + 60, out / "logs" / "bench.log",
@@ -756,9 +764,13 @@ def main(argv=None) -> int:
             summary["smoke"] = part_smoke(args.out, min(180, left()))
             print("smoke: " + " / ".join(summary["smoke"]["lines"]), flush=True)
         if "tests" in parts:
-            # the warm-up helps a bench in this call, or in the next call on the same (warm) machine
+            # the warm-up compiles the bench's torch kernels beside the tests, for a bench in this call
+            # or the next on the same (warm) machine. With make triton-aot's kernels seeded, and made
+            # for this machine, it has nothing to compile (and its autotuning picks are not kept):
+            # it would only take GPU memory and time from the tests (three full-size processes on one
+            # 80 GB H100)
             summary["tests"], warmer = part_tests(args.out, min(args.tests_share * args.budget, left()), args.size,
-                                                  warm=True)
+                                                  warm=not precompiled(seeded, summary))
             print(f"tests: {summary['tests']['summary']}", flush=True)
             if warmer is not None:  # nothing may share the GPU with a timed row
                 running = warmer.poll() is None
@@ -766,7 +778,7 @@ def main(argv=None) -> int:
                 summary["warm"] = {"stopped_early": running, "rows": json_lines(
                     (args.out / "logs" / "warm.log").read_text(errors="replace"))}
         if "bench" in parts:
-            summary["bench"] = part_bench(args.out, max(left(), 0), args.size)
+            summary["bench"] = part_bench(args.out, max(left(), 0), args.size, precompiled(seeded, summary))
             print(f"bench: {len(summary['bench']['rows'])} rows", flush=True)
     except Stopped as stop:
         summary["stopped"] = f"{stop} after {time.monotonic() - start:.0f} s: the parts after it did not run"

@@ -150,6 +150,22 @@ def test_a_rows_time_is_planned_from_the_rows_of_its_kind_that_finished():
     assert gpu_bench.row_seconds(torch, [], 1.0, slow) == gpu_bench.ROW_SECONDS["train"]
     failed = [{**torch, "warm": True, "wall_s": 3.0, "error": "timed out"}]
     assert gpu_bench.row_seconds(torch, [], 1.0, failed) == gpu_bench.ROW_SECONDS["train"]
+    # mamba_ssm's kernels precompiled (make triton-aot): a torch row compiles nothing; jaxbrr's still does
+    assert gpu_bench.row_seconds(torch, [], 1.0, precompiled=True) == gpu_bench.TORCH_PRECOMPILED_SECONDS
+    assert gpu_bench.row_seconds(train, [], 1.0, precompiled=True) == gpu_bench.ROW_SECONDS["train"]
+    assert gpu_bench.row_seconds(torch, done[2:3], 1.0, precompiled=True) == 200.0  # a finished row decides
+
+
+def test_the_warm_up_runs_only_without_kernels_precompiled_for_the_machine():
+    import gpu_check
+
+    h200 = {"python": "3.12.3", "packages": {"triton": "3.6.0"}, "torch_capability": "9.0", "torch_sms": 132}
+    manifest = {"triton": "3.6.0", "python": "3.12", "arch": 90, "sms": [132, 114]}
+    assert gpu_check.precompiled({"aot": manifest}, {"env": h200})
+    assert gpu_check.precompiled({"aot": manifest}, {})  # no env part: trusted
+    assert not gpu_check.precompiled({"aot": None}, {"env": h200})
+    newer = {**h200, "packages": {"triton": "3.7.0"}}
+    assert not gpu_check.precompiled({"aot": manifest}, {"env": newer})  # compiled again there: warm up
 
 
 def test_the_targets_pair_jaxbrr_and_its_fused_scan_with_torchref_and_leave_chunk_sizes_out():
@@ -329,13 +345,17 @@ def test_only_what_the_run_added_goes_back_under_the_runs_stamp(tmp_path, monkey
 
 
 def _driver_with_its_children(tmp_path: Path) -> tuple[subprocess.Popen, set[int]]:
-    """gpu_check.py at tiny size, once both test processes and the warm-up have started."""
+    """gpu_check.py at tiny size, once both test processes and the warm-up have started (seeded
+    from nothing: this checkout's .gpu-cache/, with make triton-aot's kernels, would leave out the
+    warm-up)."""
     import time
 
-    out = tmp_path / "out"
+    out, seed = tmp_path / "out", tmp_path / "gpu-cache"
+    seed.mkdir()
     env = {**os.environ, "TRITON_CACHE_DIR": str(tmp_path / "triton"), "JAXBRR_JAX_CACHE": str(tmp_path / "jax")}
     driver = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--budget", "300",
-                               "--out", str(out), "--size", "tiny", "--parts", "tests,bench"], cwd=ROOT, env=env,
+                               "--out", str(out), "--size", "tiny", "--parts", "tests,bench", "--seed", str(seed)],
+                              cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     children: set[int] = set()
     for _ in range(600):  # a log is opened just before its process starts: wait for the processes
