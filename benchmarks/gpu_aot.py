@@ -229,13 +229,15 @@ def cuda_sharding(gpu: str):
 @contextlib.contextmanager
 def compiling_for_gpu():
     """scan pallas refuses a CPU default backend (ssd_kernel.require_gpu); here the CPU is the
-    default backend, but the program compiles for the GPU."""
+    default backend, but the program compiles for the GPU, whose compute capability the Pallas
+    kernels' lowering takes from an abstract device (ssd_kernel.lowering_without_a_gpu)."""
     from jaxbrr import ssd_kernel
 
     saved = ssd_kernel.on_gpu
     ssd_kernel.on_gpu = lambda: True
     try:
-        yield
+        with ssd_kernel.lowering_without_a_gpu():
+            yield
     finally:
         ssd_kernel.on_gpu = saved
 
@@ -365,6 +367,9 @@ def scan_kernels(config, batch: int, sharding, dump_dir: Path, arch: str = "sm_9
             arrays = [jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for shape, dtype in args]
             with compiling_for_gpu():
                 jax.jit(jax.grad(objective, argnums=tuple(range(len(args))))).lower(*arrays).compile()
+            if not any(dump_dir.glob(f"*jit_{name}_{stream}.*.ptx")):  # said, not left out in silence
+                out[f"{stream} {name}"] = {"error": f"no PTX of its kernels in XLA's dump {dump_dir} (jaxlib "
+                                                    f"{jax.__version__}; 0.10.2 wrote it, 0.11.2 writes none)"}
             for ptx in sorted(dump_dir.glob(f"*jit_{name}_{stream}.*.ptx")):
                 entry = re.search(r"\.entry (\w+)\(", ptx.read_text())
                 if not entry or not entry.group(1).startswith(("ssd_", "gated_norm_")):
@@ -405,7 +410,8 @@ def report(rows: list[dict], memory: int, kernels: dict, gpu: str, flops_per_ste
                      f"{100 * rate / peak_tflops:.1f} % of a {peak_tflops:g} TFLOP/s peak: the utilisation ceiling")
     lines.append(f"planned device memory: {memory / 1e9:.2f} GB")
     for name, k in kernels.items():
-        lines.append(f"kernel {name}: {k['registers']} registers per thread, spills "
+        lines.append(f"kernel {name}: {k['error']}" if "error" in k else
+                     f"kernel {name}: {k['registers']} registers per thread, spills "
                      f"{k['spill_stores']} B stored / {k['spill_loads']} B loaded")
     return "\n".join(lines)
 

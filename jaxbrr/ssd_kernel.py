@@ -60,6 +60,7 @@ them; `scan: chunked`, the configs' default, does not depend on it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import jax
@@ -356,6 +357,21 @@ def pallas_calls(jaxpr) -> list:
 
 def on_gpu() -> bool:
     return jax.default_backend() in ("gpu", "cuda", "rocm")
+
+
+@contextlib.contextmanager
+def lowering_without_a_gpu(device_kind: str = "NVIDIA H200", cores: int = 132):
+    """Lowering the kernels for a GPU on a machine that has none (the lowering tests,
+    benchmarks/gpu_aot.py). Pallas's Triton lowering takes the target's compute capability from a
+    GPU device; jax 0.10 fell back to 9.0 without one, jax 0.11 raises ("No supported GPU devices
+    found, please specify an abstract GPU device", jax/_src/pallas/triton/
+    pallas_call_registration.py) unless an abstract one is in force: a one-device mesh of it, axis
+    type Auto, as a topology's own abstract mesh (Explicit would make an eager op in the traced
+    function need its lowering platforms). The H100 and H200 are both compute capability 9.0."""
+    device = jax.sharding.AbstractDevice(device_kind=device_kind, num_cores=cores, platform="gpu")
+    mesh = jax.sharding.AbstractMesh((1,), ("device",), (jax.sharding.AxisType.Auto,), abstract_device=device)
+    with jax.sharding.use_abstract_mesh(mesh):
+        yield
 
 
 def require_gpu() -> None:

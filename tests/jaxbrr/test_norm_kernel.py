@@ -15,7 +15,7 @@ from jax import export
 from jaxbrr import norm_kernel, ssd_kernel
 from jaxbrr.mamba import skip_and_gated_norm
 from jaxbrr.norm_kernel import gated_norm
-from tests.jaxbrr.test_ssd_kernel import assert_as_close_to_float64, jax_gpu
+from tests.jaxbrr.kernel_checks import assert_as_close_to_float64, jax_gpu
 
 EPS = 1e-5
 
@@ -97,9 +97,10 @@ def test_lowers_to_triton_at_full_size(columns, sources):
     args += [jax.ShapeDtypeStruct((columns,), jnp.float32)] * 2
     saved, ssd_kernel.on_gpu = ssd_kernel.on_gpu, lambda: True  # the refusal looks at this machine
     try:
-        module = export.export(
-            jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4))), platforms=["cuda"],
-            disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(*args).mlir_module()
+        with ssd_kernel.lowering_without_a_gpu():
+            module = export.export(
+                jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4))), platforms=["cuda"],
+                disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(*args).mlir_module()
     finally:
         ssd_kernel.on_gpu = saved
     calls = re.findall(r'custom_call @__gpu\$xla\.gpu\.triton.*?grid_x = (\d+).*?name = "(\w+)"', module)

@@ -17,6 +17,7 @@ from conftest import x64_enabled
 from jaxbrr import norm_kernel, ssd_kernel, ssm
 from jaxbrr.mamba import Mamba2
 from jaxbrr.ssm import selective_scan, ssd_pallas
+from tests.jaxbrr.kernel_checks import assert_as_close_to_float64, jax_gpu
 from tests.jaxbrr.test_ssm import (
     FLOAT32_BOUND,
     cotangent,
@@ -129,9 +130,10 @@ def lower_for_cuda(shapes: list[tuple[int, ...]], dtype) -> str:
 
     args = [jax.ShapeDtypeStruct(s, dtype) for s in shapes]
     args[2] = jax.ShapeDtypeStruct(shapes[2], jnp.float32)  # A is a float32 parameter
-    exported = export.export(
-        jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4))), platforms=["cuda"],
-        disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(*args)
+    with ssd_kernel.lowering_without_a_gpu():
+        exported = export.export(
+            jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4))), platforms=["cuda"],
+            disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(*args)
     return exported.mlir_module()
 
 
@@ -227,26 +229,6 @@ def test_torchref_computes_pallas_as_chunked():
     inputs = [torch.as_tensor(t) for t in scan_inputs(length=24)]
     torch.testing.assert_close(torch_ssm.selective_scan(*inputs, scan="pallas", chunk_size=8),
                                torch_ssm.ssd_chunked(*inputs, chunk_size=8), rtol=0, atol=0)
-
-
-def jax_gpu():
-    """The first GPU JAX sees, or None."""
-    try:
-        return jax.devices("gpu")[0]
-    except RuntimeError:
-        return None
-
-
-def assert_as_close_to_float64(label: str, names: list[str], kernels, xla, reference, ulps: int,
-                               eps: float = float(np.finfo(np.float32).eps)) -> None:
-    """Each of the kernels' outputs and gradients at most 4× as far from float64 as XLA's on the
-    same device, plus `ulps` steps `eps` (float32's unless given) of the largest value (errors
-    relative to that value)."""
-    for name, k, c, r in zip(names, kernels, xla, reference, strict=True):
-        scale = np.abs(r).max()
-        err_k, err_c = np.abs(k - r).max() / scale, np.abs(c - r).max() / scale
-        print(f"{label} {name}: kernels {err_k:.2e}, XLA {err_c:.2e} (max rel to float64)")
-        assert err_k <= 4 * err_c + ulps * eps, name
 
 
 @pytest.mark.gpu
