@@ -14,8 +14,9 @@ until the budget is spent; what does not fit is written as skipped, never silent
                 first step (compile included), median step, windows/s, peak device memory, and
                 model FLOP utilisation = 3 × 110.6 GFLOP × B / step time / peak (the forward's
                 matmul and conv FLOPs per 60 s window, original_spec / perf_grounding.md §3).
-                jaxbrr's bfloat16 row at batch 8 runs again after its pair (variant "profile",
-                its executable from JAX's persistent cache) and profiles three more steps: device
+                jaxbrr's bfloat16 row at batch 8 runs again after its pair and its Pallas row
+                (variant "profile", its executable from JAX's persistent cache, planned with the
+                profile's own time) and profiles three more steps: device
                 time per model stage, forward and backward (benchmarks/step_profile.py); with it
                 XLA's cost analysis of the same executable (bytes moved, flops:
                 benchmarks/roofline.py). Two more jaxbrr rows at that batch take
@@ -84,11 +85,12 @@ PROFILE_SECONDS = 120  # the profile's own limit, inside its row's
 
 def rows_for(size: str) -> list[dict]:
     """Every row, in the order they run: what issue 16's targets need first (the bf16 and float32
-    pairs at the small batch, each followed by jaxbrr's fused Pallas scan, its best candidate,
-    the bf16 one then by the profile of jaxbrr's step: a pair is never split by it; the eigh
-    share; the large batch pair; the largest batch jaxbrr fits, then torchref at it; inference),
-    the experiments last (the scan alone, the chunk sizes), so that a budget that runs out cuts
-    those."""
+    pairs at the small batch, each followed by jaxbrr's fused Pallas scan, its best candidate;
+    the eigh share; the large batch pair; the largest batch jaxbrr fits, then torchref at it;
+    inference), the experiments last (the scan alone, the chunk sizes), so that a budget that
+    runs out cuts those. One exception: the profile of jaxbrr's bf16 step follows the bf16 rows
+    (where that step's time goes is what the utilisation target needs next), never splitting a
+    pair, and planned with its own time, so that it runs only where it fits (row_seconds)."""
     _, _, (small, large), infer, _, _ = SIZES[size]
     rows = [{"kind": "peak"}]
     for precision in ("bfloat16", "float32"):
@@ -491,20 +493,23 @@ def row_seconds(row: dict, done: list[dict], scale: float, warmed: list[dict] = 
     """What a row is expected to take: the longest finished row of its kind and framework in this
     run (with the compile caches seeded a row takes a fraction of a cold one), else the planning
     estimate (a torch train row's with mamba_ssm's kernels `precompiled`:
-    TORCH_PRECOMPILED_SECONDS), or less where the warm-up (`warmed`: --warm's rows) ran the row's
-    first steps in less: those compiled and autotuned its kernels, sharing the GPU with the tests,
-    so the row itself, finding them in Triton's cache, takes no longer."""
+    TORCH_PRECOMPILED_SECONDS), or less where the warm-up (`warmed`: --warm's rows, run only
+    without precompiled kernels) ran the row's first step in less: that step compiled its kernels
+    (minutes, the GPU shared with the tests), which the row finds in Triton's cache, only timing
+    their configurations again and running five more steps. A profiled row adds the profile's
+    limit (PROFILE_SECONDS)."""
+    profile = PROFILE_SECONDS * scale if row.get("profile") else 0.0  # the profile's limit, on top of the step's
     seen = [r["wall_s"] - r.get("profile_s", 0.0) for r in done if r.get("kind") == row["kind"]
             and r.get("framework") == row.get("framework") and "wall_s" in r and "error" not in r]
     if seen:
-        return max(seen)
+        return max(seen) + profile
     planned = ROW_SECONDS[row["kind"]]
     if precompiled and row["kind"] == "train" and row.get("framework") == "torch":
         planned = TORCH_PRECOMPILED_SECONDS
     same = ("kind", "framework", "precision", "batch", "chunk_size", "scan")
     warm = [w["wall_s"] for w in warmed if all(w.get(k) == row.get(k) for k in same) and "wall_s" in w
             and "error" not in w]
-    return min([planned * scale, *warm])
+    return min([planned * scale, *warm]) + profile
 
 
 def warm(size: str, budget: float) -> int:

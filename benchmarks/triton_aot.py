@@ -72,11 +72,13 @@ from wheelhouse import PLATFORMS, PYTHON_VERSION  # noqa: E402  (the GPU machine
 
 FOLDER = ROOT / ".triton-aot"
 # Triton's float32 dot precision (TRITON_F32_DEFAULT, part of every kernel's cache key): every call
-# the check makes runs with "ieee", the tests by conftest.py, the bench's torch rows and the loop
-# test by torchref's trainer (configure_cuda, train.tf32 false); "default" (unset, TF32) is how the
-# H200 ran the tests of 2026-12-04, before either set it.
+# replayed here runs with "ieee" in the check (gpu_check.TRITON_F32), the tests by conftest.py, the
+# bench's torch rows and the loop test by torchref's trainer (configure_cuda, train.tf32 false);
+# "default" (unset, TF32) is how the H200 ran the tests of 2026-12-04, before either set it. The
+# archive's manifest records it, and the check says when it is not its own. (The opt-in smoke part
+# runs a small Mamba2 outside the trainer, at Triton's default, at shapes no call here has.)
 F32_CHOICES = ("ieee", "default")
-F32 = "ieee"  # what the build uses unless told
+F32 = gpu_check.TRITON_F32  # what the build uses unless told
 OUT = ROOT / ".gpu-cache" / "triton_cache_aot.tar.xz"
 # The GPU machine's Triton (the GPU check's env part reports it; BENCHMARKS.md "GPU check"): a
 # kernel compiled by another version has another key and is compiled again there.
@@ -473,7 +475,7 @@ def run(args, cache: Path) -> dict:
         target = json.loads((args.folder / "target.json").read_text())
         manifest = {"triton": target["triton"], "python": target["python"], "arch": GPU_ARCH,
                     "sms": list(GPU_SMS), "mamba_ssm": importlib.metadata.version("mamba_ssm"),
-                    "kernels": len(compiled.kernels)}
+                    "kernels": len(compiled.kernels), "f32": args.f32}
         summary["megabytes"] = round(write_archive(cache, args.out, manifest) / 2**20, 2)
         summary["out"] = str(args.out)
     if args.command == "hits":

@@ -154,18 +154,23 @@ def test_a_rows_time_is_planned_from_the_rows_of_its_kind_that_finished():
     assert gpu_bench.row_seconds(torch, [], 1.0, precompiled=True) == gpu_bench.TORCH_PRECOMPILED_SECONDS
     assert gpu_bench.row_seconds(train, [], 1.0, precompiled=True) == gpu_bench.ROW_SECONDS["train"]
     assert gpu_bench.row_seconds(torch, done[2:3], 1.0, precompiled=True) == 200.0  # a finished row decides
+    # the profiled row: its step, then the profile's limit on top
+    profiled = {**train, "profile": True, "variant": "profile"}
+    assert gpu_bench.row_seconds(profiled, done, 1.0) == 34.0 + gpu_bench.PROFILE_SECONDS
+    assert gpu_bench.row_seconds(profiled, [], 1.0) == gpu_bench.ROW_SECONDS["train"] + gpu_bench.PROFILE_SECONDS
 
 
 def test_the_warm_up_runs_only_without_kernels_precompiled_for_the_machine():
     import gpu_check
 
     h200 = {"python": "3.12.3", "packages": {"triton": "3.6.0"}, "torch_capability": "9.0", "torch_sms": 132}
-    manifest = {"triton": "3.6.0", "python": "3.12", "arch": 90, "sms": [132, 114]}
+    manifest = {"triton": "3.6.0", "python": "3.12", "arch": 90, "sms": [132, 114], "f32": gpu_check.TRITON_F32}
     assert gpu_check.precompiled({"aot": manifest}, {"env": h200})
     assert gpu_check.precompiled({"aot": manifest}, {})  # no env part: trusted
     assert not gpu_check.precompiled({"aot": None}, {"env": h200})
     newer = {**h200, "packages": {"triton": "3.7.0"}}
     assert not gpu_check.precompiled({"aot": manifest}, {"env": newer})  # compiled again there: warm up
+    assert not gpu_check.precompiled({"aot": {**manifest, "f32": "default"}}, {"env": h200})  # TF32 kernels
 
 
 def test_the_targets_pair_jaxbrr_and_its_fused_scan_with_torchref_and_leave_chunk_sizes_out():
@@ -176,7 +181,8 @@ def test_the_targets_pair_jaxbrr_and_its_fused_scan_with_torchref_and_leave_chun
                 "variant": variant, **({"mfu": mfu} if mfu is not None else {})}
 
     rows = [row("jax", 0.2, mfu=0.02), row("torch", 0.1), row("jax", 0.05, gpu_check.PALLAS, mfu=0.3),
-            row("jax", 0.01, "ssm.chunk_size=64", mfu=0.01)]
+            row("jax", 0.01, "ssm.chunk_size=64", mfu=0.01),
+            row("jax", 0.04, "profile", mfu=0.4)]  # the plain row's step timed again: no pair, no best
     assert gpu_check.targets(rows) == [
         "- jaxbrr / torchref throughput, bfloat16 B=8: 0.50× (target ≥ 1.25×): missed",
         "- jaxbrr (ssm.scan=pallas) / torchref throughput, bfloat16 B=8: 2.00× (target ≥ 1.25×): met",

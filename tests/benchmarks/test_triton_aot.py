@@ -119,7 +119,7 @@ def test_the_archive_unpacks_into_a_cache_the_gpu_machines_triton_reads(tmp_path
 
 
 MANIFEST = {"triton": "3.6.0", "python": "3.12", "arch": 90, "sms": [132, 114], "mamba_ssm": "2.3.2.post1",
-            "kernels": 2}
+            "kernels": 2, "f32": "ieee"}
 H200_ENV = {"python": "3.12.3", "packages": {"triton": "3.6.0", "mamba-ssm": "2.3.2.post1", "torch": "2.11.0"},
             "torch_capability": "9.0", "torch_sms": 132}
 
@@ -133,6 +133,12 @@ def test_the_report_says_when_the_precompiled_kernels_do_not_fit_the_machine():
     blackwell = {**H200_ENV, "torch_capability": "10.0", "torch_sms": 148}
     assert gpu_check.aot_mismatch(MANIFEST, blackwell) == (
         "sm_90 (this GPU: 10.0); [132, 114] SMs (this GPU: 148; a few kernels are compiled here)")
+    # built for Triton's TF32 default (--f32 default, or an archive from before the field): every
+    # kernel of the check's ieee processes would be compiled on the GPU; said even without the env part
+    tf32 = "TRITON_F32_DEFAULT default (this check runs ieee: `python benchmarks/triton_aot.py build`)"
+    assert gpu_check.aot_mismatch({**MANIFEST, "f32": "default"}, H200_ENV) == tf32
+    before = {k: v for k, v in MANIFEST.items() if k != "f32"}
+    assert gpu_check.aot_mismatch(before, {}) == tf32
 
 
 def test_groups_that_already_point_home_or_are_not_groups_are_left_alone(tmp_path):
