@@ -453,7 +453,8 @@ def main(argv=None) -> int:
     memory_gb = _device_memory_gb()
     scale = 1.0 if args.size == "full" else 0.25
     done: list[dict] = []
-    warmed = _json_rows(args.warm_log) if args.warm_log is not None and args.warm_log.exists() else []
+    warmed = (json_lines(args.warm_log.read_text(errors="replace"))
+              if args.warm_log is not None and args.warm_log.exists() else [])
     kinds = set(filter(None, args.only.split(",")))
     for row in rows_for(args.size):
         if kinds and row["kind"] not in kinds:
@@ -549,10 +550,11 @@ def _run(row: dict, size: str, timeout: float) -> dict:
     return record
 
 
-def _json_rows(path: Path) -> list[dict]:
-    """The JSON object lines of a log (a worker's stray output between them is passed over)."""
+def json_lines(text: str) -> list[dict]:
+    """The JSON objects of a log, one per line (bench.jsonl, what --warm printed); another line,
+    or one cut short (a process stopped mid-write), is passed over."""
     rows = []
-    for line in path.read_text(errors="replace").splitlines():
+    for line in text.splitlines():
         if line.startswith("{"):
             try:
                 rows.append(json.loads(line))

@@ -316,7 +316,7 @@ def part_bench(out: Path, budget: float, size: str, precompiled: bool = False) -
     result = _run(command, budget + 60, out / "logs" / "bench.log",
                   {"TRITON_CACHE_AUTOTUNING": "1", **jax_cache_env("bench")})
     path = out / "bench.jsonl"
-    rows = json_lines(path.read_text()) if path.exists() else []
+    rows = gpu_bench.json_lines(path.read_text()) if path.exists() else []
     return {"returncode": result["returncode"], "seconds": result["seconds"], "rows": rows}
 
 
@@ -711,19 +711,6 @@ def report(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def json_lines(text: str) -> list[dict]:
-    """The JSON objects of a log, one per line; a line cut short (a process stopped mid-write)
-    is passed over."""
-    rows = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
-
-
 class Stopped(Exception):
     """SIGTERM or SIGINT reached the driver: what was measured is still written."""
 
@@ -787,7 +774,7 @@ def main(argv=None) -> int:
             if warmer is not None:  # nothing may share the GPU with a timed row
                 running = warmer.poll() is None
                 _stop(warmer)
-                summary["warm"] = {"stopped_early": running, "rows": json_lines(
+                summary["warm"] = {"stopped_early": running, "rows": gpu_bench.json_lines(
                     (args.out / "logs" / "warm.log").read_text(errors="replace"))}
         if "bench" in parts:
             summary["bench"] = part_bench(args.out, max(left(), 0), args.size, precompiled(seeded, summary))
