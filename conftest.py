@@ -34,7 +34,7 @@ else:
 # torchref's trainer runs them with train.tf32 false (torchref/train/loop.py configure_cuda), and
 # benchmarks/triton_aot.py compiles them so. Set before any test compiles one: it is part of
 # Triton's cache key, and a process keeps the kernels it compiled. A value already set wins.
-os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")
+os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")  # torchref/precision.py's TRITON_F32, FULL_FLOAT32
 
 
 def pytest_unconfigure(config):

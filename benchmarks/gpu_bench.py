@@ -237,6 +237,7 @@ def worker_train_torch(size: str, precision: str, batch: int, warm: bool = False
     import torch
 
     from torchref.model import SeizureDetector
+    from torchref.precision import TRITON_F32
     from torchref.train.loop import configure_cuda
     from torchref.train.optim import make_optimizer
     from torchref.train.step import train_step
@@ -260,7 +261,7 @@ def worker_train_torch(size: str, precision: str, batch: int, warm: bool = False
             "peak_memory_gb": peak, "backend": config.model.ssm.backend, "remat": config.model.remat,
             "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
             # mamba_ssm's float32 dots: "ieee" with train.tf32 false (configure_cuda), else Triton's TF32
-            "triton_f32": os.environ.get("TRITON_F32_DEFAULT", "tf32")}
+            "triton_f32": os.environ.get(TRITON_F32, "tf32")}
 
 
 def worker_eigh(size: str, batch: int) -> dict:

@@ -52,6 +52,8 @@ from pathlib import Path
 import gpu_bench
 import step_profile
 
+from torchref.precision import FULL_FLOAT32, TRITON_F32
+
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("env", "smoke", "tests", "bench")
 DEFAULT_PARTS = ("env", "tests", "bench")  # smoke is a quick look on its own: it compiles Triton alone, minutes
@@ -370,10 +372,6 @@ ARCHIVES = (".tar", ".tar.xz", ".tar.gz")  # what seed_caches() unpacks (not a h
 # What benchmarks/triton_aot.py's kernels were built for (Triton, Python, mamba_ssm, arch, SMs), at
 # the root of its archive: the report compares it with this machine.
 AOT_MANIFEST = "triton_aot.json"
-# Triton's float32 dot precision (TRITON_F32_DEFAULT, in every kernel's cache key) that the check's
-# torch side compiles under: the tests by conftest.py, the bench's rows by torchref's configure_cuda
-# (train.tf32 false). make triton-aot builds for it (benchmarks/triton_aot.py --f32).
-TRITON_F32 = "ieee"
 
 
 def seed_caches(folder: Path) -> dict:
@@ -409,13 +407,15 @@ def seed_caches(folder: Path) -> dict:
 
 def aot_mismatch(aot: dict | None, env: dict) -> str | None:
     """Why the precompiled kernels (their manifest `aot`) cannot be found here, if they cannot:
-    built for another float32 dot precision than the check runs (TRITON_F32; an archive without
+    built for another float32 dot precision than the check's torch side compiles under
+    (FULL_FLOAT32: the tests by conftest.py, the bench's rows by torchref's configure_cuda, for
+    train.tf32 false; an archive without
     the field is from before it was recorded: Triton's default), or another Triton, Python or
     mamba_ssm than the machine's (env part), or a GPU not sm_`arch`."""
     if not aot:
         return None
     f32 = aot.get("f32", "default")
-    differ = [] if f32 == TRITON_F32 else [f"TRITON_F32_DEFAULT {f32} (this check runs {TRITON_F32}: "
+    differ = [] if f32 == FULL_FLOAT32 else [f"{TRITON_F32} {f32} (this check runs {FULL_FLOAT32}: "
                                            "`python benchmarks/triton_aot.py build`)"]
     if not env:
         return "; ".join(differ) or None

@@ -70,15 +70,17 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import gpu_check  # noqa: E402
 from wheelhouse import PLATFORMS, PYTHON_VERSION  # noqa: E402  (the GPU machine's Python)
 
+from torchref.precision import FULL_FLOAT32, set_triton_f32  # noqa: E402
+
 FOLDER = ROOT / ".triton-aot"
 # Triton's float32 dot precision (TRITON_F32_DEFAULT, part of every kernel's cache key): every call
-# replayed here runs with "ieee" in the check (gpu_check.TRITON_F32), the tests by conftest.py, the
+# replayed here runs with "ieee" in the check (torchref/precision.py), the tests by conftest.py, the
 # bench's torch rows and the loop test by torchref's trainer (configure_cuda, train.tf32 false);
 # "default" (unset, TF32) is how the H200 ran the tests of 2026-12-04, before either set it. The
 # archive's manifest records it, and the check says when it is not its own. (The opt-in smoke part
 # runs a small Mamba2 outside the trainer, at Triton's default, at shapes no call here has.)
 F32_CHOICES = ("ieee", "default")
-F32 = gpu_check.TRITON_F32  # what the build uses unless told
+F32 = FULL_FLOAT32  # what the build uses unless told
 OUT = ROOT / ".gpu-cache" / "triton_cache_aot.tar.xz"
 # The GPU machine's Triton (the GPU check's env part reports it; BENCHMARKS.md "GPU check"): a
 # kernel compiled by another version has another key and is compiled again there.
@@ -331,14 +333,6 @@ def calls() -> list[Call]:
     return result
 
 
-def set_f32(choice: str) -> None:
-    """Triton's float32 dot precision for every kernel compiled from here on (F32_CHOICES)."""
-    if choice == "default":
-        os.environ.pop("TRITON_F32_DEFAULT", None)
-    else:
-        os.environ["TRITON_F32_DEFAULT"] = choice
-
-
 def replay(call: Call) -> None:
     """One call. The depthwise conv's output, which x, B and C are views of after the SiLU (and
     which mamba_ssm's backward takes as the forward got them), is made (B, C, L)-contiguous: what
@@ -448,7 +442,7 @@ def run(args, cache: Path) -> dict:
     there and what it compiles (hits)."""
     os.environ["TRITON_CACHE_DIR"] = str(cache)
     os.environ["TRITON_STORE_BINARY_ONLY"] = "1"  # no IR beside the binaries (the source stays: dropped below)
-    set_f32(args.f32)
+    set_triton_f32(None if args.f32 == "default" else args.f32)
     if args.command == "hits":
         with tarfile.open(args.out) as tar:
             tar.extractall(cache, filter="data")

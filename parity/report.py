@@ -21,7 +21,7 @@ from parity.growth import Growth
 from parity.problem import Problem, batch_hash
 from parity.runs import Batch
 from parity.verdicts import BACKWARD, PARAMETERS, WEIGHTS_FIX, Finding, TapRow, arbitrated_dtype
-from torchref.mamba import TRITON_F32
+from torchref.precision import FULL_FLOAT32, TRITON_F32, set_triton_f32
 
 SCHEMA = "jaxbrr.localize/1"
 IDENTICAL_FLOOR = 1e-18  # where the plot draws a difference of exactly 0 (log axis)
@@ -114,27 +114,20 @@ def versions() -> dict[str, str]:
 @contextlib.contextmanager
 def float32_precision(torch_tf32: bool, jax_precision: str):
     """torch's TF32 switches (cuBLAS matmuls, cuDNN convolutions), Triton's float32 dot precision
-    for mamba_ssm's kernels (`ssm.backend: cuda`; TRITON_F32: "ieee", or unset for Triton's TF32,
-    as torchref's trainer sets it) and JAX's default matmul precision for the block, restored
+    for mamba_ssm's kernels (`ssm.backend: cuda`; torchref/precision.py: "ieee", or unset for
+    Triton's TF32, as torchref's trainer sets it) and JAX's default matmul precision for the block, restored
     after. Triton reads its variable when a kernel compiles: a kernel this process compiled before
     keeps the precision it was compiled with. What the GPU rows of parity/tolerances.py assume is
     float32_precision(False, "highest"); TF32 in both is (True, "tensorfloat32")."""
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, os.environ.get(TRITON_F32))
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch_tf32
-    _set_triton_f32(None if torch_tf32 else "ieee")
+    set_triton_f32(None if torch_tf32 else FULL_FLOAT32)
     try:
         with jax.default_matmul_precision(jax_precision):
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
-        _set_triton_f32(saved[2])
-
-
-def _set_triton_f32(value: str | None) -> None:
-    if value is None:
-        os.environ.pop(TRITON_F32, None)
-    else:
-        os.environ[TRITON_F32] = value
+        set_triton_f32(saved[2])
 
 
 def precision_settings() -> dict[str, str]:

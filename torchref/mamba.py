@@ -56,14 +56,6 @@ def _init_like_torch_default(module: nn.Linear | nn.Conv1d, generator: torch.Gen
         nn.init.uniform_(module.bias, -bound, bound, generator=generator)
 
 
-# Triton's precision for a `tl.dot` of float32 operands that names none, read when a kernel
-# compiles and part of its cache key: unset, TF32 on NVIDIA GPUs (triton/language/core.py `dot`:
-# knobs.language.fp32_default, else "tf32"). mamba_ssm's SSD kernels (backend "cuda") name none,
-# and torch's TF32 switches do not reach Triton: torchref's trainer sets it from train.tf32
-# (torchref/train/loop.py configure_cuda), the localiser with its --tf32 (parity/report.py).
-TRITON_F32 = "TRITON_F32_DEFAULT"
-
-
 def import_upstream_mamba2() -> type:
     """mamba_ssm's Mamba2 class. mamba_ssm's package import also imports `selective_scan_cuda`,
     Mamba-1's CUDA extension, which Mamba2 never calls and which a build without CUDA extensions

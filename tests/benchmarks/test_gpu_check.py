@@ -164,7 +164,7 @@ def test_the_warm_up_runs_only_without_kernels_precompiled_for_the_machine():
     import gpu_check
 
     h200 = {"python": "3.12.3", "packages": {"triton": "3.6.0"}, "torch_capability": "9.0", "torch_sms": 132}
-    manifest = {"triton": "3.6.0", "python": "3.12", "arch": 90, "sms": [132, 114], "f32": gpu_check.TRITON_F32}
+    manifest = {"triton": "3.6.0", "python": "3.12", "arch": 90, "sms": [132, 114], "f32": "ieee"}
     assert gpu_check.precompiled({"aot": manifest}, {"env": h200})
     assert gpu_check.precompiled({"aot": manifest}, {})  # no env part: trusted
     assert not gpu_check.precompiled({"aot": None}, {"env": h200})

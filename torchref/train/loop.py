@@ -39,7 +39,6 @@ import base64
 import contextlib
 import dataclasses
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +51,8 @@ from common.pt import torch_compatible
 from common.train import dumps
 from common.train.compat import check_init_config
 from common.train.loop import Loop, StepFailed
-from torchref.mamba import TRITON_F32
 from torchref.model import SeizureDetector, count_parameters
+from torchref.precision import FULL_FLOAT32, set_triton_f32
 from torchref.train.optim import make_optimizer
 from torchref.train.step import apply_gradients, eval_step, loss_and_gradients
 
@@ -81,17 +80,14 @@ def dropout_generator(seed: int, device: torch.device | str = "cpu") -> torch.Ge
 def configure_cuda(tf32: bool, device: torch.device) -> str | None:
     """On a CUDA device, process-wide: train.tf32 as torch's TF32 switches for float32 matmuls
     (cuBLAS) and convolutions (cuDNN; on by default in torch) and as Triton's float32 dot
-    precision (TRITON_F32: "ieee", or unset for Triton's TF32; set before the first kernel
-    compiles, as here, before the model runs), and cudnn.benchmark (fixed shapes: cuDNN times its
+    precision (torchref/precision.py: "ieee", or unset for Triton's TF32; set before the first
+    kernel compiles, as here, before the model runs), and cudnn.benchmark (fixed shapes: cuDNN times its
     convolution algorithms once, as XLA autotunes). Returns 'tf32' or 'float32', or None on the
     CPU (nothing set)."""
     if device.type != "cuda":
         return None
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-    if tf32:
-        os.environ.pop(TRITON_F32, None)
-    else:
-        os.environ[TRITON_F32] = "ieee"
+    set_triton_f32(None if tf32 else FULL_FLOAT32)
     torch.backends.cudnn.benchmark = True
     return "tf32" if tf32 else "float32"
 

@@ -22,6 +22,7 @@ from common.data.prepare import SPLITS_FILE, prepare, split_record
 from common.train.log import read_metrics
 from common.train.loop import NonFiniteStep
 from torchref.model import SeizureDetector
+from torchref.precision import TRITON_F32
 from torchref.train import loop as torch_loop
 from torchref.train.__main__ import main
 from torchref.train.loop import Trainer, checkpoint_path, checkpoint_steps, configure_cuda
@@ -112,7 +113,7 @@ def test_three_steps_on_the_gpu_with_mamba_ssm_kernels(tmp_path, corpus, prepare
     assert all(np.isfinite(r["loss"]) and r["skipped"] == 0 for r in train)
     assert [r["kind"] for r in records[3:]] == ["validation"]
     assert "float32 matmuls, convolutions and Triton dots: float32 (train.tf32)" in run.devices()
-    assert os.environ[torch_loop.TRITON_F32] == "ieee"
+    assert os.environ[TRITON_F32] == "ieee"
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
     saved = torch.load(checkpoint_path(tmp_path, "last", 3), weights_only=True, map_location="cpu")
     assert saved["meta"]["progress"]["step"] == 3
@@ -120,18 +121,18 @@ def test_three_steps_on_the_gpu_with_mamba_ssm_kernels(tmp_path, corpus, prepare
 
 def test_train_tf32_sets_torchs_and_tritons_switches_on_cuda_only(monkeypatch):
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
-    monkeypatch.setenv(torch_loop.TRITON_F32, "as before")  # restored after the test, whatever configure_cuda sets
+    monkeypatch.setenv(TRITON_F32, "as before")  # restored after the test, whatever configure_cuda sets
     try:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = False
         assert configure_cuda(False, torch.device("cpu")) is None and torch.backends.cudnn.allow_tf32
-        assert not torch.backends.cudnn.benchmark and os.environ[torch_loop.TRITON_F32] == "as before"
+        assert not torch.backends.cudnn.benchmark and os.environ[TRITON_F32] == "as before"
         assert configure_cuda(False, torch.device("cuda")) == "float32" and torch.backends.cudnn.benchmark
         assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-        assert os.environ[torch_loop.TRITON_F32] == "ieee"  # mamba_ssm's float32 dots in full float32 too
+        assert os.environ[TRITON_F32] == "ieee"  # mamba_ssm's float32 dots in full float32 too
         assert configure_cuda(True, torch.device("cuda")) == "tf32"
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-        assert torch_loop.TRITON_F32 not in os.environ  # Triton's default: TF32
+        assert TRITON_F32 not in os.environ  # Triton's default: TF32
     finally:
         (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
          torch.backends.cudnn.benchmark) = saved
