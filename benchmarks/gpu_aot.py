@@ -22,7 +22,7 @@ GPU's. From it this reports:
 - the device memory XLA's buffer assignment plans (arguments + outputs + temporaries − aliased):
   the peak a GPU run reports, less the runtime's own allocations;
 - for each Triton kernel (the Pallas scan's), the registers per thread and spills that ptxas
-  reports for its PTX, compiled for the target's architecture.
+  reports when XLA compiles its PTX for the target's architecture (scan_kernels).
 
 The same compile on the GPU machine is what gpu_bench.py times; this tells, between GPU runs,
 whether a change moves fewer bytes as the GPU's compiler fuses it (XLA:CPU fuses differently:
@@ -41,7 +41,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -201,7 +200,7 @@ def by_stage(rows: list[dict]) -> dict[str, dict[str, float]]:
 # The deviceless compile
 
 
-def use_plugin(plugin_dir: Path, dump_dir: Path | None) -> None:
+def use_plugin(plugin_dir: Path) -> None:
     """Make the jax CUDA plugin in `plugin_dir` loadable without a GPU. Must run before jax is
     imported: the plugin registers itself at jax's backend initialisation."""
     if "jax" in sys.modules:
@@ -212,8 +211,6 @@ def use_plugin(plugin_dir: Path, dump_dir: Path | None) -> None:
                          "and NVIDIA's CUDA libraries there, about 5 GB; no GPU needed)")
     os.environ["JAX_PLATFORMS"] = "cpu"  # the CPU runs; the CUDA plugin only compiles
     os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"  # its check calls cuInit, which needs a GPU
-    if dump_dir is not None:
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={dump_dir}".strip()
 
 
 def cuda_sharding(gpu: str):
@@ -326,14 +323,55 @@ def planned_memory(compiled) -> int:
     return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
 
 
-def scan_kernels(config, batch: int, sharding, dump_dir: Path, arch: str = "sm_90a") -> dict[str, dict[str, int]]:
-    """The Pallas kernels of `scan: pallas` at the shapes and dtypes the step gives them (scan and
-    skip-and-norm, node and edge stream, forward and backward), each compiled on its own for the
-    sharding's GPU -> "<stream> <kernel>": ptxas's {"registers", "spill_stores", "spill_loads"}
-    per thread for its PTX."""
+# XLA's own ptxas report. XLA compiles PTX with libnvptxcompiler, in process and in silence; with
+# it off, XLA runs NVIDIA's ptxas binary with -v and logs its output at VLOG level 3 of
+# subprocess_compilation. jaxlib 0.10.2 also dumped the PTX (--xla_dump_to) for a ptxas of our
+# own, 0.11.2 dumps none; the log has the report under both.
+PTXAS_REPORT_ENV = {"XLA_FLAGS": "--xla_gpu_enable_libnvptxcompiler=false",
+                    "TF_CPP_VMODULE": "subprocess_compilation=3", "TF_CPP_MIN_LOG_LEVEL": "0"}
+KERNEL_MARK = "gpu_aot: kernel "  # the child's line before each compile: which stream and kernel follow
+PTXAS_ENTRY = re.compile(r"Compiling entry function '(\w+)'.*?(\d+) bytes spill stores, (\d+) bytes spill "
+                         r"loads.*?Used (\d+) registers", re.S)
+SCAN_KERNELS = ("ssd_", "gated_norm_")  # the Pallas kernels' entry names (the rest are XLA's fusions)
+
+
+def ptxas_reports(log: str) -> dict[str, dict[str, int]]:
+    """From a child's stderr (KERNEL_MARK lines, then XLA's ptxas report of what it compiled):
+    "<stream> <entry>" -> {"registers", "spill_stores", "spill_loads"} for the Pallas kernels."""
+    out = {}
+    for part in log.split(KERNEL_MARK)[1:]:
+        stream = part.split(maxsplit=1)[0]
+        for entry, stores, loads, registers in PTXAS_ENTRY.findall(part):
+            if entry.startswith(SCAN_KERNELS):
+                out[f"{stream} {entry}"] = {"registers": int(registers), "spill_stores": int(stores),
+                                            "spill_loads": int(loads)}
+    return out
+
+
+def scan_kernels(args: argparse.Namespace) -> dict[str, dict[str, int]]:
+    """The Pallas kernels of `scan: pallas` (scan and skip-and-norm, node and edge stream, forward
+    and backward), each compiled alone for the GPU in a child process with XLA's ptxas report on
+    (PTXAS_REPORT_ENV: process-wide, and for these kernels only, not the step's ~1,000 fusions)
+    -> "<stream> <kernel>": ptxas's registers and spills per thread; or {"error": ...} when the
+    log holds none of them."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--kernels-only", "--config", args.config,
+            "--batch", str(args.batch), "--gpu", args.gpu, "--plugin-dir", str(args.plugin_dir),
+            *(f"--set={o}" for o in args.set)]
+    flags = f"{os.environ.get('XLA_FLAGS', '')} {PTXAS_REPORT_ENV['XLA_FLAGS']}".strip()
+    child = subprocess.run(argv, env={**os.environ, **PTXAS_REPORT_ENV, "XLA_FLAGS": flags}, cwd=Path.cwd(),
+                           capture_output=True, text=True)
+    if child.returncode != 0:
+        raise RuntimeError(f"compiling the Pallas kernels alone failed:\n{child.stderr[-3000:]}")
+    return ptxas_reports(child.stderr) or {"Pallas kernels": {
+        "error": "no ptxas report of the Pallas kernels in XLA's log (PTXAS_REPORT_ENV: "
+                 f"{' '.join(f'{k}={v}' for k, v in PTXAS_REPORT_ENV.items())})"}}
+
+
+def compile_scan_kernels(config, batch: int, sharding) -> None:
+    """The child's part of scan_kernels: compile each Pallas kernel, forward and backward, at the
+    shapes and dtypes the step gives it, for the sharding's GPU, a KERNEL_MARK line before each."""
     import jax
     import jax.numpy as jnp
-    from nvidia import cuda_nvcc  # the ptxas of `make gpu-aot`
 
     from common.constants import MAMBA_NORM_EPS
     from jaxbrr.norm_kernel import gated_norm
@@ -343,8 +381,6 @@ def scan_kernels(config, batch: int, sharding, dump_dir: Path, arch: str = "sm_9
     length = config.window_samples // m.tcn.stride_down
     compute, f32 = jnp.dtype(m.precision), jnp.dtype(jnp.float32)  # x, B, C, z; dt, A, D, w from parameters
     streams = {"node": (batch * m.n_chans, m.node_mamba), "edge": (batch * m.n_edges, m.graph.edge_mamba)}
-    ptxas = Path(cuda_nvcc.__path__[0]) / "bin" / "ptxas"
-    out = {}
     for stream, (sequences, mamba) in streams.items():
         heads = mamba.expand * mamba.d_model // mamba.headdim
         inner, rows, state = heads * mamba.headdim, sequences * length, mamba.d_state
@@ -363,24 +399,10 @@ def scan_kernels(config, batch: int, sharding, dump_dir: Path, arch: str = "sm_9
             def objective(*a, fn=fn):
                 return jnp.sum(jnp.square(fn(*a).astype(f32)))
 
-            objective.__name__ = f"{name}_{stream}"  # the dumped modules' name
             arrays = [jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for shape, dtype in args]
+            print(f"{KERNEL_MARK}{stream} {name}", file=sys.stderr, flush=True)
             with compiling_for_gpu():
                 jax.jit(jax.grad(objective, argnums=tuple(range(len(args))))).lower(*arrays).compile()
-            if not any(dump_dir.glob(f"*jit_{name}_{stream}.*.ptx")):  # said, not left out in silence
-                out[f"{stream} {name}"] = {"error": f"no PTX of its kernels in XLA's dump {dump_dir} (jaxlib "
-                                                    f"{jax.__version__}; 0.10.2 wrote it, 0.11.2 writes none)"}
-            for ptx in sorted(dump_dir.glob(f"*jit_{name}_{stream}.*.ptx")):
-                entry = re.search(r"\.entry (\w+)\(", ptx.read_text())
-                if not entry or not entry.group(1).startswith(("ssd_", "gated_norm_")):
-                    continue
-                report = subprocess.run([str(ptxas), f"-arch={arch}", "-v", str(ptx), "-o", os.devnull],
-                                        capture_output=True, text=True, check=True).stderr
-                spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
-                out[f"{stream} {entry.group(1)}"] = {
-                    "registers": int(re.search(r"Used (\d+) registers", report).group(1)),
-                    "spill_stores": int(spills.group(1)), "spill_loads": int(spills.group(2))}
-    return out
 
 
 def top_ops(rows: list[dict], count: int) -> str:
@@ -430,26 +452,29 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows and totals here")
     parser.add_argument("--hlo", type=Path, help="also write the optimized HLO text here")
     parser.add_argument("--top", type=int, default=0, metavar="N", help="also list the N ops that move the most bytes")
+    parser.add_argument("--kernels-only", action="store_true", help=argparse.SUPPRESS)  # scan_kernels' child
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory() as dump:
-        use_plugin(args.plugin_dir, Path(dump))
-        sys.path.insert(0, str(ROOT))
-        from common.config import load_config
-        from common.files import write_text
+    use_plugin(args.plugin_dir)
+    sys.path.insert(0, str(ROOT))
+    from common.config import load_config
+    from common.files import write_text
 
-        config = load_config(args.config, [*args.set, f"train.batch_size={args.batch}"])
-        sharding = cuda_sharding(args.gpu)
-        print(f"compiling the train step for an {GPUS[args.gpu]['name']} (no GPU here; ~40 s at full size)",
-              file=sys.stderr, flush=True)
-        traced = trace_train_step(config, args.batch, sharding)
-        with compiling_for_gpu():
-            compiled = traced.lower().compile()
-        kernels, block_bytes = {}, {}
-        if config.model.ssm.scan == "pallas":
-            print("compiling the Pallas kernels alone, and ptxas on their PTX", file=sys.stderr, flush=True)
-            kernels = scan_kernels(config, args.batch, sharding, Path(dump))
-            block_bytes = pallas_block_bytes(traced.jaxpr)
+    config = load_config(args.config, [*args.set, f"train.batch_size={args.batch}"])
+    sharding = cuda_sharding(args.gpu)
+    if args.kernels_only:
+        compile_scan_kernels(config, args.batch, sharding)
+        return 0
+    print(f"compiling the train step for an {GPUS[args.gpu]['name']} (no GPU here; ~40 s at full size)",
+          file=sys.stderr, flush=True)
+    traced = trace_train_step(config, args.batch, sharding)
+    with compiling_for_gpu():
+        compiled = traced.lower().compile()
+    kernels, block_bytes = {}, {}
+    if config.model.ssm.scan == "pallas":
+        print("compiling the Pallas kernels alone, with XLA's ptxas report", file=sys.stderr, flush=True)
+        kernels = scan_kernels(args)
+        block_bytes = pallas_block_bytes(traced.jaxpr)
     text = compiled.as_text()
     rows = with_kernel_blocks(hlo_traffic(text), block_bytes)
     full_size = config.window_samples == 60 * 256 and config.model.node_mamba.n_layers == 6

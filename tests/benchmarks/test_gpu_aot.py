@@ -165,6 +165,30 @@ def test_pallas_kernels_count_the_blocks_they_move(x64):
                                            + x + dt + sequences * heads * 8 + 2 * cell * heads // r * state)
 
 
+def _ptxas_log(entry: str, registers: int, stores: int = 0, loads: int = 0) -> str:
+    """One ptxas call as XLA logs it (subprocess_compilation, VLOG 3; jaxlib 0.11.2's format)."""
+    return (f"I1207 09:31:18.073244   19731 subprocess_compilation.cc:313] /x/ptxas /tmp/t -o /tmp/u -arch=sm_90a "
+            "--warn-on-spills -v\n"
+            "I1207 09:31:18.240165   19731 subprocess_compilation.cc:356] ptxas info    : 0 bytes gmem\n"
+            f"ptxas info    : Compiling entry function '{entry}' for 'sm_90a'\n"
+            f"ptxas info    : Function properties for {entry}\n"
+            f"    0 bytes stack frame, {stores} bytes spill stores, {loads} bytes spill loads\n"
+            f"ptxas info    : Used {registers} registers, used 1 barriers\n"
+            "ptxas info    : Compile time = 124.542 ms\n\n")
+
+
+def test_the_kernels_registers_come_from_xlas_ptxas_log_under_their_stream():
+    log = ("I1207 pjrt_client.cc:578] PjRt-IFRT device count: total=1\n" + _ptxas_log("loop_reduce_fusion", 32)
+           + f"{gpu_aot.KERNEL_MARK}node scan\n" + _ptxas_log("input_reduce_fusion", 28) + _ptxas_log("ssd_forward", 80)
+           + _ptxas_log("ssd_backward", 255, stores=48, loads=40)
+           + f"{gpu_aot.KERNEL_MARK}edge norm\n" + _ptxas_log("gated_norm_forward", 56))
+    assert gpu_aot.ptxas_reports(log) == {  # XLA's own fusions are left out, before a mark and after
+        "node ssd_forward": {"registers": 80, "spill_stores": 0, "spill_loads": 0},
+        "node ssd_backward": {"registers": 255, "spill_stores": 48, "spill_loads": 40},
+        "edge gated_norm_forward": {"registers": 56, "spill_stores": 0, "spill_loads": 0}}
+    assert gpu_aot.ptxas_reports(_ptxas_log("ssd_forward", 80)) == {}  # no mark: not one of the kernels' compiles
+
+
 @pytest.mark.skipif(not (gpu_aot.PLUGIN_DIR / "jax_plugins").is_dir(), reason="no `make gpu-aot` here")
 def test_the_tiny_step_compiles_for_an_h200_with_the_scan_kernels(tmp_path):
     """The deviceless compile end to end, in its own process (the plugin must load before jax):
