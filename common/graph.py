@@ -1,6 +1,6 @@
 """The graph math in numpy, once: the normalised Laplacian, the eigenvector sign rules and the
 static 10-20 positional encoding. jaxbrr/graph.py and torchref/graph.py are the differentiable
-twins of the first two (same definitions, PyG's get_laplacian(normalization='sym')); the static
+twins of the first two (same definitions, the original's Laplacian: graph.normalized_laplacian); the static
 PE is computed here, once, for both frameworks; the localiser's eigh report uses this Laplacian.
 """
 
@@ -13,11 +13,11 @@ from common.data.montage import REF19, REF19_NEIGHBOURS
 
 
 def normalized_laplacian(A: np.ndarray, epsilon: float) -> np.ndarray:
-    """L = I − D^-1/2 A D^-1/2 + epsilon·I over the last two axes, float64: self-loops removed,
-    degree = row sums, D^-1/2 = 0 for an isolated node (its L_ii is 1)."""
+    """L = I − D^-1/2 A D^-1/2 + epsilon·I over the last two axes, float64: self-loops kept (an
+    isolated node's fallback loop gives it L_ii = 0, as in the original), degree = row sums,
+    D^-1/2 = 0 for a node of degree 0 (its L_ii is 1)."""
     A = np.asarray(A, np.float64)
     n = A.shape[-1]
-    A = A * (1 - np.eye(n))
     degree = A.sum(-1)
     inverse = np.where(degree > 0, 1 / np.sqrt(np.where(degree > 0, degree, 1)), 0.0)
     return np.eye(n) - inverse[..., :, None] * A * inverse[..., None, :] + epsilon * np.eye(n)

@@ -93,9 +93,9 @@ class ProjectionHead(nnx.Module):
     def __call__(self, h: jax.Array) -> jax.Array:
         x = self.proj(h)  # (B, L, C)
         x = jnp.repeat(x, self.upsample, axis=1)  # (B, T, C)
-        if self.guards:  # original: nan_to_num (NaN, ±inf -> 0) + clamp ±50 before the detector
-            x = jnp.clip(jnp.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), -GUARD_HEAD, GUARD_HEAD)
+        if self.guards:  # original (detector.py): nan_to_num (NaN -> 0, ±inf -> ±50) + clamp ±50 before the detector
+            x = jnp.clip(jnp.nan_to_num(x, nan=0.0, posinf=GUARD_HEAD, neginf=-GUARD_HEAD), -GUARD_HEAD, GUARD_HEAD)
         logits = self.detect(x)[..., 0]  # (B, T)
-        if self.guards:  # original: nan_to_num + clamp ±100 on the logits
-            logits = jnp.clip(jnp.nan_to_num(logits, nan=0.0, posinf=0.0, neginf=0.0), -GUARD_LOGITS, GUARD_LOGITS)
+        if self.guards:  # original: nan_to_num (±inf -> ±50 here too) + clamp ±100 on the logits
+            logits = jnp.clip(jnp.nan_to_num(logits, nan=0.0, posinf=GUARD_HEAD, neginf=-GUARD_HEAD), -GUARD_LOGITS, GUARD_LOGITS)
         return logits

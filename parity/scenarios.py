@@ -14,7 +14,7 @@ its weights and batch are made (see build).
     outlier               a raw 1256 µV artifact preprocessed without      DATA at input, then
                           clipping, on TCN gains that overflow float32      PRECISION at tcn
     eigh-degenerate       edge stream below edge_threshold: every graph    MODEL at ∂adjacency
-                          is edgeless, L = (1+ε)·I, all 19 eigenvalues
+                          is edgeless, L = ε·I, all 19 eigenvalues
                           equal; pe_gradient: full
     eigh-degenerate-safe  the same with pe_gradient: safe                  CLEAN
     zero-node             electrode 5's features all zero (its rows of     CLEAN (jaxbrr's cosine is
@@ -135,7 +135,7 @@ def _outlier(extra):
 
 def _dead_edge_stream(config, weights, x):
     """edge_proj -> softplus(-30) ≈ 1e-13 < edge_threshold: every edge is cut, every node keeps only
-    its self-loop (graph.adjacency), the Laplacian is (1+ε)·I."""
+    its self-loop (graph.adjacency), the Laplacian is ε·I (the original's: loops kept)."""
     weights["edge_proj.weight"] = np.zeros_like(weights["edge_proj.weight"])
     weights["edge_proj.bias"] = np.full_like(weights["edge_proj.bias"], -30.0)
 

@@ -128,11 +128,10 @@ def _laplacian_unshifted(A: torch.Tensor, degree_floor: float | None) -> torch.T
     """I − D^-1/2 A D^-1/2 without the epsilon shift (see normalized_laplacian)."""
     n_nodes = A.shape[-1]
     eye = torch.eye(n_nodes, dtype=A.dtype, device=A.device)
-    A = A * (1 - eye)  # self-loops removed, as PyG get_laplacian
     degree = A.sum(dim=-1)  # (..., N) row sums
     if degree_floor is None:
         inverse_sqrt = safe_rsqrt(degree)
-    else:  # the original's guard: an isolated node gets 1/sqrt(1e-6), its row of A is 0 anyway
+    else:  # the original's guard: a node of degree 0 (an A without adjacency's fallback) gets 1/sqrt(1e-6)
         inverse_sqrt = torch.rsqrt(torch.clamp_min(degree, degree_floor))
     return eye - inverse_sqrt[..., :, None] * A * inverse_sqrt[..., None, :]
 
@@ -140,10 +139,14 @@ def _laplacian_unshifted(A: torch.Tensor, degree_floor: float | None) -> torch.T
 def normalized_laplacian(A: torch.Tensor, epsilon: float) -> torch.Tensor:
     """L = I − D^-1/2 A D^-1/2 + epsilon·I, (..., N, N) -> (..., N, N).
 
-    PyG `utils/laplacian.py` get_laplacian(normalization='sym'): self-loops removed first,
-    degree = row sums, D^-1/2 = 0 for an isolated node (its L_ii is 1). The zero-degree case uses
-    the gradient-safe where (safe_rsqrt), not PyG's pow(-0.5) + masked_fill, whose gradient is NaN.
-    For symmetric A the eigenvalues lie in [epsilon, 2 + epsilon].
+    The original's (reference/original_spec.md §2; brain-go-brr's gnn_pyg.py): A as adjacency gives
+    it, self-loops included, degree = row sums. An isolated node's identity fallback is its only
+    entry, so its degree is 1 and its L_ii 0: it joins the null space, and its indicator vector is
+    among the first eigenvectors. (PyG's get_laplacian(normalization='sym') removes self-loops
+    first, giving such a node L_ii = 1; graphs without a self-loop are the same under both.) A node
+    of degree 0 gets D^-1/2 = 0 through the gradient-safe where (safe_rsqrt), not PyG's pow(-0.5) +
+    masked_fill, whose gradient is NaN. For symmetric A >= 0 the eigenvalues lie in
+    [epsilon, 2 + epsilon].
     """
     n_nodes = A.shape[-1]
     eye = torch.eye(n_nodes, dtype=A.dtype, device=A.device)
@@ -260,7 +263,7 @@ def _eigenvectors_at_steps(
     vectors = vectors + poison
     pe = fix_signs(vectors[..., :k], sign)  # (B, S, N, K)
     if guards:
-        pe = torch.nan_to_num(pe, nan=0.0)
+        pe = torch.nan_to_num(pe, nan=0.0, posinf=1.0, neginf=-1.0)  # the original's gnn_pyg.py
     return pe
 
 

@@ -102,9 +102,9 @@ class ProjectionHead(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         x = self.proj(h)  # (B, C, L)
         x = torch.repeat_interleave(x, self.upsample, dim=-1)  # (B, C, T)
-        if self.guards:  # original: nan_to_num + clamp ±50 before the detector
-            x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).clamp(-GUARD_HEAD, GUARD_HEAD)
+        if self.guards:  # original (detector.py): nan_to_num (NaN -> 0, ±inf -> ±50) + clamp ±50 before the detector
+            x = torch.nan_to_num(x, nan=0.0, posinf=GUARD_HEAD, neginf=-GUARD_HEAD).clamp(-GUARD_HEAD, GUARD_HEAD)
         logits = self.detect(x)[:, 0]  # (B, T)
-        if self.guards:  # original: nan_to_num + clamp ±100 on the logits
-            logits = torch.nan_to_num(logits, nan=0.0, posinf=0.0, neginf=0.0).clamp(-GUARD_LOGITS, GUARD_LOGITS)
+        if self.guards:  # original: nan_to_num (±inf -> ±50 here too) + clamp ±100 on the logits
+            logits = torch.nan_to_num(logits, nan=0.0, posinf=GUARD_HEAD, neginf=-GUARD_HEAD).clamp(-GUARD_LOGITS, GUARD_LOGITS)
         return logits

@@ -197,7 +197,7 @@ def test_adjacency_rejects_bad_shapes():
 def test_normalized_laplacian_equals_torchref(dtype):
     W = _random_symmetric_weights(3, 9, seed=4, density=0.5)
     W[:, 5, :] = W[:, :, 5] = 0.0  # isolated node
-    W[:, 1, 1] = 0.8  # a self-loop: removed
+    W[:, 1, 1] = 0.8  # a self-loop: kept, as the original keeps an isolated node's fallback loop
     cotangent = _rng(5).standard_normal(W.shape)
     # 1. torch
     expected = _torch_value_and_gradient(

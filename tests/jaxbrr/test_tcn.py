@@ -46,3 +46,15 @@ def test_head_holds_each_step_for_stride_samples():
     assert logits.shape == (2, 80)
     blocks = logits.reshape(2, 5, 16)
     np.testing.assert_array_equal(blocks, np.broadcast_to(blocks[..., :1], blocks.shape))
+
+
+def test_guards_original_map_inf_to_50_as_the_originals_detector():
+    """As torchref's test: detector.py's nan_to_num(nan=0, posinf=50, neginf=-50) before the
+    detector (then clip ±50) and on the logits (then clip ±100)."""
+    head = ProjectionHead(1, 1, upsample=1, guards=True, rngs=nnx.Rngs(0))
+    head.proj.kernel[...] = 1.0  # x = h
+    head.detect.kernel[...] = jnp.inf  # logits ±inf from ±50, NaN from 0
+    h = jnp.asarray([jnp.inf, -jnp.inf, jnp.nan, 3.0, 1e30], jnp.float32)[None, :, None]  # (B, L, D)
+    assert np.asarray(head(h)).tolist() == [[50.0, -50.0, 0.0, 50.0, 50.0]]
+    head.detect.kernel[...] = 1.0
+    assert np.asarray(head(h)).tolist() == [[50.0, -50.0, 0.0, 3.0, 50.0]]  # the detector's input, mapped and clamped

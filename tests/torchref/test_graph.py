@@ -171,11 +171,13 @@ def test_adjacency_random_is_symmetric_and_sparse():
 # Laplacian
 
 
-def test_normalized_laplacian_equals_pyg_get_laplacian():
+def test_normalized_laplacian_of_a_graph_without_loops_equals_pyg_get_laplacian():
+    """PyG removes self-loops first, the original (and ours) keeps them: on a graph without any
+    the two definitions are one, and a node of degree 0 has L_ii = 1 under both."""
     W = _random_symmetric_weights(3, 9, seed=6, density=0.5)
-    W[:, 5, :] = 0.0  # isolated node
+    W[:, 5, :] = 0.0  # a node without any edge, and without adjacency's fallback loop
     W[:, :, 5] = 0.0
-    W[:, 1, 1] = 0.8  # a self-loop: removed by both
+    assert (torch.diagonal(W, dim1=-2, dim2=-1) == 0).all()
     epsilon = 1e-4
     got = normalized_laplacian(W, epsilon)  # (G, N, N)
     for g in range(3):
@@ -187,6 +189,24 @@ def test_normalized_laplacian_equals_pyg_get_laplacian():
     assert got[0, 5, 5] == 1 + epsilon
     eigenvalues = torch.linalg.eigvalsh(got)
     assert eigenvalues.min() >= epsilon - 1e-12 and eigenvalues.max() <= 2 + epsilon + 1e-12
+
+
+def test_an_isolated_nodes_fallback_loop_puts_it_in_the_null_space_as_in_the_original():
+    """The original's Laplacian keeps self-loops (original_spec.md §2: adjacency puts 1 on the
+    diagonal of an isolated node's row, the Laplacian is taken of that A): node 2's degree is its
+    loop's 1, so L_22 = 1 − 1 = 0 and e_2 is a null vector beside the edge's (PyG's get_laplacian,
+    which drops the loop, would give L_22 = 1)."""
+    weights = torch.zeros(1, 3, 1, dtype=F64)
+    weights[0, 0, 0] = 0.5  # edge (0, 1); edges (0, 2), (1, 2) are 0
+    A = adjacency(weights, 3, top_k=1, threshold=1e-4)[0, 0]
+    assert torch.equal(A, torch.tensor([[0, 0.5, 0], [0.5, 0, 0], [0, 0, 1.0]], dtype=F64))
+    epsilon = 1e-4
+    got = normalized_laplacian(A, epsilon)
+    # degrees (0.5, 0.5, 1): L = I − D^-1/2 A D^-1/2 = [[1, −1, 0], [−1, 1, 0], [0, 0, 0]], + ε·I
+    expected = torch.tensor([[1, -1, 0], [-1, 1, 0], [0, 0, 0]], dtype=F64) + epsilon * torch.eye(3, dtype=F64)
+    assert (got - expected).abs().max() <= 1e-15
+    torch.testing.assert_close(torch.linalg.eigvalsh(got), torch.tensor([0, 0, 2], dtype=F64) + epsilon,
+                               rtol=0, atol=1e-15)
 
 
 def test_isolated_node_laplacian_gradient_is_finite():

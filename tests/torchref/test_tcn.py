@@ -59,3 +59,17 @@ def test_head_holds_each_step_for_stride_samples():
     assert logits.shape == (2, 80)
     blocks = logits.reshape(2, 5, 16)
     assert torch.equal(blocks, blocks[..., :1].expand_as(blocks))  # piecewise constant, 62.5 ms at 256 Hz
+
+
+def test_guards_original_map_inf_to_50_as_the_originals_detector():
+    """guards: original reproduces detector.py's nan_to_num(nan=0, posinf=50, neginf=-50) before
+    the detector (then clamp ±50) and on the logits (then clamp ±100), op for op (DESIGN.md §2)."""
+    head = ProjectionHead(1, 1, upsample=1, guards=True)
+    with torch.no_grad():
+        head.proj.weight.fill_(1.0)  # x = h
+        head.detect.weight.fill_(float("inf"))  # logits ±inf from ±50, NaN from 0
+    h = torch.tensor([[[float("inf"), -float("inf"), float("nan"), 3.0, 1e30]]])  # (B, D, L)
+    assert head(h).tolist() == [[50.0, -50.0, 0.0, 50.0, 50.0]]
+    with torch.no_grad():
+        head.detect.weight.fill_(1.0)
+    assert head(h).tolist() == [[50.0, -50.0, 0.0, 3.0, 50.0]]  # the detector's input, mapped and clamped
