@@ -12,7 +12,9 @@ Kinds and what `path` is for each:
     torchref     a torchref training checkpoint WORKDIR/checkpoints/<best|last>/step_NNNNNN.pt
     pt           any other `.pt`, `.pth` or `.ckpt` file (torch.save's): a state dict, a brain-go-brr
                  v2 checkpoint, or a Lightning checkpoint or wrapper around one (common/original.py)
-    safetensors  a neutral `.safetensors` file (parity/convert.py; config in its metadata)
+    safetensors  a neutral `.safetensors` file (parity/convert.py; config in its metadata), or one
+                 another program wrote (safetensors.torch.save_file of a state dict): read as a
+                 `.pt` state dict would be (an original's keys renamed; a config needed)
     nan_dump     a training NaN dump WORKDIR/nan/step_NNNNNN (nan.json, batch.npz, and the
                  state of either framework)
 
@@ -222,6 +224,54 @@ def read_neutral(path: str | Path) -> dict[str, np.ndarray]:
     return safetensors.numpy.load_file(str(path))
 
 
+def is_neutral(path: str | Path) -> bool:
+    """A .safetensors file this project wrote (its metadata names a format), not one of another
+    program's (a state dict alone: read_safetensors); read_neutral_metadata checks the format."""
+    return "format" in _safetensors_header(path).get("__metadata__", {})
+
+
+# safetensors' dtype names -> numpy's (the format: huggingface/safetensors README, "Format"); BF16
+# is read as ml_dtypes.bfloat16 (read_safetensors), as common/pt.py reads a bfloat16 tensor
+SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+                      "I8": "i1", "U8": "u1", "BOOL": "?"}
+
+
+def _safetensors_header(path: str | Path) -> dict:
+    """The JSON header of a .safetensors file: an 8-byte little-endian length, then the JSON."""
+    try:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if not 2 <= size <= 100_000_000:
+                raise ValueError(f"a header of {size} bytes")
+            header = json.loads(handle.read(size))
+    except (OSError, ValueError) as error:  # json's errors are ValueErrors
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({error}); {FIX}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a readable .safetensors file (its header is no mapping); {FIX}")
+    return header
+
+
+def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    """Every tensor of a .safetensors file another program wrote, as numpy arrays in the dtype it
+    holds (bfloat16 too, which safetensors.numpy refuses)."""
+    import ml_dtypes
+
+    header = _safetensors_header(path)
+    raw = Path(path).read_bytes()
+    data = memoryview(raw)[8 + int.from_bytes(raw[:8], "little"):]
+    arrays = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        kind = entry.get("dtype")
+        if kind not in SAFETENSORS_DTYPES and kind != "BF16":
+            raise CheckpointError(f"{path}: tensor {name} is of dtype {kind}, which no model here holds")
+        dtype = np.dtype(ml_dtypes.bfloat16) if kind == "BF16" else np.dtype(SAFETENSORS_DTYPES[kind])
+        begin, end = entry["data_offsets"]
+        arrays[name] = np.frombuffer(data[begin:end], dtype).reshape(entry["shape"]).copy()
+    return arrays
+
+
 # ----------------------------------------------------------------------------------------------
 # reading weights of any kind
 
@@ -394,6 +444,13 @@ def _arrays(state: dict, path: Path) -> dict[str, np.ndarray]:
     return dict(state)
 
 
+def is_torchref_checkpoint(saved) -> bool:
+    """What torchref's trainer saves: {"model": state dict, "meta": {"config": ..., ...}}. Another
+    {"model", "meta"} dict (a user's own) is read as any other state dict would be."""
+    return (isinstance(saved, dict) and isinstance(saved.get("model"), dict)
+            and isinstance(saved.get("meta"), dict) and isinstance(saved["meta"].get("config"), dict))
+
+
 def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Shapes | None = None) -> Weights:
     """The weights `path` names (any kind locate() finds) as neutral numpy arrays, with their
     config: a training checkpoint's or NaN dump's own run config, whole (config_path unused); else
@@ -417,7 +474,7 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
         meta = jaxbrr_meta(step)
         return Weights(config_from_dict(meta["config"], source=f"{step}/meta"), read_neutral(neutral), "jaxbrr",
                        step, meta=meta)
-    if located.kind == "safetensors":
+    if located.kind == "safetensors" and is_neutral(path):
         metadata = read_neutral_metadata(path)
         notes, own_sections = [], ()
         if metadata["config"] is not None:
@@ -433,10 +490,10 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
         config = config_from_dict(record["config"], source=str(path / "nan.json"))
         return Weights(config, _arrays(read_pt(path / "model.pt"), path), "nan_dump", path)
     try:
-        saved = read_pt(path)
+        saved = read_safetensors(path) if located.kind == "safetensors" else read_pt(path)
     except PtError as error:
         raise CheckpointError(str(error)) from None
-    if isinstance(saved, dict) and "model" in saved and "meta" in saved:  # a torchref training checkpoint
+    if is_torchref_checkpoint(saved):
         config = config_from_dict(saved["meta"]["config"], source=str(path))
         return Weights(config, _arrays(saved["model"], path), "torchref", path, meta=saved["meta"])
     try:
@@ -523,14 +580,14 @@ def loaded_tensors(path: str | Path) -> tuple[Path, dict[str, np.ndarray]] | Non
     located = locate(path)
     if (step := jaxbrr_step(located)) is not None:
         return (step, read_neutral(step / NEUTRAL_FILE)) if (step / NEUTRAL_FILE).is_file() else None
-    if located.kind == "safetensors":
+    if located.kind == "safetensors" and is_neutral(located.path):
         return located.path, read_neutral(located.path)
     file = located.path / "model.pt" if located.kind == "nan_dump" else located.path
     if not file.is_file():
         return None
     try:
-        saved = read_pt(file)
-        if isinstance(saved, dict) and "model" in saved and "meta" in saved:  # a torchref training checkpoint
+        saved = read_safetensors(file) if located.kind == "safetensors" else read_pt(file)
+        if is_torchref_checkpoint(saved):
             state = saved["model"]
         elif (found := original.original_state(saved)) is not None:
             spelled = found[2]  # bare key -> as the file holds it (a wrapper's prefix, say): named so
@@ -575,13 +632,15 @@ def weights_config(path: str | Path, fallback: ConfigSource = None) -> Config | 
     if (step := jaxbrr_step(located)) is not None:
         return config_from_dict(jaxbrr_meta(step)["config"], source=f"{step}/meta")
     if located.kind == "safetensors":
+        if not is_neutral(located.path):
+            return None  # another program's: a state dict alone
         metadata = read_neutral_metadata(located.path)
         return _neutral_config(metadata, fallback, located.path)[0] if metadata["config"] is not None else None
     if located.kind == "nan_dump":
         meta = located.path / "nan.json"
         return config_from_dict(json.loads(meta.read_text())["config"], source=str(meta))
     saved = read_pt(located.path)
-    if isinstance(saved, dict) and "meta" in saved and "model" in saved:
+    if is_torchref_checkpoint(saved):
         return config_from_dict(saved["meta"]["config"], source=str(located.path))
     if original.is_original(saved) and (own := _original_own_config(saved)) is not None:
         return _original_config(located.path, own, fallback)[0]

@@ -342,7 +342,8 @@ def original_state(saved) -> tuple[dict, list[str], dict[str, str]] | None:
     None when `saved` holds no original model.
 
     `saved` is brain-go-brr's save_checkpoint dict (`model_state_dict`), a Lightning checkpoint
-    (`state_dict`) or a bare state dict. Inside it the model's keys may all carry one prefix that
+    (`state_dict`), a dict with one other entry holding the model (_state_dict_entry) or a bare
+    state dict. Inside it the model's keys may all carry one prefix that
     a wrapper put there: (Distributed)DataParallel's `module.`, torch.compile's `_orig_mod.`, a
     Lightning module's attribute (`model.`), or several (`module._orig_mod.`); it is found before
     the TCN's keys and removed, and keys outside it (a Lightning module's loss buffers) are left
@@ -351,7 +352,7 @@ def original_state(saved) -> tuple[dict, list[str], dict[str, str]] | None:
         return None
     if "model_state_dict" in saved and not isinstance(saved["model_state_dict"], dict):
         raise ValueError(f"its model_state_dict is a {type(saved['model_state_dict']).__name__}, not a state dict")
-    inner = next((saved[k] for k in ("model_state_dict", "state_dict") if isinstance(saved.get(k), dict)), saved)
+    inner, notes = _state_dict_entry(saved)
     keys = [k for k in inner if isinstance(k, str)]
     if len(keys) != len(inner) and ("model_state_dict" in saved or any(_ANCHOR in k for k in keys)):
         odd = next(k for k in inner if not isinstance(k, str))
@@ -359,11 +360,11 @@ def original_state(saved) -> tuple[dict, list[str], dict[str, str]] | None:
     prefixes = sorted({k[:k.index(_ANCHOR)] for k in keys
                        if _ANCHOR in k and (k.index(_ANCHOR) == 0 or k[k.index(_ANCHOR) - 1] == ".")})
     if not prefixes:
-        return (dict(inner), [], {}) if "model_state_dict" in saved else None  # rename_original lists its keys
+        return (dict(inner), notes, {}) if "model_state_dict" in saved else None  # rename_original lists its keys
     if len(prefixes) > 1:
         raise ValueError(f"holds the original's TCN under {len(prefixes)} prefixes ({', '.join(map(repr, prefixes))}): "
                          "two models in one file (a model and its EMA copy?); save the one to load alone")
-    prefix, notes = prefixes[0], []
+    prefix = prefixes[0]
     held = {k[len(prefix):]: k for k in keys if k.startswith(prefix)}  # bare -> as the file holds it
     state = {bare: inner[key] for bare, key in held.items()}
     if prefix:
@@ -381,6 +382,32 @@ def original_state(saved) -> tuple[dict, list[str], dict[str, str]] | None:
         notes.append(f"{renamed} weight_norm parametrization tensors (`parametrizations.weight.original0/1`, "
                      "torch >= 2.1) read as weight_g / weight_v")
     return state, notes, {bare: spelled for bare, spelled in held.items() if bare != spelled}
+
+
+def _holds_original_keys(value) -> bool:
+    return isinstance(value, dict) and any(isinstance(k, str) and _ANCHOR in k for k in value)
+
+
+def _state_dict_entry(saved: dict) -> tuple[dict, list[str]]:
+    """The dict of `saved` that holds the model: brain-go-brr's `model_state_dict`, Lightning's
+    `state_dict`, else the one entry whose keys are the original's (a user's own `{"model": ...}`),
+    else `saved` itself; and notes naming another entry with the original's keys left unread (an
+    EMA copy beside the model, say). Two such entries and no model_state_dict raise."""
+    named = next((k for k in ("model_state_dict", "state_dict") if isinstance(saved.get(k), dict)), None)
+    others = [k for k, v in saved.items() if k != named and _holds_original_keys(v)]
+    if named is None and _holds_original_keys(saved):  # a bare state dict
+        return saved, []
+    if named is None and len(others) > 1:
+        raise ValueError(f"holds the original's model under {len(others)} entries ({shown_inline(others)}) and no "
+                         "model_state_dict (a model and its EMA copy?): save the one to load alone, e.g. "
+                         f"torch.save(checkpoint[{others[0]!r}], 'model.pt')")
+    if named is None and others:
+        return saved[others[0]], [f"the model's weights read from its {others[0]!r} entry (not brain-go-brr's "
+                                  "model_state_dict)"]
+    entries = f"entry {others[0]} also holds" if len(others) == 1 else f"entries {shown_inline(others)} also hold"
+    notes = [f"its {entries} the original's weights (an EMA copy?), not read: to load them, save them alone, e.g. "
+             f"torch.save(checkpoint[{others[0]!r}], 'ema.pt')"] if others else []
+    return (saved if named is None else saved[named]), notes
 
 
 def is_original(saved) -> bool:

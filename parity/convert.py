@@ -57,6 +57,7 @@ from common.checkpoints import (
 from common.config import ModelConfig, config_to_dict
 from common.pt import torch_compatible
 from common.shown import shown_inline
+from common.train.compat import config_differences
 from jaxbrr.weights import (
     LEAVES,
     Entry,
@@ -282,6 +283,20 @@ def write_jaxbrr_checkpoint(folder: Path, config, arrays: dict[str, np.ndarray],
         checkpoints.close()
 
 
+PT_SUFFIXES = (".pt", ".pth")  # what OUT may end in for a torchref state dict (torch.save's)
+
+
+def _bare_state_dict_note(out: Path, model: ModelConfig, own: list[str]) -> str:
+    """A state dict carries no config: what reading `out` back needs (--config with this model
+    section), and what else of the weights' own is left behind."""
+    changed = config_differences(config_to_dict(model), config_to_dict(ModelConfig()), "model.")
+    described = ("the defaults (configs/tusz.yaml's)" if not changed else "configs/tusz.yaml's with "
+                 + ", ".join(f"{name} {mine!r}" for name, _, mine in changed))
+    left = f"; nor the checkpoint's own {' and '.join(own)}" if own else ""
+    return (f"{out} is a bare state dict: it carries no config{left}. Reading it back needs --config with this "
+            f"model section: {described}. A .safetensors file or a folder (a jaxbrr checkpoint) keeps the config")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m parity.convert",
@@ -299,17 +314,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         weights = read_any(args.input, args.config)
         out, notes = args.output, list(weights.notes)
-        if out.suffix in (".safetensors", ".pt"):  # a file of wrong names would fail only where it is read
+        if out.suffix in (".safetensors", *PT_SUFFIXES):  # a file of wrong names would fail only where it is read
             model = tmodel.SeizureDetector(weights.config.model, 0)  # checks every name and shape
             _fill_torch(model, weights.arrays, str(args.input))  # in the model's dtype, as jaxbrr's fill
             written = {key: value.detach().numpy() for key, value in model.state_dict().items()}
             notes += _widened_notes(weights.arrays, written, str(args.input))
         # an original checkpoint's own sections beyond its model (or a file's converted from one)
         own = [{"postprocess": "post-processing", "loss": "loss"}[s] for s in weights.own_sections]
-        if out.suffix == ".pt" and own:
-            notes.append(f"{out} holds the model only: the checkpoint's own {' and '.join(own)} "
-                         f"{'is' if len(own) == 1 else 'are'} not carried (a .safetensors file or a folder, a jaxbrr "
-                         "checkpoint, keeps them)")
+        if out.suffix in PT_SUFFIXES:
+            notes.append(_bare_state_dict_note(out, weights.config.model, own))
         if out.suffix == ".safetensors":
             # a run's whole config goes with its weights (a NaN dump's too): windows, post-processing,
             # evaluation; else the post-processing and loss the weights carry, if any
@@ -320,14 +333,14 @@ def main(argv: list[str] | None = None) -> int:
             write_neutral(out, written, weights.config.model, "neutral", run_config=run_config, postprocess=postprocess,
                           loss=loss)
             kind_out = "neutral weights file"
-        elif out.suffix == ".pt":
+        elif out.suffix in PT_SUFFIXES:
             from common.files import atomic_path
 
             with atomic_path(out) as tmp:
                 torch.save(model.state_dict(), tmp)
             kind_out = "torchref state dict"
         elif out.suffix:
-            raise CheckpointError(f"{out}: OUT must be a .safetensors or .pt file, or a folder (no suffix)")
+            raise CheckpointError(f"{out}: OUT must be a .safetensors, .pt or .pth file, or a folder (no suffix)")
         else:
             step = int(((weights.meta or {}).get("progress") or {}).get("step", 0))  # a run's: kept
             out, widened = write_jaxbrr_checkpoint(out, weights.config, weights.arrays, str(args.input), step)

@@ -369,9 +369,11 @@ def test_cli_reads_an_original_checkpoints_own_config_field_by_field(tmp_path, c
     assert read_weights(tmp_path / "o-jax").config.postprocess.tau_on == 0.95
     assert read_weights(tmp_path / "o-jax").config.train.loss == "bce"
     capsys.readouterr()
-    assert convert.main([str(tmp_path / "o.safetensors"), str(tmp_path / "o.pt")]) == 0
-    assert f"  {tmp_path / 'o.pt'} holds the model only: the checkpoint's own post-processing and loss are not " \
-           "carried" in capsys.readouterr().out
+    assert convert.main([str(tmp_path / "o.safetensors"), str(tmp_path / "o.pth")]) == 0
+    assert (f"  {tmp_path / 'o.pth'} is a bare state dict: it carries no config; nor the checkpoint's own "
+            "post-processing and loss. Reading it back needs --config with this model section: configs/tusz.yaml's "
+            "with model.graph.use_residual False, model.stability.pe_gradient 'full'.") in capsys.readouterr().out
+    assert read_weights(tmp_path / "o.pth", TINY).config.model.graph.use_residual is True  # indeed not carried
 
     later = {**FULL_ORIGINAL_MODEL_CONFIG, "graph": {**FULL_ORIGINAL_MODEL_CONFIG["graph"], "edge_lift_activation": "tanh",
                                                     "adj_row_softmax": True, "laplacian_eps": 1e-3}}

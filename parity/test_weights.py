@@ -169,6 +169,52 @@ def test_a_bfloat16_checkpoint_is_reported_as_one_and_loads_exactly(tmp_path, ca
     assert_bit_equal(to_neutral(jax_model), want, "the localiser's jax model")
 
 
+def test_weights_in_the_layouts_users_share_them_read_to_the_same_arrays(tmp_path):
+    """A review's: an original state dict saved with safetensors.torch (bfloat16, behind
+    DataParallel's prefix) or a torchref one was refused ("not a jaxbrr.weights v1 file", naming
+    the very command that failed); a state dict under a key of the user's own ({"model": ...})
+    was "not a state dict"; {"model", "meta"} without a config was a KeyError. Each reads now, to
+    the arrays of the .pt it came from, and an EMA copy beside model_state_dict is named, not read."""
+    import safetensors.torch
+
+    from common.checkpoints import CheckpointError, loaded_tensors, weights_config
+
+    config = load_config(TINY)
+    model = tmodel.SeizureDetector(config.model, 3)
+    saved = original_checkpoint(model, config.model, with_config=False)
+    state = saved["model_state_dict"]
+    want = {key: value.bfloat16().float().numpy() for key, value in model.state_dict().items()}
+    wrapped = {f"module.{key}": value.bfloat16().contiguous() for key, value in state.items()}
+    safetensors.torch.save_file(wrapped, tmp_path / "shared.safetensors")
+    weights = read_weights(tmp_path / "shared.safetensors", TINY, convert.torch_shapes)
+    assert weights.kind == "original" and any("module." in note for note in weights.notes)
+    assert {value.dtype.name for value in weights.arrays.values()} == {"bfloat16"}
+    assert_bit_equal({k: v.astype(np.float32) for k, v in weights.arrays.items()}, want, "plain safetensors")
+    assert weights_config(tmp_path / "shared.safetensors") is None  # another program's file: a config is needed
+    torch.save(wrapped, tmp_path / "shared.pt")  # what --init-from checks: as the .pt of the same state
+    assert set(loaded_tensors(tmp_path / "shared.safetensors")[1]) == set(loaded_tensors(tmp_path / "shared.pt")[1])
+    with pytest.raises(CheckpointError, match="shared.safetensors: .*--config"):
+        read_weights(tmp_path / "shared.safetensors", None, convert.torch_shapes)
+
+    safetensors.torch.save_file(model.state_dict(), tmp_path / "torchref.safetensors")
+    assert_bit_equal(read_weights(tmp_path / "torchref.safetensors", TINY).arrays, neutral(model), "torchref names")
+
+    float_state = {key: value.float() for key, value in state.items()}
+    torch.save({"model": float_state, "epoch": 3}, tmp_path / "own_key.pt")
+    weights = read_weights(tmp_path / "own_key.pt", TINY, convert.torch_shapes)
+    assert weights.notes[0] == "the model's weights read from its 'model' entry (not brain-go-brr's model_state_dict)"
+    assert_bit_equal(weights.arrays, neutral(model), "under 'model'")
+    torch.save({"model": float_state, "meta": {"step": 3}}, tmp_path / "model_meta.pt")  # not torchref's: no config
+    assert_bit_equal(read_weights(tmp_path / "model_meta.pt", TINY, convert.torch_shapes).arrays, neutral(model), "meta")
+    torch.save({"model": float_state, "ema": float_state}, tmp_path / "two.pt")
+    with pytest.raises(CheckpointError, match=r"under 2 entries \(model, ema\) and no model_state_dict"):
+        read_weights(tmp_path / "two.pt", TINY, convert.torch_shapes)
+    torch.save({**saved, "ema_state_dict": float_state}, tmp_path / "ema.pt")
+    weights = read_weights(tmp_path / "ema.pt", TINY, convert.torch_shapes)
+    assert any(note.startswith("its entry ema_state_dict also holds the original's weights (an EMA copy?), not read")
+               for note in weights.notes)
+
+
 def test_predict_refuses_nan_in_what_an_original_checkpoint_loads_only(tmp_path):
     """NaN weights are refused before any recording is read (tests/jaxbrr/test_predict.py), named
     as the model and as the checkpoint name them; NaN in what the original holds but no model
