@@ -141,7 +141,8 @@ class DataConfig:
     balance: BalanceConfig = BalanceConfig()
     # Files matched under data_dir (recursively). Labels: <stem>.csv_bi, else <stem>.csv, else the
     # corpus's own files (CHB-MIT chbNN-summary.txt / .edf.seizures, Siena Seizures-list-PNxx.txt).
-    edf_glob: str = "**/*.edf"
+    # The suffix in any case: clinical exports write .EDF (predict takes a folder's so too).
+    edf_glob: str = "**/*.[eE][dD][fF]"
     # A label file's stated duration (a .csv_bi header) may differ from the EDF's by this much;
     # beyond it the two do not describe the same recording and the file is refused.
     label_duration_tolerance_seconds: float = Field(1.0, ge=0)

@@ -82,7 +82,7 @@ def cache_path(config: Config) -> Path:
     return Path(config.data.cache_dir) / cache_key(config)
 
 
-def find_recordings(data_dir: str | Path, pattern: str = "**/*.edf") -> list[Path]:
+def find_recordings(data_dir: str | Path, pattern: str = "**/*.[eE][dD][fF]") -> list[Path]:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(

@@ -532,3 +532,16 @@ def test_symlinked_folders_and_files_are_found_and_in_their_split(tmp_path):
     assert [p.relative_to(data).as_posix() for p in found] == ["dev/aaaaaaaa_s001_t000.edf",
                                                                "train/bbbbbbbb_s001_t000.edf"]
     assert [official_split(p, data) for p in found] == ["dev", "train"]
+
+
+def test_an_edf_suffix_in_capitals_is_a_recording_too(tmp_path):
+    """A review's: a clinical export's X.EDF beside y.edf was left out of build and evaluate
+    without a word (data.edf_glob was "**/*.edf"), and a seizure recording with it; predict's
+    folder listing took any case already. The default pattern takes the suffix in any case."""
+    from common.config import DataConfig
+    from common.data.cache import find_recordings
+
+    for name in ("chb01_03.EDF", "chb01_04.edf", "chb01_05.Edf", "chb01_03.EDF.seizures", "notes.txt"):
+        (tmp_path / name).write_bytes(b"0")
+    found = find_recordings(tmp_path, DataConfig().edf_glob)
+    assert [p.name for p in found] == ["chb01_03.EDF", "chb01_04.edf", "chb01_05.Edf"]

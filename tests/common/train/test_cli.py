@@ -302,7 +302,7 @@ def test_a_folder_without_edf_files_says_so(tmp_path, capsys):
     status = _base_loop(tmp_path, f"data.data_dir={tmp_path / 'notes'}", "data.synthetic=null")
     assert status == 2
     assert capsys.readouterr().err == (f"error: no recording to train on under {tmp_path / 'notes'}: no EDF file "
-                                       "there matches data.edf_glob '**/*.edf'; check data.data_dir\n")
+                                       "there matches data.edf_glob '**/*.[eE][dD][fF]'; check data.data_dir\n")
 
 
 def test_one_patient_cannot_fill_a_dev_split_and_the_error_says_why(tmp_path, capsys):
