@@ -436,6 +436,11 @@ class PostprocessConfig:
     max_duration_seconds: float = Field(600.0, gt=0)
     merge_gap_seconds: float = Field(2.0, ge=0)
     confidence: Literal["mean", "peak"] = "mean"
+    # A run longer than max_duration_seconds: `split` into ceil(length / max) events of equal
+    # length (the original's intent, spec §4.3; each stays in [min, max]), `keep` whole (what the
+    # original did: its pieces were written back contiguously), or `drop` (a status epilepticus
+    # detected for 20 minutes would vanish from the events).
+    long_events: Literal["split", "keep", "drop"] = "split"
 
     @model_validator(mode="after")
     def _check(self):
@@ -447,6 +452,10 @@ class PostprocessConfig:
         if self.max_duration_seconds < self.min_duration_seconds:  # it would drop every event
             raise ValueError(f"max_duration_seconds ({self.max_duration_seconds:g}) is below min_duration_seconds "
                              f"({self.min_duration_seconds:g}): no event could be kept")
+        if self.long_events == "split" and self.max_duration_seconds < 2 * self.min_duration_seconds:
+            raise ValueError(f"long_events split needs max_duration_seconds ({self.max_duration_seconds:g}) at least "
+                             f"twice min_duration_seconds ({self.min_duration_seconds:g}): a run just over the maximum "
+                             "splits in two halves, each under the minimum; or set long_events keep or drop")
         return self
 
 

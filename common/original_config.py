@@ -242,8 +242,10 @@ def postprocess_config(original: dict) -> tuple[dict, list[str]]:
         left.insert(0, f"hysteresis.min_onset_samples {runs['hysteresis.min_onset_samples']} and min_offset_samples "
                        f"{runs['hysteresis.min_offset_samples']} (ours runs a plain two-threshold hysteresis, 1 and 1: "
                        "an event starts at the first sample at or above tau_on and ends at the first below tau_off)")
+    section["long_events"] = "keep"  # its split wrote the pieces back contiguously: kept whole (spec §4.3)
     notes = ["post-processing from the checkpoint's own config: " + ", ".join(
-        f"{ours} {section[ours]}" for ours in POSTPROCESS_FIELDS.values() if ours in section)]
+        f"{ours} {section[ours]}" for ours in POSTPROCESS_FIELDS.values() if ours in section)
+        + ", long_events keep (the original kept an event over max_duration_s whole)"]
     if left:
         notes.append("post-processing of the checkpoint's own config not applied: " + "; ".join(left)
                      + " (common/eval/postprocess.py)")

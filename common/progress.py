@@ -52,3 +52,27 @@ class Heartbeat:
             return False
         self.last = now
         return True
+
+
+class ProgressLines:
+    """What a bar shows, as plain lines for a log file: `update(n)` prints "DESC: done/total UNIT
+    (elapsed, about ... left)" at its first call, then at most once every `seconds`, and when the
+    total is reached; each line flushed (a bar is one endless line there: module docstring)."""
+
+    def __init__(self, desc: str, total: int, unit: str, seconds: float = LOG_LINE_SECONDS, clock=time.monotonic):
+        self.desc, self.total, self.unit, self.clock = desc, total, unit, clock
+        self.done, self.start, self.heartbeat = 0, clock(), Heartbeat(seconds, clock)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if not (self.heartbeat.due() or self.done >= self.total):
+            return
+        elapsed = self.clock() - self.start
+        left = "" if self.done >= self.total else (
+            f", about {_minutes(elapsed / self.done * (self.total - self.done))} left")
+        print(f"{self.desc}: {self.done}/{self.total} {self.unit} ({_minutes(elapsed)}{left})", flush=True)
+
+
+def _minutes(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}:{seconds:02d}"

@@ -15,7 +15,8 @@ DIR/metrics.json atomically:
 
     {"records": N, "duration_seconds": D,
      "nedc": {"ovlp" | "taes" | "epoch": {"seiz": {LABEL_METRICS}, "bckg": {...},
-                                          "summary": {SUMMARY_METRICS}}},
+                                          "summary": {SUMMARY_METRICS},
+                                          "per_file": {record: {FILE_METRICS[method]}}}},
      "szcore": {"mean": {SZCORE_METRICS}, "std": {...}, "subjects": S,
                 "per_subject": {subject: {COUNTS and SZCORE_METRICS}}}}
 
@@ -185,7 +186,8 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
                    out: str | None = None, overrides: Sequence[str] = (), max_timelines: int = 20,
                    progress: bool = True, config_path: str | None = None, plain_lines: bool = False) -> int:
     """Load, predict every recording, score, write; the exit status of the module docstring.
-    Without bars, `plain_lines` has the cache build print a line a minute (common/progress.py)."""
+    Without bars, `plain_lines` has the cache build, the model's windows and the threshold sweep
+    print a line a minute (common/progress.py)."""
     from common.checkpoints import CheckpointError
     from common.data.prepare import label_issues, labels_cut
     from common.eval.report import check_out_dir, evaluate_traces, remove_earlier_outputs
@@ -226,7 +228,7 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
         print("\n".join(f"  {line}" for line in issues))
     nonfinite: list[NonFinite] = []
     traces = predict_recordings(make_predict(model), corpus, stems, config, progress=progress, desc="evaluate",
-                                nonfinite=nonfinite)
+                                nonfinite=nonfinite, plain_lines=plain_lines)
     # nothing of an earlier run beside this one's metrics (all of it where nothing is scored now)
     remove_earlier_outputs(out_dir, everything=not traces)
     localize = _localize_options(config_path, overrides)
@@ -235,7 +237,7 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
         print(f"error: {item['line']}", file=sys.stderr)
     metrics = {"checkpoint": str(weights_path), "source": source}
     if traces:
-        metrics.update(evaluate_traces(traces, config, out_dir, max_timelines, progress))
+        metrics.update(evaluate_traces(traces, config, out_dir, max_timelines, progress, plain_lines))
         print(checkpoint_table(metrics))
     else:
         metrics["records"] = 0

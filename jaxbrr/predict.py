@@ -101,12 +101,16 @@ def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     return compute, rest
 
 
+# weights that carry their training run's whole config (a --config would not be read)
+RUN_KINDS = ("jaxbrr", "torchref", "nan_dump")
+
+
 def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
                     config_path: str | Path | None = None) -> tuple[Config, nnx.Module, Path]:
     """(config with overrides, SeizureDetector with the weights, where they came from): weights of
     any kind (jaxbrr.weights.load_model: a jaxbrr or torchref run or checkpoint, a .pt state dict,
     a .safetensors file, a brain-go-brr v2 checkpoint; `config_path` for those that carry no
-    config). What the reader ignored is printed.
+    whole run config: refused, a ConfigError, for those that do). What the reader ignored is printed.
 
     Raises CheckpointError (not weights, ones that cannot be restored, or ones holding NaN or Inf,
     which would make every prediction NaN: refused before any recording is read) or ConfigError (a bad
@@ -115,7 +119,12 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
     """
     from jaxbrr.weights import WeightsError, load_model
 
-    where = locate(path).path  # the concrete step or file, for the messages
+    found = locate(path)
+    where = found.path  # the concrete step or file, for the messages
+    if config_path is not None and found.kind in RUN_KINDS:  # it would be read by nothing, in silence
+        raise ConfigError(f"--config {config_path}: {where} carries the whole config it was trained with, which is "
+                          "what runs; change its fields with --set KEY=VALUE (e.g. --set postprocess.tau_on=0.7), "
+                          "or drop --config")
     compute, overrides = _split_overrides(overrides)
     try:
         config, model, located, notes = load_model(path, config_path, compute, finite=True)  # NaN weights: refused

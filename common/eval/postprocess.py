@@ -14,8 +14,11 @@ Glossary
     2. morphology    opening drops runs < opening_samples, then closing fills gaps
                      < closing_samples (1-D flat structuring elements)                (spec §4.2)
     3. merge         fills gaps of <= merge_gap_seconds between two runs               (spec §4.6)
-    4. duration      drops runs shorter than min_ or longer than max_duration_seconds  (spec §4.3)
-    5. events        one per run; confidence = mean or peak of p over the run         (spec §4.6)
+    4. duration      drops runs shorter than min_duration_seconds; runs longer than
+                     max_duration_seconds go on, or are dropped (long_events: drop)     (spec §4.3)
+    5. events        one per run, a run longer than max_duration_seconds split into
+                     equal events (long_events: split, the default); confidence =
+                     mean or peak of p over the event                                 (spec §4.6)
 
 "spec" is ../shared/reference/original_spec.md. Every stage works on run boundaries
 (`runs`, `spans_to_mask`): O(n) numpy; the only Python loop builds the final Event list.
@@ -34,8 +37,11 @@ Deviations from the original, on purpose:
   hysteresis). The original's shipped configs used 128 and 256 samples (spec §4.1, §9), which
   made its opening a no-op; with 1 and 1 the opening does remove runs < opening_samples.
 - tau_off == tau_on is allowed (a single threshold); the original demanded tau_on > tau_off.
-- Runs longer than max_duration_seconds are dropped. The original meant to split them into
-  max-length chunks, but wrote the chunks back contiguously, so it kept them whole (spec §4.3).
+- Runs longer than max_duration_seconds are split into ceil(length / max) events of equal length
+  (at the event level: split in the mask, they would join again). The original meant to split
+  them into max-length chunks, but wrote the chunks back contiguously into its mask, so it kept
+  them whole (spec §4.3): `long_events: keep` does that (an original checkpoint's own
+  post-processing is read so), `drop` drops them.
 - Seconds are converted to whole samples once, rounding to the nearest: gaps and durations are
   whole samples, so this only removes float noise (0.29 s · 100 Hz = 28.999… samples).
 - Probabilities must be finite and in [0, 1] (passing logits is an error, not an empty result).
@@ -199,14 +205,15 @@ def merge_gaps(mask: np.ndarray, sfreq: float, max_gap_seconds: float) -> np.nda
 
 
 def filter_duration(
-    mask: np.ndarray, sfreq: float, min_seconds: float, max_seconds: float
+    mask: np.ndarray, sfreq: float, min_seconds: float, max_seconds: float, drop_long: bool = True
 ) -> np.ndarray:
-    """Keep only the runs with min_seconds <= duration <= max_seconds (both inclusive)."""
+    """Keep only the runs with min_seconds <= duration <= max_seconds (both inclusive); with
+    `drop_long` off, the runs longer than max_seconds too (events_from_mask splits them)."""
     mask = _mask(mask)
     starts, stops = runs(mask)
     length = stops - starts
     keep = (length >= seconds_to_samples(min_seconds, sfreq)) & (
-        length <= seconds_to_samples(max_seconds, sfreq)
+        (length <= seconds_to_samples(max_seconds, sfreq)) | (not drop_long)
     )
     return spans_to_mask(starts[keep], stops[keep], mask.size)
 
@@ -215,22 +222,43 @@ def filter_duration(
 # 5. events
 
 
+def split_long_runs(starts: np.ndarray, stops: np.ndarray, max_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each run longer than max_samples as ceil(length / max_samples) adjacent runs of equal length
+    (to a sample); the others as they are."""
+    length = stops - starts
+    pieces = np.maximum(1, -(-length // max_samples))  # (R,) ceil
+    run = np.repeat(np.arange(starts.size), pieces)  # (P,) the run each piece is of
+    k = np.arange(run.size) - np.repeat(np.cumsum(pieces) - pieces, pieces)  # (P,) its place in the run
+    return starts[run] + k * length[run] // pieces[run], starts[run] + (k + 1) * length[run] // pieces[run]
+
+
+def event_spans(mask: np.ndarray, sfreq: float, cfg: PostprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The events of a post-processed mask as [start, stop) samples: its runs, each longer than
+    max_duration_seconds split (long_events: split; postprocess_mask dropped them under drop)."""
+    starts, stops = runs(_mask(mask))
+    if cfg.long_events == "split":
+        starts, stops = split_long_runs(starts, stops, seconds_to_samples(cfg.max_duration_seconds, sfreq))
+    return starts, stops
+
+
 def events_from_mask(
     mask: np.ndarray,
     sfreq: float,
     probs: np.ndarray | None = None,
     confidence: Literal["mean", "peak"] = "mean",
     label: str = "seiz",
+    spans: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[Event]:
-    """One Event per run, [start / sfreq, stop / sfreq) seconds, channel TERM, sorted by start.
+    """One Event per run (or per span of `spans`, event_spans' runs of the mask), [start / sfreq,
+    stop / sfreq) seconds, channel TERM, sorted by start.
 
-    confidence: the mean or the maximum of probs over the run (spec §4.6's "mean" / "max");
+    confidence: the mean or the maximum of probs over the event (spec §4.6's "mean" / "max");
     1.0 when probs is None (reference labels).
     """
     mask = _mask(mask)
     if confidence not in ("mean", "peak"):
         raise ValueError(f"postprocess.confidence must be 'mean' or 'peak', got {confidence!r}")
-    starts, stops = runs(mask)
+    starts, stops = runs(mask) if spans is None else spans
     if probs is None:
         scores = np.ones(starts.size)
     else:
@@ -259,7 +287,8 @@ def postprocess_mask(probs: np.ndarray, sfreq: float, cfg: PostprocessConfig) ->
     mask = hysteresis(probs, cfg.tau_on, cfg.tau_off)
     mask = morphology(mask, cfg.opening_samples, cfg.closing_samples)
     mask = merge_gaps(mask, sfreq, cfg.merge_gap_seconds)
-    return filter_duration(mask, sfreq, cfg.min_duration_seconds, cfg.max_duration_seconds)
+    return filter_duration(mask, sfreq, cfg.min_duration_seconds, cfg.max_duration_seconds,
+                           drop_long=cfg.long_events == "drop")
 
 
 def postprocess(
@@ -270,4 +299,4 @@ def postprocess(
     sfreq is the trace's rate, the one cfg's *_samples fields are counted at.
     """
     mask = postprocess_mask(probs, sfreq, cfg)
-    return mask, events_from_mask(mask, sfreq, probs, cfg.confidence)
+    return mask, events_from_mask(mask, sfreq, probs, cfg.confidence, spans=event_spans(mask, sfreq, cfg))

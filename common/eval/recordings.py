@@ -24,6 +24,7 @@ from common.config import Config
 from common.data.cache import Corpus
 from common.data.windows import WindowSpec, cut_window, window_starts
 from common.eval.stitch import stitch
+from common.progress import ProgressLines
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -82,8 +83,9 @@ def _predict_batches(predict: Predict, cut: Callable[[object], tuple[np.ndarray,
 def predict_recordings(predict: Predict, corpus: Corpus, stems: list[str], config: Config,
                        progress: bool = False, desc: str = "predict",
                        each_batch: BatchCheck | None = None,
-                       nonfinite: list[NonFinite] | None = None) -> list[Trace]:
+                       nonfinite: list[NonFinite] | None = None, plain_lines: bool = False) -> list[Trace]:
     """One stitched probability trace per recording of `stems`, in that order (each_batch: BatchCheck).
+    Without a bar, `plain_lines` prints the windows done as lines for a log (common/progress.py).
 
     A recording whose output is NaN/Inf where its windows are valid cannot be stitched: with
     `nonfinite` given it is left out of the traces and listed there, the others go on (evaluation
@@ -103,8 +105,11 @@ def predict_recordings(predict: Predict, corpus: Corpus, stems: list[str], confi
     remaining = Counter(i for i, _ in jobs)
     pending: dict[int, list] = {}  # recording -> [(start, probs (W,), valid (W,))]
     traces: list[Trace | None] = [None] * len(stems)
+    lines = ProgressLines(desc, len(jobs), "windows") if plain_lines and not progress else None
     with tqdm(total=len(jobs), desc=desc, unit="win", disable=not progress, leave=False) as bar:
         for chunk, probs, valid in _predict_batches(predict, cut, jobs, config.eval.batch_size, bar, each_batch):
+            if lines is not None:
+                lines.update(len(chunk))
             for (i, start), p, v in zip(chunk, probs, valid, strict=True):
                 pending.setdefault(i, []).append((start, p, v))
                 remaining[i] -= 1

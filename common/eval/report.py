@@ -115,7 +115,7 @@ def _write_pairs(traces: list[Trace], events: list[list[Event]], out_dir: Path):
 
 
 def evaluate_traces(traces: list[Trace], config: Config, out_dir: str | Path, max_timelines: int = 20,
-                    progress: bool = False) -> dict:
+                    progress: bool = False, plain_lines: bool = False) -> dict:
     """Score the traces, write the .csv_bi files and plots under out_dir; returns the metrics."""
     if not traces:
         raise ValueError("no recordings to evaluate")
@@ -136,7 +136,7 @@ def evaluate_traces(traces: list[Trace], config: Config, out_dir: str | Path, ma
         plots.plot_roc(fpr, tpr, metrics["sample"]["auroc"], out_dir / "roc.png",
                        f"sample-level ROC, {len(traces)} recordings")
     if has_seizure:
-        result = sweep(traces, post, config.eval.threshold_steps, progress=progress)
+        result = sweep(traces, post, config.eval.threshold_steps, progress=progress, plain_lines=plain_lines)
         points = sensitivity_at_fa(result, config.eval.fa_rates)
         metrics["sensitivity_at_fa"] = {name: p.to_dict() for name, p in points.items()}
         metrics["threshold_sweep"] = {

@@ -28,7 +28,8 @@ def score_pairs(pairs: Sequence[tuple[CsvBi, CsvBi]]) -> dict:
     return {
         "records": len(pairs),
         "duration_seconds": nedc["ovlp"].summary["duration_seconds"],
-        "nedc": {m: {**nedc[m].per_label, "summary": nedc[m].summary} for m in METHODS},
+        # per_file: which recordings hold the misses and false alarms, without scoring again
+        "nedc": {m: {**nedc[m].per_label, "summary": nedc[m].summary, "per_file": nedc[m].per_file} for m in METHODS},
         "szcore": {
             "mean": szcore.mean,
             "std": szcore.std,

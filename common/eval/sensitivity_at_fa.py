@@ -46,8 +46,9 @@ from tqdm import tqdm
 
 from common.config import PostprocessConfig
 from common.eval.nedc import SECONDS_PER_DAY, overlapped
-from common.eval.postprocess import postprocess_mask, runs
+from common.eval.postprocess import event_spans, postprocess_mask, runs
 from common.eval.recordings import Trace
+from common.progress import ProgressLines
 
 # FA/24h target -> its metric name. eval.fa_rates must be keys of this table.
 FA_RATE_METRICS: dict[float, str] = {
@@ -116,10 +117,11 @@ class Sweep:
         return self.false_alarms / self.duration_seconds * SECONDS_PER_DAY  # (S,)
 
 
-def sweep(traces: Sequence[Trace], cfg: PostprocessConfig, steps: int, progress: bool = False) -> Sweep:
+def sweep(traces: Sequence[Trace], cfg: PostprocessConfig, steps: int, progress: bool = False,
+          plain_lines: bool = False) -> Sweep:
     """Post-process every recording at every threshold of the grid and count OVLP hits and
     false alarms. The recordings' labels must hold at least one seizure (else sensitivity is
-    undefined)."""
+    undefined). Without a bar, `plain_lines` prints the recordings done as lines for a log."""
     if not traces:
         raise ValueError("no recordings to sweep")
     grid = threshold_grid(steps)
@@ -127,13 +129,17 @@ def sweep(traces: Sequence[Trace], cfg: PostprocessConfig, steps: int, progress:
     false_alarms = np.zeros(grid.size, np.int64)
     configs = [swept_config(cfg, t) for t in grid]
     targets, duration = 0, 0.0
+    lines = ProgressLines("threshold sweep", len(traces), "recordings") if plain_lines and not progress else None
     for trace in tqdm(traces, desc="threshold sweep", unit="rec", disable=not progress, leave=False):
+        if lines is not None:
+            lines.update()
         ref_starts, ref_stops = runs(np.asarray(trace.labels).astype(bool))
         targets += ref_starts.size
         duration += trace.probs.size / trace.sfreq
         peak = float(trace.probs.max()) if trace.probs.size else -1.0
         for s in np.flatnonzero(grid <= peak):  # above the peak nothing turns on: 0 hits, 0 FA
-            hyp_starts, hyp_stops = runs(postprocess_mask(trace.probs, trace.sfreq, configs[s]))
+            mask = postprocess_mask(trace.probs, trace.sfreq, configs[s])
+            hyp_starts, hyp_stops = event_spans(mask, trace.sfreq, configs[s])
             hit, false_alarm = ovlp_counts(ref_starts, ref_stops, hyp_starts, hyp_stops)
             hits[s] += hit
             false_alarms[s] += false_alarm

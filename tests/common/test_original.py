@@ -138,7 +138,7 @@ def test_postprocessing_maps_what_means_the_same_and_notes_the_rest():
     section, notes = postprocess_config(ORIGINAL_POSTPROCESSING)
     assert section == {"tau_on": 0.95, "tau_off": 0.9, "opening_samples": 11, "closing_samples": 31,
                        "min_duration_seconds": 3.0, "max_duration_seconds": 600.0, "merge_gap_seconds": 2.0,
-                       "confidence": "mean"}
+                       "confidence": "mean", "long_events": "keep"}
     assert notes[0].startswith("post-processing from the checkpoint's own config: tau_on 0.95, tau_off 0.9,")
     assert notes[1].startswith("post-processing of the checkpoint's own config not applied: "
                                "hysteresis.min_onset_samples 128 and min_offset_samples 256 (ours runs a plain")

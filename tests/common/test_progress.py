@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from common.progress import Heartbeat, add_progress_argument, plain_lines, wants_bars
+from common.progress import Heartbeat, ProgressLines, add_progress_argument, plain_lines, wants_bars
 
 
 class _Terminal(io.StringIO):
@@ -54,3 +54,16 @@ def test_heartbeat_is_due_first_then_once_an_interval():
         now[0] = t
         seen.append(beat.due())
     assert seen == [True, False, False, True, False, False, True, True]
+
+
+def test_progress_lines_come_first_then_once_an_interval_and_at_the_end(capsys):
+    """evaluate's windows and threshold sweep in a log (a review's: hours of inference in silence)."""
+    now = [0.0]
+    lines = ProgressLines("evaluate", 100, "windows", clock=lambda: now[0])
+    for t, n in ((10.0, 8), (30.0, 8), (70.0, 24), (100.0, 40), (135.0, 20)):
+        now[0] = t
+        lines.update(n)
+    assert capsys.readouterr().out.splitlines() == [
+        "evaluate: 8/100 windows (0:10, about 1:55 left)",  # 10 s for 8: 92 more at that pace
+        "evaluate: 40/100 windows (1:10, about 1:45 left)",
+        "evaluate: 100/100 windows (2:15)"]

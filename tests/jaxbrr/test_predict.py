@@ -257,6 +257,10 @@ def test_bad_checkpoints_exit_2_naming_the_path_and_the_fix(bipolar_run, chbmit,
     assert "--set model" in error(bipolar_run, "--set", "model.tcn.kernel_size=3")
     # the fused scan off a GPU: refused before any file (each file's compile failed, N of N skipped)
     assert "model.ssm.scan=pallas compiles Triton kernels" in error(bipolar_run, "--set", "model.ssm.scan=pallas")
+    # a run's own config is what runs: a --config beside it was read by nothing, in silence (a review's)
+    assert (f"--config configs/tiny.yaml: {bipolar_run / 'checkpoints' / 'best' / '1'} carries the whole config it "
+            "was trained with, which is what runs; change its fields with --set KEY=VALUE") in error(
+        bipolar_run, "--config", "configs/tiny.yaml")
     assert not list(tmp_path.glob("*.csv_bi"))
 
 

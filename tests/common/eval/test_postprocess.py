@@ -7,6 +7,7 @@ from scipy import ndimage
 from common.config import PostprocessConfig
 from common.data.csv_bi import Event
 from common.eval.postprocess import (
+    event_spans,
     events_from_mask,
     filter_duration,
     hysteresis,
@@ -15,6 +16,7 @@ from common.eval.postprocess import (
     postprocess,
     runs,
     spans_to_mask,
+    split_long_runs,
 )
 
 # Probability levels that hit the thresholds exactly, so ties are exercised.
@@ -231,16 +233,55 @@ def test_postprocess_end_to_end():
     p[55] = 0.3  # 1-sample dip: hysteresis breaks, closing mends
     p[72:77] = 0.9
     p[77:100] = 0.7  # held above tau_off
-    p[110:160] = 0.9  # 12.5 s, longer than the maximum: dropped
+    p[110:160] = 0.9  # 12.5 s, longer than the maximum: two events of 6.25 s
     cfg = PostprocessConfig(
         tau_on=0.8, tau_off=0.6, opening_samples=3, closing_samples=3,
         min_duration_seconds=3.0, max_duration_seconds=10.0, merge_gap_seconds=1.0, confidence="mean",
     )
     mask, events = postprocess(p, sfreq, cfg)
-    np.testing.assert_array_equal(mask, spans(160, (5, 29), (50, 66), (72, 100)))
-    assert [(e.start_seconds, e.stop_seconds) for e in events] == [(1.25, 7.25), (12.5, 16.5), (18.0, 25.0)]
+    np.testing.assert_array_equal(mask, spans(160, (5, 29), (50, 66), (72, 100), (110, 160)))
+    assert [(e.start_seconds, e.stop_seconds) for e in events] == [(1.25, 7.25), (12.5, 16.5), (18.0, 25.0),
+                                                                   (27.5, 33.75), (33.75, 40.0)]
     # Confidence spans the merged dip: (20 · 0.9 + 4 · 0.2) / 24.
-    assert [e.confidence for e in events] == pytest.approx([18.8 / 24, 13.8 / 16, 20.6 / 28], abs=1e-12)
+    assert [e.confidence for e in events] == pytest.approx([18.8 / 24, 13.8 / 16, 20.6 / 28, 0.9, 0.9], abs=1e-12)
     # The original's order (duration filter before merge) would have deleted both fragments.
     opened = morphology(hysteresis(p, 0.8, 0.6), 3, 3)
     assert not filter_duration(opened, sfreq, 3.0, 10.0)[5:29].any()
+
+
+def test_an_event_longer_than_the_maximum_is_split_kept_or_dropped_as_long_events_says():
+    """A review's: a run over max_duration_seconds was dropped, so a 700 s seizure detected
+    throughout gave no event, and a second detection merged onto a 300 s one (the two past the
+    maximum) deleted the first. Split (the default) into equal events within [min, max]; kept
+    whole as the original did (spec §4.3); dropped only when asked."""
+    sfreq = 2.0
+    p = np.full(2000, 0.1)
+    p[200:500] = 0.95  # 150 s
+    p[503:705] = 0.95  # 101 s, 1.5 s after it: merged, 252.5 s in all
+    base = dict(tau_on=0.9, tau_off=0.8, opening_samples=1, closing_samples=1, min_duration_seconds=3.0,
+                max_duration_seconds=200.0, merge_gap_seconds=2.0)
+    seconds = {mode: [(e.start_seconds, e.stop_seconds) for e in postprocess(p, sfreq, PostprocessConfig(
+        **base, long_events=mode))[1]] for mode in ("split", "keep", "drop")}
+    assert seconds["split"] == [(100.0, 226.0), (226.0, 352.5)]  # 505 samples in 2 pieces: 252, 253
+    assert seconds["keep"] == [(100.0, 352.5)]
+    assert seconds["drop"] == []
+    first_alone = np.where(np.arange(2000) < 500, p, 0.1)
+    assert [(e.start_seconds, e.stop_seconds) for e in postprocess(first_alone, sfreq, PostprocessConfig(
+        **base, long_events="drop"))[1]] == [(100.0, 250.0)]  # under drop, detecting more reported less
+    # the threshold sweep counts the same events (event_spans): a run over the maximum, split
+    starts, stops = event_spans(spans(2000, (200, 1005)), sfreq, PostprocessConfig(**base))
+    assert list(zip(starts.tolist(), stops.tolist(), strict=True)) == [(200, 468), (468, 736), (736, 1005)]
+
+
+@pytest.mark.parametrize(("length", "maximum", "pieces"), [(10, 10, [10]), (11, 10, [5, 6]), (30, 10, [10, 10, 10]),
+                                                            (31, 10, [7, 8, 8, 8]), (1, 10, [1])])
+def test_split_long_runs_cuts_equal_adjacent_pieces_none_longer_than_the_maximum(length, maximum, pieces):
+    starts, stops = split_long_runs(np.array([5]), np.array([5 + length]), maximum)
+    assert (stops - starts).tolist() == pieces and starts[0] == 5 and stops[-1] == 5 + length
+    assert (starts[1:] == stops[:-1]).all()
+
+
+def test_split_needs_a_maximum_of_twice_the_minimum():
+    with pytest.raises(ValueError, match="long_events split needs max_duration_seconds .10. at least twice"):
+        PostprocessConfig(min_duration_seconds=6.0, max_duration_seconds=10.0)
+    PostprocessConfig(min_duration_seconds=6.0, max_duration_seconds=10.0, long_events="keep")

@@ -76,6 +76,12 @@ def test_nedc_numbers_on_the_matched_pairs_are_unchanged(nedc_sample, tmp_path):
     ovlp = metrics["nedc"]["ovlp"]["seiz"]  # NEDC v6.0.0's printed OVLP summary of its sample
     assert (ovlp["targets"], round(100 * ovlp["sensitivity"], 4), ovlp["false_alarms"]) == (701, 86.1626, 2)
     assert metrics["records"] == 30 and metrics["duration_seconds"] == 45277.0
+    # per recording (which hold the misses and false alarms): the labels' totals, file by file
+    for method, field in (("ovlp", "hits"), ("ovlp", "false_alarms"), ("taes", "misses")):  # epoch: other units
+        files = metrics["nedc"][method]["per_file"]
+        assert len(files) == 30 and "zzzzzzzz_s001_t000" not in files
+        total = sum(metrics["nedc"][method][label][field] for label in ("seiz", "bckg"))
+        assert sum(f[field] for f in files.values()) == pytest.approx(total, rel=1e-12)
 
 
 def test_a_pair_that_cannot_be_scored_is_left_out_and_named(tmp_path, capsys):
