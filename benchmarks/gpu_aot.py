@@ -340,11 +340,13 @@ def ptxas_reports(log: str) -> dict[str, dict[str, int]]:
     "<stream> <entry>" -> {"registers", "spill_stores", "spill_loads"} for the Pallas kernels."""
     out = {}
     for part in log.split(KERNEL_MARK)[1:]:
-        stream = part.split(maxsplit=1)[0]
-        for entry, stores, loads, registers in PTXAS_ENTRY.findall(part):
-            if entry.startswith(SCAN_KERNELS):
-                out[f"{stream} {entry}"] = {"registers": int(registers), "spill_stores": int(stores),
-                                            "spill_loads": int(loads)}
+        stream, kernel = part.split(maxsplit=2)[:2]
+        found = [entry for entry in PTXAS_ENTRY.findall(part) if entry[0].startswith(SCAN_KERNELS)]
+        if not found:  # said, not left out in silence
+            out[f"{stream} {kernel}"] = {"error": "no ptxas report of its kernels in XLA's log"}
+        for entry, stores, loads, registers in found:
+            out[f"{stream} {entry}"] = {"registers": int(registers), "spill_stores": int(stores),
+                                        "spill_loads": int(loads)}
     return out
 
 

@@ -225,9 +225,9 @@ def read_neutral(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def is_neutral(path: str | Path) -> bool:
-    """A .safetensors file this project wrote (its metadata names a format), not one of another
-    program's (a state dict alone: read_safetensors); read_neutral_metadata checks the format."""
-    return "format" in _safetensors_header(path).get("__metadata__", {})
+    """A .safetensors file this project wrote (its metadata names our format), not one of another
+    program's (a state dict alone: read_safetensors); read_neutral_metadata checks the version."""
+    return (_safetensors_header(path).get("__metadata__") or {}).get("format") == FORMAT  # transformers' is "pt"
 
 
 # safetensors' dtype names -> numpy's (the format: huggingface/safetensors README, "Format"); BF16
@@ -263,12 +263,19 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        kind = entry.get("dtype")
+        kind = entry.get("dtype") if isinstance(entry, dict) else None
         if kind not in SAFETENSORS_DTYPES and kind != "BF16":
             raise CheckpointError(f"{path}: tensor {name} is of dtype {kind}, which no model here holds")
         dtype = np.dtype(ml_dtypes.bfloat16) if kind == "BF16" else np.dtype(SAFETENSORS_DTYPES[kind])
-        begin, end = entry["data_offsets"]
-        arrays[name] = np.frombuffer(data[begin:end], dtype).reshape(entry["shape"]).copy()
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        sized = (isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)
+                 and isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1] <= len(data)
+                 and offsets[1] - offsets[0] == int(np.prod(shape)) * dtype.itemsize)
+        if not sized:
+            raise CheckpointError(f"{path}: tensor {name}'s bytes are not where its header says (shape {shape}, "
+                                  f"offsets {offsets}, {len(data)} bytes of data): a file cut short or damaged; "
+                                  "save or copy it again")
+        arrays[name] = np.frombuffer(data[offsets[0]:offsets[1]], dtype).reshape(shape).copy()
     return arrays
 
 
@@ -531,8 +538,26 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
                        spelled={k: v for k, v in spelled.items() if k != v},
                        own_sections=own_sections)
     if isinstance(saved, dict):
-        return Weights(_needs_config(path, config_path, "a bare state dict"), _arrays(saved, path), "pt", path)
+        state, notes = _one_state_dict(saved, path)
+        return Weights(_needs_config(path, config_path, "a bare state dict"), _arrays(state, path), "pt", path,
+                       notes=notes)
     raise CheckpointError(f"{path}: holds a {type(saved).__name__}, not weights; {FIX}")
+
+
+def _one_state_dict(saved: dict, path: Path) -> tuple[dict, list[str]]:
+    """A dict of tensors as it is; else its one entry that is a dict of tensors (a user's own
+    {"model": state dict, "epoch": 3}), with a note; two such entries are refused, named (common/
+    original.py reads an original's state dict under any key so, by its key names)."""
+    if all(isinstance(value, np.ndarray) for value in saved.values()):
+        return saved, []
+    held = [key for key, value in saved.items()
+            if isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values())]
+    if len(held) > 1:
+        raise CheckpointError(f"{path}: state dicts under {len(held)} entries ({shown_inline(held)}): save the one to "
+                              f"load alone, e.g. torch.save(checkpoint[{held[0]!r}], 'model.pt')")
+    if held:
+        return saved[held[0]], [f"the model's weights read from its {held[0]!r} entry"]
+    return saved, []  # _arrays names what is not a tensor
 
 
 def nonfinite_tensors(arrays: dict[str, np.ndarray]) -> dict[str, tuple[int, int]]:
@@ -594,9 +619,11 @@ def loaded_tensors(path: str | Path) -> tuple[Path, dict[str, np.ndarray]] | Non
             state = {spelled.get(key, key): value for key, value in found[0].items()
                      if original.ignored_reason(key) is None}
         else:
-            state = saved
+            state = _one_state_dict(saved, file)[0] if isinstance(saved, dict) else saved
     except PtError as error:
         raise CheckpointError(str(error)) from None
+    except CheckpointError:  # its own, naming the file
+        raise
     except ValueError as error:  # original_state's: two models in one file, a model_state_dict that is none
         raise CheckpointError(f"{file}: {error}") from None
     if not isinstance(state, dict):

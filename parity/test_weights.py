@@ -196,8 +196,17 @@ def test_weights_in_the_layouts_users_share_them_read_to_the_same_arrays(tmp_pat
     with pytest.raises(CheckpointError, match="shared.safetensors: .*--config"):
         read_weights(tmp_path / "shared.safetensors", None, convert.torch_shapes)
 
-    safetensors.torch.save_file(model.state_dict(), tmp_path / "torchref.safetensors")
+    # transformers' save_pretrained writes {"format": "pt"}: not ours either
+    safetensors.torch.save_file(model.state_dict(), tmp_path / "torchref.safetensors", metadata={"format": "pt"})
     assert_bit_equal(read_weights(tmp_path / "torchref.safetensors", TINY).arrays, neutral(model), "torchref names")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes((tmp_path / "torchref.safetensors").read_bytes()[:-1000])  # a copy that stopped
+    with pytest.raises(CheckpointError, match=r"cut.safetensors: tensor .*'s bytes are not where its header says"):
+        read_weights(cut, TINY)
+    torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "torchref_own_key.pt")  # torchref's names
+    weights = read_weights(tmp_path / "torchref_own_key.pt", TINY)
+    assert weights.notes == ["the model's weights read from its 'model' entry"]
+    assert_bit_equal(weights.arrays, neutral(model), "torchref names under 'model'")
 
     float_state = {key: value.float() for key, value in state.items()}
     torch.save({"model": float_state, "epoch": 3}, tmp_path / "own_key.pt")

@@ -173,8 +173,11 @@ def labels_without_edf(data_dir: str | Path, corpus: str,
     def found(pattern: str) -> list[Path]:  # glob.glob: it enters symlinked folders (cache.find_recordings)
         return sorted(data_dir / name for name in glob.glob(pattern, root_dir=data_dir, recursive=True))
 
+    def edf_beside(label: Path) -> bool:  # its suffix in any case, as data.edf_glob's default finds it
+        return any(p.stem == label.stem and p.suffix.lower() == ".edf" for p in label.parent.iterdir())
+
     lonely = [{"source": str(p), "reason": f"no {p.with_suffix('.edf').name} beside it"}
-              for p in found("**/*.csv_bi") if not p.with_suffix(".edf").is_file()]
+              for p in found("**/*.csv_bi") if not edf_beside(p)]
     if corpus == "chbmit":
         for wfdb in found("**/*.edf.seizures"):
             edf = wfdb.with_name(wfdb.name.removesuffix(".seizures"))

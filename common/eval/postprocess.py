@@ -208,7 +208,7 @@ def filter_duration(
     mask: np.ndarray, sfreq: float, min_seconds: float, max_seconds: float, drop_long: bool = True
 ) -> np.ndarray:
     """Keep only the runs with min_seconds <= duration <= max_seconds (both inclusive); with
-    `drop_long` off, the runs longer than max_seconds too (events_from_mask splits them)."""
+    `drop_long` off, the runs longer than max_seconds too (event_spans splits them)."""
     mask = _mask(mask)
     starts, stops = runs(mask)
     length = stops - starts

@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from common.config import PostprocessConfig
 from common.eval.nedc import SECONDS_PER_DAY, overlapped
-from common.eval.postprocess import event_spans, postprocess_mask, runs
+from common.eval.postprocess import postprocess_mask, runs
 from common.eval.recordings import Trace
 from common.progress import ProgressLines
 
@@ -131,18 +131,18 @@ def sweep(traces: Sequence[Trace], cfg: PostprocessConfig, steps: int, progress:
     targets, duration = 0, 0.0
     lines = ProgressLines("threshold sweep", len(traces), "recordings") if plain_lines and not progress else None
     for trace in tqdm(traces, desc="threshold sweep", unit="rec", disable=not progress, leave=False):
-        if lines is not None:
-            lines.update()
         ref_starts, ref_stops = runs(np.asarray(trace.labels).astype(bool))
         targets += ref_starts.size
         duration += trace.probs.size / trace.sfreq
         peak = float(trace.probs.max()) if trace.probs.size else -1.0
         for s in np.flatnonzero(grid <= peak):  # above the peak nothing turns on: 0 hits, 0 FA
-            mask = postprocess_mask(trace.probs, trace.sfreq, configs[s])
-            hyp_starts, hyp_stops = event_spans(mask, trace.sfreq, configs[s])
+            # runs, not event_spans' split events: NEDC joins touching events of a label again
+            hyp_starts, hyp_stops = runs(postprocess_mask(trace.probs, trace.sfreq, configs[s]))
             hit, false_alarm = ovlp_counts(ref_starts, ref_stops, hyp_starts, hyp_stops)
             hits[s] += hit
             false_alarms[s] += false_alarm
+        if lines is not None:
+            lines.update()
     if targets == 0:
         raise ValueError(f"the {len(traces)} recordings hold no seizure: sensitivity is undefined")
     if duration <= 0:

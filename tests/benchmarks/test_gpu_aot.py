@@ -187,6 +187,9 @@ def test_the_kernels_registers_come_from_xlas_ptxas_log_under_their_stream():
         "node ssd_backward": {"registers": 255, "spill_stores": 48, "spill_loads": 40},
         "edge gated_norm_forward": {"registers": 56, "spill_stores": 0, "spill_loads": 0}}
     assert gpu_aot.ptxas_reports(_ptxas_log("ssd_forward", 80)) == {}  # no mark: not one of the kernels' compiles
+    # a kernel compiled but missing from the log is named
+    assert gpu_aot.ptxas_reports(f"{gpu_aot.KERNEL_MARK}edge scan\n" + _ptxas_log("loop_fusion", 12)) == {
+        "edge scan": {"error": "no ptxas report of its kernels in XLA's log"}}
 
 
 @pytest.mark.skipif(not (gpu_aot.PLUGIN_DIR / "jax_plugins").is_dir(), reason="no `make gpu-aot` here")

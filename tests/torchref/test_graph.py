@@ -291,7 +291,7 @@ def _pe_gradient(A, gradient, k, seed=11):
 
 
 def _degenerate_graphs(n_nodes=6):
-    identity = torch.eye(n_nodes, dtype=F64)  # L = (1 + eps)·I: every eigenvalue equal
+    identity = torch.eye(n_nodes, dtype=F64)  # loops only: L = eps·I, every eigenvalue equal
     complete = 0.5 * (torch.ones(n_nodes, n_nodes, dtype=F64) - identity)  # 0 and n/(n−1) × (n−1)
     return {"identity": identity, "complete": complete}
 

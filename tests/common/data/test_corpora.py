@@ -545,3 +545,8 @@ def test_an_edf_suffix_in_capitals_is_a_recording_too(tmp_path):
         (tmp_path / name).write_bytes(b"0")
     found = find_recordings(tmp_path, DataConfig().edf_glob)
     assert [p.name for p in found] == ["chb01_03.EDF", "chb01_04.edf", "chb01_05.Edf"]
+    from common.data.annotations import labels_without_edf
+
+    for name in ("chb01_03.csv_bi", "chb01_09.csv_bi"):  # the first beside its .EDF, the second alone
+        (tmp_path / name).write_text("")
+    assert [item["source"] for item in labels_without_edf(tmp_path, "folder", ())] == [str(tmp_path / "chb01_09.csv_bi")]

@@ -115,3 +115,22 @@ def test_grid_and_inputs():
     probs, labels = plateaus(100, (10, 20, 0.9, 0))
     with pytest.raises(ValueError, match="hold no seizure"):
         sweep([Trace("x", probs, labels, 1.0)], PLAIN, steps=9)
+
+
+def test_the_sweep_counts_a_split_event_as_the_scorer_does():
+    """A 1200 s detection over a 100 s seizure, split (postprocess.long_events) into two 600 s
+    events in the written files: NEDC joins touching events of a label, so it scores one hit and
+    no false alarm, and the sweep (a review's: it had counted the second piece as a false alarm)
+    counts the same at that threshold."""
+    from common.eval.postprocess import postprocess
+
+    probs, labels = plateaus(HALF_DAY, (100, 1300, 0.9, 0), (150, 250, 0.9, 1))
+    cfg = PostprocessConfig(tau_on=0.5, tau_off=0.5, opening_samples=1, closing_samples=1, min_duration_seconds=0.0,
+                            max_duration_seconds=600.0, merge_gap_seconds=0.0)
+    _, events = postprocess(probs, 1.0, cfg)
+    assert [(e.start_seconds, e.stop_seconds) for e in events] == [(100.0, 700.0), (700.0, 1300.0)]
+    written = CsvBi("r.csv_bi", float(HALF_DAY), tuple(events))
+    seiz = score_ovlp([(_record("r.csv_bi", labels.astype(bool)), written)]).seiz
+    assert (seiz["hits"], seiz["false_alarms"]) == (1, 0)
+    result = sweep([Trace("r", probs, labels, 1.0)], cfg, steps=19)
+    assert (result.hits[9], result.false_alarms[9]) == (1, 0)  # tau_on 0.5
