@@ -13,9 +13,16 @@ from common.data.montage import REF19, REF19_NEIGHBOURS
 
 
 def normalized_laplacian(A: np.ndarray, epsilon: float) -> np.ndarray:
-    """L = I − D^-1/2 A D^-1/2 + epsilon·I over the last two axes, float64: self-loops kept (an
-    isolated node's fallback loop gives it L_ii = 0, as in the original), degree = row sums,
-    D^-1/2 = 0 for a node of degree 0 (its L_ii is 1)."""
+    """L = I − D^-1/2 A D^-1/2 + epsilon·I over the last two axes, float64; the twins' (jaxbrr and
+    torchref graph.normalized_laplacian) in numpy.
+
+    The original's (reference/original_spec.md §2; brain-go-brr's gnn_pyg.py): A as adjacency gives
+    it, self-loops included, degree = row sums. An isolated node's identity fallback is its only
+    entry, so its degree is 1 and its L_ii 0: it joins the null space, and its indicator vector is
+    among the first eigenvectors. PyG's get_laplacian(normalization='sym') removes self-loops
+    first, giving such a node L_ii = 1; graphs without a self-loop are the same under both. A node
+    of degree 0 (an A without the fallback) gets D^-1/2 = 0, so L_ii = 1. For symmetric A >= 0
+    the eigenvalues lie in [epsilon, 2 + epsilon]."""
     A = np.asarray(A, np.float64)
     n = A.shape[-1]
     degree = A.sum(-1)

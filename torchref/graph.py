@@ -139,14 +139,9 @@ def _laplacian_unshifted(A: torch.Tensor, degree_floor: float | None) -> torch.T
 def normalized_laplacian(A: torch.Tensor, epsilon: float) -> torch.Tensor:
     """L = I − D^-1/2 A D^-1/2 + epsilon·I, (..., N, N) -> (..., N, N).
 
-    The original's (reference/original_spec.md §2; brain-go-brr's gnn_pyg.py): A as adjacency gives
-    it, self-loops included, degree = row sums. An isolated node's identity fallback is its only
-    entry, so its degree is 1 and its L_ii 0: it joins the null space, and its indicator vector is
-    among the first eigenvectors. (PyG's get_laplacian(normalization='sym') removes self-loops
-    first, giving such a node L_ii = 1; graphs without a self-loop are the same under both.) A node
-    of degree 0 gets D^-1/2 = 0 through the gradient-safe where (safe_rsqrt), not PyG's pow(-0.5) +
-    masked_fill, whose gradient is NaN. For symmetric A >= 0 the eigenvalues lie in
-    [epsilon, 2 + epsilon].
+    The original's, self-loops kept (common/graph.py normalized_laplacian says what that means
+    for an isolated node, and how PyG's differs). A node of degree 0 gets D^-1/2 = 0 through the
+    gradient-safe where (safe_rsqrt), not PyG's pow(-0.5) + masked_fill, whose gradient is NaN.
     """
     n_nodes = A.shape[-1]
     eye = torch.eye(n_nodes, dtype=A.dtype, device=A.device)
