@@ -436,13 +436,15 @@ class PostprocessConfig:
     max_duration_seconds: float = Field(600.0, gt=0)
     merge_gap_seconds: float = Field(2.0, ge=0)
     confidence: Literal["mean", "peak"] = "mean"
-    # A run longer than max_duration_seconds: `split` into ceil(length / max) events of equal
-    # length (the original's intent, spec §4.3; each over max / 2, so within [min, max] when max
-    # >= 2 min), `keep` whole (what the original did: its pieces were written back contiguously),
-    # or `drop` (a status epilepticus detected for 20 minutes would vanish from the events). NEDC's
-    # scorer joins touching events again, so split and keep score alike; the threshold sweep
-    # counts runs as it does. Runs saved before the field (2026-12-07) read as split, not drop.
-    long_events: Literal["split", "keep", "drop"] = "split"
+    # A run longer than max_duration_seconds: `drop` it (predict and evaluate say how many they
+    # dropped, and where), `split` it into ceil(length / max) events of equal length (the
+    # original's intent, spec §4.3; each over max / 2), or `keep` it whole (what the original did:
+    # its pieces were written back contiguously). NEDC's scorer joins touching events again, so
+    # split and keep score alike, and the threshold sweep counts runs as it does. drop is the
+    # default because at a low enough tau_on a whole recording becomes one run: kept, it overlaps
+    # every seizure of the recording with no false alarm, and sensitivity at FA/24h (an
+    # early-stopping metric) would be 1 on any split whose recordings all hold a seizure (Siena's).
+    long_events: Literal["drop", "split", "keep"] = "drop"
 
     @model_validator(mode="after")
     def _check(self):

@@ -239,6 +239,12 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     if traces:
         metrics.update(evaluate_traces(traces, config, out_dir, max_timelines, progress, plain_lines))
         print(checkpoint_table(metrics))
+        if metrics["dropped_long_events"]:
+            dropped = metrics["dropped_long_events"]
+            print(f"{sum(map(len, dropped.values()))} detection(s) longer than "
+                  f"{config.postprocess.max_duration_seconds:g} s dropped from the events of {len(dropped)} "
+                  "recording(s) (metrics.json's dropped_long_events): --set postprocess.long_events=split "
+                  "reports them")
     else:
         metrics["records"] = 0
     metrics.update(skipped=skipped, not_finite=not_finite, labels_cut=labels_cut(corpus.recordings, stems))

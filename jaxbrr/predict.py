@@ -62,7 +62,7 @@ from common.data.csv_bi import Event, write_csv_bi, written_by, written_by_line
 from common.data.edf import EDFError, RawRecording, read_edf
 from common.data.montage import MONTAGES
 from common.data.preprocess import preprocess
-from common.eval.postprocess import postprocess
+from common.eval.postprocess import dropped_long_runs, dropped_note, postprocess
 from common.eval.recordings import Predict, predict_signals
 from common.files import check_writable_folder
 from common.progress import add_progress_argument, wants_bars
@@ -211,6 +211,7 @@ class Prediction:
     csv_bi: Path
     png: Path
     flat_channels: list[str] = dataclasses.field(default_factory=list)  # read as zeros (preprocess)
+    dropped: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # over max_duration_seconds
 
 
 def _end_at(events: list[Event], duration_seconds: float) -> list[Event]:
@@ -236,7 +237,8 @@ def predict_file(path: str | Path, config: Config, predict: Predict, out_dir: st
                           out_dir / f"{path.stem}.png",
                           f"{path.name}: {len(events)} predicted seizure{'s' * (len(events) != 1)}")
     csv_bi = write_csv_bi(out_dir / f"{path.stem}.csv_bi", events, raw.duration_seconds, written_by=WRITTEN_BY)
-    return Prediction(path, path.stem, raw.duration_seconds, probs, events, csv_bi, png, report.flat_channels)
+    return Prediction(path, path.stem, raw.duration_seconds, probs, events, csv_bi, png, report.flat_channels,
+                      dropped_long_runs(probs, sfreq, config.postprocess))
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -351,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         seizure = sum(e.stop_seconds - e.start_seconds for e in result.events)
         flat = f"; flat channels read as zeros: {', '.join(result.flat_channels)}" if result.flat_channels else ""
         tqdm.write(f"{path}: {result.duration_seconds:.1f} s, {len(result.events)} events "
-                   f"({seizure:.1f} s) -> {result.csv_bi}, {result.png}{flat}")
+                   f"({seizure:.1f} s) -> {result.csv_bi}, {result.png}{flat}"
+                   + dropped_note(result.dropped, config.postprocess.max_duration_seconds))
     bar.close()
     if skipped:
         print(f"{len(skipped)} of {len(files)} files not predicted (the reasons above); "

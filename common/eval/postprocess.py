@@ -14,11 +14,12 @@ Glossary
     2. morphology    opening drops runs < opening_samples, then closing fills gaps
                      < closing_samples (1-D flat structuring elements)                (spec §4.2)
     3. merge         fills gaps of <= merge_gap_seconds between two runs               (spec §4.6)
-    4. duration      drops runs shorter than min_duration_seconds; runs longer than
-                     max_duration_seconds go on, or are dropped (long_events: drop)     (spec §4.3)
+    4. duration      drops runs shorter than min_duration_seconds, and those longer than
+                     max_duration_seconds (long_events: drop, the default; split and
+                     keep let them on; dropped_long_runs names them)                  (spec §4.3)
     5. events        one per run, a run longer than max_duration_seconds split into
-                     equal events (long_events: split, the default); confidence =
-                     mean or peak of p over the event                                 (spec §4.6)
+                     equal events under long_events: split; confidence = mean or
+                     peak of p over the event                                         (spec §4.6)
 
 "spec" is ../shared/reference/original_spec.md. Every stage works on run boundaries
 (`runs`, `spans_to_mask`): O(n) numpy; the only Python loop builds the final Event list.
@@ -37,11 +38,12 @@ Deviations from the original, on purpose:
   hysteresis). The original's shipped configs used 128 and 256 samples (spec §4.1, §9), which
   made its opening a no-op; with 1 and 1 the opening does remove runs < opening_samples.
 - tau_off == tau_on is allowed (a single threshold); the original demanded tau_on > tau_off.
-- Runs longer than max_duration_seconds are split into ceil(length / max) events of equal length
-  (at the event level: split in the mask, they would join again). The original meant to split
-  them into max-length chunks, but wrote the chunks back contiguously into its mask, so it kept
-  them whole (spec §4.3): `long_events: keep` does that (an original checkpoint's own
-  post-processing is read so), `drop` drops them.
+- Runs longer than max_duration_seconds are dropped by default (config.py says why), and named
+  (dropped_long_runs). The original meant to split them into max-length chunks, but wrote the
+  chunks back contiguously into its mask, so it kept them whole (spec §4.3): `long_events: keep`
+  does that (an original checkpoint's own post-processing is read so), `split` splits them into
+  ceil(length / max) events of equal length (at the event level: split in the mask, they would
+  join again).
 - Seconds are converted to whole samples once, rounding to the nearest: gaps and durations are
   whole samples, so this only removes float noise (0.29 s · 100 Hz = 28.999… samples).
 - Probabilities must be finite and in [0, 1] (passing logits is an error, not an empty result).
@@ -49,6 +51,7 @@ Deviations from the original, on purpose:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import numpy as np
@@ -289,6 +292,25 @@ def postprocess_mask(probs: np.ndarray, sfreq: float, cfg: PostprocessConfig) ->
     mask = merge_gaps(mask, sfreq, cfg.merge_gap_seconds)
     return filter_duration(mask, sfreq, cfg.min_duration_seconds, cfg.max_duration_seconds,
                            drop_long=cfg.long_events == "drop")
+
+
+def dropped_long_runs(probs: np.ndarray, sfreq: float, cfg: PostprocessConfig) -> list[tuple[float, float]]:
+    """The runs longer than max_duration_seconds that long_events: drop took out of this trace's
+    events, as (start, stop) seconds; [] under split or keep (they are events there)."""
+    if cfg.long_events != "drop":
+        return []
+    starts, stops = runs(postprocess_mask(probs, sfreq, dataclasses.replace(cfg, long_events="keep")))
+    long = stops - starts > seconds_to_samples(cfg.max_duration_seconds, sfreq)
+    return [(float(a / sfreq), float(b / sfreq)) for a, b in zip(starts[long], stops[long], strict=True)]
+
+
+def dropped_note(dropped: list[tuple[float, float]], max_seconds: float) -> str:
+    """What a line about one recording adds for its dropped_long_runs ("" for none)."""
+    if not dropped:
+        return ""
+    spans = ", ".join(f"{a:.1f}–{b:.1f} s" for a, b in dropped[:3]) + (", ..." if len(dropped) > 3 else "")
+    return (f"; {len(dropped)} detection{'s' * (len(dropped) != 1)} longer than {max_seconds:g} s dropped ({spans}): "
+            "--set postprocess.long_events=split reports them")
 
 
 def postprocess(

@@ -24,6 +24,8 @@ duration_seconds, nedc, szcore) and:
     threshold_sweep    the sweep behind it: tau_on, tau_off, sensitivity, fa_per_24h, hits,
                        false_alarms per swept threshold
     postprocess        the PostprocessConfig the events were made with
+    dropped_long_events  {stem: [[start, stop] seconds, ...]}: detections longer than
+                       max_duration_seconds that postprocess.long_events: drop left out
 Plots: OUT/roc.png, OUT/sensitivity_fa.png, and OUT/timelines/<stem>.png for at most
 max_timelines recordings, those with the most labelled seizure first, then the most predicted.
 """
@@ -39,7 +41,7 @@ from common.config import Config, config_to_dict
 from common.data.csv_bi import Event, read_csv_bi, write_csv_bi, written_by, written_by_line
 from common.eval import plots
 from common.eval.metrics import auroc, mask_metrics, roc_curve
-from common.eval.postprocess import postprocess, runs
+from common.eval.postprocess import dropped_long_runs, postprocess, runs
 from common.eval.recordings import Trace
 from common.eval.score import METRICS_FILE, score_pairs
 from common.eval.sensitivity_at_fa import ovlp_counts, sensitivity_at_fa, sweep
@@ -159,6 +161,9 @@ def evaluate_traces(traces: list[Trace], config: Config, out_dir: str | Path, ma
                      out_dir / "timelines" / f"{trace.stem}.png",
                      f"{trace.stem}: {hits} of {targets} seizures hit, {false_alarms} false alarms (OVLP)")
     metrics["timelines"] = min(max_timelines, len(traces))
+    # detections longer than max_duration_seconds that long_events: drop left out of the events
+    metrics["dropped_long_events"] = {t.stem: [list(span) for span in dropped] for t in traces
+                                      if (dropped := dropped_long_runs(t.probs, t.sfreq, post))}
     return metrics
 
 

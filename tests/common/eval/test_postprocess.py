@@ -7,6 +7,8 @@ from scipy import ndimage
 from common.config import PostprocessConfig
 from common.data.csv_bi import Event
 from common.eval.postprocess import (
+    dropped_long_runs,
+    dropped_note,
     event_spans,
     events_from_mask,
     filter_duration,
@@ -233,10 +235,11 @@ def test_postprocess_end_to_end():
     p[55] = 0.3  # 1-sample dip: hysteresis breaks, closing mends
     p[72:77] = 0.9
     p[77:100] = 0.7  # held above tau_off
-    p[110:160] = 0.9  # 12.5 s, longer than the maximum: two events of 6.25 s
+    p[110:160] = 0.9  # 12.5 s, longer than the maximum: two events of 6.25 s (split)
     cfg = PostprocessConfig(
         tau_on=0.8, tau_off=0.6, opening_samples=3, closing_samples=3,
         min_duration_seconds=3.0, max_duration_seconds=10.0, merge_gap_seconds=1.0, confidence="mean",
+        long_events="split",
     )
     mask, events = postprocess(p, sfreq, cfg)
     np.testing.assert_array_equal(mask, spans(160, (5, 29), (50, 66), (72, 100), (110, 160)))
@@ -250,10 +253,11 @@ def test_postprocess_end_to_end():
 
 
 def test_an_event_longer_than_the_maximum_is_split_kept_or_dropped_as_long_events_says():
-    """A review's: a run over max_duration_seconds was dropped, so a 700 s seizure detected
-    throughout gave no event, and a second detection merged onto a 300 s one (the two past the
-    maximum) deleted the first. Split (the default) into equal events within [min, max]; kept
-    whole as the original did (spec §4.3); dropped only when asked."""
+    """A review's: a run over max_duration_seconds was dropped in silence, so a 700 s seizure
+    detected throughout gave no event, and a second detection merged onto a first (the two past
+    the maximum) deleted both. Dropped still by default (config.py: the sweep's recording-long
+    events), but named (dropped_long_runs); split into equal events, or kept whole as the
+    original did (spec §4.3), when asked."""
     sfreq = 2.0
     p = np.full(2000, 0.1)
     p[200:500] = 0.95  # 150 s
@@ -265,10 +269,15 @@ def test_an_event_longer_than_the_maximum_is_split_kept_or_dropped_as_long_event
     assert seconds["split"] == [(100.0, 226.0), (226.0, 352.5)]  # 505 samples in 2 pieces: 252, 253
     assert seconds["keep"] == [(100.0, 352.5)]
     assert seconds["drop"] == []
+    assert dropped_long_runs(p, sfreq, PostprocessConfig(**base)) == [(100.0, 352.5)]  # drop, the default
+    assert dropped_long_runs(p, sfreq, PostprocessConfig(**base, long_events="split")) == []
+    assert dropped_note([(100.0, 352.5)], 200.0) == ("; 1 detection longer than 200 s dropped (100.0–352.5 s): "
+                                                     "--set postprocess.long_events=split reports them")
+    assert dropped_note([], 200.0) == ""
     first_alone = np.where(np.arange(2000) < 500, p, 0.1)
     assert [(e.start_seconds, e.stop_seconds) for e in postprocess(first_alone, sfreq, PostprocessConfig(
         **base, long_events="drop"))[1]] == [(100.0, 250.0)]  # under drop, detecting more reported less
-    starts, stops = event_spans(spans(2000, (200, 1005)), sfreq, PostprocessConfig(**base))  # 805 in 3
+    starts, stops = event_spans(spans(2000, (200, 1005)), sfreq, PostprocessConfig(**base, long_events="split"))
     assert list(zip(starts.tolist(), stops.tolist(), strict=True)) == [(200, 468), (468, 736), (736, 1005)]
 
 

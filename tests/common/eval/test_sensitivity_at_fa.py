@@ -126,7 +126,7 @@ def test_the_sweep_counts_a_split_event_as_the_scorer_does():
 
     probs, labels = plateaus(HALF_DAY, (100, 1300, 0.9, 0), (150, 250, 0.9, 1))
     cfg = PostprocessConfig(tau_on=0.5, tau_off=0.5, opening_samples=1, closing_samples=1, min_duration_seconds=0.0,
-                            max_duration_seconds=600.0, merge_gap_seconds=0.0)
+                            max_duration_seconds=600.0, merge_gap_seconds=0.0, long_events="split")
     _, events = postprocess(probs, 1.0, cfg)
     assert [(e.start_seconds, e.stop_seconds) for e in events] == [(100.0, 700.0), (700.0, 1300.0)]
     written = CsvBi("r.csv_bi", float(HALF_DAY), tuple(events))
