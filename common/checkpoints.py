@@ -538,26 +538,18 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
                        spelled={k: v for k, v in spelled.items() if k != v},
                        own_sections=own_sections)
     if isinstance(saved, dict):
-        state, notes = _one_state_dict(saved, path)
+        try:
+            state, notes = original.state_dict_entry(saved, _holds_tensors)
+        except ValueError as error:  # two state dicts and no model_state_dict
+            raise CheckpointError(f"{path}: {error}") from None
         return Weights(_needs_config(path, config_path, "a bare state dict"), _arrays(state, path), "pt", path,
                        notes=notes)
     raise CheckpointError(f"{path}: holds a {type(saved).__name__}, not weights; {FIX}")
 
 
-def _one_state_dict(saved: dict, path: Path) -> tuple[dict, list[str]]:
-    """A dict of tensors as it is; else its one entry that is a dict of tensors (a user's own
-    {"model": state dict, "epoch": 3}), with a note; two such entries are refused, named (common/
-    original.py reads an original's state dict under any key so, by its key names)."""
-    if all(isinstance(value, np.ndarray) for value in saved.values()):
-        return saved, []
-    held = [key for key, value in saved.items()
-            if isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values())]
-    if len(held) > 1:
-        raise CheckpointError(f"{path}: state dicts under {len(held)} entries ({shown_inline(held)}): save the one to "
-                              f"load alone, e.g. torch.save(checkpoint[{held[0]!r}], 'model.pt')")
-    if held:
-        return saved[held[0]], [f"the model's weights read from its {held[0]!r} entry"]
-    return saved, []  # _arrays names what is not a tensor
+def _holds_tensors(value) -> bool:
+    """A state dict of any names, as common/pt.py and read_safetensors read one: arrays by name."""
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, np.ndarray) for v in value.values())
 
 
 def nonfinite_tensors(arrays: dict[str, np.ndarray]) -> dict[str, tuple[int, int]]:
@@ -619,12 +611,10 @@ def loaded_tensors(path: str | Path) -> tuple[Path, dict[str, np.ndarray]] | Non
             state = {spelled.get(key, key): value for key, value in found[0].items()
                      if original.ignored_reason(key) is None}
         else:
-            state = _one_state_dict(saved, file)[0] if isinstance(saved, dict) else saved
+            state = original.state_dict_entry(saved, _holds_tensors)[0] if isinstance(saved, dict) else saved
     except PtError as error:
         raise CheckpointError(str(error)) from None
-    except CheckpointError:  # its own, naming the file
-        raise
-    except ValueError as error:  # original_state's: two models in one file, a model_state_dict that is none
+    except ValueError as error:  # original_state's or state_dict_entry's: two models in one file, ...
         raise CheckpointError(f"{file}: {error}") from None
     if not isinstance(state, dict):
         return None

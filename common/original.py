@@ -40,6 +40,7 @@ common/original_config.py.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from common.config import Config, ModelConfig
@@ -342,7 +343,7 @@ def original_state(saved) -> tuple[dict, list[str], dict[str, str]] | None:
     None when `saved` holds no original model.
 
     `saved` is brain-go-brr's save_checkpoint dict (`model_state_dict`), a Lightning checkpoint
-    (`state_dict`), a dict with one other entry holding the model (_state_dict_entry) or a bare
+    (`state_dict`), a dict with one other entry holding the model (state_dict_entry) or a bare
     state dict. Inside it the model's keys may all carry one prefix that
     a wrapper put there: (Distributed)DataParallel's `module.`, torch.compile's `_orig_mod.`, a
     Lightning module's attribute (`model.`), or several (`module._orig_mod.`); it is found before
@@ -352,7 +353,7 @@ def original_state(saved) -> tuple[dict, list[str], dict[str, str]] | None:
         return None
     if "model_state_dict" in saved and not isinstance(saved["model_state_dict"], dict):
         raise ValueError(f"its model_state_dict is a {type(saved['model_state_dict']).__name__}, not a state dict")
-    inner, notes = _state_dict_entry(saved)
+    inner, notes = state_dict_entry(saved)
     keys = [k for k in inner if isinstance(k, str)]
     if len(keys) != len(inner) and ("model_state_dict" in saved or any(_ANCHOR in k for k in keys)):
         odd = next(k for k in inner if not isinstance(k, str))
@@ -388,24 +389,26 @@ def _holds_original_keys(value) -> bool:
     return isinstance(value, dict) and any(isinstance(k, str) and _ANCHOR in k for k in value)
 
 
-def _state_dict_entry(saved: dict) -> tuple[dict, list[str]]:
+def state_dict_entry(saved: dict, holds: Callable[[object], bool] = _holds_original_keys) -> tuple[dict, list[str]]:
     """The dict of `saved` that holds the model: brain-go-brr's `model_state_dict`, Lightning's
-    `state_dict`, else the one entry whose keys are the original's (a user's own `{"model": ...}`),
-    else `saved` itself; and notes naming another entry with the original's keys left unread (an
-    EMA copy beside the model, say). Two such entries and no model_state_dict raise."""
+    `state_dict`, `saved` itself where `holds` says it is a state dict (a bare one), else its one
+    entry that `holds` says is (a user's own `{"model": ...}`), with a note; another such entry
+    beside the model's (an EMA copy) is named in a note, not read. Two such entries and no
+    model_state_dict raise a ValueError. `holds`: the original's key names here (any tensor type:
+    torchref/original.py passes torch's); common/checkpoints.py passes "a dict of arrays" for
+    state dicts of other names."""
     named = next((k for k in ("model_state_dict", "state_dict") if isinstance(saved.get(k), dict)), None)
-    others = [k for k, v in saved.items() if k != named and _holds_original_keys(v)]
-    if named is None and _holds_original_keys(saved):  # a bare state dict
+    if named is None and holds(saved):
         return saved, []
+    others = [k for k, v in saved.items() if k != named and holds(v)]
     if named is None and len(others) > 1:
-        raise ValueError(f"holds the original's model under {len(others)} entries ({shown_inline(others)}) and no "
+        raise ValueError(f"holds state dicts under {len(others)} entries ({shown_inline(others)}) and no "
                          "model_state_dict (a model and its EMA copy?): save the one to load alone, e.g. "
                          f"torch.save(checkpoint[{others[0]!r}], 'model.pt')")
     if named is None and others:
-        return saved[others[0]], [f"the model's weights read from its {others[0]!r} entry (not brain-go-brr's "
-                                  "model_state_dict)"]
+        return saved[others[0]], [f"the model's weights read from its {others[0]!r} entry"]
     entries = f"entry {others[0]} also holds" if len(others) == 1 else f"entries {shown_inline(others)} also hold"
-    notes = [f"its {entries} the original's weights (an EMA copy?), not read: to load them, save them alone, e.g. "
+    notes = [f"its {entries} weights (an EMA copy?), not read: to load them, save them alone, e.g. "
              f"torch.save(checkpoint[{others[0]!r}], 'ema.pt')"] if others else []
     return (saved if named is None else saved[named]), notes
 

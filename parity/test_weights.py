@@ -211,16 +211,16 @@ def test_weights_in_the_layouts_users_share_them_read_to_the_same_arrays(tmp_pat
     float_state = {key: value.float() for key, value in state.items()}
     torch.save({"model": float_state, "epoch": 3}, tmp_path / "own_key.pt")
     weights = read_weights(tmp_path / "own_key.pt", TINY, convert.torch_shapes)
-    assert weights.notes[0] == "the model's weights read from its 'model' entry (not brain-go-brr's model_state_dict)"
+    assert weights.notes[0] == "the model's weights read from its 'model' entry"
     assert_bit_equal(weights.arrays, neutral(model), "under 'model'")
     torch.save({"model": float_state, "meta": {"step": 3}}, tmp_path / "model_meta.pt")  # not torchref's: no config
     assert_bit_equal(read_weights(tmp_path / "model_meta.pt", TINY, convert.torch_shapes).arrays, neutral(model), "meta")
     torch.save({"model": float_state, "ema": float_state}, tmp_path / "two.pt")
-    with pytest.raises(CheckpointError, match=r"under 2 entries \(model, ema\) and no model_state_dict"):
+    with pytest.raises(CheckpointError, match=r"two.pt: holds state dicts under 2 entries \(model, ema\) and no model_state_dict"):
         read_weights(tmp_path / "two.pt", TINY, convert.torch_shapes)
     torch.save({**saved, "ema_state_dict": float_state}, tmp_path / "ema.pt")
     weights = read_weights(tmp_path / "ema.pt", TINY, convert.torch_shapes)
-    assert any(note.startswith("its entry ema_state_dict also holds the original's weights (an EMA copy?), not read")
+    assert any(note.startswith("its entry ema_state_dict also holds weights (an EMA copy?), not read")
                for note in weights.notes)
 
 
