@@ -346,6 +346,9 @@ class ModelConfig:
 
 @_section
 class EarlyStoppingConfig:
+    """Stop after `patience` + 1 validations in a row that do not beat the best (strictly), as
+    the original's EarlyStopping (counter > patience); `best` is the first epoch of the best value."""
+
     metric: str = "auroc"
     mode: Literal["max", "min"] = "max"
     patience: int = Field(5, ge=1)

@@ -541,7 +541,9 @@ class Loop:
         self.log.write("validation", p.step, p.epoch, {**metrics, "improved": improved})
         tqdm.write(self._validation_line(metrics, improved))
         self._plots(traces, masks)
-        if p.bad_epochs >= es.patience and p.finished is None:
+        # The original's EarlyStopping: `patience` epochs without improvement are tolerated, the
+        # next one stops (counter > patience; original_spec.md 3.7). A tie is no improvement.
+        if p.bad_epochs > es.patience and p.finished is None:
             p.finished = "early_stopping"
             tqdm.write(f"early stopping: {es.metric} has not improved for {p.bad_epochs} epochs")
         p.epoch, p.batch = p.epoch + 1, 0

@@ -251,3 +251,19 @@ def test_a_stop_during_the_final_validation_leaves_it_to_the_resume(data, tmp_pa
     assert resumed.progress == whole.progress and resumed.progress.finished == whole.progress.finished
     assert _records(tmp_path / "run", "validation") == _records(tmp_path / "whole", "validation") != []
     assert resumed.best_checkpoint is not None and resumed.best_checkpoint.name == whole.best_checkpoint.name
+
+
+def test_early_stopping_tolerates_patience_epochs_without_improvement_and_stops_at_the_next(data, tmp_path,
+                                                                                           monkeypatch):
+    """The original's EarlyStopping (original_spec.md 3.7): a value strictly better than the best
+    resets the count, a tie does not, and the run stops when the count exceeds `patience`. The
+    loop stopped at count == patience, an epoch before the original on the same validations."""
+    aurocs = iter([0.9, 0.8, 0.85, 0.95, 0.95, 0.9, 0.95, 0.99, 0.99])
+    monkeypatch.setattr(Counting, "validate", lambda self: ({"auroc": next(aurocs)}, [], []))
+    result = _run(data, tmp_path / "run", sets=["train.epochs=9", "train.early_stopping.metric=auroc",
+                                                 "train.early_stopping.patience=2"])
+    validations = _records(tmp_path / "run", "validation")
+    assert [(r["auroc"], r["improved"]) for r in validations] == [
+        (0.9, True), (0.8, False), (0.85, False), (0.95, True), (0.95, False), (0.9, False), (0.95, False)]
+    p = result.progress
+    assert (p.finished, p.bad_epochs, p.best, p.best_epoch) == ("early_stopping", 3, 0.95, 3)
