@@ -77,15 +77,17 @@ def learning_rate_schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule
 # ----------------------------------------------------------------------------------------------
 # weight-decay mask
 
-# Which parameter of which module type decays. Weights (kernels) do; biases, every norm's
-# parameters and weight norm's magnitude g do not. Mamba2's dt_bias, A_log and D carry
+# Which parameter of which module type decays. Weights (kernels) do, and so does weight norm's
+# magnitude g: w = g·v/‖v‖, so decaying v alone leaves w as it is, and the original decays g (its
+# name matches none of its exclusions, original_spec.md 3.2). Biases and every norm's parameters
+# do not. Mamba2's dt_bias, A_log and D carry
 # `no_weight_decay=True` metadata (mamba_ssm's `_no_weight_decay`), read below. A parameter in
 # none of these is an error, not a silent default.
 DECAY_BY_MODULE: dict[type, dict[str, bool]] = {
     nnx.Linear: {"kernel": True, "bias": False},
     nnx.Conv: {"kernel": True, "bias": False},
     CausalDepthwiseConv1d: {"kernel": True, "bias": False},
-    WeightNormConv1d: {"weight_v": True, "weight_g": False, "bias": False},
+    WeightNormConv1d: {"weight_v": True, "weight_g": True, "bias": False},
     nnx.LayerNorm: {"scale": False, "bias": False},
     nnx.RMSNorm: {"scale": False},
     GatedRMSNorm: {"weight": False},

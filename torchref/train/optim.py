@@ -49,13 +49,14 @@ def learning_rate_schedule(cfg: TrainConfig, total_steps: int):
     return lambda step: cfg.lr * lr_factor(step, warmup, total_steps)
 
 
-# Which parameter of which module type decays. Weights do; biases, every norm's parameters and
-# weight norm's magnitude g do not. Mamba2's dt_bias, A_log and D carry `_no_weight_decay = True`
+# Which parameter of which module type decays. Weights do, weight norm's magnitude g too (w =
+# g·v/‖v‖: decaying v alone leaves w as it is; the original decays g, original_spec.md 3.2); biases
+# and every norm's parameters do not. Mamba2's dt_bias, A_log and D carry `_no_weight_decay = True`
 # (mamba_ssm's flag), read below. A parameter in none of these is an error.
 DECAY_BY_MODULE: dict[type, dict[str, bool]] = {
     nn.Linear: {"weight": True, "bias": False},
     nn.Conv1d: {"weight": True, "bias": False},
-    WeightNormConv1d: {"weight_v": True, "weight_g": False, "bias": False},
+    WeightNormConv1d: {"weight_v": True, "weight_g": True, "bias": False},
     nn.LayerNorm: {"weight": False, "bias": False},
     nn.RMSNorm: {"weight": False},
     GatedRMSNorm: {"weight": False},

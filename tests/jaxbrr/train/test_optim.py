@@ -97,21 +97,22 @@ def test_mask_on_tiny_model(tiny_model):
         "node_mamba/layers/0/fwd/norm/weight",  # gated RMSNorm
         "node_mamba/layers/0/norm/scale", "node_mamba/layers/0/norm/bias",  # LayerNorm
         "node_mamba/layers/0/proj/bias", "gnn/norms/1/scale", "gnn/layers/0/lin/bias",
-        "tcn/layers/0/weight_g", "tcn/layers/0/bias",  # weight norm's g
+        "tcn/layers/0/bias",
         "head/detect/bias", "proj_to_electrodes/bias",
     ]
     included = [
         "node_mamba/layers/0/fwd/in_proj/kernel", "node_mamba/layers/0/fwd/out_proj/kernel",
         "node_mamba/layers/0/fwd/conv1d/kernel", "node_mamba/layers/0/proj/kernel",
-        "tcn/layers/1/weight_v", "tcn/downsample/kernel", "edge_lift/kernel", "gnn/layers/1/lin/kernel",
+        "tcn/layers/1/weight_v", "tcn/layers/0/weight_g",  # weight norm's g: w's magnitude
+        "tcn/downsample/kernel", "edge_lift/kernel", "gnn/layers/1/lin/kernel",
         "head/detect/kernel", "proj_from_electrodes/kernel",
     ]
     assert not any(mask[name] for name in excluded)
     assert all(mask[name] for name in included)
-    # Every 1-d parameter is a bias, a norm, g, or a Mamba vector: none decays. Kernels (ndim >= 2) do.
+    # Every 1-d parameter but g is a bias, a norm or a Mamba vector: none decays. Kernels (ndim >= 2) do.
     for path, param in params:
         name = "/".join(map(str, path))
-        assert mask[name] == (param[...].ndim >= 2), name
+        assert mask[name] == (param[...].ndim >= 2 or path[-1] == "weight_g"), name
 
 
 def test_mask_agrees_with_torchref(tiny, tiny_model):
@@ -131,6 +132,7 @@ def test_mask_agrees_with_torchref(tiny, tiny_model):
     print(f"decayed / exempt scalars: jax {jax_counts}, torch {torch_counts}")
     assert jax_counts == torch_counts
     assert not torch_mask["node_mamba.layers.0.fwd.A_log"] and torch_mask["tcn.layers.0.weight_v"]
+    assert torch_mask["tcn.layers.0.weight_g"]
     optimizer, _ = torch_optim.make_optimizer(reference, tiny.train, 10)
     assert [g["weight_decay"] for g in optimizer.param_groups] == [tiny.train.weight_decay, 0.0]
     assert sum(p.numel() for p in optimizer.param_groups[0]["params"]) == torch_counts[0]
@@ -265,5 +267,6 @@ def test_nnx_optimizer_on_tiny_model(tiny):
     after = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
     for path, old in before:
         new = np.asarray(after[path][...])
-        factor = 1 - 0.1 * 0.5 if old.ndim >= 2 else 1.0  # lr(0) = lr with W = 1
+        decays = old.ndim >= 2 or path[-1] == "weight_g"
+        factor = 1 - 0.1 * 0.5 if decays else 1.0  # lr(0) = lr with W = 1
         np.testing.assert_allclose(new, old * factor, rtol=1e-6, err_msg="/".join(map(str, path)))
