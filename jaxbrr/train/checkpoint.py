@@ -7,7 +7,7 @@
 `<step>` is the number of training batches done. `model` is the whole NNX state of the model:
 its parameters and its RNG streams (dropout's key and call count), so a restored model draws the
 same dropout masks an uninterrupted run would. `optimizer` is nnx.Optimizer's state (step count,
-AdamW moments, MultiSteps/apply_if_finite counters). `meta` is JSON: the config and the loop's
+AdamW moments, MultiSteps counters). `meta` is JSON: the config and the loop's
 progress (epoch, batch within the epoch, early-stopping state, counters). `model.safetensors` is the
 model's parameters again under the neutral names (common/checkpoints.py), for tools without JAX.
 

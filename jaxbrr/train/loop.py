@@ -4,8 +4,8 @@ One jitted functional step over the split NNX state (jaxbrr/train/step.py), orba
 (jaxbrr/train/checkpoint.py), NaN dumps with an orbax checkpoint of the state before the step
 (jaxbrr/train/nan.py). Under JAX_DEBUG_NANS=1 JAX raises FloatingPointError inside the step;
 with `train.checkify` checkify names the first NaN-producing op and its source line; either way
-the loop writes the dump and stops. `train.nan_policy: skip` uses optax.apply_if_finite, which
-leaves parameters and optimizer moments untouched on a non-finite step.
+the loop writes the dump and stops. Under `train.nan_policy: skip` the step itself leaves
+parameters and optimizer state untouched when its loss or gradient norm is not finite.
 
 Several devices (train.mesh; jaxbrr/train/mesh.py): the batch is split over a `data` × `fsdp`
 mesh, the state replicated (under shard_map, gradients averaged) or, with fsdp > 1, sharded over
@@ -147,7 +147,7 @@ class Trainer(Loop):
                 self._step_again_checked(device_batch, weight)
         except FloatingPointError as err:  # JAX_DEBUG_NANS=1
             raise StepFailed("JAX_DEBUG_NANS: a NaN inside the step", str(err)) from err
-        if metrics["finite"] or self.cfg.nan_policy == "skip":  # skip: apply_if_finite kept the state
+        if metrics["finite"] or self.cfg.nan_policy == "skip":  # skip: the step kept the state
             self.state = state
         return metrics
 

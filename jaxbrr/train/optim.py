@@ -3,7 +3,8 @@
     chain(clip_by_global_norm(train.gradient_clip)   [left out when 0],
           adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay, mask))
     wrapped in optax.MultiSteps when train.grad_accum_steps > 1
-    wrapped in optax.apply_if_finite when train.nan_policy is skip
+(train.nan_policy skip keeps the state of a non-finite step in jaxbrr/train/step.py, by the
+loop's own test: loss and gradient norm finite)
 
 optax's adamw and torch.optim.AdamW compute the same update (both decoupled, decay scaled by
 the learning rate; m̂ = m/(1−β1^t), v̂ = v/(1−β2^t)):
@@ -39,7 +40,6 @@ from jaxbrr.tcn import WeightNormConv1d
 
 # torch.optim.AdamW's defaults, which the original uses (original_spec.md §3.2).
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
-NEVER_FORCE = 2**31 - 1
 
 
 def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
@@ -146,12 +146,6 @@ def make_optimizer(
         # Averages k successive gradients, then applies one update of the inner chain (so the
         # clip sees the averaged gradient and the schedule counts applied updates).
         tx = optax.MultiSteps(tx, every_k_schedule=cfg.grad_accum_steps).gradient_transformation()
-    if cfg.nan_policy == "skip":
-        # A gradient with any non-finite entry leaves parameters and every inner state (moments,
-        # schedule count, accumulator) untouched. apply_if_finite's own limit would apply the bad
-        # update after too many in a row; the training loop stops first (train.max_skipped), so
-        # the limit here is out of reach.
-        tx = optax.apply_if_finite(tx, max_consecutive_errors=NEVER_FORCE)
     return tx
 
 

@@ -6,9 +6,14 @@ Glossary: B batch (windows), C channels, T samples per window.
 
 train_step: forward in training mode (dropout on, as the model is) -> `compute_loss` ->
 nnx.value_and_grad -> optimizer.update (clip, AdamW, schedule: jaxbrr/train/optim.py).
-Nothing here clamps, skips or sanitises: a non-finite loss or gradient reaches the metrics and
-the parameters as it is, and the training loop decides (`train.nan_policy`). `finite` in the
-metrics says whether loss and gradient norm were finite.
+Nothing here clamps or sanitises. `finite` in the metrics says whether loss and gradient norm
+were finite, the test the training loop applies (`train.nan_policy`). Under `raise` a non-finite
+step reaches the returned state as it is (the loop keeps the state from before it and stops);
+under `skip` the step keeps the parameters and the whole optimizer state (moments, schedule
+count, accumulator) as they were, so that a step the loop counts as skipped changed nothing but
+the dropout keys, as torchref skips it. (optax.apply_if_finite tests the gradient's entries only:
+finite entries whose norm overflows, or a non-finite loss, were applied there: clipped to zero,
+yet weight decay, the moments' decay and the schedule count went on.)
 
 The config is a static argument (a frozen, hashable TrainConfig); `pos_weight` is traced, so a
 new value (re-estimated each epoch) does not recompile.
@@ -84,12 +89,21 @@ def update(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict[str, jax.Arr
     if axis_name is not None:
         loss, grads = jax.lax.pmean((loss, grads), axis_name)
     grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    skip = cfg.nan_policy == "skip"
+    if skip:  # copies of the values (nnx.state holds the objects' own Variables, which update changes)
+        before = jax.tree.map(lambda x: x, (nnx.state(model, nnx.Param), nnx.state(optimizer)))
     optimizer.update(model, grads)
+    if skip:
+        after = (nnx.state(model, nnx.Param), nnx.state(optimizer))
+        kept = jax.tree.map(lambda old, new: jnp.where(finite, new, old), before, after)
+        nnx.update(model, kept[0])
+        nnx.update(optimizer, kept[1])
     return {
         "loss": loss,
         "grad_norm": grad_norm,
         "lr": current_learning_rate(optimizer.opt_state),
-        "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm),
+        "finite": finite,
     }
 
 

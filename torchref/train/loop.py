@@ -9,7 +9,7 @@ plots, the NaN policy. This Trainer implements its hooks with torch:
                -> every k-th: apply_gradients (clip, AdamW, one LambdaLR step: the schedule counts updates)
 
 A non-finite loss or gradient norm reaches neither the accumulator, nor the optimizer, nor the
-schedule (optax.apply_if_finite's behaviour, checked before optimizer.step()), whatever
+schedule (checked before optimizer.step(); jaxbrr/train/step.py keeps its state the same way), whatever
 `train.nan_policy` says: under `raise` the loop stops with the dump, under `skip` it counts the
 step. `lr` in the metrics is that of the last applied update, as jaxbrr reports it.
 

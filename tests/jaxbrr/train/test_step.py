@@ -5,9 +5,12 @@ eval step is deterministic and leaves the model in training mode."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -93,3 +96,40 @@ def test_eval_step(setup):
     assert bool(jnp.all((probs > 0) & (probs < 1)))
     np.testing.assert_array_equal(np.asarray(probs), np.asarray(eval_step(model, batch["x"])))
     assert model.tcn.dropout.deterministic is False  # the model itself stays in training mode
+
+
+
+def test_a_non_finite_step_under_nan_policy_skip_changes_nothing(setup, monkeypatch):
+    """The loop counts a step as skipped when its loss or gradient norm is not finite. Under
+    `skip` the step keeps parameters and optimizer state exactly (torchref never calls its
+    optimizer then). optax.apply_if_finite, used before, tested the gradient's entries only: a
+    loss scaled by 1e25 gives finite entries whose norm overflows, and that update was applied
+    (clipped to zero, yet weight decay, the moments' decay and the step count went on). The loss
+    is scaled by the traced pos_weight argument here: one compilation for every case."""
+    config, batch, _, _ = setup
+    cfg = dataclasses.replace(config.train, nan_policy="skip")
+    model = SeizureDetector(config.model, rngs=nnx.Rngs(1))
+    optimizer = make_nnx_optimizer(model, cfg, TOTAL_STEPS)
+    graphdef, state = nnx.split((model, optimizer))
+
+    def scaled_loss(logits, y, cfg, scale, valid=None):
+        return compute_loss(logits, y, cfg, 1.0, valid) * scale
+
+    monkeypatch.setattr(step_module, "compute_loss", scaled_loss)
+    step = step_module.make_train_step(graphdef, cfg)
+
+    def values(state):
+        model, optimizer = nnx.merge(graphdef, state)
+        return [np.asarray(x) for x in jax.tree.leaves((nnx.state(model, nnx.Param), nnx.state(optimizer)))]
+
+    start = values(state)
+    for scale in (1e25, np.nan, 1.0):
+        new_state, metrics = step(state, batch, jnp.float32(scale))
+        changed = any(not np.array_equal(a, b) for a, b in zip(start, values(new_state), strict=True))
+        print(f"loss x {scale}: loss {float(metrics['loss']):.3g}, grad norm {float(metrics['grad_norm']):.3g}")
+        assert bool(metrics["finite"]) == changed == (scale == 1.0), scale
+        assert int(nnx.merge(graphdef, new_state)[1].step[...]) == (scale == 1.0)
+    # the first case is the one meant: every gradient entry finite, the norm not
+    grads = nnx.jit(nnx.grad(lambda m: scaled_loss(m(batch["x"])[0], batch["y"], cfg, 1e25)))(model)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+    assert not np.isfinite(float(optax.tree.norm(grads)))
