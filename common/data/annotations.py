@@ -116,6 +116,23 @@ def annotation_file(edf: Path) -> Path | None:
     return None
 
 
+def label_inputs(edf: Path, corpus: str) -> list[Path]:
+    """The label files present now that labels_for consults for `edf` (the module docstring's
+    order), used or not: labels cached from others are stale (a chbNN-summary.txt put beside a
+    recording that its .seizures file alone labelled, which the two must then agree with)."""
+    beside = annotation_file(edf)
+    if beside is not None:
+        return [beside]
+    prefix = name_prefix(edf.stem, corpus) if corpus in ("chbmit", "siena") else None
+    if not prefix:
+        return []
+    if corpus == "chbmit":
+        found = [_nearby(edf, f"{prefix}-summary.txt"), wfdb_file(edf)]
+    else:
+        found = [_nearby(edf, f"Seizures-list-{prefix}.txt")]
+    return [path for path in found if path is not None and path.is_file()]
+
+
 def labels_for(
     edf: str | Path,
     corpus: str,

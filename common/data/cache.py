@@ -34,10 +34,10 @@ from common.data.annotations import (
     annotation_file,
     check_duration,
     duration_tolerance,
+    label_inputs,
     labels_of,
     labels_without_edf,
     seizure_mask,
-    wfdb_file,
     wfdb_files,
 )
 from common.data.corpora import Recording, Survey, survey
@@ -53,14 +53,16 @@ from common.progress import LOG_LINE_SECONDS, Heartbeat
 
 MANIFEST = "manifest.json"
 STALE_SECONDS = 600  # a temporary file untouched this long belongs to a build that was killed
-CACHE_FORMAT = 6  # 2: sidecars stamp the label files too and carry the layout's patient; 3: a montage
+CACHE_FORMAT = 7  # 2: sidecars stamp the label files too and carry the layout's patient; 3: a montage
 # signal with a calibration that cannot scale it (digital or physical min = max) is a bad file, so
 # a cache of format 2 may hold recordings a fresh build skips (and a seeded split over them differs);
 # 4: bipolar derivations from a common reference, '01' as O1, copies of a derivation checked equal:
 # files read differently than a format-3 build read or refused them; 5: a recording whose every
 # channel is flat, and a calibration field of nan or inf, are refused (format 4 cached them as zeros);
 # 6: a CHB-MIT or Siena recording whose length is not the span of its summary's or list's clock
-# times, and a .csv_bi naming another recording in its bname, are refused (format 5 cached them)
+# times, and a .csv_bi naming another recording in its bname, are refused (format 5 cached them);
+# 7: an EDF's bytes past its header's data records are left out (format 6 read them as signal), and
+# sidecars stamp every label file consulted (label_inputs), used or not
 
 
 def cache_key(config: Config) -> str:
@@ -74,6 +76,9 @@ def cache_key(config: Config) -> str:
         "montage": config.data.montage,
         "seizure_labels": sorted(config.data.seizure_labels),
         "background_labels": sorted(config.data.background_labels),
+        # the checks a recording passed to be cached: tightened, they check every recording again
+        "duration_tolerances": [config.data.label_duration_tolerance_seconds,
+                                config.data.clock_duration_tolerance_seconds],
     }
     return config_hash(parts)
 
@@ -125,25 +130,26 @@ def _source_stamp(edf: Path) -> dict:
     return {"source": stamp["path"], "size": stamp["size"], "mtime_ns": stamp["mtime_ns"]}
 
 
-def _is_current(sidecar: Path, edf: Path, data: DataConfig) -> bool:
-    """The sidecar exists, stamps this EDF and its label files as they are now, and those are the
-    files labels_for would read now (a `<stem>.csv_bi` or `.edf.seizures` put beside the EDF since
-    is read), under the name data.listed_as gives it now if it was read under another, and
-    seizure-free by data.chbmit_unlisted only while that still says so and the folder still holds
-    other recordings' .seizures files."""
+def _label_stamps(edf: Path, corpus: str) -> list[dict]:
+    return [_file_stamp(path) for path in label_inputs(edf, corpus)]
+
+
+def _is_current(sidecar: Path, edf: Path, data: DataConfig, corpus: str) -> bool:
+    """The sidecar exists and stamps this EDF and every label file labels_for consults for it as
+    they are now (label_inputs: a `<stem>.csv_bi`, `.edf.seizures` or chbNN-summary.txt put beside
+    the EDF since, or changed, is read), under the name data.listed_as gives it now if it was read
+    under another, and seizure-free by data.chbmit_unlisted only while that still says so and the
+    folder still holds other recordings' .seizures files."""
     try:
         meta = json.loads(sidecar.read_text())
-        labels_now = [_file_stamp(Path(f["path"])) for f in meta.get("label_files", [None])]
+        labels_now = [_file_stamp(Path(f["path"])) for f in meta["label_files"]]
     except (OSError, ValueError, TypeError, KeyError):
         return False
-    beside = annotation_file(edf)
-    if beside is not None and [f["path"] for f in labels_now] != [str(beside.resolve())]:
+    if meta.get("label_inputs") != _label_stamps(edf, corpus):
         return False
+    beside = annotation_file(edf)
     if beside is None and meta.get("listed_as") is not None and dict(data.listed_as).get(edf.name) != meta["listed_as"]:
         return False
-    wfdb = wfdb_file(edf)
-    if beside is None and wfdb.is_file() and str(wfdb.resolve()) not in [f["path"] for f in labels_now]:
-        return False  # CHB-MIT's .seizures file put beside it since
     if beside is None and meta.get("unlisted") and (data.chbmit_unlisted != "seizure_free"
                                                     or not wfdb_files(edf.parent)):
         return False  # seizure-free by a setting, or by .seizures files of others, since taken back
@@ -160,6 +166,7 @@ def cache_recording(recording: Recording, config: Config, root: Path, corpus: st
     # the header and the labels first: their errors are known in milliseconds, the signals take
     # seconds to minutes to read and filter
     read_header(edf)
+    inputs = _label_stamps(edf, corpus)  # before they are read: a file changed meanwhile rebuilds next time
     annotations = labels_of(edf, corpus, config.data)
     signals, report = preprocess_file(edf, config.data.montage, config.preprocess)
     check_duration(annotations, edf, report.duration_seconds, duration_tolerance(annotations, config.data))
@@ -177,6 +184,7 @@ def cache_recording(recording: Recording, config: Config, root: Path, corpus: st
         "patient": recording.patient,
         "annotations": annotations.path,
         "label_files": [_file_stamp(Path(p)) for p in annotations.files],
+        "label_inputs": inputs,
         "listed_as": annotations.listed_as,
         "unlisted": annotations.unlisted,
         "n_channels": int(signals.shape[0]),
@@ -223,7 +231,7 @@ def build_cache(config: Config, progress: bool = True, plain_lines: bool = False
             continue
         stems[edf.stem] = edf
         sidecar = root / "recordings" / f"{edf.stem}.json"
-        if _is_current(sidecar, edf, data):
+        if _is_current(sidecar, edf, data, found.corpus):
             reused.append(edf.stem)
             continue
         try:

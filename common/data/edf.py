@@ -437,6 +437,15 @@ def read_edf(path: str | Path, montage: str, interpolate: Sequence[str] = INTERP
         except Exception as err:  # MNE's errors are ValueError, RuntimeError, struct errors...
             raise EDFError(f"{path}: MNE cannot read it ({type(err).__name__}: {err}); {_FIX}") from None
         data = raw.get_data()  # (len(selected), N) volts
+    # MNE counts the data records by the file's size; the EDF's count is the header's (a file
+    # longer than it announces holds bytes no record describes: CHB-MIT's chb17b_69 is one,
+    # pyedflib issue 17). Those are not read as signal.
+    announced = header.n_records * header.samples_per_record[needed[0]]
+    if data.shape[1] > announced:
+        extra = data.shape[1] - announced
+        data = data[:, :announced]
+        repairs = [*repairs, f"{extra / header.sfreq(needed[0]):g} s of data past the header's "
+                             f"{header.n_records} data records left out (the file is longer than its header says)"]
     if data.shape[0] != len(selected):
         raise EDFError(
             f"{path}: MNE returned {data.shape[0]} signals for {len(selected)} requested "

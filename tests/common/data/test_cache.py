@@ -149,6 +149,9 @@ def test_rebuild_reuses_and_a_config_change_rebuilds(tmp_path, corpus_dir):
     assert not stale.exists() and fresh.exists()
     changed = _config(tmp_path, "preprocess.notch_hz=50")
     assert cache_path(changed) != cache_path(config)
+    # a tightened duration check checks every recording again (it decided which were cached)
+    for tightened in ("data.label_duration_tolerance_seconds=0.5", "data.clock_duration_tolerance_seconds=5"):
+        assert cache_path(_config(tmp_path, tightened)) != cache_path(config)
     rebuilt = build_cache(changed, progress=False)
     assert len(rebuilt.built) == 4
 

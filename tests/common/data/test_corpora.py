@@ -434,6 +434,29 @@ def test_a_chbmit_recording_no_file_speaks_for_is_seizure_free_only_as_the_confi
         load_config(None, ["data.chbmit_unlisted=yes"])
 
 
+
+def test_a_summary_put_beside_a_recording_its_seizures_file_labelled_is_checked_against_it(tmp_path, recording):
+    """A build read chb01_03's labels from its .seizures file alone; its chbNN-summary.txt added
+    since must agree with it, as in a fresh build. The cache reused the recording: it watched only
+    the files it had read, and a summary appearing was none of them."""
+    folder = tmp_path / "chbmit" / "chb01"
+    recording(folder / "chb01_03.edf", seconds=20, names={name: name for name in BIPOLAR23}, csv_bi=False)
+    _wfdb_seizure(folder / "chb01_03.edf.seizures", onset=5 * SFREQ, length=3 * SFREQ)
+    config = config_for(tmp_path, folder.parent, "data.montage=bipolar", "model.montage=bipolar",
+                        "data.split.dev_fraction=0")
+    assert prepare(config, progress=False).build.built == ["chb01_03"]
+    (folder / "chb01-summary.txt").write_text("File Name: chb01_03.edf\nNumber of Seizures in File: 1\n"
+                                              "Seizure Start Time: 12 seconds\nSeizure End Time: 15 seconds\n")
+    build = prepare(config, progress=False).build
+    assert build.built == build.reused == []
+    assert "chb01-summary.txt says seizures [(12.0, 15.0)] s, chb01_03.edf.seizures says [(5.0, 8.0)] s" in (
+        build.skipped[0]["reason"])
+    (folder / "chb01-summary.txt").write_text("File Name: chb01_03.edf\nNumber of Seizures in File: 1\n"
+                                              "Seizure Start Time: 5 seconds\nSeizure End Time: 8 seconds\n")
+    assert prepare(config, progress=False).build.built == ["chb01_03"]  # they agree: read from both
+    assert prepare(config, progress=False).build.reused == ["chb01_03"]
+
+
 def test_chbmit_and_siena_corpora_build_with_their_own_labels(tmp_path, recording):
     """The issue's chb05_06: labelled background before (its seizure at 417-532 s), now seizure."""
     bipolar = {name: f"{name}" for name in BIPOLAR23}

@@ -435,3 +435,21 @@ def test_real_chbmit_header(SHARED):
 def test_real_tusz_is_not_bipolar(SHARED):
     with pytest.raises(EDFError, match="needs T7-FT9, FT9-FT10, FT10-T8"):
         read_edf(SHARED / "format_stubs/tusz/aaaaaool_s004_t001.edf", "bipolar")
+
+
+def test_bytes_past_the_headers_records_are_not_read_as_signal(tmp_path, write_edf, tusz_signals):
+    """The header's record count is the EDF's (Kemp et al. 1992); MNE counted the records by the
+    file's size and read 3 records of junk appended to a 10 s file as 3 s more signal."""
+    signals = tusz_signals(10, SFREQ)
+    path = write_edf(tmp_path / "long.edf", signals, SFREQ)
+    header = read_header(path)
+    record_bytes = 2 * sum(header.samples_per_record)
+    with path.open("ab") as handle:
+        handle.write(b"\x00\x7f" * (record_bytes // 2) * 3 + b"xyz")  # 3 records and 3 stray bytes
+    assert read_header(path).n_records == 10
+    rec = read_edf(path, "ref19")
+    assert rec.duration_seconds == 10.0
+    assert rec.repairs == ("3 s of data past the header's 10 data records left out (the file is longer than its "
+                           "header says)",)
+    step = np.ptp(signals["EEG FP1-REF"]) / 65535
+    np.testing.assert_allclose(rec.signals_uv[0], signals["EEG FP1-REF"], atol=step)
