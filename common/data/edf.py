@@ -438,8 +438,8 @@ def read_edf(path: str | Path, montage: str, interpolate: Sequence[str] = INTERP
             raise EDFError(f"{path}: MNE cannot read it ({type(err).__name__}: {err}); {_FIX}") from None
         data = raw.get_data()  # (len(selected), N) volts
     # MNE counts the data records by the file's size; the EDF's count is the header's (a file
-    # longer than it announces holds bytes no record describes: CHB-MIT's chb17b_69 is one,
-    # pyedflib issue 17). Those are not read as signal.
+    # longer than it announces holds bytes no record describes; pyedflib's issue 17 met a CHB-MIT
+    # file of chb17b larger than its header implies). Those are not read as signal.
     announced = header.n_records * header.samples_per_record[needed[0]]
     if data.shape[1] > announced:
         extra = data.shape[1] - announced
