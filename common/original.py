@@ -180,17 +180,25 @@ def _shape(t) -> tuple[int, ...]:
 # the original's windows: fixed in its schema (data.window_size and sampling_rate are Literals,
 # original_spec.md §3.11), whatever its checkpoint's own data section says
 ORIGINAL_WINDOW_SECONDS, ORIGINAL_SFREQ = 60.0, 256
+ORIGINAL_RESAMPLE = "fft"
 
 
 def window_notes(config: Config) -> tuple[str, ...]:
-    """A note where `config` windows the EEG otherwise than every original checkpoint was trained."""
+    """A note where `config` windows or resamples the EEG otherwise than every original checkpoint
+    was trained."""
     window, sfreq = config.data.window_seconds, config.preprocess.sfreq
-    if (window, sfreq) == (ORIGINAL_WINDOW_SECONDS, ORIGINAL_SFREQ):
-        return ()
-    return (f"the original trains on {ORIGINAL_WINDOW_SECONDS:g} s windows at {ORIGINAL_SFREQ} Hz (fixed in its "
-            f"schema); the config in force cuts {window:g} s windows at {sfreq} Hz: --set "
-            f"data.window_seconds={ORIGINAL_WINDOW_SECONDS:g} --set preprocess.sfreq={ORIGINAL_SFREQ} runs it as "
-            "trained",)
+    notes = []
+    if (window, sfreq) != (ORIGINAL_WINDOW_SECONDS, ORIGINAL_SFREQ):
+        notes.append(f"the original trains on {ORIGINAL_WINDOW_SECONDS:g} s windows at {ORIGINAL_SFREQ} Hz (fixed in "
+                     f"its schema); the config in force cuts {window:g} s windows at {sfreq} Hz: --set "
+                     f"data.window_seconds={ORIGINAL_WINDOW_SECONDS:g} --set preprocess.sfreq={ORIGINAL_SFREQ} runs "
+                     "it as trained")
+    if config.preprocess.resample != ORIGINAL_RESAMPLE:
+        notes.append(f"the original resamples with the FFT (scipy.signal.resample, original_spec.md 1.5); "
+                     f"preprocess.resample is {config.preprocess.resample}, which differs near each recording's "
+                     f"ends where its rate is not {sfreq} Hz: --set preprocess.resample={ORIGINAL_RESAMPLE} reads "
+                     "the EEG as the original did")
+    return tuple(notes)
 
 
 def config_notes(config: ModelConfig) -> tuple[str, ...]:

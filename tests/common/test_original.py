@@ -199,6 +199,13 @@ def test_windows_other_than_the_originals_are_noted(tmp_path, state):
     for config in (None, FULL, load_config(FULL)):  # a file, or a training run's own config (--init-from)
         assert not any(n.startswith("the original trains on") for n in read_weights(path, config, _shapes).notes)
     assert note in read_weights(path, load_config(DEFAULT), _shapes).notes
+    # the original resampled with the FFT; ours defaults to polyphase
+    resampled = [n for n in read_weights(path, FULL, _shapes).notes if n.startswith("the original resamples")]
+    assert resampled == ["the original resamples with the FFT (scipy.signal.resample, original_spec.md 1.5); "
+                         "preprocess.resample is polyphase, which differs near each recording's ends where its rate "
+                         "is not 256 Hz: --set preprocess.resample=fft reads the EEG as the original did"]
+    fft = load_config(FULL, ["preprocess.resample=fft"])
+    assert not any(n.startswith("the original resamples") for n in read_weights(path, fft, _shapes).notes)
 
 
 @pytest.mark.parametrize(("training", "expected"), [
