@@ -178,9 +178,11 @@ def read_header(path: str | Path) -> EDFHeader:
 
 def _number(raw: bytes) -> float | None:
     """A header field's number; None for text that is none, and for `nan` or `inf`, which Python
-    reads as floats but which scale no sample (NaN even passes a min == max check)."""
+    reads as floats but which scale no sample (NaN even passes a min == max check). A decimal
+    comma (`-5000,0`, written by exporters in a comma locale) is a decimal point, as MNE reads it
+    when it scales the samples."""
     try:
-        value = float(raw.strip())
+        value = float(raw.strip().replace(b",", b"."))
     except ValueError:
         return None
     return value if math.isfinite(value) else None

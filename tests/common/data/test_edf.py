@@ -392,6 +392,21 @@ def test_physical_min_equal_max_and_a_non_number_are_refused(tmp_path, write_edf
     assert "'EEG C3-REF' physical min/max not numbers" in msg and "'EEG C4-REF' physical min/max not numbers" in msg
 
 
+
+def test_a_decimal_comma_in_the_calibration_is_a_decimal_point(tmp_path, write_edf, tusz_signals):
+    """Exporters in a comma locale write `-3000,5`; MNE reads it as -3000.5 when it scales the
+    samples, and the header check refused the file as 'not numbers'."""
+    path = write_edf(tmp_path / "point.edf", tusz_signals(4, SFREQ), SFREQ)
+    header = read_header(path)
+    point = read_edf(path, "ref19").signals_uv
+    n, data = len(header.labels), path.read_bytes()
+    for column in (PHYSICAL_MIN, PHYSICAL_MAX):  # signal 0's fields as written, with a comma
+        text = data[256 + column * n : 256 + column * n + 8].decode().strip()
+        assert "." in text
+        _set_signal_field(path, header.labels[0], column, text.replace(".", ","))
+    assert read_header(path).physical[0] == header.physical[0]
+    np.testing.assert_array_equal(read_edf(path, "ref19").signals_uv, point)
+
 # ----------------------------------------------------------------------------------------------
 # real files (../shared/data); their format_stubs signals are random, so names/rates/durations only
 
