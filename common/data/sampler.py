@@ -6,6 +6,9 @@ partial-seizure window, plus ⌊full_ratio·P⌋ full-seizure and ⌊background_
 windows drawn without replacement (P = number of partial windows), capped at what exists. Unlike
 the original, the draw is repeated every epoch from (seed, epoch), so the background windows a
 run sees change from epoch to epoch and a resumed run sees exactly what an uninterrupted one did.
+Training batches are full: an epoch is ⌊N/B⌋ of them, the last N mod B rows (fewer than a batch,
+a different draw each epoch) left out, where the original's DataLoader (drop_last False) ran a
+short last batch: a batch's loss is then always a mean over B windows.
 """
 
 from __future__ import annotations
