@@ -354,6 +354,15 @@ def _neutral_config(metadata: dict, config_path: ConfigSource, path: Path) -> tu
     return config, notes, (*("postprocess",) * (postprocess is not None), *("loss",) * (loss is not None))
 
 
+def _run_config_note(path: Path, config_path: ConfigSource) -> list[str]:
+    """A config file given beside a training checkpoint or NaN dump, which carries its run's whole
+    config: say that that one counts."""
+    if not isinstance(config_path, str | Path):
+        return []
+    return [f"{path} carries its training run's whole config, which is used; {config_path} is not (change a field "
+            "of the run's with --set FIELD=VALUE)"]
+
+
 def _own_model_note(path: Path, config_path: ConfigSource, model: ModelConfig) -> list[str]:
     """A config file given beside weights that carry their own model: say which one counts."""
     if not isinstance(config_path, str | Path) or _load(config_path).model == model:
@@ -480,7 +489,7 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
                                   f"`python -m parity.convert {step} OUT.safetensors`")
         meta = jaxbrr_meta(step)
         return Weights(config_from_dict(meta["config"], source=f"{step}/meta"), read_neutral(neutral), "jaxbrr",
-                       step, meta=meta)
+                       step, meta=meta, notes=_run_config_note(step, config_path))
     if located.kind == "safetensors" and is_neutral(path):
         metadata = read_neutral_metadata(path)
         notes, own_sections = [], ()
@@ -491,18 +500,25 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
             config = _needs_config(path, config_path, "this weights file")
         return Weights(config, read_neutral(path), "safetensors", path, notes=notes, own_sections=own_sections)
     if located.kind == "nan_dump":
-        record = json.loads((path / "nan.json").read_text())
+        try:
+            record = json.loads((path / "nan.json").read_text())
+        except ValueError as error:
+            raise CheckpointError(f"{path / 'nan.json'}: not whole JSON ({error}): the dump is incomplete (a run "
+                                  "killed while writing it, or a copy cut short); read its model.pt with the run's "
+                                  "config, or copy it again") from None
         if not (path / "model.pt").is_file():
             raise CheckpointError(f"{path}: a NaN dump with neither checkpoint/ (jaxbrr) nor model.pt (torchref)")
         config = config_from_dict(record["config"], source=str(path / "nan.json"))
-        return Weights(config, _arrays(read_pt(path / "model.pt"), path), "nan_dump", path)
+        return Weights(config, _arrays(read_pt(path / "model.pt"), path), "nan_dump", path,
+                       notes=_run_config_note(path, config_path))
     try:
         saved = read_safetensors(path) if located.kind == "safetensors" else read_pt(path)
     except PtError as error:
         raise CheckpointError(str(error)) from None
     if is_torchref_checkpoint(saved):
         config = config_from_dict(saved["meta"]["config"], source=str(path))
-        return Weights(config, _arrays(saved["model"], path), "torchref", path, meta=saved["meta"])
+        return Weights(config, _arrays(saved["model"], path), "torchref", path, meta=saved["meta"],
+                       notes=_run_config_note(path, config_path))
     try:
         found = original.original_state(saved)
     except ValueError as error:

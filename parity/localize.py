@@ -103,6 +103,7 @@ from parity.problem import (
     read_batch,
     runs_whole_model,
     select_windows,
+    suspect_windows,
     window_length_note,
 )
 from parity.report import Report, float32_precision, format_report, plot_report, write_json
@@ -497,18 +498,6 @@ def pe_not_unique(eigh: dict) -> str:
 # CLI
 
 
-def suspect_windows(problem: Problem, extreme: float) -> list[int]:
-    """The windows whose data is bad as given: NaN/Inf in x or the labels, or |x| beyond `extreme`
-    σ, by their index in the batch as given (Problem.windows); decided from the batch alone,
-    before anything runs."""
-    x, y = problem.batch.x, problem.batch.y
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(x).all(axis=(1, 2)) | (np.abs(x) > extreme).any(axis=(1, 2))
-    if y is not None:
-        bad |= ~np.isfinite(y).all(axis=1)
-    return [problem.windows[i] if problem.windows else int(i) for i in np.flatnonzero(bad)]
-
-
 def out_of_memory_advice(error: BaseException, problem: Problem | None) -> str | None:
     """The one-line answer to XLA's or torch's out-of-memory error (full size, long windows, a
     CPU), or None for any other error. `problem` is None when reading the inputs ran out."""
@@ -600,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch is not None and args.checkpoint is None:
         parser.error("--batch goes with --checkpoint: a --dump holds its own batch (batch.npz); "
                      "a --scenario makes its own")
+    if args.config is not None and args.dump is not None:
+        parser.error("--config goes with --checkpoint: a --dump holds its run's own config (nan.json); "
+                     "change a field of it with --set FIELD=VALUE")
     say = StatusLines()
     problem = None
     try:
@@ -621,17 +613,19 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 if args.batch is None:
                     parser.error("--checkpoint needs --batch BATCH.npz")
-                config, weights, names = load_checkpoint(args.checkpoint, args.config)
                 notes: list[str] = []
+                config, weights, names, kind = load_checkpoint(args.checkpoint, args.config, notes)
                 batch = read_batch(args.batch, notes)
                 problem = Problem(config, weights, batch, f"checkpoint {args.checkpoint}, batch {args.batch}",
-                                  notes=notes, checkpoint_names=names)
+                                  notes=notes, checkpoint_names=names, kind=kind)
                 fix = CHECKPOINT_CONFIG_FIX
             as_loaded = problem.config
             problem.config = with_overrides(problem.config, args.set, problem.source)
             changed = config_differences(config_to_dict(problem.config), config_to_dict(as_loaded))
             if changed:  # the notes printed on loading describe the config as read
-                print("note: --set changes the config those notes describe:\n  " + difference_lines(changed, "read"))
+                note = "--set changes the config those notes describe:\n  " + difference_lines(changed, "read")
+                print(f"note: {note}")
+                problem.notes.append(note)
         if args.set:
             problem.source += f" with --set {' '.join(args.set)}"
         if not args.scenario:

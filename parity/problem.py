@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class Problem:
     # a NaN dump's run: its last train records before the failing step (WORKDIR/metrics.jsonl), and that file
     history: list[dict] = field(default_factory=list)
     history_file: str = ""
+    kind: str = ""  # the checkpoint's kind (common/checkpoints.py: original, torchref, jaxbrr, ...); "" for a scenario
 
 
 def runs_whole_model(problem: Problem, dtypes: list[str], dtypes_given: bool) -> list[str]:
@@ -114,10 +116,22 @@ def _read_batch_file(path: Path, notes: list[str]) -> dict:
         try:
             data = np.load(path)
             return {"x": data} if isinstance(data, np.ndarray) else dict(data)
-        except (OSError, ValueError) as error:
-            raise LocalizeError(f"{path}: not a readable {path.suffix} ({error}); save one with "
-                                "np.savez(path, x=..., y=...)") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # a file cut short: the last two
+            raise LocalizeError(f"{path}: not a readable {path.suffix} ({type(error).__name__}: {error}): a copy "
+                                "that stopped short? Copy it again, or save one with np.savez(path, x=..., y=...)") from None
     raise LocalizeError(f"{path}: not a batch file this reads; pass {BATCH_FORMATS}")
+
+
+def suspect_windows(problem: Problem, extreme: float) -> list[int]:
+    """The windows whose data is bad as given: NaN/Inf in x or the labels, or |x| beyond `extreme`
+    σ, by their index in the batch as given (Problem.windows); decided from the batch alone,
+    before anything runs."""
+    x, y = problem.batch.x, problem.batch.y
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(x).all(axis=(1, 2)) | (np.abs(x) > extreme).any(axis=(1, 2))
+    if y is not None:
+        bad |= ~np.isfinite(y).all(axis=1)
+    return [problem.windows[i] if problem.windows else int(i) for i in np.flatnonzero(bad)]
 
 
 def read_batch(path: Path, notes: list[str] | None = None) -> Batch:
@@ -276,19 +290,34 @@ def load_dump(path: Path) -> Problem:
     state from before the step (jaxbrr checkpoint/ or torchref model.pt)."""
     record_path = path / "nan.json"
     if not record_path.is_file():
-        raise LocalizeError(f"{path}: not a NaN dump (no nan.json); training writes them to WORKDIR/nan/step_N")
-    record = json.loads(record_path.read_text())
+        partial = path.with_name(path.name + ".tmp")
+        why = (f"{partial} is one a run was writing when it stopped: its model.pt and batch.npz, where whole, "
+               "localize with --checkpoint and --batch" if partial.is_dir() else
+               "no such folder" if not path.exists() else "no nan.json")
+        raise LocalizeError(f"{path}: not a NaN dump ({why}); training writes them to WORKDIR/nan/step_N")
+    record = read_dump_record(record_path)
     notes: list[str] = []
     batch = read_batch(path / "batch.npz", notes)
     batch.pos_weight = float(record.get("pos_weight", 1.0))
-    config, weights, names = load_checkpoint(path, None)
+    config, weights, names, kind = load_checkpoint(path, None, notes)
     check_batch_shape(config, batch, str(path))
     why = record.get("why") or record.get("error") or ""
     sources = [f"{stem} from {start:g} s" for stem, start in record["windows"]] if "windows" in record else None
     metrics = path.parent.parent / METRICS_FILE  # WORKDIR/nan/step_N -> WORKDIR/metrics.jsonl
     return Problem(config, weights, batch, f"dump {path} (step {record.get('step')}: {why})".strip(), notes=notes,
                    checkpoint_names=names, sources=sources, history=run_history(metrics, record.get("step")),
-                   history_file=str(metrics) if metrics.is_file() else "")
+                   history_file=str(metrics) if metrics.is_file() else "", kind=kind)
+
+
+def read_dump_record(path: Path) -> dict:
+    """A dump's nan.json; LocalizeError naming it when it is not whole JSON (a run killed while
+    writing it, or a copy cut short)."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise LocalizeError(f"{path}: not whole JSON ({error}): the dump is incomplete (a run killed while writing "
+                            "it, or a copy cut short); localize its model.pt or checkpoint/ with --checkpoint and "
+                            "its batch.npz with --batch, or copy it again") from None
 
 
 def run_history(metrics: Path, step: int | None) -> list[dict]:
@@ -301,10 +330,12 @@ def run_history(metrics: Path, step: int | None) -> list[dict]:
     return records[-HISTORY_SHOWN:]
 
 
-def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[str, np.ndarray], dict[str, str]]:
+def load_checkpoint(path: Path, config_path: str | None, notes: list[str] | None = None,
+                    ) -> tuple[Config, dict[str, np.ndarray], dict[str, str], str]:
     """Neutral weights and config of any kind (parity.convert.read_any: common/checkpoints.py,
-    and orbax for a jaxbrr checkpoint without its neutral copy), and the names the checkpoint
-    spells its weights by where they differ (Problem.checkpoint_names); what it ignored is printed."""
+    and orbax for a jaxbrr checkpoint without its neutral copy), the names the checkpoint spells
+    its weights by where they differ (Problem.checkpoint_names), and its kind; what it ignored or
+    assumed is printed and added to `notes` (the reports keep what the console said)."""
     from parity.convert import read_any
 
     try:
@@ -313,4 +344,6 @@ def load_checkpoint(path: Path, config_path: str | None) -> tuple[Config, dict[s
         raise LocalizeError(str(error)) from None
     for note in weights.notes:
         print(f"note: {note}")
-    return weights.config, weights.arrays, weights.spelled
+    if notes is not None:
+        notes += weights.notes
+    return weights.config, weights.arrays, weights.spelled, weights.kind

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from common.files import save_figure, write_text
-from common.shown import shown_lines
+from common.shown import shown_inline, shown_lines
 from parity.growth import Growth
-from parity.problem import Problem, batch_hash
+from parity.problem import Problem, batch_hash, suspect_windows
 from parity.runs import Batch
 from parity.verdicts import BACKWARD, PARAMETERS, WEIGHTS_FIX, Finding, TapRow, arbitrated_dtype
 from torchref.precision import FULL_FLOAT32, TRITON_F32, set_triton_f32
@@ -256,6 +256,8 @@ def next_step(report: Report) -> str:
     if growth is not None and growth.diverged and report.verdict in DIVERGED_VERDICTS:
         return NEXT_STEPS["DIVERGED"].format(median=growth.median, lr=report.problem.config.train.lr,
                                              scale=growth.typical_init)
+    if report.verdict in ("MODEL", "PRECISION") and "float64" not in report.dtypes:
+        return NEXT_STEPS["UNARBITRATED"].format(row=row, dtypes=",".join(report.dtypes))
     # a NaN the eigh gradient makes comes first: a non-unique PE born before it is no NaN
     eigh_nan = any(f.verdict == "MODEL" and f.row in EIGH_GRADIENT_ROWS for f in report.findings)
     if (eigh_nan or report.verdict == "MODEL" and row in EIGH_GRADIENT_ROWS) and config is not None \
@@ -263,19 +265,51 @@ def next_step(report: Report) -> str:
         return (f"the eigh gradient is undefined where eigenvalues repeat: set model.stability.pe_gradient=safe "
                 f"(now {config.stability.pe_gradient}) and check it here with --set model.stability.pe_gradient=safe")
     if report.verdict == "MODEL" and detail.startswith("the PE is not unique"):  # verdicts.classify's
-        return NEXT_STEPS["PE_NOT_UNIQUE"]
+        return NEXT_STEPS["PE_NOT_UNIQUE"] + _not_the_originals_math(report)
     if report.verdict == "DATA" and not any(row.bad(run) for row in report.rows for run in row.nonfinite):
-        return NEXT_STEPS["DATA_FINITE"]  # out of range, yet no NaN came of it here
+        return NEXT_STEPS["DATA_FINITE"] + _not_the_originals_math(report)  # out of range, yet no NaN came of it
+    if report.verdict == "DATA" and report.problem.batch is not None:
+        bad = suspect_windows(report.problem, report.extreme)
+        others = [w for w in report.problem.windows or range(len(report.problem.batch.x)) if w not in bad]
+        if others:  # one bad window makes every gradient non-finite (the loss is their mean)
+            return NEXT_STEPS["DATA_SOME"].format(bad=shown_inline(bad), others=",".join(map(str, others)))
+    if report.verdict == "CLEAN" and report.problem.kind == "original":
+        return NEXT_STEPS["CLEAN_ORIGINAL"] + _not_the_originals_math(report)
     if report.verdict == "PRECISION" and "float32" in detail.partition("non-finite at ")[2]:
         return NEXT_STEPS["PRECISION_FLOAT32"].format(row=row)
     return NEXT_STEPS[report.verdict].format(row=row)
 
 
+
+def _not_the_originals_math(report: Report) -> str:
+    """For an original checkpoint run with model.stability other than the original's (guards
+    original, pe_gradient full): the --set that runs its math, which a verdict of no NaN says
+    nothing about (common/original.py config_notes says so on loading)."""
+    config = getattr(report.problem.config, "model", None)
+    if report.problem.kind != "original" or config is None:
+        return ""
+    stability = config.stability
+    sets = [f"--set model.stability.{field}={value}" for field, value in (("guards", "original"),
+            ("pe_gradient", "full")) if getattr(stability, field) != value]
+    if not sets:
+        return ""
+    return (f". This ran with model.stability guards {stability.guards}, pe_gradient {stability.pe_gradient}, "
+            f"not the original's: {' '.join(sets)} runs the math it trained with")
+
 # verdict -> what to do about it ({row}: where it was born), and the cases of a verdict that want
 # other advice (next_step)
 NEXT_STEPS = {
     "DATA": "fix or leave out the recording the bad windows come from (python -m jaxbrr.data inspect EDF shows how "
-            "it reads): the model is not at fault, and no change to it is needed",
+            "it reads): the NaN here is the data's, not the model's",
+    "DATA_SOME": "fix or leave out the recording that windows {bad} come from (python -m jaxbrr.data inspect EDF "
+                 "shows how it reads). One bad window makes every gradient non-finite (the loss is a mean over "
+                 "windows), which hides what the model does on the others: --windows {others} localizes them alone",
+    "UNARBITRATED": "both frameworks are non-finite at {row} in {dtypes}, and no float64 run says whether the math "
+                    "is undefined there (MODEL) or the values leave the precision's range (PRECISION): run it again "
+                    "with --dtype float64,{dtypes}",
+    "CLEAN_ORIGINAL": "nothing to fix in this batch with these weights: a NaN met in training came from another "
+                      "batch, or from a train-mode step's dropout; localize the batch the original saved at the "
+                      "step that failed (debug/bad_batch_<step>.pt) with the last checkpoint saved before it",
     "DATA_FINITE": "the batch is bad as given (the verdict line), yet every run stayed finite on it with these weights: "
                    "fix or leave out that recording if its values are artefacts (python -m jaxbrr.data inspect EDF "
                    "shows how it reads); a NaN met in training came from elsewhere (another batch, or a train-mode "

@@ -262,6 +262,50 @@ def test_a_half_precision_stage_one_side_computes_wrongly_is_framework():
     assert _verdict(_runs(both_far, dtypes=dtypes))[2] == ("CLEAN",)
 
 
+def test_a_float32_nan_on_one_side_only_is_the_frameworks():
+    """Finite at float64 on both sides and in torch's float32: the values stay in float32's range
+    there, so jax's float32 computation is what leaves it (it was PRECISION, whose advice says the
+    values leave the range)."""
+    def edit(framework, dtype, run):
+        if framework == "jax" and dtype == "float32":
+            run.taps["tcn"][1] = math.inf
+    rows, findings, verdict = _verdict(_runs(edit))
+    assert verdict == ("FRAMEWORK", "tcn", "jax")
+    assert findings[0].detail.startswith("jax only, at float32: finite at float64 on both sides and in torch's float32")
+
+
+def test_without_a_float64_run_model_and_precision_are_not_told_apart():
+    """Both sides non-finite at float32 with no float64 run: the math (MODEL) or the range
+    (PRECISION), which only float64 decides; the verdict says so, and so does the advice."""
+    dtypes = ("float32", "bfloat16")
+    rows, findings, verdict = _verdict(_runs(_poison("tcn", math.inf), dtypes=dtypes))
+    assert verdict == ("MODEL", "tcn", "both")
+    assert findings[0].detail == ("both frameworks non-finite at float32 (no float64 run: MODEL and PRECISION cannot "
+                                  "be told apart; --dtype float64,float32 tells them)")
+    problem = problem_lib.Problem(None, {}, problem_lib.Batch(_runs()[0].taps["input"]), "b.npz")
+    report = report_lib.Report(problem, list(dtypes), rows, findings, [], {}, {}, 10.0)
+    assert report_lib.next_step(report) == (
+        "both frameworks are non-finite at tcn in float32,bfloat16, and no float64 run says whether the math is "
+        "undefined there (MODEL) or the values leave the precision's range (PRECISION): run it again with --dtype "
+        "float64,float32,bfloat16")
+
+
+def test_a_nan_outranks_a_pe_that_is_not_unique_born_before_it():
+    """A finite PE that is not unique is a MODEL row with no NaN; it was the verdict over the NaN
+    born after it (the eigh gradient's, on a flat batch with pe_gradient full)."""
+    stages = {"input": ("x",), "pe": ("input",), "logits": ("pe",)}
+
+    def edit(framework, dtype, run):
+        for tree in (run.taps, run.cotangents):
+            tree["pe"] = tree.pop("tcn")
+        if framework == "jax":
+            run.taps["pe"] = run.taps["pe"][..., ::-1].copy()
+        run.cotangents["input"][:] = math.nan  # every run: born at ∂input, ∂pe finite
+    rows = tap_rows(_runs(edit), stages, {"tcn": "pe", "head": "logits"}, extreme=10.0,
+                    ambiguous_pe="the PE is not unique")
+    assert [(f.verdict, f.row) for f in find(rows)] == [("MODEL", "∂input"), ("MODEL", "pe")]
+
+
 def test_a_nan_outranks_an_earlier_drift_and_drift_is_born_per_dtype():
     def edit(framework, dtype, run):
         if framework == "jax" and dtype == "float32":
@@ -367,7 +411,8 @@ def test_the_next_step_fits_the_case(verdict, row, detail, pe_gradient, starts):
 
     config = load_config(scenarios.TINY, [f"model.stability.pe_gradient={pe_gradient}"])
     first = SimpleNamespace(verdict=verdict, row=row, detail=detail)
-    report = SimpleNamespace(verdict=verdict, first=first, findings=[first], problem=SimpleNamespace(config=config))
+    report = SimpleNamespace(verdict=verdict, first=first, findings=[first], dtypes=["float64", "float32"],
+                             problem=SimpleNamespace(config=config, kind=""))
     assert report_lib.next_step(report).startswith(starts)
     # a non-unique PE first, then the eigh gradient's NaN (a dump of pe_gradient: full, top_k: 1): the NaN's fix
     report.findings = [first, SimpleNamespace(verdict="MODEL", row="∂adjacency", detail="both frameworks non-finite")]
@@ -413,6 +458,40 @@ def test_data_is_blamed_for_a_nan_only_where_one_came(tcn_nan):
     advice = report_lib.next_step(report)
     assert advice.startswith("fix or leave out the recording") == tcn_nan
     assert advice.startswith("the batch is bad as given (the verdict line), yet every run stayed finite") != tcn_nan
+
+
+def test_bad_data_in_some_windows_points_at_the_others():
+    """One bad window makes every gradient non-finite (the loss is their mean) and hides what the
+    model does on the others: the advice names them with --windows, where it said the model was not
+    at fault."""
+    runs = ("torch/float64", "jax/float64")
+    x = np.zeros((3, 19, 512), np.float32)
+    x[1, 2, 3] = math.nan
+    rows = [TapRow("input", "forward", x.shape, {r: (1, 0) for r in runs}, {}, data_nonfinite=(1, 0)),
+            TapRow("∂tcn", "backward", (3, 8), {r: (24, 0) for r in runs}, {}, upstream=("input",))]
+    classify(rows, ["float64"], extreme=10.0)
+    for windows, expected in ((None, "--windows 0,2 localizes them alone"), ([4, 7, 9], "--windows 4,9 localizes")):
+        problem = problem_lib.Problem(None, {}, problem_lib.Batch(x), "hand-made", windows=windows)
+        report = report_lib.Report(problem, ["float64"], rows, find(rows), [], {}, {}, 10.0)
+        assert report.verdict == "DATA"
+        assert expected in report_lib.next_step(report)
+
+
+def test_an_original_checkpoint_not_run_as_the_original_says_how_to(tmp_path):
+    """No NaN here, with stability other than the original's: that says nothing about the NaN the
+    original met; the advice names the --set that runs its math, and the batch it saved."""
+    from types import SimpleNamespace
+
+    config = load_config(scenarios.TINY, ["model.stability.guards=none", "model.stability.pe_gradient=safe"])
+    report = SimpleNamespace(verdict="CLEAN", first=None, findings=[], dtypes=["float64"],
+                             problem=SimpleNamespace(config=config, kind="original", batch=None))
+    advice = report_lib.next_step(report)
+    assert advice.startswith("nothing to fix in this batch with these weights") and "debug/bad_batch_<step>.pt" in advice
+    assert advice.endswith("This ran with model.stability guards none, pe_gradient safe, not the original's: --set "
+                           "model.stability.guards=original --set model.stability.pe_gradient=full runs the math it "
+                           "trained with")
+    report.problem.kind = "torchref"
+    assert "This ran with" not in report_lib.next_step(report)
 
 
 def test_eigh_degenerate_names_the_eigh_backward_and_every_degenerate_graph(reports):
@@ -663,6 +742,23 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, capsys):
     assert "pass --config" in capsys.readouterr().err
     assert localize.main(["--dump", str(tmp_path)]) == 2
     assert "no nan.json" in capsys.readouterr().err
+    # a dump cut short: its nan.json, its batch; a dump a killed run left as .tmp
+    cut = tmp_path / "nan" / "step_000009"
+    cut.mkdir(parents=True)
+    (cut / "nan.json").write_text('{"step": 9, "config": {"na')
+    assert localize.main(["--dump", str(cut)]) == 2
+    assert f"{cut / 'nan.json'}: not whole JSON" in capsys.readouterr().err
+    cut.rename(cut.with_name("step_000009.tmp"))
+    assert localize.main(["--dump", str(cut)]) == 2
+    assert f"{cut}.tmp is one a run was writing when it stopped" in capsys.readouterr().err
+    np.savez(tmp_path / "whole.npz", x=np.zeros((1, 19, 64), np.float32))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "whole.npz").read_bytes()[:200])
+    with pytest.raises(problem_lib.LocalizeError, match=r"cut.npz: not a readable .npz \(BadZipFile: .*\): a copy "
+                                                        "that stopped short"):
+        problem_lib.read_batch(tmp_path / "cut.npz")
+    with pytest.raises(SystemExit):  # a dump holds its run's config
+        localize.main(["--dump", str(cut), "--config", "configs/tiny.yaml"])
+    assert "--config goes with --checkpoint" in capsys.readouterr().err
     with pytest.raises(problem_lib.LocalizeError, match="none of x, input, windows"):
         problem_lib.read_batch(tmp_path / "nox.npz")
     # the batch's shape against the config's, before any model is built

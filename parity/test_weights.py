@@ -9,6 +9,7 @@ training checkpoint (.pt: model, optimizer, meta), a torchref state dict (.pt), 
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import ml_dtypes
@@ -207,6 +208,14 @@ def test_weights_in_the_layouts_users_share_them_read_to_the_same_arrays(tmp_pat
     weights = read_weights(tmp_path / "torchref_own_key.pt", TINY)
     assert weights.notes == ["the model's weights read from its 'model' entry"]
     assert_bit_equal(weights.arrays, neutral(model), "torchref names under 'model'")
+    # torchref's trainer's checkpoint carries its run's whole config: a --config beside it is said to be unused
+    run = tmp_path / "torchref_run.pt"
+    torch.save({"model": model.state_dict(), "meta": {"config": config_to_dict(load_config(TINY))}}, run)
+    weights = read_weights(run, "configs/default.yaml")
+    assert weights.kind == "torchref" and weights.notes == [
+        f"{run} carries its training run's whole config, which is used; configs/default.yaml is not (change a field "
+        "of the run's with --set FIELD=VALUE)"]
+    assert read_weights(run, None).notes == []
 
     float_state = {key: value.float() for key, value in state.items()}
     torch.save({"model": float_state, "epoch": 3}, tmp_path / "own_key.pt")
@@ -376,8 +385,12 @@ def test_an_original_checkpoint_and_its_debug_batch_give_a_verdict(kinds, tmp_pa
     out = capsys.readouterr().out
     assert "VERDICT: DATA at input" in out
     # with the original's clamps: the batch is still the problem, whatever the input guard leaves
-    assert localize.main([*argv, "--set", "model.stability.guards=original"]) == 1
+    assert localize.main([*argv, "--set", "model.stability.guards=original", "--json", str(tmp_path / "r.json")]) == 1
     guarded = capsys.readouterr().out
+    notes = json.loads((tmp_path / "r.json").read_text())["notes"]  # the report keeps what the console said
+    assert all(f"note: {note}" in guarded for note in notes)
+    assert any(note.startswith("model.stability.guards = 'none'") for note in notes)
+    assert any(note.startswith("--set changes the config those notes describe") for note in notes)
     assert "model.stability.guards=original" in guarded and "VERDICT: DATA at input" in guarded
     # the notes on loading describe the config as read; what the --set changed in it is said after them
     assert "note: model.stability.guards = 'none'" in guarded

@@ -13,9 +13,11 @@ error of each side. Its verdict:
     DATA       the batch (the `input` tap) holds NaN/Inf or |x| > extreme (z-scored σ); a row
                non-finite only because a row it is computed from is DATA inherits DATA
     MODEL      non-finite on both sides at the highest precision run (float64): the math is
-               undefined there
-    FRAMEWORK  non-finite on one side only at the highest precision run: that side and its op
-    PRECISION  finite at the highest precision, non-finite at a lower one (on either side)
+               undefined there (without a float64 run, said to be unarbitrated)
+    FRAMEWORK  non-finite on one side only at the highest precision run, or, finite there on
+               both, on one side only at the highest lower precision that fails (the other
+               framework's same precision stays finite): that side and its op
+    PRECISION  finite at the highest precision, non-finite on both sides at a lower one
     DRIFT      all finite, but torch and jax differ beyond parity/tolerances.py (at float64, or
                at float32 where the float64 run names a side that drifted: tolerances.arbitrate)
     CLEAN      nothing to report. A float32 difference beyond tolerance where both sides are
@@ -334,11 +336,19 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
                                    "where jnp.clip's passes it on)")
             else:
                 lows = [d for d in dtypes[1:] if row.bad(f"torch/{d}") or row.bad(f"jax/{d}")]
-                sides = {s for d in lows for s in ("torch", "jax") if row.bad(f"{s}/{d}")}
-                row.verdict, row.side = "PRECISION", "both" if len(sides) == 2 else sides.pop()
-                row.detail = f"finite at {top}, non-finite at {', '.join(lows)} ({row.side})"
-            if len(dtypes) == 1:
-                row.detail += " (one dtype run: MODEL and PRECISION cannot be told apart)"
+                sides = [s for s in ("torch", "jax") if row.bad(f"{s}/{lows[0]}")]
+                if len(sides) == 1:  # the other framework computes it finitely at that precision too
+                    row.verdict, row.side = "FRAMEWORK", sides[0]
+                    other = "jax" if row.side == "torch" else "torch"
+                    row.detail = (f"{row.side} only, at {lows[0]}: finite at {top} on both sides and in {other}'s "
+                                  f"{lows[0]}, so the values stay in {lows[0]}'s range there and {row.side}'s "
+                                  "computation leaves it")
+                else:
+                    row.verdict, row.side = "PRECISION", "both"
+                    row.detail = f"finite at {top}, non-finite at {', '.join(lows)} (both)"
+            if top != "float64" and row.verdict in ("MODEL", "PRECISION"):
+                row.detail += (f" (no float64 run: MODEL and PRECISION cannot be told apart; --dtype float64,{top} "
+                               "tells them)")
             continue
         failing = [d for d, r in row.compare.items() if not r.passed and d in ("float32", "float64")]
         if failing == ["float32"] and row.drifted == "neither":
@@ -441,11 +451,15 @@ def weight_findings(weights: dict[str, np.ndarray], checkpoint_names: dict[str, 
 
 def find(rows: list[TapRow]) -> list[Finding]:
     """Born problems, non-finite ones first (a NaN is what one came for), each group in report
-    order, then the born DRIFT rows (the first DRIFT row when none is born and nothing else is:
+    order, then the born finite ones: DRIFT, and the PE that is not unique (a MODEL row with no
+    NaN, which ranked before a NaN born after it) (the first DRIFT row when none is born and nothing else is:
     every drift inherits from a row whose own difference stayed within tolerance); [] when CLEAN.
     The first finding is the verdict."""
-    nonfinite = [row for row in rows if row.born and row.verdict != "DRIFT"]
-    drifts = [row for row in rows if row.verdict == "DRIFT" and row.born]
+    def finite(row: TapRow) -> bool:  # a born problem with no NaN/Inf: a drift, or a PE that is not unique
+        return row.verdict in ("DRIFT", "MODEL") and not any(row.bad(run) for run in row.nonfinite)
+
+    nonfinite = [row for row in rows if row.born and not finite(row)]
+    drifts = [row for row in rows if row.born and finite(row)]
     if not drifts and not nonfinite:  # every drifting row inherits from another: report the first one
         drifts = [row for row in rows if row.verdict == "DRIFT"][:1]
     return [Finding(r.verdict, r.name, r.kind, r.side, r.detail, r.op) for r in nonfinite + drifts]
