@@ -42,6 +42,13 @@ from common.constants import (
 from torchref.ssm import SCANS, at_least_float32, selective_scan
 
 BACKENDS = ("torch", "cuda")
+# CUDA's limit on a grid's y and z dimensions (the CUDA C Programming Guide, compute capability
+# table: "maximum y- or z-dimension of a grid of thread blocks"). mamba_ssm 2.3.2's SSD kernels
+# launch batch × nchunks programs along y (ssd_chunk_scan.py _chunk_scan_fwd, ssd_chunk_state.py
+# _chunk_state_fwd, ssd_combined.py's backward); Triton passes the grid through unchecked, and
+# CUDA refuses the launch ("invalid argument"). The full-size edge stream at batch 8 asks for
+# 8·171 sequences × 60 chunks = 82080.
+CUDA_GRID_Y = 65535
 
 
 
@@ -54,6 +61,20 @@ def _init_like_torch_default(module: nn.Linear | nn.Conv1d, generator: torch.Gen
         fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
         bound = 1 / math.sqrt(fan_in)
         nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+
+
+def in_grid_pieces(mixer, u: torch.Tensor, chunk_size: int, limit: int) -> torch.Tensor:
+    """mixer(u) for u (B, L, D), run on pieces of the batch of at most limit // ceil(L / chunk_size)
+    sequences each, so that no kernel launch holds more than `limit` programs along the grid's y
+    axis (CUDA_GRID_Y); the sequences are independent, so the result is the one call's."""
+    chunks = -(-u.shape[1] // chunk_size)
+    if chunks > limit:
+        raise ValueError(f"a sequence of {u.shape[1]} steps is {chunks} chunks of model.ssm.chunk_size = {chunk_size}, "
+                         f"more than one CUDA launch can hold ({limit}): raise model.ssm.chunk_size")
+    piece = limit // chunks
+    if u.shape[0] <= piece:
+        return mixer(u)
+    return torch.cat([mixer(part) for part in u.split(piece)])
 
 
 def import_upstream_mamba2() -> type:
@@ -199,7 +220,9 @@ class Mamba2(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         if self._upstream is not None:
-            return torch.func.functional_call(self._upstream, dict(self.named_parameters()), (u,))
+            params = dict(self.named_parameters())
+            return in_grid_pieces(lambda part: torch.func.functional_call(self._upstream, params, (part,)), u,
+                                  self.chunk_size, CUDA_GRID_Y)
         length = u.shape[1]
         zxbcdt = self.in_proj(u)  # (B, L, 2E + 2GN + H)
         z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)

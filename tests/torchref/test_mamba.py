@@ -13,7 +13,8 @@ from tests.torchref.mamba_oracle import (
     official_mamba2,
     reference_kernels,
 )
-from torchref.mamba import BiMamba2, BiMamba2Layer, Mamba2
+from torchref import mamba as mamba_module
+from torchref.mamba import BiMamba2, BiMamba2Layer, Mamba2, in_grid_pieces
 
 PROJECT = dict(d_model=64, d_state=16, d_conv=4, expand=2, headdim=8)  # node stream
 EDGE = dict(d_model=16, d_state=8, d_conv=4, expand=2, headdim=4)  # edge stream
@@ -179,6 +180,22 @@ def test_cuda_backend_wiring_on_cpu(ns, monkeypatch):
     g = torch.Generator().manual_seed(1)
     u, weights = torch.randn(2, 40, 16, generator=g), torch.randn(2, 40, 16, generator=g)
     assert_float32_parity(out_and_grads(kernels, u, weights, reference_kernels(ns)), out_and_grads(reference, u, weights))
+    # a batch whose sequences × chunks pass CUDA's grid limit runs in pieces, one sequence each here
+    calls = []
+    monkeypatch.setattr(mamba_module, "CUDA_GRID_Y", -(-40 // kernels.chunk_size))
+    kernels._upstream.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    assert_float32_parity(out_and_grads(kernels, u, weights, reference_kernels(ns)), out_and_grads(reference, u, weights))
+    assert calls == [1, 1]
+
+
+def test_grid_pieces_keep_every_launch_under_the_limit_and_refuse_a_sequence_too_long():
+    seen = []
+    u = torch.arange(7 * 10, dtype=torch.float64).reshape(7, 10, 1)
+    out = in_grid_pieces(lambda part: seen.append(part.shape[0]) or part * 2, u, chunk_size=4, limit=9)
+    assert seen == [3, 3, 1] and torch.equal(out, u * 2)  # 3 chunks a sequence: 3 sequences a launch
+    with pytest.raises(ValueError, match="a sequence of 10 steps is 3 chunks of model.ssm.chunk_size = 4, more than "
+                                         "one CUDA launch can hold \\(2\\): raise model.ssm.chunk_size"):
+        in_grid_pieces(lambda part: part, u, chunk_size=4, limit=2)
 
 
 # ---------------------------------------------------------------------------------------------
