@@ -142,13 +142,21 @@ def test_eigh_scenarios_on_cusolver(name, tf32_off):
 # machine), so benchmarks/gpu_check.py runs it in a process beside the JAX-side tests
 @pytest.mark.triton
 def test_full_size_cuda_backend_matches_the_exact_path(tf32_off):
-    """mamba_ssm's Triton kernels inside the whole model, forward and backward."""
+    """mamba_ssm's Triton kernels inside the whole model, forward and backward, with the PE fixed
+    (use_dynamic_pe false). The dynamic PE's eigh amplifies float32 rounding of its input past the
+    GPU rows in the backward: measured on the CPU with the exact path alone, chunk_size 8 against
+    16 (a summation order, as the kernels' own) moved the pe tap by 8.3e-4 of its scale (row 1e-3)
+    and the tcn and electrodes cotangents by 1.7e-3 and 1.5e-3 (row 1e-3), where with a fixed PE
+    every row held with a margin of ~500. Through the PE the twins are judged by float64
+    arbitration (parity/test_gpu_gradients.py); mamba_ssm's kernels have no float64 to arbitrate
+    with, so here the PE is fixed."""
     config = load_config(FULL)
     x, y = eeg_windows(config, n_windows=1, seed=FULL_SEED)  # (1, 19, 15360)
     batch = Batch(x, y)
     runs = {}
     for backend in ("torch", "cuda"):  # 1. exact path   2. mamba_ssm kernels
-        cfg = load_config(FULL, [f"model.ssm.backend={backend}", *comparable_selection("float32")])
+        cfg = load_config(FULL, [f"model.ssm.backend={backend}", "model.graph.use_dynamic_pe=false",
+                                 *comparable_selection("float32")])
         model = tmodel.SeizureDetector(cfg.model, 0).to(CUDA).eval()
         runs[backend] = run_torch(model, batch, cfg.train, shapes={})
     exact, kernels = runs["torch"], runs["cuda"]
