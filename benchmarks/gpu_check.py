@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import functools
 import importlib.util
 import json
@@ -46,6 +47,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import traceback
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -71,7 +73,7 @@ def version(name):
     except Exception as error:
         return f"missing ({type(error).__name__})"
 info["packages"] = {n: version(n) for n in ("torch", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex",
-    "mamba-ssm", "triton", "torch-geometric", "numpy", "scipy", "mne", "pydantic", "einops")}
+    "mamba-ssm", "triton", "torch-geometric", "numpy", "scipy", "mne", "pydantic", "einops", "pytest", "pluggy")}
 try:
     out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version,clocks.max.sm",
                           "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
@@ -680,6 +682,8 @@ def report(summary: dict) -> str:
     lines += ["", "## Targets", "", *targets(rows)]
     if summary.get("stopped"):
         lines += ["", f"**Stopped**: {summary['stopped']}."]
+    for part, trace in (summary.get("failed") or {}).items():
+        lines += ["", f"**The {part} part failed** (the parts after it ran):", "", "```", trace.rstrip(), "```"]
     warm = summary.get("warm")
     if warm:
         done = [f"{r['precision']} B={r['batch']}: {_f(r.get('first_step_s'), '.0f')} s" if "first_step_s" in r
@@ -713,6 +717,21 @@ def report(summary: dict) -> str:
 
 class Stopped(Exception):
     """SIGTERM or SIGINT reached the driver: what was measured is still written."""
+
+
+@contextlib.contextmanager
+def part_failures(summary: dict, part: str):
+    """A part's own exception (a line its parser did not expect, a file missing) goes into
+    summary["failed"] with its traceback, and the next parts run: one part must not lose the
+    report of the others. A stop request still ends the run."""
+    try:
+        yield
+    except Stopped:
+        raise
+    except Exception as error:
+        summary.pop(part, None)
+        summary.setdefault("failed", {})[part] = traceback.format_exc(limit=8)
+        print(f"{part}: failed ({type(error).__name__}: {error}); the next parts still run", flush=True)
 
 
 def _raise_stopped(signum, frame):
@@ -757,28 +776,32 @@ def main(argv=None) -> int:
             print(f"caches seeded from {args.seed}: " + ", ".join(seeded["archives"])
                   + f" ({kernels} Triton kernels)", flush=True)
         if "env" in parts:
-            summary["env"] = part_env(args.out, min(60, left()))
-            print(f"env: {summary['env'].get('nvidia_smi') or summary['env'].get('jax_devices')}", flush=True)
+            with part_failures(summary, "env"):
+                summary["env"] = part_env(args.out, min(60, left()))
+                print(f"env: {summary['env'].get('nvidia_smi') or summary['env'].get('jax_devices')}", flush=True)
         if "smoke" in parts:
-            summary["smoke"] = part_smoke(args.out, min(180, left()))
-            print("smoke: " + " / ".join(summary["smoke"]["lines"]), flush=True)
+            with part_failures(summary, "smoke"):
+                summary["smoke"] = part_smoke(args.out, min(180, left()))
+                print("smoke: " + " / ".join(summary["smoke"]["lines"]), flush=True)
         if "tests" in parts:
             # the warm-up compiles the bench's torch kernels beside the tests, for a bench in this call
             # or the next on the same (warm) machine. With make triton-aot's kernels seeded, and made
             # for this machine, it has nothing to compile (and its autotuning picks are not kept):
             # it would only take GPU memory and time from the tests (three full-size processes on one
             # 80 GB H100)
-            summary["tests"], warmer = part_tests(args.out, min(args.tests_share * args.budget, left()), args.size,
-                                                  warm=not precompiled(seeded, summary))
-            print(f"tests: {summary['tests']['summary']}", flush=True)
-            if warmer is not None:  # nothing may share the GPU with a timed row
-                running = warmer.poll() is None
-                _stop(warmer)
-                summary["warm"] = {"stopped_early": running, "rows": gpu_bench.json_lines(
-                    (args.out / "logs" / "warm.log").read_text(errors="replace"))}
+            with part_failures(summary, "tests"):
+                summary["tests"], warmer = part_tests(args.out, min(args.tests_share * args.budget, left()),
+                                                      args.size, warm=not precompiled(seeded, summary))
+                print(f"tests: {summary['tests']['summary']}", flush=True)
+                if warmer is not None:  # nothing may share the GPU with a timed row
+                    running = warmer.poll() is None
+                    _stop(warmer)
+                    summary["warm"] = {"stopped_early": running, "rows": gpu_bench.json_lines(
+                        (args.out / "logs" / "warm.log").read_text(errors="replace"))}
         if "bench" in parts:
-            summary["bench"] = part_bench(args.out, max(left(), 0), args.size, precompiled(seeded, summary))
-            print(f"bench: {len(summary['bench']['rows'])} rows", flush=True)
+            with part_failures(summary, "bench"):
+                summary["bench"] = part_bench(args.out, max(left(), 0), args.size, precompiled(seeded, summary))
+                print(f"bench: {len(summary['bench']['rows'])} rows", flush=True)
     except Stopped as stop:
         summary["stopped"] = f"{stop} after {time.monotonic() - start:.0f} s: the parts after it did not run"
         print(summary["stopped"], flush=True)

@@ -419,3 +419,21 @@ def test_the_gpu_run_covers_every_gpu_marked_test_file():
               if re.search(r"pytest\.mark\.(gpu|triton)\b", path.read_text())}
     assert marked == set(gpu_check.GPU_TEST_FILES)
     assert gpu_check.GPU_TEST_FILES[0] == "parity/test_gpu.py"  # what issue 16 requires, before the kernels' tests
+
+
+def test_a_part_that_raises_is_reported_and_the_parts_after_it_still_run():
+    """An exception in one part (a stray line its parser took for JSON) ended the run before
+    gpu_report.md was written: the figures of every other part were lost with it."""
+    import gpu_check
+
+    summary = {"command": "benchmarks/gpu_check.sh", "budget": 60, "size": "tiny", "seconds": 1.0}
+    with gpu_check.part_failures(summary, "env"):
+        summary["env"] = {"python": "3.12"}
+        json.loads("{ not json")
+    with gpu_check.part_failures(summary, "smoke"):
+        summary["smoke"] = {"lines": ["torch on cuda: ok"]}
+    assert "env" not in summary and "JSONDecodeError" in summary["failed"]["env"]
+    text = gpu_check.report(summary)
+    assert "**The env part failed** (the parts after it ran):" in text and "- torch on cuda: ok" in text
+    with pytest.raises(gpu_check.Stopped), gpu_check.part_failures(summary, "bench"):  # a stop still stops
+        raise gpu_check.Stopped("SIGTERM")
