@@ -5,7 +5,7 @@
 
 The GPU image this project is lent (docs: README "Checking a GPU") has Python 3.12, torch, JAX
 with its CUDA plugin, flax, optax, orbax, chex, torch-geometric, einops, safetensors, matplotlib,
-scipy and pytest, and lacks the packages in CARRY. Each is taken at the version installed in this
+scipy and a pytest of unknown version, and lacks the packages in CARRY (pytest among them). Each is taken at the version installed in this
 venv (the one the suite passed with), for CPython 3.12 on manylinux x86-64: pure-Python wheels
 and pydantic-core's binary one. mamba-ssm is built here from its sdist without its CUDA
 extensions (MAMBA_SKIP_CUDA_BUILD): its Mamba2 runs on Triton kernels, compiled on the GPU
@@ -51,6 +51,13 @@ CARRY = {
     "edfio": "common.data.synth (EDF writing)",
     "timescoring": "common.eval.szcore",
     "tensorboardX": "common.train.log",
+    # the image's pytest is of a version no one recorded; conftest.py needs pytest >= 8
+    # (hookimpl(wrapper=True): pluggy >= 1.2) and pyproject's `pythonpath`
+    "pytest": "the GPU tests (pytest >= 8)",
+    "pluggy": "pytest",
+    "iniconfig": "pytest",
+    "packaging": "pytest (>= 24)",
+    "pygments": "pytest (>= 2.15)",
 }
 MAMBA = "mamba-ssm"  # built here, see the module docstring
 
