@@ -51,7 +51,7 @@ from common.shown import shown_inline
 from common.stages import MODEL_INPUT
 from parity.compare import Row, compare_arrays
 from parity.runs import LOSS, Run, consumers
-from parity.tolerances import arbitrate
+from parity.tolerances import HALF_FAR, HALF_RATIO, arbitrate
 
 VERDICTS = ("WEIGHTS", "DATA", "MODEL", "FRAMEWORK", "PRECISION", "DRIFT", "CLEAN")
 # dtypes from the highest precision down: the highest one run is the arbiter
@@ -61,15 +61,6 @@ PARAMETERS = "∇"  # a parameter-gradient row: ∇module
 PE = "pe"  # the Laplacian PE's tap (common/stages.py)
 LABELS = "labels"  # the loss's other input: not a row; the input row holds their NaN/Inf counts
 HALF = ("bfloat16", "float16")
-# A half-precision FRAMEWORK finding (the table has no whole-model half rows, so differences at a
-# half precision are otherwise reported, never judged): a stage computed from inputs equal on both
-# sides, bit for bit, whose one side lands at least HALF_FAR of max|float64| from float64 (25 of
-# bfloat16's unit roundoffs, 2^-8: no rounding of one stage's output leaves that) and at least
-# HALF_RATIO times farther than the other side, which computed the same stage from the same
-# rounded inputs in the same precision. A finding, not a tolerance: what it sees is a wrong kernel
-# (torch 2.13's oneDNN AMX bf16 strided convolution, pytorch/pytorch#169688: the TCN at 0.85 of its
-# scale from float64, jax's at 0.0072, in `--scenario clean --dtype float64,float32,bfloat16`).
-HALF_FAR, HALF_RATIO = 0.1, 30.0
 
 
 @dataclass
