@@ -146,7 +146,8 @@ def read_batch(path: Path, notes: list[str] | None = None) -> Batch:
     data = _read_batch_file(path, notes)
     x_key = next((key for key in X_KEYS if key in data), None)
     if x_key is None:
-        raise LocalizeError(f"{path}: holds {sorted(data)}, none of {', '.join(X_KEYS)}: the (B, C, T) input")
+        raise LocalizeError(f"{path}: holds {sorted(data)}, none of {', '.join(X_KEYS)}: the (B, C, T) input; save it "
+                            "again under those names, e.g. np.savez(path, x=x, y=y) (y the (B, T) labels, if any)")
     x = np.asarray(data[x_key])
     _refuse_complex(path, x_key, x)
     if x.ndim != 3:

@@ -759,7 +759,7 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a dump holds its run's config
         localize.main(["--dump", str(cut), "--config", "configs/tiny.yaml"])
     assert "--config goes with --checkpoint" in capsys.readouterr().err
-    with pytest.raises(problem_lib.LocalizeError, match="none of x, input, windows"):
+    with pytest.raises(problem_lib.LocalizeError, match=r"none of x, input, windows.*save it again under those names, e.g. np.savez\(path, x=x, y=y\)"):
         problem_lib.read_batch(tmp_path / "nox.npz")
     # the batch's shape against the config's, before any model is built
     config = load_config("configs/tiny.yaml")
