@@ -729,6 +729,8 @@ def part_failures(summary: dict, part: str):
     except Stopped:
         raise
     except Exception as error:
+        for process in list(LIVE):  # a part's processes end with it: nothing may share the GPU with the next
+            _stop(process)
         summary.pop(part, None)
         summary.setdefault("failed", {})[part] = traceback.format_exc(limit=8)
         print(f"{part}: failed ({type(error).__name__}: {error}); the next parts still run", flush=True)

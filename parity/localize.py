@@ -613,11 +613,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 if args.batch is None:
                     parser.error("--checkpoint needs --batch BATCH.npz")
+                said: list[str] = []
+                config, weights, names, kind = load_checkpoint(args.checkpoint, args.config, said)
                 notes: list[str] = []
-                config, weights, names, kind = load_checkpoint(args.checkpoint, args.config, notes)
                 batch = read_batch(args.batch, notes)
                 problem = Problem(config, weights, batch, f"checkpoint {args.checkpoint}, batch {args.batch}",
-                                  notes=notes, checkpoint_names=names, kind=kind)
+                                  notes=notes, checkpoint_names=names, kind=kind, said=said)
                 fix = CHECKPOINT_CONFIG_FIX
             as_loaded = problem.config
             problem.config = with_overrides(problem.config, args.set, problem.source)
@@ -625,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
             if changed:  # the notes printed on loading describe the config as read
                 note = "--set changes the config those notes describe:\n  " + difference_lines(changed, "read")
                 print(f"note: {note}")
-                problem.notes.append(note)
+                problem.said.append(note)
         if args.set:
             problem.source += f" with --set {' '.join(args.set)}"
         if not args.scenario:

@@ -47,6 +47,9 @@ class Problem:
     history: list[dict] = field(default_factory=list)
     history_file: str = ""
     kind: str = ""  # the checkpoint's kind (common/checkpoints.py: original, torchref, jaxbrr, ...); "" for a scenario
+    # notes printed while loading (what was ignored or assumed, what --set changed): the JSON report
+    # keeps them; the console said them already, so the report's end does not repeat them
+    said: list[str] = field(default_factory=list)
 
 
 def runs_whole_model(problem: Problem, dtypes: list[str], dtypes_given: bool) -> list[str]:
@@ -291,23 +294,24 @@ def load_dump(path: Path) -> Problem:
     state from before the step (jaxbrr checkpoint/ or torchref model.pt)."""
     record_path = path / "nan.json"
     if not record_path.is_file():
-        partial = path.with_name(path.name + ".tmp")
+        partial = path.with_name(path.name + ".tmp") if path.name else None  # `.` and `/` have none
         why = (f"{partial} is one a run was writing when it stopped: its model.pt and batch.npz, where whole, "
-               "localize with --checkpoint and --batch" if partial.is_dir() else
+               "localize with --checkpoint and --batch" if partial is not None and partial.is_dir() else
                "no such folder" if not path.exists() else "no nan.json")
         raise LocalizeError(f"{path}: not a NaN dump ({why}); training writes them to WORKDIR/nan/step_N")
     record = read_dump_record(record_path)
     notes: list[str] = []
     batch = read_batch(path / "batch.npz", notes)
     batch.pos_weight = float(record.get("pos_weight", 1.0))
-    config, weights, names, kind = load_checkpoint(path, None, notes)
+    said: list[str] = []
+    config, weights, names, kind = load_checkpoint(path, None, said)
     check_batch_shape(config, batch, str(path))
     why = record.get("why") or record.get("error") or ""
     sources = [f"{stem} from {start:g} s" for stem, start in record["windows"]] if "windows" in record else None
     metrics = path.parent.parent / METRICS_FILE  # WORKDIR/nan/step_N -> WORKDIR/metrics.jsonl
     return Problem(config, weights, batch, f"dump {path} (step {record.get('step')}: {why})".strip(), notes=notes,
                    checkpoint_names=names, sources=sources, history=run_history(metrics, record.get("step")),
-                   history_file=str(metrics) if metrics.is_file() else "", kind=kind)
+                   history_file=str(metrics) if metrics.is_file() else "", kind=kind, said=said)
 
 
 def read_dump_record(path: Path) -> dict:
@@ -331,12 +335,12 @@ def run_history(metrics: Path, step: int | None) -> list[dict]:
     return records[-HISTORY_SHOWN:]
 
 
-def load_checkpoint(path: Path, config_path: str | None, notes: list[str] | None = None,
+def load_checkpoint(path: Path, config_path: str | None, said: list[str] | None = None,
                     ) -> tuple[Config, dict[str, np.ndarray], dict[str, str], str]:
     """Neutral weights and config of any kind (parity.convert.read_any: common/checkpoints.py,
     and orbax for a jaxbrr checkpoint without its neutral copy), the names the checkpoint spells
     its weights by where they differ (Problem.checkpoint_names), and its kind; what it ignored or
-    assumed is printed and added to `notes` (the reports keep what the console said)."""
+    assumed is printed and added to `said` (Problem.said: the JSON keeps what the console said)."""
     from parity.convert import read_any
 
     try:
@@ -345,6 +349,6 @@ def load_checkpoint(path: Path, config_path: str | None, notes: list[str] | None
         raise LocalizeError(str(error)) from None
     for note in weights.notes:
         print(f"note: {note}")
-    if notes is not None:
-        notes += weights.notes
+    if said is not None:
+        said += weights.notes
     return weights.config, weights.arrays, weights.spelled, weights.kind

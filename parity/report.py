@@ -83,7 +83,7 @@ class Report:
             "verdict": self.verdict, "first": first.to_dict() if first else None,
             "findings": [f.to_dict() for f in self.findings], "rows": [row.to_dict() for row in self.rows],
             "replay": self.replay, "nonfinite_parameters": self.nonfinite_parameters(), "eigh": self.eigh,
-            "errors": self.errors, "expected": self.problem.expected, "notes": self.notes,
+            "errors": self.errors, "expected": self.problem.expected, "notes": [*self.problem.said, *self.notes],
             "growth": self.growth.to_dict() if self.growth else None,
             "history": {"file": self.problem.history_file, "train": self.problem.history},
         }
@@ -256,7 +256,7 @@ def next_step(report: Report) -> str:
     if growth is not None and growth.diverged and report.verdict in DIVERGED_VERDICTS:
         return NEXT_STEPS["DIVERGED"].format(median=growth.median, lr=report.problem.config.train.lr,
                                              scale=growth.typical_init)
-    if report.verdict in ("MODEL", "PRECISION") and "float64" not in report.dtypes:
+    if report.verdict == "MODEL" and "float64" not in report.dtypes and not detail.startswith("the PE is not unique"):
         return NEXT_STEPS["UNARBITRATED"].format(row=row, dtypes=",".join(report.dtypes))
     # a NaN the eigh gradient makes comes first: a non-unique PE born before it is no NaN
     eigh_nan = any(f.verdict == "MODEL" and f.row in EIGH_GRADIENT_ROWS for f in report.findings)
@@ -271,13 +271,13 @@ def next_step(report: Report) -> str:
     if report.verdict == "DATA" and report.problem.batch is not None:
         bad = suspect_windows(report.problem, report.extreme)
         others = [w for w in report.problem.windows or range(len(report.problem.batch.x)) if w not in bad]
-        if others:  # one bad window makes every gradient non-finite (the loss is their mean)
+        if bad and others:  # one bad window makes every gradient non-finite (the loss is their mean)
             return NEXT_STEPS["DATA_SOME"].format(bad=shown_inline(bad), others=",".join(map(str, others)))
     if report.verdict == "CLEAN" and report.problem.kind == "original":
         return NEXT_STEPS["CLEAN_ORIGINAL"] + _not_the_originals_math(report)
     if report.verdict == "PRECISION" and "float32" in detail.partition("non-finite at ")[2]:
         return NEXT_STEPS["PRECISION_FLOAT32"].format(row=row)
-    return NEXT_STEPS[report.verdict].format(row=row)
+    return NEXT_STEPS[report.verdict].format(row=row, top=report.dtypes[0] if report.dtypes else "float64")
 
 
 
@@ -320,7 +320,7 @@ NEXT_STEPS = {
     "FRAMEWORK": "one framework's {row} is non-finite where the other's is finite: its op (named above) is the "
                  "cause, not the model; keep the batch and weights (--json) for a report upstream, or train with "
                  "the other twin",
-    "PRECISION": "finite in float64, not in a lower precision at {row}: run it in float32 (model.precision: "
+    "PRECISION": "finite in {top}, not in a lower precision at {row}: run it in float32 (model.precision: "
                  "float32, the default) or bring its values into that precision's range; --dtype "
                  "float64,float32,bfloat16 shows which precisions fail",
     "PRECISION_FLOAT32": "finite in float64, non-finite in float32 at {row}: its values leave float32's range "

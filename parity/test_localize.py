@@ -273,6 +273,11 @@ def test_a_float32_nan_on_one_side_only_is_the_frameworks():
     assert verdict == ("FRAMEWORK", "tcn", "jax")
     assert findings[0].detail.startswith("jax only, at float32: finite at float64 on both sides and in torch's float32")
 
+    def half(framework, dtype, run):  # at a half precision one side rounding past its range is rounding's
+        if framework == "jax" and dtype == "bfloat16":
+            run.taps["tcn"][1] = math.inf
+    assert _verdict(_runs(half, dtypes=("float64", "float32", "bfloat16")))[2] == ("PRECISION", "tcn", "jax")
+
 
 def test_without_a_float64_run_model_and_precision_are_not_told_apart():
     """Both sides non-finite at float32 with no float64 run: the math (MODEL) or the range
@@ -288,6 +293,14 @@ def test_without_a_float64_run_model_and_precision_are_not_told_apart():
         "both frameworks are non-finite at tcn in float32,bfloat16, and no float64 run says whether the math is "
         "undefined there (MODEL) or the values leave the precision's range (PRECISION): run it again with --dtype "
         "float64,float32,bfloat16")
+    # finite at float32, non-finite at bfloat16: PRECISION whether or not float64 ran (half-overflow's case)
+    def half(framework, dtype, run):
+        if dtype == "bfloat16":
+            run.taps["tcn"][1] = math.inf
+    rows, findings, verdict = _verdict(_runs(half, dtypes=dtypes))
+    assert verdict == ("PRECISION", "tcn", "both") and "no float64 run" not in findings[0].detail
+    report = report_lib.Report(problem, list(dtypes), rows, findings, [], {}, {}, 10.0)
+    assert report_lib.next_step(report).startswith("finite in float32, not in a lower precision at tcn")
 
 
 def test_a_nan_outranks_a_pe_that_is_not_unique_born_before_it():

@@ -391,6 +391,7 @@ def test_an_original_checkpoint_and_its_debug_batch_give_a_verdict(kinds, tmp_pa
     assert all(f"note: {note}" in guarded for note in notes)
     assert any(note.startswith("model.stability.guards = 'none'") for note in notes)
     assert any(note.startswith("--set changes the config those notes describe") for note in notes)
+    assert guarded.count("note: --set changes the config those notes describe") == 1  # said once
     assert "model.stability.guards=original" in guarded and "VERDICT: DATA at input" in guarded
     # the notes on loading describe the config as read; what the --set changed in it is said after them
     assert "note: model.stability.guards = 'none'" in guarded

@@ -15,9 +15,10 @@ error of each side. Its verdict:
     MODEL      non-finite on both sides at the highest precision run (float64): the math is
                undefined there (without a float64 run, said to be unarbitrated)
     FRAMEWORK  non-finite on one side only at the highest precision run, or, finite there on
-               both, on one side only at the highest lower precision that fails (the other
-               framework's same precision stays finite): that side and its op
-    PRECISION  finite at the highest precision, non-finite on both sides at a lower one
+               both, on one side only at float32 (the other framework's float32 stays finite):
+               that side and its op
+    PRECISION  finite at the highest precision, non-finite at a lower one (both sides, or one
+               side at a half precision only)
     DRIFT      all finite, but torch and jax differ beyond parity/tolerances.py (at float64, or
                at float32 where the float64 run names a side that drifted: tolerances.arbitrate)
     CLEAN      nothing to report. A float32 difference beyond tolerance where both sides are
@@ -328,16 +329,19 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
             else:
                 lows = [d for d in dtypes[1:] if row.bad(f"torch/{d}") or row.bad(f"jax/{d}")]
                 sides = [s for s in ("torch", "jax") if row.bad(f"{s}/{lows[0]}")]
-                if len(sides) == 1:  # the other framework computes it finitely at that precision too
+                # at float32 the other framework computes it finitely too (at a half precision, a
+                # value at the edge of float16's range rounds past it on one side: rounding)
+                if len(sides) == 1 and lows[0] == "float32":
                     row.verdict, row.side = "FRAMEWORK", sides[0]
                     other = "jax" if row.side == "torch" else "torch"
                     row.detail = (f"{row.side} only, at {lows[0]}: finite at {top} on both sides and in {other}'s "
                                   f"{lows[0]}, so the values stay in {lows[0]}'s range there and {row.side}'s "
                                   "computation leaves it")
                 else:
-                    row.verdict, row.side = "PRECISION", "both"
-                    row.detail = f"finite at {top}, non-finite at {', '.join(lows)} (both)"
-            if top != "float64" and row.verdict in ("MODEL", "PRECISION"):
+                    sides = {s for d in lows for s in ("torch", "jax") if row.bad(f"{s}/{d}")}
+                    row.verdict, row.side = "PRECISION", "both" if len(sides) == 2 else sides.pop()
+                    row.detail = f"finite at {top}, non-finite at {', '.join(lows)} ({row.side})"
+            if top != "float64" and row.verdict == "MODEL":
                 row.detail += (f" (no float64 run: MODEL and PRECISION cannot be told apart; --dtype float64,{top} "
                                "tells them)")
             continue

@@ -176,13 +176,13 @@ def read_header(path: str | Path) -> EDFHeader:
                      physical, digital, head[176:184].decode("latin-1"))
 
 
-def _number(raw: bytes) -> float | None:
+def _number(raw: bytes, decimal_comma: bool = True) -> float | None:
     """A header field's number; None for text that is none, and for `nan` or `inf`, which Python
     reads as floats but which scale no sample (NaN even passes a min == max check). A decimal
     comma (`-5000,0`, written by exporters in a comma locale) is a decimal point, as MNE reads it
     when it scales the samples."""
     try:
-        value = float(raw.strip().replace(b",", b"."))
+        value = float(raw.strip().replace(b",", b".") if decimal_comma else raw.strip())
     except ValueError:
         return None
     return value if math.isfinite(value) else None
@@ -196,7 +196,7 @@ def _header_int(path: Path, head: bytes, start: int, stop: int, what: str) -> in
 
 
 def _header_float(path: Path, head: bytes, start: int, stop: int, what: str) -> float:
-    value = _number(head[start:stop])  # nan and inf too are no duration
+    value = _number(head[start:stop], decimal_comma=False)  # nan and inf too are no duration; MNE reads no comma here
     if value is None:
         raise EDFError(f"{path}: corrupt header: {what} is {head[start:stop]!r}; {_FIX}")
     return value

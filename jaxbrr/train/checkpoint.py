@@ -98,6 +98,19 @@ def _check_tree_metadata(item_dir: Path) -> None:
                               f"cannot be restored; {OTHER_STEP}")
 
 
+def check_optimizer_layout(item_dir: Path) -> None:
+    """A checkpoint from before train.nan_policy: skip moved into the step (2026-12-07) holds
+    optax.apply_if_finite's state around the optimizer's (`notfinite_count`, ...), which today's
+    optimizer has not: say so, and how to go on, instead of orbax's tree mismatch."""
+    path = item_dir / "_METADATA"
+    tree = json.loads(path.read_bytes())["tree_metadata"] if path.is_file() else {}  # _check_tree_metadata's
+    if any("'notfinite_count'" in key for key in tree):  # keys as orbax writes them: "('opt_state', 'notfinite_count')"
+        raise CheckpointError(
+            f"{item_dir.parent}: its optimizer state was saved by an older jaxbrr, whose train.nan_policy: skip wrapped "
+            "the optimizer in optax.apply_if_finite (the step now keeps a skipped step's state itself), so it cannot "
+            f"be resumed; start a run from its weights with --init-from {item_dir.parent}")
+
+
 # how TensorStore's errors for array files cut short or overwritten begin (its status codes)
 READ_FAILURES = ("DATA_LOSS:", "OUT_OF_RANGE:", "NOT_FOUND:")
 
@@ -229,6 +242,7 @@ class Checkpoints:
             "meta": ocp.args.JsonRestore(),
         }
         if optimizer is not None:
+            check_optimizer_layout(self.root / kind / str(step) / "optimizer")
             args["optimizer"] = ocp.args.StandardRestore(_savable(_pure(optimizer)))
         with _restoring(self.root / kind / str(step)):
             restored = manager.restore(step, args=ocp.args.Composite(**args))

@@ -15,6 +15,7 @@ neither is on disk, and a damaged orbax tree metadata is refused naming the file
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 from pathlib import Path
 
@@ -205,3 +206,18 @@ def test_a_write_the_os_refuses_is_an_oserror_naming_the_step(tmp_path):
     said = json.loads(done.stdout.strip().splitlines()[-1])
     assert said.get("errno") == errno.EFBIG, said
     assert f"the checkpoint {tmp_path / 'run' / 'checkpoints' / 'last' / '1'} could not be written" in said["message"]
+
+
+def test_an_optimizer_saved_under_apply_if_finite_is_refused_with_the_way_on(tmp_path):
+    """train.nan_policy: skip wrapped the optimizer in optax.apply_if_finite until 2026-12-07; its
+    state does not fit today's optimizer, and orbax said so as a page of tree mismatch."""
+    from jaxbrr.train.checkpoint import check_optimizer_layout
+
+    item = tmp_path / "checkpoints" / "last" / "8" / "optimizer"
+    item.mkdir(parents=True)
+    (item / "_METADATA").write_text(json.dumps({"tree_metadata": {"('opt_state', 'inner_state')": {},
+                                                                  "('opt_state', 'notfinite_count')": {}}}))
+    with pytest.raises(CheckpointError, match=r"8: its optimizer state was saved by an older jaxbrr.*--init-from "):
+        check_optimizer_layout(item)
+    (item / "_METADATA").write_text(json.dumps({"tree_metadata": {"('opt_state', '0', 'count')": {}}}))
+    check_optimizer_layout(item)  # today's layout: nothing to say
