@@ -354,6 +354,17 @@ def _neutral_config(metadata: dict, config_path: ConfigSource, path: Path) -> tu
     return config, notes, (*("postprocess",) * (postprocess is not None), *("loss",) * (loss is not None))
 
 
+def read_nan_record(dump: Path) -> dict:
+    """A NaN dump's nan.json; CheckpointError naming it when it is not whole JSON."""
+    path = dump / "nan.json"
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise CheckpointError(f"{path}: not whole JSON ({error}): the dump is incomplete (a run killed while writing "
+                              "it, or a copy cut short); copy it again, or use its model.pt or checkpoint/ and its "
+                              "batch.npz on their own (parity.localize --checkpoint, --batch)") from None
+
+
 def _run_config_note(path: Path, config_path: ConfigSource) -> list[str]:
     """A config file given beside a training checkpoint or NaN dump, which carries its run's whole
     config: say that that one counts."""
@@ -500,12 +511,7 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
             config = _needs_config(path, config_path, "this weights file")
         return Weights(config, read_neutral(path), "safetensors", path, notes=notes, own_sections=own_sections)
     if located.kind == "nan_dump":
-        try:
-            record = json.loads((path / "nan.json").read_text())
-        except ValueError as error:
-            raise CheckpointError(f"{path / 'nan.json'}: not whole JSON ({error}): the dump is incomplete (a run "
-                                  "killed while writing it, or a copy cut short); read its model.pt with the run's "
-                                  "config, or copy it again") from None
+        record = read_nan_record(path)
         if not (path / "model.pt").is_file():
             raise CheckpointError(f"{path}: a NaN dump with neither checkpoint/ (jaxbrr) nor model.pt (torchref)")
         config = config_from_dict(record["config"], source=str(path / "nan.json"))

@@ -201,15 +201,25 @@ def window_notes(config: Config) -> tuple[str, ...]:
     return tuple(notes)
 
 
+# model.stability as the original computes: its clamps and nan_to_num, eigh's gradient unguarded
+ORIGINAL_STABILITY = {"guards": "original", "pe_gradient": "full"}
+
+
+def stability_sets(config: ModelConfig) -> list[str]:
+    """The --set of each model.stability field where `config` is not the original's math."""
+    return [f"--set model.stability.{field}={value}" for field, value in ORIGINAL_STABILITY.items()
+            if getattr(config.stability, field) != value]
+
+
 def config_notes(config: ModelConfig) -> tuple[str, ...]:
     """Where a model of `config` (the model that runs) computes another function than the original."""
     notes = []
-    if config.stability.guards != "original":
+    if config.stability.guards != ORIGINAL_STABILITY["guards"]:
         notes.append(
             f"model.stability.guards = {config.stability.guards!r}: the original's clamps and "
             "nan_to_num are off, so outputs differ wherever they would have acted"
         )
-    if config.stability.pe_gradient != "full":
+    if config.stability.pe_gradient != ORIGINAL_STABILITY["pe_gradient"]:
         notes.append(
             f"model.stability.pe_gradient = {config.stability.pe_gradient!r}: the original backpropagated through "
             "eigh unguarded, so a gradient it made non-finite (degenerate eigenvalues) is finite here; "

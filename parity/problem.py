@@ -7,14 +7,13 @@ LocalizeError naming the file and the fix.
 from __future__ import annotations
 
 import hashlib
-import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from common.checkpoints import CheckpointError
+from common.checkpoints import CheckpointError, read_nan_record
 from common.config import Config, with_overrides
 from common.data.montage import montage_channels
 from common.shown import shown_inline, shown_lines
@@ -299,7 +298,10 @@ def load_dump(path: Path) -> Problem:
                "localize with --checkpoint and --batch" if partial is not None and partial.is_dir() else
                "no such folder" if not path.exists() else "no nan.json")
         raise LocalizeError(f"{path}: not a NaN dump ({why}); training writes them to WORKDIR/nan/step_N")
-    record = read_dump_record(record_path)
+    try:
+        record = read_nan_record(path)
+    except CheckpointError as error:
+        raise LocalizeError(str(error)) from None
     notes: list[str] = []
     batch = read_batch(path / "batch.npz", notes)
     batch.pos_weight = float(record.get("pos_weight", 1.0))
@@ -312,17 +314,6 @@ def load_dump(path: Path) -> Problem:
     return Problem(config, weights, batch, f"dump {path} (step {record.get('step')}: {why})".strip(), notes=notes,
                    checkpoint_names=names, sources=sources, history=run_history(metrics, record.get("step")),
                    history_file=str(metrics) if metrics.is_file() else "", kind=kind, said=said)
-
-
-def read_dump_record(path: Path) -> dict:
-    """A dump's nan.json; LocalizeError naming it when it is not whole JSON (a run killed while
-    writing it, or a copy cut short)."""
-    try:
-        return json.loads(path.read_text())
-    except ValueError as error:
-        raise LocalizeError(f"{path}: not whole JSON ({error}): the dump is incomplete (a run killed while writing "
-                            "it, or a copy cut short); localize its model.pt or checkpoint/ with --checkpoint and "
-                            "its batch.npz with --batch, or copy it again") from None
 
 
 def run_history(metrics: Path, step: int | None) -> list[dict]:

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import torch
 
+from common import original
 from common.files import save_figure, write_text
 from common.shown import shown_inline, shown_lines
 from parity.growth import Growth
@@ -288,9 +289,7 @@ def _not_the_originals_math(report: Report) -> str:
     config = getattr(report.problem.config, "model", None)
     if report.problem.kind != "original" or config is None:
         return ""
-    stability = config.stability
-    sets = [f"--set model.stability.{field}={value}" for field, value in (("guards", "original"),
-            ("pe_gradient", "full")) if getattr(stability, field) != value]
+    stability, sets = config.stability, original.stability_sets(config)
     if not sets:
         return ""
     return (f". This ran with model.stability guards {stability.guards}, pe_gradient {stability.pe_gradient}, "

@@ -123,14 +123,19 @@ def label_inputs(edf: Path, corpus: str) -> list[Path]:
     beside = annotation_file(edf)
     if beside is not None:
         return [beside]
-    prefix = name_prefix(edf.stem, corpus) if corpus in ("chbmit", "siena") else None
-    if not prefix:
-        return []
-    if corpus == "chbmit":
-        found = [_nearby(edf, f"{prefix}-summary.txt"), wfdb_file(edf)]
-    else:
-        found = [_nearby(edf, f"Seizures-list-{prefix}.txt")]
+    found = [_corpus_list(edf, corpus), wfdb_file(edf) if corpus == "chbmit" else None]
     return [path for path in found if path is not None and path.is_file()]
+
+
+# the corpus's own label list, by the patient prefix of a recording's name
+CORPUS_LISTS = {"chbmit": "{}-summary.txt", "siena": "Seizures-list-{}.txt"}
+
+
+def _corpus_list(edf: Path, corpus: str) -> Path | None:
+    """A CHB-MIT recording's chbNN-summary.txt or a Siena one's Seizures-list-PNxx.txt, in its
+    folder or the one above; None for another corpus, a name without the corpus's prefix, or none found."""
+    prefix = name_prefix(edf.stem, corpus) if corpus in CORPUS_LISTS else None
+    return _nearby(edf, CORPUS_LISTS[corpus].format(prefix)) if prefix else None
 
 
 def labels_for(
@@ -276,7 +281,7 @@ def _unreadable_entry(edf: Path, error: AnnotationError) -> AnnotationError:
 def _chbmit_labels(edf: Path, listed_as: dict[str, str],
                    unlisted: str = "refuse") -> tuple[list[Path], native_labels.NativeLabels]:
     prefix = name_prefix(edf.stem, "chbmit")
-    summary = _nearby(edf, f"{prefix}-summary.txt") if prefix else None
+    summary = _corpus_list(edf, "chbmit")
     wfdb = wfdb_file(edf)
     entries = native_labels.read_chbmit_summary(summary) if summary else {}
     listed = _entry(entries, edf, summary, listed_as) if summary else None
@@ -334,7 +339,7 @@ def _chbmit_unlisted(edf: Path, summary: Path, unlisted: str) -> tuple[list[Path
 
 def _siena_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], native_labels.NativeLabels]:
     prefix = name_prefix(edf.stem, "siena")
-    listing = _nearby(edf, f"Seizures-list-{prefix}.txt") if prefix else None
+    listing = _corpus_list(edf, "siena")
     if listing is None:
         raise AnnotationError(
             f"{edf}: no Seizures-list-{prefix or 'PNxx'}.txt in its folder or the one above, so its seizures "
