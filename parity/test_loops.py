@@ -16,6 +16,12 @@ tolerance; the LRs follow warm-up and cosine as the formula gives them. Measured
 losses to 3.5e-7 and gradient norms to 3.6e-6 of their values (rtol 2e-3), dev probabilities to
 1.2e-7 (1.2e-4 and 1.9e-4 when the test kept top_k 3: see below).
 
+A second run of both loops accumulates gradients over 2 batches (train.grad_accum_steps) with
+`nan_policy: skip` and a NaN sample planted in its third batch: both skip that step alone and dump
+the same batch, both pair the remaining batches into the same updates (the logged LRs follow the
+schedule of 4 updates exactly), and the loss curves and dev probabilities agree within the
+trajectory tolerance.
+
 What it does not show: that the two AUROCs agree closely. After STEPS updates the tiny model is
 not a detector yet: its dev probabilities span ~3e-3 around one value (std ~2.6e-4, printed), not
 much wider than the float32 difference between the frameworks, so the ranking the AUROC measures
@@ -88,11 +94,12 @@ def of_kind(records: list[dict], kind: str, key: str) -> np.ndarray:
     return np.array([r[key] for r in records if r["kind"] == kind], np.float64)
 
 
-@pytest.fixture(scope="module")
-def loops(tmp_path_factory):
-    root = tmp_path_factory.mktemp("loops")
+def run_twins(root, overrides: list[str], poisoned_batch: int | None = None):
+    """Both loops on one prepared corpus, the jax model from the torch model's weights; (torch
+    records, torch traces, jax records, jax traces). poisoned_batch: the index (from 0) of the
+    batch that gets a NaN sample, in both loops alike."""
     data = [f"data.data_dir={root / 'edf'}", f"data.cache_dir={root / 'cache'}"]
-    overrides = [*NO_DROPOUT, *TRAIN, EVERY_EDGE, *CORPUS, *data]
+    overrides = [*NO_DROPOUT, *TRAIN, EVERY_EDGE, *CORPUS, *data, *overrides]
     prepared = prepare(load_config(TINY, overrides), progress=False)
     torch_trainer = TorchTrainer(load_config(TINY, [*overrides, f"workdir={root / 'torchref'}"]),
                                  progress=False, prepared=prepared)
@@ -100,6 +107,9 @@ def loops(tmp_path_factory):
                              progress=False, prepared=prepared)
     torch_to_jax(torch_trainer.model, jax_trainer.model)
     jax_trainer.sync_from_objects()
+    if poisoned_batch is not None:
+        for trainer in (torch_trainer, jax_trainer):
+            trainer.load_batch = poison(trainer.load_batch, poisoned_batch)
     # 1. torch, on one thread: two OpenMP threads spin-wait for each other when the 2-core CPU
     # is shared with XLA's threads or another process (measured: 3 s alone, up to 50 s shared)
     threads = torch.get_num_threads()
@@ -111,6 +121,27 @@ def loops(tmp_path_factory):
     # 2. jax
     jax_records, jax_traces = run_loop(jax_trainer)
     return torch_records, torch_traces, jax_records, jax_traces
+
+
+def poison(load_batch, index: int):
+    """load_batch with one NaN sample in the batch it loads `index`-th (batches load in step
+    order, possibly ahead of the step: train.prefetch)."""
+    loads = 0
+
+    def poisoned(rows):
+        nonlocal loads
+        batch = load_batch(rows)
+        if loads == index:
+            batch["x"][0, 0, 0] = np.nan
+        loads += 1
+        return batch
+
+    return poisoned
+
+
+@pytest.fixture(scope="module")
+def loops(tmp_path_factory):
+    return run_twins(tmp_path_factory.mktemp("loops"), [])
 
 
 def test_loss_curves(loops):
@@ -165,3 +196,52 @@ def test_first_validation(loops):
     print(f"AUROC torch {logged['torch']:.6f}, jax {logged['jax']:.6f}, difference {difference:.2e}; "
           f"the probability difference allows up to {bound:.3g}")
     assert difference <= bound + 1e-12  # 1e-12: the AUROCs' own float64 rank sums
+
+
+# Gradient accumulation with a skipped micro-batch: 9 batches of which the third holds a NaN sample
+# make 4 updates of 2 (batches 1+2, 4+5, 6+7, 8+9). Each twin has its own accumulator (torchref's
+# running mean in its loop, jaxbrr's optax.MultiSteps inside its step) and its own way to leave
+# a skipped step out (torchref checks before the accumulator; jaxbrr selects the old state with
+# jnp.where): if either counted the skipped batch, its updates would pair other batches and
+# its curve would leave the other's from step 5 on, and its `lr` would too.
+ACCUMULATED = 9
+POISONED = 2  # the third batch, step 3
+
+
+@pytest.fixture(scope="module")
+def accumulating(tmp_path_factory):
+    root = tmp_path_factory.mktemp("accumulating")
+    sets = ["train.grad_accum_steps=2", "train.nan_policy=skip", f"train.max_steps={ACCUMULATED}"]
+    return root, run_twins(root, sets, poisoned_batch=POISONED)
+
+
+def test_accumulation_around_a_skipped_batch(accumulating):
+    root, (torch_records, torch_traces, jax_records, jax_traces) = accumulating
+    keys = ("loss", "grad_norm", "lr", "skipped")
+    torch_train = {key: of_kind(torch_records, "train", key) for key in keys}
+    jax_train = {key: of_kind(jax_records, "train", key) for key in keys}
+    assert len(torch_train["loss"]) == len(jax_train["loss"]) == ACCUMULATED
+    # the poisoned step, and only it, is skipped in both, and both dump the same batch for it
+    for train in (torch_train, jax_train):
+        assert np.flatnonzero(~np.isfinite(train["loss"])).tolist() == [POISONED]
+        np.testing.assert_array_equal(train["skipped"], np.arange(ACCUMULATED) >= POISONED)
+    dumps = [np.load(root / twin / "nan" / f"step_{POISONED + 1:06d}" / "batch.npz") for twin in ("torchref", "jaxbrr")]
+    assert np.isnan(dumps[0]["x"][0, 0, 0])
+    for key in dumps[0].files:
+        np.testing.assert_array_equal(dumps[1][key], dumps[0][key], err_msg=key)
+    # `lr` is that of the last update applied (update 0's before any): the updates complete at
+    # batches 2, 5, 7 and 9, and the schedule counts 4 updates (2 of warm-up, then the cosine)
+    update = np.array([0, 0, 0, 0, 1, 1, 2, 2, 3])
+    warmup, updates = 2, ACCUMULATED // 2
+    expected = 3e-3 * np.where(update < warmup, (update + 1) / warmup,
+                               0.5 * (1 + np.cos(np.pi * (update - warmup) / (updates - warmup))))
+    for train in (torch_train, jax_train):
+        np.testing.assert_allclose(train["lr"], expected, rtol=1e-6)
+    finite = np.isfinite(torch_train["loss"])
+    rows = [compare_arrays(f"{key} curve (steps not skipped)", jax_train[key][finite], torch_train[key][finite],
+                           "trajectory", "float32") for key in ("loss", "grad_norm")]
+    rows += [compare_arrays(f"dev probabilities {t.stem}", j.probs, t.probs, "trajectory", "float32")
+             for t, j in zip(torch_traces, jax_traces, strict=True)]
+    for row in rows:
+        print(f"{row.name}: max_abs {row.max_abs:.3g}, max_rel {row.max_rel:.3g} (rtol {row.rtol:g})")
+    assert all(row.passed for row in rows), [row.reason for row in rows if not row.passed]
