@@ -447,6 +447,7 @@ class PostprocessConfig:
     # default because at a low enough tau_on a whole recording becomes one run: kept, it overlaps
     # every seizure of the recording with no false alarm, and sensitivity at FA/24h (an
     # early-stopping metric) would be 1 on any split whose recordings all hold a seizure (Siena's).
+    # The sweep counts a dropped run as a false alarm where it overlaps no seizure, never as a hit.
     long_events: Literal["drop", "split", "keep"] = "drop"
 
     @model_validator(mode="after")
@@ -470,7 +471,8 @@ class EvalConfig:
     # training stride data.stride_seconds. Overlapping windows are averaged where they overlap.
     stride_seconds: float | None = Field(None, gt=0)
     # Sensitivity at fa_rates (common/eval/sensitivity_at_fa.py): tau_on swept over the grid
-    # k / (threshold_steps + 1), k = 1..threshold_steps; each step post-processes every recording.
+    # k / (threshold_steps + 1), k = 1..threshold_steps, then 1 - 10^-j (j = 3..7) above those, for
+    # outputs that saturate near 1; each step post-processes every recording.
     threshold_steps: int = Field(99, ge=1)
 
 

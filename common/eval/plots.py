@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from common.config import PostprocessConfig  # noqa: E402
 from common.data.csv_bi import Event  # noqa: E402
-from common.eval.sensitivity_at_fa import OperatingPoint, Sweep  # noqa: E402
+from common.eval.sensitivity_at_fa import OperatingPoint, Sweep, shown_threshold  # noqa: E402
 from common.files import save_figure  # noqa: E402
 
 MAX_POINTS = 5000
@@ -59,7 +59,7 @@ def plot_sensitivity_fa(sweep: Sweep, points: dict[str, OperatingPoint], path: s
         color = f"C{i}"
         ax.axvline(point.fa_target, color=color, ls="--", lw=0.8)
         marker = "o" if point.met else "x"
-        where = f"τ_on {point.tau_on:.3f}" if point.met else "not met"
+        where = f"τ_on {shown_threshold(point.tau_on)}" if point.met else "not met"
         ax.plot([point.fa_per_24h], [point.sensitivity], marker=marker, ms=7, color=color, ls="none",
                 label=f"≤ {point.fa_target:g} FA/24h: {point.sensitivity:.3f} ({where})")
     ax.set_xscale("symlog", linthresh=1.0)

@@ -214,11 +214,14 @@ def filter_duration(
     `drop_long` off, the runs longer than max_seconds too (event_spans splits them)."""
     mask = _mask(mask)
     starts, stops = runs(mask)
-    length = stops - starts
-    keep = (length >= seconds_to_samples(min_seconds, sfreq)) & (
-        (length <= seconds_to_samples(max_seconds, sfreq)) | (not drop_long)
-    )
+    keep = (stops - starts >= seconds_to_samples(min_seconds, sfreq)) & (
+        ~too_long(starts, stops, sfreq, max_seconds) | (not drop_long))
     return spans_to_mask(starts[keep], stops[keep], mask.size)
+
+
+def too_long(starts: np.ndarray, stops: np.ndarray, sfreq: float, max_seconds: float) -> np.ndarray:
+    """(R,) bool: the runs longer than max_seconds (the ones long_events: drop takes out)."""
+    return stops - starts > seconds_to_samples(max_seconds, sfreq)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -300,7 +303,7 @@ def dropped_long_runs(probs: np.ndarray, sfreq: float, cfg: PostprocessConfig) -
     if cfg.long_events != "drop":
         return []
     starts, stops = runs(postprocess_mask(probs, sfreq, dataclasses.replace(cfg, long_events="keep")))
-    long = stops - starts > seconds_to_samples(cfg.max_duration_seconds, sfreq)
+    long = too_long(starts, stops, sfreq, cfg.max_duration_seconds)
     return [(float(a / sfreq), float(b / sfreq)) for a, b in zip(starts[long], stops[long], strict=True)]
 
 

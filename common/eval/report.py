@@ -44,7 +44,7 @@ from common.eval.metrics import auroc, mask_metrics, roc_curve
 from common.eval.postprocess import dropped_long_runs, postprocess, runs
 from common.eval.recordings import Trace
 from common.eval.score import METRICS_FILE, score_pairs
-from common.eval.sensitivity_at_fa import ovlp_counts, sensitivity_at_fa, sweep
+from common.eval.sensitivity_at_fa import ovlp_counts, sensitivity_at_fa, shown_threshold, sweep
 from common.shown import shown_lines
 
 REFERENCE, HYPOTHESIS = "ref", "hyp"
@@ -191,7 +191,7 @@ def checkpoint_lines(metrics: dict) -> list[str]:
     lines.append(f"  {'metric':<32}{'sensitivity':>12}{'FA/24h':>10}{'hits':>10}{'FA':>6}{'τ_on':>8}{'τ_off':>8}")
     for name, p in points.items():
         if p["met"]:
-            where = f"{p['tau_on']:8.4f}{p['tau_off']:8.4f}"
+            where = f"{shown_threshold(p['tau_on']):>8}{shown_threshold(p['tau_off']):>8}"
         else:
             where = "  no threshold meets it"
         lines.append(f"  {name:<32}{p['sensitivity']:12.4f}{p['fa_per_24h']:10.4f}"

@@ -2,7 +2,8 @@
 
 Glossary
     S          thresholds swept;  R  recordings;  n  samples in one recording's stitched trace
-    tau_on     the onset threshold of the hysteresis, swept over the grid k / (S + 1), k = 1..S
+    tau_on     the onset threshold of the hysteresis, swept over the grid k / (S + 1), k = 1..S,
+               and 1 - 10^-j, j = 3..7, above it (threshold_grid)
     tau_off    tau_on · (cfg.tau_off / cfg.tau_on): the configured ratio, so each operating point
                is the configured post-processing with both thresholds scaled (always in (0, tau_on])
     target     a seizure event of the reference: a run of seizure samples of a recording's labels
@@ -12,7 +13,7 @@ Glossary
 At each threshold every recording is post-processed as evaluation does (hysteresis, morphology,
 merge, duration: common/eval/postprocess.py) and counted with NEDC's any-overlap rule, exactly as
 common/eval/nedc.py's `score_ovlp` counts the seiz label (tests/common/eval/test_sensitivity_at_fa.py
-checks the two agree):
+checks the two agree), but for the runs that long_events: drop takes out (below):
 
     sensitivity(tau_on) = Σ_r hits_r / Σ_r targets_r
     fa_per_24h(tau_on)  = Σ_r false_alarms_r / Σ_r duration_r · 86400      (durations in seconds)
@@ -23,6 +24,18 @@ ties broken by the lower FA rate, then by the higher tau_on. When no swept thres
 operating point is the detector that predicts nothing (sensitivity 0, FA 0) and says so
 (`met = False`, no threshold): the original reported its default threshold's sensitivity there,
 a number measured at an FA rate above the target (original_spec.md §4.8).
+
+Runs that `long_events: drop` takes out (longer than max_duration_seconds) hit nothing, as in the
+written events, but each one that overlaps no target still counts as a false alarm, as NEDC
+would count it kept. Counted as the written events alone, a threshold low enough to turn a whole
+background recording into one long run cost no false alarm: a detector that fired for the whole
+hour scored a perfect sensitivity at 1 FA/24h (a review's repro). Dropping may lose a hit; it
+never hides an alarm. At the configured threshold the sweep can therefore count more false alarms
+than NEDC's scorer reads in the written files; evaluate names the dropped runs.
+
+The tail 1 - 10^-j of the grid: a model whose outputs saturate (artefacts at 0.995, seizures at
+0.999, as float32 sigmoids do) has no operating point at a low FA target below 0.99, where the
+grid k / (S + 1) ends at the default S = 99; the original's bisection searched up to 1.
 
 Why a grid and not the original's bisection: neither count is monotone in tau_on once events are
 merged and filtered by duration (a lower threshold can join two false alarms into one, or grow a
@@ -46,7 +59,7 @@ from tqdm import tqdm
 
 from common.config import PostprocessConfig
 from common.eval.nedc import SECONDS_PER_DAY, overlapped
-from common.eval.postprocess import postprocess_mask, runs
+from common.eval.postprocess import postprocess_mask, runs, too_long
 from common.eval.recordings import Trace
 from common.progress import ProgressLines
 
@@ -74,20 +87,33 @@ def metric_name(fa_per_24h: float) -> str:
 
 
 def threshold_grid(steps: int) -> np.ndarray:
-    """(S,) tau_on values k / (steps + 1), k = 1..steps: strictly inside (0, 1)."""
+    """tau_on values, ascending and strictly inside (0, 1): k / (steps + 1), k = 1..steps, then
+    1 - 10^-j, j = 3..7, those above the last (module docstring)."""
     if steps < 1:
         raise ValueError(f"eval.threshold_steps must be >= 1, got {steps}")
-    return np.arange(1, steps + 1) / (steps + 1)
+    grid = np.arange(1, steps + 1) / (steps + 1)  # (steps,)
+    tail = 1 - 10.0 ** -np.arange(3, 8)  # (5,) 0.999 .. 0.9999999
+    return np.concatenate([grid, tail[tail > grid[-1]]])
 
 
-def ovlp_counts(ref_starts: np.ndarray, ref_stops: np.ndarray,
-                hyp_starts: np.ndarray, hyp_stops: np.ndarray) -> tuple[int, int]:
+def shown_threshold(value: float) -> str:
+    """A threshold with 4 decimals, or up to 7 where that writes it exactly: the grid's tail
+    0.999 .. 0.9999999 would all read 1.0000 (1/3 stays 0.3333)."""
+    for digits in range(4, 8):
+        if abs(value - round(value, digits)) < 1e-12:
+            return f"{value:.{digits}f}"
+    return f"{value:.4f}"
+
+
+def ovlp_counts(ref_starts: np.ndarray, ref_stops: np.ndarray, hyp_starts: np.ndarray, hyp_stops: np.ndarray,
+                dropped: np.ndarray | None = None) -> tuple[int, int]:
     """(hits, false alarms) of one recording's predicted runs against its target runs, NEDC OVLP:
     [a, b) and [c, d) overlap when d > a and c < b. Both sets sorted and disjoint (runs of a mask),
     so the only candidate for an interval is the last run of the other set starting before it ends.
+    dropped (R_hyp,) bool: runs that hit nothing but are false alarms all the same (module docstring).
     """
-
-    hits = int(np.count_nonzero(overlapped(ref_starts, ref_stops, hyp_starts, hyp_stops)))
+    credited = slice(None) if dropped is None else ~dropped
+    hits = int(np.count_nonzero(overlapped(ref_starts, ref_stops, hyp_starts[credited], hyp_stops[credited])))
     false_alarms = int(np.count_nonzero(~overlapped(hyp_starts, hyp_stops, ref_starts, ref_stops)))
     return hits, false_alarms
 
@@ -128,6 +154,8 @@ def sweep(traces: Sequence[Trace], cfg: PostprocessConfig, steps: int, progress:
     hits = np.zeros(grid.size, np.int64)
     false_alarms = np.zeros(grid.size, np.int64)
     configs = [swept_config(cfg, t) for t in grid]
+    drop = cfg.long_events == "drop"  # then the masks keep the long runs, for their false alarms
+    masks = [dataclasses.replace(c, long_events="keep") for c in configs] if drop else configs
     targets, duration = 0, 0.0
     lines = ProgressLines("threshold sweep", len(traces), "recordings") if plain_lines and not progress else None
     for trace in tqdm(traces, desc="threshold sweep", unit="rec", disable=not progress, leave=False):
@@ -137,8 +165,9 @@ def sweep(traces: Sequence[Trace], cfg: PostprocessConfig, steps: int, progress:
         peak = float(trace.probs.max()) if trace.probs.size else -1.0
         for s in np.flatnonzero(grid <= peak):  # above the peak nothing turns on: 0 hits, 0 FA
             # runs, not event_spans' split events: NEDC joins touching events of a label again
-            hyp_starts, hyp_stops = runs(postprocess_mask(trace.probs, trace.sfreq, configs[s]))
-            hit, false_alarm = ovlp_counts(ref_starts, ref_stops, hyp_starts, hyp_stops)
+            hyp_starts, hyp_stops = runs(postprocess_mask(trace.probs, trace.sfreq, masks[s]))
+            dropped = too_long(hyp_starts, hyp_stops, trace.sfreq, cfg.max_duration_seconds) if drop else None
+            hit, false_alarm = ovlp_counts(ref_starts, ref_stops, hyp_starts, hyp_stops, dropped)
             hits[s] += hit
             false_alarms[s] += false_alarm
         if lines is not None:

@@ -140,7 +140,7 @@ def test_checkpoint_mode_on_a_synthetic_split(synthetic_run, capsys):
         point = metrics["sensitivity_at_fa"][name]
         assert (point["met"], point["sensitivity"], point["false_alarms"], point["targets"]) == (True, 1.0, 0, 2)
     sweep = metrics["threshold_sweep"]
-    assert len(sweep["tau_on"]) == 19 and sweep["tau_on"][0] == 0.05 and sweep["hits"][0] == 2
+    assert len(sweep["tau_on"]) == 19 + 5 and sweep["tau_on"][0] == 0.05 and sweep["hits"][0] == 2  # k/20 and 0.999..
     assert "AUROC" in printed and "NEDC OVLP" in printed and "SzCORE event" in printed
 
     # what was scored is on disk: re-scoring the written .csv_bi files gives the same numbers
@@ -269,7 +269,7 @@ def test_checkpoint_mode_on_an_edf_dir_skips_and_reports_a_bad_file(synthetic_ru
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["records"] == 1 and metrics["source"] == {"edf_dir": str(folder.resolve())}
     assert [(Path(s["source"]).name, s["split"]) for s in metrics["skipped"]] == [("bad_s001_t000.edf", None)]
-    assert len(metrics["threshold_sweep"]["tau_on"]) == 4 and not (out / "timelines").exists()
+    assert len(metrics["threshold_sweep"]["tau_on"]) == 4 + 5 and not (out / "timelines").exists()
 
 
 def test_labels_cut_at_a_recordings_end_are_reported_per_file(synthetic_run, tmp_path, capsys):

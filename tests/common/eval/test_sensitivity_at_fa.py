@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -8,9 +10,11 @@ from common.eval.postprocess import runs
 from common.eval.recordings import Trace
 from common.eval.sensitivity_at_fa import (
     FA_RATE_METRICS,
+    OperatingPoint,
     metric_name,
     ovlp_counts,
     sensitivity_at_fa,
+    shown_threshold,
     sweep,
     swept_config,
     threshold_grid,
@@ -44,8 +48,8 @@ def hand_built() -> list[Trace]:
 
 
 def test_sweep_counts_hits_and_false_alarms_at_every_threshold():
-    result = sweep(hand_built(), PLAIN, steps=19)  # tau_on = 0.05, 0.10, ..., 0.95
-    tau = np.arange(1, 20) / 20
+    result = sweep(hand_built(), PLAIN, steps=19)  # tau_on = 0.05, 0.10, ..., 0.95, 0.999, ..., 0.9999999
+    tau = np.concatenate([np.arange(1, 20) / 20, 1 - 10.0 ** -np.arange(3, 8)])
     np.testing.assert_allclose(result.tau_on, tau)
     np.testing.assert_allclose(result.tau_off, tau)  # the configured ratio 1
     seizure_peaks, bump_peaks = [0.92, 0.47, 0.67], [0.97] + [0.72] * 2 + [0.57] * 3 + [0.32] * 10
@@ -67,8 +71,9 @@ def test_sensitivity_at_each_fa_target_is_the_best_under_it():
         "sensitivity_at_5_fa_per_24h": (True, 0.5, 3.0, 2, 3, 0.65),
         "sensitivity_at_2.5_fa_per_24h": (True, 0.25, 1.0, 1, 1, 0.9),
         "sensitivity_at_1_fa_per_24h": (True, 0.25, 1.0, 1, 1, 0.9),
-        # the 0.97 bump fires at every threshold: only the empty detector has no false alarm
-        "sensitivity_at_0.5_fa_per_24h": (False, 0.0, 0.0, 0, 0, None),
+        # the 0.97 bump fires at every threshold of the grid k/20: only the tail's, above every
+        # peak (the empty detector; the highest wins the tie), has no false alarm
+        "sensitivity_at_0.5_fa_per_24h": (True, 0.0, 0.0, 0, 0, 0.9999999),
     }
 
 
@@ -77,7 +82,7 @@ def test_the_sweep_post_processes_as_configured():
     cfg = PostprocessConfig(tau_on=0.86, tau_off=0.43, opening_samples=1, closing_samples=1,
                             min_duration_seconds=20.0, max_duration_seconds=1e6, merge_gap_seconds=0.0)
     result = sweep(hand_built(), cfg, steps=19)
-    assert result.false_alarms.tolist() == [0] * 19
+    assert result.false_alarms.tolist() == [0] * 24
     np.testing.assert_allclose(result.tau_off, result.tau_on / 2)
     assert sensitivity_at_fa(result, (1.0,))["sensitivity_at_1_fa_per_24h"].sensitivity == 0.75
     assert swept_config(cfg, 0.5).tau_off == 0.25 and swept_config(cfg, 0.5).min_duration_seconds == 20.0
@@ -109,7 +114,9 @@ def test_metric_names_are_fixed_strings():
 
 
 def test_grid_and_inputs():
-    np.testing.assert_allclose(threshold_grid(3), [0.25, 0.5, 0.75])
+    tail = [0.999, 0.9999, 0.99999, 0.999999, 0.9999999]
+    np.testing.assert_allclose(threshold_grid(3), [0.25, 0.5, 0.75, *tail], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(threshold_grid(999)[-6:], [998 / 1000, 999 / 1000, *tail[1:]], rtol=0, atol=1e-15)
     with pytest.raises(ValueError, match="threshold_steps"):
         threshold_grid(0)
     probs, labels = plateaus(100, (10, 20, 0.9, 0))
@@ -134,3 +141,50 @@ def test_the_sweep_counts_a_split_event_as_the_scorer_does():
     assert (seiz["hits"], seiz["false_alarms"]) == (1, 0)
     result = sweep([Trace("r", probs, labels, 1.0)], cfg, steps=19)
     assert (result.hits[9], result.false_alarms[9]) == (1, 0)  # tau_on 0.5
+
+
+def test_a_dropped_long_run_hits_nothing_but_is_a_false_alarm_off_the_seizures():
+    """long_events: drop (the default) with a 600 s maximum, two 1 h recordings at 1 Hz: one holds
+    a 100 s seizure scored 0.5, the other is background scored 0.6 throughout. At tau_on 0.5 the
+    background is one 3600 s run: dropped from the events, it was counted as nothing, and the
+    sweep gave sensitivity 1 at 0 FA/24h to a detector that fired for the whole hour (a review's
+    repro). It is a false alarm: 1 in 2 h, 12 FA/24h. A long run over the seizure hits nothing."""
+    hour = 3600
+    seizure = plateaus(hour, (1000, 1100, 0.5, 1))
+    background = (np.full(hour, 0.6), np.zeros(hour, np.uint8))
+    cfg = dataclasses.replace(PLAIN, max_duration_seconds=600.0)
+    assert cfg.long_events == "drop"
+    result = sweep([Trace("s", *seizure, 1.0), Trace("b", *background, 1.0)], cfg, steps=9)  # 0.1 .. 0.9
+    # tau 0.1-0.5: the seizure's 100 s run hits and the background's 3600 s run is a false alarm;
+    # 0.6: the background run alone; above: nothing
+    assert result.hits.tolist()[:9] == [1] * 5 + [0] * 4
+    assert result.false_alarms.tolist()[:9] == [1] * 6 + [0] * 3
+    point = sensitivity_at_fa(result, (1.0,))["sensitivity_at_1_fa_per_24h"]
+    assert (point.met, point.sensitivity, point.fa_per_24h) == (True, 0.0, 0.0)  # not 1.0 at 0 FA
+    assert sensitivity_at_fa(result, (20.0,))["sensitivity_at_20_fa_per_24h"].sensitivity == 1.0  # 12 FA/24h
+
+    over = plateaus(hour, (1000, 1100, 0.5, 1))[1], np.full(hour, 0.7)  # labels, probs
+    alone = sweep([Trace("o", over[1], over[0], 1.0)], cfg, steps=9)
+    assert alone.hits.sum() == alone.false_alarms.sum() == 0  # one 3600 s run over the seizure, at every tau
+    kept = sweep([Trace("o", over[1], over[0], 1.0)], dataclasses.replace(cfg, long_events="keep"), steps=9)
+    assert kept.hits.tolist()[:9] == [1] * 7 + [0] * 2 and kept.false_alarms.sum() == 0  # NEDC's reading
+
+
+def test_saturated_outputs_find_an_operating_point_above_099():
+    """Artefacts at 0.995 and a seizure at 0.9995 in 12 h: the grid k / 100 ends at 0.99, where
+    the three artefacts give 6 FA/24h; 0.999 of the tail leaves the seizure alone."""
+    probs, labels = plateaus(HALF_DAY, (1000, 1100, 0.9995, 1),
+                             *[(5000 + 1000 * i, 5020 + 1000 * i, 0.995, 0) for i in range(3)])
+    point = sensitivity_at_fa(sweep([Trace("r", probs, labels, 1.0)], PLAIN, steps=99), (5.0,))
+    assert (point["sensitivity_at_5_fa_per_24h"].sensitivity, point["sensitivity_at_5_fa_per_24h"].tau_on) == (1.0, 0.999)
+    # an artefact at exactly 1 fires at every threshold: no swept one meets 1 FA/24h (2 FA/24h
+    # here), and the operating point says so, with the empty detector's 0
+    probs[20000:20010] = 1.0
+    point = sensitivity_at_fa(sweep([Trace("r", probs, labels, 1.0)], PLAIN, steps=99), (1.0,))
+    assert point["sensitivity_at_1_fa_per_24h"] == OperatingPoint(1.0, False, 0.0, 0.0, 0, 0, 1, None, None)
+
+
+def test_thresholds_are_shown_apart_near_1():
+    shown = [shown_threshold(t) for t in threshold_grid(99)[-6:]]
+    assert shown == ["0.9900", "0.9990", "0.9999", "0.99999", "0.999999", "0.9999999"]
+    assert [shown_threshold(t) for t in (0.82 * 0.75, 1 / 3, 0.999 * 0.75)] == ["0.6150", "0.3333", "0.74925"]
