@@ -330,7 +330,9 @@ def test_stack_clamps_after_every_second_layer_and_at_the_end():
         second = jnp.clip(forward(stack.layers[1], first), -10, 10)
         expected = jnp.clip(forward(stack.layers[2], second), -10, 10)
         out = forward(stack, u)
-        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)  # float32 through a 100x scale
+        # the same float32 ops, fused differently (remat recomputes them): the table's whole-model row
+        row = compare_arrays(f"stack (remat {remat}) vs its layers", out, expected, "model", "float32")
+        assert row.passed, row
         clamped_first = jnp.clip(forward(stack.layers[1], jnp.clip(first, -10, 10)), -10, 10)
         assert not np.allclose(out, jnp.clip(forward(stack.layers[2], clamped_first), -10, 10), atol=1e-3)
 

@@ -239,7 +239,11 @@ def test_pe_computed_only_every_interval_steps(monkeypatch, gradient):
     for start, stop in [(0, 5), (5, 10), (10, 12)]:
         held = pe[:, start:stop]
         assert torch.equal(held, held[:, :1].expand_as(held))
-        assert torch.equal(pe[:, start], _pe(A[:, start : start + 1], k=4, interval=1)[:, 0])
+        # the same numbers as the step alone, within float64's "layer" row, not bit for bit: MKL's
+        # eigh may round a matrix by its place in the batch (tests/jaxbrr/test_graph.py's twin)
+        single = _pe(A[:, start : start + 1], k=4, interval=1)[:, 0]
+        row = compare_arrays(f"step {start}", pe[:, start].numpy(), single.numpy(), "layer", "float64")
+        assert row.passed, row
     assert not torch.allclose(pe[:, 0], pe[:, 5])
 
 
