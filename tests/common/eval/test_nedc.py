@@ -1,6 +1,7 @@
 """NEDC nedc_eeg_eval v6.0.0 on its own 30-file sample, checked against its printed output
 (../shared/data/nedc_sample/expected), and each scoring rule on hand-built records."""
 
+import math
 import re
 from pathlib import Path
 
@@ -194,6 +195,17 @@ def test_taes_whole_second_gate_as_nedc():
     # in (with a negative "hit"), because [12, 15] opens the gate with a real overlap.
     hit, miss, fa = taes_seiz([(10.5, 20)], [(10.1, 10.3), (12, 15)])
     assert (hit, miss, fa) == pytest.approx((2.8 / 9.5, 1 - 2.8 / 9.5, 0.4 / 9.5))
+
+
+def test_taes_mcc_of_a_negative_margin_is_undefined_not_a_crash():
+    """Sub-second events whose whole-second gate makes partial hits negative (a review's random
+    record): a margin of the MCC is negative, where NEDC's own math.sqrt raises."""
+    ref = [(0.1016, 1.2216), (1.6636, 2.0629), (2.4952, 2.8135)]
+    hyp = [(0.3237, 0.4707), (0.5317, 1.8061), (3.443, 3.7853)]
+    scored = score_taes([(record(seiz(*ref), 5.0), record(seiz(*hyp), 5.0))]).seiz
+    tp, tn, fp, fn = (scored[k] for k in ("tp", "tn", "fp", "fn"))
+    assert min(tp + fp, tp + fn, tn + fp, tn + fn) < 0 and math.isnan(scored["mcc"])
+    assert math.isfinite(scored["sensitivity"])  # the rest is scored as NEDC scores it
 
 
 def test_epoch_samples_mid_epoch_with_inclusive_bounds():
