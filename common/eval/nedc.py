@@ -308,11 +308,13 @@ def _f1(precision: float, sensitivity: float, denominator: float) -> float:
 
 def _mcc(tp: float, tn: float, fp: float, fn: float) -> float:
     """NEDC's MCC (0 where a margin is 0). TAES's partial hits can be negative (its whole-second
-    gate), and so can a margin and the product: NEDC's math.sqrt raises there, and evaluate died
-    with a traceback; here the MCC is undefined, NaN (n/a in the tables, null in metrics.json)."""
-    product = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
-    if product < 0:
+    gate), and so can a margin: the MCC is then undefined, NaN (null in metrics.json). NEDC's own
+    math.sqrt raises where an odd number of margins is negative (evaluate died with a traceback)
+    and prints a meaningless number where an even number is."""
+    margins = (tp + fp, tp + fn, tn + fp, tn + fn)
+    if min(margins) < 0:
         return math.nan
+    product = math.prod(margins)
     return float((tp * tn - fp * fn) / math.sqrt(product)) if product != 0 else 0.0
 
 

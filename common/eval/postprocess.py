@@ -297,13 +297,19 @@ def postprocess_mask(probs: np.ndarray, sfreq: float, cfg: PostprocessConfig) ->
                            drop_long=cfg.long_events == "drop")
 
 
+def runs_and_long(probs: np.ndarray, sfreq: float, cfg: PostprocessConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(starts, stops, long): the runs of the post-processed mask with the long ones in
+    (long_events: keep), and which of them are longer than max_duration_seconds (those drop takes out)."""
+    starts, stops = runs(postprocess_mask(probs, sfreq, dataclasses.replace(cfg, long_events="keep")))
+    return starts, stops, too_long(starts, stops, sfreq, cfg.max_duration_seconds)
+
+
 def dropped_long_runs(probs: np.ndarray, sfreq: float, cfg: PostprocessConfig) -> list[tuple[float, float]]:
     """The runs longer than max_duration_seconds that long_events: drop took out of this trace's
     events, as (start, stop) seconds; [] under split or keep (they are events there)."""
     if cfg.long_events != "drop":
         return []
-    starts, stops = runs(postprocess_mask(probs, sfreq, dataclasses.replace(cfg, long_events="keep")))
-    long = too_long(starts, stops, sfreq, cfg.max_duration_seconds)
+    starts, stops, long = runs_and_long(probs, sfreq, cfg)
     return [(float(a / sfreq), float(b / sfreq)) for a, b in zip(starts[long], stops[long], strict=True)]
 
 

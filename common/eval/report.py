@@ -188,10 +188,10 @@ def checkpoint_lines(metrics: dict) -> list[str]:
     steps = len(metrics["threshold_sweep"]["tau_on"])
     lines.append(f"sensitivity at FA/24h (NEDC OVLP; τ_on swept over {steps} values, "
                  f"τ_off = {post['tau_off'] / post['tau_on']:.4f} τ_on):")
-    lines.append(f"  {'metric':<32}{'sensitivity':>12}{'FA/24h':>10}{'hits':>10}{'FA':>6}{'τ_on':>8}{'τ_off':>8}")
+    lines.append(f"  {'metric':<32}{'sensitivity':>12}{'FA/24h':>10}{'hits':>10}{'FA':>6}{'τ_on':>12}{'τ_off':>12}")
     for name, p in points.items():
         if p["met"]:
-            where = f"{shown_threshold(p['tau_on']):>8}{shown_threshold(p['tau_off']):>8}"
+            where = f"{shown_threshold(p['tau_on']):>12}{shown_threshold(p['tau_off']):>12}"
         else:
             where = "  no threshold meets it"
         lines.append(f"  {name:<32}{p['sensitivity']:12.4f}{p['fa_per_24h']:10.4f}"

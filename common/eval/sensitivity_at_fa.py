@@ -1,9 +1,9 @@
 """Sensitivity at a fixed false-alarm rate: sweep the threshold over whole recordings.
 
 Glossary
-    S          thresholds swept;  R  recordings;  n  samples in one recording's stitched trace
+    S          eval.threshold_steps;  R  recordings;  n  samples in one recording's stitched trace
     tau_on     the onset threshold of the hysteresis, swept over the grid k / (S + 1), k = 1..S,
-               and 1 - 10^-j, j = 3..7, above it (threshold_grid)
+               and 1 - 10^-j, j = 3..7, above it (threshold_grid: G = S + up to 5 thresholds)
     tau_off    tau_on · (cfg.tau_off / cfg.tau_on): the configured ratio, so each operating point
                is the configured post-processing with both thresholds scaled (always in (0, tau_on])
     target     a seizure event of the reference: a run of seizure samples of a recording's labels
@@ -18,12 +18,14 @@ checks the two agree), but for the runs that long_events: drop takes out (below)
     sensitivity(tau_on) = Σ_r hits_r / Σ_r targets_r
     fa_per_24h(tau_on)  = Σ_r false_alarms_r / Σ_r duration_r · 86400      (durations in seconds)
 
-    sensitivity at F FA/24h = max { sensitivity(tau_on) : fa_per_24h(tau_on) <= F }
+    sensitivity at F FA/24h = max { sensitivity(tau_on) : fa_per_24h(tau_on) <= F, tau_on fires }
 
-ties broken by the lower FA rate, then by the higher tau_on. When no swept threshold meets F, the
-operating point is the detector that predicts nothing (sensitivity 0, FA 0) and says so
-(`met = False`, no threshold): the original reported its default threshold's sensitivity there,
-a number measured at an FA rate above the target (original_spec.md §4.8).
+ties broken by the lower FA rate, then by the higher tau_on. A threshold fires when it makes a hit
+or a false alarm somewhere; one above every recording's peak (the tail's, mostly) is the detector
+that predicts nothing, which meets any target. When no threshold that fires meets F, the
+operating point is that empty detector (sensitivity 0, FA 0) and says so (`met = False`, no
+threshold): the original reported its default threshold's sensitivity there, a number measured at
+an FA rate above the target (original_spec.md §4.8).
 
 Runs that `long_events: drop` takes out (longer than max_duration_seconds) hit nothing, as in the
 written events, but each one that overlaps no target still counts as a false alarm, as NEDC
@@ -40,7 +42,7 @@ grid k / (S + 1) ends at the default S = 99; the original's bisection searched u
 Why a grid and not the original's bisection: neither count is monotone in tau_on once events are
 merged and filtered by duration (a lower threshold can join two false alarms into one, or grow a
 short one past the minimum duration), so bisection can stop at a threshold that misses a better
-one; a sweep looks at all of them. Cost: S post-processing passes over every sample (vectorised
+one; a sweep looks at all of them. Cost: G post-processing passes over every sample (vectorised
 numpy per recording; thresholds above a recording's peak cost nothing).
 
 Metric names are fixed strings (FA_RATE_METRICS), never formatted from a float: the original's
@@ -59,7 +61,7 @@ from tqdm import tqdm
 
 from common.config import PostprocessConfig
 from common.eval.nedc import SECONDS_PER_DAY, overlapped
-from common.eval.postprocess import postprocess_mask, runs, too_long
+from common.eval.postprocess import runs, runs_and_long
 from common.eval.recordings import Trace
 from common.progress import ProgressLines
 
@@ -97,9 +99,9 @@ def threshold_grid(steps: int) -> np.ndarray:
 
 
 def shown_threshold(value: float) -> str:
-    """A threshold with 4 decimals, or up to 7 where that writes it exactly: the grid's tail
-    0.999 .. 0.9999999 would all read 1.0000 (1/3 stays 0.3333)."""
-    for digits in range(4, 8):
+    """A threshold with 4 decimals, or up to 9 where that writes it exactly: the grid's tail
+    0.999 .. 0.9999999 (and 0.75 of it) would all read 1.0000 (0.7500); 1/3 stays 0.3333."""
+    for digits in range(4, 10):
         if abs(value - round(value, digits)) < 1e-12:
             return f"{value:.{digits}f}"
     return f"{value:.4f}"
@@ -127,20 +129,20 @@ def swept_config(cfg: PostprocessConfig, tau_on: float) -> PostprocessConfig:
 class Sweep:
     """OVLP counts at every swept threshold, summed over the recordings."""
 
-    tau_on: np.ndarray  # (S,)
-    tau_off: np.ndarray  # (S,)
-    hits: np.ndarray  # (S,) int
-    false_alarms: np.ndarray  # (S,) int
+    tau_on: np.ndarray  # (G,)
+    tau_off: np.ndarray  # (G,)
+    hits: np.ndarray  # (G,) int
+    false_alarms: np.ndarray  # (G,) int
     targets: int
     duration_seconds: float
 
     @property
     def sensitivity(self) -> np.ndarray:
-        return self.hits / self.targets  # (S,)
+        return self.hits / self.targets  # (G,)
 
     @property
     def fa_per_24h(self) -> np.ndarray:
-        return self.false_alarms / self.duration_seconds * SECONDS_PER_DAY  # (S,)
+        return self.false_alarms / self.duration_seconds * SECONDS_PER_DAY  # (G,)
 
 
 def sweep(traces: Sequence[Trace], cfg: PostprocessConfig, steps: int, progress: bool = False,
@@ -154,20 +156,20 @@ def sweep(traces: Sequence[Trace], cfg: PostprocessConfig, steps: int, progress:
     hits = np.zeros(grid.size, np.int64)
     false_alarms = np.zeros(grid.size, np.int64)
     configs = [swept_config(cfg, t) for t in grid]
-    drop = cfg.long_events == "drop"  # then the masks keep the long runs, for their false alarms
-    masks = [dataclasses.replace(c, long_events="keep") for c in configs] if drop else configs
+    drop = cfg.long_events == "drop"
     targets, duration = 0, 0.0
     lines = ProgressLines("threshold sweep", len(traces), "recordings") if plain_lines and not progress else None
     for trace in tqdm(traces, desc="threshold sweep", unit="rec", disable=not progress, leave=False):
         ref_starts, ref_stops = runs(np.asarray(trace.labels).astype(bool))
         targets += ref_starts.size
         duration += trace.probs.size / trace.sfreq
-        peak = float(trace.probs.max()) if trace.probs.size else -1.0
-        for s in np.flatnonzero(grid <= peak):  # above the peak nothing turns on: 0 hits, 0 FA
+        # above the peak nothing turns on (0 hits, 0 FA); compared as hysteresis compares p >= tau_on,
+        # in the trace's dtype (a float32 trace's 0.99999988, sigmoid(16), is >= 0.9999999 there)
+        fire = np.flatnonzero(grid.astype(trace.probs.dtype) <= trace.probs.max()) if trace.probs.size else []
+        for s in fire:
             # runs, not event_spans' split events: NEDC joins touching events of a label again
-            hyp_starts, hyp_stops = runs(postprocess_mask(trace.probs, trace.sfreq, masks[s]))
-            dropped = too_long(hyp_starts, hyp_stops, trace.sfreq, cfg.max_duration_seconds) if drop else None
-            hit, false_alarm = ovlp_counts(ref_starts, ref_stops, hyp_starts, hyp_stops, dropped)
+            hyp_starts, hyp_stops, long = runs_and_long(trace.probs, trace.sfreq, configs[s])
+            hit, false_alarm = ovlp_counts(ref_starts, ref_stops, hyp_starts, hyp_stops, long if drop else None)
             hits[s] += hit
             false_alarms[s] += false_alarm
         if lines is not None:
@@ -202,7 +204,7 @@ def sensitivity_at_fa(result: Sweep, fa_targets: Sequence[float]) -> dict[str, O
     sensitivity, fa = result.sensitivity, result.fa_per_24h
     out = {}
     for target, name in zip(fa_targets, names, strict=True):
-        allowed = np.flatnonzero(fa <= target)
+        allowed = np.flatnonzero((fa <= target) & (result.hits + result.false_alarms > 0))
         if allowed.size == 0:
             out[name] = OperatingPoint(float(target), False, 0.0, 0.0, 0, 0, result.targets, None, None)
             continue
