@@ -24,7 +24,7 @@ train: $(STAMP)
 	$(PY) -m jaxbrr.train
 
 # Two workers, one test file each at a time (module fixtures stay shared within a file): one
-# process leaves a core idle through every XLA compile. 17-19 min on the 2-core CPU (README "Tests").
+# process leaves a core idle through every XLA compile. 20-27 min on the 2-core CPU (README "Tests").
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
