@@ -151,19 +151,21 @@ def evaluate_traces(traces: list[Trace], config: Config, out_dir: str | Path, ma
                                   f"{result.duration_seconds / 3600:.2f} h")
     metrics["postprocess"] = config_to_dict(post)
 
+    # detections longer than max_duration_seconds that long_events: drop left out of the events
+    dropped = {t.stem: spans for t in traces if (spans := dropped_long_runs(t.probs, t.sfreq, post))}
     order = sorted(range(len(traces)), key=lambda i: (-int(traces[i].labels.sum()),
                                                       -int(processed[i][0].sum()), traces[i].stem))
     for i in order[:max_timelines]:
         trace, (mask, _) = traces[i], processed[i]
         hits, false_alarms = ovlp_counts(*runs(trace.labels.astype(bool)), *runs(mask))
         targets = runs(trace.labels.astype(bool))[0].size
+        long = len(dropped.get(trace.stem, []))  # the sweep's false alarms where they miss the seizures
         plots.plot_example(trace.probs, trace.labels, mask, trace.sfreq, post,
                      out_dir / "timelines" / f"{trace.stem}.png",
-                     f"{trace.stem}: {hits} of {targets} seizures hit, {false_alarms} false alarms (OVLP)")
+                     f"{trace.stem}: {hits} of {targets} seizures hit, {false_alarms} false alarms (OVLP)"
+                     + (f"; {long} detection(s) over {post.max_duration_seconds:g} s dropped" if long else ""))
     metrics["timelines"] = min(max_timelines, len(traces))
-    # detections longer than max_duration_seconds that long_events: drop left out of the events
-    metrics["dropped_long_events"] = {t.stem: [list(span) for span in dropped] for t in traces
-                                      if (dropped := dropped_long_runs(t.probs, t.sfreq, post))}
+    metrics["dropped_long_events"] = {stem: [list(span) for span in spans] for stem, spans in dropped.items()}
     return metrics
 
 
