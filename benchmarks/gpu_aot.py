@@ -430,8 +430,13 @@ def report(rows: list[dict], memory: int, kernels: dict, gpu: str, flops_per_ste
               f"{GPUS[gpu]['bandwidth_tbs']:g} TB/s: {floor_ms:.1f} ms per step"]
     if flops_per_step:
         rate = flops_per_step / floor_ms / 1e9  # TFLOP/s
-        lines.append(f"model FLOP rate at that floor: {rate:.0f} TFLOP/s ({flops_per_step / 1e9:.0f} GFLOP per step), "
-                     f"{100 * rate / peak_tflops:.1f} % of a {peak_tflops:g} TFLOP/s peak: the utilisation ceiling")
+        from gpu_bench import FORWARD_GFLOP_PER_WINDOW, MODEL_FORWARD_GFLOP_PER_WINDOW
+
+        own = MODEL_FORWARD_GFLOP_PER_WINDOW / FORWARD_GFLOP_PER_WINDOW  # benchmarks/flops.py's count
+        lines.append(f"model FLOP rate at that floor: {rate:.0f} TFLOP/s ({flops_per_step / 1e9:.0f} GFLOP per step "
+                     f"on issue 16's {FORWARD_GFLOP_PER_WINDOW} GFLOP forward), {100 * rate / peak_tflops:.1f} % "
+                     f"of a {peak_tflops:g} TFLOP/s peak: the utilisation ceiling "
+                     f"({100 * own * rate / peak_tflops:.1f} % on the model's own {MODEL_FORWARD_GFLOP_PER_WINDOW})")
     lines.append(f"planned device memory: {memory / 1e9:.2f} GB")
     for name, k in kernels.items():
         lines.append(f"kernel {name}: {k['error']}" if "error" in k else
