@@ -250,6 +250,8 @@ class SSMConfig:
 @_section
 class GraphConfig:
     enabled: bool = True
+    # cosine of the electrode features per step; correlation: Pearson's r with the original's
+    # additive eps in its norms (common/constants.py CORRELATION_EPS)
     edge_features: Literal["cosine", "correlation"] = "cosine"
     edge_lift: int = Field(16, ge=1)
     edge_mamba: MambaConfig = MambaConfig(n_layers=2, d_model=16, d_state=8, headdim=4)

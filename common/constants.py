@@ -22,6 +22,11 @@ SOFTPLUS_THRESHOLD = 20.0
 # Cosine similarity divides by max(‖a‖, eps)·max(‖b‖, eps), the per-norm clamp of
 # torch.nn.functional.cosine_similarity, with the same eps (parity_nan_anchors.md §4.4).
 COSINE_EPS = 1e-8
+# Pearson correlation divides by sqrt(‖a − mean a‖² + eps)·sqrt(‖b − mean b‖² + eps): the
+# original's own formula (brain-go-brr v2 src/brain_brr/models/edge_features.py,
+# edge_scalar_series), an additive eps, so centred norms near 1e-4 and below are damped, not
+# clamped. Finite with a finite gradient everywhere, a constant electrode included.
+CORRELATION_EPS = 1e-8
 # fix_signs(`max_abs`): |·| within this of a column's largest are ties, resolved by the first
 # index. Above float32 eigh noise across frameworks (≈1e-6, up to 1e-4 near small gaps).
 SIGN_TIE_TOLERANCE = 1e-4

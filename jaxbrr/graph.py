@@ -23,6 +23,7 @@ from einops import rearrange
 
 from common import graph as common_graph
 from common.constants import (
+    CORRELATION_EPS,
     COSINE_EPS,
     ORIGINAL_COND_LIMIT,
     ORIGINAL_DEGREE_FLOOR,
@@ -63,7 +64,8 @@ def edge_features(electrodes: jax.Array, kind: str, guards: bool) -> jax.Array:
     """Similarity of every electrode pair at every step: (B, N, L, D) -> (B, E, L).
 
     cosine      = <a, b> / (max(‖a‖, eps) · max(‖b‖, eps))
-    correlation = cosine of a − mean(a), b − mean(b) (means over D)
+    correlation = <a', b'> / (sqrt(‖a'‖² + eps') · sqrt(‖b'‖² + eps')), a' = a − mean(a) (over D),
+                  the original's formula (common/constants.py CORRELATION_EPS)
 
     The norms enter as rsqrt(max(‖a‖², eps²)), never as ‖a‖: the gradient of a norm at 0 is 0/0
     in JAX (NaN even behind max(‖a‖, eps), because 0·NaN = NaN), whereas ‖a‖² has gradient
@@ -79,7 +81,10 @@ def edge_features(electrodes: jax.Array, kind: str, guards: bool) -> jax.Array:
     rows, cols = edge_pairs(n_nodes)
     dots = jnp.einsum("bnld,bmld->blnm", electrodes, electrodes)  # (B, L, N, N)
     squared_norms = (electrodes * electrodes).sum(axis=-1)  # (B, N, L)
-    inverse_norms = jax.lax.rsqrt(jnp.maximum(squared_norms, COSINE_EPS**2))  # (B, N, L)
+    if kind == "correlation":
+        inverse_norms = jax.lax.rsqrt(squared_norms + CORRELATION_EPS)  # (B, N, L)
+    else:
+        inverse_norms = jax.lax.rsqrt(jnp.maximum(squared_norms, COSINE_EPS**2))
     inverse_norms = rearrange(inverse_norms, "b n l -> b l n")  # (B, L, N)
     similarity = dots[..., rows, cols] * inverse_norms[..., rows]  # (B, L, E)
     similarity = similarity * inverse_norms[..., cols]

@@ -17,6 +17,7 @@ from einops import rearrange
 
 from common import graph as common_graph
 from common.constants import (
+    CORRELATION_EPS,
     COSINE_EPS,
     ORIGINAL_COND_LIMIT,
     ORIGINAL_DEGREE_FLOOR,
@@ -54,7 +55,8 @@ def edge_features(electrodes: torch.Tensor, kind: str, guards: bool) -> torch.Te
     """Similarity of every electrode pair at every step: (B, N, L, D) -> (B, E, L).
 
     cosine      = <a, b> / (max(‖a‖, eps) · max(‖b‖, eps))
-    correlation = cosine of a − mean(a), b − mean(b) (means over D)
+    correlation = <a', b'> / (sqrt(‖a'‖² + eps') · sqrt(‖b'‖² + eps')), a' = a − mean(a) (over D),
+                  the original's formula (common/constants.py CORRELATION_EPS)
 
     The norms enter as rsqrt(max(‖a‖², eps²)), never as ‖a‖: the gradient of a norm at 0 is 0/0
     in JAX (NaN even behind max(‖a‖, eps)), whereas ‖a‖² has gradient 2a = 0 there and max()
@@ -70,7 +72,10 @@ def edge_features(electrodes: torch.Tensor, kind: str, guards: bool) -> torch.Te
     rows, cols = edge_pairs(n_nodes, electrodes.device)
     dots = torch.einsum("bnld,bmld->blnm", electrodes, electrodes)  # (B, L, N, N)
     squared_norms = (electrodes * electrodes).sum(dim=-1)  # (B, N, L)
-    inverse_norms = torch.rsqrt(torch.clamp_min(squared_norms, COSINE_EPS**2))  # (B, N, L)
+    if kind == "correlation":
+        inverse_norms = torch.rsqrt(squared_norms + CORRELATION_EPS)  # (B, N, L)
+    else:
+        inverse_norms = torch.rsqrt(torch.clamp_min(squared_norms, COSINE_EPS**2))
     inverse_norms = rearrange(inverse_norms, "b n l -> b l n")  # (B, L, N)
     similarity = dots[..., rows, cols] * inverse_norms[..., rows]  # (B, L, E)
     similarity = similarity * inverse_norms[..., cols]

@@ -80,14 +80,24 @@ def test_cosine_gradient_equals_torch_even_at_a_zero_electrode():
     assert ((ours.grad - theirs.grad).abs() <= 1e-12 * theirs.grad.abs().max()).all()
 
 
-def test_correlation_equals_pearson():
-    # offset by 3: the centring matters
-    x = torch.randn(1, 4, 2, 16, generator=_generator(1), dtype=F64) + 3.0
+@pytest.mark.parametrize("scale", [1.0, 1e-4])
+def test_correlation_is_the_originals_formula(scale):
+    """brain-go-brr v2's edge_scalar_series: <a', b'> / (sqrt(‖a'‖² + 1e-8) · sqrt(‖b'‖² + 1e-8)),
+    a' = a − mean(a), one pair at a time in float64. At unit scale that is Pearson's r within the
+    eps's share of the norms; at features of 1e-4 the eps is ~1/15 of ‖a'‖² and shrinks it."""
+    x = (torch.randn(1, 4, 2, 16, generator=_generator(1), dtype=F64) + 3.0) * scale  # offset: centring matters
     got = edge_features(x, "correlation", guards=False)
     for e, (i, j) in enumerate(zip(*edge_pairs(4), strict=True)):
         for t in range(2):
+            a, b = x[0, i, t] - x[0, i, t].mean(), x[0, j, t] - x[0, j, t].mean()
+            original = (a * b).sum() / (torch.sqrt((a * a).sum() + 1e-8) * torch.sqrt((b * b).sum() + 1e-8))
+            assert abs(got[0, e, t] - original) <= 1e-14
             pearson = torch.corrcoef(torch.stack([x[0, i, t], x[0, j, t]]))[0, 1]
-            assert abs(got[0, e, t] - pearson) <= 1e-14
+            eps_share = 1e-8 / (a * a).sum() + 1e-8 / (b * b).sum()  # relative, to first order, twice
+            if scale == 1.0:
+                assert abs(got[0, e, t] - pearson) <= abs(pearson) * eps_share + 1e-14
+            else:
+                assert abs(got[0, e, t]) < abs(pearson) * (1 - eps_share / 4)
 
 
 @pytest.mark.parametrize("kind", ["cosine", "correlation"])
