@@ -44,6 +44,7 @@ from common.config import (
     config_from_dict,
     config_to_dict,
     load_config,
+    original_yaml,
     with_overrides,
 )
 from common.shown import shown_inline, shown_lines
@@ -531,7 +532,15 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
         raise CheckpointError(f"{path}: {error}") from None
     if found is not None:
         state, unwrapped, held = found
-        own = _original_own_config(saved)
+        own, yaml_note, fix = _original_own_config(saved), [], None
+        if own is None and isinstance(config_path, str | Path) and (given := original_yaml(config_path)) is not None:
+            # no config of its own (a bare state dict, the original's mid-epoch snapshots): the
+            # original's YAML it was trained with reads as that config would, over the defaults
+            yaml_note = [f"config: the model, post-processing and loss sections of {config_path}, a brain-go-brr "
+                         f"v2 config, read as {path}'s own config would be; the rest this project's defaults"]
+            fix = (f"the model is the one the `model` section of {config_path} (a brain-go-brr v2 config) describes: "
+                   "pass --config the config these weights were trained with")
+            own, config_path = given, None
         if own is not None:
             config, notes = _original_config(path, own, config_path)
             notes += _own_model_note(path, config_path, config.model)
@@ -543,11 +552,12 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
         running = config_path.model if run_config else config.model
         if own is not None:
             notes[0] = "; ".join(filter(None, [notes[0], original_config.run_note(running, run_config)]))
+        notes = yaml_note + notes
         if shapes is None:
             raise ValueError("read_weights: an original checkpoint needs `shapes` (the target model's)")
         try:
             arrays, report = original.rename_original(state, shapes(config.model), config.model, str(path),
-                                                      fix=_original_fix(path, own is not None, config_path))
+                                                      fix=fix or _original_fix(path, own is not None, config_path))
         except ValueError as error:
             raise CheckpointError(str(error)) from None
         spelled = {ours: held.get(theirs, theirs) for theirs, ours in report.mapped.items()}

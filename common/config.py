@@ -610,18 +610,34 @@ def _format_errors(err: ValidationError, source: str) -> str:
 _ORIGINAL_SECTIONS = ("experiment", "training", "evaluation", "preprocessing")
 
 
+def original_sections(tree) -> list[str]:
+    """The sections of brain-go-brr v2's own config schema that `tree` (a parsed YAML) holds: two
+    or more of them make it the original's config, not this project's."""
+    return [key for key in _ORIGINAL_SECTIONS if isinstance(tree, dict) and key in tree]
+
+
+def original_yaml(path: str | Path) -> dict | None:
+    """The parsed file when `path` is brain-go-brr v2's own YAML config with a model section (what
+    its training ran with), else None (a file that does not read is load_config's to explain)."""
+    try:
+        tree = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return tree if len(original_sections(tree)) >= 2 and isinstance(tree.get("model"), dict) else None
+
+
 def config_from_dict(tree: dict, source: str = "<dict>") -> Config:
     try:
         return TypeAdapter(Config).validate_python(tree)
     except ValidationError as err:
         lines = _format_errors(err, source).splitlines()
-        theirs = [key for key in _ORIGINAL_SECTIONS if isinstance(tree, dict) and key in tree]
+        theirs = original_sections(tree)
         if len(theirs) < 2:
             raise ConfigError("\n".join(lines)) from None
         raise ConfigError("\n".join([
             f"{source}: a brain-go-brr v2 config (sections {', '.join(theirs)}), not this project's: pass one of "
             "configs/ (configs/tusz.yaml is the full-size V3) with --set for what differs; an original "
-            "checkpoint saved with its config needs no --config (its model section is read from it)",
+            "checkpoint or state dict reads its model from it (its own config, else this file as --config)",
             *shown_lines(lines, indent="")])) from None
 
 

@@ -296,6 +296,38 @@ def test_cli_answers_a_missing_or_unreadable_input_in_one_line(tmp_path, capsys)
     assert not (tmp_path / "out.safetensors").exists()
 
 
+def test_an_original_state_dict_reads_its_model_from_the_originals_own_yaml(tmp_path, capsys):
+    """The original's mid-epoch snapshots and bare state dicts carry no config; the user has the
+    brain-go-brr YAML the run trained with. Passed as --config, its model, post-processing and
+    loss sections read as a checkpoint's own config would (it had been refused as not ours)."""
+    import yaml
+
+    from common.checkpoints import read_weights
+    from common.original import original_key
+    from tests.torchref.original_checkpoint import FULL_ORIGINAL_MODEL_CONFIG
+
+    state = {original_key(k): torch.zeros(s) for k, s in convert.torch_shapes(load_config("configs/tusz.yaml").model).items()}
+    torch.save({"model_state_dict": state, "config": None, "extra": {"kind": "mid_epoch"}}, tmp_path / "mid.pt")
+    model = {**FULL_ORIGINAL_MODEL_CONFIG, "graph": {**FULL_ORIGINAL_MODEL_CONFIG["graph"], "semi_dynamic_interval": 1,
+                                                     "use_residual": False}}
+    theirs = tmp_path / "modal.yaml"
+    theirs.write_text(yaml.safe_dump({"experiment": {"name": "v3"}, "model": model, "training": {"loss": "bce"},
+                                      "evaluation": {"fa_rates": [10]}}))
+    assert convert.main([str(tmp_path / "mid.pt"), str(tmp_path / "o.safetensors"), "--config", str(theirs)]) == 0
+    assert (f"  config: the model, post-processing and loss sections of {theirs}, a brain-go-brr v2 config, read as "
+            f"{tmp_path / 'mid.pt'}'s own config would be; the rest this project's defaults") in capsys.readouterr().out
+    read = read_weights(tmp_path / "o.safetensors")
+    graph = read.config.model.graph
+    assert (graph.semi_dynamic_interval, graph.use_residual, read.config.train.loss) == (1, False, "bce")
+
+    small = {**model, "graph": {**model["graph"], "edge_mamba_d_model": 32}}  # not these weights' model
+    theirs.write_text(yaml.safe_dump({"experiment": {"name": "v3"}, "model": small, "training": {"loss": "bce"}}))
+    assert convert.main([str(tmp_path / "mid.pt"), str(tmp_path / "p.safetensors"), "--config", str(theirs)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"the model is the one the `model` section of {theirs} (a brain-go-brr v2 config) describes: pass --config "
+        "the config these weights were trained with")
+
+
 def test_converted_tiny_models_agree_in_float64():
     config = load_config(TINY).model
     torch_model = tmodel.SeizureDetector(config, 0).double().eval()

@@ -155,8 +155,8 @@ def test_the_original_projects_config_is_told_apart(tmp_path):
     lines = str(err.value).splitlines()
     assert lines[0] == (f"{theirs}: a brain-go-brr v2 config (sections experiment, training, evaluation), not this "
                         "project's: pass one of configs/ (configs/tusz.yaml is the full-size V3) with --set for what "
-                        "differs; an original checkpoint saved with its config needs no --config (its model section "
-                        "is read from it)")
+                        "differs; an original checkpoint or state dict reads its model from it (its own config, else "
+                        "this file as --config)")
     assert len(lines) <= 7 and "unknown key" in lines[1]
     with pytest.raises(ConfigError) as err:  # one stray section is a typo, not the other project
         load_config(None, ["training.epochs=3"])
