@@ -206,6 +206,10 @@ POSTPROCESS_IRRELEVANT: tuple[tuple[str, str], ...] = (
 )
 
 
+# The positive-class weight the original's loss took on its balanced TUSZ set: sqrt((1 - r)/r) for
+# the window-level seizure share r = 0.3421, computed each epoch from the training set and saved
+# nowhere (original_spec.md §3.4; its focal loss passes it only at focal_alpha 0.5, as shipped).
+ORIGINAL_POS_WEIGHT = 1.3868
 # The loss fields of the original's `training` section, with its schema's defaults
 # (original_spec.md §3.11: loss "bce", focal_alpha 0.5, focal_gamma 2.0; ours defaults to focal).
 LOSS_DEFAULTS = {"loss": "bce", "focal_alpha": 0.5, "focal_gamma": 2.0}
@@ -217,7 +221,13 @@ def loss_config(training: dict) -> tuple[dict, list[str]]:
     section = {field: training.get(field, default) for field, default in LOSS_DEFAULTS.items()}
     if section["loss"] not in ("bce", "focal"):
         raise ValueError(f"its own config's training.loss is {section['loss']!r}; this project has bce and focal")
-    return section, [f"loss from the checkpoint's own config: {loss_text(**section)}"]
+    notes = [f"loss from the checkpoint's own config: {loss_text(**section)}"]
+    # the schema's default is True: float16 autocast on CUDA (original_spec.md §3.11)
+    if training.get("mixed_precision", True) is not False:
+        notes.append("the original trained this under float16 autocast on CUDA (training.mixed_precision true, its "
+                     "schema's default); the runs here are whole-model precisions: parity.localize --dtype "
+                     "float64,float32,float16 casts the model to float16 throughout, which autocast does not")
+    return section, notes
 
 
 def loss_text(loss: str, focal_alpha: float, focal_gamma: float) -> str:

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 import threading
 import time
@@ -82,6 +83,7 @@ from common.config import (
 )
 from common.files import check_writable_folder
 from common.graph import eigenvalue_split, normalized_laplacian
+from common.original_config import ORIGINAL_POS_WEIGHT
 from common.out_of_memory import out_of_memory_line
 from common.progress import LOG_LINE_SECONDS
 from common.pt import torch_compatible
@@ -585,7 +587,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="only these windows of the batch (e.g. the one with the outlier): a full-size "
                              "model on long windows may not fit a CPU's memory with the whole batch")
     parser.add_argument("--all-parameters", action="store_true", help="show clean parameter groups too")
+    parser.add_argument("--pos-weight", type=float, metavar="W",
+                        help="with --checkpoint: the loss's positive-class weight as the training step had it "
+                             "(default 1; a --dump holds its own). The original's focal loss took sqrt((1-r)/r) "
+                             f"for its training set's seizure share r: {ORIGINAL_POS_WEIGHT} on its balanced TUSZ set")
     args = parser.parse_args(argv)
+    if args.pos_weight is not None and args.checkpoint is None:
+        parser.error("--pos-weight goes with --checkpoint: a --dump holds the weight its step had (nan.json)")
+    if args.pos_weight is not None and not (math.isfinite(args.pos_weight) and args.pos_weight > 0):
+        parser.error(f"--pos-weight must be a positive number, got {args.pos_weight}")
     if args.batch is not None and args.checkpoint is None:
         parser.error("--batch goes with --checkpoint: a --dump holds its own batch (batch.npz); "
                      "a --scenario makes its own")
@@ -617,6 +627,11 @@ def main(argv: list[str] | None = None) -> int:
                 config, weights, names, kind = load_checkpoint(args.checkpoint, args.config, said)
                 notes: list[str] = []
                 batch = read_batch(args.batch, notes)
+                batch.pos_weight = 1.0 if args.pos_weight is None else args.pos_weight
+                if args.pos_weight is None and kind == "original":
+                    notes.append(f"the loss weighs seizure samples by 1; the original's weighed them by sqrt((1-r)/r) for "
+                                 f"its training set's seizure share r ({ORIGINAL_POS_WEIGHT} on its balanced TUSZ set), "
+                                 "which the checkpoint does not hold: --pos-weight W sets it for the gradient rows")
                 problem = Problem(config, weights, batch, f"checkpoint {args.checkpoint}, batch {args.batch}",
                                   notes=notes, checkpoint_names=names, kind=kind, said=said)
                 fix = CHECKPOINT_CONFIG_FIX

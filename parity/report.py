@@ -195,7 +195,8 @@ def format_report(report: Report, all_parameters: bool = False) -> str:
     if not any(row.bad(run) for row in report.rows for run in row.nonfinite):
         lines.append(f"no NaN or Inf in any run ({', '.join(report.dtypes)}, eval mode: dropout off): a NaN met in "
                      "training was not reproduced here (a train-mode step's dropout is not replayed). The original "
-                     "trains under float16 autocast on CUDA unless its training.mixed_precision is false; autocast "
+                     "trains under float16 autocast on CUDA where its training.mixed_precision is true (the load "
+                     "notes say what a checkpoint's own config set); autocast "
                      "keeps norms, cosine similarity and rsqrt in float32, which no run here emulates: "
                      "--dtype float64,float32,float16 casts the whole model to float16, where the edge features' "
                      "eps² (1e-16) is 0 and edge_features reads PRECISION on any batch.")
@@ -268,7 +269,8 @@ def next_step(report: Report) -> str:
     if report.verdict == "MODEL" and detail.startswith("the PE is not unique"):  # verdicts.classify's
         return NEXT_STEPS["PE_NOT_UNIQUE"] + _not_the_originals_math(report)
     if report.verdict == "DATA" and not any(row.bad(run) for row in report.rows for run in row.nonfinite):
-        return NEXT_STEPS["DATA_FINITE"] + _not_the_originals_math(report)  # out of range, yet no NaN came of it
+        finite = "DATA_FINITE_ORIGINAL" if report.problem.kind == "original" else "DATA_FINITE"
+        return NEXT_STEPS[finite] + _not_the_originals_math(report)  # out of range, yet no NaN came of it
     if report.verdict == "DATA" and report.problem.batch is not None:
         bad = suspect_windows(report.problem, report.extreme)
         others = [w for w in report.problem.windows or range(len(report.problem.batch.x)) if w not in bad]
@@ -313,6 +315,12 @@ NEXT_STEPS = {
                    "fix or leave out that recording if its values are artefacts (python -m jaxbrr.data inspect EDF "
                    "shows how it reads); a NaN met in training came from elsewhere (another batch, or a train-mode "
                    "step's dropout): localize the dump training wrote at the step that failed",
+    "DATA_FINITE_ORIGINAL": "the batch is bad as given (the verdict line), yet every run stayed finite on it with "
+                            "these weights: fix or leave out that recording if its values are artefacts (python -m "
+                            "jaxbrr.data inspect EDF shows how it reads); a NaN met in training came from elsewhere "
+                            "(another batch, or a train-mode step's dropout): localize the batch the original saved "
+                            "at the step that failed (debug/bad_batch_<step>.pt) with the last checkpoint saved "
+                            "before it (best.pt holds the best epoch's weights, not the failing step's)",
     "MODEL": "the math of {row} is undefined on this input even in float64, in both frameworks: change the model "
              "there (a config field that names the guard, or the input range it accepts), then check the change "
              "here with --set FIELD=VALUE on this same batch",

@@ -503,8 +503,12 @@ def test_an_original_checkpoint_not_run_as_the_original_says_how_to(tmp_path):
     assert advice.endswith("This ran with model.stability guards none, pe_gradient safe, not the original's: --set "
                            "model.stability.guards=original --set model.stability.pe_gradient=full runs the math it "
                            "trained with")
+    report.verdict, report.rows = "DATA", []  # bad data on which every run stayed finite
+    advice = report_lib.next_step(report)
+    assert "debug/bad_batch_<step>.pt" in advice and "localize the dump training wrote" not in advice
     report.problem.kind = "torchref"
     assert "This ran with" not in report_lib.next_step(report)
+    assert "localize the dump training wrote" in report_lib.next_step(report)
 
 
 def test_eigh_degenerate_names_the_eigh_backward_and_every_degenerate_graph(reports):
@@ -709,6 +713,43 @@ def test_non_finite_weights_are_their_own_verdict_named_as_the_checkpoint_spells
     torch.save({"epoch": 6, "model_state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "dp.pt")
     assert localize.main(["--checkpoint", str(tmp_path / "dp.pt"), "--batch", batch, "--config", str(scenarios.TINY)]) == 1
     assert ("(the checkpoint's module.node_mamba.layers.0.forward_mamba_real.A_log)" in capsys.readouterr().out)
+
+
+def test_the_loss_weight_of_a_checkpoint_is_given_with_pos_weight_and_an_originals_default_is_said(
+        tmp_path, capsys, monkeypatch):
+    """The original's focal loss weighed seizure samples by sqrt((1-r)/r) (1.3868 on its balanced
+    set), computed each epoch and saved nowhere: the gradient rows took 1 in silence. --pos-weight
+    sets it; without it, an original checkpoint's note says what 1 leaves out."""
+    from common.original import original_key
+
+    problem = scenarios.build("clean")
+    state = {original_key(k): torch.from_numpy(v.copy()) for k, v in problem.weights.items()}
+    for key in [k for k in state if k.endswith(("_mamba_real.D", "_mamba_real.norm.weight"))]:
+        state[key] *= 0.9  # off their init of 1, as training moves them (common/original.py _untrained_mamba)
+    torch.save({"epoch": 6, "model_state_dict": state}, tmp_path / "best.pt")
+    _, batch = _checkpoint_and_batch(tmp_path)
+    ran = []
+
+    def localized(problem, *args, **kwargs):  # where the runs would start
+        ran.append(problem)
+        raise ValueError("stopped before the runs")
+
+    monkeypatch.setattr(localize, "localize", localized)
+    given = ["--checkpoint", str(tmp_path / "best.pt"), "--batch", batch, "--config", str(scenarios.TINY)]
+    assert localize.main(given) == 2
+    assert ran[-1].batch.pos_weight == 1.0
+    assert ("the loss weighs seizure samples by 1; the original's weighed them by sqrt((1-r)/r) for its training "
+            "set's seizure share r (1.3868 on its balanced TUSZ set)") in " ".join(ran[-1].notes)
+    assert localize.main([*given, "--pos-weight", "1.3868"]) == 2
+    assert ran[-1].batch.pos_weight == 1.3868 and not any("weighs seizure" in n for n in ran[-1].notes)
+    capsys.readouterr()
+    for wrong in (["--pos-weight", "0"], ["--pos-weight", "nan"]):
+        with pytest.raises(SystemExit):
+            localize.main([*given, *wrong])
+        assert "--pos-weight must be a positive number" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        localize.main(["--scenario", "clean", "--pos-weight", "2"])
+    assert "--pos-weight goes with --checkpoint" in capsys.readouterr().err
 
 
 def test_windows_are_named_by_their_index_in_the_batch_given_and_what_bad_data_reaches_is_data(tmp_path, capsys):

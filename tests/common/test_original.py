@@ -211,16 +211,20 @@ def test_windows_other_than_the_originals_are_noted(tmp_path, state):
 @pytest.mark.parametrize(("training", "expected"), [
     ({}, ("bce", 0.5, 2.0)),  # the original schema's defaults: bce, where ours defaults to focal
     ({"loss": "focal", "focal_alpha": 0.25, "focal_gamma": 3.0, "mixed_precision": True}, ("focal", 0.25, 3.0)),
+    ({"loss": "focal", "mixed_precision": False}, ("focal", 0.5, 2.0)),
 ])
 def test_the_checkpoints_loss_is_read_unless_a_run_config_decides(tmp_path, state, training, expected):
     """The localiser's gradient rows differentiate the loss: an original checkpoint's own
-    training.loss (focal_alpha, focal_gamma) was ignored for ours (focal, 0.5, 2)."""
+    training.loss (focal_alpha, focal_gamma) was ignored for ours (focal, 0.5, 2). Its
+    mixed_precision (default true: float16 autocast) is said, not read into the runs."""
     saved = {"model_state_dict": state, "config": {"model": ORIGINAL_MODEL, "training": training}}
     torch.save(saved, tmp_path / "own.pt")
     weights = read_weights(tmp_path / "own.pt", None, _shapes)
     train = weights.config.train
     assert (train.loss, train.focal_alpha, train.focal_gamma) == expected
     assert f"loss from the checkpoint's own config: {expected[0]}" in "\n".join(weights.notes)
+    autocast = any(n.startswith("the original trained this under float16 autocast on CUDA") for n in weights.notes)
+    assert autocast is (training.get("mixed_precision", True) is not False)
     run = load_config(FULL)  # a training run's own config decides (--init-from)
     assert read_weights(tmp_path / "own.pt", run, _shapes).config.train.loss == run.train.loss
     torch.save({**saved, "config": {"model": ORIGINAL_MODEL, "training": {"loss": "dice"}}}, tmp_path / "dice.pt")
