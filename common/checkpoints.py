@@ -136,6 +136,13 @@ def locate(path: str | Path) -> Located:
                 return Located("jaxbrr", steps[-1], given)
             if steps := _torchref_steps(folder):
                 return Located("torchref", steps[-1], given)
+    # a folder of weights files (the original's results/<run>/checkpoints/best.pt): name them
+    files = sorted(p for folder in (given, given / "checkpoints") if folder.is_dir()
+                   for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHTS_SUFFIXES)
+    if files:
+        raise CheckpointError(f"{given}: not a checkpoint folder of this project's (checkpoints/best or /last with a "
+                              f"step in it), but it holds weights files: pass one of them "
+                              f"({shown_inline([str(p) for p in files])})")
     raise CheckpointError(f"{given}: holds no checkpoint (no checkpoints/best or /last with a step in it); {FIX}")
 
 
@@ -569,6 +576,9 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
                        *original.config_notes(running), *original.window_notes(windowing)],
                        spelled={k: v for k, v in spelled.items() if k != v},
                        own_sections=own_sections)
+    if isinstance(saved, dict) and (keys := _batch_keys(saved)):
+        raise CheckpointError(f"{path}: a batch of windows ({', '.join(keys)}), not weights: pass it as --batch, "
+                              "and the checkpoint as --checkpoint")
     if isinstance(saved, dict):
         try:
             state, notes = original.state_dict_entry(saved, _holds_tensors)
@@ -577,6 +587,14 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
         return Weights(_needs_config(path, config_path, "a bare state dict"), _arrays(state, path), "pt", path,
                        notes=notes)
     raise CheckpointError(f"{path}: holds a {type(saved).__name__}, not weights; {FIX}")
+
+
+def _batch_keys(saved: dict) -> list[str]:
+    """The keys that make a dict a saved batch, not a state dict: the input under one of the names
+    a batch file uses (parity.problem reads them) and nothing that holds a tensor of a model."""
+    inputs = [key for key in ("windows", "window", "x", "input") if isinstance(saved.get(key), np.ndarray)]
+    model_like = any("." in str(key) for key in saved) or any(isinstance(v, dict) for v in saved.values())
+    return [] if not inputs or model_like else [str(key) for key in saved]
 
 
 def _holds_tensors(value) -> bool:

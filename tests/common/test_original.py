@@ -288,3 +288,29 @@ def test_weights_that_do_not_fit_their_config_name_a_few_then_the_count_and_the_
         f"the model is the one {lying}'s own config describes (brain-go-brr schema), not the `model` section of "
         f"--config {DEFAULT}, and that config is not these weights': save the state dict alone "
         "(torch.save(checkpoint['model_state_dict'], 'weights.pt')) and pass --config the config they were trained with")
+
+
+def test_the_originals_run_folder_and_a_batch_given_for_weights_say_what_to_pass(tmp_path, state):
+    """Two mistakes a brain-go-brr user makes: its run folder (results/<run>/checkpoints/best.pt,
+    files where ours keeps step folders) was 'holds no checkpoint'; the debug batch passed as the
+    checkpoint (the two options swapped) was 'a bare state dict carries no config; pass --config'."""
+    from common.checkpoints import locate
+
+    run = tmp_path / "results" / "v3"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("best.pt", "last.pt"):
+        torch.save({"model_state_dict": state}, run / "checkpoints" / name)
+    with pytest.raises(CheckpointError) as err:
+        locate(run)
+    assert str(err.value) == (f"{run}: not a checkpoint folder of this project's (checkpoints/best or /last with a "
+                              f"step in it), but it holds weights files: pass one of them ({run / 'checkpoints'}"
+                              f"/best.pt, {run / 'checkpoints'}/last.pt)")
+    torch.save({"windows": torch.zeros(2, 19, 64), "labels": torch.zeros(2, 64), "global_step": 7}, tmp_path / "b.pt")
+    with pytest.raises(CheckpointError, match=r"b\.pt: a batch of windows \(windows, labels, global_step\), not "
+                                              r"weights: pass it as --batch, and the checkpoint as --checkpoint"):
+        read_weights(tmp_path / "b.pt", FULL, _shapes)
+    # a state dict that happens to hold an "input" tensor among the model's is still weights
+    torch.save({**state, "input": torch.zeros(3)}, tmp_path / "w.pt")
+    with pytest.raises(CheckpointError) as err:  # refused for its stray key, as any unknown one
+        read_weights(tmp_path / "w.pt", FULL, _shapes)
+    assert "input" in str(err.value) and "a batch of windows" not in str(err.value)
