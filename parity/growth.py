@@ -33,6 +33,10 @@ from common.config import Config
 # model and 130x on the tiny one. By the √(s² + lr²) of the module docstring, 10x is a step with
 # lr ≈ 10 s: an update ten times the typical weight.
 DIVERGED_GROWTH = 10.0
+# One tensor grown this far reads as the weights' fault even where the median has not moved: 20x
+# the largest growth measured in a healthy run (the head's 4.9x over the default config's whole
+# training, above). A checkpoint saved after one bad update to a few tensors looks like this.
+OUTLIER_GROWTH = 100.0
 LARGEST_SHOWN = 3
 
 
@@ -60,6 +64,11 @@ class Growth:
     @property
     def diverged(self) -> bool:
         return self.median >= DIVERGED_GROWTH
+
+    @property
+    def outliers(self) -> list[str]:
+        """The tensors grown at least OUTLIER_GROWTH from their scale at init, largest first."""
+        return [name for name, ratio in self.ratio.items() if ratio >= OUTLIER_GROWTH]
 
     def line(self) -> str:
         largest = ", ".join(f"{name} {self.ratio[name]:.3g}x ({self.rms_init[name]:.2g} -> {self.rms[name]:.2g})"

@@ -18,7 +18,7 @@ import torch
 from common import original
 from common.files import save_figure, write_text
 from common.shown import shown_inline, shown_lines
-from parity.growth import Growth
+from parity.growth import OUTLIER_GROWTH, Growth
 from parity.problem import Problem, batch_hash, suspect_windows
 from parity.runs import Batch
 from parity.verdicts import BACKWARD, PARAMETERS, WEIGHTS_FIX, Finding, TapRow, arbitrated_dtype
@@ -278,6 +278,12 @@ def next_step(report: Report) -> str:
             return NEXT_STEPS["DATA_SOME"].format(bad=shown_inline(bad), others=",".join(map(str, others)))
     if report.verdict == "CLEAN" and report.problem.kind == "original":
         return NEXT_STEPS["CLEAN_ORIGINAL"] + _not_the_originals_math(report)
+    if report.verdict == "PRECISION" and growth is not None and growth.outliers:
+        grown = growth.outliers
+        return NEXT_STEPS["PRECISION_GROWN"].format(
+            row=row, top=report.dtypes[0] if report.dtypes else "float64", n=len(grown),
+            tensors=shown_inline([f"{name} {growth.ratio[name]:.3g}x" for name in grown]),
+            outlier=OUTLIER_GROWTH)
     if report.verdict == "PRECISION" and "float32" in detail.partition("non-finite at ")[2]:
         return NEXT_STEPS["PRECISION_FLOAT32"].format(row=row)
     return NEXT_STEPS[report.verdict].format(row=row, top=report.dtypes[0] if report.dtypes else "float64")
@@ -333,6 +339,12 @@ NEXT_STEPS = {
     "PRECISION_FLOAT32": "finite in float64, non-finite in float32 at {row}: its values leave float32's range "
                          "there; find what grows them in the rows above it, and bound that (a guard a config field "
                          "names) rather than the NaN",
+    "PRECISION_GROWN": "finite in {top}, not in a lower precision at {row}, with {n} weight tensor(s) grown far "
+                       "from their scale at init ({tensors}; at {outlier:g}x and more a tensor is past what healthy "
+                       "training does): those weights carry the values out of range, not the model's math. Use a "
+                       "checkpoint saved before they grew, and find what grew them (the learning rate, or a step "
+                       "whose loss or gradient norm jumped in the training log); a guard at {row} would only hide "
+                       "them",
     "PE_NOT_UNIQUE": "the twins' PEs differ with neither wrong: a repeated eigenvalue among the k smallest leaves "
                      "its eigenvectors any basis of its eigenspace, and each eigensolver picks its own; no NaN comes "
                      "from this, and neither twin has a bug here",

@@ -447,6 +447,31 @@ def test_diverged_weights_point_at_the_learning_rate_not_the_stage(reports):
     assert report_lib.format_report(clean).count("\nweights: RMS 1x their scale at init") == 1
 
 
+@pytest.mark.parametrize("largest", [50.0, 1e20])
+def test_a_few_grown_tensors_are_named_as_the_cause_of_a_precision_verdict(largest):
+    """Weights with two tensors blown up (a bad update to a few, not divergence: the median has not
+    moved) gave PRECISION with 'bound that (a guard)' advice; past OUTLIER_GROWTH the tensors are
+    named as the cause (50x is not: within 20x of the 4.9x a healthy run showed)."""
+    from types import SimpleNamespace
+
+    config = load_config(scenarios.TINY)
+    ratio = {"tcn.layers.0.weight_g": largest, "tcn.layers.1.weight_g": largest / 2,
+             **{f"w{i}": 1.0 for i in range(9)}}
+    grown = growth_lib.Growth(ratio=ratio, rms=dict(ratio), rms_init=dict.fromkeys(ratio, 1.0))
+    first = SimpleNamespace(verdict="PRECISION", row="tcn", detail="finite at float64, non-finite at float32 (both)")
+    report = SimpleNamespace(verdict="PRECISION", first=first, findings=[first], dtypes=["float64", "float32"],
+                             problem=SimpleNamespace(config=config, kind="original"), growth=grown)
+    advice = report_lib.next_step(report)
+    assert not grown.diverged
+    if largest < growth_lib.OUTLIER_GROWTH:
+        assert advice.startswith("finite in float64, non-finite in float32 at tcn")
+    else:
+        assert advice.startswith("finite in float64, not in a lower precision at tcn, with 2 weight tensor(s) grown "
+                                 "far from their scale at init (tcn.layers.0.weight_g 1e+20x, "
+                                 "tcn.layers.1.weight_g 5e+19x;")
+        assert advice.endswith("a guard at tcn would only hide them")
+
+
 def test_outlier_reports_data_then_precision_in_the_tcn(reports):
     report = reports("outlier")
     assert [(f.verdict, f.row) for f in report.findings][:2] == [("DATA", "input"), ("PRECISION", "tcn")]
