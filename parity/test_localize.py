@@ -102,6 +102,14 @@ def test_a_gradient_one_side_drops_under_a_nan_loss_names_the_side_that_dropped_
     table = report_lib.format_report(report_lib.Report(problem, ["float64", "float32"], rows, find(rows), [], {}, {}, 10.0))
     assert next(line for line in table.splitlines() if line.startswith("∂logits ")).endswith(
         " FRAMEWORK (jax; torch dropped the NaN)")
+    # the same at float32 only (the loss overflowed there on both sides, finite in float64): not
+    # "the values stay in float32's range there and jax's computation leaves it"
+    rows, _, _ = _verdict(_runs(lambda framework, dtype, run: dtype == "float32" and edit(framework, dtype, run)))
+    row = next(r for r in rows if r.name == "∂logits")
+    assert (row.verdict, row.side, row.dropped_by) == ("FRAMEWORK", "jax", "torch")
+    assert row.detail == ("jax only, at float32 (finite at float64); the loss is non-finite on both sides, so torch's "
+                          "finite gradient is the one that drops the NaN (a backward that zeroes it, as torch.clamp's "
+                          "does where jnp.clip's passes it on)")
 
     def finite_loss(framework, dtype, run):
         if framework == "jax":

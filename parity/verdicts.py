@@ -262,15 +262,21 @@ def where(mask: np.ndarray, axes: tuple[str, ...], what: str = "", windows: list
     return f" ({what}window{'s' * (len(hit) > 1)} {shown_inline(hit)}; first at {first})"
 
 
-def _dropped_by_the_other(row: TapRow, by_name: dict[str, TapRow], top: str) -> str | None:
-    """For a gradient non-finite on one side while the loss is non-finite on both: the side with
-    the finite gradient, the one that dropped the NaN (torch.clamp's backward zeroes a NaN
-    input's gradient where jnp.clip's passes it on: the focal loss at NaN logits), so the NaN side
-    is not the one in error; None otherwise."""
+def _dropped_by_the_other(row: TapRow, by_name: dict[str, TapRow], dtype: str) -> str | None:
+    """For a gradient non-finite on one side at `dtype` while the loss is non-finite on both
+    there: the side with the finite gradient, the one that dropped the NaN (torch.clamp's
+    backward zeroes a NaN input's gradient where jnp.clip's passes it on: the focal loss at NaN
+    logits), so the NaN side is not the one in error; None otherwise."""
     loss = by_name.get("loss")
-    if not row.name.startswith(("∂", "∇")) or loss is None or not (loss.bad(f"torch/{top}") and loss.bad(f"jax/{top}")):
+    if not row.name.startswith(("∂", "∇")) or loss is None or not (loss.bad(f"torch/{dtype}")
+                                                                    and loss.bad(f"jax/{dtype}")):
         return None
     return "jax" if row.side == "torch" else "torch"
+
+
+def _dropped_detail(dropped_by: str) -> str:
+    return (f"the loss is non-finite on both sides, so {dropped_by}'s finite gradient is the one that drops the NaN "
+            "(a backward that zeroes it, as torch.clamp's does where jnp.clip's passes it on)")
 
 
 def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agrees: frozenset[str] = frozenset(),
@@ -323,9 +329,7 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
                 row.detail = f"{row.side} only, at {top}"
                 row.dropped_by = _dropped_by_the_other(row, by_name, top)
                 if row.dropped_by:
-                    row.detail += (f"; the loss is non-finite on both sides, so {row.dropped_by}'s finite gradient "
-                                   "is the one that drops the NaN (a backward that zeroes it, as torch.clamp's does "
-                                   "where jnp.clip's passes it on)")
+                    row.detail += f"; {_dropped_detail(row.dropped_by)}"
             else:
                 lows = [d for d in dtypes[1:] if row.bad(f"torch/{d}") or row.bad(f"jax/{d}")]
                 sides = [s for s in ("torch", "jax") if row.bad(f"{s}/{lows[0]}")]
@@ -334,9 +338,13 @@ def classify(rows: list[TapRow], dtypes: list[str], extreme: float, replay_agree
                 if len(sides) == 1 and lows[0] == "float32":
                     row.verdict, row.side = "FRAMEWORK", sides[0]
                     other = "jax" if row.side == "torch" else "torch"
-                    row.detail = (f"{row.side} only, at {lows[0]}: finite at {top} on both sides and in {other}'s "
-                                  f"{lows[0]}, so the values stay in {lows[0]}'s range there and {row.side}'s "
-                                  "computation leaves it")
+                    row.dropped_by = _dropped_by_the_other(row, by_name, lows[0])
+                    if row.dropped_by:  # not a value leaving float32's range: a NaN one backward dropped
+                        row.detail = f"{row.side} only, at {lows[0]} (finite at {top}); {_dropped_detail(row.dropped_by)}"
+                    else:
+                        row.detail = (f"{row.side} only, at {lows[0]}: finite at {top} on both sides and in {other}'s "
+                                      f"{lows[0]}, so the values stay in {lows[0]}'s range there and {row.side}'s "
+                                      "computation leaves it")
                 else:
                     sides = {s for d in lows for s in ("torch", "jax") if row.bad(f"{s}/{d}")}
                     row.verdict, row.side = "PRECISION", "both" if len(sides) == 2 else sides.pop()
