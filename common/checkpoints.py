@@ -112,6 +112,12 @@ def last_steps(workdir: str | Path) -> list[Path]:
     return _jaxbrr_steps(folder) or _torchref_steps(folder)
 
 
+def best_steps(workdir: str | Path) -> list[Path]:
+    """A run folder's `best` checkpoints, oldest first (either trainer's)."""
+    folder = Path(workdir) / "checkpoints" / "best"
+    return _jaxbrr_steps(folder) or _torchref_steps(folder)
+
+
 def locate(path: str | Path) -> Located:
     """The kind and concrete location of the weights `path` names; CheckpointError when none."""
     given = Path(path)

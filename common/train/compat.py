@@ -14,14 +14,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.checkpoints import last_steps, weights_config
+from common.checkpoints import best_steps, last_steps, weights_config
 from common.config import Config, ConfigError, config_to_dict
 
 # fields that place the run (how batches are loaded, how processes connect, how the eigh meets
 # LAPACK) or spend its memory (remat recomputes the scans in the backward pass; eval.batch_size
 # only groups the dev windows: out_of_memory_advice names both), not what it computes: a resume
 # may change them
-RESUME_IGNORED = ("train.prefetch", "train.distributed", "model.graph.eigh_calls", "model.remat", "eval.batch_size")
+# may change them. So may what it keeps and says along the way: how often it saves and how many
+# it keeps (checkpoint_every, keep_checkpoints: a preemptible partition, a quota), how often it
+# logs, where its windows are cached (the cache is keyed by the preprocessing's config, so the
+# same windows come back), and checkify's checks (they raise on a NaN, they change no value).
+RESUME_IGNORED = ("train.prefetch", "train.distributed", "model.graph.eigh_calls", "model.remat", "eval.batch_size",
+                  "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "data.cache_dir",
+                  "train.checkify")
 
 
 # model fields that say how the model runs, not what its weights mean: --init-from may change them
@@ -91,6 +97,12 @@ def check_start(config: Config, resume: bool, init_from: str | Path | None, fram
     if steps and not resume:
         raise FileExistsError(f"{workdir} already holds checkpoints (newest: {steps[-1]}): pass --resume to "
                               "continue that run, or --workdir DIR to start a new one")
+    best = best_steps(workdir)
+    if best and not steps:  # killed between saving its first best and its first last (one epoch's end)
+        raise FileExistsError(f"{workdir} holds a best checkpoint ({best[-1]}) but no last one to resume from: the "
+                              "run stopped between saving the two. Start a new run from its weights with "
+                              f"--init-from {best[-1]} --workdir NEW_DIR, or delete {workdir / 'checkpoints'} to "
+                              "start again here")
     if not resume:
         return
     if not steps:

@@ -46,10 +46,10 @@ def _config(workdir: Path, no_data: list[str], *sets: str):
     return load_config(TINY, [*no_data, *sets, f"workdir={workdir}"])
 
 
-def _jaxbrr_checkpoint(workdir: Path, no_data: list[str], step: int, *sets: str) -> Path:
-    """WORKDIR/checkpoints/last/<step>/meta/metadata with the config of tiny.yaml + sets."""
+def _jaxbrr_checkpoint(workdir: Path, no_data: list[str], step: int, *sets: str, kind: str = "last") -> Path:
+    """WORKDIR/checkpoints/<kind>/<step>/meta/metadata with the config of tiny.yaml + sets."""
     config = _config(workdir, no_data, *sets)
-    meta = workdir / "checkpoints" / "last" / str(step) / "meta"
+    meta = workdir / "checkpoints" / kind / str(step) / "meta"
     meta.mkdir(parents=True)
     (meta / "metadata").write_text(json.dumps({"config": config_to_dict(config), "progress": {"step": step}}))
     return meta.parent
@@ -67,6 +67,20 @@ def test_a_workdir_holding_checkpoints_needs_resume_before_any_data(tmp_path, no
     assert _train(tmp_path / "run", no_data) == 2
     err = capsys.readouterr().err
     assert f"error: {tmp_path / 'run'} already holds checkpoints (newest: {step}): pass --resume" in err
+
+
+def test_a_workdir_holding_a_best_checkpoint_and_no_last_is_no_empty_folder(tmp_path, no_data, capsys):
+    """Killed at its first epoch's end between saving best and last, a run left best/<step> alone:
+    that read as an empty folder, a fresh run started there, and best/ then held the old run's
+    step beside the new one's, the higher one what locate, evaluate and --init-from read."""
+    step = _jaxbrr_checkpoint(tmp_path / "run", no_data, 12, kind="best")
+    for resume in ((), ("--resume",)):
+        assert _train(tmp_path / "run", no_data, *resume) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == (
+            f"error: {tmp_path / 'run'} holds a best checkpoint ({step}) but no last one to resume from: the run "
+            f"stopped between saving the two. Start a new run from its weights with --init-from {step} --workdir "
+            f"NEW_DIR, or delete {tmp_path / 'run' / 'checkpoints'} to start again here")
 
 
 def test_a_step_killed_while_saved_again_still_counts_as_the_runs_checkpoint(tmp_path, no_data, capsys):
@@ -99,6 +113,12 @@ def test_resume_with_a_changed_config_is_refused_before_any_data(tmp_path, no_da
     # the data is prepared
     assert _train(workdir, no_data, "--resume", "--set=train.lr=0.01", "--set=train.prefetch=0",
                   "--set=model.graph.eigh_calls=looped", "--set=model.remat=true", "--set=eval.batch_size=2") == 2
+    assert capsys.readouterr().err.strip() == "error: data preparation started"
+    # and what it keeps and says along the way: saves (a preemptible partition, a quota), logs,
+    # the cache's place, checkify's checks
+    assert _train(workdir, no_data, "--resume", "--set=train.lr=0.01", "--set=train.checkpoint_every=1",
+                  "--set=train.keep_checkpoints=1", "--set=train.log_every=1", "--set=train.checkify=true",
+                  f"--set=data.cache_dir={tmp_path / 'node-local'}") == 2
     assert capsys.readouterr().err.strip() == "error: data preparation started"
 
 
