@@ -115,6 +115,24 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
 
+    from common.train.lock import hold, release
+
+    try:
+        # one trainer per workdir; a multi-host run's host 0 takes it once it knows it is host 0 (Loop)
+        if not config.train.distributed.initialize:
+            hold(config.workdir)
+    except (FileExistsError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return _prepare_and_train(config, args, prog, argv, trainer_class, bars, lines)
+    finally:
+        release(config.workdir)
+
+
+def _prepare_and_train(config, args, prog: str, argv, trainer_class: Callable[[], type], bars: bool,
+                       lines: bool) -> int:
+    """run()'s second half, with the workdir held: the data, the trainer, the summary."""
     from common.data.prepare import SPLITS_FILE, format_summary, prepare
     from common.train.loop import NonFiniteStep, summary_table
     from common.train.stop import Interrupted

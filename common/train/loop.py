@@ -55,6 +55,7 @@ from common.train import plots
 from common.train.class_weight import resolve_pos_weight
 from common.train.compat import check_start
 from common.train.dumps import NAN_DIR, replay_command
+from common.train.lock import hold, release
 from common.train.log import RunLog
 from common.train.stop import Interrupted, StopRequests
 from common.train.validate import check_metric_name, is_better, metric_value, validate
@@ -167,6 +168,8 @@ class Loop:
             self._check_followed_split()
         self._setup_data()
         self._build()
+        if self.process_count > 1 and self.primary:  # one host's run is held by the command (cli.run)
+            hold(self.workdir)  # before anything in the workdir is read or written
         self.progress = Progress()
         self._resume_or_start(resume)
         if not resume and self.primary:  # what a resume and `evaluate --split` follow (SPLITS_FILE)
@@ -468,6 +471,7 @@ class Loop:
         finally:
             bar.close()
             self.log.close()
+            release(self.workdir)
         self._final_plots()
         return self._result()
 
