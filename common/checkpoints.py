@@ -235,7 +235,10 @@ def read_neutral_metadata(path: str | Path) -> dict:
 def read_neutral(path: str | Path) -> dict[str, np.ndarray]:
     import safetensors.numpy
 
-    return safetensors.numpy.load_file(str(path))
+    try:
+        return safetensors.numpy.load_file(str(path))
+    except Exception as error:  # the library's own errors: a file cut short (a disk that filled, a copy)
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({error}); {FIX}") from None
 
 
 def is_neutral(path: str | Path) -> bool:

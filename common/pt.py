@@ -33,6 +33,7 @@ import codecs
 import collections
 import pickle
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -225,17 +226,25 @@ def read_pt(path: str | Path) -> Any:
     except (OSError, zipfile.BadZipFile) as error:
         raise _not_a_zip(path, error) from None
     with archive:
-        pickles = [name for name in archive.namelist() if name.endswith("/data.pkl")]
-        if len(pickles) != 1:
-            raise PtError(f"{path}: expected one <name>/data.pkl in the archive, found {pickles}")
-        prefix = pickles[0].removesuffix("/data.pkl")
-        names = set(archive.namelist())
-        order = archive.read(f"{prefix}/byteorder").decode().strip() if f"{prefix}/byteorder" in names else "little"
-        with archive.open(pickles[0]) as handle:
-            try:
-                return _Unpickler(handle, archive, prefix, order == "little", path).load()
-            except PtError:  # this reader's own, naming the file already
-                raise
-            # ValueError: numpy's, rebuilding an array from bytes that do not fit its shape
-            except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as error:
-                raise PtError(f"{path}: unreadable ({type(error).__name__}: {error})") from None
+        try:
+            return _read_archive(archive, path)
+        except (zipfile.BadZipFile, zlib.error) as error:  # bytes that do not match the archive's CRCs
+            raise PtError(f"{path}: damaged ({error}): its bytes were changed after it was written (a copy "
+                          "that went wrong, a failing disk); copy it again") from None
+
+
+def _read_archive(archive: zipfile.ZipFile, path: Path) -> Any:
+    pickles = [name for name in archive.namelist() if name.endswith("/data.pkl")]
+    if len(pickles) != 1:
+        raise PtError(f"{path}: expected one <name>/data.pkl in the archive, found {pickles}")
+    prefix = pickles[0].removesuffix("/data.pkl")
+    names = set(archive.namelist())
+    order = archive.read(f"{prefix}/byteorder").decode().strip() if f"{prefix}/byteorder" in names else "little"
+    with archive.open(pickles[0]) as handle:
+        try:
+            return _Unpickler(handle, archive, prefix, order == "little", path).load()
+        except PtError:  # this reader's own, naming the file already
+            raise
+        # ValueError: numpy's, rebuilding an array from bytes that do not fit its shape
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as error:
+            raise PtError(f"{path}: unreadable ({type(error).__name__}: {error})") from None

@@ -98,6 +98,18 @@ def _check_tree_metadata(item_dir: Path) -> None:
                               f"cannot be restored; {OTHER_STEP}")
 
 
+def _check_items(step_dir: Path, items: tuple[str, ...], fix: str) -> None:
+    """A step folder missing an item folder, or an array item its `_METADATA` (what a scratch
+    purge or a copy that stopped leaves), is named with the fix, not met as orbax's KeyError or
+    'pytree structure error' naming no file."""
+    missing = [item for item in items if not (step_dir / item).is_dir()]
+    missing += [f"{item}/_METADATA" for item in items if item != "meta" and item not in missing
+                and not (step_dir / item / "_METADATA").is_file()]
+    if missing:
+        raise CheckpointError(f"{step_dir}: incomplete ({', '.join(missing)} missing: a purge or a copy that "
+                              f"stopped), so it cannot be restored; {fix}")
+
+
 def check_optimizer_layout(item_dir: Path) -> None:
     """A checkpoint from before train.nan_policy: skip moved into the step (2026-12-07) holds
     optax.apply_if_finite's state around the optimizer's (`notfinite_count`, ...), which today's
@@ -235,8 +247,11 @@ class Checkpoints:
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no {kind!r} checkpoint under {self.root / kind}")
+        step_dir = self.root / kind / str(step)
+        _check_items(step_dir, ("model", "meta", "optimizer") if optimizer is not None else ("model", "meta"),
+                     f"delete {step_dir}, and --resume continues from the step saved before it")
         for item in ("model", "optimizer"):
-            _check_tree_metadata(self.root / kind / str(step) / item)
+            _check_tree_metadata(step_dir / item)
         args = {
             "model": ocp.args.StandardRestore(_savable(_pure(model))),
             "meta": ocp.args.JsonRestore(),
@@ -279,6 +294,7 @@ def restore_model(step_dir: Path, config: Config) -> nnx.Module:
     from jaxbrr.model import SeizureDetector
 
     model = SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
+    _check_items(Path(step_dir), ("model",), OTHER_STEP)
     _check_tree_metadata(Path(step_dir) / "model")
     with _restoring(step_dir):
         saved = ocp.StandardCheckpointer().restore(Path(step_dir).absolute() / "model", _savable(_pure(model)))

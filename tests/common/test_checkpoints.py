@@ -51,6 +51,16 @@ def test_weights_of_a_bipolar_model_are_read_in_their_montage_whatever_the_confi
         assert len(said) == (config == ROOT / "configs" / "default.yaml")
 
 
+def test_a_weights_file_cut_short_after_its_header_is_one_line_naming_it(tmp_path):
+    """Its header (the metadata) reads; its tensors end early (a disk that filled, a copy that
+    stopped): --init-from and predict met safetensors' SafetensorError as a traceback."""
+    config = load_config(ROOT / "configs" / "tiny.yaml")
+    path = write_neutral(tmp_path / "w.safetensors", {"w": np.zeros(4096, np.float32)}, config.model, "jax")
+    path.write_bytes(path.read_bytes()[:-1000])
+    with pytest.raises(CheckpointError, match=rf"^{path}: not a readable \.safetensors file \("):
+        read_weights(path)
+
+
 def test_a_damaged_step_metadata_says_to_use_another_step(tmp_path):
     """The step is a run's (its meta folder is there): 'point it at a run folder' was the wrong
     advice; bytes that are not text are a CheckpointError too, not a UnicodeDecodeError."""

@@ -230,3 +230,16 @@ def test_pathlib_paths_in_a_saved_config_are_read_as_text(tmp_path):
         for name, data in members.items():
             archive.writestr(name, data)
     assert read_pt(tmp_path / "windows.pt")["config"]["experiment"]["output_dir"] == "C:\\runs\\v3"
+
+
+def test_bytes_changed_after_writing_are_damage_naming_the_file(tmp_path):
+    """A .pt of its full size whose tensor bytes changed (a copy gone wrong): zip's CRC check
+    raised BadZipFile as a traceback from every command reading it."""
+    torch.save({"w": torch.arange(1000.0)}, tmp_path / "w.pt")
+    data = bytearray((tmp_path / "w.pt").read_bytes())
+    at = bytes(data).index(np.arange(1000.0, dtype=np.float32)[500:502].tobytes())  # inside the stored tensor
+    data[at] ^= 0xFF
+    (tmp_path / "w.pt").write_bytes(bytes(data))
+    with pytest.raises(PtError, match=rf"^{tmp_path / 'w.pt'}: damaged \(Bad CRC-32 for file .*\): its bytes were "
+                                      "changed after it was written"):
+        read_pt(tmp_path / "w.pt")

@@ -123,6 +123,29 @@ def test_a_damaged_tree_metadata_is_refused_naming_the_file(tmp_path, config, te
         checkpoints.close()
 
 
+@pytest.mark.parametrize("removed", ["meta", "optimizer", "model/_METADATA"])
+def test_a_step_missing_an_item_is_refused_naming_it_and_the_fix(tmp_path, config, removed):
+    """What a scratch purge or a partial rsync leaves: a resume met orbax's KeyError ('Item "meta"
+    was not found') as a traceback, a missing _METADATA its 'pytree structure error' naming no file."""
+    _save(tmp_path, config, seed=1)
+    step = tmp_path / "checkpoints" / "best" / "5"
+    target = step / removed
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    model, optimizer = _model(config, seed=1)
+    checkpoints = Checkpoints(tmp_path, keep=2)
+    try:
+        with pytest.raises(CheckpointError) as raised:
+            checkpoints.restore("best", model, optimizer)
+    finally:
+        checkpoints.close()
+    assert str(raised.value) == (f"{step}: incomplete ({removed} missing: a purge or a copy that stopped), so it "
+                                 f"cannot be restored; delete {step}, and --resume continues from the step saved "
+                                 "before it")
+    if removed == "model/_METADATA":  # outside training too (predict, evaluate, --init-from)
+        with pytest.raises(CheckpointError, match=r"incomplete \(model/_METADATA missing"):
+            load_model(tmp_path)
+
+
 @pytest.mark.parametrize("damage", ["data", "manifest"])
 def test_array_files_cut_short_are_one_line_naming_the_step(tmp_path, config, damage):
     """Array data cut short (a disk that filled, a copy that stopped): orbax's page-long TensorStore
