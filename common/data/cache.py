@@ -253,13 +253,14 @@ def skip_line(item: dict) -> str:
     return f"skipped {source}: {reason.removeprefix(f'{source}: ')}"
 
 
-def remove_stale_temporaries(folder: Path) -> int:
+def remove_stale_temporaries(folder: Path, older_than: float = STALE_SECONDS) -> int:
     """Delete the half-written files (common/files.py names them `.<name>.*.tmp`) that a killed
-    build left; only old ones, so that another process building the same cache keeps its own."""
+    build left; only old ones, so that another process building the same cache keeps its own
+    (a caller that holds the folder alone passes older_than=0)."""
     now, removed = time.time(), 0
     for tmp in folder.glob(".*.tmp"):
         try:
-            if now - tmp.stat().st_mtime > STALE_SECONDS:
+            if now - tmp.stat().st_mtime >= older_than:
                 tmp.unlink()
                 removed += 1
         except FileNotFoundError:  # its build finished or removed it meanwhile

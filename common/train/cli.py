@@ -118,16 +118,17 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
     from common.train.lock import hold, release
 
     try:
-        # one trainer per workdir; a multi-host run's host 0 takes it once it knows it is host 0 (Loop)
+        # one trainer per workdir, before the data; a multi-host run's host 0 takes it once it knows
+        # it is host 0 (Loop._hold_workdir)
         if not config.train.distributed.initialize:
-            hold(config.workdir)
-    except (FileExistsError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
+            try:
+                hold(config.workdir)
+            except OSError as err:  # WorkdirBusy is a FileExistsError
+                print(f"error: {err}", file=sys.stderr)
+                return EXIT_CONFIG
         return _prepare_and_train(config, args, prog, argv, trainer_class, bars, lines)
     finally:
-        release(config.workdir)
+        release(config.workdir)  # held here or by the trainer; nothing where neither took it
 
 
 def _prepare_and_train(config, args, prog: str, argv, trainer_class: Callable[[], type], bars: bool,

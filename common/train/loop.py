@@ -55,7 +55,7 @@ from common.train import plots
 from common.train.class_weight import resolve_pos_weight
 from common.train.compat import check_start
 from common.train.dumps import NAN_DIR, replay_command
-from common.train.lock import hold, release
+from common.train.lock import WorkdirBusy, hold, release
 from common.train.log import RunLog
 from common.train.stop import Interrupted, StopRequests
 from common.train.validate import check_metric_name, is_better, metric_value, validate
@@ -167,9 +167,7 @@ class Loop:
         if resume:
             self._check_followed_split()
         self._setup_data()
-        self._build()
-        if self.process_count > 1 and self.primary:  # one host's run is held by the command (cli.run)
-            hold(self.workdir)  # before anything in the workdir is read or written
+        self._build()  # holds the workdir first thing it knows which host it is (_hold_workdir)
         self.progress = Progress()
         self._resume_or_start(resume)
         if not resume and self.primary:  # what a resume and `evaluate --split` follow (SPLITS_FILE)
@@ -185,6 +183,26 @@ class Loop:
             print(f"note: {self.workdir / NAN_DIR} holds {len(earlier)} NaN dump(s) of an earlier attempt "
                   f"({shown_inline([d.name for d in earlier])}), not of "
                   "this run; a dump of this run at the same step replaces one")
+
+    _held_here = False  # this Loop took the workdir's lock (not the command that built it)
+
+    def _hold_workdir(self) -> None:
+        """One trainer per workdir (common/train/lock.py): host 0 holds it, and every host stops
+        alike when another run does. _build calls this once it knows the host, before the
+        checkpoint store touches the workdir."""
+        refusal = ""
+        if self.primary:
+            try:
+                self._held_here = hold(self.workdir)
+            except WorkdirBusy as busy:
+                refusal = str(busy)
+        refusal = self._from_host_0(refusal)
+        if refusal:
+            raise WorkdirBusy(refusal)
+
+    def _from_host_0(self, text: str) -> str:
+        """Host 0's `text` on every host (one host: as is)."""
+        return text
 
     # -- what a framework provides -------------------------------------------------------------
 
@@ -471,7 +489,8 @@ class Loop:
         finally:
             bar.close()
             self.log.close()
-            release(self.workdir)
+            if self._held_here:
+                release(self.workdir)
         self._final_plots()
         return self._result()
 

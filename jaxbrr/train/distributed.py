@@ -101,6 +101,23 @@ def whole_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.asarray(multihost_utils.process_allgather(v, tiled=True)) for k, v in batch.items()}
 
 
+TEXT_BYTES = 4096  # what text_from_host_0 carries (an error line)
+
+
+def text_from_host_0(text: str) -> str:
+    """Process 0's `text` on every process (a broadcast; its first TEXT_BYTES bytes in UTF-8);
+    unchanged with one process."""
+    if jax.process_count() == 1:
+        return text
+    from jax.experimental import multihost_utils
+
+    data = np.zeros(TEXT_BYTES, np.uint8)
+    encoded = text.encode()[:TEXT_BYTES]
+    data[:len(encoded)] = np.frombuffer(encoded, np.uint8)
+    received = np.asarray(multihost_utils.broadcast_one_to_all(data))
+    return received.tobytes().rstrip(b"\0").decode(errors="replace")
+
+
 def barrier(name: str) -> None:
     """Wait until every process reaches the barrier `name`; nothing with one process."""
     if jax.process_count() > 1:

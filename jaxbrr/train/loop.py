@@ -48,6 +48,7 @@ class Trainer(Loop):
     def _build(self) -> None:
         distributed.initialize(self.cfg.distributed)  # before any device is touched
         self.process_index, self.process_count = jax.process_index(), jax.process_count()
+        self._hold_workdir()  # before the checkpoint store reads or tidies the workdir
         self.float32_matmuls = set_float32_precision(self.cfg.tf32, jax.default_backend())
         if self.config.model.ssm.scan == "pallas":  # before anything compiles or is written
             from jaxbrr.ssd_kernel import require_gpu
@@ -115,6 +116,9 @@ class Trainer(Loop):
 
     def _mean_over_hosts(self, values: dict[str, float]) -> dict[str, float]:
         return distributed.mean_over_hosts(values)
+
+    def _from_host_0(self, text: str) -> str:
+        return distributed.text_from_host_0(text)
 
     def parameter_count(self) -> int:
         return count_parameters(self.model)

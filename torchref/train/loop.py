@@ -125,6 +125,7 @@ class Trainer(Loop):
     framework = "torchref"
 
     def _build(self) -> None:
+        self._hold_workdir()  # one process (refused below otherwise), before anything touches the workdir
         cfg = self.cfg
         self.device = default_device()
         self.float32_matmuls = configure_cuda(self.cfg.tf32, self.device)

@@ -27,27 +27,61 @@ def test_a_second_process_is_refused_naming_the_holder_until_the_holder_dies(tmp
             lock.hold(tmp_path)
         assert str(err.value).startswith(f"{tmp_path.resolve()} is in use by another training run (host ")
         assert f", pid {holder.pid}, since " in str(err.value)
-        assert str(err.value).endswith(": wait for it to end, or pass --workdir DIR for this one")
+        assert str(err.value).endswith(": wait for it to end, or pass --workdir DIR for this one (if that process "
+                                       "is gone, a crashed host's lock on NFS, delete "
+                                       f"{tmp_path.resolve() / lock.LOCK_FILE})")
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    lock.hold(tmp_path)
-    lock.hold(tmp_path)  # again, by the same process: no second lock to trip over
+    assert lock.hold(tmp_path) is True
+    assert lock.hold(tmp_path) is False  # again, by the same process: no second lock to trip over
     assert f"pid {os.getpid()}," in (tmp_path / lock.LOCK_FILE).read_text()
     lock.release(tmp_path)
     lock.release(tmp_path)
 
 
 def test_holding_removes_what_killed_atomic_writes_left_in_the_checkpoint_folders(tmp_path):
-    last = tmp_path / "checkpoints" / "last"
+    """torchref's step files lie in checkpoints/last; jaxbrr's neutral copy inside a step folder."""
+    last, best = tmp_path / "checkpoints" / "last", tmp_path / "checkpoints" / "best" / "12"
+    best.mkdir(parents=True)
     last.mkdir(parents=True)
     (last / ".step_000008.pt.mnhm5c2m.tmp").write_bytes(b"half a checkpoint")
     (last / "step_000004.pt").write_bytes(b"a checkpoint")
+    (best / ".model.safetensors.x1y2z3.tmp").write_bytes(b"half the weights")
+    (best / "model.safetensors").write_bytes(b"the weights")
     lock.hold(tmp_path)
     try:
         assert sorted(p.name for p in last.iterdir()) == ["step_000004.pt"]
+        assert sorted(p.name for p in best.iterdir()) == ["model.safetensors"]
     finally:
         lock.release(tmp_path)
+
+
+class _Host:
+    """What Loop._hold_workdir reads of a trainer: its host, workdir and broadcast."""
+
+    _held_here = False
+
+    def __init__(self, workdir, primary: bool, host_0_says: str | None = None):
+        self.workdir, self.primary, self.host_0_says = workdir, primary, host_0_says
+
+    def _from_host_0(self, text: str) -> str:
+        return text if self.host_0_says is None else self.host_0_says
+
+
+def test_every_host_of_a_run_stops_when_host_0_finds_the_workdir_busy(tmp_path):
+    """Only host 0 holds the lock; the others heard nothing and went on into the first collective,
+    to wait there for the coordination timeout."""
+    from common.train.loop import Loop
+
+    busy = "run is in use by another training run (...)"
+    with pytest.raises(lock.WorkdirBusy, match=r"in use by another training run \(\.\.\.\)"):
+        Loop._hold_workdir(_Host(tmp_path / "a", primary=False, host_0_says=busy))
+    assert not (tmp_path / "a").exists()  # host 1 takes no lock of its own
+    host_0 = _Host(tmp_path / "b", primary=True)
+    Loop._hold_workdir(host_0)
+    assert host_0._held_here and (tmp_path / "b" / lock.LOCK_FILE).is_file()
+    lock.release(tmp_path / "b")
 
 
 def test_the_training_command_refuses_a_held_workdir_before_any_data(tmp_path, capsys, monkeypatch):
@@ -66,4 +100,5 @@ def test_the_training_command_refuses_a_held_workdir_before_any_data(tmp_path, c
         os.close(fd)
     assert capsys.readouterr().err.strip() == (
         f"error: {workdir.resolve()} is in use by another training run (host h, pid 1234, since 2026-12-07 10:00:00: "
-        "python -m jaxbrr.train): wait for it to end, or pass --workdir DIR for this one")
+        "python -m jaxbrr.train): wait for it to end, or pass --workdir DIR for this one (if that process is gone, "
+        f"a crashed host's lock on NFS, delete {workdir.resolve() / lock.LOCK_FILE})")
