@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 UNSCOPED = "(unscoped)"
 RECURRENCE = " recurrence"
-LOOPS = ("scan", "while")
+LOOPS = ("scan",)  # `while`: refused where it holds products (jaxpr_flops)
 
 
 def _equation_flops(eqn) -> int:
@@ -72,12 +72,22 @@ def jaxpr_flops(jaxpr, counts: collections.Counter | None = None, times: int = 1
                 stage: str | None = None) -> collections.Counter:
     """stage -> FLOPs of a jaxpr's products, by the outermost named scope of each equation. A
     loop body's equations count under the scope of the loop (their name stacks start afresh),
-    as "<stage> recurrence": in this model the only loop with products is the sequential scan."""
+    as "<stage> recurrence": in this model the only loop with products is the sequential scan.
+    A `cond` counts its costliest branch; a `while` with products inside is refused (its trip
+    count is not in the jaxpr)."""
     counts = collections.Counter() if counts is None else counts
     for eqn in jaxpr.eqns:
         scope = stage or str(eqn.source_info.name_stack).split("/")[0] or UNSCOPED
         counts[scope] += _equation_flops(eqn) * times
-        for sub, trips in _sub_jaxprs(eqn):
+        subs = list(_sub_jaxprs(eqn))
+        if eqn.primitive.name == "cond":
+            branches = [jaxpr_flops(sub, None, times * trips, scope) for sub, trips in subs]
+            counts.update(max(branches, key=lambda c: sum(c.values()), default=collections.Counter()))
+            continue
+        if eqn.primitive.name == "while" and sum(jaxpr_flops(sub, None, 1, scope).total() for sub, _ in subs):
+            raise ValueError(f"a while loop with matrix products in {scope}: its trip count is not in the jaxpr, so "
+                             "its FLOPs cannot be counted from it")
+        for sub, trips in subs:
             looped = eqn.primitive.name in LOOPS and not scope.endswith(RECURRENCE)
             jaxpr_flops(sub, counts, times * trips, f"{scope}{RECURRENCE}" if looped else scope)
     return +counts  # without the stages that hold no product

@@ -569,7 +569,10 @@ def _status(row: dict | None) -> str:
     if row is None:
         return "not run"
     why = row.get("skipped") or row.get("error") or "no step time"
-    return "out of memory" if "out of memory" in why.lower() else why.splitlines()[0][:120]
+    lines = [line.strip() for line in why.splitlines() if line.strip()]
+    if "out of memory" in why.lower():
+        return "out of memory"
+    return lines[-1][:120] if lines else why  # a traceback's last line says what went wrong
 
 
 def targets(rows: list[dict]) -> list[str]:

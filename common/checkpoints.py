@@ -233,11 +233,12 @@ def read_neutral_metadata(path: str | Path) -> dict:
 
 
 def read_neutral(path: str | Path) -> dict[str, np.ndarray]:
+    import safetensors
     import safetensors.numpy
 
     try:
         return safetensors.numpy.load_file(str(path))
-    except Exception as error:  # the library's own errors: a file cut short (a disk that filled, a copy)
+    except safetensors.SafetensorError as error:  # a file cut short (a disk that filled, a copy that stopped)
         raise CheckpointError(f"{path}: not a readable .safetensors file ({error}); {FIX}") from None
 
 
@@ -549,7 +550,12 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
     if found is not None:
         state, unwrapped, held = found
         own, yaml_note, fix = _original_own_config(saved), [], None
-        if own is None and isinstance(config_path, str | Path) and (given := original_yaml(config_path)) is not None:
+        given = original_yaml(config_path) if isinstance(config_path, str | Path) else None
+        if own is not None and given is not None:  # the checkpoint's own config is the one it trained with
+            yaml_note = [f"config: {path}'s own config (brain-go-brr schema); --config {config_path}, a brain-go-brr "
+                         "v2 config too, is not read"]
+            config_path = None
+        elif own is None and given is not None:
             # no config of its own (a bare state dict, the original's mid-epoch snapshots): the
             # original's YAML it was trained with reads as that config would, over the defaults
             yaml_note = [f"config: the model, post-processing and loss sections of {config_path}, a brain-go-brr "

@@ -67,11 +67,13 @@ def edge_features(electrodes: jax.Array, kind: str, guards: bool) -> jax.Array:
     correlation = <a', b'> / (sqrt(‖a'‖² + eps') · sqrt(‖b'‖² + eps')), a' = a − mean(a) (over D),
                   the original's formula (common/constants.py CORRELATION_EPS)
 
-    The norms enter as rsqrt(max(‖a‖², eps²)), never as ‖a‖: the gradient of a norm at 0 is 0/0
+    Cosine's norms enter as rsqrt(max(‖a‖², eps²)), never as ‖a‖: the gradient of a norm at 0 is 0/0
     in JAX (NaN even behind max(‖a‖, eps), because 0·NaN = NaN), whereas ‖a‖² has gradient
     2a = 0 there and max() sends no gradient to its smaller argument. An all-zero electrode
     (flat channel, padding) thus gets similarity exactly 0 and a finite gradient b / (eps·‖b‖),
     as torch's own cosine_similarity (parity_nan_anchors.md §4.4, ssm_gnn_anchors.md §6.4).
+    Correlation's as rsqrt(‖a'‖² + eps'), finite with a finite gradient everywhere: a constant
+    electrode gets similarity 0 and gradient b' / (sqrt(eps')·‖b'‖) before the centring's.
     """
     if kind == "correlation":
         electrodes = electrodes - electrodes.mean(axis=-1, keepdims=True)

@@ -320,6 +320,12 @@ def test_an_original_state_dict_reads_its_model_from_the_originals_own_yaml(tmp_
     graph = read.config.model.graph
     assert (graph.semi_dynamic_interval, graph.use_residual, read.config.train.loss) == (1, False, "bce")
 
+    # a checkpoint with its own config reads that one, and says the YAML given beside it is not read
+    torch.save({"model_state_dict": state, "config": {"model": model}}, tmp_path / "own.pt")
+    assert convert.main([str(tmp_path / "own.pt"), str(tmp_path / "q.safetensors"), "--config", str(theirs)]) == 0
+    assert (f"  config: {tmp_path / 'own.pt'}'s own config (brain-go-brr schema); --config {theirs}, a brain-go-brr v2 "
+            "config too, is not read") in capsys.readouterr().out
+
     small = {**model, "graph": {**model["graph"], "edge_mamba_d_model": 32}}  # not these weights' model
     theirs.write_text(yaml.safe_dump({"experiment": {"name": "v3"}, "model": small, "training": {"loss": "bce"}}))
     assert convert.main([str(tmp_path / "mid.pt"), str(tmp_path / "p.safetensors"), "--config", str(theirs)]) == 2

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.checkpoints import best_steps, last_steps, weights_config
+from common.checkpoints import CheckpointError, best_steps, jaxbrr_meta, last_steps, weights_config
 from common.config import Config, ConfigError, config_to_dict
+from common.pt import PtError, read_pt
 
 # fields that place the run (how batches are loaded, how processes connect, how the eigh meets
 # LAPACK) or spend its memory (remat recomputes the scans in the backward pass; eval.batch_size
@@ -23,11 +24,11 @@ from common.config import Config, ConfigError, config_to_dict
 # may change them
 # may change them. So may what it keeps and says along the way: how often it saves and how many
 # it keeps (checkpoint_every, keep_checkpoints: a preemptible partition, a quota), how often it
-# logs, where its windows are cached (the cache is keyed by the preprocessing's config, so the
-# same windows come back), and checkify's checks (they raise on a NaN, they change no value).
+# logs, and where its windows are cached (the cache is keyed by the preprocessing's config, so the
+# same windows come back). Not train.checkify: it stops at a NaN step that nan_policy: skip would
+# have skipped, so the run would not go on the same way.
 RESUME_IGNORED = ("train.prefetch", "train.distributed", "model.graph.eigh_calls", "model.remat", "eval.batch_size",
-                  "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "data.cache_dir",
-                  "train.checkify")
+                  "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "data.cache_dir")
 
 
 # model fields that say how the model runs, not what its weights mean: --init-from may change them
@@ -98,11 +99,8 @@ def check_start(config: Config, resume: bool, init_from: str | Path | None, fram
         raise FileExistsError(f"{workdir} already holds checkpoints (newest: {steps[-1]}): pass --resume to "
                               "continue that run, or --workdir DIR to start a new one")
     best = best_steps(workdir)
-    if best and not steps:  # killed between saving its first best and its first last (one epoch's end)
-        raise FileExistsError(f"{workdir} holds a best checkpoint ({best[-1]}) but no last one to resume from: the "
-                              "run stopped between saving the two. Start a new run from its weights with "
-                              f"--init-from {best[-1]} --workdir NEW_DIR, or delete {workdir / 'checkpoints'} to "
-                              "start again here")
+    if best and not steps:
+        raise FileExistsError(_best_alone(workdir, best[-1]))
     if not resume:
         return
     if not steps:
@@ -125,6 +123,24 @@ def check_start(config: Config, resume: bool, init_from: str | Path | None, fram
             + f"\nuse the same config (--config {workdir} reads the run's own), or a new --workdir "
             f"(--init-from {steps[-1]} starts a new run from its weights)"
         )
+
+
+def _best_alone(workdir: Path, step: Path) -> str:
+    """Why a workdir holds a best checkpoint and no last one, by the step's meta, and the way on:
+    weights parity.convert wrote, a finished run whose last ones were deleted, else a run killed
+    between saving its first best and its first last (at its first epoch's end)."""
+    try:
+        meta = jaxbrr_meta(step) if step.is_dir() else read_pt(step).get("meta", {})
+    except (CheckpointError, PtError, OSError):
+        meta = {}
+    start = f"start a run from its weights with --init-from {step} --workdir NEW_DIR"
+    if meta.get("converted_from"):
+        return f"{workdir} holds weights parity.convert wrote ({step}, from {meta['converted_from']}), no run: {start}"
+    if (meta.get("progress") or {}).get("finished"):
+        return f"{workdir} holds a finished run's best checkpoint ({step}) and no last one: {start}"
+    return (f"{workdir} holds a best checkpoint ({step}) but no last one to resume from: the run stopped between "
+            f"saving the two. Start a new run from its weights with --init-from {step} --workdir NEW_DIR, or delete "
+            f"{workdir / 'checkpoints'} to start again here")
 
 
 def config_differences(ours: dict, theirs: dict, prefix: str = "") -> list[tuple[str, object, object]]:

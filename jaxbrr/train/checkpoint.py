@@ -85,7 +85,7 @@ def _restore_into(node: nnx.Module | nnx.Optimizer, saved: dict) -> None:
 def _check_tree_metadata(item_dir: Path) -> None:
     """orbax reads an array item's `_METADATA` (JSON: the saved tree's structure) first and trips on
     a damaged one with whatever its parser meets (JSONDecodeError, KeyError, AttributeError); name
-    the file instead. A missing one is left to orbax, which says what it lacks."""
+    the file instead. A missing one is _check_items' to name."""
     path = item_dir / "_METADATA"
     if not path.is_file():
         return

@@ -36,6 +36,19 @@ def test_products_count_two_flops_per_multiply_add():
     h, xs = jax.ShapeDtypeStruct((4, 4), jnp.float32), jax.ShapeDtypeStruct((7, 4, 4), jnp.float32)
     assert flops.jaxpr_flops(jax.make_jaxpr(looped)(h, xs).jaxpr) == {"stage" + flops.RECURRENCE: 7 * 2 * 4 * 4 * 4}
 
+    def branched(p, a, b):  # one branch runs: the costlier is counted, not both
+        return jax.lax.cond(p, lambda a, b: a @ b, lambda a, b: (a @ b) @ b.T @ b, a, b)
+
+    a, b = jax.ShapeDtypeStruct((8, 8), jnp.float32), jax.ShapeDtypeStruct((8, 8), jnp.float32)
+    counted = flops.jaxpr_flops(jax.make_jaxpr(branched)(True, a, b).jaxpr)
+    assert counted == {flops.UNSCOPED: 3 * 2 * 8 * 8 * 8}
+
+    def until(h):  # trips the jaxpr does not know: refused rather than counted once
+        return jax.lax.while_loop(lambda h: h.sum() < 100, lambda h: h @ h, h)
+
+    with pytest.raises(ValueError, match="a while loop with matrix products"):
+        flops.jaxpr_flops(jax.make_jaxpr(until)(h).jaxpr)
+
 
 def test_the_full_size_count_is_the_benchs_and_agrees_with_the_published_and_hand_counts():
     config = load_config(ROOT / "configs" / "tusz.yaml")

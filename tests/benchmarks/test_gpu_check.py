@@ -194,7 +194,7 @@ def test_the_targets_pair_jaxbrr_and_its_fused_scan_with_torchref_and_leave_chun
         "- jaxbrr / torchref throughput, bfloat16 B=64: not measured (jaxbrr: budget; torchref: not run)",
         "- jaxbrr / torchref throughput, bfloat16 B=8: 0.50× (target ≥ 1.25×): missed",
         "- jaxbrr (ssm.scan=pallas) / torchref throughput, bfloat16 B=8: 2.00× (target ≥ 1.25×): met",
-        "- jaxbrr / torchref throughput, float32 B=8: not measured (jaxbrr: exit 1: Traceback; torchref: ran)",
+        "- jaxbrr / torchref throughput, float32 B=8: not measured (jaxbrr: ValueError: boom; torchref: ran)",
         # torchref's 50 % is beside jaxbrr's best, not its best: the target is jaxbrr's
         "- bfloat16 model FLOP utilisation, jaxbrr's best: 30.0% (ssm.scan=pallas, B=8; 60.0% on the model's own "
         "count) (target ≥ 25% on the issue's 110.6 GFLOP forward): met; torchref's best 50.0% (B=8)",

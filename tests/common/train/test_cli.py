@@ -115,9 +115,9 @@ def test_resume_with_a_changed_config_is_refused_before_any_data(tmp_path, no_da
                   "--set=model.graph.eigh_calls=looped", "--set=model.remat=true", "--set=eval.batch_size=2") == 2
     assert capsys.readouterr().err.strip() == "error: data preparation started"
     # and what it keeps and says along the way: saves (a preemptible partition, a quota), logs,
-    # the cache's place, checkify's checks
+    # the cache's place
     assert _train(workdir, no_data, "--resume", "--set=train.lr=0.01", "--set=train.checkpoint_every=1",
-                  "--set=train.keep_checkpoints=1", "--set=train.log_every=1", "--set=train.checkify=true",
+                  "--set=train.keep_checkpoints=1", "--set=train.log_every=1",
                   f"--set=data.cache_dir={tmp_path / 'node-local'}") == 2
     assert capsys.readouterr().err.strip() == "error: data preparation started"
 
