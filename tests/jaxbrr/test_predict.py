@@ -253,7 +253,7 @@ def test_bad_checkpoints_exit_2_naming_the_path_and_the_fix(bipolar_run, chbmit,
     for item in (broken / "checkpoints" / "best" / "1" / "model").iterdir():
         item.unlink() if item.is_file() else shutil.rmtree(item)
     message = error(broken)
-    assert f"{broken / 'checkpoints' / 'best' / '1'}: cannot restore the model" in message
+    assert f"{broken / 'checkpoints' / 'best' / '1'}: incomplete (model/_METADATA missing" in message
     assert "--set model" in error(bipolar_run, "--set", "model.tcn.kernel_size=3")
     # the fused scan off a GPU: refused before any file (each file's compile failed, N of N skipped)
     assert "model.ssm.scan=pallas compiles Triton kernels" in error(bipolar_run, "--set", "model.ssm.scan=pallas")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -53,6 +54,19 @@ def _save(workdir, config, seed: int, step: int = 5) -> np.ndarray:
     finally:
         checkpoints.close()
     return _weights(model)
+
+
+def _restore_error(workdir, config) -> ValueError:
+    """What a resume's restore of `best` raises into a model of `config` (CheckpointError is a
+    ValueError; a tree of another shape raises orbax's own)."""
+    model, optimizer = _model(config, seed=1)
+    checkpoints = Checkpoints(workdir, keep=2)
+    try:
+        with pytest.raises(ValueError) as raised:
+            checkpoints.restore("best", model, optimizer)
+    finally:
+        checkpoints.close()
+    return raised.value
 
 
 def _weights(model) -> np.ndarray:
@@ -114,13 +128,8 @@ def test_a_damaged_tree_metadata_is_refused_naming_the_file(tmp_path, config, te
     damaged.write_text(text)
     with pytest.raises(CheckpointError, match=f"{damaged}: damaged"):
         load_model(tmp_path)
-    model, optimizer = _model(config, seed=1)
-    checkpoints = Checkpoints(tmp_path, keep=2)
-    try:
-        with pytest.raises(CheckpointError, match=f"{damaged}: damaged"):
-            checkpoints.restore("best", model, optimizer)
-    finally:
-        checkpoints.close()
+    error = _restore_error(tmp_path, config)
+    assert isinstance(error, CheckpointError) and str(error).startswith(f"{damaged}: damaged")
 
 
 @pytest.mark.parametrize("removed", ["meta", "optimizer", "model/_METADATA"])
@@ -131,14 +140,8 @@ def test_a_step_missing_an_item_is_refused_naming_it_and_the_fix(tmp_path, confi
     step = tmp_path / "checkpoints" / "best" / "5"
     target = step / removed
     shutil.rmtree(target) if target.is_dir() else target.unlink()
-    model, optimizer = _model(config, seed=1)
-    checkpoints = Checkpoints(tmp_path, keep=2)
-    try:
-        with pytest.raises(CheckpointError) as raised:
-            checkpoints.restore("best", model, optimizer)
-    finally:
-        checkpoints.close()
-    assert str(raised.value) == (f"{step}: incomplete ({removed} missing: a purge or a copy that stopped), so it "
+    error = _restore_error(tmp_path, config)
+    assert isinstance(error, CheckpointError) and str(error) == (f"{step}: incomplete ({removed} missing: a purge or a copy that stopped), so it "
                                  f"cannot be restored; delete {step}, and --resume continues from the step saved "
                                  "before it")
     if removed == "model/_METADATA":  # outside training too (predict, evaluate, --init-from)
@@ -161,13 +164,8 @@ def test_array_files_cut_short_are_one_line_naming_the_step(tmp_path, config, da
     said = rf"{step.absolute()}: its arrays cannot be read \((DATA_LOSS|OUT_OF_RANGE): .*\); use another step"
     with pytest.raises(CheckpointError, match=said):
         load_model(tmp_path)
-    model, optimizer = _model(config, seed=1)
-    checkpoints = Checkpoints(tmp_path, keep=2)
-    try:
-        with pytest.raises(CheckpointError, match=said):
-            checkpoints.restore("best", model, optimizer)
-    finally:
-        checkpoints.close()
+    error = _restore_error(tmp_path, config)
+    assert isinstance(error, CheckpointError) and re.match(said, str(error))
 
 
 def test_a_tree_that_does_not_match_the_model_is_not_called_damaged(tmp_path, config):
@@ -175,14 +173,7 @@ def test_a_tree_that_does_not_match_the_model_is_not_called_damaged(tmp_path, co
     of another version, say) keeps orbax's own error, which names the differing parameters."""
     _save(tmp_path, config, seed=1)
     other = load_config(TINY, ["model.tcn.kernel_size=5"])
-    model, optimizer = _model(other, seed=1)
-    checkpoints = Checkpoints(tmp_path, keep=2)
-    try:
-        with pytest.raises(ValueError) as raised:
-            checkpoints.restore("best", model, optimizer)
-    finally:
-        checkpoints.close()
-    assert not isinstance(raised.value, CheckpointError)
+    assert not isinstance(_restore_error(tmp_path, other), CheckpointError)
 
 
 def test_a_step_below_the_newest_is_saved_not_skipped(tmp_path, config):
