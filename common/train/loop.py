@@ -167,17 +167,22 @@ class Loop:
         if resume:
             self._check_followed_split()
         self._setup_data()
-        self._build()  # holds the workdir first thing it knows which host it is (_hold_workdir)
-        self.progress = Progress()
-        self._resume_or_start(resume)
-        if not resume and self.primary:  # what a resume and `evaluate --split` follow (SPLITS_FILE)
-            write_text(self.workdir / SPLITS_FILE, json.dumps(split_record(self.prepared), indent=1) + "\n")
-        if init_from is not None:
-            self.initialised_from = self._init_weights(Path(init_from))
-            print(f"initialised from {self.initialised_from} (fresh optimizer)")
-        # every host keeps the records (early stopping decides alike everywhere); host 0 writes them
-        self.log = RunLog(self.workdir, resume_step=self.progress.step if self.progress.step else None,
-                          write_files=self.primary, resume_epoch=self.progress.epoch)
+        try:
+            self._build()  # holds the workdir once it knows which host it is (_hold_workdir)
+            self.progress = Progress()
+            self._resume_or_start(resume)
+            if not resume and self.primary:  # what a resume and `evaluate --split` follow (SPLITS_FILE)
+                write_text(self.workdir / SPLITS_FILE, json.dumps(split_record(self.prepared), indent=1) + "\n")
+            if init_from is not None:
+                self.initialised_from = self._init_weights(Path(init_from))
+                print(f"initialised from {self.initialised_from} (fresh optimizer)")
+            # every host keeps the records (early stopping decides alike everywhere); host 0 writes them
+            self.log = RunLog(self.workdir, resume_step=self.progress.step if self.progress.step else None,
+                              write_files=self.primary, resume_epoch=self.progress.epoch)
+        except BaseException:  # a trainer that never runs lets its workdir go
+            if self._held_here:
+                release(self.workdir)
+            raise
         earlier = sorted((self.workdir / NAN_DIR).glob("step_*")) if not resume and self.primary else []
         if earlier:
             print(f"note: {self.workdir / NAN_DIR} holds {len(earlier)} NaN dump(s) of an earlier attempt "

@@ -48,12 +48,12 @@ class Trainer(Loop):
     def _build(self) -> None:
         distributed.initialize(self.cfg.distributed)  # before any device is touched
         self.process_index, self.process_count = jax.process_index(), jax.process_count()
-        self._hold_workdir()  # before the checkpoint store reads or tidies the workdir
         self.float32_matmuls = set_float32_precision(self.cfg.tf32, jax.default_backend())
         if self.config.model.ssm.scan == "pallas":  # before anything compiles or is written
             from jaxbrr.ssd_kernel import require_gpu
 
             require_gpu()
+        self._hold_workdir()  # before the checkpoint store reads or tidies the workdir
         self.model = SeizureDetector(self.config.model, rngs=nnx.Rngs(self.cfg.seed))
         self.optimizer = make_nnx_optimizer(self.model, self.cfg, self.total_updates)
         self.checkpoints = Checkpoints(self.workdir, self.cfg.keep_checkpoints)

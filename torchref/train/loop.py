@@ -125,7 +125,6 @@ class Trainer(Loop):
     framework = "torchref"
 
     def _build(self) -> None:
-        self._hold_workdir()  # one process (refused below otherwise), before anything touches the workdir
         cfg = self.cfg
         self.device = default_device()
         self.float32_matmuls = configure_cuda(self.cfg.tf32, self.device)
@@ -142,6 +141,7 @@ class Trainer(Loop):
         if self.config.model.ssm.backend == "cuda" and self.device.type != "cuda":
             raise ConfigError("model.ssm.backend = 'cuda' needs a CUDA GPU and torch sees none; "
                               "set model.ssm.backend=torch")
+        self._hold_workdir()  # one process (refused above otherwise), before anything touches the workdir
         self.model = SeizureDetector(self.config.model, cfg.seed).to(self.device)
         # The loop accumulates (below), so the optimizer sees one averaged gradient per update.
         self.optimizer, self.scheduler = make_optimizer(
