@@ -58,6 +58,9 @@ FIX = ("point it at a run folder written by `python -m jaxbrr.train` or `python 
 
 
 # what to do about a damaged step of a run
+# the names a saved batch's (B, C, T) input goes by: ours (x; a NaN dump's batch.npz), the
+# original's debug dump and window cache (windows), others' habits (parity/problem.py reads them)
+BATCH_X_KEYS = ("x", "input", "windows", "window")
 OTHER_STEP = ("use another step of the run (checkpoints/best and checkpoints/last keep several) or delete "
               "this step's folder")
 
@@ -106,15 +109,10 @@ def _torchref_steps(folder: Path) -> list[Path]:
     return [path for _, path in torchref_steps(folder)]
 
 
-def last_steps(workdir: str | Path) -> list[Path]:
-    """A run folder's `last` checkpoints, oldest first (either trainer's): what --resume needs."""
-    folder = Path(workdir) / "checkpoints" / "last"
-    return _jaxbrr_steps(folder) or _torchref_steps(folder)
-
-
-def best_steps(workdir: str | Path) -> list[Path]:
-    """A run folder's `best` checkpoints, oldest first (either trainer's)."""
-    folder = Path(workdir) / "checkpoints" / "best"
+def last_steps(workdir: str | Path, kind: str = "last") -> list[Path]:
+    """A run folder's `last` (or `kind`) checkpoints, oldest first (either trainer's): what
+    --resume needs."""
+    folder = Path(workdir) / "checkpoints" / kind
     return _jaxbrr_steps(folder) or _torchref_steps(folder)
 
 
@@ -607,7 +605,7 @@ def read_weights(path: str | Path, config_path: ConfigSource = None, shapes: Sha
 def _batch_keys(saved: dict) -> list[str]:
     """The keys that make a dict a saved batch, not a state dict: the input under one of the names
     a batch file uses (parity.problem reads them) and nothing that holds a tensor of a model."""
-    inputs = [key for key in ("windows", "window", "x", "input") if isinstance(saved.get(key), np.ndarray)]
+    inputs = [key for key in BATCH_X_KEYS if isinstance(saved.get(key), np.ndarray)]
     model_like = any("." in str(key) for key in saved) or any(isinstance(v, dict) for v in saved.values())
     return [] if not inputs or model_like else [str(key) for key in saved]
 

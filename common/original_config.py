@@ -18,6 +18,7 @@ import copy
 
 from common.config import ModelConfig
 from common.original import first_match
+from common.train.class_weight import pos_weight_from_ratio
 
 # ----------------------------------------------------------------------------------------------
 # the checkpoint's own config: brain-go-brr's `model` section (schemas.py ModelConfig at 3.1.1,
@@ -209,7 +210,8 @@ POSTPROCESS_IRRELEVANT: tuple[tuple[str, str], ...] = (
 # The positive-class weight the original's loss took on its balanced TUSZ set: sqrt((1 - r)/r) for
 # the window-level seizure share r = 0.3421, computed each epoch from the training set and saved
 # nowhere (original_spec.md §3.4; its focal loss passes it only at focal_alpha 0.5, as shipped).
-ORIGINAL_POS_WEIGHT = 1.3868
+ORIGINAL_SEIZURE_RATIO = 0.3421
+ORIGINAL_POS_WEIGHT = round(pos_weight_from_ratio(ORIGINAL_SEIZURE_RATIO), 4)  # 1.3868
 # The loss fields of the original's `training` section, with its schema's defaults
 # (original_spec.md §3.11: loss "bce", focal_alpha 0.5, focal_gamma 2.0; ours defaults to focal).
 LOSS_DEFAULTS = {"loss": "bce", "focal_alpha": 0.5, "focal_gamma": 2.0}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.checkpoints import CheckpointError, read_nan_record
+from common.checkpoints import BATCH_X_KEYS, CheckpointError, read_nan_record
 from common.config import Config, with_overrides
 from common.data.montage import montage_channels
 from common.shown import shown_inline, shown_lines
@@ -84,7 +84,7 @@ def batch_hash(x: np.ndarray) -> str:
 # the names a batch's input, labels and mask go by: ours (x, y, valid; a training NaN dump's
 # batch.npz), the original's debug dump `debug/bad_batch_<step>.pt` ({windows, labels,
 # global_step}) and window cache `<stem>_windows.npz` (windows, labels), others' habits
-X_KEYS = ("x", "input", "windows", "window")
+X_KEYS = BATCH_X_KEYS
 LABEL_KEYS, VALID_KEYS = ("y", "labels", "label", "target", "targets"), ("valid", "mask")
 BATCH_FORMATS = (".npz (x or windows, and optionally y or labels, valid), .npy (x alone), or .pt/.pth: "
                  "a (B, C, T) tensor, a dict of them such as the original's debug/bad_batch_<step>.pt, or a "

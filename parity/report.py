@@ -269,8 +269,8 @@ def next_step(report: Report) -> str:
     if report.verdict == "MODEL" and detail.startswith("the PE is not unique"):  # verdicts.classify's
         return NEXT_STEPS["PE_NOT_UNIQUE"] + _not_the_originals_math(report)
     if report.verdict == "DATA" and not any(row.bad(run) for row in report.rows for run in row.nonfinite):
-        finite = "DATA_FINITE_ORIGINAL" if report.problem.kind == "original" else "DATA_FINITE"
-        return NEXT_STEPS[finite] + _not_the_originals_math(report)  # out of range, yet no NaN came of it
+        failed = ORIGINAL_FAILED_BATCH if report.problem.kind == "original" else "the dump training wrote at the step that failed"
+        return NEXT_STEPS["DATA_FINITE"].format(failed=failed) + _not_the_originals_math(report)  # no NaN came of it
     if report.verdict == "DATA" and report.problem.batch is not None:
         bad = suspect_windows(report.problem, report.extreme)
         others = [w for w in report.problem.windows or range(len(report.problem.batch.x)) if w not in bad]
@@ -303,6 +303,11 @@ def _not_the_originals_math(report: Report) -> str:
     return (f". This ran with model.stability guards {stability.guards}, pe_gradient {stability.pe_gradient}, "
             f"not the original's: {' '.join(sets)} runs the math it trained with")
 
+# where an original checkpoint's user finds the batch that failed (the original writes no weights dump)
+ORIGINAL_FAILED_BATCH = ("the batch the original saved at the step that failed (debug/bad_batch_<step>.pt) with the "
+                         "last checkpoint saved before it (best.pt holds the best epoch's weights, not the failing "
+                         "step's)")
+
 # verdict -> what to do about it ({row}: where it was born), and the cases of a verdict that want
 # other advice (next_step)
 NEXT_STEPS = {
@@ -315,18 +320,11 @@ NEXT_STEPS = {
                     "is undefined there (MODEL) or the values leave the precision's range (PRECISION): run it again "
                     "with --dtype float64,{dtypes}",
     "CLEAN_ORIGINAL": "nothing to fix in this batch with these weights: a NaN met in training came from another "
-                      "batch, or from a train-mode step's dropout; localize the batch the original saved at the "
-                      "step that failed (debug/bad_batch_<step>.pt) with the last checkpoint saved before it",
+                      "batch, or from a train-mode step's dropout; localize " + ORIGINAL_FAILED_BATCH,
     "DATA_FINITE": "the batch is bad as given (the verdict line), yet every run stayed finite on it with these weights: "
                    "fix or leave out that recording if its values are artefacts (python -m jaxbrr.data inspect EDF "
                    "shows how it reads); a NaN met in training came from elsewhere (another batch, or a train-mode "
-                   "step's dropout): localize the dump training wrote at the step that failed",
-    "DATA_FINITE_ORIGINAL": "the batch is bad as given (the verdict line), yet every run stayed finite on it with "
-                            "these weights: fix or leave out that recording if its values are artefacts (python -m "
-                            "jaxbrr.data inspect EDF shows how it reads); a NaN met in training came from elsewhere "
-                            "(another batch, or a train-mode step's dropout): localize the batch the original saved "
-                            "at the step that failed (debug/bad_batch_<step>.pt) with the last checkpoint saved "
-                            "before it (best.pt holds the best epoch's weights, not the failing step's)",
+                   "step's dropout): localize {failed}",
     "MODEL": "the math of {row} is undefined on this input even in float64, in both frameworks: change the model "
              "there (a config field that names the guard, or the input range it accepts), then check the change "
              "here with --set FIELD=VALUE on this same batch",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.checkpoints import CheckpointError, best_steps, jaxbrr_meta, last_steps, weights_config
+from common.checkpoints import CheckpointError, jaxbrr_meta, last_steps, weights_config
 from common.config import Config, ConfigError, config_to_dict
 from common.pt import PtError, read_pt
 
@@ -98,7 +98,7 @@ def check_start(config: Config, resume: bool, init_from: str | Path | None, fram
     if steps and not resume:
         raise FileExistsError(f"{workdir} already holds checkpoints (newest: {steps[-1]}): pass --resume to "
                               "continue that run, or --workdir DIR to start a new one")
-    best = best_steps(workdir)
+    best = last_steps(workdir, "best")
     if best and not steps:
         raise FileExistsError(_best_alone(workdir, best[-1]))
     if not resume:
