@@ -27,10 +27,14 @@ a `checkpoints/best` or `checkpoints/last` folder (its newest step), or one step
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -135,41 +139,111 @@ def _causes(error: BaseException) -> list[BaseException]:
     return chain
 
 
+class _Echoes:
+    """What orbax's and TensorStore's threads report while one save or restore runs, held back:
+    when it fails, each of its threads reports the same failure again ("_SignalingThread.run()
+    raised an exception" through absl's logger, and TensorStore callbacks that reach the event loop
+    orbax closed, "RuntimeError: Event loop is closed", through sys.unraisablehook; orbax-checkpoint
+    0.12.8), tens to hundreds of tracebacks that bury the one-line error this module raises. They
+    are dropped only when that error is raised, and counted in it; otherwise (success, or an error
+    passed on unchanged) they are shown as they came. On a failure (an Exception) they are waited for: the Python
+    threads the save or restore started are joined, and TensorStore's own threads, which go on
+    calling back after orbax raised, until QUIET_S passes without an echo (all within WAIT_S)."""
+
+    WAIT_S = 60.0
+    QUIET_S = 0.5
+
+    def __init__(self):
+        self.records: list = []
+        self._logger = logging.getLogger("absl")
+
+    def filter(self, record: logging.LogRecord) -> bool:  # a logging.Filter: hold, do not emit
+        self.records.append(record)
+        return False
+
+    def _unraisable(self, unraisable) -> None:
+        self.records.append(unraisable)
+
+    def __enter__(self) -> _Echoes:
+        self._threads = set(threading.enumerate())
+        self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        self._logger.addFilter(self)
+        return self
+
+    def __exit__(self, failed, *exc) -> None:
+        if failed is not None and issubclass(failed, Exception):  # not on Ctrl-C
+            deadline = time.monotonic() + self.WAIT_S
+            for thread in set(threading.enumerate()) - self._threads:
+                if not thread.daemon:  # orbax's _SignalingThreads and their event loops' (daemons idle on)
+                    thread.join(max(0.0, deadline - time.monotonic()))
+            heard = -1
+            while heard != len(self.records) and time.monotonic() < deadline:
+                heard = len(self.records)
+                time.sleep(self.QUIET_S)
+        self._logger.removeFilter(self)
+        sys.unraisablehook = self._hook
+
+    def show(self) -> None:
+        for held in self.records:
+            if isinstance(held, logging.LogRecord):
+                self._logger.handle(held)
+            else:
+                self._hook(held)
+        self.records.clear()
+
+    def said(self) -> str:
+        """The clause that the one-line error carries for what was dropped."""
+        return f" ({len(self.records)} tracebacks of it from orbax's threads not shown)" if self.records else ""
+
+
 @contextmanager
-def _restoring(step_dir: Path) -> Iterator[None]:
+def _one_line(answer: Callable[[Exception, str], Exception | None]) -> Iterator[None]:
+    """Raise answer(error, what the echoes clause says) in place of an error it recognises (it
+    returns None for others, which pass unchanged); orbax's threads' echoes are dropped with the
+    error they echo, and shown in every other case (_Echoes)."""
+    echoes = _Echoes()
+    dropped = False
+    try:
+        with echoes:
+            yield
+    except Exception as error:  # TensorStore's surface as plain Exceptions, the cause a ValueError
+        replaced = answer(error, echoes.said())
+        if replaced is None:
+            raise
+        dropped = True
+        raise replaced from error
+    finally:
+        if not dropped:
+            echoes.show()
+
+
+def _restoring(step_dir: Path):
     """Turns orbax's page-long error for damaged array data (files cut short or overwritten: a disk
     that filled, a copy that stopped) into one line naming the step; any other error (a tree that
-    does not match the model, say) passes unchanged. Reads still in flight when orbax gave up may
-    print "RuntimeError: Event loop is closed" tracebacks beside that line, and the abandoned read
-    coroutines unraisable errors when collected (orbax-checkpoint 0.12.8: TensorStore's callbacks
-    reach the event loop orbax closed): echoes of the same failure, from threads no caller owns."""
-    try:
-        yield
-    except Exception as error:  # TensorStore's surface as plain Exceptions, the cause a ValueError
+    does not match the model, say) passes unchanged."""
+    def answer(error: Exception, echoed: str) -> Exception | None:
         said = next((str(e).strip().splitlines()[0] for e in _causes(error) if str(e).startswith(READ_FAILURES)), None)
-        if said is None:
-            raise
-        raise CheckpointError(f"{step_dir}: its arrays cannot be read ({said[:300]}); {OTHER_STEP}") from error
+        return None if said is None else CheckpointError(
+            f"{step_dir}: its arrays cannot be read ({said[:300]}){echoed}; {OTHER_STEP}")
+    return _one_line(answer)
 
 
 OS_ERROR_CODE = re.compile(r"os_error_code='(\d+)'")  # how TensorStore names the OS's error
 
 
-@contextmanager
-def _writing(step_dir: Path) -> Iterator[None]:
+def _writing(step_dir: Path):
     """TensorStore reports a write that the OS refused (a full disk, a file-size limit, a folder
     gone read-only) as a ValueError ("OUT_OF_RANGE: Error writing local file ...
     [os_error_code='28']"): raise it as the OSError it is, naming the step, so that the training
     command answers it as it does any write failure (common/train/cli.py)."""
-    try:
-        yield
-    except ValueError as error:
+    def answer(error: Exception, echoed: str) -> Exception | None:
         found = next(filter(None, (OS_ERROR_CODE.search(str(e)) for e in _causes(error))), None)
-        if found is None:
-            raise
+        if not isinstance(error, ValueError) or found is None:
+            return None
         code = int(found.group(1))
-        raise OSError(code, f"{os.strerror(code)}: the checkpoint {step_dir} could not be written "
-                            f"({str(error).strip().splitlines()[0][:200]})") from error
+        return OSError(code, f"{os.strerror(code)}: the checkpoint {step_dir} could not be written "
+                             f"({str(error).strip().splitlines()[0][:200]}){echoed}")
+    return _one_line(answer)
 
 
 class Checkpoints:
