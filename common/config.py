@@ -607,6 +607,31 @@ def _format_errors(err: ValidationError, source: str) -> str:
 
 # Top-level sections of brain-go-brr v2's config schema (reference/original_spec.md §3.11) that
 # this project's has not: a user may pass the original's training YAML where ours is wanted.
+class DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping: PyYAML keeps the last, so a
+    second `data:` section silently drops every field of the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise DuplicateKeyError(f"the key {key!r} at line {key_node.start_mark.line + 1} was given "
+                                        f"before, at line {seen[key] + 1}, in the same mapping; YAML would keep "
+                                        "only the last: merge the two")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str):
+    """yaml.safe_load, refusing duplicate keys (_UniqueKeyLoader)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+
+
 _ORIGINAL_SECTIONS = ("experiment", "training", "evaluation", "preprocessing")
 
 
@@ -620,7 +645,7 @@ def original_yaml(path: str | Path) -> dict | None:
     """The parsed file when `path` is brain-go-brr v2's own YAML config with a model section (what
     its training ran with), else None (a file that does not read is load_config's to explain)."""
     try:
-        tree = yaml.safe_load(Path(path).read_text())
+        tree = read_yaml(Path(path).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     return tree if len(original_sections(tree)) >= 2 and isinstance(tree.get("model"), dict) else None
@@ -672,7 +697,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         except UnicodeDecodeError:

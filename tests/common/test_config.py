@@ -60,6 +60,27 @@ def test_bad_value_and_broken_yaml(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys: a second `data:` section appended to a config
+    silently dropped every field of the first (data.cache_dir went back to its default)."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("data:\n  cache_dir: /fast/cache\n  window_seconds: 16\ntrain:\n  lr: 0.001\ndata:\n  stride_seconds: 5\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml: not valid YAML: the key 'data' at line 6 was given before, "
+                                          r"at line 1, in the same mapping; .*merge the two$"):
+        load_config(path)
+    path.write_text("data:\n  window_seconds: 16\n  window_seconds: 8\n")
+    with pytest.raises(ConfigError, match=r"the key 'window_seconds' at line 3 was given before, at line 2"):
+        load_config(path)
+    path.write_text("data:\n  window_seconds: 16\ntrain:\n  window_seconds: 8\n")  # one per mapping
+    with pytest.raises(ConfigError, match="train.window_seconds"):  # only the schema's objection
+        load_config(path)
+
+
+def test_every_shipped_config_reads():
+    for path in sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")):
+        load_config(path)
+
+
 def test_overrides():
     config = load_config(None, ["train.lr=3e-4", "model.graph.enabled=false", "model.tcn.channels=[4, 8]"])
     assert config.train.lr == pytest.approx(3e-4)
