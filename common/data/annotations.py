@@ -138,6 +138,9 @@ def _corpus_list(edf: Path, corpus: str) -> Path | None:
     return _nearby(edf, CORPUS_LISTS[corpus].format(prefix)) if prefix else None
 
 
+TUSZ_V1_SUFFIXES = (".tse_bi", ".tse", ".lbl_bi", ".lbl")  # TUSZ v1.x's label files (v2.0 replaced them by .csv_bi and .csv)
+
+
 def labels_for(
     edf: str | Path,
     corpus: str,
@@ -155,6 +158,12 @@ def labels_for(
     if beside is not None:
         return read_annotations(beside, seizure_labels, background_labels, edf)
     if corpus not in ("chbmit", "siena"):
+        older = [edf.with_suffix(suffix) for suffix in TUSZ_V1_SUFFIXES if edf.with_suffix(suffix).is_file()]
+        if older:
+            raise AnnotationError(
+                f"{edf}: no annotation file ({edf.with_suffix('.csv_bi').name} or {edf.with_suffix('.csv').name}); "
+                f"{older[0].name} beside it is TUSZ v1.x's label format, which is not read: use TUSZ v2.0.x "
+                "(its .csv_bi files hold the same labels, revised), or write a .csv_bi for each recording")
         raise AnnotationError(
             f"{edf}: no annotation file ({edf.with_suffix('.csv_bi').name} or {edf.with_suffix('.csv').name}); "
             "a recording without labels cannot be trained or scored: add one (a background-only file has "

@@ -79,7 +79,7 @@ def read_csv_bi(path: str | Path, per_channel: bool = False) -> CsvBi:
     AnnotationError (a ValueError) on anything malformed."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8", errors="strict").splitlines()
+        lines = path.read_text(encoding="utf-8-sig", errors="strict").splitlines()  # -sig: a byte-order mark, as an editor may save
     except (OSError, UnicodeDecodeError) as err:
         raise AnnotationError(f"{path}: cannot read: {err}") from None
     numbered = [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
@@ -167,7 +167,7 @@ def written_by(path: str | Path, program: str) -> bool:
     """Whether a .csv_bi file's header comments hold `program`'s written_by line (False for a file
     that cannot be read: not known to be the program's)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
+        with open(path, encoding="utf-8-sig", errors="replace") as handle:
             for line in handle:
                 if not line.startswith("#"):  # the column header: the comments are over
                     return False

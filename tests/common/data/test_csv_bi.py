@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,17 @@ def test_reads_tusz_file(tmp_path):
     assert record.name == "aaaaaasf_s001_t000.csv_bi"
     assert record.events == (Event(42.2786, 81.7760, "seiz", "TERM", 1.0),
                              Event(133.8040, 162.1105, "seiz", "TERM", 0.5))
+
+
+def test_a_byte_order_mark_is_read_past(tmp_path):
+    """An editor that saves UTF-8 with a byte-order mark: the version line was refused as
+    '\\ufeff# version = ...'."""
+    marked = tmp_path / "marked" / "aaaaaasf_s001_t000.csv_bi"
+    marked.parent.mkdir()
+    marked.write_bytes(b"\xef\xbb\xbf" + TUSZ.encode())
+    plain = read_csv_bi(_write(tmp_path, TUSZ))
+    assert replace(read_csv_bi(marked), path=plain.path) == plain
+    assert plain.events and plain.duration_seconds == 1289.0
 
 
 def test_write_then_read_round_trip(tmp_path):

@@ -193,6 +193,16 @@ def test_the_real_label_files_read_and_check_as_they_should(SHARED, tmp_path, he
 # -- C. a .csv_bi's bname must name the EDF it labels ------------------------------------------
 
 
+@pytest.mark.parametrize("suffix", [".tse_bi", ".lbl"])
+def test_tusz_v1_labels_beside_an_edf_are_named_with_the_fix(tmp_path, suffix):
+    """TUSZ v1.5's .tse_bi/.lbl beside an EDF: the error said only 'add one'."""
+    edf = tmp_path / "00000258_s002_t000.edf"
+    edf.with_suffix(suffix).write_text("version = tse_v1.0.0\n\n0.0000 10.0000 bckg 1.0000\n")
+    with pytest.raises(AnnotationError, match=rf"{edf}: no annotation file .*; 00000258_s002_t000\{suffix} beside "
+                                              r"it is TUSZ v1.x's label format, which is not read: use TUSZ v2.0.x"):
+        labels_for(edf, "tusz")
+
+
 def test_a_csv_bi_naming_another_recording_is_refused(tmp_path):
     """A file copied from another recording keeps the other's bname: it was taken as this one's."""
     edf = tmp_path / "aaaaaaab_s001_t000.edf"  # labels_for reads the file beside it, not the EDF
