@@ -313,9 +313,26 @@ def _chbmit_labels(edf: Path, listed_as: dict[str, str],
                 f"{list(annotated.seizures)} s; write the "
                 f"intended labels as {edf.with_suffix('.csv_bi').name} beside the EDF (it takes precedence)"
             )
+    if listed is not None:
+        _check_within_its_span(edf, summary, listed, "file")
     chosen = listed if listed is not None else annotated
     sources = [p for p, used in ((summary, listed), (wfdb, annotated)) if used is not None]
     return sources, chosen
+
+
+def _check_within_its_span(edf: Path, listing: Path, listed: native_labels.NativeLabels, span: str) -> None:
+    """A seizure ending after the span its own file gives (a Siena list's registration end, a
+    CHB-MIT summary's File End Time) is a typo in its times (Siena PN00-3's ends 19.29.29, the
+    registration 18.57.13): cut at the recording's end it would be a 29-minute seizure, and one
+    starting after the end would be dropped, the recording trained on as seizure-free."""
+    late = [stop for _, stop in listed.seizures if listed.duration_seconds is not None
+            and stop > listed.duration_seconds]
+    if late:
+        raise AnnotationError(
+            f"{edf}: {listing} has a seizure of it ending {late[0]:g} s after the {span} start, past the "
+            f"{span} end it gives ({listed.duration_seconds:g} s): a typo in its times; write "
+            f"{edf.with_suffix('.csv_bi').name} beside the EDF with the seizure's real times"
+        )
 
 
 _UNLISTED = "data.chbmit_unlisted"  # the source of the labels _chbmit_unlisted reads as seizure-free
@@ -364,16 +381,7 @@ def _siena_labels(edf: Path, listed_as: dict[str, str]) -> tuple[list[Path], nat
         )
     if isinstance(listed, AnnotationError):  # its block in the list; the list's others are read
         raise _unreadable_entry(edf, listed)
-    # A seizure ending after the list's own registration end is a typo in its times (PN00-3's ends
-    # 19.29.29, the registration 18.57.13): cut at the recording's end it would be a 29-minute seizure.
-    late = [stop for _, stop in listed.seizures if listed.duration_seconds is not None
-            and stop > listed.duration_seconds]
-    if late:
-        raise AnnotationError(
-            f"{edf}: {listing} has a seizure of it ending {late[0]:g} s after the registration start, past the "
-            f"registration end it gives ({listed.duration_seconds:g} s): a typo in its times; write "
-            f"{edf.with_suffix('.csv_bi').name} beside the EDF with the seizure's real times"
-        )
+    _check_within_its_span(edf, listing, listed, "registration")
     header_clock = _header_clock(edf)
     if header_clock is not None and listed.start_clock is not None:
         apart = abs(header_clock - listed.start_clock) % native_labels.DAY_SECONDS

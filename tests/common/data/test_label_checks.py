@@ -109,6 +109,23 @@ def test_a_chbmit_recording_of_another_length_is_refused_naming_both(tmp_path, h
     assert _check(edf, "chbmit").path == str(folder / "chb05_07.csv_bi")
 
 
+def test_a_chbmit_seizure_past_its_summarys_file_end_is_refused_as_siena_is(tmp_path, header_edf):
+    """A seizure listed after the File End Time the block itself gives was dropped (or cut) and
+    the recording trained on as seizure-free; the same typo in a Siena list is refused."""
+    folder = tmp_path / "chb05"
+    summary = folder / "chb05-summary.txt"
+    folder.mkdir()
+    summary.write_text(_block("chb05_06.edf", "22:21:25", "23:21:25", [(3700, 3800)]))
+    edf = header_edf(folder / "chb05_06.edf", 3600)
+    with pytest.raises(AnnotationError) as caught:
+        _check(edf, "chbmit")
+    assert str(caught.value) == (
+        f"{edf}: {summary} has a seizure of it ending 3800 s after the file start, past the file end it gives "
+        "(3600 s): a typo in its times; write chb05_06.csv_bi beside the EDF with the seizure's real times")
+    summary.write_text(_block("chb05_06.edf", "22:21:25", "23:21:25", [(3500, 3600)]))  # to the last second
+    assert _check(edf, "chbmit").seizures() == [(3500.0, 3600.0)]
+
+
 def test_a_siena_recording_of_another_length_is_refused_naming_both(tmp_path, header_edf):
     """The rehearsal's PN00-4: 600 s of EEG, its registration 20.51.43 to 21.26.25 (2082 s), its
     seizure (1006 s) dropped as past the end; and a registration across midnight that agrees."""
