@@ -434,6 +434,7 @@ def _siena_time(line: str, path: Path, lineno: int, current: _SienaFile | None,
         if which == "start":
             if pending is not None:
                 raise AnnotationError(f"{path}:{pending[1]}: seizure start without an end")
+            _check_start_registered(clock, seconds, current, where)
             return seconds, lineno
         if pending is None:
             raise AnnotationError(f"{where}: seizure end time without a start time before it")
@@ -446,6 +447,19 @@ def _siena_time(line: str, path: Path, lineno: int, current: _SienaFile | None,
         raise AnnotationError(f"{where}: cannot read {line!r}; expected 'File name:', 'Registration "
                               "start/end time: HH.MM.SS' or 'Seizure start/end time: HH.MM.SS'")
     return pending
+
+
+def _check_start_registered(clock: int, seconds: float, current: _SienaFile, where: str) -> None:
+    """A seizure start clock outside the registration it belongs to (a start before the
+    registration's, read past midnight, lands almost a day later); ends past the registration end
+    are the caller's to report (annotations.py), with the recording's name."""
+    if "end" not in current.registration:
+        return
+    (start, start_line), (end, _) = current.registration["start"], current.registration["end"]
+    if end != start and seconds > (end - start) % DAY_SECONDS:  # equal ones: _siena_labels says so
+        raise AnnotationError(f"{where}: seizure start time {clock_text(clock)} is not within {current.name}'s "
+                              f"registration, {clock_text(start)} to {clock_text(end)} (line {start_line}): "
+                              "check the times")
 
 
 def _siena_labels(file: _SienaFile, path: Path) -> NativeLabels:

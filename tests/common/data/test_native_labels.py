@@ -348,6 +348,11 @@ def test_siena_lines_of_no_recording_spoil_the_list(tmp_path, old, new, fragment
     ("Seizure end time: 19.59.46", "Seizure end time: 19.58.00", "Seizure end", "ends 1107 s .* not after"),
     ("Seizure end time: 19.59.46", "Seizure end time: 19.58.36", "Seizure end", "not after its start"),
     ("Seizure end time: 19.59.46", "Seizure end time: 19,59,46", "Seizure end", "cannot read the time '19,59,46'"),
+    # a start before the registration's was read past midnight, 85827 s in, and its end "not after" it
+    ("Seizure start time: 19.58.36", "Seizure start time: 19.30.00", "Seizure start",
+     r"seizure start time 19.30.00 is not within PN01-1.edf's registration, 19.39.33 to 20.22.58 \(line \d+\)"),
+    ("Seizure start time: 19.58.36\nSeizure end time: 19.59.46", "Seizure start time: 20.30.00\nSeizure end "
+     "time: 20.40.00", "Seizure start", "seizure start time 20.30.00 is not within"),
     ("Seizure start time: 19.58.36", "Seizure start time: 19.58.36 pm", "Seizure start", "cannot read the time"),
     ("Registration end time: 20.22.58", "Registration end time: 19.39.33", "Registration end", "equals its start"),
     ("Seizure end time: 19.59.46\n", "", "Seizure start", "start without an end"),
