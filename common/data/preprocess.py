@@ -55,9 +55,17 @@ class RecordingReport:
         return dataclasses.asdict(self)
 
 
+def _as_fraction(rate: float) -> Fraction:
+    """The fraction of denominator <= 10^6 that is `rate` to float precision, else rate's exact value."""
+    near = Fraction(rate).limit_denominator(10**6)
+    return near if abs(float(near) - rate) <= 4 * np.finfo(float).eps * abs(rate) else Fraction(rate)
+
+
 def resample_ratio(sfreq_in: float, sfreq_out: float, source: str = "<array>") -> tuple[int, int]:
-    """(up, down) in lowest terms with sfreq_out / sfreq_in = up / down; ValueError if huge."""
-    ratio = Fraction(sfreq_out) / Fraction(sfreq_in)
+    """(up, down) in lowest terms with sfreq_out / sfreq_in = up / down; ValueError if huge. A rate
+    that is a fraction with a small denominator (an EDF of 1000 samples per 3 s record: 333.33... Hz)
+    is read as that fraction, not as the float's binary expansion (whose factors are ~2^52)."""
+    ratio = _as_fraction(sfreq_out) / _as_fraction(sfreq_in)
     if max(ratio.numerator, ratio.denominator) > _MAX_POLYPHASE_FACTOR:
         raise ValueError(
             f"{source}: sampling rate {sfreq_in} Hz -> {sfreq_out} Hz needs polyphase factors "

@@ -12,7 +12,7 @@ from scipy import signal
 from common.config import PreprocessConfig
 from common.data.edf import read_edf
 from common.data.montage import REF19
-from common.data.preprocess import preprocess, preprocess_file
+from common.data.preprocess import preprocess, preprocess_file, resample, resample_ratio
 
 CFG = PreprocessConfig()
 
@@ -202,6 +202,18 @@ def test_odd_rate_needs_fft_resampling():
         preprocess(x, 250.3, CFG, ["a"], source="odd.edf")
     y, _ = preprocess(x, 250.3, PreprocessConfig(resample="fft"), ["a"])
     assert y.shape == (1, round(2503 * 256 / 250.3))
+
+
+def test_a_rate_that_is_a_small_fraction_resamples_by_that_fraction():
+    """An EDF of 1000 samples per 3 s record is 333.33... Hz, a float whose exact binary value
+    needed factors ~2^52 and was refused; 256 / (1000/3) = 96/125. The polyphase output equals
+    scipy's resample_poly at 96/125 itself."""
+    from scipy import signal
+
+    assert resample_ratio(1000 / 3, 256.0) == (96, 125)
+    assert resample_ratio(250.0, 256.0) == (128, 125) and resample_ratio(512.0, 256.0) == (1, 2)
+    x = eeg(2, 3000)
+    assert np.array_equal(resample(x, 1000 / 3, CFG), signal.resample_poly(x, 96, 125, axis=-1)[:, :2304])
 
 
 def test_report_is_json():
