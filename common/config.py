@@ -70,6 +70,12 @@ class PreprocessConfig:
     bandpass_order: int = Field(3, ge=1)
     # causal: one forward pass (the original's lfilter); zero_phase: forward-backward (sosfiltfilt).
     filter_phase: Literal["causal", "zero_phase"] = "causal"
+    # Where the causal filter starts. rest: from zero state, as the original's lfilter did, so a
+    # channel's level at its first sample (an amplifier's DC offset) rings as a start-up transient
+    # for seconds, which the z-score's std counts (scaling the whole channel down: 0.27x at a
+    # 4000 uV offset on 20 uV EEG) and the clip cuts; steady: in the steady state of the first
+    # sample's level (scipy's sosfilt_zi), without that transient. zero_phase starts steady itself.
+    filter_start: Literal["rest", "steady"] = "rest"
     notch_hz: float | None = 60.0
     notch_q: float = Field(30.0, gt=0)
     clip_sigma: float | None = Field(10.0, gt=0)  # null: no clipping (0 would clip every sample to 0)
@@ -88,6 +94,9 @@ class PreprocessConfig:
             raise ValueError(
                 f"bandpass_hz {self.bandpass_hz} must satisfy 0 < low < high < sfreq/2 = {self.sfreq / 2}"
             )
+        if self.filter_start == "steady" and self.filter_phase != "causal":
+            raise ValueError("filter_start: steady is for filter_phase: causal (zero_phase's forward-backward "
+                             "pass starts steady itself); remove it")
         if self.notch_hz is not None and not 0 < self.notch_hz < self.sfreq / 2:
             raise ValueError(f"notch_hz {self.notch_hz} must lie in (0, sfreq/2 = {self.sfreq / 2}); null: no notch")
         return self

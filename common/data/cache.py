@@ -53,7 +53,7 @@ from common.progress import LOG_LINE_SECONDS, Heartbeat
 
 MANIFEST = "manifest.json"
 STALE_SECONDS = 600  # a temporary file untouched this long belongs to a build that was killed
-CACHE_FORMAT = 7  # 2: sidecars stamp the label files too and carry the layout's patient; 3: a montage
+CACHE_FORMAT = 8  # 2: sidecars stamp the label files too and carry the layout's patient; 3: a montage
 # signal with a calibration that cannot scale it (digital or physical min = max) is a bad file, so
 # a cache of format 2 may hold recordings a fresh build skips (and a seeded split over them differs);
 # 4: bipolar derivations from a common reference, '01' as O1, copies of a derivation checked equal:
@@ -62,7 +62,9 @@ CACHE_FORMAT = 7  # 2: sidecars stamp the label files too and carry the layout's
 # 6: a CHB-MIT or Siena recording whose length is not the span of its summary's or list's clock
 # times, and a .csv_bi naming another recording in its bname, are refused (format 5 cached them);
 # 7: an EDF's bytes past its header's data records are left out (format 6 read them as signal), and
-# sidecars stamp every label file consulted (label_inputs), used or not
+# sidecars stamp every label file consulted (label_inputs), used or not; 8: a CHB-MIT seizure past
+# its summary's File End Time and a Siena seizure start outside its registration are refused, and an
+# EDF rate that is a small fraction (1000 samples per 3 s) is resampled (format 7 refused it)
 
 
 def cache_key(config: Config) -> str:

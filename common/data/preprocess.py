@@ -153,8 +153,11 @@ def preprocess(
         raise ValueError(f"{source}: {n_in} sample(s) at {sfreq_in:g} Hz ({n_out} at {cfg.sfreq:g} Hz) are too "
                          "short a recording to read; remove it")
     sos = filter_sos(cfg)
-    if cfg.filter_phase == "causal":
+    if cfg.filter_phase == "causal" and cfg.filter_start == "rest":
         y = signal.sosfilt(sos, y, axis=-1)  # (C, N_out), a new array
+    elif cfg.filter_phase == "causal":  # steady: as if each channel had held its first value forever
+        zi = signal.sosfilt_zi(sos)[:, None, :] * y[None, :, :1]  # (S, C, 2)
+        y, _ = signal.sosfilt(sos, y, axis=-1, zi=zi)
     else:
         # sosfiltfilt's default padding (scipy/signal/_signaltools.py, sosfiltfilt)
         padlen = 3 * (2 * len(sos) + 1 - min((sos[:, 2] == 0).sum(), (sos[:, 5] == 0).sum()))
