@@ -187,10 +187,47 @@ def label_issues(recordings: dict[str, dict], stems: list[str]) -> list[str]:
             f"starting after it, dropped ({c['annotations']})" for stem, c in labels_cut(recordings, stems).items()]
 
 
-def flat_issues(recordings: dict[str, dict], stems: list[str]) -> list[str]:
-    """Recordings with flat channels (read as zeros), one line each."""
-    return [f"{stem}: {', '.join(flat)}" for stem in stems
-            if (flat := recordings[stem].get("report", {}).get("flat_channels"))]
+def _channels_with(counts: list[int], channels: list[str]) -> str:
+    return ", ".join(f"{c} {k}" for c, k in zip(channels, counts, strict=True) if k)
+
+
+# What a recording's preprocessing report counts, as the summary lists it: (heading, the report's
+# entry as one line's text, or "" where there is nothing to say)
+INTERVENTIONS = (
+    ("flat channels (read as zeros)", lambda r: ", ".join(r["flat_channels"])),
+    ("channels interpolated (spherical spline)", lambda r: ", ".join(r["interpolated_channels"])),
+    ("NaN/Inf samples (zeroed, left out of the z-score)",
+     lambda r: _channels_with(r["nonfinite_samples"], r["channels"])),
+    ("EDF header repairs", lambda r: "; ".join(r["repairs"])),
+)
+
+
+def intervention_issues(recordings: dict[str, dict], stems: list[str]) -> list[tuple[str, list[str]]]:
+    """Per INTERVENTIONS kind that some recording's report counts: (heading, one line per recording)."""
+    reports = [(stem, report) for stem in stems if (report := recordings[stem].get("report"))]
+    found = []
+    for heading, said in INTERVENTIONS:
+        lines = [f"{stem}: {text}" for stem, report in reports if (text := said(report))]
+        if lines:
+            found.append((heading, lines))
+    return found
+
+
+def clipping_line(recordings: dict[str, dict], stems: list[str]) -> str | None:
+    """Clipped samples over the corpus, one line (None when none were): where in one recording
+    they are many, its sidecar says which channels (a DC offset's start-up ring under
+    preprocess.filter_start: rest clips there first)."""
+    reports = [(stem, report) for stem in stems if (report := recordings[stem].get("report"))]
+    share = {stem: sum(r["clipped_samples"]) / max(1, r["n_samples"] * len(r["channels"])) for stem, r in reports}
+    clipped = [stem for stem in share if share[stem]]
+    if not clipped:
+        return None
+    total = sum(sum(r["clipped_samples"]) for _, r in reports)
+    every = sum(r["n_samples"] * len(r["channels"]) for _, r in reports)
+    most = max(clipped, key=share.get)
+    return (f"samples clipped at preprocess.clip_sigma: {100 * total / every:.3g} % of all, in {len(clipped)} of "
+            f"{len(reports)} recording(s); the most in {most} ({100 * share[most]:.3g} % of its samples; its "
+            "sidecar, recordings/<stem>.json, counts them per channel)")
 
 
 def format_summary(prepared: PreparedData) -> str:
@@ -217,8 +254,9 @@ def format_summary(prepared: PreparedData) -> str:
     if issues:
         lines.append(f"labels cut in {len(issues)} recording(s):")
         lines.extend(shown_lines(issues, limit=SUMMARY_SHOWN, where=" (each recording's sidecar, recordings/<stem>.json)"))
-    flat = flat_issues(prepared.corpus.recordings, prepared.corpus.stems)
-    if flat:
-        lines.append(f"flat channels (read as zeros) in {len(flat)} recording(s):")
-        lines.extend(shown_lines(flat, limit=SUMMARY_SHOWN, where=" (each recording's sidecar, recordings/<stem>.json)"))
+    for heading, found in intervention_issues(prepared.corpus.recordings, prepared.corpus.stems):
+        lines.append(f"{heading} in {len(found)} recording(s):")
+        lines.extend(shown_lines(found, limit=SUMMARY_SHOWN, where=" (each recording's sidecar, recordings/<stem>.json)"))
+    clipping = clipping_line(prepared.corpus.recordings, prepared.corpus.stems)
+    lines += [clipping] if clipping else []
     return "\n".join(lines)

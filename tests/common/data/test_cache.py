@@ -190,6 +190,29 @@ def test_flat_channels_are_listed_and_a_recording_of_nothing_but_is_skipped(tmp_
     assert "flat channels (read as zeros) in 1 recording(s):\n  pa_s001_t000: C3, O2" in format_summary(prepared)
 
 
+def test_every_intervention_a_report_counts_reaches_the_summary():
+    """Interpolated channels, NaN samples and header repairs were in the sidecars and `inspect`
+    only; clipping is one line over the corpus (most TUSZ recordings clip a little)."""
+    from common.data.prepare import clipping_line, intervention_issues
+
+    def report(**given):
+        return {"report": {"channels": ["Fp1", "Fz"], "n_samples": 1000, "flat_channels": [],
+                           "interpolated_channels": [], "nonfinite_samples": [0, 0], "clipped_samples": [0, 0],
+                           "repairs": [], **given}}
+
+    recordings = {"a": report(interpolated_channels=["Fz"], clipped_samples=[3, 1]),
+                  "b": report(nonfinite_samples=[0, 7], repairs=["start date written dd:mm:yy"]),
+                  "c": report(clipped_samples=[0, 40]), "d": report()}
+    assert intervention_issues(recordings, list(recordings)) == [
+        ("channels interpolated (spherical spline)", ["a: Fz"]),
+        ("NaN/Inf samples (zeroed, left out of the z-score)", ["b: Fz 7"]),
+        ("EDF header repairs", ["b: start date written dd:mm:yy"])]
+    assert clipping_line(recordings, list(recordings)) == (
+        "samples clipped at preprocess.clip_sigma: 0.55 % of all, in 2 of 4 recording(s); the most in c (2 % of "
+        "its samples; its sidecar, recordings/<stem>.json, counts them per channel)")
+    assert clipping_line(recordings, ["b", "d"]) is None and intervention_issues(recordings, ["d"]) == []
+
+
 def test_a_skipped_recording_has_the_split_its_patient_is_in_or_none(tmp_path):
     """Seeded: a patient's split is known from the recordings of it that were cached; a patient
     whose every recording was skipped is in no split (the permutation is over cached patients)."""
