@@ -176,6 +176,10 @@ def jaxbrr_step(located: Located) -> Path | None:
 # ----------------------------------------------------------------------------------------------
 # the neutral weights file
 
+# what weights that do not fit the model of the config they were read with need
+CONFIG_FIX = ("pass the config these weights were trained with: --config CFG, whose `model` section describes them "
+              "(weights that carry their own model config, a .safetensors file's or a training checkpoint's, are "
+              "read with that one)")
 NEUTRAL_FILE = "model.safetensors"  # the neutral copy in a jaxbrr step folder
 FORMAT, FORMAT_VERSION = "jaxbrr.weights", "1"
 

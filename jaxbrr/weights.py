@@ -50,16 +50,37 @@ import jaxbrr.gnn as jgnn
 import jaxbrr.mamba as jmamba
 import jaxbrr.model as jmodel
 import jaxbrr.tcn as jtcn
-from common.checkpoints import Located, check_finite, jaxbrr_meta, jaxbrr_step, locate, read_weights
+from common.checkpoints import (
+    CONFIG_FIX,
+    Located,
+    check_finite,
+    jaxbrr_meta,
+    jaxbrr_step,
+    locate,
+    read_weights,
+)
 from common.config import Config, ConfigError, config_from_dict, with_overrides
+from common.shown import shown_lines
+
+MISSING, UNEXPECTED = "missing from", "but the model has no such parameter"  # key_problems' two kinds
 
 
 class WeightsError(ValueError):
-    """A model and a set of weights do not match; `problems` names every offending path."""
+    """A model and a set of weights do not match; `problems` names every offending path. With a
+    `fix` (weights a user gave), the message names a few of each kind (missing, not in the model,
+    the rest: shapes, dtypes), then the fix; without (this project's own tables), every one."""
 
-    def __init__(self, what: str, problems: list[str]):
+    def __init__(self, what: str, problems: list[str], fix: str | None = None):
         self.problems = problems
-        super().__init__(f"{what}: {len(problems)} problem(s)\n  " + "\n  ".join(problems))
+        if fix is None:
+            super().__init__(f"{what}: {len(problems)} problem(s)\n  " + "\n  ".join(problems))
+            return
+        kinds = {"missing from the weights": [p for p in problems if MISSING in p],
+                 "not in the model": [p for p in problems if UNEXPECTED in p]}
+        kinds["other"] = [p for p in problems if p not in kinds["missing from the weights"] + kinds["not in the model"]]
+        counts = ", ".join(f"{len(found)} {kind}" for kind, found in kinds.items() if found)
+        lines = [line for found in kinds.values() for line in shown_lines(found)]
+        super().__init__("\n".join([f"{what}: {len(problems)} problem(s) ({counts})", *lines, fix]))
 
 
 def _same(a: np.ndarray) -> np.ndarray:
@@ -172,8 +193,8 @@ def to_neutral(model: nnx.Module) -> dict[str, np.ndarray]:
 
 def key_problems(wanted, keys, source: str) -> list[str]:
     wanted, keys = set(wanted), set(keys)
-    missing = [f"{key}: missing from {source}" for key in sorted(wanted - keys)]
-    return missing + [f"{key}: in {source}, but the model has no such parameter" for key in sorted(keys - wanted)]
+    missing = [f"{key}: {MISSING} {source}" for key in sorted(wanted - keys)]
+    return missing + [f"{key}: in {source}, {UNEXPECTED}" for key in sorted(keys - wanted)]
 
 
 def _widened(value: np.ndarray, target) -> np.ndarray:
@@ -207,7 +228,7 @@ def fill(model: nnx.Module, arrays: dict[str, np.ndarray], source: str) -> list[
             widened[(value.dtype.name, kept.dtype.name)] += 1
         values.append((entry.variable, kept))
     if problems:
-        raise WeightsError(f"{source} -> NNX", problems)
+        raise WeightsError(f"{source} -> NNX", problems, CONFIG_FIX)
     for variable, value in values:
         variable.set_value(jnp.asarray(value))
     return widening_notes(widened, source)

@@ -44,6 +44,7 @@ import torchref.mamba as tmamba
 import torchref.model as tmodel
 import torchref.tcn as ttcn
 from common.checkpoints import (
+    CONFIG_FIX,
     LOSS_FIELDS,
     CheckpointError,
     Weights,
@@ -153,7 +154,7 @@ def _fill_torch(torch_model: nn.Module, arrays: dict[str, np.ndarray], source: s
     targets = torch_model.state_dict(keep_vars=True)
     problems = weight_problems({key: tuple(t.shape) for key, t in targets.items()}, arrays, source)
     if problems:
-        raise ConversionError(f"{source} -> torch ({type(torch_model).__name__})", problems)
+        raise ConversionError(f"{source} -> torch ({type(torch_model).__name__})", problems, CONFIG_FIX)
     with torch.no_grad():
         for key, tensor in targets.items():
             value = torch.from_numpy(torch_compatible(arrays[key]))  # a bfloat16 file's: float32, exactly
@@ -173,7 +174,7 @@ def _fill_jax(jax_model: nnx.Module, arrays: dict[str, np.ndarray], source: str)
     try:
         fill(jax_model, arrays, source)
     except WeightsError as error:
-        raise ConversionError(f"{source} -> NNX", error.problems) from None
+        raise ConversionError(f"{source} -> NNX", error.problems, CONFIG_FIX) from None
 
 
 def torch_to_jax(torch_model: nn.Module, jax_model: nnx.Module) -> None:

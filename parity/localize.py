@@ -75,6 +75,7 @@ import numpy as np
 import torch
 
 import torchref.model as tmodel
+from common.checkpoints import CONFIG_FIX
 from common.config import (
     Config,
     ConfigError,
@@ -95,7 +96,6 @@ from parity import runs as R
 from parity.compare import compare_arrays
 from parity.growth import weight_growth
 from parity.problem import (
-    CHECKPOINT_CONFIG_FIX,
     LocalizeError,
     Problem,
     check_batch_shape,
@@ -634,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "which the checkpoint does not hold: --pos-weight W sets it for the gradient rows")
                 problem = Problem(config, weights, batch, f"checkpoint {args.checkpoint}, batch {args.batch}",
                                   notes=notes, checkpoint_names=names, kind=kind, said=said)
-                fix = CHECKPOINT_CONFIG_FIX
+                fix = CONFIG_FIX
             as_loaded = problem.config
             problem.config = with_overrides(problem.config, args.set, problem.source)
             changed = config_differences(config_to_dict(problem.config), config_to_dict(as_loaded))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.checkpoints import BATCH_X_KEYS, CheckpointError, read_nan_record
+from common.checkpoints import BATCH_X_KEYS, CONFIG_FIX, CheckpointError, read_nan_record
 from common.config import Config, with_overrides
 from common.data.montage import montage_channels
 from common.shown import shown_inline, shown_lines
@@ -262,13 +262,9 @@ def window_length_note(config: Config, batch: Batch) -> str | None:
             "windows of another length than training did")
 
 
-# an error lists MISMATCHES_SHOWN of the weights' mismatches (common/shown.py), then their count
-CHECKPOINT_CONFIG_FIX = ("pass the config these weights were trained with: --config CFG, whose `model` section describes "
-              "them (weights that carry their own model config, a .safetensors file's or a training "
-              "checkpoint's, are read with that one)")
 
 
-def check_weights(problem: Problem, as_loaded: Config, fix: str = CHECKPOINT_CONFIG_FIX) -> None:
+def check_weights(problem: Problem, as_loaded: Config, fix: str = CONFIG_FIX) -> None:
     """The weights' names and shapes against the model of the problem's config, as parity.convert
     checks them, before any model is built (torch's load_state_dict raised its own traceback
     there, exit 1, as if that were a finding). `as_loaded` is the config read with the weights,

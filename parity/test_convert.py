@@ -3,6 +3,7 @@ loudly and by path on a broken mapping, writes a weights file either framework r
 converted tiny models give the same logits in float64."""
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,7 @@ from flax import nnx
 
 import jaxbrr.weights as weights
 import torchref.model as tmodel
-from common.checkpoints import FORMAT
+from common.checkpoints import CONFIG_FIX, FORMAT
 from common.config import config_to_dict, load_config
 from jaxbrr.model import SeizureDetector
 from parity import convert
@@ -277,7 +278,11 @@ def test_cli_checks_names_before_writing_a_weights_file(tmp_path, capsys):
     torch.save(wrapped, tmp_path / "dp.pt")
     assert convert.main([str(tmp_path / "dp.pt"), str(tmp_path / "dp.safetensors"), "--config", TINY]) == 2
     err = capsys.readouterr().err
-    assert "module.tcn.layers.0.weight_g: in " in err and "the model has no such parameter" in err
+    # the count of each kind, five of each named, then the fix
+    assert re.search(rf"dp.pt -> torch \(SeizureDetector\): {len(wrapped) * 2} problem\(s\) \({len(wrapped)} missing "
+                     rf"from the weights, {len(wrapped)} not in the model\)\n", err), err
+    assert re.search(r"\n  module\.[\w.]+: in \S+dp.pt, but the model has no such parameter\n", err), err
+    assert err.rstrip().endswith(CONFIG_FIX)
     assert not (tmp_path / "dp.safetensors").exists()
 
 

@@ -974,7 +974,7 @@ def test_weights_that_do_not_fit_the_config_are_bad_input_naming_them_and_the_fi
     assert lines[0] == (f"error: checkpoint {tmp_path / 'three.pt'}, batch {batch}: the weights do not fit the model "
                         "its config describes (20 mismatches):")  # layer 2: 2 directions x 8, proj and norm x 2
     assert lines[1] == "  node_mamba.layers.2.bwd.A_log: in the weights, but the model has no such parameter"
-    assert lines[6] == "  … and 15 more" and lines[7] == problem_lib.CHECKPOINT_CONFIG_FIX
+    assert lines[6] == "  … and 15 more" and lines[7] == problem_lib.CONFIG_FIX
 
     arrays = dict(clean.weights)
     arrays["gnn.norms.one.weight"] = arrays.pop("gnn.norms.1.weight")

@@ -377,3 +377,35 @@ def test_weights_holding_nan_are_refused_before_any_recording_is_read(tmp_path, 
         assert evaluate_main(["--checkpoint", str(weights), "--edf-dir", str(tmp_path / "edf"),
                               "--out", str(tmp_path / "eval")]) == 2
         assert capsys.readouterr().err.splitlines()[0] == lines[0]
+
+
+def test_weights_of_another_model_are_a_few_lines_and_the_fix(tmp_path, capsys):
+    """A state dict read with a config of another model: each of its 200-odd mismatches was a line
+    of the error, with no word of the fix. Now the count of each kind, five of each named, and the
+    fix."""
+    import torch
+
+    from common.checkpoints import CONFIG_FIX
+    from jaxbrr.model import SeizureDetector
+    from jaxbrr.weights import to_neutral
+    from tests.jaxbrr.conftest import TINY, tiny_config
+
+    def neutral(*overrides):
+        return to_neutral(SeizureDetector(tiny_config("ref19", *overrides).model, rngs=nnx.Rngs(0)))
+
+    arrays, wanted = neutral("model.node_mamba.d_state=8"), neutral()  # TINY: d_state 4
+    arrays.pop("head.detect.bias")
+    arrays["tcn.extra"] = np.zeros(3, np.float32)
+    shapes = sum(1 for name in arrays if name in wanted and arrays[name].shape != wanted[name].shape)
+    assert shapes > 5
+    torch.save({name: torch.tensor(np.asarray(value)) for name, value in arrays.items()}, tmp_path / "w.pt")
+    edf = write_edf(tmp_path / "pa_s001_t000.edf", [f"EEG {e.upper()}-REF" for e in REF19], seconds=2.0)
+    assert main(["--checkpoint", str(tmp_path / "w.pt"), "--config", str(TINY), str(edf),
+                 "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == (f"error: {tmp_path / 'w.pt'} -> NNX: {shapes + 2} problem(s) (1 missing from the weights, "
+                        f"1 not in the model, {shapes} other)")
+    assert lines[1:3] == [f"  head.detect.bias: missing from {tmp_path / 'w.pt'}",
+                          f"  tcn.extra: in {tmp_path / 'w.pt'}, but the model has no such parameter"]
+    assert all(" vs NNX " in line for line in lines[3:8]) and lines[8] == f"  … and {shapes - 5} more"
+    assert lines[9:] == [CONFIG_FIX]
