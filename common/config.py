@@ -703,6 +703,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         path = Path(path)
         source = str(path)
+        if path.is_dir():
+            raise ConfigError(f"{path}: a folder, not a YAML config file; a run folder's config travels with its "
+                              "weights: pass the folder (or one of its steps) as --checkpoint, without --config")
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:

@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.checkpoints import TORCHREF_STEP_FILE
+from common.checkpoints import NEUTRAL_FILE, TORCHREF_STEP_FILE
 from common.config import ConfigError, parse_override
 from common.data.cache import skip_line
 from common.eval.recordings import NonFinite, nonfinite_line, predict_recordings
@@ -91,7 +91,9 @@ SPLIT_FIELDS = ("data.edf_glob", "data.synthetic", "data.corpus", "data.split",
 
 def default_out_dir(step_dir: Path, source: str) -> Path:
     """WORKDIR/eval/<kind>-<step>/<source> for a step WORKDIR/checkpoints/<kind>/<step> (jaxbrr's
-    folder `36`, torchref's file `step_000036.pt`: both `best-36`)."""
+    folder `36`, or its neutral copy `36/model.safetensors`; torchref's file `step_000036.pt`: all
+    `best-36`)."""
+    step_dir = _step_of(step_dir)
     if run_folder(step_dir) is None:
         raise ValueError(f"{step_dir} is not inside a run's checkpoints/ folder, so there is no "
                          "run folder to write into: pass --out DIR")
@@ -100,11 +102,18 @@ def default_out_dir(step_dir: Path, source: str) -> Path:
     return run_folder(step_dir) / "eval" / f"{step_dir.parent.name}-{step}" / source
 
 
-def carries_its_split(checkpoint: str | Path) -> bool:
-    """Whether the weights carry their run's config, data section included (RUN_KINDS)."""
-    from common.checkpoints import locate
+def carries_its_split(checkpoint: str | Path, config_path: str | Path | None = None) -> bool:
+    """Whether the weights carry the config of the run that trained them, data section included,
+    and it is the one read: RUN_KINDS always, and a .safetensors file converted from a run (its
+    run_config) where no --config is given (a training step's neutral copy is one too). Such a
+    file does not carry the run's splits.json: its split is computed from that config."""
+    from common.checkpoints import is_neutral, locate, read_neutral_metadata
 
-    return locate(checkpoint).kind in RUN_KINDS
+    located = locate(checkpoint)
+    if located.kind in RUN_KINDS:
+        return True
+    return (config_path is None and located.kind == "safetensors" and is_neutral(located.path)
+            and "run_config" in read_neutral_metadata(located.path))
 
 
 def refuse_split_overrides(overrides: Sequence[str], split: str) -> None:
@@ -119,8 +128,14 @@ def refuse_split_overrides(overrides: Sequence[str], split: str) -> None:
                 "split it scores; drop this --set, or score other recordings with --edf-dir DIR")
 
 
+def _step_of(path: Path) -> Path:
+    """A jaxbrr step's folder for its neutral copy (STEP/model.safetensors), else path itself."""
+    return path.parent if path.name == NEUTRAL_FILE and (path.parent / "meta").is_dir() else path
+
+
 def run_folder(step_dir: Path) -> Path | None:
-    """WORKDIR of a step WORKDIR/checkpoints/<kind>/<step>, else None."""
+    """WORKDIR of a step WORKDIR/checkpoints/<kind>/<step> (or of its neutral copy), else None."""
+    step_dir = _step_of(step_dir)
     return step_dir.parents[2] if step_dir.parent.parent.name == "checkpoints" else None
 
 
@@ -153,7 +168,7 @@ def _recordings(config, split: str | None, edf_dir: str | None, progress: bool, 
     if prepared.followed is not None:
         print("\n".join(followed_lines(prepared.followed)))
     stems = prepared.splits[split]
-    if not stems and prepared.followed is not None:
+    if not stems and prepared.followed is not None and prepared.followed.sizes.get(split):
         raise ValueError(f"{prepared.followed.path}: the run's {split} split holds no recording the corpus under "
                          f"{config.data.data_dir} yields now (not found there: {len(prepared.followed.missing)} of the "
                          "run's recordings, listed above): restore them, or score other recordings with --edf-dir DIR")
@@ -197,7 +212,8 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
     split = split or ("dev" if edf_dir is None else None)
     source_name = split if edf_dir is None else f"edf-{Path(edf_dir).resolve().name}"
     try:
-        if edf_dir is None and carries_its_split(checkpoint):
+        own_split = carries_its_split(checkpoint, config_path)
+        if edf_dir is None and own_split:
             refuse_split_overrides(overrides, split)
         config, model, weights_path = load_checkpoint(checkpoint, overrides, config_path)
         for rate in config.eval.fa_rates:  # fixed metric names, checked before any compute
@@ -208,7 +224,8 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
                               None if out else "pass --out DIR, a folder you can write to")
         check_out_dir(out_dir)  # no one's labels in its ref/ hyp/, which evaluate replaces
         print(describe(config, weights_path))
-        corpus, stems, skipped, source = _recordings(config, split, edf_dir, progress, run_folder(weights_path), plain_lines)
+        corpus, stems, skipped, source = _recordings(config, split, edf_dir, progress,
+                                                     run_folder(weights_path) if own_split else None, plain_lines)
     except (CheckpointError, ConfigError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT

@@ -28,10 +28,12 @@ SPLITS_FILE = "splits.json"
 @dataclass
 class FollowedSplit:
     """The split read from a run's SPLITS_FILE rather than computed: `missing`, its recordings
-    the corpus no longer yields; `new`, the corpus's recordings in none of its splits (unused)."""
+    the corpus no longer yields; `new`, the corpus's recordings in none of its splits (unused);
+    `sizes`, how many recordings the record puts in each split."""
     path: Path
     missing: list[str]
     new: list[str]
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,7 +113,8 @@ def follow_split(prepared: PreparedData, path: Path) -> None:
     present = set(prepared.corpus.stems)
     prepared.splits = {name: [s for s in prepared.corpus.stems if split_of.get(s) == name] for name in SPLITS}
     prepared.followed = FollowedSplit(path, sorted(set(split_of) - present),
-                                      [s for s in prepared.corpus.stems if s not in split_of])
+                                      [s for s in prepared.corpus.stems if s not in split_of],
+                                      {name: len(members) for name, members in recorded.items()})
 
 
 def followed_lines(followed: FollowedSplit) -> list[str]:

@@ -305,8 +305,9 @@ class Checkpoints:
             manager.wait_until_finished()
         if not saved:
             raise CheckpointError(f"orbax did not save {step_dir} (its CheckpointManager declined the step)")
-        if neutral is not None:
-            write_neutral(step_dir / NEUTRAL_FILE, neutral, model.config, "jax")
+        if neutral is not None:  # with the run's config, so that the file alone reads as its step does
+            run_config = config_from_dict(meta["config"], f"{step_dir}/meta") if "config" in meta else None
+            write_neutral(step_dir / NEUTRAL_FILE, neutral, model.config, "jax", run_config=run_config)
         if aside is not None and jax.process_index() == 0:
             shutil.rmtree(aside)  # last: the new copy is whole, neutral file included
         return step_dir

@@ -27,13 +27,14 @@ def save_checkpoint(workdir: Path, config: Config, step: int = 1) -> Path:
     from jaxbrr.model import SeizureDetector
     from jaxbrr.train.checkpoint import Checkpoints
     from jaxbrr.train.optim import make_nnx_optimizer
+    from jaxbrr.weights import to_neutral
 
     model = SeizureDetector(config.model, rngs=nnx.Rngs(config.train.seed))
     optimizer = make_nnx_optimizer(model, config.train, 1)
     checkpoints = Checkpoints(workdir, keep=1)
     try:
         checkpoints.save("best", step, model, optimizer,
-                         {"config": config_to_dict(config), "progress": {"step": step}})
+                         {"config": config_to_dict(config), "progress": {"step": step}}, to_neutral(model))
     finally:
         checkpoints.close()
     return workdir

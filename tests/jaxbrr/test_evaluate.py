@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.config import config_to_dict
 from common.data.csv_bi import read_csv_bi
 from jaxbrr.evaluate import main
 
@@ -452,15 +453,65 @@ def test_every_field_that_decides_the_split_is_refused(override):
 
 
 def test_only_weights_with_their_runs_config_keep_its_split(synthetic_run, tmp_path):
-    """A run folder (or one of its steps) carries the data section its training used; a weights
-    file carries the model only, so --config and --set choose the data there."""
+    """A run folder (or one of its steps) carries the data section its training used, and so does
+    a .safetensors file converted from a run, or a step's neutral copy, read without --config; a
+    weights file of the model alone takes --config and --set for its data. A converted file was
+    let through: --set data.split.seed scored training patients as `dev`."""
+    from common.checkpoints import NEUTRAL_FILE, read_neutral, read_neutral_metadata, write_neutral
     from jaxbrr.evaluate import carries_its_split
+    from jaxbrr.predict import load_checkpoint
 
     step = next((synthetic_run / "checkpoints" / "best").iterdir())
     assert carries_its_split(synthetic_run) and carries_its_split(step)
-    for name in ("weights.safetensors", "original.pt"):  # located by kind, not read
-        (tmp_path / name).touch()
-        assert not carries_its_split(tmp_path / name)
+    config, _, _ = load_checkpoint(synthetic_run)
+    arrays = read_neutral(step / NEUTRAL_FILE)
+    converted = write_neutral(tmp_path / "run.safetensors", arrays, config.model, "jax", run_config=config)
+    alone = write_neutral(tmp_path / "weights.safetensors", arrays, config.model, "jax")
+    assert carries_its_split(converted) and not carries_its_split(converted, "configs/default.yaml")
+    assert not carries_its_split(alone)
+    (tmp_path / "original.pt").touch()  # located by kind, not read
+    assert not carries_its_split(tmp_path / "original.pt")
+    # the refusal, from the command
+    assert main(["--checkpoint", str(converted), "--set", "data.split.seed=3", "--no-progress"]) == 2
+    # a training step's neutral copy carries its run's config: the file alone reads as its step
+    assert read_neutral_metadata(step / NEUTRAL_FILE)["run_config"] == json.loads(json.dumps(config_to_dict(config)))
+    assert carries_its_split(step / NEUTRAL_FILE) and not carries_its_split(step / NEUTRAL_FILE, "configs/tiny.yaml")
+
+
+def test_a_steps_neutral_copy_evaluates_into_its_runs_folder_and_a_folder_is_no_config(synthetic_run, capsys):
+    """evaluate --checkpoint STEP/model.safetensors said the file was not inside a run's
+    checkpoints/ folder; --config RUN said 'config file not found' of a folder that exists."""
+    from common.checkpoints import NEUTRAL_FILE
+    from jaxbrr.evaluate import default_out_dir
+
+    step = next((synthetic_run / "checkpoints" / "best").iterdir())
+    assert default_out_dir(step / NEUTRAL_FILE, "dev") == default_out_dir(step, "dev") == (
+        synthetic_run / "eval" / f"best-{step.name}" / "dev")
+    assert main(["--checkpoint", str(step / NEUTRAL_FILE), "--config", str(synthetic_run), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {synthetic_run}: a folder, not a YAML config file; a run folder's config travels with its weights: "
+        "pass the folder (or one of its steps) as --checkpoint, without --config\n")
+
+
+def test_an_empty_split_of_a_runs_record_is_called_empty_not_missing(synthetic_run, tmp_path, capsys):
+    """The run's splits.json puts no recording in `eval` (eval_fraction 0): the error blamed
+    recordings missing from the corpus, 'listed above', where none were."""
+    import shutil
+
+    from common.data.prepare import SPLITS_FILE, prepare, split_record
+    from jaxbrr.predict import load_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    config, _, _ = load_checkpoint(run)
+    record = split_record(prepare(config, progress=False))["splits"]
+    (run / SPLITS_FILE).write_text(json.dumps({"splits": {**record, "eval": {}}}))
+    assert main(["--checkpoint", str(run), "--split", "eval", "--no-progress"]) == 2
+    assert ("the eval split of" in (err := capsys.readouterr().err) and "is empty: the checkpoint's data.split"
+            in err and "yields now" not in err), err
+    (run / SPLITS_FILE).write_text(json.dumps({"splits": {**record, "eval": {"gone_s001_t000": "gone"}}}))
+    assert main(["--checkpoint", str(run), "--split", "eval", "--no-progress"]) == 2
+    assert "the run's eval split holds no recording the corpus under" in capsys.readouterr().err
 
 
 def test_fields_outside_the_split_may_change():
