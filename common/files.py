@@ -4,6 +4,7 @@
         torch.save(state, tmp)
     write_text(path, text); write_bytes(path, data); save_figure(fig, path)
     check_writable_folder(args.out, "--out")   # before a command's heavy work, not after it
+    with sigterm_exits(): ...           # a command that writes files: SIGTERM cleans up as Ctrl-C does
 
 The temporary file is created in the target's folder (a rename within one file system is atomic,
 os.replace) and removed when the block raises. Every file the project writes for a user goes
@@ -16,7 +17,10 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,3 +132,42 @@ def _why(path: Path, err: OSError) -> str:
             if p.exists() and not p.is_dir():
                 return f"{p} is a file, not a folder"
     return err.strerror or str(err)
+
+
+STALE_SECONDS = 600  # a temporary file untouched this long belongs to a writer that was killed
+
+
+def remove_stale_temporaries(folder: Path, older_than: float = STALE_SECONDS) -> int:
+    """Delete the half-written files (common/files.py names them `.<name>.*.tmp`) that a killed
+    command left; only old ones, so that another process writing the same folder keeps its own
+    (a caller that holds the folder alone passes older_than=0)."""
+    now, removed = time.time(), 0
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime >= older_than:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:  # its build finished or removed it meanwhile
+            pass
+    return removed
+
+
+@contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """SIGTERM (what `timeout`, `kill` and a cluster's scheduler send) raises SystemExit(143) where
+    the program is, so that atomic_path removes its temporary file as it does on Ctrl-C; by
+    default SIGTERM ends the process at once and leaves `.<name>.*.tmp` behind. The handler
+    before is restored after (a test calling a command's main keeps its own)."""
+    if threading.current_thread() is not threading.main_thread():  # Python's rule for handlers
+        yield
+        return
+
+    def handle(number: int, frame) -> None:
+        os.write(2, b"\nSIGTERM: stopping; the outputs written so far are whole\n")  # not print: may be inside one
+        raise SystemExit(128 + number)
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -31,3 +31,8 @@ def shown_lines(lines: Sequence[str], indent: str = "  ", limit: int = MISMATCHE
 def shown_inline(items: Sequence, limit: int = MISMATCHES_SHOWN) -> str:
     """The first `limit` of `items`, comma-separated, then how many more."""
     return ", ".join([*map(str, items[:limit]), *filter(None, [_more(items, limit)])])
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 event', '3 events' (a regular plural: nouns that take -s)."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -64,7 +64,7 @@ from common.data.cache import skip_line
 from common.eval.recordings import NonFinite, nonfinite_line, predict_recordings
 from common.eval.report import checkpoint_lines
 from common.eval.score import METRICS_FILE, metrics_table, pair_records, score_pairs, write_metrics
-from common.files import atomic_path, check_writable_folder
+from common.files import atomic_path, check_writable_folder, sigterm_exits
 from common.progress import add_progress_argument, plain_lines, wants_bars
 from common.shown import SUMMARY_SHOWN, shown_lines
 
@@ -310,6 +310,11 @@ def _save_nonfinite(found: NonFinite, corpus, config, out_dir: Path, weights_pat
 
 
 def main(argv: list[str] | None = None) -> int:
+    with sigterm_exits():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxbrr.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)

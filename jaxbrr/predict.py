@@ -64,9 +64,9 @@ from common.data.montage import MONTAGES
 from common.data.preprocess import preprocess
 from common.eval.postprocess import dropped_long_runs, dropped_note, postprocess
 from common.eval.recordings import Predict, predict_signals
-from common.files import check_writable_folder
-from common.progress import add_progress_argument, wants_bars
-from common.shown import shown_lines
+from common.files import check_writable_folder, remove_stale_temporaries, sigterm_exits
+from common.progress import add_progress_argument, plain_lines, wants_bars
+from common.shown import plural, shown_lines
 from jaxbrr.precision import set_float32_precision
 from jaxbrr.weights import COMPUTE_FIELDS
 
@@ -220,8 +220,9 @@ def _end_at(events: list[Event], duration_seconds: float) -> list[Event]:
 
 
 def predict_file(path: str | Path, config: Config, predict: Predict, out_dir: str | Path,
-                 progress: bool = False) -> Prediction:
-    """Read, preprocess, predict and post-process one EDF; write its .csv_bi and PNG."""
+                 progress: bool = False, plain_lines: bool = False) -> Prediction:
+    """Read, preprocess, predict and post-process one EDF; write its .csv_bi and PNG (progress,
+    plain_lines: common/eval/recordings.py predict_signals)."""
     from common.eval.plots import plot_prediction  # matplotlib only when files are written
 
     path, out_dir = Path(path), Path(out_dir)
@@ -229,7 +230,7 @@ def predict_file(path: str | Path, config: Config, predict: Predict, out_dir: st
     signals, report = preprocess(raw.signals_uv, raw.sfreq, config.preprocess, raw.channels,
                                  source=str(path), interpolated=raw.interpolated, repairs=raw.repairs)
     sfreq = config.preprocess.sfreq
-    probs = predict_signals(predict, signals, config, progress=progress, desc=path.name)
+    probs = predict_signals(predict, signals, config, progress=progress, desc=path.name, plain_lines=plain_lines)
     _, events = postprocess(probs, sfreq, config.postprocess)
     events = _end_at(events, raw.duration_seconds)
     # the picture first: a file reported as not predicted leaves no .csv_bi behind (a scorer would read it)
@@ -293,6 +294,11 @@ def describe(config: Config, weights_path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with sigterm_exits():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxbrr.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, metavar="CKPT",
@@ -310,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                              "model.stability.* (e.g. --set model.stability.guards=original)")
     add_progress_argument(parser)
     args = parser.parse_args(argv)
-    bars = wants_bars(args.progress)
+    bars, lines = wants_bars(args.progress), plain_lines(args.progress)
     files = expand_paths(args.paths)
     if not files:
         print(f"error: no .edf file under {', '.join(args.paths)}; name EDF files or folders holding them",
@@ -322,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
+    if Path(args.out).is_dir():  # what a predict killed (SIGKILL) while writing left there
+        remove_stale_temporaries(Path(args.out))
     try:
         config, model, weights_path = load_checkpoint(args.checkpoint, args.set, args.config)
     except (CheckpointError, ConfigError) as err:
@@ -341,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         stems[path.stem] = path
         try:
-            result = predict_file(path, config, predict, args.out, progress=bars)
+            result = predict_file(path, config, predict, args.out, progress=bars, plain_lines=lines)
         except (ValueError, OSError) as err:  # EDFError, MontageMismatch, preprocessing, a NaN prediction
             message = str(err) if str(path) in str(err) else f"{path}: {err}"
             removed = remove_earlier_prediction(args.out, path.stem)
@@ -352,13 +360,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         seizure = sum(e.stop_seconds - e.start_seconds for e in result.events)
         flat = f"; flat channels read as zeros: {', '.join(result.flat_channels)}" if result.flat_channels else ""
-        tqdm.write(f"{path}: {result.duration_seconds:.1f} s, {len(result.events)} events "
+        tqdm.write(f"{path}: {result.duration_seconds:.1f} s, {plural(len(result.events), 'event')} "
                    f"({seizure:.1f} s) -> {result.csv_bi}, {result.png}{flat}"
                    + dropped_note(result.dropped, config.postprocess.max_duration_seconds))
     bar.close()
     if skipped:
-        print(f"{len(skipped)} of {len(files)} files not predicted (the reasons above); "
-              f"the other {len(files) - len(skipped)} are in {args.out}:", file=sys.stderr)
+        done = len(files) - len(skipped)
+        print(f"{len(skipped)} of {len(files)} files not predicted (the reasons above)"
+              + (f"; the other {done} are in {args.out}" if done else "") + ":", file=sys.stderr)
         for path, _ in skipped:
             print(f"  {path}", file=sys.stderr)
         return EXIT_INPUT

@@ -22,7 +22,6 @@ from __future__ import annotations
 import glob
 import json
 import threading
-import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,11 +47,10 @@ from common.data.windows import (
     window_classes,
     window_starts,
 )
-from common.files import atomic_path, write_text
+from common.files import atomic_path, remove_stale_temporaries, write_text
 from common.progress import LOG_LINE_SECONDS, Heartbeat
 
 MANIFEST = "manifest.json"
-STALE_SECONDS = 600  # a temporary file untouched this long belongs to a build that was killed
 CACHE_FORMAT = 8  # 2: sidecars stamp the label files too and carry the layout's patient; 3: a montage
 # signal with a calibration that cannot scale it (digital or physical min = max) is a bad file, so
 # a cache of format 2 may hold recordings a fresh build skips (and a seeded split over them differs);
@@ -253,21 +251,6 @@ def skip_line(item: dict) -> str:
     starts with (the readers' errors name their file first)."""
     source, reason = item["source"], item["reason"]
     return f"skipped {source}: {reason.removeprefix(f'{source}: ')}"
-
-
-def remove_stale_temporaries(folder: Path, older_than: float = STALE_SECONDS) -> int:
-    """Delete the half-written files (common/files.py names them `.<name>.*.tmp`) that a killed
-    build left; only old ones, so that another process building the same cache keeps its own
-    (a caller that holds the folder alone passes older_than=0)."""
-    now, removed = time.time(), 0
-    for tmp in folder.glob(".*.tmp"):
-        try:
-            if now - tmp.stat().st_mtime >= older_than:
-                tmp.unlink()
-                removed += 1
-        except FileNotFoundError:  # its build finished or removed it meanwhile
-            pass
-    return removed
 
 
 def write_manifest(root: Path, config: Config, skipped: list[dict], keep: set[str] | None = None) -> dict:

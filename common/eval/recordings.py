@@ -143,8 +143,9 @@ def nonfinite_line(found: NonFinite) -> str:
 
 
 def predict_signals(predict: Predict, signals: np.ndarray, config: Config,
-                    progress: bool = False, desc: str = "predict") -> np.ndarray:
+                    progress: bool = False, desc: str = "predict", plain_lines: bool = False) -> np.ndarray:
     """One recording's stitched probability trace (n,) float32 from its preprocessed signals (C, n).
+    Without a bar, `plain_lines` prints the windows done as lines for a log (common/progress.py).
 
     A recording shorter than one window is a single zero-padded window whose padding is left out
     of the trace, so the trace always has the recording's own length.
@@ -160,8 +161,13 @@ def predict_signals(predict: Predict, signals: np.ndarray, config: Config,
         x, _, valid = cut_window(signals, no_labels, int(start), w)
         return x, valid
 
+    lines = ProgressLines(desc, len(starts), "windows") if plain_lines and not progress else None
+    batches = []
     with tqdm(total=len(starts), desc=desc, unit="win", disable=not progress, leave=False) as bar:
-        batches = list(_predict_batches(predict, cut, list(starts), config.eval.batch_size, bar))
+        for batch in _predict_batches(predict, cut, list(starts), config.eval.batch_size, bar):
+            batches.append(batch)
+            if lines is not None:
+                lines.update(len(batch[0]))
     probs = np.concatenate([b[1] for b in batches])
     valid = np.concatenate([b[2] for b in batches])
     return stitch(probs, starts, n, valid)

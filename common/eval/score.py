@@ -17,6 +17,7 @@ from common.data.csv_bi import CsvBi, read_csv_bi
 from common.eval.nedc import METHODS, score_nedc, timeline
 from common.eval.szcore import COUNTS, score_szcore, seizure_mask
 from common.files import write_text
+from common.shown import plural
 
 METRICS_FILE = "metrics.json"
 
@@ -60,7 +61,7 @@ def metrics_table(metrics: dict) -> str:
     rows.append(f"{'SzCORE event':<14}{_percent(mean['sensitivity']):>12}{_percent(mean['precision']):>12}"
                 f"{f1:>9}{mean['fp_per_24h']:12.4f}  mean of {metrics['szcore']['subjects']} subjects")
     hours = metrics["duration_seconds"] / 3600
-    rows.append(f"{metrics['records']} records, {hours:.2f} h; NEDC: FA/24h over the total duration "
+    rows.append(f"{plural(metrics['records'], 'record')}, {hours:.2f} h; NEDC: FA/24h over the total duration "
                 "(epoch: false-alarm seconds per day)")
     return "\n".join(rows)
 

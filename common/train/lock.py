@@ -92,7 +92,7 @@ def _remove_stray_temporaries(workdir: Path) -> None:
     """Files an atomic write left when its process was killed mid-write, in the checkpoint
     folders (torchref's step files) and their step folders (jaxbrr's neutral copy): each as large
     as the weights, and a run preempted again and again piles them up."""
-    from common.data.cache import remove_stale_temporaries
+    from common.files import remove_stale_temporaries
 
     for kind in ("last", "best"):
         folder = workdir / "checkpoints" / kind

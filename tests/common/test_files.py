@@ -73,3 +73,42 @@ def test_a_read_only_folder_is_refused_naming_the_option_and_the_fix(tmp_path, m
     assert str(info.value) == f"workdir {tmp_path / 'run' / 'eval'}: cannot write there (Read-only file system); pass --workdir DIR"
     assert isinstance(info.value, ValueError)  # every command reports a ValueError as `error: ...`, exit 2
     assert list(tmp_path.iterdir()) == []
+
+
+_KILLED_WHILE_WRITING = """
+import os, signal, sys, time
+from common.files import atomic_path, sigterm_exits
+with sigterm_exits():
+    with atomic_path(sys.argv[1]) as tmp:
+        tmp.write_text("half")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+"""
+
+
+def test_sigterm_while_writing_exits_143_leaving_no_temporary(tmp_path):
+    """`timeout` or a scheduler's SIGTERM ended predict at once and left `.<stem>.png.*.tmp` in
+    --out; under sigterm_exits the write is abandoned as on Ctrl-C."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", _KILLED_WHILE_WRITING, str(tmp_path / "a.png")],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143 and "SIGTERM: stopping" in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_only_stale_temporaries_are_removed(tmp_path):
+    import os
+    import time
+
+    from common.files import STALE_SECONDS, remove_stale_temporaries
+
+    stale, fresh = tmp_path / ".a.png.x1.tmp", tmp_path / ".b.png.x2.tmp"
+    for path in (stale, fresh, tmp_path / "c.png"):
+        path.write_text("")
+    os.utime(stale, (time.time() - STALE_SECONDS - 5,) * 2)
+    os.utime(tmp_path / "c.png", (time.time() - STALE_SECONDS - 5,) * 2)
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.png.x2.tmp", "c.png"]

@@ -5,6 +5,7 @@ bad checkpoints."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -62,6 +63,11 @@ def test_predict_chbmit_writes_a_csv_bi_that_round_trips_and_a_png(bipolar_run, 
     assert record.duration_seconds == 41.0 and record.montage_file == "nedc_eas_default_montage.txt"
     png = out / "chb01_03_Seizure.png"
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 50_000
+
+    # without a terminal and without --no-progress: a line per recording's windows for a log
+    assert main(["--checkpoint", str(bipolar_run), str(chbmit), "--out", str(out)]) == 0
+    assert re.search(r"\nchb01_03_Seizure.edf: (\d+)/\1 windows \(0:\d\d\)\n", logged := capsys.readouterr().out), logged
+    assert "windows (" not in printed  # --no-progress: neither bars nor lines
 
     # thresholds near 0: one event over the whole recording, its confidence the trace's mean
     assert main(["--checkpoint", str(bipolar_run), str(chbmit), "--out", str(out), "--no-progress",
@@ -409,3 +415,22 @@ def test_weights_of_another_model_are_a_few_lines_and_the_fix(tmp_path, capsys):
                           f"  tcn.extra: in {tmp_path / 'w.pt'}, but the model has no such parameter"]
     assert all(" vs NNX " in line for line in lines[3:8]) and lines[8] == f"  … and {shapes - 5} more"
     assert lines[9:] == [CONFIG_FIX]
+
+
+def test_a_killed_predicts_temporaries_are_removed_by_the_next(tmp_path, capsys):
+    """SIGKILL (or SIGTERM before sigterm_exits) left `.<stem>.png.<random>.tmp` in --out, and a
+    rerun kept it; only old ones go (a predict writing the same folder keeps its own)."""
+    import os
+    import time
+
+    from common.files import STALE_SECONDS
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stale, fresh = out / ".pa_s001_t000.png.k3j.tmp", out / ".pb_s001_t000.png.q9z.tmp"
+    stale.write_text(""), fresh.write_text("")
+    os.utime(stale, (time.time() - STALE_SECONDS - 5,) * 2)
+    edf = write_edf(tmp_path / "pa_s001_t000.edf", BIPOLAR23, seconds=2.0)
+    assert main(["--checkpoint", str(tmp_path / "nowhere"), str(edf), "--out", str(out)]) == 2
+    assert [p.name for p in out.iterdir()] == [fresh.name]
+    capsys.readouterr()

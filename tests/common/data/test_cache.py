@@ -15,7 +15,6 @@ from common.config import load_config
 from common.data.cache import (
     MANIFEST,
     MAPPED_RECORDINGS,
-    STALE_SECONDS,
     Corpus,
     build_cache,
     cache_path,
@@ -25,6 +24,7 @@ from common.data.montage import REF19
 from common.data.prepare import format_summary, prepare
 from common.data.windows import WindowSpec
 from common.eval.recordings import predict_recordings
+from common.files import STALE_SECONDS
 
 SFREQ = 256
 

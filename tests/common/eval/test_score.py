@@ -113,7 +113,7 @@ def test_a_pair_that_cannot_be_scored_is_left_out_and_named(tmp_path, capsys):
         read_pairs(ref, hyp)  # the strict reader refuses an incomplete set
     assert main(["--score", str(ref), str(hyp), "--out", str(tmp_path / "out")]) == 2
     captured = capsys.readouterr()
-    assert "1 records, 0.03 h" in captured.out  # a's scores
+    assert "1 record, 0.03 h" in captured.out  # a's scores
     assert "error: 4 pair(s) that cannot be scored, left out (the other 1 are scored)" in captured.err
     (ref / "a_s001_t000.csv_bi").write_text(HEAD + "TERM,90.0000,101.0000,seiz,1.0000\n")
     with pytest.raises(ValueError, match=r"^no pair of .*ref and .*hyp can be scored:\n  .*a_s001_t000.csv_bi:4: "):
