@@ -14,6 +14,7 @@ import dataclasses
 import sys
 import typing
 from collections import Counter
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,7 +75,9 @@ class PreprocessConfig:
     # channel's level at its first sample (an amplifier's DC offset) rings as a start-up transient
     # for seconds, which the z-score's std counts (scaling the whole channel down: 0.27x at a
     # 4000 uV offset on 20 uV EEG) and the clip cuts; steady: in the steady state of the first
-    # sample's level (scipy's sosfilt_zi), without that transient. zero_phase starts steady itself.
+    # sample's level, without that transient (each channel's first value is taken off before
+    # resampling, which the band-pass, passing no DC, cannot tell from scipy's sosfilt_zi start).
+    # zero_phase starts steady itself.
     filter_start: Literal["rest", "steady"] = "rest"
     notch_hz: float | None = 60.0
     notch_q: float = Field(30.0, gt=0)
@@ -614,8 +617,6 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-# Top-level sections of brain-go-brr v2's config schema (reference/original_spec.md §3.11) that
-# this project's has not: a user may pass the original's training YAML where ours is wanted.
 class DuplicateKeyError(yaml.YAMLError):
     pass
 
@@ -627,7 +628,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: SafeLoader merges it (flatten_mapping)
+                continue
             key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):  # SafeLoader refuses it itself, as not valid YAML
+                continue
             if key in seen:
                 raise DuplicateKeyError(f"the key {key!r} at line {key_node.start_mark.line + 1} was given "
                                         f"before, at line {seen[key] + 1}, in the same mapping; YAML would keep "
@@ -641,6 +646,8 @@ def read_yaml(text: str):
     return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
 
 
+# Top-level sections of brain-go-brr v2's config schema (reference/original_spec.md §3.11) that
+# this project's has not: a user may pass the original's training YAML where ours is wanted.
 _ORIGINAL_SECTIONS = ("experiment", "training", "evaluation", "preprocessing")
 
 

@@ -146,18 +146,21 @@ def preprocess(
         std_in = x.std(axis=-1)
     flat = std_in <= cfg.flat_std_uv  # (C,); an all-NaN channel is flat too
 
-    # 1. resample, 2. bandpass + notch (one SOS cascade along time, all channels at once)
+    # 1. resample, 2. bandpass + notch (one SOS cascade along time, all channels at once). Under
+    # filter_start: steady each channel's first value is taken off first: the band-pass passes no
+    # DC, so filtering x - x[0] from rest is filtering x from the steady state of x[0] (scipy's
+    # sosfilt_zi), and taken off before resampling it is no step for resample_poly's zero padding
+    # either (whose first output sample would otherwise not be the channel's level at 400, 512 Hz)
+    if cfg.filter_phase == "causal" and cfg.filter_start == "steady":
+        x = x - x[:, :1]  # a copy: the caller's array is left as it is
     y = resample(x, sfreq_in, cfg, source)  # (C, N_out)
     n_out = y.shape[-1]
     if n_out < 2:  # one sample varies in no channel: "flat" would misname it
         raise ValueError(f"{source}: {n_in} sample(s) at {sfreq_in:g} Hz ({n_out} at {cfg.sfreq:g} Hz) are too "
                          "short a recording to read; remove it")
     sos = filter_sos(cfg)
-    if cfg.filter_phase == "causal" and cfg.filter_start == "rest":
+    if cfg.filter_phase == "causal":
         y = signal.sosfilt(sos, y, axis=-1)  # (C, N_out), a new array
-    elif cfg.filter_phase == "causal":  # steady: as if each channel had held its first value forever
-        zi = signal.sosfilt_zi(sos)[:, None, :] * y[None, :, :1]  # (S, C, 2)
-        y, _ = signal.sosfilt(sos, y, axis=-1, zi=zi)
     else:
         # sosfiltfilt's default padding (scipy/signal/_signaltools.py, sosfiltfilt)
         padlen = 3 * (2 * len(sos) + 1 - min((sos[:, 2] == 0).sum(), (sos[:, 5] == 0).sum()))

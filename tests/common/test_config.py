@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import ConfigError, config_hash, load_config, parse_override, with_overrides
+from common.config import ConfigError, config_hash, load_config, parse_override, read_yaml, with_overrides
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
@@ -73,6 +73,17 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
         load_config(path)
     path.write_text("data:\n  window_seconds: 16\ntrain:\n  window_seconds: 8\n")  # one per mapping
     with pytest.raises(ConfigError, match="train.window_seconds"):  # only the schema's objection
+        load_config(path)
+
+
+def test_merge_keys_still_merge_and_an_unhashable_key_is_still_not_valid_yaml(tmp_path):
+    """The duplicate check must not read `<<: *anchor` as a key (it had refused merge keys), and a
+    key YAML cannot hash stays SafeLoader's own error (it had become a TypeError traceback)."""
+    path = tmp_path / "merged.yaml"
+    path.write_text("base: &b\n  lr: 0.001\n  epochs: 1\ntrain:\n  <<: *b\n  epochs: 2\n")
+    assert read_yaml(path.read_text())["train"] == {"lr": 0.001, "epochs": 2}  # a merge's override is no duplicate
+    path.write_text("train:\n  ? [a, b]\n  : 1\n")
+    with pytest.raises(ConfigError, match="not valid YAML: .*unhashable key"):
         load_config(path)
 
 
