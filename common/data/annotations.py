@@ -324,9 +324,14 @@ def _check_within_its_span(edf: Path, listing: Path, listed: native_labels.Nativ
     """A seizure ending after the span its own file gives (a Siena list's registration end, a
     CHB-MIT summary's File End Time) is a typo in its times (Siena PN00-3's ends 19.29.29, the
     registration 18.57.13): cut at the recording's end it would be a 29-minute seizure, and one
-    starting after the end would be dropped, the recording trained on as seizure-free."""
-    late = [stop for _, stop in listed.seizures if listed.duration_seconds is not None
-            and stop > listed.duration_seconds]
+    starting after the end would be dropped, the recording trained on as seizure-free. One within
+    the EDF itself is not: hand-typed clock times may fall short of the EDF's length by up to
+    data.clock_duration_tolerance_seconds (check_duration), and the EDF's own end decides there."""
+    if listed.duration_seconds is None:
+        return
+    header = _header(edf)
+    end = max(listed.duration_seconds, header.n_records * header.record_seconds if header is not None else 0.0)
+    late = [stop for _, stop in listed.seizures if stop > end]
     if late:
         raise AnnotationError(
             f"{edf}: {listing} has a seizure of it ending {late[0]:g} s after the {span} start, past the "

@@ -124,6 +124,9 @@ def test_a_chbmit_seizure_past_its_summarys_file_end_is_refused_as_siena_is(tmp_
         "(3600 s): a typo in its times; write chb05_06.csv_bi beside the EDF with the seizure's real times")
     summary.write_text(_block("chb05_06.edf", "22:21:25", "23:21:25", [(3500, 3600)]))  # to the last second
     assert _check(edf, "chbmit").seizures() == [(3500.0, 3600.0)]
+    # clock times 10 s short of the EDF (within their tolerance): a seizure inside the EDF stands
+    summary.write_text(_block("chb05_06.edf", "22:21:25", "23:21:15", [(3500, 3598)]))
+    assert _check(edf, "chbmit").seizures() == [(3500.0, 3598.0)]
 
 
 def test_a_siena_recording_of_another_length_is_refused_naming_both(tmp_path, header_edf):
