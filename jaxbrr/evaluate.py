@@ -91,9 +91,11 @@ SPLIT_FIELDS = ("data.edf_glob", "data.synthetic", "data.corpus", "data.split",
 
 def default_out_dir(step_dir: Path, source: str) -> Path:
     """WORKDIR/eval/<kind>-<step>/<source> for a step WORKDIR/checkpoints/<kind>/<step> (jaxbrr's
-    folder `36`, or its neutral copy `36/model.safetensors`; torchref's file `step_000036.pt`: all
-    `best-36`)."""
-    step_dir = _step_of(step_dir)
+    folder `36`, torchref's file `step_000036.pt`: both `best-36`; a jaxbrr step's neutral copy
+    `36/model.safetensors` is its step where read with the run's config: run_checkpoint)."""
+    if _step_of(step_dir) != step_dir:
+        raise ValueError(f"{step_dir}: read with --config, a step's weights are not evaluated as its run's, so "
+                         "their scores do not go in the run's eval folder: pass --out DIR")
     if run_folder(step_dir) is None:
         raise ValueError(f"{step_dir} is not inside a run's checkpoints/ folder, so there is no "
                          "run folder to write into: pass --out DIR")
@@ -134,8 +136,7 @@ def _step_of(path: Path) -> Path:
 
 
 def run_folder(step_dir: Path) -> Path | None:
-    """WORKDIR of a step WORKDIR/checkpoints/<kind>/<step> (or of its neutral copy), else None."""
-    step_dir = _step_of(step_dir)
+    """WORKDIR of a step WORKDIR/checkpoints/<kind>/<step>, else None."""
     return step_dir.parents[2] if step_dir.parent.parent.name == "checkpoints" else None
 
 
@@ -218,14 +219,16 @@ def run_checkpoint(checkpoint: str, split: str | None = None, edf_dir: str | Non
         config, model, weights_path = load_checkpoint(checkpoint, overrides, config_path)
         for rate in config.eval.fa_rates:  # fixed metric names, checked before any compute
             metric_name(rate)
-        out_dir = Path(out) if out else default_out_dir(weights_path, source_name)
+        # a step's neutral copy read with its run's config is that step, its scores the run's
+        step = _step_of(weights_path) if own_split else weights_path
+        out_dir = Path(out) if out else default_out_dir(step, source_name)
         # before the cache is built and every recording predicted, not after
         check_writable_folder(out_dir, "--out" if out else "the run's eval folder (the default --out)",
                               None if out else "pass --out DIR, a folder you can write to")
         check_out_dir(out_dir)  # no one's labels in its ref/ hyp/, which evaluate replaces
         print(describe(config, weights_path))
         corpus, stems, skipped, source = _recordings(config, split, edf_dir, progress,
-                                                     run_folder(weights_path) if own_split else None, plain_lines)
+                                                     run_folder(step) if own_split else None, plain_lines)
     except (CheckpointError, ConfigError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT

@@ -452,7 +452,7 @@ def test_every_field_that_decides_the_split_is_refused(override):
         refuse_split_overrides(["postprocess.tau_on=0.7", override], "eval")
 
 
-def test_only_weights_with_their_runs_config_keep_its_split(synthetic_run, tmp_path):
+def test_only_weights_with_their_runs_config_keep_its_split(synthetic_run, tmp_path, capsys):
     """A run folder (or one of its steps) carries the data section its training used, and so does
     a .safetensors file converted from a run, or a step's neutral copy, read without --config; a
     weights file of the model alone takes --config and --set for its data. A converted file was
@@ -472,7 +472,9 @@ def test_only_weights_with_their_runs_config_keep_its_split(synthetic_run, tmp_p
     (tmp_path / "original.pt").touch()  # located by kind, not read
     assert not carries_its_split(tmp_path / "original.pt")
     # the refusal, from the command
-    assert main(["--checkpoint", str(converted), "--set", "data.split.seed=3", "--no-progress"]) == 2
+    assert main(["--checkpoint", str(converted), "--set", "data.split.seed=3", "--out", str(tmp_path / "out"),
+                 "--no-progress"]) == 2
+    assert "--set data.split.seed=3: data.split.seed decides which recordings" in capsys.readouterr().err
     # a training step's neutral copy carries its run's config: the file alone reads as its step
     assert read_neutral_metadata(step / NEUTRAL_FILE)["run_config"] == json.loads(json.dumps(config_to_dict(config)))
     assert carries_its_split(step / NEUTRAL_FILE) and not carries_its_split(step / NEUTRAL_FILE, "configs/tiny.yaml")
@@ -482,11 +484,13 @@ def test_a_steps_neutral_copy_evaluates_into_its_runs_folder_and_a_folder_is_no_
     """evaluate --checkpoint STEP/model.safetensors said the file was not inside a run's
     checkpoints/ folder; --config RUN said 'config file not found' of a folder that exists."""
     from common.checkpoints import NEUTRAL_FILE
-    from jaxbrr.evaluate import default_out_dir
+    from jaxbrr.evaluate import _step_of, default_out_dir
 
     step = next((synthetic_run / "checkpoints" / "best").iterdir())
-    assert default_out_dir(step / NEUTRAL_FILE, "dev") == default_out_dir(step, "dev") == (
-        synthetic_run / "eval" / f"best-{step.name}" / "dev")
+    assert default_out_dir(_step_of(step / NEUTRAL_FILE), "dev") == synthetic_run / "eval" / f"best-{step.name}" / "dev"
+    # read with another config it is not the run's step, nor are its scores the run's
+    assert main(["--checkpoint", str(step / NEUTRAL_FILE), "--config", "configs/tiny.yaml", "--no-progress"]) == 2
+    assert "read with --config, a step's weights are not evaluated as its run's" in capsys.readouterr().err
     assert main(["--checkpoint", str(step / NEUTRAL_FILE), "--config", str(synthetic_run), "--no-progress"]) == 2
     assert capsys.readouterr().err == (
         f"error: {synthetic_run}: a folder, not a YAML config file; a run folder's config travels with its weights: "
