@@ -137,17 +137,19 @@ def _why(path: Path, err: OSError) -> str:
 STALE_SECONDS = 600  # a temporary file untouched this long belongs to a writer that was killed
 
 
-def remove_stale_temporaries(folder: Path, older_than: float = STALE_SECONDS) -> int:
-    """Delete the half-written files (common/files.py names them `.<name>.*.tmp`) that a killed
-    command left; only old ones, so that another process writing the same folder keeps its own
-    (a caller that holds the folder alone passes older_than=0)."""
+def remove_stale_temporaries(folder: Path, older_than: float = STALE_SECONDS, names: tuple[str, ...] = ("*",)) -> int:
+    """Delete the half-written files (atomic_path names them `.<name>.*.tmp`) that a killed command
+    left, of files matching `names` (a folder that is the user's, not ours, names its own kinds);
+    only old ones, so that another process writing the same folder keeps its own (a caller that
+    holds the folder alone passes older_than=0). One that cannot go (not a file, not ours to
+    delete) is left, as is: a leftover is harmless."""
     now, removed = time.time(), 0
-    for tmp in folder.glob(".*.tmp"):
+    for tmp in {path for name in names for path in folder.glob(f".{name}.*.tmp")}:
         try:
-            if now - tmp.stat().st_mtime >= older_than:
+            if tmp.is_file() and now - tmp.stat().st_mtime >= older_than:
                 tmp.unlink()
                 removed += 1
-        except FileNotFoundError:  # its build finished or removed it meanwhile
+        except OSError:  # finished or removed meanwhile, or not ours to delete
             pass
     return removed
 

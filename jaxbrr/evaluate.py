@@ -76,8 +76,9 @@ EXIT_OK, EXIT_INPUT = 0, 2
 # cached recordings and one left out reshuffles them all (preprocess, and how labels are read).
 # data.data_dir may change: the same corpus moved to another machine or folder holds the same
 # patients, hence the same split.
-# Weights that carry their run's config, data section included (a .pt or .safetensors file or an
-# original checkpoint takes it from --config or the defaults: there the split is the config's).
+# Weights that carry their run's config, data section included (a .pt file or an original
+# checkpoint takes it from --config or the defaults: there the split is the config's; a
+# .safetensors file carries it where converted from a run: carries_its_split).
 RUN_KINDS = ("jaxbrr", "torchref", "nan_dump")
 SPLIT_FIELDS = ("data.edf_glob", "data.synthetic", "data.corpus", "data.split",
                 "data.seizure_labels", "data.background_labels", "data.label_duration_tolerance_seconds",

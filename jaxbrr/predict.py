@@ -328,8 +328,8 @@ def _main(argv: list[str] | None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
-    if Path(args.out).is_dir():  # what a predict killed (SIGKILL) while writing left there
-        remove_stale_temporaries(Path(args.out))
+    if Path(args.out).is_dir():  # what a predict killed (SIGKILL) while writing left there, and only that
+        remove_stale_temporaries(Path(args.out), names=("*.csv_bi", "*.png"))
     try:
         config, model, weights_path = load_checkpoint(args.checkpoint, args.set, args.config)
     except (CheckpointError, ConfigError) as err:

@@ -63,6 +63,9 @@ from common.config import Config, ConfigError, config_from_dict, with_overrides
 from common.shown import shown_lines
 
 MISSING, UNEXPECTED = "missing from", "but the model has no such parameter"  # key_problems' two kinds
+NEEDS_X64 = "float64 needs jax_enable_x64 (it would be truncated)"
+X64_FIX = ("float64 weights need JAX's 64-bit mode: run with JAX_ENABLE_X64=1, or cast the weights to float32 "
+           "yourself (which rounds them)")
 
 
 class WeightsError(ValueError):
@@ -71,7 +74,7 @@ class WeightsError(ValueError):
     the rest: shapes, dtypes), then the fix; without (this project's own tables), every one."""
 
     def __init__(self, what: str, problems: list[str], fix: str | None = None):
-        self.problems = problems
+        self.problems, self.fix = problems, fix
         if fix is None:
             super().__init__(f"{what}: {len(problems)} problem(s)\n  " + "\n  ".join(problems))
             return
@@ -222,13 +225,15 @@ def fill(model: nnx.Module, arrays: dict[str, np.ndarray], source: str) -> list[
             problems.append(f"{entry.torch_key} -> {slashed(entry.nnx_path)}: shape {value.shape} "
                             f"(after the layout change) vs NNX {target.shape}")
         elif value.dtype == np.float64 and not jax.config.jax_enable_x64:
-            problems.append(f"{entry.torch_key}: float64 needs jax_enable_x64 (it would be truncated)")
+            problems.append(f"{entry.torch_key}: {NEEDS_X64}")
         kept = _widened(value, target)
         if kept.dtype != value.dtype:
             widened[(value.dtype.name, kept.dtype.name)] += 1
         values.append((entry.variable, kept))
     if problems:
-        raise WeightsError(f"{source} -> NNX", problems, CONFIG_FIX)
+        # names and shapes are the config's to fix; float64 values alone, JAX's
+        fix = X64_FIX if all(p.endswith(NEEDS_X64) for p in problems) else CONFIG_FIX
+        raise WeightsError(f"{source} -> NNX", problems, fix)
     for variable, value in values:
         variable.set_value(jnp.asarray(value))
     return widening_notes(widened, source)

@@ -262,8 +262,6 @@ def window_length_note(config: Config, batch: Batch) -> str | None:
             "windows of another length than training did")
 
 
-
-
 def check_weights(problem: Problem, as_loaded: Config, fix: str = CONFIG_FIX) -> None:
     """The weights' names and shapes against the model of the problem's config, as parity.convert
     checks them, before any model is built (torch's load_state_dict raised its own traceback

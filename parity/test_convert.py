@@ -154,8 +154,10 @@ def test_broken_mappings_raise_naming_every_path(monkeypatch):
 def test_float64_without_x64_raises():
     config = load_config(TINY, ["model.architecture=tcn"]).model
     source = tmodel.SeizureDetector(config, 0).double()
-    with pytest.raises(ConversionError, match="float64 needs jax_enable_x64"):
+    with pytest.raises(ConversionError, match="float64 needs jax_enable_x64") as raised:
         torch_to_jax(source, jax_model(config, 0))
+    # JAX's mode is the fix, not the config (a review: the config's fix had been appended)
+    assert str(raised.value).endswith(weights.X64_FIX) and weights.CONFIG_FIX not in str(raised.value)
 
 
 def test_weights_file_from_either_side(tmp_path):
@@ -236,6 +238,12 @@ def test_a_runs_weights_file_keeps_the_runs_config_and_a_bare_one_says_it_has_no
     assert read.config.data == run_config.data and read.config.postprocess == run_config.postprocess
     assert not any("holds the model alone" in note for note in read.notes)
     assert weights_config(tmp_path / "run.safetensors").data == run_config.data  # train's --config, --init-from
+    # converted again, the file's run config goes with it (it was dropped: a .safetensors input
+    # counted as the model alone), unless --config replaces it
+    assert convert.main([str(tmp_path / "run.safetensors"), str(tmp_path / "again.safetensors")]) == 0
+    assert read_weights(tmp_path / "again.safetensors").config == read.config
+    assert convert.main([str(tmp_path / "run.safetensors"), str(tmp_path / "other.safetensors"), "--config", TINY]) == 0
+    assert "run_config" not in convert.read_neutral_metadata(tmp_path / "other.safetensors")
 
     torch.save(tmodel.SeizureDetector(run_config.model, 7).state_dict(), tmp_path / "bare.pt")
     assert convert.main([str(tmp_path / "bare.pt"), str(tmp_path / "bare.safetensors"), "--config", TINY]) == 0

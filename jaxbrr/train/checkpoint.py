@@ -193,7 +193,7 @@ class _Echoes:
 
     def said(self) -> str:
         """The clause that the one-line error carries for what was dropped."""
-        return f" ({len(self.records)} tracebacks of it from orbax's threads not shown)" if self.records else ""
+        return f" ({len(self.records)} more reports of it from orbax's threads not shown)" if self.records else ""
 
 
 @contextmanager

@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from common.config import ConfigError, config_hash, load_config, parse_override, read_yaml, with_overrides
+from common.config import (
+    ConfigError,
+    config_hash,
+    load_config,
+    parse_override,
+    read_yaml,
+    with_overrides,
+)
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 

@@ -428,9 +428,11 @@ def test_a_killed_predicts_temporaries_are_removed_by_the_next(tmp_path, capsys)
     out = tmp_path / "out"
     out.mkdir()
     stale, fresh = out / ".pa_s001_t000.png.k3j.tmp", out / ".pb_s001_t000.png.q9z.tmp"
-    stale.write_text(""), fresh.write_text("")
-    os.utime(stale, (time.time() - STALE_SECONDS - 5,) * 2)
+    others = out / ".notes.txt.a1b.tmp", out / ".x.png.q1q.tmp"  # another program's; a folder
+    stale.write_text(""), fresh.write_text(""), others[0].write_text(""), others[1].mkdir()
+    for old in (stale, *others):
+        os.utime(old, (time.time() - STALE_SECONDS - 5,) * 2)
     edf = write_edf(tmp_path / "pa_s001_t000.edf", BIPOLAR23, seconds=2.0)
     assert main(["--checkpoint", str(tmp_path / "nowhere"), str(edf), "--out", str(out)]) == 2
-    assert [p.name for p in out.iterdir()] == [fresh.name]
+    assert sorted(p.name for p in out.iterdir()) == sorted([fresh.name, *(p.name for p in others)])
     capsys.readouterr()

@@ -272,7 +272,7 @@ def test_orbax_echoes_are_dropped_with_the_error_they_echo_and_shown_otherwise(c
         caplog.clear()
         return said
 
-    with pytest.raises(OSError, match=r"^\[Errno 28\] refused \(2 tracebacks of it from orbax's threads not shown\)$"):
+    with pytest.raises(OSError, match=r"^\[Errno 28\] refused \(2 more reports of it from orbax's threads not shown\)$"):
         with _one_line(_answer):
             _echoing(_Refused("OUT_OF_RANGE"))
     assert unraisable == [] and logged() == []
