@@ -10,7 +10,7 @@ downloaded corpus as it ships); files and folders may be mixed. For each EDF, in
     <stem>.png      the preprocessed EEG with the events shaded, the probability trace, τ_on/τ_off
 
 Pipeline, all from the checkpoint's config (`--set` may change any field outside `model` and
-`data.montage`, e.g. `--set postprocess.tau_on=0.7`, and how the model computes: model.ssm.*,
+`data.montage`, e.g. `--set postprocess.tau_on=0.9`, and how the model computes: model.ssm.*,
 model.stability.*):
 read the EDF in the montage the model was trained on (common/data/edf.py), preprocess (common/data/preprocess.py), cut windows at
 `eval.stride_seconds` in batches of `eval.batch_size`, average the overlaps into one trace
@@ -123,7 +123,7 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),
     where = found.path  # the concrete step or file, for the messages
     if config_path is not None and found.kind in RUN_KINDS:  # it would be read by nothing, in silence
         raise ConfigError(f"--config {config_path}: {where} carries the whole config it was trained with, which is "
-                          "what runs; change its fields with --set KEY=VALUE (e.g. --set postprocess.tau_on=0.7), "
+                          "what runs; change its fields with --set KEY=VALUE (e.g. --set postprocess.tau_on=0.9), "
                           "or drop --config")
     compute, overrides = _split_overrides(overrides)
     try:
@@ -311,7 +311,7 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                         help=f"where <stem>.csv_bi and <stem>.png go (default: {DEFAULT_OUT}/)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field outside `model` (e.g. --set postprocess.tau_on=0.7), or "
+                        help="override a config field outside `model` (e.g. --set postprocess.tau_on=0.9), or "
                              "how the model computes: model.ssm.* (e.g. --set model.ssm.scan=chunked) and "
                              "model.stability.* (e.g. --set model.stability.guards=original)")
     add_progress_argument(parser)

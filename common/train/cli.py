@@ -111,6 +111,7 @@ def run(argv: list[str] | None, prog: str, doc: str, trainer_class: Callable[[],
         check_writable_folder(config.workdir, "workdir", "pass --workdir DIR, a folder you can write to")
         check_writable_folder(config.data.cache_dir, "data.cache_dir", "set data.cache_dir (--set "
                               "data.cache_dir=DIR) to a folder you can write to")  # the build writes there
+        trainer_class().check_placement(config)  # the devices against the mesh and batch, before the data
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as err:  # CheckpointError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG

@@ -216,6 +216,12 @@ class Loop:
         """Host 0 writes the logs and plots; checkpoints are written by every host (orbax)."""
         return self.process_index == 0
 
+    @classmethod
+    def check_placement(cls, config: Config) -> None:
+        """What _build would refuse about where the run is placed (devices, mesh, batch), checked
+        before the data is prepared: a first run on a corpus builds its whole cache first. Raises
+        ValueError naming the field and the fix; a twin with nothing to check keeps this."""
+
     def _build(self) -> None:
         """Model, optimizer (total_updates known), checkpoint store."""
         raise NotImplementedError

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from common.config import Config
 from common.train.compat import check_init_config
@@ -45,6 +46,45 @@ class Trainer(Loop):
 
     framework = "jaxbrr"
 
+    @classmethod
+    def check_placement(cls, config: Config) -> None:
+        """Loop.check_placement: Pallas off a GPU, the mesh against the devices and the batch.
+        A multi-host run's devices are known once jax.distributed is up: _build checks those."""
+        if config.train.distributed.initialize:
+            return
+        if config.model.ssm.scan == "pallas":
+            from jaxbrr.ssd_kernel import require_gpu
+
+            require_gpu()
+        cls._mesh(config)
+
+    @staticmethod
+    def _mesh(config: Config) -> Mesh | None:
+        """The devices' mesh (None on one device without fsdp); ValueError for a placement that
+        cannot run: data × fsdp or the batch against the devices, Pallas under fsdp, the batched
+        CPU eigh over several devices in one process."""
+        devices = jax.devices()
+        if len(devices) == 1 and config.train.mesh.fsdp == 1:
+            return None
+        mesh = make_mesh(config.train, devices)  # checks data × fsdp and the batch size
+        if mesh.shape[FSDP_AXIS] > 1 and config.model.ssm.scan == "pallas":
+            raise ValueError(
+                "model.ssm.scan=pallas with train.mesh.fsdp > 1: the Pallas kernels are opaque to XLA's "
+                "SPMD partitioner, which would run every device on the whole batch. Set "
+                "train.mesh.fsdp=1 (data parallel: each device runs the kernels on its own slice) "
+                "or model.ssm.scan=chunked")
+        g = config.model.graph
+        local = jax.local_device_count()
+        if devices[0].platform == "cpu" and local > 1 and g.enabled and g.use_dynamic_pe and g.eigh_calls == "batched":
+            raise ValueError(
+                f"{local} CPU devices in this process with the dynamic Laplacian PE and "
+                "model.graph.eigh_calls=batched: jaxlib's batched CPU eigh waits on the thread "
+                "pool that the other devices' eigh calls occupy, and the step deadlocks "
+                "(never returns). Set model.graph.eigh_calls=looped (same numbers, one LAPACK "
+                "call per graph), or train on one CPU device per process"
+            )
+        return mesh
+
     def _build(self) -> None:
         distributed.initialize(self.cfg.distributed)  # before any device is touched
         self.process_index, self.process_count = jax.process_index(), jax.process_count()
@@ -57,27 +97,7 @@ class Trainer(Loop):
         self.model = SeizureDetector(self.config.model, rngs=nnx.Rngs(self.cfg.seed))
         self.optimizer = make_nnx_optimizer(self.model, self.cfg, self.total_updates)
         self.checkpoints = Checkpoints(self.workdir, self.cfg.keep_checkpoints)
-        self.mesh = None
-        devices = jax.devices()
-        if len(devices) > 1 or self.cfg.mesh.fsdp > 1:
-            self.mesh = make_mesh(self.cfg, devices)  # checks data × fsdp and the batch size
-            if self.mesh.shape[FSDP_AXIS] > 1 and self.config.model.ssm.scan == "pallas":
-                raise ValueError(
-                    "model.ssm.scan=pallas with train.mesh.fsdp > 1: the Pallas kernels are opaque to XLA's "
-                    "SPMD partitioner, which would run every device on the whole batch. Set "
-                    "train.mesh.fsdp=1 (data parallel: each device runs the kernels on its own slice) "
-                    "or model.ssm.scan=chunked")
-            g = self.config.model.graph
-            local = jax.local_device_count()
-            if (devices[0].platform == "cpu" and local > 1 and g.enabled and g.use_dynamic_pe
-                    and g.eigh_calls == "batched"):
-                raise ValueError(
-                    f"{local} CPU devices in this process with the dynamic Laplacian PE and "
-                    "model.graph.eigh_calls=batched: jaxlib's batched CPU eigh waits on the thread "
-                    "pool that the other devices' eigh calls occupy, and the step deadlocks "
-                    "(never returns). Set model.graph.eigh_calls=looped (same numbers, one LAPACK "
-                    "call per graph), or train on one CPU device per process"
-                )
+        self.mesh = self._mesh(self.config)
         self.sync_from_objects()
         self.step_fn = make_train_step(self.graphdef, self.cfg, use_checkify=self.cfg.checkify, mesh=self.mesh,
                                        state_shardings=self.state_shardings)

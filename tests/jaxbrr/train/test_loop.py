@@ -392,6 +392,19 @@ def test_the_pallas_scan_is_refused_off_a_gpu_before_anything_compiles(tmp_path,
     assert not (tmp_path / "run").exists()
 
 
+def test_a_placement_that_cannot_run_is_refused_before_the_data_is_prepared(tmp_path, capsys, monkeypatch):
+    """A mesh or batch that does not fit the devices was refused in the trainer's build, after a
+    first run on a corpus had built its whole cache (a review: tusz.yaml's batch 4 on 8 GPUs)."""
+    monkeypatch.setattr("common.data.prepare.prepare", lambda *a, **k: pytest.fail("the data was prepared"))
+    for override, said in (("train.mesh.fsdp=2", "train.mesh: data (-1 = all) × fsdp (2) must equal the 1 visible"),
+                           ("model.ssm.scan=pallas", "set model.ssm.scan=chunked")):
+        if override.endswith("pallas") and __import__("jaxbrr.ssd_kernel").ssd_kernel.on_gpu():
+            continue  # a GPU runs the kernels
+        assert train_main(["--config", str(SMOKE), "--workdir", str(tmp_path / "run"), "--set", override]) == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_without_a_checkpoint_is_an_error_naming_the_workdir(tmp_path, capsys, monkeypatch):
     """A mistyped workdir must not start a new run in silence (issue 19, problem 7)."""
     monkeypatch.setattr("common.data.prepare.prepare", lambda *a, **k: pytest.fail("compute started"))
