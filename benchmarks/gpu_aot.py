@@ -206,7 +206,8 @@ def use_plugin(plugin_dir: Path) -> None:
     if "jax" in sys.modules:
         raise RuntimeError("gpu_aot.use_plugin must run before jax is imported")
     sys.path.insert(0, str(plugin_dir))
-    if importlib.util.find_spec("jax_plugins.xla_cuda12") is None:
+    # find_spec of a submodule imports its parent, and raises where there is none (no jax_plugins at all)
+    if importlib.util.find_spec("jax_plugins") is None or importlib.util.find_spec("jax_plugins.xla_cuda12") is None:
         raise SystemExit(f"no jax CUDA plugin in {plugin_dir}: run `make gpu-aot` (installs jax-cuda12-plugin "
                          "and NVIDIA's CUDA libraries there, about 5 GB; no GPU needed)")
     os.environ["JAX_PLATFORMS"] = "cpu"  # the CPU runs; the CUDA plugin only compiles
