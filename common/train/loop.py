@@ -556,6 +556,20 @@ class Loop:
         """Host-measured numbers averaged over the hosts (one host: unchanged)."""
         return values
 
+    def _agreed_validation(self, value: float | None) -> float | None:
+        """Host 0's validation outcome on every host: the early-stopping metric's value, None where
+        its dev probabilities were not finite. Each host predicts the dev split with a program of its
+        own, and a GPU's compile may choose other kernels on another host: a tie broken, or a NaN
+        met, on one host only would have that host save `best`, stop or dump while the others wait
+        for it forever. A host whose own outcome differs says so. One host: its own, as it is."""
+        agreed = json.loads(self._from_host_0(json.dumps({"value": None if value is None else float(value)})))["value"]
+        same = agreed == value or (agreed is not None and value is not None and np.isnan(agreed) and np.isnan(value))
+        if not same:
+            tqdm.write(f"note: host {self.process_index}'s validation gave {self.cfg.early_stopping.metric} "
+                       f"{'non-finite probabilities' if value is None else value}, host 0's "
+                       f"{'non-finite probabilities' if agreed is None else agreed}: every host follows host 0")
+        return agreed
+
     def _end_epoch(self) -> None:
         p, es = self.progress, self.cfg.early_stopping
         try:
@@ -565,8 +579,13 @@ class Loop:
             self._save("last")
             raise Interrupted(self.stop.received, p.step, self.checkpoint_path("last", p.step)) from None
         except NonFiniteValidation as bad:
-            self._fail_validation(bad.x)
-        value = metric_value(metrics, self.config)
+            metrics, traces, masks, nonfinite_x = {}, [], [], bad.x
+        else:
+            nonfinite_x = None
+        value = self._agreed_validation(None if nonfinite_x is not None else metric_value(metrics, self.config))
+        if value is None:  # host 0's probabilities were not finite: every host fails alike (host 0's dump)
+            self._fail_validation(nonfinite_x if nonfinite_x is not None else
+                                  np.zeros((1, self.config.model.n_chans, self.config.window_samples), np.float32))
         improved = is_better(value, p.best, es.mode)
         if improved:
             p.best, p.best_epoch, p.best_step, p.bad_epochs = value, p.epoch, p.step, 0

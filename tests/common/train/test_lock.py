@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from common.train import lock
+from tests.common.train.stubs import Unbuilt
 
 ROOT = Path(__file__).resolve().parents[3]
 HOLDER = "from common.train.lock import hold; import sys, time; hold(sys.argv[1]); print('held', flush=True); time.sleep(120)"
@@ -95,7 +96,7 @@ def test_the_training_command_refuses_a_held_workdir_before_any_data(tmp_path, c
     os.write(fd, b"host h, pid 1234, since 2026-12-07 10:00:00: python -m jaxbrr.train")
     try:
         assert run(["--config", str(ROOT / "configs" / "tiny.yaml"), "--workdir", str(workdir), "--no-progress",
-                    f"--set=data.cache_dir={tmp_path / 'cache'}"], "train", "", lambda: pytest.fail("built")) == 2
+                    f"--set=data.cache_dir={tmp_path / 'cache'}"], "train", "", lambda: Unbuilt) == 2
     finally:
         os.close(fd)
     assert capsys.readouterr().err.strip() == (

@@ -267,3 +267,38 @@ def test_early_stopping_tolerates_patience_epochs_without_improvement_and_stops_
         (0.9, True), (0.8, False), (0.85, False), (0.95, True), (0.95, False), (0.9, False), (0.95, False)]
     p = result.progress
     assert (p.finished, p.bad_epochs, p.best, p.best_epoch) == ("early_stopping", 3, 0.95, 3)
+
+
+class HostOne(Counting):
+    """Host 1 of two, told host 0's validation outcome (`host_0`: its early-stopping value, None
+    for non-finite probabilities) where the real twin broadcasts it."""
+
+    host_0: float | None = 0.5
+
+    def _build(self) -> None:
+        super()._build()
+        self.process_index, self.process_count = 1, 2
+
+    def _from_host_0(self, text):
+        import json
+
+        return json.dumps({"value": self.host_0})
+
+
+def test_every_host_decides_validation_as_host_0_does(data, tmp_path, capsys, monkeypatch):
+    """Each host predicted the dev split itself and decided from its own metrics: on GPUs a tie
+    broken, or a NaN met, on one host only had it save `best`, stop or dump while the others
+    waited for it forever. Now host 0's outcome decides on every host, and a host whose own
+    differs says so."""
+    overrides, prepared = data
+    config = load_config(SMOKE, [*overrides, f"workdir={tmp_path / 'run'}"])
+    result = HostOne(config, progress=False, prepared=prepared).run()
+    assert result.progress.best == 0.5 and result.progress.best_epoch == 0  # host 0's value, tied after
+    assert result.progress.bad_epochs == 1
+    assert "note: host 1's validation gave auroc " in capsys.readouterr().out
+
+    # host 0's probabilities were not finite, this host's were: it fails as host 0 does
+    monkeypatch.setattr(HostOne, "host_0", None)
+    with pytest.raises(NonFiniteStep, match="validation after epoch 1"):
+        HostOne(config, progress=False, prepared=prepared).run()
+    assert "host 0's non-finite probabilities: every host follows host 0" in capsys.readouterr().out
