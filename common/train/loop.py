@@ -33,6 +33,7 @@ This module imports neither JAX nor torch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -169,6 +170,7 @@ class Loop:
         self._setup_data()
         try:
             self._build()  # holds the workdir once it knows which host it is (_hold_workdir)
+            self._check_same_data()
             self.progress = Progress()
             self._resume_or_start(resume)
             if not resume and self.primary:  # what a resume and `evaluate --split` follow (SPLITS_FILE)
@@ -208,6 +210,25 @@ class Loop:
     def _from_host_0(self, text: str) -> str:
         """Host 0's `text` on every host (one host: as is)."""
         return text
+
+    def _digests_of_every_host(self, digest: bytes) -> list[bytes]:
+        """Every host's `digest`, in host order (one host: [digest])."""
+        return [digest]
+
+    def _check_same_data(self) -> None:
+        """Every host prepares the data itself (its own cache build, its own skipped files): the
+        hosts must train and validate on the same recordings and plan the same batches, or the run
+        trains on what no one chose and, with epochs of other lengths, waits forever. A ValueError
+        on every host alike where any host differs."""
+        plan = [self.train_stems, self.dev_stems, len(self.table), self.batches_per_epoch, self.total_batches]
+        digests = self._digests_of_every_host(hashlib.sha256(json.dumps(plan).encode()).digest())
+        differ = [host for host, digest in enumerate(digests) if digest != digests[0]]
+        if differ:
+            raise ValueError(
+                f"host(s) {', '.join(map(str, differ))} prepared other data than host 0 (other recordings in the "
+                "train or dev split, or another number of windows or batches): every host needs the same "
+                "preprocessed corpus; build the cache once on a shared file system (python -m jaxbrr.data build) "
+                "or alike on each host, and check each host's build summary for skipped files")
 
     # -- what a framework provides -------------------------------------------------------------
 

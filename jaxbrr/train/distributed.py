@@ -118,6 +118,17 @@ def text_from_host_0(text: str) -> str:
     return received.tobytes().rstrip(b"\0").decode(errors="replace")
 
 
+def digests_of_every_host(digest: bytes) -> list[bytes]:
+    """Every process's 32-byte `digest` (a sha256), in process order (an allgather); [digest]
+    with one process."""
+    if jax.process_count() == 1:
+        return [digest]
+    from jax.experimental import multihost_utils
+
+    gathered = np.asarray(multihost_utils.process_allgather(np.frombuffer(digest, np.uint8)))
+    return [row.tobytes() for row in gathered.reshape(jax.process_count(), -1)]
+
+
 def barrier(name: str) -> None:
     """Wait until every process reaches the barrier `name`; nothing with one process."""
     if jax.process_count() > 1:

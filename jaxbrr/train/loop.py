@@ -88,6 +88,12 @@ class Trainer(Loop):
     def _build(self) -> None:
         distributed.initialize(self.cfg.distributed)  # before any device is touched
         self.process_index, self.process_count = jax.process_index(), jax.process_count()
+        if jax.config.jax_debug_nans and self.process_count > 1:
+            raise ValueError(
+                f"JAX_DEBUG_NANS with {self.process_count} processes: JAX checks each process's own arrays and "
+                "re-runs a step op by op on the processes that saw a NaN only, while the others wait in a "
+                "collective for ever. Train without it here (a non-finite step writes its NaN dump and the "
+                "replay command), and run that replay command, or the run, on one host with JAX_DEBUG_NANS=1")
         self.float32_matmuls = set_float32_precision(self.cfg.tf32, jax.default_backend())
         if self.config.model.ssm.scan == "pallas":  # before anything compiles or is written
             from jaxbrr.ssd_kernel import require_gpu
@@ -139,6 +145,9 @@ class Trainer(Loop):
 
     def _from_host_0(self, text: str) -> str:
         return distributed.text_from_host_0(text)
+
+    def _digests_of_every_host(self, digest: bytes) -> list[bytes]:
+        return distributed.digests_of_every_host(digest)
 
     def parameter_count(self) -> int:
         return count_parameters(self.model)

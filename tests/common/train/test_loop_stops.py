@@ -302,3 +302,16 @@ def test_every_host_decides_validation_as_host_0_does(data, tmp_path, capsys, mo
     with pytest.raises(NonFiniteStep, match="validation after epoch 1"):
         HostOne(config, progress=False, prepared=prepared).run()
     assert "host 0's non-finite probabilities: every host follows host 0" in capsys.readouterr().out
+
+
+def test_hosts_that_prepared_other_data_are_refused_on_every_host(data, tmp_path):
+    """Each host builds or reads its own cache: a host that skipped a file another kept trained on
+    other recordings, and with epochs of other lengths the hosts waited for each other forever."""
+    overrides, prepared = data
+
+    class Elsewhere(Counting):
+        def _digests_of_every_host(self, digest):
+            return [digest, digest, b"another host's plan"]
+
+    with pytest.raises(ValueError, match=r"^host\(s\) 2 prepared other data than host 0 .*python -m jaxbrr.data build"):
+        Elsewhere(load_config(SMOKE, [*overrides, f"workdir={tmp_path / 'run'}"]), progress=False, prepared=prepared)

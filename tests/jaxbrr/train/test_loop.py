@@ -392,6 +392,15 @@ def test_the_pallas_scan_is_refused_off_a_gpu_before_anything_compiles(tmp_path,
     assert not (tmp_path / "run").exists()
 
 
+def test_jax_debug_nans_over_several_processes_is_refused(tmp_path, data_overrides, prepared, monkeypatch):
+    """JAX checks each process's own arrays and re-runs a step op by op where it saw a NaN: the
+    processes that saw none would wait in a collective forever."""
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with jax.debug_nans(True), pytest.raises(ValueError, match="JAX_DEBUG_NANS with 2 processes: .*replay command"):
+        Trainer(config_for(tmp_path, data_overrides), progress=False, prepared=prepared)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_placement_that_cannot_run_is_refused_before_the_data_is_prepared(tmp_path, capsys, monkeypatch):
     """A mesh or batch that does not fit the devices was refused in the trainer's build, after a
     first run on a corpus had built its whole cache (a review: tusz.yaml's batch 4 on 8 GPUs)."""
