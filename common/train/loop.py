@@ -198,14 +198,17 @@ class Loop:
         alike when another run does. _build calls this once it knows the host, before the
         checkpoint store touches the workdir."""
         refusal = ""
-        if self.primary:
+        if self.primary:  # any failure of host 0's, said to every host: the others wait in the broadcast
             try:
                 self._held_here = hold(self.workdir)
             except WorkdirBusy as busy:
-                refusal = str(busy)
+                refusal = f"busy {busy}"
+            except OSError as error:  # a folder it cannot create or lock
+                refusal = f"error {error}"
         refusal = self._from_host_0(refusal)
         if refusal:
-            raise WorkdirBusy(refusal)
+            kind, said = refusal.split(" ", 1)
+            raise WorkdirBusy(said) if kind == "busy" else OSError(said)
 
     def _from_host_0(self, text: str) -> str:
         """Host 0's `text` on every host (one host: as is)."""

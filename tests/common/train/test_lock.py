@@ -75,10 +75,18 @@ def test_every_host_of_a_run_stops_when_host_0_finds_the_workdir_busy(tmp_path):
     to wait there for the coordination timeout."""
     from common.train.loop import Loop
 
-    busy = "run is in use by another training run (...)"
-    with pytest.raises(lock.WorkdirBusy, match=r"in use by another training run \(\.\.\.\)"):
+    busy = "busy run is in use by another training run (...)"
+    with pytest.raises(lock.WorkdirBusy, match=r"^run is in use by another training run \(\.\.\.\)$"):
         Loop._hold_workdir(_Host(tmp_path / "a", primary=False, host_0_says=busy))
     assert not (tmp_path / "a").exists()  # host 1 takes no lock of its own
+    # any other failure of host 0's (a folder it cannot create) stops every host too
+    failed = "error [Errno 13] Permission denied: 'run'"
+    with pytest.raises(OSError, match=r"^\[Errno 13\] Permission denied: 'run'$") as raised:
+        Loop._hold_workdir(_Host(tmp_path / "a", primary=False, host_0_says=failed))
+    assert not isinstance(raised.value, lock.WorkdirBusy)
+    (tmp_path / "file").write_text("")  # host 0 itself: a workdir under a file cannot be made
+    with pytest.raises(OSError):
+        Loop._hold_workdir(_Host(tmp_path / "file" / "run", primary=True))
     host_0 = _Host(tmp_path / "b", primary=True)
     Loop._hold_workdir(host_0)
     assert host_0._held_here and (tmp_path / "b" / lock.LOCK_FILE).is_file()
