@@ -213,13 +213,16 @@ class Trainer(Loop):
         return self.checkpoints.save(kind, self.progress.step, model, optimizer, self._meta(), neutral)
 
     def _latest(self) -> int | None:
-        return self.checkpoints.latest("last")
+        """Host 0's newest `last` step on every host: a shared file system may show another host a
+        listing from before host 0's last rename, and hosts restoring different steps diverge."""
+        said = distributed.text_from_host_0(str(self.checkpoints.latest("last")))
+        return None if said == "None" else int(said)
 
     def checkpoint_path(self, kind: str, step: int) -> Path:
         return self.checkpoints.root / kind / str(step)
 
     def _restore(self) -> dict:
-        meta = self.checkpoints.restore("last", self.model, self.optimizer)
+        meta = self.checkpoints.restore("last", self.model, self.optimizer, step=self._latest())
         self.sync_from_objects()
         return meta
 
