@@ -250,6 +250,20 @@ def is_neutral(path: str | Path) -> bool:
     return (_safetensors_header(path).get("__metadata__") or {}).get("format") == FORMAT  # transformers' is "pt"
 
 
+# weights that carry their training run's whole config (a --config beside them would not be read)
+RUN_KINDS = ("jaxbrr", "torchref", "nan_dump")
+
+
+def carries_run_config(kind: str, path: str | Path, config_path: str | Path | None) -> bool:
+    """Whether weights of `kind` (locate's, or Weights') at `path` are read with the whole config
+    of the run that trained them: RUN_KINDS always, and a neutral .safetensors file that carries
+    one (converted from a run, or a jaxbrr step's model.safetensors) where no --config is given."""
+    if kind in RUN_KINDS:
+        return True
+    return (config_path is None and kind == "safetensors" and is_neutral(path)
+            and "run_config" in read_neutral_metadata(path))
+
+
 # safetensors' dtype names -> numpy's (the format: huggingface/safetensors README, "Format"); BF16
 # is read as ml_dtypes.bfloat16 (read_safetensors), as common/pt.py reads a bfloat16 tensor
 SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",

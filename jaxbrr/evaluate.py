@@ -76,10 +76,8 @@ EXIT_OK, EXIT_INPUT = 0, 2
 # cached recordings and one left out reshuffles them all (preprocess, and how labels are read).
 # data.data_dir may change: the same corpus moved to another machine or folder holds the same
 # patients, hence the same split.
-# Weights that carry their run's config, data section included (a .pt file or an original
-# checkpoint takes it from --config or the defaults: there the split is the config's; a
-# .safetensors file carries it where converted from a run: carries_its_split).
-RUN_KINDS = ("jaxbrr", "torchref", "nan_dump")
+# Weights read with their run's config carry its data section (carries_its_split); a .pt file or
+# an original checkpoint takes it from --config or the defaults: there the split is the config's.
 SPLIT_FIELDS = ("data.edf_glob", "data.synthetic", "data.corpus", "data.split",
                 "data.seizure_labels", "data.background_labels", "data.label_duration_tolerance_seconds",
                 "data.clock_duration_tolerance_seconds",
@@ -95,8 +93,9 @@ def default_out_dir(step_dir: Path, source: str) -> Path:
     folder `36`, torchref's file `step_000036.pt`: both `best-36`; a jaxbrr step's neutral copy
     `36/model.safetensors` is its step where read with the run's config: run_checkpoint)."""
     if _step_of(step_dir) != step_dir:
-        raise ValueError(f"{step_dir}: read with --config, a step's weights are not evaluated as its run's, so "
-                         "their scores do not go in the run's eval folder: pass --out DIR")
+        raise ValueError(f"{step_dir}: read without its run's config (given --config, or saved before a step's "
+                         "copy carried it), a step's weights are not evaluated as its run's, so their scores do "
+                         "not go in the run's eval folder: pass --out DIR")
     if run_folder(step_dir) is None:
         raise ValueError(f"{step_dir} is not inside a run's checkpoints/ folder, so there is no "
                          "run folder to write into: pass --out DIR")
@@ -106,17 +105,13 @@ def default_out_dir(step_dir: Path, source: str) -> Path:
 
 
 def carries_its_split(checkpoint: str | Path, config_path: str | Path | None = None) -> bool:
-    """Whether the weights carry the config of the run that trained them, data section included,
-    and it is the one read: RUN_KINDS always, and a .safetensors file converted from a run (its
-    run_config) where no --config is given (a training step's neutral copy is one too). Such a
-    file does not carry the run's splits.json: its split is computed from that config."""
-    from common.checkpoints import is_neutral, locate, read_neutral_metadata
+    """Whether the weights are read with their run's config, data section included
+    (common.checkpoints.carries_run_config). A .safetensors file does not carry its run's
+    splits.json: its split is computed from that config."""
+    from common.checkpoints import carries_run_config, locate
 
     located = locate(checkpoint)
-    if located.kind in RUN_KINDS:
-        return True
-    return (config_path is None and located.kind == "safetensors" and is_neutral(located.path)
-            and "run_config" in read_neutral_metadata(located.path))
+    return carries_run_config(located.kind, located.path, config_path)
 
 
 def refuse_split_overrides(overrides: Sequence[str], split: str) -> None:

@@ -55,7 +55,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from common.checkpoints import FIX, CheckpointError, locate
+from common.checkpoints import FIX, RUN_KINDS, CheckpointError, locate
 from common.config import Config, ConfigError, parse_override, with_overrides
 from common.data.cache import find_recordings
 from common.data.csv_bi import Event, write_csv_bi, written_by, written_by_line
@@ -99,10 +99,6 @@ def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
         else:
             rest.append(text)
     return compute, rest
-
-
-# weights that carry their training run's whole config (a --config would not be read)
-RUN_KINDS = ("jaxbrr", "torchref", "nan_dump")
 
 
 def load_checkpoint(path: str | Path, overrides: Sequence[str] = (),

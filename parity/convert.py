@@ -48,7 +48,7 @@ from common.checkpoints import (
     LOSS_FIELDS,
     CheckpointError,
     Weights,
-    is_neutral,
+    carries_run_config,
     locate,
     nonfinite_tensors,
     read_neutral,
@@ -299,16 +299,6 @@ def _bare_state_dict_note(out: Path, model: ModelConfig, own: list[str]) -> str:
             f"model section: {described}. A .safetensors file or a folder (a jaxbrr checkpoint) keeps the config")
 
 
-def _carries_run_config(weights: Weights, config_path: Path | None) -> bool:
-    """Whether `weights.config` is the whole config of the run that trained them: a run's
-    checkpoint or NaN dump, or a neutral file that carries one (converted from a run, or a jaxbrr
-    step's model.safetensors) read without --config."""
-    if weights.kind in ("jaxbrr", "torchref", "nan_dump"):
-        return True
-    return (weights.kind == "safetensors" and config_path is None and is_neutral(weights.path)
-            and "run_config" in read_neutral_metadata(weights.path))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m parity.convert",
@@ -338,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         if out.suffix == ".safetensors":
             # a run's whole config goes with its weights (a NaN dump's too): windows, post-processing,
             # evaluation; else the post-processing and loss the weights carry, if any
-            run_config = weights.config if _carries_run_config(weights, args.config) else None
+            run_config = weights.config if carries_run_config(weights.kind, weights.path, args.config) else None
             mine = () if run_config is not None else weights.own_sections
             postprocess = weights.config.postprocess if "postprocess" in mine else None
             loss = {f: getattr(weights.config.train, f) for f in LOSS_FIELDS} if "loss" in mine else None

@@ -490,7 +490,7 @@ def test_a_steps_neutral_copy_evaluates_into_its_runs_folder_and_a_folder_is_no_
     assert default_out_dir(_step_of(step / NEUTRAL_FILE), "dev") == synthetic_run / "eval" / f"best-{step.name}" / "dev"
     # read with another config it is not the run's step, nor are its scores the run's
     assert main(["--checkpoint", str(step / NEUTRAL_FILE), "--config", "configs/tiny.yaml", "--no-progress"]) == 2
-    assert "read with --config, a step's weights are not evaluated as its run's" in capsys.readouterr().err
+    assert "a step's weights are not evaluated as its run's" in capsys.readouterr().err
     assert main(["--checkpoint", str(step / NEUTRAL_FILE), "--config", str(synthetic_run), "--no-progress"]) == 2
     assert capsys.readouterr().err == (
         f"error: {synthetic_run}: a folder, not a YAML config file; a run folder's config travels with its weights: "
